@@ -1,0 +1,1 @@
+"""torcctl: the command-line client of torcd."""

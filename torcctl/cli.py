@@ -1,0 +1,114 @@
+"""`torcctl`: submit, run, watch and inspect workflows on torcd."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from torcctl.client import Client, ConnectError, RpcError, start_daemon
+from torcctl import commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="torcctl", description="Client of the torc workflow daemon.")
+    ap.add_argument("--socket", help="daemon socket (default: $TORCD_SOCKET or the per-user default)")
+    ap.add_argument("--state-dir", help="state dir for a daemon this command starts")
+    ap.add_argument("--no-autostart", action="store_true", help="fail instead of starting torcd")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, func, help: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return p
+
+    cmd("ping", commands.ping, "check that the daemon answers")
+    p = cmd("submit", commands.submit, "create a workflow from a spec; print its id")
+    p.add_argument("spec")
+    p = cmd("run", commands.run, "submit a spec and follow it to the end; exit 0 only if every job completed")
+    p.add_argument("spec")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    p = cmd("watch", commands.watch, "follow a workflow's events until it is done")
+    p.add_argument("workflow_id", type=int)
+    p = cmd("validate", commands.validate, "check a spec without submitting it")
+    p.add_argument("spec")
+
+    wf = sub.add_parser("workflows", help="list and manage workflows").add_subparsers(
+        dest="sub", required=True, metavar="ACTION")
+    cmd("list", commands.workflows_list, "list workflows", wf)
+    for name, func, help in (("show", commands.workflows_show, "show one workflow"),
+                             ("status", commands.workflows_status, "job counts by status"),
+                             ("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones"),
+                             ("delete", commands.workflows_delete, "delete a finished workflow")):
+        cmd(name, func, help, wf).add_argument("workflow_id", type=int)
+    p = cmd("reset-status", commands.workflows_reset, "put jobs back to run again in a new run", wf)
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--failed-only", action="store_true",
+                   help="only failed, canceled, terminated and pending_failed jobs (and what they block)")
+
+    jobs = sub.add_parser("jobs", help="list and manage jobs").add_subparsers(
+        dest="sub", required=True, metavar="ACTION")
+    p = cmd("list", commands.jobs_list, "list a workflow's jobs", jobs)
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--status", help="only jobs with this status (e.g. pending_failed)")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--offset", type=int, default=0)
+    cmd("show", commands.jobs_show, "show one job", jobs).add_argument("job_id", type=int)
+    cmd("attempts", commands.jobs_attempts, "list a job's attempts", jobs).add_argument("job_id", type=int)
+    for name, func, help in (("retry", commands.jobs_retry, "pending_failed -> ready, next attempt"),
+                             ("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream")):
+        p = cmd(name, func, help, jobs)
+        p.add_argument("job_ids", type=int, nargs="+", metavar="JOB")
+        p.add_argument("--reason", default="", help="why (stored and shown)")
+
+    p = cmd("logs", commands.logs, "print a job attempt's stdout (or stderr)")
+    p.add_argument("job_id", type=int)
+    p.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
+    p.add_argument("--run", type=int, help="run number (default: the latest)")
+    p.add_argument("--stderr", action="store_true")
+    p.add_argument("--recovery", action="store_true", help="the recovery script's output instead")
+    p = cmd("events", commands.events, "print a workflow's event log")
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following new events")
+    return ap
+
+
+def connect(args: argparse.Namespace) -> Client:
+    from torcd.paths import default_socket
+
+    path = os.path.abspath(args.socket) if args.socket else default_socket()
+    client = Client(path)
+    args.autostarted = None
+    if args.func in (commands.validate,):
+        return client
+    if not client.ping(2.0):
+        if args.no_autostart:
+            raise ConnectError(f"no torcd answers on {path} (and --no-autostart was given)")
+        args.autostarted = start_daemon(path, args.state_dir)
+    return client
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        client = connect(args)
+        return args.func(client, args) or 0
+    except RpcError as e:
+        field = e.data.get("field") if isinstance(e.data, dict) else None
+        print(f"torcctl: error: {e.message}" + (f" [{field}]" if field and field not in e.message else ""),
+              file=sys.stderr)
+        return 2
+    except (ConnectError, commands.UsageError) as e:
+        print(f"torcctl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""One function per torcctl command: call the daemon, render the answer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from torcctl.client import Client, ConnectError
+from torcctl.render import event_line, print_json, table, when
+from torcd.protocol import AttemptInfo, Event, JobInfo, WorkflowSummary
+
+STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
+                "failed", "canceled", "terminated", "disabled", "pending_failed"]
+
+
+class UsageError(Exception):
+    pass
+
+
+def _read_spec(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read spec {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"spec {path} is not UTF-8 text: {e}") from None
+
+
+def _create(client: Client, spec: str) -> WorkflowSummary:
+    text = _read_spec(spec)
+    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": os.getcwd()},
+                       WorkflowSummary)
+
+
+def ping(client: Client, args) -> int:
+    info = client.call("ping")
+    if args.json:
+        print_json(info)
+    else:
+        print(f"torcd {info['version']} (pid {info['pid']}) on {info['socket']}, up {info['uptime']:.1f}s")
+    return 0
+
+
+def submit(client: Client, args) -> int:
+    wf = _create(client, args.spec)
+    if args.json:
+        print_json(wf)
+    else:
+        print(wf.id)
+    return 0
+
+
+def validate(client: Client, args) -> int:
+    from torcd.errors import SpecError
+    from torcd.spec import parse_spec
+
+    try:
+        spec = parse_spec(_read_spec(args.spec), args.spec)
+    except SpecError as e:
+        print(f"torcctl: {e.message}", file=sys.stderr)
+        return 1
+    print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers)")
+    return 0
+
+
+def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:
+    """Print events until the workflow is done; return the workflow_done event."""
+    quiet = getattr(args, "quiet", False)
+    for event in client.events(wf, after=after, until_done=True):
+        if args.json:
+            print_json(event)
+        elif not quiet:
+            print(event_line(event), flush=True)
+        if event.kind == "workflow_done":
+            return event
+    return None
+
+
+def _summary(client: Client, wf: int, args) -> int:
+    info = client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary)
+    counts = info.counts
+    total = sum(counts.values())
+    if not args.json:
+        table(["status", "jobs"], [(s, counts[s]) for s in STATUS_ORDER if counts.get(s)],
+              title=f"workflow {wf} ({info.name}): {total} jobs")
+    pending = counts.get("pending_failed", 0)
+    if pending and not args.json:
+        jobs = client.call("jobs.list", {"workflow_id": wf, "status": "pending_failed"}, list[JobInfo])
+        print(f"\n{pending} job(s) are pending_failed: their failure matched no rule and awaits classification.")
+        table(["job", "name", "attempt", "rc"], [(j.id, j.name, j.attempt_id, j.return_code) for j in jobs])
+        ids = " ".join(str(j.id) for j in jobs)
+        print(f"\n  torcctl jobs retry {ids} --reason '...'   # run them again\n"
+              f"  torcctl jobs fail {ids} --reason '...'    # give up; cancels what depends on them")
+    return 0 if counts.get("completed", 0) == total else 1
+
+
+def run(client: Client, args) -> int:
+    wf = _create(client, args.spec)
+    if not args.json and not args.quiet:
+        print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
+    try:
+        done = _follow(client, wf.id, args)
+        if done is None:
+            raise ConnectError("lost the daemon before the workflow finished")
+        return _summary(client, wf.id, args)
+    finally:
+        if args.autostarted is not None:
+            try:
+                client.call("shutdown")
+                args.autostarted.wait(30)
+            except (ConnectError, OSError):
+                pass
+
+
+def watch(client: Client, args) -> int:
+    client.call("workflows.show", {"workflow_id": args.workflow_id})
+    _follow(client, args.workflow_id, args)
+    return _summary(client, args.workflow_id, args)
+
+
+def workflows_list(client: Client, args) -> int:
+    wfs = client.call("workflows.list", {}, list[WorkflowSummary])
+    if args.json:
+        print_json(wfs)
+        return 0
+    table(["id", "name", "state", "run", "jobs", "completed", "failed", "pending_failed", "created"],
+          [(w.id, w.name, w.state, w.run_id, sum(w.counts.values()), w.counts.get("completed", 0),
+            w.counts.get("failed", 0), w.counts.get("pending_failed", 0), when(w.created)) for w in wfs])
+    return 0
+
+
+def workflows_show(client: Client, args) -> int:
+    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    if args.json:
+        print_json(w)
+        return 0
+    table(["field", "value"], [("id", w.id), ("name", w.name), ("description", w.description),
+                               ("state", w.state), ("run", w.run_id), ("directory", w.cwd),
+                               ("output", w.output_dir), ("created", when(w.created))]
+          + [(f"jobs {s}", w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)])
+    return 0
+
+
+def workflows_status(client: Client, args) -> int:
+    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    if args.json:
+        print_json({"workflow_id": w.id, "state": w.state, "counts": w.counts})
+        return 0
+    table(["status", "jobs"], [(s, w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
+          title=f"workflow {w.id} ({w.name}): {w.state}")
+    return 0
+
+
+def workflows_cancel(client: Client, args) -> int:
+    w = client.call("workflows.cancel", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    print_json(w) if args.json else print(f"workflow {w.id} canceled")
+    return 0
+
+
+def workflows_delete(client: Client, args) -> int:
+    r = client.call("workflows.delete", {"workflow_id": args.workflow_id})
+    print_json(r) if args.json else print(f"workflow {args.workflow_id} deleted")
+    return 0
+
+
+def workflows_reset(client: Client, args) -> int:
+    r = client.call("workflows.reset_status", {"workflow_id": args.workflow_id, "failed_only": args.failed_only})
+    print_json(r) if args.json else print(f"{r['reset']} jobs reset")
+    return 0
+
+
+def jobs_list(client: Client, args) -> int:
+    params = {"workflow_id": args.workflow_id, "limit": args.limit, "offset": args.offset}
+    if args.status:
+        params["status"] = args.status
+    jobs = client.call("jobs.list", params, list[JobInfo])
+    if args.json:
+        print_json(jobs)
+        return 0
+    show_tail = any(j.stderr_tail for j in jobs) and args.status in ("pending_failed", "failed")
+    headers = ["id", "name", "status", "attempt", "run", "rc", "reason"] + (["stderr (last lines)"] if show_tail else [])
+    table(headers, [(j.id, j.name, j.status, j.attempt_id, j.run_id, j.return_code, j.reason)
+                    + ((j.stderr_tail,) if show_tail else ()) for j in jobs])
+    return 0
+
+
+def jobs_show(client: Client, args) -> int:
+    j = client.call("jobs.show", {"job_id": args.job_id}, JobInfo)
+    if args.json:
+        print_json(j)
+        return 0
+    table(["field", "value"], [("id", j.id), ("workflow", j.workflow_id), ("name", j.name),
+                               ("command", j.command), ("status", j.status), ("attempt", j.attempt_id),
+                               ("run", j.run_id), ("cpus", j.num_cpus), ("failure handler", j.failure_handler),
+                               ("depends on", " ".join(map(str, j.depends_on))), ("last rc", j.return_code),
+                               ("reason", j.reason), ("stderr (last lines)", j.stderr_tail)])
+    return 0
+
+
+def jobs_attempts(client: Client, args) -> int:
+    atts = client.call("jobs.attempts", {"job_id": args.job_id}, list[AttemptInfo])
+    if args.json:
+        print_json(atts)
+        return 0
+    table(["run", "attempt", "rc", "rule", "action", "recovery", "start", "end", "stdout", "stderr"],
+          [(a.run_id, a.attempt_id, a.return_code, a.rule_index, a.action, a.recovery_outcome,
+            when(a.start_time), when(a.end_time), a.stdout_path, a.stderr_path) for a in atts])
+    return 0
+
+
+def _classify(client: Client, args, method: str, verb: str) -> int:
+    r = client.call(method, {"job_ids": args.job_ids, "reason": args.reason, "source": "cli"})
+    print_json(r) if args.json else print(f"{verb}: " + " ".join(map(str, r["changed"])))
+    return 0
+
+
+def jobs_retry(client: Client, args) -> int:
+    return _classify(client, args, "jobs.retry", "retrying")
+
+
+def jobs_fail(client: Client, args) -> int:
+    return _classify(client, args, "jobs.fail", "failed")
+
+
+def logs(client: Client, args) -> int:
+    atts = client.call("jobs.attempts", {"job_id": args.job_id}, list[AttemptInfo])
+    if args.run is not None:
+        atts = [a for a in atts if a.run_id == args.run]
+    if args.attempt is not None:
+        atts = [a for a in atts if a.attempt_id == args.attempt]
+    if not atts:
+        raise UsageError(f"job {args.job_id} has no such attempt")
+    a = atts[-1]
+    path = a.stderr_path if args.stderr else a.stdout_path
+    if args.recovery:
+        path = path.replace(f"{os.sep}job_wf", f"{os.sep}recovery_wf")
+    try:
+        with open(path, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    return 0
+
+
+def events(client: Client, args) -> int:
+    if args.follow:
+        client.call("workflows.show", {"workflow_id": args.workflow_id})
+        for e in client.events(args.workflow_id, after=args.after):
+            print_json(e) if args.json else print(event_line(e), flush=True)
+        return 0
+    evs = client.call("events.list", {"workflow_id": args.workflow_id, "after": args.after}, list[Event])
+    for e in evs:
+        print_json(e) if args.json else print(event_line(e))
+    return 0

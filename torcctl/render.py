@@ -1,0 +1,53 @@
+"""Output: tables and lines for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from torcd.protocol import Event
+
+
+def print_json(value) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*headers, title=title, box=None if not sys.stdout.isatty() else None, header_style="bold",
+              pad_edge=False)
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=200 if not sys.stdout.isatty() else None, soft_wrap=True).print(t)
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+
+
+def event_line(e: Event) -> str:
+    parts = [when(e.time), f"#{e.seq}", e.kind]
+    if e.job_name:
+        parts.append(f"{e.job_name} (job {e.job_id}" + (f", attempt {e.attempt_id})" if e.attempt_id else ")"))
+    if e.return_code is not None:
+        parts.append(f"rc={e.return_code}")
+    if e.rule_index is not None:
+        parts.append(f"rule={e.rule_index}")
+    if e.action:
+        parts.append(f"action={e.action}")
+    if e.status and e.kind not in ("job_completed",):
+        parts.append(f"-> {e.status}")
+    if e.count is not None and e.kind in ("workflow_created", "workflow_reset", "workflow_canceled"):
+        parts.append(f"{e.count} jobs")
+    if e.source:
+        parts.append(f"by {e.source}")
+    if e.message:
+        parts.append(f"— {e.message}")
+    return "  ".join(parts)

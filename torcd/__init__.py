@@ -1,0 +1,1 @@
+"""torcd: the per-user workflow daemon."""

@@ -1,0 +1,5 @@
+import sys
+
+from torcd.cli import main
+
+sys.exit(main())

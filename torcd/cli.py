@@ -1,0 +1,51 @@
+"""`torcd`: run the daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from torcd import logging as torc_logging
+from torcd.errors import TorcError
+from torcd.paths import resolve
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="torcd", description="The torc workflow daemon (one per user).")
+    ap.add_argument("--socket", help="Unix socket path (default: $TORCD_SOCKET or "
+                    "$XDG_RUNTIME_DIR/torcd/torcd.sock, else /tmp/torcd-$UID/torcd.sock)")
+    ap.add_argument("--state-dir", help="database directory (default: $TORCD_STATE_DIR or "
+                    "$XDG_STATE_HOME/torcd)")
+    ap.add_argument("--max-parallel-jobs", type=int, default=None, metavar="CPUS",
+                    help="CPU budget for local jobs (default: number of CPUs)")
+    ap.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
+                    help="how long running jobs get between SIGTERM and SIGKILL at shutdown")
+    ap.add_argument("--log-level", default=os.environ.get("TORCD_LOG_LEVEL", "info"),
+                    choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    args = ap.parse_args(argv)
+    if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
+        ap.error("--max-parallel-jobs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torc_logging.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
+    from torcd.daemon import Daemon
+
+    daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace)
+    try:
+        asyncio.run(daemon.run())
+    except TorcError as e:
+        print(f"torcd: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure decisions: no asyncio, no SQL, no clock reads."""

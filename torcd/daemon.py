@@ -1,0 +1,216 @@
+"""The daemon: builds the store, the bus and the services, serves RPC, shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import socket
+import time
+from collections import deque
+
+import structlog
+from aiohttp import web
+
+from torcd import protocol as p
+from torcd.bus import EventBus
+from torcd.core.status import JobStatus
+from torcd.errors import InvalidParams, TorcError
+from torcd.paths import Paths
+from torcd.server import build_app
+from torcd.services.dispatcher import Dispatcher
+from torcd.services.recovery import RecoveryRunner
+from torcd.services.retry_engine import RetryEngine
+from torcd.spec import parse_spec
+from torcd.store import Store
+
+log = structlog.get_logger("torcd")
+VERSION = "0.1.0"
+
+
+class StartupError(TorcError):
+    pass
+
+
+def stderr_tail(path: str | None, lines: int = 5, max_bytes: int = 4096) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return "\n".join(deque(data.splitlines(), maxlen=lines)) or None
+
+
+class Daemon:
+    def __init__(self, paths: Paths, max_parallel_jobs: int | None = None, shutdown_grace: float = 10.0):
+        self.paths = paths
+        self.max_cpus = max_parallel_jobs or os.cpu_count() or 1
+        self.shutdown_grace = shutdown_grace
+        self.bus = EventBus()
+        self.stopping = asyncio.Event()
+        self.watch_queue_size = 10_000
+        self.watch_write_timeout = 10.0
+        self.started = time.time()
+        self.api_url = f"unix://{paths.socket}"
+        self._lock_file = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _lock_state_dir(self) -> None:
+        os.makedirs(self.paths.state_dir, mode=0o700, exist_ok=True)
+        lock_path = os.path.join(self.paths.state_dir, "torcd.lock")
+        self._lock_file = open(lock_path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            other = self._lock_file.read().strip() or "?"
+            raise StartupError(f"another torcd (pid {other}) is using the state dir {self.paths.state_dir}") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    def _bind_socket(self) -> socket.socket:
+        path = self.paths.socket
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.chmod(os.path.dirname(path), 0o700)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale: nobody is listening
+            else:
+                raise StartupError(f"another torcd is already listening on {path}")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(512)
+        sock.setblocking(False)
+        return sock
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        self._lock_state_dir()
+        self.store = await Store.open(os.path.join(self.paths.state_dir, "torcd.db"))
+        self.store.on_commit = self.bus.publish
+        self.retry = RetryEngine(self.store, self.bus)
+        self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
+        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, self.max_cpus)
+        # Reconcile from the tables before serving: decisions first, then orphans.
+        await self.retry.reconcile()
+        await self.dispatcher.reconcile()
+        await self.recovery.reconcile()
+        sock = self._bind_socket()
+        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        log.info("torcd_started", socket=self.paths.socket, state_dir=self.paths.state_dir,
+                 max_parallel_jobs=self.max_cpus, pid=os.getpid())
+        tasks = [asyncio.create_task(s.run(), name=type(s).__name__)
+                 for s in (self.retry, self.recovery, self.dispatcher)]
+        if ready is not None:
+            ready.set()
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stop and t.exception():
+                log.error("service_crashed", service=t.get_name(), error=repr(t.exception()))
+        log.info("torcd_stopping")
+        self.stopping.set()
+        try:
+            await runner.shutdown()
+            await self.dispatcher.stop(self.shutdown_grace)
+            await self.recovery.stop()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
+            await self.store.close()
+            try:
+                os.unlink(self.paths.socket)
+            except FileNotFoundError:
+                pass
+            log.info("torcd_stopped")
+
+    # -- RPC methods -------------------------------------------------------
+
+    async def ping(self, _: p.NoParams) -> p.Ping:
+        return p.Ping(VERSION, os.getpid(), time.time() - self.started, self.paths.socket, self.paths.state_dir)
+
+    async def request_shutdown(self, _: p.NoParams) -> dict:
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return {"stopping": True}
+
+    async def create_workflow(self, params: p.CreateWorkflow) -> p.WorkflowSummary:
+        if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
+            raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
+                                {"field": "$.cwd"})
+        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
+        wf = await self.store.create_workflow(spec, params.cwd, params.spec_path)
+        log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
+        return await self.store.workflow(wf)
+
+    async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
+        return await self.store.workflows()
+
+    async def show_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
+        return await self.store.workflow(params.workflow_id)
+
+    async def cancel_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
+        running = await self.store.cancel_workflow(params.workflow_id)
+        await asyncio.gather(self.dispatcher.executor.kill(running), self.recovery.kill(running))
+        return await self.store.workflow(params.workflow_id)
+
+    async def delete_workflow(self, params: p.WorkflowRef) -> dict:
+        await self.store.delete_workflow(params.workflow_id)
+        return {"deleted": params.workflow_id}
+
+    async def reset_status(self, params: p.ResetStatus) -> dict:
+        n = await self.store.reset_status(params.workflow_id, params.failed_only)
+        return {"reset": n}
+
+    async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
+        status = None
+        if params.status is not None:
+            try:
+                status = JobStatus.parse(params.status)
+            except ValueError as e:
+                raise InvalidParams(str(e), {"field": "$.status"}) from None
+        jobs = await self.store.jobs(params.workflow_id, status, params.limit, params.offset)
+        for job in jobs:
+            if job.status in ("pending_failed", "failed"):
+                job.stderr_tail = stderr_tail(job.stderr_path)
+        return jobs
+
+    async def show_job(self, params: p.JobRef) -> p.JobInfo:
+        job = await self.store.job(params.job_id)
+        job.stderr_tail = stderr_tail(job.stderr_path)
+        return job
+
+    async def job_attempts(self, params: p.JobRef) -> list[p.AttemptInfo]:
+        return await self.store.attempts(params.job_id)
+
+    async def retry_jobs(self, params: p.Classify) -> p.ClassifyResult:
+        return p.ClassifyResult(await self.store.classify(params.job_ids, "retry", params.reason, params.source))
+
+    async def fail_jobs(self, params: p.Classify) -> p.ClassifyResult:
+        return p.ClassifyResult(await self.store.classify(params.job_ids, "fail", params.reason, params.source))
+
+    async def list_events(self, params: p.ListEvents) -> list[p.Event]:
+        return await self.store.events(params.workflow_id, params.after, params.limit)

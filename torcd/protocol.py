@@ -1,0 +1,138 @@
+"""Messages shared by the daemon and its clients: RPC params/results and events.
+
+Kept free of heavy imports: the client loads it on every command.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+Id = Annotated[int, Meta(ge=1)]
+Source = Literal["cli", "mcp", "api"]
+
+
+class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class NoParams(Params):
+    pass
+
+
+class CreateWorkflow(Params):
+    spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
+    spec_path: str = "<spec>"
+    cwd: str = "."
+
+
+class WorkflowRef(Params):
+    workflow_id: Id
+
+
+class ResetStatus(Params):
+    workflow_id: Id
+    failed_only: bool = False
+
+
+class ListJobs(Params):
+    workflow_id: Id
+    status: str | None = None
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    offset: Annotated[int, Meta(ge=0)] = 0
+
+
+class JobRef(Params):
+    job_id: Id
+
+
+class Classify(Params):
+    job_ids: Annotated[list[Id], Meta(min_length=1, max_length=100_000)]
+    reason: str = ""
+    source: Source = "cli"
+
+
+class ListEvents(Params):
+    workflow_id: Id
+    after: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    """One row of the durable event log."""
+
+    kind: str
+    workflow_id: int
+    time: float
+    seq: int = 0
+    job_id: int | None = None
+    job_name: str | None = None
+    run_id: int | None = None
+    attempt_id: int | None = None
+    status: str | None = None
+    return_code: int | None = None
+    rule_index: int | None = None
+    action: str | None = None
+    message: str | None = None
+    count: int | None = None
+    source: str | None = None
+
+
+class WorkflowSummary(msgspec.Struct):
+    id: int
+    name: str
+    state: str  # active | done | canceled
+    run_id: int
+    created: float
+    cwd: str
+    output_dir: str
+    description: str = ""
+    counts: dict[str, int] = {}
+
+
+class JobInfo(msgspec.Struct, omit_defaults=True):
+    id: int
+    workflow_id: int
+    name: str
+    command: str
+    status: str
+    attempt_id: int
+    run_id: int
+    num_cpus: int
+    failure_handler: str | None = None
+    reason: str | None = None
+    return_code: int | None = None
+    depends_on: list[int] = []
+    stderr_path: str | None = None
+    stderr_tail: str | None = None
+
+
+class AttemptInfo(msgspec.Struct, omit_defaults=True):
+    job_id: int
+    run_id: int
+    attempt_id: int
+    start_time: float
+    end_time: float | None = None
+    pid: int | None = None
+    host: str | None = None
+    return_code: int | None = None
+    rule_index: int | None = None
+    action: str | None = None
+    recovery_outcome: str | None = None
+    message: str | None = None
+    stdout_path: str = ""
+    stderr_path: str = ""
+
+
+class ClassifyResult(msgspec.Struct):
+    changed: list[int]
+
+
+class Ping(msgspec.Struct):
+    version: str
+    pid: int
+    uptime: float
+    socket: str
+    state_dir: str

@@ -1,0 +1,112 @@
+"""JSON-RPC 2.0: decode requests, validate params, call the daemon, encode replies.
+
+This layer only translates. Every method is one line in METHODS: its params
+type and the Daemon coroutine that serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from torcd import protocol as p
+from torcd.errors import TorcError
+
+if TYPE_CHECKING:
+    from torcd.daemon import Daemon
+
+log = structlog.get_logger("torcd.rpc")
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = \
+    -32700, -32600, -32601, -32602, -32603
+
+_encoder = msgspec.json.Encoder()
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True):
+    jsonrpc: str
+    method: str
+    params: dict[str, Any] | None = None
+    id: int | str | None = msgspec.field(default=None)
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+METHODS: dict[str, tuple[type, Callable[["Daemon"], Handler]]] = {
+    "ping": (p.NoParams, lambda d: d.ping),
+    "shutdown": (p.NoParams, lambda d: d.request_shutdown),
+    "workflows.create": (p.CreateWorkflow, lambda d: d.create_workflow),
+    "workflows.list": (p.NoParams, lambda d: d.list_workflows),
+    "workflows.show": (p.WorkflowRef, lambda d: d.show_workflow),
+    "workflows.cancel": (p.WorkflowRef, lambda d: d.cancel_workflow),
+    "workflows.delete": (p.WorkflowRef, lambda d: d.delete_workflow),
+    "workflows.reset_status": (p.ResetStatus, lambda d: d.reset_status),
+    "jobs.list": (p.ListJobs, lambda d: d.list_jobs),
+    "jobs.show": (p.JobRef, lambda d: d.show_job),
+    "jobs.attempts": (p.JobRef, lambda d: d.job_attempts),
+    "jobs.retry": (p.Classify, lambda d: d.retry_jobs),
+    "jobs.fail": (p.Classify, lambda d: d.fail_jobs),
+    "events.list": (p.ListEvents, lambda d: d.list_events),
+}
+
+
+def _error(id_: Any, code: int, message: str, data: Any = None) -> dict:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": id_, "error": err}
+
+
+def _field_of(e: msgspec.ValidationError) -> str | None:
+    text = str(e)
+    return text.rpartition(" - at `")[2].rstrip("`") if " - at `" in text else None
+
+
+async def _call_one(daemon: "Daemon", raw: Any) -> dict | None:
+    if not isinstance(raw, dict):
+        return _error(None, INVALID_REQUEST, "invalid request: expected a JSON object")
+    try:
+        req = msgspec.convert(raw, Request)
+    except msgspec.ValidationError as e:
+        return _error(raw.get("id") if isinstance(raw.get("id"), (int, str)) else None,
+                      INVALID_REQUEST, f"invalid request: {e}")
+    if req.jsonrpc != "2.0":
+        return _error(req.id, INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
+    entry = METHODS.get(req.method)
+    if entry is None:
+        return _error(req.id, METHOD_NOT_FOUND, f"method not found: {req.method}")
+    params_type, bind = entry
+    try:
+        params = msgspec.convert(req.params or {}, params_type)
+    except msgspec.ValidationError as e:
+        field = _field_of(e)
+        return _error(req.id, INVALID_PARAMS, f"invalid params for {req.method}: {e}",
+                      {"field": field} if field else None)
+    try:
+        result = await bind(daemon)(params)
+    except TorcError as e:
+        return _error(req.id, e.code, e.message, e.data)
+    except Exception:
+        log.exception("rpc_internal_error", method=req.method)
+        return _error(req.id, INTERNAL_ERROR, f"internal error in {req.method}; see the daemon log")
+    if "id" not in raw:
+        return None  # a notification gets no reply
+    return {"jsonrpc": "2.0", "id": req.id, "result": result}
+
+
+async def handle(daemon: "Daemon", body: bytes) -> bytes | None:
+    """Serve one HTTP body: a single request or a batch. None means no content."""
+    try:
+        raw = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        return _encoder.encode(_error(None, PARSE_ERROR, f"parse error: {e}"))
+    if isinstance(raw, list):
+        if not raw:
+            return _encoder.encode(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
+        replies = [r for r in [await _call_one(daemon, item) for item in raw] if r is not None]
+        return _encoder.encode(replies) if replies else None
+    reply = await _call_one(daemon, raw)
+    return _encoder.encode(reply) if reply is not None else None

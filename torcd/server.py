@@ -1,0 +1,100 @@
+"""The HTTP doors: POST /rpc (JSON-RPC) and GET /events (NDJSON stream), on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from typing import TYPE_CHECKING
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from torcd import rpc
+from torcd.errors import NotFound
+
+if TYPE_CHECKING:
+    from torcd.daemon import Daemon
+
+log = structlog.get_logger("torcd.server")
+MAX_BODY = 64 * 1024 * 1024
+_encode = msgspec.json.Encoder().encode
+
+
+def peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def build_app(daemon: "Daemon") -> web.Application:
+    @web.middleware
+    async def only_our_user(request: web.Request, handler):
+        uid = peer_uid(request)
+        if uid is not None and uid != os.getuid():
+            log.warning("peer_refused", peer_uid=uid)
+            return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
+        return await handler(request)
+
+    async def rpc_endpoint(request: web.Request) -> web.Response:
+        body = await request.read()
+        reply = await rpc.handle(daemon, body)
+        if reply is None:
+            return web.Response(status=204)
+        return web.Response(body=reply, content_type="application/json")
+
+    async def events_endpoint(request: web.Request) -> web.StreamResponse:
+        try:
+            wf = int(request.query["workflow_id"])
+            after = int(request.query.get("after", "0"))
+        except (KeyError, ValueError):
+            return web.json_response({"error": "workflow_id (int) is required; after must be an int"},
+                                     status=400)
+        until_done = request.query.get("until_done", "0") == "1"
+        sub = daemon.bus.subscribe(f"events:{wf}", maxsize=daemon.watch_queue_size,
+                                   accept=lambda e: e.workflow_id == wf)
+        try:
+            try:
+                backlog = await daemon.store.events(wf, after, limit=1_000_000)
+            except NotFound as e:
+                return web.json_response({"error": e.message}, status=404)
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            last = after
+            for event in backlog:
+                await resp.write(_encode(event) + b"\n")
+                last = event.seq
+                if until_done and event.kind == "workflow_done":
+                    return resp
+            while not daemon.stopping.is_set():
+                get = asyncio.ensure_future(sub.get())
+                cut = asyncio.ensure_future(sub.overflowed.wait())
+                stop = asyncio.ensure_future(daemon.stopping.wait())
+                done, pending = await asyncio.wait({get, cut, stop}, return_when=asyncio.FIRST_COMPLETED)
+                for f in pending:
+                    f.cancel()
+                if get not in done:
+                    if sub.overflowed.is_set():
+                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last)
+                    break
+                batch = [get.result(), *sub.drain()]
+                chunk = b"".join(_encode(e) + b"\n" for e in batch if e.seq > last)
+                if chunk:
+                    await asyncio.wait_for(resp.write(chunk), daemon.watch_write_timeout)
+                    last = batch[-1].seq
+                if until_done and any(e.kind == "workflow_done" for e in batch):
+                    break
+            return resp
+        except (ConnectionResetError, asyncio.TimeoutError):
+            return resp
+        finally:
+            sub.close()
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[only_our_user])
+    app.router.add_post("/rpc", rpc_endpoint)
+    app.router.add_get("/events", events_endpoint)
+    return app

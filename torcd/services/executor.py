@@ -1,0 +1,80 @@
+"""LocalExecutor: runs claimed jobs as `bash -c COMMAND` in their own process groups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+import structlog
+
+from torcd.core.retry import signal_return_code
+from torcd.services.processes import job_env, stop_group
+from torcd.store import Exit, Runnable
+
+log = structlog.get_logger("torcd.executor")
+LAUNCH_FAILED = 126  # the shell's "cannot execute": the job never got to run
+
+
+class LocalExecutor:
+    def __init__(self, api_url: str, on_exit: Callable[[Exit], None]):
+        self.api_url = api_url
+        self.on_exit = on_exit
+        self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._base_env = dict(os.environ)
+        self._made_dirs: set[str] = set()
+
+    @property
+    def cpus_in_use(self) -> int:
+        return sum(job.num_cpus for job, _ in self.procs.values())
+
+    async def start(self, job: Runnable) -> int | None:
+        """Start a job; return its pid, or None if it could not start (its exit is reported)."""
+        env = job_env(self._base_env, workflow_id=job.workflow_id, job_id=job.job_id, name=job.name,
+                      run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
+                      output_dir=job.output_dir, extra=job.env)
+        try:
+            stdio_dir = os.path.dirname(job.stdout_path)
+            if stdio_dir not in self._made_dirs:
+                os.makedirs(stdio_dir, exist_ok=True)
+                self._made_dirs.add(stdio_dir)
+            with open(job.stdout_path, "ab") as out, open(job.stderr_path, "ab") as err:
+                proc = await asyncio.create_subprocess_exec(
+                    "bash", "-c", job.command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                    cwd=job.cwd, env=env, start_new_session=True)
+        except OSError as e:
+            self._made_dirs.discard(os.path.dirname(job.stdout_path))
+            message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+            log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
+                        attempt_id=job.attempt_id, error=message)
+            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message))
+            return None
+        self.procs[job.job_id] = (job, proc)
+        task = asyncio.create_task(self._wait(job, proc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return proc.pid
+
+    async def _wait(self, job: Runnable, proc: asyncio.subprocess.Process) -> None:
+        returncode = await proc.wait()
+        self.procs.pop(job.job_id, None)
+        if getattr(proc, "torc_stopped", False):
+            return  # stopped at shutdown; recorded by the caller
+        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time()))
+
+    async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
+        """Stop the process groups of these jobs; their exits are reported as usual."""
+        procs = [self.procs[j][1] for j in job_ids if j in self.procs]
+        await asyncio.gather(*(stop_group(p, grace) for p in procs))
+
+    async def stop_all(self, grace: float) -> list[Exit]:
+        """Stop every running job (shutdown) and return their exits for the caller to record."""
+        running = list(self.procs.values())
+        for _, proc in running:
+            proc.torc_stopped = True  # type: ignore[attr-defined]
+        await asyncio.gather(*(stop_group(p, grace) for _, p in running))
+        now = time.time()
+        return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,
+                     "daemon shut down") for job, proc in running]

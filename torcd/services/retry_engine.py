@@ -1,0 +1,49 @@
+"""RetryEngine: turns recorded non-zero exits into failure-handler decisions.
+
+The decision itself is `torcd.core.retry.decide`; this service only finds the
+exits that need one (from events, or from the tables after a restart) and
+writes the outcome.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from torcd.bus import EventBus
+from torcd.core.retry import decide
+from torcd.store import Failure, Store
+
+log = structlog.get_logger("torcd.retry")
+
+
+class RetryEngine:
+    def __init__(self, store: Store, bus: EventBus):
+        self.store = store
+        self._sub = bus.subscribe("retry_engine", maxsize=100_000, accept=lambda e: e.kind == "job_exited")
+
+    async def reconcile(self) -> None:
+        await self._apply(await self.store.failures_awaiting_decision())
+
+    async def run(self) -> None:
+        while True:
+            first = await self._sub.get()
+            batch = [first, *self._sub.drain()]
+            if self._sub.overflowed.is_set():
+                self._sub.overflowed.clear()
+                await self.reconcile()
+                continue
+            keys = [(e.job_id, e.run_id, e.attempt_id) for e in batch]
+            await self._apply(await self.store.failures_for(keys))
+
+    async def _apply(self, failures: list[Failure]) -> None:
+        if not failures:
+            return
+        decisions = [(f, decide(f.rules, attempt=f.attempt_id, return_code=f.return_code,
+                                use_pending_failed=f.use_pending_failed)) for f in failures]
+        await self.store.apply_decisions(decisions)
+        for f, d in decisions:
+            log.info("retry_decided", workflow_id=f.workflow_id, job_id=f.job_id, attempt_id=f.attempt_id,
+                     return_code=f.return_code, rule_index=d.rule_index, action=d.action.value)
+
+    def close(self) -> None:
+        self._sub.close()

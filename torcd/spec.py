@@ -1,0 +1,260 @@
+"""Reading workflow specs (YAML or JSON) into validated, expanded jobs.
+
+Errors name the file, the line and the field, and are raised before anything
+is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from torcd.core import params as P
+from torcd.core.graph import find_cycle
+from torcd.core.retry import Rule
+from torcd.errors import SpecError
+
+MAX_JOBS = 2_000_000
+ExitCode = Annotated[int, Meta(ge=1, le=255)]
+Name = Annotated[str, Meta(min_length=1, max_length=512)]
+ParamValue = str | int | float | list[str | int | float]
+
+
+class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
+    exit_codes: list[ExitCode] | None = None
+    match_all_exit_codes: bool = False
+    recovery_script: Annotated[str, Meta(min_length=1)] | None = None
+    max_retries: Annotated[int, Meta(ge=1, le=1000)] = 3
+    recovery_timeout: Annotated[float, Meta(gt=0)] = 3600.0
+
+
+class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    rules: Annotated[list[RuleSpec], Meta(min_length=1)]
+
+
+class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    command: Annotated[str, Meta(min_length=1)]
+    depends_on: list[Name] = []
+    failure_handler: Name | None = None
+    parameters: dict[str, ParamValue] = {}
+    use_parameters: list[str] | None = None
+    num_cpus: Annotated[int, Meta(ge=1, le=4096)] = 1
+    env: dict[str, str] = {}
+
+
+class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    jobs: Annotated[list[JobSpec], Meta(min_length=1)]
+    description: str = ""
+    failure_handlers: list[FailureHandlerSpec] = []
+    use_pending_failed: bool | None = None
+    output_dir: Annotated[str, Meta(min_length=1)] = "output"
+    parameters: dict[str, ParamValue] = {}
+
+
+class ExpandedJob(msgspec.Struct, array_like=True):
+    name: str
+    command: str
+    depends_on: list[str]
+    failure_handler: str | None
+    num_cpus: int
+    env: dict[str, str]
+
+
+class Workflow(msgspec.Struct):
+    """A spec after validation and parameter expansion: what the store saves."""
+
+    name: str
+    description: str
+    use_pending_failed: bool | None
+    output_dir: str
+    failure_handlers: dict[str, list[Rule]]
+    jobs: list[ExpandedJob]
+
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+
+
+class _Locator:
+    """Maps `$.jobs[3].name`-style paths to 1-based line numbers of a ruamel tree."""
+
+    def __init__(self, tree: Any, file: str):
+        self.tree, self.file = tree, file
+
+    def line(self, path: str) -> int | None:
+        node, line = self.tree, None
+        for key, index in _PATH_TOKEN.findall(path.removeprefix("$")):
+            if key and isinstance(node, CommentedMap) and key in node:
+                line = node.lc.key(key)[0] + 1
+                node = node[key]
+            elif index and isinstance(node, CommentedSeq) and int(index) < len(node):
+                line = node.lc.item(int(index))[0] + 1
+                node = node[int(index)]
+            else:
+                break
+        if line is None and hasattr(self.tree, "lc"):
+            line = self.tree.lc.line + 1
+        return line
+
+    def error(self, message: str, path: str) -> SpecError:
+        return SpecError(message, file=self.file, line=self.line(path), field=path)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_tree(text: str, file: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        problem = e.problem or e.context or "invalid syntax"
+        raise SpecError(f"cannot parse: {problem}", file=file, line=line) from None
+    except YAMLError as e:
+        raise SpecError(f"cannot parse: {e}", file=file) from None
+
+
+def parse_spec(text: str, file: str = "<spec>") -> Workflow:
+    """Validate and expand a spec's text; raise SpecError naming file, line and field."""
+    tree = load_tree(text, file)
+    if not isinstance(tree, CommentedMap):
+        raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=1)
+    loc = _Locator(tree, file)
+    try:
+        doc = msgspec.convert(_plain(tree), WorkflowDoc)
+    except msgspec.ValidationError as e:
+        raise _validation_error(e, loc) from None
+    return _expand(doc, loc)
+
+
+def _validation_error(e: msgspec.ValidationError, loc: _Locator) -> SpecError:
+    text = str(e)
+    message, _, path = text.rpartition(" - at `")
+    path = path.rstrip("`") if message else "$"
+    message = message or text
+    m = _UNKNOWN_FIELD.search(message)
+    if m:
+        message = f"unknown key `{m[1]}`"
+        path = f"{path}.{m[1]}"
+    return loc.error(message, path)
+
+
+def _check_handlers(doc: WorkflowDoc, loc: _Locator) -> dict[str, list[Rule]]:
+    handlers: dict[str, list[Rule]] = {}
+    for h, handler in enumerate(doc.failure_handlers):
+        if handler.name in handlers:
+            raise loc.error(f"duplicate failure handler name {handler.name!r}",
+                            f"$.failure_handlers[{h}].name")
+        rules = []
+        for r, rule in enumerate(handler.rules):
+            at = f"$.failure_handlers[{h}].rules[{r}]"
+            if rule.exit_codes is not None and rule.match_all_exit_codes:
+                raise loc.error("a rule has either `exit_codes` or `match_all_exit_codes: true`, not both", at)
+            if not rule.exit_codes and not rule.match_all_exit_codes:
+                raise loc.error("a rule needs `exit_codes` (non-empty) or `match_all_exit_codes: true`", at)
+            rules.append(Rule(exit_codes=rule.exit_codes, match_all_exit_codes=rule.match_all_exit_codes,
+                              recovery_script=rule.recovery_script, max_retries=rule.max_retries,
+                              recovery_timeout=rule.recovery_timeout))
+        handlers[handler.name] = rules
+    return handlers
+
+
+def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: _Locator) -> dict[str, list]:
+    raw: dict[str, Any] = {}
+    if job.use_parameters is not None:
+        for i, name in enumerate(job.use_parameters):
+            if name not in doc.parameters:
+                raise loc.error(f"no workflow parameter named {name!r}", f"{at}.use_parameters[{i}]")
+            raw[name] = doc.parameters[name]
+    raw.update(job.parameters)
+    parsed = {}
+    for name, spec in raw.items():
+        if not name.isidentifier():
+            raise loc.error(f"parameter name {name!r} is not an identifier", f"{at}.parameters")
+        try:
+            parsed[name] = P.parse_values(spec)
+        except P.ParameterError as e:
+            field = f"{at}.parameters.{name}" if name in job.parameters else f"$.parameters.{name}"
+            raise loc.error(f"bad parameter {name!r}: {e}", field) from None
+    return parsed
+
+
+def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
+    handlers = _check_handlers(doc, loc)
+    jobs: list[ExpandedJob] = []
+    origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
+    for j, job in enumerate(doc.jobs):
+        at = f"$.jobs[{j}]"
+        if job.failure_handler is not None and job.failure_handler not in handlers:
+            raise loc.error(f"unknown failure handler {job.failure_handler!r}", f"{at}.failure_handler")
+        values = _job_parameters(doc, job, at, loc)
+        size = P.product_size(values)
+        if size > MAX_JOBS or len(jobs) + size > MAX_JOBS:
+            raise loc.error(f"parameters expand to {size:,} jobs; the limit is {MAX_JOBS:,}", f"{at}.parameters")
+        try:
+            if values and P.placeholders(job.name) & values.keys():
+                for combo in P.combinations(values):
+                    jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo),
+                                            [P.fill(d, combo) for d in job.depends_on],
+                                            job.failure_handler, job.num_cpus, job.env))
+                    origin.setdefault(jobs[-1].name, j)
+            else:
+                deps = _union_deps(job.depends_on, values)
+                jobs.append(ExpandedJob(job.name, job.command, deps, job.failure_handler,
+                                        job.num_cpus, job.env))
+                origin.setdefault(job.name, j)
+        except P.ParameterError as e:
+            raise loc.error(str(e), at) from None
+    _check_names(jobs, origin, loc)
+    return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs)
+
+
+def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
+    """A job that is not multiplied depends on every expansion of a templated name."""
+    out: dict[str, None] = {}
+    for dep in depends_on:
+        used = {k: values[k] for k in P.placeholders(dep) if k in values}
+        if used:
+            for combo in P.combinations(used):
+                out[P.fill(dep, combo)] = None
+        else:
+            out[dep] = None
+    return list(out)
+
+
+def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: _Locator) -> None:
+    seen: set[str] = set()
+    for job in jobs:
+        if job.name in seen:
+            raise loc.error(f"duplicate job name {job.name!r}", f"$.jobs[{origin[job.name]}].name")
+        seen.add(job.name)
+    for job in jobs:
+        for k, dep in enumerate(job.depends_on):
+            if dep not in seen:
+                j = origin[job.name]
+                unfilled = P.placeholders(dep)
+                hint = f" (no parameter for {', '.join(sorted(unfilled))})" if unfilled else ""
+                raise loc.error(f"job {job.name!r} depends on {dep!r}, which does not exist{hint}",
+                                f"$.jobs[{j}].depends_on")
+            if dep == job.name:
+                raise loc.error(f"job {job.name!r} depends on itself", f"$.jobs[{origin[job.name]}].depends_on")
+    cycle = find_cycle({job.name: job.depends_on for job in jobs})
+    if cycle:
+        raise loc.error("dependency cycle: " + " -> ".join(cycle), f"$.jobs[{origin[cycle[0]]}].depends_on")

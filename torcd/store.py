@@ -1,0 +1,725 @@
+"""The SQLite store: the daemon's only writer and the source of truth.
+
+Every state change and the event rows that describe it commit in one
+transaction; `on_commit` (the event bus) hears of them only afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from torcd.core.retry import Action, RetryDecision, Rule
+from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus, check_transition
+from torcd.errors import InvalidTransition, NotFound, TorcError
+from torcd.migrations import MIGRATIONS
+from torcd.protocol import AttemptInfo, Event, JobInfo, WorkflowSummary
+from torcd.spec import Workflow
+
+S = JobStatus
+_ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
+_CHUNK = 500
+_encode = msgspec.json.Encoder().encode
+_event_decoder = msgspec.json.Decoder(Event)
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class StoreError(TorcError):
+    code = -32030
+
+
+class Runnable(msgspec.Struct):
+    """A job claimed for execution, with everything needed to start it."""
+
+    job_id: int
+    workflow_id: int
+    name: str
+    command: str
+    run_id: int
+    attempt_id: int
+    num_cpus: int
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
+    stdout_path: str
+    stderr_path: str
+
+
+class Exit(msgspec.Struct, frozen=True):
+    job_id: int
+    run_id: int
+    attempt_id: int
+    return_code: int
+    end_time: float
+    message: str | None = None
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """A recorded non-zero exit still waiting for its failure-handler decision."""
+
+    job_id: int
+    workflow_id: int
+    run_id: int
+    attempt_id: int
+    return_code: int
+    rules: list[Rule] | None
+    use_pending_failed: bool | None
+
+
+class Recovery(msgspec.Struct, frozen=True):
+    """A job whose recovery script must run (again, after a restart)."""
+
+    job_id: int
+    workflow_id: int
+    name: str
+    run_id: int
+    attempt_id: int
+    return_code: int
+    script: str
+    timeout: float
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
+
+
+def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int) -> tuple[str, str]:
+    base = os.path.join(output_dir, "job_stdio", f"{prefix}_wf{wf}_j{job}_r{run}_a{attempt}")
+    return base + ".o", base + ".e"
+
+
+class Tx:
+    """One open write transaction; collects the events it commits."""
+
+    def __init__(self, db: aiosqlite.Connection, now: float):
+        self.db, self.now = db, now
+        self.events: list[Event] = []
+        self.touched: set[int] = set()
+
+    async def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        return list(await self.db.execute_fetchall(sql, args))
+
+    async def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
+        rows = await self.rows(sql, args)
+        return rows[0] if rows else None
+
+    async def run(self, sql: str, args: Sequence = ()) -> int:
+        cur = await self.db.execute(sql, args)
+        return cur.lastrowid
+
+    async def many(self, sql: str, args: Iterable[Sequence]) -> None:
+        await self.db.executemany(sql, args)
+
+    def emit(self, kind: str, workflow_id: int, **fields: Any) -> None:
+        self.touched.add(workflow_id)
+        self.events.append(Event(kind=kind, workflow_id=workflow_id, time=self.now, **fields))
+
+
+class Store:
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._db = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+        self.on_commit: Callable[[list[Event]], Awaitable[None] | None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str) -> "Store":
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
+            writer.row_factory = sqlite3.Row
+            await writer.execute("PRAGMA journal_mode=WAL")
+            await writer.execute("PRAGMA synchronous=NORMAL")
+            await writer.execute("PRAGMA busy_timeout=2000")
+            await _migrate(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA query_only=1")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open the database {path}: {e}") from None
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._reader.close()
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+
+    @asynccontextmanager
+    async def tx(self, now: float | None = None):
+        async with self._lock:
+            tx = Tx(self._db, time.time() if now is None else now)
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+                await self._settle(tx)
+                await self._write_events(tx)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        if tx.events and self.on_commit is not None:
+            result = self.on_commit(tx.events)
+            if result is not None:
+                await result
+
+    async def _write_events(self, tx: Tx) -> None:
+        if not tx.events:
+            return
+        row = await tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        seq = row[0] if row else 0
+        for event in tx.events:
+            seq += 1
+            event.seq = seq
+        await tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
+                      [(e.seq, e.workflow_id, _encode(e)) for e in tx.events])
+
+    async def _settle(self, tx: Tx) -> None:
+        """Mark touched workflows done when nothing more can run, active again otherwise."""
+        for wf in sorted(tx.touched):
+            row = await tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
+            if row is None or row[0] == "canceled":
+                continue
+            busy = (await tx.one(
+                f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
+                (wf,)))[0]
+            if row[0] == "active" and not busy:
+                counts = await self._counts(tx.db, wf)
+                await tx.run("UPDATE workflows SET state = 'done' WHERE id = ?", (wf,))
+                summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+                tx.events.append(Event(kind="workflow_done", workflow_id=wf, time=tx.now,
+                                       message=summary, status=_outcome(counts)))
+            elif row[0] == "done" and busy:
+                await tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
+
+    # -- reads -------------------------------------------------------------
+
+    async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, args))
+
+    @staticmethod
+    async def _counts(db: aiosqlite.Connection, wf: int) -> dict[str, int]:
+        rows = await db.execute_fetchall(
+            "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status", (wf,))
+        return {S(status).label: n for status, n in rows}
+
+    async def workflow(self, wf: int) -> WorkflowSummary:
+        rows = await self._rows("SELECT * FROM workflows WHERE id = ?", (wf,))
+        if not rows:
+            raise NotFound(f"no workflow {wf}")
+        return _summary(rows[0], await self._counts(self._reader, wf))
+
+    async def workflows(self) -> list[WorkflowSummary]:
+        rows = await self._rows("SELECT * FROM workflows ORDER BY id")
+        counts: dict[int, dict[str, int]] = collections.defaultdict(dict)
+        for wf, status, n in await self._rows(
+                "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"):
+            counts[wf][S(status).label] = n
+        return [_summary(r, counts[r["id"]]) for r in rows]
+
+    async def jobs(self, wf: int, status: JobStatus | None = None, limit: int = 10_000,
+                   offset: int = 0) -> list[JobInfo]:
+        await self.workflow(wf)
+        where, args = "j.workflow_id = ?", [wf]
+        if status is not None:
+            where += " AND j.status = ?"
+            args.append(int(status))
+        rows = await self._rows(
+            f"""SELECT j.*, h.name AS handler,
+                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
+                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
+                FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id
+                WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?""", (*args, limit, offset))
+        return [_job_info(r) for r in rows]
+
+    async def job(self, job_id: int) -> JobInfo:
+        rows = await self._rows(
+            """SELECT j.*, h.name AS handler,
+                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
+                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
+               FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE j.id = ?""",
+            (job_id,))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        info = _job_info(rows[0])
+        info.depends_on = [r[0] for r in await self._rows(
+            "SELECT depends_on FROM deps WHERE job_id = ? ORDER BY depends_on", (job_id,))]
+        return info
+
+    async def attempts(self, job_id: int) -> list[AttemptInfo]:
+        await self.job(job_id)
+        rows = await self._rows(
+            "SELECT * FROM attempts WHERE job_id = ? ORDER BY run_id, attempt_id", (job_id,))
+        return [AttemptInfo(job_id=r["job_id"], run_id=r["run_id"], attempt_id=r["attempt_id"],
+                            start_time=r["start_time"], end_time=r["end_time"], pid=r["pid"],
+                            host=r["host"], return_code=r["return_code"], rule_index=r["rule_index"],
+                            action=r["action"], recovery_outcome=r["recovery_outcome"],
+                            message=r["message"], stdout_path=r["stdout_path"],
+                            stderr_path=r["stderr_path"]) for r in rows]
+
+    async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
+        await self.workflow(wf)
+        rows = await self._rows(
+            "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (wf, after, limit))
+        return [_event_decoder.decode(r[0]) for r in rows]
+
+    # -- writes: workflows -------------------------------------------------
+
+    async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str) -> int:
+        output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
+        upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
+        async with self.tx() as tx:
+            wf = await tx.run(
+                """INSERT INTO workflows (name, description, cwd, spec_path, output_dir,
+                   use_pending_failed, created) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now))
+            handler_ids = {}
+            for name, rules in spec.failure_handlers.items():
+                handler_ids[name] = await tx.run(
+                    "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
+                    (wf, name, _encode(rules)))
+            await tx.many(
+                """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
+                   pending_deps, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
+                  _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
+                  len(j.depends_on), tx.now) for j in spec.jobs))
+            ids = {name: jid for jid, name in await tx.rows(
+                "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
+            await tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
+                          ((ids[j.name], ids[d]) for j in spec.jobs for d in j.depends_on))
+            tx.emit("workflow_created", wf, count=len(spec.jobs), message=spec.name)
+        return wf
+
+    async def cancel_workflow(self, wf: int) -> list[int]:
+        """Cancel every unfinished job; return the ids of jobs that had a process running."""
+        async with self.tx() as tx:
+            await self._require_workflow(tx, wf)
+            rows = await tx.rows(
+                f"SELECT id, status FROM jobs WHERE workflow_id = ? AND status NOT IN "
+                f"({','.join(str(int(s)) for s in FINAL)})", (wf,))
+            for jid, status in rows:
+                check_transition(S(status), S.CANCELED, jid)
+            await tx.run(
+                f"UPDATE jobs SET status = {int(S.CANCELED)}, reason = 'workflow canceled', updated = ? "
+                f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})",
+                (tx.now, wf))
+            await tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
+            tx.emit("workflow_canceled", wf, count=len(rows))
+        return [jid for jid, status in rows if status in (S.RUNNING, S.RECOVERING, S.PENDING)]
+
+    async def delete_workflow(self, wf: int) -> None:
+        async with self.tx() as tx:
+            await self._require_workflow(tx, wf)
+            busy = await tx.one(
+                f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+            if busy[0]:
+                raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
+            await tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
+            for table in ("attempts", "jobs", "failure_handlers", "events"):
+                await tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
+            await tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
+
+    async def reset_status(self, wf: int, failed_only: bool) -> int:
+        """Put failed (or all) jobs and what they block back to run in a new run."""
+        async with self.tx() as tx:
+            row = await self._require_workflow(tx, wf)
+            if failed_only:
+                seeds = [r[0] for r in await tx.rows(
+                    f"SELECT id FROM jobs WHERE workflow_id = ? AND status IN "
+                    f"({','.join(str(int(s)) for s in FAILED_LIKE)})", (wf,))]
+                targets = sorted(set(seeds) | set(await self._downstream(tx, seeds)))
+            else:
+                busy = await tx.one(
+                    f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+                if busy[0]:
+                    raise InvalidTransition(
+                        f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
+                targets = [r[0] for r in await tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
+            statuses = await self._statuses(tx, targets)
+            targets = [j for j in targets if statuses[j] not in ACTIVE]
+            if not targets:
+                return 0
+            run_id = row["run_id"] + 1
+            await tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
+            for chunk in _chunks(targets):
+                await tx.run(
+                    f"""UPDATE jobs SET status = {int(S.UNINITIALIZED)}, attempt_id = 1, run_id = ?,
+                        reason = NULL, updated = ? WHERE id IN ({_marks(len(chunk))})""",
+                    (run_id, tx.now, *chunk))
+            for chunk in _chunks(targets):
+                await tx.run(
+                    f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
+                        ON p.id = d.depends_on WHERE d.job_id = jobs.id AND p.status != {int(S.COMPLETED)})
+                        WHERE id IN ({_marks(len(chunk))})""", chunk)
+                await tx.run(
+                    f"""UPDATE jobs SET status = CASE WHEN pending_deps = 0 THEN {int(S.READY)}
+                        ELSE {int(S.BLOCKED)} END WHERE id IN ({_marks(len(chunk))})""", chunk)
+            tx.emit("workflow_reset", wf, run_id=run_id, count=len(targets),
+                    message="failed jobs" if failed_only else "all jobs")
+        return len(targets)
+
+    # -- writes: execution -------------------------------------------------
+
+    async def claim_ready(self, cpus: int, host: str, limit: int | None = None,
+                          now: float | None = None) -> list[Runnable]:
+        """Mark ready jobs that fit in `cpus` as running and open their attempts."""
+        if cpus <= 0:
+            return []
+        async with self.tx(now) as tx:
+            rows = await tx.rows(
+                f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
+                       j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
+                    WHERE j.status = {int(S.READY)} ORDER BY j.id LIMIT ?""", (limit or cpus,))
+            claimed: list[Runnable] = []
+            free = cpus
+            for r in rows:
+                need = r["num_cpus"]
+                if need > free:
+                    continue
+                free -= need
+                out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"],
+                                       r["run_id"], r["attempt_id"])
+                claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
+                                        r["attempt_id"], need, _env(r["env"]), r["cwd"],
+                                        r["output_dir"], out, err))
+            if not claimed:
+                return []
+            await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
+                          ((tx.now, j.job_id) for j in claimed))
+            await tx.many(
+                """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, start_time,
+                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, tx.now, j.stdout_path,
+                  j.stderr_path) for j in claimed))
+            for j in claimed:
+                tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
+                        attempt_id=j.attempt_id)
+        return claimed
+
+    async def oldest_ready_job_cpus(self) -> int | None:
+        rows = await self._rows(f"SELECT num_cpus FROM jobs WHERE status = {int(S.READY)} ORDER BY id LIMIT 1")
+        return rows[0][0] if rows else None
+
+    async def set_pids(self, pids: Sequence[tuple[int, int, int, int]]) -> None:
+        """Record (pid, job_id, run_id, attempt_id) of started processes."""
+        if pids:
+            async with self.tx() as tx:
+                await tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                              pids)
+
+    async def record_exits(self, exits: Sequence[Exit]) -> None:
+        """Close attempts; complete jobs that exited 0 and release their dependents.
+
+        A non-zero exit leaves the job `running` with its attempt closed: the
+        retry engine decides what comes next (and finds it again after a crash).
+        """
+        if not exits:
+            return
+        async with self.tx() as tx:
+            await tx.many(
+                """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+                ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
+            jobs = await self._job_rows(tx, [e.job_id for e in exits])
+            done = []
+            for e in exits:
+                j = jobs.get(e.job_id)
+                if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (e.run_id, e.attempt_id):
+                    continue  # canceled meanwhile, or a stale report
+                common = dict(job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
+                              attempt_id=e.attempt_id, return_code=e.return_code)
+                if e.return_code == 0:
+                    done.append(e.job_id)
+                    tx.emit("job_completed", j["workflow_id"], status="completed", **common)
+                else:
+                    tx.emit("job_exited", j["workflow_id"], message=e.message, **common)
+            if done:
+                await tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
+                              ((tx.now, jid) for jid in done))
+                await self._release(tx, done)
+
+    async def terminate(self, exits: Sequence[Exit]) -> None:
+        """Record attempts stopped at shutdown; their jobs become `terminated`."""
+        if not exits:
+            return
+        async with self.tx() as tx:
+            await tx.many(
+                """UPDATE attempts SET end_time = ?, return_code = ?, message = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+                ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
+            jobs = await self._job_rows(tx, [e.job_id for e in exits])
+            for e in exits:
+                j = jobs.get(e.job_id)
+                if j is None or j["status"] != S.RUNNING:
+                    continue
+                check_transition(S.RUNNING, S.TERMINATED, e.job_id)
+                await tx.run(f"UPDATE jobs SET status = {int(S.TERMINATED)}, reason = ?, updated = ? WHERE id = ?",
+                             (e.message, tx.now, e.job_id))
+                tx.emit("job_terminated", j["workflow_id"], job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
+                        attempt_id=e.attempt_id, return_code=e.return_code, status="terminated",
+                        message=e.message)
+
+    async def failures_awaiting_decision(self) -> list[Failure]:
+        """Jobs still `running` whose current attempt has exited non-zero."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
+                       w.use_pending_failed FROM jobs j
+                    JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                    JOIN workflows w ON w.id = j.workflow_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id
+                    WHERE j.status = {int(S.RUNNING)} AND a.end_time IS NOT NULL AND a.return_code != 0""")
+        return [_failure(r) for r in rows]
+
+    async def failures_for(self, keys: Sequence[tuple[int, int, int]]) -> list[Failure]:
+        if not keys:
+            return []
+        out = []
+        for chunk in _chunks(list(keys)):
+            rows = await self._rows(
+                f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
+                       w.use_pending_failed FROM jobs j
+                    JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                    JOIN workflows w ON w.id = j.workflow_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id
+                    WHERE j.id IN ({_marks(len(chunk))}) AND j.status = {int(S.RUNNING)}
+                      AND a.end_time IS NOT NULL AND a.return_code != 0""", [k[0] for k in chunk])
+            want = set(keys)
+            out += [f for f in map(_failure, rows) if (f.job_id, f.run_id, f.attempt_id) in want]
+        return out
+
+    async def apply_decisions(self, decisions: Sequence[tuple[Failure, RetryDecision]]) -> None:
+        async with self.tx() as tx:
+            jobs = await self._job_rows(tx, [f.job_id for f, _ in decisions])
+            failed = []
+            for f, d in decisions:
+                j = jobs.get(f.job_id)
+                if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (f.run_id, f.attempt_id):
+                    continue
+                new = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
+                       Action.PARK: S.PENDING_FAILED}[d.action]
+                check_transition(S.RUNNING, new, f.job_id)
+                next_attempt = f.attempt_id + 1 if d.action == Action.RETRY else f.attempt_id
+                await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+                             (int(new), next_attempt, d.reason, tx.now, f.job_id))
+                await tx.run(
+                    """UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ?
+                       AND attempt_id = ?""", (d.rule_index, d.action.value, f.job_id, f.run_id, f.attempt_id))
+                tx.emit("retry_decided", f.workflow_id, job_id=f.job_id, job_name=j["name"], run_id=f.run_id,
+                        attempt_id=f.attempt_id, return_code=f.return_code, rule_index=d.rule_index,
+                        action=d.action.value, status=new.label, message=d.reason)
+                if new == S.FAILED:
+                    failed.append((f.workflow_id, f.job_id, j["name"]))
+            for wf, jid, name in failed:
+                await self._cascade(tx, wf, jid, name)
+
+    async def recoveries_to_run(self, job_ids: Sequence[int] | None = None) -> list[Recovery]:
+        where = f"j.status = {int(S.RECOVERING)}"
+        args: list = []
+        if job_ids is not None:
+            if not job_ids:
+                return []
+            where += f" AND j.id IN ({_marks(len(job_ids))})"
+            args = list(job_ids)
+        rows = await self._rows(
+            f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, j.env, a.return_code, a.rule_index,
+                   h.rules, w.cwd, w.output_dir FROM jobs j
+                JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                JOIN workflows w ON w.id = j.workflow_id
+                JOIN failure_handlers h ON h.id = j.handler_id WHERE {where}""", args)
+        out = []
+        for r in rows:
+            rule = msgspec.json.decode(r["rules"], type=list[Rule])[r["rule_index"]]
+            out.append(Recovery(r["id"], r["workflow_id"], r["name"], r["run_id"], r["attempt_id"],
+                                r["return_code"], rule.recovery_script or "", rule.recovery_timeout,
+                                _env(r["env"]), r["cwd"], r["output_dir"]))
+        return out
+
+    async def finish_recovery(self, rec: Recovery, ok: bool, return_code: int | None, message: str) -> None:
+        async with self.tx() as tx:
+            j = (await self._job_rows(tx, [rec.job_id])).get(rec.job_id)
+            if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (rec.run_id, rec.attempt_id):
+                return
+            await tx.run(
+                """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ? WHERE job_id = ? AND run_id = ?
+                   AND attempt_id = ?""", (return_code, "succeeded" if ok else "failed",
+                                           rec.job_id, rec.run_id, rec.attempt_id))
+            new = S.READY if ok else S.FAILED
+            check_transition(S.RECOVERING, new, rec.job_id)
+            await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+                         (int(new), rec.attempt_id + 1 if ok else rec.attempt_id, message, tx.now, rec.job_id))
+            tx.emit("recovery_finished", rec.workflow_id, job_id=rec.job_id, job_name=rec.name,
+                    run_id=rec.run_id, attempt_id=rec.attempt_id, return_code=return_code,
+                    action="retry" if ok else "fail", status=new.label, message=message)
+            if not ok:
+                await self._cascade(tx, rec.workflow_id, rec.job_id, rec.name)
+
+    async def classify(self, job_ids: Sequence[int], action: str, reason: str, source: str) -> list[int]:
+        """Resolve pending_failed jobs: `retry` (ready, attempt +1) or `fail` (cascade)."""
+        async with self.tx() as tx:
+            jobs = await self._job_rows(tx, list(job_ids))
+            for jid in job_ids:
+                if jid not in jobs:
+                    raise NotFound(f"no job {jid}")
+                if jobs[jid]["status"] != S.PENDING_FAILED:
+                    raise InvalidTransition(
+                        f"job {jid} is {S(jobs[jid]['status']).label}, not pending_failed")
+            new = S.READY if action == "retry" else S.FAILED
+            for jid in dict.fromkeys(job_ids):
+                j = jobs[jid]
+                attempt = j["attempt_id"] + 1 if new == S.READY else j["attempt_id"]
+                await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+                             (int(new), attempt, reason or f"classified {action} ({source})", tx.now, jid))
+                tx.emit("job_classified", j["workflow_id"], job_id=jid, job_name=j["name"], run_id=j["run_id"],
+                        attempt_id=j["attempt_id"], action=action, status=new.label, message=reason,
+                        source=source)
+                if new == S.FAILED:
+                    await self._cascade(tx, j["workflow_id"], jid, j["name"])
+        return list(dict.fromkeys(job_ids))
+
+    async def open_attempts(self) -> list[tuple[int, int, int, int | None]]:
+        """(job_id, run_id, attempt_id, pid) of attempts that never recorded an exit."""
+        rows = await self._rows("SELECT job_id, run_id, attempt_id, pid FROM attempts WHERE end_time IS NULL")
+        return [tuple(r) for r in rows]
+
+    # -- helpers -----------------------------------------------------------
+
+    async def _require_workflow(self, tx: Tx, wf: int) -> sqlite3.Row:
+        row = await tx.one("SELECT * FROM workflows WHERE id = ?", (wf,))
+        if row is None:
+            raise NotFound(f"no workflow {wf}")
+        tx.touched.add(wf)
+        return row
+
+    async def _job_rows(self, tx: Tx, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+        out = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            for r in await tx.rows(
+                    f"SELECT id, workflow_id, name, status, run_id, attempt_id FROM jobs WHERE id IN "
+                    f"({_marks(len(chunk))})", chunk):
+                out[r["id"]] = r
+        return out
+
+    async def _statuses(self, tx: Tx, ids: Sequence[int]) -> dict[int, int]:
+        return {jid: r["status"] for jid, r in (await self._job_rows(tx, ids)).items()}
+
+    async def _release(self, tx: Tx, completed: Sequence[int]) -> None:
+        """Count down dependents of completed jobs; those with nothing left become ready."""
+        counts: collections.Counter[int] = collections.Counter()
+        for chunk in _chunks(list(completed)):
+            for (jid,) in await tx.rows(
+                    f"SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})", chunk):
+                counts[jid] += 1
+        if not counts:
+            return
+        await tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?",
+                      ((n, jid) for jid, n in counts.items()))
+        ready = []
+        for chunk in _chunks(list(counts)):
+            ready += await tx.rows(
+                f"""SELECT id, workflow_id, name FROM jobs WHERE id IN ({_marks(len(chunk))})
+                    AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
+        await tx.many(f"UPDATE jobs SET status = {int(S.READY)}, updated = ? WHERE id = ?",
+                      ((tx.now, r["id"]) for r in ready))
+        for r in ready:
+            tx.emit("job_ready", r["workflow_id"], job_id=r["id"], job_name=r["name"])
+
+    async def _downstream(self, tx: Tx, ids: Sequence[int]) -> list[int]:
+        out: list[int] = []
+        for chunk in _chunks(list(ids)):
+            out += [r[0] for r in await tx.rows(
+                f"""WITH RECURSIVE down(id) AS (
+                        SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})
+                        UNION SELECT d.job_id FROM deps d JOIN down ON d.depends_on = down.id)
+                    SELECT id FROM down""", chunk)]
+        return list(dict.fromkeys(out))
+
+    async def _cascade(self, tx: Tx, wf: int, job_id: int, name: str) -> None:
+        """Cancel every job downstream of a failed one."""
+        down = await self._downstream(tx, [job_id])
+        canceled = 0
+        for chunk in _chunks(down):
+            cur = await tx.db.execute(
+                f"""UPDATE jobs SET status = {int(S.CANCELED)}, reason = ?, updated = ?
+                    WHERE id IN ({_marks(len(chunk))}) AND status IN ({int(S.BLOCKED)}, {int(S.UNINITIALIZED)})""",
+                (f"upstream job {name} ({job_id}) failed", tx.now, *chunk))
+            canceled += cur.rowcount
+        tx.emit("job_failed", wf, job_id=job_id, job_name=name, status="failed", count=canceled,
+                message=f"{canceled} downstream jobs canceled" if canceled else None)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    (version,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"the database schema is version {version}, newer than this torcd "
+                         f"({len(MIGRATIONS)}); upgrade torcd")
+    for n in range(version, len(MIGRATIONS)):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[n]):
+                await db.execute(stmt)
+            await db.execute(f"PRAGMA user_version = {n + 1}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _env(text: str | None) -> dict[str, str]:
+    return msgspec.json.decode(text, type=dict[str, str]) if text else {}
+
+
+def _failure(r: sqlite3.Row) -> Failure:
+    rules = msgspec.json.decode(r["rules"], type=list[Rule]) if r["rules"] else None
+    upf = r["use_pending_failed"]
+    return Failure(r["id"], r["workflow_id"], r["run_id"], r["attempt_id"], r["return_code"], rules,
+                   None if upf is None else bool(upf))
+
+
+def _outcome(counts: dict[str, int]) -> str:
+    if counts.get("pending_failed"):
+        return "pending_failed"
+    if set(counts) <= {"completed"}:
+        return "completed"
+    return "failed"
+
+
+def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
+    return WorkflowSummary(id=r["id"], name=r["name"], state=r["state"], run_id=r["run_id"],
+                           created=r["created"], cwd=r["cwd"], output_dir=r["output_dir"],
+                           description=r["description"], counts=counts)
+
+
+def _job_info(r: sqlite3.Row) -> JobInfo:
+    return JobInfo(id=r["id"], workflow_id=r["workflow_id"], name=r["name"], command=r["command"],
+                   status=S(r["status"]).label, attempt_id=r["attempt_id"], run_id=r["run_id"],
+                   num_cpus=r["num_cpus"], failure_handler=r["handler"], reason=r["reason"],
+                   return_code=r["rc"], stderr_path=r["stderr_path"])
