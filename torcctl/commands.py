@@ -8,7 +8,7 @@ import sys
 
 from torcctl.client import Client, ConnectError
 from torcctl.render import event_line, print_json, table, when
-from torcd.protocol import AttemptInfo, Event, JobInfo, WorkflowSummary
+from torcd.protocol import IDLE_EVENTS, AttemptInfo, Event, JobInfo, WorkflowSummary
 
 STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
                 "failed", "canceled", "terminated", "disabled", "pending_failed"]
@@ -66,14 +66,14 @@ def validate(client: Client, args) -> int:
 
 
 def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:
-    """Print events until the workflow is done; return the workflow_done event."""
+    """Print events until nothing more can run; return the event that said so."""
     quiet = getattr(args, "quiet", False)
     for event in client.events(wf, after=after, until_done=True):
         if args.json:
             print_json(event)
         elif not quiet:
             print(event_line(event), flush=True)
-        if event.kind == "workflow_done":
+        if event.kind in IDLE_EVENTS:
             return event
     return None
 
@@ -238,9 +238,13 @@ def logs(client: Client, args) -> int:
         path = path.replace(f"{os.sep}job_wf", f"{os.sep}recovery_wf")
     try:
         with open(path, "rb") as f:
-            sys.stdout.buffer.write(f.read())
+            data = f.read()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        sys.stdout.buffer.write(data)
+    except AttributeError:  # stdout replaced by a text stream
+        sys.stdout.write(data.decode(errors="replace"))
     return 0
 
 

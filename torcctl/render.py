@@ -19,11 +19,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = 
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*headers, title=title, box=None if not sys.stdout.isatty() else None, header_style="bold",
-              pad_edge=False)
+    tty = sys.stdout.isatty()
+    t = Table(*headers, title=title, box=None, header_style="bold", pad_edge=False)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
-    Console(width=200 if not sys.stdout.isatty() else None, soft_wrap=True).print(t)
+    # Off a terminal nothing is cut short: scripts and pipes get whole paths.
+    Console(width=None if tty else 100_000, highlight=False).print(t)
 
 
 def when(ts: float | None) -> str:

@@ -103,7 +103,24 @@ class Daemon:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         self._lock_state_dir()
-        self.store = await Store.open(os.path.join(self.paths.state_dir, "torcd.db"))
+        sock = self._bind_socket()
+        try:
+            self.store = await Store.open(os.path.join(self.paths.state_dir, "torcd.db"))
+        except BaseException:
+            sock.close()
+            os.unlink(self.paths.socket)
+            raise
+        try:
+            await self._serve(sock, ready)
+        finally:
+            await self.store.close()
+            try:
+                os.unlink(self.paths.socket)
+            except FileNotFoundError:
+                pass
+            log.info("torcd_stopped")
+
+    async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:
         self.store.on_commit = self.bus.publish
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
@@ -112,7 +129,6 @@ class Daemon:
         await self.retry.reconcile()
         await self.dispatcher.reconcile()
         await self.recovery.reconcile()
-        sock = self._bind_socket()
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -141,12 +157,6 @@ class Daemon:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
-            await self.store.close()
-            try:
-                os.unlink(self.paths.socket)
-            except FileNotFoundError:
-                pass
-            log.info("torcd_stopped")
 
     # -- RPC methods -------------------------------------------------------
 

@@ -14,6 +14,10 @@ Id = Annotated[int, Meta(ge=1)]
 Source = Literal["cli", "mcp", "api"]
 
 
+# After one of these, nothing more runs in the workflow until someone acts.
+IDLE_EVENTS = frozenset({"workflow_done", "workflow_awaiting_classification", "workflow_canceled"})
+
+
 class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
@@ -83,7 +87,7 @@ class Event(msgspec.Struct, omit_defaults=True):
 class WorkflowSummary(msgspec.Struct):
     id: int
     name: str
-    state: str  # active | done | canceled
+    state: str  # active | awaiting_classification | done | canceled
     run_id: int
     created: float
     cwd: str

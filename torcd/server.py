@@ -14,6 +14,7 @@ from aiohttp import web
 
 from torcd import rpc
 from torcd.errors import NotFound
+from torcd.protocol import IDLE_EVENTS
 
 if TYPE_CHECKING:
     from torcd.daemon import Daemon
@@ -68,7 +69,7 @@ def build_app(daemon: "Daemon") -> web.Application:
             for event in backlog:
                 await resp.write(_encode(event) + b"\n")
                 last = event.seq
-                if until_done and event.kind == "workflow_done":
+                if until_done and event.kind in IDLE_EVENTS:
                     return resp
             while not daemon.stopping.is_set():
                 get = asyncio.ensure_future(sub.get())
@@ -86,7 +87,7 @@ def build_app(daemon: "Daemon") -> web.Application:
                 if chunk:
                     await asyncio.wait_for(resp.write(chunk), daemon.watch_write_timeout)
                     last = batch[-1].seq
-                if until_done and any(e.kind == "workflow_done" for e in batch):
+                if until_done and any(e.kind in IDLE_EVENTS for e in batch):
                     break
             return resp
         except (ConnectionResetError, asyncio.TimeoutError):

@@ -114,6 +114,10 @@ def _plain(node: Any) -> Any:
         return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_plain(v) for v in node]
+    # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
+    for kind in (bool, int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
     return node
 
 
@@ -214,16 +218,23 @@ def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
                     jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo),
                                             [P.fill(d, combo) for d in job.depends_on],
                                             job.failure_handler, job.num_cpus, job.env))
-                    origin.setdefault(jobs[-1].name, j)
+                    _note_origin(origin, jobs[-1].name, j, loc)
             else:
                 deps = _union_deps(job.depends_on, values)
                 jobs.append(ExpandedJob(job.name, job.command, deps, job.failure_handler,
                                         job.num_cpus, job.env))
-                origin.setdefault(job.name, j)
+                _note_origin(origin, job.name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs)
+
+
+def _note_origin(origin: dict[str, int], name: str, j: int, loc: _Locator) -> None:
+    if name in origin:
+        first = f" (also made by jobs[{origin[name]}])" if origin[name] != j else ""
+        raise loc.error(f"duplicate job name {name!r}{first}", f"$.jobs[{j}].name")
+    origin[name] = j
 
 
 def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
@@ -240,11 +251,7 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
 
 
 def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: _Locator) -> None:
-    seen: set[str] = set()
-    for job in jobs:
-        if job.name in seen:
-            raise loc.error(f"duplicate job name {job.name!r}", f"$.jobs[{origin[job.name]}].name")
-        seen.add(job.name)
+    seen = origin.keys()
     for job in jobs:
         for k, dep in enumerate(job.depends_on):
             if dep not in seen:

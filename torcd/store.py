@@ -201,14 +201,17 @@ class Store:
             busy = (await tx.one(
                 f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
                 (wf,)))[0]
-            if row[0] == "active" and not busy:
-                counts = await self._counts(tx.db, wf)
-                await tx.run("UPDATE workflows SET state = 'done' WHERE id = ?", (wf,))
+            if busy:
+                if row[0] != "active":
+                    await tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
+                continue
+            counts = await self._counts(tx.db, wf)
+            state = "awaiting_classification" if counts.get("pending_failed") else "done"
+            if state != row[0]:
+                await tx.run("UPDATE workflows SET state = ? WHERE id = ?", (state, wf))
                 summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-                tx.events.append(Event(kind="workflow_done", workflow_id=wf, time=tx.now,
+                tx.events.append(Event(kind=f"workflow_{state}", workflow_id=wf, time=tx.now,
                                        message=summary, status=_outcome(counts)))
-            elif row[0] == "done" and busy:
-                await tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
 
     # -- reads -------------------------------------------------------------
 

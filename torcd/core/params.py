@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 
 # A placeholder is `{name}` or `{name:format_spec}`; anything else in braces
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
 Scalar = int | float | str

@@ -14,6 +14,7 @@ import time
 import structlog
 
 from torcd.bus import EventBus
+from torcd.faults import crash_point
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import find_attempt_processes, kill_pids
 from torcd.store import Exit, Store
@@ -80,6 +81,8 @@ class Dispatcher:
                 need = await self.store.oldest_ready_job_cpus()
                 if need is not None and need > self.max_cpus:
                     claimed = await self.store.claim_ready(need, self.host, limit=1)
+            if claimed:
+                crash_point("after_claim")
             pids = []
             for job in claimed:
                 pid = await self.executor.start(job)
@@ -88,6 +91,8 @@ class Dispatcher:
                     log.info("job_started", workflow_id=job.workflow_id, job_id=job.job_id,
                              attempt_id=job.attempt_id, pid=pid)
             await self.store.set_pids(pids)
+            if pids:
+                crash_point("after_start")
             if len(claimed) and free - sum(j.num_cpus for j in claimed) > 0:
                 self._wake.set()  # more may be ready than one query returned
 

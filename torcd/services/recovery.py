@@ -16,6 +16,7 @@ import structlog
 
 from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
+from torcd.faults import crash_point
 from torcd.services.processes import find_attempt_processes, job_env, kill_pids, stop_group
 from torcd.store import Recovery, Store, stdio_paths
 
@@ -72,6 +73,7 @@ class RecoveryRunner:
     async def _run_one(self, rec: Recovery) -> None:
         try:
             ok, rc, message = await self._execute(rec)
+            crash_point("before_recovery_recorded")
             log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
                      attempt_id=rec.attempt_id, return_code=rc, ok=ok)
             await self.store.finish_recovery(rec, ok, rc, message)

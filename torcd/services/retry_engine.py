@@ -11,6 +11,7 @@ import structlog
 
 from torcd.bus import EventBus
 from torcd.core.retry import decide
+from torcd.faults import crash_point
 from torcd.store import Failure, Store
 
 log = structlog.get_logger("torcd.retry")
@@ -38,6 +39,7 @@ class RetryEngine:
     async def _apply(self, failures: list[Failure]) -> None:
         if not failures:
             return
+        crash_point("before_decision")
         decisions = [(f, decide(f.rules, attempt=f.attempt_id, return_code=f.return_code,
                                 use_pending_failed=f.use_pending_failed)) for f in failures]
         await self.store.apply_decisions(decisions)

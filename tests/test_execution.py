@@ -1,0 +1,266 @@
+"""Local execution end to end: a real daemon, real subprocesses, real SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import time
+
+import msgspec
+
+from conftest import REPO
+from torcd.protocol import JobInfo, WorkflowSummary
+
+DIAMOND = """
+name: diamond
+jobs:
+  - name: preprocess
+    command: sleep 0.2; echo pre > pre.txt
+  - name: work_a
+    command: sleep 0.1; cat pre.txt
+    depends_on: [preprocess]
+  - name: work_b
+    command: sleep 0.1; cat pre.txt
+    depends_on: [preprocess]
+  - name: postprocess
+    command: echo post
+    depends_on: [work_a, work_b]
+"""
+
+
+def test_diamond_never_starts_a_job_before_its_dependencies_complete(daemon):
+    wf = daemon.submit(DIAMOND)
+    info = daemon.wait(wf)
+    assert info.counts == {"completed": 4}
+    jobs = daemon.jobs(wf)
+    att = {name: daemon.attempts(j.id)[0] for name, j in jobs.items()}
+    for child, parents in [("work_a", ["preprocess"]), ("work_b", ["preprocess"]),
+                           ("postprocess", ["work_a", "work_b"])]:
+        for parent in parents:
+            assert att[child].start_time >= att[parent].end_time, (child, parent)
+    assert abs(att["work_a"].start_time - att["work_b"].start_time) < 0.1  # they ran side by side
+
+
+def test_parameter_sweep_expands_and_the_aggregate_waits_for_all(daemon):
+    wf = daemon.submit("""
+        name: sweep
+        jobs:
+          - name: sim_{i:02d}_{mode}
+            command: echo {i} {mode}
+            parameters: {i: "1:4", mode: "['fast','slow']"}
+          - name: aggregate
+            command: echo done
+            parameters: {i: "1:4", mode: "['fast','slow']"}
+            depends_on: ['sim_{i:02d}_{mode}']
+    """)
+    daemon.wait(wf)
+    jobs = daemon.jobs(wf)
+    assert len(jobs) == 9 and all(j.status == "completed" for j in jobs.values())
+    assert "sim_03_slow" in jobs
+    agg = daemon.call("jobs.show", {"job_id": jobs["aggregate"].id}, JobInfo)
+    assert sorted(agg.depends_on) == sorted(j.id for n, j in jobs.items() if n != "aggregate")
+    out = daemon.attempts(jobs["sim_03_slow"].id)[0].stdout_path
+    assert open(out).read() == "3 slow\n"
+
+
+def test_job_env_and_per_attempt_log_files(daemon, tmp_path):
+    wf = daemon.submit("""
+        name: envcheck
+        output_dir: out
+        jobs:
+          - name: printer
+            command: env | grep -E '^(TORC_|EXTRA=)' | sort; echo to-stderr >&2
+            env: {EXTRA: "yes"}
+    """)
+    daemon.wait(wf)
+    job = daemon.jobs(wf)["printer"]
+    a = daemon.attempts(job.id)[0]
+    assert a.stdout_path == str(tmp_path / "out" / "job_stdio" / f"job_wf{wf}_j{job.id}_r1_a1.o")
+    assert a.stderr_path.endswith(f"job_wf{wf}_j{job.id}_r1_a1.e")
+    env = dict(line.split("=", 1) for line in open(a.stdout_path).read().splitlines())
+    assert env == {"EXTRA": "yes", "TORC_WORKFLOW_ID": str(wf), "TORC_JOB_ID": str(job.id),
+                   "TORC_JOB_NAME": "printer", "TORC_API_URL": f"unix://{daemon.socket}",
+                   "TORC_OUTPUT_DIR": str(tmp_path / "out"), "TORC_ATTEMPT_ID": "1", "TORC_RUN_ID": "1"}
+    assert open(a.stderr_path).read() == "to-stderr\n"
+    assert a.pid and a.return_code == 0 and a.end_time >= a.start_time
+
+
+def test_failure_cancels_everything_downstream_but_not_siblings(daemon):
+    wf = daemon.submit("""
+        name: cascade
+        jobs:
+          - {name: root, command: "exit 3"}
+          - {name: child, command: "true", depends_on: [root]}
+          - {name: grandchild, command: "true", depends_on: [child]}
+          - {name: sibling, command: "true"}
+    """)
+    info = daemon.wait(wf)
+    jobs = daemon.jobs(wf)
+    assert {n: j.status for n, j in jobs.items()} == {
+        "root": "failed", "child": "canceled", "grandchild": "canceled", "sibling": "completed"}
+    assert jobs["root"].return_code == 3
+    assert "upstream job root" in jobs["grandchild"].reason
+    assert info.counts == {"failed": 1, "canceled": 2, "completed": 1}
+
+
+def test_signal_killed_job_reports_128_plus_signal(daemon):
+    wf = daemon.submit("name: sig\njobs:\n  - {name: s, command: 'kill -TERM $$'}\n")
+    daemon.wait(wf)
+    assert daemon.jobs(wf)["s"].return_code == 128 + signal.SIGTERM
+
+
+def test_cancel_kills_the_running_process_group(daemon, tmp_path):
+    wf = daemon.submit("""
+        name: long
+        jobs:
+          - name: sleeper
+            command: (sleep 300; echo child) & echo $! > child.pid; sleep 300
+          - {name: after, command: "true", depends_on: [sleeper]}
+    """)
+    pidfile = tmp_path / "child.pid"
+    daemon.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="job to start")
+    child = int(pidfile.read_text())
+    leader = daemon.attempts(daemon.jobs(wf)["sleeper"].id)[0].pid
+    info = daemon.call("workflows.cancel", {"workflow_id": wf}, WorkflowSummary)
+    assert info.state == "canceled"
+    for pid in (leader, child):
+        daemon.wait_for(lambda: not _alive(pid), what=f"pid {pid} to die")
+    assert {j.status for j in daemon.jobs(wf).values()} == {"canceled"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_cpu_budget_limits_parallel_jobs(make_daemon, tmp_path):
+    d = make_daemon(max_parallel_jobs=2).start()
+    wf = d.submit("""
+        name: budget
+        jobs:
+          - name: j{i}
+            command: sleep 0.3
+            parameters: {i: "1:6"}
+          - {name: wide, command: sleep 0.3, num_cpus: 2}
+    """)
+    d.wait(wf)
+    spans = [(a.start_time, a.end_time, j.num_cpus) for j in d.jobs(wf).values() for a in d.attempts(j.id)]
+    for t, _, _ in spans:  # at every start, the CPUs in use never exceed the budget
+        assert sum(c for s, e, c in spans if s <= t < e) <= 2
+
+
+def test_daemon_restart_keeps_completed_state_and_event_log(daemon):
+    wf = daemon.submit(DIAMOND)
+    daemon.wait(wf)
+    before = daemon.events(wf)
+    assert daemon.stop() == 0
+    daemon.restart()
+    assert daemon.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts == {"completed": 4}
+    assert daemon.events(wf) == before
+    assert [e.seq for e in before] == sorted(e.seq for e in before)
+
+
+def test_socket_is_private_and_a_second_daemon_is_refused(daemon, make_daemon):
+    st = os.stat(daemon.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(daemon.socket)).st_mode) == 0o700
+    code, _, err = make_daemon().ctl("ping")  # same socket: talks to the running one
+    assert code == 0
+    import subprocess, sys
+    other = subprocess.run([sys.executable, "-m", "torcd", "--socket", daemon.socket, "--state-dir",
+                            daemon.state_dir + "2"], capture_output=True, text=True, timeout=30)
+    assert other.returncode == 1 and "already listening" in other.stderr
+
+
+def test_stale_socket_is_cleaned(make_daemon, tmp_path):
+    d = make_daemon()
+    os.makedirs(os.path.dirname(d.socket), mode=0o700)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(d.socket)
+    s.close()  # a socket file nobody listens on
+    d.start()
+    assert d.client.ping()
+
+
+def test_sigterm_terminates_running_jobs_and_records_them(daemon):
+    wf = daemon.submit("name: t\njobs:\n  - {name: long, command: sleep 300}\n")
+    daemon.wait_for(lambda: daemon.jobs(wf)["long"].status == "running", what="job to run")
+    t0 = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - t0 < 10
+    daemon.restart()
+    job = daemon.jobs(wf)["long"]
+    assert job.status == "terminated" and job.return_code == 128 + signal.SIGTERM
+
+
+def test_rpc_errors_for_malformed_requests(daemon):
+    import http.client
+    from torcctl.client import _UnixConnection
+
+    def post(body: bytes):
+        c = _UnixConnection(daemon.socket, 10)
+        c.request("POST", "/rpc", body)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return msgspec.json.decode(data) if data else None
+
+    assert post(b"{not json")["error"]["code"] == -32700
+    assert post(b'{"jsonrpc": "2.0", "id": 1}')["error"]["code"] == -32600
+    assert post(b"[]")["error"]["code"] == -32600
+    assert post(b'{"jsonrpc": "2.0", "id": 1, "method": "nope"}')["error"]["code"] == -32601
+    bad = post(b'{"jsonrpc": "2.0", "id": 1, "method": "workflows.show", "params": {"workflow_id": "x"}}')
+    assert bad["error"]["code"] == -32602 and bad["error"]["data"]["field"] == "$.workflow_id"
+    unknown = post(b'{"jsonrpc": "2.0", "id": 1, "method": "jobs.list", "params": {"workflow_id": 1, "x": 1}}')
+    assert unknown["error"]["code"] == -32602 and "x" in unknown["error"]["message"]
+    missing = post(b'{"jsonrpc": "2.0", "id": 5, "method": "workflows.show", "params": {"workflow_id": 999}}')
+    assert missing["error"]["code"] == -32004 and missing["id"] == 5
+    batch = post(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "x"},'
+                 b' {"jsonrpc": "2.0", "method": "ping"}, 7]')
+    assert [r.get("id") for r in batch] == [1, 2, None]
+    assert "result" in batch[0] and batch[1]["error"]["code"] == -32601 and batch[2]["error"]["code"] == -32600
+    assert post(b'{"jsonrpc": "2.0", "method": "ping"}') is None  # a notification
+    assert daemon.client.ping()
+
+
+def test_bad_spec_over_rpc_names_line_and_field_and_stores_nothing(daemon):
+    code, out, err = daemon.ctl("submit", str(REPO / "tests" / "data" / "cycle.yaml"))
+    assert code == 2 and "cycle.yaml:" in err and "dependency cycle" in err and "Traceback" not in err
+    assert daemon.call("workflows.list") == []
+
+
+def test_torcctl_run_exit_codes_and_summary(daemon, tmp_path):
+    (tmp_path / "ok.yaml").write_text(DIAMOND)
+    code, out, _ = daemon.ctl("run", "ok.yaml")
+    assert code == 0 and "completed" in out and "workflow_done" in out
+    (tmp_path / "bad.yaml").write_text("name: b\njobs:\n  - {name: x, command: 'exit 4'}\n")
+    code, out, _ = daemon.ctl("run", "--quiet", "bad.yaml")
+    assert code == 1 and "failed" in out and "job_started" not in out
+
+
+def test_cli_errors_are_one_line_without_traceback(daemon, tmp_path):
+    for args in (["jobs", "show", "424242"], ["workflows", "show", "77"], ["submit", "missing.yaml"],
+                 ["jobs", "list", "1", "--status", "bogus"]):
+        code, out, err = daemon.ctl(*args)
+        assert code == 2 and err.startswith("torcctl: error:") and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_torcctl_autostarts_a_daemon_and_run_stops_it(tmp_path):
+    import subprocess, sys
+    env = dict(os.environ, TORCD_SOCKET=str(tmp_path / "auto" / "s.sock"), TORCD_STATE_DIR=str(tmp_path / "st"))
+    (tmp_path / "d.yaml").write_text(DIAMOND)
+    r = subprocess.run([sys.executable, "-m", "torcctl", "run", "d.yaml"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "completed" in r.stdout
+    time.sleep(0.5)
+    assert not os.path.exists(tmp_path / "auto" / "s.sock")  # the daemon it started has stopped
+    r = subprocess.run([sys.executable, "-m", "torcctl", "--no-autostart", "ping"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no torcd answers" in r.stderr

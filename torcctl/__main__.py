@@ -1,0 +1,5 @@
+import sys
+
+from torcctl.cli import main
+
+sys.exit(main())
