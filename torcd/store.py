@@ -69,6 +69,7 @@ class Exit(msgspec.Struct, frozen=True):
     return_code: int
     end_time: float
     message: str | None = None
+    workflow_id: int = 0
 
 
 class Failure(msgspec.Struct, frozen=True):

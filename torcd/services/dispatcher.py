@@ -69,7 +69,7 @@ class Dispatcher:
                 exits, self._exits = self._exits, []
                 await self.store.record_exits(exits)
                 for e in exits:
-                    log.info("job_exited", job_id=e.job_id, attempt_id=e.attempt_id, return_code=e.return_code)
+                    log.info("job_exited", workflow_id=e.workflow_id, job_id=e.job_id, attempt_id=e.attempt_id, return_code=e.return_code)
             if self._stopping:
                 continue
             free = self.max_cpus - self.executor.cpus_in_use

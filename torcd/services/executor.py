@@ -49,7 +49,8 @@ class LocalExecutor:
             message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
             log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
                         attempt_id=job.attempt_id, error=message)
-            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message))
+            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
+                             job.workflow_id))
             return None
         self.procs[job.job_id] = (job, proc)
         task = asyncio.create_task(self._wait(job, proc))
@@ -62,7 +63,8 @@ class LocalExecutor:
         self.procs.pop(job.job_id, None)
         if getattr(proc, "torc_stopped", False):
             return  # stopped at shutdown; recorded by the caller
-        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time()))
+        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),
+                          workflow_id=job.workflow_id))
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs; their exits are reported as usual."""
@@ -77,4 +79,4 @@ class LocalExecutor:
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         now = time.time()
         return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,
-                     "daemon shut down") for job, proc in running]
+                     "daemon shut down", job.workflow_id) for job, proc in running]

@@ -1,0 +1,161 @@
+"""kill -9 of the real daemon at the moments that matter, then a restart: nothing is lost."""
+
+from __future__ import annotations
+
+import time
+
+from test_execution import _alive
+
+CATCH_ALL = """
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+        recovery_script: {script}
+        max_retries: 3
+      - match_all_exit_codes: true
+        max_retries: 3
+"""
+
+
+def check_history(daemon, wf):
+    """Attempts are numbered 1..N without gaps, never overlap, and the event log has no holes."""
+    for job in daemon.jobs(wf).values():
+        atts = daemon.attempts(job.id)
+        assert [a.attempt_id for a in atts] == list(range(1, len(atts) + 1)), job.name
+        for prev, nxt in zip(atts, atts[1:]):
+            assert prev.end_time is not None and nxt.start_time >= prev.end_time
+    seqs = [e.seq for e in daemon.events(wf)]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_crash_between_recording_an_exit_and_deciding(make_daemon):
+    d = make_daemon().start(crash_at="before_decision")
+    wf = d.submit(CATCH_ALL.format(script="'true'") + """
+name: c
+jobs:
+  - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 12", failure_handler: h}
+""")
+    assert d.wait_dead() == -9
+    d.restart()
+    d.wait(wf)
+    job = d.jobs(wf)["j"]
+    assert (job.status, job.attempt_id) == ("completed", 2)
+    assert [(a.return_code, a.action) for a in d.attempts(job.id)] == [(12, "retry"), (0, None)]
+    check_history(d, wf)
+
+
+def test_recovery_script_interrupted_by_a_crash_runs_again(make_daemon, tmp_path):
+    d = make_daemon().start()
+    wf = d.submit(CATCH_ALL.format(script="echo start $$ >> rec.log; sleep 3; echo end $$ >> rec.log") + """
+name: c
+jobs:
+  - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
+  - {name: down, command: "true", depends_on: [j]}
+""")
+    log = tmp_path / "rec.log"
+    d.wait_for(lambda: log.exists(), what="recovery script to start")
+    first_pid = int(log.read_text().split()[1])
+    d.kill9()
+    d.restart()
+    assert not _alive(first_pid)  # the interrupted copy was stopped, not left to run alongside
+    d.wait(wf)
+    assert {n: j.status for n, j in d.jobs(wf).items()} == {"j": "completed", "down": "completed"}
+    lines = log.read_text().split("\n")
+    assert [l.split()[0] for l in lines if l] == ["start", "start", "end"]
+    assert d.attempts(d.jobs(wf)["j"].id)[0].recovery_outcome == "succeeded"
+    check_history(d, wf)
+
+
+def test_crash_after_recovery_finished_but_before_it_was_recorded(make_daemon, tmp_path):
+    d = make_daemon().start(crash_at="before_recovery_recorded")
+    wf = d.submit(CATCH_ALL.format(script="echo ran >> rec.log") + """
+name: c
+jobs:
+  - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
+""")
+    assert d.wait_dead() == -9
+    d.restart()
+    d.wait(wf)
+    assert (tmp_path / "rec.log").read_text() == "ran\nran\n"  # idempotent scripts are run again
+    assert d.jobs(wf)["j"].status == "completed"
+    check_history(d, wf)
+
+
+def test_job_running_when_the_daemon_dies_is_stopped_and_handled(make_daemon, tmp_path):
+    d = make_daemon().start()
+    wf = d.submit(CATCH_ALL.format(script="'true'") + """
+name: c
+jobs:
+  - name: j
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; sleep 300; fi
+    failure_handler: h
+""")
+    pidfile = tmp_path / "first.pid"
+    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
+    first = int(pidfile.read_text())
+    d.kill9()
+    assert _alive(first)  # jobs live in their own process group: a daemon crash does not kill them
+    d.restart()
+    d.wait(wf)
+    assert not _alive(first)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]
+    assert "daemon restarted" in atts[0].message
+    check_history(d, wf)
+
+
+def test_crash_after_claiming_before_the_process_started(make_daemon):
+    d = make_daemon().start(crash_at="after_claim")
+    wf = d.submit(CATCH_ALL.format(script="'true'") + """
+name: c
+jobs:
+  - {name: j, command: "echo hi", failure_handler: h}
+""")
+    assert d.wait_dead() == -9
+    d.restart()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code) for a in atts] == [(1, 137), (2, 0)]
+    check_history(d, wf)
+
+
+def test_decisions_already_recorded_survive_a_crash(make_daemon):
+    d = make_daemon().start()
+    wf = d.submit(CATCH_ALL.format(script="'true'") + """
+name: c
+jobs:
+  - name: j{i}
+    command: "[ $TORC_ATTEMPT_ID -ge {i} ] || exit 12"
+    failure_handler: h
+    parameters: {i: "1:3"}
+  - {name: blocker, command: sleep 300}
+""")
+    d.wait_for(lambda: all(j.status == "completed" for n, j in d.jobs(wf).items() if n != "blocker"),
+               what="the flaky jobs to finish")
+    before = {n: d.attempts(j.id) for n, j in d.jobs(wf).items() if n != "blocker"}
+    events_before = d.events(wf)
+    d.kill9()
+    d.restart()
+    after = {n: d.attempts(j.id) for n, j in d.jobs(wf).items() if n != "blocker"}
+    assert after == before
+    assert d.events(wf)[:len(events_before)] == events_before
+    d.call("workflows.cancel", {"workflow_id": wf})
+    check_history(d, wf)
+
+
+def test_restart_never_reuses_attempt_numbers(make_daemon):
+    d = make_daemon().start(crash_at="after_start")
+    wf = d.submit(CATCH_ALL.format(script="'true'") + """
+name: c
+jobs:
+  - {name: j, command: "sleep 0.2; [ $TORC_ATTEMPT_ID -ge 3 ] || exit 12", failure_handler: h}
+""")
+    assert d.wait_dead() == -9  # dies with attempt 1 running
+    d.restart(crash_at="after_start")
+    assert d.wait_dead() == -9  # and again with attempt 2 running
+    d.restart()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code) for a in atts] == [(1, 137), (2, 137), (3, 0)]
+    check_history(d, wf)

@@ -1,0 +1,54 @@
+"""The shipped examples run to the end with `torcctl run` (fixed seeds, so outcomes are fixed)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    return tmp_path
+
+
+@pytest.mark.parametrize("spec,jobs", [("diamond.yaml", 4), ("sweep.yaml", 7),
+                                       ("failure_handler_simulation.yaml", 10)])
+def test_example_runs_to_completion(daemon, workdir, spec, jobs):
+    code, out, err = daemon.ctl("run", f"examples/{spec}", cwd=workdir)
+    assert code == 0, out + err
+    assert f"completed  {jobs}" in out
+
+
+def test_diamond_computes_its_result(daemon, workdir):
+    code, _, _ = daemon.ctl("run", "--quiet", "examples/diamond.yaml", cwd=workdir)
+    assert code == 0
+    assert (workdir / "output" / "diamond_wf1" / "result.txt").read_text() == "even 250500\nodd 250000\n"
+
+
+def test_simulation_example_retries_through_its_handler(daemon, workdir):
+    code, out, _ = daemon.ctl("run", "examples/failure_handler_simulation.yaml", cwd=workdir)
+    assert code == 0
+    decided = [line for line in out.splitlines() if "retry_decided" in line]
+    assert decided and all("action=retry" in l or "action=recover" in l for l in decided)
+    assert (workdir / "output" / "recovery.log").exists()
+
+
+def test_failure_handler_demo_parks_the_unhandled_code_and_finishes_after_classification(daemon, workdir):
+    code, out, _ = daemon.ctl("run", "examples/failure_handler_demo.yaml", cwd=workdir)
+    assert code == 1
+    assert "pending_failed" in out and "torcctl jobs retry" in out
+    for needle in ("rc=10  rule=0  action=recover", "rc=12  rule=2  action=retry", "rc=11  rule=1  action=recover"):
+        assert needle in out
+    pending = daemon.jobs(1, "pending_failed")
+    assert list(pending) == ["flaky_2"] and pending["flaky_2"].return_code == 1
+    assert daemon.jobs(1)["summary"].status == "blocked"
+    code, _, _ = daemon.ctl("jobs", "retry", str(pending["flaky_2"].id), "--reason", "transient")
+    assert code == 0
+    info = daemon.wait(1, state="done")
+    assert info.counts == {"completed": 8}
+    fixed = daemon.jobs(1)
+    assert fixed["fails_with_10_twice"].attempt_id == 3 and fixed["fails_with_12_once"].attempt_id == 2
