@@ -20,7 +20,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = 
     from rich.table import Table
 
     tty = sys.stdout.isatty()
-    t = Table(*headers, title=title, box=None, header_style="bold", pad_edge=False)
+    if title:
+        print(title)
+    t = Table(*headers, box=None, header_style="bold", pad_edge=False)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     # Off a terminal nothing is cut short: scripts and pipes get whole paths.
