@@ -22,12 +22,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="CPU budget for local jobs (default: number of CPUs)")
     ap.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
                     help="how long running jobs get between SIGTERM and SIGKILL at shutdown")
+    ap.add_argument("--listen", metavar="HOST:PORT",
+                    help="also serve JSON-RPC over TCP (for Slurm workers); requests need the bearer token "
+                         "in STATE_DIR/token")
+    ap.add_argument("--advertise-url", metavar="URL", help="URL workers use to reach --listen "
+                    "(default: http://HOST:PORT, with this host's name for 0.0.0.0)")
+    ap.add_argument("--slurm-poll-interval", type=float, default=5.0, metavar="SECONDS",
+                    help="how often to check allocations with squeue")
+    ap.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
+                    help="a worker silent this long is lost; its jobs go through their failure handlers")
+    ap.add_argument("--auto-schedule-interval", type=float, default=10.0, metavar="SECONDS",
+                    help="how often auto-schedule policies are evaluated (also on relevant events)")
     ap.add_argument("--log-level", default=os.environ.get("TORCD_LOG_LEVEL", "info"),
                     choices=["debug", "info", "warning", "error"])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     args = ap.parse_args(argv)
     if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
         ap.error("--max-parallel-jobs must be at least 1")
+    if args.listen is not None:
+        host, sep, port = args.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            ap.error(f"--listen must be HOST:PORT, got {args.listen!r}")
+        args.listen = (host.strip("[]") or "0.0.0.0", int(port))
+    for name in ("slurm_poll_interval", "heartbeat_timeout", "auto_schedule_interval"):
+        if getattr(args, name) <= 0:
+            ap.error(f"--{name.replace('_', '-')} must be positive")
     return args
 
 
@@ -36,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     torc_logging.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     from torcd.daemon import Daemon
 
-    daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace)
+    daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace,
+                    listen=args.listen, advertise_url=args.advertise_url,
+                    slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
+                    auto_schedule_interval=args.auto_schedule_interval)
     try:
         asyncio.run(daemon.run())
     except TorcError as e:

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import secrets
 import os
 import signal
 import socket
 import time
 from collections import deque
 
+import msgspec
 import structlog
 from aiohttp import web
 
 from torcd import protocol as p
 from torcd.bus import EventBus
+from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.status import JobStatus
 from torcd.errors import InvalidParams, TorcError
 from torcd.paths import Paths
 from torcd.server import build_app
+from torcd.services.allocations import AllocationService
+from torcd.services.autoscheduler import AutoScheduler
 from torcd.services.dispatcher import Dispatcher
 from torcd.services.recovery import RecoveryRunner
 from torcd.services.retry_engine import RetryEngine
 from torcd.spec import parse_spec
-from torcd.store import Store
+from torcd.store import Exit, Store
 
 log = structlog.get_logger("torcd")
 VERSION = "0.1.0"
@@ -48,8 +53,20 @@ def stderr_tail(path: str | None, lines: int = 5, max_bytes: int = 4096) -> str 
 
 
 class Daemon:
-    def __init__(self, paths: Paths, max_parallel_jobs: int | None = None, shutdown_grace: float = 10.0):
+    def __init__(self, paths: Paths, max_parallel_jobs: int | None = None, shutdown_grace: float = 10.0,
+                 listen: tuple[str, int] | None = None, advertise_url: str | None = None,
+                 slurm_poll_interval: float = 5.0, heartbeat_timeout: float = 60.0,
+                 auto_schedule_interval: float = 10.0, worker_poll_interval: float = 1.0):
         self.paths = paths
+        self.listen = listen
+        self.advertise_url = advertise_url
+        self.tcp_url: str | None = None
+        self.slurm_poll_interval = slurm_poll_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.auto_schedule_interval = auto_schedule_interval
+        self.worker_poll_interval = worker_poll_interval
+        self.token_file = os.path.join(paths.state_dir, "token")
+        self.token: str | None = None
         self.max_cpus = max_parallel_jobs or os.cpu_count() or 1
         self.shutdown_grace = shutdown_grace
         self.bus = EventBus()
@@ -120,11 +137,25 @@ class Daemon:
                 pass
             log.info("torcd_stopped")
 
-    async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:
+    async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:  # noqa: C901
         self.store.on_commit = self.bus.publish
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
         self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, self.max_cpus)
+        app = build_app(self)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        if self.listen is not None:
+            self.token = ensure_token(self.token_file)
+            site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_address=True)
+            await site.start()
+            host, port = site._server.sockets[0].getsockname()[:2]
+            shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+            self.tcp_url = self.advertise_url or f"http://{shown}:{port}"
+        self.allocations = AllocationService(self.store, url=self.tcp_url, token_file=self.token_file,
+                                             poll_interval=self.slurm_poll_interval,
+                                             heartbeat_timeout=self.heartbeat_timeout)
+        self.autoscheduler = AutoScheduler(self.store, self.bus, self.allocations, self.auto_schedule_interval)
         # Reconcile from the tables before serving: decisions first, then orphans.
         await self.retry.reconcile()
         await self.dispatcher.reconcile()
@@ -138,7 +169,7 @@ class Daemon:
         log.info("torcd_started", socket=self.paths.socket, state_dir=self.paths.state_dir,
                  max_parallel_jobs=self.max_cpus, pid=os.getpid())
         tasks = [asyncio.create_task(s.run(), name=type(s).__name__)
-                 for s in (self.retry, self.recovery, self.dispatcher)]
+                 for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler)]
         if ready is not None:
             ready.set()
         stop = asyncio.create_task(self.stopping.wait())
@@ -161,7 +192,8 @@ class Daemon:
     # -- RPC methods -------------------------------------------------------
 
     async def ping(self, _: p.NoParams) -> p.Ping:
-        return p.Ping(VERSION, os.getpid(), time.time() - self.started, self.paths.socket, self.paths.state_dir)
+        return p.Ping(VERSION, os.getpid(), time.time() - self.started, self.paths.socket, self.paths.state_dir,
+                      self.tcp_url)
 
     async def request_shutdown(self, _: p.NoParams) -> dict:
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
@@ -172,7 +204,10 @@ class Daemon:
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
                                 {"field": "$.cwd"})
         spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
-        wf = await self.store.create_workflow(spec, params.cwd, params.spec_path)
+        if params.executor == "slurm" and self.tcp_url is None:
+            raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
+                                {"field": "$.executor"})
+        wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account)
         log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
         return await self.store.workflow(wf)
 
@@ -224,3 +259,66 @@ class Daemon:
 
     async def list_events(self, params: p.ListEvents) -> list[p.Event]:
         return await self.store.events(params.workflow_id, params.after, params.limit)
+
+    async def set_auto_schedule(self, params: p.SetAutoSchedule) -> dict:
+        policy = AutoSchedulePolicy(params.enabled, params.threshold, params.cooldown, params.stranded_timeout)
+        await self.store.set_auto_schedule(params.workflow_id, policy)
+        return msgspec.structs.asdict(policy)
+
+    async def submit_allocations(self, params: p.SubmitAllocations) -> list[p.AllocationInfo]:
+        ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
+        return [a for a in await self.store.allocations(params.workflow_id) if a.id in ids]
+
+    async def list_allocations(self, params: p.WorkflowRef) -> list[p.AllocationInfo]:
+        await self.store.workflow(params.workflow_id)
+        return await self.store.allocations(params.workflow_id)
+
+    async def register_worker(self, params: p.RegisterWorker) -> dict:
+        wid = await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus)
+        return {"worker_id": wid, "poll_interval": self.worker_poll_interval}
+
+    async def worker_poll(self, params: p.WorkerPoll) -> p.WorkerPollResult:
+        w = await self.store.worker(params.worker_id)
+        if w["state"] != "active":
+            return p.WorkerPollResult(stop=True)
+        mine = {(j, r, a) for j, r, a in await self.store.worker_running_jobs(params.worker_id)}
+        if params.started:
+            await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
+                                       if (s.job_id, s.run_id, s.attempt_id) in mine])
+        exits = [Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, w["workflow_id"])
+                 for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine]
+        await self.store.record_exits(exits)
+        for r in params.recoveries:
+            await self.store.finish_recovery(r.job_id, r.run_id, r.attempt_id, r.ok, r.return_code, r.message)
+        if not (params.claim and params.free_cpus) and not exits:
+            await self.store.heartbeat(params.worker_id)
+        jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus) \
+            if params.claim and params.free_cpus else []
+        return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
+                                  waiting=await self.store.worker_waiting(params.worker_id),
+                                  api_url=self.tcp_url or self.api_url)
+
+    async def finish_worker(self, params: p.WorkerFinish) -> dict:
+        await self.store.worker(params.worker_id)
+        running = await self.store.worker_running_jobs(params.worker_id)
+        if running:
+            await self.allocations.lose_worker(params.worker_id, f"finished with jobs running: {params.reason}")
+        else:
+            await self.store.finish_worker(params.worker_id, params.reason)
+        return {"finished": params.worker_id}
+
+
+def ensure_token(path: str) -> str:
+    """The bearer token TCP clients must send; created 0600 on first use."""
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token

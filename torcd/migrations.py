@@ -74,4 +74,48 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_by_workflow ON events (workflow_id, seq);
     """,
+    # 2: Slurm allocations, their workers, and per-workflow auto-schedule policy
+    """
+    ALTER TABLE workflows ADD COLUMN executor TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE workflows ADD COLUMN account TEXT;
+    ALTER TABLE workflows ADD COLUMN auto_schedule TEXT;
+    ALTER TABLE workflows ADD COLUMN last_auto_submit REAL;
+    ALTER TABLE jobs ADD COLUMN scheduler TEXT;
+    ALTER TABLE jobs ADD COLUMN worker_id INTEGER;
+    ALTER TABLE attempts ADD COLUMN worker_id INTEGER;
+    CREATE TABLE schedulers (
+        workflow_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, name)
+    );
+    CREATE TABLE allocations (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL,
+        scheduler TEXT NOT NULL,
+        slurm_job_id TEXT,
+        state TEXT NOT NULL,
+        slurm_state TEXT,
+        cpus INTEGER NOT NULL,
+        submitted REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        reason TEXT,
+        script_path TEXT
+    );
+    CREATE INDEX allocations_by_state ON allocations (state, workflow_id);
+    CREATE TABLE workers (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL,
+        allocation_id INTEGER,
+        host TEXT NOT NULL,
+        cpus INTEGER NOT NULL,
+        registered REAL NOT NULL,
+        last_heartbeat REAL NOT NULL,
+        state TEXT NOT NULL,
+        ended REAL,
+        reason TEXT
+    );
+    CREATE INDEX jobs_by_worker ON jobs (worker_id) WHERE worker_id IS NOT NULL;
+    """,
 ]

@@ -30,6 +30,69 @@ class CreateWorkflow(Params):
     spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
     spec_path: str = "<spec>"
     cwd: str = "."
+    executor: Literal["local", "slurm"] = "local"
+    account: str | None = None
+
+
+class SetAutoSchedule(Params):
+    workflow_id: Id
+    enabled: bool = True
+    threshold: Annotated[int, Meta(ge=1)] = 5
+    cooldown: Annotated[float, Meta(ge=0)] = 1800.0
+    stranded_timeout: Annotated[float, Meta(ge=0)] = 7200.0
+
+
+class SubmitAllocations(Params):
+    workflow_id: Id
+    count: Annotated[int, Meta(ge=1, le=1000)] | None = None
+
+
+class RegisterWorker(Params):
+    workflow_id: Id
+    host: Annotated[str, Meta(min_length=1, max_length=255)]
+    cpus: Annotated[int, Meta(ge=1, le=100_000)]
+    allocation_id: Id | None = None
+
+
+class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    job_id: Id
+    run_id: Id
+    attempt_id: Id
+    return_code: Annotated[int, Meta(ge=0, le=255)]
+    end_time: float
+    message: str | None = None
+
+
+class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    job_id: Id
+    run_id: Id
+    attempt_id: Id
+    ok: bool
+    return_code: int | None
+    message: str
+
+
+class StartedReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    job_id: Id
+    run_id: Id
+    attempt_id: Id
+    pid: Annotated[int, Meta(ge=1)]
+
+
+class WorkerPoll(Params):
+    """One round trip of a worker: what happened since the last poll, and what it can take."""
+
+    worker_id: Id
+    free_cpus: Annotated[int, Meta(ge=0)] = 0
+    claim: bool = True
+    started: list[StartedReport] = []
+    exits: list[ExitReport] = []
+    recoveries: list[RecoveryReport] = []
+
+
+class WorkerFinish(Params):
+    worker_id: Id
+    reason: str = "done"
 
 
 class WorkflowRef(Params):
@@ -84,6 +147,47 @@ class Event(msgspec.Struct, omit_defaults=True):
     source: str | None = None
 
 
+class Runnable(msgspec.Struct):
+    """A job claimed for execution, with everything needed to start it."""
+
+    job_id: int
+    workflow_id: int
+    name: str
+    command: str
+    run_id: int
+    attempt_id: int
+    num_cpus: int
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
+    stdout_path: str
+    stderr_path: str
+
+
+class Recovery(msgspec.Struct, frozen=True):
+    """A job whose recovery script must run (again, after a restart)."""
+
+    job_id: int
+    workflow_id: int
+    name: str
+    run_id: int
+    attempt_id: int
+    return_code: int
+    script: str
+    timeout: float
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
+
+
+class WorkerPollResult(msgspec.Struct):
+    jobs: list[Runnable] = []
+    recoveries: list[Recovery] = []
+    waiting: int = 0  # this worker's jobs still awaiting a decision or a recovery
+    stop: bool = False
+    api_url: str = ""
+
+
 class WorkflowSummary(msgspec.Struct):
     id: int
     name: str
@@ -134,9 +238,25 @@ class ClassifyResult(msgspec.Struct):
     changed: list[int]
 
 
+class AllocationInfo(msgspec.Struct, omit_defaults=True):
+    id: int
+    workflow_id: int
+    scheduler: str
+    state: str  # pending | running | done | failed
+    cpus: int
+    submitted: float
+    slurm_job_id: str | None = None
+    slurm_state: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    reason: str | None = None
+    script_path: str | None = None
+
+
 class Ping(msgspec.Struct):
     version: str
     pid: int
     uptime: float
     socket: str
     state_dir: str
+    tcp_url: str | None = None

@@ -50,6 +50,12 @@ METHODS: dict[str, tuple[type, Callable[["Daemon"], Handler]]] = {
     "jobs.retry": (p.Classify, lambda d: d.retry_jobs),
     "jobs.fail": (p.Classify, lambda d: d.fail_jobs),
     "events.list": (p.ListEvents, lambda d: d.list_events),
+    "workflows.set_auto_schedule": (p.SetAutoSchedule, lambda d: d.set_auto_schedule),
+    "allocations.submit": (p.SubmitAllocations, lambda d: d.submit_allocations),
+    "allocations.list": (p.WorkflowRef, lambda d: d.list_allocations),
+    "workers.register": (p.RegisterWorker, lambda d: d.register_worker),
+    "workers.poll": (p.WorkerPoll, lambda d: d.worker_poll),
+    "workers.finish": (p.WorkerFinish, lambda d: d.finish_worker),
 }
 
 

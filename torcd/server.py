@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 import socket
 import struct
@@ -36,7 +37,13 @@ def build_app(daemon: "Daemon") -> web.Application:
     @web.middleware
     async def only_our_user(request: web.Request, handler):
         uid = peer_uid(request)
-        if uid is not None and uid != os.getuid():
+        if uid is None:  # the TCP door: a bearer token, compared in constant time
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {daemon.token}" if daemon.token else None
+            if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+                log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
+                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        elif uid != os.getuid():
             log.warning("peer_refused", peer_uid=uid)
             return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
         return await handler(request)

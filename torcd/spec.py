@@ -39,6 +39,22 @@ class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
     rules: Annotated[list[RuleSpec], Meta(min_length=1)]
 
 
+Walltime = Annotated[str, Meta(pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")]
+Memory = Annotated[str, Meta(pattern=r"^\d+[KMGT]?$")]
+
+
+class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    account: str | None = None
+    partition: str | None = None
+    walltime: Walltime = "01:00:00"
+    nodes: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    mem: Memory | None = None
+    extra: list[str] = []
+    max_allocations: Annotated[int, Meta(ge=1, le=10_000)] = 4
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     command: Annotated[str, Meta(min_length=1)]
@@ -48,6 +64,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     use_parameters: list[str] | None = None
     num_cpus: Annotated[int, Meta(ge=1, le=4096)] = 1
     env: dict[str, str] = {}
+    scheduler: Name | None = None
 
 
 class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +75,8 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     use_pending_failed: bool | None = None
     output_dir: Annotated[str, Meta(min_length=1)] = "output"
     parameters: dict[str, ParamValue] = {}
+    slurm_schedulers: list[SlurmSchedulerSpec] = []
+    default_scheduler: Name | None = None
 
 
 class ExpandedJob(msgspec.Struct, array_like=True):
@@ -67,6 +86,7 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     failure_handler: str | None
     num_cpus: int
     env: dict[str, str]
+    scheduler: str | None = None
 
 
 class Workflow(msgspec.Struct):
@@ -78,6 +98,7 @@ class Workflow(msgspec.Struct):
     output_dir: str
     failure_handlers: dict[str, list[Rule]]
     jobs: list[ExpandedJob]
+    schedulers: list[SlurmSchedulerSpec] = []
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
@@ -200,14 +221,33 @@ def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: _Locator) -> d
     return parsed
 
 
+def _check_schedulers(doc: WorkflowDoc, loc: _Locator) -> str | None:
+    """Validate scheduler names; return the default one (explicit, or the only one)."""
+    names: set[str] = set()
+    for i, sched in enumerate(doc.slurm_schedulers):
+        if sched.name in names:
+            raise loc.error(f"duplicate scheduler name {sched.name!r}", f"$.slurm_schedulers[{i}].name")
+        names.add(sched.name)
+    if doc.default_scheduler is not None:
+        if doc.default_scheduler not in names:
+            raise loc.error(f"unknown scheduler {doc.default_scheduler!r}", "$.default_scheduler")
+        return doc.default_scheduler
+    return doc.slurm_schedulers[0].name if len(doc.slurm_schedulers) == 1 else None
+
+
 def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
     handlers = _check_handlers(doc, loc)
+    default_scheduler = _check_schedulers(doc, loc)
+    scheduler_names = {s.name for s in doc.slurm_schedulers}
     jobs: list[ExpandedJob] = []
     origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
     for j, job in enumerate(doc.jobs):
         at = f"$.jobs[{j}]"
         if job.failure_handler is not None and job.failure_handler not in handlers:
             raise loc.error(f"unknown failure handler {job.failure_handler!r}", f"{at}.failure_handler")
+        if job.scheduler is not None and job.scheduler not in scheduler_names:
+            raise loc.error(f"unknown scheduler {job.scheduler!r}", f"{at}.scheduler")
+        scheduler = job.scheduler or default_scheduler
         values = _job_parameters(doc, job, at, loc)
         size = P.product_size(values)
         if size > MAX_JOBS or len(jobs) + size > MAX_JOBS:
@@ -217,17 +257,18 @@ def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
                 for combo in P.combinations(values):
                     jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo),
                                             [P.fill(d, combo) for d in job.depends_on],
-                                            job.failure_handler, job.num_cpus, job.env))
+                                            job.failure_handler, job.num_cpus, job.env, scheduler))
                     _note_origin(origin, jobs[-1].name, j, loc)
             else:
                 deps = _union_deps(job.depends_on, values)
                 jobs.append(ExpandedJob(job.name, job.command, deps, job.failure_handler,
-                                        job.num_cpus, job.env))
+                                        job.num_cpus, job.env, scheduler))
                 _note_origin(origin, job.name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)
-    return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs)
+    return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
+                    doc.slurm_schedulers)
 
 
 def _note_origin(origin: dict[str, int], name: str, j: int, loc: _Locator) -> None:

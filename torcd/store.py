@@ -20,10 +20,11 @@ import msgspec
 
 from torcd.core.retry import Action, RetryDecision, Rule
 from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus, check_transition
-from torcd.errors import InvalidTransition, NotFound, TorcError
+from torcd.errors import InvalidParams, InvalidTransition, NotFound, TorcError
 from torcd.migrations import MIGRATIONS
-from torcd.protocol import AttemptInfo, Event, JobInfo, WorkflowSummary
-from torcd.spec import Workflow
+from torcd.protocol import AttemptInfo, Event, JobInfo, Recovery, Runnable, WorkflowSummary
+from torcd.spec import SlurmSchedulerSpec, Workflow
+from torcd.store_slurm import SlurmStore
 
 S = JobStatus
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
@@ -43,23 +44,6 @@ def _marks(n: int) -> str:
 
 class StoreError(TorcError):
     code = -32030
-
-
-class Runnable(msgspec.Struct):
-    """A job claimed for execution, with everything needed to start it."""
-
-    job_id: int
-    workflow_id: int
-    name: str
-    command: str
-    run_id: int
-    attempt_id: int
-    num_cpus: int
-    env: dict[str, str]
-    cwd: str
-    output_dir: str
-    stdout_path: str
-    stderr_path: str
 
 
 class Exit(msgspec.Struct, frozen=True):
@@ -82,22 +66,6 @@ class Failure(msgspec.Struct, frozen=True):
     return_code: int
     rules: list[Rule] | None
     use_pending_failed: bool | None
-
-
-class Recovery(msgspec.Struct, frozen=True):
-    """A job whose recovery script must run (again, after a restart)."""
-
-    job_id: int
-    workflow_id: int
-    name: str
-    run_id: int
-    attempt_id: int
-    return_code: int
-    script: str
-    timeout: float
-    env: dict[str, str]
-    cwd: str
-    output_dir: str
 
 
 def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int) -> tuple[str, str]:
@@ -132,7 +100,7 @@ class Tx:
         self.events.append(Event(kind=kind, workflow_id=workflow_id, time=self.now, **fields))
 
 
-class Store:
+class Store(SlurmStore):
     def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         self.path = path
         self._db = writer
@@ -292,30 +260,44 @@ class Store:
 
     # -- writes: workflows -------------------------------------------------
 
-    async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str) -> int:
+    async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str, executor: str = "local",
+                              account: str | None = None) -> int:
         output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
         upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
+        schedulers = list(spec.schedulers)
+        jobs = spec.jobs
+        if executor == "slurm":
+            if not schedulers:
+                schedulers = [SlurmSchedulerSpec(name="default", account=account)]
+            default = schedulers[0].name if len(schedulers) == 1 else None
+            for j in jobs:
+                if j.scheduler is None and default is None:
+                    raise InvalidParams(f"job {j.name!r} has no scheduler and the spec has several "
+                                        f"slurm_schedulers but no default_scheduler", {"field": "$.jobs"})
+            jobs = [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in jobs]
         async with self.tx() as tx:
             wf = await tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir,
-                   use_pending_failed, created) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now))
+                   use_pending_failed, created, executor, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account))
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
                 handler_ids[name] = await tx.run(
                     "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
                     (wf, name, _encode(rules)))
+            await tx.many("INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
+                          ((wf, sc.name, _encode(sc)) for sc in schedulers))
             await tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
-                   pending_deps, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   pending_deps, updated, scheduler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
-                  len(j.depends_on), tx.now) for j in spec.jobs))
+                  len(j.depends_on), tx.now, j.scheduler) for j in jobs))
             ids = {name: jid for jid, name in await tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             await tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
-                          ((ids[j.name], ids[d]) for j in spec.jobs for d in j.depends_on))
-            tx.emit("workflow_created", wf, count=len(spec.jobs), message=spec.name)
+                          ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
+            tx.emit("workflow_created", wf, count=len(jobs), message=spec.name)
         return wf
 
     async def cancel_workflow(self, wf: int) -> list[int]:
@@ -397,7 +379,8 @@ class Store:
             rows = await tx.rows(
                 f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
                        j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
-                    WHERE j.status = {int(S.READY)} ORDER BY j.id LIMIT ?""", (limit or cpus,))
+                    WHERE j.status = {int(S.READY)} AND w.executor = 'local'
+                    ORDER BY j.id LIMIT ?""", (limit or cpus,))
             claimed: list[Runnable] = []
             free = cpus
             for r in rows:
@@ -425,7 +408,9 @@ class Store:
         return claimed
 
     async def oldest_ready_job_cpus(self) -> int | None:
-        rows = await self._rows(f"SELECT num_cpus FROM jobs WHERE status = {int(S.READY)} ORDER BY id LIMIT 1")
+        rows = await self._rows(
+            f"""SELECT j.num_cpus FROM jobs j JOIN workflows w ON w.id = j.workflow_id
+                WHERE j.status = {int(S.READY)} AND w.executor = 'local' ORDER BY j.id LIMIT 1""")
         return rows[0][0] if rows else None
 
     async def set_pids(self, pids: Sequence[tuple[int, int, int, int]]) -> None:
@@ -541,14 +526,22 @@ class Store:
             for wf, jid, name in failed:
                 await self._cascade(tx, wf, jid, name)
 
-    async def recoveries_to_run(self, job_ids: Sequence[int] | None = None) -> list[Recovery]:
+    async def recoveries_to_run(self, job_ids: Sequence[int] | None = None,
+                                worker_id: int | None = None) -> list[Recovery]:
+        """Recovery scripts to run: by the daemon (no live worker holds the job) or by `worker_id`."""
         where = f"j.status = {int(S.RECOVERING)}"
         args: list = []
+        if worker_id is not None:
+            where += " AND j.worker_id = ? AND a.recovery_outcome IS NULL"
+            args.append(worker_id)
+        else:
+            where += (" AND (j.worker_id IS NULL OR NOT EXISTS (SELECT 1 FROM workers wk"
+                      " WHERE wk.id = j.worker_id AND wk.state = 'active'))")
         if job_ids is not None:
             if not job_ids:
                 return []
             where += f" AND j.id IN ({_marks(len(job_ids))})"
-            args = list(job_ids)
+            args += list(job_ids)
         rows = await self._rows(
             f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, j.env, a.return_code, a.rule_index,
                    h.rules, w.cwd, w.output_dir FROM jobs j
@@ -563,24 +556,24 @@ class Store:
                                 _env(r["env"]), r["cwd"], r["output_dir"]))
         return out
 
-    async def finish_recovery(self, rec: Recovery, ok: bool, return_code: int | None, message: str) -> None:
+    async def finish_recovery(self, job_id: int, run_id: int, attempt_id: int, ok: bool,
+                              return_code: int | None, message: str) -> None:
         async with self.tx() as tx:
-            j = (await self._job_rows(tx, [rec.job_id])).get(rec.job_id)
-            if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (rec.run_id, rec.attempt_id):
+            j = (await self._job_rows(tx, [job_id])).get(job_id)
+            if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (run_id, attempt_id):
                 return
             await tx.run(
                 """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ? WHERE job_id = ? AND run_id = ?
-                   AND attempt_id = ?""", (return_code, "succeeded" if ok else "failed",
-                                           rec.job_id, rec.run_id, rec.attempt_id))
+                   AND attempt_id = ?""", (return_code, "succeeded" if ok else "failed", job_id, run_id, attempt_id))
             new = S.READY if ok else S.FAILED
-            check_transition(S.RECOVERING, new, rec.job_id)
+            check_transition(S.RECOVERING, new, job_id)
             await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
-                         (int(new), rec.attempt_id + 1 if ok else rec.attempt_id, message, tx.now, rec.job_id))
-            tx.emit("recovery_finished", rec.workflow_id, job_id=rec.job_id, job_name=rec.name,
-                    run_id=rec.run_id, attempt_id=rec.attempt_id, return_code=return_code,
-                    action="retry" if ok else "fail", status=new.label, message=message)
+                         (int(new), attempt_id + 1 if ok else attempt_id, message, tx.now, job_id))
+            tx.emit("recovery_finished", j["workflow_id"], job_id=job_id, job_name=j["name"], run_id=run_id,
+                    attempt_id=attempt_id, return_code=return_code, action="retry" if ok else "fail",
+                    status=new.label, message=message)
             if not ok:
-                await self._cascade(tx, rec.workflow_id, rec.job_id, rec.name)
+                await self._cascade(tx, j["workflow_id"], job_id, j["name"])
 
     async def classify(self, job_ids: Sequence[int], action: str, reason: str, source: str) -> list[int]:
         """Resolve pending_failed jobs: `retry` (ready, attempt +1) or `fail` (cascade)."""
@@ -607,7 +600,8 @@ class Store:
 
     async def open_attempts(self) -> list[tuple[int, int, int, int | None]]:
         """(job_id, run_id, attempt_id, pid) of attempts that never recorded an exit."""
-        rows = await self._rows("SELECT job_id, run_id, attempt_id, pid FROM attempts WHERE end_time IS NULL")
+        rows = await self._rows(
+            "SELECT job_id, run_id, attempt_id, pid FROM attempts WHERE end_time IS NULL AND worker_id IS NULL")
         return [tuple(r) for r in rows]
 
     # -- helpers -----------------------------------------------------------

@@ -39,7 +39,8 @@ class RecoveryRunner:
         self.running: dict[int, asyncio.subprocess.Process | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sub = bus.subscribe("recovery", maxsize=100_000,
-                                  accept=lambda e: e.kind == "retry_decided" and e.action == "recover")
+                                  accept=lambda e: (e.kind == "retry_decided" and e.action == "recover")
+                                  or e.kind in ("worker_finished", "worker_lost"))
 
     async def reconcile(self) -> None:
         """Run again the scripts of jobs left `recovering`, after stopping any leftover copy."""
@@ -58,7 +59,9 @@ class RecoveryRunner:
                 self._sub.overflowed.clear()
                 recs = await self.store.recoveries_to_run()
             else:
-                recs = await self.store.recoveries_to_run([e.job_id for e in batch if e.job_id])
+                workers_left = any(e.kind != "retry_decided" for e in batch)
+                recs = await self.store.recoveries_to_run(
+                    None if workers_left else [e.job_id for e in batch if e.job_id])
             for rec in recs:
                 self._spawn(rec)
 
@@ -76,7 +79,7 @@ class RecoveryRunner:
             crash_point("before_recovery_recorded")
             log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
                      attempt_id=rec.attempt_id, return_code=rc, ok=ok)
-            await self.store.finish_recovery(rec, ok, rc, message)
+            await self.store.finish_recovery(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message)
         finally:
             self.running.pop(rec.job_id, None)
 

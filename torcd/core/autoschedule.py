@@ -1,0 +1,71 @@
+"""When to ask Slurm for more allocations, and how many, as pure functions of counts and a clock."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import msgspec
+
+
+class AutoSchedulePolicy(msgspec.Struct, frozen=True):
+    enabled: bool = False
+    threshold: int = 5  # ready retry jobs that justify more compute while allocations run
+    cooldown: float = 1800.0  # seconds between submissions under rule 2
+    stranded_timeout: float = 7200.0  # a retry waiting this long gets compute whatever the threshold
+
+
+class ScheduleInputs(msgspec.Struct, frozen=True):
+    ready_jobs: int
+    ready_retry_jobs: int  # ready with attempt_id > 1
+    oldest_retry_ready_since: float | None
+    running_allocations: int
+    pending_allocations: int
+    last_submit: float | None
+
+
+class ScheduleDecision(msgspec.Struct, frozen=True):
+    submit: bool
+    rule: int | None
+    reason: str
+
+
+def _no(reason: str) -> ScheduleDecision:
+    return ScheduleDecision(False, None, reason)
+
+
+def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: float) -> ScheduleDecision:
+    """Rule 1: ready jobs and no allocations at all. Rule 2: allocations running and at least
+    `threshold` ready retries, at most once per cooldown. Rule 3: retries below the threshold,
+    but the oldest has waited longer than the stranded timeout."""
+    if not policy.enabled:
+        return _no("auto-schedule is off")
+    if s.ready_jobs == 0:
+        return _no("no ready jobs")
+    if s.running_allocations == 0 and s.pending_allocations == 0:
+        return ScheduleDecision(True, 1, f"{s.ready_jobs} ready jobs and no allocation pending or running")
+    if s.pending_allocations:
+        return _no(f"{s.pending_allocations} allocations already queued")
+    if s.ready_retry_jobs >= policy.threshold:
+        if s.last_submit is not None and now - s.last_submit < policy.cooldown:
+            wait = policy.cooldown - (now - s.last_submit)
+            return _no(f"{s.ready_retry_jobs} ready retries, but the cooldown has {wait:.0f}s left")
+        return ScheduleDecision(True, 2, f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
+                                         f"with {s.running_allocations} allocations running")
+    if s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
+        waited = now - s.oldest_retry_ready_since
+        if waited > policy.stranded_timeout:
+            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries below threshold "
+                                             f"{policy.threshold}, the oldest waiting {waited:.0f}s "
+                                             f"> {policy.stranded_timeout:g}s")
+    return _no(f"{s.ready_retry_jobs} ready retries below threshold {policy.threshold}")
+
+
+def plan_allocations(ready_cpus: Sequence[int], cpus_per_allocation: int | None, max_allocations: int,
+                     current: int) -> tuple[int, int]:
+    """(how many allocations, CPUs each) to run the ready jobs, within the scheduler's limit."""
+    if not ready_cpus:
+        return 0, 0
+    size = max(cpus_per_allocation or 1, max(ready_cpus))  # the widest job must fit
+    need = math.ceil(sum(min(c, size) for c in ready_cpus) / size)
+    return max(0, min(need, max_allocations - current)), size

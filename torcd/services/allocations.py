@@ -1,0 +1,112 @@
+"""Allocations: submitting them to Slurm, following them in the queue, noticing lost workers.
+
+A worker that stops heartbeating, or whose allocation has left the queue,
+is lost: each job it was running is recorded as exited with WORKER_LOST_RC
+and goes through its failure handler like any exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import structlog
+
+from torcd.core.autoschedule import plan_allocations
+from torcd.errors import InvalidParams
+from torcd.slurm import PENDING_STATES, RUNNING_STATES, SlurmError, render_script, sbatch, squeue, write_script
+from torcd.store import Exit, Store
+
+log = structlog.get_logger("torcd.allocations")
+WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job
+
+
+class AllocationService:
+    def __init__(self, store: Store, *, url: str | None, token_file: str, poll_interval: float = 5.0,
+                 heartbeat_timeout: float = 60.0):
+        self.store = store
+        self.url = url
+        self.token_file = token_file
+        self.poll_interval = poll_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self._submit_lock = asyncio.Lock()
+
+    async def submit(self, wf: int, reason: str, *, count: int | None = None, scheduler: str | None = None,
+                     auto: bool = False) -> list[int]:
+        """Submit allocations sized for the workflow's ready jobs; return their ids."""
+        if self.url is None:
+            raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT")
+        async with self._submit_lock:
+            info = await self.store.workflow(wf)
+            schedulers = await self.store.schedulers(wf)
+            account = await self.store.workflow_account(wf)
+            names = [scheduler] if scheduler else list(schedulers)
+            submitted = []
+            for name in names:
+                spec = schedulers[name]
+                ready = await self.store.ready_job_cpus(wf, name)
+                current = await self.store.open_allocation_count(wf, name)
+                n, cpus = plan_allocations(ready, spec.cpus, spec.max_allocations, current)
+                if count is not None:
+                    n, cpus = count, cpus or spec.cpus or 1
+                for _ in range(n):
+                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, cpus,
+                                                            account, reason, auto))
+            return submitted
+
+    async def _submit_one(self, wf, output_dir, cwd, name, spec, cpus, account, reason, auto) -> int:
+        aid = await self.store.add_allocation(wf, name, cpus, reason, auto)
+        log_dir = os.path.join(output_dir, "slurm")
+        script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
+        text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
+                             url=self.url, token_file=self.token_file, log_dir=log_dir)
+        try:
+            await asyncio.to_thread(write_script, script_path, text)
+            slurm_id = await sbatch(script_path, cwd)
+        except (OSError, SlurmError) as e:
+            await self.store.allocation_submitted(aid, None, script_path, str(e))
+            log.warning("allocation_failed", workflow_id=wf, allocation_id=aid, error=str(e))
+            return aid
+        await self.store.allocation_submitted(aid, slurm_id, script_path, None)
+        log.info("allocation_submitted", workflow_id=wf, allocation_id=aid, slurm_job_id=slurm_id, cpus=cpus,
+                 reason=reason)
+        return aid
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except SlurmError as e:
+                log.warning("slurm_poll_failed", error=str(e))
+            await asyncio.sleep(self.poll_interval)
+
+    async def check(self, now: float | None = None) -> None:
+        """Follow allocations in the queue; declare lost the workers that went silent."""
+        now = time.time() if now is None else now
+        open_allocs = await self.store.open_allocations()
+        with_ids = [a for a in open_allocs if a[2]]
+        if with_ids:
+            states = await squeue([a[2] for a in with_ids])
+            changes = []
+            for aid, _, slurm_id, state in with_ids:
+                seen = states.get(slurm_id)
+                new = ("pending" if seen in PENDING_STATES else "running" if seen in RUNNING_STATES
+                       else "done")
+                if new != state and not (state == "running" and new == "pending"):
+                    changes.append((aid, new, seen or "GONE"))
+            await self.store.update_allocations(changes)
+        for wid, aid, beat in await self.store.active_workers():
+            alloc_state = await self.store.allocation_state(aid) if aid is not None else None
+            if now - beat > self.heartbeat_timeout:
+                await self.lose_worker(wid, f"no heartbeat for {now - beat:.0f}s")
+            elif alloc_state == "done" and now - beat > 2 * self.poll_interval:
+                await self.lose_worker(wid, "its allocation left the Slurm queue")
+
+    async def lose_worker(self, worker_id: int, reason: str) -> None:
+        running = await self.store.worker_running_jobs(worker_id)
+        await self.store.finish_worker(worker_id, reason, state="lost")
+        now = time.time()
+        await self.store.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}")
+                                       for j, r, a in running])
+        log.warning("worker_lost", worker_id=worker_id, reason=reason, jobs=len(running))

@@ -1,0 +1,244 @@
+"""Store methods for Slurm: allocations, their workers, claims by workers, auto-schedule state.
+
+Mixed into `Store`; the same rule holds: one transaction per change plus its events.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
+from torcd.core.status import JobStatus as S
+from torcd.errors import InvalidParams, NotFound
+from torcd.protocol import AllocationInfo, Runnable
+from torcd.spec import SlurmSchedulerSpec
+
+_encode = msgspec.json.Encoder().encode
+OPEN_ALLOCATION_STATES = ("pending", "running")
+
+
+class SlurmStore:
+    """Needs the Store's `tx`, `_rows`, `_job_rows`, `_require_workflow` and `record_exits`."""
+
+    async def set_auto_schedule(self, wf: int, policy: AutoSchedulePolicy) -> None:
+        async with self.tx() as tx:
+            row = await self._require_workflow(tx, wf)
+            if row["executor"] != "slurm" and policy.enabled:
+                raise InvalidParams(f"workflow {wf} runs locally; auto-schedule needs a workflow "
+                                    f"submitted with `torcctl submit-slurm`", {"field": "$.workflow_id"})
+            await tx.run("UPDATE workflows SET auto_schedule = ? WHERE id = ?", (_encode(policy), wf))
+            tx.emit("auto_schedule_set", wf, action="on" if policy.enabled else "off",
+                    message=f"threshold {policy.threshold}, cooldown {policy.cooldown:g}s, "
+                            f"stranded timeout {policy.stranded_timeout:g}s")
+
+    async def record_event(self, wf: int, kind: str, **fields) -> None:
+        async with self.tx() as tx:
+            tx.emit(kind, wf, **fields)
+
+    async def auto_scheduled_workflows(self) -> list[tuple[int, AutoSchedulePolicy, float | None]]:
+        rows = await self._rows(
+            "SELECT id, auto_schedule, last_auto_submit FROM workflows WHERE executor = 'slurm' "
+            "AND state = 'active' AND auto_schedule IS NOT NULL")
+        out = []
+        for r in rows:
+            policy = msgspec.json.decode(r["auto_schedule"], type=AutoSchedulePolicy)
+            if policy.enabled:
+                out.append((r["id"], policy, r["last_auto_submit"]))
+        return out
+
+    async def schedulers(self, wf: int) -> dict[str, SlurmSchedulerSpec]:
+        rows = await self._rows("SELECT name, spec FROM schedulers WHERE workflow_id = ?", (wf,))
+        return {r["name"]: msgspec.json.decode(r["spec"], type=SlurmSchedulerSpec) for r in rows}
+
+    async def workflow_account(self, wf: int) -> str | None:
+        rows = await self._rows("SELECT account FROM workflows WHERE id = ?", (wf,))
+        return rows[0][0] if rows else None
+
+    async def schedule_inputs(self, wf: int, scheduler: str, last_submit: float | None) -> ScheduleInputs:
+        r = (await self._rows(
+            f"""SELECT count(*), sum(attempt_id > 1), min(CASE WHEN attempt_id > 1 THEN updated END)
+                FROM jobs WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ?""",
+            (wf, scheduler)))[0]
+        alloc = dict(await self._rows(
+            "SELECT state, count(*) FROM allocations WHERE workflow_id = ? AND scheduler = ? GROUP BY state",
+            (wf, scheduler)))
+        return ScheduleInputs(r[0], r[1] or 0, r[2], alloc.get("running", 0), alloc.get("pending", 0), last_submit)
+
+    async def ready_job_cpus(self, wf: int, scheduler: str) -> list[int]:
+        return [r[0] for r in await self._rows(
+            f"SELECT num_cpus FROM jobs WHERE workflow_id = ? AND status = {int(S.READY)} "
+            f"AND coalesce(scheduler, '') = ?", (wf, scheduler))]
+
+    async def open_allocation_count(self, wf: int, scheduler: str) -> int:
+        return (await self._rows(
+            "SELECT count(*) FROM allocations WHERE workflow_id = ? AND scheduler = ? AND state IN "
+            "('pending', 'running')", (wf, scheduler)))[0][0]
+
+    async def add_allocation(self, wf: int, scheduler: str, cpus: int, reason: str, auto: bool) -> int:
+        async with self.tx() as tx:
+            await self._require_workflow(tx, wf)
+            aid = await tx.run(
+                "INSERT INTO allocations (workflow_id, scheduler, state, cpus, submitted, reason) "
+                "VALUES (?, ?, 'pending', ?, ?, ?)", (wf, scheduler, cpus, tx.now, reason))
+            if auto:
+                await tx.run("UPDATE workflows SET last_auto_submit = ? WHERE id = ?", (tx.now, wf))
+        return aid
+
+    async def allocation_submitted(self, aid: int, slurm_job_id: str | None, script: str, error: str | None) -> None:
+        async with self.tx() as tx:
+            row = await tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+            if error:
+                await tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
+                             "WHERE id = ?", (tx.now, error, script, aid))
+                tx.emit("allocation_failed", row["workflow_id"], count=aid, message=error)
+            else:
+                await tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
+                             (slurm_job_id, script, aid))
+                tx.emit("allocation_submitted", row["workflow_id"], count=aid,
+                        message=f"slurm job {slurm_job_id}, {row['cpus']} cpus: {row['reason']}")
+
+    async def open_allocations(self) -> list[tuple[int, int, str | None, str]]:
+        """(allocation id, workflow id, slurm job id, state) of pending/running allocations."""
+        return [tuple(r) for r in await self._rows(
+            "SELECT id, workflow_id, slurm_job_id, state FROM allocations WHERE state IN ('pending', 'running')")]
+
+    async def update_allocations(self, changes: list[tuple[int, str, str]]) -> None:
+        """Apply (allocation id, new state, slurm state) seen in the Slurm queue."""
+        if not changes:
+            return
+        async with self.tx() as tx:
+            for aid, state, slurm_state in changes:
+                row = await tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+                if row is None or row["state"] == state:
+                    continue
+                ended = tx.now if state == "done" else None
+                started = row["started"] or (tx.now if state == "running" else None)
+                await tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
+                             "WHERE id = ?", (state, slurm_state, started, ended, aid))
+                tx.emit(f"allocation_{'started' if state == 'running' else 'finished'}", row["workflow_id"],
+                        count=aid, status=slurm_state, message=f"slurm job {row['slurm_job_id']}")
+
+    async def allocations(self, wf: int) -> list[AllocationInfo]:
+        rows = await self._rows("SELECT * FROM allocations WHERE workflow_id = ? ORDER BY id", (wf,))
+        return [AllocationInfo(id=r["id"], workflow_id=r["workflow_id"], scheduler=r["scheduler"],
+                               slurm_job_id=r["slurm_job_id"], state=r["state"], slurm_state=r["slurm_state"],
+                               cpus=r["cpus"], submitted=r["submitted"], started=r["started"], ended=r["ended"],
+                               reason=r["reason"], script_path=r["script_path"]) for r in rows]
+
+    # -- workers -----------------------------------------------------------
+
+    async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int) -> int:
+        async with self.tx() as tx:
+            row = await self._require_workflow(tx, wf)
+            if row["executor"] != "slurm":
+                raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
+            wid = await tx.run(
+                "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))
+            if allocation_id is not None:
+                a = await tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
+                if a is not None and a["state"] == "pending":
+                    await tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
+                                 (tx.now, allocation_id))
+                    tx.emit("allocation_started", wf, count=allocation_id, message=f"worker {wid} on {host}")
+            tx.emit("worker_registered", wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
+        return wid
+
+    async def worker(self, worker_id: int):
+        rows = await self._rows("SELECT * FROM workers WHERE id = ?", (worker_id,))
+        if not rows:
+            raise NotFound(f"no worker {worker_id}")
+        return rows[0]
+
+    async def heartbeat(self, worker_id: int) -> None:
+        async with self.tx() as tx:
+            await tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+
+    async def claim_for_worker(self, worker_id: int, cpus: int):
+        """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it."""
+        from torcd.store import stdio_paths  # the Store module imports this one
+
+        if cpus <= 0:
+            return []
+        async with self.tx() as tx:
+            w = await tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+            if w is None or w["state"] != "active":
+                return []
+            await tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+            alloc = await tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
+            scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
+            rows = await tx.rows(
+                f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
+                       wf.cwd, wf.output_dir FROM jobs j JOIN workflows wf ON wf.id = j.workflow_id
+                    WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
+                      AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
+                                      AND a.return_code != 0)
+                    ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
+            claimed, free = [], cpus
+            for r in rows:
+                if r["num_cpus"] > free:
+                    continue
+                free -= r["num_cpus"]
+                out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"],
+                                       r["attempt_id"])
+                env = msgspec.json.decode(r["env"], type=dict[str, str]) if r["env"] else {}
+                claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
+                                        r["attempt_id"], r["num_cpus"], env, r["cwd"], r["output_dir"], out, err))
+            if not claimed:
+                return []
+            await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",
+                          ((worker_id, tx.now, j.job_id) for j in claimed))
+            await tx.many(
+                """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, worker_id, start_time,
+                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, w["host"], worker_id, tx.now, j.stdout_path,
+                  j.stderr_path) for j in claimed))
+            for j in claimed:
+                tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
+                        attempt_id=j.attempt_id, message=f"worker {worker_id} on {w['host']}")
+        return claimed
+
+    async def worker_recoveries(self, worker_id: int) -> list:
+        """Recovery scripts this worker should run now (each handed out once)."""
+        recs = await self.recoveries_to_run(worker_id=worker_id)
+        if recs:
+            async with self.tx() as tx:
+                await tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
+                              "AND attempt_id = ?", ((r.job_id, r.run_id, r.attempt_id) for r in recs))
+        return recs
+
+    async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:
+        """(job, run, attempt) of the worker's attempts that never reported an exit."""
+        return [tuple(r) for r in await self._rows(
+            f"""SELECT j.id, j.run_id, j.attempt_id FROM jobs j JOIN attempts a ON a.job_id = j.id
+                AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))]
+
+    async def worker_waiting(self, worker_id: int) -> int:
+        """Jobs of this worker that are still running or awaiting a decision or a recovery."""
+        return (await self._rows(
+            f"SELECT count(*) FROM jobs WHERE worker_id = ? AND status IN ({int(S.RUNNING)}, {int(S.RECOVERING)})",
+            (worker_id,)))[0][0]
+
+    async def finish_worker(self, worker_id: int, reason: str, state: str = "done") -> None:
+        """Close a worker; recovery scripts it was given but did not finish go back to the daemon."""
+        async with self.tx() as tx:
+            w = await tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+            if w is None or w["state"] != "active":
+                return
+            await tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
+                         (state, tx.now, reason, worker_id))
+            await tx.run(
+                f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
+                    (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
+            tx.emit("worker_lost" if state == "lost" else "worker_finished", w["workflow_id"], count=worker_id,
+                    message=reason)
+
+    async def active_workers(self) -> list[tuple[int, int | None, float]]:
+        """(worker id, allocation id, last heartbeat) of workers still active."""
+        return [tuple(r) for r in await self._rows(
+            "SELECT id, allocation_id, last_heartbeat FROM workers WHERE state = 'active'")]
+
+    async def allocation_state(self, aid: int) -> str | None:
+        rows = await self._rows("SELECT state FROM allocations WHERE id = ?", (aid,))
+        return rows[0][0] if rows else None
