@@ -21,14 +21,18 @@ install_packages() {
 
 write_config() {
     local cpus mem_mb
-    cpus=$(nproc)
+    # Advertise more CPUs than the machine has so that several small allocations
+    # run at once on a test box (config_overrides lets slurmd accept it).
+    cpus=$(( $(nproc) * ${SLURM_LOCAL_CPU_FACTOR:-4} ))
     mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
     mkdir -p "$ROOT"/{state,spool,log} /etc/slurm /etc/munge /var/log/munge /run/munge /var/lib/munge
     if [[ ! -s /etc/munge/munge.key ]]; then
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
     fi
-    chown -R munge:munge /etc/munge /var/log/munge /run/munge /var/lib/munge 2>/dev/null || true
-    chmod 0700 /etc/munge && chmod 0400 /etc/munge/munge.key
+    # munged runs as root here (as slurmctld and slurmd do): the key and its dirs are root's.
+    chown -R root:root /etc/munge /var/log/munge /run/munge /var/lib/munge
+    chmod 0700 /etc/munge /var/log/munge /var/lib/munge && chmod 0755 /run/munge
+    chmod 0400 /etc/munge/munge.key
     cat > "$CONF" <<CONF
 ClusterName=torclocal
 SlurmctldHost=$HOST
@@ -51,6 +55,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 ReturnToService=2
 MpiDefault=none
+SlurmdParameters=config_overrides
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
@@ -64,7 +69,7 @@ CONF
 start() {
     install_packages
     write_config
-    pgrep -x munged >/dev/null || su -s /bin/sh munge -c "/usr/sbin/munged" 2>/dev/null || /usr/sbin/munged --force
+    pgrep -x munged >/dev/null || /usr/sbin/munged --force
     pgrep -x slurmctld >/dev/null || slurmctld
     pgrep -x slurmd >/dev/null || slurmd
     for _ in $(seq 1 120); do
@@ -81,9 +86,11 @@ start() {
 }
 
 stop() {
-    pkill -x slurmd || true
-    pkill -x slurmctld || true
-    pkill -x munged || true
+    local name
+    for name in slurmd slurmctld munged; do
+        pkill -x "$name" || true
+        for _ in $(seq 1 50); do pgrep -x "$name" >/dev/null || break; sleep 0.1; done
+    done
 }
 
 status() {

@@ -26,6 +26,8 @@ def inputs(ready=0, retry=0, oldest=None, running=0, pending=0, last=None):
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201), T0, 3),  # rule 3: stranded
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7200), T0, None),  # exactly at the timeout
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # no cooldown on rule 3
+    (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # stranded beats cooldown
+    (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 100, last=T0 - 5), T0, None),
     (ON, inputs(ready=4, retry=0, running=1), T0, None),  # first attempts wait for running allocations
 ])
 def test_decision(policy, s, now, rule):

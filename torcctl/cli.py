@@ -30,10 +30,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("run", commands.run, "submit a spec and follow it to the end; exit 0 only if every job completed")
     p.add_argument("spec")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p = cmd("watch", commands.watch, "follow a workflow's events until it is done")
-    p.add_argument("workflow_id", type=int)
     p = cmd("validate", commands.validate, "check a spec without submitting it")
     p.add_argument("spec")
+
+    p = cmd("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations")
+    p.add_argument("spec")
+    p.add_argument("--account", help="Slurm account for the allocations")
+    p.add_argument("--allocations", type=int, help="how many allocations (default: sized to the ready jobs)")
+    p = cmd("watch", commands.watch, "follow a workflow's events until nothing more can run")
+    p.add_argument("workflow_id", type=int)
+    auto = p.add_mutually_exclusive_group()
+    auto.add_argument("--auto-schedule", action="store_true", default=None,
+                      help="keep Slurm allocations coming for ready and retried jobs (stored; survives restarts)")
+    auto.add_argument("--no-auto-schedule", dest="auto_schedule", action="store_false")
+    p.add_argument("--auto-schedule-threshold", type=int, default=5, metavar="N",
+                   help="ready retries that justify more allocations while some run (default 5)")
+    p.add_argument("--auto-schedule-cooldown", type=float, default=1800, metavar="SECONDS",
+                   help="at most one such submission per this many seconds (default 1800)")
+    p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
+                   help="submit anyway when a retry has waited this long (default 7200)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
+    p.add_argument("--url", default=os.environ.get("TORC_API_URL"), help="daemon URL (http://HOST:PORT or unix://PATH)")
+    p.add_argument("--token-file", help="file holding the daemon's bearer token (or set TORC_API_TOKEN)")
+    p.add_argument("--workflow-id", type=int, required=True)
+    p.add_argument("--allocation-id", type=int)
+    p.add_argument("--cpus", type=int, help="CPUs to use (default: the allocation's)")
+    p.add_argument("--walltime", type=float, help="seconds the allocation lasts; stop claiming near the end")
+    p.add_argument("--poll-interval", type=float, default=0.5)
+    p.add_argument("--idle-timeout", type=float, default=2.0, help="exit after this long with nothing to do")
+    p = cmd("allocations", commands.allocations, "list a workflow's Slurm allocations")
+    p.add_argument("workflow_id", type=int)
 
     wf = sub.add_parser("workflows", help="list and manage workflows").add_subparsers(
         dest="sub", required=True, metavar="ACTION")
@@ -82,7 +109,7 @@ def connect(args: argparse.Namespace) -> Client:
     path = os.path.abspath(args.socket) if args.socket else default_socket()
     client = Client(path)
     args.autostarted = None
-    if args.func in (commands.validate,):
+    if args.func in (commands.validate, commands.worker):
         return client
     if not client.ping(2.0):
         if args.no_autostart:

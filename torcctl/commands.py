@@ -8,7 +8,7 @@ import sys
 
 from torcctl.client import Client, ConnectError
 from torcctl.render import event_line, print_json, table, when
-from torcd.protocol import IDLE_EVENTS, AttemptInfo, Event, JobInfo, WorkflowSummary
+from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 
 STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
                 "failed", "canceled", "terminated", "disabled", "pending_failed"]
@@ -28,9 +28,9 @@ def _read_spec(path: str) -> str:
         raise UsageError(f"spec {path} is not UTF-8 text: {e}") from None
 
 
-def _create(client: Client, spec: str) -> WorkflowSummary:
+def _create(client: Client, spec: str, **extra) -> WorkflowSummary:
     text = _read_spec(spec)
-    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": os.getcwd()},
+    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": os.getcwd(), **extra},
                        WorkflowSummary)
 
 
@@ -116,8 +116,59 @@ def run(client: Client, args) -> int:
 
 def watch(client: Client, args) -> int:
     client.call("workflows.show", {"workflow_id": args.workflow_id})
+    if args.auto_schedule is not None:
+        policy = client.call("workflows.set_auto_schedule", {
+            "workflow_id": args.workflow_id, "enabled": args.auto_schedule,
+            "threshold": args.auto_schedule_threshold, "cooldown": args.auto_schedule_cooldown,
+            "stranded_timeout": args.auto_schedule_stranded_timeout})
+        if not args.json and not args.quiet:
+            print("auto-schedule " + (f"on: threshold {policy['threshold']}, cooldown {policy['cooldown']:g}s, "
+                                      f"stranded timeout {policy['stranded_timeout']:g}s"
+                                      if policy["enabled"] else "off"), flush=True)
     _follow(client, args.workflow_id, args)
     return _summary(client, args.workflow_id, args)
+
+
+def submit_slurm(client: Client, args) -> int:
+    wf = _create(client, args.spec, executor="slurm", account=args.account)
+    params = {"workflow_id": wf.id}
+    if args.allocations:
+        params["count"] = args.allocations
+    allocs = client.call("allocations.submit", params, list[AllocationInfo])
+    if args.json:
+        print_json({"workflow": wf, "allocations": allocs})
+        return 0
+    print(wf.id)
+    for a in allocs:
+        state = f"slurm job {a.slurm_job_id}" if a.slurm_job_id else f"failed: {a.reason}"
+        print(f"allocation {a.id}: {a.cpus} cpus, {state}", file=sys.stderr)
+    return 0 if all(a.slurm_job_id for a in allocs) else 1
+
+
+def allocations(client: Client, args) -> int:
+    allocs = client.call("allocations.list", {"workflow_id": args.workflow_id}, list[AllocationInfo])
+    if args.json:
+        print_json(allocs)
+        return 0
+    table(["id", "slurm job", "scheduler", "state", "slurm state", "cpus", "submitted", "started", "ended", "reason"],
+          [(a.id, a.slurm_job_id, a.scheduler, a.state, a.slurm_state, a.cpus, when(a.submitted), when(a.started),
+            when(a.ended), a.reason) for a in allocs])
+    return 0
+
+
+def worker(client: Client, args) -> int:
+    import asyncio
+
+    from torcctl.worker import WorkerError, run_worker
+    from torcd import logging as torc_logging
+
+    if not args.url:
+        raise UsageError("worker needs --url (or TORC_API_URL)")
+    torc_logging.configure("info")
+    try:
+        return asyncio.run(run_worker(args))
+    except WorkerError as e:
+        raise UsageError(str(e)) from None
 
 
 def workflows_list(client: Client, args) -> int:

@@ -83,7 +83,7 @@ async def squeue(job_ids: list[str]) -> dict[str, str]:
     """Slurm state of each job id still known to the queue (absent ids have left it)."""
     if not job_ids:
         return {}
-    rc, out, err = await _run("squeue", "-h", "-o", "%i|%T", "-j", ",".join(job_ids))
+    rc, out, err = await _run("squeue", "-h", "--states=all", "-o", "%i|%T", "-j", ",".join(job_ids))
     if rc != 0 and "Invalid job id" not in err:
         raise SlurmError(f"squeue failed (exit {rc}): {err.strip()}")
     states = {}

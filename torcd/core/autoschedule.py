@@ -28,37 +28,40 @@ class ScheduleDecision(msgspec.Struct, frozen=True):
     submit: bool
     rule: int | None
     reason: str
+    why: str = ""  # a stable word for the reason, to tell a new situation from a repeated one
 
 
-def _no(reason: str) -> ScheduleDecision:
-    return ScheduleDecision(False, None, reason)
+def _no(why: str, reason: str) -> ScheduleDecision:
+    return ScheduleDecision(False, None, reason, why)
 
 
 def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: float) -> ScheduleDecision:
     """Rule 1: ready jobs and no allocations at all. Rule 2: allocations running and at least
-    `threshold` ready retries, at most once per cooldown. Rule 3: retries below the threshold,
-    but the oldest has waited longer than the stranded timeout."""
+    `threshold` ready retries, at most once per cooldown. Rule 3: rule 2 does not submit (too few
+    retries, or its cooldown is on) but the oldest retry has waited longer than the stranded timeout.
+    Nothing is submitted while an allocation is still queued."""
     if not policy.enabled:
-        return _no("auto-schedule is off")
+        return _no("off", "auto-schedule is off")
     if s.ready_jobs == 0:
-        return _no("no ready jobs")
+        return _no("idle", "no ready jobs")
     if s.running_allocations == 0 and s.pending_allocations == 0:
-        return ScheduleDecision(True, 1, f"{s.ready_jobs} ready jobs and no allocation pending or running")
+        return ScheduleDecision(True, 1, f"{s.ready_jobs} ready jobs and no allocation pending or running", "rule1")
     if s.pending_allocations:
-        return _no(f"{s.pending_allocations} allocations already queued")
-    if s.ready_retry_jobs >= policy.threshold:
-        if s.last_submit is not None and now - s.last_submit < policy.cooldown:
-            wait = policy.cooldown - (now - s.last_submit)
-            return _no(f"{s.ready_retry_jobs} ready retries, but the cooldown has {wait:.0f}s left")
+        return _no("queued", f"{s.pending_allocations} allocations already queued")
+    cooling = s.last_submit is not None and now - s.last_submit < policy.cooldown
+    if s.ready_retry_jobs >= policy.threshold and not cooling:
         return ScheduleDecision(True, 2, f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
-                                         f"with {s.running_allocations} allocations running")
+                                         f"with {s.running_allocations} allocations running", "rule2")
     if s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
         waited = now - s.oldest_retry_ready_since
         if waited > policy.stranded_timeout:
-            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries below threshold "
-                                             f"{policy.threshold}, the oldest waiting {waited:.0f}s "
-                                             f"> {policy.stranded_timeout:g}s")
-    return _no(f"{s.ready_retry_jobs} ready retries below threshold {policy.threshold}")
+            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries, the oldest waiting "
+                                             f"{waited:.0f}s > stranded timeout {policy.stranded_timeout:g}s",
+                                    "rule3")
+    if s.ready_retry_jobs >= policy.threshold:
+        left = policy.cooldown - (now - (s.last_submit or now))
+        return _no("cooldown", f"{s.ready_retry_jobs} ready retries, but the cooldown has {left:.0f}s left")
+    return _no("below_threshold", f"{s.ready_retry_jobs} ready retries below threshold {policy.threshold}")
 
 
 def plan_allocations(ready_cpus: Sequence[int], cpus_per_allocation: int | None, max_allocations: int,

@@ -92,7 +92,7 @@ class AllocationService:
             for aid, _, slurm_id, state in with_ids:
                 seen = states.get(slurm_id)
                 new = ("pending" if seen in PENDING_STATES else "running" if seen in RUNNING_STATES
-                       else "done")
+                       else "done")  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL... or gone
                 if new != state and not (state == "running" and new == "pending"):
                     changes.append((aid, new, seen or "GONE"))
             await self.store.update_allocations(changes)

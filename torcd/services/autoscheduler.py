@@ -56,8 +56,8 @@ class AutoScheduler:
                 decision = decide_auto_schedule(policy, inputs, now)
                 key = (wf, scheduler)
                 if not decision.submit:
-                    if self._last_reason.get(key) != decision.reason:
-                        self._last_reason[key] = decision.reason
+                    if self._last_reason.get(key) != decision.why:
+                        self._last_reason[key] = decision.why
                         await self.store.record_event(wf, "auto_schedule_decided", action="wait",
                                                       message=f"[{scheduler}] {decision.reason}")
                     continue

@@ -33,6 +33,35 @@ def describe_exit(script: str, rc: int) -> str:
     return f"recovery script exited {rc}"
 
 
+async def run_recovery_script(rec: Recovery, api_url: str,
+                              on_start=lambda proc: None) -> tuple[bool, int | None, str]:
+    """Run one recovery script to the end: (succeeded, return code, message)."""
+    out_path, err_path = stdio_paths(rec.output_dir, "recovery", rec.workflow_id, rec.job_id,
+                                     rec.run_id, rec.attempt_id)
+    env = job_env(dict(os.environ), workflow_id=rec.workflow_id, job_id=rec.job_id, name=rec.name,
+                  run_id=rec.run_id, attempt_id=rec.attempt_id, api_url=api_url,
+                  output_dir=rec.output_dir, extra=rec.env)
+    env["TORC_RETURN_CODE"] = str(rec.return_code)
+    try:
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        with open(out_path, "ab") as out, open(err_path, "ab") as err:
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", rec.script, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=rec.cwd, env=env, start_new_session=True)
+    except OSError as e:
+        return False, None, f"recovery script could not start: {e.strerror or e}"
+    on_start(proc)
+    try:
+        rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
+    except TimeoutError:
+        await stop_group(proc, 5.0)
+        return False, signal_return_code(proc.returncode or -signal.SIGKILL), \
+            f"recovery script timed out after {rec.timeout:g}s"
+    if rc == 0:
+        return True, 0, f"recovery script succeeded; retrying as attempt {rec.attempt_id + 1}"
+    return False, rc, describe_exit(rec.script, rc)
+
+
 class RecoveryRunner:
     def __init__(self, store: Store, bus: EventBus, api_url: str):
         self.store, self.api_url = store, api_url
@@ -75,7 +104,7 @@ class RecoveryRunner:
 
     async def _run_one(self, rec: Recovery) -> None:
         try:
-            ok, rc, message = await self._execute(rec)
+            ok, rc, message = await run_recovery_script(rec, self.api_url, self._hold(rec.job_id))
             crash_point("before_recovery_recorded")
             log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
                      attempt_id=rec.attempt_id, return_code=rc, ok=ok)
@@ -83,31 +112,10 @@ class RecoveryRunner:
         finally:
             self.running.pop(rec.job_id, None)
 
-    async def _execute(self, rec: Recovery) -> tuple[bool, int | None, str]:
-        out_path, err_path = stdio_paths(rec.output_dir, "recovery", rec.workflow_id, rec.job_id,
-                                         rec.run_id, rec.attempt_id)
-        env = job_env(dict(os.environ), workflow_id=rec.workflow_id, job_id=rec.job_id, name=rec.name,
-                      run_id=rec.run_id, attempt_id=rec.attempt_id, api_url=self.api_url,
-                      output_dir=rec.output_dir, extra=rec.env)
-        env["TORC_RETURN_CODE"] = str(rec.return_code)
-        try:
-            os.makedirs(os.path.dirname(out_path), exist_ok=True)
-            with open(out_path, "ab") as out, open(err_path, "ab") as err:
-                proc = await asyncio.create_subprocess_exec(
-                    "bash", "-c", rec.script, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-                    cwd=rec.cwd, env=env, start_new_session=True)
-        except OSError as e:
-            return False, None, f"recovery script could not start: {e.strerror or e}"
-        self.running[rec.job_id] = proc
-        try:
-            rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
-        except TimeoutError:
-            await stop_group(proc, 5.0)
-            return False, signal_return_code(proc.returncode or -signal.SIGKILL), \
-                f"recovery script timed out after {rec.timeout:g}s"
-        if rc == 0:
-            return True, 0, f"recovery script succeeded; retrying as attempt {rec.attempt_id + 1}"
-        return False, rc, describe_exit(rec.script, rc)
+    def _hold(self, job_id: int):
+        def hold(proc: asyncio.subprocess.Process) -> None:
+            self.running[job_id] = proc
+        return hold
 
     async def kill(self, job_ids: list[int]) -> None:
         procs = [self.running.get(j) for j in job_ids]

@@ -1,0 +1,282 @@
+"""Slurm end to end, against the real local cluster (scripts/slurm-local.sh start).
+
+Mandatory where TORC_REQUIRE_SLURM=1 (CI); elsewhere skipped, with the reason,
+only when this machine has no Slurm.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import msgspec
+import pytest
+
+from conftest import REPO, Daemon
+from torcd.protocol import AllocationInfo, Event
+
+FAIL_UNTIL = f"bash {REPO}/examples/scripts/fail_until.sh"
+
+
+def _slurm_up() -> str | None:
+    if not shutil.which("sbatch"):
+        return "sbatch is not installed (run scripts/slurm-local.sh start)"
+    r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.strip():
+        return f"no Slurm controller answers: {r.stderr.strip()} (run scripts/slurm-local.sh start)"
+    return None
+
+
+_why_not = _slurm_up()
+if _why_not and os.environ.get("TORC_REQUIRE_SLURM") == "1":
+    raise RuntimeError(f"TORC_REQUIRE_SLURM=1 but Slurm is not usable: {_why_not}")
+pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
+
+
+@pytest.fixture
+def sdaemon(tmp_path):
+    d = Daemon(tmp_path).start("--listen", "127.0.0.1:0", "--slurm-poll-interval", "0.5",
+                               "--auto-schedule-interval", "0.5", "--heartbeat-timeout", "15")
+    yield d
+    for a in _allocations_of(d):
+        if a.slurm_job_id and a.state in ("pending", "running"):
+            subprocess.run(["scancel", a.slurm_job_id])
+    d.stop()
+
+
+def _allocations_of(d: Daemon) -> list[AllocationInfo]:
+    out = []
+    try:
+        for wf in d.call("workflows.list"):
+            out += d.call("allocations.list", {"workflow_id": wf["id"]}, list[AllocationInfo])
+    except Exception:
+        pass
+    return out
+
+
+def scheduler(cpus: int = 1, max_allocations: int = 4) -> str:
+    return f"""
+slurm_schedulers:
+  - name: debug
+    partition: debug
+    walltime: "00:10:00"
+    cpus: {cpus}
+    mem: 100M
+    max_allocations: {max_allocations}
+"""
+
+
+def submit_slurm(d: Daemon, spec: str, *extra: str) -> int:
+    (d.tmp / "wf.yaml").write_text(spec)
+    code, out, err = d.ctl("submit-slurm", "wf.yaml", *extra)
+    assert code == 0, err
+    return int(out.strip())
+
+
+def auto_schedule(d: Daemon, wf: int, threshold=5, cooldown=1800.0, stranded=7200.0) -> None:
+    d.call("workflows.set_auto_schedule", {"workflow_id": wf, "threshold": threshold, "cooldown": cooldown,
+                                           "stranded_timeout": stranded})
+
+
+def allocations(d: Daemon, wf: int) -> list[AllocationInfo]:
+    return d.call("allocations.list", {"workflow_id": wf}, list[AllocationInfo])
+
+
+def submissions(d: Daemon, wf: int) -> list[Event]:
+    return [e for e in d.events(wf) if e.kind == "auto_schedule_decided" and e.action == "submit"]
+
+
+def test_allocations_run_jobs_with_the_same_env_and_logs(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2) + """
+jobs:
+  - name: j{i}
+    command: env | grep ^TORC_ | sort; echo err >&2
+    parameters: {i: "1:4"}
+""", "--account", "physics")
+    info = sdaemon.wait(wf, timeout=120)
+    assert info.counts == {"completed": 4}
+    allocs = allocations(sdaemon, wf)
+    assert len(allocs) == 2 and all(a.slurm_job_id and a.cpus == 2 for a in allocs)
+    script = open(allocs[0].script_path).read()
+    assert "#SBATCH --account=physics" in script and "#SBATCH --cpus-per-task=2" in script
+    assert "torcctl worker" in script and "--token-file" in script
+    assert sdaemon.call("ping")["tcp_url"] in script
+    job = sdaemon.jobs(wf)["j3"]
+    att = sdaemon.attempts(job.id)[0]
+    env = dict(line.split("=", 1) for line in open(att.stdout_path).read().splitlines())
+    assert env["TORC_JOB_ID"] == str(job.id) and env["TORC_ATTEMPT_ID"] == "1" and env["TORC_JOB_NAME"] == "j3"
+    assert env["TORC_API_URL"].startswith("http://127.0.0.1:")
+    assert att.stdout_path.endswith(f"job_wf{wf}_j{job.id}_r1_a1.o") and open(att.stderr_path).read() == "err\n"
+    sdaemon.wait_for(lambda: all(a.state == "done" for a in allocations(sdaemon, wf)), timeout=60,
+                     what="allocations to finish")
+
+
+def test_rule_1_new_allocation_when_retries_are_stranded_with_no_allocation(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=3) + """
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+        max_retries: 3
+jobs:
+  - name: flaky{i}
+    command: """ + f'"{FAIL_UNTIL} 10 2"' + """
+    failure_handler: h
+    parameters: {i: "1:3"}
+""", "--allocations", "1")
+    auto_schedule(sdaemon, wf, threshold=5, cooldown=3600, stranded=3600)
+    info = sdaemon.wait(wf, timeout=180)
+    assert info.counts == {"completed": 3}
+    assert {j.attempt_id for j in sdaemon.jobs(wf).values()} == {2}
+    subs = submissions(sdaemon, wf)
+    assert [e.rule_index for e in subs] == [1]
+    allocs = allocations(sdaemon, wf)
+    assert len(allocs) == 2 and "rule 1" in allocs[1].reason
+    # the first allocation had finished before the second was asked for
+    assert allocs[0].ended is not None and allocs[0].ended <= allocs[1].submitted
+
+
+def test_rule_2_then_cooldown_then_rule_3_with_attempt_3(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=4, max_allocations=4) + """
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+        max_retries: 3
+jobs:
+  - {name: long, command: sleep 25}
+  - name: flaky{i}
+    command: """ + f'"{FAIL_UNTIL} 10 3"' + """
+    failure_handler: h
+    parameters: {i: "1:3"}
+""", "--allocations", "1")
+    auto_schedule(sdaemon, wf, threshold=3, cooldown=3600, stranded=4)
+    info = sdaemon.wait(wf, timeout=240)
+    assert info.counts == {"completed": 4}
+    assert {n: j.attempt_id for n, j in sdaemon.jobs(wf).items()} == {
+        "long": 1, "flaky1": 3, "flaky2": 3, "flaky3": 3}
+    assert [e.rule_index for e in submissions(sdaemon, wf)] == [2, 3]
+    waits = [e.message for e in sdaemon.events(wf) if e.kind == "auto_schedule_decided" and e.action == "wait"]
+    assert any("cooldown" in m for m in waits)  # rule 2 held back by its cooldown before rule 3 fired
+    # each attempt of a flaky job ran in a different allocation
+    for name in ("flaky1", "flaky2", "flaky3"):
+        atts = sdaemon.attempts(sdaemon.jobs(wf)[name].id)
+        assert [a.return_code for a in atts] == [10, 10, 0]
+
+
+def test_rule_3_alone_for_a_single_stranded_retry(sdaemon):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2) + """
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+jobs:
+  - {name: long, command: sleep 15}
+  - name: flaky
+    command: """ + f'"{FAIL_UNTIL} 10 2"' + """
+    failure_handler: h
+""", "--allocations", "1")
+    auto_schedule(sdaemon, wf, threshold=10, cooldown=0, stranded=3)
+    sdaemon.wait(wf, timeout=180)
+    assert [e.rule_index for e in submissions(sdaemon, wf)] == [3]
+    flaky = sdaemon.attempts(sdaemon.jobs(wf)["flaky"].id)
+    long = sdaemon.attempts(sdaemon.jobs(wf)["long"].id)[0]
+    assert flaky[1].start_time < long.end_time  # the retry did not wait for the busy allocation to end
+
+
+def test_scancel_mid_job_terminates_it_and_the_handler_retries_it(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + """
+failure_handlers:
+  - name: h
+    rules:
+      - match_all_exit_codes: true
+        max_retries: 2
+jobs:
+  - name: victim
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo rerun; else touch started; sleep 120; fi
+    failure_handler: h
+""")
+    auto_schedule(sdaemon, wf)
+    sdaemon.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
+    slurm_id = allocations(sdaemon, wf)[0].slurm_job_id
+    subprocess.run(["scancel", slurm_id], check=True)
+    sdaemon.wait(wf, timeout=120)
+    atts = sdaemon.attempts(sdaemon.jobs(wf)["victim"].id)
+    assert [a.attempt_id for a in atts] == [1, 2]
+    assert atts[0].return_code in (143, 137) and atts[0].action == "retry" and atts[1].return_code == 0
+
+
+def test_a_worker_that_vanishes_has_its_job_recorded_137_and_retried(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + """
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [137]
+        max_retries: 2
+jobs:
+  - name: victim
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo rerun; else touch started; sleep 120; fi
+    failure_handler: h
+""")
+    auto_schedule(sdaemon, wf)
+    sdaemon.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
+    out = subprocess.run(["pgrep", "-f", f"torcctl worker .*--workflow-id {wf} "], capture_output=True, text=True)
+    for pid in out.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)  # the node "dies": no goodbye from the worker
+    sdaemon.wait(wf, timeout=120)
+    atts = sdaemon.attempts(sdaemon.jobs(wf)["victim"].id)
+    assert [(a.attempt_id, a.return_code) for a in atts] == [(1, 137), (2, 0)]
+    assert "lost" in atts[0].message
+    assert any(e.kind == "worker_lost" for e in sdaemon.events(wf))
+
+
+def test_documented_scenario_retries_on_new_allocations_up_to_attempt_3(sdaemon, tmp_path):
+    """Many jobs; a few fail with 10 (recovery script); the allocation finishes; auto-schedule brings
+    a new one for the retries; some fail again and finish on attempt 3."""
+    (tmp_path / "recover.sh").write_text("#!/bin/bash\necho \"$TORC_JOB_NAME $TORC_ATTEMPT_ID\" >> recovered.txt\n")
+    os.chmod(tmp_path / "recover.sh", 0o755)
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2, max_allocations=3) + """
+failure_handlers:
+  - name: sim
+    rules:
+      - exit_codes: [10]
+        recovery_script: ./recover.sh
+        max_retries: 3
+jobs:
+  - name: sim{i:02d}
+    command: "sleep 0.2; case {i} in 3|7) exit_at=2;; 11|15) exit_at=3;; *) exit_at=1;; esac; """
+                                         + f'{FAIL_UNTIL} 10 $exit_at"' + """
+    failure_handler: sim
+    parameters: {i: "1:16"}
+""", "--allocations", "2")
+    auto_schedule(sdaemon, wf, threshold=50, cooldown=3600, stranded=3600)
+    info = sdaemon.wait(wf, timeout=300)
+    assert info.counts == {"completed": 16}
+    attempts = {n: j.attempt_id for n, j in sdaemon.jobs(wf).items()}
+    assert attempts == {f"sim{i:02d}": {3: 2, 7: 2, 11: 3, 15: 3}.get(i, 1) for i in range(1, 17)}
+    recovered = sorted((tmp_path / "recovered.txt").read_text().split("\n")[:-1])
+    assert recovered == sorted(["sim03 1", "sim07 1", "sim11 1", "sim11 2", "sim15 1", "sim15 2"])
+    allocs = allocations(sdaemon, wf)
+    assert len(allocs) >= 3 and all(a.slurm_job_id for a in allocs)
+    assert submissions(sdaemon, wf)  # the retries got compute from auto-schedule
+
+
+def test_tcp_door_refuses_requests_without_the_right_token(sdaemon):
+    import urllib.error
+    import urllib.request
+
+    url = sdaemon.call("ping")["tcp_url"] + "/rpc"
+    token = open(os.path.join(sdaemon.state_dir, "token")).read().strip()
+    assert oct(os.stat(os.path.join(sdaemon.state_dir, "token")).st_mode & 0o777) == "0o600"
+    body = msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": "workflows.list"})
+    for header in (None, "Bearer nope", f"Bearer {token}x", token):
+        req = urllib.request.Request(url, data=body, headers={"Authorization": header} if header else {})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401
+    req = urllib.request.Request(url, data=body, headers={"Authorization": f"Bearer {token}"})
+    assert msgspec.json.decode(urllib.request.urlopen(req, timeout=10).read())["result"] == []
+    assert token not in sdaemon.log.read_text()  # never logged

@@ -1,0 +1,194 @@
+"""`torcctl worker`: the job runner inside a Slurm allocation.
+
+Registers with the daemon, then loops on one RPC (`workers.poll`) that
+reports what happened (starts, exits, recovery results) and brings back jobs
+that fit the free CPUs and recovery scripts to run. Exits when nothing is
+left for it, when its walltime is nearly spent, or on SIGTERM (after
+stopping its jobs and reporting them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+
+import aiohttp
+import msgspec
+import structlog
+
+from torcd import protocol as p
+from torcd.services.executor import LocalExecutor
+from torcd.services.recovery import run_recovery_script
+from torcd.store import Exit
+
+log = structlog.get_logger("torcctl.worker")
+
+
+class WorkerError(Exception):
+    pass
+
+
+class RpcSession:
+    def __init__(self, url: str, token: str | None):
+        if url.startswith("unix://"):
+            self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=url[len("unix://"):]))
+            self.endpoint = "http://localhost/rpc"
+        else:
+            self.session = aiohttp.ClientSession()
+            self.endpoint = url.rstrip("/") + "/rpc"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._id = 0
+
+    async def call(self, method: str, params: msgspec.Struct | dict, result_type=None, retries: int = 5):
+        self._id += 1
+        body = msgspec.json.encode({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
+        for attempt in range(retries):
+            try:
+                async with self.session.post(self.endpoint, data=body, headers=self.headers,
+                                             timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                    data = await resp.read()
+                    if resp.status != 200:
+                        raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
+                break
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                if attempt == retries - 1:
+                    raise WorkerError(f"cannot reach the daemon at {self.endpoint}: {e}") from None
+                await asyncio.sleep(min(2 ** attempt, 10))
+        reply = msgspec.json.decode(data)
+        if "error" in reply:
+            raise WorkerError(reply["error"].get("message", "unknown error"))
+        return msgspec.convert(reply["result"], result_type) if result_type else reply["result"]
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class Worker:
+    def __init__(self, rpc: RpcSession, *, workflow_id: int, allocation_id: int | None, cpus: int,
+                 walltime: float | None, poll_interval: float, idle_timeout: float):
+        self.rpc = rpc
+        self.workflow_id, self.allocation_id, self.cpus = workflow_id, allocation_id, cpus
+        self.deadline = None
+        if walltime:
+            margin = min(max(30.0, walltime * 0.05), walltime / 2)
+            self.deadline = time.monotonic() + walltime - margin
+        self.poll_interval, self.idle_timeout = poll_interval, idle_timeout
+        self.exits: list[Exit] = []
+        self.started: list[p.StartedReport] = []
+        self.recovery_results: list[p.RecoveryReport] = []
+        self.recoveries: dict[int, asyncio.Task] = {}
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.executor: LocalExecutor | None = None
+
+    def _on_exit(self, e: Exit) -> None:
+        self.exits.append(e)
+        self.wake.set()
+
+    async def run(self) -> str:
+        reg = await self.rpc.call("workers.register", p.RegisterWorker(
+            workflow_id=self.workflow_id, host=socket.gethostname(), cpus=self.cpus,
+            allocation_id=self.allocation_id))
+        self.worker_id = reg["worker_id"]
+        self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
+        log.info("worker_registered", worker_id=self.worker_id, workflow_id=self.workflow_id, cpus=self.cpus)
+        idle_since: float | None = None
+        reason = "nothing left to run"
+        while True:
+            result = await self._poll()
+            if result.stop:
+                reason = "the daemon asked it to stop"
+                break
+            self.executor = self.executor or LocalExecutor(result.api_url, self._on_exit)
+            for job in result.jobs:
+                pid = await self.executor.start(job)
+                if pid is not None:
+                    self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
+            for rec in result.recoveries:
+                self.recoveries[rec.job_id] = asyncio.create_task(self._recover(rec, result.api_url))
+            busy = self.executor.procs or self.recoveries or result.jobs or result.waiting
+            if self.stopping and not self.executor.procs and not self.recoveries:
+                reason = "stopped by a signal" if self._signalled else "walltime nearly spent"
+                await self._poll(claim=False)  # report the last exits
+                break
+            if busy or self.exits or self.started or self.recovery_results:
+                idle_since = None
+            else:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= self.idle_timeout:
+                    break
+            if self.deadline is not None and time.monotonic() >= self.deadline and not self.stopping:
+                log.info("walltime_nearly_spent", worker_id=self.worker_id)
+                self.stopping = True
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+        await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.worker_id, reason=reason))
+        log.info("worker_finished", worker_id=self.worker_id, reason=reason)
+        return reason
+
+    _signalled = False
+
+    def on_signal(self) -> None:
+        """SIGTERM (scancel, walltime): stop claiming, stop jobs; their exits get reported."""
+        self._signalled = True
+        self.stopping = True
+        if self.executor is not None:
+            asyncio.ensure_future(self.executor.kill(list(self.executor.procs), grace=3.0))
+        for task in self.recoveries.values():
+            task.cancel()
+        self.wake.set()
+
+    async def _poll(self, claim: bool = True) -> p.WorkerPollResult:
+        used = self.executor.cpus_in_use if self.executor else 0
+        exits, self.exits = self.exits, []
+        started, self.started = self.started, []
+        recs, self.recovery_results = self.recovery_results, []
+        params = p.WorkerPoll(
+            worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
+            started=started, recoveries=recs,
+            exits=[p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message)
+                   for e in exits])
+        return await self.rpc.call("workers.poll", params, p.WorkerPollResult)
+
+    async def _recover(self, rec: p.Recovery, api_url: str) -> None:
+        try:
+            ok, rc, message = await run_recovery_script(rec, api_url)
+            self.recovery_results.append(p.RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message))
+        finally:
+            self.recoveries.pop(rec.job_id, None)
+            self.wake.set()
+
+
+def read_token(token_file: str | None) -> str | None:
+    token = os.environ.get("TORC_API_TOKEN")
+    if token:
+        return token.strip()
+    if token_file:
+        try:
+            with open(token_file) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise WorkerError(f"cannot read token file {token_file}: {e.strerror}") from None
+    return None
+
+
+async def run_worker(args) -> int:
+    rpc = RpcSession(args.url, read_token(args.token_file))
+    cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
+                            or os.cpu_count() or 1)
+    worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,
+                    walltime=args.walltime, poll_interval=args.poll_interval, idle_timeout=args.idle_timeout)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.on_signal)
+    try:
+        await worker.run()
+    finally:
+        await rpc.close()
+    return 0
