@@ -36,6 +36,7 @@ class Daemon:
     def start(self, *extra: str, crash_at: str | None = None) -> "Daemon":
         env = dict(os.environ)
         env.pop("TORCD_CRASH_AT", None)
+        env.pop("TORC_REQUIRE_SLURM", None)  # keep job environments exactly as users get them
         if crash_at:
             env["TORCD_CRASH_AT"] = crash_at
         with open(self.log, "ab") as log:
