@@ -80,6 +80,7 @@ class Tx:
         self.db, self.now = db, now
         self.events: list[Event] = []
         self.touched: set[int] = set()
+        self.last_seq: int | None = None
 
     async def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         return list(await self.db.execute_fetchall(sql, args))
@@ -106,6 +107,7 @@ class Store(SlurmStore):
         self._db = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        self._seq: int | None = None
         self.on_commit: Callable[[list[Event]], Awaitable[None] | None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -145,6 +147,8 @@ class Store(SlurmStore):
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+            if tx.last_seq is not None:
+                self._seq = tx.last_seq
         if tx.events and self.on_commit is not None:
             result = self.on_commit(tx.events)
             if result is not None:
@@ -153,13 +157,16 @@ class Store(SlurmStore):
     async def _write_events(self, tx: Tx) -> None:
         if not tx.events:
             return
-        row = await tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        seq = row[0] if row else 0
+        if self._seq is None:  # read once: this connection is the only writer
+            row = await tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            self._seq = row[0] if row else 0
+        seq = self._seq
         for event in tx.events:
             seq += 1
             event.seq = seq
         await tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
                       [(e.seq, e.workflow_id, _encode(e)) for e in tx.events])
+        tx.last_seq = seq
 
     async def _settle(self, tx: Tx) -> None:
         """Mark touched workflows done when nothing more can run, active again otherwise."""
@@ -370,41 +377,51 @@ class Store(SlurmStore):
 
     # -- writes: execution -------------------------------------------------
 
-    async def claim_ready(self, cpus: int, host: str, limit: int | None = None,
-                          now: float | None = None) -> list[Runnable]:
+    async def claim_ready(self, cpus: int, host: str, limit: int | None = None) -> list[Runnable]:
         """Mark ready jobs that fit in `cpus` as running and open their attempts."""
-        if cpus <= 0:
+        return await self.dispatch([], [], cpus, host, limit)
+
+    async def dispatch(self, exits: Sequence[Exit], pids: Sequence[tuple[int, int, int, int]], cpus: int,
+                       host: str, limit: int | None = None) -> list[Runnable]:
+        """One dispatcher pass in one transaction: record pids and exits, then claim ready jobs."""
+        if not exits and not pids and cpus <= 0:
             return []
-        async with self.tx(now) as tx:
-            rows = await tx.rows(
-                f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
-                       j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
-                    WHERE j.status = {int(S.READY)} AND w.executor = 'local'
-                    ORDER BY j.id LIMIT ?""", (limit or cpus,))
-            claimed: list[Runnable] = []
-            free = cpus
-            for r in rows:
-                need = r["num_cpus"]
-                if need > free:
-                    continue
-                free -= need
-                out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"],
-                                       r["run_id"], r["attempt_id"])
-                claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
-                                        r["attempt_id"], need, _env(r["env"]), r["cwd"],
-                                        r["output_dir"], out, err))
-            if not claimed:
-                return []
-            await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
-                          ((tx.now, j.job_id) for j in claimed))
-            await tx.many(
-                """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, start_time,
-                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, tx.now, j.stdout_path,
-                  j.stderr_path) for j in claimed))
-            for j in claimed:
-                tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
-                        attempt_id=j.attempt_id)
+        async with self.tx() as tx:
+            if pids:
+                await tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                              pids)
+            if exits:
+                await self._record_exits(tx, exits)
+            return await self._claim(tx, cpus, host, limit) if cpus > 0 else []
+
+    async def _claim(self, tx: Tx, cpus: int, host: str, limit: int | None) -> list[Runnable]:
+        rows = await tx.rows(
+            f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
+                   j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
+                WHERE j.status = {int(S.READY)} AND w.executor = 'local'
+                ORDER BY j.id LIMIT ?""", (limit or cpus,))
+        claimed: list[Runnable] = []
+        free = cpus
+        for r in rows:
+            need = r["num_cpus"]
+            if need > free:
+                continue
+            free -= need
+            out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
+            claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
+                                    r["attempt_id"], need, _env(r["env"]), r["cwd"], r["output_dir"], out, err))
+        if not claimed:
+            return []
+        await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
+                      ((tx.now, j.job_id) for j in claimed))
+        await tx.many(
+            """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, start_time,
+               stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, tx.now, j.stdout_path,
+              j.stderr_path) for j in claimed))
+        for j in claimed:
+            tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
+                    attempt_id=j.attempt_id)
         return claimed
 
     async def oldest_ready_job_cpus(self) -> int | None:
@@ -426,30 +443,32 @@ class Store(SlurmStore):
         A non-zero exit leaves the job `running` with its attempt closed: the
         retry engine decides what comes next (and finds it again after a crash).
         """
-        if not exits:
-            return
-        async with self.tx() as tx:
-            await tx.many(
-                """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
-                ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
-            jobs = await self._job_rows(tx, [e.job_id for e in exits])
-            done = []
-            for e in exits:
-                j = jobs.get(e.job_id)
-                if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (e.run_id, e.attempt_id):
-                    continue  # canceled meanwhile, or a stale report
-                common = dict(job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
-                              attempt_id=e.attempt_id, return_code=e.return_code)
-                if e.return_code == 0:
-                    done.append(e.job_id)
-                    tx.emit("job_completed", j["workflow_id"], status="completed", **common)
-                else:
-                    tx.emit("job_exited", j["workflow_id"], message=e.message, **common)
-            if done:
-                await tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
-                              ((tx.now, jid) for jid in done))
-                await self._release(tx, done)
+        if exits:
+            async with self.tx() as tx:
+                await self._record_exits(tx, exits)
+
+    async def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
+        await tx.many(
+            """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
+               WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+            ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
+        jobs = await self._job_rows(tx, [e.job_id for e in exits])
+        done = []
+        for e in exits:
+            j = jobs.get(e.job_id)
+            if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (e.run_id, e.attempt_id):
+                continue  # canceled meanwhile, or a stale report
+            common = dict(job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
+                          attempt_id=e.attempt_id, return_code=e.return_code)
+            if e.return_code == 0:
+                done.append(e.job_id)
+                tx.emit("job_completed", j["workflow_id"], status="completed", **common)
+            else:
+                tx.emit("job_exited", j["workflow_id"], message=e.message, **common)
+        if done:
+            await tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
+                          ((tx.now, jid) for jid in done))
+            await self._release(tx, done)
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
         """Record attempts stopped at shutdown; their jobs become `terminated`."""

@@ -62,39 +62,35 @@ class Dispatcher:
 
     async def run(self) -> None:
         self._wake.set()
+        pids: list[tuple[int, int, int, int]] = []
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._exits:
-                exits, self._exits = self._exits, []
-                await self.store.record_exits(exits)
-                for e in exits:
-                    log.info("job_exited", workflow_id=e.workflow_id, job_id=e.job_id, attempt_id=e.attempt_id, return_code=e.return_code)
-            if self._stopping:
-                continue
-            free = self.max_cpus - self.executor.cpus_in_use
-            if free <= 0:
-                continue
-            claimed = await self.store.claim_ready(free, self.host)
-            if not claimed and not self.executor.procs:
+            exits, self._exits = self._exits, []
+            free = 0 if self._stopping else self.max_cpus - self.executor.cpus_in_use
+            claimed = await self.store.dispatch(exits, pids, free, self.host)
+            pids = []
+            for e in exits:
+                log.debug("job_exited", workflow_id=e.workflow_id, job_id=e.job_id, attempt_id=e.attempt_id,
+                          return_code=e.return_code)
+            if not claimed and not self.executor.procs and not self._stopping:
                 # A job asking for more CPUs than the budget runs alone rather than never.
                 need = await self.store.oldest_ready_job_cpus()
                 if need is not None and need > self.max_cpus:
                     claimed = await self.store.claim_ready(need, self.host, limit=1)
             if claimed:
                 crash_point("after_claim")
-            pids = []
             for job in claimed:
                 pid = await self.executor.start(job)
                 if pid is not None:
                     pids.append((pid, job.job_id, job.run_id, job.attempt_id))
-                    log.info("job_started", workflow_id=job.workflow_id, job_id=job.job_id,
-                             attempt_id=job.attempt_id, pid=pid)
-            await self.store.set_pids(pids)
+                    log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id,
+                              attempt_id=job.attempt_id, pid=pid)
             if pids:
                 crash_point("after_start")
-            if len(claimed) and free - sum(j.num_cpus for j in claimed) > 0:
-                self._wake.set()  # more may be ready than one query returned
+                # Pids ride along with the next pass; make sure one comes soon.
+                loop.call_later(0.05, self._wake.set)
 
     async def stop(self, grace: float) -> None:
         """Stop starting jobs; terminate running ones and record them as terminated."""
