@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiosqlite
@@ -74,27 +74,25 @@ def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attem
 
 
 class Tx:
-    """One open write transaction; collects the events it commits."""
+    """One open write transaction, run in the writer thread; collects the events it commits."""
 
-    def __init__(self, db: aiosqlite.Connection, now: float):
+    def __init__(self, db: sqlite3.Connection, now: float):
         self.db, self.now = db, now
         self.events: list[Event] = []
         self.touched: set[int] = set()
         self.last_seq: int | None = None
 
-    async def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
-        return list(await self.db.execute_fetchall(sql, args))
+    def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, args).fetchall()
 
-    async def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
-        rows = await self.rows(sql, args)
-        return rows[0] if rows else None
+    def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
+        return self.db.execute(sql, args).fetchone()
 
-    async def run(self, sql: str, args: Sequence = ()) -> int:
-        cur = await self.db.execute(sql, args)
-        return cur.lastrowid
+    def run(self, sql: str, args: Sequence = ()) -> int:
+        return self.db.execute(sql, args).lastrowid
 
-    async def many(self, sql: str, args: Iterable[Sequence]) -> None:
-        await self.db.executemany(sql, args)
+    def many(self, sql: str, args: Iterable[Sequence]) -> None:
+        self.db.executemany(sql, args)
 
     def emit(self, kind: str, workflow_id: int, **fields: Any) -> None:
         self.touched.add(workflow_id)
@@ -102,10 +100,15 @@ class Tx:
 
 
 class Store(SlurmStore):
-    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    """Writes run as whole transactions in one writer thread (one hop per transaction, so many
+    state changes share a commit); reads go through aiosqlite on a second, read-only connection."""
+
+    def __init__(self, path: str, writer: sqlite3.Connection, reader: aiosqlite.Connection,
+                 executor: ThreadPoolExecutor):
         self.path = path
         self._db = writer
         self._reader = reader
+        self._executor = executor
         self._lock = asyncio.Lock()
         self._seq: int | None = None
         self.on_commit: Callable[[list[Event]], Awaitable[None] | None] | None = None
@@ -114,77 +117,82 @@ class Store(SlurmStore):
 
     @classmethod
     async def open(cls, path: str) -> "Store":
+        executor = ThreadPoolExecutor(1, thread_name_prefix="torcd-db-writer")
+        loop = asyncio.get_running_loop()
         try:
-            writer = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
-            writer.row_factory = sqlite3.Row
-            await writer.execute("PRAGMA journal_mode=WAL")
-            await writer.execute("PRAGMA synchronous=NORMAL")
-            await writer.execute("PRAGMA busy_timeout=2000")
-            await _migrate(writer)
+            writer = await loop.run_in_executor(executor, _open_writer, path)
             reader = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
             reader.row_factory = sqlite3.Row
             await reader.execute("PRAGMA query_only=1")
         except sqlite3.DatabaseError as e:
+            executor.shutdown(wait=False)
             raise StoreError(f"cannot open the database {path}: {e}") from None
-        return cls(path, writer, reader)
+        return cls(path, writer, reader, executor)
 
     async def close(self) -> None:
         async with self._lock:
             await self._reader.close()
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await self._db.close()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, _close_writer, self._db)
+            self._executor.shutdown(wait=True)
 
-    @asynccontextmanager
-    async def tx(self, now: float | None = None):
+    async def write(self, body: Callable[[Tx], Any], now: float | None = None) -> Any:
+        """Run `body` as one transaction in the writer thread; then publish its events."""
         async with self._lock:
             tx = Tx(self._db, time.time() if now is None else now)
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield tx
-                await self._settle(tx)
-                await self._write_events(tx)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            if tx.last_seq is not None:
-                self._seq = tx.last_seq
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
         if tx.events and self.on_commit is not None:
-            result = self.on_commit(tx.events)
-            if result is not None:
-                await result
+            published = self.on_commit(tx.events)
+            if published is not None:
+                await published
+        return result
 
-    async def _write_events(self, tx: Tx) -> None:
+    def _run(self, body: Callable[[Tx], Any], tx: Tx) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(tx)
+            self._settle(tx)
+            self._write_events(tx)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if tx.last_seq is not None:
+            self._seq = tx.last_seq
+        return result
+
+    def _write_events(self, tx: Tx) -> None:
         if not tx.events:
             return
         if self._seq is None:  # read once: this connection is the only writer
-            row = await tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            row = tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
             self._seq = row[0] if row else 0
         seq = self._seq
         for event in tx.events:
             seq += 1
             event.seq = seq
-        await tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
+        tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
                       [(e.seq, e.workflow_id, _encode(e)) for e in tx.events])
         tx.last_seq = seq
 
-    async def _settle(self, tx: Tx) -> None:
+    def _settle(self, tx: Tx) -> None:
         """Mark touched workflows done when nothing more can run, active again otherwise."""
         for wf in sorted(tx.touched):
-            row = await tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
+            row = tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
             if row is None or row[0] == "canceled":
                 continue
-            busy = (await tx.one(
+            busy = (tx.one(
                 f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
                 (wf,)))[0]
             if busy:
                 if row[0] != "active":
-                    await tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
+                    tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
                 continue
-            counts = await self._counts(tx.db, wf)
+            counts = {S(status).label: n for status, n in tx.rows(
+                "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status", (wf,))}
             state = "awaiting_classification" if counts.get("pending_failed") else "done"
             if state != row[0]:
-                await tx.run("UPDATE workflows SET state = ? WHERE id = ?", (state, wf))
+                tx.run("UPDATE workflows SET state = ? WHERE id = ?", (state, wf))
                 summary = ", ".join(f"{n} {k}" for k, n in counts.items())
                 tx.events.append(Event(kind=f"workflow_{state}", workflow_id=wf, time=tx.now,
                                        message=summary, status=_outcome(counts)))
@@ -282,98 +290,102 @@ class Store(SlurmStore):
                     raise InvalidParams(f"job {j.name!r} has no scheduler and the spec has several "
                                         f"slurm_schedulers but no default_scheduler", {"field": "$.jobs"})
             jobs = [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in jobs]
-        async with self.tx() as tx:
-            wf = await tx.run(
+        def _body(tx: Tx):
+            wf = tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir,
                    use_pending_failed, created, executor, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account))
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
-                handler_ids[name] = await tx.run(
+                handler_ids[name] = tx.run(
                     "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
                     (wf, name, _encode(rules)))
-            await tx.many("INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
+            tx.many("INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
                           ((wf, sc.name, _encode(sc)) for sc in schedulers))
-            await tx.many(
+            tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
                    pending_deps, updated, scheduler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
                   len(j.depends_on), tx.now, j.scheduler) for j in jobs))
-            ids = {name: jid for jid, name in await tx.rows(
+            ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
-            await tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
+            tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
             tx.emit("workflow_created", wf, count=len(jobs), message=spec.name)
-        return wf
+            return wf
+        return await self.write(_body)
 
     async def cancel_workflow(self, wf: int) -> list[int]:
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
-        async with self.tx() as tx:
-            await self._require_workflow(tx, wf)
-            rows = await tx.rows(
+        def _body(tx: Tx):
+            self._require_workflow(tx, wf)
+            rows = tx.rows(
                 f"SELECT id, status FROM jobs WHERE workflow_id = ? AND status NOT IN "
                 f"({','.join(str(int(s)) for s in FINAL)})", (wf,))
             for jid, status in rows:
                 check_transition(S(status), S.CANCELED, jid)
-            await tx.run(
+            tx.run(
                 f"UPDATE jobs SET status = {int(S.CANCELED)}, reason = 'workflow canceled', updated = ? "
                 f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})",
                 (tx.now, wf))
-            await tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
+            tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
             tx.emit("workflow_canceled", wf, count=len(rows))
-        return [jid for jid, status in rows if status in (S.RUNNING, S.RECOVERING, S.PENDING)]
+            return [jid for jid, status in rows if status in (S.RUNNING, S.RECOVERING, S.PENDING)]
+        return await self.write(_body)
 
     async def delete_workflow(self, wf: int) -> None:
-        async with self.tx() as tx:
-            await self._require_workflow(tx, wf)
-            busy = await tx.one(
+        def _body(tx: Tx):
+            self._require_workflow(tx, wf)
+            busy = tx.one(
                 f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
-            await tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
+            tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
             for table in ("attempts", "jobs", "failure_handlers", "events"):
-                await tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
-            await tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
+                tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
+            tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
+        return await self.write(_body)
 
     async def reset_status(self, wf: int, failed_only: bool) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
-        async with self.tx() as tx:
-            row = await self._require_workflow(tx, wf)
+        def _body(tx: Tx):
+            row = self._require_workflow(tx, wf)
             if failed_only:
-                seeds = [r[0] for r in await tx.rows(
+                seeds = [r[0] for r in tx.rows(
                     f"SELECT id FROM jobs WHERE workflow_id = ? AND status IN "
                     f"({','.join(str(int(s)) for s in FAILED_LIKE)})", (wf,))]
-                targets = sorted(set(seeds) | set(await self._downstream(tx, seeds)))
+                targets = sorted(set(seeds) | set(self._downstream(tx, seeds)))
             else:
-                busy = await tx.one(
+                busy = tx.one(
                     f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
                 if busy[0]:
                     raise InvalidTransition(
                         f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
-                targets = [r[0] for r in await tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
-            statuses = await self._statuses(tx, targets)
+                targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
+            statuses = self._statuses(tx, targets)
             targets = [j for j in targets if statuses[j] not in ACTIVE]
             if not targets:
                 return 0
             run_id = row["run_id"] + 1
-            await tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
+            tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
             for chunk in _chunks(targets):
-                await tx.run(
+                tx.run(
                     f"""UPDATE jobs SET status = {int(S.UNINITIALIZED)}, attempt_id = 1, run_id = ?,
                         reason = NULL, updated = ? WHERE id IN ({_marks(len(chunk))})""",
                     (run_id, tx.now, *chunk))
             for chunk in _chunks(targets):
-                await tx.run(
+                tx.run(
                     f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
                         ON p.id = d.depends_on WHERE d.job_id = jobs.id AND p.status != {int(S.COMPLETED)})
                         WHERE id IN ({_marks(len(chunk))})""", chunk)
-                await tx.run(
+                tx.run(
                     f"""UPDATE jobs SET status = CASE WHEN pending_deps = 0 THEN {int(S.READY)}
                         ELSE {int(S.BLOCKED)} END WHERE id IN ({_marks(len(chunk))})""", chunk)
             tx.emit("workflow_reset", wf, run_id=run_id, count=len(targets),
                     message="failed jobs" if failed_only else "all jobs")
-        return len(targets)
+            return len(targets)
+        return await self.write(_body)
 
     # -- writes: execution -------------------------------------------------
 
@@ -386,16 +398,17 @@ class Store(SlurmStore):
         """One dispatcher pass in one transaction: record pids and exits, then claim ready jobs."""
         if not exits and not pids and cpus <= 0:
             return []
-        async with self.tx() as tx:
+        def _body(tx: Tx):
             if pids:
-                await tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
                               pids)
             if exits:
-                await self._record_exits(tx, exits)
-            return await self._claim(tx, cpus, host, limit) if cpus > 0 else []
+                self._record_exits(tx, exits)
+            return self._claim(tx, cpus, host, limit) if cpus > 0 else []
+        return await self.write(_body)
 
-    async def _claim(self, tx: Tx, cpus: int, host: str, limit: int | None) -> list[Runnable]:
-        rows = await tx.rows(
+    def _claim(self, tx: Tx, cpus: int, host: str, limit: int | None) -> list[Runnable]:
+        rows = tx.rows(
             f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
                    j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
                 WHERE j.status = {int(S.READY)} AND w.executor = 'local'
@@ -412,9 +425,9 @@ class Store(SlurmStore):
                                     r["attempt_id"], need, _env(r["env"]), r["cwd"], r["output_dir"], out, err))
         if not claimed:
             return []
-        await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
+        tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
                       ((tx.now, j.job_id) for j in claimed))
-        await tx.many(
+        tx.many(
             """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, start_time,
                stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, tx.now, j.stdout_path,
@@ -433,9 +446,10 @@ class Store(SlurmStore):
     async def set_pids(self, pids: Sequence[tuple[int, int, int, int]]) -> None:
         """Record (pid, job_id, run_id, attempt_id) of started processes."""
         if pids:
-            async with self.tx() as tx:
-                await tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+            def _body(tx: Tx):
+                tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
                               pids)
+            return await self.write(_body)
 
     async def record_exits(self, exits: Sequence[Exit]) -> None:
         """Close attempts; complete jobs that exited 0 and release their dependents.
@@ -444,15 +458,16 @@ class Store(SlurmStore):
         retry engine decides what comes next (and finds it again after a crash).
         """
         if exits:
-            async with self.tx() as tx:
-                await self._record_exits(tx, exits)
+            def _body(tx: Tx):
+                self._record_exits(tx, exits)
+            return await self.write(_body)
 
-    async def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
-        await tx.many(
+    def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
+        tx.many(
             """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
                WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
             ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
-        jobs = await self._job_rows(tx, [e.job_id for e in exits])
+        jobs = self._job_rows(tx, [e.job_id for e in exits])
         done = []
         for e in exits:
             j = jobs.get(e.job_id)
@@ -466,35 +481,35 @@ class Store(SlurmStore):
             else:
                 tx.emit("job_exited", j["workflow_id"], message=e.message, **common)
         if done:
-            await tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
+            tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
                           ((tx.now, jid) for jid in done))
-            await self._release(tx, done)
+            self._release(tx, done)
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
         """Record attempts stopped at shutdown; their jobs become `terminated`."""
         if not exits:
             return
-        async with self.tx() as tx:
-            await tx.many(
+        def _body(tx: Tx):
+            tx.many(
                 """UPDATE attempts SET end_time = ?, return_code = ?, message = ?
                    WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
                 ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
-            jobs = await self._job_rows(tx, [e.job_id for e in exits])
+            jobs = self._job_rows(tx, [e.job_id for e in exits])
             for e in exits:
                 j = jobs.get(e.job_id)
                 if j is None or j["status"] != S.RUNNING:
                     continue
                 check_transition(S.RUNNING, S.TERMINATED, e.job_id)
-                await tx.run(f"UPDATE jobs SET status = {int(S.TERMINATED)}, reason = ?, updated = ? WHERE id = ?",
+                tx.run(f"UPDATE jobs SET status = {int(S.TERMINATED)}, reason = ?, updated = ? WHERE id = ?",
                              (e.message, tx.now, e.job_id))
                 tx.emit("job_terminated", j["workflow_id"], job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
                         attempt_id=e.attempt_id, return_code=e.return_code, status="terminated",
                         message=e.message)
+        return await self.write(_body)
 
     async def failures_awaiting_decision(self) -> list[Failure]:
         """Jobs still `running` whose current attempt has exited non-zero."""
-        async with self._lock:
-            rows = await self._db.execute_fetchall(
+        rows = await self._rows(
                 f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
                        w.use_pending_failed FROM jobs j
                     JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
@@ -521,8 +536,8 @@ class Store(SlurmStore):
         return out
 
     async def apply_decisions(self, decisions: Sequence[tuple[Failure, RetryDecision]]) -> None:
-        async with self.tx() as tx:
-            jobs = await self._job_rows(tx, [f.job_id for f, _ in decisions])
+        def _body(tx: Tx):
+            jobs = self._job_rows(tx, [f.job_id for f, _ in decisions])
             failed = []
             for f, d in decisions:
                 j = jobs.get(f.job_id)
@@ -532,9 +547,9 @@ class Store(SlurmStore):
                        Action.PARK: S.PENDING_FAILED}[d.action]
                 check_transition(S.RUNNING, new, f.job_id)
                 next_attempt = f.attempt_id + 1 if d.action == Action.RETRY else f.attempt_id
-                await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+                tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
                              (int(new), next_attempt, d.reason, tx.now, f.job_id))
-                await tx.run(
+                tx.run(
                     """UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ?
                        AND attempt_id = ?""", (d.rule_index, d.action.value, f.job_id, f.run_id, f.attempt_id))
                 tx.emit("retry_decided", f.workflow_id, job_id=f.job_id, job_name=j["name"], run_id=f.run_id,
@@ -543,7 +558,8 @@ class Store(SlurmStore):
                 if new == S.FAILED:
                     failed.append((f.workflow_id, f.job_id, j["name"]))
             for wf, jid, name in failed:
-                await self._cascade(tx, wf, jid, name)
+                self._cascade(tx, wf, jid, name)
+        return await self.write(_body)
 
     async def recoveries_to_run(self, job_ids: Sequence[int] | None = None,
                                 worker_id: int | None = None) -> list[Recovery]:
@@ -577,27 +593,28 @@ class Store(SlurmStore):
 
     async def finish_recovery(self, job_id: int, run_id: int, attempt_id: int, ok: bool,
                               return_code: int | None, message: str) -> None:
-        async with self.tx() as tx:
-            j = (await self._job_rows(tx, [job_id])).get(job_id)
+        def _body(tx: Tx):
+            j = (self._job_rows(tx, [job_id])).get(job_id)
             if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (run_id, attempt_id):
                 return
-            await tx.run(
+            tx.run(
                 """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ? WHERE job_id = ? AND run_id = ?
                    AND attempt_id = ?""", (return_code, "succeeded" if ok else "failed", job_id, run_id, attempt_id))
             new = S.READY if ok else S.FAILED
             check_transition(S.RECOVERING, new, job_id)
-            await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+            tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
                          (int(new), attempt_id + 1 if ok else attempt_id, message, tx.now, job_id))
             tx.emit("recovery_finished", j["workflow_id"], job_id=job_id, job_name=j["name"], run_id=run_id,
                     attempt_id=attempt_id, return_code=return_code, action="retry" if ok else "fail",
                     status=new.label, message=message)
             if not ok:
-                await self._cascade(tx, j["workflow_id"], job_id, j["name"])
+                self._cascade(tx, j["workflow_id"], job_id, j["name"])
+        return await self.write(_body)
 
     async def classify(self, job_ids: Sequence[int], action: str, reason: str, source: str) -> list[int]:
         """Resolve pending_failed jobs: `retry` (ready, attempt +1) or `fail` (cascade)."""
-        async with self.tx() as tx:
-            jobs = await self._job_rows(tx, list(job_ids))
+        def _body(tx: Tx):
+            jobs = self._job_rows(tx, list(job_ids))
             for jid in job_ids:
                 if jid not in jobs:
                     raise NotFound(f"no job {jid}")
@@ -608,14 +625,15 @@ class Store(SlurmStore):
             for jid in dict.fromkeys(job_ids):
                 j = jobs[jid]
                 attempt = j["attempt_id"] + 1 if new == S.READY else j["attempt_id"]
-                await tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
+                tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
                              (int(new), attempt, reason or f"classified {action} ({source})", tx.now, jid))
                 tx.emit("job_classified", j["workflow_id"], job_id=jid, job_name=j["name"], run_id=j["run_id"],
                         attempt_id=j["attempt_id"], action=action, status=new.label, message=reason,
                         source=source)
                 if new == S.FAILED:
-                    await self._cascade(tx, j["workflow_id"], jid, j["name"])
-        return list(dict.fromkeys(job_ids))
+                    self._cascade(tx, j["workflow_id"], jid, j["name"])
+            return list(dict.fromkeys(job_ids))
+        return await self.write(_body)
 
     async def open_attempts(self) -> list[tuple[int, int, int, int | None]]:
         """(job_id, run_id, attempt_id, pid) of attempts that never recorded an exit."""
@@ -625,62 +643,62 @@ class Store(SlurmStore):
 
     # -- helpers -----------------------------------------------------------
 
-    async def _require_workflow(self, tx: Tx, wf: int) -> sqlite3.Row:
-        row = await tx.one("SELECT * FROM workflows WHERE id = ?", (wf,))
+    def _require_workflow(self, tx: Tx, wf: int) -> sqlite3.Row:
+        row = tx.one("SELECT * FROM workflows WHERE id = ?", (wf,))
         if row is None:
             raise NotFound(f"no workflow {wf}")
         tx.touched.add(wf)
         return row
 
-    async def _job_rows(self, tx: Tx, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+    def _job_rows(self, tx: Tx, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
         out = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
-            for r in await tx.rows(
+            for r in tx.rows(
                     f"SELECT id, workflow_id, name, status, run_id, attempt_id FROM jobs WHERE id IN "
                     f"({_marks(len(chunk))})", chunk):
                 out[r["id"]] = r
         return out
 
-    async def _statuses(self, tx: Tx, ids: Sequence[int]) -> dict[int, int]:
-        return {jid: r["status"] for jid, r in (await self._job_rows(tx, ids)).items()}
+    def _statuses(self, tx: Tx, ids: Sequence[int]) -> dict[int, int]:
+        return {jid: r["status"] for jid, r in (self._job_rows(tx, ids)).items()}
 
-    async def _release(self, tx: Tx, completed: Sequence[int]) -> None:
+    def _release(self, tx: Tx, completed: Sequence[int]) -> None:
         """Count down dependents of completed jobs; those with nothing left become ready."""
         counts: collections.Counter[int] = collections.Counter()
         for chunk in _chunks(list(completed)):
-            for (jid,) in await tx.rows(
+            for (jid,) in tx.rows(
                     f"SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})", chunk):
                 counts[jid] += 1
         if not counts:
             return
-        await tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?",
+        tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?",
                       ((n, jid) for jid, n in counts.items()))
         ready = []
         for chunk in _chunks(list(counts)):
-            ready += await tx.rows(
+            ready += tx.rows(
                 f"""SELECT id, workflow_id, name FROM jobs WHERE id IN ({_marks(len(chunk))})
                     AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
-        await tx.many(f"UPDATE jobs SET status = {int(S.READY)}, updated = ? WHERE id = ?",
+        tx.many(f"UPDATE jobs SET status = {int(S.READY)}, updated = ? WHERE id = ?",
                       ((tx.now, r["id"]) for r in ready))
         for r in ready:
             tx.emit("job_ready", r["workflow_id"], job_id=r["id"], job_name=r["name"])
 
-    async def _downstream(self, tx: Tx, ids: Sequence[int]) -> list[int]:
+    def _downstream(self, tx: Tx, ids: Sequence[int]) -> list[int]:
         out: list[int] = []
         for chunk in _chunks(list(ids)):
-            out += [r[0] for r in await tx.rows(
+            out += [r[0] for r in tx.rows(
                 f"""WITH RECURSIVE down(id) AS (
                         SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})
                         UNION SELECT d.job_id FROM deps d JOIN down ON d.depends_on = down.id)
                     SELECT id FROM down""", chunk)]
         return list(dict.fromkeys(out))
 
-    async def _cascade(self, tx: Tx, wf: int, job_id: int, name: str) -> None:
+    def _cascade(self, tx: Tx, wf: int, job_id: int, name: str) -> None:
         """Cancel every job downstream of a failed one."""
-        down = await self._downstream(tx, [job_id])
+        down = self._downstream(tx, [job_id])
         canceled = 0
         for chunk in _chunks(down):
-            cur = await tx.db.execute(
+            cur = tx.db.execute(
                 f"""UPDATE jobs SET status = {int(S.CANCELED)}, reason = ?, updated = ?
                     WHERE id IN ({_marks(len(chunk))}) AND status IN ({int(S.BLOCKED)}, {int(S.UNINITIALIZED)})""",
                 (f"upstream job {name} ({job_id}) failed", tx.now, *chunk))
@@ -689,20 +707,35 @@ class Store(SlurmStore):
                 message=f"{canceled} downstream jobs canceled" if canceled else None)
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
-    (version,) = (await db.execute_fetchall("PRAGMA user_version"))[0]
+def _open_writer(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=2.0, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=2000")
+    _migrate(db)
+    return db
+
+
+def _close_writer(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
     if version > len(MIGRATIONS):
         raise StoreError(f"the database schema is version {version}, newer than this torcd "
                          f"({len(MIGRATIONS)}); upgrade torcd")
     for n in range(version, len(MIGRATIONS)):
-        await db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _statements(MIGRATIONS[n]):
-                await db.execute(stmt)
-            await db.execute(f"PRAGMA user_version = {n + 1}")
-            await db.execute("COMMIT")
+                db.execute(stmt)
+            db.execute(f"PRAGMA user_version = {n + 1}")
+            db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
 
 

@@ -21,19 +21,21 @@ class SlurmStore:
     """Needs the Store's `tx`, `_rows`, `_job_rows`, `_require_workflow` and `record_exits`."""
 
     async def set_auto_schedule(self, wf: int, policy: AutoSchedulePolicy) -> None:
-        async with self.tx() as tx:
-            row = await self._require_workflow(tx, wf)
+        def _body(tx: Tx):
+            row = self._require_workflow(tx, wf)
             if row["executor"] != "slurm" and policy.enabled:
                 raise InvalidParams(f"workflow {wf} runs locally; auto-schedule needs a workflow "
                                     f"submitted with `torcctl submit-slurm`", {"field": "$.workflow_id"})
-            await tx.run("UPDATE workflows SET auto_schedule = ? WHERE id = ?", (_encode(policy), wf))
+            tx.run("UPDATE workflows SET auto_schedule = ? WHERE id = ?", (_encode(policy), wf))
             tx.emit("auto_schedule_set", wf, action="on" if policy.enabled else "off",
                     message=f"threshold {policy.threshold}, cooldown {policy.cooldown:g}s, "
                             f"stranded timeout {policy.stranded_timeout:g}s")
+        return await self.write(_body)
 
     async def record_event(self, wf: int, kind: str, **fields) -> None:
-        async with self.tx() as tx:
+        def _body(tx: Tx):
             tx.emit(kind, wf, **fields)
+        return await self.write(_body)
 
     async def auto_scheduled_workflows(self) -> list[tuple[int, AutoSchedulePolicy, float | None]]:
         rows = await self._rows(
@@ -75,27 +77,29 @@ class SlurmStore:
             "('pending', 'running')", (wf, scheduler)))[0][0]
 
     async def add_allocation(self, wf: int, scheduler: str, cpus: int, reason: str, auto: bool) -> int:
-        async with self.tx() as tx:
-            await self._require_workflow(tx, wf)
-            aid = await tx.run(
+        def _body(tx: Tx):
+            self._require_workflow(tx, wf)
+            aid = tx.run(
                 "INSERT INTO allocations (workflow_id, scheduler, state, cpus, submitted, reason) "
                 "VALUES (?, ?, 'pending', ?, ?, ?)", (wf, scheduler, cpus, tx.now, reason))
             if auto:
-                await tx.run("UPDATE workflows SET last_auto_submit = ? WHERE id = ?", (tx.now, wf))
-        return aid
+                tx.run("UPDATE workflows SET last_auto_submit = ? WHERE id = ?", (tx.now, wf))
+            return aid
+        return await self.write(_body)
 
     async def allocation_submitted(self, aid: int, slurm_job_id: str | None, script: str, error: str | None) -> None:
-        async with self.tx() as tx:
-            row = await tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+        def _body(tx: Tx):
+            row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
             if error:
-                await tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
+                tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
                              "WHERE id = ?", (tx.now, error, script, aid))
                 tx.emit("allocation_failed", row["workflow_id"], count=aid, message=error)
             else:
-                await tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
+                tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
                              (slurm_job_id, script, aid))
                 tx.emit("allocation_submitted", row["workflow_id"], count=aid,
                         message=f"slurm job {slurm_job_id}, {row['cpus']} cpus: {row['reason']}")
+        return await self.write(_body)
 
     async def open_allocations(self) -> list[tuple[int, int, str | None, str]]:
         """(allocation id, workflow id, slurm job id, state) of pending/running allocations."""
@@ -106,17 +110,18 @@ class SlurmStore:
         """Apply (allocation id, new state, slurm state) seen in the Slurm queue."""
         if not changes:
             return
-        async with self.tx() as tx:
+        def _body(tx: Tx):
             for aid, state, slurm_state in changes:
-                row = await tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+                row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
                 if row is None or row["state"] == state:
                     continue
                 ended = tx.now if state == "done" else None
                 started = row["started"] or (tx.now if state == "running" else None)
-                await tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
+                tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
                              "WHERE id = ?", (state, slurm_state, started, ended, aid))
                 tx.emit(f"allocation_{'started' if state == 'running' else 'finished'}", row["workflow_id"],
                         count=aid, status=slurm_state, message=f"slurm job {row['slurm_job_id']}")
+        return await self.write(_body)
 
     async def allocations(self, wf: int) -> list[AllocationInfo]:
         rows = await self._rows("SELECT * FROM allocations WHERE workflow_id = ? ORDER BY id", (wf,))
@@ -128,21 +133,22 @@ class SlurmStore:
     # -- workers -----------------------------------------------------------
 
     async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int) -> int:
-        async with self.tx() as tx:
-            row = await self._require_workflow(tx, wf)
+        def _body(tx: Tx):
+            row = self._require_workflow(tx, wf)
             if row["executor"] != "slurm":
                 raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
-            wid = await tx.run(
+            wid = tx.run(
                 "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))
             if allocation_id is not None:
-                a = await tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
+                a = tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
                 if a is not None and a["state"] == "pending":
-                    await tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
+                    tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
                                  (tx.now, allocation_id))
                     tx.emit("allocation_started", wf, count=allocation_id, message=f"worker {wid} on {host}")
             tx.emit("worker_registered", wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
-        return wid
+            return wid
+        return await self.write(_body)
 
     async def worker(self, worker_id: int):
         rows = await self._rows("SELECT * FROM workers WHERE id = ?", (worker_id,))
@@ -151,8 +157,9 @@ class SlurmStore:
         return rows[0]
 
     async def heartbeat(self, worker_id: int) -> None:
-        async with self.tx() as tx:
-            await tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+        def _body(tx: Tx):
+            tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+        return await self.write(_body)
 
     async def claim_for_worker(self, worker_id: int, cpus: int):
         """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it."""
@@ -160,14 +167,14 @@ class SlurmStore:
 
         if cpus <= 0:
             return []
-        async with self.tx() as tx:
-            w = await tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+        def _body(tx: Tx):
+            w = tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
             if w is None or w["state"] != "active":
                 return []
-            await tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
-            alloc = await tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
+            tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+            alloc = tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
             scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
-            rows = await tx.rows(
+            rows = tx.rows(
                 f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
                        wf.cwd, wf.output_dir FROM jobs j JOIN workflows wf ON wf.id = j.workflow_id
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
@@ -186,9 +193,9 @@ class SlurmStore:
                                         r["attempt_id"], r["num_cpus"], env, r["cwd"], r["output_dir"], out, err))
             if not claimed:
                 return []
-            await tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",
+            tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",
                           ((worker_id, tx.now, j.job_id) for j in claimed))
-            await tx.many(
+            tx.many(
                 """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, worker_id, start_time,
                    stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, w["host"], worker_id, tx.now, j.stdout_path,
@@ -196,15 +203,17 @@ class SlurmStore:
             for j in claimed:
                 tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
                         attempt_id=j.attempt_id, message=f"worker {worker_id} on {w['host']}")
-        return claimed
+            return claimed
+        return await self.write(_body)
 
     async def worker_recoveries(self, worker_id: int) -> list:
         """Recovery scripts this worker should run now (each handed out once)."""
         recs = await self.recoveries_to_run(worker_id=worker_id)
         if recs:
-            async with self.tx() as tx:
-                await tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
+            def _body(tx: Tx):
+                tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
                               "AND attempt_id = ?", ((r.job_id, r.run_id, r.attempt_id) for r in recs))
+            return await self.write(_body)
         return recs
 
     async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:
@@ -222,17 +231,18 @@ class SlurmStore:
 
     async def finish_worker(self, worker_id: int, reason: str, state: str = "done") -> None:
         """Close a worker; recovery scripts it was given but did not finish go back to the daemon."""
-        async with self.tx() as tx:
-            w = await tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+        def _body(tx: Tx):
+            w = tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
             if w is None or w["state"] != "active":
                 return
-            await tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
+            tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
                          (state, tx.now, reason, worker_id))
-            await tx.run(
+            tx.run(
                 f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
                     (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
             tx.emit("worker_lost" if state == "lost" else "worker_finished", w["workflow_id"], count=worker_id,
                     message=reason)
+        return await self.write(_body)
 
     async def active_workers(self) -> list[tuple[int, int | None, float]]:
         """(worker id, allocation id, last heartbeat) of workers still active."""
