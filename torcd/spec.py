@@ -253,17 +253,14 @@ def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
         if size > MAX_JOBS or len(jobs) + size > MAX_JOBS:
             raise loc.error(f"parameters expand to {size:,} jobs; the limit is {MAX_JOBS:,}", f"{at}.parameters")
         try:
-            if values and P.placeholders(job.name) & values.keys():
-                for combo in P.combinations(values):
-                    jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo),
-                                            [P.fill(d, combo) for d in job.depends_on],
-                                            job.failure_handler, job.num_cpus, job.env, scheduler))
-                    _note_origin(origin, jobs[-1].name, j, loc)
-            else:
-                deps = _union_deps(job.depends_on, values)
-                jobs.append(ExpandedJob(job.name, job.command, deps, job.failure_handler,
-                                        job.num_cpus, job.env, scheduler))
-                _note_origin(origin, job.name, j, loc)
+            # Multiplied over the parameters its name uses; the others widen depends_on (a union).
+            named = {k: v for k, v in values.items() if k in P.placeholders(job.name)}
+            rest = {k: v for k, v in values.items() if k not in named}
+            for combo in (P.combinations(named) if named else [{}]):
+                deps = _union_deps([P.fill(d, combo) for d in job.depends_on], rest)
+                jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo), deps,
+                                        job.failure_handler, job.num_cpus, job.env, scheduler))
+                _note_origin(origin, jobs[-1].name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)

@@ -1,0 +1,297 @@
+"""torc-py benchmarks: each sub-command prints a table (and --json FILE writes the figures).
+
+    python benchmarks/bench.py throughput [--jobs 1000 10000] [--cpus 2]
+    python benchmarks/bench.py retry [--jobs 1000]
+    python benchmarks/bench.py peer [--jobs 1000]          # Snakemake in a throwaway venv
+    python benchmarks/bench.py scale [--jobs 100000] [--edges 1000000]
+    python benchmarks/bench.py client [--runs 20]
+    python benchmarks/bench.py all
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+class Daemon:
+    def __init__(self, root: Path, cpus: int):
+        self.root = root
+        self.socket = str(root / "torcd.sock")
+        self.state = root / "state"
+        self.env = dict(os.environ, TORCD_SOCKET=self.socket, TORCD_STATE_DIR=str(self.state))
+        self.proc = subprocess.Popen([PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning"],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=open(root / "torcd.log", "wb"))
+        for _ in range(200):
+            if subprocess.run([PY, "-m", "torcctl", "--no-autostart", "ping"], env=self.env,
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("torcd did not start")
+
+    def ctl(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([PY, "-m", "torcctl", "--no-autostart", *args], env=self.env, cwd=cwd or self.root,
+                              capture_output=True, text=True)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.state / "torcd.db")
+
+    def rss_peak_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def spec_true(n: int, fail_once: bool = False, recovery: bool = False) -> str:
+    handler = ""
+    command = '"true"'
+    if fail_once:
+        rule = "recovery_script: 'true'\n        " if recovery else ""
+        handler = f"""failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+        {rule}max_retries: 3
+"""
+        command = '"[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10"'
+    return f"""name: bench
+{handler}jobs:
+  - name: j{{i}}
+    command: {command}
+    parameters: {{i: "1:{n}"}}
+""" + ("    failure_handler: h\n" if fail_once else "")
+
+
+async def bare_loop(n: int, cpus: int) -> float:
+    """The limit: the same n `bash -c true` through a bare asyncio loop, `cpus` at a time."""
+    from torcd.daemon import use_pidfd_child_watcher
+
+    use_pidfd_child_watcher()
+    sem = asyncio.Semaphore(cpus)
+
+    async def one():
+        async with sem:
+            p = await asyncio.create_subprocess_exec("bash", "-c", "true", stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.DEVNULL)
+            await p.wait()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - t
+
+
+def run_spec(d: Daemon, text: str, name: str) -> tuple[float, int]:
+    path = d.root / f"{name}.yaml"
+    path.write_text(text)
+    t = time.perf_counter()
+    r = d.ctl("run", "--quiet", str(path))
+    wall = time.perf_counter() - t
+    out = d.ctl("--json", "workflows", "list").stdout
+    wf = json.loads(out)[-1]["id"]
+    return wall, wf
+
+
+def submit_to_last_completion(d: Daemon, wf: int) -> float:
+    with d.db() as db:
+        created = db.execute("SELECT created FROM workflows WHERE id = ?", (wf,)).fetchone()[0]
+        last = db.execute("SELECT max(end_time) FROM attempts WHERE workflow_id = ?", (wf,)).fetchone()[0]
+    return last - created
+
+
+def throughput(args) -> dict:
+    rows = []
+    for n in args.jobs:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Daemon(Path(tmp), args.cpus)
+            try:
+                wall, wf = run_spec(d, spec_true(n), f"tp{n}")
+                span = submit_to_last_completion(d, wf)
+            finally:
+                d.stop()
+        bare = asyncio.run(bare_loop(n, args.cpus))
+        rows.append({"jobs": n, "torc_jobs_per_s": n / span, "torcctl_run_wall_s": wall,
+                     "bare_loop_jobs_per_s": n / bare, "ratio": (n / span) / (n / bare)})
+    print_table("throughput: N x `true`, submit to last completion", rows)
+    return {"throughput": rows}
+
+
+def retry(args) -> dict:
+    rows = []
+    for recovery in (False, True):
+        n = args.jobs[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Daemon(Path(tmp), args.cpus)
+            try:
+                wall, wf = run_spec(d, spec_true(n, fail_once=True, recovery=recovery), "retry")
+                span = submit_to_last_completion(d, wf)
+                with d.db() as db:
+                    lat = [r[0] * 1000 for r in db.execute(
+                        """SELECT a2.start_time - a1.end_time FROM attempts a1 JOIN attempts a2
+                           ON a2.job_id = a1.job_id AND a2.attempt_id = 2 WHERE a1.attempt_id = 1
+                           AND a1.workflow_id = ?""", (wf,))]
+                    done = db.execute("SELECT count(*) FROM jobs WHERE workflow_id = ? AND status = 5",
+                                      (wf,)).fetchone()[0]
+            finally:
+                d.stop()
+        lat.sort()
+        rows.append({"recovery_script": recovery, "jobs": n, "completed": done, "jobs_per_s": n / span,
+                     "retry_latency_median_ms": statistics.median(lat),
+                     "retry_latency_p99_ms": lat[int(len(lat) * 0.99) - 1]})
+    print_table("retry path: each job fails once (exit 10), succeeds on attempt 2", rows)
+    return {"retry": rows}
+
+
+def peer(args) -> dict:
+    n = args.jobs[0]
+    venv = Path(tempfile.gettempdir()) / "torc-bench-snakemake"
+    if not (venv / "bin" / "snakemake").exists():
+        subprocess.run([PY, "-m", "venv", str(venv)], check=True)
+        subprocess.run([venv / "bin" / "pip", "install", "-q", "snakemake"], check=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "Snakefile").write_text(f"""
+rule all:
+    input: expand("out/{{i}}.done", i=range({n}))
+rule job:
+    output: "out/{{i}}.done"
+    shell: "true; touch {{output}}"
+""")
+        t = time.perf_counter()
+        r = subprocess.run([venv / "bin" / "snakemake", "--cores", str(args.cpus), "--quiet", "all"], cwd=root,
+                           capture_output=True, text=True)
+        snake = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr[-2000:])
+        d = Daemon(root / "torc", args.cpus) if (root / "torc").mkdir() is None else None
+        try:
+            wall, wf = run_spec(d, spec_true(n), "peer")
+        finally:
+            d.stop()
+    rows.append({"jobs": n, "cpus": args.cpus, "torcctl_run_s": wall, "snakemake_s": snake, "ratio": wall / snake})
+    print_table("peer: the same N x `true` through `torcctl run` and Snakemake (wall time)", rows)
+    return {"peer": rows}
+
+
+def scale(args) -> dict:
+    n, edges = args.scale_jobs, args.edges
+    fan_in = f"""name: scale
+jobs:
+  - name: j{{i}}
+    command: "true"
+    parameters: {{i: "1:{n}"}}
+  - name: aggregate
+    command: "true"
+    parameters: {{i: "1:{n}"}}
+    depends_on: ["j{{i}}"]
+"""
+    # n jobs a{k}_{f}; then b{k}_{g} jobs, each depending on every a{k}_{f}: `edges` edges in all
+    f_count = 100
+    k_count = max(1, n // f_count)
+    g_count = max(1, edges // n)
+    many_edges = f"""name: edges
+jobs:
+  - name: a{{k}}_{{f}}
+    command: "true"
+    parameters: {{k: "1:{k_count}", f: "1:{f_count}"}}
+  - name: b{{k}}_{{g}}
+    command: "true"
+    parameters: {{k: "1:{k_count}", f: "1:{f_count}", g: "1:{g_count}"}}
+    depends_on: ["a{{k}}_{{f}}"]
+"""
+    rows = []
+    for label, text in (("fan-in", fan_in), ("edges", many_edges)):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Daemon(Path(tmp), 1)
+            try:
+                path = d.root / "scale.yaml"
+                path.write_text(text)
+                t = time.perf_counter()
+                r = d.ctl("submit", str(path))
+                submit = time.perf_counter() - t
+                if r.returncode != 0:
+                    raise RuntimeError(r.stderr)
+                wf = int(r.stdout)
+                lat = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    d.ctl("jobs", "list", str(wf), "--status", "ready", "--limit", "100")
+                    lat.append(time.perf_counter() - t)
+                d.ctl("workflows", "cancel", str(wf))
+                with d.db() as db:
+                    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+                    deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
+                rows.append({"variant": label, "jobs": jobs, "edges": deps, "submit_s": submit,
+                             "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
+                             "list_ready_page_ms_median": statistics.median(lat) * 1000})
+            finally:
+                d.stop()
+    print_table("scale: validate + store + initialize one big workflow (torcctl submit wall time)", rows)
+    return {"scale": rows}
+
+
+def client(args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Daemon(Path(tmp), 1)
+        try:
+            times = []
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                d.ctl("workflows", "list")
+                times.append(time.perf_counter() - t)
+        finally:
+            d.stop()
+    rows = [{"command": "torcctl workflows list", "runs": args.runs, "median_ms": statistics.median(times) * 1000,
+             "max_ms": max(times) * 1000}]
+    print_table("client latency: process start to exit", rows)
+    return {"client": rows}
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    keys = list(rows[0])
+    cells = [[f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "all"])
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--scale-jobs", type=int, default=100_000)
+    ap.add_argument("--edges", type=int, default=1_000_000)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--json", help="write the figures to this file")
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
+    todo = ["throughput", "retry", "peer", "scale", "client"] if args.what == "all" else [args.what]
+    results = {}
+    for what in todo:
+        results.update(globals()[what](args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
