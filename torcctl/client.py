@@ -86,12 +86,15 @@ class Client:
         result = reply.get("result")
         return msgspec.convert(result, result_type) if result_type is not None else result
 
-    def events(self, workflow_id: int, after: int = 0, until_done: bool = False) -> Iterator[Event]:
-        """Follow the workflow's events (NDJSON stream) from sequence `after`."""
+    def events(self, workflow_id: int, after: int = 0, until_done: bool = False,
+               kinds: frozenset[str] | None = None) -> Iterator[Event]:
+        """Follow the workflow's events (NDJSON stream) from sequence `after`, optionally only `kinds`."""
         conn = self._connection(timeout=None)
+        query = f"/events?workflow_id={workflow_id}&after={after}&until_done={int(until_done)}"
+        if kinds:
+            query += "&kinds=" + ",".join(sorted(kinds))
         try:
-            conn.request("GET", f"/events?workflow_id={workflow_id}&after={after}"
-                         f"&until_done={int(until_done)}")
+            conn.request("GET", query)
             resp = conn.getresponse()
             if resp.status != 200:
                 raise RpcError(resp.status, resp.read().decode(errors="replace"))

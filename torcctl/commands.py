@@ -67,8 +67,8 @@ def validate(client: Client, args) -> int:
 
 def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:
     """Print events until nothing more can run; return the event that said so."""
-    quiet = getattr(args, "quiet", False)
-    for event in client.events(wf, after=after, until_done=True):
+    quiet = getattr(args, "quiet", False) and not args.json
+    for event in client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None):
         if args.json:
             print_json(event)
         elif not quiet:

@@ -63,8 +63,9 @@ def build_app(daemon: "Daemon") -> web.Application:
             return web.json_response({"error": "workflow_id (int) is required; after must be an int"},
                                      status=400)
         until_done = request.query.get("until_done", "0") == "1"
+        kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
         sub = daemon.bus.subscribe(f"events:{wf}", maxsize=daemon.watch_queue_size,
-                                   accept=lambda e: e.workflow_id == wf)
+                                   accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
         try:
             try:
                 backlog = await daemon.store.events(wf, after, limit=1_000_000)
@@ -74,6 +75,8 @@ def build_app(daemon: "Daemon") -> web.Application:
             await resp.prepare(request)
             last = after
             for event in backlog:
+                if kinds and event.kind not in kinds:
+                    continue
                 await resp.write(_encode(event) + b"\n")
                 last = event.seq
                 if until_done and event.kind in IDLE_EVENTS:
