@@ -56,6 +56,14 @@ class Exit(msgspec.Struct, frozen=True):
     workflow_id: int = 0
 
 
+class Start(msgspec.Struct, frozen=True):
+    """A claimed job whose process the executor started (pid None: it could not start)."""
+
+    job: Runnable
+    pid: int | None
+    time: float
+
+
 class Failure(msgspec.Struct, frozen=True):
     """A recorded non-zero exit still waiting for its failure-handler decision."""
 
@@ -391,57 +399,97 @@ class Store(SlurmStore):
 
     async def claim_ready(self, cpus: int, host: str, limit: int | None = None) -> list[Runnable]:
         """Mark ready jobs that fit in `cpus` as running and open their attempts."""
-        return await self.dispatch([], [], cpus, host, limit)
-
-    async def dispatch(self, exits: Sequence[Exit], pids: Sequence[tuple[int, int, int, int]], cpus: int,
-                       host: str, limit: int | None = None) -> list[Runnable]:
-        """One dispatcher pass in one transaction: record pids and exits, then claim ready jobs."""
-        if not exits and not pids and cpus <= 0:
-            return []
         def _body(tx: Tx):
-            if pids:
-                tx.many("UPDATE attempts SET pid = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
-                              pids)
-            if exits:
-                self._record_exits(tx, exits)
-            return self._claim(tx, cpus, host, limit) if cpus > 0 else []
+            claimed = self._claim(tx, limit or cpus, cpus)
+            self._start(tx, [Start(j, None, tx.now) for j in claimed], host)
+            return claimed
         return await self.write(_body)
 
-    def _claim(self, tx: Tx, cpus: int, host: str, limit: int | None) -> list[Runnable]:
+    async def dispatch(self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int,
+                       host: str) -> tuple[list[Runnable], list[int]]:
+        """One dispatcher pass in one transaction: record the jobs started since the last pass and
+        the exits that arrived, then claim up to `prefetch` ready jobs as `pending`.
+
+        Returns the claimed jobs and the ids of started jobs that were canceled meanwhile.
+        """
+        if not exits and not starts and prefetch <= 0:
+            return [], []
+        def _body(tx: Tx):
+            stale = self._start(tx, starts, host) if starts else []
+            if exits:
+                self._record_exits(tx, exits)
+            claimed = self._claim(tx, prefetch, None, S.PENDING) if prefetch > 0 else []
+            return claimed, stale
+        return await self.write(_body)
+
+    def _claim(self, tx: Tx, limit: int, cpus: int | None, status: JobStatus = S.RUNNING) -> list[Runnable]:
+        """Take ready local jobs (those fitting `cpus`, when given) and mark them `status`."""
         rows = tx.rows(
             f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
                    j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
                 WHERE j.status = {int(S.READY)} AND w.executor = 'local'
-                ORDER BY j.id LIMIT ?""", (limit or cpus,))
+                ORDER BY j.id LIMIT ?""", (limit,))
         claimed: list[Runnable] = []
         free = cpus
         for r in rows:
             need = r["num_cpus"]
-            if need > free:
-                continue
-            free -= need
+            if free is not None:
+                if need > free:
+                    continue
+                free -= need
             out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
             claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
                                     r["attempt_id"], need, _env(r["env"]), r["cwd"], r["output_dir"], out, err))
-        if not claimed:
-            return []
-        tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ?",
-                      ((tx.now, j.job_id) for j in claimed))
-        tx.many(
-            """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, start_time,
-               stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, tx.now, j.stdout_path,
-              j.stderr_path) for j in claimed))
-        for j in claimed:
-            tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
-                    attempt_id=j.attempt_id)
+        tx.many(f"UPDATE jobs SET status = {int(status)}, updated = ? WHERE id = ?",
+                ((tx.now, j.job_id) for j in claimed))
         return claimed
 
-    async def oldest_ready_job_cpus(self) -> int | None:
-        rows = await self._rows(
-            f"""SELECT j.num_cpus FROM jobs j JOIN workflows w ON w.id = j.workflow_id
-                WHERE j.status = {int(S.READY)} AND w.executor = 'local' ORDER BY j.id LIMIT 1""")
-        return rows[0][0] if rows else None
+    def _start(self, tx: Tx, starts: Sequence[Start], host: str) -> list[int]:
+        """Open the attempts of jobs whose processes started; return jobs no longer claimed."""
+        stale = []
+        for st in starts:
+            j = st.job
+            cur = tx.db.execute(
+                f"""UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ? AND run_id = ?
+                    AND attempt_id = ? AND status IN ({int(S.PENDING)}, {int(S.RUNNING)})""",
+                (tx.now, j.job_id, j.run_id, j.attempt_id))
+            if cur.rowcount == 0:
+                stale.append(j.job_id)  # canceled while it was being started
+                continue
+            tx.run("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, start_time,
+                      stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   (j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, st.pid, st.time, j.stdout_path,
+                    j.stderr_path))
+            tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
+                    attempt_id=j.attempt_id)
+        return stale
+
+    async def adopt_pending(self, started: dict[int, int], host: str) -> int:
+        """After a restart: jobs claimed (`pending`) whose process had started become running attempts
+        (pid given), so they are stopped and handled like any orphan; the rest go back to `ready`."""
+        def _body(tx: Tx):
+            rows = tx.rows(f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, w.output_dir
+                               FROM jobs j JOIN workflows w ON w.id = j.workflow_id
+                               WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'""")
+            for r in rows:
+                if r["id"] in started:
+                    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"],
+                                           r["attempt_id"])
+                    job = Runnable(r["id"], r["workflow_id"], r["name"], "", r["run_id"], r["attempt_id"], 1, {},
+                                   "", r["output_dir"], out, err)
+                    tx.db.execute(f"UPDATE jobs SET status = {int(S.RUNNING)} WHERE id = ?", (r["id"],))
+                    self._start(tx, [Start(job, started[r["id"]], tx.now)], host)
+                else:
+                    tx.db.execute(f"UPDATE jobs SET status = {int(S.READY)} WHERE id = ?", (r["id"],))
+                    tx.touched.add(r["workflow_id"])
+            return len(rows)
+        return await self.write(_body)
+
+    async def pending_keys(self) -> list[tuple[int, int, int]]:
+        rows = await self._rows(f"""SELECT j.id, j.run_id, j.attempt_id FROM jobs j
+                                    JOIN workflows w ON w.id = j.workflow_id
+                                    WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'""")
+        return [tuple(r) for r in rows]
 
     async def set_pids(self, pids: Sequence[tuple[int, int, int, int]]) -> None:
         """Record (pid, job_id, run_id, attempt_id) of started processes."""

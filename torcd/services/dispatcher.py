@@ -1,13 +1,16 @@
-"""Dispatcher: records exits and hands ready jobs to the executor, in batches.
+"""Dispatcher: hands ready jobs to the local executor and records what happened, in batches.
 
-Each pass drains every exit that arrived, records them in one transaction,
-then claims as many ready jobs as the CPU budget allows in another: under
-load, many transitions share one commit.
+Jobs are claimed a little ahead (status `pending`), so that a slot freed by
+an exit starts its next job at once, without waiting for the database. Each
+pass then records, in one transaction, the jobs started and the exits that
+arrived since the last pass, and tops the queue up: under load many
+transitions share one commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import time
 
@@ -15,14 +18,15 @@ import structlog
 
 from torcd.bus import EventBus
 from torcd.faults import crash_point
+from torcd.protocol import Runnable
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import find_attempt_processes, kill_pids
-from torcd.store import Exit, Store
+from torcd.store import Exit, Start, Store
 
 log = structlog.get_logger("torcd.dispatcher")
 ORPHAN_RETURN_CODE = 137  # as if SIGKILLed: the daemon died and the attempt's process was stopped
 _WAKE_KINDS = frozenset({"job_ready", "retry_decided", "recovery_finished", "job_classified",
-                         "workflow_created", "workflow_reset", "job_completed"})
+                         "workflow_created", "workflow_reset"})
 
 
 class Dispatcher:
@@ -32,21 +36,60 @@ class Dispatcher:
         self.host = socket.gethostname()
         self.executor = LocalExecutor(api_url, self._on_exit)
         self._exits: list[Exit] = []
+        self._starts: list[Start] = []
+        self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
+        self._starting = 0  # CPUs of jobs being started right now
+        self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._sub = bus.subscribe("dispatcher", accept=self._poke)
 
     def _poke(self, event) -> bool:
+        if event.kind == "workflow_canceled":
+            self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
         if event.kind in _WAKE_KINDS:
             self._wake.set()
         return False  # never queued: a wake-up is all the dispatcher needs
 
     def _on_exit(self, exit: Exit) -> None:
         self._exits.append(exit)
+        self._kick()
+        self._wake.set()
+
+    def _free(self) -> int:
+        return self.max_cpus - self.executor.cpus_in_use - self._starting
+
+    def _kick(self) -> None:
+        """Start queued jobs that fit now (a job wider than the budget runs alone)."""
+        while self._queue and not self._stopping:
+            need = min(self._queue[0].num_cpus, self.max_cpus)
+            if need > self._free():
+                return
+            job = self._queue.popleft()
+            self._starting += need
+            task = asyncio.create_task(self._start(job, need))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, job: Runnable, need: int) -> None:
+        started = time.time()
+        try:
+            pid = await self.executor.start(job)
+        finally:
+            self._starting -= need
+        self._starts.append(Start(job, pid, started))
+        crash_point("after_start")
+        log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
+                  pid=pid)
         self._wake.set()
 
     async def reconcile(self) -> None:
-        """Stop attempts a crashed daemon left running and record them as exited 137."""
+        """After a crash: claimed jobs go back to ready (or, if their process had started, become
+        orphans); orphaned attempts are stopped and recorded as exited 137."""
+        pending = await self.store.pending_keys()
+        if pending:
+            found = await asyncio.to_thread(find_attempt_processes, set(pending))
+            await self.store.adopt_pending({key[0]: pids[0] for key, pids in found.items()}, self.host)
         open_attempts = await self.store.open_attempts()
         if not open_attempts:
             return
@@ -62,41 +105,30 @@ class Dispatcher:
 
     async def run(self) -> None:
         self._wake.set()
-        pids: list[tuple[int, int, int, int]] = []
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             exits, self._exits = self._exits, []
-            free = 0 if self._stopping else self.max_cpus - self.executor.cpus_in_use
-            claimed = await self.store.dispatch(exits, pids, free, self.host)
-            pids = []
-            for e in exits:
-                log.debug("job_exited", workflow_id=e.workflow_id, job_id=e.job_id, attempt_id=e.attempt_id,
-                          return_code=e.return_code)
-            if not claimed and not self.executor.procs and not self._stopping:
-                # A job asking for more CPUs than the budget runs alone rather than never.
-                need = await self.store.oldest_ready_job_cpus()
-                if need is not None and need > self.max_cpus:
-                    claimed = await self.store.claim_ready(need, self.host, limit=1)
+            starts, self._starts = self._starts, []
+            # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
+            want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
+            claimed, stale = await self.store.dispatch(exits, starts, want, self.host)
+            if stale:
+                await self.executor.kill(stale)
             if claimed:
                 crash_point("after_claim")
-            for job in claimed:
-                pid = await self.executor.start(job)
-                if pid is not None:
-                    pids.append((pid, job.job_id, job.run_id, job.attempt_id))
-                    log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id,
-                              attempt_id=job.attempt_id, pid=pid)
-            if pids:
-                crash_point("after_start")
-                # Pids ride along with the next pass; make sure one comes soon.
-                loop.call_later(0.05, self._wake.set)
+                self._queue.extend(claimed)
+            self._kick()
 
     async def stop(self, grace: float) -> None:
         """Stop starting jobs; terminate running ones and record them as terminated."""
         self._stopping = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         exits = await self.executor.stop_all(grace)
+        starts, self._starts = self._starts, []
         pending, self._exits = self._exits, []
-        await self.store.record_exits(pending)
+        await self.store.dispatch(pending, starts, 0, self.host)
         await self.store.terminate(exits)
+        await self.store.adopt_pending({}, self.host)  # claimed, never started: ready again
+        self._queue.clear()
         self._sub.close()
