@@ -116,19 +116,27 @@ def submit_to_last_completion(d: Daemon, wf: int) -> float:
 
 
 def throughput(args) -> dict:
+    """Alternate torc and the bare loop `--repeat` times per N; report medians and their ratio."""
     rows = []
     for n in args.jobs:
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Daemon(Path(tmp), args.cpus)
-            try:
-                wall, wf = run_spec(d, spec_true(n), f"tp{n}")
-                span = submit_to_last_completion(d, wf)
-            finally:
-                d.stop()
-        bare = asyncio.run(bare_loop(n, args.cpus))
-        rows.append({"jobs": n, "torc_jobs_per_s": n / span, "torcctl_run_wall_s": wall,
-                     "bare_loop_jobs_per_s": n / bare, "ratio": (n / span) / (n / bare)})
-    print_table("throughput: N x `true`, submit to last completion", rows)
+        torc, bare, walls = [], [], []
+        for _ in range(args.repeat):
+            bare.append(n / asyncio.run(bare_loop(n, args.cpus)))
+            with tempfile.TemporaryDirectory() as tmp:
+                d = Daemon(Path(tmp), args.cpus)
+                try:
+                    wall, wf = run_spec(d, spec_true(n), f"tp{n}")
+                    torc.append(n / submit_to_last_completion(d, wf))
+                    walls.append(wall)
+                finally:
+                    d.stop()
+        rows.append({"jobs": n, "runs": args.repeat, "torc_jobs_per_s": statistics.median(torc),
+                     "torcctl_run_wall_s": statistics.median(walls),
+                     "bare_loop_jobs_per_s": statistics.median(bare),
+                     "ratio": statistics.median(torc) / statistics.median(bare),
+                     "torc_min_max": f"{min(torc):.0f}-{max(torc):.0f}",
+                     "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}"})
+    print_table("throughput: N x `true`, submit to last completion (medians)", rows)
     return {"throughput": rows}
 
 
@@ -282,6 +290,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3, help="throughput runs per N (medians are reported)")
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
