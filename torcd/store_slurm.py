@@ -213,7 +213,7 @@ class SlurmStore:
             def _body(tx: Tx):
                 tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
                               "AND attempt_id = ?", ((r.job_id, r.run_id, r.attempt_id) for r in recs))
-            return await self.write(_body)
+            await self.write(_body)
         return recs
 
     async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:

@@ -117,7 +117,8 @@ class Dispatcher:
                 await self.executor.kill(stale)
             if claimed:
                 crash_point("after_claim")
-                self._queue.extend(claimed)
+                for job in claimed:  # a retry goes ahead of first attempts already claimed
+                    self._queue.appendleft(job) if job.attempt_id > 1 else self._queue.append(job)
             self._kick()
 
     async def stop(self, grace: float) -> None:
