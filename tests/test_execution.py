@@ -130,12 +130,7 @@ def test_cancel_kills_the_running_process_group(daemon, tmp_path):
     assert {j.status for j in daemon.jobs(wf).values()} == {"canceled"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from torcd.services.processes import is_alive as _alive  # noqa: E402
 
 
 def test_cpu_budget_limits_parallel_jobs(make_daemon, tmp_path):

@@ -555,31 +555,22 @@ class Store(SlurmStore):
                         message=e.message)
         return await self.write(_body)
 
+    _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
+                       w.use_pending_failed FROM jobs j
+                    JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                    JOIN workflows w ON w.id = j.workflow_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id
+                    WHERE j.status = {int(S.RUNNING)} AND a.end_time IS NOT NULL AND a.return_code != 0"""
+
     async def failures_awaiting_decision(self) -> list[Failure]:
         """Jobs still `running` whose current attempt has exited non-zero."""
-        rows = await self._rows(
-                f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
-                       w.use_pending_failed FROM jobs j
-                    JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
-                    JOIN workflows w ON w.id = j.workflow_id
-                    LEFT JOIN failure_handlers h ON h.id = j.handler_id
-                    WHERE j.status = {int(S.RUNNING)} AND a.end_time IS NOT NULL AND a.return_code != 0""")
-        return [_failure(r) for r in rows]
+        return [_failure(r) for r in await self._rows(self._FAILURES)]
 
     async def failures_for(self, keys: Sequence[tuple[int, int, int]]) -> list[Failure]:
-        if not keys:
-            return []
+        want = set(keys)
         out = []
         for chunk in _chunks(list(keys)):
-            rows = await self._rows(
-                f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
-                       w.use_pending_failed FROM jobs j
-                    JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
-                    JOIN workflows w ON w.id = j.workflow_id
-                    LEFT JOIN failure_handlers h ON h.id = j.handler_id
-                    WHERE j.id IN ({_marks(len(chunk))}) AND j.status = {int(S.RUNNING)}
-                      AND a.end_time IS NOT NULL AND a.return_code != 0""", [k[0] for k in chunk])
-            want = set(keys)
+            rows = await self._rows(f"{self._FAILURES} AND j.id IN ({_marks(len(chunk))})", [k[0] for k in chunk])
             out += [f for f in map(_failure, rows) if (f.job_id, f.run_id, f.attempt_id) in want]
         return out
 

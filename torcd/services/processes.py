@@ -81,11 +81,11 @@ def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
             pass
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and is_alive(pid):
             time.sleep(0.01)
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
