@@ -68,6 +68,7 @@ class Daemon:
         self.worker_poll_interval = worker_poll_interval
         self.token_file = os.path.join(paths.state_dir, "token")
         self.token: str | None = None
+        self.max_request_bytes = int(os.environ.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024))
         self.max_cpus = max_parallel_jobs or os.cpu_count() or 1
         self.shutdown_grace = shutdown_grace
         self.bus = EventBus()

@@ -109,6 +109,8 @@ async def handle(daemon: "Daemon", body: bytes) -> bytes | None:
         raw = msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         return _encoder.encode(_error(None, PARSE_ERROR, f"parse error: {e}"))
+    except RecursionError:
+        return _encoder.encode(_error(None, PARSE_ERROR, "parse error: nested too deeply"))
     if isinstance(raw, list):
         if not raw:
             return _encoder.encode(_error(None, INVALID_REQUEST, "invalid request: empty batch"))

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from torcd.daemon import Daemon
 
 log = structlog.get_logger("torcd.server")
-MAX_BODY = 64 * 1024 * 1024
 _encode = msgspec.json.Encoder().encode
 
 
@@ -49,6 +48,11 @@ def build_app(daemon: "Daemon") -> web.Application:
         return await handler(request)
 
     async def rpc_endpoint(request: web.Request) -> web.Response:
+        size = request.content_length
+        if size is not None and size > daemon.max_request_bytes:
+            return web.Response(status=413, content_type="application/json", body=_encode(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+                 f"request of {size} bytes is larger than the limit of {daemon.max_request_bytes}"}}))
         body = await request.read()
         reply = await rpc.handle(daemon, body)
         if reply is None:
@@ -105,7 +109,7 @@ def build_app(daemon: "Daemon") -> web.Application:
         finally:
             sub.close()
 
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[only_our_user])
+    app = web.Application(client_max_size=daemon.max_request_bytes, middlewares=[only_our_user])
     app.router.add_post("/rpc", rpc_endpoint)
     app.router.add_get("/events", events_endpoint)
     return app

@@ -156,11 +156,19 @@ def load_tree(text: str, file: str) -> Any:
         raise SpecError(f"cannot parse: {e}", file=file) from None
 
 
+def _first_content_line(text: str) -> int:
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            return n
+    return 1
+
+
 def parse_spec(text: str, file: str = "<spec>") -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field."""
     tree = load_tree(text, file)
     if not isinstance(tree, CommentedMap):
-        raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=1)
+        line = tree.lc.line + 1 if hasattr(tree, "lc") else _first_content_line(text)
+        raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
     loc = _Locator(tree, file)
     try:
         doc = msgspec.convert(_plain(tree), WorkflowDoc)
