@@ -19,6 +19,20 @@ failure_handlers:
 """
 
 
+def spec(jobs: str, script: str = "'true'") -> str:
+    return CATCH_ALL.format(script=script) + "name: c\njobs:\n" + jobs
+
+
+def submit_and_crash(d, text: str) -> int:
+    """Submit to a daemon started with a crash point and wait until it dies there."""
+    try:
+        wf = d.submit(text)
+    except ConnectError:
+        wf = 1  # committed, but the daemon died at its crash point before it could answer
+    assert d.wait_dead() == -9
+    return wf
+
+
 def check_history(daemon, wf):
     """Attempts are numbered 1..N without gaps, never overlap, and the event log has no holes."""
     for job in daemon.jobs(wf).values():
@@ -32,12 +46,9 @@ def check_history(daemon, wf):
 
 def test_crash_between_recording_an_exit_and_deciding(make_daemon):
     d = make_daemon().start(crash_at="before_decision")
-    wf = d.submit(CATCH_ALL.format(script="'true'") + """
-name: c
-jobs:
+    wf = submit_and_crash(d, spec("""\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 12", failure_handler: h}
-""")
-    assert d.wait_dead() == -9
+"""))
     d.restart()
     d.wait(wf)
     job = d.jobs(wf)["j"]
@@ -48,12 +59,10 @@ jobs:
 
 def test_recovery_script_interrupted_by_a_crash_runs_again(make_daemon, tmp_path):
     d = make_daemon().start()
-    wf = d.submit(CATCH_ALL.format(script="echo start $$ >> rec.log; sleep 3; echo end $$ >> rec.log") + """
-name: c
-jobs:
+    wf = d.submit(spec("""\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
   - {name: down, command: "true", depends_on: [j]}
-""")
+""", script="echo start $$ >> rec.log; sleep 3; echo end $$ >> rec.log"))
     log = tmp_path / "rec.log"
     d.wait_for(lambda: log.exists(), what="recovery script to start")
     first_pid = int(log.read_text().split()[1])
@@ -70,12 +79,9 @@ jobs:
 
 def test_crash_after_recovery_finished_but_before_it_was_recorded(make_daemon, tmp_path):
     d = make_daemon().start(crash_at="before_recovery_recorded")
-    wf = d.submit(CATCH_ALL.format(script="echo ran >> rec.log") + """
-name: c
-jobs:
+    wf = submit_and_crash(d, spec("""\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
-""")
-    assert d.wait_dead() == -9
+""", script="echo ran >> rec.log"))
     d.restart()
     d.wait(wf)
     assert (tmp_path / "rec.log").read_text() == "ran\nran\n"  # idempotent scripts are run again
@@ -85,13 +91,11 @@ jobs:
 
 def test_job_running_when_the_daemon_dies_is_stopped_and_handled(make_daemon, tmp_path):
     d = make_daemon().start()
-    wf = d.submit(CATCH_ALL.format(script="'true'") + """
-name: c
-jobs:
+    wf = d.submit(spec("""\
   - name: j
     command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; sleep 300; fi
     failure_handler: h
-""")
+"""))
     pidfile = tmp_path / "first.pid"
     d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
     first = int(pidfile.read_text())
@@ -108,15 +112,9 @@ jobs:
 
 def test_crash_after_claiming_before_the_process_started_costs_no_attempt(make_daemon):
     d = make_daemon().start(crash_at="after_claim")
-    try:
-        wf = d.submit(CATCH_ALL.format(script="'true'") + """
-name: c
-jobs:
+    wf = submit_and_crash(d, spec("""\
   - {name: j, command: "echo hi", failure_handler: h}
-""")
-    except ConnectError:
-        wf = 1  # committed, but the daemon died (at its crash point) before it could answer
-    assert d.wait_dead() == -9
+"""))
     d.restart()
     d.wait(wf)
     atts = d.attempts(d.jobs(wf)["j"].id)
@@ -126,15 +124,13 @@ jobs:
 
 def test_decisions_already_recorded_survive_a_crash(make_daemon):
     d = make_daemon().start()
-    wf = d.submit(CATCH_ALL.format(script="'true'") + """
-name: c
-jobs:
+    wf = d.submit(spec("""\
   - name: j{i}
     command: "[ $TORC_ATTEMPT_ID -ge {i} ] || exit 12"
     failure_handler: h
     parameters: {i: "1:3"}
   - {name: blocker, command: sleep 300}
-""")
+"""))
     d.wait_for(lambda: all(j.status == "completed" for n, j in d.jobs(wf).items() if n != "blocker"),
                what="the flaky jobs to finish")
     before = {n: d.attempts(j.id) for n, j in d.jobs(wf).items() if n != "blocker"}
@@ -150,15 +146,9 @@ jobs:
 
 def test_restart_never_reuses_attempt_numbers(make_daemon):
     d = make_daemon().start(crash_at="after_start")
-    try:
-        wf = d.submit(CATCH_ALL.format(script="'true'") + """
-name: c
-jobs:
+    wf = submit_and_crash(d, spec("""\
   - {name: j, command: "sleep 0.5; [ $TORC_ATTEMPT_ID -ge 3 ] || exit 12", failure_handler: h}
-""")
-    except ConnectError:
-        wf = 1
-    assert d.wait_dead() == -9  # dies with attempt 1 running
+"""))  # dies with attempt 1 running
     d.restart(crash_at="after_start")
     assert d.wait_dead() == -9  # and again with attempt 2 running
     d.restart()

@@ -69,6 +69,22 @@ slurm_schedulers:
 """
 
 
+def flaky_spec(succeed_at: int, count: int, other_jobs: str = "", **sched) -> str:
+    """Jobs flaky1..flakyN exiting 10 until attempt `succeed_at`, under a handler that retries 10."""
+    return "name: s\n" + scheduler(**sched) + f"""
+failure_handlers:
+  - name: h
+    rules:
+      - exit_codes: [10]
+        max_retries: 3
+jobs:
+{other_jobs}  - name: flaky{{i}}
+    command: "{FAIL_UNTIL} 10 {succeed_at}"
+    failure_handler: h
+    parameters: {{i: "1:{count}"}}
+"""
+
+
 def submit_slurm(d: Daemon, spec: str, *extra: str) -> int:
     (d.tmp / "wf.yaml").write_text(spec)
     code, out, err = d.ctl("submit-slurm", "wf.yaml", *extra)
@@ -115,18 +131,7 @@ jobs:
 
 
 def test_rule_1_new_allocation_when_retries_are_stranded_with_no_allocation(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=3) + """
-failure_handlers:
-  - name: h
-    rules:
-      - exit_codes: [10]
-        max_retries: 3
-jobs:
-  - name: flaky{i}
-    command: """ + f'"{FAIL_UNTIL} 10 2"' + """
-    failure_handler: h
-    parameters: {i: "1:3"}
-""", "--allocations", "1")
+    wf = submit_slurm(sdaemon, flaky_spec(succeed_at=2, count=3, cpus=3), "--allocations", "1")
     auto_schedule(sdaemon, wf, threshold=5, cooldown=3600, stranded=3600)
     info = sdaemon.wait(wf, timeout=180)
     assert info.counts == {"completed": 3}
@@ -140,19 +145,8 @@ jobs:
 
 
 def test_rule_2_then_cooldown_then_rule_3_with_attempt_3(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=4, max_allocations=4) + """
-failure_handlers:
-  - name: h
-    rules:
-      - exit_codes: [10]
-        max_retries: 3
-jobs:
-  - {name: long, command: sleep 25}
-  - name: flaky{i}
-    command: """ + f'"{FAIL_UNTIL} 10 3"' + """
-    failure_handler: h
-    parameters: {i: "1:3"}
-""", "--allocations", "1")
+    wf = submit_slurm(sdaemon, flaky_spec(succeed_at=3, count=3, other_jobs="  - {name: long, command: sleep 25}\n",
+                                          cpus=4, max_allocations=4), "--allocations", "1")
     auto_schedule(sdaemon, wf, threshold=3, cooldown=3600, stranded=4)
     info = sdaemon.wait(wf, timeout=240)
     assert info.counts == {"completed": 4}
@@ -168,21 +162,12 @@ jobs:
 
 
 def test_rule_3_alone_for_a_single_stranded_retry(sdaemon):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2) + """
-failure_handlers:
-  - name: h
-    rules:
-      - exit_codes: [10]
-jobs:
-  - {name: long, command: sleep 15}
-  - name: flaky
-    command: """ + f'"{FAIL_UNTIL} 10 2"' + """
-    failure_handler: h
-""", "--allocations", "1")
+    wf = submit_slurm(sdaemon, flaky_spec(succeed_at=2, count=1, other_jobs="  - {name: long, command: sleep 15}\n",
+                                          cpus=2), "--allocations", "1")
     auto_schedule(sdaemon, wf, threshold=10, cooldown=0, stranded=3)
     sdaemon.wait(wf, timeout=180)
     assert [e.rule_index for e in submissions(sdaemon, wf)] == [3]
-    flaky = sdaemon.attempts(sdaemon.jobs(wf)["flaky"].id)
+    flaky = sdaemon.attempts(sdaemon.jobs(wf)["flaky1"].id)
     long = sdaemon.attempts(sdaemon.jobs(wf)["long"].id)[0]
     assert flaky[1].start_time < long.end_time  # the retry did not wait for the busy allocation to end
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from torcd.paths import default_state_dir
 from torcd.protocol import Event
 
 T = TypeVar("T")
@@ -128,8 +129,7 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
     args = [sys.executable, "-m", "torcd", "--socket", socket_path]
     if state_dir:
         args += ["--state-dir", state_dir]
-    log_dir = state_dir or os.environ.get("TORCD_STATE_DIR") or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "torcd")
+    log_dir = state_dir or default_state_dir()
     os.makedirs(log_dir, mode=0o700, exist_ok=True)
     with open(os.path.join(log_dir, "torcd.log"), "ab") as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -296,10 +296,12 @@ class Daemon:
         await self.store.record_exits(exits)
         for r in params.recoveries:
             await self.store.finish_recovery(r.job_id, r.run_id, r.attempt_id, r.ok, r.return_code, r.message)
-        if not (params.claim and params.free_cpus) and not exits:
+        claiming = params.claim and params.free_cpus > 0
+        if claiming:
+            jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus)  # heartbeats too
+        else:
+            jobs = []
             await self.store.heartbeat(params.worker_id)
-        jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus) \
-            if params.claim and params.free_cpus else []
         return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
                                   waiting=await self.store.worker_waiting(params.worker_id),
                                   api_url=self.tcp_url or self.api_url)

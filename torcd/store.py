@@ -42,6 +42,22 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+_COUNTS = "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status"
+_JOB_INFO = """SELECT j.*, h.name AS handler,
+                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
+                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
+               FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id"""
+# What it takes to start a job: select these, then `runnables_fitting` or `_runnable`.
+_RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
+                       w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
+
+
+def _labelled(rows: Iterable[Sequence]) -> dict[str, int]:
+    return {S(status).label: n for status, n in rows}
+
+
 class StoreError(TorcError):
     code = -32030
 
@@ -196,8 +212,7 @@ class Store(SlurmStore):
                 if row[0] != "active":
                     tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
                 continue
-            counts = {S(status).label: n for status, n in tx.rows(
-                "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status", (wf,))}
+            counts = _labelled(tx.rows(_COUNTS, (wf,)))
             state = "awaiting_classification" if counts.get("pending_failed") else "done"
             if state != row[0]:
                 tx.run("UPDATE workflows SET state = ? WHERE id = ?", (state, wf))
@@ -210,25 +225,22 @@ class Store(SlurmStore):
     async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, args))
 
-    @staticmethod
-    async def _counts(db: aiosqlite.Connection, wf: int) -> dict[str, int]:
-        rows = await db.execute_fetchall(
-            "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status", (wf,))
-        return {S(status).label: n for status, n in rows}
+    async def _counts(self, wf: int) -> dict[str, int]:
+        return _labelled(await self._rows(_COUNTS, (wf,)))
 
     async def workflow(self, wf: int) -> WorkflowSummary:
         rows = await self._rows("SELECT * FROM workflows WHERE id = ?", (wf,))
         if not rows:
             raise NotFound(f"no workflow {wf}")
-        return _summary(rows[0], await self._counts(self._reader, wf))
+        return _summary(rows[0], await self._counts(wf))
 
     async def workflows(self) -> list[WorkflowSummary]:
         rows = await self._rows("SELECT * FROM workflows ORDER BY id")
-        counts: dict[int, dict[str, int]] = collections.defaultdict(dict)
+        counts: dict[int, list] = collections.defaultdict(list)
         for wf, status, n in await self._rows(
                 "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"):
-            counts[wf][S(status).label] = n
-        return [_summary(r, counts[r["id"]]) for r in rows]
+            counts[wf].append((status, n))
+        return [_summary(r, _labelled(counts[r["id"]])) for r in rows]
 
     async def jobs(self, wf: int, status: JobStatus | None = None, limit: int = 10_000,
                    offset: int = 0) -> list[JobInfo]:
@@ -238,23 +250,12 @@ class Store(SlurmStore):
             where += " AND j.status = ?"
             args.append(int(status))
         rows = await self._rows(
-            f"""SELECT j.*, h.name AS handler,
-                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
-                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
-                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
-                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
-                FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id
-                WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?""", (*args, limit, offset))
+            f"{_JOB_INFO} WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?", (*args, limit, offset))
         return [_job_info(r) for r in rows]
 
     async def job(self, job_id: int) -> JobInfo:
         rows = await self._rows(
-            """SELECT j.*, h.name AS handler,
-                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
-                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
-                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
-                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
-               FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE j.id = ?""",
+            f"{_JOB_INFO} WHERE j.id = ?",
             (job_id,))
         if not rows:
             raise NotFound(f"no job {job_id}")
@@ -397,14 +398,6 @@ class Store(SlurmStore):
 
     # -- writes: execution -------------------------------------------------
 
-    async def claim_ready(self, cpus: int, host: str, limit: int | None = None) -> list[Runnable]:
-        """Mark ready jobs that fit in `cpus` as running and open their attempts."""
-        def _body(tx: Tx):
-            claimed = self._claim(tx, limit or cpus, cpus)
-            self._start(tx, [Start(j, None, tx.now) for j in claimed], host)
-            return claimed
-        return await self.write(_body)
-
     async def dispatch(self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int,
                        host: str) -> tuple[list[Runnable], list[int]]:
         """One dispatcher pass in one transaction: record the jobs started since the last pass and
@@ -425,21 +418,9 @@ class Store(SlurmStore):
     def _claim(self, tx: Tx, limit: int, cpus: int | None, status: JobStatus = S.RUNNING) -> list[Runnable]:
         """Take ready local jobs (those fitting `cpus`, when given) and mark them `status`."""
         rows = tx.rows(
-            f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus,
-                   j.env, w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id
-                WHERE j.status = {int(S.READY)} AND w.executor = 'local'
+            f"""SELECT {_RUNNABLE_COLUMNS} WHERE j.status = {int(S.READY)} AND w.executor = 'local'
                 ORDER BY j.id LIMIT ?""", (limit,))
-        claimed: list[Runnable] = []
-        free = cpus
-        for r in rows:
-            need = r["num_cpus"]
-            if free is not None:
-                if need > free:
-                    continue
-                free -= need
-            out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
-            claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
-                                    r["attempt_id"], need, _env(r["env"]), r["cwd"], r["output_dir"], out, err))
+        claimed = runnables_fitting(rows, cpus)
         tx.many(f"UPDATE jobs SET status = {int(status)}, updated = ? WHERE id = ?",
                 ((tx.now, j.job_id) for j in claimed))
         return claimed
@@ -468,17 +449,11 @@ class Store(SlurmStore):
         """After a restart: jobs claimed (`pending`) whose process had started become running attempts
         (pid given), so they are stopped and handled like any orphan; the rest go back to `ready`."""
         def _body(tx: Tx):
-            rows = tx.rows(f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, w.output_dir
-                               FROM jobs j JOIN workflows w ON w.id = j.workflow_id
-                               WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'""")
+            rows = tx.rows(f"SELECT {_RUNNABLE_COLUMNS} WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'")
             for r in rows:
                 if r["id"] in started:
-                    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"],
-                                           r["attempt_id"])
-                    job = Runnable(r["id"], r["workflow_id"], r["name"], "", r["run_id"], r["attempt_id"], 1, {},
-                                   "", r["output_dir"], out, err)
                     tx.db.execute(f"UPDATE jobs SET status = {int(S.RUNNING)} WHERE id = ?", (r["id"],))
-                    self._start(tx, [Start(job, started[r["id"]], tx.now)], host)
+                    self._start(tx, [Start(_runnable(r), started[r["id"]], tx.now)], host)
                 else:
                     tx.db.execute(f"UPDATE jobs SET status = {int(S.READY)} WHERE id = ?", (r["id"],))
                     tx.touched.add(r["workflow_id"])
@@ -784,6 +759,24 @@ def _statements(script: str) -> list[str]:
 
 def _env(text: str | None) -> dict[str, str]:
     return msgspec.json.decode(text, type=dict[str, str]) if text else {}
+
+
+def _runnable(r: sqlite3.Row) -> Runnable:
+    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
+    return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
+                    r["num_cpus"], _env(r["env"]), r["cwd"], r["output_dir"], out, err)
+
+
+def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[Runnable]:
+    """Jobs from `_RUNNABLE_COLUMNS` rows, in order, skipping those that no longer fit `cpus` (None: all)."""
+    out, free = [], cpus
+    for r in rows:
+        if free is not None:
+            if r["num_cpus"] > free:
+                continue
+            free -= r["num_cpus"]
+        out.append(_runnable(r))
+    return out
 
 
 def _failure(r: sqlite3.Row) -> Failure:

@@ -163,7 +163,7 @@ class SlurmStore:
 
     async def claim_for_worker(self, worker_id: int, cpus: int):
         """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it."""
-        from torcd.store import stdio_paths  # the Store module imports this one
+        from torcd.store import _RUNNABLE_COLUMNS, runnables_fitting  # the Store module imports this one
 
         if cpus <= 0:
             return []
@@ -175,22 +175,12 @@ class SlurmStore:
             alloc = tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
             scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
             rows = tx.rows(
-                f"""SELECT j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
-                       wf.cwd, wf.output_dir FROM jobs j JOIN workflows wf ON wf.id = j.workflow_id
+                f"""SELECT {_RUNNABLE_COLUMNS}
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
                     ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
-            claimed, free = [], cpus
-            for r in rows:
-                if r["num_cpus"] > free:
-                    continue
-                free -= r["num_cpus"]
-                out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"],
-                                       r["attempt_id"])
-                env = msgspec.json.decode(r["env"], type=dict[str, str]) if r["env"] else {}
-                claimed.append(Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"],
-                                        r["attempt_id"], r["num_cpus"], env, r["cwd"], r["output_dir"], out, err))
+            claimed = runnables_fitting(rows, cpus)
             if not claimed:
                 return []
             tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",

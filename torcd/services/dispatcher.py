@@ -86,16 +86,18 @@ class Dispatcher:
     async def reconcile(self) -> None:
         """After a crash: claimed jobs go back to ready (or, if their process had started, become
         orphans); orphaned attempts are stopped and recorded as exited 137."""
-        pending = await self.store.pending_keys()
-        if pending:
-            found = await asyncio.to_thread(find_attempt_processes, set(pending))
-            await self.store.adopt_pending({key[0]: pids[0] for key, pids in found.items()}, self.host)
-        open_attempts = await self.store.open_attempts()
-        if not open_attempts:
+        pending = set(await self.store.pending_keys())
+        keys = {(j, r, a) for j, r, a, _ in await self.store.open_attempts()}
+        if not pending and not keys:
             return
-        keys = {(j, r, a) for j, r, a, _ in open_attempts}
-        found = await asyncio.to_thread(find_attempt_processes, keys)
-        pids = [pid for pids in found.values() for pid in pids]
+        found = await asyncio.to_thread(find_attempt_processes, pending | keys)  # one pass over /proc
+        if pending:
+            started = {key: found[key] for key in pending if key in found}
+            await self.store.adopt_pending({key[0]: pids[0] for key, pids in started.items()}, self.host)
+            keys |= started.keys()  # now open attempts too
+        if not keys:
+            return
+        pids = [pid for key in keys for pid in found.get(key, [])]
         await asyncio.to_thread(kill_pids, pids)
         now = time.time()
         exits = [Exit(j, r, a, ORPHAN_RETURN_CODE, now, "the daemon restarted while this attempt ran; "

@@ -25,6 +25,7 @@ class LocalExecutor:
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
+        self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
 
     @property
     def cpus_in_use(self) -> int:
@@ -61,7 +62,7 @@ class LocalExecutor:
     async def _wait(self, job: Runnable, proc: asyncio.subprocess.Process) -> None:
         returncode = await proc.wait()
         self.procs.pop(job.job_id, None)
-        if getattr(proc, "torc_stopped", False):
+        if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),
                           workflow_id=job.workflow_id))
@@ -74,8 +75,7 @@ class LocalExecutor:
     async def stop_all(self, grace: float) -> list[Exit]:
         """Stop every running job (shutdown) and return their exits for the caller to record."""
         running = list(self.procs.values())
-        for _, proc in running:
-            proc.torc_stopped = True  # type: ignore[attr-defined]
+        self._stopping.update(job.job_id for job, _ in running)
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         now = time.time()
         return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,
