@@ -259,3 +259,16 @@ def test_torcctl_autostarts_a_daemon_and_run_stops_it(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torcctl", "--no-autostart", "ping"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "no torcd answers" in r.stderr
+
+
+def test_delete_removes_every_row_of_a_finished_workflow(daemon):
+    import sqlite3
+
+    wf = daemon.submit(DIAMOND + "slurm_schedulers:\n  - name: big\n")  # kept even for a local run
+    daemon.wait(wf)
+    assert daemon.ctl("workflows", "delete", str(wf))[0] == 0
+    assert daemon.call("workflows.list") == []
+    with sqlite3.connect(os.path.join(daemon.state_dir, "torcd.db")) as db:
+        for table in ("workflows", "jobs", "deps", "attempts", "events", "failure_handlers", "schedulers",
+                      "allocations", "workers"):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table

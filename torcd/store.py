@@ -351,7 +351,7 @@ class Store(SlurmStore):
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
-            for table in ("attempts", "jobs", "failure_handlers", "events"):
+            for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
         return await self.write(_body)
