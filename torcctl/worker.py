@@ -82,6 +82,7 @@ class Worker:
         self.recoveries: dict[int, asyncio.Task] = {}
         self.wake = asyncio.Event()
         self.stopping = False
+        self._signalled = False
         self.executor: LocalExecutor | None = None
 
     def _on_exit(self, e: Exit) -> None:
@@ -131,8 +132,6 @@ class Worker:
         await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.worker_id, reason=reason))
         log.info("worker_finished", worker_id=self.worker_id, reason=reason)
         return reason
-
-    _signalled = False
 
     def on_signal(self) -> None:
         """SIGTERM (scancel, walltime): stop claiming, stop jobs; their exits get reported."""
