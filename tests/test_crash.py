@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from test_execution import _alive
@@ -89,7 +91,50 @@ def test_crash_after_recovery_finished_but_before_it_was_recorded(make_daemon, t
     check_history(d, wf)
 
 
-def test_job_running_when_the_daemon_dies_is_stopped_and_handled(make_daemon, tmp_path):
+def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_daemon, tmp_path):
+    d = make_daemon().start()
+    wf = d.submit(spec("""\
+  - name: j
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; until [ -e go ]; do sleep 0.02; done; exit 12; fi
+    failure_handler: h
+"""))
+    pidfile = tmp_path / "first.pid"
+    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
+    first = int(pidfile.read_text())
+    d.kill9()
+    assert _alive(first)  # jobs live in their own process group: a daemon crash does not kill them
+    d.restart()
+    assert _alive(first)  # adopted, not stopped
+    assert d.jobs(wf)["j"].status == "running"
+    (tmp_path / "go").touch()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 12, "retry"), (2, 0, None)]
+    check_history(d, wf)
+
+
+def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemon, tmp_path):
+    d = make_daemon().start()
+    wf = d.submit(spec("""\
+  - name: j
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; until [ -e go ]; do sleep 0.02; done; exit 13; fi
+    failure_handler: h
+"""))
+    pidfile = tmp_path / "first.pid"
+    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
+    first = int(pidfile.read_text())
+    d.kill9()
+    (tmp_path / "go").touch()
+    d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
+    d.restart()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 13, "retry"), (2, 0, None)]
+    assert "daemon was down" in atts[0].message
+    check_history(d, wf)
+
+
+def test_adopted_job_killed_by_sigkill_is_recorded_137(make_daemon, tmp_path):
     d = make_daemon().start()
     wf = d.submit(spec("""\
   - name: j
@@ -100,13 +145,12 @@ def test_job_running_when_the_daemon_dies_is_stopped_and_handled(make_daemon, tm
     d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
     first = int(pidfile.read_text())
     d.kill9()
-    assert _alive(first)  # jobs live in their own process group: a daemon crash does not kill them
     d.restart()
+    os.killpg(first, signal.SIGKILL)  # no shell survives to record a status
     d.wait(wf)
-    assert not _alive(first)
     atts = d.attempts(d.jobs(wf)["j"].id)
     assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]
-    assert "daemon restarted" in atts[0].message
+    assert "without recording its exit status" in atts[0].message
     check_history(d, wf)
 
 
@@ -154,5 +198,5 @@ def test_restart_never_reuses_attempt_numbers(make_daemon):
     d.restart()
     d.wait(wf)
     atts = d.attempts(d.jobs(wf)["j"].id)
-    assert [(a.attempt_id, a.return_code) for a in atts] == [(1, 137), (2, 137), (3, 0)]
+    assert [(a.attempt_id, a.return_code) for a in atts] == [(1, 12), (2, 12), (3, 0)]  # adopted each time
     check_history(d, wf)

@@ -147,7 +147,8 @@ class Daemon:
         self.store.on_commit = self.bus.publish
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
-        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, self.max_cpus)
+        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, self.max_cpus,
+                                     os.path.join(self.paths.state_dir, "exits"))
         app = build_app(self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -445,9 +445,9 @@ class Store(SlurmStore):
                     attempt_id=j.attempt_id)
         return stale
 
-    async def adopt_pending(self, started: dict[int, int], host: str) -> int:
+    async def adopt_pending(self, started: dict[int, int | None], host: str) -> int:
         """After a restart: jobs claimed (`pending`) whose process had started become running attempts
-        (pid given), so they are stopped and handled like any orphan; the rest go back to `ready`."""
+        (with its pid, when still alive); the rest go back to `ready`."""
         def _body(tx: Tx):
             rows = tx.rows(f"SELECT {_RUNNABLE_COLUMNS} WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'")
             for r in rows:
@@ -649,11 +649,12 @@ class Store(SlurmStore):
             return list(dict.fromkeys(job_ids))
         return await self.write(_body)
 
-    async def open_attempts(self) -> list[tuple[int, int, int, int | None]]:
-        """(job_id, run_id, attempt_id, pid) of attempts that never recorded an exit."""
+    async def running_attempts(self) -> list[Runnable]:
+        """Local attempts that started and never recorded an exit (after a crash: to adopt)."""
         rows = await self._rows(
-            "SELECT job_id, run_id, attempt_id, pid FROM attempts WHERE end_time IS NULL AND worker_id IS NULL")
-        return [tuple(r) for r in rows]
+            f"""SELECT {_RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
+                AND a.attempt_id = j.attempt_id WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
+        return [_runnable(r) for r in rows]
 
     # -- helpers -----------------------------------------------------------
 

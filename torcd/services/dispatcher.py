@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import time
 
@@ -19,22 +20,23 @@ import structlog
 from torcd.bus import EventBus
 from torcd.faults import crash_point
 from torcd.protocol import Runnable
-from torcd.services.executor import LocalExecutor
-from torcd.services.processes import find_attempt_processes, kill_pids
+from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE, LocalExecutor
+from torcd.services.processes import find_attempt_processes, group_leader, read_exit_status
 from torcd.store import Exit, Start, Store
 
 log = structlog.get_logger("torcd.dispatcher")
-ORPHAN_RETURN_CODE = 137  # as if SIGKILLed: the daemon died and the attempt's process was stopped
 _WAKE_KINDS = frozenset({"job_ready", "retry_decided", "recovery_finished", "job_classified",
                          "workflow_created", "workflow_reset"})
 
 
 class Dispatcher:
-    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int):
+    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_dir: str):
         self.store, self.bus = store, bus
         self.max_cpus = max_cpus
         self.host = socket.gethostname()
-        self.executor = LocalExecutor(api_url, self._on_exit)
+        self.exit_dir = exit_dir
+        os.makedirs(exit_dir, mode=0o700, exist_ok=True)
+        self.executor = LocalExecutor(api_url, self._on_exit, exit_dir)
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
@@ -84,26 +86,39 @@ class Dispatcher:
         self._wake.set()
 
     async def reconcile(self) -> None:
-        """After a crash: claimed jobs go back to ready (or, if their process had started, become
-        orphans); orphaned attempts are stopped and recorded as exited 137."""
+        """After a crash: adopt the jobs that kept running, record those that ended meanwhile
+        (from their exit files), and put claimed jobs that never started back to ready."""
         pending = set(await self.store.pending_keys())
-        keys = {(j, r, a) for j, r, a, _ in await self.store.open_attempts()}
-        if not pending and not keys:
-            return
-        found = await asyncio.to_thread(find_attempt_processes, pending | keys)  # one pass over /proc
-        if pending:
-            started = {key: found[key] for key in pending if key in found}
-            await self.store.adopt_pending({key[0]: pids[0] for key, pids in started.items()}, self.host)
-            keys |= started.keys()  # now open attempts too
-        if not keys:
-            return
-        pids = [pid for key in keys for pid in found.get(key, [])]
-        await asyncio.to_thread(kill_pids, pids)
-        now = time.time()
-        exits = [Exit(j, r, a, ORPHAN_RETURN_CODE, now, "the daemon restarted while this attempt ran; "
-                      "its processes were stopped") for j, r, a in keys]
-        log.warning("orphaned_attempts_stopped", attempts=len(exits), processes=len(pids))
-        await self.store.record_exits(exits)
+        running = await self.store.running_attempts()
+        if pending or running:
+            keys = pending | {_key(j) for j in running}
+            found = await asyncio.to_thread(find_attempt_processes, keys,
+                                               self.executor.api_url)  # one pass over /proc
+            exit_file = self.executor.exit_file
+            if pending:  # started if its shell is alive or left an exit status
+                started = {key[0]: group_leader(found.get(key, [])) for key in pending
+                           if key in found or os.path.exists(exit_file(*key))}
+                await self.store.adopt_pending(started, self.host)
+                running = await self.store.running_attempts()
+            exits = []
+            for job in running:
+                pid = group_leader(found.get(_key(job), []))
+                if pid is not None:
+                    self.executor.adopt(job, pid)
+                    continue
+                rc = read_exit_status(exit_file(*_key(job)))
+                exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,
+                                  time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
+                                  "ended while the daemon was down", job.workflow_id))
+            log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
+            await self.store.record_exits(exits)
+        self._discard_stale_exit_files()
+
+    def _discard_stale_exit_files(self) -> None:
+        watched = {os.path.basename(self.executor.exit_file(*_key(j))) for j, _ in self.executor.procs.values()}
+        for name in os.listdir(self.exit_dir):
+            if name not in watched:
+                os.unlink(os.path.join(self.exit_dir, name))
 
     async def run(self) -> None:
         self._wake.set()
@@ -115,6 +130,7 @@ class Dispatcher:
             # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
             want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
             claimed, stale = await self.store.dispatch(exits, starts, want, self.host)
+            self.executor.discard_exit_files(exits)
             if stale:
                 await self.executor.kill(stale)
             if claimed:
@@ -132,6 +148,11 @@ class Dispatcher:
         pending, self._exits = self._exits, []
         await self.store.dispatch(pending, starts, 0, self.host)
         await self.store.terminate(exits)
+        self.executor.discard_exit_files(pending + exits)
         await self.store.adopt_pending({}, self.host)  # claimed, never started: ready again
         self._queue.clear()
         self._sub.close()
+
+
+def _key(job: Runnable) -> tuple[int, int, int]:
+    return job.job_id, job.run_id, job.attempt_id

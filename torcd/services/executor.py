@@ -1,4 +1,8 @@
-"""LocalExecutor: runs claimed jobs as `bash -c COMMAND` in their own process groups."""
+"""LocalExecutor: runs claimed jobs as `bash -c COMMAND` in their own process groups.
+
+With an `exit_dir`, each job's shell also leaves its exit status in a file there, so a
+daemon restarted after a crash can adopt jobs that kept running and learn how they ended.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,22 @@ from collections.abc import Callable
 import structlog
 
 from torcd.core.retry import signal_return_code
-from torcd.services.processes import job_env, stop_group
+from torcd.services.processes import AdoptedProcess, job_env, recording_exit_status, stop_group
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
 LAUNCH_FAILED = 126  # the shell's "cannot execute": the job never got to run
+UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status
+UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
+                        "(killed by SIGKILL, or the command replaced its shell with exec)")
 
 
 class LocalExecutor:
-    def __init__(self, api_url: str, on_exit: Callable[[Exit], None]):
+    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_dir: str | None = None):
         self.api_url = api_url
         self.on_exit = on_exit
-        self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process]] = {}
+        self.exit_dir = exit_dir
+        self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process | AdoptedProcess]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
@@ -30,6 +38,18 @@ class LocalExecutor:
     @property
     def cpus_in_use(self) -> int:
         return sum(job.num_cpus for job, _ in self.procs.values())
+
+    def exit_file(self, job_id: int, run_id: int, attempt_id: int) -> str:
+        return os.path.join(self.exit_dir or "", f"{job_id}.{run_id}.{attempt_id}")
+
+    def discard_exit_files(self, exits: list[Exit]) -> None:
+        """Once exits are committed their files have nothing left to tell."""
+        if self.exit_dir:
+            for e in exits:
+                try:
+                    os.unlink(self.exit_file(e.job_id, e.run_id, e.attempt_id))
+                except FileNotFoundError:
+                    pass
 
     async def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
@@ -42,8 +62,10 @@ class LocalExecutor:
                 os.makedirs(stdio_dir, exist_ok=True)
                 self._made_dirs.add(stdio_dir)
             with open(job.stdout_path, "ab") as out, open(job.stderr_path, "ab") as err:
+                command = job.command if self.exit_dir is None else recording_exit_status(
+                    job.command, self.exit_file(job.job_id, job.run_id, job.attempt_id))
                 proc = await asyncio.create_subprocess_exec(
-                    "bash", "-c", job.command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
+                    "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
                     cwd=job.cwd, env=env, start_new_session=True)
         except OSError as e:
             self._made_dirs.discard(os.path.dirname(job.stdout_path))
@@ -53,17 +75,28 @@ class LocalExecutor:
             self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
                              job.workflow_id))
             return None
+        self._watch(job, proc)
+        return proc.pid
+
+    def adopt(self, job: Runnable, pid: int) -> None:
+        """Watch a job's shell that an earlier daemon started; its exit is reported as usual."""
+        self._watch(job, AdoptedProcess(pid, self.exit_file(job.job_id, job.run_id, job.attempt_id)))
+
+    def _watch(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
         task = asyncio.create_task(self._wait(job, proc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return proc.pid
 
-    async def _wait(self, job: Runnable, proc: asyncio.subprocess.Process) -> None:
+    async def _wait(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:
         returncode = await proc.wait()
         self.procs.pop(job.job_id, None)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
+        if returncode is None:  # an adopted shell that left no exit status
+            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT, time.time(),
+                              UNKNOWN_EXIT_MESSAGE, job.workflow_id))
+            return
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),
                           workflow_id=job.workflow_id))
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import time
+
+# Signals that end bash by default. Each gets a trap that exits with 128+N, because a shell
+# dying of an untrapped signal runs its EXIT trap with $? = 0: the file would claim success.
+_FATAL_TRAPS = " ".join(f"trap 'exit {128 + signal.Signals['SIG' + name]}' {name};" for name in (
+    "HUP", "INT", "QUIT", "PIPE", "ALRM", "TERM", "USR1", "USR2", "XCPU", "XFSZ", "VTALRM", "PROF"))
 
 
 def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, run_id: int,
@@ -18,6 +24,65 @@ def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, r
     return env
 
 
+def recording_exit_status(command: str, path: str) -> str:
+    """The job's command, prefixed so that its shell writes its exit status to `path` as it ends.
+
+    A daemon restarted after a crash learns from that file how a job it did not see end
+    exited. On the same line, so the command's $LINENO and error messages are unchanged.
+    """
+    return f"trap {shlex.quote('echo $? > ' + shlex.quote(path))} EXIT; {_FATAL_TRAPS} {command}"
+
+
+def read_exit_status(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def group_leader(pids: list[int]) -> int | None:
+    """The pid that leads its own process group: the job's shell, not what it started."""
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid:
+                return pid
+        except ProcessLookupError:
+            continue
+    return None
+
+
+class AdoptedProcess:
+    """A job's shell started by an earlier daemon: not our child, so it is watched through a pidfd
+    and its exit status is read from the file the shell writes (None when it left none)."""
+
+    def __init__(self, pid: int, exit_file: str):
+        self.pid, self.returncode = pid, None
+        self._exit_file = exit_file
+        self._loop = asyncio.get_running_loop()
+        self._done = self._loop.create_future()
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._fd = None
+            self._ended()
+            return
+        self._loop.add_reader(self._fd, self._ended)
+
+    def _ended(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self.returncode = read_exit_status(self._exit_file)
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self._done)
+        return self.returncode
+
+
 def signal_group(pid: int, sig: int) -> bool:
     try:
         os.killpg(pid, sig)
@@ -26,7 +91,7 @@ def signal_group(pid: int, sig: int) -> bool:
         return False
 
 
-async def stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+async def stop_group(proc: "asyncio.subprocess.Process | AdoptedProcess", grace: float) -> None:
     """TERM the process group, then KILL it if it has not exited after `grace` seconds."""
     signal_group(proc.pid, signal.SIGTERM)
     try:
@@ -38,13 +103,15 @@ async def stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     signal_group(proc.pid, signal.SIGKILL)
 
 
-def find_attempt_processes(keys: set[tuple[int, int, int]], recovery: bool = False
+def find_attempt_processes(keys: set[tuple[int, int, int]], api_url: str, recovery: bool = False
                            ) -> dict[tuple[int, int, int], list[int]]:
-    """Map (job_id, run_id, attempt_id) to live pids whose environment carries that attempt.
+    """Map (job_id, run_id, attempt_id) to live pids whose environment carries that attempt of
+    the daemon at `api_url` (other daemons on the host number their jobs alike).
 
     With `recovery`, only recovery-script processes (they carry TORC_RETURN_CODE) count;
     otherwise only the job's own.
     """
+    url = api_url.encode()
     found: dict[tuple[int, int, int], list[int]] = {}
     if not keys:
         return found
@@ -62,6 +129,8 @@ def find_attempt_processes(keys: set[tuple[int, int, int]], recovery: bool = Fal
         if b"TORC_JOB_ID=" not in raw or (b"\0TORC_RETURN_CODE=" in raw) != recovery:
             continue
         env = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+        if env.get(b"TORC_API_URL") != url:
+            continue
         try:
             key = (int(env[b"TORC_JOB_ID"]), int(env.get(b"TORC_RUN_ID", b"1")), int(env[b"TORC_ATTEMPT_ID"]))
         except (KeyError, ValueError):

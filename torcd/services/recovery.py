@@ -75,7 +75,7 @@ class RecoveryRunner:
         """Run again the scripts of jobs left `recovering`, after stopping any leftover copy."""
         pending = await self.store.recoveries_to_run()
         keys = {(r.job_id, r.run_id, r.attempt_id) for r in pending}
-        found = await asyncio.to_thread(find_attempt_processes, keys, True)
+        found = await asyncio.to_thread(find_attempt_processes, keys, self.api_url, True)
         await asyncio.to_thread(kill_pids, [p for pids in found.values() for p in pids])
         for rec in pending:
             self._spawn(rec)
