@@ -33,8 +33,9 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.client = Client(self.socket, timeout=30)
 
-    def start(self, *extra: str, crash_at: str | None = None) -> "Daemon":
-        env = dict(os.environ)
+    def start(self, *extra: str, crash_at: str | None = None, wait: bool = True,
+              env: dict[str, str] | None = None) -> "Daemon":
+        env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
         env.pop("TORC_REQUIRE_SLURM", None)  # keep job environments exactly as users get them
         if crash_at:
@@ -44,6 +45,9 @@ class Daemon:
                 [sys.executable, "-m", "torcd", "--socket", self.socket, "--state-dir", self.state_dir,
                  "--max-parallel-jobs", str(self.max_parallel_jobs), "--shutdown-grace", "2", *extra],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        return self.wait_ready(crash_at) if wait else self
+
+    def wait_ready(self, crash_at: str | None = None) -> "Daemon":
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.client.ping(0.5):

@@ -32,6 +32,7 @@ from torcd.spec import parse_spec
 from torcd.store import Exit, Store
 
 log = structlog.get_logger("torcd")
+BACKLOG = 1024  # connections waiting to be accepted: hundreds of clients may connect at once
 VERSION = "0.1.0"
 
 
@@ -73,8 +74,10 @@ class Daemon:
         self.shutdown_grace = shutdown_grace
         self.bus = EventBus()
         self.stopping = asyncio.Event()
-        self.watch_queue_size = 10_000
-        self.watch_write_timeout = 10.0
+        # A watcher this many events behind, or whose socket takes this long to accept a write,
+        # is cut off: it resumes with after=SEQ rather than hold the daemon back.
+        self.watch_queue_size = int(os.environ.get("TORCD_WATCH_QUEUE_SIZE", 10_000))
+        self.watch_write_timeout = float(os.environ.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0))
         self.started = time.time()
         self.api_url = f"unix://{paths.socket}"
         self._lock_file = None
@@ -116,7 +119,7 @@ class Daemon:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(512)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         return sock
 
@@ -154,7 +157,7 @@ class Daemon:
         await runner.setup()
         if self.listen is not None:
             self.token = ensure_token(self.token_file)
-            site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_address=True)
+            site = web.TCPSite(runner, self.listen[0], self.listen[1], reuse_address=True, backlog=BACKLOG)
             await site.start()
             host, port = site._server.sockets[0].getsockname()[:2]
             shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
@@ -169,7 +172,7 @@ class Daemon:
         await self.recovery.reconcile()
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)

@@ -94,17 +94,21 @@ def build_app(daemon: "Daemon") -> web.Application:
                     f.cancel()
                 if get not in done:
                     if sub.overflowed.is_set():
-                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last)
+                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="fell behind")
                     break
                 batch = [get.result(), *sub.drain()]
                 chunk = b"".join(_encode(e) + b"\n" for e in batch if e.seq > last)
                 if chunk:
-                    await asyncio.wait_for(resp.write(chunk), daemon.watch_write_timeout)
+                    try:
+                        await asyncio.wait_for(resp.write(chunk), daemon.watch_write_timeout)
+                    except asyncio.TimeoutError:
+                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
+                        break
                     last = batch[-1].seq
                 if until_done and any(e.kind in IDLE_EVENTS for e in batch):
                     break
             return resp
-        except (ConnectionResetError, asyncio.TimeoutError):
+        except ConnectionResetError:
             return resp
         finally:
             sub.close()
