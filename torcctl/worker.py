@@ -21,6 +21,7 @@ import structlog
 
 from torcd import protocol as p
 from torcd.services.executor import LocalExecutor
+from torcd.services.processes import restrict_umask
 from torcd.services.recovery import run_recovery_script
 from torcd.store import Exit
 
@@ -178,6 +179,7 @@ def read_token(token_file: str | None) -> str | None:
 
 
 async def run_worker(args) -> int:
+    restrict_umask()
     rpc = RpcSession(args.url, read_token(args.token_file))
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)

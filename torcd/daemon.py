@@ -8,6 +8,7 @@ import secrets
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections import deque
@@ -29,14 +30,14 @@ from torcd.services.dispatcher import Dispatcher
 from torcd.services.recovery import RecoveryRunner
 from torcd.services.retry_engine import RetryEngine
 from torcd.spec import parse_spec
-from torcd.store import Exit, Store
+from torcd.store import Exit, Store, StoreError
 
 log = structlog.get_logger("torcd")
 BACKLOG = 1024  # connections waiting to be accepted: hundreds of clients may connect at once
 VERSION = "0.1.0"
 
 
-class StartupError(TorcError):
+class DaemonError(TorcError):
     pass
 
 
@@ -93,7 +94,7 @@ class Daemon:
         except BlockingIOError:
             self._lock_file.seek(0)
             other = self._lock_file.read().strip() or "?"
-            raise StartupError(f"another torcd (pid {other}) is using the state dir {self.paths.state_dir}") from None
+            raise DaemonError(f"another torcd (pid {other}) is using the state dir {self.paths.state_dir}") from None
         self._lock_file.truncate(0)
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
@@ -109,7 +110,7 @@ class Daemon:
             except OSError:
                 os.unlink(path)  # stale: nobody is listening
             else:
-                raise StartupError(f"another torcd is already listening on {path}")
+                raise DaemonError(f"another torcd is already listening on {path}")
             finally:
                 probe.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -184,20 +185,26 @@ class Daemon:
             ready.set()
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t is not stop and t.exception():
-                log.error("service_crashed", service=t.get_name(), error=repr(t.exception()))
+        crashed = [t for t in done if t is not stop and t.exception()]
+        for t in crashed:
+            log.error("service_crashed", service=t.get_name(), error=repr(t.exception()))
         log.info("torcd_stopping")
         self.stopping.set()
         try:
             await runner.shutdown()
             await self.dispatcher.stop(self.shutdown_grace)
             await self.recovery.stop()
+        except sqlite3.Error as e:
+            if not crashed:
+                raise StoreError(f"stopping cleanly failed: the database said {e}") from None
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
+        if crashed:  # the next start reconciles from the tables
+            t = crashed[0]
+            raise DaemonError(f"stopped because the {t.get_name()} service failed: {t.exception()}")
 
     # -- RPC methods -------------------------------------------------------
 

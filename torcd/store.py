@@ -150,6 +150,9 @@ class Store(SlurmStore):
             await reader.execute("PRAGMA query_only=1")
         except sqlite3.DatabaseError as e:
             executor.shutdown(wait=False)
+            if "locked" in str(e):
+                raise StoreError(f"the database {path} is locked by another process; stop whatever holds "
+                                 "it open in a transaction and start torcd again") from None
             raise StoreError(f"cannot open the database {path}: {e}") from None
         return cls(path, writer, reader, executor)
 
@@ -729,6 +732,8 @@ def _open_writer(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=2000")
     _migrate(db)
+    db.execute("BEGIN IMMEDIATE")  # fail now, not at the first job, if another process holds the lock
+    db.execute("ROLLBACK")
     return db
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import structlog
 
 from torcd.core.retry import signal_return_code
-from torcd.services.processes import AdoptedProcess, job_env, recording_exit_status, stop_group
+from torcd.services.processes import (AdoptedProcess, job_env, log_files, recording_exit_status, spawn_shell,
+                                      stop_group)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -32,7 +33,6 @@ class LocalExecutor:
         self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process | AdoptedProcess]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
-        self._made_dirs: set[str] = set()
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
 
     @property
@@ -57,18 +57,11 @@ class LocalExecutor:
                       run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
                       output_dir=job.output_dir, extra=job.env)
         try:
-            stdio_dir = os.path.dirname(job.stdout_path)
-            if stdio_dir not in self._made_dirs:
-                os.makedirs(stdio_dir, exist_ok=True)
-                self._made_dirs.add(stdio_dir)
-            with open(job.stdout_path, "ab") as out, open(job.stderr_path, "ab") as err:
+            with log_files(job.stdout_path, job.stderr_path) as (out, err):
                 command = job.command if self.exit_dir is None else recording_exit_status(
                     job.command, self.exit_file(job.job_id, job.run_id, job.attempt_id))
-                proc = await asyncio.create_subprocess_exec(
-                    "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-                    cwd=job.cwd, env=env, start_new_session=True)
+                proc = await spawn_shell(command, env=env, cwd=job.cwd, stdout=out, stderr=err)
         except OSError as e:
-            self._made_dirs.discard(os.path.dirname(job.stdout_path))
             message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
             log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
                         attempt_id=job.attempt_id, error=message)

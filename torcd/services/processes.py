@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
 # Signals that end bash by default. Each gets a trap that exits with 128+N, because a shell
 # dying of an untrapped signal runs its EXIT trap with $? = 0: the file would claim success.
@@ -22,6 +25,33 @@ def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, r
                TORC_API_URL=api_url, TORC_OUTPUT_DIR=output_dir, TORC_ATTEMPT_ID=str(attempt_id),
                TORC_RUN_ID=str(run_id))
     return env
+
+
+_user_umask = -1  # -1: leave the umask of started processes alone
+
+
+def restrict_umask() -> None:
+    """Files and directories this process creates (logs, output dirs, scripts) follow the user's
+    umask but are never writable by others; the jobs it starts keep the user's umask as it was."""
+    global _user_umask
+    _user_umask = os.umask(0o022)
+    os.umask(_user_umask | 0o002)
+
+
+@contextlib.contextmanager
+def log_files(out_path: str, err_path: str) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """Open (append) a job's stdout and stderr files, making their directory if needed."""
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "ab") as out, open(err_path, "ab") as err:
+        yield out, err
+
+
+async def spawn_shell(command: str, *, env: dict[str, str], cwd: str, stdout: BinaryIO,
+                      stderr: BinaryIO) -> asyncio.subprocess.Process:
+    """`bash -c COMMAND` in a session of its own (so its whole group can be signalled)."""
+    return await asyncio.create_subprocess_exec(
+        "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
+        env=env, start_new_session=True, umask=_user_umask)
 
 
 def recording_exit_status(command: str, path: str) -> str:

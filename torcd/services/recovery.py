@@ -17,7 +17,7 @@ import structlog
 from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
 from torcd.faults import crash_point
-from torcd.services.processes import find_attempt_processes, job_env, kill_pids, stop_group
+from torcd.services.processes import find_attempt_processes, job_env, kill_pids, log_files, spawn_shell, stop_group
 from torcd.store import Recovery, Store, stdio_paths
 
 log = structlog.get_logger("torcd.recovery")
@@ -43,11 +43,8 @@ async def run_recovery_script(rec: Recovery, api_url: str,
                   output_dir=rec.output_dir, extra=rec.env)
     env["TORC_RETURN_CODE"] = str(rec.return_code)
     try:
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        with open(out_path, "ab") as out, open(err_path, "ab") as err:
-            proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", rec.script, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=rec.cwd, env=env, start_new_session=True)
+        with log_files(out_path, err_path) as (out, err):
+            proc = await spawn_shell(rec.script, env=env, cwd=rec.cwd, stdout=out, stderr=err)
     except OSError as e:
         return False, None, f"recovery script could not start: {e.strerror or e}"
     on_start(proc)

@@ -1,0 +1,118 @@
+"""Disk and database faults: a job that cannot write its logs fails with a reason; the daemon goes on."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _torcd(tmp_path: Path, state: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"),
+                           "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+
+
+def test_a_locked_database_at_start_gives_a_clear_error(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    holder = sqlite3.connect(state / "torcd.db", isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = _torcd(tmp_path, state)
+    finally:
+        holder.close()
+    assert r.returncode == 1
+    assert "is locked by another process" in r.stderr and "Traceback" not in r.stderr
+
+
+def _spec(output_dir: str) -> str:
+    return f"""\
+name: w
+output_dir: {output_dir}
+jobs:
+  - {{name: j, command: echo hi}}
+"""
+
+
+def _check_failed_with(daemon, wf: int, reason: str) -> None:
+    daemon.wait(wf)
+    job = daemon.jobs(wf)["j"]
+    att = daemon.attempts(job.id)[0]
+    assert (job.status, att.return_code) == ("failed", 126)
+    assert reason in att.message
+    # ... and the daemon carries on with other work.
+    ok = daemon.submit(_spec("fine"), name="ok.yaml")
+    assert daemon.wait(ok).counts == {"completed": 1}
+
+
+def test_an_unwritable_log_path_fails_the_job_with_the_reason(daemon, tmp_path):
+    (tmp_path / "blocker").write_text("a file where the output directory should be")
+    wf = daemon.submit(_spec("blocker/out"))
+    _check_failed_with(daemon, wf, "Not a directory")
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    """A tiny tmpfs with no inodes left: creating anything in it fails with ENOSPC."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=4", "tmpfs", str(mnt)], check=True)
+    try:
+        for i in range(10):
+            try:
+                (mnt / f"filler{i}").touch()
+            except OSError:
+                break
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_full_output_directory_fails_the_job_with_the_reason(daemon, full_dir):
+    wf = daemon.submit(_spec(str(full_dir)))
+    _check_failed_with(daemon, wf, "No space left on device")
+
+
+def _mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_logs_and_output_dirs_are_never_world_writable_but_jobs_keep_the_users_umask(make_daemon, tmp_path):
+    old = os.umask(0)  # the most permissive user: torcd still tightens what it creates itself
+    try:
+        d = make_daemon().start()
+    finally:
+        os.umask(old)
+    wf = d.submit("""\
+name: w
+jobs:
+  - {name: j, command: touch own_file}
+""")
+    d.wait(wf)
+    att = d.attempts(d.jobs(wf)["j"].id)[0]
+    for path in (att.stdout_path, att.stderr_path):
+        assert _mode(path) == 0o664
+    assert _mode(os.path.dirname(att.stdout_path)) == 0o775
+    assert _mode(tmp_path / "output") == 0o775
+    assert _mode(tmp_path / "own_file") == 0o666  # the job's own files: the user's umask, untouched
+
+
+def test_logs_follow_a_restrictive_umask(make_daemon, tmp_path):
+    old = os.umask(0o077)
+    try:
+        d = make_daemon().start()
+    finally:
+        os.umask(old)
+    wf = d.submit("name: w\njobs:\n  - {name: j, command: 'true'}\n")
+    d.wait(wf)
+    att = d.attempts(d.jobs(wf)["j"].id)[0]
+    assert _mode(att.stdout_path) == 0o600
+    assert _mode(os.path.dirname(att.stdout_path)) == 0o700
