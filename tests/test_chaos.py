@@ -59,7 +59,9 @@ def workflow(plan_list: list[list[int]], rng: random.Random) -> str:
     lines = [HEADER]
     for i, plan in enumerate(plan_list):
         codes = " ".join(map(str, plan))
-        command = (f"echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep 0.0{rng.randrange(10)}; "
+        # Most jobs are short; some outlive a restart so that the new daemon adopts them.
+        pause = f"1.{rng.randrange(10)}" if rng.random() < 0.1 else f"0.0{rng.randrange(10)}"
+        command = (f"echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep {pause}; "
                    f"codes=({codes}); exit ${{codes[$TORC_ATTEMPT_ID-1]}}")
         after = f", depends_on: [j{upstream(i)}]" if upstream(i) is not None else ""
         lines.append(f'  - {{name: j{i}, command: "{command}", failure_handler: h{after}}}\n')
