@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("run", commands.run, "submit a spec and follow it to the end; exit 0 only if every job completed")
     p.add_argument("spec")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p = cmd("validate", commands.validate, "check a spec without submitting it")
+    p = cmd("validate", commands.validate, "check a spec without submitting it: errors, then warnings")
     p.add_argument("spec")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    p = cmd("explain", commands.explain,
+            "show, attempt by attempt, what the failure handler does for a job exiting with given codes")
+    p.add_argument("spec")
+    p.add_argument("--job", required=True, help="the job's name (as expanded, e.g. work_3)")
+    p.add_argument("--exit-codes", required=True, metavar="RC,RC,...", help="exit code of each attempt in turn")
 
     p = cmd("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations")
     p.add_argument("spec")
@@ -109,7 +115,7 @@ def connect(args: argparse.Namespace) -> Client:
     path = os.path.abspath(args.socket) if args.socket else default_socket()
     client = Client(path)
     args.autostarted = None
-    if args.func in (commands.validate, commands.worker):
+    if args.func in (commands.validate, commands.explain, commands.worker):
         return client
     if not client.ping(2.0):
         if args.no_autostart:

@@ -53,16 +53,96 @@ def submit(client: Client, args) -> int:
 
 
 def validate(client: Client, args) -> int:
+    """Errors as at submission, then warnings about what is valid but likely a mistake."""
+    from torcd.errors import SpecError
+    from torcd.lint import lint_spec
+    from torcd.spec import parse_spec
+
+    text = _read_spec(args.spec)
+    try:
+        spec = parse_spec(text, args.spec)
+        findings = lint_spec(text, args.spec, os.getcwd())
+    except SpecError as e:
+        print(f"torcctl: {e.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"ok": True, "jobs": len(spec.jobs), "failure_handlers": len(spec.failure_handlers),
+                    "warnings": findings})
+    else:
+        for f in findings:
+            print(f"{args.spec}:{f.line}: warning: {f.message} (at {f.field})")
+        print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers, "
+              f"{len(findings)} warnings)")
+    return 1 if findings and args.strict else 0
+
+
+def explain(client: Client, args) -> int:
+    """Attempt by attempt, what the daemon would do for a job exiting with the given codes."""
+    from torcd.core.retry import simulate
     from torcd.errors import SpecError
     from torcd.spec import parse_spec
 
+    codes = _exit_codes(args.exit_codes)
     try:
         spec = parse_spec(_read_spec(args.spec), args.spec)
     except SpecError as e:
         print(f"torcctl: {e.message}", file=sys.stderr)
         return 1
-    print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers)")
+    job = next((j for j in spec.jobs if j.name == args.job), None)
+    if job is None:
+        names = [j.name for j in spec.jobs]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        raise UsageError(f"no job {args.job!r} in {args.spec}; jobs: {shown}")
+    rules = spec.failure_handlers.get(job.failure_handler) if job.failure_handler else None
+    steps = simulate(rules, spec.use_pending_failed, codes)
+    final = steps[-1].status if steps else "ready"
+    if args.json:
+        print_json({"job": job.name, "failure_handler": job.failure_handler, "steps": steps,
+                    "final_status": final})
+        return 0
+    print(f"job {job.name}: " + (f"failure handler {job.failure_handler!r}" if rules else "no failure handler")
+          + f"; use_pending_failed: {_setting(spec.use_pending_failed, rules is not None)}")
+    for step in steps:
+        rule = ""
+        if step.rule_index is not None:
+            r = rules[step.rule_index]
+            match = "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}"
+            rule = f" [rule {step.rule_index}: {match}, max_retries {r.max_retries}]"
+        then = _consequence(step, rules)
+        print(f"attempt {step.attempt}: exit {step.return_code} -> {then}{rule}")
+        if step.action not in ("complete", "retry", "recover"):
+            print(f"  because: {step.reason}")
+    if final == "ready":
+        print(f"attempt {len(steps) + 1} would run next (give more exit codes to follow it)")
+    print(f"final status: {final}")
     return 0
+
+
+def _consequence(step, rules) -> str:
+    if step.action == "retry":
+        return f"retry as attempt {step.attempt + 1}"
+    if step.action == "recover":
+        return (f"run recovery script `{rules[step.rule_index].recovery_script}` (TORC_RETURN_CODE="
+                f"{step.return_code}); if it succeeds, retry as attempt {step.attempt + 1}, else the job fails")
+    return {"complete": "completed", "fail": "the job fails",
+            "pending_failed": "pending_failed: waits for `torcctl jobs retry|fail` or an agent"}[step.action]
+
+
+def _exit_codes(text: str) -> list[int]:
+    try:
+        codes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise UsageError(f"--exit-codes must be comma-separated integers, got {text!r}") from None
+    bad = [c for c in codes if not 0 <= c <= 255]
+    if not codes or bad:
+        raise UsageError(f"--exit-codes must be integers 0-255, got {text!r}")
+    return codes
+
+
+def _setting(value: bool | None, has_handler: bool) -> str:
+    if value is None:
+        return f"unset (unmatched codes {'park the job' if has_handler else 'fail the job'})"
+    return "true (unmatched codes park the job)" if value else "false (unmatched codes fail the job)"
 
 
 def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:

@@ -105,7 +105,7 @@ _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 
-class _Locator:
+class Locator:
     """Maps `$.jobs[3].name`-style paths to 1-based line numbers of a ruamel tree."""
 
     def __init__(self, tree: Any, file: str):
@@ -165,19 +165,24 @@ def _first_content_line(text: str) -> int:
 
 def parse_spec(text: str, file: str = "<spec>") -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field."""
+    return _expand(*load_doc(text, file))
+
+
+def load_doc(text: str, file: str) -> tuple[WorkflowDoc, Locator]:
+    """The spec as written (before expansion), with a way back to its lines."""
     tree = load_tree(text, file)
     if not isinstance(tree, CommentedMap):
         line = tree.lc.line + 1 if hasattr(tree, "lc") else _first_content_line(text)
         raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
-    loc = _Locator(tree, file)
+    loc = Locator(tree, file)
     try:
         doc = msgspec.convert(_plain(tree), WorkflowDoc)
     except msgspec.ValidationError as e:
         raise _validation_error(e, loc) from None
-    return _expand(doc, loc)
+    return doc, loc
 
 
-def _validation_error(e: msgspec.ValidationError, loc: _Locator) -> SpecError:
+def _validation_error(e: msgspec.ValidationError, loc: Locator) -> SpecError:
     text = str(e)
     message, _, path = text.rpartition(" - at `")
     path = path.rstrip("`") if message else "$"
@@ -189,7 +194,7 @@ def _validation_error(e: msgspec.ValidationError, loc: _Locator) -> SpecError:
     return loc.error(message, path)
 
 
-def _check_handlers(doc: WorkflowDoc, loc: _Locator) -> dict[str, list[Rule]]:
+def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
     handlers: dict[str, list[Rule]] = {}
     for h, handler in enumerate(doc.failure_handlers):
         if handler.name in handlers:
@@ -209,7 +214,7 @@ def _check_handlers(doc: WorkflowDoc, loc: _Locator) -> dict[str, list[Rule]]:
     return handlers
 
 
-def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: _Locator) -> dict[str, list]:
+def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> dict[str, list]:
     raw: dict[str, Any] = {}
     if job.use_parameters is not None:
         for i, name in enumerate(job.use_parameters):
@@ -229,7 +234,7 @@ def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: _Locator) -> d
     return parsed
 
 
-def _check_schedulers(doc: WorkflowDoc, loc: _Locator) -> str | None:
+def _check_schedulers(doc: WorkflowDoc, loc: Locator) -> str | None:
     """Validate scheduler names; return the default one (explicit, or the only one)."""
     names: set[str] = set()
     for i, sched in enumerate(doc.slurm_schedulers):
@@ -243,7 +248,7 @@ def _check_schedulers(doc: WorkflowDoc, loc: _Locator) -> str | None:
     return doc.slurm_schedulers[0].name if len(doc.slurm_schedulers) == 1 else None
 
 
-def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
+def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     handlers = _check_handlers(doc, loc)
     default_scheduler = _check_schedulers(doc, loc)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
@@ -276,7 +281,7 @@ def _expand(doc: WorkflowDoc, loc: _Locator) -> Workflow:
                     doc.slurm_schedulers)
 
 
-def _note_origin(origin: dict[str, int], name: str, j: int, loc: _Locator) -> None:
+def _note_origin(origin: dict[str, int], name: str, j: int, loc: Locator) -> None:
     if name in origin:
         first = f" (also made by jobs[{origin[name]}])" if origin[name] != j else ""
         raise loc.error(f"duplicate job name {name!r}{first}", f"$.jobs[{j}].name")
@@ -296,7 +301,7 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
     return list(out)
 
 
-def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: _Locator) -> None:
+def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) -> None:
     seen = origin.keys()
     for job in jobs:
         for k, dep in enumerate(job.depends_on):

@@ -72,3 +72,35 @@ def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
 def signal_return_code(returncode: int) -> int:
     """Map a subprocess returncode to a shell-style code (killed by S -> 128+S)."""
     return 128 - returncode if returncode < 0 else returncode
+
+
+class Step(msgspec.Struct, frozen=True):
+    """One attempt of a simulated job: its exit code and what the daemon would do next."""
+
+    attempt: int
+    return_code: int
+    action: str  # complete, retry, recover, fail, park
+    rule_index: int | None
+    reason: str
+    status: str  # the job's status once the daemon has acted
+
+
+def simulate(rules: Sequence[Rule] | None, use_pending_failed: bool | None,
+             return_codes: Sequence[int]) -> list[Step]:
+    """Attempt by attempt, what the daemon decides for a job exiting with these codes in turn.
+
+    Stops at the first attempt that ends the job (success, failure, or parked). A recovery
+    script is taken to succeed; if it fails, the job fails at that attempt.
+    """
+    steps = []
+    for attempt, rc in enumerate(return_codes, 1):
+        if rc == 0:
+            steps.append(Step(attempt, 0, "complete", None, "exit code 0", "completed"))
+            break
+        d = decide(rules, attempt=attempt, return_code=rc, use_pending_failed=use_pending_failed)
+        status = {Action.RETRY: "ready", Action.RECOVER: "ready", Action.FAIL: "failed",
+                  Action.PARK: "pending_failed"}[d.action]
+        steps.append(Step(attempt, rc, d.action.value, d.rule_index, d.reason, status))
+        if status != "ready":
+            break
+    return steps

@@ -1,0 +1,107 @@
+"""Warnings about specs that are valid but probably not what their author meant."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import msgspec
+
+from torcd.spec import Locator, WorkflowDoc, load_doc, parse_spec
+
+
+class Finding(msgspec.Struct, frozen=True):
+    line: int | None
+    field: str
+    message: str
+
+
+def lint_spec(text: str, file: str, cwd: str) -> list[Finding]:
+    """Errors raise SpecError as for submission; what is left are warnings, in line order."""
+    parse_spec(text, file)
+    doc, loc = load_doc(text, file)
+    findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc),
+                *script_findings(doc, loc, lambda script: script_problem(script, cwd))]
+    return sorted(findings, key=lambda f: (f.line or 0, f.field))
+
+
+def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
+    out = []
+    for h, handler in enumerate(doc.failure_handlers):
+        covered: set[int] = set()
+        catch_all_at: int | None = None
+        for r, rule in enumerate(handler.rules):
+            at = f"$.failure_handlers[{h}].rules[{r}]"
+            if catch_all_at is not None:
+                out.append(Finding(loc.line(at), at, f"rule {r} can never match: rule {catch_all_at} "
+                                                     "before it matches every exit code"))
+                continue
+            if rule.match_all_exit_codes:
+                catch_all_at = r
+            else:
+                codes = set(rule.exit_codes or [])
+                if codes <= covered:
+                    out.append(Finding(loc.line(at), at, f"rule {r} can never match: earlier rules cover "
+                                                         f"all its exit codes {sorted(codes)}"))
+                    continue
+                if codes & covered:
+                    out.append(Finding(loc.line(at), at, f"exit codes {sorted(codes & covered)} of rule {r} "
+                                                         "are matched by an earlier rule first"))
+                covered |= codes
+            if rule.max_retries == 1:
+                what = "its recovery script never runs" if rule.recovery_script else "no retry"
+                out.append(Finding(loc.line(f"{at}.max_retries"), f"{at}.max_retries",
+                                   f"max_retries: 1 allows only the first attempt: {what} "
+                                   "(max_retries counts attempts)"))
+    return out
+
+
+def unused_handlers(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
+    used = {job.failure_handler for job in doc.jobs}
+    return [Finding(loc.line(f"$.failure_handlers[{h}]"), f"$.failure_handlers[{h}].name",
+                    f"failure handler {handler.name!r} is used by no job")
+            for h, handler in enumerate(doc.failure_handlers) if handler.name not in used]
+
+
+def script_findings(doc: WorkflowDoc, loc: Locator, problem: Callable[[str], str | None]) -> list[Finding]:
+    out = []
+    for h, handler in enumerate(doc.failure_handlers):
+        for r, rule in enumerate(handler.rules):
+            if rule.recovery_script and (why := problem(rule.recovery_script)):
+                at = f"$.failure_handlers[{h}].rules[{r}].recovery_script"
+                out.append(Finding(loc.line(at), at, why))
+    return out
+
+
+def script_problem(script: str, cwd: str) -> str | None:
+    """Why the program a recovery script starts with would not run from `cwd`, if it would not."""
+    try:
+        words = shlex.split(script, comments=True)
+    except ValueError:
+        return None  # not simple enough to judge; bash will say
+    if not words or "=" in words[0] or "$" in words[0]:
+        return None
+    program = words[0]
+    if "/" in program:
+        path = os.path.join(cwd, os.path.expanduser(program))
+        if not os.path.exists(path):
+            return f"recovery script {program!r} does not exist (relative to {cwd})"
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            return f"recovery script {program!r} is not executable (chmod +x {program})"
+        return None
+    if shutil.which(program) or program in _shell_words():
+        return None
+    return f"recovery script command {program!r} is not on PATH nor a shell builtin"
+
+
+_SHELL_WORDS: set[str] = set()
+
+
+def _shell_words() -> set[str]:
+    if not _SHELL_WORDS:
+        out = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], capture_output=True, text=True)
+        _SHELL_WORDS.update(out.stdout.split())
+    return _SHELL_WORDS
