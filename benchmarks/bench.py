@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -101,7 +100,7 @@ def run_spec(d: Daemon, text: str, name: str) -> tuple[float, int]:
     path = d.root / f"{name}.yaml"
     path.write_text(text)
     t = time.perf_counter()
-    r = d.ctl("run", "--quiet", str(path))
+    d.ctl("run", "--quiet", str(path))
     wall = time.perf_counter() - t
     out = d.ctl("--json", "workflows", "list").stdout
     wf = json.loads(out)[-1]["id"]

@@ -194,7 +194,6 @@ def test_sigterm_terminates_running_jobs_and_records_them(daemon):
 
 
 def test_rpc_errors_for_malformed_requests(daemon):
-    import http.client
     from torcctl.client import _UnixConnection
 
     def post(body: bytes):

@@ -57,15 +57,18 @@ def test_an_unwritable_log_path_fails_the_job_with_the_reason(daemon, tmp_path):
     _check_failed_with(daemon, wf, "Not a directory")
 
 
-@pytest.fixture
-def full_dir(tmp_path):
-    """A tiny tmpfs with no inodes left: creating anything in it fails with ENOSPC."""
+@pytest.fixture(params=["no log dir yet", "log dir made, no room for files"])
+def full_dir(request, tmp_path):
+    """A tiny tmpfs with no inodes left: creating anything in it fails with ENOSPC. Either the
+    daemon cannot make the log directory, or the job's shell cannot create its log files."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "full"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=4", "tmpfs", str(mnt)], check=True)
     try:
+        if request.param != "no log dir yet":
+            (mnt / "job_stdio").mkdir()
         for i in range(10):
             try:
                 (mnt / f"filler{i}").touch()

@@ -27,6 +27,7 @@ from torcd.server import build_app
 from torcd.services.allocations import AllocationService
 from torcd.services.autoscheduler import AutoScheduler
 from torcd.services.dispatcher import Dispatcher
+from torcd.services.exit_log import ExitLog
 from torcd.services.recovery import RecoveryRunner
 from torcd.services.retry_engine import RetryEngine
 from torcd.spec import parse_spec
@@ -152,7 +153,7 @@ class Daemon:
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
         self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, self.max_cpus,
-                                     os.path.join(self.paths.state_dir, "exits"))
+                                     ExitLog(os.path.join(self.paths.state_dir, "exits.log")))
         app = build_app(self)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -5,13 +5,18 @@ Mixed into `Store`; the same rule holds: one transaction per change plus its eve
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidParams, NotFound
-from torcd.protocol import AllocationInfo, Runnable
+from torcd.protocol import AllocationInfo
 from torcd.spec import SlurmSchedulerSpec
+
+if TYPE_CHECKING:
+    from torcd.store import Tx
 
 _encode = msgspec.json.Encoder().encode
 OPEN_ALLOCATION_STATES = ("pending", "running")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import socket
 import time
 
@@ -21,7 +20,8 @@ from torcd.bus import EventBus
 from torcd.faults import crash_point
 from torcd.protocol import Runnable
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE, LocalExecutor
-from torcd.services.processes import find_attempt_processes, group_leader, read_exit_status
+from torcd.services.exit_log import ExitLog
+from torcd.services.processes import find_attempt_processes, group_leader
 from torcd.store import Exit, Start, Store
 
 log = structlog.get_logger("torcd.dispatcher")
@@ -30,13 +30,12 @@ _WAKE_KINDS = frozenset({"job_ready", "retry_decided", "recovery_finished", "job
 
 
 class Dispatcher:
-    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_dir: str):
+    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog):
         self.store, self.bus = store, bus
         self.max_cpus = max_cpus
         self.host = socket.gethostname()
-        self.exit_dir = exit_dir
-        os.makedirs(exit_dir, mode=0o700, exist_ok=True)
-        self.executor = LocalExecutor(api_url, self._on_exit, exit_dir)
+        self.exit_log = exit_log
+        self.executor = LocalExecutor(api_url, self._on_exit, exit_log)
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
@@ -87,38 +86,33 @@ class Dispatcher:
 
     async def reconcile(self) -> None:
         """After a crash: adopt the jobs that kept running, record those that ended meanwhile
-        (from their exit files), and put claimed jobs that never started back to ready."""
+        (from the exit log), and put claimed jobs that never started back to ready."""
+        # Adopted jobs that end from now on append to a fresh log; what is there now stays readable.
+        self.exit_log.rotate()
         pending = set(await self.store.pending_keys())
         running = await self.store.running_attempts()
         if pending or running:
             keys = pending | {_key(j) for j in running}
             found = await asyncio.to_thread(find_attempt_processes, keys,
                                                self.executor.api_url)  # one pass over /proc
-            exit_file = self.executor.exit_file
+            ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
                 started = {key[0]: group_leader(found.get(key, [])) for key in pending
-                           if key in found or os.path.exists(exit_file(*key))}
+                           if key in found or key in ended}
                 await self.store.adopt_pending(started, self.host)
                 running = await self.store.running_attempts()
             exits = []
             for job in running:
                 pid = group_leader(found.get(_key(job), []))
                 if pid is not None:
-                    self.executor.adopt(job, pid)
+                    self.executor.adopt(job, pid, self.exit_log)
                     continue
-                rc = read_exit_status(exit_file(*_key(job)))
+                rc = ended.get(_key(job))
                 exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,
                                   time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
                                   "ended while the daemon was down", job.workflow_id))
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
             await self.store.record_exits(exits)
-        self._discard_stale_exit_files()
-
-    def _discard_stale_exit_files(self) -> None:
-        watched = {os.path.basename(self.executor.exit_file(*_key(j))) for j, _ in self.executor.procs.values()}
-        for name in os.listdir(self.exit_dir):
-            if name not in watched:
-                os.unlink(os.path.join(self.exit_dir, name))
 
     async def run(self) -> None:
         self._wake.set()
@@ -130,7 +124,8 @@ class Dispatcher:
             # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
             want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
             claimed, stale = await self.store.dispatch(exits, starts, want, self.host)
-            self.executor.discard_exit_files(exits)
+            if exits:
+                self.exit_log.count(len(exits))
             if stale:
                 await self.executor.kill(stale)
             if claimed:
@@ -148,7 +143,6 @@ class Dispatcher:
         pending, self._exits = self._exits, []
         await self.store.dispatch(pending, starts, 0, self.host)
         await self.store.terminate(exits)
-        self.executor.discard_exit_files(pending + exits)
         await self.store.adopt_pending({}, self.host)  # claimed, never started: ready again
         self._queue.clear()
         self._sub.close()

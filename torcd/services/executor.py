@@ -1,6 +1,6 @@
 """LocalExecutor: runs claimed jobs as `bash -c COMMAND` in their own process groups.
 
-With an `exit_dir`, each job's shell also leaves its exit status in a file there, so a
+With an exit log, each job's shell also appends its exit status there as it ends, so a
 daemon restarted after a crash can adopt jobs that kept running and learn how they ended.
 """
 
@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import time
 from collections.abc import Callable
 
 import structlog
 
 from torcd.core.retry import signal_return_code
-from torcd.services.processes import (AdoptedProcess, job_env, log_files, recording_exit_status, spawn_shell,
-                                      stop_group)
+from torcd.services.exit_log import ExitLog
+from torcd.services.processes import AdoptedProcess, job_env, log_files, spawn_shell, stop_group, user_umask
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -26,30 +27,19 @@ UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without record
 
 
 class LocalExecutor:
-    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_dir: str | None = None):
+    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_log: ExitLog | None = None):
         self.api_url = api_url
         self.on_exit = on_exit
-        self.exit_dir = exit_dir
+        self.exit_log = exit_log
         self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process | AdoptedProcess]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
+        self._made_dirs: set[str] = set()
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
 
     @property
     def cpus_in_use(self) -> int:
         return sum(job.num_cpus for job, _ in self.procs.values())
-
-    def exit_file(self, job_id: int, run_id: int, attempt_id: int) -> str:
-        return os.path.join(self.exit_dir or "", f"{job_id}.{run_id}.{attempt_id}")
-
-    def discard_exit_files(self, exits: list[Exit]) -> None:
-        """Once exits are committed their files have nothing left to tell."""
-        if self.exit_dir:
-            for e in exits:
-                try:
-                    os.unlink(self.exit_file(e.job_id, e.run_id, e.attempt_id))
-                except FileNotFoundError:
-                    pass
 
     async def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
@@ -57,23 +47,51 @@ class LocalExecutor:
                       run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
                       output_dir=job.output_dir, extra=job.env)
         try:
-            with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                command = job.command if self.exit_dir is None else recording_exit_status(
-                    job.command, self.exit_file(job.job_id, job.run_id, job.attempt_id))
-                proc = await spawn_shell(command, env=env, cwd=job.cwd, stdout=out, stderr=err)
+            stdio_dir = os.path.dirname(job.stdout_path)
+            if stdio_dir not in self._made_dirs:
+                os.makedirs(stdio_dir, exist_ok=True)
+                self._made_dirs.add(stdio_dir)
+            proc = await spawn_shell(self._shell_command(job), env=env, cwd=job.cwd, keep_umask=True)
         except OSError as e:
-            message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
-            log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
-                        attempt_id=job.attempt_id, error=message)
-            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
-                             job.workflow_id))
+            self._launch_failed(job, e)
             return None
         self._watch(job, proc)
         return proc.pid
 
-    def adopt(self, job: Runnable, pid: int) -> None:
+    def _shell_command(self, job: Runnable) -> str:
+        """The job's command, after its shell opens its own log files (with our umask, then takes
+        the user's): creating a file can take milliseconds on a parallel filesystem, and the
+        daemon's loop must not wait for that."""
+        umask = user_umask()
+        command = (f"exec >>{shlex.quote(job.stdout_path)} 2>>{shlex.quote(job.stderr_path)} "
+                   f"|| exit {LAUNCH_FAILED}; {'' if umask is None else f'umask {umask:03o}; '}{job.command}")
+        if self.exit_log is None:
+            return command
+        return self.exit_log.recording(command, (job.job_id, job.run_id, job.attempt_id))
+
+    def _launch_failed(self, job: Runnable, e: OSError) -> None:
+        self._made_dirs.discard(os.path.dirname(job.stdout_path))
+        message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+        log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
+                    attempt_id=job.attempt_id, error=message)
+        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
+                          job.workflow_id))
+
+    def _log_files_failure(self, job: Runnable) -> OSError | None:
+        """After a 126 with no stderr file: the shell could not open its logs. Find out why."""
+        if os.path.exists(job.stderr_path):
+            return None
+        try:
+            with log_files(job.stdout_path, job.stderr_path):
+                pass
+        except OSError as e:
+            return e
+        return OSError(f"its log files could not be created ({job.stdout_path})")
+
+    def adopt(self, job: Runnable, pid: int, exit_log: ExitLog) -> None:
         """Watch a job's shell that an earlier daemon started; its exit is reported as usual."""
-        self._watch(job, AdoptedProcess(pid, self.exit_file(job.job_id, job.run_id, job.attempt_id)))
+        key = (job.job_id, job.run_id, job.attempt_id)
+        self._watch(job, AdoptedProcess(pid, lambda: exit_log.status(key)))
 
     def _watch(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
@@ -89,6 +107,9 @@ class LocalExecutor:
         if returncode is None:  # an adopted shell that left no exit status
             self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT, time.time(),
                               UNKNOWN_EXIT_MESSAGE, job.workflow_id))
+            return
+        if returncode == LAUNCH_FAILED and (e := self._log_files_failure(job)):
+            self._launch_failed(job, e)
             return
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),
                           workflow_id=job.workflow_id))

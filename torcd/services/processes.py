@@ -5,16 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
+import shutil
 import signal
 import time
-from collections.abc import Iterator
-from typing import BinaryIO
-
-# Signals that end bash by default. Each gets a trap that exits with 128+N, because a shell
-# dying of an untrapped signal runs its EXIT trap with $? = 0: the file would claim success.
-_FATAL_TRAPS = " ".join(f"trap 'exit {128 + signal.Signals['SIG' + name]}' {name};" for name in (
-    "HUP", "INT", "QUIT", "PIPE", "ALRM", "TERM", "USR1", "USR2", "XCPU", "XFSZ", "VTALRM", "PROF"))
+from collections.abc import Callable, Iterator
 
 
 def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, run_id: int,
@@ -38,37 +32,50 @@ def restrict_umask() -> None:
     os.umask(_user_umask | 0o002)
 
 
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
 @contextlib.contextmanager
-def log_files(out_path: str, err_path: str) -> Iterator[tuple[BinaryIO, BinaryIO]]:
-    """Open (append) a job's stdout and stderr files, making their directory if needed."""
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "ab") as out, open(err_path, "ab") as err:
-        yield out, err
+def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
+    """Open (append) a job's stdout and stderr files, making their directory if needed.
 
-
-async def spawn_shell(command: str, *, env: dict[str, str], cwd: str, stdout: BinaryIO,
-                      stderr: BinaryIO) -> asyncio.subprocess.Process:
-    """`bash -c COMMAND` in a session of its own (so its whole group can be signalled)."""
-    return await asyncio.create_subprocess_exec(
-        "bash", "-c", command, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
-        env=env, start_new_session=True, umask=_user_umask)
-
-
-def recording_exit_status(command: str, path: str) -> str:
-    """The job's command, prefixed so that its shell writes its exit status to `path` as it ends.
-
-    A daemon restarted after a crash learns from that file how a job it did not see end
-    exited. On the same line, so the command's $LINENO and error messages are unchanged.
+    Plain descriptors: they only go to the child, and a file object per job costs more.
     """
-    return f"trap {shlex.quote('echo $? > ' + shlex.quote(path))} EXIT; {_FATAL_TRAPS} {command}"
-
-
-def read_exit_status(path: str) -> int | None:
     try:
-        with open(path) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
+        out = os.open(out_path, _APPEND, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+        out = os.open(out_path, _APPEND, 0o666)
+    try:
+        err = os.open(err_path, _APPEND, 0o666)
+        try:
+            yield out, err
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
+
+
+_BASH = shutil.which("bash") or "bash"  # resolved once, not by a PATH search in every child
+_devnull: int | None = None
+
+
+def user_umask() -> int | None:
+    """The user's umask if `restrict_umask` tightened ours, else None."""
+    return None if _user_umask < 0 else _user_umask
+
+
+async def spawn_shell(command: str, *, env: dict[str, str], cwd: str, stdout: int | None = None,
+                      stderr: int | None = None, keep_umask: bool = False) -> asyncio.subprocess.Process:
+    """`bash -c COMMAND` in a session of its own (so its whole group can be signalled);
+    output goes nowhere unless given. It gets the user's umask unless `keep_umask`."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    return await asyncio.create_subprocess_exec(
+        _BASH, "-c", command, stdin=_devnull, stdout=_devnull if stdout is None else stdout,
+        stderr=_devnull if stderr is None else stderr, cwd=cwd, env=env, start_new_session=True,
+        umask=-1 if keep_umask else _user_umask)
 
 
 def group_leader(pids: list[int]) -> int | None:
@@ -84,11 +91,11 @@ def group_leader(pids: list[int]) -> int | None:
 
 class AdoptedProcess:
     """A job's shell started by an earlier daemon: not our child, so it is watched through a pidfd
-    and its exit status is read from the file the shell writes (None when it left none)."""
+    and its exit status is read from the exit log (None when it left none)."""
 
-    def __init__(self, pid: int, exit_file: str):
+    def __init__(self, pid: int, exit_status: Callable[[], int | None]):
         self.pid, self.returncode = pid, None
-        self._exit_file = exit_file
+        self._exit_status = exit_status
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         try:
@@ -104,7 +111,7 @@ class AdoptedProcess:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
-        self.returncode = read_exit_status(self._exit_file)
+        self.returncode = self._exit_status()
         if not self._done.done():
             self._done.set_result(None)
 

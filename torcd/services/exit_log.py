@@ -1,0 +1,64 @@
+"""The exit log: job shells append `JOB RUN ATTEMPT RC` to it as they end.
+
+A daemon that is alive learns exit codes from the kernel and never reads it.
+A daemon restarted after a crash reads it to learn how the jobs that ended
+while it was down exited, and how the jobs it adopts end. Appending a line
+to one file is much cheaper than creating and removing a file per job.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+
+Key = tuple[int, int, int]  # job_id, run_id, attempt_id
+
+# Signals that end bash by default. Each gets a trap that exits with 128+N, because a shell
+# dying of an untrapped signal runs its EXIT trap with $? = 0: the log would claim success.
+_FATAL_TRAPS = " ".join(f"trap 'exit {128 + signal.Signals['SIG' + name]}' {name};" for name in (
+    "HUP", "INT", "QUIT", "PIPE", "ALRM", "TERM", "USR1", "USR2", "XCPU", "XFSZ", "VTALRM", "PROF"))
+ROTATE_EVERY = 500_000  # lines; the previous file is kept, so nothing recent is lost
+
+
+class ExitLog:
+    def __init__(self, path: str):
+        self.path, self.previous = path, path + ".prev"
+        self._since_rotation = 0
+
+    def recording(self, command: str, key: Key) -> str:
+        """The command, prefixed so that its shell appends its exit status as it ends.
+
+        On the same line, so the command's $LINENO and error messages are unchanged.
+        """
+        line = f'echo "{key[0]} {key[1]} {key[2]} $?" >> {shlex.quote(self.path)}'
+        return f"trap {shlex.quote(line)} EXIT; {_FATAL_TRAPS} {command}"
+
+    def rotate(self) -> None:
+        """Start a fresh log; the current one becomes the previous (whose lines stay readable)."""
+        try:
+            os.replace(self.path, self.previous)
+        except FileNotFoundError:
+            pass
+        self._since_rotation = 0
+
+    def count(self, exits: int) -> None:
+        self._since_rotation += exits
+        if self._since_rotation >= ROTATE_EVERY:
+            self.rotate()
+
+    def statuses(self) -> dict[Key, int]:
+        found: dict[Key, int] = {}
+        for path in (self.previous, self.path):
+            try:
+                with open(path, "rb") as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) == 4 and all(p.isdigit() for p in parts):
+                            found[(int(parts[0]), int(parts[1]), int(parts[2]))] = int(parts[3])
+            except FileNotFoundError:
+                continue
+        return found
+
+    def status(self, key: Key) -> int | None:
+        return self.statuses().get(key)
