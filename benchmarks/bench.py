@@ -78,17 +78,30 @@ def spec_true(n: int, fail_once: bool = False, recovery: bool = False) -> str:
 """ + ("    failure_handler: h\n" if fail_once else "")
 
 
-async def bare_loop(n: int, cpus: int) -> float:
-    """The limit: the same n `bash -c true` through a bare asyncio loop, `cpus` at a time."""
+async def bare_loop(n: int, cpus: int, log_dir: str | None = None) -> float:
+    """The limit: the same n `bash -c true` through a bare asyncio loop, `cpus` at a time.
+
+    With `log_dir`, each job's stdout and stderr go to files of their own there, as torc's do:
+    what creating two files per job costs on this filesystem, with nothing else.
+    """
     from torcd.daemon import use_pidfd_child_watcher
 
     use_pidfd_child_watcher()
     sem = asyncio.Semaphore(cpus)
+    ids = iter(range(n))
 
     async def one():
         async with sem:
-            p = await asyncio.create_subprocess_exec("bash", "-c", "true", stdout=subprocess.DEVNULL,
-                                                     stderr=subprocess.DEVNULL)
+            if log_dir is None:
+                out = err = subprocess.DEVNULL
+            else:
+                i = next(ids)
+                out = open(f"{log_dir}/{i}.o", "ab")
+                err = open(f"{log_dir}/{i}.e", "ab")
+            p = await asyncio.create_subprocess_exec("bash", "-c", "true", stdout=out, stderr=err)
+            if log_dir is not None:
+                out.close()
+                err.close()
             await p.wait()
 
     t = time.perf_counter()
@@ -118,9 +131,11 @@ def throughput(args) -> dict:
     """Alternate torc and the bare loop `--repeat` times per N; report medians and their ratio."""
     rows = []
     for n in args.jobs:
-        torc, bare, walls = [], [], []
+        torc, bare, logged, walls = [], [], [], []
         for _ in range(args.repeat):
             bare.append(n / asyncio.run(bare_loop(n, args.cpus)))
+            with tempfile.TemporaryDirectory() as tmp:
+                logged.append(n / asyncio.run(bare_loop(n, args.cpus, tmp)))
             with tempfile.TemporaryDirectory() as tmp:
                 d = Daemon(Path(tmp), args.cpus)
                 try:
@@ -133,6 +148,8 @@ def throughput(args) -> dict:
                      "torcctl_run_wall_s": statistics.median(walls),
                      "bare_loop_jobs_per_s": statistics.median(bare),
                      "ratio": statistics.median(torc) / statistics.median(bare),
+                     "bare_with_log_files_jobs_per_s": statistics.median(logged),
+                     "ratio_to_bare_with_log_files": statistics.median(torc) / statistics.median(logged),
                      "torc_min_max": f"{min(torc):.0f}-{max(torc):.0f}",
                      "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}"})
     print_table("throughput: N x `true`, submit to last completion (medians)", rows)
