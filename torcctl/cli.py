@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
                    help="submit anyway when a retry has waited this long (default 7200)")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
+                             "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
     p.add_argument("--url", default=os.environ.get("TORC_API_URL"), help="daemon URL (http://HOST:PORT or unix://PATH)")
     p.add_argument("--token-file", help="file holding the daemon's bearer token (or set TORC_API_TOKEN)")

@@ -235,6 +235,15 @@ def allocations(client: Client, args) -> int:
     return 0
 
 
+def mcp(client: Client, args) -> int:
+    try:
+        from torcctl.mcp_server import serve
+    except ImportError as e:
+        raise UsageError(f"torcctl mcp needs the mcp package ({e.name} is missing): "
+                         "pip install 'torc-py[mcp]'") from None
+    return serve(client)
+
+
 def worker(client: Client, args) -> int:
     import asyncio
 

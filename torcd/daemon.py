@@ -270,10 +270,16 @@ class Daemon:
         return await self.store.attempts(params.job_id)
 
     async def retry_jobs(self, params: p.Classify) -> p.ClassifyResult:
-        return p.ClassifyResult(await self.store.classify(params.job_ids, "retry", params.reason, params.source))
+        decisions = [(j, "retry", params.reason) for j in dict.fromkeys(params.job_ids)]
+        return p.ClassifyResult(await self.store.classify(decisions, params.source))
 
     async def fail_jobs(self, params: p.Classify) -> p.ClassifyResult:
-        return p.ClassifyResult(await self.store.classify(params.job_ids, "fail", params.reason, params.source))
+        decisions = [(j, "fail", params.reason) for j in dict.fromkeys(params.job_ids)]
+        return p.ClassifyResult(await self.store.classify(decisions, params.source))
+
+    async def classify_jobs(self, params: p.ClassifyMany) -> p.ClassifyResult:
+        decisions = [(c.job_id, c.action, c.reason) for c in params.classifications]
+        return p.ClassifyResult(await self.store.classify(decisions, params.source, params.workflow_id))
 
     async def list_events(self, params: p.ListEvents) -> list[p.Event]:
         return await self.store.events(params.workflow_id, params.after, params.limit)

@@ -121,6 +121,21 @@ class Classify(Params):
     source: Source = "cli"
 
 
+class Classification(msgspec.Struct, forbid_unknown_fields=True):
+    job_id: Id
+    action: Literal["retry", "fail"]
+    reason: Annotated[str, Meta(min_length=1)]
+
+
+class ClassifyMany(Params):
+    """Several pending_failed jobs of one workflow, each with its own action and reason; one
+    transaction: all are applied or none."""
+
+    workflow_id: Id
+    classifications: Annotated[list[Classification], Meta(min_length=1, max_length=100_000)]
+    source: Source = "api"
+
+
 class ListEvents(Params):
     workflow_id: Id
     after: Annotated[int, Meta(ge=0)] = 0

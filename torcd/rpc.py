@@ -49,6 +49,7 @@ METHODS: dict[str, tuple[type, Callable[["Daemon"], Handler]]] = {
     "jobs.attempts": (p.JobRef, lambda d: d.job_attempts),
     "jobs.retry": (p.Classify, lambda d: d.retry_jobs),
     "jobs.fail": (p.Classify, lambda d: d.fail_jobs),
+    "jobs.classify": (p.ClassifyMany, lambda d: d.classify_jobs),
     "events.list": (p.ListEvents, lambda d: d.list_events),
     "workflows.set_auto_schedule": (p.SetAutoSchedule, lambda d: d.set_auto_schedule),
     "allocations.submit": (p.SubmitAllocations, lambda d: d.submit_allocations),

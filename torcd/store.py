@@ -628,18 +628,23 @@ class Store(SlurmStore):
                 self._cascade(tx, j["workflow_id"], job_id, j["name"])
         return await self.write(_body)
 
-    async def classify(self, job_ids: Sequence[int], action: str, reason: str, source: str) -> list[int]:
-        """Resolve pending_failed jobs: `retry` (ready, attempt +1) or `fail` (cascade)."""
+    async def classify(self, decisions: Sequence[tuple[int, str, str]], source: str,
+                       workflow_id: int | None = None) -> list[int]:
+        """Resolve pending_failed jobs, each (job_id, action, reason), all or none: `retry`
+        (ready, attempt +1) or `fail` (cascade). With `workflow_id`, every job must be in it."""
+        job_ids = [d[0] for d in decisions]
         def _body(tx: Tx):
-            jobs = self._job_rows(tx, list(job_ids))
+            jobs = self._job_rows(tx, job_ids)
             for jid in job_ids:
-                if jid not in jobs:
-                    raise NotFound(f"no job {jid}")
+                if jid not in jobs or (workflow_id is not None and jobs[jid]["workflow_id"] != workflow_id):
+                    raise NotFound(f"no job {jid}" + (f" in workflow {workflow_id}" if workflow_id else ""))
                 if jobs[jid]["status"] != S.PENDING_FAILED:
                     raise InvalidTransition(
                         f"job {jid} is {S(jobs[jid]['status']).label}, not pending_failed")
-            new = S.READY if action == "retry" else S.FAILED
-            for jid in dict.fromkeys(job_ids):
+            if len(set(job_ids)) != len(job_ids):
+                raise InvalidParams("a job is classified twice", {"field": "$.classifications"})
+            for jid, action, reason in decisions:
+                new = S.READY if action == "retry" else S.FAILED
                 j = jobs[jid]
                 attempt = j["attempt_id"] + 1 if new == S.READY else j["attempt_id"]
                 tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
@@ -649,7 +654,7 @@ class Store(SlurmStore):
                         source=source)
                 if new == S.FAILED:
                     self._cascade(tx, j["workflow_id"], jid, j["name"])
-            return list(dict.fromkeys(job_ids))
+            return job_ids
         return await self.write(_body)
 
     async def running_attempts(self) -> list[Runnable]:

@@ -1,0 +1,81 @@
+"""`torcctl mcp` driven by the MCP SDK's own client over stdio, against a real daemon."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+SPEC = """\
+name: agents
+failure_handlers:
+  - name: h
+    rules:
+      - {exit_codes: [10], max_retries: 3}
+jobs:
+  - name: flaky
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo ok; else echo "node lost contact" >&2; exit 3; fi
+    failure_handler: h
+  - name: broken
+    command: echo "syntax error in input.csv line 7" >&2; exit 4
+    failure_handler: h
+  - {name: after_broken, command: "true", depends_on: [broken]}
+"""
+
+
+async def _session(daemon, steps):
+    params = StdioServerParameters(command=sys.executable,
+                                   args=["-m", "torcctl", "--socket", daemon.socket, "--no-autostart", "mcp"])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        return await steps(session)
+
+
+def _structured(result):
+    assert not result.is_error, result.content
+    content = result.structured_content
+    return content["result"] if set(content) == {"result"} else content
+
+
+def test_an_agent_lists_and_classifies_pending_failed_jobs(daemon):
+    wf = daemon.submit(SPEC)
+    daemon.wait(wf)
+    ids = {n: j.id for n, j in daemon.jobs(wf).items()}
+
+    async def steps(session: ClientSession):
+        tools = {t.name for t in (await session.list_tools()).tools}
+        listed = _structured(await session.call_tool("list_pending_failed_jobs", {"workflow_id": wf}))
+        # A bad batch (one job is not pending_failed) is refused whole.
+        bad = await session.call_tool("classify_and_resolve_failures", {"workflow_id": wf, "classifications": [
+            {"job_id": ids["flaky"], "action": "retry", "reason": "lost node"},
+            {"job_id": ids["after_broken"], "action": "fail", "reason": "x"}]})
+        missing_reason = await session.call_tool("classify_and_resolve_failures", {
+            "workflow_id": wf, "classifications": [{"job_id": ids["flaky"], "action": "retry", "reason": ""}]})
+        statuses_after_bad = {n: j.status for n, j in daemon.jobs(wf).items()}
+        done = _structured(await session.call_tool("classify_and_resolve_failures", {
+            "workflow_id": wf, "classifications": [
+                {"job_id": ids["flaky"], "action": "retry", "reason": "transient: the node lost contact"},
+                {"job_id": ids["broken"], "action": "fail", "reason": "bad input file; retrying cannot help"}]}))
+        return tools, listed, bad, missing_reason, statuses_after_bad, done
+
+    tools, listed, bad, missing_reason, statuses_after_bad, done = anyio.run(_session, daemon, steps)
+    assert {"list_pending_failed_jobs", "classify_and_resolve_failures"} <= tools
+    by_name = {j["name"]: j for j in listed}
+    assert set(by_name) == {"flaky", "broken"}
+    assert (by_name["flaky"]["return_code"], by_name["flaky"]["stderr_tail"].strip()) == (3, "node lost contact")
+    assert by_name["broken"]["return_code"] == 4
+    assert bad.is_error and "not pending_failed" in bad.content[0].text
+    assert missing_reason.is_error
+    assert statuses_after_bad == {"flaky": "pending_failed", "broken": "pending_failed", "after_broken": "blocked"}
+    assert done["retried"] == [ids["flaky"]] and done["failed"] == [ids["broken"]]
+
+    daemon.wait(wf, state="done")
+    assert {n: j.status for n, j in daemon.jobs(wf).items()} == {
+        "flaky": "completed", "broken": "failed", "after_broken": "canceled"}
+    classified = [e for e in daemon.events(wf) if e.kind == "job_classified"]
+    assert [(e.job_name, e.action, e.source, e.message) for e in classified] == [
+        ("flaky", "retry", "mcp", "transient: the node lost contact"),
+        ("broken", "fail", "mcp", "bad input file; retrying cannot help")]
+    assert daemon.jobs(wf)["broken"].reason == "bad input file; retrying cannot help"
