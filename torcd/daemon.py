@@ -32,6 +32,7 @@ from torcd.services.recovery import RecoveryRunner
 from torcd.services.retry_engine import RetryEngine
 from torcd.spec import parse_spec
 from torcd.store import Exit, Store, StoreError
+from torcd.systemd import Notifier, passed_socket
 
 log = structlog.get_logger("torcd")
 BACKLOG = 1024  # connections waiting to be accepted: hundreds of clients may connect at once
@@ -83,6 +84,8 @@ class Daemon:
         self.started = time.time()
         self.api_url = f"unix://{paths.socket}"
         self._lock_file = None
+        self.systemd = Notifier()
+        self._socket_passed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -131,22 +134,36 @@ class Daemon:
         # switch interval a busy loop makes each hop wait for the GIL.
         sys.setswitchinterval(float(os.environ.get("TORCD_SWITCH_INTERVAL", "0.0002")))
         self._lock_state_dir()
-        sock = self._bind_socket()
+        sock = self._listening_socket()
         try:
             self.store = await Store.open(os.path.join(self.paths.state_dir, "torcd.db"))
         except BaseException:
             sock.close()
-            os.unlink(self.paths.socket)
+            self._unlink_socket()
             raise
         try:
             await self._serve(sock, ready)
         finally:
             await self.store.close()
+            self._unlink_socket()
+            log.info("torcd_stopped")
+
+    def _listening_socket(self) -> socket.socket:
+        sock = passed_socket()
+        if sock is None:
+            return self._bind_socket()
+        # Socket activation: systemd made the socket and keeps it; we only serve on it.
+        self._socket_passed = True
+        self.paths = Paths(sock.getsockname(), self.paths.state_dir)
+        self.api_url = f"unix://{self.paths.socket}"
+        return sock
+
+    def _unlink_socket(self) -> None:
+        if not self._socket_passed:
             try:
                 os.unlink(self.paths.socket)
             except FileNotFoundError:
                 pass
-            log.info("torcd_stopped")
 
     async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:  # noqa: C901
         self.store.on_commit = self.bus.publish
@@ -184,12 +201,16 @@ class Daemon:
                  for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler)]
         if ready is not None:
             ready.set()
+        self.systemd.notify("READY=1", f"STATUS=serving on {self.paths.socket}", f"MAINPID={os.getpid()}")
+        if self.systemd.watchdog_interval:
+            tasks.append(asyncio.create_task(self._watchdog(self.systemd.watchdog_interval), name="watchdog"))
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stop and t.exception()]
         for t in crashed:
             log.error("service_crashed", service=t.get_name(), error=repr(t.exception()))
         log.info("torcd_stopping")
+        self.systemd.notify("STOPPING=1", "STATUS=stopping: terminating running jobs")
         self.stopping.set()
         try:
             await runner.shutdown()
@@ -206,6 +227,12 @@ class Daemon:
         if crashed:  # the next start reconciles from the tables
             t = crashed[0]
             raise DaemonError(f"stopped because the {t.get_name()} service failed: {t.exception()}")
+
+    async def _watchdog(self, interval: float) -> None:
+        """Tell systemd we are alive while the event loop turns; a stuck loop gets restarted."""
+        while True:
+            self.systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
 
     # -- RPC methods -------------------------------------------------------
 
