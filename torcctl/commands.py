@@ -147,6 +147,11 @@ def _setting(value: bool | None, has_handler: bool) -> str:
 def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:
     """Print events until nothing more can run; return the event that said so."""
     quiet = getattr(args, "quiet", False) and not args.json
+    if not quiet and not args.json and sys.stdout.isatty():
+        from torcctl.live import LiveView
+
+        counts = lambda: client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts  # noqa: E731
+        return LiveView(wf, counts, STATUS_ORDER).follow(client.events(wf, after=after, until_done=True))
     for event in client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None):
         if args.json:
             print_json(event)
