@@ -158,8 +158,7 @@ class Worker:
 
     async def _recover(self, rec: p.Recovery, api_url: str) -> None:
         try:
-            ok, rc, message = await run_recovery_script(rec, api_url)
-            self.recovery_results.append(p.RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message))
+            self.recovery_results.append(await run_recovery_script(rec, api_url))
         finally:
             self.recoveries.pop(rec.job_id, None)
             self.wake.set()

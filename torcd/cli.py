@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a worker silent this long is lost; its jobs go through their failure handlers")
     ap.add_argument("--auto-schedule-interval", type=float, default=10.0, metavar="SECONDS",
                     help="how often auto-schedule policies are evaluated (also on relevant events)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="serve Prometheus metrics at GET /metrics (on the socket, and on --listen with the token)")
     ap.add_argument("--log-level", default=os.environ.get("TORCD_LOG_LEVEL", "info"),
                     choices=["debug", "info", "warning", "error"])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace,
                     listen=args.listen, advertise_url=args.advertise_url,
                     slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
-                    auto_schedule_interval=args.auto_schedule_interval)
+                    auto_schedule_interval=args.auto_schedule_interval, metrics=args.metrics)
     try:
         asyncio.run(daemon.run())
     except TorcError as e:

@@ -61,8 +61,10 @@ class Daemon:
     def __init__(self, paths: Paths, max_parallel_jobs: int | None = None, shutdown_grace: float = 10.0,
                  listen: tuple[str, int] | None = None, advertise_url: str | None = None,
                  slurm_poll_interval: float = 5.0, heartbeat_timeout: float = 60.0,
-                 auto_schedule_interval: float = 10.0, worker_poll_interval: float = 1.0):
+                 auto_schedule_interval: float = 10.0, worker_poll_interval: float = 1.0,
+                 metrics: bool = False):
         self.paths = paths
+        self.metrics = metrics
         self.listen = listen
         self.advertise_url = advertise_url
         self.tcp_url: str | None = None
@@ -340,7 +342,7 @@ class Daemon:
                  for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine]
         await self.store.record_exits(exits)
         for r in params.recoveries:
-            await self.store.finish_recovery(r.job_id, r.run_id, r.attempt_id, r.ok, r.return_code, r.message)
+            await self.store.finish_recovery(r)
         claiming = params.claim and params.free_cpus > 0
         if claiming:
             jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus)  # heartbeats too

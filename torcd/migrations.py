@@ -118,4 +118,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_by_worker ON jobs (worker_id) WHERE worker_id IS NOT NULL;
     """,
+    # 3: how long each recovery script ran (for metrics)
+    """
+    ALTER TABLE attempts ADD COLUMN recovery_seconds REAL;
+    """,
 ]

@@ -70,6 +70,7 @@ class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ok: bool
     return_code: int | None
     message: str
+    seconds: float | None = None  # how long the script ran
 
 
 class StartedReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -116,4 +116,10 @@ def build_app(daemon: "Daemon") -> web.Application:
     app = web.Application(client_max_size=daemon.max_request_bytes, middlewares=[only_our_user])
     app.router.add_post("/rpc", rpc_endpoint)
     app.router.add_get("/events", events_endpoint)
+    if daemon.metrics:
+        from torcd import metrics
+
+        async def metrics_endpoint(request: web.Request) -> web.Response:
+            return web.Response(body=await metrics.render(daemon.store), headers={"Content-Type": metrics.CONTENT_TYPE})
+        app.router.add_get("/metrics", metrics_endpoint)
     return app

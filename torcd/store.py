@@ -22,7 +22,7 @@ from torcd.core.retry import Action, RetryDecision, Rule
 from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus, check_transition
 from torcd.errors import InvalidParams, InvalidTransition, NotFound, TorcError
 from torcd.migrations import MIGRATIONS
-from torcd.protocol import AttemptInfo, Event, JobInfo, Recovery, Runnable, WorkflowSummary
+from torcd.protocol import AttemptInfo, Event, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
 from torcd.spec import SlurmSchedulerSpec, Workflow
 from torcd.store_slurm import SlurmStore
 
@@ -608,15 +608,17 @@ class Store(SlurmStore):
                                 _env(r["env"]), r["cwd"], r["output_dir"]))
         return out
 
-    async def finish_recovery(self, job_id: int, run_id: int, attempt_id: int, ok: bool,
-                              return_code: int | None, message: str) -> None:
+    async def finish_recovery(self, report: RecoveryReport) -> None:
+        job_id, run_id, attempt_id, ok = report.job_id, report.run_id, report.attempt_id, report.ok
+        return_code, message = report.return_code, report.message
         def _body(tx: Tx):
             j = (self._job_rows(tx, [job_id])).get(job_id)
             if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (run_id, attempt_id):
                 return
             tx.run(
-                """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ? WHERE job_id = ? AND run_id = ?
-                   AND attempt_id = ?""", (return_code, "succeeded" if ok else "failed", job_id, run_id, attempt_id))
+                """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ?""",
+                (return_code, "succeeded" if ok else "failed", report.seconds, job_id, run_id, attempt_id))
             new = S.READY if ok else S.FAILED
             check_transition(S.RECOVERING, new, job_id)
             tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",

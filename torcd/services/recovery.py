@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import structlog
 
@@ -18,6 +19,7 @@ from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
 from torcd.faults import crash_point
 from torcd.services.processes import find_attempt_processes, job_env, kill_pids, log_files, spawn_shell, stop_group
+from torcd.protocol import RecoveryReport
 from torcd.store import Recovery, Store, stdio_paths
 
 log = structlog.get_logger("torcd.recovery")
@@ -33,30 +35,34 @@ def describe_exit(script: str, rc: int) -> str:
     return f"recovery script exited {rc}"
 
 
-async def run_recovery_script(rec: Recovery, api_url: str,
-                              on_start=lambda proc: None) -> tuple[bool, int | None, str]:
-    """Run one recovery script to the end: (succeeded, return code, message)."""
+async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc: None) -> RecoveryReport:
+    """Run one recovery script to the end and say how it went."""
     out_path, err_path = stdio_paths(rec.output_dir, "recovery", rec.workflow_id, rec.job_id,
                                      rec.run_id, rec.attempt_id)
     env = job_env(dict(os.environ), workflow_id=rec.workflow_id, job_id=rec.job_id, name=rec.name,
                   run_id=rec.run_id, attempt_id=rec.attempt_id, api_url=api_url,
                   output_dir=rec.output_dir, extra=rec.env)
     env["TORC_RETURN_CODE"] = str(rec.return_code)
+    started = time.monotonic()
+
+    def report(ok: bool, rc: int | None, message: str) -> RecoveryReport:
+        return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
+                              round(time.monotonic() - started, 6))
     try:
         with log_files(out_path, err_path) as (out, err):
             proc = await spawn_shell(rec.script, env=env, cwd=rec.cwd, stdout=out, stderr=err)
     except OSError as e:
-        return False, None, f"recovery script could not start: {e.strerror or e}"
+        return report(False, None, f"recovery script could not start: {e.strerror or e}")
     on_start(proc)
     try:
         rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
     except TimeoutError:
         await stop_group(proc, 5.0)
-        return False, signal_return_code(proc.returncode or -signal.SIGKILL), \
-            f"recovery script timed out after {rec.timeout:g}s"
+        return report(False, signal_return_code(proc.returncode or -signal.SIGKILL),
+                      f"recovery script timed out after {rec.timeout:g}s")
     if rc == 0:
-        return True, 0, f"recovery script succeeded; retrying as attempt {rec.attempt_id + 1}"
-    return False, rc, describe_exit(rec.script, rc)
+        return report(True, 0, f"recovery script succeeded; retrying as attempt {rec.attempt_id + 1}")
+    return report(False, rc, describe_exit(rec.script, rc))
 
 
 class RecoveryRunner:
@@ -101,11 +107,11 @@ class RecoveryRunner:
 
     async def _run_one(self, rec: Recovery) -> None:
         try:
-            ok, rc, message = await run_recovery_script(rec, self.api_url, self._hold(rec.job_id))
+            report = await run_recovery_script(rec, self.api_url, self._hold(rec.job_id))
             crash_point("before_recovery_recorded")
             log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
-                     attempt_id=rec.attempt_id, return_code=rc, ok=ok)
-            await self.store.finish_recovery(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message)
+                     attempt_id=rec.attempt_id, return_code=report.return_code, ok=report.ok)
+            await self.store.finish_recovery(report)
         finally:
             self.running.pop(rec.job_id, None)
 

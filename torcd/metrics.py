@@ -1,0 +1,68 @@
+"""`GET /metrics` (torcd --metrics): Prometheus text, computed from the database at each scrape,
+so the figures survive restarts and nothing is counted on the job path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from torcd.core.status import JobStatus
+
+if TYPE_CHECKING:
+    from torcd.store import Store
+
+RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_QUERIES = {
+    "jobs": "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status",
+    "attempts": "SELECT workflow_id, count(*) FROM attempts GROUP BY workflow_id",
+    "decisions": """SELECT a.workflow_id, coalesce(h.name, ''), coalesce(a.rule_index, -1), a.return_code,
+                           a.action, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE a.action IS NOT NULL
+                    GROUP BY 1, 2, 3, 4, 5""",
+    "recoveries": f"""SELECT workflow_id, count(*), coalesce(sum(recovery_seconds), 0),
+                          {", ".join(f"sum(recovery_seconds <= {b})" for b in RECOVERY_BUCKETS)}
+                      FROM attempts WHERE recovery_seconds IS NOT NULL GROUP BY workflow_id""",
+    "allocations": "SELECT workflow_id, state, count(*) FROM allocations GROUP BY workflow_id, state",
+}
+
+
+async def render(store: "Store") -> bytes:
+    rows = {name: await store._rows(sql) for name, sql in _QUERIES.items()}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(rows))
+    return generate_latest(registry)
+
+
+class _Snapshot(Collector):
+    def __init__(self, rows: dict[str, Sequence]):
+        self.rows = rows
+
+    def collect(self) -> Iterable:
+        jobs = GaugeMetricFamily("torc_jobs", "Jobs by workflow and status.", labels=["workflow", "status"])
+        for wf, status, n in self.rows["jobs"]:
+            jobs.add_metric([str(wf), JobStatus(status).label], n)
+        attempts = CounterMetricFamily("torc_attempts", "Attempts started, by workflow.", labels=["workflow"])
+        for wf, n in self.rows["attempts"]:
+            attempts.add_metric([str(wf)], n)
+        decisions = CounterMetricFamily(
+            "torc_failure_decisions", "What failure handlers decided for failed attempts: retry, recover, "
+            "fail or pending_failed, by handler, rule (-1: none matched) and exit code.",
+            labels=["workflow", "handler", "rule", "exit_code", "action"])
+        for wf, handler, rule, rc, action, n in self.rows["decisions"]:
+            decisions.add_metric([str(wf), handler, str(rule), str(rc), action], n)
+        recovery = HistogramMetricFamily("torc_recovery_script_seconds", "How long recovery scripts ran.",
+                                         labels=["workflow"])
+        for wf, count, total, *under in self.rows["recoveries"]:
+            buckets = [(str(b), n or 0) for b, n in zip(RECOVERY_BUCKETS, under)] + [("+Inf", count)]
+            recovery.add_metric([str(wf)], buckets, total)
+        allocations = GaugeMetricFamily("torc_allocations", "Slurm allocations by workflow and state.",
+                                        labels=["workflow", "state"])
+        for wf, state, n in self.rows["allocations"]:
+            allocations.add_metric([str(wf), state], n)
+        return [jobs, attempts, decisions, recovery, allocations]
