@@ -55,6 +55,7 @@ class RpcSession:
                         raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
                 break
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                log.warning("rpc_retry", method=method, attempt=attempt + 1, error=repr(e))
                 if attempt == retries - 1:
                     raise WorkerError(f"cannot reach the daemon at {self.endpoint}: {e}") from None
                 await asyncio.sleep(min(2 ** attempt, 10))
@@ -81,6 +82,7 @@ class Worker:
         self.started: list[p.StartedReport] = []
         self.recovery_results: list[p.RecoveryReport] = []
         self.recoveries: dict[int, asyncio.Task] = {}
+        self._accepted: set[tuple[int, int, int, bool]] = set()
         self.wake = asyncio.Event()
         self.stopping = False
         self._signalled = False
@@ -106,10 +108,15 @@ class Worker:
                 break
             self.executor = self.executor or LocalExecutor(result.api_url, self._on_exit)
             for job in result.jobs:
+                if not self._accept(job.job_id, job.run_id, job.attempt_id):
+                    continue
                 pid = await self.executor.start(job)
                 if pid is not None:
                     self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
             for rec in result.recoveries:
+                if not self._accept(rec.job_id, rec.run_id, rec.attempt_id, recovery=True):
+                    continue
+                log.info("recovery_started", job_id=rec.job_id, attempt_id=rec.attempt_id)
                 self.recoveries[rec.job_id] = asyncio.create_task(self._recover(rec, result.api_url))
             busy = self.executor.procs or self.recoveries or result.jobs or result.waiting
             if self.stopping and not self.executor.procs and not self.recoveries:
@@ -133,6 +140,14 @@ class Worker:
         await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.worker_id, reason=reason))
         log.info("worker_finished", worker_id=self.worker_id, reason=reason)
         return reason
+
+    def _accept(self, job_id: int, run_id: int, attempt_id: int, recovery: bool = False) -> bool:
+        """False for what the daemon handed out again (its earlier reply may have been lost)."""
+        key = (job_id, run_id, attempt_id, recovery)
+        if key in self._accepted:
+            return False
+        self._accepted.add(key)
+        return True
 
     def on_signal(self) -> None:
         """SIGTERM (scancel, walltime): stop claiming, stop jobs; their exits get reported."""
@@ -158,7 +173,13 @@ class Worker:
 
     async def _recover(self, rec: p.Recovery, api_url: str) -> None:
         try:
-            self.recovery_results.append(await run_recovery_script(rec, api_url))
+            report = await run_recovery_script(rec, api_url)
+            log.info("recovery_finished", job_id=rec.job_id, attempt_id=rec.attempt_id, ok=report.ok)
+            self.recovery_results.append(report)
+        except Exception as e:  # a job left `recovering` forever is worse than a failed recovery
+            log.exception("recovery_crashed", job_id=rec.job_id, attempt_id=rec.attempt_id)
+            self.recovery_results.append(p.RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, False, None,
+                                                          f"recovery could not run on the worker: {e!r}"))
         finally:
             self.recoveries.pop(rec.job_id, None)
             self.wake.set()

@@ -191,9 +191,7 @@ class Daemon:
         await self.retry.reconcile()
         await self.dispatcher.reconcile()
         await self.recovery.reconcile()
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()  # one runner: shutdown stops both doors
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)

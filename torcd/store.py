@@ -584,7 +584,8 @@ class Store(SlurmStore):
         where = f"j.status = {int(S.RECOVERING)}"
         args: list = []
         if worker_id is not None:
-            where += " AND j.worker_id = ? AND a.recovery_outcome IS NULL"
+            # Unfinished ones again too: the reply that handed them out may have been lost.
+            where += " AND j.worker_id = ? AND coalesce(a.recovery_outcome, 'running') = 'running'"
             args.append(worker_id)
         else:
             where += (" AND (j.worker_id IS NULL OR NOT EXISTS (SELECT 1 FROM workers wk"

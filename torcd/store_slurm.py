@@ -167,8 +167,10 @@ class SlurmStore:
         return await self.write(_body)
 
     async def claim_for_worker(self, worker_id: int, cpus: int):
-        """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it."""
-        from torcd.store import _RUNNABLE_COLUMNS, runnables_fitting  # the Store module imports this one
+        """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it;
+        and again those handed to it that it has not reported started, in case the reply that
+        carried them was lost (the worker skips repeats)."""
+        from torcd.store import _RUNNABLE_COLUMNS, _runnable, runnables_fitting  # the Store module imports this one
 
         if cpus <= 0:
             return []
@@ -177,6 +179,10 @@ class SlurmStore:
             if w is None or w["state"] != "active":
                 return []
             tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+            unstarted = [_runnable(r) for r in tx.rows(
+                f"""SELECT {_RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
+                    AND a.attempt_id = j.attempt_id WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)}
+                    AND a.end_time IS NULL AND a.pid IS NULL""", (worker_id,))]
             alloc = tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
             scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
             rows = tx.rows(
@@ -187,7 +193,7 @@ class SlurmStore:
                     ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
             claimed = runnables_fitting(rows, cpus)
             if not claimed:
-                return []
+                return unstarted
             tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",
                           ((worker_id, tx.now, j.job_id) for j in claimed))
             tx.many(
@@ -198,11 +204,11 @@ class SlurmStore:
             for j in claimed:
                 tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
                         attempt_id=j.attempt_id, message=f"worker {worker_id} on {w['host']}")
-            return claimed
+            return unstarted + claimed
         return await self.write(_body)
 
     async def worker_recoveries(self, worker_id: int) -> list:
-        """Recovery scripts this worker should run now (each handed out once)."""
+        """Recovery scripts this worker should run, until it reports them (it skips repeats)."""
         recs = await self.recoveries_to_run(worker_id=worker_id)
         if recs:
             def _body(tx: Tx):
