@@ -37,7 +37,8 @@ class Daemon:
               env: dict[str, str] | None = None) -> "Daemon":
         env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
-        env.pop("TORC_REQUIRE_SLURM", None)  # keep job environments exactly as users get them
+        for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
+            env.pop(name, None)  # keep job environments exactly as users get them
         if crash_at:
             env["TORCD_CRASH_AT"] = crash_at
         with open(self.log, "ab") as log:
