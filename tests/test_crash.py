@@ -92,17 +92,25 @@ def test_crash_after_recovery_finished_but_before_it_was_recorded(make_daemon, t
     check_history(d, wf)
 
 
-def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_daemon, tmp_path):
+def crash_during_attempt_1(make_daemon, tmp_path, attempt_1: str) -> tuple:
+    """Run a job whose first attempt records its shell's pid, then runs `attempt_1` (later
+    attempts succeed); kill -9 the daemon while attempt 1 runs. Returns (daemon, wf, pid)."""
     d = make_daemon().start()
-    wf = d.submit(spec("""\
+    wf = d.submit(spec(f"""\
   - name: j
-    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; until [ -e go ]; do sleep 0.02; done; exit 12; fi
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; {attempt_1}; fi
     failure_handler: h
 """))
     pidfile = tmp_path / "first.pid"
     d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
     first = int(pidfile.read_text())
     d.kill9()
+    return d, wf, first
+
+
+def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_daemon, tmp_path):
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
+                                          "until [ -e go ]; do sleep 0.02; done; exit 12")
     assert _alive(first)  # jobs live in their own process group: a daemon crash does not kill them
     d.restart()
     assert _alive(first)  # adopted, not stopped
@@ -115,16 +123,8 @@ def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_dae
 
 
 def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemon, tmp_path):
-    d = make_daemon().start()
-    wf = d.submit(spec("""\
-  - name: j
-    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; until [ -e go ]; do sleep 0.02; done; exit 13; fi
-    failure_handler: h
-"""))
-    pidfile = tmp_path / "first.pid"
-    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
-    first = int(pidfile.read_text())
-    d.kill9()
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
+                                          "until [ -e go ]; do sleep 0.02; done; exit 13")
     (tmp_path / "go").touch()
     d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
     d.restart()
@@ -136,16 +136,7 @@ def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemo
 
 
 def test_adopted_job_killed_by_sigkill_is_recorded_137(make_daemon, tmp_path):
-    d = make_daemon().start()
-    wf = d.submit(spec("""\
-  - name: j
-    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; sleep 300; fi
-    failure_handler: h
-"""))
-    pidfile = tmp_path / "first.pid"
-    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
-    first = int(pidfile.read_text())
-    d.kill9()
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "sleep 300")
     d.restart()
     os.killpg(first, signal.SIGKILL)  # no shell survives to record a status
     d.wait(wf)

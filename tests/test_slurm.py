@@ -171,13 +171,14 @@ def test_rule_3_alone_for_a_single_stranded_retry(sdaemon):
     assert flaky[1].start_time < long.end_time  # the retry did not wait for the busy allocation to end
 
 
-def test_scancel_mid_job_terminates_it_and_the_handler_retries_it(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + """
+def start_victim(sdaemon, tmp_path, rule: str) -> int:
+    """A job whose first attempt runs long in an allocation, handled by `rule` (2 attempts);
+    returns once attempt 1 has started."""
+    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + f"""
 failure_handlers:
   - name: h
     rules:
-      - match_all_exit_codes: true
-        max_retries: 2
+      - {{{rule}, max_retries: 2}}
 jobs:
   - name: victim
     command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo rerun; else touch started; sleep 120; fi
@@ -185,6 +186,11 @@ jobs:
 """)
     auto_schedule(sdaemon, wf)
     sdaemon.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
+    return wf
+
+
+def test_scancel_mid_job_terminates_it_and_the_handler_retries_it(sdaemon, tmp_path):
+    wf = start_victim(sdaemon, tmp_path, "match_all_exit_codes: true")
     slurm_id = allocations(sdaemon, wf)[0].slurm_job_id
     subprocess.run(["scancel", slurm_id], check=True)
     sdaemon.wait(wf, timeout=120)
@@ -194,19 +200,7 @@ jobs:
 
 
 def test_a_worker_that_vanishes_has_its_job_recorded_137_and_retried(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + """
-failure_handlers:
-  - name: h
-    rules:
-      - exit_codes: [137]
-        max_retries: 2
-jobs:
-  - name: victim
-    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo rerun; else touch started; sleep 120; fi
-    failure_handler: h
-""")
-    auto_schedule(sdaemon, wf)
-    sdaemon.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
+    wf = start_victim(sdaemon, tmp_path, "exit_codes: [137]")
     out = subprocess.run(["pgrep", "-f", f"torcctl worker .*--workflow-id {wf} "], capture_output=True, text=True)
     for pid in out.stdout.split():
         os.kill(int(pid), signal.SIGKILL)  # the node "dies": no goodbye from the worker

@@ -297,11 +297,13 @@ class Daemon:
         return await self.store.attempts(params.job_id)
 
     async def retry_jobs(self, params: p.Classify) -> p.ClassifyResult:
-        decisions = [(j, "retry", params.reason) for j in dict.fromkeys(params.job_ids)]
-        return p.ClassifyResult(await self.store.classify(decisions, params.source))
+        return await self._classify_all(params, "retry")
 
     async def fail_jobs(self, params: p.Classify) -> p.ClassifyResult:
-        decisions = [(j, "fail", params.reason) for j in dict.fromkeys(params.job_ids)]
+        return await self._classify_all(params, "fail")
+
+    async def _classify_all(self, params: p.Classify, action: str) -> p.ClassifyResult:
+        decisions = [(j, action, params.reason) for j in dict.fromkeys(params.job_ids)]
         return p.ClassifyResult(await self.store.classify(decisions, params.source))
 
     async def classify_jobs(self, params: p.ClassifyMany) -> p.ClassifyResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -97,11 +98,7 @@ def script_problem(script: str, cwd: str) -> str | None:
     return f"recovery script command {program!r} is not on PATH nor a shell builtin"
 
 
-_SHELL_WORDS: set[str] = set()
-
-
-def _shell_words() -> set[str]:
-    if not _SHELL_WORDS:
-        out = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], capture_output=True, text=True)
-        _SHELL_WORDS.update(out.stdout.split())
-    return _SHELL_WORDS
+@functools.cache
+def _shell_words() -> frozenset[str]:
+    out = subprocess.run(["bash", "-c", "compgen -b; compgen -k"], capture_output=True, text=True)
+    return frozenset(out.stdout.split())

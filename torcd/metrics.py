@@ -4,36 +4,19 @@ so the figures survive restarts and nothing is counted on the job path."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from torcd.core.status import JobStatus
+from torcd.store import RECOVERY_BUCKETS, Store
 
-if TYPE_CHECKING:
-    from torcd.store import Store
-
-RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_QUERIES = {
-    "jobs": "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status",
-    "attempts": "SELECT workflow_id, count(*) FROM attempts GROUP BY workflow_id",
-    "decisions": """SELECT a.workflow_id, coalesce(h.name, ''), coalesce(a.rule_index, -1), a.return_code,
-                           a.action, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
-                    LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE a.action IS NOT NULL
-                    GROUP BY 1, 2, 3, 4, 5""",
-    "recoveries": f"""SELECT workflow_id, count(*), coalesce(sum(recovery_seconds), 0),
-                          {", ".join(f"sum(recovery_seconds <= {b})" for b in RECOVERY_BUCKETS)}
-                      FROM attempts WHERE recovery_seconds IS NOT NULL GROUP BY workflow_id""",
-    "allocations": "SELECT workflow_id, state, count(*) FROM allocations GROUP BY workflow_id, state",
-}
 
-
-async def render(store: "Store") -> bytes:
-    rows = {name: await store._rows(sql) for name, sql in _QUERIES.items()}
+async def render(store: Store) -> bytes:
+    rows = await store.metric_rows()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(rows))
     return generate_latest(registry)

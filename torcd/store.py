@@ -54,6 +54,21 @@ _RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attem
                        w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 
 
+RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
+_METRIC_QUERIES = {
+    "jobs": "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status",
+    "attempts": "SELECT workflow_id, count(*) FROM attempts GROUP BY workflow_id",
+    "decisions": """SELECT a.workflow_id, coalesce(h.name, ''), coalesce(a.rule_index, -1), a.return_code,
+                           a.action, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE a.action IS NOT NULL
+                    GROUP BY 1, 2, 3, 4, 5""",
+    "recoveries": f"""SELECT workflow_id, count(*), coalesce(sum(recovery_seconds), 0),
+                          {", ".join(f"sum(recovery_seconds <= {b})" for b in RECOVERY_BUCKETS)}
+                      FROM attempts WHERE recovery_seconds IS NOT NULL GROUP BY workflow_id""",
+    "allocations": "SELECT workflow_id, state, count(*) FROM allocations GROUP BY workflow_id, state",
+}
+
+
 def _labelled(rows: Iterable[Sequence]) -> dict[str, int]:
     return {S(status).label: n for status, n in rows}
 
@@ -398,6 +413,10 @@ class Store(SlurmStore):
                     message="failed jobs" if failed_only else "all jobs")
             return len(targets)
         return await self.write(_body)
+
+    async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
+        """Aggregates for /metrics, all from the tables (so they survive restarts)."""
+        return {name: await self._rows(sql) for name, sql in _METRIC_QUERIES.items()}
 
     # -- writes: execution -------------------------------------------------
 

@@ -105,7 +105,7 @@ class Dispatcher:
             for job in running:
                 pid = group_leader(found.get(_key(job), []))
                 if pid is not None:
-                    self.executor.adopt(job, pid, self.exit_log)
+                    self.executor.adopt(job, pid)
                     continue
                 rc = ended.get(_key(job))
                 exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,

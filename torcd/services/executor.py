@@ -88,9 +88,11 @@ class LocalExecutor:
             return e
         return OSError(f"its log files could not be created ({job.stdout_path})")
 
-    def adopt(self, job: Runnable, pid: int, exit_log: ExitLog) -> None:
-        """Watch a job's shell that an earlier daemon started; its exit is reported as usual."""
-        key = (job.job_id, job.run_id, job.attempt_id)
+    def adopt(self, job: Runnable, pid: int) -> None:
+        """Watch a job's shell that an earlier daemon started (its status comes from the exit
+        log, so only an executor with one adopts); its exit is reported as usual."""
+        assert self.exit_log is not None
+        exit_log, key = self.exit_log, (job.job_id, job.run_id, job.attempt_id)
         self._watch(job, AdoptedProcess(pid, lambda: exit_log.status(key)))
 
     def _watch(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:

@@ -25,6 +25,7 @@ class ExitLog:
     def __init__(self, path: str):
         self.path, self.previous = path, path + ".prev"
         self._since_rotation = 0
+        self._previous_statuses: dict[Key, int] | None = None  # it no longer changes: read it once
 
     def recording(self, command: str, key: Key) -> str:
         """The command, prefixed so that its shell appends its exit status as it ends.
@@ -41,6 +42,7 @@ class ExitLog:
         except FileNotFoundError:
             pass
         self._since_rotation = 0
+        self._previous_statuses = None
 
     def count(self, exits: int) -> None:
         self._since_rotation += exits
@@ -48,17 +50,22 @@ class ExitLog:
             self.rotate()
 
     def statuses(self) -> dict[Key, int]:
-        found: dict[Key, int] = {}
-        for path in (self.previous, self.path):
-            try:
-                with open(path, "rb") as f:
-                    for line in f:
-                        parts = line.split()
-                        if len(parts) == 4 and all(p.isdigit() for p in parts):
-                            found[(int(parts[0]), int(parts[1]), int(parts[2]))] = int(parts[3])
-            except FileNotFoundError:
-                continue
-        return found
+        if self._previous_statuses is None:
+            self._previous_statuses = _read(self.previous)
+        return {**self._previous_statuses, **_read(self.path)}
 
     def status(self, key: Key) -> int | None:
         return self.statuses().get(key)
+
+
+def _read(path: str) -> dict[Key, int]:
+    found: dict[Key, int] = {}
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 4 and all(p.isdigit() for p in parts):
+                    found[(int(parts[0]), int(parts[1]), int(parts[2]))] = int(parts[3])
+    except FileNotFoundError:
+        pass
+    return found
