@@ -34,7 +34,7 @@ class Daemon:
         self.client = Client(self.socket, timeout=30)
 
     def start(self, *extra: str, crash_at: str | None = None, wait: bool = True,
-              env: dict[str, str] | None = None) -> "Daemon":
+              env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> "Daemon":
         env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
         for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
@@ -45,7 +45,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "torcd", "--socket", self.socket, "--state-dir", self.state_dir,
                  "--max-parallel-jobs", str(self.max_parallel_jobs), "--shutdown-grace", "2", *extra],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, pass_fds=pass_fds)
         return self.wait_ready(crash_at) if wait else self
 
     def wait_ready(self, crash_at: str | None = None) -> "Daemon":

@@ -271,3 +271,59 @@ def test_delete_removes_every_row_of_a_finished_workflow(daemon):
         for table in ("workflows", "jobs", "deps", "attempts", "events", "failure_handlers", "schedulers",
                       "allocations", "workers"):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_jobs_start_in_their_directory_with_only_their_stdio_and_default_signals(make_daemon, tmp_path):
+    """What a job inherits from the daemon: its workflow's directory, stdin from /dev/null, no
+    other open descriptor (not even one the daemon inherited), no standard signal blocked or
+    ignored (Python ignores SIGPIPE)."""
+    with open(tmp_path / "held", "w") as held:
+        daemon = make_daemon().start(pass_fds=(held.fileno(),))
+    wf = daemon.submit("""
+        name: inherit
+        jobs:
+          - name: j
+            command: pwd; readlink /proc/$$/fd/0; ls /proc/$$/fd | sort -n | tr '\\n' ' '; echo;
+              grep -E '^Sig(Blk|Ign)' /proc/self/status
+    """)
+    daemon.wait(wf)
+    a = daemon.attempts(daemon.jobs(wf)["j"].id)[0]
+    lines = open(a.stdout_path).read().splitlines()
+    assert lines[:3] == [str(tmp_path), "/dev/null", "0 1 2 "]
+    masks = dict(line.split(":\t") for line in lines[3:])
+    assert masks.keys() == {"SigBlk", "SigIgn"}
+    # Bit N-1 is signal N. glibc's posix_spawn leaves its own reserved signals (32, 33) ignored.
+    assert all(int(mask, 16) & (1 << 31) - 1 == 0 for mask in masks.values()), masks
+
+
+def test_a_job_or_recovery_script_whose_directory_is_gone_fails_with_the_reason(daemon, tmp_path):
+    logs = tmp_path / "logs"
+    work = {name: tmp_path / name for name in ("job", "recovery")}
+    for d in work.values():
+        d.mkdir()
+    first = daemon.submit(f"""
+        name: gone
+        output_dir: {logs}
+        jobs:
+          - {{name: remover, command: 'rm -rf "$PWD"'}}
+          - {{name: after, command: 'true', depends_on: [remover]}}
+    """, cwd=work["job"])
+    second = daemon.submit(f"""
+        name: gone-before-recovery
+        output_dir: {logs}
+        failure_handlers:
+          - name: h
+            rules: [{{exit_codes: [10], recovery_script: 'true', max_retries: 2}}]
+        jobs:
+          - {{name: j, command: 'rm -rf "$PWD"; exit 10', failure_handler: h}}
+    """, cwd=work["recovery"])
+    daemon.wait(first)
+    after = daemon.jobs(first)["after"]
+    att = daemon.attempts(after.id)[0]
+    assert (after.status, att.return_code) == ("failed", 126)
+    assert att.message == f"could not start: working directory not found ({work['job']})"
+    assert "cd: " in open(att.stderr_path).read()
+    daemon.wait(second)
+    fin = [e.message for e in daemon.events(second) if e.kind == "recovery_finished"]
+    assert fin == [f"recovery script could not start: working directory not found ({work['recovery']})"]
+    assert daemon.jobs(second)["j"].status == "failed"

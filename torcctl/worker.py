@@ -21,7 +21,7 @@ import structlog
 
 from torcd import protocol as p
 from torcd.services.executor import LocalExecutor
-from torcd.services.processes import restrict_umask
+from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery import run_recovery_script
 from torcd.store import Exit
 
@@ -110,7 +110,7 @@ class Worker:
             for job in result.jobs:
                 if not self._accept(job.job_id, job.run_id, job.attempt_id):
                     continue
-                pid = await self.executor.start(job)
+                pid = self.executor.start(job)
                 if pid is not None:
                     self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
             for rec in result.recoveries:
@@ -199,7 +199,7 @@ def read_token(token_file: str | None) -> str | None:
 
 
 async def run_worker(args) -> int:
-    restrict_umask()
+    prepare_to_start_processes()
     rpc = RpcSession(args.url, read_token(args.token_file))
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)

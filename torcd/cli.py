@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torc_logging.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     from torcd.daemon import Daemon
-    from torcd.services.processes import restrict_umask
+    from torcd.services.processes import prepare_to_start_processes
 
-    restrict_umask()
+    prepare_to_start_processes()
 
     daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace,
                     listen=args.listen, advertise_url=args.advertise_url,

@@ -39,8 +39,6 @@ class Dispatcher:
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
-        self._starting = 0  # CPUs of jobs being started right now
-        self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._sub = bus.subscribe("dispatcher", accept=self._poke)
@@ -58,7 +56,7 @@ class Dispatcher:
         self._wake.set()
 
     def _free(self) -> int:
-        return self.max_cpus - self.executor.cpus_in_use - self._starting
+        return self.max_cpus - self.executor.cpus_in_use
 
     def _kick(self) -> None:
         """Start queued jobs that fit now (a job wider than the budget runs alone)."""
@@ -66,18 +64,11 @@ class Dispatcher:
             need = min(self._queue[0].num_cpus, self.max_cpus)
             if need > self._free():
                 return
-            job = self._queue.popleft()
-            self._starting += need
-            task = asyncio.create_task(self._start(job, need))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._queue.popleft())
 
-    async def _start(self, job: Runnable, need: int) -> None:
+    def _start(self, job: Runnable) -> None:
         started = time.time()
-        try:
-            pid = await self.executor.start(job)
-        finally:
-            self._starting -= need
+        pid = self.executor.start(job)
         self._starts.append(Start(job, pid, started))
         crash_point("after_start")
         log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
@@ -137,7 +128,6 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop starting jobs; terminate running ones and record them as terminated."""
         self._stopping = True
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         exits = await self.executor.stop_all(grace)
         starts, self._starts = self._starts, []
         pending, self._exits = self._exits, []

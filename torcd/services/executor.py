@@ -7,6 +7,7 @@ daemon restarted after a crash can adopt jobs that kept running and learn how th
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shlex
 import time
@@ -16,11 +17,11 @@ import structlog
 
 from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
-from torcd.services.processes import AdoptedProcess, job_env, log_files, spawn_shell, stop_group, user_umask
+from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, shell_prelude, spawn_shell,
+                                      stop_group)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
-LAUNCH_FAILED = 126  # the shell's "cannot execute": the job never got to run
 UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status
 UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
                         "(killed by SIGKILL, or the command replaced its shell with exec)")
@@ -31,7 +32,7 @@ class LocalExecutor:
         self.api_url = api_url
         self.on_exit = on_exit
         self.exit_log = exit_log
-        self.procs: dict[int, tuple[Runnable, asyncio.subprocess.Process | AdoptedProcess]] = {}
+        self.procs: dict[int, tuple[Runnable, WatchedProcess]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
@@ -41,7 +42,7 @@ class LocalExecutor:
     def cpus_in_use(self) -> int:
         return sum(job.num_cpus for job, _ in self.procs.values())
 
-    async def start(self, job: Runnable) -> int | None:
+    def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
         env = job_env(self._base_env, workflow_id=job.workflow_id, job_id=job.job_id, name=job.name,
                       run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
@@ -51,7 +52,7 @@ class LocalExecutor:
             if stdio_dir not in self._made_dirs:
                 os.makedirs(stdio_dir, exist_ok=True)
                 self._made_dirs.add(stdio_dir)
-            proc = await spawn_shell(self._shell_command(job), env=env, cwd=job.cwd, keep_umask=True)
+            proc = spawn_shell(self._shell_command(job), env=env)
         except OSError as e:
             self._launch_failed(job, e)
             return None
@@ -62,9 +63,8 @@ class LocalExecutor:
         """The job's command, after its shell opens its own log files (with our umask, then takes
         the user's): creating a file can take milliseconds on a parallel filesystem, and the
         daemon's loop must not wait for that."""
-        umask = user_umask()
         command = (f"exec >>{shlex.quote(job.stdout_path)} 2>>{shlex.quote(job.stderr_path)} "
-                   f"|| exit {LAUNCH_FAILED}; {'' if umask is None else f'umask {umask:03o}; '}{job.command}")
+                   f"|| exit {LAUNCH_FAILED}; {shell_prelude(job.cwd)}{job.command}")
         if self.exit_log is None:
             return command
         return self.exit_log.recording(command, (job.job_id, job.run_id, job.attempt_id))
@@ -77,8 +77,10 @@ class LocalExecutor:
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
                           job.workflow_id))
 
-    def _log_files_failure(self, job: Runnable) -> OSError | None:
-        """After a 126 with no stderr file: the shell could not open its logs. Find out why."""
+    def _launch_failure(self, job: Runnable) -> OSError | None:
+        """After a 126: did the shell fail to open its logs or enter its directory? Find out why."""
+        if not os.path.isdir(job.cwd):
+            return FileNotFoundError(errno.ENOENT, "working directory not found", job.cwd)
         if os.path.exists(job.stderr_path):
             return None
         try:
@@ -93,15 +95,15 @@ class LocalExecutor:
         log, so only an executor with one adopts); its exit is reported as usual."""
         assert self.exit_log is not None
         exit_log, key = self.exit_log, (job.job_id, job.run_id, job.attempt_id)
-        self._watch(job, AdoptedProcess(pid, lambda: exit_log.status(key)))
+        self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
 
-    def _watch(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:
+    def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
         task = asyncio.create_task(self._wait(job, proc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _wait(self, job: Runnable, proc: asyncio.subprocess.Process | AdoptedProcess) -> None:
+    async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
         returncode = await proc.wait()
         self.procs.pop(job.job_id, None)
         if job.job_id in self._stopping:
@@ -110,7 +112,7 @@ class LocalExecutor:
             self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT, time.time(),
                               UNKNOWN_EXIT_MESSAGE, job.workflow_id))
             return
-        if returncode == LAUNCH_FAILED and (e := self._log_files_failure(job)):
+        if returncode == LAUNCH_FAILED and (e := self._launch_failure(job)):
             self._launch_failed(job, e)
             return
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),

@@ -9,6 +9,7 @@ idempotent.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import time
@@ -18,7 +19,8 @@ import structlog
 from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
 from torcd.faults import crash_point
-from torcd.services.processes import find_attempt_processes, job_env, kill_pids, log_files, spawn_shell, stop_group
+from torcd.services.processes import (WatchedProcess, find_attempt_processes, job_env, kill_pids, log_files,
+                                      shell_prelude, spawn_shell, stop_group)
 from torcd.protocol import RecoveryReport
 from torcd.store import Recovery, Store, stdio_paths
 
@@ -49,10 +51,13 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
         return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
                               round(time.monotonic() - started, 6))
     try:
+        if not os.path.isdir(rec.cwd):
+            raise FileNotFoundError(errno.ENOENT, "working directory not found", rec.cwd)
         with log_files(out_path, err_path) as (out, err):
-            proc = await spawn_shell(rec.script, env=env, cwd=rec.cwd, stdout=out, stderr=err)
+            proc = spawn_shell(shell_prelude(rec.cwd) + rec.script, env=env, stdout=out, stderr=err)
     except OSError as e:
-        return report(False, None, f"recovery script could not start: {e.strerror or e}")
+        return report(False, None, f"recovery script could not start: {e.strerror or e}"
+                      + (f" ({e.filename})" if e.filename else ""))
     on_start(proc)
     try:
         rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
@@ -68,7 +73,7 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
 class RecoveryRunner:
     def __init__(self, store: Store, bus: EventBus, api_url: str):
         self.store, self.api_url = store, api_url
-        self.running: dict[int, asyncio.subprocess.Process | None] = {}
+        self.running: dict[int, WatchedProcess | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sub = bus.subscribe("recovery", maxsize=100_000,
                                   accept=lambda e: (e.kind == "retry_decided" and e.action == "recover")
@@ -116,7 +121,7 @@ class RecoveryRunner:
             self.running.pop(rec.job_id, None)
 
     def _hold(self, job_id: int):
-        def hold(proc: asyncio.subprocess.Process) -> None:
+        def hold(proc: WatchedProcess) -> None:
             self.running[job_id] = proc
         return hold
 
