@@ -6,6 +6,10 @@
     python benchmarks/bench.py scale [--jobs 100000] [--edges 1000000]
     python benchmarks/bench.py client [--runs 20]
     python benchmarks/bench.py all
+    --dir DIR: where daemons, workflows and log files live (default: the system's temp dir)
+
+Nothing is deleted until the end: on ext4, deleting thousands of files makes creating files
+in the same file system slower for a while, which would slow every later run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -25,6 +30,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
+_work: list[Path] = []  # the run's scratch directory, made in main()
+_made = 0
+
+
+def workdir() -> Path:
+    """A fresh directory under the run's scratch directory."""
+    global _made
+    _made += 1
+    path = _work[0] / str(_made)
+    path.mkdir()
+    return path
+
+
+def file_create_ms(directory: Path, n: int = 200) -> float:
+    """CPU time to create one empty file in `directory`: what each torc job spends twice on logs."""
+    d = directory / "probe"
+    d.mkdir()
+    t = time.process_time()
+    for i in range(n):
+        os.close(os.open(d / str(i), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
+    return (time.process_time() - t) / n * 1000
 
 
 class Daemon:
@@ -131,19 +157,18 @@ def throughput(args) -> dict:
     """Alternate torc and the bare loop `--repeat` times per N; report medians and their ratio."""
     rows = []
     for n in args.jobs:
-        torc, bare, logged, walls = [], [], [], []
+        torc, bare, logged, walls, create = [], [], [], [], []
         for _ in range(args.repeat):
             bare.append(n / asyncio.run(bare_loop(n, args.cpus)))
-            with tempfile.TemporaryDirectory() as tmp:
-                logged.append(n / asyncio.run(bare_loop(n, args.cpus, tmp)))
-            with tempfile.TemporaryDirectory() as tmp:
-                d = Daemon(Path(tmp), args.cpus)
-                try:
-                    wall, wf = run_spec(d, spec_true(n), f"tp{n}")
-                    torc.append(n / submit_to_last_completion(d, wf))
-                    walls.append(wall)
-                finally:
-                    d.stop()
+            logged.append(n / asyncio.run(bare_loop(n, args.cpus, str(workdir()))))
+            d = Daemon(workdir(), args.cpus)
+            try:
+                create.append(file_create_ms(d.root))
+                wall, wf = run_spec(d, spec_true(n), f"tp{n}")
+                torc.append(n / submit_to_last_completion(d, wf))
+                walls.append(wall)
+            finally:
+                d.stop()
         rows.append({"jobs": n, "runs": args.repeat, "torc_jobs_per_s": statistics.median(torc),
                      "torcctl_run_wall_s": statistics.median(walls),
                      "bare_loop_jobs_per_s": statistics.median(bare),
@@ -151,7 +176,8 @@ def throughput(args) -> dict:
                      "bare_with_log_files_jobs_per_s": statistics.median(logged),
                      "ratio_to_bare_with_log_files": statistics.median(torc) / statistics.median(logged),
                      "torc_min_max": f"{min(torc):.0f}-{max(torc):.0f}",
-                     "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}"})
+                     "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}",
+                     "file_create_ms": statistics.median(create)})
     print_table("throughput: N x `true`, submit to last completion (medians)", rows)
     return {"throughput": rows}
 
@@ -160,20 +186,19 @@ def retry(args) -> dict:
     rows = []
     for recovery in (False, True):
         n = args.jobs[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Daemon(Path(tmp), args.cpus)
-            try:
-                wall, wf = run_spec(d, spec_true(n, fail_once=True, recovery=recovery), "retry")
-                span = submit_to_last_completion(d, wf)
-                with d.db() as db:
-                    lat = [r[0] * 1000 for r in db.execute(
-                        """SELECT a2.start_time - a1.end_time FROM attempts a1 JOIN attempts a2
-                           ON a2.job_id = a1.job_id AND a2.attempt_id = 2 WHERE a1.attempt_id = 1
-                           AND a1.workflow_id = ?""", (wf,))]
-                    done = db.execute("SELECT count(*) FROM jobs WHERE workflow_id = ? AND status = 5",
-                                      (wf,)).fetchone()[0]
-            finally:
-                d.stop()
+        d = Daemon(workdir(), args.cpus)
+        try:
+            wall, wf = run_spec(d, spec_true(n, fail_once=True, recovery=recovery), "retry")
+            span = submit_to_last_completion(d, wf)
+            with d.db() as db:
+                lat = [r[0] * 1000 for r in db.execute(
+                    """SELECT a2.start_time - a1.end_time FROM attempts a1 JOIN attempts a2
+                       ON a2.job_id = a1.job_id AND a2.attempt_id = 2 WHERE a1.attempt_id = 1
+                       AND a1.workflow_id = ?""", (wf,))]
+                done = db.execute("SELECT count(*) FROM jobs WHERE workflow_id = ? AND status = 5",
+                                  (wf,)).fetchone()[0]
+        finally:
+            d.stop()
         lat.sort()
         rows.append({"recovery_script": recovery, "jobs": n, "completed": done, "jobs_per_s": n / span,
                      "retry_latency_median_ms": statistics.median(lat),
@@ -189,26 +214,26 @@ def peer(args) -> dict:
         subprocess.run([PY, "-m", "venv", str(venv)], check=True)
         subprocess.run([venv / "bin" / "pip", "install", "-q", "snakemake"], check=True)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "Snakefile").write_text(f"""
+    root = workdir()
+    (root / "Snakefile").write_text(f"""
 rule all:
     input: expand("out/{{i}}.done", i=range({n}))
 rule job:
     output: "out/{{i}}.done"
     shell: "true; touch {{output}}"
 """)
-        t = time.perf_counter()
-        r = subprocess.run([venv / "bin" / "snakemake", "--cores", str(args.cpus), "--quiet", "all"], cwd=root,
-                           capture_output=True, text=True)
-        snake = time.perf_counter() - t
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr[-2000:])
-        d = Daemon(root / "torc", args.cpus) if (root / "torc").mkdir() is None else None
-        try:
-            wall, wf = run_spec(d, spec_true(n), "peer")
-        finally:
-            d.stop()
+    t = time.perf_counter()
+    r = subprocess.run([venv / "bin" / "snakemake", "--cores", str(args.cpus), "--quiet", "all"], cwd=root,
+                       capture_output=True, text=True)
+    snake = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    (root / "torc").mkdir()
+    d = Daemon(root / "torc", args.cpus)
+    try:
+        wall, wf = run_spec(d, spec_true(n), "peer")
+    finally:
+        d.stop()
     rows.append({"jobs": n, "cpus": args.cpus, "torcctl_run_s": wall, "snakemake_s": snake, "ratio": wall / snake})
     print_table("peer: the same N x `true` through `torcctl run` and Snakemake (wall time)", rows)
     return {"peer": rows}
@@ -242,46 +267,44 @@ jobs:
 """
     rows = []
     for label, text in (("fan-in", fan_in), ("edges", many_edges)):
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Daemon(Path(tmp), 1)
-            try:
-                path = d.root / "scale.yaml"
-                path.write_text(text)
+        d = Daemon(workdir(), 1)
+        try:
+            path = d.root / "scale.yaml"
+            path.write_text(text)
+            t = time.perf_counter()
+            r = d.ctl("submit", str(path))
+            submit = time.perf_counter() - t
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr)
+            wf = int(r.stdout)
+            lat = []
+            for _ in range(5):
                 t = time.perf_counter()
-                r = d.ctl("submit", str(path))
-                submit = time.perf_counter() - t
-                if r.returncode != 0:
-                    raise RuntimeError(r.stderr)
-                wf = int(r.stdout)
-                lat = []
-                for _ in range(5):
-                    t = time.perf_counter()
-                    d.ctl("jobs", "list", str(wf), "--status", "ready", "--limit", "100")
-                    lat.append(time.perf_counter() - t)
-                d.ctl("workflows", "cancel", str(wf))
-                with d.db() as db:
-                    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
-                    deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
-                rows.append({"variant": label, "jobs": jobs, "edges": deps, "submit_s": submit,
-                             "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
-                             "list_ready_page_ms_median": statistics.median(lat) * 1000})
-            finally:
-                d.stop()
+                d.ctl("jobs", "list", str(wf), "--status", "ready", "--limit", "100")
+                lat.append(time.perf_counter() - t)
+            d.ctl("workflows", "cancel", str(wf))
+            with d.db() as db:
+                jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+                deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
+            rows.append({"variant": label, "jobs": jobs, "edges": deps, "submit_s": submit,
+                         "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
+                         "list_ready_page_ms_median": statistics.median(lat) * 1000})
+        finally:
+            d.stop()
     print_table("scale: validate + store + initialize one big workflow (torcctl submit wall time)", rows)
     return {"scale": rows}
 
 
 def client(args) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp), 1)
-        try:
-            times = []
-            for _ in range(args.runs):
-                t = time.perf_counter()
-                d.ctl("workflows", "list")
-                times.append(time.perf_counter() - t)
-        finally:
-            d.stop()
+    d = Daemon(workdir(), 1)
+    try:
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            d.ctl("workflows", "list")
+            times.append(time.perf_counter() - t)
+    finally:
+        d.stop()
     rows = [{"command": "torcctl workflows list", "runs": args.runs, "median_ms": statistics.median(times) * 1000,
              "max_ms": max(times) * 1000}]
     print_table("client latency: process start to exit", rows)
@@ -308,12 +331,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs per N (medians are reported)")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--dir", help="scratch directory (default: the system's temp dir)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
     todo = ["throughput", "retry", "peer", "scale", "client"] if args.what == "all" else [args.what]
     results = {}
-    for what in todo:
-        results.update(globals()[what](args))
+    _work.append(Path(tempfile.mkdtemp(prefix="torc-bench-", dir=args.dir)))
+    print(f"scratch: {_work[0]} (creating a file there: {file_create_ms(workdir()):.3f} ms of CPU)")
+    try:
+        for what in todo:
+            results.update(globals()[what](args))
+    finally:
+        shutil.rmtree(_work[0])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
