@@ -33,14 +33,11 @@ class LocalExecutor:
         self.on_exit = on_exit
         self.exit_log = exit_log
         self.procs: dict[int, tuple[Runnable, WatchedProcess]] = {}
+        self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
-
-    @property
-    def cpus_in_use(self) -> int:
-        return sum(job.num_cpus for job, _ in self.procs.values())
 
     def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
@@ -99,13 +96,15 @@ class LocalExecutor:
 
     def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
+        self.cpus_in_use += job.num_cpus
         task = asyncio.create_task(self._wait(job, proc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
         returncode = await proc.wait()
-        self.procs.pop(job.job_id, None)
+        if self.procs.pop(job.job_id, None):
+            self.cpus_in_use -= job.num_cpus
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
         if returncode is None:  # an adopted shell that left no exit status
