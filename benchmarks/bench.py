@@ -298,16 +298,19 @@ jobs:
 def client(args) -> dict:
     d = Daemon(workdir(), 1)
     try:
-        times = []
+        times, bare = [], []
         for _ in range(args.runs):
             t = time.perf_counter()
             d.ctl("workflows", "list")
             times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([PY, "-c", "pass"], env=d.env)
+            bare.append(time.perf_counter() - t)
     finally:
         d.stop()
     rows = [{"command": "torcctl workflows list", "runs": args.runs, "median_ms": statistics.median(times) * 1000,
-             "max_ms": max(times) * 1000}]
-    print_table("client latency: process start to exit", rows)
+             "max_ms": max(times) * 1000, "python_startup_median_ms": statistics.median(bare) * 1000}]
+    print_table("client latency: process start to exit (and `python -c pass` for comparison)", rows)
     return {"client": rows}
 
 

@@ -245,6 +245,22 @@ def test_cli_errors_are_one_line_without_traceback(daemon, tmp_path):
         assert len(err.strip().splitlines()) == 1
 
 
+def test_tables_print_text_as_written(daemon, tmp_path):
+    """Square brackets and colons in names, descriptions and commands are text, not markup."""
+    wf = daemon.submit("""
+        name: "sweep [/] [bold]x[/bold]"
+        description: "see [red]this[/] :smile:"
+        jobs:
+          - {name: "j[1]", command: "true"}
+    """)
+    daemon.wait(wf)
+    code, out, err = daemon.ctl("workflows", "show", str(wf))
+    assert code == 0 and err == ""
+    assert "sweep [/] [bold]x[/bold]" in out and "see [red]this[/] :smile:" in out
+    code, out, _ = daemon.ctl("jobs", "list", str(wf))
+    assert code == 0 and "j[1]" in out
+
+
 def test_torcctl_autostarts_a_daemon_and_run_stops_it(tmp_path):
     import subprocess, sys
     env = dict(os.environ, TORCD_SOCKET=str(tmp_path / "auto" / "s.sock"), TORCD_STATE_DIR=str(tmp_path / "st"))

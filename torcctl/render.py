@@ -26,7 +26,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = 
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     # Off a terminal nothing is cut short: scripts and pipes get whole paths.
-    Console(width=None if tty else 100_000, highlight=False).print(t)
+    Console(width=None if tty else 100_000, highlight=False, markup=False, emoji=False).print(t)
 
 
 def when(ts: float | None) -> str:
