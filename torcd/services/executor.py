@@ -7,7 +7,6 @@ daemon restarted after a crash can adopt jobs that kept running and learn how th
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import shlex
 import time
@@ -17,8 +16,8 @@ import structlog
 
 from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
-from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, shell_prelude, spawn_shell,
-                                      stop_group)
+from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, missing_directory,
+                                      shell_prelude, spawn_shell, start_failure, stop_group)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -68,7 +67,7 @@ class LocalExecutor:
 
     def _launch_failed(self, job: Runnable, e: OSError) -> None:
         self._made_dirs.discard(os.path.dirname(job.stdout_path))
-        message = f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+        message = start_failure(e)
         log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
                     attempt_id=job.attempt_id, error=message)
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
@@ -76,8 +75,8 @@ class LocalExecutor:
 
     def _launch_failure(self, job: Runnable) -> OSError | None:
         """After a 126: did the shell fail to open its logs or enter its directory? Find out why."""
-        if not os.path.isdir(job.cwd):
-            return FileNotFoundError(errno.ENOENT, "working directory not found", job.cwd)
+        if e := missing_directory(job.cwd):
+            return e
         if os.path.exists(job.stderr_path):
             return None
         try:

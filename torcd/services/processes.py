@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shlex
 import shutil
@@ -82,6 +83,16 @@ def shell_prelude(cwd: str) -> str:
     umask = user_umask()
     return (f"cd -- {shlex.quote(cwd)} || exit {LAUNCH_FAILED}; "
             + ("" if umask is None else f"umask {umask:03o}; "))
+
+
+def missing_directory(cwd: str) -> OSError | None:
+    """Why a shell could not enter `cwd` (its `cd` failed), if the directory is gone."""
+    return None if os.path.isdir(cwd) else FileNotFoundError(errno.ENOENT, "working directory not found", cwd)
+
+
+def start_failure(e: OSError) -> str:
+    """What keeps a process from starting, as the user reads it: the reason and the path."""
+    return f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
 
 
 def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,

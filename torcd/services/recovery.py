@@ -9,7 +9,6 @@ idempotent.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import signal
 import time
@@ -20,7 +19,7 @@ from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
 from torcd.faults import crash_point
 from torcd.services.processes import (WatchedProcess, find_attempt_processes, job_env, kill_pids, log_files,
-                                      shell_prelude, spawn_shell, stop_group)
+                                      missing_directory, shell_prelude, spawn_shell, start_failure, stop_group)
 from torcd.protocol import RecoveryReport
 from torcd.store import Recovery, Store, stdio_paths
 
@@ -51,13 +50,12 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
         return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
                               round(time.monotonic() - started, 6))
     try:
-        if not os.path.isdir(rec.cwd):
-            raise FileNotFoundError(errno.ENOENT, "working directory not found", rec.cwd)
+        if gone := missing_directory(rec.cwd):
+            raise gone
         with log_files(out_path, err_path) as (out, err):
             proc = spawn_shell(shell_prelude(rec.cwd) + rec.script, env=env, stdout=out, stderr=err)
     except OSError as e:
-        return report(False, None, f"recovery script could not start: {e.strerror or e}"
-                      + (f" ({e.filename})" if e.filename else ""))
+        return report(False, None, f"recovery script {start_failure(e)}")
     on_start(proc)
     try:
         rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
