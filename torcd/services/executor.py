@@ -17,7 +17,8 @@ import structlog
 from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, missing_directory,
-                                      shell_prelude, spawn_shell, start_failure, stop_group)
+                                      shell_prelude, spawn_shell, start_failure, stop_group,
+                                      unstartable_input)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -44,12 +45,15 @@ class LocalExecutor:
                       run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
                       output_dir=job.output_dir, extra=job.env)
         try:
+            if bad := unstartable_input({"command": job.command, "output directory": job.output_dir,
+                                         "working directory": job.cwd}, job.env):
+                raise bad
             stdio_dir = os.path.dirname(job.stdout_path)
             if stdio_dir not in self._made_dirs:
                 os.makedirs(stdio_dir, exist_ok=True)
                 self._made_dirs.add(stdio_dir)
             proc = spawn_shell(self._shell_command(job), env=env)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
             self._launch_failed(job, e)
             return None
         self._watch(job, proc)
@@ -65,7 +69,7 @@ class LocalExecutor:
             return command
         return self.exit_log.recording(command, (job.job_id, job.run_id, job.attempt_id))
 
-    def _launch_failed(self, job: Runnable, e: OSError) -> None:
+    def _launch_failed(self, job: Runnable, e: OSError | ValueError) -> None:
         self._made_dirs.discard(os.path.dirname(job.stdout_path))
         message = start_failure(e)
         log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,

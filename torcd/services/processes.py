@@ -90,9 +90,27 @@ def missing_directory(cwd: str) -> OSError | None:
     return None if os.path.isdir(cwd) else FileNotFoundError(errno.ENOENT, "working directory not found", cwd)
 
 
-def start_failure(e: OSError) -> str:
+def start_failure(e: OSError | ValueError) -> str:
     """What keeps a process from starting, as the user reads it: the reason and the path."""
+    if not isinstance(e, OSError):
+        return f"could not start: {e}"
     return f"could not start: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+
+
+def unstartable_input(fields: dict[str, str], env: dict[str, str]) -> ValueError | None:
+    """Why no process can be started with these strings (`fields` by name, and the extra
+    environment), if one of them is not something exec accepts: a NUL byte anywhere, or a
+    variable name that is empty or holds '='. posix_spawn would raise ValueError without
+    saying which."""
+    for what, value in fields.items():
+        if "\0" in value:
+            return ValueError(f"its {what} contains a NUL byte")
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name:
+            return ValueError(f"environment variable name {name!r} is not valid (empty, or holds '=' or NUL)")
+        if "\0" in value:
+            return ValueError(f"environment variable {name} contains a NUL byte")
+    return None
 
 
 def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,

@@ -19,7 +19,8 @@ from torcd.bus import EventBus
 from torcd.core.retry import signal_return_code
 from torcd.faults import crash_point
 from torcd.services.processes import (WatchedProcess, find_attempt_processes, job_env, kill_pids, log_files,
-                                      missing_directory, shell_prelude, spawn_shell, start_failure, stop_group)
+                                      missing_directory, shell_prelude, spawn_shell, start_failure, stop_group,
+                                      unstartable_input)
 from torcd.protocol import RecoveryReport
 from torcd.store import Recovery, Store, stdio_paths
 
@@ -50,11 +51,14 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
         return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
                               round(time.monotonic() - started, 6))
     try:
+        if bad := unstartable_input({"recovery script": rec.script, "output directory": rec.output_dir,
+                                     "working directory": rec.cwd}, rec.env):
+            raise bad
         if gone := missing_directory(rec.cwd):
             raise gone
         with log_files(out_path, err_path) as (out, err):
             proc = spawn_shell(shell_prelude(rec.cwd) + rec.script, env=env, stdout=out, stderr=err)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # the job fails with the reason; never left `recovering`
         return report(False, None, f"recovery script {start_failure(e)}")
     on_start(proc)
     try:
