@@ -11,6 +11,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 
 from test_crash import check_history
 from torcd.core.retry import Action, Rule, decide
@@ -104,3 +105,39 @@ def test_random_kill9_loses_nothing(make_daemon, tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
     print(f"chaos: {JOBS} jobs, {kills} kills survived, seed {SEED}")
+
+
+def _exit_logged(d, job_id: int) -> bool:
+    """Whether the job's shell has appended its attempt 1's status to the exit log."""
+    text = ""
+    for name in ("exits.log", "exits.log.prev"):
+        try:
+            text += (Path(d.state_dir) / name).read_text()
+        except FileNotFoundError:
+            pass
+    return any(line.startswith(f"{job_id} 1 1 ") for line in text.splitlines())
+
+
+def test_statuses_survive_a_restart_that_dies_before_recording_them(make_daemon, tmp_path):
+    """Seed 11's lost statuses: a restart read the exit log and died before recording what it
+    read; a job ended; the next restart must still find both statuses (not 137)."""
+    d = make_daemon().start()
+    wait_for = "while [ ! -e {0} ]; do sleep 0.02; done; exit {1}"
+    wf = d.submit(f"""name: twice
+jobs:
+  - {{name: first, command: "{wait_for.format('go1', 10)}"}}
+  - {{name: second, command: "{wait_for.format('go2', 20)}"}}
+""")
+    d.wait_for(lambda: {j.status for j in d.jobs(wf).values()} == {"running"}, what="both jobs to run")
+    ids = {n: j.id for n, j in d.jobs(wf).items()}
+    d.kill9()
+    (tmp_path / "go1").touch()  # ends while no daemon watches
+    d.wait_for(lambda: _exit_logged(d, ids["first"]), what="the first status in the exit log")
+    d.start(crash_at="before_reconcile_recorded")
+    d.wait_dead()
+    (tmp_path / "go2").touch()  # ends after that restart read the log
+    d.wait_for(lambda: _exit_logged(d, ids["second"]), what="the second status in the exit log")
+    d.start()
+    d.wait(wf, state="done")
+    assert [(a.attempt_id, a.return_code) for a in d.attempts(ids["first"])] == [(1, 10)]
+    assert [(a.attempt_id, a.return_code) for a in d.attempts(ids["second"])] == [(1, 20)]

@@ -78,23 +78,22 @@ class Dispatcher:
     async def reconcile(self) -> None:
         """After a crash: adopt the jobs that kept running, record those that ended meanwhile
         (from the exit log), and put claimed jobs that never started back to ready."""
-        # Adopted jobs that end from now on append to a fresh log; what is there now stays readable.
-        self.exit_log.rotate()
         pending = set(await self.store.pending_keys())
         running = await self.store.running_attempts()
         if pending or running:
             keys = pending | {_key(j) for j in running}
             found = await asyncio.to_thread(find_attempt_processes, keys,
                                                self.executor.api_url)  # one pass over /proc
+            leaders = {key: group_leader(found.get(key, [])) for key in keys}
+            # Read after the leaders: a shell that ended since the scan has its line there by now.
             ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
-                started = {key[0]: group_leader(found.get(key, [])) for key in pending
-                           if key in found or key in ended}
+                started = {key[0]: leaders[key] for key in pending if key in found or key in ended}
                 await self.store.adopt_pending(started, self.host)
                 running = await self.store.running_attempts()
             exits = []
             for job in running:
-                pid = group_leader(found.get(_key(job), []))
+                pid = leaders.get(_key(job))
                 if pid is not None:
                     self.executor.adopt(job, pid)
                     continue
@@ -103,7 +102,12 @@ class Dispatcher:
                                   time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
                                   "ended while the daemon was down", job.workflow_id))
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
+            crash_point("before_reconcile_recorded")
             await self.store.record_exits(exits)
+        # Only now that every status read is recorded may the older file go: rotating first
+        # lost it when this daemon died before recording and the next one rotated again.
+        # Adopted jobs that end from now on append to a fresh log; the current one stays readable.
+        self.exit_log.rotate()
 
     async def run(self) -> None:
         self._wake.set()
