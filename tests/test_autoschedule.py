@@ -6,6 +6,7 @@ from torcd.core.autoschedule import (AutoSchedulePolicy, ScheduleInputs, decide_
                                      plan_allocations)
 
 ON = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=7200)
+NO_RULE_3 = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=0)
 T0 = 1_000_000.0
 
 
@@ -28,6 +29,12 @@ def inputs(ready=0, retry=0, oldest=None, running=0, pending=0, last=None):
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # no cooldown on rule 3
     (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # stranded beats cooldown
     (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 100, last=T0 - 5), T0, None),
+    # stranded timeout 0 turns rule 3 off (Torc's meaning), whatever the wait; rules 1 and 2 still apply
+    (NO_RULE_3, inputs(ready=1, retry=1, running=1, oldest=T0 - 10**9), T0, None),
+    (NO_RULE_3, inputs(ready=1, retry=1, running=1, oldest=T0 - 1), T0, None),
+    (NO_RULE_3, inputs(ready=6, retry=6, running=1, oldest=T0 - 10**9, last=T0 - 5), T0, None),
+    (NO_RULE_3, inputs(ready=6, retry=5, running=2), T0, 2),
+    (NO_RULE_3, inputs(ready=3), T0, 1),
     (ON, inputs(ready=4, retry=0, running=1), T0, None),  # first attempts wait for running allocations
 ])
 def test_decision(policy, s, now, rule):

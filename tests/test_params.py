@@ -18,7 +18,7 @@ from torcd.spec import parse_spec
     ([1, "x"], [1, "x"]),
 ])
 def test_parse_values(spec, values):
-    assert parse_values(spec) == values
+    assert list(parse_values(spec)) == values
 
 
 @pytest.mark.parametrize("spec,message", [

@@ -21,6 +21,14 @@ from torcd.core.retry import Rule
 from torcd.errors import SpecError
 
 MAX_JOBS = 2_000_000
+MAX_NAME = 512  # characters of a job name, after parameters are filled in
+# execve takes at most 128 KiB (MAX_ARG_STRLEN) in one argument; a job's command is one
+# argument of `bash -c`, after torcd's prefix that records its exit status.
+MAX_ARG_BYTES = 128 * 1024 - 1
+MAX_COMMAND_BYTES = 120 * 1024
+MAX_EXPANDED_BYTES = 128 * 1024 * 1024  # names, commands, dependencies and env of all jobs
+MAX_DEPENDENCIES = 4_000_000  # two per job at the job limit
+MAX_ALIAS_COST = 200_000  # values (and 64-character pieces of strings) copied through YAML aliases
 ExitCode = Annotated[int, Meta(ge=1, le=255)]
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 ParamValue = str | int | float | list[str | int | float]
@@ -39,18 +47,19 @@ class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
     rules: Annotated[list[RuleSpec], Meta(min_length=1)]
 
 
-Walltime = Annotated[str, Meta(pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")]
-Memory = Annotated[str, Meta(pattern=r"^\d+[KMGT]?$")]
+_WALLTIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}")
+_MEMORY = re.compile(r"\d+([KMGTkmgt][Bb]?)?")  # what sbatch --mem takes (Slurm's str_to_mbytes)
+_ONE_WORD = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
 
 
 class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     account: str | None = None
     partition: str | None = None
-    walltime: Walltime = "01:00:00"
+    walltime: str = "01:00:00"
     nodes: Annotated[int, Meta(ge=1, le=10_000)] = 1
     cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
-    mem: Memory | None = None
+    mem: str | None = None
     extra: list[str] = []
     max_allocations: Annotated[int, Meta(ge=1, le=10_000)] = 4
 
@@ -130,23 +139,87 @@ class Locator:
         return SpecError(message, file=self.file, line=self.line(path), field=path)
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
-    for kind in (bool, int, float, str):
-        if isinstance(node, kind):
-            return kind(node)
-    return node
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
+_MULTILINE = frozenset({"command", "recovery_script", "description"})
+Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
+
+
+class _PlainTree:
+    """The ruamel tree as builtins, refusing control characters, bad env names and alias bombs.
+
+    An alias is shared in the ruamel tree but copied here, so what it copies is counted:
+    a few hundred bytes of nested aliases would otherwise become gigabytes.
+    """
+
+    def __init__(self, loc: Locator):
+        self.loc, self.seen, self.alias_cost = loc, set[int](), 0
+
+    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
+        if isinstance(node, (dict, list)):
+            if alias is None and id(node) in self.seen:
+                alias = chain
+            self.seen.add(id(node))
+        if alias is not None:
+            self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
+            if self.alias_cost > MAX_ALIAS_COST:
+                raise self.loc.error(f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
+                                     "write the values out or use fewer nested aliases", _path(alias))
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                k = k if isinstance(k, str) else str(k)
+                self._check_key(k, key, chain)
+                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
+            return out
+        if isinstance(node, list):
+            return [self.convert(v, (chain, i), key, alias) for i, v in enumerate(node)]
+        # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
+        for kind in (bool, int, float, str):
+            if isinstance(node, kind):
+                if kind is str:
+                    self._check_text(node, key, chain)
+                return kind(node)
+        return node
+
+    def _check_text(self, text: str, key: str, chain: Chain) -> None:
+        multiline = key in _MULTILINE or key.startswith("env:")
+        bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(text)
+        if bad:
+            allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
+            name = key.removeprefix("env:") or "a value"
+            raise self.loc.error(f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}",
+                                 _path(chain))
+
+    def _check_key(self, name: str, parent_key: str, chain: Chain) -> None:
+        if parent_key == "env":
+            if not name:
+                raise self.loc.error("an environment variable name is empty", _path(chain))
+            if "=" in name:
+                raise self.loc.error(f"environment variable name {name!r} contains `=`", _path(chain))
+        bad = _CONTROL.search(name)
+        if bad:
+            raise self.loc.error(f"key {name!r} contains the control character {bad[0]!r}", _path(chain))
+
+
+def _path(chain: Chain) -> str:
+    parts: list[str] = []
+    while chain is not None:
+        chain, part = chain
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "$" + "".join(reversed(parts))
 
 
 def load_tree(text: str, file: str) -> Any:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    if file.lower().endswith((".json5", ".kdl")):
+        raise SpecError("JSON5/KDL specs are not supported yet; write the spec as YAML or JSON", file=file)
     try:
         return yaml.load(text)
+    except RecursionError:
+        raise SpecError("cannot parse: nested too deeply", file=file) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -176,9 +249,11 @@ def load_doc(text: str, file: str) -> tuple[WorkflowDoc, Locator]:
         raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
     loc = Locator(tree, file)
     try:
-        doc = msgspec.convert(_plain(tree), WorkflowDoc)
+        doc = msgspec.convert(_PlainTree(loc).convert(tree), WorkflowDoc)
     except msgspec.ValidationError as e:
         raise _validation_error(e, loc) from None
+    except RecursionError:
+        raise SpecError("the spec is nested too deeply", file=file) from None
     return doc, loc
 
 
@@ -203,6 +278,9 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
         rules = []
         for r, rule in enumerate(handler.rules):
             at = f"$.failure_handlers[{h}].rules[{r}]"
+            if rule.recovery_script and len(rule.recovery_script.encode()) > MAX_COMMAND_BYTES:
+                raise loc.error(_too_long("the recovery script", len(rule.recovery_script.encode())),
+                                f"{at}.recovery_script")
             if rule.exit_codes is not None and rule.match_all_exit_codes:
                 raise loc.error("a rule has either `exit_codes` or `match_all_exit_codes: true`, not both", at)
             if not rule.exit_codes and not rule.match_all_exit_codes:
@@ -227,7 +305,7 @@ def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> di
         if not name.isidentifier():
             raise loc.error(f"parameter name {name!r} is not an identifier", f"{at}.parameters")
         try:
-            parsed[name] = P.parse_values(spec)
+            parsed[name] = P.parse_values(spec, max_values=MAX_JOBS)
         except P.ParameterError as e:
             field = f"{at}.parameters.{name}" if name in job.parameters else f"$.parameters.{name}"
             raise loc.error(f"bad parameter {name!r}: {e}", field) from None
@@ -238,9 +316,20 @@ def _check_schedulers(doc: WorkflowDoc, loc: Locator) -> str | None:
     """Validate scheduler names; return the default one (explicit, or the only one)."""
     names: set[str] = set()
     for i, sched in enumerate(doc.slurm_schedulers):
+        at = f"$.slurm_schedulers[{i}]"
         if sched.name in names:
-            raise loc.error(f"duplicate scheduler name {sched.name!r}", f"$.slurm_schedulers[{i}].name")
+            raise loc.error(f"duplicate scheduler name {sched.name!r}", f"{at}.name")
         names.add(sched.name)
+        if not _WALLTIME.fullmatch(sched.walltime):
+            raise loc.error(f"`walltime` {sched.walltime!r} is not a Slurm time: write HH:MM:SS, MM:SS, "
+                            "MM or D-HH:MM:SS, like 01:30:00", f"{at}.walltime")
+        if sched.mem is not None and not _MEMORY.fullmatch(sched.mem):
+            raise loc.error(f"`mem` {sched.mem!r} must be a number with an optional unit K, M, G or T, "
+                            "like 240G", f"{at}.mem")
+        for field in ("account", "partition"):
+            value = getattr(sched, field)
+            if value is not None and not _ONE_WORD.fullmatch(value):
+                raise loc.error(f"`{field}` {value!r} must be one word without spaces", f"{at}.{field}")
     if doc.default_scheduler is not None:
         if doc.default_scheduler not in names:
             raise loc.error(f"unknown scheduler {doc.default_scheduler!r}", "$.default_scheduler")
@@ -252,33 +341,86 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     handlers = _check_handlers(doc, loc)
     default_scheduler = _check_schedulers(doc, loc)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
-    jobs: list[ExpandedJob] = []
-    origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
     for j, job in enumerate(doc.jobs):
         at = f"$.jobs[{j}]"
         if job.failure_handler is not None and job.failure_handler not in handlers:
             raise loc.error(f"unknown failure handler {job.failure_handler!r}", f"{at}.failure_handler")
         if job.scheduler is not None and job.scheduler not in scheduler_names:
             raise loc.error(f"unknown scheduler {job.scheduler!r}", f"{at}.scheduler")
+    jobs: list[ExpandedJob] = []
+    origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
+    for j, (job, (named, rest)) in enumerate(zip(doc.jobs, _plan_expansion(doc, loc))):
+        at = f"$.jobs[{j}]"
         scheduler = job.scheduler or default_scheduler
-        values = _job_parameters(doc, job, at, loc)
-        size = P.product_size(values)
-        if size > MAX_JOBS or len(jobs) + size > MAX_JOBS:
-            raise loc.error(f"parameters expand to {size:,} jobs; the limit is {MAX_JOBS:,}", f"{at}.parameters")
         try:
-            # Multiplied over the parameters its name uses; the others widen depends_on (a union).
-            named = {k: v for k, v in values.items() if k in P.placeholders(job.name)}
-            rest = {k: v for k, v in values.items() if k not in named}
             for combo in (P.combinations(named) if named else [{}]):
+                name, command = P.fill(job.name, combo), P.fill(job.command, combo)
+                if len(name) > MAX_NAME:
+                    raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
+                                    f"the limit is {MAX_NAME}", f"{at}.name")
+                if len(command) * 4 > MAX_COMMAND_BYTES and len(command.encode()) > MAX_COMMAND_BYTES:
+                    raise loc.error(_too_long("the command of job " + repr(name), len(command.encode())),
+                                    f"{at}.command")
                 deps = _union_deps([P.fill(d, combo) for d in job.depends_on], rest)
-                jobs.append(ExpandedJob(P.fill(job.name, combo), P.fill(job.command, combo), deps,
-                                        job.failure_handler, job.num_cpus, job.env, scheduler))
-                _note_origin(origin, jobs[-1].name, j, loc)
+                jobs.append(ExpandedJob(name, command, deps, job.failure_handler, job.num_cpus, job.env,
+                                        scheduler))
+                _note_origin(origin, name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers)
+
+
+def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
+    """Each job's parameters, split into those its name multiplies and those that widen its
+    depends_on, after checking what the expansion would make against the limits: sizes are
+    computed from the ranges, nothing is built."""
+    plans = []
+    jobs = edges = size = 0
+    for j, job in enumerate(doc.jobs):
+        at = f"$.jobs[{j}]"
+        values = _job_parameters(doc, job, at, loc)
+        named = {k: v for k, v in values.items() if k in P.placeholders(job.name)}
+        rest = {k: v for k, v in values.items() if k not in named}
+        count = P.product_size(named)
+        jobs += count
+        if jobs > MAX_JOBS:
+            made = f"{count:,} jobs" + (f", {jobs:,} in all" if jobs > count else "")
+            raise loc.error(f"parameters expand to {made}; the limit is {MAX_JOBS:,}", f"{at}.parameters")
+        try:
+            name_len = P.longest_fill(job.name, named)
+            command_len = P.longest_fill(job.command, named)
+            dep_counts = [P.product_size({k: rest[k] for k in P.placeholders(d) if k in rest})
+                          for d in job.depends_on]
+            dep_len = sum(n * (P.longest_fill(d, values) + 1) for n, d in zip(dep_counts, job.depends_on))
+        except P.ParameterError as e:
+            raise loc.error(str(e), at) from None
+        if name_len > MAX_NAME:
+            raise loc.error(f"job names made from this template can be {name_len:,} characters long once "
+                            f"parameters are filled in; the limit is {MAX_NAME}", f"{at}.name")
+        if command_len > MAX_COMMAND_BYTES:
+            raise loc.error(_too_long("the command", command_len), f"{at}.command")
+        for key, value in job.env.items():
+            if len(key.encode()) + 1 + len(value.encode()) > MAX_ARG_BYTES:
+                raise loc.error(f"environment variable {key!r} is longer than {MAX_ARG_BYTES:,} bytes, "
+                                "the most execve takes in one string on Linux (MAX_ARG_STRLEN)", f"{at}.env")
+        edges += count * sum(dep_counts)
+        size += count * (name_len + command_len + dep_len + sum(len(k) + len(v) + 2 for k, v in job.env.items()))
+        if edges > MAX_DEPENDENCIES:
+            raise loc.error(f"the jobs up to here have {edges:,} dependencies; the limit is "
+                            f"{MAX_DEPENDENCIES:,}", f"{at}.depends_on")
+        if size > MAX_EXPANDED_BYTES:
+            raise loc.error(f"the jobs up to here expand to about {size / 2**20:,.0f} MiB of names, commands, "
+                            f"dependencies and env; the limit is {MAX_EXPANDED_BYTES // 2**20} MiB", at)
+        plans.append((named, rest))
+    return plans
+
+
+def _too_long(what: str, size: int) -> str:
+    return (f"{what} is {size:,} bytes once parameters are filled in; the limit is {MAX_COMMAND_BYTES:,} "
+            "bytes (Linux's execve takes at most 128 KiB in one argument, MAX_ARG_STRLEN, and torcd "
+            "adds a prefix that records the exit status)")
 
 
 def _note_origin(origin: dict[str, int], name: str, j: int, loc: Locator) -> None:

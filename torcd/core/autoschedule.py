@@ -12,7 +12,7 @@ class AutoSchedulePolicy(msgspec.Struct, frozen=True):
     enabled: bool = False
     threshold: int = 5  # ready retry jobs that justify more compute while allocations run
     cooldown: float = 1800.0  # seconds between submissions under rule 2
-    stranded_timeout: float = 7200.0  # a retry waiting this long gets compute whatever the threshold
+    stranded_timeout: float = 7200.0  # a retry waiting this long gets compute whatever the threshold; 0: never
 
 
 class ScheduleInputs(msgspec.Struct, frozen=True):
@@ -38,8 +38,8 @@ def _no(why: str, reason: str) -> ScheduleDecision:
 def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: float) -> ScheduleDecision:
     """Rule 1: ready jobs and no allocations at all. Rule 2: allocations running and at least
     `threshold` ready retries, at most once per cooldown. Rule 3: rule 2 does not submit (too few
-    retries, or its cooldown is on) but the oldest retry has waited longer than the stranded timeout.
-    Nothing is submitted while an allocation is still queued."""
+    retries, or its cooldown is on) but the oldest retry has waited longer than the stranded timeout
+    (0 turns rule 3 off, as in Torc). Nothing is submitted while an allocation is still queued."""
     if not policy.enabled:
         return _no("off", "auto-schedule is off")
     if s.ready_jobs == 0:
@@ -52,7 +52,7 @@ def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: flo
     if s.ready_retry_jobs >= policy.threshold and not cooling:
         return ScheduleDecision(True, 2, f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
                                          f"with {s.running_allocations} allocations running", "rule2")
-    if s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
+    if policy.stranded_timeout > 0 and s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
         waited = now - s.oldest_retry_ready_since
         if waited > policy.stranded_timeout:
             return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries, the oldest waiting "

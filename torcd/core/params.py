@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 # A placeholder is `{name}` or `{name:format_spec}`; anything else in braces
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
@@ -13,14 +14,18 @@ _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
 Scalar = int | float | str
+MAX_FORMAT_WIDTH = 1000
 
 
 class ParameterError(ValueError):
     pass
 
 
-def parse_values(spec: object) -> list[Scalar]:
-    """Values of one parameter: "1:10", "0:100:10" (inclusive), "[16,32]", "['a','b']"."""
+def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
+    """Values of one parameter: "1:10", "0:100:10" (inclusive), "[16,32]", "['a','b']".
+
+    A range stays a `range`, so its size is known before anything is built.
+    """
     if isinstance(spec, bool):
         raise ParameterError(f"expected a range or list, got {spec!r}")
     if isinstance(spec, (int, float)):
@@ -30,23 +35,17 @@ def parse_values(spec: object) -> list[Scalar]:
     elif isinstance(spec, str):
         m = _RANGE.match(spec)
         if m:
-            start, end = int(m[1]), int(m[2])
-            step = int(m[3]) if m[3] is not None else 1
-            if step <= 0:
-                raise ParameterError(f"range {spec!r} needs a positive step")
-            if end < start:
-                raise ParameterError(f"range {spec!r} ends before it starts")
-            return list(range(start, end + 1, step))
+            return _range(spec, m, max_values)
         text = spec.strip()
         if not (text.startswith("[") and text.endswith("]")):
             raise ParameterError(
-                f"{spec!r} is neither a range like '1:10' or '0:100:10' nor a list like '[1,2]'")
+                f"{_short(spec)} is neither a range like '1:10' or '0:100:10' nor a list like '[1,2]'")
         try:
             values = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ParameterError(f"cannot read list {spec!r}") from None
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+            raise ParameterError(f"cannot read list {_short(spec)}") from None
         if not isinstance(values, list):
-            raise ParameterError(f"cannot read list {spec!r}")
+            raise ParameterError(f"cannot read list {_short(spec)}")
     else:
         raise ParameterError(f"expected a range or list, got {type(spec).__name__}")
     if not values:
@@ -54,17 +53,39 @@ def parse_values(spec: object) -> list[Scalar]:
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise ParameterError(f"value {v!r} is not a number or a string")
+    if len(values) > max_values:
+        raise ParameterError(f"the list has {len(values):,} values; the limit is {max_values:,}")
     return list(values)
 
 
-def product_size(params: Mapping[str, list[Scalar]]) -> int:
+def _range(spec: str, m: re.Match[str], max_values: int) -> range:
+    try:
+        start, end = int(m[1]), int(m[2])
+        step = int(m[3]) if m[3] is not None else 1
+    except ValueError:  # more digits than int() reads
+        raise ParameterError(f"range {_short(spec)} has numbers too large") from None
+    if step <= 0:
+        raise ParameterError(f"range {_short(spec)} needs a positive step")
+    if end < start:
+        raise ParameterError(f"range {_short(spec)} ends before it starts")
+    count = (end - start) // step + 1
+    if count > max_values:
+        raise ParameterError(f"range {_short(spec)} has {count:,} values; the limit is {max_values:,}")
+    return range(start, end + 1, step)
+
+
+def _short(spec: str) -> str:
+    return repr(spec) if len(spec) <= 60 else repr(spec[:57] + "...")
+
+
+def product_size(params: Mapping[str, Sequence[Scalar]]) -> int:
     size = 1
     for values in params.values():
         size *= len(values)
     return size
 
 
-def combinations(params: Mapping[str, list[Scalar]]) -> Iterator[dict[str, Scalar]]:
+def combinations(params: Mapping[str, Sequence[Scalar]]) -> Iterator[dict[str, Scalar]]:
     names = list(params)
     for combo in itertools.product(*(params[n] for n in names)):
         yield dict(zip(names, combo))
@@ -78,12 +99,32 @@ def fill(template: str, values: Mapping[str, Scalar]) -> str:
     """Replace `{name}` / `{name:spec}` for known names; leave other braces verbatim."""
 
     def sub(m: re.Match[str]) -> str:
-        name, fmt = m[1], m[2]
-        if name not in values:
-            return m[0]
-        try:
-            return format(values[name], fmt or "")
-        except (ValueError, TypeError) as e:
-            raise ParameterError(f"cannot format {name}={values[name]!r} with '{{{m[0][1:-1]}}}': {e}") from None
+        return _format(m, values[m[1]]) if m[1] in values else m[0]
 
     return _PLACEHOLDER.sub(sub, template)
+
+
+def longest_fill(template: str, params: Mapping[str, Sequence[Scalar]]) -> int:
+    """The length of the longest string `fill` makes of `template` with any of these values,
+    found without building them: a range's widest value is one of its ends."""
+    length = len(template)
+    for m in _PLACEHOLDER.finditer(template):
+        values = params.get(m[1])
+        if values is not None:
+            ends = (values[0], values[-1]) if isinstance(values, range) else values
+            length += max(len(_format(m, v)) for v in ends) - len(m[0])
+    return length
+
+
+def _format(m: re.Match[str], value: Scalar) -> str:
+    if m[2] and _too_wide(m[2]):  # format() would build the whole padded string first
+        raise ParameterError(f"'{m[0]}' asks for a width or precision over {MAX_FORMAT_WIDTH}")
+    try:
+        return format(value, m[2] or "")
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ParameterError(f"cannot format {m[1]}={value!r} with '{m[0]}': {e}") from None
+
+
+@functools.cache
+def _too_wide(format_spec: str) -> bool:
+    return any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", format_spec))
