@@ -58,16 +58,47 @@ def test_validate_warns_about_rules_scripts_and_handlers(tmp_path, capsys, monke
         "(at $.failure_handlers[0].rules[2].recovery_script)",
         "spec.yaml:11: warning: recovery script './not_executable.sh' is not executable "
         "(chmod +x ./not_executable.sh) (at $.failure_handlers[0].rules[3].recovery_script)",
-        "spec.yaml:13: warning: rule 5 can never match: rule 4 before it matches every exit code "
-        "(at $.failure_handlers[0].rules[5])",
         "spec.yaml:14: warning: failure handler 'unused' is used by no job (at $.failure_handlers[1].name)",
         "spec.yaml:17: warning: recovery script command 'nosuchcommand_xyz' is not on PATH nor a shell builtin "
         "(at $.failure_handlers[1].rules[0].recovery_script)",
-        "spec.yaml: ok (2 jobs, 3 failure handlers, 8 warnings)",
+        "spec.yaml: ok (2 jobs, 3 failure handlers, 7 warnings)",
     ]
     assert run_ctl(capsys, "validate", "--strict", "spec.yaml")[0] == 1
     code, out, _ = run_ctl(capsys, "--json", "validate", "spec.yaml")
-    assert len(json.loads(out)["warnings"]) == 8
+    assert len(json.loads(out)["warnings"]) == 7
+
+
+CATCH_ALL_FIRST = """\
+name: order
+failure_handlers:
+  - name: h
+    rules:
+      - match_all_exit_codes: true
+        max_retries: 2
+      - exit_codes: [13]
+        max_retries: 4
+      - match_all_exit_codes: true
+jobs:
+  - {name: j, command: "exit 13", failure_handler: h}
+"""
+
+
+def test_specific_rule_after_a_catch_all_is_not_reported_because_it_wins(tmp_path, capsys, monkeypatch):
+    """The linter follows select_rule: a specific rule beats a catch-all wherever it stands;
+    only a second catch-all can never match."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text(CATCH_ALL_FIRST)
+    code, out, err = run_ctl(capsys, "validate", "--strict", "spec.yaml")
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "spec.yaml:9: warning: rule 2 can never match: rule 0 before it already matches every code no specific "
+        "rule lists (at $.failure_handlers[0].rules[2])",
+        "spec.yaml: ok (1 jobs, 1 failure handlers, 1 warnings)"]
+    (tmp_path / "spec.yaml").write_text(CATCH_ALL_FIRST.replace("      - match_all_exit_codes: true\njobs", "jobs"))
+    code, out, err = run_ctl(capsys, "validate", "--strict", "spec.yaml")
+    assert (code, err) == (0, ""), out
+    code, out, _ = run_ctl(capsys, "--json", "explain", "spec.yaml", "--job", "j", "--exit-codes", "13,1")
+    assert [s["rule_index"] for s in json.loads(out)["steps"]] == [1, 0]  # 13: the specific rule; 1: the catch-all
 
 
 def test_validate_of_the_examples_finds_nothing(capsys, monkeypatch):
@@ -83,8 +114,8 @@ def test_validate_errors_name_the_line_and_change_nothing(tmp_path, capsys, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("name: x\njobs:\n  - {name: a, command: echo, failure_handler: nope}\n")
     code, out, err = run_ctl(capsys, "validate", "bad.yaml")
-    assert code == 1 and out == ""
-    assert err.startswith("torcctl: bad.yaml:3:") and "nope" in err
+    assert code == 2 and out == ""
+    assert err.startswith("torcctl: error: bad.yaml:3:") and "nope" in err
 
 
 SPEC = """\

@@ -17,14 +17,20 @@ class UsageError(Exception):
     pass
 
 
+MAX_SPEC_BYTES = 64 * 1024 * 1024  # what the daemon accepts in workflows.create
+
+
 def _read_spec(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
     except OSError as e:
         raise UsageError(f"cannot read spec {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise UsageError(f"spec {path} is not UTF-8 text: {e}") from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise UsageError(f"spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
+    return text
 
 
 def _create(client: Client, spec: str, **extra) -> WorkflowSummary:
@@ -61,9 +67,8 @@ def validate(client: Client, args) -> int:
     try:
         spec = parse_spec(text, args.spec)
         findings = lint_spec(text, args.spec, os.getcwd())
-    except SpecError as e:
-        print(f"torcctl: {e.message}", file=sys.stderr)
-        return 1
+    except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
+        raise UsageError(e.message) from None
     if args.json:
         print_json({"ok": True, "jobs": len(spec.jobs), "failure_handlers": len(spec.failure_handlers),
                     "warnings": findings})
@@ -72,7 +77,7 @@ def validate(client: Client, args) -> int:
             print(f"{args.spec}:{f.line}: warning: {f.message} (at {f.field})")
         print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers, "
               f"{len(findings)} warnings)")
-    return 1 if findings and args.strict else 0
+    return 1 if findings and args.strict else 0  # 1: it ran, and --strict counts the warnings
 
 
 def explain(client: Client, args) -> int:
@@ -85,8 +90,7 @@ def explain(client: Client, args) -> int:
     try:
         spec = parse_spec(_read_spec(args.spec), args.spec)
     except SpecError as e:
-        print(f"torcctl: {e.message}", file=sys.stderr)
-        return 1
+        raise UsageError(e.message) from None
     job = next((j for j in spec.jobs if j.name == args.job), None)
     if job is None:
         names = [j.name for j in spec.jobs]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from torcd.core.retry import Rule, select_rule
 from torcd.spec import Locator, WorkflowDoc, load_doc, parse_spec
 
 
@@ -30,28 +31,28 @@ def lint_spec(text: str, file: str, cwd: str) -> list[Finding]:
 
 
 def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
+    """Rules that `select_rule` never picks, or picks for fewer codes than they list. A specific
+    rule beats a catch-all wherever it stands, so only the first catch-all can match."""
     out = []
     for h, handler in enumerate(doc.failure_handlers):
-        covered: set[int] = set()
-        catch_all_at: int | None = None
+        rules = [Rule(exit_codes=r.exit_codes, match_all_exit_codes=r.match_all_exit_codes) for r in handler.rules]
+        first_catch_all = next((r for r, rule in enumerate(rules) if rule.match_all_exit_codes), None)
         for r, rule in enumerate(handler.rules):
             at = f"$.failure_handlers[{h}].rules[{r}]"
-            if catch_all_at is not None:
-                out.append(Finding(loc.line(at), at, f"rule {r} can never match: rule {catch_all_at} "
-                                                     "before it matches every exit code"))
+            if rule.match_all_exit_codes and r != first_catch_all:
+                out.append(Finding(loc.line(at), at, f"rule {r} can never match: rule {first_catch_all} "
+                                                     "before it already matches every code no specific rule lists"))
                 continue
-            if rule.match_all_exit_codes:
-                catch_all_at = r
-            else:
-                codes = set(rule.exit_codes or [])
-                if codes <= covered:
+            if not rule.match_all_exit_codes:
+                codes = sorted(set(rule.exit_codes or []))
+                taken = [c for c in codes if select_rule(rules, c) != r]
+                if taken == codes:
                     out.append(Finding(loc.line(at), at, f"rule {r} can never match: earlier rules cover "
-                                                         f"all its exit codes {sorted(codes)}"))
+                                                         f"all its exit codes {codes}"))
                     continue
-                if codes & covered:
-                    out.append(Finding(loc.line(at), at, f"exit codes {sorted(codes & covered)} of rule {r} "
+                if taken:
+                    out.append(Finding(loc.line(at), at, f"exit codes {taken} of rule {r} "
                                                          "are matched by an earlier rule first"))
-                covered |= codes
             if rule.max_retries == 1:
                 what = "its recovery script never runs" if rule.recovery_script else "no retry"
                 out.append(Finding(loc.line(f"{at}.max_retries"), f"{at}.max_retries",
