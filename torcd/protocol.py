@@ -10,7 +10,15 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-Id = Annotated[int, Meta(ge=1)]
+# Every integer that reaches SQLite fits its 64-bit signed INTEGER; a larger one is invalid params.
+MAX_SQL_INT = 2**63 - 1
+Id = Annotated[int, Meta(ge=1, le=MAX_SQL_INT)]
+SqlInt = Annotated[int, Meta(ge=-MAX_SQL_INT - 1, le=MAX_SQL_INT)]
+Count = Annotated[int, Meta(ge=0, le=MAX_SQL_INT)]
+Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
+# A value that ends up in a batch script line or a log line: no newline or other control character.
+OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4096)]
+SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
 
 
@@ -28,16 +36,16 @@ class NoParams(Params):
 
 class CreateWorkflow(Params):
     spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
-    spec_path: str = "<spec>"
-    cwd: str = "."
+    spec_path: OneLine = "<spec>"
+    cwd: OneLine = "."
     executor: Literal["local", "slurm"] = "local"
-    account: str | None = None
+    account: SlurmAccount | None = None
 
 
 class SetAutoSchedule(Params):
     workflow_id: Id
     enabled: bool = True
-    threshold: Annotated[int, Meta(ge=1)] = 5
+    threshold: Annotated[int, Meta(ge=1, le=MAX_SQL_INT)] = 5
     cooldown: Annotated[float, Meta(ge=0)] = 1800.0
     stranded_timeout: Annotated[float, Meta(ge=0)] = 7200.0
 
@@ -49,7 +57,7 @@ class SubmitAllocations(Params):
 
 class RegisterWorker(Params):
     workflow_id: Id
-    host: Annotated[str, Meta(min_length=1, max_length=255)]
+    host: Annotated[OneLine, Meta(min_length=1, max_length=255)]
     cpus: Annotated[int, Meta(ge=1, le=100_000)]
     allocation_id: Id | None = None
 
@@ -68,7 +76,7 @@ class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     run_id: Id
     attempt_id: Id
     ok: bool
-    return_code: int | None
+    return_code: SqlInt | None
     message: str
     seconds: float | None = None  # how long the script ran
 
@@ -77,14 +85,14 @@ class StartedReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     job_id: Id
     run_id: Id
     attempt_id: Id
-    pid: Annotated[int, Meta(ge=1)]
+    pid: Pid
 
 
 class WorkerPoll(Params):
     """One round trip of a worker: what happened since the last poll, and what it can take."""
 
     worker_id: Id
-    free_cpus: Annotated[int, Meta(ge=0)] = 0
+    free_cpus: Annotated[int, Meta(ge=0, le=100_000)] = 0
     claim: bool = True
     started: list[StartedReport] = []
     exits: list[ExitReport] = []
@@ -109,7 +117,7 @@ class ListJobs(Params):
     workflow_id: Id
     status: str | None = None
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
-    offset: Annotated[int, Meta(ge=0)] = 0
+    offset: Count = 0
 
 
 class JobRef(Params):
@@ -139,7 +147,7 @@ class ClassifyMany(Params):
 
 class ListEvents(Params):
     workflow_id: Id
-    after: Annotated[int, Meta(ge=0)] = 0
+    after: Count = 0
     limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
 
 
