@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
     p.add_argument("--url", default=os.environ.get("TORC_API_URL"), help="daemon URL (http://HOST:PORT or unix://PATH)")
-    p.add_argument("--token-file", help="file holding the daemon's bearer token (or set TORC_API_TOKEN)")
+    p.add_argument("--token-file", help="file holding this allocation's credential (or set TORC_API_TOKEN)")
+    p.add_argument("--ca-file", help="certificate to trust for an https:// daemon URL")
     p.add_argument("--workflow-id", type=int, required=True)
     p.add_argument("--allocation-id", type=int)
     p.add_argument("--cpus", type=int, help="CPUs to use (default: the allocation's)")
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=int, help="run number (default: the latest)")
     p.add_argument("--stderr", action="store_true")
     p.add_argument("--recovery", action="store_true", help="the recovery script's output instead")
+    p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
     p = cmd("events", commands.events, "print a workflow's event log")
     p.add_argument("workflow_id", type=int)
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
@@ -111,10 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
 def connect(args: argparse.Namespace) -> Client:
     from torcd.paths import default_socket
 
+    if (args.socket and not os.path.isabs(args.socket)) or (args.state_dir and not os.path.isabs(args.state_dir)):
+        commands.current_dir()  # relative paths need a working directory that still exists
     path = os.path.abspath(args.socket) if args.socket else default_socket()
+    if args.state_dir:
+        args.state_dir = os.path.abspath(args.state_dir)
     client = Client(path)
     args.autostarted = None
     if args.func in (commands.validate, commands.explain, commands.worker):

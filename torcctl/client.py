@@ -9,7 +9,9 @@ import http.client
 import itertools
 import os
 import socket
+import struct
 import subprocess
+import uuid
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from torcd.ownership import UnsafePath, check_socket, open_private_file
 from torcd.paths import default_state_dir
 from torcd.protocol import Event
 
@@ -41,6 +44,12 @@ class _UnixConnection(http.client.HTTPConnection):
         self.path = path
 
     def connect(self) -> None:
+        # Nothing is sent until we know the daemon is ours: another user may have made the
+        # socket's directory first and be listening there.
+        try:
+            check_socket(self.path)
+        except UnsafePath as e:
+            raise ConnectError(e.message) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -48,7 +57,17 @@ class _UnixConnection(http.client.HTTPConnection):
         except OSError:
             sock.close()
             raise
+        uid = peer_uid(sock)
+        if uid != os.getuid():
+            sock.close()
+            raise ConnectError(f"the process listening on {self.path} runs as uid {uid}, not as you; "
+                               "refusing to send anything to it")
         self.sock = sock
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
 
 
 class Client:
@@ -56,6 +75,9 @@ class Client:
         self.socket_path = socket_path
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        # Each call carries a key of its own, the same on a retry: a daemon that already did what
+        # a request asks (its reply lost when the connection dropped) answers with that result.
+        self._keys = (f"{uuid.uuid4().hex}:{n}" for n in itertools.count(1))
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return _UnixConnection(self.socket_path, timeout if timeout is not None else self.timeout)
@@ -63,11 +85,12 @@ class Client:
     def call(self, method: str, params: dict | None = None, result_type: type[T] | None = None) -> T | Any:
         body = msgspec.json.encode({"jsonrpc": "2.0", "id": next(_ids), "method": method,
                                     "params": params or {}})
+        headers = {"Content-Type": "application/json", "Idempotency-Key": next(self._keys)}
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._connection()
             try:
-                self._conn.request("POST", "/rpc", body, {"Content-Type": "application/json"})
+                self._conn.request("POST", "/rpc", body, headers)
                 resp = self._conn.getresponse()
                 data = resp.read()
                 break
@@ -126,14 +149,23 @@ class Client:
 
 def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) -> subprocess.Popen:
     """Start torcd in the background on `socket_path` and wait until it answers."""
-    args = [sys.executable, "-m", "torcd", "--socket", socket_path]
+    args = [sys.executable, "-m", "torcd", "--socket", socket_path, "--autostarted"]
     if state_dir:
         args += ["--state-dir", state_dir]
     log_dir = state_dir or default_state_dir()
-    os.makedirs(log_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(log_dir, "torcd.log"), "ab") as log:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+    log_path = os.path.join(log_dir, "torcd.log")
+    try:
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        log = open_private_file(log_path, os.O_WRONLY | os.O_APPEND, "the daemon's log")
+    except OSError as e:
+        raise ConnectError(f"cannot start torcd: cannot write its log {log_path}: {e.strerror}") from None
+    except UnsafePath as e:
+        raise ConnectError(f"cannot start torcd: {e.message}") from None
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                                start_new_session=True)  # not in the client's directory: it may go away
+    finally:
+        os.close(log)
     client = Client(socket_path)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

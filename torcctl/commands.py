@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
-from torcctl.client import Client, ConnectError
+from torcctl.client import Client, ConnectError, RpcError
 from torcctl.render import event_line, print_json, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 
@@ -33,9 +34,17 @@ def _read_spec(path: str) -> str:
     return text
 
 
+def current_dir() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current directory no longer exists (it was deleted); cd to one that does") from None
+
+
 def _create(client: Client, spec: str, **extra) -> WorkflowSummary:
+    cwd = current_dir()
     text = _read_spec(spec)
-    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": os.getcwd(), **extra},
+    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": cwd, **extra},
                        WorkflowSummary)
 
 
@@ -148,22 +157,27 @@ def _setting(value: bool | None, has_handler: bool) -> str:
     return "true (unmatched codes park the job)" if value else "false (unmatched codes fail the job)"
 
 
-def _follow(client: Client, wf: int, args, after: int = 0) -> Event | None:
-    """Print events until nothing more can run; return the event that said so."""
+def _follow(client: Client, wf: int, args, after: int = 0) -> None:
+    """Print the workflow's events until nothing more can run in it.
+
+    The daemon ends the stream at the workflow's next idle point, not at an older one in the log
+    (a workflow that was reset or had a job retried runs again)."""
     quiet = getattr(args, "quiet", False) and not args.json
     if not quiet and not args.json and sys.stdout.isatty():
         from torcctl.live import LiveView
 
         counts = lambda: client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts  # noqa: E731
-        return LiveView(wf, counts, STATUS_ORDER).follow(client.events(wf, after=after, until_done=True))
-    for event in client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None):
-        if args.json:
-            print_json(event)
-        elif not quiet:
-            print(event_line(event), flush=True)
-        if event.kind in IDLE_EVENTS:
-            return event
-    return None
+        LiveView(wf, counts, STATUS_ORDER).follow(client.events(wf, after=after, until_done=True))
+    else:
+        for event in client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None):
+            if args.json:
+                print_json(event)
+            elif not quiet:
+                print(event_line(event), flush=True)
+    state = client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).state
+    if state == "active":
+        raise ConnectError(f"lost the daemon's event stream before workflow {wf} finished; "
+                           f"follow it again with `torcctl watch {wf}`")
 
 
 def _summary(client: Client, wf: int, args) -> int:
@@ -185,21 +199,69 @@ def _summary(client: Client, wf: int, args) -> int:
 
 
 def run(client: Client, args) -> int:
-    wf = _create(client, args.spec)
+    try:
+        wf = _create(client, args.spec)
+    except (RpcError, UsageError):
+        _release_daemon(client, args)  # a bad spec leaves no daemon behind
+        raise
     if not args.json and not args.quiet:
         print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
     try:
-        done = _follow(client, wf.id, args)
-        if done is None:
-            raise ConnectError("lost the daemon before the workflow finished")
-        return _summary(client, wf.id, args)
-    finally:
+        _follow(client, wf.id, args)
+        code = _summary(client, wf.id, args)
+    except KeyboardInterrupt:
+        _interrupted(client, wf.id, args)
+        raise
+    except RpcError:
+        _release_daemon(client, args)
+        raise
+    _release_daemon(client, args)
+    return code
+
+
+def _daemon_autostarted(client: Client, args) -> bool:
+    """Was the daemon started by a client (this one or another) rather than by the user?"""
+    if args.autostarted is not None:
+        return True
+    try:
+        return bool(client.call("ping").get("autostarted"))
+    except (ConnectError, RpcError):
+        return False
+
+
+def _release_daemon(client: Client, args) -> None:
+    """A daemon a client started stops when its last workflow ends, unless someone else uses it."""
+    if not _daemon_autostarted(client, args):
+        return
+    try:
+        answer = client.call("shutdown", {"if_idle": True})
+    except (ConnectError, RpcError):
+        return
+    if answer["stopping"]:
         if args.autostarted is not None:
-            try:
-                client.call("shutdown")
-                args.autostarted.wait(30)
-            except (ConnectError, OSError):
-                pass
+            args.autostarted.wait(30)
+    elif args.autostarted is not None and not args.quiet and not args.json:
+        print(f"torcctl: leaving the torcd this command started running: {answer['reason']}", file=sys.stderr)
+
+
+def _interrupted(client: Client, wf: int, args) -> None:
+    """Ctrl-C: stop a daemon this run started (and so the workflow's jobs) if nobody else needs
+    it; otherwise the workflow goes on without us. Say which before it happens."""
+    answer = {"stopping": False, "reason": "it was not started by torcctl"}
+    try:
+        if _daemon_autostarted(client, args):
+            answer = client.call("shutdown", {"if_idle": True, "ignore_workflow": wf})
+    except (ConnectError, RpcError):
+        return
+    if answer["stopping"]:
+        print(f"\ntorcctl: interrupted: stopping the torcd this command started; the running jobs of workflow "
+              f"{wf} are terminated (run them again with `torcctl workflows reset-status {wf} --failed-only` "
+              f"and `torcctl watch {wf}`)", file=sys.stderr)
+        if args.autostarted is not None:
+            args.autostarted.wait(30)
+    else:
+        print(f"\ntorcctl: interrupted: workflow {wf} keeps running in torcd ({answer['reason']}); follow it "
+              f"with `torcctl watch {wf}` or stop it with `torcctl workflows cancel {wf}`", file=sys.stderr)
 
 
 def watch(client: Client, args) -> int:
@@ -382,18 +444,44 @@ def logs(client: Client, args) -> int:
         raise UsageError(f"job {args.job_id} has no such attempt")
     a = atts[-1]
     path = a.stderr_path if args.stderr else a.stdout_path
-    if args.recovery:
-        path = path.replace(f"{os.sep}job_wf", f"{os.sep}recovery_wf")
+    if args.recovery:  # the recovery script's logs sit beside the job's, named alike
+        folder, name = os.path.split(path)
+        path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            if args.tail is not None:
+                _seek_last_lines(f, args.tail)
+            out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+            if out is None:  # stdout replaced by a text stream
+                sys.stdout.write(f.read().decode(errors="replace"))
+            else:
+                shutil.copyfileobj(f, out)  # in chunks: a log may be larger than memory
+                out.flush()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        sys.stdout.buffer.write(data)
-    except AttributeError:  # stdout replaced by a text stream
-        sys.stdout.write(data.decode(errors="replace"))
     return 0
+
+
+def _seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
+    """Position `f` at the start of its last `n` lines, reading backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    if n == 0:
+        return
+    pos, newlines = end, 0
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step)
+        if pos + step == end and data.endswith(b"\n"):
+            data = data[:-1]  # the final newline ends the last line; it does not start one
+        for i in range(len(data) - 1, -1, -1):
+            if data[i] == 10:
+                newlines += 1
+                if newlines == n:
+                    f.seek(pos + i + 1)
+                    return
+    f.seek(0)
 
 
 def events(client: Client, args) -> int:

@@ -32,18 +32,19 @@ class LiveView:
         self._refresh, self._last = refresh, 0.0
 
     def follow(self, events: Iterable[Event]) -> Event | None:
-        """Consume the stream, redrawing as it goes; return the event that ended it."""
+        """Consume the stream (the daemon ends it when the workflow is idle), redrawing as it goes;
+        return the last event that said the workflow was idle."""
+        idle = None
         with Live(self.render(), refresh_per_second=8, transient=False) as live:
             for event in events:
                 self.note(event)
                 now = time.monotonic()
-                done = event.kind in IDLE_EVENTS
-                if done or now - self._last >= self._refresh:  # counts from the daemon, a few times a second
+                if event.kind in IDLE_EVENTS:
+                    idle = event
+                if idle is event or now - self._last >= self._refresh:  # counts a few times a second
                     self.counts, self._last = self._counts(), now
                     live.update(self.render())
-                if done:
-                    return event
-        return None
+        return idle
 
     def note(self, event: Event) -> None:
         if event.kind == "retry_decided" and event.action in ("retry", "recover"):

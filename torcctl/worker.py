@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import time
 
 import aiohttp
@@ -33,12 +34,18 @@ class WorkerError(Exception):
 
 
 class RpcSession:
-    def __init__(self, url: str, token: str | None):
+    def __init__(self, url: str, token: str | None, ca_file: str | None = None):
         if url.startswith("unix://"):
             self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=url[len("unix://"):]))
             self.endpoint = "http://localhost/rpc"
         else:
-            self.session = aiohttp.ClientSession()
+            tls = None
+            if ca_file:  # trust the daemon's own certificate (or the CA that signed it), nothing else
+                try:
+                    tls = ssl.create_default_context(cafile=ca_file)
+                except (OSError, ssl.SSLError) as e:
+                    raise WorkerError(f"cannot read the CA file {ca_file}: {e}") from None
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls else True))
             self.endpoint = url.rstrip("/") + "/rpc"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._id = 0
@@ -200,7 +207,7 @@ def read_token(token_file: str | None) -> str | None:
 
 async def run_worker(args) -> int:
     prepare_to_start_processes()
-    rpc = RpcSession(args.url, read_token(args.token_file))
+    rpc = RpcSession(args.url, read_token(args.token_file), args.ca_file)
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)
     worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,

@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--listen", metavar="HOST:PORT",
                     help="also serve JSON-RPC over TCP (for Slurm workers); requests need the bearer token "
                          "in STATE_DIR/token")
+    ap.add_argument("--tls-cert", metavar="PEM", help="serve --listen over TLS with this certificate "
+                    "(workers are told to trust it)")
+    ap.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     ap.add_argument("--advertise-url", metavar="URL", help="URL workers use to reach --listen "
                     "(default: http://HOST:PORT, with this host's name for 0.0.0.0)")
     ap.add_argument("--slurm-poll-interval", type=float, default=5.0, metavar="SECONDS",
@@ -35,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="how often auto-schedule policies are evaluated (also on relevant events)")
     ap.add_argument("--metrics", action="store_true",
                     help="serve Prometheus metrics at GET /metrics (on the socket, and on --listen with the token)")
+    ap.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)  # by a client, for a run
     ap.add_argument("--log-level", default=os.environ.get("TORCD_LOG_LEVEL", "info"),
                     choices=["debug", "info", "warning", "error"])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
@@ -46,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             ap.error(f"--listen must be HOST:PORT, got {args.listen!r}")
         args.listen = (host.strip("[]") or "0.0.0.0", int(port))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        ap.error("--tls-cert and --tls-key go together")
+    if args.tls_cert and args.listen is None:
+        ap.error("--tls-cert needs --listen")
     for name in ("slurm_poll_interval", "heartbeat_timeout", "auto_schedule_interval"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
@@ -63,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(resolve(args.socket, args.state_dir), args.max_parallel_jobs, args.shutdown_grace,
                     listen=args.listen, advertise_url=args.advertise_url,
                     slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
-                    auto_schedule_interval=args.auto_schedule_interval, metrics=args.metrics)
+                    auto_schedule_interval=args.auto_schedule_interval, metrics=args.metrics,
+                    autostarted=args.autostarted,
+                    tls=(os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None)
     try:
         asyncio.run(daemon.run())
     except TorcError as e:

@@ -122,4 +122,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN recovery_seconds REAL;
     """,
+    # 4: each allocation's own worker credential (a hash of it); results of state-changing
+    # requests by idempotency key, so that a retried request is not applied twice
+    """
+    ALTER TABLE allocations ADD COLUMN credential_hash TEXT;
+    CREATE TABLE requests (
+        key TEXT PRIMARY KEY,
+        result TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX requests_by_age ON requests (created);
+    """,
 ]

@@ -34,6 +34,11 @@ class NoParams(Params):
     pass
 
 
+class Shutdown(Params):
+    if_idle: bool = False  # only when no workflow is active and no other client is attached
+    ignore_workflow: Id | None = None  # ...besides this one (a `torcctl run` being interrupted)
+
+
 class CreateWorkflow(Params):
     spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
     spec_path: OneLine = "<spec>"
@@ -284,3 +289,4 @@ class Ping(msgspec.Struct):
     socket: str
     state_dir: str
     tcp_url: str | None = None
+    autostarted: bool = False

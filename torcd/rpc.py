@@ -13,7 +13,8 @@ import msgspec
 import structlog
 
 from torcd import protocol as p
-from torcd.errors import TorcError
+from torcd.credentials import ADMIN, WORKER_METHODS, Caller, current_caller, idempotency_key
+from torcd.errors import TorcError, Unauthorized
 
 if TYPE_CHECKING:
     from torcd.daemon import Daemon
@@ -37,7 +38,7 @@ Handler = Callable[[Any], Awaitable[Any]]
 
 METHODS: dict[str, tuple[type, Callable[["Daemon"], Handler]]] = {
     "ping": (p.NoParams, lambda d: d.ping),
-    "shutdown": (p.NoParams, lambda d: d.request_shutdown),
+    "shutdown": (p.Shutdown, lambda d: d.request_shutdown),
     "workflows.create": (p.CreateWorkflow, lambda d: d.create_workflow),
     "workflows.list": (p.NoParams, lambda d: d.list_workflows),
     "workflows.show": (p.WorkflowRef, lambda d: d.show_workflow),
@@ -72,7 +73,7 @@ def _field_of(e: msgspec.ValidationError) -> str | None:
     return text.rpartition(" - at `")[2].rstrip("`") if " - at `" in text else None
 
 
-async def _call_one(daemon: "Daemon", raw: Any) -> dict | None:
+async def _call_one(daemon: "Daemon", raw: Any, caller: Caller, key: str | None) -> dict | None:
     if not isinstance(raw, dict):
         return _error(None, INVALID_REQUEST, "invalid request: expected a JSON object")
     try:
@@ -85,6 +86,10 @@ async def _call_one(daemon: "Daemon", raw: Any) -> dict | None:
     entry = METHODS.get(req.method)
     if entry is None:
         return _error(req.id, METHOD_NOT_FOUND, f"method not found: {req.method}")
+    if not caller.admin and req.method not in WORKER_METHODS:
+        log.warning("rpc_refused", method=req.method, allocation_id=caller.allocation_id)
+        return _error(req.id, Unauthorized.code, f"an allocation's credential may not call {req.method}; "
+                      "it may only call " + ", ".join(sorted(WORKER_METHODS)))
     params_type, bind = entry
     try:
         params = msgspec.convert(req.params or {}, params_type)
@@ -92,6 +97,9 @@ async def _call_one(daemon: "Daemon", raw: Any) -> dict | None:
         field = _field_of(e)
         return _error(req.id, INVALID_PARAMS, f"invalid params for {req.method}: {e}",
                       {"field": field} if field else None)
+    current_caller.set(caller)
+    # A retried request carries the same key; with the request's id it names this one request.
+    idempotency_key.set(None if key is None else f"{key[:200]}:{req.id!r}")
     try:
         result = await bind(daemon)(params)
     except TorcError as e:
@@ -104,7 +112,7 @@ async def _call_one(daemon: "Daemon", raw: Any) -> dict | None:
     return {"jsonrpc": "2.0", "id": req.id, "result": result}
 
 
-async def handle(daemon: "Daemon", body: bytes) -> bytes | None:
+async def handle(daemon: "Daemon", body: bytes, caller: Caller = ADMIN, key: str | None = None) -> bytes | None:
     """Serve one HTTP body: a single request or a batch. None means no content."""
     try:
         raw = msgspec.json.decode(body)
@@ -115,7 +123,7 @@ async def handle(daemon: "Daemon", body: bytes) -> bytes | None:
     if isinstance(raw, list):
         if not raw:
             return _encoder.encode(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
-        replies = [r for r in [await _call_one(daemon, item) for item in raw] if r is not None]
+        replies = [r for r in [await _call_one(daemon, item, caller, key) for item in raw] if r is not None]
         return _encoder.encode(replies) if replies else None
-    reply = await _call_one(daemon, raw)
+    reply = await _call_one(daemon, raw, caller, key)
     return _encoder.encode(reply) if reply is not None else None

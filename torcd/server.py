@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from torcd import rpc
+from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
 from torcd.protocol import IDLE_EVENTS
 
@@ -33,19 +34,40 @@ def peer_uid(request: web.Request) -> int | None:
 
 
 def build_app(daemon: "Daemon") -> web.Application:
+    async def caller_of(request: web.Request) -> Caller | web.Response:
+        uid = peer_uid(request)
+        if uid is not None:
+            if uid != os.getuid():
+                log.warning("peer_refused", peer_uid=uid)
+                return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
+            return ADMIN
+        # The TCP door: the admin token or an allocation's credential, compared in constant time.
+        given = request.headers.get("Authorization", "")
+        token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+        if token and daemon.token and hmac.compare_digest(token.encode(), daemon.token.encode()):
+            return ADMIN
+        aid = allocation_of(token) if token else None
+        if aid is not None:
+            known = await daemon.allocation_credential(aid)
+            if known is not None and matches(token, known[0]):
+                return Caller(allocation_id=aid, workflow_id=known[1])
+        log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+
     @web.middleware
     async def only_our_user(request: web.Request, handler):
-        uid = peer_uid(request)
-        if uid is None:  # the TCP door: a bearer token, compared in constant time
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {daemon.token}" if daemon.token else None
-            if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
-                log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
-                return web.json_response({"error": "missing or wrong bearer token"}, status=401)
-        elif uid != os.getuid():
-            log.warning("peer_refused", peer_uid=uid)
-            return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
-        return await handler(request)
+        caller = await caller_of(request)
+        if isinstance(caller, web.Response):
+            return caller
+        if not caller.admin and request.path != "/rpc":
+            return web.json_response({"error": "an allocation's credential may only call workers.*"},
+                                     status=403)
+        request["caller"] = caller
+        daemon.requests_in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            daemon.requests_in_flight -= 1
 
     async def rpc_endpoint(request: web.Request) -> web.Response:
         size = request.content_length
@@ -54,7 +76,7 @@ def build_app(daemon: "Daemon") -> web.Application:
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
                  f"request of {size} bytes is larger than the limit of {daemon.max_request_bytes}"}}))
         body = await request.read()
-        reply = await rpc.handle(daemon, body)
+        reply = await rpc.handle(daemon, body, request["caller"], request.headers.get("Idempotency-Key"))
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=reply, content_type="application/json")
@@ -79,12 +101,14 @@ def build_app(daemon: "Daemon") -> web.Application:
             await resp.prepare(request)
             last = after
             for event in backlog:
-                if kinds and event.kind not in kinds:
-                    continue
-                await resp.write(_encode(event) + b"\n")
                 last = event.seq
-                if until_done and event.kind in IDLE_EVENTS:
-                    return resp
+                if not kinds or event.kind in kinds:
+                    await resp.write(_encode(event) + b"\n")
+            # The log may hold idle points the workflow has left since (a reset, a retried job):
+            # the stream ends at the next one, or now if the workflow is idle now. Events committed
+            # after the backlog was read are already queued for us, so none is missed.
+            if until_done and (await daemon.store.workflow(wf)).state != "active":
+                return resp
             while not daemon.stopping.is_set():
                 get = asyncio.ensure_future(sub.get())
                 cut = asyncio.ensure_future(sub.overflowed.wait())
@@ -96,11 +120,11 @@ def build_app(daemon: "Daemon") -> web.Application:
                     if sub.overflowed.is_set():
                         log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="fell behind")
                     break
-                batch = [get.result(), *sub.drain()]
-                chunk = b"".join(_encode(e) + b"\n" for e in batch if e.seq > last)
-                if chunk:
+                batch = [e for e in [get.result(), *sub.drain()] if e.seq > last]  # not those in the backlog
+                if batch:
                     try:
-                        await asyncio.wait_for(resp.write(chunk), daemon.watch_write_timeout)
+                        await asyncio.wait_for(resp.write(b"".join(_encode(e) + b"\n" for e in batch)),
+                                               daemon.watch_write_timeout)
                     except asyncio.TimeoutError:
                         log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
                         break

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import sys
+import tempfile
 
+from torcd.ownership import UnsafePath, make_private_dir
 from torcd.spec import SlurmSchedulerSpec
 
 # squeue states that mean the allocation has not started / is running.
@@ -35,13 +38,16 @@ def walltime_seconds(walltime: str) -> int:
 
 def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSchedulerSpec, cpus: int,
                   account: str | None, url: str, token_file: str, log_dir: str, python: str = sys.executable,
-                  poll_interval: float = 0.5) -> str:
+                  poll_interval: float = 0.5, ca_file: str | None = None) -> str:
     """The batch script of one allocation: run a torcctl worker for the workflow."""
+    account = account or scheduler.account
+    _refuse_unsafe(account=account, partition=scheduler.partition, mem=scheduler.mem, walltime=scheduler.walltime,
+                   log_dir=log_dir, extra=scheduler.extra)
     lines = ["#!/bin/bash", f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
              f"#SBATCH --nodes={scheduler.nodes}", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={cpus}",
              f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={log_dir}/slurm_%j.out"]
-    if account or scheduler.account:
-        lines.append(f"#SBATCH --account={account or scheduler.account}")
+    if account:
+        lines.append(f"#SBATCH --account={account}")
     if scheduler.partition:
         lines.append(f"#SBATCH --partition={scheduler.partition}")
     if scheduler.mem:
@@ -51,9 +57,27 @@ def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSched
     worker = [python, "-m", "torcctl", "worker", "--url", url, "--token-file", token_file,
               "--workflow-id", str(workflow_id), "--allocation-id", str(allocation_id), "--cpus", str(cpus),
               "--walltime", str(walltime_seconds(scheduler.walltime)), "--poll-interval", str(poll_interval)]
+    if ca_file:  # the daemon's TLS certificate, which the worker trusts
+        worker += ["--ca-file", ca_file]
     lines += ["", "# Each allocation runs one torcctl worker that claims the workflow's ready jobs.",
               "exec " + " ".join(shlex.quote(w) for w in worker), ""]
     return "\n".join(lines)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ONE_WORD = {"account", "partition", "mem", "walltime"}
+
+
+def _refuse_unsafe(**fields: str | list[str] | None) -> None:
+    """Every #SBATCH value stays on its line: a newline would start a shell command in the script.
+    The spec refuses these first; this wall also covers values that arrive another way."""
+    for field, value in fields.items():
+        for text in value if isinstance(value, list) else [value]:
+            if text is None:
+                continue
+            if _CONTROL.search(text) or (field in _ONE_WORD and (not text or text.split() != [text])):
+                raise SlurmError(f"refusing to write a batch script: {field} {text!r} "
+                                 + ("contains a control character" if _CONTROL.search(text) else "is not one word"))
 
 
 async def _run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -99,13 +123,20 @@ async def scancel(job_id: str) -> None:
 
 
 def write_script(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o755 & ~_umask())
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write the batch script where nobody else can change or redirect it: in a directory of ours
+    that others cannot write, under a fresh name, then renamed over `path` (which replaces a
+    symlink planted there instead of following it)."""
+    directory = os.path.dirname(path)
+    try:
+        make_private_dir(directory, "the Slurm log directory")
+    except UnsafePath as e:
+        raise SlurmError(e.message) from None
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".alloc-", suffix=".sh")  # O_EXCL, mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), 0o700)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

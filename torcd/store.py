@@ -178,8 +178,13 @@ class Store(SlurmStore):
             await loop.run_in_executor(self._executor, _close_writer, self._db)
             self._executor.shutdown(wait=True)
 
-    async def write(self, body: Callable[[Tx], Any], now: float | None = None) -> Any:
-        """Run `body` as one transaction in the writer thread; then publish its events."""
+    async def write(self, body: Callable[[Tx], Any], now: float | None = None, key: str | None = None) -> Any:
+        """Run `body` as one transaction in the writer thread; then publish its events.
+
+        With a request's idempotency `key`, the body's result is stored in the same transaction,
+        and a repeat of the request gets that result without running the body again."""
+        if key is not None:
+            body = _once(body, key)
         async with self._lock:
             tx = Tx(self._db, time.time() if now is None else now)
             result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
@@ -303,7 +308,7 @@ class Store(SlurmStore):
     # -- writes: workflows -------------------------------------------------
 
     async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str, executor: str = "local",
-                              account: str | None = None) -> int:
+                              account: str | None = None, key: str | None = None) -> int:
         output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
         upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
         schedulers = list(spec.schedulers)
@@ -341,7 +346,7 @@ class Store(SlurmStore):
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
             tx.emit("workflow_created", wf, count=len(jobs), message=spec.name)
             return wf
-        return await self.write(_body)
+        return await self.write(_body, key=key)
 
     async def cancel_workflow(self, wf: int) -> list[int]:
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
@@ -361,7 +366,7 @@ class Store(SlurmStore):
             return [jid for jid, status in rows if status in (S.RUNNING, S.RECOVERING, S.PENDING)]
         return await self.write(_body)
 
-    async def delete_workflow(self, wf: int) -> None:
+    async def delete_workflow(self, wf: int, key: str | None = None) -> None:
         def _body(tx: Tx):
             self._require_workflow(tx, wf)
             busy = tx.one(
@@ -372,9 +377,9 @@ class Store(SlurmStore):
             for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
-        return await self.write(_body)
+        return await self.write(_body, key=key)
 
-    async def reset_status(self, wf: int, failed_only: bool) -> int:
+    async def reset_status(self, wf: int, failed_only: bool, key: str | None = None) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
         def _body(tx: Tx):
             row = self._require_workflow(tx, wf)
@@ -412,7 +417,7 @@ class Store(SlurmStore):
             tx.emit("workflow_reset", wf, run_id=run_id, count=len(targets),
                     message="failed jobs" if failed_only else "all jobs")
             return len(targets)
-        return await self.write(_body)
+        return await self.write(_body, key=key)
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
         """Aggregates for /metrics, all from the tables (so they survive restarts)."""
@@ -628,12 +633,17 @@ class Store(SlurmStore):
                                 _env(r["env"]), r["cwd"], r["output_dir"]))
         return out
 
-    async def finish_recovery(self, report: RecoveryReport) -> None:
+    async def finish_recovery(self, report: RecoveryReport, worker_id: int | None = None) -> None:
+        """Record a recovery script's result; from a worker, only for a script handed to it."""
         job_id, run_id, attempt_id, ok = report.job_id, report.run_id, report.attempt_id, report.ok
         return_code, message = report.return_code, report.message
         def _body(tx: Tx):
             j = (self._job_rows(tx, [job_id])).get(job_id)
             if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (run_id, attempt_id):
+                return
+            if worker_id is not None and (j["worker_id"] != worker_id or tx.one(
+                    "SELECT recovery_outcome FROM attempts WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                    (job_id, run_id, attempt_id))[0] != "running"):
                 return
             tx.run(
                 """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
@@ -651,7 +661,7 @@ class Store(SlurmStore):
         return await self.write(_body)
 
     async def classify(self, decisions: Sequence[tuple[int, str, str]], source: str,
-                       workflow_id: int | None = None) -> list[int]:
+                       workflow_id: int | None = None, key: str | None = None) -> list[int]:
         """Resolve pending_failed jobs, each (job_id, action, reason), all or none: `retry`
         (ready, attempt +1) or `fail` (cascade). With `workflow_id`, every job must be in it."""
         job_ids = [d[0] for d in decisions]
@@ -677,7 +687,7 @@ class Store(SlurmStore):
                 if new == S.FAILED:
                     self._cascade(tx, j["workflow_id"], jid, j["name"])
             return job_ids
-        return await self.write(_body)
+        return await self.write(_body, key=key)
 
     async def running_attempts(self) -> list[Runnable]:
         """Local attempts that started and never recorded an exit (after a crash: to adopt)."""
@@ -699,7 +709,7 @@ class Store(SlurmStore):
         out = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
             for r in tx.rows(
-                    f"SELECT id, workflow_id, name, status, run_id, attempt_id FROM jobs WHERE id IN "
+                    f"SELECT id, workflow_id, name, status, run_id, attempt_id, worker_id FROM jobs WHERE id IN "
                     f"({_marks(len(chunk))})", chunk):
                 out[r["id"]] = r
         return out
@@ -750,6 +760,21 @@ class Store(SlurmStore):
             canceled += cur.rowcount
         tx.emit("job_failed", wf, job_id=job_id, job_name=name, status="failed", count=canceled,
                 message=f"{canceled} downstream jobs canceled" if canceled else None)
+
+
+REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
+
+
+def _once(body: Callable[[Tx], Any], key: str) -> Callable[[Tx], Any]:
+    def once(tx: Tx) -> Any:
+        row = tx.one("SELECT result FROM requests WHERE key = ?", (key,))
+        if row is not None:
+            return msgspec.json.decode(row[0])
+        result = body(tx)
+        tx.run("DELETE FROM requests WHERE created < ?", (tx.now - REQUESTS_KEPT,))
+        tx.run("INSERT INTO requests (key, result, created) VALUES (?, ?, ?)", (key, _encode(result), tx.now))
+        return result
+    return once
 
 
 def _open_writer(path: str) -> sqlite3.Connection:

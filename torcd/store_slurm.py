@@ -250,6 +250,16 @@ class SlurmStore:
         return [tuple(r) for r in await self._rows(
             "SELECT id, allocation_id, last_heartbeat FROM workers WHERE state = 'active'")]
 
+    async def allocation_credential(self, aid: int) -> tuple[str, int] | None:
+        rows = await self._rows("SELECT credential_hash, workflow_id FROM allocations WHERE id = ? "
+                                "AND credential_hash IS NOT NULL", (aid,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def set_allocation_credential(self, aid: int, credential_hash: str) -> None:
+        def _body(tx: Tx):
+            tx.run("UPDATE allocations SET credential_hash = ? WHERE id = ?", (credential_hash, aid))
+        return await self.write(_body)
+
     async def allocation_state(self, aid: int) -> str | None:
         rows = await self._rows("SELECT state FROM allocations WHERE id = ?", (aid,))
         return rows[0][0] if rows else None

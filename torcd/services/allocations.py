@@ -14,7 +14,9 @@ import time
 import structlog
 
 from torcd.core.autoschedule import plan_allocations
+from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
+from torcd.ownership import UnsafePath, make_private_dir, open_private_file
 from torcd.slurm import PENDING_STATES, RUNNING_STATES, SlurmError, render_script, sbatch, squeue, write_script
 from torcd.store import Exit, Store
 
@@ -23,11 +25,12 @@ WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under 
 
 
 class AllocationService:
-    def __init__(self, store: Store, *, url: str | None, token_file: str, poll_interval: float = 5.0,
-                 heartbeat_timeout: float = 60.0):
+    def __init__(self, store: Store, *, url: str | None, credentials_dir: str, ca_file: str | None = None,
+                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
         self.store = store
         self.url = url
-        self.token_file = token_file
+        self.credentials_dir = credentials_dir
+        self.ca_file = ca_file  # the TCP door's certificate, which workers trust
         self.poll_interval = poll_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._submit_lock = asyncio.Lock()
@@ -59,9 +62,10 @@ class AllocationService:
         aid = await self.store.add_allocation(wf, name, cpus, reason, auto)
         log_dir = os.path.join(output_dir, "slurm")
         script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
-        text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
-                             url=self.url, token_file=self.token_file, log_dir=log_dir)
         try:
+            token_file = await self._write_credential(aid)
+            text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
+                                 url=self.url, token_file=token_file, log_dir=log_dir, ca_file=self.ca_file)
             await asyncio.to_thread(write_script, script_path, text)
             slurm_id = await sbatch(script_path, cwd)
         except (OSError, SlurmError) as e:
@@ -72,6 +76,20 @@ class AllocationService:
         log.info("allocation_submitted", workflow_id=wf, allocation_id=aid, slurm_job_id=slurm_id, cpus=cpus,
                  reason=reason)
         return aid
+
+    async def _write_credential(self, aid: int) -> str:
+        """The allocation's own credential, in a file only the user can read; the store keeps its hash."""
+        token, credential_hash = new_credential(aid)
+        path = os.path.join(self.credentials_dir, f"alloc_{aid}.token")
+        try:
+            make_private_dir(self.credentials_dir, "the credentials directory")
+            fd = open_private_file(path, os.O_WRONLY | os.O_TRUNC, "the allocation's credential")
+        except UnsafePath as e:
+            raise OSError(e.message) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        await self.store.set_allocation_credential(aid, credential_hash)
+        return path
 
     async def run(self) -> None:
         while True:

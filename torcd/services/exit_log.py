@@ -41,6 +41,9 @@ class ExitLog:
             os.replace(self.path, self.previous)
         except FileNotFoundError:
             pass
+        # Made here, private, before any job shell appends to it (a shell would create it with
+        # the user's umask, readable by others).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         self._since_rotation = 0
         self._previous_statuses = None
 

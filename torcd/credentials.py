@@ -1,0 +1,59 @@
+"""Who may call what: the admin door, and one credential per Slurm allocation.
+
+The Unix socket (our uid only) and the admin token in STATE_DIR/token can do everything. Each
+allocation gets a credential of its own, written 0600 where only the user can read it; it can
+only register, poll and finish workers of that allocation's workflow. The daemon keeps a hash
+of it, never the credential itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import secrets
+
+import msgspec
+
+PREFIX = "torc-alloc"
+WORKER_METHODS = frozenset({"ping", "workers.register", "workers.poll", "workers.finish"})
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """The party behind a request: admin (no allocation) or one allocation's workers."""
+
+    allocation_id: int | None = None
+    workflow_id: int | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.allocation_id is None
+
+
+ADMIN = Caller()
+# Set by the RPC layer for the request being served.
+current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller", default=ADMIN)
+idempotency_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("idempotency_key", default=None)
+
+
+def new_credential(allocation_id: int) -> tuple[str, str]:
+    """A fresh credential for an allocation, and the hash the daemon keeps."""
+    token = f"{PREFIX}.{allocation_id}.{secrets.token_urlsafe(32)}"
+    return token, digest(token)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def allocation_of(token: str) -> int | None:
+    """The allocation a credential claims to be for (checked against its hash afterwards)."""
+    prefix, _, rest = token.partition(".")
+    number, _, secret = rest.partition(".")
+    if prefix != PREFIX or not secret or not number.isdigit() or len(number) > 18:
+        return None
+    return int(number)
+
+
+def matches(token: str, stored_hash: str | None) -> bool:
+    return stored_hash is not None and hmac.compare_digest(digest(token), stored_hash)
