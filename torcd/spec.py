@@ -59,7 +59,7 @@ class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
     walltime: str = "01:00:00"
     nodes: Annotated[int, Meta(ge=1, le=10_000)] = 1
     cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
-    mem: str | None = None
+    mem: str | int | None = None  # sbatch --mem: megabytes, or a number with a unit
     extra: list[str] = []
     max_allocations: Annotated[int, Meta(ge=1, le=10_000)] = 4
 
@@ -159,7 +159,7 @@ class _PlainTree:
     def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
         if isinstance(node, (dict, list)):
             if alias is None and id(node) in self.seen:
-                alias = chain
+                alias = chain[0] if chain else chain  # what holds the alias: its line is where `*name` is
             self.seen.add(id(node))
         if alias is not None:
             self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
@@ -323,6 +323,8 @@ def _check_schedulers(doc: WorkflowDoc, loc: Locator) -> str | None:
         if not _WALLTIME.fullmatch(sched.walltime):
             raise loc.error(f"`walltime` {sched.walltime!r} is not a Slurm time: write HH:MM:SS, MM:SS, "
                             "MM or D-HH:MM:SS, like 01:30:00", f"{at}.walltime")
+        if isinstance(sched.mem, int):
+            sched.mem = str(sched.mem)
         if sched.mem is not None and not _MEMORY.fullmatch(sched.mem):
             raise loc.error(f"`mem` {sched.mem!r} must be a number with an optional unit K, M, G or T, "
                             "like 240G", f"{at}.mem")
