@@ -68,13 +68,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ONE_WORD = {"account", "partition", "mem", "walltime"}
 
 
-def _refuse_unsafe(**fields: str | list[str] | None) -> None:
+def _refuse_unsafe(**fields: str | int | list[str] | None) -> None:
     """Every #SBATCH value stays on its line: a newline would start a shell command in the script.
     The spec refuses these first; this wall also covers values that arrive another way."""
     for field, value in fields.items():
         for text in value if isinstance(value, list) else [value]:
             if text is None:
                 continue
+            text = str(text)  # mem may be a plain number of megabytes
             if _CONTROL.search(text) or (field in _ONE_WORD and (not text or text.split() != [text])):
                 raise SlurmError(f"refusing to write a batch script: {field} {text!r} "
                                  + ("contains a control character" if _CONTROL.search(text) else "is not one word"))
