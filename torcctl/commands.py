@@ -75,7 +75,7 @@ def validate(client: Client, args) -> int:
     text = _read_spec(args.spec)
     try:
         spec = parse_spec(text, args.spec)
-        findings = lint_spec(text, args.spec, os.getcwd())
+        findings = lint_spec(text, args.spec, current_dir())
     except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
         raise UsageError(e.message) from None
     if args.json:
@@ -213,9 +213,9 @@ def run(client: Client, args) -> int:
         _interrupted(client, wf.id, args)
         raise
     except RpcError:
-        _release_daemon(client, args)
+        _release_daemon(client, args, wf.id)
         raise
-    _release_daemon(client, args)
+    _release_daemon(client, args, wf.id)
     return code
 
 
@@ -229,18 +229,18 @@ def _daemon_autostarted(client: Client, args) -> bool:
         return False
 
 
-def _release_daemon(client: Client, args) -> None:
+def _release_daemon(client: Client, args, wf: int | None = None) -> None:
     """A daemon a client started stops when its last workflow ends, unless someone else uses it."""
     if not _daemon_autostarted(client, args):
         return
     try:
-        answer = client.call("shutdown", {"if_idle": True})
+        answer = client.call("shutdown", {"if_idle": True} | ({"ignore_workflow": wf} if wf else {}))
     except (ConnectError, RpcError):
         return
     if answer["stopping"]:
         if args.autostarted is not None:
             args.autostarted.wait(30)
-    elif args.autostarted is not None and not args.quiet and not args.json:
+    elif args.autostarted is not None:
         print(f"torcctl: leaving the torcd this command started running: {answer['reason']}", file=sys.stderr)
 
 

@@ -71,7 +71,8 @@ class Daemon:
                  metrics: bool = False, autostarted: bool = False, tls: tuple[str, str] | None = None):
         self.paths = paths
         self.autostarted = autostarted  # started by a client; `torcctl run` stops it when nobody needs it
-        self.requests_in_flight = 0  # RPC requests being served and event streams open
+        self.requests_in_flight = 0  # RPC requests being served
+        self.streams: dict[object, int] = {}  # open event streams -> the workflow each follows
         self._credentials: dict[int, tuple[str, int]] = {}
         self.metrics = metrics
         self.listen = listen
@@ -308,7 +309,8 @@ class Daemon:
         active = [w.id for w in await self.store.workflows() if w.state == "active" and w.id != ignore_workflow]
         if active:
             return "workflow " + ", ".join(map(str, active)) + (" is" if len(active) == 1 else " are") + " active"
-        others = self.requests_in_flight - 1  # the request asking
+        # The request asking, and streams of the workflow it is about (its own), are not others.
+        others = self.requests_in_flight - 1 + sum(wf != ignore_workflow for wf in self.streams.values())
         if others > 0:
             return f"{others} other client{'s are' if others > 1 else ' is'} attached"
         return None

@@ -63,11 +63,7 @@ def build_app(daemon: "Daemon") -> web.Application:
             return web.json_response({"error": "an allocation's credential may only call workers.*"},
                                      status=403)
         request["caller"] = caller
-        daemon.requests_in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            daemon.requests_in_flight -= 1
+        return await handler(request)
 
     async def rpc_endpoint(request: web.Request) -> web.Response:
         size = request.content_length
@@ -76,7 +72,11 @@ def build_app(daemon: "Daemon") -> web.Application:
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
                  f"request of {size} bytes is larger than the limit of {daemon.max_request_bytes}"}}))
         body = await request.read()
-        reply = await rpc.handle(daemon, body, request["caller"], request.headers.get("Idempotency-Key"))
+        daemon.requests_in_flight += 1
+        try:
+            reply = await rpc.handle(daemon, body, request["caller"], request.headers.get("Idempotency-Key"))
+        finally:
+            daemon.requests_in_flight -= 1
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=reply, content_type="application/json")
@@ -92,6 +92,7 @@ def build_app(daemon: "Daemon") -> web.Application:
         kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
         sub = daemon.bus.subscribe(f"events:{wf}", maxsize=daemon.watch_queue_size,
                                    accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
+        daemon.streams[sub] = wf  # an attached client
         try:
             try:
                 backlog = await daemon.store.events(wf, after, limit=1_000_000)
@@ -135,6 +136,7 @@ def build_app(daemon: "Daemon") -> web.Application:
         except ConnectionResetError:
             return resp
         finally:
+            daemon.streams.pop(sub, None)
             sub.close()
 
     app = web.Application(client_max_size=daemon.max_request_bytes, middlewares=[only_our_user])

@@ -1,0 +1,80 @@
+"""`torcctl run` on a daemon it started: others may be using it by the time the run ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from torcctl.client import Client
+
+
+def spec(name: str, seconds: float) -> str:
+    return f"name: {name}\njobs:\n  - name: {name}\n    command: sleep {seconds}\n"
+
+
+def start_run(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "TORCD_SOCKET": str(tmp / "run" / "torcd.sock"), "TORCD_STATE_DIR": str(tmp / "state")}
+    for var in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
+        env.pop(var, None)
+    return subprocess.Popen([sys.executable, "-m", "torcctl", "run", *extra, f"{name}.yaml"], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_a_run_leaves_the_daemon_it_started_to_a_run_still_using_it(tmp_path):
+    (tmp_path / "short.yaml").write_text(spec("short", 2))
+    (tmp_path / "long.yaml").write_text(spec("long", 5))
+    first = start_run(tmp_path, "short", "-q")
+    client = Client(str(tmp_path / "run" / "torcd.sock"))
+    wait_for(lambda: client.ping(0.5))
+    time.sleep(0.8)
+    second = start_run(tmp_path, "long", "-q")
+    out1, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0, err1
+    assert "leaving the torcd this command started running: workflow 2 is active" in err1
+    out2, err2 = second.communicate(timeout=60)
+    assert second.returncode == 0, (out2, err2)
+    assert "lost the daemon" not in err2
+    # The last run out stopped the daemon a client had started.
+    wait_for(lambda: not (tmp_path / "run" / "torcd.sock").exists())
+
+
+def test_ctrl_c_on_a_run_that_started_the_daemon_says_the_jobs_stop_then_stops_them(tmp_path):
+    (tmp_path / "long.yaml").write_text(spec("long", 30))
+    run = start_run(tmp_path, "long", "-q")
+    client = Client(str(tmp_path / "run" / "torcd.sock"))
+    wait_for(lambda: client.ping(0.5) and client.call("workflows.list")
+             and client.call("jobs.list", {"workflow_id": 1})[0]["status"] == "running")
+    client.close()
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "stopping the torcd this command started; the running jobs of workflow 1 are terminated" in err
+    wait_for(lambda: not (tmp_path / "run" / "torcd.sock").exists())
+
+
+def test_ctrl_c_leaves_the_workflow_running_in_a_daemon_someone_else_started(daemon, tmp_path):
+    (tmp_path / "long.yaml").write_text(spec("long", 30))
+    run = subprocess.Popen([sys.executable, "-m", "torcctl", "--socket", daemon.socket, "run", "-q", "long.yaml"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    wait_for(lambda: daemon.call("workflows.list") and daemon.jobs(1)["long"].status == "running")
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "workflow 1 keeps running in torcd" in err and "torcctl watch 1" in err
+    assert daemon.jobs(1)["long"].status == "running"
+    daemon.call("workflows.cancel", {"workflow_id": 1})
