@@ -193,6 +193,24 @@ def test_sigterm_terminates_running_jobs_and_records_them(daemon):
     assert job.status == "terminated" and job.return_code == 128 + signal.SIGTERM
 
 
+def test_a_command_that_missed_the_shutdown_sigterm_gets_it_again_and_is_recorded_143(daemon):
+    """The flake's cause, made certain: the job's shell catches TERM (to record its status) and
+    waits for its command, which missed the signal (forked between the TERM and the shell's
+    trap, it kept the shell's handler until exec). Here the command catches the TERM and execs
+    a fresh `sleep`, which never saw it; the job must still end 143 within the grace period,
+    not be KILLed and recorded 137."""
+    wf = daemon.submit("""name: t
+jobs:
+  - name: long
+    command: bash -c 'trap "exec sleep 300" TERM; while :; do sleep 0.01; done'
+""")
+    daemon.wait_for(lambda: daemon.jobs(wf)["long"].status == "running", what="job to run")
+    assert daemon.stop() == 0
+    daemon.restart()
+    job = daemon.jobs(wf)["long"]
+    assert job.status == "terminated" and job.return_code == 128 + signal.SIGTERM
+
+
 def test_rpc_errors_for_malformed_requests(daemon):
     from torcctl.client import _UnixConnection
 

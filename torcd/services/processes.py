@@ -184,14 +184,73 @@ def signal_group(pid: int, sig: int) -> bool:
         return False
 
 
-async def stop_group(proc: WatchedProcess, grace: float) -> None:
-    """TERM the process group, then KILL it if it has not exited after `grace` seconds."""
-    signal_group(proc.pid, signal.SIGTERM)
+_TICKS = os.sysconf("SC_CLK_TCK")
+_LATE_MARGIN = 2 * _TICKS  # a child this young (ticks) when TERM was sent may have missed it
+_RECHECK = 0.05  # seconds between looks for a child that missed TERM
+
+
+def _boot_ticks() -> int:
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
+
+
+def _young_children(pid: int, ticks: int) -> dict[int, str]:
+    """Children of `pid` started at `ticks` since boot or later, alive now, with their names."""
     try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        signal_group(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        return {}
+    young = {}
+    for child in children:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                name, rest = f.read()[:-1].split(" (", 1)[1].rsplit(") ", 1)
+            if int(rest.split()[19]) >= ticks:
+                young[child] = name
+        except (OSError, ValueError, IndexError):
+            continue
+    return young
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+async def stop_group(proc: WatchedProcess, grace: float) -> None:
+    """TERM the process group, then KILL it if it has not exited after `grace` seconds.
+
+    A shell that catches TERM (the exit-log traps) runs its trap only once its foreground
+    command ends; a command it forked just before or after the TERM (between fork and exec it
+    still has the shell's handler, which drops the signal) never ends, and the job would be
+    KILLed and recorded 137. So while the shell lives, its young children get the TERM again:
+    once after they exec'd, and as long as they are still the shell (not yet exec'd, or a
+    subshell whose handlers are being reset).
+    """
+    since = _boot_ticks() - _LATE_MARGIN
+    shell = _name(proc.pid)
+    signal_group(proc.pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    resent_as: dict[int, str] = {}  # child: its name when it last got TERM from here
+    while True:
+        try:
+            await asyncio.wait_for(proc.wait(), max(0.0, min(_RECHECK, deadline - loop.time())))
+            break
+        except TimeoutError:
+            pass
+        if loop.time() >= deadline:
+            signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            break
+        for child, name in _young_children(proc.pid, since).items():
+            if name == shell or resent_as.get(child) != name:
+                resent_as[child] = name
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGTERM)
     # The leader is gone; make sure nothing it left in its group survives.
     signal_group(proc.pid, signal.SIGKILL)
 
