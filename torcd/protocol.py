@@ -62,7 +62,7 @@ class SubmitAllocations(Params):
 
 class RegisterWorker(Params):
     workflow_id: Id
-    host: Annotated[OneLine, Meta(min_length=1, max_length=255)]
+    host: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z", max_length=255)]
     cpus: Annotated[int, Meta(ge=1, le=100_000)]
     allocation_id: Id | None = None
 
