@@ -16,9 +16,9 @@ import structlog
 
 from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
-from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, missing_directory,
-                                      shell_prelude, spawn_shell, start_failure, stop_group,
-                                      unstartable_input)
+from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, make_log_directory,
+                                      missing_directory, shell_prelude, spawn_shell, start_failure,
+                                      stop_group, unstartable_input)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -50,7 +50,7 @@ class LocalExecutor:
                 raise bad
             stdio_dir = os.path.dirname(job.stdout_path)
             if stdio_dir not in self._made_dirs:
-                os.makedirs(stdio_dir, exist_ok=True)
+                make_log_directory(stdio_dir)  # checked once: the shell opens its logs in it by name
                 self._made_dirs.add(stdio_dir)
             proc = spawn_shell(self._shell_command(job), env=env)
         except (OSError, ValueError) as e:  # this job cannot start; the others must not notice

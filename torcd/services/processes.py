@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import errno
 import os
+import pwd
 import shlex
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 
@@ -40,20 +42,44 @@ def prepare_to_start_processes() -> None:
                 os.set_inheritable(int(name), False)
 
 
-_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def make_log_directory(path: str) -> None:
+    """Make a log directory (writable by this user only) and its parents, or refuse (OSError)
+    one where someone else could plant a symlink to a file of ours: owned by another user, or
+    writable by group or others without the sticky bit. Job shells open their logs there by
+    name (cheaper than here), so this check is what keeps them from following a symlink."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        raise PermissionError(errno.EPERM, f"log directory owned by {_user_name(st.st_uid)}, not by this "
+                              "user (another user could redirect the logs)", path)
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(errno.EPERM, f"log directory writable by others (mode {st.st_mode & 0o7777:04o}, "
+                              "no sticky bit): another user could redirect the logs; chmod go-w", path)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 @contextlib.contextmanager
 def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
-    """Open (append) a job's stdout and stderr files, making their directory if needed.
+    """Open (append) a job's stdout and stderr files, making their directory if needed; never
+    through a symlink, nor in a directory others could plant one in.
 
     Plain descriptors: they only go to the child, and a file object per job costs more.
     """
-    try:
-        out = os.open(out_path, _APPEND, 0o666)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(out_path), exist_ok=True)
-        out = os.open(out_path, _APPEND, 0o666)
+    make_log_directory(os.path.dirname(out_path))
+    out = os.open(out_path, _APPEND, 0o666)
     try:
         err = os.open(err_path, _APPEND, 0o666)
         try:

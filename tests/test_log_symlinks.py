@@ -1,0 +1,86 @@
+"""Job logs are never written through a symlink someone else planted in a shared output directory."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+
+import pytest
+
+SPEC = "name: w\njobs:\n  - {name: j, command: echo secret}\n"
+
+
+@pytest.fixture
+def other_user():
+    if os.getuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a throwaway user needs root and useradd")
+    name = "torclogtest"
+    subprocess.run(["userdel", "-r", name], capture_output=True)
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    yield pwd.getpwnam(name)
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def plant(stdio_dir, victim, owner: int | None, mode: int) -> None:
+    """A job_stdio directory with symlinks, at the names the first job's logs will have, to `victim`."""
+    stdio_dir.mkdir(parents=True)
+    for suffix in (".o", ".e"):
+        link = stdio_dir / f"job_wf1_j1_r1_a1{suffix}"
+        link.symlink_to(victim)
+        if owner is not None:
+            os.lchown(link, owner, owner)
+    if owner is not None:
+        os.chown(stdio_dir, owner, owner)
+    stdio_dir.chmod(mode)
+
+
+def failed_attempt(d, wf):
+    d.wait(wf, state="done")
+    job = d.jobs(wf)["j"]
+    attempts = d.attempts(job.id)
+    assert job.status == "failed" and [a.return_code for a in attempts] == [126], (job, attempts)
+    return attempts[0]
+
+
+def test_a_log_directory_owned_by_another_user_fails_the_job_naming_it(daemon, tmp_path, other_user):
+    victim = tmp_path / "bashrc"
+    victim.write_text("mine\n")
+    stdio_dir = tmp_path / "output" / "job_stdio"
+    plant(stdio_dir, victim, other_user.pw_uid, 0o755)
+    attempt = failed_attempt(daemon, daemon.submit(SPEC))
+    assert f"owned by user torclogtest (uid {other_user.pw_uid})" in attempt.message
+    assert str(stdio_dir) in attempt.message
+    assert victim.read_text() == "mine\n"
+
+
+def test_a_log_directory_others_can_write_fails_the_job(daemon, tmp_path):
+    victim = tmp_path / "bashrc"
+    victim.write_text("mine\n")
+    stdio_dir = tmp_path / "output" / "job_stdio"
+    plant(stdio_dir, victim, None, 0o777)
+    attempt = failed_attempt(daemon, daemon.submit(SPEC))
+    assert "writable by others (mode 0777" in attempt.message and str(stdio_dir) in attempt.message
+    assert victim.read_text() == "mine\n"
+
+
+def test_a_recovery_log_is_never_opened_through_a_symlink(daemon, tmp_path):
+    victim = tmp_path / "bashrc"
+    victim.write_text("mine\n")
+    stdio_dir = tmp_path / "output" / "job_stdio"
+    stdio_dir.mkdir(parents=True, mode=0o755)
+    (stdio_dir / "recovery_wf1_j1_r1_a1.o").symlink_to(victim)
+    wf = daemon.submit("""\
+name: w
+failure_handlers:
+  - name: h
+    rules:
+      - {exit_codes: [3], recovery_script: "echo recovered", max_retries: 2}
+jobs:
+  - {name: j, command: "exit 3", failure_handler: h}
+""")
+    daemon.wait(wf, state="done")
+    job = daemon.jobs(wf)["j"]
+    assert job.status == "failed" and "recovery script could not start" in job.reason, job
+    assert victim.read_text() == "mine\n"
