@@ -1,0 +1,388 @@
+"""The job lifecycle: every change of a job's status is decided here, and only here.
+
+`handle(job, stimulus)` takes the facts about one job and what happened to it, and returns
+an `Outcome`: the status change (checked against `status.ALLOWED`; an illegal one raises),
+the attempt records to write, the events to publish, and the follow-ups (release the
+dependents of a completed job, cancel what a failed job blocks, stop a process). The store
+gathers the facts, applies the outcome in one transaction and is the only writer of a job's
+status; it never decides one.
+
+A report that no longer applies (an exit for an attempt that was canceled, a recovery result
+for a job that moved on) changes nothing: `Outcome.ignored` says why. A person's request
+that does not apply (classifying a job that is not pending_failed) raises.
+
+No I/O, no clock: time comes in with the stimulus.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from torcd import events as E
+from torcd.core.retry import Action, RetryDecision
+from torcd.core.status import ACTIVE, FINAL, JobStatus as S, check_transition
+from torcd.errors import InvalidTransition
+
+
+class Job(msgspec.Struct, frozen=True):
+    """What the lifecycle needs to know about a job."""
+
+    id: int
+    workflow_id: int
+    name: str
+    status: S
+    run_id: int = 1
+    attempt_id: int = 1
+    worker_id: int | None = None
+
+    def is_current(self, run_id: int, attempt_id: int) -> bool:
+        """Does a report about (run, attempt) concern this job's attempt now?"""
+        return (self.run_id, self.attempt_id) == (run_id, attempt_id)
+
+
+# -- stimuli --------------------------------------------------------------
+
+
+class Stimulus(msgspec.Struct, frozen=True):
+    time: float
+
+
+class Claimed(Stimulus, frozen=True):
+    """Taken for execution: by the local dispatcher (`pending` until its process starts), or
+    by a worker (running at once, in an attempt of that worker's)."""
+
+    worker_id: int | None = None
+    host: str | None = None
+
+
+class Started(Stimulus, frozen=True):
+    run_id: int
+    attempt_id: int
+    host: str
+    pid: int | None = None
+
+
+class Requeued(Stimulus, frozen=True):
+    """Claimed, but its process never started (a restart, a shutdown): ready again, no attempt spent."""
+
+
+class Exited(Stimulus, frozen=True):
+    run_id: int
+    attempt_id: int
+    return_code: int
+    message: str | None = None
+
+
+class Terminated(Stimulus, frozen=True):
+    """Stopped because the daemon shut down."""
+
+    run_id: int
+    attempt_id: int
+    return_code: int
+    message: str | None = None
+
+
+class Decided(Stimulus, frozen=True):
+    """The failure handler's decision on a recorded non-zero exit."""
+
+    run_id: int
+    attempt_id: int
+    return_code: int
+    decision: RetryDecision
+
+
+class RecoveryDone(Stimulus, frozen=True):
+    run_id: int
+    attempt_id: int
+    ok: bool
+    return_code: int | None
+    message: str
+    seconds: float | None = None
+
+
+class Classified(Stimulus, frozen=True):
+    action: Literal["retry", "fail"]
+    reason: str
+    source: str
+
+
+class Canceled(Stimulus, frozen=True):
+    reason: str = "workflow canceled"
+
+
+class Reset(Stimulus, frozen=True):
+    """Run again in run `run_id`; `blocked` when some of its dependencies are not completed."""
+
+    run_id: int
+    blocked: bool
+
+
+class DependenciesMet(Stimulus, frozen=True):
+    pass
+
+
+class UpstreamFailed(Stimulus, frozen=True):
+    failed_id: int
+    failed_name: str
+
+
+# -- outcome --------------------------------------------------------------
+
+KEEP = "\0keep"  # a reason left as it is
+
+
+class StatusChange(msgspec.Struct, frozen=True):
+    job_id: int
+    old: S
+    new: S
+    attempt_id: int
+    run_id: int
+    reason: str | None = KEEP
+    worker_id: int | None = None  # None: unchanged
+
+
+class AttemptOpened(msgspec.Struct, frozen=True):
+    job_id: int
+    workflow_id: int
+    run_id: int
+    attempt_id: int
+    start_time: float
+    host: str | None
+    pid: int | None = None
+    worker_id: int | None = None
+
+
+class AttemptClosed(msgspec.Struct, frozen=True):
+    job_id: int
+    run_id: int
+    attempt_id: int
+    end_time: float
+    return_code: int
+    message: str | None
+    overwrite_message: bool = False  # a shutdown says why it ended; an exit keeps an earlier note
+
+
+class AttemptDecided(msgspec.Struct, frozen=True):
+    job_id: int
+    run_id: int
+    attempt_id: int
+    rule_index: int | None
+    action: str
+
+
+class RecoveryRecorded(msgspec.Struct, frozen=True):
+    job_id: int
+    run_id: int
+    attempt_id: int
+    return_code: int | None
+    outcome: Literal["succeeded", "failed"]
+    seconds: float | None
+
+
+Record = AttemptOpened | AttemptClosed | AttemptDecided | RecoveryRecorded
+
+
+class ReleaseDependents(msgspec.Struct, frozen=True):
+    job_id: int
+
+
+class CancelDownstream(msgspec.Struct, frozen=True):
+    job: Job
+
+
+class StopProcess(msgspec.Struct, frozen=True):
+    job_id: int
+
+
+Instruction = ReleaseDependents | CancelDownstream | StopProcess
+
+
+class Outcome(msgspec.Struct):
+    change: StatusChange | None = None
+    records: list[Record] = []
+    events: list[E.EventBase] = []
+    instructions: list[Instruction] = []
+    ignored: str | None = None  # why a report changed nothing
+
+
+def _change(job: Job, new: S, *, attempt_id: int | None = None, run_id: int | None = None,
+            reason: str | None = KEEP, worker_id: int | None = None) -> StatusChange:
+    check_transition(job.status, new, job.id)
+    return StatusChange(job.id, job.status, new, job.attempt_id if attempt_id is None else attempt_id,
+                        job.run_id if run_id is None else run_id, reason, worker_id)
+
+
+def _event(kind: type[E.EventBase], job: Job, time: float, **fields) -> E.EventBase:
+    return kind(workflow_id=job.workflow_id, time=time, job_id=job.id, job_name=job.name, **fields)
+
+
+def _stale(job: Job, what: str) -> Outcome:
+    return Outcome(ignored=f"job {job.id} is {job.status.label} in run {job.run_id} attempt {job.attempt_id}: "
+                           f"{what} no longer applies")
+
+
+# -- the transitions --------------------------------------------------------
+
+
+@functools.singledispatch
+def handle(stimulus: Stimulus, job: Job) -> Outcome:
+    raise TypeError(f"no transition for {type(stimulus).__name__}")
+
+
+@handle.register
+def _claimed(s: Claimed, job: Job) -> Outcome:
+    if s.worker_id is None:  # local: pending until the dispatcher starts its process
+        return Outcome(_change(job, S.PENDING))
+    change = _change(job, S.RUNNING, worker_id=s.worker_id)
+    return Outcome(change, [AttemptOpened(job.id, job.workflow_id, job.run_id, job.attempt_id, s.time, s.host,
+                                          worker_id=s.worker_id)],
+                   [_event(E.JobStarted, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
+                           message=f"worker {s.worker_id} on {s.host}")])
+
+
+@handle.register
+def _started(s: Started, job: Job) -> Outcome:
+    if job.status not in (S.PENDING, S.RUNNING) or not job.is_current(s.run_id, s.attempt_id):
+        out = _stale(job, "its start")
+        out.instructions = [StopProcess(job.id)]  # canceled while it was being started
+        return out
+    change = _change(job, S.RUNNING) if job.status == S.PENDING else None
+    return Outcome(change, [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid)],
+                   [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
+
+
+@handle.register
+def _requeued(s: Requeued, job: Job) -> Outcome:
+    if job.status != S.PENDING:
+        return _stale(job, "putting it back to ready")
+    return Outcome(_change(job, S.READY))
+
+
+@handle.register
+def _exited(s: Exited, job: Job) -> Outcome:
+    # The attempt is closed whatever became of the job; only the current one moves it on.
+    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message)
+    if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
+        out = _stale(job, "its exit")
+        out.records = [closed]
+        return out
+    fields = dict(run_id=s.run_id, attempt_id=s.attempt_id, return_code=s.return_code)
+    if s.return_code == 0:
+        return Outcome(_change(job, S.COMPLETED), [closed],
+                       [_event(E.JobCompleted, job, s.time, status="completed", **fields)],
+                       [ReleaseDependents(job.id)])
+    # Still running, its attempt closed: the failure handler decides next (again after a crash).
+    return Outcome(None, [closed], [_event(E.JobExited, job, s.time, message=s.message, **fields)])
+
+
+@handle.register
+def _terminated(s: Terminated, job: Job) -> Outcome:
+    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message,
+                           overwrite_message=True)
+    if job.status != S.RUNNING:
+        out = _stale(job, "its termination")
+        out.records = [closed]
+        return out
+    return Outcome(_change(job, S.TERMINATED, reason=s.message), [closed],
+                   [_event(E.JobTerminated, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
+                           return_code=s.return_code, status="terminated", message=s.message)])
+
+
+_AFTER_DECISION = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
+                   Action.PARK: S.PENDING_FAILED}
+
+
+@handle.register
+def _decided(s: Decided, job: Job) -> Outcome:
+    if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
+        return _stale(job, "a decision on its exit")
+    d = s.decision
+    new = _AFTER_DECISION[d.action]
+    change = _change(job, new, attempt_id=s.attempt_id + 1 if d.action == Action.RETRY else s.attempt_id,
+                     reason=d.reason)
+    out = Outcome(change, [AttemptDecided(job.id, s.run_id, s.attempt_id, d.rule_index, d.action.value)],
+                  [_event(E.RetryDecided, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
+                          return_code=s.return_code, rule_index=d.rule_index, action=d.action.value,
+                          status=new.label, message=d.reason)])
+    if new == S.FAILED:
+        out.instructions = [CancelDownstream(job)]
+    return out
+
+
+@handle.register
+def _recovery_done(s: RecoveryDone, job: Job) -> Outcome:
+    if job.status != S.RECOVERING or not job.is_current(s.run_id, s.attempt_id):
+        return _stale(job, "a recovery result")
+    new = S.READY if s.ok else S.FAILED
+    out = Outcome(_change(job, new, attempt_id=s.attempt_id + 1 if s.ok else s.attempt_id, reason=s.message),
+                  [RecoveryRecorded(job.id, s.run_id, s.attempt_id, s.return_code,
+                                    "succeeded" if s.ok else "failed", s.seconds)],
+                  [_event(E.RecoveryFinished, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
+                          return_code=s.return_code, action="retry" if s.ok else "fail", status=new.label,
+                          message=s.message)])
+    if new == S.FAILED:
+        out.instructions = [CancelDownstream(job)]
+    return out
+
+
+@handle.register
+def _classified(s: Classified, job: Job) -> Outcome:
+    if job.status != S.PENDING_FAILED:
+        raise InvalidTransition(f"job {job.id} is {job.status.label}, not pending_failed")
+    new = S.READY if s.action == "retry" else S.FAILED
+    out = Outcome(_change(job, new, attempt_id=job.attempt_id + 1 if new == S.READY else job.attempt_id,
+                          reason=s.reason or f"classified {s.action} ({s.source})"),
+                  events=[_event(E.JobClassified, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
+                                 action=s.action, status=new.label, message=s.reason, source=s.source)])
+    if new == S.FAILED:
+        out.instructions = [CancelDownstream(job)]
+    return out
+
+
+@handle.register
+def _canceled(s: Canceled, job: Job) -> Outcome:
+    if job.status in FINAL:
+        return _stale(job, "canceling it")
+    out = Outcome(_change(job, S.CANCELED, reason=s.reason))
+    if job.status in (S.RUNNING, S.RECOVERING, S.PENDING):
+        out.instructions = [StopProcess(job.id)]
+    return out
+
+
+@handle.register
+def _reset(s: Reset, job: Job) -> Outcome:
+    if job.status in ACTIVE:
+        return _stale(job, "a reset")
+    new = S.BLOCKED if s.blocked else S.READY
+    if job.status == new:  # blocked and still blocked: a new run, no status change
+        return Outcome(StatusChange(job.id, new, new, 1, s.run_id, None))
+    return Outcome(_change(job, new, attempt_id=1, run_id=s.run_id, reason=None))
+
+
+@handle.register
+def _dependencies_met(s: DependenciesMet, job: Job) -> Outcome:
+    if job.status != S.BLOCKED:
+        return _stale(job, "its dependencies completing")
+    return Outcome(_change(job, S.READY), events=[_event(E.JobReady, job, s.time)])
+
+
+@handle.register
+def _upstream_failed(s: UpstreamFailed, job: Job) -> Outcome:
+    if job.status not in (S.BLOCKED, S.UNINITIALIZED):
+        return _stale(job, "canceling it for a failed dependency")
+    return Outcome(_change(job, S.CANCELED, reason=f"upstream job {s.failed_name} ({s.failed_id}) failed"))
+
+
+def cascade_summary(failed: Job, canceled: int, time: float) -> E.EventBase:
+    """The event of a failed job, once what it blocked has been canceled."""
+    return _event(E.JobFailed, failed, time, status="failed", count=canceled,
+                  message=f"{canceled} downstream jobs canceled" if canceled else None)
+
+
+def handle_all(stimulus: Stimulus, jobs: Sequence[Job]) -> list[Outcome]:
+    """The same stimulus for each of several jobs."""
+    return [handle(stimulus, job) for job in jobs]
