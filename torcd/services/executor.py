@@ -16,9 +16,10 @@ import structlog
 
 from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
-from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, job_env, log_files, make_log_directory,
-                                      missing_directory, shell_prelude, spawn_shell, start_failure,
-                                      stop_group, unstartable_input)
+from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
+                                      kill_pids, log_files, make_log_directory, missing_directory,
+                                      shell_prelude, spawn_shell, start_failure, stop_group,
+                                      unstartable_input)
 from torcd.store import Exit, Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -121,9 +122,13 @@ class LocalExecutor:
                           workflow_id=job.workflow_id))
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
-        """Stop the process groups of these jobs; their exits are reported as usual."""
-        procs = [self.procs[j][1] for j in job_ids if j in self.procs]
-        await asyncio.gather(*(stop_group(p, grace) for p in procs))
+        """Stop the process groups of these jobs, then whatever they started that left the group
+        (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
+        running = [self.procs[j] for j in job_ids if j in self.procs]
+        await asyncio.gather(*(stop_group(p, grace) for _, p in running))
+        keys = {(job.job_id, job.run_id, job.attempt_id) for job, _ in running}
+        found = await asyncio.to_thread(find_attempt_processes, keys, self.api_url)
+        await asyncio.to_thread(kill_pids, [pid for pids in found.values() for pid in pids])
 
     async def stop_all(self, grace: float) -> list[Exit]:
         """Stop every running job (shutdown) and return their exits for the caller to record."""

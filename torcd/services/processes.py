@@ -193,6 +193,8 @@ class WatchedProcess:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
+        # What it left running in its group goes with it (before reaping: the pid is still ours).
+        signal_group(self.pid, signal.SIGKILL)
         self.returncode = self._exit_status()
         if not self._done.done():
             self._done.set_result(None)
