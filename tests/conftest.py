@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +163,15 @@ def make_daemon(tmp_path: Path):
     yield make
     for d in made:
         d.stop()
+
+
+@pytest.fixture
+def other_user():
+    """A user that exists for one test: another person on the same host (needs root, as in CI)."""
+    if os.getuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("creating a throwaway user needs root and useradd")
+    name = "torcpytest"
+    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    yield pwd.getpwnam(name)
+    subprocess.run(["userdel", name], capture_output=True)

@@ -98,7 +98,6 @@ def test_logs_streams_large_files_and_tails_lines(daemon, tmp_path, tail, expect
 
 
 def test_logs_tail_must_be_a_whole_number(daemon):
-    code, _, err = 0, "", ""
     with pytest.raises(SystemExit) as e:
         daemon.ctl("logs", "1", "--tail", "-3")
     assert e.value.code == 2

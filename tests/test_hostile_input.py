@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import sqlite3
 import subprocess
 import sys
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from torcctl.client import _UnixConnection
@@ -101,15 +99,6 @@ def test_a_database_from_a_newer_torcd_is_refused(tmp_path):
     assert r.returncode == 1 and "newer than this torcd" in r.stderr
 
 
-@pytest.fixture
-def other_user():
-    if os.getuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("creating a throwaway user needs root and useradd")
-    name = "torcpytest"
-    subprocess.run(["userdel", "-r", name], capture_output=True)
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    yield pwd.getpwnam(name)
-    subprocess.run(["userdel", name], capture_output=True)
 
 
 def probe_as(user, socket_path: str) -> str:

@@ -7,7 +7,6 @@ refused with a one-line error naming the path and its owner, and that nothing wa
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -21,17 +20,6 @@ import pytest
 from conftest import Daemon
 
 SPEC = "name: secret\njobs:\n  - name: a\n    command: echo TOPSECRET-7f3a\n"
-
-
-@pytest.fixture
-def squatter():
-    if os.getuid() != 0 or not shutil.which("useradd"):
-        pytest.skip("creating a throwaway user needs root and useradd")
-    name = "torcpysquat"
-    subprocess.run(["userdel", name], capture_output=True)
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    yield pwd.getpwnam(name)
-    subprocess.run(["userdel", name], capture_output=True)
 
 
 @pytest.fixture
@@ -89,20 +77,20 @@ def torcctl(*args: str, cwd: str | None = None, env: dict | None = None) -> subp
                           timeout=60, cwd=cwd, env={**os.environ, **(env or {})})
 
 
-def test_client_sends_nothing_to_a_socket_in_a_directory_another_user_made(squatter, shared_tmp, tmp_path):
+def test_client_sends_nothing_to_a_socket_in_a_directory_another_user_made(other_user, shared_tmp, tmp_path):
     squat = os.path.join(shared_tmp, "torcd-squat")
     os.mkdir(squat, 0o755)
-    os.chown(squat, squatter.pw_uid, squatter.pw_gid)
+    os.chown(squat, other_user.pw_uid, other_user.pw_gid)
     received = os.path.join(shared_tmp, "received")
     open(received, "w").close()
     os.chmod(received, 0o666)
-    pid = fake_daemon(squatter, os.path.join(squat, "torcd.sock"), received)
+    pid = fake_daemon(other_user, os.path.join(squat, "torcd.sock"), received)
     try:
         (tmp_path / "spec.yaml").write_text(SPEC)
         for args in (["--no-autostart", "submit", "spec.yaml"], ["run", "spec.yaml"], ["workflows", "list"]):
             r = torcctl("--socket", os.path.join(squat, "torcd.sock"), *args, cwd=str(tmp_path))
             assert r.returncode == 2, r
-            assert "torcpysquat" in r.stderr and "torcd-squat" in r.stderr, r.stderr
+            assert other_user.pw_name in r.stderr and "torcd-squat" in r.stderr, r.stderr
             assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert open(received, "rb").read() == b""  # not even a connection carried data
     finally:
@@ -110,7 +98,7 @@ def test_client_sends_nothing_to_a_socket_in_a_directory_another_user_made(squat
         os.waitpid(pid, 0)
 
 
-def test_client_refuses_a_listener_running_as_another_user_even_on_our_own_socket(squatter, shared_tmp):
+def test_client_refuses_a_listener_running_as_another_user_even_on_our_own_socket(other_user, shared_tmp):
     ours = os.path.join(shared_tmp, "run")
     os.mkdir(ours)
     os.chmod(ours, 0o777)  # opened up so that the other user can bind there
@@ -118,29 +106,29 @@ def test_client_refuses_a_listener_running_as_another_user_even_on_our_own_socke
     open(received, "w").close()
     os.chmod(received, 0o666)
     path = os.path.join(ours, "torcd.sock")
-    pid = fake_daemon(squatter, path, received)
+    pid = fake_daemon(other_user, path, received)
     try:
         os.chown(path, os.getuid(), os.getgid())  # the socket file now looks like ours
         os.chmod(ours, 0o700)
         r = torcctl("--socket", path, "--no-autostart", "workflows", "list")
-        assert r.returncode == 2 and f"runs as uid {squatter.pw_uid}, not as you" in r.stderr, r.stderr
+        assert r.returncode == 2 and f"runs as uid {other_user.pw_uid}, not as you" in r.stderr, r.stderr
         assert open(received, "rb").read() == b""
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
 
 
-def test_daemon_refuses_socket_and_state_dirs_another_user_made(squatter, shared_tmp):
+def test_daemon_refuses_socket_and_state_dirs_another_user_made(other_user, shared_tmp):
     for what in ("socket", "state"):
         planted = os.path.join(shared_tmp, f"planted-{what}")
         os.mkdir(planted, 0o755)
-        os.chown(planted, squatter.pw_uid, squatter.pw_gid)
+        os.chown(planted, other_user.pw_uid, other_user.pw_gid)
         sock = os.path.join(planted, "torcd.sock") if what == "socket" else os.path.join(shared_tmp, "run", "s.sock")
         state = planted if what == "state" else os.path.join(shared_tmp, "state-ok")
         r = subprocess.run([sys.executable, "-m", "torcd", "--socket", sock, "--state-dir", state],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1, r
-        assert "torcpysquat" in r.stderr and planted in r.stderr, r.stderr
+        assert other_user.pw_name in r.stderr and planted in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
         assert os.listdir(planted) == []  # nothing created in it
 

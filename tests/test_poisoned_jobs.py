@@ -97,6 +97,9 @@ def test_each_poisoned_job_fails_alone_and_the_daemon_keeps_running(daemon, tmp_
     assert "'A=B' is not valid" in only_attempt(daemon, ids["equals_in_env_name"]).message
     attempt = only_attempt(daemon, dir_ids["nul_in_output_dir"])
     assert attempt.return_code == 126 and "output directory contains a NUL byte" in attempt.message
+    # Listing and showing the failed job reads its log's tail: a path no file can have is no error.
+    assert daemon.jobs(wf_dir, "failed")["nul_in_output_dir"].stderr_tail is None
+    assert daemon.call("jobs.show", {"job_id": dir_ids["nul_in_output_dir"]})["status"] == "failed"
     assert daemon.call("workflows.show", {"workflow_id": wf_dir}, WorkflowSummary).counts.get("failed") == 2
 
     recovered = daemon.jobs(wf_rec)["nul_in_recovery_script"]

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-schedule-cooldown", type=float, default=1800, metavar="SECONDS",
                    help="at most one such submission per this many seconds (default 1800)")
     p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
-                   help="submit anyway when a retry has waited this long (default 7200)")
+                   help="submit anyway when a retry has waited this long (default 7200; 0 turns this off)")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")

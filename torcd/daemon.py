@@ -58,7 +58,7 @@ def stderr_tail(path: str | None, lines: int = 5, max_bytes: int = 4096) -> str 
             size = f.tell()
             f.seek(max(0, size - max_bytes))
             data = f.read().decode(errors="replace")
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or a path no file can have (a NUL byte)
         return None
     return "\n".join(deque(data.splitlines(), maxlen=lines)) or None
 
