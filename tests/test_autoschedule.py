@@ -7,6 +7,7 @@ from torcd.core.autoschedule import (AutoSchedulePolicy, ScheduleInputs, decide_
 
 ON = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=7200)
 NO_RULE_3 = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=0)
+SHORT_3 = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=600)
 T0 = 1_000_000.0
 
 
@@ -26,8 +27,12 @@ def inputs(ready=0, retry=0, oldest=None, running=0, pending=0, last=None):
     (ON, inputs(ready=6, retry=5, running=2, last=T0 - 1800), T0, 2),  # cooldown just over
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201), T0, 3),  # rule 3: stranded
     (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7200), T0, None),  # exactly at the timeout
-    (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # no cooldown on rule 3
-    (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 7201, last=T0 - 5), T0, 3),  # stranded beats cooldown
+    # compute asked for 5 s ago (its worker may not be polling yet): the wait starts again
+    (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 7201, last=T0 - 5), T0, None),
+    (ON, inputs(ready=1, retry=1, running=1, oldest=T0 - 9000, last=T0 - 7201), T0, 3),
+    # a stranded timeout shorter than the cooldown: stranded beats the cooldown
+    (SHORT_3, inputs(ready=6, retry=6, running=1, oldest=T0 - 7201, last=T0 - 601), T0, 3),
+    (SHORT_3, inputs(ready=6, retry=6, running=1, oldest=T0 - 7201, last=T0 - 599), T0, None),
     (ON, inputs(ready=6, retry=6, running=1, oldest=T0 - 100, last=T0 - 5), T0, None),
     # stranded timeout 0 turns rule 3 off (Torc's meaning), whatever the wait; rules 1 and 2 still apply
     (NO_RULE_3, inputs(ready=1, retry=1, running=1, oldest=T0 - 10**9), T0, None),

@@ -39,7 +39,8 @@ def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: flo
     """Rule 1: ready jobs and no allocations at all. Rule 2: allocations running and at least
     `threshold` ready retries, at most once per cooldown. Rule 3: rule 2 does not submit (too few
     retries, or its cooldown is on) but the oldest retry has waited longer than the stranded timeout
-    (0 turns rule 3 off, as in Torc). Nothing is submitted while an allocation is still queued."""
+    since it became ready and since the last submission (0 turns rule 3 off, as in Torc). Nothing is
+    submitted while an allocation is still queued."""
     if not policy.enabled:
         return _no("off", "auto-schedule is off")
     if s.ready_jobs == 0:
@@ -53,11 +54,13 @@ def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: flo
         return ScheduleDecision(True, 2, f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
                                          f"with {s.running_allocations} allocations running", "rule2")
     if policy.stranded_timeout > 0 and s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
-        waited = now - s.oldest_retry_ready_since
+        # Waiting counts from the last time compute was asked for: an allocation just submitted
+        # (or just started, its worker not yet polling) is on its way to the retry.
+        waited = now - max(s.oldest_retry_ready_since, s.last_submit or s.oldest_retry_ready_since)
         if waited > policy.stranded_timeout:
-            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries, the oldest waiting "
-                                             f"{waited:.0f}s > stranded timeout {policy.stranded_timeout:g}s",
-                                    "rule3")
+            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries, waiting {waited:.0f}s "
+                                             f"since compute was last asked for > stranded timeout "
+                                             f"{policy.stranded_timeout:g}s", "rule3")
     if s.ready_retry_jobs >= policy.threshold:
         left = policy.cooldown - (now - (s.last_submit or now))
         return _no("cooldown", f"{s.ready_retry_jobs} ready retries, but the cooldown has {left:.0f}s left")
