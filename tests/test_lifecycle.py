@@ -34,7 +34,7 @@ CASES = [
     # starts
     (L.Started(T, 1, 1, "h", 99), job(S.PENDING), (S.RUNNING, 1, 1), ["job_started"], [], ["AttemptOpened"]),
     (L.Started(T, 1, 2, "h", 99), job(S.PENDING, 1, 2), (S.RUNNING, 2, 1), ["job_started"], [], ["AttemptOpened"]),
-    (L.Started(T, 1, 1, "h", 99), job(S.RUNNING), None, ["job_started"], [], ["AttemptOpened"]),  # adopted
+    (L.Started(T, 1, 1, "h", 99), job(S.RUNNING), None, [], [], []),  # reported twice: its attempt is open
     (L.Started(T, 1, 1, "h", 99), job(S.CANCELED), None, [], ["StopProcess"], []),
     (L.Started(T, 1, 1, "h", 99), job(S.PENDING, 2, 1), None, [], ["StopProcess"], []),  # reset meanwhile
     # requeue

@@ -23,8 +23,8 @@ import structlog
 from torcd import protocol as p
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import prepare_to_start_processes
-from torcd.services.recovery import run_recovery_script
-from torcd.store import Exit
+from torcd.services.recovery_script import run_recovery_script
+from torcd.core.attempts import Exit
 
 log = structlog.get_logger("torcctl.worker")
 

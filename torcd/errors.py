@@ -48,3 +48,7 @@ class InvalidParams(TorcError):
 
 class DaemonBusy(TorcError):
     code = -32005
+
+
+class DaemonError(TorcError):
+    """The daemon cannot start or had to stop; the message says why."""

@@ -13,7 +13,7 @@ from typing import Union
 import msgspec
 
 
-class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind"):
+class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind", gc=False):
     workflow_id: int
     time: float
     seq: int = 0

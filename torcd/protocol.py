@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
+
 # Every integer that reaches SQLite fits its 64-bit signed INTEGER; a larger one is invalid params.
 MAX_SQL_INT = 2**63 - 1
 Id = Annotated[int, Meta(ge=1, le=MAX_SQL_INT)]
@@ -20,10 +22,6 @@ Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
 OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4096)]
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
-
-
-# After one of these, nothing more runs in the workflow until someone acts.
-IDLE_EVENTS = frozenset({"workflow_done", "workflow_awaiting_classification", "workflow_canceled"})
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -154,26 +152,6 @@ class ListEvents(Params):
     workflow_id: Id
     after: Count = 0
     limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
-
-
-class Event(msgspec.Struct, omit_defaults=True):
-    """One row of the durable event log."""
-
-    kind: str
-    workflow_id: int
-    time: float
-    seq: int = 0
-    job_id: int | None = None
-    job_name: str | None = None
-    run_id: int | None = None
-    attempt_id: int | None = None
-    status: str | None = None
-    return_code: int | None = None
-    rule_index: int | None = None
-    action: str | None = None
-    message: str | None = None
-    count: int | None = None
-    source: str | None = None
 
 
 class Runnable(msgspec.Struct):

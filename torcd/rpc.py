@@ -1,23 +1,19 @@
-"""JSON-RPC 2.0: decode requests, validate params, call the daemon, encode replies.
+"""JSON-RPC 2.0: decode requests, validate params, call the handler, encode replies.
 
-This layer only translates. Every method is one line in METHODS: its params
-type and the Daemon coroutine that serves it.
+This layer only translates. The methods are a table (`handlers.METHODS`): for each name, its
+params type and the handler that serves it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import msgspec
 import structlog
 
-from torcd import protocol as p
 from torcd.credentials import ADMIN, WORKER_METHODS, Caller, current_caller, idempotency_key
 from torcd.errors import TorcError, Unauthorized
-
-if TYPE_CHECKING:
-    from torcd.daemon import Daemon
 
 log = structlog.get_logger("torcd.rpc")
 
@@ -34,31 +30,7 @@ class Request(msgspec.Struct, forbid_unknown_fields=True):
     id: int | str | None = msgspec.field(default=None)
 
 
-Handler = Callable[[Any], Awaitable[Any]]
-
-METHODS: dict[str, tuple[type, Callable[["Daemon"], Handler]]] = {
-    "ping": (p.NoParams, lambda d: d.ping),
-    "shutdown": (p.Shutdown, lambda d: d.request_shutdown),
-    "workflows.create": (p.CreateWorkflow, lambda d: d.create_workflow),
-    "workflows.list": (p.NoParams, lambda d: d.list_workflows),
-    "workflows.show": (p.WorkflowRef, lambda d: d.show_workflow),
-    "workflows.cancel": (p.WorkflowRef, lambda d: d.cancel_workflow),
-    "workflows.delete": (p.WorkflowRef, lambda d: d.delete_workflow),
-    "workflows.reset_status": (p.ResetStatus, lambda d: d.reset_status),
-    "jobs.list": (p.ListJobs, lambda d: d.list_jobs),
-    "jobs.show": (p.JobRef, lambda d: d.show_job),
-    "jobs.attempts": (p.JobRef, lambda d: d.job_attempts),
-    "jobs.retry": (p.Classify, lambda d: d.retry_jobs),
-    "jobs.fail": (p.Classify, lambda d: d.fail_jobs),
-    "jobs.classify": (p.ClassifyMany, lambda d: d.classify_jobs),
-    "events.list": (p.ListEvents, lambda d: d.list_events),
-    "workflows.set_auto_schedule": (p.SetAutoSchedule, lambda d: d.set_auto_schedule),
-    "allocations.submit": (p.SubmitAllocations, lambda d: d.submit_allocations),
-    "allocations.list": (p.WorkflowRef, lambda d: d.list_allocations),
-    "workers.register": (p.RegisterWorker, lambda d: d.register_worker),
-    "workers.poll": (p.WorkerPoll, lambda d: d.worker_poll),
-    "workers.finish": (p.WorkerFinish, lambda d: d.finish_worker),
-}
+Methods = Mapping[str, tuple[type, Callable[[Any], Callable[[Any], Awaitable[Any]]]]]
 
 
 def _error(id_: Any, code: int, message: str, data: Any = None) -> dict:
@@ -73,7 +45,7 @@ def _field_of(e: msgspec.ValidationError) -> str | None:
     return text.rpartition(" - at `")[2].rstrip("`") if " - at `" in text else None
 
 
-async def _call_one(daemon: "Daemon", raw: Any, caller: Caller, key: str | None) -> dict | None:
+async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key: str | None) -> dict | None:
     if not isinstance(raw, dict):
         return _error(None, INVALID_REQUEST, "invalid request: expected a JSON object")
     try:
@@ -83,7 +55,7 @@ async def _call_one(daemon: "Daemon", raw: Any, caller: Caller, key: str | None)
                       INVALID_REQUEST, f"invalid request: {e}")
     if req.jsonrpc != "2.0":
         return _error(req.id, INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
-    entry = METHODS.get(req.method)
+    entry = methods.get(req.method)
     if entry is None:
         return _error(req.id, METHOD_NOT_FOUND, f"method not found: {req.method}")
     if not caller.admin and req.method not in WORKER_METHODS:
@@ -101,7 +73,7 @@ async def _call_one(daemon: "Daemon", raw: Any, caller: Caller, key: str | None)
     # A retried request carries the same key; with the request's id it names this one request.
     idempotency_key.set(None if key is None else f"{key[:200]}:{req.id!r}")
     try:
-        result = await bind(daemon)(params)
+        result = await bind(target)(params)
     except TorcError as e:
         return _error(req.id, e.code, e.message, e.data)
     except Exception:
@@ -112,7 +84,8 @@ async def _call_one(daemon: "Daemon", raw: Any, caller: Caller, key: str | None)
     return {"jsonrpc": "2.0", "id": req.id, "result": result}
 
 
-async def handle(daemon: "Daemon", body: bytes, caller: Caller = ADMIN, key: str | None = None) -> bytes | None:
+async def handle(methods: Methods, target: Any, body: bytes, caller: Caller = ADMIN,
+                 key: str | None = None) -> bytes | None:
     """Serve one HTTP body: a single request or a batch. None means no content."""
     try:
         raw = msgspec.json.decode(body)
@@ -123,7 +96,7 @@ async def handle(daemon: "Daemon", body: bytes, caller: Caller = ADMIN, key: str
     if isinstance(raw, list):
         if not raw:
             return _encoder.encode(_error(None, INVALID_REQUEST, "invalid request: empty batch"))
-        replies = [r for r in [await _call_one(daemon, item, caller, key) for item in raw] if r is not None]
+        replies = [r for r in [await _call_one(methods, target, item, caller, key) for item in raw] if r is not None]
         return _encoder.encode(replies) if replies else None
-    reply = await _call_one(daemon, raw, caller, key)
+    reply = await _call_one(methods, target, raw, caller, key)
     return _encoder.encode(reply) if reply is not None else None

@@ -1,4 +1,5 @@
-"""The HTTP doors: POST /rpc (JSON-RPC) and GET /events (NDJSON stream), on a Unix socket."""
+"""The HTTP doors: POST /rpc (JSON-RPC) and GET /events (NDJSON stream), on the Unix socket and
+the TCP door. Who is calling is decided here, once per request; what they may call, in `rpc`."""
 
 from __future__ import annotations
 
@@ -7,19 +8,20 @@ import hmac
 import os
 import socket
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import structlog
 from aiohttp import web
 
 from torcd import rpc
+from torcd.bus import EventBus
+from torcd.config import Config
 from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
-from torcd.protocol import IDLE_EVENTS
-
-if TYPE_CHECKING:
-    from torcd.daemon import Daemon
+from torcd.events import IDLE
+from torcd.store import Store
 
 log = structlog.get_logger("torcd.server")
 _encode = msgspec.json.Encoder().encode
@@ -33,7 +35,19 @@ def peer_uid(request: web.Request) -> int | None:
     return struct.unpack("3i", creds)[1]
 
 
-def build_app(daemon: "Daemon") -> web.Application:
+class ServerState:
+    """What the doors need of the daemon, and what they tell it: which clients are attached."""
+
+    def __init__(self, config: Config, methods: rpc.Methods, handlers: Any, store: Store, bus: EventBus,
+                 stopping: asyncio.Event, credential: Callable[[int], Awaitable[tuple[str, int] | None]]):
+        self.config, self.methods, self.handlers = config, methods, handlers
+        self.store, self.bus, self.stopping, self.credential = store, bus, stopping, credential
+        self.admin_token: str | None = None  # of the TCP door, once it is open
+        self.requests_in_flight = 0  # RPC requests being served
+        self.streams: dict[object, int] = {}  # open event streams -> the workflow each follows
+
+
+def build_app(state: ServerState) -> web.Application:
     async def caller_of(request: web.Request) -> Caller | web.Response:
         uid = peer_uid(request)
         if uid is not None:
@@ -44,11 +58,11 @@ def build_app(daemon: "Daemon") -> web.Application:
         # The TCP door: the admin token or an allocation's credential, compared in constant time.
         given = request.headers.get("Authorization", "")
         token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
-        if token and daemon.token and hmac.compare_digest(token.encode(), daemon.token.encode()):
+        if token and state.admin_token and hmac.compare_digest(token.encode(), state.admin_token.encode()):
             return ADMIN
         aid = allocation_of(token) if token else None
         if aid is not None:
-            known = await daemon.allocation_credential(aid)
+            known = await state.credential(aid)
             if known is not None and matches(token, known[0]):
                 return Caller(allocation_id=aid, workflow_id=known[1])
         log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
@@ -67,16 +81,17 @@ def build_app(daemon: "Daemon") -> web.Application:
 
     async def rpc_endpoint(request: web.Request) -> web.Response:
         size = request.content_length
-        if size is not None and size > daemon.max_request_bytes:
+        if size is not None and size > state.config.max_request_bytes:
             return web.Response(status=413, content_type="application/json", body=_encode(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
-                 f"request of {size} bytes is larger than the limit of {daemon.max_request_bytes}"}}))
+                 f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}"}}))
         body = await request.read()
-        daemon.requests_in_flight += 1
+        state.requests_in_flight += 1
         try:
-            reply = await rpc.handle(daemon, body, request["caller"], request.headers.get("Idempotency-Key"))
+            reply = await rpc.handle(state.methods, state.handlers, body, request["caller"],
+                                     request.headers.get("Idempotency-Key"))
         finally:
-            daemon.requests_in_flight -= 1
+            state.requests_in_flight -= 1
         if reply is None:
             return web.Response(status=204)
         return web.Response(body=reply, content_type="application/json")
@@ -90,12 +105,12 @@ def build_app(daemon: "Daemon") -> web.Application:
                                      status=400)
         until_done = request.query.get("until_done", "0") == "1"
         kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
-        sub = daemon.bus.subscribe(f"events:{wf}", maxsize=daemon.watch_queue_size,
+        sub = state.bus.subscribe(f"events:{wf}", maxsize=state.config.watch_queue_size,
                                    accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
-        daemon.streams[sub] = wf  # an attached client
+        state.streams[sub] = wf  # an attached client
         try:
             try:
-                backlog = await daemon.store.events(wf, after, limit=1_000_000)
+                backlog = await state.store.events(wf, after, limit=1_000_000)
             except NotFound as e:
                 return web.json_response({"error": e.message}, status=404)
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -108,12 +123,12 @@ def build_app(daemon: "Daemon") -> web.Application:
             # The log may hold idle points the workflow has left since (a reset, a retried job):
             # the stream ends at the next one, or now if the workflow is idle now. Events committed
             # after the backlog was read are already queued for us, so none is missed.
-            if until_done and (await daemon.store.workflow(wf)).state != "active":
+            if until_done and (await state.store.workflow(wf)).state != "active":
                 return resp
-            while not daemon.stopping.is_set():
+            while not state.stopping.is_set():
                 get = asyncio.ensure_future(sub.get())
                 cut = asyncio.ensure_future(sub.overflowed.wait())
-                stop = asyncio.ensure_future(daemon.stopping.wait())
+                stop = asyncio.ensure_future(state.stopping.wait())
                 done, pending = await asyncio.wait({get, cut, stop}, return_when=asyncio.FIRST_COMPLETED)
                 for f in pending:
                     f.cancel()
@@ -125,27 +140,27 @@ def build_app(daemon: "Daemon") -> web.Application:
                 if batch:
                     try:
                         await asyncio.wait_for(resp.write(b"".join(_encode(e) + b"\n" for e in batch)),
-                                               daemon.watch_write_timeout)
+                                               state.config.watch_write_timeout)
                     except asyncio.TimeoutError:
                         log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
                         break
                     last = batch[-1].seq
-                if until_done and any(e.kind in IDLE_EVENTS for e in batch):
+                if until_done and any(isinstance(e, IDLE) for e in batch):
                     break
             return resp
         except ConnectionResetError:
             return resp
         finally:
-            daemon.streams.pop(sub, None)
+            state.streams.pop(sub, None)
             sub.close()
 
-    app = web.Application(client_max_size=daemon.max_request_bytes, middlewares=[only_our_user])
+    app = web.Application(client_max_size=state.config.max_request_bytes, middlewares=[only_our_user])
     app.router.add_post("/rpc", rpc_endpoint)
     app.router.add_get("/events", events_endpoint)
-    if daemon.metrics:
+    if state.config.metrics:
         from torcd import metrics
 
         async def metrics_endpoint(request: web.Request) -> web.Response:
-            return web.Response(body=await metrics.render(daemon.store), headers={"Content-Type": metrics.CONTENT_TYPE})
+            return web.Response(body=await metrics.render(state.store), headers={"Content-Type": metrics.CONTENT_TYPE})
         app.router.add_get("/metrics", metrics_endpoint)
     return app

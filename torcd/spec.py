@@ -285,9 +285,7 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
                 raise loc.error("a rule has either `exit_codes` or `match_all_exit_codes: true`, not both", at)
             if not rule.exit_codes and not rule.match_all_exit_codes:
                 raise loc.error("a rule needs `exit_codes` (non-empty) or `match_all_exit_codes: true`", at)
-            rules.append(Rule(exit_codes=rule.exit_codes, match_all_exit_codes=rule.match_all_exit_codes,
-                              recovery_script=rule.recovery_script, max_retries=rule.max_retries,
-                              recovery_timeout=rule.recovery_timeout))
+            rules.append(Rule(**msgspec.structs.asdict(rule)))  # the same fields, validated here
         handlers[handler.name] = rules
     return handlers
 

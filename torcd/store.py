@@ -1,47 +1,38 @@
 """The SQLite store: the daemon's only writer and the source of truth.
 
-Every state change and the event rows that describe it commit in one
-transaction; `on_commit` (the event bus) hears of them only afterwards.
+Every state change and the event rows that describe it commit in one transaction; `on_commit`
+(the event bus) hears of them only afterwards. What a change does to a job is decided by
+`core.lifecycle`, through `store_lifecycle`; this module gathers the jobs concerned and says
+what happened to them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-import aiosqlite
 import msgspec
 
-from torcd.core.retry import Action, RetryDecision, Rule
-from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus, check_transition
-from torcd.errors import InvalidParams, InvalidTransition, NotFound, TorcError
-from torcd.migrations import MIGRATIONS
-from torcd.protocol import AttemptInfo, Event, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
+from torcd import events as E
+from torcd.core import lifecycle as L
+from torcd.core.attempts import Exit, Failure, Start
+from torcd.core.retry import RetryDecision, Rule
+from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
+from torcd.db import Database, StoreError, Tx, require_workflow, chunks as _chunks, encode as _encode, marks as _marks
+from torcd.errors import InvalidParams, InvalidTransition, NotFound
+from torcd.events import Event
+from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
 from torcd.spec import SlurmSchedulerSpec, Workflow
+from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle, runnable
 from torcd.store_slurm import SlurmStore
+
+__all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
 
 S = JobStatus
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
-_CHUNK = 500
-_encode = msgspec.json.Encoder().encode
 _event_decoder = msgspec.json.Decoder(Event)
-
-
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
 _COUNTS = "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status"
 _JOB_INFO = """SELECT j.*, h.name AS handler,
                    (SELECT return_code FROM attempts a WHERE a.job_id = j.id
@@ -49,9 +40,6 @@ _JOB_INFO = """SELECT j.*, h.name AS handler,
                    (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
                     ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
                FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id"""
-# What it takes to start a job: select these, then `runnables_fitting` or `_runnable`.
-_RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
-                       w.cwd, w.output_dir FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 
 
 RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
@@ -73,156 +61,11 @@ def _labelled(rows: Iterable[Sequence]) -> dict[str, int]:
     return {S(status).label: n for status, n in rows}
 
 
-class StoreError(TorcError):
-    code = -32030
 
+class Store(SlurmStore, Database):
+    """The daemon's state: reads, and one transaction per change plus its events."""
 
-class Exit(msgspec.Struct, frozen=True):
-    job_id: int
-    run_id: int
-    attempt_id: int
-    return_code: int
-    end_time: float
-    message: str | None = None
-    workflow_id: int = 0
-
-
-class Start(msgspec.Struct, frozen=True):
-    """A claimed job whose process the executor started (pid None: it could not start)."""
-
-    job: Runnable
-    pid: int | None
-    time: float
-
-
-class Failure(msgspec.Struct, frozen=True):
-    """A recorded non-zero exit still waiting for its failure-handler decision."""
-
-    job_id: int
-    workflow_id: int
-    run_id: int
-    attempt_id: int
-    return_code: int
-    rules: list[Rule] | None
-    use_pending_failed: bool | None
-
-
-def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int) -> tuple[str, str]:
-    base = os.path.join(output_dir, "job_stdio", f"{prefix}_wf{wf}_j{job}_r{run}_a{attempt}")
-    return base + ".o", base + ".e"
-
-
-class Tx:
-    """One open write transaction, run in the writer thread; collects the events it commits."""
-
-    def __init__(self, db: sqlite3.Connection, now: float):
-        self.db, self.now = db, now
-        self.events: list[Event] = []
-        self.touched: set[int] = set()
-        self.last_seq: int | None = None
-
-    def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
-        return self.db.execute(sql, args).fetchall()
-
-    def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
-        return self.db.execute(sql, args).fetchone()
-
-    def run(self, sql: str, args: Sequence = ()) -> int:
-        return self.db.execute(sql, args).lastrowid
-
-    def many(self, sql: str, args: Iterable[Sequence]) -> None:
-        self.db.executemany(sql, args)
-
-    def emit(self, kind: str, workflow_id: int, **fields: Any) -> None:
-        self.touched.add(workflow_id)
-        self.events.append(Event(kind=kind, workflow_id=workflow_id, time=self.now, **fields))
-
-
-class Store(SlurmStore):
-    """Writes run as whole transactions in one writer thread (one hop per transaction, so many
-    state changes share a commit); reads go through aiosqlite on a second, read-only connection."""
-
-    def __init__(self, path: str, writer: sqlite3.Connection, reader: aiosqlite.Connection,
-                 executor: ThreadPoolExecutor):
-        self.path = path
-        self._db = writer
-        self._reader = reader
-        self._executor = executor
-        self._lock = asyncio.Lock()
-        self._seq: int | None = None
-        self.on_commit: Callable[[list[Event]], Awaitable[None] | None] | None = None
-
-    # -- lifecycle ---------------------------------------------------------
-
-    @classmethod
-    async def open(cls, path: str) -> "Store":
-        executor = ThreadPoolExecutor(1, thread_name_prefix="torcd-db-writer")
-        loop = asyncio.get_running_loop()
-        try:
-            writer = await loop.run_in_executor(executor, _open_writer, path)
-            reader = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
-            reader.row_factory = sqlite3.Row
-            await reader.execute("PRAGMA query_only=1")
-        except sqlite3.DatabaseError as e:
-            executor.shutdown(wait=False)
-            if "locked" in str(e):
-                raise StoreError(f"the database {path} is locked by another process; stop whatever holds "
-                                 "it open in a transaction and start torcd again") from None
-            raise StoreError(f"cannot open the database {path}: {e}") from None
-        return cls(path, writer, reader, executor)
-
-    async def close(self) -> None:
-        async with self._lock:
-            await self._reader.close()
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, _close_writer, self._db)
-            self._executor.shutdown(wait=True)
-
-    async def write(self, body: Callable[[Tx], Any], now: float | None = None, key: str | None = None) -> Any:
-        """Run `body` as one transaction in the writer thread; then publish its events.
-
-        With a request's idempotency `key`, the body's result is stored in the same transaction,
-        and a repeat of the request gets that result without running the body again."""
-        if key is not None:
-            body = _once(body, key)
-        async with self._lock:
-            tx = Tx(self._db, time.time() if now is None else now)
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
-        if tx.events and self.on_commit is not None:
-            published = self.on_commit(tx.events)
-            if published is not None:
-                await published
-        return result
-
-    def _run(self, body: Callable[[Tx], Any], tx: Tx) -> Any:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(tx)
-            self._settle(tx)
-            self._write_events(tx)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        if tx.last_seq is not None:
-            self._seq = tx.last_seq
-        return result
-
-    def _write_events(self, tx: Tx) -> None:
-        if not tx.events:
-            return
-        if self._seq is None:  # read once: this connection is the only writer
-            row = tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-            self._seq = row[0] if row else 0
-        seq = self._seq
-        for event in tx.events:
-            seq += 1
-            event.seq = seq
-        tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
-                      [(e.seq, e.workflow_id, _encode(e)) for e in tx.events])
-        tx.last_seq = seq
-
-    def _settle(self, tx: Tx) -> None:
+    def settle(self, tx: Tx) -> None:
         """Mark touched workflows done when nothing more can run, active again otherwise."""
         for wf in sorted(tx.touched):
             row = tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
@@ -240,13 +83,10 @@ class Store(SlurmStore):
             if state != row[0]:
                 tx.run("UPDATE workflows SET state = ? WHERE id = ?", (state, wf))
                 summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-                tx.events.append(Event(kind=f"workflow_{state}", workflow_id=wf, time=tx.now,
-                                       message=summary, status=_outcome(counts)))
+                kind = E.WorkflowAwaitingClassification if state == "awaiting_classification" else E.WorkflowDone
+                tx.events.append(kind(workflow_id=wf, time=tx.now, message=summary, status=_outcome(counts)))
 
     # -- reads -------------------------------------------------------------
-
-    async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
-        return list(await self._reader.execute_fetchall(sql, args))
 
     async def _counts(self, wf: int) -> dict[str, int]:
         return _labelled(await self._rows(_COUNTS, (wf,)))
@@ -344,31 +184,25 @@ class Store(SlurmStore):
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
-            tx.emit("workflow_created", wf, count=len(jobs), message=spec.name)
+            tx.emit(E.WorkflowCreated, wf, count=len(jobs), message=spec.name)
             return wf
         return await self.write(_body, key=key)
 
     async def cancel_workflow(self, wf: int) -> list[int]:
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
         def _body(tx: Tx):
-            self._require_workflow(tx, wf)
-            rows = tx.rows(
-                f"SELECT id, status FROM jobs WHERE workflow_id = ? AND status NOT IN "
-                f"({','.join(str(int(s)) for s in FINAL)})", (wf,))
-            for jid, status in rows:
-                check_transition(S(status), S.CANCELED, jid)
-            tx.run(
-                f"UPDATE jobs SET status = {int(S.CANCELED)}, reason = 'workflow canceled', updated = ? "
-                f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})",
-                (tx.now, wf))
+            require_workflow(tx, wf)
+            rows = tx.rows(f"SELECT id, workflow_id, name, status, run_id, attempt_id, worker_id FROM jobs "
+                           f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})", (wf,))
+            stop = handle(tx, L.Canceled(tx.now), map(fact, rows))
             tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
-            tx.emit("workflow_canceled", wf, count=len(rows))
-            return [jid for jid, status in rows if status in (S.RUNNING, S.RECOVERING, S.PENDING)]
+            tx.emit(E.WorkflowCanceled, wf, count=len(rows))
+            return [i.job_id for i in stop if isinstance(i, L.StopProcess)]
         return await self.write(_body)
 
     async def delete_workflow(self, wf: int, key: str | None = None) -> None:
         def _body(tx: Tx):
-            self._require_workflow(tx, wf)
+            require_workflow(tx, wf)
             busy = tx.one(
                 f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
             if busy[0]:
@@ -382,12 +216,12 @@ class Store(SlurmStore):
     async def reset_status(self, wf: int, failed_only: bool, key: str | None = None) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
         def _body(tx: Tx):
-            row = self._require_workflow(tx, wf)
+            row = require_workflow(tx, wf)
             if failed_only:
                 seeds = [r[0] for r in tx.rows(
                     f"SELECT id FROM jobs WHERE workflow_id = ? AND status IN "
                     f"({','.join(str(int(s)) for s in FAILED_LIKE)})", (wf,))]
-                targets = sorted(set(seeds) | set(self._downstream(tx, seeds)))
+                targets = sorted(set(seeds) | set(downstream(tx, seeds)))
             else:
                 busy = tx.one(
                     f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
@@ -395,28 +229,29 @@ class Store(SlurmStore):
                     raise InvalidTransition(
                         f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
                 targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
-            statuses = self._statuses(tx, targets)
-            targets = [j for j in targets if statuses[j] not in ACTIVE]
-            if not targets:
+            jobs = [j for j in facts(tx, targets).values() if j.status not in ACTIVE]
+            if not jobs:
                 return 0
             run_id = row["run_id"] + 1
             tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
-            for chunk in _chunks(targets):
-                tx.run(
-                    f"""UPDATE jobs SET status = {int(S.UNINITIALIZED)}, attempt_id = 1, run_id = ?,
-                        reason = NULL, updated = ? WHERE id IN ({_marks(len(chunk))})""",
-                    (run_id, tx.now, *chunk))
-            for chunk in _chunks(targets):
+            ids = [j.id for j in jobs]
+            # Every job reset counts as not completed for its dependents.
+            for chunk in _chunks(ids):
+                tx.run(f"UPDATE jobs SET run_id = ? WHERE id IN ({_marks(len(chunk))})", (run_id, *chunk))
+            for chunk in _chunks(ids):
                 tx.run(
                     f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
-                        ON p.id = d.depends_on WHERE d.job_id = jobs.id AND p.status != {int(S.COMPLETED)})
-                        WHERE id IN ({_marks(len(chunk))})""", chunk)
-                tx.run(
-                    f"""UPDATE jobs SET status = CASE WHEN pending_deps = 0 THEN {int(S.READY)}
-                        ELSE {int(S.BLOCKED)} END WHERE id IN ({_marks(len(chunk))})""", chunk)
-            tx.emit("workflow_reset", wf, run_id=run_id, count=len(targets),
+                        ON p.id = d.depends_on WHERE d.job_id = jobs.id
+                        AND (p.status != {int(S.COMPLETED)} OR p.run_id = ?))
+                        WHERE id IN ({_marks(len(chunk))})""", (run_id, *chunk))
+            pending = {}
+            for chunk in _chunks(ids):
+                pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({_marks(len(chunk))})",
+                                       chunk))
+            apply(tx, (L.handle(L.Reset(tx.now, run_id, pending[j.id] > 0), j) for j in jobs))
+            tx.emit(E.WorkflowReset, wf, run_id=run_id, count=len(jobs),
                     message="failed jobs" if failed_only else "all jobs")
-            return len(targets)
+            return len(jobs)
         return await self.write(_body, key=key)
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
@@ -438,52 +273,33 @@ class Store(SlurmStore):
             stale = self._start(tx, starts, host) if starts else []
             if exits:
                 self._record_exits(tx, exits)
-            claimed = self._claim(tx, prefetch, None, S.PENDING) if prefetch > 0 else []
+            claimed = self._claim(tx, prefetch) if prefetch > 0 else []
             return claimed, stale
         return await self.write(_body)
 
-    def _claim(self, tx: Tx, limit: int, cpus: int | None, status: JobStatus = S.RUNNING) -> list[Runnable]:
-        """Take ready local jobs (those fitting `cpus`, when given) and mark them `status`."""
-        rows = tx.rows(
-            f"""SELECT {_RUNNABLE_COLUMNS} WHERE j.status = {int(S.READY)} AND w.executor = 'local'
-                ORDER BY j.id LIMIT ?""", (limit,))
-        claimed = runnables_fitting(rows, cpus)
-        tx.many(f"UPDATE jobs SET status = {int(status)}, updated = ? WHERE id = ?",
-                ((tx.now, j.job_id) for j in claimed))
-        return claimed
+    def _claim(self, tx: Tx, limit: int) -> list[Runnable]:
+        """Take ready local jobs and mark them `pending` until their processes start."""
+        rows = tx.rows(f"""SELECT {RUNNABLE_COLUMNS} WHERE j.status = {int(S.READY)} AND w.executor = 'local'
+                           ORDER BY j.id LIMIT ?""", (limit,))
+        handle(tx, L.Claimed(tx.now), map(fact, rows))
+        return [runnable(r) for r in rows]
 
     def _start(self, tx: Tx, starts: Sequence[Start], host: str) -> list[int]:
         """Open the attempts of jobs whose processes started; return jobs no longer claimed."""
-        stale = []
-        for st in starts:
-            j = st.job
-            cur = tx.db.execute(
-                f"""UPDATE jobs SET status = {int(S.RUNNING)}, updated = ? WHERE id = ? AND run_id = ?
-                    AND attempt_id = ? AND status IN ({int(S.PENDING)}, {int(S.RUNNING)})""",
-                (tx.now, j.job_id, j.run_id, j.attempt_id))
-            if cur.rowcount == 0:
-                stale.append(j.job_id)  # canceled while it was being started
-                continue
-            tx.run("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, start_time,
-                      stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                   (j.job_id, j.workflow_id, j.run_id, j.attempt_id, host, st.pid, st.time, j.stdout_path,
-                    j.stderr_path))
-            tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
-                    attempt_id=j.attempt_id)
-        return stale
+        known = facts(tx, [st.job.job_id for st in starts])
+        left = apply(tx, (L.handle(_started(st, host), known[st.job.job_id]) for st in starts
+                          if st.job.job_id in known))
+        gone = [st.job.job_id for st in starts if st.job.job_id not in known]  # deleted meanwhile
+        return gone + [i.job_id for i in left if isinstance(i, L.StopProcess)]
 
     async def adopt_pending(self, started: dict[int, int | None], host: str) -> int:
         """After a restart: jobs claimed (`pending`) whose process had started become running attempts
         (with its pid, when still alive); the rest go back to `ready`."""
         def _body(tx: Tx):
-            rows = tx.rows(f"SELECT {_RUNNABLE_COLUMNS} WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'")
-            for r in rows:
-                if r["id"] in started:
-                    tx.db.execute(f"UPDATE jobs SET status = {int(S.RUNNING)} WHERE id = ?", (r["id"],))
-                    self._start(tx, [Start(_runnable(r), started[r["id"]], tx.now)], host)
-                else:
-                    tx.db.execute(f"UPDATE jobs SET status = {int(S.READY)} WHERE id = ?", (r["id"],))
-                    tx.touched.add(r["workflow_id"])
+            rows = tx.rows(f"SELECT {RUNNABLE_COLUMNS} WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'")
+            apply(tx, (L.handle(_started(Start(runnable(r), started[r["id"]], tx.now), host)
+                                if r["id"] in started else L.Requeued(tx.now), fact(r)) for r in rows))
+            tx.touched.update(r["workflow_id"] for r in rows)
             return len(rows)
         return await self.write(_body)
 
@@ -513,48 +329,18 @@ class Store(SlurmStore):
             return await self.write(_body)
 
     def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
-        tx.many(
-            """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
-               WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
-            ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
-        jobs = self._job_rows(tx, [e.job_id for e in exits])
-        done = []
-        for e in exits:
-            j = jobs.get(e.job_id)
-            if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (e.run_id, e.attempt_id):
-                continue  # canceled meanwhile, or a stale report
-            common = dict(job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
-                          attempt_id=e.attempt_id, return_code=e.return_code)
-            if e.return_code == 0:
-                done.append(e.job_id)
-                tx.emit("job_completed", j["workflow_id"], status="completed", **common)
-            else:
-                tx.emit("job_exited", j["workflow_id"], message=e.message, **common)
-        if done:
-            tx.many(f"UPDATE jobs SET status = {int(S.COMPLETED)}, updated = ? WHERE id = ?",
-                          ((tx.now, jid) for jid in done))
-            self._release(tx, done)
+        known = facts(tx, [e.job_id for e in exits])
+        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message), known[e.job_id])
+                   for e in exits if e.job_id in known))
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
         """Record attempts stopped at shutdown; their jobs become `terminated`."""
         if not exits:
             return
         def _body(tx: Tx):
-            tx.many(
-                """UPDATE attempts SET end_time = ?, return_code = ?, message = ?
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
-                ((e.end_time, e.return_code, e.message, e.job_id, e.run_id, e.attempt_id) for e in exits))
-            jobs = self._job_rows(tx, [e.job_id for e in exits])
-            for e in exits:
-                j = jobs.get(e.job_id)
-                if j is None or j["status"] != S.RUNNING:
-                    continue
-                check_transition(S.RUNNING, S.TERMINATED, e.job_id)
-                tx.run(f"UPDATE jobs SET status = {int(S.TERMINATED)}, reason = ?, updated = ? WHERE id = ?",
-                             (e.message, tx.now, e.job_id))
-                tx.emit("job_terminated", j["workflow_id"], job_id=e.job_id, job_name=j["name"], run_id=e.run_id,
-                        attempt_id=e.attempt_id, return_code=e.return_code, status="terminated",
-                        message=e.message)
+            known = facts(tx, [e.job_id for e in exits])
+            apply(tx, (L.handle(L.Terminated(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message),
+                                known[e.job_id]) for e in exits if e.job_id in known))
         return await self.write(_body)
 
     _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
@@ -578,28 +364,9 @@ class Store(SlurmStore):
 
     async def apply_decisions(self, decisions: Sequence[tuple[Failure, RetryDecision]]) -> None:
         def _body(tx: Tx):
-            jobs = self._job_rows(tx, [f.job_id for f, _ in decisions])
-            failed = []
-            for f, d in decisions:
-                j = jobs.get(f.job_id)
-                if j is None or j["status"] != S.RUNNING or (j["run_id"], j["attempt_id"]) != (f.run_id, f.attempt_id):
-                    continue
-                new = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
-                       Action.PARK: S.PENDING_FAILED}[d.action]
-                check_transition(S.RUNNING, new, f.job_id)
-                next_attempt = f.attempt_id + 1 if d.action == Action.RETRY else f.attempt_id
-                tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
-                             (int(new), next_attempt, d.reason, tx.now, f.job_id))
-                tx.run(
-                    """UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ?
-                       AND attempt_id = ?""", (d.rule_index, d.action.value, f.job_id, f.run_id, f.attempt_id))
-                tx.emit("retry_decided", f.workflow_id, job_id=f.job_id, job_name=j["name"], run_id=f.run_id,
-                        attempt_id=f.attempt_id, return_code=f.return_code, rule_index=d.rule_index,
-                        action=d.action.value, status=new.label, message=d.reason)
-                if new == S.FAILED:
-                    failed.append((f.workflow_id, f.job_id, j["name"]))
-            for wf, jid, name in failed:
-                self._cascade(tx, wf, jid, name)
+            known = facts(tx, [f.job_id for f, _ in decisions])
+            apply(tx, (L.handle(L.Decided(tx.now, f.run_id, f.attempt_id, f.return_code, d), known[f.job_id])
+                       for f, d in decisions if f.job_id in known))
         return await self.write(_body)
 
     async def recoveries_to_run(self, job_ids: Sequence[int] | None = None,
@@ -630,34 +397,31 @@ class Store(SlurmStore):
             rule = msgspec.json.decode(r["rules"], type=list[Rule])[r["rule_index"]]
             out.append(Recovery(r["id"], r["workflow_id"], r["name"], r["run_id"], r["attempt_id"],
                                 r["return_code"], rule.recovery_script or "", rule.recovery_timeout,
-                                _env(r["env"]), r["cwd"], r["output_dir"]))
+                                env_of(r["env"]), r["cwd"], r["output_dir"]))
         return out
+
+    async def worker_recoveries(self, worker_id: int) -> list:
+        """Recovery scripts this worker should run, until it reports them (it skips repeats)."""
+        recs = await self.recoveries_to_run(worker_id=worker_id)
+        if recs:
+            def _body(tx: Tx):
+                tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
+                              "AND attempt_id = ?", ((r.job_id, r.run_id, r.attempt_id) for r in recs))
+            await self.write(_body)
+        return recs
 
     async def finish_recovery(self, report: RecoveryReport, worker_id: int | None = None) -> None:
         """Record a recovery script's result; from a worker, only for a script handed to it."""
-        job_id, run_id, attempt_id, ok = report.job_id, report.run_id, report.attempt_id, report.ok
-        return_code, message = report.return_code, report.message
         def _body(tx: Tx):
-            j = (self._job_rows(tx, [job_id])).get(job_id)
-            if j is None or j["status"] != S.RECOVERING or (j["run_id"], j["attempt_id"]) != (run_id, attempt_id):
+            job = facts(tx, [report.job_id]).get(report.job_id)
+            if job is None:
                 return
-            if worker_id is not None and (j["worker_id"] != worker_id or tx.one(
+            if worker_id is not None and (job.worker_id != worker_id or (tx.one(
                     "SELECT recovery_outcome FROM attempts WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
-                    (job_id, run_id, attempt_id))[0] != "running"):
+                    (job.id, report.run_id, report.attempt_id)) or [None])[0] != "running"):
                 return
-            tx.run(
-                """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ?""",
-                (return_code, "succeeded" if ok else "failed", report.seconds, job_id, run_id, attempt_id))
-            new = S.READY if ok else S.FAILED
-            check_transition(S.RECOVERING, new, job_id)
-            tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
-                         (int(new), attempt_id + 1 if ok else attempt_id, message, tx.now, job_id))
-            tx.emit("recovery_finished", j["workflow_id"], job_id=job_id, job_name=j["name"], run_id=run_id,
-                    attempt_id=attempt_id, return_code=return_code, action="retry" if ok else "fail",
-                    status=new.label, message=message)
-            if not ok:
-                self._cascade(tx, j["workflow_id"], job_id, j["name"])
+            apply(tx, [L.handle(L.RecoveryDone(tx.now, report.run_id, report.attempt_id, report.ok,
+                                               report.return_code, report.message, report.seconds), job)])
         return await self.write(_body)
 
     async def classify(self, decisions: Sequence[tuple[int, str, str]], source: str,
@@ -666,175 +430,30 @@ class Store(SlurmStore):
         (ready, attempt +1) or `fail` (cascade). With `workflow_id`, every job must be in it."""
         job_ids = [d[0] for d in decisions]
         def _body(tx: Tx):
-            jobs = self._job_rows(tx, job_ids)
-            for jid in job_ids:
-                if jid not in jobs or (workflow_id is not None and jobs[jid]["workflow_id"] != workflow_id):
+            jobs = facts(tx, job_ids)
+            outcomes = []  # all decided before any is applied: one that does not apply refuses the batch
+            for jid, action, reason in decisions:
+                if jid not in jobs or (workflow_id is not None and jobs[jid].workflow_id != workflow_id):
                     raise NotFound(f"no job {jid}" + (f" in workflow {workflow_id}" if workflow_id else ""))
-                if jobs[jid]["status"] != S.PENDING_FAILED:
-                    raise InvalidTransition(
-                        f"job {jid} is {S(jobs[jid]['status']).label}, not pending_failed")
+                outcomes.append(L.handle(L.Classified(tx.now, action, reason, source), jobs[jid]))
             if len(set(job_ids)) != len(job_ids):
                 raise InvalidParams("a job is classified twice", {"field": "$.classifications"})
-            for jid, action, reason in decisions:
-                new = S.READY if action == "retry" else S.FAILED
-                j = jobs[jid]
-                attempt = j["attempt_id"] + 1 if new == S.READY else j["attempt_id"]
-                tx.run("UPDATE jobs SET status = ?, attempt_id = ?, reason = ?, updated = ? WHERE id = ?",
-                             (int(new), attempt, reason or f"classified {action} ({source})", tx.now, jid))
-                tx.emit("job_classified", j["workflow_id"], job_id=jid, job_name=j["name"], run_id=j["run_id"],
-                        attempt_id=j["attempt_id"], action=action, status=new.label, message=reason,
-                        source=source)
-                if new == S.FAILED:
-                    self._cascade(tx, j["workflow_id"], jid, j["name"])
+            apply(tx, outcomes)
             return job_ids
         return await self.write(_body, key=key)
 
     async def running_attempts(self) -> list[Runnable]:
         """Local attempts that started and never recorded an exit (after a crash: to adopt)."""
         rows = await self._rows(
-            f"""SELECT {_RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
+            f"""SELECT {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
                 AND a.attempt_id = j.attempt_id WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
-        return [_runnable(r) for r in rows]
-
-    # -- helpers -----------------------------------------------------------
-
-    def _require_workflow(self, tx: Tx, wf: int) -> sqlite3.Row:
-        row = tx.one("SELECT * FROM workflows WHERE id = ?", (wf,))
-        if row is None:
-            raise NotFound(f"no workflow {wf}")
-        tx.touched.add(wf)
-        return row
-
-    def _job_rows(self, tx: Tx, ids: Sequence[int]) -> dict[int, sqlite3.Row]:
-        out = {}
-        for chunk in _chunks(list(dict.fromkeys(ids))):
-            for r in tx.rows(
-                    f"SELECT id, workflow_id, name, status, run_id, attempt_id, worker_id FROM jobs WHERE id IN "
-                    f"({_marks(len(chunk))})", chunk):
-                out[r["id"]] = r
-        return out
-
-    def _statuses(self, tx: Tx, ids: Sequence[int]) -> dict[int, int]:
-        return {jid: r["status"] for jid, r in (self._job_rows(tx, ids)).items()}
-
-    def _release(self, tx: Tx, completed: Sequence[int]) -> None:
-        """Count down dependents of completed jobs; those with nothing left become ready."""
-        counts: collections.Counter[int] = collections.Counter()
-        for chunk in _chunks(list(completed)):
-            for (jid,) in tx.rows(
-                    f"SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})", chunk):
-                counts[jid] += 1
-        if not counts:
-            return
-        tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?",
-                      ((n, jid) for jid, n in counts.items()))
-        ready = []
-        for chunk in _chunks(list(counts)):
-            ready += tx.rows(
-                f"""SELECT id, workflow_id, name FROM jobs WHERE id IN ({_marks(len(chunk))})
-                    AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
-        tx.many(f"UPDATE jobs SET status = {int(S.READY)}, updated = ? WHERE id = ?",
-                      ((tx.now, r["id"]) for r in ready))
-        for r in ready:
-            tx.emit("job_ready", r["workflow_id"], job_id=r["id"], job_name=r["name"])
-
-    def _downstream(self, tx: Tx, ids: Sequence[int]) -> list[int]:
-        out: list[int] = []
-        for chunk in _chunks(list(ids)):
-            out += [r[0] for r in tx.rows(
-                f"""WITH RECURSIVE down(id) AS (
-                        SELECT job_id FROM deps WHERE depends_on IN ({_marks(len(chunk))})
-                        UNION SELECT d.job_id FROM deps d JOIN down ON d.depends_on = down.id)
-                    SELECT id FROM down""", chunk)]
-        return list(dict.fromkeys(out))
-
-    def _cascade(self, tx: Tx, wf: int, job_id: int, name: str) -> None:
-        """Cancel every job downstream of a failed one."""
-        down = self._downstream(tx, [job_id])
-        canceled = 0
-        for chunk in _chunks(down):
-            cur = tx.db.execute(
-                f"""UPDATE jobs SET status = {int(S.CANCELED)}, reason = ?, updated = ?
-                    WHERE id IN ({_marks(len(chunk))}) AND status IN ({int(S.BLOCKED)}, {int(S.UNINITIALIZED)})""",
-                (f"upstream job {name} ({job_id}) failed", tx.now, *chunk))
-            canceled += cur.rowcount
-        tx.emit("job_failed", wf, job_id=job_id, job_name=name, status="failed", count=canceled,
-                message=f"{canceled} downstream jobs canceled" if canceled else None)
+        return [runnable(r) for r in rows]
 
 
-REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
 
-
-def _once(body: Callable[[Tx], Any], key: str) -> Callable[[Tx], Any]:
-    def once(tx: Tx) -> Any:
-        row = tx.one("SELECT result FROM requests WHERE key = ?", (key,))
-        if row is not None:
-            return msgspec.json.decode(row[0])
-        result = body(tx)
-        tx.run("DELETE FROM requests WHERE created < ?", (tx.now - REQUESTS_KEPT,))
-        tx.run("INSERT INTO requests (key, result, created) VALUES (?, ?, ?)", (key, _encode(result), tx.now))
-        return result
-    return once
-
-
-def _open_writer(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=2.0, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=2000")
-    _migrate(db)
-    db.execute("BEGIN IMMEDIATE")  # fail now, not at the first job, if another process holds the lock
-    db.execute("ROLLBACK")
-    return db
-
-
-def _close_writer(db: sqlite3.Connection) -> None:
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version > len(MIGRATIONS):
-        raise StoreError(f"the database schema is version {version}, newer than this torcd "
-                         f"({len(MIGRATIONS)}); upgrade torcd")
-    for n in range(version, len(MIGRATIONS)):
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _statements(MIGRATIONS[n]):
-                db.execute(stmt)
-            db.execute(f"PRAGMA user_version = {n + 1}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _env(text: str | None) -> dict[str, str]:
-    return msgspec.json.decode(text, type=dict[str, str]) if text else {}
-
-
-def _runnable(r: sqlite3.Row) -> Runnable:
-    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
-    return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
-                    r["num_cpus"], _env(r["env"]), r["cwd"], r["output_dir"], out, err)
-
-
-def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[Runnable]:
-    """Jobs from `_RUNNABLE_COLUMNS` rows, in order, skipping those that no longer fit `cpus` (None: all)."""
-    out, free = [], cpus
-    for r in rows:
-        if free is not None:
-            if r["num_cpus"] > free:
-                continue
-            free -= r["num_cpus"]
-        out.append(_runnable(r))
-    return out
+def _started(st: Start, host: str) -> L.Started:
+    j = st.job
+    return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path)
 
 
 def _failure(r: sqlite3.Row) -> Failure:

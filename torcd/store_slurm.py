@@ -1,43 +1,42 @@
 """Store methods for Slurm: allocations, their workers, claims by workers, auto-schedule state.
 
-Mixed into `Store`; the same rule holds: one transaction per change plus its events.
+A base of `Store`, built on the database alone; the same rule holds: one transaction per
+change plus its events, and job statuses change only through the lifecycle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 
+from torcd import events as E
+from torcd.core import lifecycle as L
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.status import JobStatus as S
+from torcd.db import Database, Tx, require_workflow
 from torcd.errors import InvalidParams, NotFound
 from torcd.protocol import AllocationInfo
 from torcd.spec import SlurmSchedulerSpec
-
-if TYPE_CHECKING:
-    from torcd.store import Tx
+from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
 _encode = msgspec.json.Encoder().encode
 OPEN_ALLOCATION_STATES = ("pending", "running")
 
 
-class SlurmStore:
-    """Needs the Store's `tx`, `_rows`, `_job_rows`, `_require_workflow` and `record_exits`."""
+class SlurmStore(Database):
 
     async def set_auto_schedule(self, wf: int, policy: AutoSchedulePolicy) -> None:
         def _body(tx: Tx):
-            row = self._require_workflow(tx, wf)
+            row = require_workflow(tx, wf)
             if row["executor"] != "slurm" and policy.enabled:
                 raise InvalidParams(f"workflow {wf} runs locally; auto-schedule needs a workflow "
                                     f"submitted with `torcctl submit-slurm`", {"field": "$.workflow_id"})
             tx.run("UPDATE workflows SET auto_schedule = ? WHERE id = ?", (_encode(policy), wf))
-            tx.emit("auto_schedule_set", wf, action="on" if policy.enabled else "off",
+            tx.emit(E.AutoScheduleSet, wf, action="on" if policy.enabled else "off",
                     message=f"threshold {policy.threshold}, cooldown {policy.cooldown:g}s, "
                             f"stranded timeout {policy.stranded_timeout:g}s")
         return await self.write(_body)
 
-    async def record_event(self, wf: int, kind: str, **fields) -> None:
+    async def record_event(self, wf: int, kind: type[E.EventBase], **fields) -> None:
         def _body(tx: Tx):
             tx.emit(kind, wf, **fields)
         return await self.write(_body)
@@ -83,7 +82,7 @@ class SlurmStore:
 
     async def add_allocation(self, wf: int, scheduler: str, cpus: int, reason: str, auto: bool) -> int:
         def _body(tx: Tx):
-            self._require_workflow(tx, wf)
+            require_workflow(tx, wf)
             aid = tx.run(
                 "INSERT INTO allocations (workflow_id, scheduler, state, cpus, submitted, reason) "
                 "VALUES (?, ?, 'pending', ?, ?, ?)", (wf, scheduler, cpus, tx.now, reason))
@@ -98,11 +97,11 @@ class SlurmStore:
             if error:
                 tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
                              "WHERE id = ?", (tx.now, error, script, aid))
-                tx.emit("allocation_failed", row["workflow_id"], count=aid, message=error)
+                tx.emit(E.AllocationFailed, row["workflow_id"], count=aid, message=error)
             else:
                 tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
                              (slurm_job_id, script, aid))
-                tx.emit("allocation_submitted", row["workflow_id"], count=aid,
+                tx.emit(E.AllocationSubmitted, row["workflow_id"], count=aid,
                         message=f"slurm job {slurm_job_id}, {row['cpus']} cpus: {row['reason']}")
         return await self.write(_body)
 
@@ -124,7 +123,7 @@ class SlurmStore:
                 started = row["started"] or (tx.now if state == "running" else None)
                 tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
                              "WHERE id = ?", (state, slurm_state, started, ended, aid))
-                tx.emit(f"allocation_{'started' if state == 'running' else 'finished'}", row["workflow_id"],
+                tx.emit(E.AllocationStarted if state == "running" else E.AllocationFinished, row["workflow_id"],
                         count=aid, status=slurm_state, message=f"slurm job {row['slurm_job_id']}")
         return await self.write(_body)
 
@@ -139,7 +138,7 @@ class SlurmStore:
 
     async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int) -> int:
         def _body(tx: Tx):
-            row = self._require_workflow(tx, wf)
+            row = require_workflow(tx, wf)
             if row["executor"] != "slurm":
                 raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
             wid = tx.run(
@@ -150,8 +149,8 @@ class SlurmStore:
                 if a is not None and a["state"] == "pending":
                     tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
                                  (tx.now, allocation_id))
-                    tx.emit("allocation_started", wf, count=allocation_id, message=f"worker {wid} on {host}")
-            tx.emit("worker_registered", wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
+                    tx.emit(E.AllocationStarted, wf, count=allocation_id, message=f"worker {wid} on {host}")
+            tx.emit(E.WorkerRegistered, wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
             return wid
         return await self.write(_body)
 
@@ -170,7 +169,6 @@ class SlurmStore:
         """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it;
         and again those handed to it that it has not reported started, in case the reply that
         carried them was lost (the worker skips repeats)."""
-        from torcd.store import _RUNNABLE_COLUMNS, _runnable, runnables_fitting  # the Store module imports this one
 
         if cpus <= 0:
             return []
@@ -179,43 +177,24 @@ class SlurmStore:
             if w is None or w["state"] != "active":
                 return []
             tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
-            unstarted = [_runnable(r) for r in tx.rows(
-                f"""SELECT {_RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
+            unstarted = [runnable(r) for r in tx.rows(
+                f"""SELECT {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
                     AND a.attempt_id = j.attempt_id WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)}
                     AND a.end_time IS NULL AND a.pid IS NULL""", (worker_id,))]
             alloc = tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
             scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
             rows = tx.rows(
-                f"""SELECT {_RUNNABLE_COLUMNS}
+                f"""SELECT {RUNNABLE_COLUMNS}
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
                     ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
-            claimed = runnables_fitting(rows, cpus)
-            if not claimed:
-                return unstarted
-            tx.many(f"UPDATE jobs SET status = {int(S.RUNNING)}, worker_id = ?, updated = ? WHERE id = ?",
-                          ((worker_id, tx.now, j.job_id) for j in claimed))
-            tx.many(
-                """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, worker_id, start_time,
-                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                ((j.job_id, j.workflow_id, j.run_id, j.attempt_id, w["host"], worker_id, tx.now, j.stdout_path,
-                  j.stderr_path) for j in claimed))
-            for j in claimed:
-                tx.emit("job_started", j.workflow_id, job_id=j.job_id, job_name=j.name, run_id=j.run_id,
-                        attempt_id=j.attempt_id, message=f"worker {worker_id} on {w['host']}")
+            claimed = [runnable(r) for r in runnables_fitting(rows, cpus)]
+            apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path),
+                                L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
+                       for j in claimed))
             return unstarted + claimed
         return await self.write(_body)
-
-    async def worker_recoveries(self, worker_id: int) -> list:
-        """Recovery scripts this worker should run, until it reports them (it skips repeats)."""
-        recs = await self.recoveries_to_run(worker_id=worker_id)
-        if recs:
-            def _body(tx: Tx):
-                tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? "
-                              "AND attempt_id = ?", ((r.job_id, r.run_id, r.attempt_id) for r in recs))
-            await self.write(_body)
-        return recs
 
     async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:
         """(job, run, attempt) of the worker's attempts that never reported an exit."""
@@ -241,7 +220,7 @@ class SlurmStore:
             tx.run(
                 f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
                     (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
-            tx.emit("worker_lost" if state == "lost" else "worker_finished", w["workflow_id"], count=worker_id,
+            tx.emit(E.WorkerLost if state == "lost" else E.WorkerFinished, w["workflow_id"], count=worker_id,
                     message=reason)
         return await self.write(_body)
 

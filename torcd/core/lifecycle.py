@@ -28,8 +28,9 @@ from torcd.core.status import ACTIVE, FINAL, JobStatus as S, check_transition
 from torcd.errors import InvalidTransition
 
 
-class Job(msgspec.Struct, frozen=True):
-    """What the lifecycle needs to know about a job."""
+class Job(msgspec.Struct, frozen=True, gc=False):
+    """What the lifecycle needs to know about a job. (Values only, none of the small structs here
+    can be part of a reference cycle: the garbage collector need not track them.)"""
 
     id: int
     workflow_id: int
@@ -47,7 +48,7 @@ class Job(msgspec.Struct, frozen=True):
 # -- stimuli --------------------------------------------------------------
 
 
-class Stimulus(msgspec.Struct, frozen=True):
+class Stimulus(msgspec.Struct, frozen=True, gc=False):
     time: float
 
 
@@ -57,6 +58,8 @@ class Claimed(Stimulus, frozen=True):
 
     worker_id: int | None = None
     host: str | None = None
+    stdout_path: str = ""
+    stderr_path: str = ""
 
 
 class Started(Stimulus, frozen=True):
@@ -64,6 +67,8 @@ class Started(Stimulus, frozen=True):
     attempt_id: int
     host: str
     pid: int | None = None
+    stdout_path: str = ""
+    stderr_path: str = ""
 
 
 class Requeued(Stimulus, frozen=True):
@@ -135,7 +140,7 @@ class UpstreamFailed(Stimulus, frozen=True):
 KEEP = "\0keep"  # a reason left as it is
 
 
-class StatusChange(msgspec.Struct, frozen=True):
+class StatusChange(msgspec.Struct, frozen=True, gc=False):
     job_id: int
     old: S
     new: S
@@ -145,7 +150,7 @@ class StatusChange(msgspec.Struct, frozen=True):
     worker_id: int | None = None  # None: unchanged
 
 
-class AttemptOpened(msgspec.Struct, frozen=True):
+class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
     job_id: int
     workflow_id: int
     run_id: int
@@ -154,9 +159,11 @@ class AttemptOpened(msgspec.Struct, frozen=True):
     host: str | None
     pid: int | None = None
     worker_id: int | None = None
+    stdout_path: str = ""
+    stderr_path: str = ""
 
 
-class AttemptClosed(msgspec.Struct, frozen=True):
+class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
     job_id: int
     run_id: int
     attempt_id: int
@@ -166,7 +173,7 @@ class AttemptClosed(msgspec.Struct, frozen=True):
     overwrite_message: bool = False  # a shutdown says why it ended; an exit keeps an earlier note
 
 
-class AttemptDecided(msgspec.Struct, frozen=True):
+class AttemptDecided(msgspec.Struct, frozen=True, gc=False):
     job_id: int
     run_id: int
     attempt_id: int
@@ -174,7 +181,7 @@ class AttemptDecided(msgspec.Struct, frozen=True):
     action: str
 
 
-class RecoveryRecorded(msgspec.Struct, frozen=True):
+class RecoveryRecorded(msgspec.Struct, frozen=True, gc=False):
     job_id: int
     run_id: int
     attempt_id: int
@@ -186,7 +193,7 @@ class RecoveryRecorded(msgspec.Struct, frozen=True):
 Record = AttemptOpened | AttemptClosed | AttemptDecided | RecoveryRecorded
 
 
-class ReleaseDependents(msgspec.Struct, frozen=True):
+class ReleaseDependents(msgspec.Struct, frozen=True, gc=False):
     job_id: int
 
 
@@ -194,7 +201,7 @@ class CancelDownstream(msgspec.Struct, frozen=True):
     job: Job
 
 
-class StopProcess(msgspec.Struct, frozen=True):
+class StopProcess(msgspec.Struct, frozen=True, gc=False):
     job_id: int
 
 
@@ -239,19 +246,22 @@ def _claimed(s: Claimed, job: Job) -> Outcome:
         return Outcome(_change(job, S.PENDING))
     change = _change(job, S.RUNNING, worker_id=s.worker_id)
     return Outcome(change, [AttemptOpened(job.id, job.workflow_id, job.run_id, job.attempt_id, s.time, s.host,
-                                          worker_id=s.worker_id)],
+                                          worker_id=s.worker_id, stdout_path=s.stdout_path,
+                                          stderr_path=s.stderr_path)],
                    [_event(E.JobStarted, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
                            message=f"worker {s.worker_id} on {s.host}")])
 
 
 @handle.register
 def _started(s: Started, job: Job) -> Outcome:
-    if job.status not in (S.PENDING, S.RUNNING) or not job.is_current(s.run_id, s.attempt_id):
+    if job.status == S.RUNNING and job.is_current(s.run_id, s.attempt_id):
+        return _stale(job, "a second report of its start")  # its attempt is open already
+    if job.status != S.PENDING or not job.is_current(s.run_id, s.attempt_id):
         out = _stale(job, "its start")
-        out.instructions = [StopProcess(job.id)]  # canceled while it was being started
+        out.instructions = [StopProcess(job.id)]  # canceled (or reset) while it was being started
         return out
-    change = _change(job, S.RUNNING) if job.status == S.PENDING else None
-    return Outcome(change, [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid)],
+    return Outcome(_change(job, S.RUNNING), [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid,
+                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path)],
                    [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
 
 

@@ -18,7 +18,8 @@ from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
 from torcd.slurm import PENDING_STATES, RUNNING_STATES, SlurmError, render_script, sbatch, squeue, write_script
-from torcd.store import Exit, Store
+from torcd.core.attempts import Exit
+from torcd.store import Store
 
 log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job

@@ -16,11 +16,12 @@ import structlog
 from torcd.bus import EventBus
 from torcd.core.autoschedule import decide_auto_schedule
 from torcd.services.allocations import AllocationService
+from torcd import events as E
 from torcd.store import Store
 
 log = structlog.get_logger("torcd.autoschedule")
-_WAKE = frozenset({"retry_decided", "recovery_finished", "job_classified", "allocation_finished",
-                   "worker_finished", "worker_lost", "auto_schedule_set", "workflow_reset", "job_ready"})
+_WAKE = (E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.AllocationFinished, E.WorkerFinished,
+         E.WorkerLost, E.AutoScheduleSet, E.WorkflowReset, E.JobReady)
 
 
 class AutoScheduler:
@@ -34,7 +35,7 @@ class AutoScheduler:
         self._sub = bus.subscribe("autoscheduler", accept=self._poke)
 
     def _poke(self, event) -> bool:
-        if event.kind in _WAKE:
+        if isinstance(event, _WAKE):
             self._wake.set()
         return False
 
@@ -58,11 +59,11 @@ class AutoScheduler:
                 if not decision.submit:
                     if self._last_reason.get(key) != decision.why:
                         self._last_reason[key] = decision.why
-                        await self.store.record_event(wf, "auto_schedule_decided", action="wait",
+                        await self.store.record_event(wf, E.AutoScheduleDecided, action="wait",
                                                       message=f"[{scheduler}] {decision.reason}")
                     continue
                 self._last_reason.pop(key, None)
-                await self.store.record_event(wf, "auto_schedule_decided", action="submit",
+                await self.store.record_event(wf, E.AutoScheduleDecided, action="submit",
                                               rule_index=decision.rule, message=f"[{scheduler}] {decision.reason}")
                 log.info("auto_schedule_submit", workflow_id=wf, scheduler=scheduler, rule=decision.rule,
                          reason=decision.reason)

@@ -22,11 +22,12 @@ from torcd.protocol import Runnable
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
-from torcd.store import Exit, Start, Store
+from torcd import events as E
+from torcd.core.attempts import Exit, Start
+from torcd.store import Store
 
 log = structlog.get_logger("torcd.dispatcher")
-_WAKE_KINDS = frozenset({"job_ready", "retry_decided", "recovery_finished", "job_classified",
-                         "workflow_created", "workflow_reset"})
+_WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset)
 
 
 class Dispatcher:
@@ -44,9 +45,9 @@ class Dispatcher:
         self._sub = bus.subscribe("dispatcher", accept=self._poke)
 
     def _poke(self, event) -> bool:
-        if event.kind == "workflow_canceled":
+        if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
-        if event.kind in _WAKE_KINDS:
+        if isinstance(event, _WAKE):
             self._wake.set()
         return False  # never queued: a wake-up is all the dispatcher needs
 

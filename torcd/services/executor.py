@@ -20,7 +20,8 @@ from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attemp
                                       kill_pids, log_files, make_log_directory, missing_directory,
                                       shell_prelude, spawn_shell, start_failure, stop_group,
                                       unstartable_input)
-from torcd.store import Exit, Runnable
+from torcd.core.attempts import Exit
+from torcd.protocol import Runnable
 
 log = structlog.get_logger("torcd.executor")
 UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status

@@ -12,7 +12,9 @@ import structlog
 from torcd.bus import EventBus
 from torcd.core.retry import decide
 from torcd.faults import crash_point
-from torcd.store import Failure, Store
+from torcd import events as E
+from torcd.core.attempts import Failure
+from torcd.store import Store
 
 log = structlog.get_logger("torcd.retry")
 
@@ -20,7 +22,7 @@ log = structlog.get_logger("torcd.retry")
 class RetryEngine:
     def __init__(self, store: Store, bus: EventBus):
         self.store = store
-        self._sub = bus.subscribe("retry_engine", maxsize=100_000, accept=lambda e: e.kind == "job_exited")
+        self._sub = bus.subscribe("retry_engine", maxsize=100_000, accept=lambda e: isinstance(e, E.JobExited))
 
     async def reconcile(self) -> None:
         await self._apply(await self.store.failures_awaiting_decision())

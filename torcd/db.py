@@ -1,0 +1,214 @@
+"""The database underneath the store: one writer thread running whole transactions, a read-only
+connection for reads, numbered migrations, the event rows each transaction commits, and the
+results of idempotent requests.
+
+A transaction's events are published (`on_commit`) only after it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from torcd.errors import NotFound, TorcError
+from torcd.events import EventBase
+from torcd.migrations import MIGRATIONS
+
+CHUNK = 500  # ids per `IN (...)`: well under SQLite's limit on bound parameters
+REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
+encode = msgspec.json.Encoder().encode
+
+
+class StoreError(TorcError):
+    code = -32030
+
+
+def chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Tx:
+    """One open write transaction, run in the writer thread; collects the events it commits."""
+
+    def __init__(self, db: sqlite3.Connection, now: float):
+        self.db, self.now = db, now
+        self.events: list[EventBase] = []
+        self.touched: set[int] = set()  # workflows whose state may have changed
+        self.last_seq: int | None = None
+
+    def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, args).fetchall()
+
+    def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
+        return self.db.execute(sql, args).fetchone()
+
+    def run(self, sql: str, args: Sequence = ()) -> int:
+        return self.db.execute(sql, args).lastrowid
+
+    def many(self, sql: str, args: Iterable[Sequence]) -> None:
+        self.db.executemany(sql, args)
+
+    def emit(self, kind: type[EventBase], workflow_id: int, **fields: Any) -> None:
+        self.publish([kind(workflow_id=workflow_id, time=self.now, **fields)])
+
+    def publish(self, events: Iterable[EventBase]) -> None:
+        for event in events:
+            self.touched.add(event.workflow_id)
+            self.events.append(event)
+
+
+def require_workflow(tx: Tx, wf: int) -> sqlite3.Row:
+    """The workflow's row (NotFound otherwise); its state is settled at the commit."""
+    row = tx.one("SELECT * FROM workflows WHERE id = ?", (wf,))
+    if row is None:
+        raise NotFound(f"no workflow {wf}")
+    tx.touched.add(wf)
+    return row
+
+
+class Database:
+    """Writes run as whole transactions in one writer thread (one hop per transaction, so many
+    state changes share a commit); reads go through aiosqlite on a second, read-only connection."""
+
+    def __init__(self, path: str, writer: sqlite3.Connection, reader: aiosqlite.Connection,
+                 executor: ThreadPoolExecutor):
+        self.path = path
+        self._db = writer
+        self._reader = reader
+        self._executor = executor
+        self._lock = asyncio.Lock()
+        self._seq: int | None = None
+        self.on_commit: Callable[[list[EventBase]], Awaitable[None] | None] | None = None
+
+    @classmethod
+    async def open(cls, path: str):
+        executor = ThreadPoolExecutor(1, thread_name_prefix="torcd-db-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            writer = await loop.run_in_executor(executor, _open_writer, path)
+            reader = await aiosqlite.connect(path, isolation_level=None, timeout=2.0)
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA query_only=1")
+        except sqlite3.DatabaseError as e:
+            executor.shutdown(wait=False)
+            if "locked" in str(e):
+                raise StoreError(f"the database {path} is locked by another process; stop whatever holds "
+                                 "it open in a transaction and start torcd again") from None
+            raise StoreError(f"cannot open the database {path}: {e}") from None
+        return cls(path, writer, reader, executor)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._reader.close()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, _close_writer, self._db)
+            self._executor.shutdown(wait=True)
+
+    async def write(self, body: Callable[[Tx], Any], now: float | None = None, key: str | None = None) -> Any:
+        """Run `body` as one transaction in the writer thread; then publish its events.
+
+        With a request's idempotency `key`, the body's result is stored in the same transaction,
+        and a repeat of the request gets that result without running the body again."""
+        if key is not None:
+            body = _once(body, key)
+        async with self._lock:
+            tx = Tx(self._db, time.time() if now is None else now)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
+        if tx.events and self.on_commit is not None:
+            published = self.on_commit(tx.events)
+            if published is not None:
+                await published
+        return result
+
+    def _run(self, body: Callable[[Tx], Any], tx: Tx) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(tx)
+            self.settle(tx)
+            self._write_events(tx)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if tx.last_seq is not None:
+            self._seq = tx.last_seq
+        return result
+
+    def settle(self, tx: Tx) -> None:
+        """Before the commit: what follows from the transaction for the workflows it touched."""
+
+    def _write_events(self, tx: Tx) -> None:
+        if not tx.events:
+            return
+        if self._seq is None:  # read once: this connection is the only writer
+            row = tx.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            self._seq = row[0] if row else 0
+        seq = self._seq
+        for event in tx.events:
+            seq += 1
+            event.seq = seq
+        tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
+                [(e.seq, e.workflow_id, encode(e)) for e in tx.events])
+        tx.last_seq = seq
+
+    async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, args))
+
+
+def _once(body: Callable[[Tx], Any], key: str) -> Callable[[Tx], Any]:
+    def once(tx: Tx) -> Any:
+        row = tx.one("SELECT result FROM requests WHERE key = ?", (key,))
+        if row is not None:
+            return msgspec.json.decode(row[0])
+        result = body(tx)
+        tx.run("DELETE FROM requests WHERE created < ?", (tx.now - REQUESTS_KEPT,))
+        tx.run("INSERT INTO requests (key, result, created) VALUES (?, ?, ?)", (key, encode(result), tx.now))
+        return result
+    return once
+
+
+def _open_writer(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=2.0, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=2000")
+    _migrate(db)
+    db.execute("BEGIN IMMEDIATE")  # fail now, not at the first job, if another process holds the lock
+    db.execute("ROLLBACK")
+    return db
+
+
+def _close_writer(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StoreError(f"the database schema is version {version}, newer than this torcd "
+                         f"({len(MIGRATIONS)}); upgrade torcd")
+    for n in range(version, len(MIGRATIONS)):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in (s.strip() for s in MIGRATIONS[n].split(";")):
+                if stmt:
+                    db.execute(stmt)
+            db.execute(f"PRAGMA user_version = {n + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

@@ -1,0 +1,169 @@
+"""The RPC methods: each translates its params into one call on a service or the store, and the
+result back. Who may call what is decided at the door (`server`, `credentials`); what a change
+does is decided in `core`; the daemon's own life (stopping) in `daemon`. No policy here.
+
+METHODS has one line per method: its params type and its handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import msgspec
+import structlog
+
+from torcd import protocol as p
+from torcd.config import Config
+from torcd.core.autoschedule import AutoSchedulePolicy
+from torcd.core.status import JobStatus
+from torcd.credentials import current_caller, idempotency_key
+from torcd.errors import InvalidParams
+from torcd.faults import crash_point
+from torcd.services.allocations import AllocationService
+from torcd.services.job_logs import with_tails
+from torcd.services.workers import WorkerService
+from torcd.spec import parse_spec
+from torcd.store import Store
+
+log = structlog.get_logger("torcd")
+
+
+class Control(Protocol):
+    """What the handlers may ask of the daemon itself."""
+
+    api_url: str
+    tcp_url: str | None
+
+    def info(self) -> p.Ping: ...
+    async def stop(self, params: p.Shutdown) -> dict: ...
+    async def stop_processes(self, job_ids: list[int]) -> None: ...
+
+
+class Handlers:
+    def __init__(self, store: Store, config: Config, allocations: AllocationService, workers: WorkerService,
+                 control: Control):
+        self.store, self.config = store, config
+        self.allocations, self.workers, self.control = allocations, workers, control
+
+    async def ping(self, _: p.NoParams) -> p.Ping:
+        return self.control.info()
+
+    async def shutdown(self, params: p.Shutdown) -> dict:
+        return await self.control.stop(params)
+
+    async def create_workflow(self, params: p.CreateWorkflow) -> p.WorkflowSummary:
+        if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
+            raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
+                                {"field": "$.cwd"})
+        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
+        if params.executor == "slurm" and self.control.tcp_url is None:
+            raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
+                                {"field": "$.executor"})
+        wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
+                                              key=idempotency_key.get())
+        crash_point("after_create")
+        log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
+        return await self.store.workflow(wf)
+
+    async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
+        return await self.store.workflows()
+
+    async def show_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
+        return await self.store.workflow(params.workflow_id)
+
+    async def cancel_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
+        await self.control.stop_processes(await self.store.cancel_workflow(params.workflow_id))
+        return await self.store.workflow(params.workflow_id)
+
+    async def delete_workflow(self, params: p.WorkflowRef) -> dict:
+        await self.store.delete_workflow(params.workflow_id, key=idempotency_key.get())
+        return {"deleted": params.workflow_id}
+
+    async def reset_status(self, params: p.ResetStatus) -> dict:
+        return {"reset": await self.store.reset_status(params.workflow_id, params.failed_only,
+                                                       key=idempotency_key.get())}
+
+    async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
+        try:
+            status = None if params.status is None else JobStatus.parse(params.status)
+        except ValueError as e:
+            raise InvalidParams(str(e), {"field": "$.status"}) from None
+        return with_tails(await self.store.jobs(params.workflow_id, status, params.limit, params.offset))
+
+    async def show_job(self, params: p.JobRef) -> p.JobInfo:
+        return with_tails([await self.store.job(params.job_id)], only_failed=False)[0]
+
+    async def job_attempts(self, params: p.JobRef) -> list[p.AttemptInfo]:
+        return await self.store.attempts(params.job_id)
+
+    async def retry_jobs(self, params: p.Classify) -> p.ClassifyResult:
+        return await self._classify_all(params, "retry")
+
+    async def fail_jobs(self, params: p.Classify) -> p.ClassifyResult:
+        return await self._classify_all(params, "fail")
+
+    async def _classify_all(self, params: p.Classify, action: str) -> p.ClassifyResult:
+        decisions = [(j, action, params.reason) for j in dict.fromkeys(params.job_ids)]
+        return p.ClassifyResult(await self.store.classify(decisions, params.source, key=idempotency_key.get()))
+
+    async def classify_jobs(self, params: p.ClassifyMany) -> p.ClassifyResult:
+        decisions = [(c.job_id, c.action, c.reason) for c in params.classifications]
+        return p.ClassifyResult(await self.store.classify(decisions, params.source, params.workflow_id,
+                                                          key=idempotency_key.get()))
+
+    async def list_events(self, params: p.ListEvents) -> list[p.Event]:
+        return await self.store.events(params.workflow_id, params.after, params.limit)
+
+    async def set_auto_schedule(self, params: p.SetAutoSchedule) -> dict:
+        policy = AutoSchedulePolicy(params.enabled, params.threshold, params.cooldown, params.stranded_timeout)
+        await self.store.set_auto_schedule(params.workflow_id, policy)
+        return msgspec.structs.asdict(policy)
+
+    async def submit_allocations(self, params: p.SubmitAllocations) -> list[p.AllocationInfo]:
+        ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
+        return [a for a in await self.store.allocations(params.workflow_id) if a.id in ids]
+
+    async def list_allocations(self, params: p.WorkflowRef) -> list[p.AllocationInfo]:
+        await self.store.workflow(params.workflow_id)
+        return await self.store.allocations(params.workflow_id)
+
+    async def register_worker(self, params: p.RegisterWorker) -> dict:
+        wid = await self.workers.register(params, current_caller.get())
+        return {"worker_id": wid, "poll_interval": self.config.worker_poll_interval}
+
+    async def worker_poll(self, params: p.WorkerPoll) -> p.WorkerPollResult:
+        return await self.workers.poll(params, current_caller.get(), self.control.tcp_url or self.control.api_url)
+
+    async def finish_worker(self, params: p.WorkerFinish) -> dict:
+        await self.workers.finish(params, current_caller.get())
+        return {"finished": params.worker_id}
+
+
+Handler = Callable[[Handlers], Callable[[Any], Awaitable[Any]]]
+
+METHODS: dict[str, tuple[type, Handler]] = {
+    "ping": (p.NoParams, lambda h: h.ping),
+    "shutdown": (p.Shutdown, lambda h: h.shutdown),
+    "workflows.create": (p.CreateWorkflow, lambda h: h.create_workflow),
+    "workflows.list": (p.NoParams, lambda h: h.list_workflows),
+    "workflows.show": (p.WorkflowRef, lambda h: h.show_workflow),
+    "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),
+    "workflows.delete": (p.WorkflowRef, lambda h: h.delete_workflow),
+    "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
+    "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
+    "jobs.show": (p.JobRef, lambda h: h.show_job),
+    "jobs.attempts": (p.JobRef, lambda h: h.job_attempts),
+    "jobs.retry": (p.Classify, lambda h: h.retry_jobs),
+    "jobs.fail": (p.Classify, lambda h: h.fail_jobs),
+    "jobs.classify": (p.ClassifyMany, lambda h: h.classify_jobs),
+    "events.list": (p.ListEvents, lambda h: h.list_events),
+    "workflows.set_auto_schedule": (p.SetAutoSchedule, lambda h: h.set_auto_schedule),
+    "allocations.submit": (p.SubmitAllocations, lambda h: h.submit_allocations),
+    "allocations.list": (p.WorkflowRef, lambda h: h.list_allocations),
+    "workers.register": (p.RegisterWorker, lambda h: h.register_worker),
+    "workers.poll": (p.WorkerPoll, lambda h: h.worker_poll),
+    "workers.finish": (p.WorkerFinish, lambda h: h.finish_worker),
+}

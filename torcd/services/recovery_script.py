@@ -1,0 +1,59 @@
+"""Running one recovery script to its end, as the daemon and a worker both do, and saying how it went."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+from torcd.core.attempts import stdio_paths
+from torcd.core.retry import signal_return_code
+from torcd.protocol import Recovery, RecoveryReport
+from torcd.services.processes import (job_env, log_files, missing_directory, shell_prelude, spawn_shell,
+                                      start_failure, stop_group, unstartable_input)
+
+
+def describe_exit(script: str, rc: int) -> str:
+    if rc == 127:
+        return f"recovery script not found: {script!r} (exit 127)"
+    if rc == 126:
+        return f"recovery script not executable: {script!r} (exit 126)"
+    if rc > 128:
+        return f"recovery script killed by signal {rc - 128} (exit {rc})"
+    return f"recovery script exited {rc}"
+
+
+async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc: None) -> RecoveryReport:
+    """Run one recovery script to the end and say how it went."""
+    out_path, err_path = stdio_paths(rec.output_dir, "recovery", rec.workflow_id, rec.job_id,
+                                     rec.run_id, rec.attempt_id)
+    env = job_env(dict(os.environ), workflow_id=rec.workflow_id, job_id=rec.job_id, name=rec.name,
+                  run_id=rec.run_id, attempt_id=rec.attempt_id, api_url=api_url,
+                  output_dir=rec.output_dir, extra=rec.env)
+    env["TORC_RETURN_CODE"] = str(rec.return_code)
+    started = time.monotonic()
+
+    def report(ok: bool, rc: int | None, message: str) -> RecoveryReport:
+        return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
+                              round(time.monotonic() - started, 6))
+    try:
+        if bad := unstartable_input({"recovery script": rec.script, "output directory": rec.output_dir,
+                                     "working directory": rec.cwd}, rec.env):
+            raise bad
+        if gone := missing_directory(rec.cwd):
+            raise gone
+        with log_files(out_path, err_path) as (out, err):
+            proc = spawn_shell(shell_prelude(rec.cwd) + rec.script, env=env, stdout=out, stderr=err)
+    except (OSError, ValueError) as e:  # the job fails with the reason; never left `recovering`
+        return report(False, None, f"recovery script {start_failure(e)}")
+    on_start(proc)
+    try:
+        rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
+    except TimeoutError:
+        await stop_group(proc, 5.0)
+        return report(False, signal_return_code(proc.returncode or -signal.SIGKILL),
+                      f"recovery script timed out after {rec.timeout:g}s")
+    if rc == 0:
+        return report(True, 0, f"recovery script succeeded; retrying as attempt {rec.attempt_id + 1}")
+    return report(False, rc, describe_exit(rec.script, rc))

@@ -1,0 +1,77 @@
+"""Workers in Slurm allocations: who may act for which worker, and what a poll does.
+
+A worker's poll reports what happened since the last one (starts, exits, recovery results) and
+takes what fits its free CPUs. Every report is checked against what was handed to that worker;
+an allocation's credential acts only for that allocation's workers.
+"""
+
+from __future__ import annotations
+
+from torcd import protocol as p
+from torcd.core.attempts import Exit
+from torcd.credentials import Caller
+from torcd.errors import Unauthorized
+from torcd.services.allocations import AllocationService
+from torcd.store import Store
+
+
+class WorkerService:
+    def __init__(self, store: Store, allocations: AllocationService, poll_interval: float):
+        self.store, self.allocations = store, allocations
+        self.poll_interval = poll_interval
+        self._credentials: dict[int, tuple[str, int]] = {}
+
+    async def credential(self, aid: int) -> tuple[str, int] | None:
+        """(hash, workflow id) of an allocation's worker credential; cached, they never change."""
+        known = self._credentials.get(aid)
+        if known is None:
+            known = await self.store.allocation_credential(aid)
+            if known is not None:
+                self._credentials[aid] = known
+        return known
+
+    async def register(self, params: p.RegisterWorker, caller: Caller) -> int:
+        if not caller.admin:
+            if (params.workflow_id, params.allocation_id) != (caller.workflow_id, caller.allocation_id):
+                raise Unauthorized(f"this credential is for allocation {caller.allocation_id} of workflow "
+                                   f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
+                                   f"{params.workflow_id}")
+            if await self.store.allocation_state(caller.allocation_id) not in ("pending", "running"):
+                raise Unauthorized(f"allocation {caller.allocation_id} has ended; its credential no longer "
+                                   "registers workers")
+        return await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus)
+
+    async def _own(self, worker_id: int, caller: Caller):
+        """The worker's row, if the caller may act for it: admin, or its own allocation's credential."""
+        w = await self.store.worker(worker_id)
+        if not caller.admin and w["allocation_id"] != caller.allocation_id:
+            raise Unauthorized(f"worker {worker_id} does not belong to allocation {caller.allocation_id}")
+        return w
+
+    async def poll(self, params: p.WorkerPoll, caller: Caller, api_url: str) -> p.WorkerPollResult:
+        w = await self._own(params.worker_id, caller)
+        if w["state"] != "active":
+            return p.WorkerPollResult(stop=True)
+        mine = set(await self.store.worker_running_jobs(params.worker_id))
+        if params.started:
+            await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
+                                       if (s.job_id, s.run_id, s.attempt_id) in mine])
+        await self.store.record_exits([
+            Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, w["workflow_id"])
+            for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine])
+        for r in params.recoveries:  # only those handed to this worker
+            await self.store.finish_recovery(r, worker_id=params.worker_id)
+        if params.claim and params.free_cpus > 0:
+            jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus)  # heartbeats too
+        else:
+            jobs = []
+            await self.store.heartbeat(params.worker_id)
+        return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
+                                  waiting=await self.store.worker_waiting(params.worker_id), api_url=api_url)
+
+    async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
+        await self._own(params.worker_id, caller)
+        if await self.store.worker_running_jobs(params.worker_id):
+            await self.allocations.lose_worker(params.worker_id, f"finished with jobs running: {params.reason}")
+        else:
+            await self.store.finish_worker(params.worker_id, params.reason)

@@ -1,0 +1,159 @@
+"""The store's side of the job lifecycle: read the facts a stimulus needs, hand them to
+`core.lifecycle`, and write back what it decided, in the caller's transaction.
+
+This is the only code that writes `jobs.status`. The follow-ups that reach other jobs
+(releasing dependents, canceling what a failed job blocks) are read here with set-based SQL
+and go through the lifecycle job by job, like every other change.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from torcd.core import lifecycle as L
+from torcd.core.attempts import stdio_paths
+from torcd.core.status import JobStatus as S
+from torcd.db import Tx, chunks, marks
+from torcd.protocol import Runnable
+
+# What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
+RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
+                      w.cwd, w.output_dir, j.status, j.worker_id FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
+_FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id"
+_SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
+                 reason = CASE WHEN ? THEN reason ELSE ? END, updated = ? WHERE id = ?"""
+
+
+def env_of(text: str | None) -> dict[str, str]:
+    return msgspec.json.decode(text, type=dict[str, str]) if text else {}
+
+
+def runnable(r: sqlite3.Row) -> Runnable:
+    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
+    return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
+                    r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err)
+
+
+def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sqlite3.Row]:
+    """The rows, in order, skipping those that no longer fit `cpus` (None: all)."""
+    out, free = [], cpus
+    for r in rows:
+        if free is not None:
+            if r["num_cpus"] > free:
+                continue
+            free -= r["num_cpus"]
+        out.append(r)
+    return out
+
+
+def fact(r: sqlite3.Row) -> L.Job:
+    return L.Job(r["id"], r["workflow_id"], r["name"], S(r["status"]), r["run_id"], r["attempt_id"],
+                 r["worker_id"])
+
+
+def facts(tx: Tx, ids: Sequence[int]) -> dict[int, L.Job]:
+    out = {}
+    for chunk in chunks(list(dict.fromkeys(ids))):
+        for r in tx.rows(f"SELECT {_FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})", chunk):
+            out[r["id"]] = fact(r)
+    return out
+
+
+def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
+    """Write outcomes (status changes, attempt records, events), then their follow-ups in the
+    same transaction; return the instructions left for the caller (processes to stop)."""
+    changes, opened, closed, overwritten, decided, recovered = [], [], [], [], [], []
+    release: list[int] = []
+    cascade: list[L.Job] = []
+    left: list[L.Instruction] = []
+    for out in outcomes:
+        c = out.change
+        if c is not None:
+            changes.append((int(c.new), c.attempt_id, c.run_id, c.worker_id, c.reason == L.KEEP,
+                            None if c.reason == L.KEEP else c.reason, tx.now, c.job_id))
+        for r in out.records:
+            if isinstance(r, L.AttemptClosed):
+                (overwritten if r.overwrite_message else closed).append(
+                    (r.end_time, r.return_code, r.message, r.job_id, r.run_id, r.attempt_id))
+            elif isinstance(r, L.AttemptOpened):
+                opened.append(r)
+            elif isinstance(r, L.AttemptDecided):
+                decided.append((r.rule_index, r.action, r.job_id, r.run_id, r.attempt_id))
+            else:
+                recovered.append((r.return_code, r.outcome, r.seconds, r.job_id, r.run_id, r.attempt_id))
+        tx.publish(out.events)
+        for i in out.instructions:
+            if isinstance(i, L.ReleaseDependents):
+                release.append(i.job_id)
+            elif isinstance(i, L.CancelDownstream):
+                cascade.append(i.job)
+            else:
+                left.append(i)
+    if changes:
+        tx.many(_SET_STATUS, changes)
+    if opened:
+        tx.many("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
+                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(r.job_id, r.workflow_id, r.run_id, r.attempt_id, r.host, r.pid, r.worker_id, r.start_time,
+                  r.stdout_path, r.stderr_path) for r in opened])
+    if closed:
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)
+    if overwritten:
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", overwritten)
+    if decided:
+        tx.many("UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                decided)
+    if recovered:
+        tx.many("""UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ?""", recovered)
+    if release:
+        _release(tx, release)
+    for failed in cascade:
+        _cascade(tx, failed)
+    return left
+
+
+def handle(tx: Tx, stimulus: L.Stimulus, jobs: Iterable[L.Job]) -> list[L.Instruction]:
+    """The same stimulus for each job, applied."""
+    return apply(tx, (L.handle(stimulus, job) for job in jobs))
+
+
+def _release(tx: Tx, completed: Sequence[int]) -> None:
+    """Count down dependents of completed jobs; those with nothing left become ready."""
+    counts: collections.Counter[int] = collections.Counter()
+    for chunk in chunks(list(completed)):
+        for (jid,) in tx.rows(f"SELECT job_id FROM deps WHERE depends_on IN ({marks(len(chunk))})", chunk):
+            counts[jid] += 1
+    if not counts:
+        return
+    tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, jid) for jid, n in counts.items()))
+    ready = []
+    for chunk in chunks(list(counts)):
+        ready += tx.rows(f"""SELECT {_FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
+                             AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
+    handle(tx, L.DependenciesMet(tx.now), map(fact, ready))
+
+
+def downstream(tx: Tx, ids: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for chunk in chunks(list(ids)):
+        out += [r[0] for r in tx.rows(
+            f"""WITH RECURSIVE down(id) AS (
+                    SELECT job_id FROM deps WHERE depends_on IN ({marks(len(chunk))})
+                    UNION SELECT d.job_id FROM deps d JOIN down ON d.depends_on = down.id)
+                SELECT id FROM down""", chunk)]
+    return list(dict.fromkeys(out))
+
+
+def _cascade(tx: Tx, failed: L.Job) -> None:
+    """Cancel every job a failed one blocks; then say so with one event."""
+    blocked = [j for j in facts(tx, downstream(tx, [failed.id])).values()
+               if j.status in (S.BLOCKED, S.UNINITIALIZED)]
+    handle(tx, L.UpstreamFailed(tx.now, failed.id, failed.name), blocked)
+    tx.publish([L.cascade_summary(failed, len(blocked), tx.now)])
