@@ -178,3 +178,74 @@ def test_doors_are_logged_and_a_non_loopback_door_without_tls_is_warned_about(tm
         assert "tcp_door_without_tls" not in d.log.read_text()
     finally:
         d.stop()
+
+
+def raw_status(url: str, authorization: bytes) -> int:
+    """The HTTP status of a request whose Authorization header is these exact bytes."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlparse(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "workers.poll", "params": {"worker_id": 1}}'
+    c.putrequest("POST", "/rpc")
+    c.putheader("Authorization", authorization)
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body)
+    status = c.getresponse().status
+    c.close()
+    return status
+
+
+def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
+    from torcctl.client import _UnixConnection
+
+    url = sdaemon.call("ping")["tcp_url"]
+    wf, alloc, token = held_allocation(sdaemon, tmp_path, "ended")
+    worker = tcp_call(url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id,
+                                                       "host": "n1", "cpus": 1})["result"]["worker_id"]
+    # Odd credentials are refused (401), never an internal error; a credential cannot ping or
+    # learn which worker ids exist.
+    for header in ("Bearer torc-alloc.\u00b2.abc".encode(), b"Bearer torc-alloc.1.\xff\xfe", b"Bearer \xff\xfe"):
+        assert raw_status(url, header) == 401, header
+    assert tcp_call(url, token, "ping")["error"]["code"] == -32001
+    assert tcp_call(url, token, "workers.poll", {"worker_id": 999_999})["error"]["code"] == -32001
+    # Slurm ends the allocation: however alive its worker claims to be, it takes no more work.
+    subprocess.run(["scancel", alloc.slurm_job_id], check=True)
+    sdaemon.wait_for(lambda: sdaemon.call("allocations.list", {"workflow_id": wf})[0]["state"] == "done",
+                     what="the allocation to leave the queue")
+    reply = tcp_call(url, token, "workers.poll", {"worker_id": worker, "free_cpus": 4})["result"]
+    assert reply["stop"] is True and reply["jobs"] == []
+    assert {j.status for j in sdaemon.jobs(wf).values()} == {"ready"}
+    # A repeated allocations.submit (its reply lost) submits nothing more.
+    body = msgspec.json.encode({"jsonrpc": "2.0", "id": 7, "method": "allocations.submit",
+                                "params": {"workflow_id": wf, "count": 1}})
+    for _ in range(2):
+        c = _UnixConnection(sdaemon.socket, 30)
+        c.request("POST", "/rpc", body, {"Idempotency-Key": "submit-once"})
+        assert len(msgspec.json.decode(c.getresponse().read())["result"]) == 1
+        c.close()
+    allocs = sdaemon.call("allocations.list", {"workflow_id": wf}, list[AllocationInfo])
+    assert len(allocs) == 2
+    for a in allocs:
+        if a.state in ("pending", "running"):
+            subprocess.run(["scancel", a.slurm_job_id])
+    # Deleting the workflow revokes its credentials; ids are never reused.
+    sdaemon.wait_for(lambda: all(a["state"] not in ("pending", "running")
+                                 for a in sdaemon.call("allocations.list", {"workflow_id": wf})), what="ended")
+    sdaemon.call("workflows.cancel", {"workflow_id": wf})
+    sdaemon.call("workflows.delete", {"workflow_id": wf})
+    assert tcp_call(url, token, "workers.poll", {"worker_id": worker}) == {"http": 401}
+    _, again, _ = held_allocation(sdaemon, tmp_path, "after")
+    assert again.id > max(a.id for a in allocs)
+
+
+def test_events_refuses_out_of_range_numbers(daemon):
+    from torcctl.client import _UnixConnection
+
+    for query in ("workflow_id=99999999999999999999999", "workflow_id=1&after=99999999999999999999999",
+                  "workflow_id=-1", "workflow_id=x"):
+        c = _UnixConnection(daemon.socket, 10)
+        c.request("GET", f"/events?{query}")
+        assert c.getresponse().status == 400, query
+        c.close()

@@ -16,7 +16,7 @@ import secrets
 import msgspec
 
 PREFIX = "torc-alloc"
-WORKER_METHODS = frozenset({"ping", "workers.register", "workers.poll", "workers.finish"})
+WORKER_METHODS = frozenset({"workers.register", "workers.poll", "workers.finish"})
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -50,7 +50,7 @@ def allocation_of(token: str) -> int | None:
     """The allocation a credential claims to be for (checked against its hash afterwards)."""
     prefix, _, rest = token.partition(".")
     number, _, secret = rest.partition(".")
-    if prefix != PREFIX or not secret or not number.isdigit() or len(number) > 18:
+    if prefix != PREFIX or not secret or not number.isascii() or not number.isdigit() or len(number) > 18:
         return None
     return int(number)
 

@@ -166,6 +166,18 @@ class Database:
     async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, args))
 
+    async def request_result(self, key: str) -> Any:
+        """The stored result of a request already served under this idempotency key, or None."""
+        rows = await self._rows("SELECT result FROM requests WHERE key = ?", (key,))
+        return msgspec.json.decode(rows[0][0]) if rows else None
+
+    async def remember(self, key: str, result: Any) -> None:
+        """Store a request's result under its key, for a change made outside one transaction."""
+        def _body(tx: Tx) -> None:
+            tx.run("INSERT OR IGNORE INTO requests (key, result, created) VALUES (?, ?, ?)",
+                   (key, encode(result), tx.now))
+        await self.write(_body)
+
 
 def _once(body: Callable[[Tx], Any], key: str) -> Callable[[Tx], Any]:
     def once(tx: Tx) -> Any:

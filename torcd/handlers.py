@@ -80,6 +80,7 @@ class Handlers:
 
     async def delete_workflow(self, params: p.WorkflowRef) -> dict:
         await self.store.delete_workflow(params.workflow_id, key=idempotency_key.get())
+        self.workers.forget(params.workflow_id)
         return {"deleted": params.workflow_id}
 
     async def reset_status(self, params: p.ResetStatus) -> dict:
@@ -123,7 +124,13 @@ class Handlers:
         return msgspec.structs.asdict(policy)
 
     async def submit_allocations(self, params: p.SubmitAllocations) -> list[p.AllocationInfo]:
-        ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
+        # sbatch cannot share a transaction: a repeat is answered from the first call's result.
+        key = idempotency_key.get()
+        ids = None if key is None else await self.store.request_result(key)
+        if ids is None:
+            ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
+            if key is not None:
+                await self.store.remember(key, ids)
         return [a for a in await self.store.allocations(params.workflow_id) if a.id in ids]
 
     async def list_allocations(self, params: p.WorkflowRef) -> list[p.AllocationInfo]:

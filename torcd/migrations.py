@@ -133,4 +133,44 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX requests_by_age ON requests (created);
     """,
+    # 5: allocation and worker ids are never reused (a deleted workflow's credential or worker id
+    # must not name a new one)
+    """
+    CREATE TABLE allocations_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow_id INTEGER NOT NULL,
+        scheduler TEXT NOT NULL,
+        slurm_job_id TEXT,
+        state TEXT NOT NULL,
+        slurm_state TEXT,
+        cpus INTEGER NOT NULL,
+        submitted REAL NOT NULL,
+        started REAL,
+        ended REAL,
+        reason TEXT,
+        script_path TEXT,
+        credential_hash TEXT
+    );
+    INSERT INTO allocations_v5 SELECT id, workflow_id, scheduler, slurm_job_id, state, slurm_state, cpus,
+        submitted, started, ended, reason, script_path, credential_hash FROM allocations;
+    DROP TABLE allocations;
+    ALTER TABLE allocations_v5 RENAME TO allocations;
+    CREATE INDEX allocations_by_state ON allocations (state, workflow_id);
+    CREATE TABLE workers_v5 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow_id INTEGER NOT NULL,
+        allocation_id INTEGER,
+        host TEXT NOT NULL,
+        cpus INTEGER NOT NULL,
+        registered REAL NOT NULL,
+        last_heartbeat REAL NOT NULL,
+        state TEXT NOT NULL,
+        ended REAL,
+        reason TEXT
+    );
+    INSERT INTO workers_v5 SELECT id, workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state,
+        ended, reason FROM workers;
+    DROP TABLE workers;
+    ALTER TABLE workers_v5 RENAME TO workers;
+    """,
 ]

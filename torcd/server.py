@@ -58,6 +58,8 @@ def build_app(state: ServerState) -> web.Application:
         # The TCP door: the admin token or an allocation's credential, compared in constant time.
         given = request.headers.get("Authorization", "")
         token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+        if not token.isascii():  # credentials are ASCII; anything else is simply wrong
+            token = ""
         if token and state.admin_token and hmac.compare_digest(token.encode(), state.admin_token.encode()):
             return ADMIN
         aid = allocation_of(token) if token else None
@@ -100,9 +102,11 @@ def build_app(state: ServerState) -> web.Application:
         try:
             wf = int(request.query["workflow_id"])
             after = int(request.query.get("after", "0"))
+            if not (0 < wf < 2**63 and 0 <= after < 2**63):
+                raise ValueError
         except (KeyError, ValueError):
-            return web.json_response({"error": "workflow_id (int) is required; after must be an int"},
-                                     status=400)
+            return web.json_response({"error": "workflow_id (a positive integer) is required; after must be a "
+                                      "non-negative integer"}, status=400)
         until_done = request.query.get("until_done", "0") == "1"
         kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
         sub = state.bus.subscribe(f"events:{wf}", maxsize=state.config.watch_queue_size,

@@ -46,22 +46,39 @@ _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def make_log_directory(path: str) -> None:
-    """Make a log directory (writable by this user only) and its parents, or refuse (OSError)
-    one where someone else could plant a symlink to a file of ours: owned by another user, or
-    writable by group or others without the sticky bit. Job shells open their logs there by
-    name (cheaper than here), so this check is what keeps them from following a symlink."""
+    """Make a log directory and its parents, or refuse (OSError) one where someone else could
+    plant a symlink to a file of ours. Job shells open their logs there by name (cheaper than
+    here), so this check is what keeps them from following one: the directory must be ours, and
+    no directory above it may be another user's (other than root's) or writable by others
+    without the sticky bit, or that user could swap a whole directory in later."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         os.mkdir(path, 0o755)
     except FileExistsError:
         pass
-    st = os.stat(path)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise PermissionError(errno.EPERM, "log directory is a symbolic link (another user could redirect "
+                              "the logs)", path)
     if st.st_uid != os.getuid():
         raise PermissionError(errno.EPERM, f"log directory owned by {_user_name(st.st_uid)}, not by this "
                               "user (another user could redirect the logs)", path)
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         raise PermissionError(errno.EPERM, f"log directory writable by others (mode {st.st_mode & 0o7777:04o}, "
                               "no sticky bit): another user could redirect the logs; chmod go-w", path)
+    above = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(above)
+        if st.st_uid not in (os.getuid(), 0):
+            raise PermissionError(errno.EPERM, f"a directory above the logs is owned by {_user_name(st.st_uid)}, "
+                                  "who could swap the log directory for one of theirs", above)
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise PermissionError(errno.EPERM, f"a directory above the logs can be written by anyone (mode "
+                                  f"{st.st_mode & 0o7777:04o}, no sticky bit), who could swap the log directory; "
+                                  "chmod o-w", above)
+        if above == "/":
+            return
+        above = os.path.dirname(above)
 
 
 def _user_name(uid: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torcd import protocol as p
 from torcd.core.attempts import Exit
 from torcd.credentials import Caller
-from torcd.errors import Unauthorized
+from torcd.errors import NotFound, Unauthorized
 from torcd.services.allocations import AllocationService
 from torcd.store import Store
 
@@ -42,16 +42,31 @@ class WorkerService:
         return await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus)
 
     async def _own(self, worker_id: int, caller: Caller):
-        """The worker's row, if the caller may act for it: admin, or its own allocation's credential."""
-        w = await self.store.worker(worker_id)
-        if not caller.admin and w["allocation_id"] != caller.allocation_id:
+        """The worker's row, if the caller may act for it: admin, or its own allocation's credential
+        (which learns nothing of other workers, not even whether they exist)."""
+        try:
+            w = await self.store.worker(worker_id)
+        except NotFound:
+            if caller.admin:
+                raise
+            w = None
+        if not caller.admin and (w is None or w["allocation_id"] != caller.allocation_id):
             raise Unauthorized(f"worker {worker_id} does not belong to allocation {caller.allocation_id}")
         return w
+
+    def forget(self, workflow_id: int) -> None:
+        """A deleted workflow's allocation credentials stop working at once."""
+        for aid in [a for a, (_, wf) in self._credentials.items() if wf == workflow_id]:
+            del self._credentials[aid]
 
     async def poll(self, params: p.WorkerPoll, caller: Caller, api_url: str) -> p.WorkerPollResult:
         w = await self._own(params.worker_id, caller)
         if w["state"] != "active":
             return p.WorkerPollResult(stop=True)
+        # An allocation Slurm has ended takes no more work, however alive its worker says it is;
+        # what it reports is still recorded.
+        ended = w["allocation_id"] is not None and await self.store.allocation_state(w["allocation_id"]) not in (
+            "pending", "running")
         mine = set(await self.store.worker_running_jobs(params.worker_id))
         if params.started:
             await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
@@ -61,6 +76,9 @@ class WorkerService:
             for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine])
         for r in params.recoveries:  # only those handed to this worker
             await self.store.finish_recovery(r, worker_id=params.worker_id)
+        if ended:
+            await self.store.heartbeat(params.worker_id)
+            return p.WorkerPollResult(stop=True, api_url=api_url)
         if params.claim and params.free_cpus > 0:
             jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus)  # heartbeats too
         else:
