@@ -403,10 +403,27 @@ def jobs_show(client: Client, args) -> int:
         return 0
     table(["field", "value"], [("id", j.id), ("workflow", j.workflow_id), ("name", j.name),
                                ("command", j.command), ("status", j.status), ("attempt", j.attempt_id),
-                               ("run", j.run_id), ("cpus", j.num_cpus), ("failure handler", j.failure_handler),
+                               ("run", j.run_id), ("cpus", j.num_cpus), ("gpus", j.num_gpus),
+                               ("memory", _bytes(j.memory_bytes)), ("runtime", _seconds(j.runtime_seconds)),
+                               ("failure handler", j.failure_handler),
                                ("depends on", " ".join(map(str, j.depends_on))), ("last rc", j.return_code),
                                ("reason", j.reason), ("stderr (last lines)", j.stderr_tail)])
     return 0
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "no limit"
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:g}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _seconds(s: float | None) -> str:
+    from torcd.core.resources import format_duration
+    return "no limit" if s is None else format_duration(s)
 
 
 def jobs_attempts(client: Client, args) -> int:
@@ -414,8 +431,8 @@ def jobs_attempts(client: Client, args) -> int:
     if args.json:
         print_json(atts)
         return 0
-    table(["run", "attempt", "rc", "rule", "action", "recovery", "start", "end", "stdout", "stderr"],
-          [(a.run_id, a.attempt_id, a.return_code, a.rule_index, a.action, a.recovery_outcome,
+    table(["run", "attempt", "rc", "cause", "rule", "action", "recovery", "start", "end", "stdout", "stderr"],
+          [(a.run_id, a.attempt_id, a.return_code, a.cause, a.rule_index, a.action, a.recovery_outcome,
             when(a.start_time), when(a.end_time), a.stdout_path, a.stderr_path) for a in atts])
     return 0
 

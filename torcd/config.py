@@ -7,12 +7,14 @@ import os
 
 import msgspec
 
+from torcd.core.resources import gpu_ids
 from torcd.paths import Paths, resolve
 
 
 class Config(msgspec.Struct, frozen=True):
     paths: Paths
     max_cpus: int  # the CPU budget of local jobs
+    gpus: tuple[str, ...] = ()  # the GPU devices local jobs are given, each to one job at a time
     shutdown_grace: float = 10.0  # seconds between TERM and KILL for jobs at shutdown
     listen: tuple[str, int] | None = None  # the TCP door, for Slurm workers
     advertise_url: str | None = None
@@ -56,6 +58,10 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
     env = os.environ if environ is None else environ
     args = parse_args(argv, env)
     try:
+        gpus = gpu_ids({**env, "TORCD_GPUS": str(args.gpus)} if args.gpus is not None else dict(env), _nvidia_smi())
+    except ValueError as e:
+        raise SystemExit(f"torcd: {e}") from None
+    try:
         limits = dict(max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
                       watch_queue_size=int(env.get("TORCD_WATCH_QUEUE_SIZE", 10_000)),
                       watch_write_timeout=float(env.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0)),
@@ -63,7 +69,8 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
     except ValueError as e:
         raise SystemExit(f"torcd: a TORCD_* environment variable is not a number: {e}") from None
     return Config(
-        resolve(args.socket, args.state_dir), args.max_parallel_jobs or os.cpu_count() or 1, args.shutdown_grace,
+        resolve(args.socket, args.state_dir), args.max_parallel_jobs or os.cpu_count() or 1, tuple(gpus),
+        args.shutdown_grace,
         listen=args.listen, advertise_url=args.advertise_url,
         tls=(os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None,
         slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
@@ -79,6 +86,9 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
                     "$XDG_STATE_HOME/torcd)")
     ap.add_argument("--max-parallel-jobs", type=int, default=None, metavar="CPUS",
                     help="CPU budget for local jobs (default: number of CPUs)")
+    ap.add_argument("--gpus", type=int, default=None, metavar="N",
+                    help="GPUs local jobs may use, devices 0..N-1 (default: $TORCD_GPUS, else this process's "
+                         "CUDA_VISIBLE_DEVICES, else what `nvidia-smi -L` lists)")
     ap.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
                     help="how long running jobs get between SIGTERM and SIGKILL at shutdown")
     ap.add_argument("--listen", metavar="HOST:PORT",
@@ -102,6 +112,8 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
                     choices=["debug", "info", "warning", "error"])
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     args = ap.parse_args(argv)
+    if args.gpus is not None and args.gpus < 0:
+        ap.error("--gpus must be 0 or more")
     if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
         ap.error("--max-parallel-jobs must be at least 1")
     if args.listen is not None:
@@ -117,3 +129,16 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
     return args
+
+
+def _nvidia_smi() -> list[str] | None:
+    """`nvidia-smi -L`'s lines, when there is one that answers."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -82,7 +82,8 @@ class Daemon:
         self.store.on_commit = self.bus.publish
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
-        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log))
+        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
+                                     list(cfg.gpus))
         self.allocations = AllocationService(self.store, url=None, credentials_dir=cfg.credentials_dir,
                                              ca_file=cfg.tls[0] if cfg.tls else None,
                                              poll_interval=cfg.slurm_poll_interval,
@@ -124,7 +125,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
         log.info("torcd_started", socket=self.socket_path, state_dir=self.config.paths.state_dir,
-                 max_parallel_jobs=self.config.max_cpus, pid=os.getpid(), doors=self._doors())
+                 max_parallel_jobs=self.config.max_cpus, gpus=list(self.config.gpus), pid=os.getpid(),
+                 doors=self._doors())
         tasks = [asyncio.create_task(s.run(), name=type(s).__name__)
                  for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler)]
         if ready is not None:

@@ -62,6 +62,12 @@ class Handlers:
         if params.executor == "slurm" and self.control.tcp_url is None:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
                                 {"field": "$.executor"})
+        if params.executor == "local":  # a job that can never fit is refused now, not left waiting
+            have = len(self.config.gpus)
+            for job in spec.jobs:
+                if job.num_gpus > have:
+                    raise InvalidParams(f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} "
+                                        "(see torcd --gpus)", {"field": "$.jobs"})
         wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
                                               key=idempotency_key.get())
         crash_point("after_create")

@@ -173,4 +173,12 @@ MIGRATIONS: list[str] = [
     DROP TABLE workers;
     ALTER TABLE workers_v5 RENAME TO workers;
     """,
+    # 6: what a job needs (its CPUs were there already), and why an attempt failed beyond its code
+    """
+    ALTER TABLE jobs ADD COLUMN num_gpus INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN memory_bytes INTEGER;
+    ALTER TABLE jobs ADD COLUMN runtime_seconds REAL;
+    ALTER TABLE attempts ADD COLUMN cause TEXT;
+    ALTER TABLE attempts ADD COLUMN gpus TEXT;
+    """,
 ]

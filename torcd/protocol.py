@@ -22,6 +22,7 @@ Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
 OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4096)]
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
+Cause = Literal["timeout", "oom", "missing_output"]
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -72,6 +73,7 @@ class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     return_code: Annotated[int, Meta(ge=0, le=255)]
     end_time: float
     message: str | None = None
+    cause: Cause | None = None
 
 
 class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -169,6 +171,10 @@ class Runnable(msgspec.Struct):
     output_dir: str
     stdout_path: str
     stderr_path: str
+    runtime: float | None = None  # seconds it may run; stopped and recorded as `timeout` past it
+    start_time: float | None = None  # of an attempt already running (adopted after a restart)
+    num_gpus: int = 0
+    gpus: list[str] | None = None  # the devices it was given (CUDA_VISIBLE_DEVICES), once started
 
 
 class Recovery(msgspec.Struct, frozen=True):
@@ -217,6 +223,9 @@ class JobInfo(msgspec.Struct, omit_defaults=True):
     run_id: int
     num_cpus: int
     failure_handler: str | None = None
+    num_gpus: int = 0
+    memory_bytes: int | None = None
+    runtime_seconds: float | None = None
     reason: str | None = None
     return_code: int | None = None
     depends_on: list[int] = []
@@ -237,6 +246,8 @@ class AttemptInfo(msgspec.Struct, omit_defaults=True):
     action: str | None = None
     recovery_outcome: str | None = None
     message: str | None = None
+    cause: str | None = None  # timeout, oom, missing_output: why it failed, beyond its exit code
+    gpus: str | None = None  # the devices it ran on
     stdout_path: str = ""
     stderr_path: str = ""
 

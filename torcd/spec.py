@@ -10,13 +10,14 @@ import re
 from typing import Annotated, Any
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
+from torcd.core.resources import Requirements, parse_duration, parse_memory
 from torcd.core.retry import Rule
 from torcd.errors import SpecError
 
@@ -64,6 +65,15 @@ class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
     max_allocations: Annotated[int, Meta(ge=1, le=10_000)] = 4
 
 
+class ResourceRequirementSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    num_cpus: Annotated[int, Meta(ge=1, le=100_000)] = 1
+    num_gpus: Annotated[int, Meta(ge=0, le=1024)] = 0
+    num_nodes: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    memory: str | int | None = None  # 20g, 512m, 1.5g; a bare number is bytes
+    runtime: str | None = None  # ISO-8601: PT1H, P0DT1M, PT90S
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     command: Annotated[str, Meta(min_length=1)]
@@ -71,9 +81,10 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     failure_handler: Name | None = None
     parameters: dict[str, ParamValue] = {}
     use_parameters: list[str] | None = None
-    num_cpus: Annotated[int, Meta(ge=1, le=4096)] = 1
+    num_cpus: Annotated[int, Meta(ge=1, le=4096)] | UnsetType = UNSET  # unset: from its requirement
     env: dict[str, str] = {}
     scheduler: Name | None = None
+    resource_requirements: Name | None = None
 
 
 class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,6 +97,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     parameters: dict[str, ParamValue] = {}
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
+    resource_requirements: list[ResourceRequirementSpec] = []
 
 
 class ExpandedJob(msgspec.Struct, array_like=True):
@@ -96,6 +108,9 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     num_cpus: int
     env: dict[str, str]
     scheduler: str | None = None
+    num_gpus: int = 0
+    memory_bytes: int | None = None
+    runtime_seconds: float | None = None
 
 
 class Workflow(msgspec.Struct):
@@ -337,12 +352,46 @@ def _check_schedulers(doc: WorkflowDoc, loc: Locator) -> str | None:
     return doc.slurm_schedulers[0].name if len(doc.slurm_schedulers) == 1 else None
 
 
+def _check_requirements(doc: WorkflowDoc, loc: Locator) -> dict[str, Requirements]:
+    out: dict[str, Requirements] = {}
+    for i, r in enumerate(doc.resource_requirements):
+        at = f"$.resource_requirements[{i}]"
+        if r.name in out:
+            raise loc.error(f"duplicate resource requirement name {r.name!r}", f"{at}.name")
+        try:
+            memory = None if r.memory is None else (
+                int(r.memory) if isinstance(r.memory, int) and r.memory > 0 else parse_memory(str(r.memory)))
+        except ValueError as e:
+            raise loc.error(str(e), f"{at}.memory") from None
+        try:
+            runtime = None if r.runtime is None else parse_duration(r.runtime)
+        except ValueError as e:
+            raise loc.error(str(e), f"{at}.runtime") from None
+        out[r.name] = Requirements(r.num_cpus, r.num_gpus, r.num_nodes, memory, runtime)
+    return out
+
+
+def _requirements(job: JobSpec, known: dict[str, Requirements], at: str, loc: Locator) -> Requirements:
+    if job.resource_requirements is None:
+        return Requirements(num_cpus=1 if job.num_cpus is UNSET else job.num_cpus)
+    if job.num_cpus is not UNSET:
+        raise loc.error("give either `num_cpus` or `resource_requirements`, not both", f"{at}.num_cpus")
+    if job.resource_requirements not in known:
+        names = ", ".join(sorted(known)) or "none are defined"
+        raise loc.error(f"unknown resource requirement {job.resource_requirements!r} ({names})",
+                        f"{at}.resource_requirements")
+    return known[job.resource_requirements]
+
+
 def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     handlers = _check_handlers(doc, loc)
+    requirements = _check_requirements(doc, loc)
     default_scheduler = _check_schedulers(doc, loc)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
+    needs = []
     for j, job in enumerate(doc.jobs):
         at = f"$.jobs[{j}]"
+        needs.append(_requirements(job, requirements, at, loc))
         if job.failure_handler is not None and job.failure_handler not in handlers:
             raise loc.error(f"unknown failure handler {job.failure_handler!r}", f"{at}.failure_handler")
         if job.scheduler is not None and job.scheduler not in scheduler_names:
@@ -362,8 +411,9 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                     raise loc.error(_too_long("the command of job " + repr(name), len(command.encode())),
                                     f"{at}.command")
                 deps = _union_deps([P.fill(d, combo) for d in job.depends_on], rest)
-                jobs.append(ExpandedJob(name, command, deps, job.failure_handler, job.num_cpus, job.env,
-                                        scheduler))
+                need = needs[j]
+                jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
+                                        scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds))
                 _note_origin(origin, name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None

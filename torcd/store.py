@@ -135,7 +135,7 @@ class Store(SlurmStore, Database):
                             start_time=r["start_time"], end_time=r["end_time"], pid=r["pid"],
                             host=r["host"], return_code=r["return_code"], rule_index=r["rule_index"],
                             action=r["action"], recovery_outcome=r["recovery_outcome"],
-                            message=r["message"], stdout_path=r["stdout_path"],
+                            message=r["message"], cause=r["cause"], gpus=r["gpus"], stdout_path=r["stdout_path"],
                             stderr_path=r["stderr_path"]) for r in rows]
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
@@ -176,10 +176,12 @@ class Store(SlurmStore, Database):
                           ((wf, sc.name, _encode(sc)) for sc in schedulers))
             tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
-                   pending_deps, updated, scheduler) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
-                  len(j.depends_on), tx.now, j.scheduler) for j in jobs))
+                  len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds)
+                 for j in jobs))
             ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
@@ -330,7 +332,8 @@ class Store(SlurmStore, Database):
 
     def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
         known = facts(tx, [e.job_id for e in exits])
-        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message), known[e.job_id])
+        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause),
+                            known[e.job_id])
                    for e in exits if e.job_id in known))
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
@@ -445,15 +448,17 @@ class Store(SlurmStore, Database):
     async def running_attempts(self) -> list[Runnable]:
         """Local attempts that started and never recorded an exit (after a crash: to adopt)."""
         rows = await self._rows(
-            f"""SELECT {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
-                AND a.attempt_id = j.attempt_id WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
+            f"""SELECT a.start_time AS start_time, a.gpus AS gpus, {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id
+                AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
         return [runnable(r) for r in rows]
 
 
 
 def _started(st: Start, host: str) -> L.Started:
     j = st.job
-    return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path)
+    return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path,
+                     ",".join(j.gpus) if j.gpus else None)
 
 
 def _failure(r: sqlite3.Row) -> Failure:
@@ -481,4 +486,5 @@ def _job_info(r: sqlite3.Row) -> JobInfo:
     return JobInfo(id=r["id"], workflow_id=r["workflow_id"], name=r["name"], command=r["command"],
                    status=S(r["status"]).label, attempt_id=r["attempt_id"], run_id=r["run_id"],
                    num_cpus=r["num_cpus"], failure_handler=r["handler"], reason=r["reason"],
-                   return_code=r["rc"], stderr_path=r["stderr_path"])
+                   return_code=r["rc"], stderr_path=r["stderr_path"], num_gpus=r["num_gpus"],
+                   memory_bytes=r["memory_bytes"], runtime_seconds=r["runtime_seconds"])

@@ -22,6 +22,7 @@ from torcd.protocol import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
+                      j.runtime_seconds, j.num_gpus,
                       w.cwd, w.output_dir, j.status, j.worker_id FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 _FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -35,7 +36,9 @@ def env_of(text: str | None) -> dict[str, str]:
 def runnable(r: sqlite3.Row) -> Runnable:
     out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
     return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
-                    r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err)
+                    r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err, r["runtime_seconds"],
+                    r["start_time"] if "start_time" in r.keys() else None, r["num_gpus"],
+                    r["gpus"].split(",") if "gpus" in r.keys() and r["gpus"] else None)
 
 
 def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sqlite3.Row]:
@@ -78,7 +81,7 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         for r in out.records:
             if isinstance(r, L.AttemptClosed):
                 (overwritten if r.overwrite_message else closed).append(
-                    (r.end_time, r.return_code, r.message, r.job_id, r.run_id, r.attempt_id))
+                    (r.end_time, r.return_code, r.message, r.cause, r.job_id, r.run_id, r.attempt_id))
             elif isinstance(r, L.AttemptOpened):
                 opened.append(r)
             elif isinstance(r, L.AttemptDecided):
@@ -97,14 +100,14 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         tx.many(_SET_STATUS, changes)
     if opened:
         tx.many("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
-                   stdout_path, stderr_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   stdout_path, stderr_path, gpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(r.job_id, r.workflow_id, r.run_id, r.attempt_id, r.host, r.pid, r.worker_id, r.start_time,
-                  r.stdout_path, r.stderr_path) for r in opened])
+                  r.stdout_path, r.stderr_path, r.gpus) for r in opened])
     if closed:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message)
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?
                    WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)
     if overwritten:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?
                    WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", overwritten)
     if decided:
         tx.many("UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",

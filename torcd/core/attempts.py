@@ -21,6 +21,7 @@ class Exit(msgspec.Struct, frozen=True):
     end_time: float
     message: str | None = None
     workflow_id: int = 0
+    cause: str | None = None  # timeout, oom, missing_output
 
 
 class Start(msgspec.Struct, frozen=True):

@@ -69,6 +69,7 @@ class Started(Stimulus, frozen=True):
     pid: int | None = None
     stdout_path: str = ""
     stderr_path: str = ""
+    gpus: str | None = None  # the devices it was given
 
 
 class Requeued(Stimulus, frozen=True):
@@ -80,6 +81,7 @@ class Exited(Stimulus, frozen=True):
     attempt_id: int
     return_code: int
     message: str | None = None
+    cause: str | None = None  # timeout, oom, missing_output
 
 
 class Terminated(Stimulus, frozen=True):
@@ -161,6 +163,7 @@ class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
     worker_id: int | None = None
     stdout_path: str = ""
     stderr_path: str = ""
+    gpus: str | None = None
 
 
 class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
@@ -171,6 +174,7 @@ class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
     return_code: int
     message: str | None
     overwrite_message: bool = False  # a shutdown says why it ended; an exit keeps an earlier note
+    cause: str | None = None
 
 
 class AttemptDecided(msgspec.Struct, frozen=True, gc=False):
@@ -261,7 +265,7 @@ def _started(s: Started, job: Job) -> Outcome:
         out.instructions = [StopProcess(job.id)]  # canceled (or reset) while it was being started
         return out
     return Outcome(_change(job, S.RUNNING), [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid,
-                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path)],
+                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path, gpus=s.gpus)],
                    [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
 
 
@@ -275,7 +279,7 @@ def _requeued(s: Requeued, job: Job) -> Outcome:
 @handle.register
 def _exited(s: Exited, job: Job) -> Outcome:
     # The attempt is closed whatever became of the job; only the current one moves it on.
-    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message)
+    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message, cause=s.cause)
     if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
         out = _stale(job, "its exit")
         out.records = [closed]

@@ -31,12 +31,13 @@ _WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.Work
 
 
 class Dispatcher:
-    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog):
+    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog,
+                 gpus: list[str] | None = None):
         self.store, self.bus = store, bus
         self.max_cpus = max_cpus
         self.host = socket.gethostname()
         self.exit_log = exit_log
-        self.executor = LocalExecutor(api_url, self._on_exit, exit_log)
+        self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus)
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
@@ -60,10 +61,11 @@ class Dispatcher:
         return self.max_cpus - self.executor.cpus_in_use
 
     def _kick(self) -> None:
-        """Start queued jobs that fit now (a job wider than the budget runs alone)."""
+        """Start queued jobs that fit now (a job wider than the CPU budget runs alone; one needing
+        more GPUs than the machine has was refused at submission)."""
         while self._queue and not self._stopping:
             need = min(self._queue[0].num_cpus, self.max_cpus)
-            if need > self._free():
+            if need > self._free() or not self.executor.gpus_available(self._queue[0]):
                 return
             self._start(self._queue.popleft())
 

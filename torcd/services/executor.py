@@ -21,17 +21,28 @@ from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attemp
                                       shell_prelude, spawn_shell, start_failure, stop_group,
                                       unstartable_input)
 from torcd.core.attempts import Exit
+from torcd.core.resources import format_duration
 from torcd.protocol import Runnable
 
 log = structlog.get_logger("torcd.executor")
+
+
+def timeout_grace(runtime: float) -> float:
+    """Seconds between TERM and KILL for a job past its runtime: 5 % of it, within 1 to 10 s."""
+    return min(10.0, max(1.0, runtime * 0.05))
+
 UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status
 UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
                         "(killed by SIGKILL, or the command replaced its shell with exec)")
 
 
 class LocalExecutor:
-    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_log: ExitLog | None = None):
+    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_log: ExitLog | None = None,
+                 gpus: list[str] | None = None):
         self.api_url = api_url
+        # The devices to hand out, each to one running job at a time; None: this executor does
+        # not assign GPUs (jobs see what the process that started it sees).
+        self.gpus_free: list[str] | None = list(gpus) if gpus else None
         self.on_exit = on_exit
         self.exit_log = exit_log
         self.procs: dict[int, tuple[Runnable, WatchedProcess]] = {}
@@ -40,12 +51,18 @@ class LocalExecutor:
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
+        self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
+        self._timed_out: set[int] = set()
 
     def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
         env = job_env(self._base_env, workflow_id=job.workflow_id, job_id=job.job_id, name=job.name,
                       run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
                       output_dir=job.output_dir, extra=job.env)
+        if self.gpus_free is not None:  # exactly its own devices, none for a job that asked for none
+            job.gpus = self.gpus_free[:job.num_gpus]
+            del self.gpus_free[:job.num_gpus]
+            env["CUDA_VISIBLE_DEVICES"] = env["TORC_GPUS"] = ",".join(job.gpus)
         try:
             if bad := unstartable_input({"command": job.command, "output directory": job.output_dir,
                                          "working directory": job.cwd}, job.env):
@@ -56,6 +73,7 @@ class LocalExecutor:
                 self._made_dirs.add(stdio_dir)
             proc = spawn_shell(self._shell_command(job), env=env)
         except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
+            self._give_back_gpus(job)
             self._launch_failed(job, e)
             return None
         self._watch(job, proc)
@@ -97,12 +115,37 @@ class LocalExecutor:
         log, so only an executor with one adopts); its exit is reported as usual."""
         assert self.exit_log is not None
         exit_log, key = self.exit_log, (job.job_id, job.run_id, job.attempt_id)
+        if self.gpus_free is not None and job.gpus:  # its devices stay its own
+            self.gpus_free = [g for g in self.gpus_free if g not in job.gpus]
         self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
+
+    def gpus_available(self, job: Runnable) -> bool:
+        return self.gpus_free is None or job.num_gpus <= len(self.gpus_free)
+
+    def _give_back_gpus(self, job: Runnable) -> None:
+        if self.gpus_free is not None and job.gpus:
+            self.gpus_free.extend(job.gpus)
+            job.gpus = None
 
     def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
         self.cpus_in_use += job.num_cpus
+        if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
+            left = job.runtime - (time.time() - job.start_time if job.start_time else 0.0)
+            self._deadlines[job.job_id] = asyncio.get_running_loop().call_later(
+                max(0.0, left), self._time_out, job, proc)
         task = asyncio.create_task(self._wait(job, proc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _time_out(self, job: Runnable, proc: WatchedProcess) -> None:
+        """Past its runtime: TERM, a grace that grows with the runtime (1 to 10 s), then KILL."""
+        if self.procs.get(job.job_id, (None, None))[1] is not proc:
+            return
+        self._timed_out.add(job.job_id)
+        log.info("job_timed_out", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
+                 runtime=job.runtime)
+        task = asyncio.create_task(stop_group(proc, timeout_grace(job.runtime or 0.0)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -110,8 +153,19 @@ class LocalExecutor:
         returncode = await proc.wait()
         if self.procs.pop(job.job_id, None):
             self.cpus_in_use -= job.num_cpus
+            self._give_back_gpus(job)
+        deadline = self._deadlines.pop(job.job_id, None)
+        if deadline is not None:
+            deadline.cancel()
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
+        if job.job_id in self._timed_out:
+            self._timed_out.discard(job.job_id)
+            rc = UNKNOWN_EXIT if returncode is None else signal_return_code(returncode)
+            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(),
+                              f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
+                              job.workflow_id, cause="timeout"))
+            return
         if returncode is None:  # an adopted shell that left no exit status
             self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT, time.time(),
                               UNKNOWN_EXIT_MESSAGE, job.workflow_id))
