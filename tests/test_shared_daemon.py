@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from torcctl.client import Client
 
 
@@ -23,6 +25,20 @@ def start_run(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "torcctl", "run", *extra, f"{name}.yaml"], cwd=tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_left_behind(tmp_path):
+    """Whatever a test asserts, the daemon a `torcctl run` started in it does not outlive it."""
+    yield
+    try:
+        pid = int((tmp_path / "state" / "torcd.lock").read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            ours = str(tmp_path).encode() in f.read()  # not some other process that got the pid since
+        if ours:
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
 
 
 def wait_for(predicate, timeout: float = 30.0):
