@@ -73,4 +73,4 @@ def test_an_adopted_job_keeps_its_device(make_daemon):
     d.wait(wf, timeout=30)
     (first,) = d.attempts(d.jobs(wf)["first"].id)
     (second,) = d.attempts(d.jobs(wf2)["second"].id)
-    assert first.gpus == second.gpus == "0" and second.start_time >= first.end_time
+    assert first.gpus == second.gpus == "0" and second.start_time >= first.end_time, (first, second, d.log.read_text()[-3000:])

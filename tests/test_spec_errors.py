@@ -46,7 +46,7 @@ CASES = [
     ("name: x\nfailure_handlers:\n  - name: h\n    rules:\n      - exit_codes: [1]\n        match_all_exit_codes: true\n"
      "jobs:\n" + GOOD_JOB, 5, "$.failure_handlers[0].rules[0]", "not both"),
     ("name: x\nfailure_handlers:\n  - name: h\n    rules:\n      - max_retries: 2\njobs:\n" + GOOD_JOB, 5,
-     "$.failure_handlers[0].rules[0]", "needs `exit_codes`"),
+     "$.failure_handlers[0].rules[0]", "needs `causes`, `exit_codes`"),
     ("name: x\nfailure_handlers:\n  - name: h\n    rules:\n      - exit_codes: [1]\n        max_retries: 0\n"
      "jobs:\n" + GOOD_JOB, 6, "$.failure_handlers[0].rules[0].max_retries", ">= 1"),
     ("name: x\njobs:\n  - name: a_{i}_{j}_{k}\n    command: x\n    parameters: {i: '1:1000', j: '1:1000', k: '1:10'}\n",

@@ -118,10 +118,12 @@ def explain(client: Client, args) -> int:
         rule = ""
         if step.rule_index is not None:
             r = rules[step.rule_index]
-            match = "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}"
+            match = (f"causes {r.causes}" if r.causes and step.cause in r.causes else
+                     "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}")
             rule = f" [rule {step.rule_index}: {match}, max_retries {r.max_retries}]"
         then = _consequence(step, rules)
-        print(f"attempt {step.attempt}: exit {step.return_code} -> {then}{rule}")
+        ended = f"{step.cause} (exit {step.return_code})" if step.cause else f"exit {step.return_code}"
+        print(f"attempt {step.attempt}: {ended} -> {then}{rule}")
         if step.action not in ("complete", "retry", "recover"):
             print(f"  because: {step.reason}")
     if final == "ready":
@@ -140,15 +142,22 @@ def _consequence(step, rules) -> str:
             "pending_failed": "pending_failed: waits for `torcctl jobs retry|fail` or an agent"}[step.action]
 
 
-def _exit_codes(text: str) -> list[int]:
-    try:
-        codes = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        raise UsageError(f"--exit-codes must be comma-separated integers, got {text!r}") from None
-    bad = [c for c in codes if not 0 <= c <= 255]
-    if not codes or bad:
-        raise UsageError(f"--exit-codes must be integers 0-255, got {text!r}")
-    return codes
+def _exit_codes(text: str) -> list[tuple[int, str | None]]:
+    """Each attempt's ending: an exit code, or a cause (`timeout`, `oom`, `missing_output`)."""
+    from torcd.core.retry import CAUSE_CODES
+
+    out = []
+    for token in (t.strip() for t in text.split(",") if t.strip()):
+        if token in CAUSE_CODES:
+            out.append((CAUSE_CODES[token], token))
+        elif token.isascii() and token.isdigit() and int(token) <= 255:
+            out.append((int(token), None))
+        else:
+            raise UsageError(f"--exit-codes takes exit codes 0-255 and causes ({', '.join(CAUSE_CODES)}), "
+                             f"comma-separated; {token!r} is neither")
+    if not out:
+        raise UsageError("--exit-codes needs at least one exit code or cause")
+    return out
 
 
 def _setting(value: bool | None, has_handler: bool) -> str:
@@ -431,8 +440,10 @@ def jobs_attempts(client: Client, args) -> int:
     if args.json:
         print_json(atts)
         return 0
-    table(["run", "attempt", "rc", "cause", "rule", "action", "recovery", "start", "end", "stdout", "stderr"],
-          [(a.run_id, a.attempt_id, a.return_code, a.cause, a.rule_index, a.action, a.recovery_outcome,
+    table(["run", "attempt", "rc", "cause", "runtime limit", "rule", "action", "recovery", "start", "end", "stdout",
+           "stderr"],
+          [(a.run_id, a.attempt_id, a.return_code, a.cause, _seconds(a.runtime_limit) if a.runtime_limit else None,
+            a.rule_index, a.action, a.recovery_outcome,
             when(a.start_time), when(a.end_time), a.stdout_path, a.stderr_path) for a in atts])
     return 0
 

@@ -23,11 +23,35 @@ class Finding(msgspec.Struct, frozen=True):
 
 def lint_spec(text: str, file: str, cwd: str) -> list[Finding]:
     """Errors raise SpecError as for submission; what is left are warnings, in line order."""
-    parse_spec(text, file)
+    spec = parse_spec(text, file)
     doc, loc = load_doc(text, file)
-    findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc),
+    findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc), *multiplier_findings(doc, loc, spec),
                 *script_findings(doc, loc, lambda script: script_problem(script, cwd))]
     return sorted(findings, key=lambda f: (f.line or 0, f.field))
+
+
+def multiplier_findings(doc: WorkflowDoc, loc: Locator, spec) -> list[Finding]:
+    """A multiplier with no limit to multiply (no job of the handler has one), or one torcd does
+    not enforce yet (memory)."""
+    limited = {"runtime": set(), "memory": set()}
+    for job in spec.jobs:
+        if job.failure_handler:
+            if job.runtime_seconds is not None:
+                limited["runtime"].add(job.failure_handler)
+    out = []
+    for h, handler in enumerate(doc.failure_handlers):
+        for r, rule in enumerate(handler.rules):
+            for what in ("runtime", "memory"):
+                if getattr(rule, f"{what}_multiplier") is None:
+                    continue
+                at = f"$.failure_handlers[{h}].rules[{r}].{what}_multiplier"
+                if what == "memory":
+                    out.append(Finding(loc.line(at), at, "memory limits are not enforced yet: memory_multiplier "
+                                                         "is recorded but changes nothing"))
+                elif handler.name not in limited[what]:
+                    out.append(Finding(loc.line(at), at, f"{what}_multiplier has no limit to multiply: no job of "
+                                                         f"handler {handler.name!r} has a {what} requirement"))
+    return out
 
 
 def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:

@@ -181,4 +181,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE attempts ADD COLUMN cause TEXT;
     ALTER TABLE attempts ADD COLUMN gpus TEXT;
     """,
+    # 7: limits grown by failure-handler multipliers for the next attempts of a run, and the
+    # limit each attempt ran under
+    """
+    ALTER TABLE jobs ADD COLUMN runtime_scale REAL NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN memory_scale REAL NOT NULL DEFAULT 1;
+    ALTER TABLE attempts ADD COLUMN runtime_limit REAL;
+    """,
 ]

@@ -248,6 +248,7 @@ class AttemptInfo(msgspec.Struct, omit_defaults=True):
     message: str | None = None
     cause: str | None = None  # timeout, oom, missing_output: why it failed, beyond its exit code
     gpus: str | None = None  # the devices it ran on
+    runtime_limit: float | None = None  # seconds it was allowed
     stdout_path: str = ""
     stderr_path: str = ""
 

@@ -7,7 +7,7 @@ is stored.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -41,6 +41,9 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
     recovery_script: Annotated[str, Meta(min_length=1)] | None = None
     max_retries: Annotated[int, Meta(ge=1, le=1000)] = 3
     recovery_timeout: Annotated[float, Meta(gt=0)] = 3600.0
+    causes: Annotated[list[Literal["timeout", "oom", "missing_output"]], Meta(min_length=1)] | None = None
+    runtime_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
+    memory_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
 
 
 class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -298,8 +301,9 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
                                 f"{at}.recovery_script")
             if rule.exit_codes is not None and rule.match_all_exit_codes:
                 raise loc.error("a rule has either `exit_codes` or `match_all_exit_codes: true`, not both", at)
-            if not rule.exit_codes and not rule.match_all_exit_codes:
-                raise loc.error("a rule needs `exit_codes` (non-empty) or `match_all_exit_codes: true`", at)
+            if not rule.exit_codes and not rule.match_all_exit_codes and not rule.causes:
+                raise loc.error("a rule needs `causes`, `exit_codes` (non-empty) or `match_all_exit_codes: true`",
+                                at)
             rules.append(Rule(**msgspec.structs.asdict(rule)))  # the same fields, validated here
         handlers[handler.name] = rules
     return handlers

@@ -135,7 +135,8 @@ class Store(SlurmStore, Database):
                             start_time=r["start_time"], end_time=r["end_time"], pid=r["pid"],
                             host=r["host"], return_code=r["return_code"], rule_index=r["rule_index"],
                             action=r["action"], recovery_outcome=r["recovery_outcome"],
-                            message=r["message"], cause=r["cause"], gpus=r["gpus"], stdout_path=r["stdout_path"],
+                            message=r["message"], cause=r["cause"], gpus=r["gpus"],
+                            runtime_limit=r["runtime_limit"], stdout_path=r["stdout_path"],
                             stderr_path=r["stderr_path"]) for r in rows]
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
@@ -347,7 +348,7 @@ class Store(SlurmStore, Database):
         return await self.write(_body)
 
     _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
-                       w.use_pending_failed FROM jobs j
+                       w.use_pending_failed, a.cause FROM jobs j
                     JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                     JOIN workflows w ON w.id = j.workflow_id
                     LEFT JOIN failure_handlers h ON h.id = j.handler_id
@@ -458,14 +459,14 @@ class Store(SlurmStore, Database):
 def _started(st: Start, host: str) -> L.Started:
     j = st.job
     return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path,
-                     ",".join(j.gpus) if j.gpus else None)
+                     ",".join(j.gpus) if j.gpus else None, j.runtime)
 
 
 def _failure(r: sqlite3.Row) -> Failure:
     rules = msgspec.json.decode(r["rules"], type=list[Rule]) if r["rules"] else None
     upf = r["use_pending_failed"]
     return Failure(r["id"], r["workflow_id"], r["run_id"], r["attempt_id"], r["return_code"], rules,
-                   None if upf is None else bool(upf))
+                   None if upf is None else bool(upf), r["cause"])
 
 
 def _outcome(counts: dict[str, int]) -> str:

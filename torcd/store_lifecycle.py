@@ -22,11 +22,12 @@ from torcd.protocol import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
-                      j.runtime_seconds, j.num_gpus,
+                      j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
                       w.cwd, w.output_dir, j.status, j.worker_id FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
-_FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id"
+_FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
-                 reason = CASE WHEN ? THEN reason ELSE ? END, updated = ? WHERE id = ?"""
+                 reason = CASE WHEN ? THEN reason ELSE ? END, runtime_scale = coalesce(?, runtime_scale),
+                 memory_scale = coalesce(?, memory_scale), updated = ? WHERE id = ?"""
 
 
 def env_of(text: str | None) -> dict[str, str]:
@@ -54,8 +55,10 @@ def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sql
 
 
 def fact(r: sqlite3.Row) -> L.Job:
+    keys = r.keys()
     return L.Job(r["id"], r["workflow_id"], r["name"], S(r["status"]), r["run_id"], r["attempt_id"],
-                 r["worker_id"])
+                 r["worker_id"], r["runtime_scale"] if "runtime_scale" in keys else 1.0,
+                 r["memory_scale"] if "memory_scale" in keys else 1.0)
 
 
 def facts(tx: Tx, ids: Sequence[int]) -> dict[int, L.Job]:
@@ -77,7 +80,8 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         c = out.change
         if c is not None:
             changes.append((int(c.new), c.attempt_id, c.run_id, c.worker_id, c.reason == L.KEEP,
-                            None if c.reason == L.KEEP else c.reason, tx.now, c.job_id))
+                            None if c.reason == L.KEEP else c.reason, c.runtime_scale, c.memory_scale, tx.now,
+                            c.job_id))
         for r in out.records:
             if isinstance(r, L.AttemptClosed):
                 (overwritten if r.overwrite_message else closed).append(
@@ -100,9 +104,9 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         tx.many(_SET_STATUS, changes)
     if opened:
         tx.many("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
-                   stdout_path, stderr_path, gpus) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   stdout_path, stderr_path, gpus, runtime_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(r.job_id, r.workflow_id, r.run_id, r.attempt_id, r.host, r.pid, r.worker_id, r.start_time,
-                  r.stdout_path, r.stderr_path, r.gpus) for r in opened])
+                  r.stdout_path, r.stderr_path, r.gpus, r.runtime_limit) for r in opened])
     if closed:
         tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?
                    WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)

@@ -42,6 +42,7 @@ class Failure(msgspec.Struct, frozen=True):
     return_code: int
     rules: list[Rule] | None
     use_pending_failed: bool | None
+    cause: str | None = None  # timeout, oom, missing_output
 
 
 def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int) -> tuple[str, str]:

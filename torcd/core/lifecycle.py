@@ -39,6 +39,8 @@ class Job(msgspec.Struct, frozen=True, gc=False):
     run_id: int = 1
     attempt_id: int = 1
     worker_id: int | None = None
+    runtime_scale: float = 1.0  # the product of the runtime multipliers applied in this run
+    memory_scale: float = 1.0
 
     def is_current(self, run_id: int, attempt_id: int) -> bool:
         """Does a report about (run, attempt) concern this job's attempt now?"""
@@ -60,6 +62,7 @@ class Claimed(Stimulus, frozen=True):
     host: str | None = None
     stdout_path: str = ""
     stderr_path: str = ""
+    runtime_limit: float | None = None
 
 
 class Started(Stimulus, frozen=True):
@@ -70,6 +73,7 @@ class Started(Stimulus, frozen=True):
     stdout_path: str = ""
     stderr_path: str = ""
     gpus: str | None = None  # the devices it was given
+    runtime_limit: float | None = None  # the runtime it is allowed
 
 
 class Requeued(Stimulus, frozen=True):
@@ -150,6 +154,8 @@ class StatusChange(msgspec.Struct, frozen=True, gc=False):
     run_id: int
     reason: str | None = KEEP
     worker_id: int | None = None  # None: unchanged
+    runtime_scale: float | None = None  # None: unchanged
+    memory_scale: float | None = None
 
 
 class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
@@ -164,6 +170,7 @@ class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
     stdout_path: str = ""
     stderr_path: str = ""
     gpus: str | None = None
+    runtime_limit: float | None = None
 
 
 class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
@@ -221,10 +228,11 @@ class Outcome(msgspec.Struct):
 
 
 def _change(job: Job, new: S, *, attempt_id: int | None = None, run_id: int | None = None,
-            reason: str | None = KEEP, worker_id: int | None = None) -> StatusChange:
+            reason: str | None = KEEP, worker_id: int | None = None, runtime_scale: float | None = None,
+            memory_scale: float | None = None) -> StatusChange:
     check_transition(job.status, new, job.id)
     return StatusChange(job.id, job.status, new, job.attempt_id if attempt_id is None else attempt_id,
-                        job.run_id if run_id is None else run_id, reason, worker_id)
+                        job.run_id if run_id is None else run_id, reason, worker_id, runtime_scale, memory_scale)
 
 
 def _event(kind: type[E.EventBase], job: Job, time: float, **fields) -> E.EventBase:
@@ -251,7 +259,7 @@ def _claimed(s: Claimed, job: Job) -> Outcome:
     change = _change(job, S.RUNNING, worker_id=s.worker_id)
     return Outcome(change, [AttemptOpened(job.id, job.workflow_id, job.run_id, job.attempt_id, s.time, s.host,
                                           worker_id=s.worker_id, stdout_path=s.stdout_path,
-                                          stderr_path=s.stderr_path)],
+                                          stderr_path=s.stderr_path, runtime_limit=s.runtime_limit)],
                    [_event(E.JobStarted, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
                            message=f"worker {s.worker_id} on {s.host}")])
 
@@ -265,7 +273,8 @@ def _started(s: Started, job: Job) -> Outcome:
         out.instructions = [StopProcess(job.id)]  # canceled (or reset) while it was being started
         return out
     return Outcome(_change(job, S.RUNNING), [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid,
-                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path, gpus=s.gpus)],
+                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path, gpus=s.gpus,
+                                          runtime_limit=s.runtime_limit)],
                    [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
 
 
@@ -316,8 +325,11 @@ def _decided(s: Decided, job: Job) -> Outcome:
         return _stale(job, "a decision on its exit")
     d = s.decision
     new = _AFTER_DECISION[d.action]
+    again = d.action in (Action.RETRY, Action.RECOVER)  # multipliers grow the next attempt's limits
     change = _change(job, new, attempt_id=s.attempt_id + 1 if d.action == Action.RETRY else s.attempt_id,
-                     reason=d.reason)
+                     reason=d.reason,
+                     runtime_scale=job.runtime_scale * d.runtime_multiplier if again and d.runtime_multiplier else None,
+                     memory_scale=job.memory_scale * d.memory_multiplier if again and d.memory_multiplier else None)
     out = Outcome(change, [AttemptDecided(job.id, s.run_id, s.attempt_id, d.rule_index, d.action.value)],
                   [_event(E.RetryDecided, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
                           return_code=s.return_code, rule_index=d.rule_index, action=d.action.value,
@@ -373,8 +385,9 @@ def _reset(s: Reset, job: Job) -> Outcome:
         return _stale(job, "a reset")
     new = S.BLOCKED if s.blocked else S.READY
     if job.status == new:  # blocked and still blocked: a new run, no status change
-        return Outcome(StatusChange(job.id, new, new, 1, s.run_id, None))
-    return Outcome(_change(job, new, attempt_id=1, run_id=s.run_id, reason=None))
+        return Outcome(StatusChange(job.id, new, new, 1, s.run_id, None, runtime_scale=1.0, memory_scale=1.0))
+    return Outcome(_change(job, new, attempt_id=1, run_id=s.run_id, reason=None, runtime_scale=1.0,
+                           memory_scale=1.0))
 
 
 @handle.register

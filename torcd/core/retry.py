@@ -18,6 +18,9 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     recovery_script: str | None = None
     max_retries: int = 3
     recovery_timeout: float = 3600.0
+    causes: list[str] | None = None  # timeout, oom, missing_output: matched before any exit code
+    runtime_multiplier: float | None = None  # the next attempt's runtime limit, times this
+    memory_multiplier: float | None = None
 
 
 class Action(str, enum.Enum):
@@ -31,10 +34,17 @@ class RetryDecision(msgspec.Struct, frozen=True):
     action: Action
     rule_index: int | None
     reason: str
+    runtime_multiplier: float | None = None  # for the next attempt, when it is a retry
+    memory_multiplier: float | None = None
 
 
-def select_rule(rules: Sequence[Rule], return_code: int) -> int | None:
-    """Index of the rule for this code: first specific match, else first catch-all."""
+def select_rule(rules: Sequence[Rule], return_code: int, cause: str | None = None) -> int | None:
+    """Index of the rule for this exit: the first naming its cause, else the first naming its
+    code, else the first catch-all."""
+    if cause is not None:
+        for i, rule in enumerate(rules):
+            if rule.causes and cause in rule.causes:
+                return i
     for i, rule in enumerate(rules):
         if rule.exit_codes and return_code in rule.exit_codes:
             return i
@@ -45,13 +55,13 @@ def select_rule(rules: Sequence[Rule], return_code: int) -> int | None:
 
 
 def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
-           use_pending_failed: bool | None) -> RetryDecision:
+           use_pending_failed: bool | None, cause: str | None = None) -> RetryDecision:
     """What to do after attempt `attempt` exited with a non-zero `return_code`.
 
     `rules` is None when the job has no failure handler. `use_pending_failed`
     is the workflow's setting: None when unset, so a handler implies parking.
     """
-    index = select_rule(rules, return_code) if rules else None
+    index = select_rule(rules, return_code, cause) if rules else None
     if index is None:
         park = use_pending_failed if use_pending_failed is not None else rules is not None
         if park:
@@ -62,11 +72,16 @@ def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
     if attempt >= rule.max_retries:
         return RetryDecision(Action.FAIL, index,
                              f"rule {index} allows {rule.max_retries} attempts; attempt {attempt} was the last")
+    what = f"{cause} (exit code {return_code})" if cause and rule.causes and cause in rule.causes \
+        else f"exit code {return_code}"
+    grow = dict(runtime_multiplier=rule.runtime_multiplier, memory_multiplier=rule.memory_multiplier)
+    more = "".join(f"; {k} x{v:g}" for k, v in (("runtime", rule.runtime_multiplier),
+                                                 ("memory", rule.memory_multiplier)) if v)
     if rule.recovery_script:
-        return RetryDecision(Action.RECOVER, index,
-                             f"exit code {return_code} matched rule {index}; running recovery script")
+        return RetryDecision(Action.RECOVER, index, f"{what} matched rule {index}; running recovery script{more}",
+                             **grow)
     return RetryDecision(Action.RETRY, index,
-                         f"exit code {return_code} matched rule {index}; retrying as attempt {attempt + 1}")
+                         f"{what} matched rule {index}; retrying as attempt {attempt + 1}{more}", **grow)
 
 
 def signal_return_code(returncode: int) -> int:
@@ -83,24 +98,30 @@ class Step(msgspec.Struct, frozen=True):
     rule_index: int | None
     reason: str
     status: str  # the job's status once the daemon has acted
+    cause: str | None = None
+
+
+# The exit code a cause usually comes with, for `explain --exit-codes timeout,oom,0`.
+CAUSE_CODES = {"timeout": 143, "oom": 137, "missing_output": 1}
 
 
 def simulate(rules: Sequence[Rule] | None, use_pending_failed: bool | None,
-             return_codes: Sequence[int]) -> list[Step]:
+             return_codes: Sequence[int | tuple[int, str | None]]) -> list[Step]:
     """Attempt by attempt, what the daemon decides for a job exiting with these codes in turn.
 
     Stops at the first attempt that ends the job (success, failure, or parked). A recovery
     script is taken to succeed; if it fails, the job fails at that attempt.
     """
     steps = []
-    for attempt, rc in enumerate(return_codes, 1):
-        if rc == 0:
+    for attempt, item in enumerate(return_codes, 1):
+        rc, cause = item if isinstance(item, tuple) else (item, None)
+        if rc == 0 and cause is None:
             steps.append(Step(attempt, 0, "complete", None, "exit code 0", "completed"))
             break
-        d = decide(rules, attempt=attempt, return_code=rc, use_pending_failed=use_pending_failed)
+        d = decide(rules, attempt=attempt, return_code=rc, use_pending_failed=use_pending_failed, cause=cause)
         status = {Action.RETRY: "ready", Action.RECOVER: "ready", Action.FAIL: "failed",
                   Action.PARK: "pending_failed"}[d.action]
-        steps.append(Step(attempt, rc, d.action.value, d.rule_index, d.reason, status))
+        steps.append(Step(attempt, rc, d.action.value, d.rule_index, d.reason, status, cause))
         if status != "ready":
             break
     return steps

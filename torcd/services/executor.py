@@ -53,6 +53,7 @@ class LocalExecutor:
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
         self._timed_out: set[int] = set()
+        self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
 
     def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
@@ -62,6 +63,7 @@ class LocalExecutor:
         if self.gpus_free is not None:  # exactly its own devices, none for a job that asked for none
             job.gpus = self.gpus_free[:job.num_gpus]
             del self.gpus_free[:job.num_gpus]
+            self._held[job.job_id] = job.gpus
             env["CUDA_VISIBLE_DEVICES"] = env["TORC_GPUS"] = ",".join(job.gpus)
         try:
             if bad := unstartable_input({"command": job.command, "output directory": job.output_dir,
@@ -117,15 +119,17 @@ class LocalExecutor:
         exit_log, key = self.exit_log, (job.job_id, job.run_id, job.attempt_id)
         if self.gpus_free is not None and job.gpus:  # its devices stay its own
             self.gpus_free = [g for g in self.gpus_free if g not in job.gpus]
+            self._held[job.job_id] = job.gpus
         self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
 
     def gpus_available(self, job: Runnable) -> bool:
         return self.gpus_free is None or job.num_gpus <= len(self.gpus_free)
 
     def _give_back_gpus(self, job: Runnable) -> None:
-        if self.gpus_free is not None and job.gpus:
-            self.gpus_free.extend(job.gpus)
-            job.gpus = None
+        # job.gpus stays as it was: the start that records them may not be written yet.
+        held = self._held.pop(job.job_id, None)
+        if self.gpus_free is not None and held:
+            self.gpus_free.extend(held)
 
     def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
         self.procs[job.job_id] = (job, proc)

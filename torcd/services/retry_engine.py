@@ -43,7 +43,7 @@ class RetryEngine:
             return
         crash_point("before_decision")
         decisions = [(f, decide(f.rules, attempt=f.attempt_id, return_code=f.return_code,
-                                use_pending_failed=f.use_pending_failed)) for f in failures]
+                                use_pending_failed=f.use_pending_failed, cause=f.cause)) for f in failures]
         await self.store.apply_decisions(decisions)
         for f, d in decisions:
             log.info("retry_decided", workflow_id=f.workflow_id, job_id=f.job_id, attempt_id=f.attempt_id,
