@@ -25,7 +25,8 @@ from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
 from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
 from torcd.spec import SlurmSchedulerSpec, Workflow
-from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle, runnable
+from torcd.store_lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
+                                   runnable)
 from torcd.store_slurm import SlurmStore
 
 __all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
@@ -195,7 +196,7 @@ class Store(SlurmStore, Database):
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            rows = tx.rows(f"SELECT id, workflow_id, name, status, run_id, attempt_id, worker_id FROM jobs "
+            rows = tx.rows(f"SELECT {FACT_COLUMNS} FROM jobs "
                            f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})", (wf,))
             stop = handle(tx, L.Canceled(tx.now), map(fact, rows))
             tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
@@ -449,10 +450,11 @@ class Store(SlurmStore, Database):
     async def running_attempts(self) -> list[Runnable]:
         """Local attempts that started and never recorded an exit (after a crash: to adopt)."""
         rows = await self._rows(
-            f"""SELECT a.start_time AS start_time, a.gpus AS gpus, {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id
+            f"""SELECT a.start_time AS attempt_start, a.gpus AS attempt_gpus, {RUNNABLE_COLUMNS}
+                JOIN attempts a ON a.job_id = j.id
                 AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                 WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
-        return [runnable(r) for r in rows]
+        return [runnable(r, r["attempt_start"], r["attempt_gpus"]) for r in rows]
 
 
 

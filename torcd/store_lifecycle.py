@@ -23,8 +23,9 @@ from torcd.protocol import Runnable
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
                       j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
-                      w.cwd, w.output_dir, j.status, j.worker_id FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
-_FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
+                      w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale
+                      FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
+FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
                  reason = CASE WHEN ? THEN reason ELSE ? END, runtime_scale = coalesce(?, runtime_scale),
                  memory_scale = coalesce(?, memory_scale), updated = ? WHERE id = ?"""
@@ -34,12 +35,12 @@ def env_of(text: str | None) -> dict[str, str]:
     return msgspec.json.decode(text, type=dict[str, str]) if text else {}
 
 
-def runnable(r: sqlite3.Row) -> Runnable:
+def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None = None) -> Runnable:
+    """A job to start, or (with its attempt's start time and devices) one already running."""
     out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
     return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
                     r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err, r["runtime_seconds"],
-                    r["start_time"] if "start_time" in r.keys() else None, r["num_gpus"],
-                    r["gpus"].split(",") if "gpus" in r.keys() and r["gpus"] else None)
+                    start_time, r["num_gpus"], gpus.split(",") if gpus else None)
 
 
 def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sqlite3.Row]:
@@ -55,16 +56,15 @@ def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sql
 
 
 def fact(r: sqlite3.Row) -> L.Job:
-    keys = r.keys()
+    """The lifecycle's facts from a row of `FACT_COLUMNS` or `RUNNABLE_COLUMNS`."""
     return L.Job(r["id"], r["workflow_id"], r["name"], S(r["status"]), r["run_id"], r["attempt_id"],
-                 r["worker_id"], r["runtime_scale"] if "runtime_scale" in keys else 1.0,
-                 r["memory_scale"] if "memory_scale" in keys else 1.0)
+                 r["worker_id"], r["runtime_scale"], r["memory_scale"])
 
 
 def facts(tx: Tx, ids: Sequence[int]) -> dict[int, L.Job]:
     out = {}
     for chunk in chunks(list(dict.fromkeys(ids))):
-        for r in tx.rows(f"SELECT {_FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})", chunk):
+        for r in tx.rows(f"SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})", chunk):
             out[r["id"]] = fact(r)
     return out
 
@@ -142,7 +142,7 @@ def _release(tx: Tx, completed: Sequence[int]) -> None:
     tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, jid) for jid, n in counts.items()))
     ready = []
     for chunk in chunks(list(counts)):
-        ready += tx.rows(f"""SELECT {_FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
+        ready += tx.rows(f"""SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
                              AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
     handle(tx, L.DependenciesMet(tx.now), map(fact, ready))
 

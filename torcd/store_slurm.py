@@ -155,7 +155,9 @@ class SlurmStore(Database):
         return await self.write(_body)
 
     async def worker(self, worker_id: int):
-        rows = await self._rows("SELECT * FROM workers WHERE id = ?", (worker_id,))
+        """The worker's row, with its allocation's state (`allocation_state`, None outside one)."""
+        rows = await self._rows("SELECT w.*, a.state AS allocation_state FROM workers w LEFT JOIN allocations a "
+                                "ON a.id = w.allocation_id WHERE w.id = ?", (worker_id,))
         if not rows:
             raise NotFound(f"no worker {worker_id}")
         return rows[0]

@@ -65,8 +65,7 @@ class WorkerService:
             return p.WorkerPollResult(stop=True)
         # An allocation Slurm has ended takes no more work, however alive its worker says it is;
         # what it reports is still recorded.
-        ended = w["allocation_id"] is not None and await self.store.allocation_state(w["allocation_id"]) not in (
-            "pending", "running")
+        ended = w["allocation_id"] is not None and w["allocation_state"] not in ("pending", "running")
         mine = set(await self.store.worker_running_jobs(params.worker_id))
         if params.started:
             await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
