@@ -70,10 +70,10 @@ def test_a_run_leaves_the_daemon_it_started_to_a_run_still_using_it(tmp_path):
 
 def test_ctrl_c_on_a_run_that_started_the_daemon_says_the_jobs_stop_then_stops_them(tmp_path):
     (tmp_path / "long.yaml").write_text(spec("long", 30))
-    run = start_run(tmp_path, "long", "-q")
+    run = start_run(tmp_path, "long")
+    assert run.stdout.readline().startswith("workflow 1: long")  # the run is following its workflow
     client = Client(str(tmp_path / "run" / "torcd.sock"))
-    wait_for(lambda: client.ping(0.5) and client.call("workflows.list")
-             and client.call("jobs.list", {"workflow_id": 1})[0]["status"] == "running")
+    wait_for(lambda: client.call("jobs.list", {"workflow_id": 1})[0]["status"] == "running")
     client.close()
     os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=60)
@@ -84,10 +84,11 @@ def test_ctrl_c_on_a_run_that_started_the_daemon_says_the_jobs_stop_then_stops_t
 
 def test_ctrl_c_leaves_the_workflow_running_in_a_daemon_someone_else_started(daemon, tmp_path):
     (tmp_path / "long.yaml").write_text(spec("long", 30))
-    run = subprocess.Popen([sys.executable, "-m", "torcctl", "--socket", daemon.socket, "run", "-q", "long.yaml"],
+    run = subprocess.Popen([sys.executable, "-m", "torcctl", "--socket", daemon.socket, "run", "long.yaml"],
                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
-    wait_for(lambda: daemon.call("workflows.list") and daemon.jobs(1)["long"].status == "running")
+    assert run.stdout.readline().startswith("workflow 1: long")  # the run is following its workflow
+    wait_for(lambda: daemon.jobs(1)["long"].status == "running")
     os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130

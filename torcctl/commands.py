@@ -213,9 +213,9 @@ def run(client: Client, args) -> int:
     except (RpcError, UsageError):
         _release_daemon(client, args)  # a bad spec leaves no daemon behind
         raise
-    if not args.json and not args.quiet:
-        print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
-    try:
+    try:  # from here on (the id shown) Ctrl-C says what becomes of the workflow
+        if not args.json and not args.quiet:
+            print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
         _follow(client, wf.id, args)
         code = _summary(client, wf.id, args)
     except KeyboardInterrupt:
