@@ -77,7 +77,7 @@ def test_explain_and_validate_speak_of_causes(daemon, tmp_path):
                                                     "memory_multiplier: 2"))
     code, out, _ = daemon.ctl("validate", "nolimit.yaml")
     assert code == 0
-    assert "runtime_multiplier has no limit to multiply" in out and "memory limits are not enforced yet" in out
+    assert "runtime_multiplier has no limit to multiply" in out and "memory_multiplier has no limit to multiply" in out
 
 
 @pytest.mark.parametrize("rule, message", [

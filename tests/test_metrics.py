@@ -59,3 +59,20 @@ def test_no_metrics_endpoint_unless_asked(daemon):
     conn.request("GET", "/metrics")
     assert conn.getresponse().status == 404
     conn.close()
+
+
+def test_metrics_have_runtime_and_peak_memory_histograms(make_daemon):
+    d = make_daemon().start("--metrics")
+    wf = d.submit("name: h\nresource_monitor: {sample_interval_seconds: 0.2}\njobs:\n"
+                  "  - {name: held, command: '(head -c 40m /dev/zero; sleep 1.2) | tail >/dev/null'}\n"
+                  "  - {name: quick, command: 'true'}\n")
+    d.wait(wf)
+    m = _scrape(d)
+    runtime = {(s.name, s.labels.get("le")): s.value for s in m["torc_attempt_runtime_seconds"]}
+    assert runtime[("torc_attempt_runtime_seconds_count", None)] == 2
+    assert (runtime[("torc_attempt_runtime_seconds_bucket", "1")],
+            runtime[("torc_attempt_runtime_seconds_bucket", "10")]) == (1, 2)
+    memory = {(s.name, s.labels.get("le")): s.value for s in m["torc_attempt_peak_memory_bytes"]}
+    assert memory[("torc_attempt_peak_memory_bytes_count", None)] == 1  # `true` ended before its first sample
+    assert (memory[("torc_attempt_peak_memory_bytes_bucket", str(1 << 24))],
+            memory[("torc_attempt_peak_memory_bytes_bucket", str(1 << 26))]) == (0, 1)

@@ -440,11 +440,18 @@ def jobs_attempts(client: Client, args) -> int:
     if args.json:
         print_json(atts)
         return 0
-    table(["run", "attempt", "rc", "cause", "runtime limit", "rule", "action", "recovery", "start", "end", "stdout",
-           "stderr"],
-          [(a.run_id, a.attempt_id, a.return_code, a.cause, _seconds(a.runtime_limit) if a.runtime_limit else None,
-            a.rule_index, a.action, a.recovery_outcome,
-            when(a.start_time), when(a.end_time), a.stdout_path, a.stderr_path) for a in atts])
+    from torcd.core.resources import format_bytes
+
+    table(["run", "attempt", "rc", "cause", "wall", "cpu", "peak memory", "limits", "rule", "action", "recovery",
+           "start", "stdout", "stderr"],
+          [(a.run_id, a.attempt_id, a.return_code, a.cause,
+            None if a.end_time is None else f"{a.end_time - a.start_time:.1f}s",
+            None if a.cpu_seconds is None else f"{a.cpu_seconds:.1f}s",
+            None if a.peak_memory is None else format_bytes(a.peak_memory),
+            " ".join(x for x in (a.memory_limit and format_bytes(a.memory_limit),
+                                 a.runtime_limit and _seconds(a.runtime_limit)) if x) or None,
+            a.rule_index, a.action, a.recovery_outcome, when(a.start_time), a.stdout_path, a.stderr_path)
+           for a in atts])
     return 0
 
 

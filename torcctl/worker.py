@@ -174,7 +174,8 @@ class Worker:
         params = p.WorkerPoll(
             worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
             started=started, recoveries=recs,
-            exits=[p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause)
+            exits=[p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
+                                e.peak_memory, e.cpu_seconds)
                    for e in exits])
         return await self.rpc.call("workers.poll", params, p.WorkerPollResult)
 

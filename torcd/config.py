@@ -7,7 +7,7 @@ import os
 
 import msgspec
 
-from torcd.core.resources import gpu_ids
+from torcd.core.resources import gpu_ids, parse_memory
 from torcd.paths import Paths, resolve
 
 
@@ -15,6 +15,7 @@ class Config(msgspec.Struct, frozen=True):
     paths: Paths
     max_cpus: int  # the CPU budget of local jobs
     gpus: tuple[str, ...] = ()  # the GPU devices local jobs are given, each to one job at a time
+    max_memory: int = 1 << 62  # bytes: the memory budget of local jobs with a memory limit
     shutdown_grace: float = 10.0  # seconds between TERM and KILL for jobs at shutdown
     listen: tuple[str, int] | None = None  # the TCP door, for Slurm workers
     advertise_url: str | None = None
@@ -70,7 +71,7 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
         raise SystemExit(f"torcd: a TORCD_* environment variable is not a number: {e}") from None
     return Config(
         resolve(args.socket, args.state_dir), args.max_parallel_jobs or os.cpu_count() or 1, tuple(gpus),
-        args.shutdown_grace,
+        args.memory if args.memory is not None else _machine_memory(), args.shutdown_grace,
         listen=args.listen, advertise_url=args.advertise_url,
         tls=(os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None,
         slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
@@ -84,8 +85,11 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
                     "$XDG_RUNTIME_DIR/torcd/torcd.sock, else /tmp/torcd-$UID/torcd.sock)")
     ap.add_argument("--state-dir", help="database directory (default: $TORCD_STATE_DIR or "
                     "$XDG_STATE_HOME/torcd)")
-    ap.add_argument("--max-parallel-jobs", type=int, default=None, metavar="CPUS",
-                    help="CPU budget for local jobs (default: number of CPUs)")
+    ap.add_argument("--cpus", "--max-parallel-jobs", dest="max_parallel_jobs", type=int, default=None,
+                    metavar="N", help="CPU budget for local jobs (default: number of CPUs)")
+    ap.add_argument("--memory", default=env.get("TORCD_MEMORY"), metavar="SIZE",
+                    help="memory budget for local jobs, like 64g: jobs whose memory limits would together "
+                         "exceed it wait (default: $TORCD_MEMORY, else this machine's memory)")
     ap.add_argument("--gpus", type=int, default=None, metavar="N",
                     help="GPUs local jobs may use, devices 0..N-1 (default: $TORCD_GPUS, else this process's "
                          "CUDA_VISIBLE_DEVICES, else what `nvidia-smi -L` lists)")
@@ -115,7 +119,12 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
     if args.gpus is not None and args.gpus < 0:
         ap.error("--gpus must be 0 or more")
     if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
-        ap.error("--max-parallel-jobs must be at least 1")
+        ap.error("--cpus must be at least 1")
+    if args.memory is not None:
+        try:
+            args.memory = parse_memory(str(args.memory))
+        except ValueError as e:
+            ap.error(f"--memory: {e}")
     if args.listen is not None:
         host, sep, port = args.listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -142,3 +151,9 @@ def _nvidia_smi() -> list[str] | None:
         return subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _machine_memory() -> int:
+    import psutil
+
+    return psutil.virtual_memory().total

@@ -83,7 +83,7 @@ class Daemon:
         self.retry = RetryEngine(self.store, self.bus)
         self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
         self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
-                                     list(cfg.gpus))
+                                     list(cfg.gpus), cfg.max_memory)
         self.allocations = AllocationService(self.store, url=None, credentials_dir=cfg.credentials_dir,
                                              ca_file=cfg.tls[0] if cfg.tls else None,
                                              poll_interval=cfg.slurm_poll_interval,

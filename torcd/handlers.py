@@ -18,6 +18,7 @@ import structlog
 from torcd import protocol as p
 from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
+from torcd.core.resources import format_bytes
 from torcd.core.status import JobStatus
 from torcd.credentials import current_caller, idempotency_key
 from torcd.errors import InvalidParams
@@ -63,11 +64,15 @@ class Handlers:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
                                 {"field": "$.executor"})
         if params.executor == "local":  # a job that can never fit is refused now, not left waiting
-            have = len(self.config.gpus)
+            have, memory = len(self.config.gpus), self.config.max_memory
             for job in spec.jobs:
                 if job.num_gpus > have:
                     raise InvalidParams(f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} "
                                         "(see torcd --gpus)", {"field": "$.jobs"})
+                if (job.memory_bytes or 0) > memory:
+                    raise InvalidParams(f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
+                                        f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
+                                        {"field": "$.jobs"})
         wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
                                               key=idempotency_key.get())
         crash_point("after_create")

@@ -26,18 +26,20 @@ def lint_spec(text: str, file: str, cwd: str) -> list[Finding]:
     spec = parse_spec(text, file)
     doc, loc = load_doc(text, file)
     findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc), *multiplier_findings(doc, loc, spec),
+                *monitor_findings(doc, loc),
                 *script_findings(doc, loc, lambda script: script_problem(script, cwd))]
     return sorted(findings, key=lambda f: (f.line or 0, f.field))
 
 
 def multiplier_findings(doc: WorkflowDoc, loc: Locator, spec) -> list[Finding]:
-    """A multiplier with no limit to multiply (no job of the handler has one), or one torcd does
-    not enforce yet (memory)."""
-    limited = {"runtime": set(), "memory": set()}
+    """A multiplier with no limit to multiply: no job of the handler has one."""
+    limited: dict[str, set[str]] = {"runtime": set(), "memory": set()}
     for job in spec.jobs:
         if job.failure_handler:
             if job.runtime_seconds is not None:
                 limited["runtime"].add(job.failure_handler)
+            if job.memory_bytes is not None:
+                limited["memory"].add(job.failure_handler)
     out = []
     for h, handler in enumerate(doc.failure_handlers):
         for r, rule in enumerate(handler.rules):
@@ -45,12 +47,24 @@ def multiplier_findings(doc: WorkflowDoc, loc: Locator, spec) -> list[Finding]:
                 if getattr(rule, f"{what}_multiplier") is None:
                     continue
                 at = f"$.failure_handlers[{h}].rules[{r}].{what}_multiplier"
-                if what == "memory":
-                    out.append(Finding(loc.line(at), at, "memory limits are not enforced yet: memory_multiplier "
-                                                         "is recorded but changes nothing"))
-                elif handler.name not in limited[what]:
+                if handler.name not in limited[what]:
                     out.append(Finding(loc.line(at), at, f"{what}_multiplier has no limit to multiply: no job of "
                                                          f"handler {handler.name!r} has a {what} requirement"))
+    return out
+
+
+def monitor_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
+    """Parts of Torc's `resource_monitor` that are accepted but record nothing more here."""
+    monitor, out = doc.resource_monitor, []
+    if monitor is None:
+        return out
+    for at, target in (("$.resource_monitor", monitor), ("$.resource_monitor.jobs", monitor.jobs)):
+        if target is not None and target.granularity == "time_series":
+            out.append(Finding(loc.line(f"{at}.granularity"), f"{at}.granularity",
+                               "time series are not kept: each attempt records its peak memory and CPU time"))
+    if monitor.compute_node is not None and monitor.compute_node.enabled:
+        at = "$.resource_monitor.compute_node"
+        out.append(Finding(loc.line(at), at, "the compute node's own usage is not recorded; only jobs' usage is"))
     return out
 
 

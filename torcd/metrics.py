@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from torcd.core.status import JobStatus
-from torcd.store import RECOVERY_BUCKETS, Store
+from torcd.store import MEMORY_BUCKETS, RECOVERY_BUCKETS, RUNTIME_BUCKETS, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -39,13 +39,23 @@ class _Snapshot(Collector):
             labels=["workflow", "handler", "rule", "exit_code", "action"])
         for wf, handler, rule, rc, action, n in self.rows["decisions"]:
             decisions.add_metric([str(wf), handler, str(rule), str(rc), action], n)
-        recovery = HistogramMetricFamily("torc_recovery_script_seconds", "How long recovery scripts ran.",
-                                         labels=["workflow"])
-        for wf, count, total, *under in self.rows["recoveries"]:
-            buckets = [(str(b), n or 0) for b, n in zip(RECOVERY_BUCKETS, under)] + [("+Inf", count)]
-            recovery.add_metric([str(wf)], buckets, total)
+        recovery = _histogram("torc_recovery_script_seconds", "How long recovery scripts ran.",
+                              self.rows["recoveries"], RECOVERY_BUCKETS)
+        runtime = _histogram("torc_attempt_runtime_seconds", "How long attempts ran (start to exit).",
+                             self.rows["runtimes"], RUNTIME_BUCKETS)
+        memory = _histogram("torc_attempt_peak_memory_bytes", "The most memory each sampled attempt's processes "
+                            "used together.", self.rows["peak_memory"], MEMORY_BUCKETS)
         allocations = GaugeMetricFamily("torc_allocations", "Slurm allocations by workflow and state.",
                                         labels=["workflow", "state"])
         for wf, state, n in self.rows["allocations"]:
             allocations.add_metric([str(wf), state], n)
-        return [jobs, attempts, decisions, recovery, allocations]
+        return [jobs, attempts, decisions, recovery, runtime, memory, allocations]
+
+
+def _histogram(name: str, doc: str, rows: Sequence, bounds: tuple) -> HistogramMetricFamily:
+    """A histogram by workflow from rows of (workflow, count, sum, cumulative count per bound)."""
+    family = HistogramMetricFamily(name, doc, labels=["workflow"])
+    for wf, count, total, *under in rows:
+        buckets = [(str(b), n or 0) for b, n in zip(bounds, under)] + [("+Inf", count)]
+        family.add_metric([str(wf)], buckets, total)
+    return family

@@ -188,4 +188,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN memory_scale REAL NOT NULL DEFAULT 1;
     ALTER TABLE attempts ADD COLUMN runtime_limit REAL;
     """,
+    # 8: what each attempt used and the memory it was allowed; which jobs a workflow samples
+    """
+    ALTER TABLE attempts ADD COLUMN peak_rss_bytes INTEGER;
+    ALTER TABLE attempts ADD COLUMN cpu_seconds REAL;
+    ALTER TABLE attempts ADD COLUMN memory_limit INTEGER;
+    ALTER TABLE workflows ADD COLUMN monitor_all INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workflows ADD COLUMN sample_interval REAL NOT NULL DEFAULT 1;
+    """,
 ]

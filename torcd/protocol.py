@@ -74,6 +74,8 @@ class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     end_time: float
     message: str | None = None
     cause: Cause | None = None
+    peak_memory: Count | None = None  # bytes
+    cpu_seconds: Annotated[float, Meta(ge=0)] | None = None
 
 
 class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -175,6 +177,8 @@ class Runnable(msgspec.Struct):
     start_time: float | None = None  # of an attempt already running (adopted after a restart)
     num_gpus: int = 0
     gpus: list[str] | None = None  # the devices it was given (CUDA_VISIBLE_DEVICES), once started
+    memory: int | None = None  # bytes its processes may use together; killed and recorded as `oom` past it
+    sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
 
 
 class Recovery(msgspec.Struct, frozen=True):
@@ -249,6 +253,9 @@ class AttemptInfo(msgspec.Struct, omit_defaults=True):
     cause: str | None = None  # timeout, oom, missing_output: why it failed, beyond its exit code
     gpus: str | None = None  # the devices it ran on
     runtime_limit: float | None = None  # seconds it was allowed
+    memory_limit: int | None = None  # bytes it was allowed
+    peak_memory: int | None = None  # bytes its processes used together, at most
+    cpu_seconds: float | None = None
     stdout_path: str = ""
     stderr_path: str = ""
 

@@ -17,7 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
-from torcd.core.resources import Requirements, parse_duration, parse_memory
+from torcd.core.resources import Monitoring, Requirements, parse_duration, parse_memory
 from torcd.core.retry import Rule
 from torcd.errors import SpecError
 
@@ -90,6 +90,25 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     resource_requirements: Name | None = None
 
 
+class MonitorTargetSpec(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    granularity: Literal["summary", "time_series"] = "summary"
+
+
+class ResourceMonitorSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """Torc's `resource_monitor`, flat (`enabled`, `granularity`) or per target (`jobs`, `compute_node`)."""
+
+    enabled: bool | None = None
+    granularity: Literal["summary", "time_series"] = "summary"
+    sample_interval_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 1.0
+    jobs: MonitorTargetSpec | None = None
+    compute_node: MonitorTargetSpec | None = None
+
+    def monitoring(self) -> Monitoring:
+        every_job = self.jobs.enabled if self.jobs is not None else self.enabled is not False
+        return Monitoring(every_job, self.sample_interval_seconds)
+
+
 class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     jobs: Annotated[list[JobSpec], Meta(min_length=1)]
@@ -101,6 +120,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
     resource_requirements: list[ResourceRequirementSpec] = []
+    resource_monitor: ResourceMonitorSpec | None = None
 
 
 class ExpandedJob(msgspec.Struct, array_like=True):
@@ -126,6 +146,7 @@ class Workflow(msgspec.Struct):
     failure_handlers: dict[str, list[Rule]]
     jobs: list[ExpandedJob]
     schedulers: list[SlurmSchedulerSpec] = []
+    monitoring: Monitoring = Monitoring()
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
@@ -423,7 +444,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
-                    doc.slurm_schedulers)
+                    doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring())
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:

@@ -44,6 +44,17 @@ _JOB_INFO = """SELECT j.*, h.name AS handler,
 
 
 RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
+RUNTIME_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 86400)  # seconds
+MEMORY_BUCKETS = tuple(1 << n for n in range(24, 41, 2))  # 16 MiB to 1 TiB, by fours
+
+
+def _histogram(value: str, buckets: tuple) -> str:
+    """count, sum and the cumulative bucket counts of `value` over ended attempts, by workflow."""
+    return f"""SELECT workflow_id, count(*), coalesce(sum({value}), 0),
+                      {", ".join(f"sum({value} <= {b})" for b in buckets)}
+               FROM attempts WHERE end_time IS NOT NULL AND {value} IS NOT NULL GROUP BY workflow_id"""
+
+
 _METRIC_QUERIES = {
     "jobs": "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status",
     "attempts": "SELECT workflow_id, count(*) FROM attempts GROUP BY workflow_id",
@@ -51,9 +62,9 @@ _METRIC_QUERIES = {
                            a.action, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
                     LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE a.action IS NOT NULL
                     GROUP BY 1, 2, 3, 4, 5""",
-    "recoveries": f"""SELECT workflow_id, count(*), coalesce(sum(recovery_seconds), 0),
-                          {", ".join(f"sum(recovery_seconds <= {b})" for b in RECOVERY_BUCKETS)}
-                      FROM attempts WHERE recovery_seconds IS NOT NULL GROUP BY workflow_id""",
+    "recoveries": _histogram("recovery_seconds", RECOVERY_BUCKETS),
+    "runtimes": _histogram("end_time - start_time", RUNTIME_BUCKETS),
+    "peak_memory": _histogram("peak_rss_bytes", MEMORY_BUCKETS),
     "allocations": "SELECT workflow_id, state, count(*) FROM allocations GROUP BY workflow_id, state",
 }
 
@@ -137,7 +148,9 @@ class Store(SlurmStore, Database):
                             host=r["host"], return_code=r["return_code"], rule_index=r["rule_index"],
                             action=r["action"], recovery_outcome=r["recovery_outcome"],
                             message=r["message"], cause=r["cause"], gpus=r["gpus"],
-                            runtime_limit=r["runtime_limit"], stdout_path=r["stdout_path"],
+                            runtime_limit=r["runtime_limit"], memory_limit=r["memory_limit"],
+                            peak_memory=r["peak_rss_bytes"], cpu_seconds=r["cpu_seconds"],
+                            stdout_path=r["stdout_path"],
                             stderr_path=r["stderr_path"]) for r in rows]
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
@@ -166,9 +179,10 @@ class Store(SlurmStore, Database):
             jobs = [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in jobs]
         def _body(tx: Tx):
             wf = tx.run(
-                """INSERT INTO workflows (name, description, cwd, spec_path, output_dir,
-                   use_pending_failed, created, executor, account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account))
+                """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
+                   created, executor, account, monitor_all, sample_interval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account,
+                 int(spec.monitoring.all_jobs), spec.monitoring.interval))
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
                 handler_ids[name] = tx.run(
@@ -334,7 +348,8 @@ class Store(SlurmStore, Database):
 
     def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
         known = facts(tx, [e.job_id for e in exits])
-        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause),
+        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause,
+                                     e.peak_memory, e.cpu_seconds),
                             known[e.job_id])
                    for e in exits if e.job_id in known))
 
@@ -461,7 +476,7 @@ class Store(SlurmStore, Database):
 def _started(st: Start, host: str) -> L.Started:
     j = st.job
     return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path,
-                     ",".join(j.gpus) if j.gpus else None, j.runtime)
+                     ",".join(j.gpus) if j.gpus else None, j.runtime, j.memory)
 
 
 def _failure(r: sqlite3.Row) -> Failure:

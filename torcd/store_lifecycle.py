@@ -16,6 +16,7 @@ import msgspec
 
 from torcd.core import lifecycle as L
 from torcd.core.attempts import stdio_paths
+from torcd.core.resources import Monitoring
 from torcd.core.status import JobStatus as S
 from torcd.db import Tx, chunks, marks
 from torcd.protocol import Runnable
@@ -23,7 +24,9 @@ from torcd.protocol import Runnable
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
                       j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
-                      w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale
+                      CAST(j.memory_bytes * j.memory_scale AS INTEGER) AS memory_bytes,
+                      w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
+                      w.monitor_all, w.sample_interval
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -38,9 +41,11 @@ def env_of(text: str | None) -> dict[str, str]:
 def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None = None) -> Runnable:
     """A job to start, or (with its attempt's start time and devices) one already running."""
     out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
+    monitoring = Monitoring(bool(r["monitor_all"]), r["sample_interval"])
     return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
                     r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err, r["runtime_seconds"],
-                    start_time, r["num_gpus"], gpus.split(",") if gpus else None)
+                    start_time, r["num_gpus"], gpus.split(",") if gpus else None, r["memory_bytes"],
+                    monitoring.interval_for(r["memory_bytes"]))
 
 
 def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sqlite3.Row]:
@@ -85,7 +90,8 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         for r in out.records:
             if isinstance(r, L.AttemptClosed):
                 (overwritten if r.overwrite_message else closed).append(
-                    (r.end_time, r.return_code, r.message, r.cause, r.job_id, r.run_id, r.attempt_id))
+                    (r.end_time, r.return_code, r.message, r.cause, r.peak_memory, r.cpu_seconds, r.job_id,
+                     r.run_id, r.attempt_id))
             elif isinstance(r, L.AttemptOpened):
                 opened.append(r)
             elif isinstance(r, L.AttemptDecided):
@@ -104,15 +110,16 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
         tx.many(_SET_STATUS, changes)
     if opened:
         tx.many("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
-                   stdout_path, stderr_path, gpus, runtime_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   stdout_path, stderr_path, gpus, runtime_limit, memory_limit)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [(r.job_id, r.workflow_id, r.run_id, r.attempt_id, r.host, r.pid, r.worker_id, r.start_time,
-                  r.stdout_path, r.stderr_path, r.gpus, r.runtime_limit) for r in opened])
+                  r.stdout_path, r.stderr_path, r.gpus, r.runtime_limit, r.memory_limit) for r in opened])
     if closed:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?,
+                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)
     if overwritten:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", overwritten)
+        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?,
+                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", overwritten)
     if decided:
         tx.many("UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
                 decided)

@@ -192,7 +192,8 @@ class SlurmStore(Database):
                                       AND a.return_code != 0)
                     ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
             claimed = [runnable(r) for r in runnables_fitting(rows, cpus)]
-            apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime),
+            apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime,
+                                            j.memory),
                                 L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
                        for j in claimed))
             return unstarted + claimed

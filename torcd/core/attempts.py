@@ -22,6 +22,8 @@ class Exit(msgspec.Struct, frozen=True):
     message: str | None = None
     workflow_id: int = 0
     cause: str | None = None  # timeout, oom, missing_output
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
 
 
 class Start(msgspec.Struct, frozen=True):

@@ -63,6 +63,7 @@ class Claimed(Stimulus, frozen=True):
     stdout_path: str = ""
     stderr_path: str = ""
     runtime_limit: float | None = None
+    memory_limit: int | None = None
 
 
 class Started(Stimulus, frozen=True):
@@ -74,6 +75,7 @@ class Started(Stimulus, frozen=True):
     stderr_path: str = ""
     gpus: str | None = None  # the devices it was given
     runtime_limit: float | None = None  # the runtime it is allowed
+    memory_limit: int | None = None  # the memory it is allowed, bytes
 
 
 class Requeued(Stimulus, frozen=True):
@@ -86,6 +88,8 @@ class Exited(Stimulus, frozen=True):
     return_code: int
     message: str | None = None
     cause: str | None = None  # timeout, oom, missing_output
+    peak_memory: int | None = None  # bytes, what the attempt's processes used at most
+    cpu_seconds: float | None = None
 
 
 class Terminated(Stimulus, frozen=True):
@@ -171,6 +175,7 @@ class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
     stderr_path: str = ""
     gpus: str | None = None
     runtime_limit: float | None = None
+    memory_limit: int | None = None
 
 
 class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
@@ -182,6 +187,8 @@ class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
     message: str | None
     overwrite_message: bool = False  # a shutdown says why it ended; an exit keeps an earlier note
     cause: str | None = None
+    peak_memory: int | None = None
+    cpu_seconds: float | None = None
 
 
 class AttemptDecided(msgspec.Struct, frozen=True, gc=False):
@@ -259,7 +266,8 @@ def _claimed(s: Claimed, job: Job) -> Outcome:
     change = _change(job, S.RUNNING, worker_id=s.worker_id)
     return Outcome(change, [AttemptOpened(job.id, job.workflow_id, job.run_id, job.attempt_id, s.time, s.host,
                                           worker_id=s.worker_id, stdout_path=s.stdout_path,
-                                          stderr_path=s.stderr_path, runtime_limit=s.runtime_limit)],
+                                          stderr_path=s.stderr_path, runtime_limit=s.runtime_limit,
+                                          memory_limit=s.memory_limit)],
                    [_event(E.JobStarted, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
                            message=f"worker {s.worker_id} on {s.host}")])
 
@@ -274,7 +282,7 @@ def _started(s: Started, job: Job) -> Outcome:
         return out
     return Outcome(_change(job, S.RUNNING), [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid,
                                           stdout_path=s.stdout_path, stderr_path=s.stderr_path, gpus=s.gpus,
-                                          runtime_limit=s.runtime_limit)],
+                                          runtime_limit=s.runtime_limit, memory_limit=s.memory_limit)],
                    [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
 
 
@@ -288,7 +296,8 @@ def _requeued(s: Requeued, job: Job) -> Outcome:
 @handle.register
 def _exited(s: Exited, job: Job) -> Outcome:
     # The attempt is closed whatever became of the job; only the current one moves it on.
-    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message, cause=s.cause)
+    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message, cause=s.cause,
+                           peak_memory=s.peak_memory, cpu_seconds=s.cpu_seconds)
     if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
         out = _stale(job, "its exit")
         out.records = [closed]

@@ -71,3 +71,33 @@ def gpu_ids(environ: dict[str, str], nvidia_smi_lines: list[str] | None) -> list
 
 def format_duration(seconds: float) -> str:
     return f"{seconds:g}s" if seconds < 120 else f"{seconds / 60:g}min" if seconds < 7200 else f"{seconds / 3600:g}h"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+NEAR_LIMIT = 0.9  # of its memory limit: a SIGKILL there is taken for the kernel's OOM killer
+SIGKILL_EXIT = 137
+
+
+def kernel_oom(return_code: int, peak: int | None, memory_limit: int | None) -> bool:
+    """A job killed by SIGKILL (137) after using at least 90 % of its memory limit: the kernel
+    (or a cgroup) ran out of memory for it before the monitor's next sample could."""
+    return (return_code == SIGKILL_EXIT and peak is not None and memory_limit is not None
+            and peak >= NEAR_LIMIT * memory_limit)
+
+
+class Monitoring(msgspec.Struct, frozen=True):
+    """Which jobs are sampled, how often: every job, or (the default) those with a memory
+    limit, which the samples enforce."""
+
+    all_jobs: bool = False
+    interval: float = 1.0
+
+    def interval_for(self, memory_limit: int | None) -> float | None:
+        return self.interval if self.all_jobs or memory_limit is not None else None

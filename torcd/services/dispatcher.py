@@ -32,9 +32,9 @@ _WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.Work
 
 class Dispatcher:
     def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog,
-                 gpus: list[str] | None = None):
+                 gpus: list[str] | None = None, max_memory: int = 1 << 62):
         self.store, self.bus = store, bus
-        self.max_cpus = max_cpus
+        self.max_cpus, self.max_memory = max_cpus, max_memory
         self.host = socket.gethostname()
         self.exit_log = exit_log
         self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus)
@@ -61,11 +61,14 @@ class Dispatcher:
         return self.max_cpus - self.executor.cpus_in_use
 
     def _kick(self) -> None:
-        """Start queued jobs that fit now (a job wider than the CPU budget runs alone; one needing
-        more GPUs than the machine has was refused at submission)."""
+        """Start queued jobs that fit now, in order. A job wider than the CPU or memory budget
+        (its limit grown by a retry) runs alone; one needing more GPUs than the machine has, or
+        more memory at first, was refused at submission."""
         while self._queue and not self._stopping:
-            need = min(self._queue[0].num_cpus, self.max_cpus)
-            if need > self._free() or not self.executor.gpus_available(self._queue[0]):
+            job = self._queue[0]
+            memory = min(job.memory or 0, self.max_memory)
+            if (min(job.num_cpus, self.max_cpus) > self._free() or not self.executor.gpus_available(job)
+                    or memory > self.max_memory - self.executor.memory_in_use):
                 return
             self._start(self._queue.popleft())
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import contextlib
 import shlex
+import signal
 import time
 from collections.abc import Callable
 
@@ -18,10 +20,11 @@ from torcd.core.retry import signal_return_code
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
                                       kill_pids, log_files, make_log_directory, missing_directory,
-                                      shell_prelude, spawn_shell, start_failure, stop_group,
-                                      unstartable_input)
+                                      shell_prelude, signal_group, spawn_shell, start_failure,
+                                      stop_group, unstartable_input)
 from torcd.core.attempts import Exit
-from torcd.core.resources import format_duration
+from torcd.core.resources import format_bytes, format_duration, kernel_oom
+from torcd.services.monitor import Monitor, Sample
 from torcd.protocol import Runnable
 
 log = structlog.get_logger("torcd.executor")
@@ -47,6 +50,9 @@ class LocalExecutor:
         self.exit_log = exit_log
         self.procs: dict[int, tuple[Runnable, WatchedProcess]] = {}
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
+        self.memory_in_use = 0  # bytes: the memory limits of the jobs in procs
+        self.monitor = Monitor(self._over_memory)
+        self._oom: dict[int, Sample] = {}  # jobs killed for going over their memory: what was seen
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
         self._made_dirs: set[str] = set()
@@ -134,6 +140,9 @@ class LocalExecutor:
     def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
         self.procs[job.job_id] = (job, proc)
         self.cpus_in_use += job.num_cpus
+        self.memory_in_use += job.memory or 0
+        if job.sample_interval is not None:
+            self.monitor.watch(job.job_id, proc.pid, job.memory, job.sample_interval)
         if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
             left = job.runtime - (time.time() - job.start_time if job.start_time else 0.0)
             self._deadlines[job.job_id] = asyncio.get_running_loop().call_later(
@@ -153,32 +162,63 @@ class LocalExecutor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _over_memory(self, job_id: int, sample: Sample) -> None:
+        """Past its memory limit: KILL at once, as the kernel's OOM killer would (a TERM handler
+        could allocate more), the whole tree the sample found, whatever left the group too."""
+        job, proc = self.procs.get(job_id, (None, None))
+        if job is None or proc is None or proc.pid != sample.pids[0]:
+            return
+        self._oom[job_id] = sample
+        log.info("job_over_memory", workflow_id=job.workflow_id, job_id=job_id, attempt_id=job.attempt_id,
+                 used=sample.memory, limit=job.memory)
+        signal_group(proc.pid, signal.SIGKILL)
+        for pid in sample.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
         returncode = await proc.wait()
         if self.procs.pop(job.job_id, None):
             self.cpus_in_use -= job.num_cpus
+            self.memory_in_use -= job.memory or 0
             self._give_back_gpus(job)
         deadline = self._deadlines.pop(job.job_id, None)
         if deadline is not None:
             deadline.cancel()
+        seen = self.monitor.forget(job.job_id)
+        # Memory is known from samples only; CPU time exactly from reaping our own child, else
+        # (an adopted job) from the last sample.
+        peak = seen.peak_memory
+        cpu = proc.cpu_seconds if proc.cpu_seconds is not None else seen.cpu_seconds
+        oom = self._oom.pop(job.job_id, None)
+        timed_out = job.job_id in self._timed_out
+        self._timed_out.discard(job.job_id)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
-        if job.job_id in self._timed_out:
-            self._timed_out.discard(job.job_id)
+        end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
+        if oom is not None:
+            self.on_exit(Exit(*done, UNKNOWN_EXIT, end, f"killed: its processes used {format_bytes(oom.memory)}, "
+                              f"over its memory limit of {format_bytes(job.memory or 0)}", job.workflow_id,
+                              "oom", peak, cpu))
+            return
+        if timed_out:
             rc = UNKNOWN_EXIT if returncode is None else signal_return_code(returncode)
-            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(),
-                              f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
-                              job.workflow_id, cause="timeout"))
+            self.on_exit(Exit(*done, rc, end, f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
+                              job.workflow_id, "timeout", peak, cpu))
             return
         if returncode is None:  # an adopted shell that left no exit status
-            self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT, time.time(),
-                              UNKNOWN_EXIT_MESSAGE, job.workflow_id))
+            self.on_exit(Exit(*done, UNKNOWN_EXIT, end, UNKNOWN_EXIT_MESSAGE, job.workflow_id, None, peak, cpu))
             return
         if returncode == LAUNCH_FAILED and (e := self._launch_failure(job)):
             self._launch_failed(job, e)
             return
-        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(returncode), time.time(),
-                          workflow_id=job.workflow_id))
+        rc = signal_return_code(returncode)
+        if kernel_oom(rc, peak, job.memory):
+            self.on_exit(Exit(*done, rc, end, f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
+                              f"memory limit of {format_bytes(job.memory or 0)}: out of memory", job.workflow_id,
+                              "oom", peak, cpu))
+            return
+        self.on_exit(Exit(*done, rc, end, workflow_id=job.workflow_id, peak_memory=peak, cpu_seconds=cpu))
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group

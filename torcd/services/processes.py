@@ -173,7 +173,7 @@ def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
                (os.POSIX_SPAWN_DUP2, _devnull if stderr is None else stderr, 2)]
     pid = os.posix_spawn(_BASH, [_BASH, "-c", command], env, file_actions=actions, setsid=True,
                          setsigdef=_DEFAULT_SIGNALS, setsigmask=())
-    return WatchedProcess(pid, lambda: os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    return WatchedProcess(pid, reap=True)
 
 
 def group_leader(pids: list[int]) -> int | None:
@@ -188,13 +188,14 @@ def group_leader(pids: list[int]) -> int | None:
 
 
 class WatchedProcess:
-    """A process watched through a pidfd; `exit_status` says how it ended once it has: by
-    reaping it (our child) or from the exit log (a shell an earlier daemon started, whose
-    status is None if it left none)."""
+    """A process watched through a pidfd. Our own child is reaped (`reap`), which also tells
+    the CPU time it and the descendants it waited for used; a shell an earlier daemon started
+    says how it ended through `exit_status` (from the exit log: None if it left nothing)."""
 
-    def __init__(self, pid: int, exit_status: Callable[[], int | None]):
+    def __init__(self, pid: int, exit_status: Callable[[], int | None] | None = None, reap: bool = False):
         self.pid, self.returncode = pid, None
-        self._exit_status = exit_status
+        self.cpu_seconds: float | None = None  # of it and the descendants it waited for, once reaped
+        self._exit_status = self._reap if reap else exit_status
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         try:
@@ -219,6 +220,13 @@ class WatchedProcess:
     async def wait(self) -> int | None:
         await asyncio.shield(self._done)
         return self.returncode
+
+    def _reap(self) -> int:
+        # Not ru_maxrss: a child of posix_spawn (vfork) starts with its parent's resident set,
+        # so its high-water mark is the daemon's, not the job's.
+        _, status, ru = os.wait4(self.pid, 0)
+        self.cpu_seconds = ru.ru_utime + ru.ru_stime
+        return os.waitstatus_to_exitcode(status)
 
 
 def signal_group(pid: int, sig: int) -> bool:

@@ -71,7 +71,8 @@ class WorkerService:
             await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
                                        if (s.job_id, s.run_id, s.attempt_id) in mine])
         await self.store.record_exits([
-            Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, w["workflow_id"], e.cause)
+            Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, w["workflow_id"], e.cause,
+                 e.peak_memory, e.cpu_seconds)
             for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine])
         for r in params.recoveries:  # only those handed to this worker
             await self.store.finish_recovery(r, worker_id=params.worker_id)

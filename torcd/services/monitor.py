@@ -1,0 +1,134 @@
+"""Sampling what running jobs use: memory summed over each job's process tree, and CPU time.
+
+A job's memory is the sum of the proportional set sizes (PSS) of its processes: a page shared
+by several of them (libraries, a forked child's copy-on-write memory) counts once, as the
+kernel would charge it to a cgroup, where summing RSS would count it in every process.
+Sampling runs in a thread, once per interval, and only while some job is watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
+import msgspec
+import psutil
+
+MIN_INTERVAL = 0.1  # seconds: faster sampling would cost more than it tells
+
+
+class Sample(msgspec.Struct, frozen=True):
+    memory: int  # bytes, summed over the tree
+    cpu_seconds: float  # user + system, the live processes' own and their reaped children's
+    pids: tuple[int, ...]  # the tree, shell first: what an over-limit kill must reach
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, through each task's `children` list: proportional to the
+    tree, where a scan of /proc (psutil's `children`) costs as much as every process there."""
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return tree
+
+
+def sample_tree(pid: int) -> Sample | None:
+    """What the process tree under `pid` uses now; None if it is gone."""
+    memory, cpu, pids = 0, 0.0, []
+    for p in process_tree(pid):
+        try:
+            proc = psutil.Process(p)
+            with proc.oneshot():
+                try:
+                    memory += proc.memory_full_info().pss
+                except (psutil.AccessDenied, AttributeError):  # no smaps_rollup: RSS will do
+                    memory += proc.memory_info().rss
+                t = proc.cpu_times()
+            cpu += t.user + t.system + t.children_user + t.children_system
+            pids.append(p)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        except psutil.AccessDenied:  # it changed user (setuid): not ours to measure or stop
+            continue
+    return Sample(memory, cpu, tuple(pids)) if pids else None
+
+
+class Watched(msgspec.Struct):
+    pid: int
+    limit: int | None  # bytes; over it, `on_over` is called once
+    interval: float
+    due: float = 0.0  # loop time of its next sample
+    peak: int = 0
+    cpu_seconds: float = 0.0
+    over: bool = False
+
+
+class Usage(msgspec.Struct, frozen=True):
+    peak_memory: int | None
+    cpu_seconds: float | None
+
+
+class Monitor:
+    """Samples watched jobs (each at its own interval) and reports one that goes over its limit."""
+
+    def __init__(self, on_over: Callable[[int, Sample], None]):
+        self.on_over = on_over
+        self.watched: dict[int, Watched] = {}
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def watch(self, job_id: int, pid: int, limit: int | None, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(MIN_INTERVAL, interval)
+        # The first sample after one interval: a job shorter than that costs nothing to watch.
+        self.watched[job_id] = Watched(pid, limit, interval, loop.time() + interval)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run())
+
+    def forget(self, job_id: int) -> Usage:
+        """Stop watching a job (it ended); what was seen of it."""
+        w = self.watched.pop(job_id, None)
+        if w is None:
+            return Usage(None, None)
+        return Usage(w.peak or None, w.cpu_seconds or None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.watched:
+            now = loop.time()
+            due = {job_id: w.pid for job_id, w in self.watched.items() if w.due <= now}
+            if due:
+                samples = await asyncio.to_thread(lambda: {j: sample_tree(pid) for j, pid in due.items()})
+                for job_id, sample in samples.items():
+                    self._record(job_id, sample, loop.time())
+            if not self.watched:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):  # a new job may be due sooner
+                await asyncio.wait_for(self._wake.wait(),
+                                       max(0.0, min(w.due for w in self.watched.values()) - loop.time()))
+
+    def _record(self, job_id: int, sample: Sample | None, now: float) -> None:
+        w = self.watched.get(job_id)
+        if w is None or sample is None:
+            return
+        w.due = now + w.interval
+        w.peak = max(w.peak, sample.memory)
+        w.cpu_seconds = max(w.cpu_seconds, sample.cpu_seconds)
+        if w.limit is not None and sample.memory > w.limit and not w.over:
+            w.over = True
+            self.on_over(job_id, sample)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
