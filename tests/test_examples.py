@@ -52,3 +52,17 @@ def test_failure_handler_demo_parks_the_unhandled_code_and_finishes_after_classi
     assert info.counts == {"completed": 8}
     fixed = daemon.jobs(1)
     assert fixed["fails_with_10_twice"].attempt_id == 3 and fixed["fails_with_12_once"].attempt_id == 2
+
+
+def test_resource_recovery_example_recovers_an_oom_job_both_ways(daemon, workdir):
+    code, out, _ = daemon.ctl("run", "examples/resource_recovery.yaml", cwd=workdir)
+    assert code == 1 and "failed" in out
+    jobs = daemon.jobs(1)
+    assert (jobs["grows_during_run"].status, jobs["recovered_after_run"].status) == ("completed", "failed")
+    during = daemon.attempts(jobs["grows_during_run"].id)
+    assert [(a.cause, a.memory_limit) for a in during] == [("oom", 100 << 20), (None, 400 << 20)]
+    assert daemon.attempts(jobs["recovered_after_run"].id)[-1].cause == "oom"
+    code, out, _ = daemon.ctl("watch", "1", "--recover", "--memory-multiplier", "2", cwd=workdir)
+    assert code == 0 and "recovered_after_run (job 2): oom, recorded as oom; retry with memory 100.0 MiB" in out
+    assert daemon.jobs(1)["recovered_after_run"].memory_bytes >= 200 << 20
+    assert daemon.wait(1).counts == {"completed": 3}

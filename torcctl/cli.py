@@ -7,7 +7,7 @@ import os
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError, start_daemon
-from torcctl import commands
+from torcctl import commands, recover
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
                    help="submit anyway when a retry has waited this long (default 7200; 0 turns this off)")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    p.add_argument("--recover", action="store_true",
+                   help="each time the workflow ends with failed jobs, give those that ran out of memory or time "
+                        "more (as `torcctl recover`) and run them again")
+    p.add_argument("--max-retries", type=recover.count, default=3, metavar="N", help="at most N recoveries (default 3)")
+    recover.add_options(p)
+    p = cmd("recover", recover.recover, "give failed jobs that ran out of memory or time more, and run them again; "
+                                        "the workflow must have nothing running")
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    recover.add_options(p)
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")

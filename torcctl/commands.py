@@ -7,6 +7,7 @@ import shutil
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError
+from torcctl.recover import recover_once
 from torcctl.render import event_line, print_json, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 
@@ -166,19 +167,27 @@ def _setting(value: bool | None, has_handler: bool) -> str:
     return "true (unmatched codes park the job)" if value else "false (unmatched codes fail the job)"
 
 
-def _follow(client: Client, wf: int, args, after: int = 0) -> None:
-    """Print the workflow's events until nothing more can run in it.
+def _follow(client: Client, wf: int, args, after: int = 0) -> int:
+    """Print the workflow's events until nothing more can run in it; return the last one's seq.
 
     The daemon ends the stream at the workflow's next idle point, not at an older one in the log
     (a workflow that was reset or had a job retried runs again)."""
     quiet = getattr(args, "quiet", False) and not args.json
+    last = after
+
+    def seen(events):
+        nonlocal last
+        for event in events:
+            last = max(last, event.seq)
+            yield event
+
     if not quiet and not args.json and sys.stdout.isatty():
         from torcctl.live import LiveView
 
         counts = lambda: client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts  # noqa: E731
-        LiveView(wf, counts, STATUS_ORDER).follow(client.events(wf, after=after, until_done=True))
+        LiveView(wf, counts, STATUS_ORDER).follow(seen(client.events(wf, after=after, until_done=True)))
     else:
-        for event in client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None):
+        for event in seen(client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None)):
             if args.json:
                 print_json(event)
             elif not quiet:
@@ -187,6 +196,7 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> None:
     if state == "active":
         raise ConnectError(f"lost the daemon's event stream before workflow {wf} finished; "
                            f"follow it again with `torcctl watch {wf}`")
+    return last
 
 
 def _summary(client: Client, wf: int, args) -> int:
@@ -284,7 +294,15 @@ def watch(client: Client, args) -> int:
             print("auto-schedule " + (f"on: threshold {policy['threshold']}, cooldown {policy['cooldown']:g}s, "
                                       f"stranded timeout {policy['stranded_timeout']:g}s"
                                       if policy["enabled"] else "off"), flush=True)
-    _follow(client, args.workflow_id, args)
+    recoveries = seq = 0
+    while True:
+        seq = _follow(client, args.workflow_id, args, after=seq)
+        if not args.recover or recoveries >= args.max_retries:
+            break
+        counts = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary).counts
+        if not counts.get("failed") or not recover_once(client, args.workflow_id, args).reset:
+            break
+        recoveries += 1
     return _summary(client, args.workflow_id, args)
 
 

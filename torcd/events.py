@@ -28,6 +28,9 @@ class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind", gc=False):
     message: str | None = None
     count: int | None = None
     source: str | None = None
+    resource: str | None = None  # memory (bytes) or runtime (seconds), of a job whose limit changed
+    old_value: float | None = None
+    new_value: float | None = None
 
     @property
     def kind(self) -> str:
@@ -49,6 +52,7 @@ class JobExited(EventBase, tag="job_exited"): pass  # non-zero: awaiting its fai
 class JobFailed(EventBase, tag="job_failed"): pass
 class JobTerminated(EventBase, tag="job_terminated"): pass
 class JobClassified(EventBase, tag="job_classified"): pass
+class JobResourcesChanged(EventBase, tag="job_resources_changed"): pass
 class RetryDecided(EventBase, tag="retry_decided"): pass
 class RecoveryFinished(EventBase, tag="recovery_finished"): pass
 # Slurm

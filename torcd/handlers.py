@@ -94,6 +94,11 @@ class Handlers:
         self.workers.forget(params.workflow_id)
         return {"deleted": params.workflow_id}
 
+    async def recover(self, params: p.Recover) -> p.RecoverResult:
+        plan, reset = await self.store.recover(params.workflow_id, params.memory_multiplier, params.runtime_multiplier,
+                                               params.retry_unknown, params.dry_run, key=idempotency_key.get())
+        return p.RecoverResult(plan, reset, params.dry_run)
+
     async def reset_status(self, params: p.ResetStatus) -> dict:
         return {"reset": await self.store.reset_status(params.workflow_id, params.failed_only,
                                                        key=idempotency_key.get())}
@@ -171,6 +176,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),
     "workflows.delete": (p.WorkflowRef, lambda h: h.delete_workflow),
     "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
+    "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),
     "jobs.attempts": (p.JobRef, lambda h: h.job_attempts),

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from torcd.core.recover import Adjustment
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
 
 # Every integer that reaches SQLite fits its 64-bit signed INTEGER; a larger one is invalid params.
@@ -120,6 +121,20 @@ class ResetStatus(Params):
     failed_only: bool = False
 
 
+class Recover(Params):
+    workflow_id: Id
+    memory_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.5
+    runtime_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.4
+    retry_unknown: bool = False
+    dry_run: bool = False
+
+
+class RecoverResult(msgspec.Struct):
+    adjustments: list[Adjustment]
+    reset: int  # jobs put back to run (the retried ones and what they block); 0 in a dry run
+    dry_run: bool = False
+
+
 class ListJobs(Params):
     workflow_id: Id
     status: str | None = None
@@ -215,6 +230,7 @@ class WorkflowSummary(msgspec.Struct):
     output_dir: str
     description: str = ""
     counts: dict[str, int] = {}
+    executor: str = "local"  # local | slurm
 
 
 class JobInfo(msgspec.Struct, omit_defaults=True):

@@ -26,7 +26,9 @@ from torcd.events import Event
 from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
 from torcd.spec import SlurmSchedulerSpec, Workflow
 from torcd.store_lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
-                                   runnable)
+                                   reset_jobs, runnable)
+from torcd import store_recover
+from torcd.core.recover import Adjustment
 from torcd.store_slurm import SlurmStore
 
 __all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
@@ -247,30 +249,14 @@ class Store(SlurmStore, Database):
                     raise InvalidTransition(
                         f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
                 targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
-            jobs = [j for j in facts(tx, targets).values() if j.status not in ACTIVE]
-            if not jobs:
-                return 0
-            run_id = row["run_id"] + 1
-            tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
-            ids = [j.id for j in jobs]
-            # Every job reset counts as not completed for its dependents.
-            for chunk in _chunks(ids):
-                tx.run(f"UPDATE jobs SET run_id = ? WHERE id IN ({_marks(len(chunk))})", (run_id, *chunk))
-            for chunk in _chunks(ids):
-                tx.run(
-                    f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
-                        ON p.id = d.depends_on WHERE d.job_id = jobs.id
-                        AND (p.status != {int(S.COMPLETED)} OR p.run_id = ?))
-                        WHERE id IN ({_marks(len(chunk))})""", (run_id, *chunk))
-            pending = {}
-            for chunk in _chunks(ids):
-                pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({_marks(len(chunk))})",
-                                       chunk))
-            apply(tx, (L.handle(L.Reset(tx.now, run_id, pending[j.id] > 0), j) for j in jobs))
-            tx.emit(E.WorkflowReset, wf, run_id=run_id, count=len(jobs),
-                    message="failed jobs" if failed_only else "all jobs")
-            return len(jobs)
+            return reset_jobs(tx, row, targets, "failed jobs" if failed_only else "all jobs")
         return await self.write(_body, key=key)
+
+    async def recover(self, wf: int, memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool,
+                      dry_run: bool, key: str | None = None) -> tuple[list[Adjustment], int]:
+        """Raise the limits of failed jobs by what failed them and run them again (`core.recover`)."""
+        return await self.write(lambda tx: store_recover.recover(tx, wf, memory_multiplier, runtime_multiplier,
+                                                                 retry_unknown, dry_run), key=None if dry_run else key)
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
         """Aggregates for /metrics, all from the tables (so they survive restarts)."""
@@ -497,7 +483,7 @@ def _outcome(counts: dict[str, int]) -> str:
 def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
     return WorkflowSummary(id=r["id"], name=r["name"], state=r["state"], run_id=r["run_id"],
                            created=r["created"], cwd=r["cwd"], output_dir=r["output_dir"],
-                           description=r["description"], counts=counts)
+                           description=r["description"], counts=counts, executor=r["executor"])
 
 
 def _job_info(r: sqlite3.Row) -> JobInfo:

@@ -17,7 +17,8 @@ import msgspec
 from torcd.core import lifecycle as L
 from torcd.core.attempts import stdio_paths
 from torcd.core.resources import Monitoring
-from torcd.core.status import JobStatus as S
+from torcd.core.status import ACTIVE, JobStatus as S
+from torcd import events as E
 from torcd.db import Tx, chunks, marks
 from torcd.protocol import Runnable
 
@@ -171,3 +172,28 @@ def _cascade(tx: Tx, failed: L.Job) -> None:
                if j.status in (S.BLOCKED, S.UNINITIALIZED)]
     handle(tx, L.UpstreamFailed(tx.now, failed.id, failed.name), blocked)
     tx.publish([L.cascade_summary(failed, len(blocked), tx.now)])
+
+
+def reset_jobs(tx: Tx, workflow: sqlite3.Row, targets: Sequence[int], what: str) -> int:
+    """Put these jobs (those not active) back to run in the workflow's next run; return how many."""
+    jobs = [j for j in facts(tx, targets).values() if j.status not in ACTIVE]
+    if not jobs:
+        return 0
+    wf, run_id = workflow["id"], workflow["run_id"] + 1
+    tx.run("UPDATE workflows SET run_id = ?, state = 'active' WHERE id = ?", (run_id, wf))
+    ids = [j.id for j in jobs]
+    # Every job reset counts as not completed for its dependents.
+    for chunk in chunks(ids):
+        tx.run(f"UPDATE jobs SET run_id = ? WHERE id IN ({marks(len(chunk))})", (run_id, *chunk))
+    for chunk in chunks(ids):
+        tx.run(
+            f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
+                ON p.id = d.depends_on WHERE d.job_id = jobs.id
+                AND (p.status != {int(S.COMPLETED)} OR p.run_id = ?))
+                WHERE id IN ({marks(len(chunk))})""", (run_id, *chunk))
+    pending = {}
+    for chunk in chunks(ids):
+        pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({marks(len(chunk))})", chunk))
+    apply(tx, (L.handle(L.Reset(tx.now, run_id, pending[j.id] > 0), j) for j in jobs))
+    tx.emit(E.WorkflowReset, wf, run_id=run_id, count=len(jobs), message=what)
+    return len(jobs)

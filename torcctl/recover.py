@@ -1,0 +1,93 @@
+"""`torcctl recover` and `watch --recover`: give failed jobs the memory or time they ran out of,
+and run them again (the plan is `core.recover`'s, made and applied by the daemon)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from torcctl.client import Client
+from torcctl.render import print_json
+from torcd.core.recover import describe
+from torcd.protocol import RecoverResult, WorkflowSummary
+
+HOOK_TIMEOUT = 3600.0  # seconds a recovery hook may run
+
+
+def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> RecoverResult:
+    """One recovery of a workflow: the plan, the hook for jobs of unknown cause, then the change.
+    Prints what it does (JSON: the result)."""
+    options = {"workflow_id": wf, "memory_multiplier": args.memory_multiplier,
+               "runtime_multiplier": args.runtime_multiplier, "retry_unknown": args.retry_unknown}
+    plan = client.call("workflows.recover", {**options, "dry_run": True}, RecoverResult)
+    unknown = [a for a in plan.adjustments if a.diagnosis == "unknown"]
+    if args.recovery_hook and unknown and not args.retry_unknown and not dry_run:
+        options["retry_unknown"] = _run_hook(args.recovery_hook, wf, [a.job_id for a in unknown], args.json)
+    result = plan if dry_run else client.call("workflows.recover", options, RecoverResult)
+    if args.json:
+        print_json(result)
+        return result
+    if not result.adjustments:
+        print(f"workflow {wf}: no failed jobs to recover", flush=True)
+    for a in result.adjustments:
+        print(("would " if dry_run else "") + describe(a), flush=True)
+    if not dry_run and result.reset:
+        print(f"{result.reset} jobs reset to run again", flush=True)
+        if client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).executor == "slurm":
+            client.call("allocations.submit", {"workflow_id": wf})
+    return result
+
+
+def _run_hook(command: str, wf: int, job_ids: list[int], quiet: bool) -> bool:
+    """Run the user's hook for jobs whose failure has no resource cause; True if it succeeded
+    (they are then retried). It sees their ids in TORC_JOB_IDS (comma-separated)."""
+    env = {**os.environ, "TORC_WORKFLOW_ID": str(wf), "TORC_JOB_IDS": ",".join(map(str, job_ids))}
+    try:
+        ran = subprocess.run(command, shell=True, env=env, timeout=HOOK_TIMEOUT,
+                             stdout=sys.stderr if quiet else None)
+    except subprocess.TimeoutExpired:
+        print(f"torcctl: recovery hook still running after {HOOK_TIMEOUT:g}s; stopped", file=sys.stderr)
+        return False
+    if ran.returncode != 0:
+        print(f"torcctl: recovery hook exited {ran.returncode}: jobs {', '.join(map(str, job_ids))} stay failed",
+              file=sys.stderr)
+    return ran.returncode == 0
+
+
+def recover(client: Client, args) -> int:
+    client.call("workflows.show", {"workflow_id": args.workflow_id})
+    result = recover_once(client, args.workflow_id, args, dry_run=args.dry_run)
+    return 0 if all(a.retry for a in result.adjustments) else 1
+
+
+def add_options(p) -> None:
+    p.add_argument("--memory-multiplier", type=_multiplier, default=1.5, metavar="X",
+                   help="memory for jobs out of memory: the most they used (or had) times X (default 1.5)")
+    p.add_argument("--runtime-multiplier", type=_multiplier, default=1.4, metavar="X",
+                   help="runtime for jobs out of time: their runtime times X (default 1.4)")
+    p.add_argument("--retry-unknown", action="store_true",
+                   help="also retry failed jobs whose failure has no resource cause (as they were)")
+    p.add_argument("--recovery-hook", metavar="COMMAND",
+                   help="run this shell command first for failures of unknown cause (job ids in $TORC_JOB_IDS); "
+                        "if it succeeds, they are retried too")
+
+
+def _multiplier(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 1000:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is out of range: a multiplier is 1 to 1000")
+    return value
+
+
+def count(text: str) -> int:
+    import argparse
+
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return int(text)
