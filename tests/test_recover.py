@@ -53,6 +53,15 @@ def test_the_plan_grows_what_failed_the_job_and_only_that():
     assert plan(attempts[5:], 2.0, 1.5, retry_unknown=True)[0].retry
 
 
+def test_grown_limits_stay_within_what_a_spec_may_ask():
+    from torcd.core.resources import MAX_MEMORY, MAX_RUNTIME
+
+    huge = [FailedAttempt(1, "m", 137, "oom", 1, 1 << 59, 1 << 59, None),
+            FailedAttempt(2, "t", 143, "timeout", 1, None, None, MAX_RUNTIME)]
+    m, t = plan(huge, 1000, 1000, retry_unknown=False)
+    assert m.memory == (1 << 59, MAX_MEMORY) and t.runtime == (MAX_RUNTIME, MAX_RUNTIME)
+
+
 SPEC = """name: rec
 resource_requirements:
   - {name: small, memory: 100m}

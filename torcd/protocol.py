@@ -75,8 +75,8 @@ class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     end_time: float
     message: str | None = None
     cause: Cause | None = None
-    peak_memory: Count | None = None  # bytes
-    cpu_seconds: Annotated[float, Meta(ge=0)] | None = None
+    peak_memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes
+    cpu_seconds: Annotated[float, Meta(ge=0, le=1e12)] | None = None
 
 
 class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

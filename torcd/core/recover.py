@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from torcd.core.resources import format_bytes, format_duration
+from torcd.core.resources import MAX_MEMORY, MAX_RUNTIME, format_bytes, format_duration
 
 Diagnosis = Literal["oom", "timeout", "unknown"]
 SLURM_TIMEOUT_EXIT = 152  # 128 + SIGXCPU: what Slurm's time limit leaves
@@ -75,9 +75,9 @@ def plan(failed: list[FailedAttempt], memory_multiplier: float, runtime_multipli
         if diagnosis == "oom":
             base = max(a.peak_memory or 0, a.memory or 0)
             if base:
-                memory = (a.memory, math.ceil(base * memory_multiplier))
+                memory = (a.memory, min(MAX_MEMORY, math.ceil(base * memory_multiplier)))
         elif diagnosis == "timeout" and a.runtime is not None:
-            runtime = (a.runtime, a.runtime * runtime_multiplier)
+            runtime = (a.runtime, min(MAX_RUNTIME, a.runtime * runtime_multiplier))
         out.append(Adjustment(a.job_id, a.name, diagnosis, why, diagnosis != "unknown" or retry_unknown,
                               memory, runtime))
     return out

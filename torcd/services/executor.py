@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import contextlib
 import shlex
 import signal
 import time
@@ -166,15 +165,13 @@ class LocalExecutor:
         """Past its memory limit: KILL at once, as the kernel's OOM killer would (a TERM handler
         could allocate more), the whole tree the sample found, whatever left the group too."""
         job, proc = self.procs.get(job_id, (None, None))
-        if job is None or proc is None or proc.pid != sample.pids[0]:
+        if job is None or proc is None or proc.pid != sample.procs[0].pid:
             return
         self._oom[job_id] = sample
         log.info("job_over_memory", workflow_id=job.workflow_id, job_id=job_id, attempt_id=job.attempt_id,
                  used=sample.memory, limit=job.memory)
         signal_group(proc.pid, signal.SIGKILL)
-        for pid in sample.pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        sample.kill()
 
     async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
         returncode = await proc.wait()

@@ -22,7 +22,15 @@ MIN_INTERVAL = 0.1  # seconds: faster sampling would cost more than it tells
 class Sample(msgspec.Struct, frozen=True):
     memory: int  # bytes, summed over the tree
     cpu_seconds: float  # user + system, the live processes' own and their reaped children's
-    pids: tuple[int, ...]  # the tree, shell first: what an over-limit kill must reach
+    # The tree, shell first: what an over-limit kill must reach. psutil checks that each is
+    # still the process it was (its start time) before signalling it, so a pid reused since
+    # the sample is left alone.
+    procs: tuple[psutil.Process, ...]
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def process_tree(pid: int) -> list[int]:
@@ -43,7 +51,7 @@ def process_tree(pid: int) -> list[int]:
 
 def sample_tree(pid: int) -> Sample | None:
     """What the process tree under `pid` uses now; None if it is gone."""
-    memory, cpu, pids = 0, 0.0, []
+    memory, cpu, procs = 0, 0.0, []
     for p in process_tree(pid):
         try:
             proc = psutil.Process(p)
@@ -54,12 +62,12 @@ def sample_tree(pid: int) -> Sample | None:
                     memory += proc.memory_info().rss
                 t = proc.cpu_times()
             cpu += t.user + t.system + t.children_user + t.children_system
-            pids.append(p)
+            procs.append(proc)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         except psutil.AccessDenied:  # it changed user (setuid): not ours to measure or stop
             continue
-    return Sample(memory, cpu, tuple(pids)) if pids else None
+    return Sample(memory, cpu, tuple(procs)) if procs else None
 
 
 class Watched(msgspec.Struct):
