@@ -5,6 +5,7 @@
     python benchmarks/bench.py peer [--jobs 1000]          # Snakemake in a throwaway venv
     python benchmarks/bench.py scale [--jobs 100000] [--edges 1000000]
     python benchmarks/bench.py client [--runs 20]
+    python benchmarks/bench.py monitor [--monitor-jobs 64]   # what sampling jobs costs the daemon
     python benchmarks/bench.py all
     --dir DIR: where daemons, workflows and log files live (default: the system's temp dir)
 
@@ -314,6 +315,45 @@ def client(args) -> dict:
     return {"client": rows}
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def monitor(args) -> dict:
+    """What sampling costs the daemon: N jobs holding 20 MiB for 10 s each, all at once, with every
+    job sampled each second (resource_monitor) and with none sampled; the daemon's CPU time."""
+    n, rows = args.monitor_jobs, []
+    for sampled in (False, True):
+        d = Daemon(workdir(), n)
+        try:
+            spec = d.root / "spec.yaml"
+            spec.write_text(f"""name: monitor
+resource_monitor: {{enabled: {str(sampled).lower()}, sample_interval_seconds: 1}}
+jobs:
+  - name: j{{i}}
+    command: "(head -c 20m /dev/zero; sleep 10) | tail >/dev/null"
+    parameters: {{i: "1:{n}"}}
+""")
+            before, t = _cpu_seconds(d.proc.pid), time.perf_counter()
+            ran = d.ctl("run", "--quiet", str(spec))
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+            wall, cpu = time.perf_counter() - t, _cpu_seconds(d.proc.pid) - before
+            peaks = [r[0] for r in d.db().execute("SELECT peak_rss_bytes FROM attempts") if r[0]]
+        finally:
+            d.stop()
+        rows.append({"jobs": n, "sampled": sampled, "wall_s": wall, "daemon_cpu_s": cpu,
+                     "daemon_cpu_percent": cpu / wall * 100,
+                     "peak_mib_median": statistics.median(peaks) / 2**20 if peaks else 0.0})
+    extra = rows[1]["daemon_cpu_s"] - rows[0]["daemon_cpu_s"]
+    samples = n * 10  # one per job per second, for about 10 s
+    rows[1]["ms_per_job_sample"] = extra / samples * 1000
+    rows[0]["ms_per_job_sample"] = 0.0
+    print_table(f"monitor: daemon CPU with {n} jobs of 10 s, each sampled once a second or not at all", rows)
+    return {"monitor": rows}
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     keys = list(rows[0])
@@ -326,18 +366,19 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "all"])
+    ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "monitor", "all"])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--scale-jobs", type=int, default=100_000)
     ap.add_argument("--edges", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--monitor-jobs", type=int, default=64, help="jobs running at once in `monitor`")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs per N (medians are reported)")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--dir", help="scratch directory (default: the system's temp dir)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
-    todo = ["throughput", "retry", "peer", "scale", "client"] if args.what == "all" else [args.what]
+    todo = ["throughput", "retry", "peer", "scale", "client", "monitor"] if args.what == "all" else [args.what]
     results = {}
     _work.append(Path(tempfile.mkdtemp(prefix="torc-bench-", dir=args.dir)))
     print(f"scratch: {_work[0]} (creating a file there: {file_create_ms(workdir()):.3f} ms of CPU)")
