@@ -81,8 +81,8 @@ def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
                 out.append(Finding(loc.line(at), at, f"rule {r} can never match: rule {first_catch_all} "
                                                      "before it already matches every code no specific rule lists"))
                 continue
-            if not rule.match_all_exit_codes:
-                codes = sorted(set(rule.exit_codes or []))
+            codes = sorted(set(rule.exit_codes or []))
+            if codes and not rule.match_all_exit_codes:  # a rule of causes alone matches by cause
                 taken = [c for c in codes if select_rule(rules, c) != r]
                 if taken == codes:
                     out.append(Finding(loc.line(at), at, f"rule {r} can never match: earlier rules cover "
