@@ -30,6 +30,7 @@ def failed(rc=1, cause=None, wall=10.0, peak=None, memory=None, runtime=None) ->
     (failed(1), "unknown"),
     (failed(139, wall=10, runtime=100), "unknown"),
     (failed(1, "missing_output"), "unknown"),
+    (failed(137, "missing_output", wall=95, runtime=100), "unknown"),  # a recorded cause is not second-guessed
 ])
 def test_diagnosis(attempt, diagnosis):
     assert diagnose(attempt)[0] == diagnosis

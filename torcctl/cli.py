@@ -10,6 +10,15 @@ from torcctl.client import Client, ConnectError, RpcError, start_daemon
 from torcctl import commands, recover
 
 
+def _size(text: str) -> int:
+    from torcd.core.resources import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="torcctl", description="Client of the torc workflow daemon.")
     ap.add_argument("--socket", help="daemon socket (default: $TORCD_SOCKET or the per-user default)")
@@ -77,7 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=int, help="CPUs to use (default: the allocation's)")
     p.add_argument("--walltime", type=float, help="seconds the allocation lasts; stop claiming near the end")
     p.add_argument("--poll-interval", type=float, default=0.5)
-    p.add_argument("--idle-timeout", type=float, default=2.0, help="exit after this long with nothing to do")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="exit after this long with nothing to do while jobs may still become ready (default: the "
+                        "workflow's compute_node_wait_for_new_jobs_seconds, 90)")
+    p.add_argument("--memory", type=_size, default=None, metavar="SIZE",
+                   help="memory its jobs may use together, like 256g (default: what Slurm gave the allocation)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="GPUs to hand out, devices 0..N-1 (default: $TORCD_GPUS, else CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--wait-for-daemon", type=float, default=None, metavar="SECONDS",
+                   help="how long to keep trying a daemon that does not answer (default: the workflow's "
+                        "compute_node_wait_for_healthy_database_minutes, 20 min)")
     p = cmd("allocations", commands.allocations, "list a workflow's Slurm allocations")
     p.add_argument("workflow_id", type=int)
 

@@ -2,9 +2,14 @@
 
 Registers with the daemon, then loops on one RPC (`workers.poll`) that
 reports what happened (starts, exits, recovery results) and brings back jobs
-that fit the free CPUs and recovery scripts to run. Exits when nothing is
-left for it, when its walltime is nearly spent, or on SIGTERM (after
-stopping its jobs and reporting them).
+that fit its free CPUs, memory, GPUs and remaining walltime, and recovery
+scripts to run. Exits when nothing can come to it any more, after waiting a
+while (the workflow's `compute_node_wait_for_new_jobs_seconds`) for jobs
+still blocked behind running ones, when its walltime is nearly spent, or on
+SIGTERM (after stopping its jobs and reporting them). A daemon that does not
+answer (restarting, or its login node rebooting) is retried for the
+workflow's `compute_node_wait_for_healthy_database_minutes`; jobs keep
+running meanwhile and their exits are reported when it is back.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from torcd.services.executor import LocalExecutor
 from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
 from torcd.core.attempts import Exit
+from torcd.core.resources import ComputeNode, gpu_ids
 
 log = structlog.get_logger("torcctl.worker")
+DEFAULT_PATIENCE = 1200.0  # seconds, until the workflow says otherwise (Torc's 20 minutes)
 
 
 class WorkerError(Exception):
@@ -49,11 +56,13 @@ class RpcSession:
             self.endpoint = url.rstrip("/") + "/rpc"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._id = 0
+        self.patience = DEFAULT_PATIENCE  # seconds to keep trying a daemon that does not answer
 
-    async def call(self, method: str, params: msgspec.Struct | dict, result_type=None, retries: int = 5):
+    async def call(self, method: str, params: msgspec.Struct | dict, result_type=None):
         self._id += 1
         body = msgspec.json.encode({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
-        for attempt in range(retries):
+        since, attempt = time.monotonic(), 0
+        while True:
             try:
                 async with self.session.post(self.endpoint, data=body, headers=self.headers,
                                              timeout=aiohttp.ClientTimeout(total=60)) as resp:
@@ -62,10 +71,12 @@ class RpcSession:
                         raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
                 break
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
-                log.warning("rpc_retry", method=method, attempt=attempt + 1, error=repr(e))
-                if attempt == retries - 1:
-                    raise WorkerError(f"cannot reach the daemon at {self.endpoint}: {e}") from None
-                await asyncio.sleep(min(2 ** attempt, 10))
+                waited = time.monotonic() - since
+                if waited >= self.patience:
+                    raise WorkerError(f"cannot reach the daemon at {self.endpoint} for {waited:.0f}s: {e}") from None
+                attempt += 1
+                log.warning("rpc_retry", method=method, attempt=attempt, waited=round(waited), error=repr(e))
+                await asyncio.sleep(min(2.0 ** attempt / 4, 30.0, self.patience - waited))
         reply = msgspec.json.decode(data)
         if "error" in reply:
             raise WorkerError(reply["error"].get("message", "unknown error"))
@@ -77,14 +88,15 @@ class RpcSession:
 
 class Worker:
     def __init__(self, rpc: RpcSession, *, workflow_id: int, allocation_id: int | None, cpus: int,
-                 walltime: float | None, poll_interval: float, idle_timeout: float):
+                 walltime: float | None, poll_interval: float, idle_timeout: float | None,
+                 memory: int | None = None, gpus: list[str] | None = None, patience: float | None = None):
         self.rpc = rpc
         self.workflow_id, self.allocation_id, self.cpus = workflow_id, allocation_id, cpus
-        self.deadline = None
-        if walltime:
-            margin = min(max(30.0, walltime * 0.05), walltime / 2)
-            self.deadline = time.monotonic() + walltime - margin
-        self.poll_interval, self.idle_timeout = poll_interval, idle_timeout
+        self.memory, self.gpus = memory, gpus or []
+        self.walltime, self.started_at = walltime, time.monotonic()
+        self.deadline: float | None = None
+        self.settings = ComputeNode()
+        self.poll_interval, self.idle_timeout, self.patience = poll_interval, idle_timeout, patience
         self.exits: list[Exit] = []
         self.started: list[p.StartedReport] = []
         self.recovery_results: list[p.RecoveryReport] = []
@@ -93,19 +105,28 @@ class Worker:
         self.wake = asyncio.Event()
         self.stopping = False
         self._signalled = False
+        self._at_time_limit = False
         self.executor: LocalExecutor | None = None
 
     def _on_exit(self, e: Exit) -> None:
+        if self._at_time_limit and e.cause is None:  # Slurm's time limit stopped it, not the job
+            e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
         self.wake.set()
 
     async def run(self) -> str:
         reg = await self.rpc.call("workers.register", p.RegisterWorker(
-            workflow_id=self.workflow_id, host=socket.gethostname(), cpus=self.cpus,
-            allocation_id=self.allocation_id))
+            workflow_id=self.workflow_id, host=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            cpus=self.cpus, allocation_id=self.allocation_id, memory=self.memory, gpus=len(self.gpus)))
         self.worker_id = reg["worker_id"]
         self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
-        log.info("worker_registered", worker_id=self.worker_id, workflow_id=self.workflow_id, cpus=self.cpus)
+        self.settings = msgspec.convert(reg.get("compute_node") or {}, ComputeNode)
+        self.rpc.patience = self.patience if self.patience is not None else self.settings.wait_for_daemon
+        idle_timeout = self.idle_timeout if self.idle_timeout is not None else self.settings.wait_for_new_jobs
+        if self.walltime:
+            self.deadline = self.started_at + self.walltime - self.settings.buffer(self.walltime)
+        log.info("worker_registered", worker_id=self.worker_id, workflow_id=self.workflow_id, cpus=self.cpus,
+                 memory=self.memory, gpus=self.gpus)
         idle_since: float | None = None
         reason = "nothing left to run"
         while True:
@@ -113,7 +134,7 @@ class Worker:
             if result.stop:
                 reason = "the daemon asked it to stop"
                 break
-            self.executor = self.executor or LocalExecutor(result.api_url, self._on_exit)
+            self.executor = self.executor or LocalExecutor(result.api_url, self._on_exit, gpus=self.gpus)
             for job in result.jobs:
                 if not self._accept(job.job_id, job.run_id, job.attempt_id):
                     continue
@@ -134,7 +155,10 @@ class Worker:
                 idle_since = None
             else:
                 idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= self.idle_timeout:
+                if not result.may_come and not self.settings.ignore_workflow_completion:
+                    break  # nothing can become ready for it any more
+                if time.monotonic() - idle_since >= idle_timeout:
+                    reason = f"no new jobs for {idle_timeout:g}s"
                     break
             if self.deadline is not None and time.monotonic() >= self.deadline and not self.stopping:
                 log.info("walltime_nearly_spent", worker_id=self.worker_id)
@@ -157,8 +181,10 @@ class Worker:
         return True
 
     def on_signal(self) -> None:
-        """SIGTERM (scancel, walltime): stop claiming, stop jobs; their exits get reported."""
+        """SIGTERM (scancel, walltime): stop claiming, stop jobs; their exits get reported, with
+        cause `timeout` when the signal came at the end of the walltime."""
         self._signalled = True
+        self._at_time_limit = self.deadline is not None and time.monotonic() >= self.deadline
         self.stopping = True
         if self.executor is not None:
             asyncio.ensure_future(self.executor.kill(list(self.executor.procs), grace=3.0))
@@ -166,14 +192,24 @@ class Worker:
             task.cancel()
         self.wake.set()
 
+    def time_left(self) -> float | None:
+        """Seconds of walltime a job claimed now may use (to the deadline); None without a walltime."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
     async def _poll(self, claim: bool = True) -> p.WorkerPollResult:
-        used = self.executor.cpus_in_use if self.executor else 0
+        ex = self.executor
+        used = ex.cpus_in_use if ex else 0
         exits, self.exits = self.exits, []
         started, self.started = self.started, []
         recs, self.recovery_results = self.recovery_results, []
+        left = self.time_left()
+        if left is not None and left < max(self.settings.min_time_for_new_jobs, 1.0):
+            claim = False
         params = p.WorkerPoll(
             worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
-            started=started, recoveries=recs,
+            free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
+            free_gpus=len(ex.gpus_free) if ex and ex.gpus_free is not None else len(self.gpus),
+            time_left=left, started=started, recoveries=recs,
             exits=[p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
                                 e.peak_memory, e.cpu_seconds)
                    for e in exits])
@@ -211,8 +247,15 @@ async def run_worker(args) -> int:
     rpc = RpcSession(args.url, read_token(args.token_file), args.ca_file)
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)
+    try:
+        gpus = gpu_ids({**os.environ, "TORCD_GPUS": str(args.gpus)} if args.gpus is not None else dict(os.environ),
+                       None)
+    except ValueError as e:
+        raise WorkerError(str(e)) from None
     worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,
-                    walltime=args.walltime, poll_interval=args.poll_interval, idle_timeout=args.idle_timeout)
+                    walltime=args.walltime, poll_interval=args.poll_interval, idle_timeout=args.idle_timeout,
+                    memory=args.memory if args.memory is not None else slurm_memory(os.environ, cpus), gpus=gpus,
+                    patience=args.wait_for_daemon)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.on_signal)
@@ -221,3 +264,16 @@ async def run_worker(args) -> int:
     finally:
         await rpc.close()
     return 0
+
+
+def slurm_memory(environ: dict[str, str], cpus: int) -> int | None:
+    """Bytes of memory Slurm gave this allocation on this node, if it says (megabytes in
+    SLURM_MEM_PER_NODE, or per CPU in SLURM_MEM_PER_CPU)."""
+    try:
+        if environ.get("SLURM_MEM_PER_NODE"):
+            return int(environ["SLURM_MEM_PER_NODE"]) << 20
+        if environ.get("SLURM_MEM_PER_CPU"):
+            return int(environ["SLURM_MEM_PER_CPU"]) * cpus << 20
+    except ValueError:
+        return None
+    return None

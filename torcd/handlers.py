@@ -155,7 +155,8 @@ class Handlers:
 
     async def register_worker(self, params: p.RegisterWorker) -> dict:
         wid = await self.workers.register(params, current_caller.get())
-        return {"worker_id": wid, "poll_interval": self.config.worker_poll_interval}
+        return {"worker_id": wid, "poll_interval": self.config.worker_poll_interval,
+                "compute_node": await self.store.compute_node(params.workflow_id)}
 
     async def worker_poll(self, params: p.WorkerPoll) -> p.WorkerPollResult:
         return await self.workers.poll(params, current_caller.get(), self.control.tcp_url or self.control.api_url)

@@ -196,4 +196,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workflows ADD COLUMN monitor_all INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE workflows ADD COLUMN sample_interval REAL NOT NULL DEFAULT 1;
     """,
+    # 9: how the workflow's workers in allocations wait (Torc's compute_node_* settings, JSON)
+    """
+    ALTER TABLE workflows ADD COLUMN compute_node TEXT;
+    """,
 ]

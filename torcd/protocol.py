@@ -65,6 +65,8 @@ class RegisterWorker(Params):
     host: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z", max_length=255)]
     cpus: Annotated[int, Meta(ge=1, le=100_000)]
     allocation_id: Id | None = None
+    memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes its jobs may use together
+    gpus: Annotated[int, Meta(ge=0, le=1024)] = 0
 
 
 class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -75,7 +77,7 @@ class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     end_time: float
     message: str | None = None
     cause: Cause | None = None
-    peak_memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes
+    peak_memory: Annotated[int, Meta(ge=0, le=1 << 50)] | None = None  # bytes (a pebibyte at most)
     cpu_seconds: Annotated[float, Meta(ge=0, le=1e12)] | None = None
 
 
@@ -101,6 +103,9 @@ class WorkerPoll(Params):
 
     worker_id: Id
     free_cpus: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    free_memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes; None: not counted
+    free_gpus: Annotated[int, Meta(ge=0, le=1024)] | None = None  # None: this worker assigns no GPUs
+    time_left: Annotated[float, Meta(ge=0, le=1e9)] | None = None  # seconds of walltime it can still use
     claim: bool = True
     started: list[StartedReport] = []
     exits: list[ExitReport] = []
@@ -218,6 +223,7 @@ class WorkerPollResult(msgspec.Struct):
     waiting: int = 0  # this worker's jobs still awaiting a decision or a recovery
     stop: bool = False
     api_url: str = ""
+    may_come: int = 0  # jobs that may still become ready for this worker (0: it may leave when idle)
 
 
 class WorkflowSummary(msgspec.Struct):

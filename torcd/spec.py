@@ -17,7 +17,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
-from torcd.core.resources import Monitoring, Requirements, parse_duration, parse_memory
+from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
 from torcd.core.retry import Rule
 from torcd.errors import SpecError
 
@@ -121,6 +121,18 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     default_scheduler: Name | None = None
     resource_requirements: list[ResourceRequirementSpec] = []
     resource_monitor: ResourceMonitorSpec | None = None
+    # How workers in allocations behave (Torc's names and defaults).
+    compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
+    compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
+    compute_node_expiration_buffer_seconds: Annotated[float, Meta(ge=0, le=86400)] | None = None
+    compute_node_min_time_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 0.0
+    compute_node_ignore_workflow_completion: bool = False
+
+    def compute_node(self) -> ComputeNode:
+        return ComputeNode(self.compute_node_wait_for_new_jobs_seconds,
+                           self.compute_node_wait_for_healthy_database_minutes * 60,
+                           self.compute_node_expiration_buffer_seconds, self.compute_node_min_time_for_new_jobs_seconds,
+                           self.compute_node_ignore_workflow_completion)
 
 
 class ExpandedJob(msgspec.Struct, array_like=True):
@@ -147,6 +159,7 @@ class Workflow(msgspec.Struct):
     jobs: list[ExpandedJob]
     schedulers: list[SlurmSchedulerSpec] = []
     monitoring: Monitoring = Monitoring()
+    compute_node: ComputeNode = ComputeNode()
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
@@ -444,7 +457,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             raise loc.error(str(e), at) from None
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
-                    doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring())
+                    doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
+                    doc.compute_node())
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:

@@ -52,7 +52,7 @@ MEMORY_BUCKETS = tuple(1 << n for n in range(24, 41, 2))  # 16 MiB to 1 TiB, by 
 
 def _histogram(value: str, buckets: tuple) -> str:
     """count, sum and the cumulative bucket counts of `value` over ended attempts, by workflow."""
-    return f"""SELECT workflow_id, count(*), coalesce(sum({value}), 0),
+    return f"""SELECT workflow_id, count(*), total({value}),
                       {", ".join(f"sum({value} <= {b})" for b in buckets)}
                FROM attempts WHERE end_time IS NOT NULL AND {value} IS NOT NULL GROUP BY workflow_id"""
 
@@ -182,9 +182,10 @@ class Store(SlurmStore, Database):
         def _body(tx: Tx):
             wf = tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
-                   created, executor, account, monitor_all, sample_interval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   created, executor, account, monitor_all, sample_interval, compute_node)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account,
-                 int(spec.monitoring.all_jobs), spec.monitoring.interval))
+                 int(spec.monitoring.all_jobs), spec.monitoring.interval, _encode(spec.compute_node)))
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
                 handler_ids[name] = tx.run(

@@ -25,7 +25,7 @@ from torcd.protocol import Runnable
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
                       j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
-                      CAST(j.memory_bytes * j.memory_scale AS INTEGER) AS memory_bytes,
+                      min(CAST(j.memory_bytes * j.memory_scale AS INTEGER), 1 << 60) AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
                       w.monitor_all, w.sample_interval
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
@@ -49,14 +49,17 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
                     monitoring.interval_for(r["memory_bytes"]))
 
 
-def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None) -> list[sqlite3.Row]:
-    """The rows, in order, skipping those that no longer fit `cpus` (None: all)."""
-    out, free = [], cpus
+def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None, memory: int | None = None,
+                      gpus: int | None = None) -> list[sqlite3.Row]:
+    """The rows, in order, skipping those that no longer fit what is free (None: not counted)."""
+    out, free = [], {"num_cpus": cpus, "memory_bytes": memory, "num_gpus": gpus}
     for r in rows:
-        if free is not None:
-            if r["num_cpus"] > free:
-                continue
-            free -= r["num_cpus"]
+        need = {k: r[k] or 0 for k in free}
+        if any(left is not None and need[k] > left for k, left in free.items()):
+            continue
+        for k, left in free.items():
+            if left is not None:
+                free[k] = left - need[k]
         out.append(r)
     return out
 

@@ -11,6 +11,7 @@ import msgspec
 from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
+from torcd.core.resources import ComputeNode
 from torcd.core.status import JobStatus as S
 from torcd.db import Database, Tx, require_workflow
 from torcd.errors import InvalidParams, NotFound
@@ -19,6 +20,10 @@ from torcd.spec import SlurmSchedulerSpec
 from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _compute_node(text: str | None) -> ComputeNode:
+    return msgspec.json.decode(text, type=ComputeNode) if text else ComputeNode()
 OPEN_ALLOCATION_STATES = ("pending", "running")
 
 
@@ -167,10 +172,12 @@ class SlurmStore(Database):
             tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
         return await self.write(_body)
 
-    async def claim_for_worker(self, worker_id: int, cpus: int):
-        """Ready jobs of the worker's workflow that fit `cpus`, except retries of jobs that failed on it;
-        and again those handed to it that it has not reported started, in case the reply that
-        carried them was lost (the worker skips repeats)."""
+    async def claim_for_worker(self, worker_id: int, cpus: int, memory: int | None = None, gpus: int | None = None,
+                               time_left: float | None = None):
+        """Ready jobs of the worker's workflow that fit its free `cpus`, `memory` and `gpus` (None:
+        not counted) and whose runtime ends within `time_left`, except retries of jobs that failed
+        on it; and again those handed to it that it has not reported started, in case the reply
+        that carried them was lost (the worker skips repeats)."""
 
         if cpus <= 0:
             return []
@@ -188,10 +195,12 @@ class SlurmStore(Database):
             rows = tx.rows(
                 f"""SELECT {RUNNABLE_COLUMNS}
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
+                      AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
-                    ORDER BY j.id LIMIT ?""", (w["workflow_id"], scheduler, scheduler, worker_id, cpus))
-            claimed = [runnable(r) for r in runnables_fitting(rows, cpus)]
+                    ORDER BY j.id LIMIT ?""",
+                (w["workflow_id"], scheduler, scheduler, time_left, time_left, worker_id, cpus))
+            claimed = [runnable(r) for r in runnables_fitting(rows, cpus, memory, gpus)]
             apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime,
                                             j.memory),
                                 L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
@@ -205,6 +214,21 @@ class SlurmStore(Database):
             f"""SELECT j.id, j.run_id, j.attempt_id FROM jobs j JOIN attempts a ON a.job_id = j.id
                 AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                 WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))]
+
+    async def worker_prospects(self, worker_id: int, time_left: float | None) -> int:
+        """Jobs of the worker's workflow (and scheduler) that may still become ready for it: those
+        not yet ready or still running anywhere, and ready ones it could take if it were empty."""
+        w = await self.worker(worker_id)
+        alloc = await self._rows("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
+        scheduler = alloc[0][0] if alloc else None
+        waiting = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.PENDING, S.RUNNING, S.RECOVERING))
+        return (await self._rows(
+            f"""SELECT count(*) FROM jobs j WHERE j.workflow_id = ? AND (? IS NULL OR j.scheduler = ?)
+                AND (j.status IN ({waiting}) OR (j.status = {int(S.READY)} AND j.num_cpus <= ?
+                     AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
+                     AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
+                                     AND a.return_code != 0)))""",
+            (w["workflow_id"], scheduler, scheduler, w["cpus"], time_left, time_left, worker_id)))[0][0]
 
     async def worker_waiting(self, worker_id: int) -> int:
         """Jobs of this worker that are still running or awaiting a decision or a recovery."""
@@ -227,10 +251,15 @@ class SlurmStore(Database):
                     message=reason)
         return await self.write(_body)
 
-    async def active_workers(self) -> list[tuple[int, int | None, float]]:
-        """(worker id, allocation id, last heartbeat) of workers still active."""
-        return [tuple(r) for r in await self._rows(
-            "SELECT id, allocation_id, last_heartbeat FROM workers WHERE state = 'active'")]
+    async def active_workers(self) -> list[tuple[int, int | None, float, ComputeNode]]:
+        """(worker id, allocation id, last heartbeat, its workflow's settings) of workers still active."""
+        return [(r[0], r[1], r[2], _compute_node(r[3])) for r in await self._rows(
+            "SELECT w.id, w.allocation_id, w.last_heartbeat, f.compute_node FROM workers w "
+            "JOIN workflows f ON f.id = w.workflow_id WHERE w.state = 'active'")]
+
+    async def compute_node(self, wf: int) -> ComputeNode:
+        rows = await self._rows("SELECT compute_node FROM workflows WHERE id = ?", (wf,))
+        return _compute_node(rows[0][0] if rows else None)
 
     async def allocation_credential(self, aid: int) -> tuple[str, int] | None:
         rows = await self._rows("SELECT credential_hash, workflow_id FROM allocations WHERE id = ? "
@@ -241,6 +270,11 @@ class SlurmStore(Database):
         def _body(tx: Tx):
             tx.run("UPDATE allocations SET credential_hash = ? WHERE id = ?", (credential_hash, aid))
         return await self.write(_body)
+
+    async def allocation_verdict(self, aid: int) -> str | None:
+        """The Slurm state last seen for an allocation (TIMEOUT, OUT_OF_MEMORY, COMPLETED...)."""
+        rows = await self._rows("SELECT slurm_state FROM allocations WHERE id = ?", (aid,))
+        return rows[0][0] if rows else None
 
     async def allocation_state(self, aid: int) -> str | None:
         rows = await self._rows("SELECT state FROM allocations WHERE id = ?", (aid,))

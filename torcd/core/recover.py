@@ -49,6 +49,8 @@ def diagnose(a: FailedAttempt) -> tuple[Diagnosis, str]:
     """oom, timeout or unknown, with the evidence in words."""
     if a.cause in ("oom", "timeout"):
         return a.cause, f"recorded as {a.cause}"
+    if a.cause is not None:  # a recorded cause that is not about resources: no guessing past it
+        return "unknown", f"recorded as {a.cause}"
     share = (a.wall_seconds / a.runtime) if a.wall_seconds is not None and a.runtime else None
     if a.return_code == SLURM_TIMEOUT_EXIT:
         return "timeout", f"exit {SLURM_TIMEOUT_EXIT} (Slurm's time limit)"

@@ -101,3 +101,18 @@ class Monitoring(msgspec.Struct, frozen=True):
 
     def interval_for(self, memory_limit: int | None) -> float | None:
         return self.interval if self.all_jobs or memory_limit is not None else None
+
+
+class ComputeNode(msgspec.Struct, frozen=True):
+    """How a workflow's workers in allocations behave (Torc's `compute_node_*` settings)."""
+
+    wait_for_new_jobs: float = 90.0  # seconds idle while jobs may still become ready for it
+    wait_for_daemon: float = 1200.0  # seconds a worker keeps trying an unreachable daemon
+    expiration_buffer: float | None = None  # seconds before the walltime ends; None: 5 % (30 s to half)
+    min_time_for_new_jobs: float = 0.0  # no new jobs with less walltime left than this
+    ignore_workflow_completion: bool = False  # wait the full time even when nothing can come
+
+    def buffer(self, walltime: float) -> float:
+        if self.expiration_buffer is not None:
+            return min(self.expiration_buffer, walltime / 2)
+        return min(max(30.0, walltime * 0.05), walltime / 2)

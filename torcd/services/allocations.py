@@ -23,6 +23,8 @@ from torcd.store import Store
 
 log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job
+# Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
+SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
 
 
 class AllocationService:
@@ -35,6 +37,7 @@ class AllocationService:
         self.poll_interval = poll_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._submit_lock = asyncio.Lock()
+        self.started = time.time()  # workers silent since before this get their workflow's window to return
 
     async def submit(self, wf: int, reason: str, *, count: int | None = None, scheduler: str | None = None,
                      auto: bool = False) -> list[int]:
@@ -115,17 +118,21 @@ class AllocationService:
                 if new != state and not (state == "running" and new == "pending"):
                     changes.append((aid, new, seen or "GONE"))
             await self.store.update_allocations(changes)
-        for wid, aid, beat in await self.store.active_workers():
+        for wid, aid, beat, settings in await self.store.active_workers():
             alloc_state = await self.store.allocation_state(aid) if aid is not None else None
-            if now - beat > self.heartbeat_timeout:
+            if alloc_state == "done" and now - beat > 2 * self.poll_interval:
+                verdict = await self.store.allocation_verdict(aid)
+                await self.lose_worker(wid, f"its allocation left the Slurm queue ({verdict or 'gone'})",
+                                       SLURM_CAUSES.get(verdict or ""))
+            elif beat < self.started and now - self.started < settings.wait_for_daemon:
+                continue  # this daemon was down: the worker keeps trying for that long, so wait for it
+            elif now - beat > self.heartbeat_timeout:
                 await self.lose_worker(wid, f"no heartbeat for {now - beat:.0f}s")
-            elif alloc_state == "done" and now - beat > 2 * self.poll_interval:
-                await self.lose_worker(wid, "its allocation left the Slurm queue")
 
-    async def lose_worker(self, worker_id: int, reason: str) -> None:
+    async def lose_worker(self, worker_id: int, reason: str, cause: str | None = None) -> None:
         running = await self.store.worker_running_jobs(worker_id)
         await self.store.finish_worker(worker_id, reason, state="lost")
         now = time.time()
-        await self.store.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}")
-                                       for j, r, a in running])
+        await self.store.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
+                                            cause=cause) for j, r, a in running])
         log.warning("worker_lost", worker_id=worker_id, reason=reason, jobs=len(running))

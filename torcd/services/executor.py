@@ -165,13 +165,15 @@ class LocalExecutor:
         """Past its memory limit: KILL at once, as the kernel's OOM killer would (a TERM handler
         could allocate more), the whole tree the sample found, whatever left the group too."""
         job, proc = self.procs.get(job_id, (None, None))
-        if job is None or proc is None or proc.pid != sample.procs[0].pid:
-            return
+        if job is None or proc is None or proc.pid != sample.procs[0].pid or proc.returncode is not None:
+            return  # another attempt's process, or one that has ended (its exit is on its way)
         self._oom[job_id] = sample
         log.info("job_over_memory", workflow_id=job.workflow_id, job_id=job_id, attempt_id=job.attempt_id,
                  used=sample.memory, limit=job.memory)
         signal_group(proc.pid, signal.SIGKILL)
-        sample.kill()
+        task = asyncio.create_task(asyncio.to_thread(sample.kill))  # those that left the group
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
         returncode = await proc.wait()
@@ -230,6 +232,7 @@ class LocalExecutor:
         """Stop every running job (shutdown) and return their exits for the caller to record."""
         running = list(self.procs.values())
         self._stopping.update(job.job_id for job, _ in running)
+        self.monitor.stop()
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         now = time.time()
         return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,

@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 import msgspec
 import psutil
+import structlog
+
+log = structlog.get_logger("torcd.monitor")
 
 MIN_INTERVAL = 0.1  # seconds: faster sampling would cost more than it tells
 
@@ -33,39 +36,64 @@ class Sample(msgspec.Struct, frozen=True):
                 proc.kill()
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants, through each task's `children` list: proportional to the
-    tree, where a scan of /proc (psutil's `children`) costs as much as every process there."""
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
+MAX_TREE = 4096  # processes sampled per job: a fork bomb must not stall every other job's sample
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
         try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
         except (OSError, ValueError):
-            continue
+            continue  # that thread ended; the others still count
+    return out
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """`pid` and its descendants, through each task's `children` list: proportional to the
+    tree, where a scan of /proc (psutil's `children`) costs as much as every process there.
+    Each child is opened as it is found and kept only if it is still the child of its parent
+    (a pid reused since the list was read is some other process)."""
+    try:
+        tree = [psutil.Process(pid)]
+    except psutil.Error:
+        return []
+    seen, i = {pid}, 0
+    while i < len(tree) and len(tree) < MAX_TREE:
+        parent = tree[i]
+        i += 1
+        for c in _children(parent.pid):
+            if c in seen:
+                continue
+            seen.add(c)
+            try:
+                child = psutil.Process(c)
+                if child.ppid() == parent.pid:
+                    tree.append(child)
+            except psutil.Error:
+                continue
     return tree
 
 
 def sample_tree(pid: int) -> Sample | None:
     """What the process tree under `pid` uses now; None if it is gone."""
     memory, cpu, procs = 0, 0.0, []
-    for p in process_tree(pid):
+    for proc in process_tree(pid):
         try:
-            proc = psutil.Process(p)
             with proc.oneshot():
                 try:
                     memory += proc.memory_full_info().pss
-                except (psutil.AccessDenied, AttributeError):  # no smaps_rollup: RSS will do
+                except (psutil.AccessDenied, AttributeError):  # smaps_rollup unreadable: RSS will do
                     memory += proc.memory_info().rss
                 t = proc.cpu_times()
             cpu += t.user + t.system + t.children_user + t.children_system
             procs.append(proc)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        except psutil.AccessDenied:  # it changed user (setuid): not ours to measure or stop
+        except psutil.Error:  # gone, or (setuid) not ours to read at all
             continue
     return Sample(memory, cpu, tuple(procs)) if procs else None
 
@@ -114,11 +142,17 @@ class Monitor:
         loop = asyncio.get_running_loop()
         while self.watched:
             now = loop.time()
-            due = {job_id: w.pid for job_id, w in self.watched.items() if w.due <= now}
+            due = {job_id: w for job_id, w in self.watched.items() if w.due <= now}
             if due:
-                samples = await asyncio.to_thread(lambda: {j: sample_tree(pid) for j, pid in due.items()})
-                for job_id, sample in samples.items():
-                    self._record(job_id, sample, loop.time())
+                try:
+                    samples = await asyncio.to_thread(lambda: {j: sample_tree(w.pid) for j, w in due.items()})
+                except Exception:  # one bad read must not end sampling (and enforcement) for every job
+                    log.exception("sampling_failed")
+                    samples = {}
+                for job_id, w in due.items():
+                    # Only the attempt it was taken for: the job may have ended and started again.
+                    if self.watched.get(job_id) is w:
+                        self._record(w, job_id, samples.get(job_id), loop.time())
             if not self.watched:
                 return
             self._wake.clear()
@@ -126,11 +160,10 @@ class Monitor:
                 await asyncio.wait_for(self._wake.wait(),
                                        max(0.0, min(w.due for w in self.watched.values()) - loop.time()))
 
-    def _record(self, job_id: int, sample: Sample | None, now: float) -> None:
-        w = self.watched.get(job_id)
-        if w is None or sample is None:
-            return
+    def _record(self, w: Watched, job_id: int, sample: Sample | None, now: float) -> None:
         w.due = now + w.interval
+        if sample is None:
+            return
         w.peak = max(w.peak, sample.memory)
         w.cpu_seconds = max(w.cpu_seconds, sample.cpu_seconds)
         if w.limit is not None and sample.memory > w.limit and not w.over:

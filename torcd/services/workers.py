@@ -80,12 +80,14 @@ class WorkerService:
             await self.store.heartbeat(params.worker_id)
             return p.WorkerPollResult(stop=True, api_url=api_url)
         if params.claim and params.free_cpus > 0:
-            jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus)  # heartbeats too
+            jobs = await self.store.claim_for_worker(params.worker_id, params.free_cpus, params.free_memory,
+                                                     params.free_gpus, params.time_left)  # heartbeats too
         else:
             jobs = []
             await self.store.heartbeat(params.worker_id)
         return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
-                                  waiting=await self.store.worker_waiting(params.worker_id), api_url=api_url)
+                                  waiting=await self.store.worker_waiting(params.worker_id), api_url=api_url,
+                                  may_come=await self.store.worker_prospects(params.worker_id, params.time_left))
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
         await self._own(params.worker_id, caller)
