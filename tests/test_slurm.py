@@ -258,3 +258,13 @@ def test_tcp_door_refuses_requests_without_the_right_token(sdaemon):
     req = urllib.request.Request(url, data=body, headers={"Authorization": f"Bearer {token}"})
     assert msgspec.json.decode(urllib.request.urlopen(req, timeout=10).read())["result"] == []
     assert token not in sdaemon.log.read_text()  # never logged
+
+
+def test_a_job_stopped_by_the_allocations_time_limit_is_recorded_as_a_timeout(sdaemon, tmp_path):
+    spec = scheduler().replace('walltime: "00:10:00"', 'walltime: "00:01:00"')
+    wf = submit_slurm(sdaemon, "name: w\n" + spec + "jobs:\n  - {name: endless, command: 'sleep 600'}\n")
+    sdaemon.wait(wf, timeout=180)
+    (a,) = sdaemon.attempts(sdaemon.jobs(wf)["endless"].id)
+    assert a.cause == "timeout" and a.return_code in (143, 137), a
+    # Slurm checks time limits about once a minute: it ends the allocation 60 to 120 s in.
+    assert "time limit" in a.message and 55 < a.end_time - a.start_time < 150
