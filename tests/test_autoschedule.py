@@ -2,8 +2,7 @@
 
 import pytest
 
-from torcd.core.autoschedule import (AutoSchedulePolicy, ScheduleInputs, decide_auto_schedule,
-                                     plan_allocations)
+from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs, decide_auto_schedule
 
 ON = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=7200)
 NO_RULE_3 = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=0)
@@ -58,16 +57,3 @@ def test_cooldown_over_a_fake_clock():
             submissions.append(minute)
             last = now
     assert submissions == [0, 30, 60, 90, 120]
-
-
-@pytest.mark.parametrize("cpus,size,limit,current,expected", [
-    ([], None, 4, 0, (0, 0)),
-    ([1, 1, 1], None, 4, 0, (3, 1)),
-    ([1, 1, 1], 2, 4, 0, (2, 2)),
-    ([4, 1, 1], None, 4, 0, (2, 4)),
-    ([1] * 10, 2, 4, 1, (3, 2)),  # capped by the scheduler's max_allocations
-    ([1] * 10, 2, 4, 4, (0, 2)),
-    ([8], 2, 4, 0, (1, 8)),  # an allocation grows to fit the widest job
-])
-def test_plan_allocations(cpus, size, limit, current, expected):
-    assert plan_allocations(cpus, size, limit, current) == expected

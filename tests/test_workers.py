@@ -84,6 +84,8 @@ def test_a_worker_packs_gpu_and_memory_jobs_and_hands_out_its_own_devices(make_d
     log = tmp_path / "log"
     job = f"echo $CUDA_VISIBLE_DEVICES $(date +%s.%N) >> {log}; sleep 0.5; echo end $(date +%s.%N) >> {log}"
     wf = create(d, f"""name: pack
+slurm_schedulers:
+  - {{name: gpu_nodes, node_cpus: 8, node_memory: 1g, node_gpus: 2}}
 resource_requirements:
   - {{name: gpu, num_gpus: 1, memory: 10m}}
   - {{name: big, memory: 100m}}

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--account", help="Slurm account for the allocations")
     p.add_argument("--allocations", type=int, help="how many allocations (default: sized to the ready jobs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the allocations it would submit and which jobs go on which node; submit nothing")
     p = cmd("watch", commands.watch, "follow a workflow's events until nothing more can run")
     p.add_argument("workflow_id", type=int)
     auto = p.add_mutually_exclusive_group()

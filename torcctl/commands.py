@@ -307,6 +307,8 @@ def watch(client: Client, args) -> int:
 
 
 def submit_slurm(client: Client, args) -> int:
+    if args.dry_run:
+        return _plan_slurm(client, args)
     wf = _create(client, args.spec, executor="slurm", account=args.account)
     params = {"workflow_id": wf.id}
     if args.allocations:
@@ -320,6 +322,29 @@ def submit_slurm(client: Client, args) -> int:
         state = f"slurm job {a.slurm_job_id}" if a.slurm_job_id else f"failed: {a.reason}"
         print(f"allocation {a.id}: {a.cpus} cpus, {state}", file=sys.stderr)
     return 0 if all(a.slurm_job_id for a in allocs) else 1
+
+
+def _plan_slurm(client: Client, args) -> int:
+    from torcd.core.resources import format_bytes
+
+    plans = client.call("workflows.plan_slurm", {"spec_text": _read_spec(args.spec), "spec_path": args.spec,
+                                                 "cwd": current_dir(), "account": args.account})
+    if args.json:
+        print_json(plans)
+        return 0
+    for p in plans:
+        node = p["node"]
+        shape = f"{node['cpus']} CPUs" + (f", {format_bytes(node['memory'])}" if node.get("memory") else "") \
+            + (f", {node['gpus']} GPUs" if node.get("gpus") else "")
+        print(f"scheduler {p['scheduler']}: {p['allocations']} allocations of {p['nodes_per_allocation']} node(s) "
+              f"({shape} each) for {sum(map(len, p['nodes']))} ready jobs on {len(p['nodes'])} node(s)")
+        for i, names in enumerate(p["nodes"], 1):
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} jobs)" if len(names) > 8 else "")
+            print(f"  node {i}: {shown}")
+        for name, why in p.get("refused", {}).items():
+            print(f"  {name}: fits no node: {why}")
+    print("(dry run: nothing was submitted)")
+    return 0
 
 
 def allocations(client: Client, args) -> int:

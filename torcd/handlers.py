@@ -26,7 +26,8 @@ from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
-from torcd.spec import parse_spec
+from torcd.core.slurm_plan import JobNeed, SchedulerPlan
+from torcd.spec import ExpandedJob, on_slurm, parse_spec
 from torcd.store import Store
 
 log = structlog.get_logger("torcd")
@@ -73,11 +74,23 @@ class Handlers:
                     raise InvalidParams(f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
                                         f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
                                         {"field": "$.jobs"})
+        if params.executor == "slurm":  # a job that fits no node it could get is refused now
+            schedulers, jobs = on_slurm(spec, params.account)
+            if misfits := await self.allocations.misfits(schedulers, [(j.scheduler, _need(j)) for j in jobs]):
+                raise InvalidParams(misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""),
+                                    {"field": "$.jobs"})
         wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
                                               key=idempotency_key.get())
         crash_point("after_create")
         log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
         return await self.store.workflow(wf)
+
+    async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
+        """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
+        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
+        schedulers, jobs = on_slurm(spec, params.account)
+        return [await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
+                for s in schedulers]
 
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
         return await self.store.workflows()
@@ -168,6 +181,10 @@ class Handlers:
 
 Handler = Callable[[Handlers], Callable[[Any], Awaitable[Any]]]
 
+def _need(job: ExpandedJob) -> JobNeed:
+    return JobNeed(job.name, job.num_cpus, job.memory_bytes, job.num_gpus, job.runtime_seconds)
+
+
 METHODS: dict[str, tuple[type, Handler]] = {
     "ping": (p.NoParams, lambda h: h.ping),
     "shutdown": (p.Shutdown, lambda h: h.shutdown),
@@ -177,6 +194,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),
     "workflows.delete": (p.WorkflowRef, lambda h: h.delete_workflow),
     "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
+    "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),

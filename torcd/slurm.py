@@ -9,6 +9,7 @@ import shlex
 import sys
 import tempfile
 
+from torcd.core.slurm_plan import NodeShape
 from torcd.ownership import UnsafePath, make_private_dir
 from torcd.spec import SlurmSchedulerSpec
 
@@ -39,33 +40,44 @@ def walltime_seconds(walltime: str) -> int:
 def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSchedulerSpec, cpus: int,
                   account: str | None, url: str, token_file: str, log_dir: str, python: str = sys.executable,
                   poll_interval: float = 0.5, ca_file: str | None = None) -> str:
-    """The batch script of one allocation: run a torcctl worker for the workflow."""
+    """The batch script of one allocation: a torcctl worker on each of its nodes. A shared
+    allocation asks for `cpus` per node; otherwise it takes whole nodes (--exclusive) and each
+    worker uses what its node has."""
     account = account or scheduler.account
+    extra = list(scheduler.extra) if isinstance(scheduler.extra, list) else [scheduler.extra]
     _refuse_unsafe(account=account, partition=scheduler.partition, mem=scheduler.mem, walltime=scheduler.walltime,
-                   log_dir=log_dir, extra=scheduler.extra)
+                   gres=scheduler.gres, qos=scheduler.qos, tmp=scheduler.tmp, log_dir=log_dir, extra=extra)
+    nodes, shared = scheduler.nodes, scheduler.is_shared
     lines = ["#!/bin/bash", f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
-             f"#SBATCH --nodes={scheduler.nodes}", "#SBATCH --ntasks=1", f"#SBATCH --cpus-per-task={cpus}",
+             f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
+             f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
              f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={log_dir}/slurm_%j.out"]
-    if account:
-        lines.append(f"#SBATCH --account={account}")
-    if scheduler.partition:
-        lines.append(f"#SBATCH --partition={scheduler.partition}")
-    if scheduler.mem:
-        lines.append(f"#SBATCH --mem={scheduler.mem}")
-    for arg in scheduler.extra:
+    for option, value in (("account", account), ("partition", scheduler.partition), ("mem", scheduler.mem),
+                          ("gres", scheduler.gres), ("qos", scheduler.qos), ("tmp", scheduler.tmp)):
+        if value:
+            lines.append(f"#SBATCH --{option}={value}")
+    for arg in extra:
         lines.append(f"#SBATCH {arg}")
     worker = [python, "-m", "torcctl", "worker", "--url", url, "--token-file", token_file,
-              "--workflow-id", str(workflow_id), "--allocation-id", str(allocation_id), "--cpus", str(cpus),
+              "--workflow-id", str(workflow_id), "--allocation-id", str(allocation_id),
               "--walltime", str(walltime_seconds(scheduler.walltime)), "--poll-interval", str(poll_interval)]
+    if shared:
+        worker += ["--cpus", str(cpus)]
     if ca_file:  # the daemon's TLS certificate, which the worker trusts
         worker += ["--ca-file", ca_file]
-    lines += ["", "# Each allocation runs one torcctl worker that claims the workflow's ready jobs.",
-              "exec " + " ".join(shlex.quote(w) for w in worker), ""]
+    command = " ".join(shlex.quote(w) for w in worker)
+    if nodes == 1:
+        lines += ["", "# One torcctl worker claims the workflow's ready jobs that fit this node.",
+                  f"exec {command}", ""]
+    else:  # a step of one task per node, each with the node's CPUs for the jobs it starts
+        lines += ["", "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
+                  f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
+                  + ("" if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ') + command, ""]
     return "\n".join(lines)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ONE_WORD = {"account", "partition", "mem", "walltime"}
+_ONE_WORD = {"account", "partition", "mem", "walltime", "gres", "qos", "tmp"}
 
 
 def _refuse_unsafe(**fields: str | int | list[str] | None) -> None:
@@ -141,3 +153,22 @@ def write_script(path: str, text: str) -> None:
     except BaseException:
         os.unlink(temp)
         raise
+
+
+async def partition_node_shape(partition: str | None) -> NodeShape | None:
+    """The shape of the partition's nodes as sinfo reports them (the most common one), or None."""
+    args = ["sinfo", "-h", "-N", "-o", "%c|%m|%G"] + (["-p", partition] if partition else [])
+    try:
+        rc, out, _ = await _run(*args, timeout=30)
+    except SlurmError:
+        return None
+    shapes: dict[NodeShape, int] = {}
+    for line in out.splitlines():
+        try:
+            cpus, mem, gres = line.strip().split("|")
+            m = re.search(r"gpu(?::[^:,(]+)?:(\d+)", gres)
+            shape = NodeShape(int(cpus), int(mem) << 20, int(m[1]) if m else 0)
+        except ValueError:
+            continue
+        shapes[shape] = shapes.get(shape, 0) + 1
+    return max(shapes, key=shapes.__getitem__) if rc == 0 and shapes else None

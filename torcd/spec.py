@@ -18,8 +18,9 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
+from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
-from torcd.errors import SpecError
+from torcd.errors import InvalidParams, SpecError
 
 MAX_JOBS = 2_000_000
 MAX_NAME = 512  # characters of a job name, after parameters are filled in
@@ -49,23 +50,6 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
 class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     rules: Annotated[list[RuleSpec], Meta(min_length=1)]
-
-
-_WALLTIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}")
-_MEMORY = re.compile(r"\d+([KMGTkmgt][Bb]?)?")  # what sbatch --mem takes (Slurm's str_to_mbytes)
-_ONE_WORD = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
-
-
-class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    account: str | None = None
-    partition: str | None = None
-    walltime: str = "01:00:00"
-    nodes: Annotated[int, Meta(ge=1, le=10_000)] = 1
-    cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
-    mem: str | int | None = None  # sbatch --mem: megabytes, or a number with a unit
-    extra: list[str] = []
-    max_allocations: Annotated[int, Meta(ge=1, le=10_000)] = 4
 
 
 class ResourceRequirementSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -119,6 +103,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     parameters: dict[str, ParamValue] = {}
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
+    slurm_defaults: SlurmDefaults = {}
     resource_requirements: list[ResourceRequirementSpec] = []
     resource_monitor: ResourceMonitorSpec | None = None
     # How workers in allocations behave (Torc's names and defaults).
@@ -363,33 +348,6 @@ def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> di
     return parsed
 
 
-def _check_schedulers(doc: WorkflowDoc, loc: Locator) -> str | None:
-    """Validate scheduler names; return the default one (explicit, or the only one)."""
-    names: set[str] = set()
-    for i, sched in enumerate(doc.slurm_schedulers):
-        at = f"$.slurm_schedulers[{i}]"
-        if sched.name in names:
-            raise loc.error(f"duplicate scheduler name {sched.name!r}", f"{at}.name")
-        names.add(sched.name)
-        if not _WALLTIME.fullmatch(sched.walltime):
-            raise loc.error(f"`walltime` {sched.walltime!r} is not a Slurm time: write HH:MM:SS, MM:SS, "
-                            "MM or D-HH:MM:SS, like 01:30:00", f"{at}.walltime")
-        if isinstance(sched.mem, int):
-            sched.mem = str(sched.mem)
-        if sched.mem is not None and not _MEMORY.fullmatch(sched.mem):
-            raise loc.error(f"`mem` {sched.mem!r} must be a number with an optional unit K, M, G or T, "
-                            "like 240G", f"{at}.mem")
-        for field in ("account", "partition"):
-            value = getattr(sched, field)
-            if value is not None and not _ONE_WORD.fullmatch(value):
-                raise loc.error(f"`{field}` {value!r} must be one word without spaces", f"{at}.{field}")
-    if doc.default_scheduler is not None:
-        if doc.default_scheduler not in names:
-            raise loc.error(f"unknown scheduler {doc.default_scheduler!r}", "$.default_scheduler")
-        return doc.default_scheduler
-    return doc.slurm_schedulers[0].name if len(doc.slurm_schedulers) == 1 else None
-
-
 def _check_requirements(doc: WorkflowDoc, loc: Locator) -> dict[str, Requirements]:
     out: dict[str, Requirements] = {}
     for i, r in enumerate(doc.resource_requirements):
@@ -424,7 +382,8 @@ def _requirements(job: JobSpec, known: dict[str, Requirements], at: str, loc: Lo
 def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     handlers = _check_handlers(doc, loc)
     requirements = _check_requirements(doc, loc)
-    default_scheduler = _check_schedulers(doc, loc)
+    default_scheduler = check_schedulers(doc.slurm_schedulers, doc.default_scheduler, doc.slurm_defaults, loc)
+    apply_defaults(doc.slurm_defaults, doc.slurm_schedulers)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
     needs = []
     for j, job in enumerate(doc.jobs):
@@ -547,3 +506,15 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) 
     cycle = find_cycle({job.name: job.depends_on for job in jobs})
     if cycle:
         raise loc.error("dependency cycle: " + " -> ".join(cycle), f"$.jobs[{origin[cycle[0]]}].depends_on")
+
+
+def on_slurm(spec: Workflow, account: str | None) -> tuple[list[SlurmSchedulerSpec], list[ExpandedJob]]:
+    """The schedulers of a workflow run on Slurm (one named `default` if the spec has none) and
+    its jobs, each with its scheduler; InvalidParams for a job that has none."""
+    schedulers = list(spec.schedulers) or [SlurmSchedulerSpec(name="default", account=account)]
+    default = schedulers[0].name if len(schedulers) == 1 else None
+    for j in spec.jobs:
+        if j.scheduler is None and default is None:
+            raise InvalidParams(f"job {j.name!r} has no scheduler and the spec has several slurm_schedulers but no "
+                                "default_scheduler", {"field": "$.jobs"})
+    return schedulers, [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in spec.jobs]

@@ -24,7 +24,7 @@ from torcd.db import Database, StoreError, Tx, require_workflow, chunks as _chun
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
 from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
-from torcd.spec import SlurmSchedulerSpec, Workflow
+from torcd.spec import Workflow, on_slurm
 from torcd.store_lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
                                    reset_jobs, runnable)
 from torcd import store_recover
@@ -168,17 +168,9 @@ class Store(SlurmStore, Database):
                               account: str | None = None, key: str | None = None) -> int:
         output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
         upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
-        schedulers = list(spec.schedulers)
-        jobs = spec.jobs
+        schedulers, jobs = list(spec.schedulers), spec.jobs
         if executor == "slurm":
-            if not schedulers:
-                schedulers = [SlurmSchedulerSpec(name="default", account=account)]
-            default = schedulers[0].name if len(schedulers) == 1 else None
-            for j in jobs:
-                if j.scheduler is None and default is None:
-                    raise InvalidParams(f"job {j.name!r} has no scheduler and the spec has several "
-                                        f"slurm_schedulers but no default_scheduler", {"field": "$.jobs"})
-            jobs = [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in jobs]
+            schedulers, jobs = on_slurm(spec, account)
         def _body(tx: Tx):
             wf = tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,

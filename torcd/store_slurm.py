@@ -12,6 +12,7 @@ from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.resources import ComputeNode
+from torcd.core.slurm_plan import JobNeed
 from torcd.core.status import JobStatus as S
 from torcd.db import Database, Tx, require_workflow
 from torcd.errors import InvalidParams, NotFound
@@ -75,10 +76,13 @@ class SlurmStore(Database):
             (wf, scheduler)))
         return ScheduleInputs(r[0], r[1] or 0, r[2], alloc.get("running", 0), alloc.get("pending", 0), last_submit)
 
-    async def ready_job_cpus(self, wf: int, scheduler: str) -> list[int]:
-        return [r[0] for r in await self._rows(
-            f"SELECT num_cpus FROM jobs WHERE workflow_id = ? AND status = {int(S.READY)} "
-            f"AND coalesce(scheduler, '') = ?", (wf, scheduler))]
+    async def ready_job_needs(self, wf: int, scheduler: str) -> list[JobNeed]:
+        """What each ready job of the scheduler needs, its limits as its next attempt will have them."""
+        return [JobNeed(r[0], r[1], r[2], r[3], r[4]) for r in await self._rows(
+            f"""SELECT name, num_cpus, min(CAST(memory_bytes * memory_scale AS INTEGER), 1 << 60), num_gpus,
+                       runtime_seconds * runtime_scale FROM jobs
+                WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ? ORDER BY id""",
+            (wf, scheduler))]
 
     async def open_allocation_count(self, wf: int, scheduler: str) -> int:
         return (await self._rows(

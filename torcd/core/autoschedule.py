@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import msgspec
 
 
@@ -65,13 +62,3 @@ def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: flo
         left = policy.cooldown - (now - (s.last_submit or now))
         return _no("cooldown", f"{s.ready_retry_jobs} ready retries, but the cooldown has {left:.0f}s left")
     return _no("below_threshold", f"{s.ready_retry_jobs} ready retries below threshold {policy.threshold}")
-
-
-def plan_allocations(ready_cpus: Sequence[int], cpus_per_allocation: int | None, max_allocations: int,
-                     current: int) -> tuple[int, int]:
-    """(how many allocations, CPUs each) to run the ready jobs, within the scheduler's limit."""
-    if not ready_cpus:
-        return 0, 0
-    size = max(cpus_per_allocation or 1, max(ready_cpus))  # the widest job must fit
-    need = math.ceil(sum(min(c, size) for c in ready_cpus) / size)
-    return max(0, min(need, max_allocations - current)), size

@@ -13,11 +13,14 @@ import time
 
 import structlog
 
-from torcd.core.autoschedule import plan_allocations
+from torcd.core import slurm_plan
+from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
-from torcd.slurm import PENDING_STATES, RUNNING_STATES, SlurmError, render_script, sbatch, squeue, write_script
+from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, render_script, sbatch,
+                         squeue, walltime_seconds, write_script)
+from torcd.spec import SlurmSchedulerSpec
 from torcd.core.attempts import Exit
 from torcd.store import Store
 
@@ -38,6 +41,7 @@ class AllocationService:
         self.heartbeat_timeout = heartbeat_timeout
         self._submit_lock = asyncio.Lock()
         self.started = time.time()  # workers silent since before this get their workflow's window to return
+        self._shapes: dict[str | None, NodeShape | None] = {}  # partition -> its nodes, as sinfo said
 
     async def submit(self, wf: int, reason: str, *, count: int | None = None, scheduler: str | None = None,
                      auto: bool = False) -> list[int]:
@@ -52,15 +56,45 @@ class AllocationService:
             submitted = []
             for name in names:
                 spec = schedulers[name]
-                ready = await self.store.ready_job_cpus(wf, name)
+                ready = await self.store.ready_job_needs(wf, name)
                 current = await self.store.open_allocation_count(wf, name)
-                n, cpus = plan_allocations(ready, spec.cpus, spec.max_allocations, current)
-                if count is not None:
-                    n, cpus = count, cpus or spec.cpus or 1
+                p = await self.plan(spec, ready, current)
+                n = p.allocations if count is None else count
                 for _ in range(n):
-                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, cpus,
+                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, p.node.cpus,
                                                             account, reason, auto))
             return submitted
+
+    async def plan(self, spec: SlurmSchedulerSpec, ready: list[JobNeed], current: int = 0) -> SchedulerPlan:
+        """How many allocations of this scheduler the ready jobs need (`core.slurm_plan`)."""
+        shape = await self.node_shape(spec, ready)
+        return slurm_plan.plan(spec.name, ready, shape, walltime_seconds(spec.walltime), spec.nodes,
+                               spec.max_allocations, current)
+
+    async def node_shape(self, spec: SlurmSchedulerSpec, jobs: list[JobNeed]) -> NodeShape:
+        """The shape to pack into: the spec's, else the partition's as sinfo reports it, else (no
+        Slurm answer) one as wide as the widest job."""
+        widest = max((j.cpus for j in jobs), default=1)
+        seen = None
+        if not spec.is_shared and spec.node_cpus is None:
+            if spec.partition not in self._shapes:
+                self._shapes[spec.partition] = await partition_node_shape(spec.partition)
+            seen = self._shapes[spec.partition]
+        return spec.node_shape(seen, widest) or NodeShape(widest, None, max((j.gpus for j in jobs), default=0))
+
+    async def misfits(self, schedulers: list[SlurmSchedulerSpec], jobs: list[tuple[str | None, JobNeed]]
+                      ) -> list[str]:
+        """For each job that fits no node of its scheduler: why, in a sentence."""
+        out = []
+        for spec in schedulers:
+            mine = [j for s, j in jobs if s == spec.name]
+            if not mine:
+                continue
+            shape = await self.node_shape(spec, mine)
+            walltime = walltime_seconds(spec.walltime)
+            out += [f"job {j.name!r} fits no node of scheduler {spec.name!r}: {why}"
+                    for j in mine if (why := slurm_plan.misfit(j, shape, walltime))]
+        return out
 
     async def _submit_one(self, wf, output_dir, cwd, name, spec, cpus, account, reason, auto) -> int:
         aid = await self.store.add_allocation(wf, name, cpus, reason, auto)
