@@ -268,3 +268,39 @@ def test_a_job_stopped_by_the_allocations_time_limit_is_recorded_as_a_timeout(sd
     assert a.cause == "timeout" and a.return_code in (143, 137), a
     # Slurm checks time limits about once a minute: it ends the allocation 60 to 120 s in.
     assert "time limit" in a.message and 55 < a.end_time - a.start_time < 150
+
+
+WHOLE_NODES = """name: sweep
+slurm_schedulers:
+  - {name: nodes, partition: debug, walltime: "00:10:00"}
+jobs:
+  - {name: "j{i}", command: "sleep 1", parameters: {i: "1:%d"}}
+"""
+
+
+def _node_cpus() -> int:
+    return int(subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%c"], capture_output=True,
+                              text=True).stdout.split()[0])
+
+
+def test_a_one_cpu_sweep_packs_into_one_whole_node_allocation(sdaemon, tmp_path):
+    n = _node_cpus()
+    (tmp_path / "wf.yaml").write_text(WHOLE_NODES % (2 * n))
+    code, out, _ = sdaemon.ctl("submit-slurm", "wf.yaml", "--dry-run")
+    assert code == 0 and f"2 allocations of 1 node(s) ({n} CPUs" in out and "(dry run" in out
+    assert f"for {2 * n} ready jobs on 2 node(s)" in out
+    assert sdaemon.call("workflows.list") == []  # a dry run creates nothing
+    wf = submit_slurm(sdaemon, WHOLE_NODES % n)
+    assert sdaemon.wait(wf, timeout=120).counts == {"completed": n}
+    (alloc,) = allocations(sdaemon, wf)  # one exclusive node, not one allocation per job
+    assert alloc.cpus == n
+    assert "#SBATCH --exclusive" in open(alloc.script_path).read()
+
+
+def test_a_job_that_fits_no_node_is_refused_at_submit(sdaemon, tmp_path):
+    n = _node_cpus()
+    spec = WHOLE_NODES.replace('"sleep 1"', f'"sleep 1", num_cpus: {n + 1}') % 1
+    (tmp_path / "wf.yaml").write_text(spec)
+    code, _, err = sdaemon.ctl("submit-slurm", "wf.yaml")
+    assert code != 0 and f"job 'j1' fits no node of scheduler 'nodes': needs {n + 1} CPUs; a node has {n}" in err
+    assert sdaemon.call("workflows.list") == []

@@ -94,3 +94,67 @@ def test_a_log_dir_another_user_owns_is_refused(tmp_path):
         log_dir = tmp_path.anchor
     with pytest.raises(SlurmError, match="belongs to .*not to you"):
         write_script(os.path.join(log_dir, "a.sh"), "x\n")
+
+
+def _sbatch(text: str) -> list[str]:
+    return [line[len("#SBATCH "):] for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+def test_whole_nodes_by_default_a_shared_allocation_when_sized():
+    whole = script(SlurmSchedulerSpec(name="s", nodes=1))
+    assert "--exclusive" in _sbatch(whole) and not any(o.startswith("--cpus-per-task") for o in _sbatch(whole))
+    assert "--cpus " not in whole.splitlines()[-2]  # the worker uses what its node has
+    shared = script(SlurmSchedulerSpec(name="s", cpus=4))
+    assert "--cpus-per-task=4" in _sbatch(shared) and "--exclusive" not in _sbatch(shared)
+    assert "--exclusive" in _sbatch(script(SlurmSchedulerSpec(name="s", cpus=4, shared=False)))
+
+
+def test_a_multi_node_allocation_starts_a_worker_on_each_node():
+    text = script(SlurmSchedulerSpec(name="s", nodes=3))
+    last = [line for line in text.splitlines() if line][-1]
+    assert last.startswith("exec srun --nodes=3 --ntasks=3 --ntasks-per-node=1")
+    assert '--cpus-per-task="$SLURM_CPUS_ON_NODE"' in last and "torcctl worker" in last
+    assert [line for line in script(SlurmSchedulerSpec(name="s")).splitlines() if line][-1].startswith("exec /")
+
+
+def test_torcs_scheduler_fields_and_slurm_defaults_reach_sbatch():
+    from torcd.spec import parse_spec
+
+    spec = parse_spec("""name: s
+slurm_defaults: {account: proj, mail-type: "END,FAIL", mail_user: me@example.org, requeue: true, qos: low}
+slurm_schedulers:
+  - {name: gpu, gres: "gpu:a100:2", qos: high, tmp: 100G, ntasks_per_node: 2, extra: "--constraint=ib --signal=B:USR1@60"}
+jobs:
+  - {name: a, command: "true"}
+""", "s.yaml")
+    (sched,) = spec.schedulers
+    assert (sched.account, sched.qos, sched.gres_gpus()) == ("proj", "high", 2)  # the scheduler's own qos wins
+    options = _sbatch(script(sched))
+    for expected in ("--account=proj", "--gres=gpu:a100:2", "--qos=high", "--tmp=100G", "--ntasks-per-node=2",
+                     "--mail-type=END,FAIL", "--mail-user=me@example.org", "--requeue", "--constraint=ib",
+                     "--signal=B:USR1@60"):
+        assert expected in options, (expected, options)
+    assert options.index("--requeue") < options.index("--constraint=ib")  # the scheduler's extra comes last
+
+
+@pytest.mark.parametrize("yaml, line, field, message", [
+    ("slurm_defaults: {time: '01:00:00'}", 2, "$.slurm_defaults.time", "may not set --time"),
+    ("slurm_defaults: {job-name: x}", 2, "$.slurm_defaults.job-name", "may not set --job-name"),
+    ("slurm_defaults: {'bad key': 1}", 2, "$.slurm_defaults.bad key", "not an sbatch long option"),
+    ("slurm_defaults: {account: 'two words'}", 2, "$.slurm_defaults.account", "one word"),
+    ("slurm_defaults: {mail-user: \"a\\nb\"}", 2, "$.slurm_defaults.mail-user", "one line of printable text"),
+    ("slurm_schedulers:\n  - {name: s, gres: 'gpu 2'}", 3, "$.slurm_schedulers[0].gres", "one word"),
+    ("slurm_schedulers:\n  - {name: s, tmp: lots}", 3, "$.slurm_schedulers[0].tmp", "must be a number"),
+    ("slurm_schedulers:\n  - {name: s, extra: 'oops'}", 3, "$.slurm_schedulers[0].extra", "one sbatch option"),
+    ("slurm_schedulers:\n  - {name: s, extra: \"--a 'unclosed\"}", 3, "$.slurm_schedulers[0].extra",
+     "not a list of options"),
+    ("slurm_schedulers:\n  - {name: s, node_memory: 12q}", 3, "$.slurm_schedulers[0].node_memory", "must be a number"),
+    ("slurm_schedulers:\n  - {name: s, node_gpus: -1}", 3, "$.slurm_schedulers[0].node_gpus", ">= 0"),
+])
+def test_bad_slurm_fields_name_their_line_and_field(yaml, line, field, message):
+    from torcd.errors import SpecError
+    from torcd.spec import parse_spec
+
+    with pytest.raises(SpecError) as e:
+        parse_spec(f"name: s\n{yaml}\njobs:\n  - {{name: a, command: 'true'}}\n", "s.yaml")
+    assert (e.value.line, e.value.field) == (line, field) and message in e.value.message, e.value
