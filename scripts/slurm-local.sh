@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on this machine, for tests and CI.
+# A small Slurm cluster on this machine, for tests and CI: $SLURM_LOCAL_NODES nodes
+# (default 3) named n1, n2, ..., each its own slurmd on its own port.
 #   scripts/slurm-local.sh start|stop|status
 # Installs Debian's slurmctld, slurmd, slurm-client and munge if missing,
-# writes a munge key and slurm.conf, starts the daemons and waits for the node.
+# writes a munge key and slurm.conf, starts the daemons and waits for the nodes.
+# Every node has this host's name, so `hostname` is the same on each; jobs tell
+# them apart by SLURMD_NODENAME. `start` restarts the daemons if the
+# configuration it writes differs from the one they run.
 set -euo pipefail
 
 ROOT=${SLURM_LOCAL_DIR:-/var/lib/slurm-local}
 CONF=/etc/slurm/slurm.conf
 HOST=$(hostname -s)
+NODES=${SLURM_LOCAL_NODES:-3}
 
 install_packages() {
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
@@ -20,11 +25,11 @@ install_packages() {
 }
 
 write_config() {
-    local cpus mem_mb
+    local cpus mem_mb nodes_conf i
     # Advertise more CPUs than the machine has so that several small allocations
     # run at once on a test box (config_overrides lets slurmd accept it).
     cpus=$(( $(nproc) * ${SLURM_LOCAL_CPU_FACTOR:-4} ))
-    mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))
+    mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 / NODES ))
     mkdir -p "$ROOT"/{state,spool,log} /etc/slurm /etc/munge /var/log/munge /run/munge /var/lib/munge
     if [[ ! -s /etc/munge/munge.key ]]; then
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
@@ -33,7 +38,11 @@ write_config() {
     chown -R root:root /etc/munge /var/log/munge /run/munge /var/lib/munge
     chmod 0700 /etc/munge /var/log/munge /var/lib/munge && chmod 0755 /run/munge
     chmod 0400 /etc/munge/munge.key
-    cat > "$CONF" <<CONF
+    nodes_conf=""
+    for i in $(seq 1 "$NODES"); do
+        nodes_conf+="NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((6817 + i)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
+    done
+    cat > "$CONF.new" <<CONF
 ClusterName=torclocal
 SlurmctldHost=$HOST
 SlurmUser=root
@@ -46,11 +55,11 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
 StateSaveLocation=$ROOT/state
-SlurmdSpoolDir=$ROOT/spool
+SlurmdSpoolDir=$ROOT/spool/%n
 SlurmctldPidFile=$ROOT/slurmctld.pid
-SlurmdPidFile=$ROOT/slurmd.pid
+SlurmdPidFile=$ROOT/slurmd.%n.pid
 SlurmctldLogFile=$ROOT/log/slurmctld.log
-SlurmdLogFile=$ROOT/log/slurmd.log
+SlurmdLogFile=$ROOT/log/slurmd.%n.log
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 ReturnToService=2
@@ -61,9 +70,16 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
-NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+${nodes_conf}PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+    for i in $(seq 1 "$NODES"); do mkdir -p "$ROOT/spool/n$i"; done
+    if ! cmp -s "$CONF.new" "$CONF"; then
+        stop  # daemons running another configuration (an older one-node cluster) start afresh
+        rm -rf "${ROOT:?}/state" && mkdir -p "$ROOT/state"  # its jobs and nodes are the old cluster's
+        mv "$CONF.new" "$CONF"
+    else
+        rm -f "$CONF.new"
+    fi
 }
 
 start() {
@@ -71,16 +87,25 @@ start() {
     write_config
     pgrep -x munged >/dev/null || /usr/sbin/munged --force
     pgrep -x slurmctld >/dev/null || slurmctld
-    pgrep -x slurmd >/dev/null || slurmd
+    for i in $(seq 1 "$NODES"); do
+        pgrep -f "^slurmd -N n$i\$" >/dev/null || slurmd -N "n$i"
+    done
     for _ in $(seq 1 120); do
-        state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null || true)
-        case "$state" in
-            idle*|mixed*|allocated*) echo "slurm-local: node $HOST is $state"; return 0 ;;
-            down*|drain*) scontrol update nodename="$HOST" state=resume 2>/dev/null || true ;;
-        esac
+        local up=0 node state
+        for i in $(seq 1 "$NODES"); do
+            node=n$i
+            state=$(sinfo -h -n "$node" -o %T 2>/dev/null || true)
+            case "$state" in
+                idle*|mixed*|allocated*) up=$((up + 1)) ;;
+                down*|drain*) scontrol update nodename="$node" state=resume 2>/dev/null || true ;;
+            esac
+        done
+        if [[ $up -eq $NODES ]]; then
+            echo "slurm-local: $NODES nodes up"; sinfo -N -o '%N %T %c %m'; return 0
+        fi
         sleep 1
     done
-    echo "slurm-local: node $HOST did not become idle; see $ROOT/log" >&2
+    echo "slurm-local: the nodes did not become idle; see $ROOT/log" >&2
     tail -n 20 "$ROOT"/log/*.log >&2 || true
     return 1
 }

@@ -304,3 +304,20 @@ def test_a_job_that_fits_no_node_is_refused_at_submit(sdaemon, tmp_path):
     code, _, err = sdaemon.ctl("submit-slurm", "wf.yaml")
     assert code != 0 and f"job 'j1' fits no node of scheduler 'nodes': needs {n + 1} CPUs; a node has {n}" in err
     assert sdaemon.call("workflows.list") == []
+
+
+def test_a_two_node_allocation_runs_a_worker_on_each_node_and_both_wait_for_the_fan_out(sdaemon, tmp_path):
+    n = _node_cpus()
+    wf = submit_slurm(sdaemon, f"""name: two_nodes
+slurm_schedulers:
+  - {{name: pair, partition: debug, walltime: "00:10:00", nodes: 2}}
+jobs:
+  - {{name: first, command: "sleep 4"}}
+  - {{name: "fan{{i}}", command: "sleep 3", depends_on: [first], parameters: {{i: "1:{2 * n}"}}}}
+""")
+    assert sdaemon.wait(wf, timeout=180).counts == {"completed": 2 * n + 1}
+    (alloc,) = allocations(sdaemon, wf)  # the plan: one job ready, one allocation of two nodes
+    hosts = {sdaemon.attempts(j.id)[0].host for name, j in sdaemon.jobs(wf).items() if name != "first"}
+    assert len(hosts) == 2, hosts  # the worker with nothing to do during `first` stayed, and took half
+    registered = [e.message for e in sdaemon.events(wf) if e.kind == "worker_registered"]
+    assert len(registered) == 2 and all(f"allocation {alloc.id}" in m for m in registered)

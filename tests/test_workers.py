@@ -133,3 +133,42 @@ def test_a_worker_gives_up_on_a_daemon_gone_longer_than_the_workflow_allows(make
     d.kill9()
     out, _ = w.communicate(timeout=60)  # 3 s of patience, then a clear error
     assert w.returncode != 0 and "cannot reach the daemon" in out and "Traceback" not in out
+
+
+def test_a_worker_restarted_during_an_outage_reports_what_the_one_before_it_journaled(make_daemon, tmp_path):
+    import signal
+
+    d = make_daemon().start("--listen", "127.0.0.1:0", "--heartbeat-timeout", "3")
+    wf = create(d, "name: journal\njobs:\n  - {name: short, command: 'sleep 2'}\n", tmp_path)
+    journal = tmp_path / "journal" / "w.journal"
+    first = worker(d, wf, "--cpus", "1", "--journal", str(journal))
+    d.wait_for(lambda: d.jobs(wf)["short"].status == "running", what="the job to run")
+    d.kill9()
+    deadline = time.monotonic() + 30  # the job ends while the daemon is down: its exit goes to the journal
+    while time.monotonic() < deadline and b'"exits":[{' not in (journal.read_bytes() if journal.exists() else b""):
+        time.sleep(0.1)
+    assert b'"exits":[{' in journal.read_bytes()
+    first.send_signal(signal.SIGKILL)  # the worker dies too, before the daemon is back
+    first.wait(10)
+    d.restart()
+    second = worker(d, wf, "--cpus", "1", "--journal", str(journal))
+    assert second.wait(60) == 0, second.stdout.read()
+    assert d.wait(wf, state="done").counts == {"completed": 1}
+    (a,) = d.attempts(d.jobs(wf)["short"].id)
+    assert (a.attempt_id, a.return_code) == (1, 0) and a.end_time - a.start_time < 4
+    assert "resumed from its journal" in " ".join(e.message or "" for e in d.events(wf))
+    assert not journal.exists()  # the second worker finished cleanly
+
+
+def test_a_journal_in_a_directory_others_can_write_is_refused(make_daemon, tmp_path):
+    import os
+
+    d = make_daemon().start("--listen", "127.0.0.1:0")
+    wf = create(d, "name: j\njobs:\n  - {name: a, command: 'true'}\n", tmp_path)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    w = worker(d, wf, "--cpus", "1", "--journal", str(shared / "w.journal"))
+    out, _ = w.communicate(timeout=30)
+    assert w.returncode != 0 and "journal" in out and "Traceback" not in out
+    assert d.jobs(wf)["a"].status == "ready"

@@ -31,6 +31,7 @@ from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
 from torcd.core.attempts import Exit
 from torcd.core.resources import ComputeNode, gpu_ids
+from torcctl.journal import Journal, JournalError, Saved, default_path
 
 log = structlog.get_logger("torcctl.worker")
 DEFAULT_PATIENCE = 1200.0  # seconds, until the workflow says otherwise (Torc's 20 minutes)
@@ -89,7 +90,8 @@ class RpcSession:
 class Worker:
     def __init__(self, rpc: RpcSession, *, workflow_id: int, allocation_id: int | None, cpus: int,
                  walltime: float | None, poll_interval: float, idle_timeout: float | None,
-                 memory: int | None = None, gpus: list[str] | None = None, patience: float | None = None):
+                 memory: int | None = None, gpus: list[str] | None = None, patience: float | None = None,
+                 journal: Journal | None = None):
         self.rpc = rpc
         self.workflow_id, self.allocation_id, self.cpus = workflow_id, allocation_id, cpus
         self.memory, self.gpus = memory, gpus or []
@@ -97,6 +99,9 @@ class Worker:
         self.deadline: float | None = None
         self.settings = ComputeNode()
         self.poll_interval, self.idle_timeout, self.patience = poll_interval, idle_timeout, patience
+        self.journal = journal
+        self._sending: p.WorkerPoll | None = None  # the poll in flight, until the daemon has it
+        self._sending_since = 0.0
         self.exits: list[Exit] = []
         self.started: list[p.StartedReport] = []
         self.recovery_results: list[p.RecoveryReport] = []
@@ -112,13 +117,36 @@ class Worker:
         if self._at_time_limit and e.cause is None:  # Slurm's time limit stopped it, not the job
             e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
+        if self._sending is not None and time.monotonic() - self._sending_since > 1.0:
+            self._save()  # the daemon is not answering: keep this exit on disk meanwhile
         self.wake.set()
 
+    def _save(self) -> None:
+        if self.journal is None:
+            return
+        sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
+        try:
+            self.journal.save(Saved(self.worker_id, [*sending.exits, *map(_report, self.exits)],
+                                    [*sending.started, *self.started], [*sending.recoveries, *self.recovery_results]))
+        except OSError as e:  # a full disk must not stop the jobs; only a restart would lose these
+            log.warning("journal_not_written", path=self.journal.path, error=str(e))
+
     async def run(self) -> str:
+        try:
+            left = self.journal.load() if self.journal else None
+        except JournalError as e:
+            raise WorkerError(str(e)) from None
         reg = await self.rpc.call("workers.register", p.RegisterWorker(
             workflow_id=self.workflow_id, host=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-            cpus=self.cpus, allocation_id=self.allocation_id, memory=self.memory, gpus=len(self.gpus)))
+            cpus=self.cpus, allocation_id=self.allocation_id, memory=self.memory, gpus=len(self.gpus),
+            resume=left.worker_id if left else None))
         self.worker_id = reg["worker_id"]
+        if left and left.worker_id == self.worker_id:  # what the worker before it had not reported
+            log.info("journal_resumed", worker_id=self.worker_id, exits=len(left.exits))
+            self.exits += [Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, 0, e.cause,
+                                e.peak_memory, e.cpu_seconds) for e in left.exits]
+            self.started += left.started
+            self.recovery_results += left.recoveries
         self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
         self.settings = msgspec.convert(reg.get("compute_node") or {}, ComputeNode)
         self.rpc.patience = self.patience if self.patience is not None else self.settings.wait_for_daemon
@@ -169,6 +197,8 @@ class Worker:
                 pass
             self.wake.clear()
         await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.worker_id, reason=reason))
+        if self.journal:
+            self.journal.remove()
         log.info("worker_finished", worker_id=self.worker_id, reason=reason)
         return reason
 
@@ -209,11 +239,15 @@ class Worker:
             worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
             free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
             free_gpus=len(ex.gpus_free) if ex and ex.gpus_free is not None else len(self.gpus),
-            time_left=left, started=started, recoveries=recs,
-            exits=[p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
-                                e.peak_memory, e.cpu_seconds)
-                   for e in exits])
-        return await self.rpc.call("workers.poll", params, p.WorkerPollResult)
+            time_left=left, started=started, recoveries=recs, exits=[_report(e) for e in exits])
+        self._sending, self._sending_since = params, time.monotonic()
+        if params.exits or params.started or params.recoveries:
+            self._save()
+        result = await self.rpc.call("workers.poll", params, p.WorkerPollResult)
+        self._sending = None
+        if params.exits or params.started or params.recoveries:
+            self._save()  # what arrived meanwhile, if anything
+        return result
 
     async def _recover(self, rec: p.Recovery, api_url: str) -> None:
         try:
@@ -227,6 +261,11 @@ class Worker:
         finally:
             self.recoveries.pop(rec.job_id, None)
             self.wake.set()
+
+
+def _report(e: Exit) -> p.ExitReport:
+    return p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
+                        e.peak_memory, e.cpu_seconds)
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -252,10 +291,18 @@ async def run_worker(args) -> int:
                        None)
     except ValueError as e:
         raise WorkerError(str(e)) from None
+    journal_path = args.journal
+    if journal_path is None and args.allocation_id is not None:
+        journal_path = default_path(args.workflow_id, args.allocation_id,
+                                    os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+    try:
+        journal = Journal(journal_path) if journal_path else None
+    except JournalError as e:
+        raise WorkerError(str(e)) from None
     worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,
                     walltime=args.walltime, poll_interval=args.poll_interval, idle_timeout=args.idle_timeout,
                     memory=args.memory if args.memory is not None else slurm_memory(os.environ, cpus), gpus=gpus,
-                    patience=args.wait_for_daemon)
+                    patience=args.wait_for_daemon, journal=journal)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.on_signal)

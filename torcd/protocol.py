@@ -67,6 +67,7 @@ class RegisterWorker(Params):
     allocation_id: Id | None = None
     memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes its jobs may use together
     gpus: Annotated[int, Meta(ge=0, le=1024)] = 0
+    resume: Id | None = None  # the worker (of this allocation) whose journal this one took over
 
 
 class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -145,11 +145,22 @@ class SlurmStore(Database):
 
     # -- workers -----------------------------------------------------------
 
-    async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int) -> int:
+    async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int,
+                              resume: int | None = None) -> int:
+        """A new worker; or, with `resume`, the same id again for a worker that took over the
+        journal of one of this allocation that is still active (what it left is reported under it)."""
         def _body(tx: Tx):
             row = require_workflow(tx, wf)
             if row["executor"] != "slurm":
                 raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
+            if resume is not None:
+                old = tx.one("SELECT * FROM workers WHERE id = ?", (resume,))
+                if (old is not None and old["state"] == "active" and old["workflow_id"] == wf
+                        and old["allocation_id"] == allocation_id):
+                    tx.run("UPDATE workers SET last_heartbeat = ?, host = ?, cpus = ? WHERE id = ?",
+                           (tx.now, host, cpus, resume))
+                    tx.emit(E.WorkerRegistered, wf, count=resume, message=f"{host}: resumed from its journal")
+                    return resume
             wid = tx.run(
                 "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))

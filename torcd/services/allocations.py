@@ -28,6 +28,9 @@ log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job
 # Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
 SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
+SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DEADLINE": "Slurm ended its "
+                  "allocation at its deadline", "OUT_OF_MEMORY": "Slurm ended its allocation out of memory",
+                  "NODE_FAIL": "its node failed", "PREEMPTED": "Slurm preempted its allocation"}
 
 
 class AllocationService:
@@ -155,9 +158,9 @@ class AllocationService:
         for wid, aid, beat, settings in await self.store.active_workers():
             alloc_state = await self.store.allocation_state(aid) if aid is not None else None
             if alloc_state == "done" and now - beat > 2 * self.poll_interval:
-                verdict = await self.store.allocation_verdict(aid)
-                await self.lose_worker(wid, f"its allocation left the Slurm queue ({verdict or 'gone'})",
-                                       SLURM_CAUSES.get(verdict or ""))
+                verdict = await self.store.allocation_verdict(aid) or "GONE"
+                why = SLURM_VERDICTS.get(verdict, "its allocation left the Slurm queue")
+                await self.lose_worker(wid, f"{why} ({verdict})", SLURM_CAUSES.get(verdict))
             elif beat < self.started and now - self.started < settings.wait_for_daemon:
                 continue  # this daemon was down: the worker keeps trying for that long, so wait for it
             elif now - beat > self.heartbeat_timeout:

@@ -39,7 +39,8 @@ class WorkerService:
             if await self.store.allocation_state(caller.allocation_id) not in ("pending", "running"):
                 raise Unauthorized(f"allocation {caller.allocation_id} has ended; its credential no longer "
                                    "registers workers")
-        return await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus)
+        return await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus,
+                                                params.resume)
 
     async def _own(self, worker_id: int, caller: Caller):
         """The worker's row, if the caller may act for it: admin, or its own allocation's credential
