@@ -6,6 +6,7 @@
     python benchmarks/bench.py scale [--jobs 100000] [--edges 1000000]
     python benchmarks/bench.py client [--runs 20]
     python benchmarks/bench.py monitor [--monitor-jobs 64]   # what sampling jobs costs the daemon
+    python benchmarks/bench.py workers [--worker-jobs 20000] # emulated workers against workers.poll
     python benchmarks/bench.py all
     --dir DIR: where daemons, workflows and log files live (default: the system's temp dir)
 
@@ -55,12 +56,13 @@ def file_create_ms(directory: Path, n: int = 200) -> float:
 
 
 class Daemon:
-    def __init__(self, root: Path, cpus: int):
+    def __init__(self, root: Path, cpus: int, *extra: str):
         self.root = root
         self.socket = str(root / "torcd.sock")
         self.state = root / "state"
         self.env = dict(os.environ, TORCD_SOCKET=self.socket, TORCD_STATE_DIR=str(self.state))
-        self.proc = subprocess.Popen([PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning"],
+        self.proc = subprocess.Popen([PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning",
+                                      *extra],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=open(root / "torcd.log", "wb"))
         for _ in range(200):
             if subprocess.run([PY, "-m", "torcctl", "--no-autostart", "ping"], env=self.env,
@@ -315,6 +317,60 @@ def client(args) -> dict:
     return {"client": rows}
 
 
+async def _emulated_workers(socket: str, wf: int, workers: int, cpus: int, jobs: int) -> float:
+    """Workers that take jobs and report them done at their next poll, as fast as the daemon
+    answers; seconds from the first poll to the last completion."""
+    import aiohttp
+
+    done = 0
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket, limit=0)) as http:
+        async def call(method: str, params: dict):
+            async with http.post("http://torcd/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                           "params": params}) as resp:
+                reply = await resp.json()
+            if "error" in reply:
+                raise RuntimeError(reply["error"])
+            return reply["result"]
+
+        ids = [(await call("workers.register", {"workflow_id": wf, "host": f"w{i}", "cpus": cpus}))["worker_id"]
+               for i in range(workers)]
+
+        async def run(wid: int) -> None:
+            nonlocal done
+            exits: list[dict] = []
+            while done < jobs:
+                result = await call("workers.poll", {"worker_id": wid, "free_cpus": cpus, "exits": exits})
+                done += len(exits)
+                exits = [{"job_id": j["job_id"], "run_id": j["run_id"], "attempt_id": j["attempt_id"],
+                          "return_code": 0, "end_time": time.time()} for j in result["jobs"]]
+                if not exits:
+                    await asyncio.sleep(0.01)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(run(w) for w in ids))
+        return time.perf_counter() - t
+
+
+def workers(args) -> dict:
+    """workers.poll under load: emulated workers claiming jobs and reporting them done."""
+    rows = []
+    for n_workers, cpus in ((20, 8), (100, 8), (200, 1)):
+        d = Daemon(workdir(), 1, "--listen", "127.0.0.1:0")
+        try:
+            from torcctl.client import Client
+
+            spec = f"name: w\njobs:\n  - {{name: 'j{{i}}', command: 'true', parameters: {{i: '1:{args.worker_jobs}'}}}}\n"
+            wf = Client(d.socket, timeout=120).call("workflows.create", {"spec_text": spec, "cwd": str(d.root),
+                                                                         "executor": "slurm"})["id"]
+            wall = asyncio.run(_emulated_workers(d.socket, wf, n_workers, cpus, args.worker_jobs))
+        finally:
+            d.stop()
+        rows.append({"workers": n_workers, "cpus_each": cpus, "jobs": args.worker_jobs, "wall_s": wall,
+                     "completions_per_s": args.worker_jobs / wall})
+    print_table("workers.poll: emulated workers claiming jobs and reporting them done", rows)
+    return {"workers": rows}
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -366,19 +422,20 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "monitor", "all"])
+    ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "monitor", "workers", "all"])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--scale-jobs", type=int, default=100_000)
     ap.add_argument("--edges", type=int, default=1_000_000)
     ap.add_argument("--cpus", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--monitor-jobs", type=int, default=64, help="jobs running at once in `monitor`")
+    ap.add_argument("--worker-jobs", type=int, default=20_000, help="jobs the emulated workers complete in `workers`")
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs per N (medians are reported)")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--dir", help="scratch directory (default: the system's temp dir)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
-    todo = ["throughput", "retry", "peer", "scale", "client", "monitor"] if args.what == "all" else [args.what]
+    todo = ["throughput", "retry", "peer", "scale", "client", "monitor", "workers"] if args.what == "all" else [args.what]
     results = {}
     _work.append(Path(tempfile.mkdtemp(prefix="torc-bench-", dir=args.dir)))
     print(f"scratch: {_work[0]} (creating a file there: {file_create_ms(workdir()):.3f} ms of CPU)")

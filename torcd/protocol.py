@@ -224,7 +224,7 @@ class WorkerPollResult(msgspec.Struct):
     waiting: int = 0  # this worker's jobs still awaiting a decision or a recovery
     stop: bool = False
     api_url: str = ""
-    may_come: int = 0  # jobs that may still become ready for this worker (0: it may leave when idle)
+    may_come: int = 0  # 1: jobs may still become ready for this worker; 0: it may leave when idle
 
 
 class WorkflowSummary(msgspec.Struct):

@@ -176,8 +176,8 @@ class SlurmStore(Database):
 
     async def worker(self, worker_id: int):
         """The worker's row, with its allocation's state (`allocation_state`, None outside one)."""
-        rows = await self._rows("SELECT w.*, a.state AS allocation_state FROM workers w LEFT JOIN allocations a "
-                                "ON a.id = w.allocation_id WHERE w.id = ?", (worker_id,))
+        rows = await self._rows("SELECT w.*, a.state AS allocation_state, a.scheduler AS scheduler FROM workers w "
+                                "LEFT JOIN allocations a ON a.id = w.allocation_id WHERE w.id = ?", (worker_id,))
         if not rows:
             raise NotFound(f"no worker {worker_id}")
         return rows[0]
@@ -230,20 +230,23 @@ class SlurmStore(Database):
                 AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                 WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))]
 
-    async def worker_prospects(self, worker_id: int, time_left: float | None) -> int:
-        """Jobs of the worker's workflow (and scheduler) that may still become ready for it: those
-        not yet ready or still running anywhere, and ready ones it could take if it were empty."""
-        w = await self.worker(worker_id)
-        alloc = await self._rows("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
-        scheduler = alloc[0][0] if alloc else None
+    async def worker_may_get_more(self, w, time_left: float | None) -> bool:
+        """Whether a job of the worker's workflow (and scheduler) may still become ready for it:
+        one not yet ready or still running anywhere, or a ready one it could take were it empty.
+        `w` is its row (`worker`). Two index lookups that stop at the first match."""
         waiting = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.PENDING, S.RUNNING, S.RECOVERING))
-        return (await self._rows(
-            f"""SELECT count(*) FROM jobs j WHERE j.workflow_id = ? AND (? IS NULL OR j.scheduler = ?)
-                AND (j.status IN ({waiting}) OR (j.status = {int(S.READY)} AND j.num_cpus <= ?
-                     AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
-                     AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
-                                     AND a.return_code != 0)))""",
-            (w["workflow_id"], scheduler, scheduler, w["cpus"], time_left, time_left, worker_id)))[0][0]
+        scheduler = w["scheduler"]
+        return bool((await self._rows(
+            f"""SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status IN ({waiting})
+                               AND (? IS NULL OR j.scheduler = ?))
+                    OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
+                               AND (? IS NULL OR j.scheduler = ?) AND j.num_cpus <= ?
+                               AND (? IS NULL OR j.runtime_seconds IS NULL
+                                    OR j.runtime_seconds * j.runtime_scale <= ?)
+                               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
+                                               AND a.return_code != 0))""",
+            (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], time_left,
+             time_left, w["id"])))[0][0])
 
     async def worker_waiting(self, worker_id: int) -> int:
         """Jobs of this worker that are still running or awaiting a decision or a recovery."""

@@ -86,9 +86,11 @@ class WorkerService:
         else:
             jobs = []
             await self.store.heartbeat(params.worker_id)
+        waiting = await self.store.worker_waiting(params.worker_id)
+        # Only an idle worker asks itself whether to leave: a busy one is not told (it costs a query).
+        may_come = bool(jobs or waiting) or await self.store.worker_may_get_more(w, params.time_left)
         return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
-                                  waiting=await self.store.worker_waiting(params.worker_id), api_url=api_url,
-                                  may_come=await self.store.worker_prospects(params.worker_id, params.time_left))
+                                  waiting=waiting, api_url=api_url, may_come=int(may_come))
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
         await self._own(params.worker_id, caller)
