@@ -321,3 +321,33 @@ jobs:
     assert len(hosts) == 2, hosts  # the worker with nothing to do during `first` stayed, and took half
     registered = [e.message for e in sdaemon.events(wf) if e.kind == "worker_registered"]
     assert len(registered) == 2 and all(f"allocation {alloc.id}" in m for m in registered)
+
+
+def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # the workers know the daemon by this address: the restart must keep it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = Daemon(tmp_path).start("--listen", f"127.0.0.1:{port}", "--slurm-poll-interval", "0.5",
+                               "--heartbeat-timeout", "15")
+    try:
+        wf = submit_slurm(d, "name: outage\n" + scheduler(cpus=2) + "jobs:\n"
+                             "  - {name: 'j{i}', command: 'sleep 20', parameters: {i: '1:4'}}\n")
+        d.wait_for(lambda: sum(j.status == "running" for j in d.jobs(wf).values()) == 4, timeout=120,
+                   what="all four jobs to run")
+        d.kill9()
+        time.sleep(40)  # the jobs end meanwhile; the workers keep their exits and keep trying
+        d.restart()
+        assert d.wait(wf, timeout=180).counts == {"completed": 4}
+        for job in d.jobs(wf).values():
+            (a,) = d.attempts(job.id)
+            assert (a.attempt_id, a.return_code) == (1, 0)
+            assert 19 < a.end_time - a.start_time < 25  # when it ended, though reported after the restart
+        assert not [e for e in d.events(wf) if e.kind == "worker_lost"]
+    finally:
+        for a in _allocations_of(d):
+            if a.slurm_job_id and a.state in ("pending", "running"):
+                subprocess.run(["scancel", a.slurm_job_id])
+        d.stop()
