@@ -25,19 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--state-dir", help="state dir for a daemon this command starts")
     ap.add_argument("--no-autostart", action="store_true", help="fail instead of starting torcd")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("-f", "--format", choices=["table", "json"], help="output format (`-f json` is --json, as in Torc)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, func, help: str, parent=sub) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument("--format", choices=["table", "json"], default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     cmd("ping", commands.ping, "check that the daemon answers")
     p = cmd("submit", commands.submit, "create a workflow from a spec; print its id")
     p.add_argument("spec")
-    p = cmd("run", commands.run, "submit a spec and follow it to the end; exit 0 only if every job completed")
-    p.add_argument("spec")
+    p = cmd("run", commands.run, "submit a spec (or take a workflow already submitted, by id) and follow it to "
+                                 "the end; exit 0 only if every job completed")
+    p.add_argument("spec", metavar="SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     p = cmd("validate", commands.validate, "check a spec without submitting it: errors, then warnings")
     p.add_argument("spec")
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     recover.add_options(p)
+    p = cmd("results", commands.results, "every job's attempts in a workflow: exit code, cause, time, memory, logs")
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
+    p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
+    p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
@@ -122,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True, metavar="ACTION")
     p = cmd("list", commands.jobs_list, "list a workflow's jobs", jobs)
     p.add_argument("workflow_id", type=int)
-    p.add_argument("--status", help="only jobs with this status (e.g. pending_failed)")
+    p.add_argument("-s", "--status", help="only jobs with this status (e.g. pending_failed)")
+    p.add_argument("--sort-by", choices=["id", "name", "status", "attempt", "rc"], default="id",
+                   help="order of the listing (default id)")
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--offset", type=int, default=0)
     cmd("show", commands.jobs_show, "show one job", jobs).add_argument("job_id", type=int)
@@ -174,6 +184,8 @@ def connect(args: argparse.Namespace) -> Client:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.format == "json":
+        args.json = True
     try:
         client = connect(args)
         return args.func(client, args) or 0

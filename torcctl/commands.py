@@ -218,6 +218,12 @@ def _summary(client: Client, wf: int, args) -> int:
 
 
 def run(client: Client, args) -> int:
+    if args.spec.isdigit() and not os.path.exists(args.spec):  # Torc's `run WORKFLOW_ID`: one submitted already
+        wf = client.call("workflows.show", {"workflow_id": int(args.spec)}, WorkflowSummary)
+        if not args.json and not args.quiet:
+            print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs, {wf.state})", flush=True)
+        _follow(client, wf.id, args)
+        return _summary(client, wf.id, args)
     try:
         wf = _create(client, args.spec)
     except (RpcError, UsageError):
@@ -438,6 +444,9 @@ def jobs_list(client: Client, args) -> int:
     if args.status:
         params["status"] = args.status
     jobs = client.call("jobs.list", params, list[JobInfo])
+    key = {"id": lambda j: j.id, "name": lambda j: j.name, "status": lambda j: (j.status, j.id),
+           "attempt": lambda j: (j.attempt_id, j.id), "rc": lambda j: (j.return_code is None, j.return_code or 0, j.id)}
+    jobs.sort(key=key[args.sort_by])
     if args.json:
         print_json(jobs)
         return 0
@@ -480,14 +489,27 @@ def _seconds(s: float | None) -> str:
 
 def jobs_attempts(client: Client, args) -> int:
     atts = client.call("jobs.attempts", {"job_id": args.job_id}, list[AttemptInfo])
+    return _attempts_table(atts, args)
+
+
+def results(client: Client, args) -> int:
+    """Torc's `results list`: every job's attempts across the workflow."""
+    params = {"workflow_id": args.workflow_id, "all_runs": args.all_runs, "failed": args.failed}
+    if args.return_code is not None:
+        params["return_code"] = args.return_code
+    return _attempts_table(client.call("workflows.results", params, list[AttemptInfo]), args, with_job=True)
+
+
+def _attempts_table(atts: list[AttemptInfo], args, with_job: bool = False) -> int:
     if args.json:
         print_json(atts)
         return 0
     from torcd.core.resources import format_bytes
 
-    table(["run", "attempt", "rc", "cause", "wall", "cpu", "peak memory", "limits", "rule", "action", "recovery",
-           "start", "stdout", "stderr"],
-          [(a.run_id, a.attempt_id, a.return_code, a.cause,
+    table((["job", "name"] if with_job else []) + ["run", "attempt", "rc", "cause", "wall", "cpu", "peak memory",
+                                                    "limits", "rule", "action", "recovery", "start", "stdout",
+                                                    "stderr"],
+          [((a.job_id, a.job_name) if with_job else ()) + (a.run_id, a.attempt_id, a.return_code, a.cause,
             None if a.end_time is None else f"{a.end_time - a.start_time:.1f}s",
             None if a.cpu_seconds is None else f"{a.cpu_seconds:.1f}s",
             None if a.peak_memory is None else format_bytes(a.peak_memory),

@@ -92,6 +92,10 @@ class Handlers:
         return [await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
                 for s in schedulers]
 
+    async def results(self, params: p.Results) -> list[p.AttemptInfo]:
+        return await self.store.results(params.workflow_id, params.all_runs, params.failed, params.return_code,
+                                        params.limit)
+
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
         return await self.store.workflows()
 
@@ -195,6 +199,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.delete": (p.WorkflowRef, lambda h: h.delete_workflow),
     "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
+    "workflows.results": (p.Results, lambda h: h.results),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),

@@ -141,6 +141,14 @@ class RecoverResult(msgspec.Struct):
     dry_run: bool = False
 
 
+class Results(Params):
+    workflow_id: Id
+    all_runs: bool = False
+    failed: bool = False
+    return_code: SqlInt | None = None
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
+
+
 class ListJobs(Params):
     workflow_id: Id
     status: str | None = None
@@ -281,6 +289,7 @@ class AttemptInfo(msgspec.Struct, omit_defaults=True):
     cpu_seconds: float | None = None
     stdout_path: str = ""
     stderr_path: str = ""
+    job_name: str | None = None  # in a workflow's results
 
 
 class ClassifyResult(msgspec.Struct):

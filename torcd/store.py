@@ -145,15 +145,19 @@ class Store(SlurmStore, Database):
         await self.job(job_id)
         rows = await self._rows(
             "SELECT * FROM attempts WHERE job_id = ? ORDER BY run_id, attempt_id", (job_id,))
-        return [AttemptInfo(job_id=r["job_id"], run_id=r["run_id"], attempt_id=r["attempt_id"],
-                            start_time=r["start_time"], end_time=r["end_time"], pid=r["pid"],
-                            host=r["host"], return_code=r["return_code"], rule_index=r["rule_index"],
-                            action=r["action"], recovery_outcome=r["recovery_outcome"],
-                            message=r["message"], cause=r["cause"], gpus=r["gpus"],
-                            runtime_limit=r["runtime_limit"], memory_limit=r["memory_limit"],
-                            peak_memory=r["peak_rss_bytes"], cpu_seconds=r["cpu_seconds"],
-                            stdout_path=r["stdout_path"],
-                            stderr_path=r["stderr_path"]) for r in rows]
+        return [_attempt_info(r) for r in rows]
+
+    async def results(self, wf: int, all_runs: bool, failed: bool, return_code: int | None,
+                      limit: int) -> list[AttemptInfo]:
+        """Every job's attempts in the workflow (its current run unless `all_runs`), with the job's name."""
+        await self.workflow(wf)
+        rows = await self._rows(
+            """SELECT a.*, j.name AS job_name FROM attempts a JOIN jobs j ON j.id = a.job_id
+               WHERE a.workflow_id = ? AND (? OR a.run_id = j.run_id) AND (NOT ? OR a.return_code != 0)
+                 AND (? IS NULL OR a.return_code = ?)
+               ORDER BY a.job_id, a.run_id, a.attempt_id LIMIT ?""",
+            (wf, all_runs, failed, return_code, return_code, limit))
+        return [_attempt_info(r, r["job_name"]) for r in rows]
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
         await self.workflow(wf)
@@ -463,6 +467,15 @@ def _failure(r: sqlite3.Row) -> Failure:
     upf = r["use_pending_failed"]
     return Failure(r["id"], r["workflow_id"], r["run_id"], r["attempt_id"], r["return_code"], rules,
                    None if upf is None else bool(upf), r["cause"])
+
+
+def _attempt_info(r: sqlite3.Row, job_name: str | None = None) -> AttemptInfo:
+    return AttemptInfo(job_id=r["job_id"], run_id=r["run_id"], attempt_id=r["attempt_id"], start_time=r["start_time"],
+                       end_time=r["end_time"], pid=r["pid"], host=r["host"], return_code=r["return_code"],
+                       rule_index=r["rule_index"], action=r["action"], recovery_outcome=r["recovery_outcome"],
+                       message=r["message"], cause=r["cause"], gpus=r["gpus"], runtime_limit=r["runtime_limit"],
+                       memory_limit=r["memory_limit"], peak_memory=r["peak_rss_bytes"], cpu_seconds=r["cpu_seconds"],
+                       stdout_path=r["stdout_path"], stderr_path=r["stderr_path"], job_name=job_name)
 
 
 def _outcome(counts: dict[str, int]) -> str:

@@ -1,0 +1,54 @@
+"""Torc's command names and flags, in torc-py: `run WORKFLOW_ID`, `results`, `-f json`, `jobs list -s`."""
+
+from __future__ import annotations
+
+import json
+
+SPEC = """name: mixed
+failure_handlers:
+  - name: h
+    rules:
+      - {exit_codes: [10], max_retries: 2}
+jobs:
+  - {name: ok, command: "true"}
+  - {name: flaky, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
+  - {name: broken, command: "exit 3"}
+"""
+
+
+def test_run_takes_the_id_of_a_workflow_already_submitted(daemon):
+    wf = daemon.submit(SPEC)
+    code, out, _ = daemon.ctl("run", str(wf))
+    assert code == 1 and f"workflow {wf}: mixed (3 jobs" in out and "failed" in out
+    code, out, err = daemon.ctl("run", "999")
+    assert code == 2 and "no workflow 999" in err
+
+
+def test_results_lists_every_attempt_with_filters(daemon):
+    wf = daemon.submit(SPEC)
+    daemon.wait(wf)
+    code, out, _ = daemon.ctl("--json", "results", str(wf))
+    rows = json.loads(out)
+    assert sorted((r["job_name"], r["attempt_id"], r["return_code"]) for r in rows) == [
+        ("broken", 1, 3), ("flaky", 1, 10), ("flaky", 2, 0), ("ok", 1, 0)]
+    code, out, _ = daemon.ctl("-f", "json", "results", str(wf), "--failed")
+    assert sorted(r["job_name"] for r in json.loads(out)) == ["broken", "flaky"]
+    code, out, _ = daemon.ctl("results", str(wf), "--return-code", "3")
+    assert code == 0 and "broken" in out and "flaky" not in out
+    daemon.ctl("workflows", "reset-status", str(wf), "--failed-only")
+    daemon.wait(wf)
+    _, out, _ = daemon.ctl("--json", "results", str(wf), "--return-code", "3")
+    assert [r["run_id"] for r in json.loads(out)] == [2]  # the current run only
+    _, out, _ = daemon.ctl("--json", "results", str(wf), "--return-code", "3", "--all-runs")
+    assert [r["run_id"] for r in json.loads(out)] == [1, 2]
+
+
+def test_jobs_list_takes_torcs_short_flags(daemon):
+    wf = daemon.submit(SPEC)
+    daemon.wait(wf)
+    code, out, _ = daemon.ctl("-f", "json", "jobs", "list", str(wf), "-s", "failed")
+    assert code == 0 and [j["name"] for j in json.loads(out)] == ["broken"]
+    _, out, _ = daemon.ctl("--json", "jobs", "list", str(wf), "--sort-by", "name")
+    assert [j["name"] for j in json.loads(out)] == ["broken", "flaky", "ok"]
+    _, out, _ = daemon.ctl("jobs", "list", str(wf), "--format", "json")
+    assert json.loads(out)
