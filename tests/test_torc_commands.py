@@ -52,3 +52,25 @@ def test_jobs_list_takes_torcs_short_flags(daemon):
     assert [j["name"] for j in json.loads(out)] == ["broken", "flaky", "ok"]
     _, out, _ = daemon.ctl("jobs", "list", str(wf), "--format", "json")
     assert json.loads(out)
+
+
+def test_torcs_workflow_fields_are_stored_and_shown(daemon):
+    import getpass
+
+    wf = daemon.submit("""name: about
+project: climate
+metadata: {owner: team-a, tags: [x, y]}
+jobs:
+  - {name: a, command: "echo $1", invocation_script: "bash -c 'echo wrapped' && true", depends_on: null}
+  - {name: b, command: "true", depends_on: [a]}
+""")
+    code, out, _ = daemon.ctl("--json", "workflows", "show", str(wf))
+    shown = json.loads(out)
+    assert (shown["user"], shown["project"], shown["metadata"]) == (getpass.getuser(), "climate",
+                                                                   {"owner": "team-a", "tags": ["x", "y"]})
+    code, out, _ = daemon.ctl("workflows", "show", str(wf))
+    assert "climate" in out and "team-a" in out
+    assert daemon.wait(wf).counts == {"completed": 2}
+    assert daemon.jobs(wf)["a"].command == "bash -c 'echo wrapped' && true echo $1"
+    wf2 = daemon.submit("name: u\nuser: someone\njobs:\n  - {name: a, command: 'true'}\n")
+    assert daemon.call("workflows.show", {"workflow_id": wf2})["user"] == "someone"

@@ -404,8 +404,12 @@ def workflows_show(client: Client, args) -> int:
     if args.json:
         print_json(w)
         return 0
+    import json
+
     table(["field", "value"], [("id", w.id), ("name", w.name), ("description", w.description),
-                               ("state", w.state), ("run", w.run_id), ("directory", w.cwd),
+                               ("user", w.user), ("project", w.project),
+                               ("metadata", json.dumps(w.metadata) if w.metadata else None),
+                               ("state", w.state), ("run", w.run_id), ("executor", w.executor), ("directory", w.cwd),
                                ("output", w.output_dir), ("created", when(w.created))]
           + [(f"jobs {s}", w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)])
     return 0

@@ -200,4 +200,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workflows ADD COLUMN compute_node TEXT;
     """,
+    # 10: what a workflow says about itself (user, project, metadata), JSON
+    """
+    ALTER TABLE workflows ADD COLUMN about TEXT;
+    """,
 ]

@@ -246,6 +246,9 @@ class WorkflowSummary(msgspec.Struct):
     description: str = ""
     counts: dict[str, int] = {}
     executor: str = "local"  # local | slurm
+    user: str | None = None
+    project: str | None = None
+    metadata: dict | None = None
 
 
 class JobInfo(msgspec.Struct, omit_defaults=True):

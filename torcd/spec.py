@@ -64,7 +64,7 @@ class ResourceRequirementSpec(msgspec.Struct, forbid_unknown_fields=True):
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     command: Annotated[str, Meta(min_length=1)]
-    depends_on: list[Name] = []
+    depends_on: list[Name] | None = []  # null: none (Torc writes it so)
     failure_handler: Name | None = None
     parameters: dict[str, ParamValue] = {}
     use_parameters: list[str] | None = None
@@ -72,6 +72,11 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     scheduler: Name | None = None
     resource_requirements: Name | None = None
+    invocation_script: str | None = None  # put before the command (Torc's), like `bash wrap.sh`
+
+    def __post_init__(self):
+        if self.depends_on is None:
+            self.depends_on = []
 
 
 class MonitorTargetSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,6 +102,9 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     jobs: Annotated[list[JobSpec], Meta(min_length=1)]
     description: str = ""
+    user: Annotated[str, Meta(max_length=256)] | None = None  # stored and shown; default: who submits it
+    project: Annotated[str, Meta(max_length=256)] | None = None
+    metadata: dict[str, Any] | None = None
     failure_handlers: list[FailureHandlerSpec] = []
     use_pending_failed: bool | None = None
     output_dir: Annotated[str, Meta(min_length=1)] = "output"
@@ -133,6 +141,14 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     runtime_seconds: float | None = None
 
 
+class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
+    """What a workflow says about itself (Torc's `user`, `project`, `metadata`): stored and shown."""
+
+    user: str | None = None
+    project: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class Workflow(msgspec.Struct):
     """A spec after validation and parameter expansion: what the store saves."""
 
@@ -145,6 +161,7 @@ class Workflow(msgspec.Struct):
     schedulers: list[SlurmSchedulerSpec] = []
     monitoring: Monitoring = Monitoring()
     compute_node: ComputeNode = ComputeNode()
+    about: WorkflowAbout = WorkflowAbout()
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
@@ -401,6 +418,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         try:
             for combo in (P.combinations(named) if named else [{}]):
                 name, command = P.fill(job.name, combo), P.fill(job.command, combo)
+                if job.invocation_script:
+                    command = f"{P.fill(job.invocation_script, combo)} {command}"
                 if len(name) > MAX_NAME:
                     raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
                                     f"the limit is {MAX_NAME}", f"{at}.name")
@@ -417,7 +436,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
-                    doc.compute_node())
+                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata))
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:

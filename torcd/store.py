@@ -178,10 +178,11 @@ class Store(SlurmStore, Database):
         def _body(tx: Tx):
             wf = tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
-                   created, executor, account, monitor_all, sample_interval, compute_node)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   created, executor, account, monitor_all, sample_interval, compute_node, about)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account,
-                 int(spec.monitoring.all_jobs), spec.monitoring.interval, _encode(spec.compute_node)))
+                 int(spec.monitoring.all_jobs), spec.monitoring.interval, _encode(spec.compute_node),
+                 _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name()))))
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
                 handler_ids[name] = tx.run(
@@ -487,9 +488,20 @@ def _outcome(counts: dict[str, int]) -> str:
 
 
 def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
+    about = msgspec.json.decode(r["about"]) if r["about"] else {}
     return WorkflowSummary(id=r["id"], name=r["name"], state=r["state"], run_id=r["run_id"],
                            created=r["created"], cwd=r["cwd"], output_dir=r["output_dir"],
-                           description=r["description"], counts=counts, executor=r["executor"])
+                           description=r["description"], counts=counts, executor=r["executor"],
+                           user=about.get("user"), project=about.get("project"), metadata=about.get("metadata"))
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _job_info(r: sqlite3.Row) -> JobInfo:
