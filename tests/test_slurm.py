@@ -330,8 +330,8 @@ def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
     with socket.socket() as s:  # the workers know the daemon by this address: the restart must keep it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    d = Daemon(tmp_path).start("--listen", f"127.0.0.1:{port}", "--slurm-poll-interval", "0.5",
-                               "--heartbeat-timeout", "15")
+    flags = ("--listen", f"127.0.0.1:{port}", "--slurm-poll-interval", "0.5", "--heartbeat-timeout", "15")
+    d = Daemon(tmp_path).start(*flags)
     try:
         wf = submit_slurm(d, "name: outage\n" + scheduler(cpus=2) + "jobs:\n"
                              "  - {name: 'j{i}', command: 'sleep 20', parameters: {i: '1:4'}}\n")
@@ -339,7 +339,7 @@ def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
                    what="all four jobs to run")
         d.kill9()
         time.sleep(40)  # the jobs end meanwhile; the workers keep their exits and keep trying
-        d.restart()
+        d.start(*flags)
         assert d.wait(wf, timeout=180).counts == {"completed": 4}
         for job in d.jobs(wf).values():
             (a,) = d.attempts(job.id)

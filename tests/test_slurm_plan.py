@@ -17,7 +17,7 @@ def jobs(n: int, **need) -> list[JobNeed]:
     (jobs(16), 1, 10, 0, 1, [16]),  # sixteen 1-CPU jobs: one whole node, not sixteen allocations
     (jobs(17), 1, 10, 0, 2, [16, 1]),
     (jobs(40), 2, 10, 0, 2, [16, 16, 8]),  # 3 nodes in 2-node allocations
-    (jobs(64, cpus=4), 1, 3, 1, 2, [4] * 16),  # capped by max_allocations, counting the open one
+    (jobs(64, cpus=4), 1, 3, 1, 2, [4, 4]),  # capped by max_allocations, counting the open one: 2 nodes planned
     (jobs(4, gpus=1), 1, 10, 0, 2, [2, 2]),  # GPUs fill a node before its CPUs do
     (jobs(64, runtime=HOUR / 4), 1, 10, 0, 1, [64]),  # four rounds of 16 fit an hour on one node
     (jobs(65, runtime=HOUR / 4), 1, 10, 0, 2, [64, 1]),

@@ -150,6 +150,7 @@ def test_a_worker_restarted_during_an_outage_reports_what_the_one_before_it_jour
     assert b'"exits":[{' in journal.read_bytes()
     first.send_signal(signal.SIGKILL)  # the worker dies too, before the daemon is back
     first.wait(10)
+    time.sleep(5)  # a journal is taken over only from a worker silent that long (not one still alive)
     d.restart()
     second = worker(d, wf, "--cpus", "1", "--journal", str(journal))
     assert second.wait(60) == 0, second.stdout.read()

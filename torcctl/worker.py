@@ -101,6 +101,7 @@ class Worker:
         self.poll_interval, self.idle_timeout, self.patience = poll_interval, idle_timeout, patience
         self.journal = journal
         self._sending: p.WorkerPoll | None = None  # the poll in flight, until the daemon has it
+        self._abandon = False  # its first poll after taking over a journal gives up what it cannot watch
         self._sending_since = 0.0
         self.exits: list[Exit] = []
         self.started: list[p.StartedReport] = []
@@ -114,7 +115,7 @@ class Worker:
         self.executor: LocalExecutor | None = None
 
     def _on_exit(self, e: Exit) -> None:
-        if self._at_time_limit and e.cause is None:  # Slurm's time limit stopped it, not the job
+        if self._at_time_limit and e.cause is None and e.return_code != 0:  # stopped by Slurm's time limit
             e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
         if self._sending is not None and time.monotonic() - self._sending_since > 1.0:
@@ -147,6 +148,7 @@ class Worker:
                                 e.peak_memory, e.cpu_seconds) for e in left.exits]
             self.started += left.started
             self.recovery_results += left.recoveries
+            self._abandon = True
         self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
         self.settings = msgspec.convert(reg.get("compute_node") or {}, ComputeNode)
         self.rpc.patience = self.patience if self.patience is not None else self.settings.wait_for_daemon
@@ -169,6 +171,8 @@ class Worker:
                 pid = self.executor.start(job)
                 if pid is not None:
                     self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
+            if result.jobs:
+                self._save()  # a worker that dies now must not have these handed out again
             for rec in result.recoveries:
                 if not self._accept(rec.job_id, rec.run_id, rec.attempt_id, recovery=True):
                     continue
@@ -239,7 +243,9 @@ class Worker:
             worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
             free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
             free_gpus=len(ex.gpus_free) if ex and ex.gpus_free is not None else len(self.gpus),
-            time_left=left, started=started, recoveries=recs, exits=[_report(e) for e in exits])
+            time_left=left, started=started, recoveries=recs, exits=[_report(e) for e in exits],
+            abandon=self._abandon)
+        self._abandon = False
         self._sending, self._sending_since = params, time.monotonic()
         if params.exits or params.started or params.recoveries:
             self._save()

@@ -107,6 +107,7 @@ class WorkerPoll(Params):
     free_memory: Annotated[int, Meta(ge=0, le=1 << 60)] | None = None  # bytes; None: not counted
     free_gpus: Annotated[int, Meta(ge=0, le=1024)] | None = None  # None: this worker assigns no GPUs
     time_left: Annotated[float, Meta(ge=0, le=1e9)] | None = None  # seconds of walltime it can still use
+    abandon: bool = False  # its running jobs are a dead worker's that it cannot watch: record them lost
     claim: bool = True
     started: list[StartedReport] = []
     exits: list[ExitReport] = []
@@ -232,7 +233,7 @@ class WorkerPollResult(msgspec.Struct):
     waiting: int = 0  # this worker's jobs still awaiting a decision or a recovery
     stop: bool = False
     api_url: str = ""
-    may_come: int = 0  # 1: jobs may still become ready for this worker; 0: it may leave when idle
+    may_come: int = 1  # 1: jobs may still become ready for this worker; 0: it may leave when idle
 
 
 class WorkflowSummary(msgspec.Struct):

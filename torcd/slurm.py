@@ -39,7 +39,7 @@ def walltime_seconds(walltime: str) -> int:
 
 def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSchedulerSpec, cpus: int,
                   account: str | None, url: str, token_file: str, log_dir: str, python: str = sys.executable,
-                  poll_interval: float = 0.5, ca_file: str | None = None) -> str:
+                  poll_interval: float = 0.5, ca_file: str | None = None, gpus: int = 0) -> str:
     """The batch script of one allocation: a torcctl worker on each of its nodes. A shared
     allocation asks for `cpus` per node; otherwise it takes whole nodes (--exclusive) and each
     worker uses what its node has."""
@@ -52,8 +52,10 @@ def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSched
              f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
              f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
              f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={log_dir}/slurm_%j.out"]
+    # GPUs the plan counted on must be asked for: Slurm gives none without --gres, even with --exclusive.
+    gres = scheduler.gres or (f"gpu:{gpus}" if gpus else None)
     for option, value in (("account", account), ("partition", scheduler.partition), ("mem", scheduler.mem),
-                          ("gres", scheduler.gres), ("qos", scheduler.qos), ("tmp", scheduler.tmp)):
+                          ("gres", gres), ("qos", scheduler.qos), ("tmp", scheduler.tmp)):
         if value:
             lines.append(f"#SBATCH --{option}={value}")
     for arg in extra:
@@ -72,7 +74,7 @@ def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSched
     else:  # a step of one task per node, each with the node's CPUs for the jobs it starts
         lines += ["", "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
                   f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
-                  + ("" if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ') + command, ""]
+                  + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ') + command, ""]
     return "\n".join(lines)
 
 
@@ -167,7 +169,8 @@ async def partition_node_shape(partition: str | None) -> NodeShape | None:
         try:
             cpus, mem, gres = line.strip().split("|")
             m = re.search(r"gpu(?::[^:,(]+)?:(\d+)", gres)
-            shape = NodeShape(int(cpus), int(mem) << 20, int(m[1]) if m else 0)
+            # Slurm's RealMemory defaults to 1 (MB) where nobody set it: that is "unknown", not 1 MiB.
+            shape = NodeShape(int(cpus), int(mem) << 20 if int(mem) > 1 else None, int(m[1]) if m else 0)
         except ValueError:
             continue
         shapes[shape] = shapes.get(shape, 0) + 1

@@ -162,6 +162,7 @@ class Workflow(msgspec.Struct):
     monitoring: Monitoring = Monitoring()
     compute_node: ComputeNode = ComputeNode()
     about: WorkflowAbout = WorkflowAbout()
+    slurm_defaults: SlurmDefaults = {}
 
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
@@ -436,7 +437,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
-                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata))
+                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults)
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
@@ -530,7 +531,10 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) 
 def on_slurm(spec: Workflow, account: str | None) -> tuple[list[SlurmSchedulerSpec], list[ExpandedJob]]:
     """The schedulers of a workflow run on Slurm (one named `default` if the spec has none) and
     its jobs, each with its scheduler; InvalidParams for a job that has none."""
-    schedulers = list(spec.schedulers) or [SlurmSchedulerSpec(name="default", account=account)]
+    schedulers = list(spec.schedulers)
+    if not schedulers:
+        schedulers = [SlurmSchedulerSpec(name="default", account=account)]
+        apply_defaults(spec.slurm_defaults, schedulers)
     default = schedulers[0].name if len(schedulers) == 1 else None
     for j in spec.jobs:
         if j.scheduler is None and default is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from msgspec import Meta
@@ -16,8 +16,12 @@ from msgspec import Meta
 from torcd.core.resources import parse_memory
 from torcd.core.slurm_plan import NodeShape
 
-if TYPE_CHECKING:
-    from torcd.spec import Locator
+
+
+class Locator(Protocol):
+    """What the checks need of the spec's locator: an error naming the line of a field."""
+
+    def error(self, message: str, field: str) -> Exception: ...
 
 WALLTIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}")
 SBATCH_MEMORY = re.compile(r"\d+([KMGTkmgt][Bb]?)?")  # what sbatch --mem takes (Slurm's str_to_mbytes)
@@ -74,10 +78,13 @@ class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _sbatch_bytes(mem: str | int | None) -> int | None:
-    """Bytes of an sbatch --mem value (a bare number is megabytes)."""
+    """Bytes of an sbatch --mem value (a bare number is megabytes); None for 0 (Slurm's "all of
+    the node's memory": its size comes from the node)."""
     if mem is None:
         return None
     text = str(mem)
+    if text.rstrip("KMGTkmgtBb").lstrip("0") == "":
+        return None
     return parse_memory(text + "m") if text.isdigit() else parse_memory(text)
 
 
@@ -101,6 +108,10 @@ def check_schedulers(schedulers: list[SlurmSchedulerSpec], default: str | None, 
             if value is not None and not SBATCH_MEMORY.fullmatch(value):
                 raise loc.error(f"`{field}` {value!r} must be a number with an optional unit K, M, G or T, "
                                 "like 240G", f"{at}.{field}")
+            try:
+                _sbatch_bytes(value)
+            except ValueError as e:
+                raise loc.error(str(e), f"{at}.{field}") from None
         for field in ("account", "partition", "gres", "qos"):
             value = getattr(sched, field)
             if value is not None and not ONE_WORD.fullmatch(value):
@@ -133,13 +144,15 @@ def _check_defaults(defaults: SlurmDefaults, loc: Locator) -> None:
         option = key.replace("_", "-")
         if not _OPTION.fullmatch(option):
             raise loc.error(f"slurm_defaults key {key!r} is not an sbatch long option name", at)
-        if option in FORBIDDEN_DEFAULTS:
-            raise loc.error(f"slurm_defaults may not set --{option}: torcd sets it for each allocation "
+        taken = next((f for f in sorted(FORBIDDEN_DEFAULTS) if f.startswith(option)), None)  # sbatch takes prefixes
+        if taken:
+            raise loc.error(f"slurm_defaults may not set --{taken}: torcd sets it for each allocation "
                             "(use the scheduler's fields)", at)
         if option in _FIELDS and not ONE_WORD.fullmatch(str(value)):
             raise loc.error(f"slurm_defaults.{key} {value!r} must be one word without spaces", at)
-        if isinstance(value, str) and (not value or re.search(r"[\x00-\x1f\x7f-\x9f]", value)):
-            raise loc.error(f"slurm_defaults.{key} must be a non-empty value on one line", at)
+        if isinstance(value, str) and not ONE_WORD.fullmatch(value):
+            raise loc.error(f"slurm_defaults.{key} {value!r} must be one word without spaces (sbatch would read "
+                            "the rest as another option)", at)
 
 
 _FIELDS = ("account", "partition", "gres", "qos", "tmp")  # defaults that fill a scheduler's own field

@@ -21,6 +21,7 @@ from torcd.spec import SlurmSchedulerSpec
 from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
 _encode = msgspec.json.Encoder().encode
+RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
 
 
 def _compute_node(text: str | None) -> ComputeNode:
@@ -156,7 +157,7 @@ class SlurmStore(Database):
             if resume is not None:
                 old = tx.one("SELECT * FROM workers WHERE id = ?", (resume,))
                 if (old is not None and old["state"] == "active" and old["workflow_id"] == wf
-                        and old["allocation_id"] == allocation_id):
+                        and old["allocation_id"] == allocation_id and tx.now - old["last_heartbeat"] >= RESUME_SILENCE):
                     tx.run("UPDATE workers SET last_heartbeat = ?, host = ?, cpus = ? WHERE id = ?",
                            (tx.now, host, cpus, resume))
                     tx.emit(E.WorkerRegistered, wf, count=resume, message=f"{host}: resumed from its journal")
@@ -207,15 +208,27 @@ class SlurmStore(Database):
                     AND a.end_time IS NULL AND a.pid IS NULL""", (worker_id,))]
             alloc = tx.one("SELECT scheduler FROM allocations WHERE id = ?", (w["allocation_id"],))
             scheduler = alloc["scheduler"] if alloc else None  # a worker outside any allocation takes all
+            # What it was handed again is not free: it starts those too.
+            free_cpus = cpus - sum(j.num_cpus for j in unstarted)
+            free_memory = None if memory is None else memory - sum(j.memory or 0 for j in unstarted)
+            free_gpus = None if gpus is None else gpus - sum(j.num_gpus for j in unstarted)
+            if free_cpus <= 0 or (free_memory is not None and free_memory < 0) or (free_gpus is not None
+                                                                                   and free_gpus < 0):
+                return unstarted
+            # Each job that could fit on its own is considered, so jobs that cannot fit now
+            # (GPUs, memory) do not hide those behind them.
             rows = tx.rows(
                 f"""SELECT {RUNNABLE_COLUMNS}
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
+                      AND j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
+                      AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
                       AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
                     ORDER BY j.id LIMIT ?""",
-                (w["workflow_id"], scheduler, scheduler, time_left, time_left, worker_id, cpus))
-            claimed = [runnable(r) for r in runnables_fitting(rows, cpus, memory, gpus)]
+                (w["workflow_id"], scheduler, scheduler, free_cpus, free_gpus, free_gpus, free_memory, free_memory,
+                 time_left, time_left, worker_id, free_cpus))
+            claimed = [runnable(r) for r in runnables_fitting(rows, free_cpus, free_memory, free_gpus)]
             apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime,
                                             j.memory),
                                 L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
@@ -230,7 +243,8 @@ class SlurmStore(Database):
                 AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                 WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))]
 
-    async def worker_may_get_more(self, w, time_left: float | None) -> bool:
+    async def worker_may_get_more(self, w, time_left: float | None, memory: int | None = None,
+                                  gpus: int | None = None) -> bool:
         """Whether a job of the worker's workflow (and scheduler) may still become ready for it:
         one not yet ready or still running anywhere, or a ready one it could take were it empty.
         `w` is its row (`worker`). Two index lookups that stop at the first match."""
@@ -241,12 +255,14 @@ class SlurmStore(Database):
                                AND (? IS NULL OR j.scheduler = ?))
                     OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
                                AND (? IS NULL OR j.scheduler = ?) AND j.num_cpus <= ?
+                               AND (? IS NULL OR j.num_gpus <= ?)
+                               AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
                                AND (? IS NULL OR j.runtime_seconds IS NULL
                                     OR j.runtime_seconds * j.runtime_scale <= ?)
                                AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                                AND a.return_code != 0))""",
-            (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], time_left,
-             time_left, w["id"])))[0][0])
+            (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], gpus, gpus,
+             memory, memory, time_left, time_left, w["id"])))[0][0])
 
     async def worker_waiting(self, worker_id: int) -> int:
         """Jobs of this worker that are still running or awaiting a decision or a recovery."""

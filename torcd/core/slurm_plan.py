@@ -52,8 +52,10 @@ def misfit(job: JobNeed, node: NodeShape, walltime: float) -> str | None:
     return None
 
 
-def pack(jobs: list[JobNeed], node: NodeShape, walltime: float) -> list[list[JobNeed]]:
-    """Nodes filled first-fit decreasing by node-seconds (jobs that fit no node are left out)."""
+def pack(jobs: list[JobNeed], node: NodeShape, walltime: float, most: int | None = None) -> list[list[JobNeed]]:
+    """Nodes filled first-fit decreasing by node-seconds (jobs that fit no node are left out);
+    at most `most` nodes (the rest wait for the next plan), so a long queue costs no more than
+    what can be submitted."""
     def seconds(j: JobNeed) -> float:
         return min(j.runtime if j.runtime is not None else walltime, walltime)
 
@@ -70,6 +72,8 @@ def pack(jobs: list[JobNeed], node: NodeShape, walltime: float) -> list[list[Job
                 left[1] -= gpu
                 break
         else:
+            if most is not None and len(bins) >= most:
+                continue
             bins.append(([j], [cpu_room - cpu, gpu_room - gpu]))
     return [placed for placed, _ in bins]
 
@@ -78,7 +82,7 @@ def plan(scheduler: str, jobs: list[JobNeed], node: NodeShape, walltime: float, 
          max_allocations: int, open_allocations: int) -> SchedulerPlan:
     """The allocations to submit now for these ready jobs."""
     refused = {j.name: why for j in jobs if (why := misfit(j, node, walltime)) is not None}
-    nodes = pack(jobs, node, walltime)
-    wanted = math.ceil(len(nodes) / nodes_per_allocation)
-    count = max(0, min(wanted, max_allocations - open_allocations))
+    room = max(0, max_allocations - open_allocations)
+    nodes = pack(jobs, node, walltime, most=room * nodes_per_allocation)
+    count = min(room, math.ceil(len(nodes) / nodes_per_allocation))
     return SchedulerPlan(scheduler, node, nodes_per_allocation, count, [[j.name for j in n] for n in nodes], refused)

@@ -14,6 +14,7 @@ import time
 import structlog
 
 from torcd.core import slurm_plan
+from torcd.core.resources import MAX_RUNTIME
 from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
@@ -64,15 +65,14 @@ class AllocationService:
                 p = await self.plan(spec, ready, current)
                 n = p.allocations if count is None else count
                 for _ in range(n):
-                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, p.node.cpus,
+                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, p.node,
                                                             account, reason, auto))
             return submitted
 
     async def plan(self, spec: SlurmSchedulerSpec, ready: list[JobNeed], current: int = 0) -> SchedulerPlan:
         """How many allocations of this scheduler the ready jobs need (`core.slurm_plan`)."""
         shape = await self.node_shape(spec, ready)
-        return slurm_plan.plan(spec.name, ready, shape, walltime_seconds(spec.walltime), spec.nodes,
-                               spec.max_allocations, current)
+        return slurm_plan.plan(spec.name, ready, shape, _walltime(spec), spec.nodes, spec.max_allocations, current)
 
     async def node_shape(self, spec: SlurmSchedulerSpec, jobs: list[JobNeed]) -> NodeShape:
         """The shape to pack into: the spec's, else the partition's as sinfo reports it, else (no
@@ -80,9 +80,9 @@ class AllocationService:
         widest = max((j.cpus for j in jobs), default=1)
         seen = None
         if not spec.is_shared and spec.node_cpus is None:
-            if spec.partition not in self._shapes:
-                self._shapes[spec.partition] = await partition_node_shape(spec.partition)
-            seen = self._shapes[spec.partition]
+            seen = self._shapes.get(spec.partition)
+            if seen is None:  # asked again until Slurm answers
+                seen = self._shapes[spec.partition] = await partition_node_shape(spec.partition)
         return spec.node_shape(seen, widest) or NodeShape(widest, None, max((j.gpus for j in jobs), default=0))
 
     async def misfits(self, schedulers: list[SlurmSchedulerSpec], jobs: list[tuple[str | None, JobNeed]]
@@ -94,19 +94,21 @@ class AllocationService:
             if not mine:
                 continue
             shape = await self.node_shape(spec, mine)
-            walltime = walltime_seconds(spec.walltime)
+            walltime = _walltime(spec)
             out += [f"job {j.name!r} fits no node of scheduler {spec.name!r}: {why}"
                     for j in mine if (why := slurm_plan.misfit(j, shape, walltime))]
         return out
 
-    async def _submit_one(self, wf, output_dir, cwd, name, spec, cpus, account, reason, auto) -> int:
+    async def _submit_one(self, wf, output_dir, cwd, name, spec, node: NodeShape, account, reason, auto) -> int:
+        cpus = node.cpus
         aid = await self.store.add_allocation(wf, name, cpus, reason, auto)
         log_dir = os.path.join(output_dir, "slurm")
         script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
         try:
             token_file = await self._write_credential(aid)
             text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
-                                 url=self.url, token_file=token_file, log_dir=log_dir, ca_file=self.ca_file)
+                                 url=self.url, token_file=token_file, log_dir=log_dir, ca_file=self.ca_file,
+                                 gpus=node.gpus)
             await asyncio.to_thread(write_script, script_path, text)
             slurm_id = await sbatch(script_path, cwd)
         except (OSError, SlurmError) as e:
@@ -173,3 +175,8 @@ class AllocationService:
         await self.store.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
                                             cause=cause) for j, r, a in running])
         log.warning("worker_lost", worker_id=worker_id, reason=reason, jobs=len(running))
+
+
+def _walltime(spec: SlurmSchedulerSpec) -> float:
+    """Seconds of the scheduler's walltime; Slurm's 0 (no limit) as ten years."""
+    return walltime_seconds(spec.walltime) or MAX_RUNTIME

@@ -7,6 +7,8 @@ an allocation's credential acts only for that allocation's workers.
 
 from __future__ import annotations
 
+import time
+
 from torcd import protocol as p
 from torcd.core.attempts import Exit
 from torcd.credentials import Caller
@@ -77,6 +79,11 @@ class WorkerService:
             for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine])
         for r in params.recoveries:  # only those handed to this worker
             await self.store.finish_recovery(r, worker_id=params.worker_id)
+        if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
+            left = await self.store.worker_running_jobs(params.worker_id)
+            await self.store.record_exits([Exit(j, r, a, 137, time.time(), "its worker died; the one that took "
+                                                "over its journal cannot watch it", w["workflow_id"])
+                                           for j, r, a in left])
         if ended:
             await self.store.heartbeat(params.worker_id)
             return p.WorkerPollResult(stop=True, api_url=api_url)
@@ -88,7 +95,8 @@ class WorkerService:
             await self.store.heartbeat(params.worker_id)
         waiting = await self.store.worker_waiting(params.worker_id)
         # Only an idle worker asks itself whether to leave: a busy one is not told (it costs a query).
-        may_come = bool(jobs or waiting) or await self.store.worker_may_get_more(w, params.time_left)
+        may_come = bool(jobs or waiting) or await self.store.worker_may_get_more(
+            w, params.time_left, params.free_memory, params.free_gpus)
         return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
                                   waiting=waiting, api_url=api_url, may_come=int(may_come))
 
