@@ -74,3 +74,26 @@ jobs:
     assert daemon.jobs(wf)["a"].command == "bash -c 'echo wrapped' && true echo $1"
     wf2 = daemon.submit("name: u\nuser: someone\njobs:\n  - {name: a, command: 'true'}\n")
     assert daemon.call("workflows.show", {"workflow_id": wf2})["user"] == "someone"
+
+
+def test_a_job_that_does_not_cancel_on_a_failed_dependency_runs_anyway(daemon, tmp_path):
+    wf = daemon.submit("""name: all_done
+jobs:
+  - {name: a, command: "exit 3"}
+  - {name: g, command: "sleep 1"}
+  - {name: b, command: "true", depends_on: [a]}
+  - {name: c, command: "true", depends_on: [a], cancel_on_blocking_job_failure: false}
+  - {name: d, command: "true", depends_on: [c]}
+  - {name: e, command: "true", depends_on: [b], cancel_on_blocking_job_failure: false}
+  - {name: f, command: "true", depends_on: [a, g], cancel_on_blocking_job_failure: false}
+  - {name: h, command: "true", depends_on: [b]}
+""")
+    daemon.wait(wf)
+    jobs = daemon.jobs(wf)
+    assert {n: j.status for n, j in jobs.items()} == {
+        "a": "failed", "b": "canceled", "h": "canceled",  # Torc's default: what a failure blocks is canceled
+        "c": "completed", "d": "completed",  # c runs anyway, and what waits for c runs after it
+        "e": "completed",  # its dependency was canceled: ended, for a job that runs whatever happened
+        "f": "completed", "g": "completed"}
+    f, g = (daemon.attempts(jobs[n].id)[0] for n in ("f", "g"))
+    assert f.start_time >= g.end_time  # f still waited for its dependency that was running

@@ -204,4 +204,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workflows ADD COLUMN about TEXT;
     """,
+    # 11: jobs that run whatever became of their dependencies (Torc's cancel_on_blocking_job_failure: false)
+    """
+    ALTER TABLE jobs ADD COLUMN cancel_on_blocking INTEGER NOT NULL DEFAULT 1;
+    """,
 ]

@@ -73,6 +73,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     scheduler: Name | None = None
     resource_requirements: Name | None = None
     invocation_script: str | None = None  # put before the command (Torc's), like `bash wrap.sh`
+    cancel_on_blocking_job_failure: bool = True  # false: run even when a dependency failed (Airflow's all_done)
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -139,6 +140,7 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     num_gpus: int = 0
     memory_bytes: int | None = None
     runtime_seconds: float | None = None
+    cancel_on_blocking: bool = True
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -430,7 +432,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 deps = _union_deps([P.fill(d, combo) for d in job.depends_on], rest)
                 need = needs[j]
                 jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
-                                        scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds))
+                                        scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
+                                        job.cancel_on_blocking_job_failure))
                 _note_origin(origin, name, j, loc)
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None

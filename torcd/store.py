@@ -192,12 +192,12 @@ class Store(SlurmStore, Database):
                           ((wf, sc.name, _encode(sc)) for sc in schedulers))
             tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
-                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
-                  len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds)
-                 for j in jobs))
+                  len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds,
+                  int(j.cancel_on_blocking)) for j in jobs))
             ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",

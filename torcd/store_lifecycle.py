@@ -170,10 +170,36 @@ def downstream(tx: Tx, ids: Sequence[int]) -> list[int]:
 
 
 def _cascade(tx: Tx, failed: L.Job) -> None:
-    """Cancel every job a failed one blocks; then say so with one event."""
-    blocked = [j for j in facts(tx, downstream(tx, [failed.id])).values()
-               if j.status in (S.BLOCKED, S.UNINITIALIZED)]
+    """Cancel every job a failed one blocks; then say so with one event. A job that runs
+    whatever became of its dependencies (`cancel_on_blocking_job_failure: false`) is not
+    canceled: a failed or canceled dependency counts as ended for it, and what it blocks waits
+    for it as usual."""
+    cancel: dict[int, None] = {}
+    ended: collections.Counter[int] = collections.Counter()  # job -> its dependencies that ended so
+    frontier = [failed.id]
+    while frontier:
+        after = []
+        for chunk in chunks(frontier):
+            for jid, cancels, status in tx.rows(
+                    f"""SELECT d.job_id, j.cancel_on_blocking, j.status FROM deps d JOIN jobs j ON j.id = d.job_id
+                        WHERE d.depends_on IN ({marks(len(chunk))})""", chunk):
+                if status not in (int(S.BLOCKED), int(S.UNINITIALIZED)):
+                    continue
+                if not cancels:
+                    ended[jid] += 1
+                elif jid not in cancel:
+                    cancel[jid] = None
+                    after.append(jid)
+        frontier = after
+    blocked = list(facts(tx, list(cancel)).values())
     handle(tx, L.UpstreamFailed(tx.now, failed.id, failed.name), blocked)
+    if ended:
+        tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, j) for j, n in ended.items()))
+        ready = []
+        for chunk in chunks(list(ended)):
+            ready += tx.rows(f"""SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
+                                 AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
+        handle(tx, L.DependenciesMet(tx.now), map(fact, ready))
     tx.publish([L.cascade_summary(failed, len(blocked), tx.now)])
 
 
