@@ -16,7 +16,7 @@ CASES = [
     ("name: x\njobs:\n  - name: a\n    command: 5\n", 4, "$.jobs[0].command", "Expected `str`, got `int`"),
     ("name: x\njobs:\n  - name: a\n    command: x\n    num_cpus: two\n", 5, "$.jobs[0].num_cpus", "Expected `int`"),
     ("name: x\njobs:\n  - name: a\n    command: x\n    num_cpus: 0\n", 5, "$.jobs[0].num_cpus", ">= 1"),
-    ("name: x\njobs:\n  - name: a\n    command: x\n    depends_on: b\n", 5, "$.jobs[0].depends_on", "Expected `array`"),
+    ("name: x\njobs:\n  - name: a\n    command: x\n    depends_on: b\n", 5, "$.jobs[0].depends_on", "Expected `array | null`"),
     ("name: x\njobs:\n" + GOOD_JOB + "  - name: a\n    command: echo b\n", 5, "$.jobs[1].name", "duplicate job name 'a'"),
     ("name: x\njobs:\n" + GOOD_JOB + "  - name: b\n    command: x\n    depends_on: [zz]\n", 7,
      "$.jobs[1].depends_on", "depends on 'zz', which does not exist"),
