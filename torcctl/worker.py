@@ -115,7 +115,10 @@ class Worker:
         self.executor: LocalExecutor | None = None
 
     def _on_exit(self, e: Exit) -> None:
-        if self._at_time_limit and e.cause is None and e.return_code != 0:  # stopped by Slurm's time limit
+        # Stopped by Slurm's time limit: after the signal reached the worker, or (Slurm signals the
+        # job's processes too, and they may die first) killed by TERM or KILL in the last stretch.
+        late = self.deadline is not None and time.monotonic() >= self.deadline and e.return_code in (137, 143)
+        if e.cause is None and e.return_code != 0 and (self._at_time_limit or late):
             e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
         if self._sending is not None and time.monotonic() - self._sending_since > 1.0:
