@@ -79,3 +79,48 @@ def test_an_agent_lists_and_classifies_pending_failed_jobs(daemon):
         ("flaky", "retry", "mcp", "transient: the node lost contact"),
         ("broken", "fail", "mcp", "bad input file; retrying cannot help")]
     assert daemon.jobs(wf)["broken"].reason == "bad input file; retrying cannot help"
+
+
+OOM = """\
+name: oom
+resource_requirements:
+  - {name: small, memory: 100m}
+jobs:
+  - {name: big, command: "(head -c 250m /dev/zero; sleep 1) | tail >/dev/null", resource_requirements: small}
+  - {name: after, command: "true", depends_on: [big]}
+"""
+
+
+def test_an_agent_diagnoses_a_workflow_and_recovers_an_out_of_memory_job(daemon):
+    wf = daemon.submit(OOM)
+    daemon.wait(wf)
+    big = daemon.jobs(wf)["big"].id
+
+    async def steps(session: ClientSession):
+        tools = {t.name for t in (await session.list_tools()).tools}
+        status = _structured(await session.call_tool("get_workflow_status", {"workflow_id": wf}))
+        failed = _structured(await session.call_tool("list_jobs", {"workflow_id": wf, "status": "failed"}))
+        details = _structured(await session.call_tool("get_job_details", {"job_id": big}))
+        results = _structured(await session.call_tool("get_results", {"workflow_id": wf, "failed_only": True}))
+        no_reason = await session.call_tool("recover_workflow", {"workflow_id": wf, "reason": ""})
+        plan = _structured(await session.call_tool("recover_workflow", {
+            "workflow_id": wf, "reason": "out of memory", "dry_run": True, "memory_multiplier": 2}))
+        unchanged = daemon.jobs(wf)["big"].status
+        done = _structured(await session.call_tool("recover_workflow", {
+            "workflow_id": wf, "reason": "peak was over its 100 MiB limit", "dry_run": False,
+            "memory_multiplier": 2}))
+        return tools, status, failed, details, results, no_reason, plan, unchanged, done
+
+    tools, status, failed, details, results, no_reason, plan, unchanged, done = anyio.run(_session, daemon, steps)
+    assert {"get_workflow_status", "list_jobs", "get_job_details", "get_results", "recover_workflow"} <= tools
+    assert status["counts"] == {"failed": 1, "canceled": 1}
+    assert [j["name"] for j in failed] == ["big"]
+    (attempt,) = details["attempts"]
+    assert attempt["cause"] == "oom" and attempt["peak_memory"] > 100 << 20
+    assert [(r["job_name"], r["cause"]) for r in results] == [("big", "oom")]
+    assert no_reason.is_error
+    assert plan["dry_run"] and plan["reset"] == 0 and unchanged == "failed"
+    assert done["reset"] == 2 and done["adjustments"][0]["diagnosis"] == "oom"
+    assert daemon.wait(wf).counts == {"completed": 2}
+    (change,) = [e for e in daemon.events(wf) if e.kind == "job_resources_changed"]
+    assert change.source == "mcp" and "peak was over its 100 MiB limit" in change.message

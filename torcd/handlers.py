@@ -113,7 +113,8 @@ class Handlers:
 
     async def recover(self, params: p.Recover) -> p.RecoverResult:
         plan, reset = await self.store.recover(params.workflow_id, params.memory_multiplier, params.runtime_multiplier,
-                                               params.retry_unknown, params.dry_run, key=idempotency_key.get())
+                                               params.retry_unknown, params.dry_run, key=idempotency_key.get(),
+                                               source=params.source, reason=params.reason)
         return p.RecoverResult(plan, reset, params.dry_run)
 
     async def reset_status(self, params: p.ResetStatus) -> dict:

@@ -134,6 +134,8 @@ class Recover(Params):
     runtime_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.4
     retry_unknown: bool = False
     dry_run: bool = False
+    source: Source = "cli"
+    reason: Annotated[str, Meta(max_length=4096)] = ""  # why, kept with each change
 
 
 class RecoverResult(msgspec.Struct):

@@ -251,10 +251,12 @@ class Store(SlurmStore, Database):
         return await self.write(_body, key=key)
 
     async def recover(self, wf: int, memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool,
-                      dry_run: bool, key: str | None = None) -> tuple[list[Adjustment], int]:
+                      dry_run: bool, key: str | None = None, source: str = "cli",
+                      reason: str = "") -> tuple[list[Adjustment], int]:
         """Raise the limits of failed jobs by what failed them and run them again (`core.recover`)."""
         return await self.write(lambda tx: store_recover.recover(tx, wf, memory_multiplier, runtime_multiplier,
-                                                                 retry_unknown, dry_run), key=None if dry_run else key)
+                                                                 retry_unknown, dry_run, source, reason),
+                                key=None if dry_run else key)
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
         """Aggregates for /metrics, all from the tables (so they survive restarts)."""

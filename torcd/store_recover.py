@@ -21,7 +21,7 @@ _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
 
 
 def recover(tx: Tx, wf: int, memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool,
-            dry_run: bool) -> tuple[list[R.Adjustment], int]:
+            dry_run: bool, source: str = "cli", reason: str = "") -> tuple[list[R.Adjustment], int]:
     """The plan for the workflow's failed jobs and, unless a dry run, how many jobs it reset."""
     row = require_workflow(tx, wf)
     busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))[0]
@@ -41,7 +41,8 @@ def recover(tx: Tx, wf: int, memory_multiplier: float, runtime_multiplier: float
             # The job's own limit: jobs sharing its requirement keep theirs.
             tx.run(f"UPDATE jobs SET {column} = ? WHERE id = ?", (change[1], a.job_id))
             tx.emit(E.JobResourcesChanged, wf, job_id=a.job_id, job_name=a.name, resource=resource,
-                    old_value=change[0], new_value=change[1], message=f"recover: {a.diagnosis}, {a.why}")
+                    old_value=change[0], new_value=change[1], source=source,
+                    message=f"recover: {a.diagnosis}, {a.why}" + (f"; {reason}" if reason else ""))
     ids = [a.job_id for a in retried]
     reset = reset_jobs(tx, row, sorted(set(ids) | set(downstream(tx, ids))), "recover")
     return plan, reset
