@@ -148,6 +148,12 @@ def _release(tx: Tx, completed: Sequence[int]) -> None:
     for chunk in chunks(list(completed)):
         for (jid,) in tx.rows(f"SELECT job_id FROM deps WHERE depends_on IN ({marks(len(chunk))})", chunk):
             counts[jid] += 1
+    _count_down(tx, counts)
+
+
+def _count_down(tx: Tx, counts: collections.Counter[int]) -> None:
+    """Lower each job's count of unfinished dependencies by its ended ones; those left with
+    none become ready."""
     if not counts:
         return
     tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, jid) for jid, n in counts.items()))
@@ -193,13 +199,7 @@ def _cascade(tx: Tx, failed: L.Job) -> None:
         frontier = after
     blocked = list(facts(tx, list(cancel)).values())
     handle(tx, L.UpstreamFailed(tx.now, failed.id, failed.name), blocked)
-    if ended:
-        tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, j) for j, n in ended.items()))
-        ready = []
-        for chunk in chunks(list(ended)):
-            ready += tx.rows(f"""SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
-                                 AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
-        handle(tx, L.DependenciesMet(tx.now), map(fact, ready))
+    _count_down(tx, ended)
     tx.publish([L.cascade_summary(failed, len(blocked), tx.now)])
 
 
