@@ -141,7 +141,7 @@ class Worker:
         except JournalError as e:
             raise WorkerError(str(e)) from None
         reg = await self.rpc.call("workers.register", p.RegisterWorker(
-            workflow_id=self.workflow_id, host=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            workflow_id=self.workflow_id, host=node_name(),
             cpus=self.cpus, allocation_id=self.allocation_id, memory=self.memory, gpus=len(self.gpus),
             resume=left.worker_id if left else None))
         self.worker_id = reg["worker_id"]
@@ -272,6 +272,11 @@ class Worker:
             self.wake.set()
 
 
+def node_name() -> str:
+    """This node's name: Slurm's (nodes sharing a host name differ by it), else the host's."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def _report(e: Exit) -> p.ExitReport:
     return p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
                         e.peak_memory, e.cpu_seconds)
@@ -296,14 +301,13 @@ async def run_worker(args) -> int:
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)
     try:
-        gpus = gpu_ids({**os.environ, "TORCD_GPUS": str(args.gpus)} if args.gpus is not None else dict(os.environ),
-                       None)
+        gpus = gpu_ids(dict(os.environ), None, args.gpus)
     except ValueError as e:
         raise WorkerError(str(e)) from None
     journal_path = args.journal
     if journal_path is None and args.allocation_id is not None:
         journal_path = default_path(args.workflow_id, args.allocation_id,
-                                    os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+                                    node_name())
     try:
         journal = Journal(journal_path) if journal_path else None
     except JournalError as e:

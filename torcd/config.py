@@ -59,7 +59,7 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
     env = os.environ if environ is None else environ
     args = parse_args(argv, env)
     try:
-        gpus = gpu_ids({**env, "TORCD_GPUS": str(args.gpus)} if args.gpus is not None else dict(env), _nvidia_smi())
+        gpus = gpu_ids(dict(env), _nvidia_smi(), args.gpus)
     except ValueError as e:
         raise SystemExit(f"torcd: {e}") from None
     try:

@@ -55,10 +55,11 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def gpu_ids(environ: dict[str, str], nvidia_smi_lines: list[str] | None) -> list[str]:
-    """The GPUs this daemon may hand out: `TORCD_GPUS=N` (tests, or a machine nvidia-smi does not
-    describe), else the daemon's own CUDA_VISIBLE_DEVICES, else what `nvidia-smi -L` lists."""
-    n = environ.get("TORCD_GPUS")
+def gpu_ids(environ: dict[str, str], nvidia_smi_lines: list[str] | None, count: int | None = None) -> list[str]:
+    """The GPUs this daemon may hand out: `count` (a `--gpus N` flag), else `TORCD_GPUS=N` (tests,
+    or a machine nvidia-smi does not describe), else the daemon's own CUDA_VISIBLE_DEVICES, else
+    what `nvidia-smi -L` lists."""
+    n = str(count) if count is not None else environ.get("TORCD_GPUS")
     if n is not None:
         if not n.strip().isdigit():
             raise ValueError(f"TORCD_GPUS must be a whole number, got {n!r}")
