@@ -134,13 +134,6 @@ def test_names_and_commands_are_checked_after_filling(tmp_path):
     assert [len(n) for n in names] == [502] * 3
 
 
-@pytest.mark.parametrize("name", ["wf.json5", "wf.kdl", "WF.JSON5"])
-def test_json5_and_kdl_are_not_read_yet(name):
-    with pytest.raises(SpecError) as info:
-        parse_spec('{name: "x", jobs: [{name: "a", command: "true"}]}', name)
-    assert info.value.message == f"{name}: JSON5/KDL specs are not supported yet; write the spec as YAML or JSON"
-
-
 def test_daemon_refuses_each_poisoned_spec_and_keeps_running_others(daemon):
     for text, line, field, _ in POISONED[:12] + SLURM_FIELDS[:5] + BOMBS[:2] + BOMBS[9:10]:
         with pytest.raises(RpcError) as info:

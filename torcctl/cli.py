@@ -7,7 +7,8 @@ import os
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError, start_daemon
-from torcctl import commands, recover
+from torcctl import checks, commands, recover
+from torcd.protocol import SPEC_FORMATS
 
 
 def _size(text: str) -> int:
@@ -35,24 +36,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=["table", "json"], default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
+    def spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
+        p.add_argument("spec", metavar=metavar)
+        p.add_argument("--spec-format", choices=SPEC_FORMATS,
+                       help="the spec's format (default: from its extension; .json5, .kdl, else YAML, which reads JSON)")
+
     cmd("ping", commands.ping, "check that the daemon answers")
     p = cmd("submit", commands.submit, "create a workflow from a spec; print its id")
-    p.add_argument("spec")
+    spec(p)
     p = cmd("run", commands.run, "submit a spec (or take a workflow already submitted, by id) and follow it to "
                                  "the end; exit 0 only if every job completed")
-    p.add_argument("spec", metavar="SPEC|WORKFLOW_ID")
+    spec(p, "SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p = cmd("validate", commands.validate, "check a spec without submitting it: errors, then warnings")
-    p.add_argument("spec")
+    p = cmd("validate", checks.validate, "check a spec without submitting it: errors, then warnings")
+    spec(p)
+    p.add_argument("--print-yaml", action="store_true", help="print the spec as YAML (any format in, YAML out)")
     p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
-    p = cmd("explain", commands.explain,
+    p = cmd("explain", checks.explain,
             "show, attempt by attempt, what the failure handler does for a job exiting with given codes")
-    p.add_argument("spec")
+    spec(p)
     p.add_argument("--job", required=True, help="the job's name (as expanded, e.g. work_3)")
     p.add_argument("--exit-codes", required=True, metavar="RC,RC,...", help="exit code of each attempt in turn")
 
     p = cmd("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations")
-    p.add_argument("spec")
+    spec(p)
     p.add_argument("--account", help="Slurm account for the allocations")
     p.add_argument("--allocations", type=int, help="how many allocations (default: sized to the ready jobs)")
     p.add_argument("--dry-run", action="store_true",
@@ -173,7 +180,7 @@ def connect(args: argparse.Namespace) -> Client:
         args.state_dir = os.path.abspath(args.state_dir)
     client = Client(path)
     args.autostarted = None
-    if args.func in (commands.validate, commands.explain, commands.worker):
+    if args.func in (checks.validate, checks.explain, commands.worker):
         return client
     if not client.ping(2.0):
         if args.no_autostart:

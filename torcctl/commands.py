@@ -22,7 +22,7 @@ class UsageError(Exception):
 MAX_SPEC_BYTES = 64 * 1024 * 1024  # what the daemon accepts in workflows.create
 
 
-def _read_spec(path: str) -> str:
+def read_spec(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
@@ -42,11 +42,15 @@ def current_dir() -> str:
         raise UsageError("the current directory no longer exists (it was deleted); cd to one that does") from None
 
 
-def _create(client: Client, spec: str, **extra) -> WorkflowSummary:
+def _spec_params(args) -> dict:
+    """What the daemon needs to read a spec: its text, its name (for errors) and its format."""
+    return {"spec_text": read_spec(args.spec), "spec_path": args.spec,
+            **({"spec_format": args.spec_format} if getattr(args, "spec_format", None) else {})}
+
+
+def _create(client: Client, args, **extra) -> WorkflowSummary:
     cwd = current_dir()
-    text = _read_spec(spec)
-    return client.call("workflows.create", {"spec_text": text, "spec_path": spec, "cwd": cwd, **extra},
-                       WorkflowSummary)
+    return client.call("workflows.create", {**_spec_params(args), "cwd": cwd, **extra}, WorkflowSummary)
 
 
 def ping(client: Client, args) -> int:
@@ -59,112 +63,12 @@ def ping(client: Client, args) -> int:
 
 
 def submit(client: Client, args) -> int:
-    wf = _create(client, args.spec)
+    wf = _create(client, args)
     if args.json:
         print_json(wf)
     else:
         print(wf.id)
     return 0
-
-
-def validate(client: Client, args) -> int:
-    """Errors as at submission, then warnings about what is valid but likely a mistake."""
-    from torcd.errors import SpecError
-    from torcd.lint import lint_spec
-    from torcd.spec import parse_spec
-
-    text = _read_spec(args.spec)
-    try:
-        spec = parse_spec(text, args.spec)
-        findings = lint_spec(text, args.spec, current_dir())
-    except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
-        raise UsageError(e.message) from None
-    if args.json:
-        print_json({"ok": True, "jobs": len(spec.jobs), "failure_handlers": len(spec.failure_handlers),
-                    "warnings": findings})
-    else:
-        for f in findings:
-            print(f"{args.spec}:{f.line}: warning: {f.message} (at {f.field})")
-        print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers, "
-              f"{len(findings)} warnings)")
-    return 1 if findings and args.strict else 0  # 1: it ran, and --strict counts the warnings
-
-
-def explain(client: Client, args) -> int:
-    """Attempt by attempt, what the daemon would do for a job exiting with the given codes."""
-    from torcd.core.retry import simulate
-    from torcd.errors import SpecError
-    from torcd.spec import parse_spec
-
-    codes = _exit_codes(args.exit_codes)
-    try:
-        spec = parse_spec(_read_spec(args.spec), args.spec)
-    except SpecError as e:
-        raise UsageError(e.message) from None
-    job = next((j for j in spec.jobs if j.name == args.job), None)
-    if job is None:
-        names = [j.name for j in spec.jobs]
-        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
-        raise UsageError(f"no job {args.job!r} in {args.spec}; jobs: {shown}")
-    rules = spec.failure_handlers.get(job.failure_handler) if job.failure_handler else None
-    steps = simulate(rules, spec.use_pending_failed, codes)
-    final = steps[-1].status if steps else "ready"
-    if args.json:
-        print_json({"job": job.name, "failure_handler": job.failure_handler, "steps": steps,
-                    "final_status": final})
-        return 0
-    print(f"job {job.name}: " + (f"failure handler {job.failure_handler!r}" if rules else "no failure handler")
-          + f"; use_pending_failed: {_setting(spec.use_pending_failed, rules is not None)}")
-    for step in steps:
-        rule = ""
-        if step.rule_index is not None:
-            r = rules[step.rule_index]
-            match = (f"causes {r.causes}" if r.causes and step.cause in r.causes else
-                     "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}")
-            rule = f" [rule {step.rule_index}: {match}, max_retries {r.max_retries}]"
-        then = _consequence(step, rules)
-        ended = f"{step.cause} (exit {step.return_code})" if step.cause else f"exit {step.return_code}"
-        print(f"attempt {step.attempt}: {ended} -> {then}{rule}")
-        if step.action not in ("complete", "retry", "recover"):
-            print(f"  because: {step.reason}")
-    if final == "ready":
-        print(f"attempt {len(steps) + 1} would run next (give more exit codes to follow it)")
-    print(f"final status: {final}")
-    return 0
-
-
-def _consequence(step, rules) -> str:
-    if step.action == "retry":
-        return f"retry as attempt {step.attempt + 1}"
-    if step.action == "recover":
-        return (f"run recovery script `{rules[step.rule_index].recovery_script}` (TORC_RETURN_CODE="
-                f"{step.return_code}); if it succeeds, retry as attempt {step.attempt + 1}, else the job fails")
-    return {"complete": "completed", "fail": "the job fails",
-            "pending_failed": "pending_failed: waits for `torcctl jobs retry|fail` or an agent"}[step.action]
-
-
-def _exit_codes(text: str) -> list[tuple[int, str | None]]:
-    """Each attempt's ending: an exit code, or a cause (`timeout`, `oom`, `missing_output`)."""
-    from torcd.core.retry import CAUSE_CODES
-
-    out = []
-    for token in (t.strip() for t in text.split(",") if t.strip()):
-        if token in CAUSE_CODES:
-            out.append((CAUSE_CODES[token], token))
-        elif token.isascii() and token.isdigit() and int(token) <= 255:
-            out.append((int(token), None))
-        else:
-            raise UsageError(f"--exit-codes takes exit codes 0-255 and causes ({', '.join(CAUSE_CODES)}), "
-                             f"comma-separated; {token!r} is neither")
-    if not out:
-        raise UsageError("--exit-codes needs at least one exit code or cause")
-    return out
-
-
-def _setting(value: bool | None, has_handler: bool) -> str:
-    if value is None:
-        return f"unset (unmatched codes {'park the job' if has_handler else 'fail the job'})"
-    return "true (unmatched codes park the job)" if value else "false (unmatched codes fail the job)"
 
 
 def _follow(client: Client, wf: int, args, after: int = 0) -> int:
@@ -225,7 +129,7 @@ def run(client: Client, args) -> int:
         _follow(client, wf.id, args)
         return _summary(client, wf.id, args)
     try:
-        wf = _create(client, args.spec)
+        wf = _create(client, args)
     except (RpcError, UsageError):
         _release_daemon(client, args)  # a bad spec leaves no daemon behind
         raise
@@ -315,7 +219,7 @@ def watch(client: Client, args) -> int:
 def submit_slurm(client: Client, args) -> int:
     if args.dry_run:
         return _plan_slurm(client, args)
-    wf = _create(client, args.spec, executor="slurm", account=args.account)
+    wf = _create(client, args, executor="slurm", account=args.account)
     params = {"workflow_id": wf.id}
     if args.allocations:
         params["count"] = args.allocations
@@ -333,8 +237,8 @@ def submit_slurm(client: Client, args) -> int:
 def _plan_slurm(client: Client, args) -> int:
     from torcd.core.resources import format_bytes
 
-    plans = client.call("workflows.plan_slurm", {"spec_text": _read_spec(args.spec), "spec_path": args.spec,
-                                                 "cwd": current_dir(), "account": args.account})
+    plans = client.call("workflows.plan_slurm", {**_spec_params(args), "cwd": current_dir(),
+                                                 "account": args.account})
     if args.json:
         print_json(plans)
         return 0

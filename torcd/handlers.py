@@ -60,7 +60,8 @@ class Handlers:
         if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
                                 {"field": "$.cwd"})
-        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
+        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path,
+                                       params.spec_format)
         if params.executor == "slurm" and self.control.tcp_url is None:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
                                 {"field": "$.executor"})
@@ -87,7 +88,8 @@ class Handlers:
 
     async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
-        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path)
+        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path,
+                                       params.spec_format)
         schedulers, jobs = on_slurm(spec, params.account)
         return [await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
                 for s in schedulers]

@@ -21,10 +21,10 @@ class Finding(msgspec.Struct, frozen=True):
     message: str
 
 
-def lint_spec(text: str, file: str, cwd: str) -> list[Finding]:
+def lint_spec(text: str, file: str, cwd: str, fmt: str | None = None) -> list[Finding]:
     """Errors raise SpecError as for submission; what is left are warnings, in line order."""
-    spec = parse_spec(text, file)
-    doc, loc = load_doc(text, file)
+    spec = parse_spec(text, file, fmt)
+    doc, loc = load_doc(text, file, fmt)
     findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc), *multiplier_findings(doc, loc, spec),
                 *monitor_findings(doc, loc),
                 *script_findings(doc, loc, lambda script: script_problem(script, cwd))]

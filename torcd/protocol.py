@@ -24,6 +24,8 @@ OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
 Cause = Literal["timeout", "oom", "missing_output"]
+SpecFormat = Literal["yaml", "json", "json5", "kdl"]
+SPEC_FORMATS: tuple[str, ...] = SpecFormat.__args__
 
 
 class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -42,6 +44,7 @@ class Shutdown(Params):
 class CreateWorkflow(Params):
     spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
     spec_path: OneLine = "<spec>"
+    spec_format: SpecFormat | None = None  # default: from spec_path's extension
     cwd: OneLine = "."
     executor: Literal["local", "slurm"] = "local"
     account: SlurmAccount | None = None

@@ -6,14 +6,15 @@ is stored.
 
 from __future__ import annotations
 
+import io
 import re
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+import regex
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from msgspec import UNSET, Meta, UnsetType
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
@@ -21,6 +22,7 @@ from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_du
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
+from torcd.spec_load import Locator, PlainTree, first_content_line, load
 
 MAX_JOBS = 2_000_000
 MAX_NAME = 512  # characters of a job name, after parameters are filled in
@@ -30,7 +32,8 @@ MAX_ARG_BYTES = 128 * 1024 - 1
 MAX_COMMAND_BYTES = 120 * 1024
 MAX_EXPANDED_BYTES = 128 * 1024 * 1024  # names, commands, dependencies and env of all jobs
 MAX_DEPENDENCIES = 4_000_000  # two per job at the job limit
-MAX_ALIAS_COST = 200_000  # values (and 64-character pieces of strings) copied through YAML aliases
+MAX_REGEX_TESTS = 50_000_000  # job names tested against depends_on_regexes
+REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
 ExitCode = Annotated[int, Meta(ge=1, le=255)]
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 ParamValue = str | int | float | list[str | int | float]
@@ -74,6 +77,8 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     resource_requirements: Name | None = None
     invocation_script: str | None = None  # put before the command (Torc's), like `bash wrap.sh`
     cancel_on_blocking_job_failure: bool = True  # false: run even when a dependency failed (Airflow's all_done)
+    parameter_mode: Literal["product", "zip"] = "product"
+    depends_on_regexes: list[Annotated[str, Meta(min_length=1, max_length=1024)]] = []
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -167,151 +172,47 @@ class Workflow(msgspec.Struct):
     slurm_defaults: SlurmDefaults = {}
 
 
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 
-class Locator:
-    """Maps `$.jobs[3].name`-style paths to 1-based line numbers of a ruamel tree."""
-
-    def __init__(self, tree: Any, file: str):
-        self.tree, self.file = tree, file
-
-    def line(self, path: str) -> int | None:
-        node, line = self.tree, None
-        for key, index in _PATH_TOKEN.findall(path.removeprefix("$")):
-            if key and isinstance(node, CommentedMap) and key in node:
-                line = node.lc.key(key)[0] + 1
-                node = node[key]
-            elif index and isinstance(node, CommentedSeq) and int(index) < len(node):
-                line = node.lc.item(int(index))[0] + 1
-                node = node[int(index)]
-            else:
-                break
-        if line is None and hasattr(self.tree, "lc"):
-            line = self.tree.lc.line + 1
-        return line
-
-    def error(self, message: str, path: str) -> SpecError:
-        return SpecError(message, file=self.file, line=self.line(path), field=path)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
-_MULTILINE = frozenset({"command", "recovery_script", "description"})
-Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
-
-
-class _PlainTree:
-    """The ruamel tree as builtins, refusing control characters, bad env names and alias bombs.
-
-    An alias is shared in the ruamel tree but copied here, so what it copies is counted:
-    a few hundred bytes of nested aliases would otherwise become gigabytes.
-    """
-
-    def __init__(self, loc: Locator):
-        self.loc, self.seen, self.alias_cost = loc, set[int](), 0
-
-    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
-        if isinstance(node, (dict, list)):
-            if alias is None and id(node) in self.seen:
-                alias = chain[0] if chain else chain  # what holds the alias: its line is where `*name` is
-            self.seen.add(id(node))
-        if alias is not None:
-            self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
-            if self.alias_cost > MAX_ALIAS_COST:
-                raise self.loc.error(f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
-                                     "write the values out or use fewer nested aliases", _path(alias))
-        if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                k = k if isinstance(k, str) else str(k)
-                self._check_key(k, key, chain)
-                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
-            return out
-        if isinstance(node, list):
-            return [self.convert(v, (chain, i), key, alias) for i, v in enumerate(node)]
-        # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
-        for kind in (bool, int, float, str):
-            if isinstance(node, kind):
-                if kind is str:
-                    self._check_text(node, key, chain)
-                return kind(node)
-        return node
-
-    def _check_text(self, text: str, key: str, chain: Chain) -> None:
-        multiline = key in _MULTILINE or key.startswith("env:")
-        bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(text)
-        if bad:
-            allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
-            name = key.removeprefix("env:") or "a value"
-            raise self.loc.error(f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}",
-                                 _path(chain))
-
-    def _check_key(self, name: str, parent_key: str, chain: Chain) -> None:
-        if parent_key == "env":
-            if not name:
-                raise self.loc.error("an environment variable name is empty", _path(chain))
-            if "=" in name:
-                raise self.loc.error(f"environment variable name {name!r} contains `=`", _path(chain))
-        bad = _CONTROL.search(name)
-        if bad:
-            raise self.loc.error(f"key {name!r} contains the control character {bad[0]!r}", _path(chain))
-
-
-def _path(chain: Chain) -> str:
-    parts: list[str] = []
-    while chain is not None:
-        chain, part = chain
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
-    return "$" + "".join(reversed(parts))
-
-
-def load_tree(text: str, file: str) -> Any:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    if file.lower().endswith((".json5", ".kdl")):
-        raise SpecError("JSON5/KDL specs are not supported yet; write the spec as YAML or JSON", file=file)
-    try:
-        return yaml.load(text)
-    except RecursionError:
-        raise SpecError("cannot parse: nested too deeply", file=file) from None
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        problem = e.problem or e.context or "invalid syntax"
-        raise SpecError(f"cannot parse: {problem}", file=file, line=line) from None
-    except YAMLError as e:
-        raise SpecError(f"cannot parse: {e}", file=file) from None
-
-
-def _first_content_line(text: str) -> int:
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip() and not line.lstrip().startswith("#"):
-            return n
-    return 1
-
-
-def parse_spec(text: str, file: str = "<spec>") -> Workflow:
+def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field."""
-    return _expand(*load_doc(text, file))
+    return _expand(*load_doc(text, file, fmt))
 
 
-def load_doc(text: str, file: str) -> tuple[WorkflowDoc, Locator]:
+def load_doc(text: str, file: str, fmt: str | None = None) -> tuple[WorkflowDoc, Locator]:
     """The spec as written (before expansion), with a way back to its lines."""
-    tree = load_tree(text, file)
-    if not isinstance(tree, CommentedMap):
-        line = tree.lc.line + 1 if hasattr(tree, "lc") else _first_content_line(text)
-        raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
-    loc = Locator(tree, file)
+    doc, loc = load_plain(text, file, fmt)
     try:
-        doc = msgspec.convert(_PlainTree(loc).convert(tree), WorkflowDoc)
+        return msgspec.convert(doc, WorkflowDoc), loc
     except msgspec.ValidationError as e:
         raise _validation_error(e, loc) from None
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=file) from None
-    return doc, loc
+
+
+def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
+    """The spec as YAML, whatever format it was written in (comments are not carried over)."""
+    plain, _ = load_plain(text, file, fmt)
+    out = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False
+    yaml.width = 4096
+    yaml.dump(plain, out)
+    return out.getvalue()
+
+
+def load_plain(text: str, file: str, fmt: str | None = None) -> tuple[dict, Locator]:
+    """The spec's values as plain dicts and lists, checked for control characters and aliases."""
+    tree, loc = load(text, file, fmt)
+    if not isinstance(tree, dict):
+        line = tree.lc.line + 1 if hasattr(tree, "lc") else first_content_line(text)
+        raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
+    try:
+        return PlainTree(loc).convert(tree), loc
+    except RecursionError:
+        raise SpecError("the spec is nested too deeply", file=file) from None
 
 
 def _validation_error(e: msgspec.ValidationError, loc: Locator) -> SpecError:
@@ -415,11 +316,12 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             raise loc.error(f"unknown scheduler {job.scheduler!r}", f"{at}.scheduler")
     jobs: list[ExpandedJob] = []
     origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
+    regexes: list[tuple[ExpandedJob, int, list[str]]] = []  # a job, its spec index, its filled regexes
     for j, (job, (named, rest)) in enumerate(zip(doc.jobs, _plan_expansion(doc, loc))):
         at = f"$.jobs[{j}]"
         scheduler = job.scheduler or default_scheduler
         try:
-            for combo in (P.combinations(named) if named else [{}]):
+            for combo in (P.combinations(named, job.parameter_mode == "zip") if named else [{}]):
                 name, command = P.fill(job.name, combo), P.fill(job.command, combo)
                 if job.invocation_script:
                     command = f"{P.fill(job.invocation_script, combo)} {command}"
@@ -435,8 +337,12 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                                         scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
                                         job.cancel_on_blocking_job_failure))
                 _note_origin(origin, name, j, loc)
+                if job.depends_on_regexes:
+                    regexes.append((jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
+    if regexes:
+        _match_regexes(jobs, regexes, loc)
     _check_names(jobs, origin, loc)
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
@@ -452,9 +358,13 @@ def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
     for j, job in enumerate(doc.jobs):
         at = f"$.jobs[{j}]"
         values = _job_parameters(doc, job, at, loc)
-        named = {k: v for k, v in values.items() if k in P.placeholders(job.name)}
+        zipped = job.parameter_mode == "zip"
+        named = values if zipped else {k: v for k, v in values.items() if k in P.placeholders(job.name)}
         rest = {k: v for k, v in values.items() if k not in named}
-        count = P.product_size(named)
+        try:
+            count = P.product_size(named, zipped)
+        except P.ParameterError as e:
+            raise loc.error(str(e), f"{at}.parameters") from None
         jobs += count
         if jobs > MAX_JOBS:
             made = f"{count:,} jobs" + (f", {jobs:,} in all" if jobs > count else "")
@@ -512,6 +422,44 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
         else:
             out[dep] = None
     return list(out)
+
+
+def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]],
+                   loc: Locator) -> None:
+    """Add the jobs each `depends_on_regexes` entry matches (searched anywhere in the name, as
+    Torc does) to the job's dependencies; a regex matching no other job is an error."""
+    names = [j.name for j in jobs]
+    if len(names) * sum(len(r) for _, _, r in regexes) > MAX_REGEX_TESTS:
+        raise loc.error(f"depends_on_regexes here would test job names {MAX_REGEX_TESTS:,} times or more; "
+                        "use depends_on with parameters for large sweeps", "$.jobs")
+    found: dict[str, list[str]] = {}
+    deadline, edges = time.monotonic() + REGEX_SECONDS, sum(len(j.depends_on) for j in jobs)
+    for job, j, patterns in regexes:
+        deps = dict.fromkeys(job.depends_on)
+        for k, pattern in enumerate(patterns):
+            at = f"$.jobs[{j}].depends_on_regexes[{k}]"
+            if pattern not in found:
+                found[pattern] = _search(pattern, names, deadline, loc, at)
+            matched = [n for n in found[pattern] if n != job.name]
+            if not matched:
+                raise loc.error(f"depends_on_regexes entry {pattern!r} of job {job.name!r} matches no other job",
+                                at)
+            deps.update(dict.fromkeys(matched))
+            edges += len(matched)
+            if edges > MAX_DEPENDENCIES:
+                raise loc.error(f"depends_on_regexes make more than {MAX_DEPENDENCIES:,} dependencies", at)
+        job.depends_on = list(deps)
+
+
+def _search(pattern: str, names: list[str], deadline: float, loc: Locator, at: str) -> list[str]:
+    try:
+        compiled = regex.compile(pattern, regex.V0)
+        return [n for n in names if compiled.search(n, timeout=max(0.0, deadline - time.monotonic()))]
+    except regex.error as e:
+        raise loc.error(f"bad regular expression {pattern!r}: {e}", at) from None
+    except TimeoutError:
+        raise loc.error(f"regular expression {pattern!r} takes too long to match job names "
+                        f"(over {REGEX_SECONDS:.0f} s with the others)", at) from None
 
 
 def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) -> None:

@@ -1,4 +1,4 @@
-"""Parameter sweeps: parse value specs, take the Cartesian product, fill templates."""
+"""Parameter sweeps: parse value specs, take the Cartesian product (or zip), fill templates."""
 
 from __future__ import annotations
 
@@ -78,16 +78,33 @@ def _short(spec: str) -> str:
     return repr(spec) if len(spec) <= 60 else repr(spec[:57] + "...")
 
 
-def product_size(params: Mapping[str, Sequence[Scalar]]) -> int:
+def product_size(params: Mapping[str, Sequence[Scalar]], zipped: bool = False) -> int:
+    """How many combinations: the product of the lengths, or (zipped) their common length."""
+    if zipped:
+        return zip_length(params)
     size = 1
     for values in params.values():
         size *= len(values)
     return size
 
 
-def combinations(params: Mapping[str, Sequence[Scalar]]) -> Iterator[dict[str, Scalar]]:
+def zip_length(params: Mapping[str, Sequence[Scalar]]) -> int:
+    lengths = {name: len(values) for name, values in params.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} has {n:,}" for name, n in lengths.items())
+        raise ParameterError(f"parameter_mode zip pairs values by position, so every parameter needs as many "
+                             f"values; here {listed}")
+    return next(iter(lengths.values()), 1)
+
+
+def combinations(params: Mapping[str, Sequence[Scalar]], zipped: bool = False) -> Iterator[dict[str, Scalar]]:
+    """Every combination of values (the Cartesian product), or (zipped) the first values
+    together, then the second values, and so on."""
     names = list(params)
-    for combo in itertools.product(*(params[n] for n in names)):
+    columns = [params[n] for n in names]
+    if zipped:
+        zip_length(params)
+    for combo in (zip(*columns) if zipped else itertools.product(*columns)):
         yield dict(zip(names, combo))
 
 

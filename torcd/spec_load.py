@@ -1,0 +1,222 @@
+"""Reading a spec's text (YAML, JSON, JSON5 or KDL) into a tree that remembers lines.
+
+The tree is ruamel's (mappings and sequences with line numbers), whatever the format, so one
+`Locator` turns a field path from validation into the line that holds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pyjson5
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from torcd.errors import SpecError
+
+MAX_ALIAS_COST = 200_000  # values (and 64-character pieces of strings) copied through YAML aliases
+
+
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
+
+
+class Locator:
+    """Maps `$.jobs[3].name`-style paths to 1-based line numbers of a ruamel tree.
+
+    For formats whose fast parser keeps no positions, `build` makes that tree when a line is
+    first asked for, which happens only on error.
+    """
+
+    def __init__(self, tree: Any, file: str, build: Callable[[], Any] | None = None):
+        self.tree, self.file, self._build = tree, file, build
+
+    def line(self, path: str) -> int | None:
+        if self._build is not None:
+            self.tree, self._build = self._build(), None
+        node, line = self.tree, None
+        for key, index in _PATH_TOKEN.findall(path.removeprefix("$")):
+            if key and isinstance(node, CommentedMap) and key in node:
+                line = node.lc.key(key)[0] + 1
+                node = node[key]
+            elif index and isinstance(node, CommentedSeq) and int(index) < len(node):
+                line = node.lc.item(int(index))[0] + 1
+                node = node[int(index)]
+            else:
+                break
+        if line is None and hasattr(self.tree, "lc") and self.tree.lc.line is not None:
+            line = self.tree.lc.line + 1
+        return line
+
+    def error(self, message: str, path: str) -> SpecError:
+        return SpecError(message, file=self.file, line=self.line(path), field=path)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
+_MULTILINE = frozenset({"command", "recovery_script", "description"})
+Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
+
+
+class PlainTree:
+    """The ruamel tree as builtins, refusing control characters, bad env names and alias bombs.
+
+    An alias is shared in the ruamel tree but copied here, so what it copies is counted:
+    a few hundred bytes of nested aliases would otherwise become gigabytes.
+    """
+
+    def __init__(self, loc: Locator):
+        self.loc, self.seen, self.alias_cost = loc, set[int](), 0
+
+    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
+        if isinstance(node, (dict, list)):
+            if alias is None and id(node) in self.seen:
+                alias = chain[0] if chain else chain  # what holds the alias: its line is where `*name` is
+            self.seen.add(id(node))
+        if alias is not None:
+            self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
+            if self.alias_cost > MAX_ALIAS_COST:
+                raise self.loc.error(f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
+                                     "write the values out or use fewer nested aliases", _path(alias))
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                k = k if isinstance(k, str) else str(k)
+                self._check_key(k, key, chain)
+                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
+            return out
+        if isinstance(node, list):
+            return [self.convert(v, (chain, i), key, alias) for i, v in enumerate(node)]
+        # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
+        for kind in (bool, int, float, str):
+            if isinstance(node, kind):
+                if kind is str:
+                    self._check_text(node, key, chain)
+                return kind(node)
+        return node
+
+    def _check_text(self, text: str, key: str, chain: Chain) -> None:
+        multiline = key in _MULTILINE or key.startswith("env:")
+        bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(text)
+        if bad:
+            allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
+            name = key.removeprefix("env:") or "a value"
+            raise self.loc.error(f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}",
+                                 _path(chain))
+
+    def _check_key(self, name: str, parent_key: str, chain: Chain) -> None:
+        if parent_key == "env":
+            if not name:
+                raise self.loc.error("an environment variable name is empty", _path(chain))
+            if "=" in name:
+                raise self.loc.error(f"environment variable name {name!r} contains `=`", _path(chain))
+        bad = _CONTROL.search(name)
+        if bad:
+            raise self.loc.error(f"key {name!r} contains the control character {bad[0]!r}", _path(chain))
+
+
+def _path(chain: Chain) -> str:
+    parts: list[str] = []
+    while chain is not None:
+        chain, part = chain
+        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
+    return "$" + "".join(reversed(parts))
+
+
+MAX_LOCATE_BYTES = 4 * 2**20  # larger JSON5 specs name the field of an error but not its line
+
+
+def spec_format(file: str, fmt: str | None = None) -> str:
+    """The format asked for, else the file's extension's; YAML reads JSON too."""
+    if fmt:
+        return fmt
+    ext = file.lower().rpartition(".")[2]
+    return ext if ext in ("json5", "kdl") else "yaml"
+
+
+def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
+    """The spec's values (a tree of mappings and lists) and a way back to their lines."""
+    fmt = spec_format(file, fmt)
+    if fmt == "json5":
+        data = _load_json5(text, file)
+        return data, Locator(None, file, lambda: _json5_positions(text))
+    if fmt == "kdl":
+        from torcd.spec_kdl import load_kdl  # only KDL specs need it
+
+        return load_kdl(text, file)
+    tree = _load_yaml(text, file)
+    return tree, Locator(tree, file)
+
+
+def _load_yaml(text: str, file: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except RecursionError:
+        raise SpecError("cannot parse: nested too deeply", file=file) from None
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        problem = e.problem or e.context or "invalid syntax"
+        raise SpecError(f"cannot parse: {problem}", file=file, line=line) from None
+    except YAMLError as e:
+        raise SpecError(f"cannot parse: {e}", file=file) from None
+
+
+_BYTES = re.compile(r"b'([^']*)'")  # pyjson5 names tokens as bytes reprs
+_CODEPOINT = re.compile(r"U\+([0-9a-fA-F]{4,6})")
+_NEAR = re.compile(r"^(.*?) near (\d+)(.*)$", re.S)
+
+
+def _load_json5(text: str, file: str) -> Any:
+    try:
+        return pyjson5.loads(text)
+    except pyjson5.Json5Exception as e:
+        message = str(e.args[0]) if e.args else "invalid syntax"
+        m = _NEAR.match(message)
+        line = text.count("\n", 0, int(m[2])) + 1 if m else None
+        problem = (m[1] + m[3]) if m else message
+        problem = _CODEPOINT.sub(lambda c: repr(chr(int(c[1], 16))), _BYTES.sub(r"\1", problem))
+        raise SpecError(f"cannot parse JSON5: {problem.strip()}", file=file, line=line) from None
+
+
+def _json5_positions(text: str) -> Any:
+    """The spec again, slowly, as a ruamel tree with the line of every key and item."""
+    if len(text) > MAX_LOCATE_BYTES:
+        return None
+    import json5  # json-five: a model with line numbers
+    from json5.loader import ModelLoader
+
+    try:
+        return _positioned(json5.loads(text, loader=ModelLoader()).value)
+    except Exception:  # it parsed once already; a second parser's quirks must not hide the error
+        return None
+
+
+def _positioned(node: Any) -> Any:
+    if hasattr(node, "key_value_pairs"):
+        out = CommentedMap()
+        for k, v in zip(node.keys, node.values):
+            name = getattr(k, "name", None) or getattr(k, "characters", "")
+            out[name] = _positioned(v)
+            out.lc.add_kv_line_col(name, [k.lineno - 1, 0, v.lineno - 1, 0])
+        return out
+    if hasattr(node, "values") and isinstance(node.values, list):
+        seq = CommentedSeq()
+        for i, v in enumerate(node.values):
+            seq.append(_positioned(v))
+            seq.lc.add_kv_line_col(i, [v.lineno - 1, 0])
+        return seq
+    return None
+
+
+def first_content_line(text: str) -> int:
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            return n
+    return 1
