@@ -7,7 +7,7 @@ import os
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError, start_daemon
-from torcctl import checks, commands, recover
+from torcctl import checks, commands, data, recover
 from torcd.protocol import SPEC_FORMATS
 
 
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
     p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
     p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
+    p = cmd("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
+                                 "whether it exists")
+    p.add_argument("workflow_id", type=int)
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")

@@ -21,13 +21,14 @@ from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import format_bytes
 from torcd.core.status import JobStatus
 from torcd.credentials import current_caller, idempotency_key
-from torcd.errors import InvalidParams
+from torcd.errors import InvalidParams, SpecError
 from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.spec import ExpandedJob, on_slurm, parse_spec
+from torcd.spec_files import missing_inputs
 from torcd.store import Store
 
 log = structlog.get_logger("torcd")
@@ -62,6 +63,11 @@ class Handlers:
                                 {"field": "$.cwd"})
         spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path,
                                        params.spec_format)
+        if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):
+            f = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise SpecError(f"input file {f.name!r} ({f.path}) does not exist and no job writes it{more}",
+                            file=params.spec_path, field=f"$.files[{f.index}]")
         if params.executor == "slurm" and self.control.tcp_url is None:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
                                 {"field": "$.executor"})
@@ -97,6 +103,15 @@ class Handlers:
     async def results(self, params: p.Results) -> list[p.AttemptInfo]:
         return await self.store.results(params.workflow_id, params.all_runs, params.failed, params.return_code,
                                         params.limit)
+
+    async def files(self, params: p.ListFiles) -> list[p.FileInfo]:
+        rows = await self.store.files(params.workflow_id, params.limit)
+
+        def exists(path: str, cwd: str) -> bool:
+            return os.path.exists(os.path.join(cwd, path))
+        found = await asyncio.to_thread(lambda: [exists(r["path"], r["cwd"]) for r in rows])
+        return [p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [],
+                           there) for r, there in zip(rows, found)]
 
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
         return await self.store.workflows()
@@ -203,6 +218,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.results": (p.Results, lambda h: h.results),
+    "workflows.files": (p.ListFiles, lambda h: h.files),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),

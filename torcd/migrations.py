@@ -208,4 +208,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN cancel_on_blocking INTEGER NOT NULL DEFAULT 1;
     """,
+    # 12: files as dependencies: each file, the job that writes it, the jobs that read it, and
+    # the paths a job must have written when it exits 0 (JSON)
+    """
+    ALTER TABLE jobs ADD COLUMN outputs TEXT;
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        producer INTEGER,
+        UNIQUE (workflow_id, name)
+    );
+    CREATE TABLE file_readers (
+        file_id INTEGER NOT NULL,
+        job_id INTEGER NOT NULL,
+        PRIMARY KEY (file_id, job_id)
+    ) WITHOUT ROWID;
+    """,
 ]

@@ -155,6 +155,19 @@ class Results(Params):
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
 
 
+class ListFiles(Params):
+    workflow_id: Id
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
+
+
+class FileInfo(msgspec.Struct):
+    name: str
+    path: str  # relative to the workflow's directory, as written
+    producer: str | None  # the job that writes it; None: an input that must exist
+    consumers: list[str]  # the jobs that read it
+    exists: bool
+
+
 class ListJobs(Params):
     workflow_id: Id
     status: str | None = None
@@ -214,6 +227,7 @@ class Runnable(msgspec.Struct):
     gpus: list[str] | None = None  # the devices it was given (CUDA_VISIBLE_DEVICES), once started
     memory: int | None = None  # bytes its processes may use together; killed and recorded as `oom` past it
     sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
+    outputs: list[str] | None = None  # files it must have written when it exits 0 (relative to cwd)
 
 
 class Recovery(msgspec.Struct, frozen=True):

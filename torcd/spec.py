@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
-import regex
 from ruamel.yaml import YAML
 from msgspec import UNSET, Meta, UnsetType
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
+from torcd.spec_files import File, FileSpec, JobFiles, Matcher, Pattern, expand_files, file_edges, job_files
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
@@ -32,8 +31,6 @@ MAX_ARG_BYTES = 128 * 1024 - 1
 MAX_COMMAND_BYTES = 120 * 1024
 MAX_EXPANDED_BYTES = 128 * 1024 * 1024  # names, commands, dependencies and env of all jobs
 MAX_DEPENDENCIES = 4_000_000  # two per job at the job limit
-MAX_REGEX_TESTS = 50_000_000  # job names tested against depends_on_regexes
-REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
 ExitCode = Annotated[int, Meta(ge=1, le=255)]
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 ParamValue = str | int | float | list[str | int | float]
@@ -78,7 +75,11 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     invocation_script: str | None = None  # put before the command (Torc's), like `bash wrap.sh`
     cancel_on_blocking_job_failure: bool = True  # false: run even when a dependency failed (Airflow's all_done)
     parameter_mode: Literal["product", "zip"] = "product"
-    depends_on_regexes: list[Annotated[str, Meta(min_length=1, max_length=1024)]] = []
+    depends_on_regexes: list[Pattern] = []
+    input_files: list[Name] = []
+    output_files: list[Name] = []
+    input_file_regexes: list[Pattern] = []
+    output_file_regexes: list[Pattern] = []
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -120,6 +121,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     slurm_defaults: SlurmDefaults = {}
     resource_requirements: list[ResourceRequirementSpec] = []
     resource_monitor: ResourceMonitorSpec | None = None
+    files: list[FileSpec] = []
     # How workers in allocations behave (Torc's names and defaults).
     compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
     compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
@@ -146,6 +148,8 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     memory_bytes: int | None = None
     runtime_seconds: float | None = None
     cancel_on_blocking: bool = True
+    inputs: list[str] = []  # names of the files it reads
+    outputs: list[str] = []  # ...and writes
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -170,6 +174,8 @@ class Workflow(msgspec.Struct):
     compute_node: ComputeNode = ComputeNode()
     about: WorkflowAbout = WorkflowAbout()
     slurm_defaults: SlurmDefaults = {}
+    files: dict[str, File] = {}
+    required_inputs: list[str] = []  # files read that no job writes: they must exist at submission
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
@@ -317,6 +323,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     jobs: list[ExpandedJob] = []
     origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
     regexes: list[tuple[ExpandedJob, int, list[str]]] = []  # a job, its spec index, its filled regexes
+    files = expand_files(doc.files, doc.parameters, loc)
+    file_names, matcher = list(files), Matcher(loc)
     for j, (job, (named, rest)) in enumerate(zip(doc.jobs, _plan_expansion(doc, loc))):
         at = f"$.jobs[{j}]"
         scheduler = job.scheduler or default_scheduler
@@ -325,6 +333,13 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 name, command = P.fill(job.name, combo), P.fill(job.command, combo)
                 if job.invocation_script:
                     command = f"{P.fill(job.invocation_script, combo)} {command}"
+                used = None
+                if job.input_files or job.output_files or job.input_file_regexes or job.output_file_regexes \
+                        or "${files." in command:
+                    fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
+                    command, used = job_files(command, fill(job.input_files), fill(job.output_files),
+                                              fill(job.input_file_regexes), fill(job.output_file_regexes), files,
+                                              file_names, matcher, name, at, loc)
                 if len(name) > MAX_NAME:
                     raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
                                     f"the limit is {MAX_NAME}", f"{at}.name")
@@ -335,18 +350,27 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 need = needs[j]
                 jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
                                         scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
-                                        job.cancel_on_blocking_job_failure))
+                                        job.cancel_on_blocking_job_failure,
+                                        used.inputs if used else [], used.outputs if used else []))
                 _note_origin(origin, name, j, loc)
                 if job.depends_on_regexes:
                     regexes.append((jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
     if regexes:
-        _match_regexes(jobs, regexes, loc)
-    _check_names(jobs, origin, loc)
+        _match_regexes(jobs, regexes, matcher, loc)
+    deps, via = file_edges([(j.name, JobFiles(j.inputs, j.outputs)) for j in jobs if j.inputs or j.outputs],
+                           origin, loc)
+    for j in jobs:
+        if j.name in deps:
+            j.depends_on = list(dict.fromkeys(j.depends_on + deps[j.name]))
+    _check_names(jobs, origin, loc, via)
+    written = {out for j in jobs for out in j.outputs}
+    required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
-                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults)
+                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults,
+                    files, required)
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
@@ -424,23 +448,17 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
     return list(out)
 
 
-def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]],
+def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]], matcher: Matcher,
                    loc: Locator) -> None:
     """Add the jobs each `depends_on_regexes` entry matches (searched anywhere in the name, as
     Torc does) to the job's dependencies; a regex matching no other job is an error."""
     names = [j.name for j in jobs]
-    if len(names) * sum(len(r) for _, _, r in regexes) > MAX_REGEX_TESTS:
-        raise loc.error(f"depends_on_regexes here would test job names {MAX_REGEX_TESTS:,} times or more; "
-                        "use depends_on with parameters for large sweeps", "$.jobs")
-    found: dict[str, list[str]] = {}
-    deadline, edges = time.monotonic() + REGEX_SECONDS, sum(len(j.depends_on) for j in jobs)
+    edges = sum(len(j.depends_on) for j in jobs)
     for job, j, patterns in regexes:
         deps = dict.fromkeys(job.depends_on)
         for k, pattern in enumerate(patterns):
             at = f"$.jobs[{j}].depends_on_regexes[{k}]"
-            if pattern not in found:
-                found[pattern] = _search(pattern, names, deadline, loc, at)
-            matched = [n for n in found[pattern] if n != job.name]
+            matched = [n for n in matcher.search(pattern, names, at) if n != job.name]
             if not matched:
                 raise loc.error(f"depends_on_regexes entry {pattern!r} of job {job.name!r} matches no other job",
                                 at)
@@ -451,18 +469,8 @@ def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int
         job.depends_on = list(deps)
 
 
-def _search(pattern: str, names: list[str], deadline: float, loc: Locator, at: str) -> list[str]:
-    try:
-        compiled = regex.compile(pattern, regex.V0)
-        return [n for n in names if compiled.search(n, timeout=max(0.0, deadline - time.monotonic()))]
-    except regex.error as e:
-        raise loc.error(f"bad regular expression {pattern!r}: {e}", at) from None
-    except TimeoutError:
-        raise loc.error(f"regular expression {pattern!r} takes too long to match job names "
-                        f"(over {REGEX_SECONDS:.0f} s with the others)", at) from None
-
-
-def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) -> None:
+def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator,
+                 via: dict[tuple[str, str], str]) -> None:
     seen = origin.keys()
     for job in jobs:
         for k, dep in enumerate(job.depends_on):
@@ -476,7 +484,8 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator) 
                 raise loc.error(f"job {job.name!r} depends on itself", f"$.jobs[{origin[job.name]}].depends_on")
     cycle = find_cycle({job.name: job.depends_on for job in jobs})
     if cycle:
-        raise loc.error("dependency cycle: " + " -> ".join(cycle), f"$.jobs[{origin[cycle[0]]}].depends_on")
+        steps = [cycle[0]] + [f"{v} (reads {via[u, v]!r})" if (u, v) in via else v for u, v in zip(cycle, cycle[1:])]
+        raise loc.error("dependency cycle: " + " -> ".join(steps), f"$.jobs[{origin[cycle[0]]}].depends_on")
 
 
 def on_slurm(spec: Workflow, account: str | None) -> tuple[list[SlurmSchedulerSpec], list[ExpandedJob]]:

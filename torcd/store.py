@@ -159,6 +159,16 @@ class Store(SlurmStore, Database):
             (wf, all_runs, failed, return_code, return_code, limit))
         return [_attempt_info(r, r["job_name"]) for r in rows]
 
+    async def files(self, wf: int, limit: int) -> list[sqlite3.Row]:
+        """The workflow's files with the job that writes each and the jobs that read it."""
+        await self.workflow(wf)
+        return await self._rows(
+            """SELECT f.name, f.path, p.name AS producer, w.cwd,
+                      (SELECT group_concat(j.name, char(31)) FROM file_readers r JOIN jobs j ON j.id = r.job_id
+                       WHERE r.file_id = f.id) AS readers
+               FROM files f JOIN workflows w ON w.id = f.workflow_id LEFT JOIN jobs p ON p.id = f.producer
+               WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""", (wf, limit))
+
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
         await self.workflow(wf)
         rows = await self._rows(
@@ -192,16 +202,20 @@ class Store(SlurmStore, Database):
                           ((wf, sc.name, _encode(sc)) for sc in schedulers))
             tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
-                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
+                   outputs)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
                   len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds,
-                  int(j.cancel_on_blocking)) for j in jobs))
+                  int(j.cancel_on_blocking), _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None)
+                 for j in jobs))
             ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
+            if spec.files:
+                _insert_files(tx, wf, spec, ids)
             tx.emit(E.WorkflowCreated, wf, count=len(jobs), message=spec.name)
             return wf
         return await self.write(_body, key=key)
@@ -226,7 +240,9 @@ class Store(SlurmStore, Database):
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
-            for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers"):
+            tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
+            for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers",
+                          "files"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
         return await self.write(_body, key=key)
@@ -457,6 +473,15 @@ class Store(SlurmStore, Database):
                 WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
         return [runnable(r, r["attempt_start"], r["attempt_gpus"]) for r in rows]
 
+
+
+def _insert_files(tx: Tx, wf: int, spec: Workflow, ids: dict[str, int]) -> None:
+    writer = {out: ids[j.name] for j in spec.jobs for out in j.outputs}
+    tx.many("INSERT INTO files (workflow_id, name, path, producer) VALUES (?, ?, ?, ?)",
+            ((wf, f.name, f.path, writer.get(f.name)) for f in spec.files.values()))
+    file_ids = {name: fid for fid, name in tx.rows("SELECT id, name FROM files WHERE workflow_id = ?", (wf,))}
+    tx.many("INSERT INTO file_readers (file_id, job_id) VALUES (?, ?)",
+            ((file_ids[i], ids[j.name]) for j in spec.jobs for i in j.inputs))
 
 
 def _started(st: Start, host: str) -> L.Started:

@@ -38,6 +38,11 @@ UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without record
                         "(killed by SIGKILL, or the command replaced its shell with exec)")
 
 
+def missing_outputs(job: Runnable) -> list[str]:
+    """The declared outputs a job that exited 0 did not write (paths relative to its directory)."""
+    return [p for p in job.outputs or () if not os.path.exists(os.path.join(job.cwd, p))]
+
+
 class LocalExecutor:
     def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_log: ExitLog | None = None,
                  gpus: list[str] | None = None):
@@ -216,6 +221,11 @@ class LocalExecutor:
             self.on_exit(Exit(*done, rc, end, f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
                               f"memory limit of {format_bytes(job.memory or 0)}: out of memory", job.workflow_id,
                               "oom", peak, cpu))
+            return
+        if rc == 0 and job.outputs and (missing := await asyncio.to_thread(missing_outputs, job)):
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            self.on_exit(Exit(*done, 1, end, f"exited 0 but did not write its output files: {shown}",
+                              job.workflow_id, "missing_output", peak, cpu))
             return
         self.on_exit(Exit(*done, rc, end, workflow_id=job.workflow_id, peak_memory=peak, cpu_seconds=cpu))
 

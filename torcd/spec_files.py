@@ -1,0 +1,171 @@
+"""Files as dependencies (Torc's `files`, `input_files`, `output_files`, `${files.input.NAME}`).
+
+A job that writes a file runs before every job that reads it; a file no job writes must exist
+when the workflow is submitted. What is decided here is pure: names, paths and the edges they
+make. Whether an input exists is asked by `missing_inputs`, at submission.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from typing import Annotated, Literal, Protocol
+
+import msgspec
+import regex
+from msgspec import Meta
+
+from torcd.core import params as P
+
+Name = Annotated[str, Meta(min_length=1, max_length=512)]
+Path = Annotated[str, Meta(min_length=1, max_length=4096)]
+Pattern = Annotated[str, Meta(min_length=1, max_length=1024)]
+ParamValue = str | int | float | list[str | int | float]
+MAX_FILES = 2_000_000
+MAX_REGEX_TESTS = 50_000_000  # names tested against all of a spec's regexes together
+REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
+# `${files.input.NAME}` in a command: the file's path, and a dependency on whoever writes it
+_FILE_REF = re.compile(r"\$\{files\.(input|output)\.([^{}]+)\}")
+
+
+class Locator(Protocol):
+    def error(self, message: str, field: str) -> Exception: ...
+
+
+class FileSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    path: Path
+    parameters: dict[str, ParamValue] = {}
+    parameter_mode: Literal["product", "zip"] = "product"
+    use_parameters: list[str] | None = None
+    st_mtime: float | None = None  # Torc's record of when it last changed: accepted, not used
+
+
+class File(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    path: str  # as written (relative to the directory the workflow was submitted from)
+    index: int  # of its entry in `files`, for error lines
+
+
+class Matcher:
+    """Regexes against names, each pattern compiled and searched once, within a budget of
+    tests and of time (Torc's regexes are unanchored: found anywhere in the name)."""
+
+    def __init__(self, loc: Locator):
+        self.loc, self.tests, self.found = loc, 0, dict[tuple[str, int], list[str]]()
+        self.deadline = time.monotonic() + REGEX_SECONDS
+
+    def search(self, pattern: str, names: Sequence[str], at: str) -> list[str]:
+        key = (pattern, id(names))
+        if key in self.found:
+            return self.found[key]
+        self.tests += len(names)
+        if self.tests > MAX_REGEX_TESTS:
+            raise self.loc.error(f"the spec's regexes would test names {MAX_REGEX_TESTS:,} times or more; list "
+                                 "names with parameters for large sweeps", at)
+        try:
+            compiled = regex.compile(pattern, regex.V0)
+            out = [n for n in names if compiled.search(n, timeout=max(0.0, self.deadline - time.monotonic()))]
+        except regex.error as e:
+            raise self.loc.error(f"bad regular expression {pattern!r}: {e}", at) from None
+        except TimeoutError:
+            raise self.loc.error(f"regular expression {pattern!r} takes too long to match names "
+                                 f"(over {REGEX_SECONDS:.0f} s with the others)", at) from None
+        self.found[key] = out
+        return out
+
+
+def expand_files(specs: list[FileSpec], workflow_params: dict[str, ParamValue], loc: Locator) -> dict[str, File]:
+    """Each file entry, its parameters filled in (product or zip), by name."""
+    files: dict[str, File] = {}
+    for i, spec in enumerate(specs):
+        at = f"$.files[{i}]"
+        raw: dict[str, ParamValue] = {}
+        for k, name in enumerate(spec.use_parameters or []):
+            if name not in workflow_params:
+                raise loc.error(f"no workflow parameter named {name!r}", f"{at}.use_parameters[{k}]")
+            raw[name] = workflow_params[name]
+        raw.update(spec.parameters)
+        try:
+            values = {name: P.parse_values(v, max_values=MAX_FILES) for name, v in raw.items()}
+            zipped = spec.parameter_mode == "zip"
+            if P.product_size(values, zipped) + len(files) > MAX_FILES:
+                raise loc.error(f"the files expand to more than {MAX_FILES:,}", f"{at}.parameters")
+            for combo in P.combinations(values, zipped) if values else [{}]:
+                name, path = P.fill(spec.name, combo), P.fill(spec.path, combo)
+                if name in files:
+                    first = files[name].index
+                    raise loc.error(f"duplicate file name {name!r}" + (f" (also made by files[{first}])"
+                                                                       if first != i else ""), f"{at}.name")
+                files[name] = File(name, path, i)
+        except P.ParameterError as e:
+            raise loc.error(f"file {spec.name!r}: {e}", f"{at}.parameters") from None
+    return files
+
+
+class JobFiles(msgspec.Struct):
+    """What one job reads and writes, by file name."""
+
+    inputs: list[str]
+    outputs: list[str]
+
+
+def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes: list[str],
+              output_regexes: list[str], files: dict[str, File], names: list[str], matcher: Matcher,
+              job: str, at: str, loc: Locator) -> tuple[str, JobFiles]:
+    """The job's command with `${files.input.NAME}` / `${files.output.NAME}` replaced by paths,
+    and the files it reads and writes: those it lists, those its regexes match and those its
+    command names."""
+    seen = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
+    for role, patterns in (("input", input_regexes), ("output", output_regexes)):
+        for k, pattern in enumerate(patterns):
+            field = f"{at}.{role}_file_regexes[{k}]"
+            matched = matcher.search(pattern, names, field)
+            if not matched:
+                raise loc.error(f"{role}_file_regexes entry {pattern!r} of job {job!r} matches no file", field)
+            seen[role].update(dict.fromkeys(matched))
+
+    def substitute(m: re.Match[str]) -> str:
+        role, name = m[1], m[2]
+        if name not in files:
+            raise loc.error(f"job {job!r} names file {name!r} in `${{files.{role}.{name}}}`, and `files` has "
+                            "no such file", f"{at}.command")
+        seen[role][name] = None
+        return files[name].path
+
+    command = _FILE_REF.sub(substitute, command) if "${files." in command else command
+    for role in ("input", "output"):
+        for name in seen[role]:
+            if name not in files:
+                raise loc.error(f"job {job!r} lists {role} file {name!r}, and `files` has no such file",
+                                f"{at}.{role}_files")
+    return command, JobFiles(list(seen["input"]), list(seen["output"]))
+
+
+def file_edges(jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int],
+               loc: Locator) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+    """Each job's producers (the jobs that write a file it reads), and for each such edge the
+    file that makes it; a file written by two jobs is an error."""
+    producer: dict[str, str] = {}
+    for name, f in jobs:
+        for out in f.outputs:
+            if out in producer and producer[out] != name:
+                raise loc.error(f"file {out!r} is written by two jobs, {producer[out]!r} and {name!r}; one job "
+                                "must own each output", f"$.jobs[{spec_index[name]}].output_files")
+            producer[out] = name
+    deps: dict[str, list[str]] = {}
+    via: dict[tuple[str, str], str] = {}
+    for name, f in jobs:
+        for inp in f.inputs:
+            source = producer.get(inp)
+            if source is not None and source != name:
+                deps.setdefault(name, []).append(source)
+                via.setdefault((name, source), inp)
+    return deps, via
+
+
+def missing_inputs(files: dict[str, File], inputs: Sequence[str], cwd: str) -> list[File]:
+    """Files read but written by no job that do not exist (paths relative to cwd)."""
+    return [files[name] for name in inputs if not os.path.exists(os.path.join(cwd, files[name].path))]
