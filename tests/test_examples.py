@@ -16,11 +16,25 @@ def workdir(tmp_path):
 
 
 @pytest.mark.parametrize("spec,jobs", [("diamond.yaml", 4), ("sweep.yaml", 7),
-                                       ("failure_handler_simulation.yaml", 10)])
+                                       ("failure_handler_simulation.yaml", 10), ("file_diamond.yaml", 4)])
 def test_example_runs_to_completion(daemon, workdir, spec, jobs):
     code, out, err = daemon.ctl("run", f"examples/{spec}", cwd=workdir)
     assert code == 0, out + err
     assert f"completed  {jobs}" in out
+
+
+@pytest.mark.parametrize("spec", ["sweep100.yaml", "sweep100.json5", "sweep100.kdl"])
+def test_the_100_job_sweep_runs_alike_in_yaml_json5_and_kdl(daemon, workdir, spec):
+    code, out, err = daemon.ctl("run", "--quiet", f"examples/{spec}", cwd=workdir)
+    assert code == 0 and "completed  101" in out, out + err
+    summary = daemon.jobs(1)["summary"]
+    assert open(daemon.attempts(summary.id)[0].stdout_path).read() == "sum of squares 338350\n"
+
+
+def test_the_zip_sweep_pairs_its_values(daemon, workdir):
+    code, out, _ = daemon.ctl("run", "--quiet", "examples/zip_sweep.yaml", cwd=workdir)
+    assert code == 0 and "completed  3" in out
+    assert sorted(daemon.jobs(1)) == ["run_n128_dt0.005", "run_n256_dt0.0025", "run_n64_dt0.01"]
 
 
 def test_diamond_computes_its_result(daemon, workdir):

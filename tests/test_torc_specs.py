@@ -158,3 +158,113 @@ def test_spec_format_overrides_the_extension(tmp_path):
     assert run.returncode == 0 and "ok (101 jobs" in run.stdout, run.stderr
     run = subprocess.run([sys.executable, "-m", "torcctl", "validate", str(spec)], capture_output=True, text=True)
     assert run.returncode == 2 and "cannot parse" in run.stderr and "Traceback" not in run.stderr
+
+
+KDL = """\
+// A Torc KDL spec (KDL 2)
+name "kdl_demo"
+parameters {
+    i "1:3"
+}
+resource_requirements "small" {
+    num_cpus 1
+    memory "100m"
+}
+file "out_{i}" path="out/{i}.txt" {
+    parameters { i "1:3"; }
+}
+/- job "commented_out" {
+    command "never"
+}
+job "work_{i}" {
+    command "echo {i} > ${files.output.out_{i}}"
+    resource_requirements "small"
+    use_parameters "i"
+}
+job "gather" {
+    command #"cat out/*.txt | grep -c "[0-9]""#
+    input_file "out_1"
+    input_file "out_2"
+    depends_on_regexes "^work_3$"
+    cancel_on_blocking_job_failure #false
+}
+failure_handler "h" {
+    rule {
+        exit_codes 10 11
+        max_retries 2
+    }
+}
+"""
+
+KDL_AS_YAML = """\
+name: kdl_demo
+parameters: {i: "1:3"}
+resource_requirements:
+  - {name: small, num_cpus: 1, memory: 100m}
+files:
+  - {name: "out_{i}", path: "out/{i}.txt", parameters: {i: "1:3"}}
+jobs:
+  - name: "work_{i}"
+    command: "echo {i} > ${files.output.out_{i}}"
+    resource_requirements: small
+    use_parameters: [i]
+  - name: gather
+    command: 'cat out/*.txt | grep -c "[0-9]"'
+    input_files: [out_1, out_2]
+    depends_on_regexes: ["^work_3$"]
+    cancel_on_blocking_job_failure: false
+failure_handlers:
+  - name: h
+    rules: [{exit_codes: [10, 11], max_retries: 2}]
+"""
+
+
+def test_kdl_reads_as_the_same_spec_in_yaml():
+    assert parse_spec(KDL, "wf.kdl") == parse_spec(KDL_AS_YAML, "wf.yaml")
+    gather = parse_spec(KDL, "wf.kdl").jobs[-1]
+    assert gather.depends_on == ["work_3", "work_1", "work_2"] and not gather.cancel_on_blocking
+
+
+def test_kdl_1_syntax_reads_too():
+    v1 = 'name "v1"\njob "a" {\n    command r#"echo "hi""#\n    cancel_on_blocking_job_failure false\n}\n'
+    job = parse_spec(v1, "wf.kdl").jobs[0]
+    assert job.command == 'echo "hi"' and not job.cancel_on_blocking
+
+
+@pytest.mark.parametrize("change, message", [
+    (('memory "100m"', 'memory "100m'), "wf.kdl:8: cannot parse KDL: Parse error"),
+    (('max_retries 2', 'max_retries 2 }'), "wf.kdl:31: cannot parse KDL: Error parsing property or argument"),
+    (('num_cpus 1', 'num_cpus 1\n    bogus 2'), "wf.kdl:8: unknown key `bogus` (at $.resource_requirements[0].bogus)"),
+    (('input_file "out_2"', 'input_file "out_9"'),
+     "wf.kdl:23: job 'gather' lists input file 'out_9', and `files` has no such file (at $.jobs[1].input_files)"),
+    (('depends_on_regexes "^work_3$"', 'depends_on_regexes "^nothing"'),
+     "wf.kdl:25: depends_on_regexes entry '^nothing' of job 'gather' matches no other job "
+     "(at $.jobs[1].depends_on_regexes[0])"),
+    (('resource_requirements "small"\n    use', 'resource_requirements "smal"\n    use'),
+     "wf.kdl:18: unknown resource requirement 'smal' (small) (at $.jobs[0].resource_requirements)"),
+    (('job "gather" {', 'job {'), "wf.kdl:21: `job` needs its name as its first argument, like job \"name\""),
+    (('exit_codes 10 11', 'exit_codes 10 "x"'),
+     "wf.kdl:30: Expected `int`, got `str` (at $.failure_handlers[0].rules[0].exit_codes[1])"),
+    (('"echo {i} > ', '"echo {i}\\u{0} > '),
+     "wf.kdl:17: `command` contains the control character '\\x00'; it must be printable text, tabs and newlines "
+     "(at $.jobs[0].command)"),
+])
+def test_kdl_errors_name_their_line(change, message):
+    text = KDL.replace(*change)
+    assert text != KDL
+    assert error_of(text, "wf.kdl") == message
+
+
+def test_kdl_too_deep_or_unclosed_is_a_clear_error():
+    assert error_of("a {" * 100_000, "wf.kdl") == \
+        "wf.kdl:1: cannot parse KDL: Unexpected end of data (unclosed lists of children)"
+    assert error_of('name "x"\nmetadata ' + "{ a " * 5000 + "}" * 5000, "wf.kdl") == \
+        "wf.kdl: the spec is nested too deeply"
+
+
+def test_print_yaml_converts_kdl(tmp_path):
+    spec = tmp_path / "wf.kdl"
+    spec.write_text(KDL)
+    out = subprocess.run([sys.executable, "-m", "torcctl", "validate", "--print-yaml", str(spec)],
+                         capture_output=True, text=True, check=True).stdout
+    assert parse_spec(out, "converted.yaml") == parse_spec(KDL, "wf.kdl")

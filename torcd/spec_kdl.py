@@ -1,0 +1,296 @@
+"""KDL specs, as Torc writes them: nodes become the keys of the YAML/JSON structure.
+
+ckdl parses (KDL 2, which Torc writes, and KDL 1). It keeps no positions, so a small scan of
+the text finds the line where each node starts, for error messages; the scan only counts
+nodes, strings, comments and braces, and is checked against ckdl's tree before it is used.
+
+Mapping (Torc's): a node's name is the key and its first argument the value; `job "name"`,
+`file "name"`, `resource_requirements "name"`, `failure_handler "name"`, `slurm_scheduler "name"`,
+`user_data "name"`, `action`, `rule` are entries of their lists; list fields are repeated nodes
+with one value each (`depends_on "a"`, `input_file "f"`, an action's `command "..."` and
+`job "a"`), except `use_parameters`, `exit_codes`, `causes` and an action's `jobs`, which take
+several arguments; a node with children is a mapping; `key=value` properties are keys too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ckdl
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from torcd.errors import SpecError
+from torcd.spec_load import Locator
+
+# node name -> (list key, named: its first argument is the entry's `name`)
+_ENTRIES = {
+    "workflow": {"job": ("jobs", True), "file": ("files", True), "user_data": ("user_data", True),
+                 "resource_requirements": ("resource_requirements", True),
+                 "failure_handler": ("failure_handlers", True), "slurm_scheduler": ("slurm_schedulers", True),
+                 "action": ("actions", False)},
+    "failure_handler": {"rule": ("rules", False)},
+}
+# repeated one-value nodes -> the list they make
+_REPEATED = {
+    "job": {"depends_on": "depends_on", "depends_on_job": "depends_on", "depends_on_regexes": "depends_on_regexes",
+            "input_file": "input_files", "output_file": "output_files", "input_files": "input_files",
+            "output_files": "output_files", "input_file_regexes": "input_file_regexes",
+            "output_file_regexes": "output_file_regexes", "input_user_data": "input_user_data",
+            "output_user_data": "output_user_data", "input_user_data_regexes": "input_user_data_regexes",
+            "output_user_data_regexes": "output_user_data_regexes"},
+    "action": {"command": "commands", "job": "jobs", "job_name_regexes": "job_name_regexes"},
+}
+_MULTI_ARG = {"use_parameters", "exit_codes", "causes", "jobs"}
+_CONTEXT_OF = {"jobs": "job", "actions": "action", "failure_handlers": "failure_handler", "rules": "rule"}
+
+
+def load_kdl(text: str, file: str) -> tuple[Any, Locator]:
+    try:
+        doc = ckdl.parse(text, version="any")
+    except ckdl.ParseError as e:
+        raise SpecError(f"cannot parse KDL: {e}", file=file, line=_error_line(text)) from None
+    except RecursionError:
+        raise SpecError("cannot parse KDL: nested too deeply", file=file) from None
+    try:
+        tree = _block(doc.nodes, None, "workflow", file)
+    except SpecError:
+        _positioned(doc, text, file)  # the same error again, with its line
+        raise
+    except RecursionError:
+        raise SpecError("the spec is nested too deeply", file=file) from None
+    return tree, Locator(None, file, lambda: _positioned(doc, text, file))
+
+
+def _positioned(doc: Any, text: str, file: str) -> CommentedMap | None:
+    """The tree again with the line of each node: made only when an error needs a line."""
+    lines = _scan(text)
+    if lines is None or not _same_shape(doc.nodes, lines):
+        return None  # the scan disagrees with the parser: the error names its field, not its line
+    return _block(doc.nodes, lines, "workflow", file)
+
+
+# -- conversion -----------------------------------------------------------------------------
+
+Lines = list[tuple[int, "Lines"]]  # each node's line and its children's
+
+
+def _block(nodes: list, lines: Lines | None, context: str, file: str) -> CommentedMap:
+    out = CommentedMap()
+    entries, repeated = _ENTRIES.get(context, {}), _REPEATED.get(context, {})
+    for k, node in enumerate(nodes):
+        line, children = lines[k] if lines is not None else (None, None)
+        name = node.name
+        if name in entries:
+            key, named = entries[name]
+            item = _block(node.children, children, _CONTEXT_OF.get(key, name), file)
+            for p, v in reversed(node.properties.items()):  # `file "f" path="p"`: path first
+                item.insert(0, p, _value(v))
+            if named:
+                if not node.args:
+                    raise SpecError(f"`{name}` needs its name as its first argument, like {name} \"name\"",
+                                    file=file, line=line)
+                item.insert(0, "name", _value(node.args[0]))
+            _append(out, key, item, line)
+        elif name in repeated:
+            for arg in node.args or [None]:
+                _append(out, repeated[name], _value(arg), line)
+        else:
+            out[name] = _node_value(node, children, file)
+            _mark(out, name, line)
+    return out
+
+
+def _node_value(node: Any, lines: Lines | None, file: str) -> Any:
+    if node.children:
+        value = _block(node.children, lines, node.name, file)
+        value.update({p: _value(v) for p, v in node.properties.items()})
+        return value
+    if node.properties and not node.args:
+        return {p: _value(v) for p, v in node.properties.items()}
+    if node.name in _MULTI_ARG:
+        return [_value(a) for a in node.args]
+    if node.name == "data" and node.args and isinstance(node.args[0], str):  # user data: JSON in a string
+        try:
+            return json.loads(node.args[0])
+        except ValueError:
+            return node.args[0]
+    return _value(node.args[0]) if node.args else None
+
+
+def _value(v: Any) -> Any:
+    return v.value if isinstance(v, ckdl.Value) else v  # a type annotation, like (u8)5, is dropped
+
+
+def _append(out: CommentedMap, key: str, item: Any, line: int | None) -> None:
+    if key not in out:
+        out[key] = CommentedSeq()
+        _mark(out, key, line)
+    seq = out[key]
+    seq.append(item)
+    if line is not None:
+        seq.lc.add_kv_line_col(len(seq) - 1, [line - 1, 0])
+
+
+def _mark(out: CommentedMap, key: str, line: int | None) -> None:
+    if line is not None:
+        out.lc.add_kv_line_col(key, [line - 1, 0, line - 1, 0])
+
+
+def _same_shape(nodes: list, lines: Lines) -> bool:
+    return len(nodes) == len(lines) and all(_same_shape(n.children, c) for n, (_, c) in zip(nodes, lines))
+
+
+# -- where nodes start ------------------------------------------------------------------------
+
+def _scan(text: str) -> Lines | None:
+    """The line of each node and its children, skipping those a `/-` comments out; None if the
+    text holds something this scan does not follow."""
+    root: Lines = []
+    stack: list[tuple[Lines, bool]] = [(root, False)]  # (the nodes of a block, whether it is dropped)
+    i, n, line = 0, len(text), 1
+    node_start, slashdash, drop_block, continued = True, False, False, False
+    try:
+        while i < n:
+            c = text[i]
+            if c == "\n":
+                line += 1
+                i += 1
+                if not continued:
+                    node_start = True
+                continued = False
+            elif c in " \t\r\ufeff":
+                i += 1
+            elif text.startswith("//", i):
+                i = text.find("\n", i) if "\n" in text[i:] else n
+            elif text.startswith("/*", i):
+                i, line = _block_comment(text, i, line)
+            elif text.startswith("/-", i):
+                slashdash, i = True, i + 2
+            elif c == "\\":
+                continued, i = True, i + 1
+            elif c == ";":
+                node_start, i = True, i + 1
+            elif c == "{":
+                nodes, dropped = stack[-1]
+                block_dropped = dropped or slashdash or drop_block
+                stack.append((nodes[-1][1] if nodes and not block_dropped else [], block_dropped))
+                node_start, slashdash, drop_block, i = True, False, False, i + 1
+            elif c == "}":
+                stack.pop()
+                node_start, i = True, i + 1
+            else:
+                if node_start:
+                    nodes, dropped = stack[-1]
+                    if slashdash or dropped:
+                        drop_block = True  # its children go with it
+                    else:
+                        nodes.append((line, []))
+                        drop_block = False
+                    node_start = slashdash = False
+                elif slashdash:  # an argument or property commented out
+                    slashdash = False
+                i, line = _token(text, i, line)
+    except (IndexError, ValueError):
+        return None
+    return root if len(stack) == 1 else None
+
+
+def _block_comment(text: str, i: int, line: int) -> tuple[int, int]:
+    depth, i = 1, i + 2
+    while depth:
+        j = min((k for k in (text.find("/*", i), text.find("*/", i)) if k >= 0), default=-1)
+        if j < 0:
+            raise ValueError("unclosed comment")
+        line += text.count("\n", i, j)
+        depth += 1 if text.startswith("/*", j) else -1
+        i = j + 2
+    return i, line
+
+
+def _token(text: str, i: int, line: int) -> tuple[int, int]:
+    """Past one token (a string in any of KDL's forms, or anything up to a delimiter)."""
+    hashes = 0
+    j = i + 1 if text[i] == "r" and i + 1 < len(text) and text[i + 1] in '#"' else i  # KDL 1's r#"..."#
+    while j < len(text) and text[j] == "#":
+        hashes, j = hashes + 1, j + 1
+    if j < len(text) and text[j] == '"':
+        triple = text.startswith('"""', j)
+        close = ('"""' if triple else '"') + "#" * hashes
+        k = j + (3 if triple else 1)
+        while True:
+            k = text.index(close, k)
+            if hashes or text[k - 1] != "\\" or _escaped_backslash(text, k):
+                break
+            k += 1
+        end = k + len(close)
+        return end, line + text.count("\n", i, end)
+    k = i
+    while k < len(text) and text[k] not in ' \t\r\n;{}"\\' and not text.startswith("//", k) \
+            and not text.startswith("/*", k):
+        k += 1
+    return max(k, i + 1), line
+
+
+def _escaped_backslash(text: str, k: int) -> bool:
+    """Whether the quote at k closes the string: an even number of backslashes before it."""
+    count = 0
+    while text[k - 1 - count] == "\\":
+        count += 1
+    return count % 2 == 0
+
+
+def _error_line(text: str) -> int | None:
+    """The line of the first node (at any depth) before which the text still parses: where the
+    syntax error is. Found by parsing prefixes cut at node starts, closed with braces."""
+    starts = _starts(text)
+    if not starts:
+        return None
+    lo, hi = 0, len(starts) - 1  # the last start whose prefix parses
+    if not _parses(text, starts[0]):
+        return starts[0][1]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _parses(text, starts[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return starts[lo][1]
+
+
+def _parses(text: str, start: tuple[int, int, int]) -> bool:
+    offset, _, depth = start
+    try:
+        ckdl.parse(text[:offset] + "\n" + "}\n" * depth, version="any")
+        return True
+    except ckdl.ParseError:
+        return False
+
+
+def _starts(text: str) -> list[tuple[int, int, int]]:
+    """(offset, line, depth) of each line's first token that could start a node."""
+    out, depth, line, i, n = [], 0, 1, 0, len(text)
+    at_start = True
+    try:
+        while i < n:
+            c = text[i]
+            if c == "\n":
+                line, i, at_start = line + 1, i + 1, True
+            elif c in " \t\r;":
+                i += 1
+            elif text.startswith("//", i):
+                i = text.find("\n", i) if "\n" in text[i:] else n
+            elif text.startswith("/*", i):
+                i, line = _block_comment(text, i, line)
+            elif c == "{":
+                depth, i, at_start = depth + 1, i + 1, True
+            elif c == "}":
+                depth, i = max(0, depth - 1), i + 1
+            else:
+                if at_start:
+                    out.append((i, line, depth))
+                    at_start = False
+                i, line = _token(text, i, line)
+    except (IndexError, ValueError):
+        pass  # the error is in what was not scanned: the starts found so far bound it
+    return out
