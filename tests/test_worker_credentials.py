@@ -3,6 +3,7 @@ that allocation, and only report what was handed to its own worker. TLS on the T
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -14,7 +15,8 @@ import msgspec
 import pytest
 
 from conftest import Daemon
-from test_slurm import _allocations_of, pytestmark, sdaemon  # noqa: F401  (fixture and Slurm check)
+import test_user_data as user_data
+from test_slurm import _allocations_of, allocations, pytestmark, scheduler, sdaemon, submit_slurm  # noqa: F401
 from torcd.protocol import AllocationInfo, WorkflowSummary
 
 HELD = """
@@ -249,3 +251,24 @@ def test_events_refuses_out_of_range_numbers(daemon):
         c.request("GET", f"/events?{query}")
         assert c.getresponse().status == 400, query
         c.close()
+
+
+def test_jobs_in_an_allocation_hand_on_user_data_with_its_credential(sdaemon, tmp_path):
+    wf = submit_slurm(sdaemon, user_data.PIPELINE.replace("name: handoff\n", "name: handoff\n" + scheduler(cpus=1)))
+    assert sdaemon.wait(wf, timeout=120).counts == {"completed": 2}
+    assert json.loads(user_data.stdout_of(sdaemon, wf, "consume")) == {"sum": 20}
+    assert allocations(sdaemon, wf)
+
+
+def test_an_allocation_credential_reaches_only_its_own_workflows_user_data(sdaemon, tmp_path):
+    url = sdaemon.call("ping")["tcp_url"]
+    wf, _, token = held_allocation(sdaemon, tmp_path, "one")
+    other, _, _ = held_allocation(sdaemon, tmp_path, "two")
+    reply = tcp_call(url, token, "user_data.set", {"workflow_id": wf, "name": "x", "data": [1, 2]})
+    assert reply["result"] == {"name": "x", "bytes": 5}
+    assert tcp_call(url, token, "user_data.get", {"workflow_id": wf, "name": "x"})["result"]["data"] == [1, 2]
+    for method, params in (("user_data.set", {"workflow_id": other, "name": "x", "data": 1}),
+                           ("user_data.get", {"workflow_id": other, "name": "x"}),
+                           ("user_data.list", {"workflow_id": other})):
+        assert tcp_call(url, token, method, params)["error"]["code"] == -32001, method
+    assert sdaemon.call("user_data.list", {"workflow_id": other}) == []

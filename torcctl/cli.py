@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from torcctl.client import Client, ConnectError, RpcError, start_daemon
+from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
 from torcctl import checks, commands, data, recover
 from torcd.protocol import SPEC_FORMATS
 
@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
                                  "whether it exists")
     p.add_argument("workflow_id", type=int)
+    ud = sub.add_parser("user-data", help="read and write a workflow's user data (from jobs too: they reach the "
+                                          "daemon through $TORC_API_URL)").add_subparsers(
+        dest="user_data_command", required=True, metavar="ACTION")
+    p = cmd("get", data.user_data_get, "print an entry's value as JSON", ud)
+    p.add_argument("name")
+    p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
+    p = cmd("set", data.user_data_set, "set an entry's value (JSON)", ud)
+    p.add_argument("name")
+    p.add_argument("data", nargs="?", metavar="JSON", help='the value, like \'{"rows": 10}\' or \'"text"\'')
+    p.add_argument("--data-file", metavar="FILE", help="read the value from FILE (- for stdin)")
+    p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
+    p = cmd("list", data.user_data_list, "list a workflow's user data", ud)
+    p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")
     p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
@@ -173,11 +186,21 @@ def _count(text: str) -> int:
     return int(text)
 
 
+DATA_COMMANDS = (data.user_data_get, data.user_data_set, data.user_data_list)
+
+
 def connect(args: argparse.Namespace) -> Client:
     from torcd.paths import default_socket
 
     if (args.socket and not os.path.isabs(args.socket)) or (args.state_dir and not os.path.isabs(args.state_dir)):
         commands.current_dir()  # relative paths need a working directory that still exists
+    api_url = os.environ.get("TORC_API_URL", "")
+    if args.func in DATA_COMMANDS and not args.socket and api_url:  # a job, reaching the daemon that runs it
+        if api_url.startswith("unix://"):
+            args.socket = api_url[len("unix://"):]
+        else:
+            return TcpClient(api_url, read_token(os.environ.get("TORC_API_TOKEN_FILE")),
+                             os.environ.get("TORC_CA_FILE"))
     path = os.path.abspath(args.socket) if args.socket else default_socket()
     if args.state_dir:
         args.state_dir = os.path.abspath(args.state_dir)

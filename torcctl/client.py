@@ -9,11 +9,13 @@ import http.client
 import itertools
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import uuid
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -78,6 +80,7 @@ class Client:
         # Each call carries a key of its own, the same on a retry: a daemon that already did what
         # a request asks (its reply lost when the connection dropped) answers with that result.
         self._keys = (f"{uuid.uuid4().hex}:{n}" for n in itertools.count(1))
+        self.auth: dict[str, str] = {}
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return _UnixConnection(self.socket_path, timeout if timeout is not None else self.timeout)
@@ -85,7 +88,7 @@ class Client:
     def call(self, method: str, params: dict | None = None, result_type: type[T] | None = None) -> T | Any:
         body = msgspec.json.encode({"jsonrpc": "2.0", "id": next(_ids), "method": method,
                                     "params": params or {}})
-        headers = {"Content-Type": "application/json", "Idempotency-Key": next(self._keys)}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": next(self._keys), **self.auth}
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._connection()
@@ -179,3 +182,38 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
         time.sleep(0.05)
     proc.terminate()
     raise ConnectError(f"torcd did not answer on {socket_path} within {wait:g}s")
+
+
+class TcpClient(Client):
+    """The daemon's TCP door, as a job in an allocation reaches it: TORC_API_URL, the
+    allocation's credential, and the certificate to trust for https."""
+
+    def __init__(self, url: str, token: str | None, ca_file: str | None = None, timeout: float | None = 120.0):
+        super().__init__(url, timeout)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConnectError(f"cannot use daemon URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        self.https, self.host, self.port = parts.scheme == "https", parts.hostname, parts.port
+        self.tls = ssl.create_default_context(cafile=ca_file) if self.https else None
+        if token:
+            self.auth = {"Authorization": f"Bearer {token}"}
+
+    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        wait = timeout if timeout is not None else self.timeout
+        if self.https:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=wait, context=self.tls)
+        return http.client.HTTPConnection(self.host, self.port, timeout=wait)
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The allocation's credential: $TORC_API_TOKEN, else the file that holds it."""
+    token = os.environ.get("TORC_API_TOKEN")
+    if token:
+        return token.strip()
+    if token_file:
+        try:
+            with open(token_file) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise ConnectError(f"cannot read token file {token_file}: {e.strerror}") from None
+    return None

@@ -25,6 +25,7 @@ import aiohttp
 import msgspec
 import structlog
 
+from torcctl.client import ConnectError, read_token as client_read_token
 from torcd import protocol as p
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import prepare_to_start_processes
@@ -283,21 +284,19 @@ def _report(e: Exit) -> p.ExitReport:
 
 
 def read_token(token_file: str | None) -> str | None:
-    token = os.environ.get("TORC_API_TOKEN")
-    if token:
-        return token.strip()
-    if token_file:
-        try:
-            with open(token_file) as f:
-                return f.read().strip()
-        except OSError as e:
-            raise WorkerError(f"cannot read token file {token_file}: {e.strerror}") from None
-    return None
+    try:
+        return client_read_token(token_file)
+    except ConnectError as e:
+        raise WorkerError(str(e)) from None
 
 
 async def run_worker(args) -> int:
     prepare_to_start_processes()
     rpc = RpcSession(args.url, read_token(args.token_file), args.ca_file)
+    # What its jobs need to reach the daemon with this allocation's credential (torcctl user-data).
+    for name, path in (("TORC_API_TOKEN_FILE", args.token_file), ("TORC_CA_FILE", args.ca_file)):
+        if path:
+            os.environ[name] = os.path.abspath(path)
     cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
                             or os.cpu_count() or 1)
     try:

@@ -2,7 +2,8 @@
 
 The Unix socket (our uid only) and the admin token in STATE_DIR/token can do everything. Each
 allocation gets a credential of its own, written 0600 where only the user can read it; it can
-only register, poll and finish workers of that allocation's workflow. The daemon keeps a hash
+only register, poll and finish workers of that allocation's workflow, and read and write that
+workflow's user data (what its jobs hand each other). The daemon keeps a hash
 of it, never the credential itself.
 """
 
@@ -16,7 +17,9 @@ import secrets
 import msgspec
 
 PREFIX = "torc-alloc"
-WORKER_METHODS = frozenset({"workers.register", "workers.poll", "workers.finish"})
+# Jobs in an allocation run with its credential: they may read and write their workflow's user data.
+WORKER_METHODS = frozenset({"workers.register", "workers.poll", "workers.finish", "user_data.get", "user_data.set",
+                            "user_data.list"})
 
 
 class Caller(msgspec.Struct, frozen=True):

@@ -21,14 +21,14 @@ from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import format_bytes
 from torcd.core.status import JobStatus
 from torcd.credentials import current_caller, idempotency_key
-from torcd.errors import InvalidParams, SpecError
+from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
 from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.spec import ExpandedJob, on_slurm, parse_spec
-from torcd.spec_files import missing_inputs
+from torcd.spec_data import missing_inputs
 from torcd.store import Store
 
 log = structlog.get_logger("torcd")
@@ -112,6 +112,26 @@ class Handlers:
         found = await asyncio.to_thread(lambda: [exists(r["path"], r["cwd"]) for r in rows])
         return [p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [],
                            there) for r, there in zip(rows, found)]
+
+    async def get_user_data(self, params: p.UserDataRef) -> p.UserDataInfo:
+        _own_workflow(params.workflow_id)
+        rows = await self.store.user_data(params.workflow_id, params.name)
+        if not rows:
+            raise NotFound(f"workflow {params.workflow_id} has no user data named {params.name!r}")
+        return _user_data(rows[0])
+
+    async def list_user_data(self, params: p.WorkflowRef) -> list[p.UserDataInfo]:
+        _own_workflow(params.workflow_id)
+        return [_user_data(r) for r in await self.store.user_data(params.workflow_id)]
+
+    async def set_user_data(self, params: p.SetUserData) -> dict:
+        _own_workflow(params.workflow_id)
+        data = msgspec.json.encode(params.data)
+        if len(data) > MAX_USER_DATA:
+            raise InvalidParams(f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is "
+                                f"{MAX_USER_DATA:,}", {"field": "$.data"})
+        await self.store.set_user_data(params.workflow_id, params.name, data)
+        return {"name": params.name, "bytes": len(data)}
 
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
         return await self.store.workflows()
@@ -203,6 +223,21 @@ class Handlers:
 
 Handler = Callable[[Handlers], Callable[[Any], Awaitable[Any]]]
 
+MAX_USER_DATA = 1 << 20  # bytes of JSON per entry: data for jobs to hand on, not a file store
+
+
+def _own_workflow(wf: int) -> None:
+    """An allocation's credential reaches the user data of its own workflow only."""
+    caller = current_caller.get()
+    if not caller.admin and caller.workflow_id != wf:
+        raise Unauthorized(f"allocation {caller.allocation_id}'s credential may not reach workflow {wf}")
+
+
+def _user_data(r) -> p.UserDataInfo:
+    return p.UserDataInfo(r["name"], msgspec.json.decode(r["data"]), bool(r["is_ephemeral"]), r["producer"],
+                          r["updated"])
+
+
 def _need(job: ExpandedJob) -> JobNeed:
     return JobNeed(job.name, job.num_cpus, job.memory_bytes, job.num_gpus, job.runtime_seconds)
 
@@ -219,6 +254,9 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.results": (p.Results, lambda h: h.results),
     "workflows.files": (p.ListFiles, lambda h: h.files),
+    "user_data.get": (p.UserDataRef, lambda h: h.get_user_data),
+    "user_data.set": (p.SetUserData, lambda h: h.set_user_data),
+    "user_data.list": (p.WorkflowRef, lambda h: h.list_user_data),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),

@@ -209,7 +209,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN cancel_on_blocking INTEGER NOT NULL DEFAULT 1;
     """,
     # 12: files as dependencies: each file, the job that writes it, the jobs that read it, and
-    # the paths a job must have written when it exits 0 (JSON)
+    # the paths a job must have written when it exits 0 (JSON); user data (JSON values jobs
+    # read and write, with the value the spec gave, for a reset)
     """
     ALTER TABLE jobs ADD COLUMN outputs TEXT;
     CREATE TABLE files (
@@ -225,5 +226,16 @@ MIGRATIONS: list[str] = [
         job_id INTEGER NOT NULL,
         PRIMARY KEY (file_id, job_id)
     ) WITHOUT ROWID;
+    CREATE TABLE user_data (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        initial TEXT NOT NULL,
+        is_ephemeral INTEGER NOT NULL DEFAULT 0,
+        producer INTEGER,
+        updated REAL NOT NULL,
+        UNIQUE (workflow_id, name)
+    );
     """,
 ]

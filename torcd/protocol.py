@@ -5,7 +5,7 @@ Kept free of heavy imports: the client loads it on every command.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -166,6 +166,25 @@ class FileInfo(msgspec.Struct):
     producer: str | None  # the job that writes it; None: an input that must exist
     consumers: list[str]  # the jobs that read it
     exists: bool
+
+
+class UserDataRef(Params):
+    workflow_id: Id
+    name: OneLine
+
+
+class SetUserData(Params):
+    workflow_id: Id
+    name: Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z")]
+    data: Any = None  # any JSON value, 1 MiB at most
+
+
+class UserDataInfo(msgspec.Struct):
+    name: str
+    data: Any
+    is_ephemeral: bool
+    producer: str | None  # the job that writes it
+    updated: float
 
 
 class ListJobs(Params):

@@ -76,7 +76,7 @@ def build_app(state: ServerState) -> web.Application:
         if isinstance(caller, web.Response):
             return caller
         if not caller.admin and request.path != "/rpc":
-            return web.json_response({"error": "an allocation's credential may only call workers.*"},
+            return web.json_response({"error": "an allocation's credential may only call /rpc (workers.*, user_data.*)"},
                                      status=403)
         request["caller"] = caller
         return await handler(request)

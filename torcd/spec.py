@@ -17,7 +17,8 @@ from msgspec import UNSET, Meta, UnsetType
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
-from torcd.spec_files import File, FileSpec, JobFiles, Matcher, Pattern, expand_files, file_edges, job_files
+from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, UserData, UserDataSpec, expand_files,
+                             expand_user_data, job_files, job_uses, producer_edges)
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
@@ -80,6 +81,10 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     output_files: list[Name] = []
     input_file_regexes: list[Pattern] = []
     output_file_regexes: list[Pattern] = []
+    input_user_data: list[Name] = []
+    output_user_data: list[Name] = []
+    input_user_data_regexes: list[Pattern] = []
+    output_user_data_regexes: list[Pattern] = []
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -122,6 +127,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     resource_requirements: list[ResourceRequirementSpec] = []
     resource_monitor: ResourceMonitorSpec | None = None
     files: list[FileSpec] = []
+    user_data: list[UserDataSpec] = []
     # How workers in allocations behave (Torc's names and defaults).
     compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
     compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
@@ -150,6 +156,8 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     cancel_on_blocking: bool = True
     inputs: list[str] = []  # names of the files it reads
     outputs: list[str] = []  # ...and writes
+    data_inputs: list[str] = []  # names of the user data it reads
+    data_outputs: list[str] = []  # ...and writes
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -176,6 +184,7 @@ class Workflow(msgspec.Struct):
     slurm_defaults: SlurmDefaults = {}
     files: dict[str, File] = {}
     required_inputs: list[str] = []  # files read that no job writes: they must exist at submission
+    user_data: dict[str, UserData] = {}
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
@@ -324,7 +333,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
     regexes: list[tuple[ExpandedJob, int, list[str]]] = []  # a job, its spec index, its filled regexes
     files = expand_files(doc.files, doc.parameters, loc)
-    file_names, matcher = list(files), Matcher(loc)
+    data = expand_user_data(doc.user_data, doc.parameters, loc)
+    file_names, data_names, matcher = list(files), list(data), Matcher(loc)
     for j, (job, (named, rest)) in enumerate(zip(doc.jobs, _plan_expansion(doc, loc))):
         at = f"$.jobs[{j}]"
         scheduler = job.scheduler or default_scheduler
@@ -334,12 +344,18 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 if job.invocation_script:
                     command = f"{P.fill(job.invocation_script, combo)} {command}"
                 used = None
+                fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
                 if job.input_files or job.output_files or job.input_file_regexes or job.output_file_regexes \
                         or "${files." in command:
-                    fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
                     command, used = job_files(command, fill(job.input_files), fill(job.output_files),
                                               fill(job.input_file_regexes), fill(job.output_file_regexes), files,
                                               file_names, matcher, name, at, loc)
+                data_used = None
+                if job.input_user_data or job.output_user_data or job.input_user_data_regexes \
+                        or job.output_user_data_regexes:
+                    data_used = job_uses("user_data", fill(job.input_user_data), fill(job.output_user_data),
+                                         fill(job.input_user_data_regexes), fill(job.output_user_data_regexes),
+                                         data, data_names, matcher, name, at, loc)
                 if len(name) > MAX_NAME:
                     raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
                                     f"the limit is {MAX_NAME}", f"{at}.name")
@@ -351,7 +367,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
                                         scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
                                         job.cancel_on_blocking_job_failure,
-                                        used.inputs if used else [], used.outputs if used else []))
+                                        used.inputs if used else [], used.outputs if used else [],
+                                        data_used.inputs if data_used else [], data_used.outputs if data_used else []))
                 _note_origin(origin, name, j, loc)
                 if job.depends_on_regexes:
                     regexes.append((jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
@@ -359,18 +376,21 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             raise loc.error(str(e), at) from None
     if regexes:
         _match_regexes(jobs, regexes, matcher, loc)
-    deps, via = file_edges([(j.name, JobFiles(j.inputs, j.outputs)) for j in jobs if j.inputs or j.outputs],
-                           origin, loc)
+    deps, via = producer_edges([(j.name, JobFiles(j.inputs, j.outputs)) for j in jobs if j.inputs or j.outputs],
+                               origin, "file", loc)
+    data_deps, data_via = producer_edges([(j.name, JobFiles(j.data_inputs, j.data_outputs)) for j in jobs
+                                          if j.data_inputs or j.data_outputs], origin, "user_data", loc)
+    via.update({k: v for k, v in data_via.items() if k not in via})
     for j in jobs:
-        if j.name in deps:
-            j.depends_on = list(dict.fromkeys(j.depends_on + deps[j.name]))
+        if j.name in deps or j.name in data_deps:
+            j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
     _check_names(jobs, origin, loc, via)
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
                     doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults,
-                    files, required)
+                    files, required, data)
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:

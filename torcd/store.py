@@ -169,6 +169,23 @@ class Store(SlurmStore, Database):
                FROM files f JOIN workflows w ON w.id = f.workflow_id LEFT JOIN jobs p ON p.id = f.producer
                WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""", (wf, limit))
 
+    async def user_data(self, wf: int, name: str | None = None) -> list[sqlite3.Row]:
+        """The workflow's user data (one entry, by name), with the job that writes each."""
+        await self.workflow(wf)
+        return await self._rows(
+            f"""SELECT u.name, u.data, u.is_ephemeral, u.updated, p.name AS producer FROM user_data u
+                LEFT JOIN jobs p ON p.id = u.producer WHERE u.workflow_id = ? {"AND u.name = ?" if name else ""}
+                ORDER BY u.id""", (wf, name) if name else (wf,))
+
+    async def set_user_data(self, wf: int, name: str, data: bytes) -> None:
+        """Replace an entry's value (or add an entry the spec did not declare)."""
+        def _body(tx: Tx):
+            require_workflow(tx, wf)
+            tx.run("""INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)
+                      ON CONFLICT (workflow_id, name) DO UPDATE SET data = excluded.data, updated = excluded.updated""",
+                   (wf, name, data.decode(), tx.now))
+        await self.write(_body)
+
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
         await self.workflow(wf)
         rows = await self._rows(
@@ -216,6 +233,12 @@ class Store(SlurmStore, Database):
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
+            if spec.user_data:
+                writer = {out: ids[j.name] for j in jobs for out in j.data_outputs}
+                tx.many("""INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
+                           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                        ((wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name),
+                          tx.now) for d in spec.user_data.values()))
             tx.emit(E.WorkflowCreated, wf, count=len(jobs), message=spec.name)
             return wf
         return await self.write(_body, key=key)
@@ -242,7 +265,7 @@ class Store(SlurmStore, Database):
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
             for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers",
-                          "files"):
+                          "files", "user_data"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
         return await self.write(_body, key=key)
@@ -263,6 +286,8 @@ class Store(SlurmStore, Database):
                     raise InvalidTransition(
                         f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
                 targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
+                tx.run("UPDATE user_data SET data = initial, updated = ? WHERE workflow_id = ? AND is_ephemeral",
+                       (tx.now, wf))
             return reset_jobs(tx, row, targets, "failed jobs" if failed_only else "all jobs")
         return await self.write(_body, key=key)
 

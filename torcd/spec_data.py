@@ -1,8 +1,10 @@
-"""Files as dependencies (Torc's `files`, `input_files`, `output_files`, `${files.input.NAME}`).
+"""What jobs hand each other, as dependencies: files (Torc's `files`, `input_files`,
+`output_files`, `${files.input.NAME}`) and user data (`user_data`, `input_user_data`,
+`output_user_data`).
 
-A job that writes a file runs before every job that reads it; a file no job writes must exist
-when the workflow is submitted. What is decided here is pure: names, paths and the edges they
-make. Whether an input exists is asked by `missing_inputs`, at submission.
+A job that writes a file (or user data) runs before every job that reads it; a file no job
+writes must exist when the workflow is submitted. What is decided here is pure: names, paths
+and the edges they make. Whether an input exists is asked by `missing_inputs`, at submission.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import regex
@@ -41,6 +43,22 @@ class FileSpec(msgspec.Struct, forbid_unknown_fields=True):
     parameter_mode: Literal["product", "zip"] = "product"
     use_parameters: list[str] | None = None
     st_mtime: float | None = None  # Torc's record of when it last changed: accepted, not used
+
+
+class UserDataSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    data: Any = None  # any JSON value; jobs replace it with `torcctl user-data set`
+    is_ephemeral: bool = False  # cleared when the workflow is reset to run again
+    parameters: dict[str, ParamValue] = {}
+    parameter_mode: Literal["product", "zip"] = "product"
+    use_parameters: list[str] | None = None
+
+
+class UserData(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    data: Any
+    is_ephemeral: bool
+    index: int
 
 
 class File(msgspec.Struct, array_like=True, frozen=True):
@@ -79,9 +97,33 @@ class Matcher:
 
 def expand_files(specs: list[FileSpec], workflow_params: dict[str, ParamValue], loc: Locator) -> dict[str, File]:
     """Each file entry, its parameters filled in (product or zip), by name."""
-    files: dict[str, File] = {}
+    return _expand("files", specs, workflow_params, loc,
+                   lambda spec, combo, i: File(P.fill(spec.name, combo), P.fill(spec.path, combo), i))
+
+
+def expand_user_data(specs: list[UserDataSpec], workflow_params: dict[str, ParamValue],
+                     loc: Locator) -> dict[str, UserData]:
+    """Each user data entry, its parameters filled in its name and the strings of its data."""
+    return _expand("user_data", specs, workflow_params, loc,
+                   lambda spec, combo, i: UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo),
+                                                   spec.is_ephemeral, i))
+
+
+def _fill_data(data: Any, combo: dict) -> Any:
+    if isinstance(data, str):
+        return P.fill(data, combo)
+    if isinstance(data, list):
+        return [_fill_data(v, combo) for v in data]
+    if isinstance(data, dict):
+        return {k: _fill_data(v, combo) for k, v in data.items()}
+    return data
+
+
+def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: Locator, make) -> dict:
+    out: dict[str, Any] = {}
+    what = "file" if key == "files" else "user data"
     for i, spec in enumerate(specs):
-        at = f"$.files[{i}]"
+        at = f"$.{key}[{i}]"
         raw: dict[str, ParamValue] = {}
         for k, name in enumerate(spec.use_parameters or []):
             if name not in workflow_params:
@@ -91,22 +133,22 @@ def expand_files(specs: list[FileSpec], workflow_params: dict[str, ParamValue], 
         try:
             values = {name: P.parse_values(v, max_values=MAX_FILES) for name, v in raw.items()}
             zipped = spec.parameter_mode == "zip"
-            if P.product_size(values, zipped) + len(files) > MAX_FILES:
-                raise loc.error(f"the files expand to more than {MAX_FILES:,}", f"{at}.parameters")
+            if P.product_size(values, zipped) + len(out) > MAX_FILES:
+                raise loc.error(f"`{key}` expands to more than {MAX_FILES:,} entries", f"{at}.parameters")
             for combo in P.combinations(values, zipped) if values else [{}]:
-                name, path = P.fill(spec.name, combo), P.fill(spec.path, combo)
-                if name in files:
-                    first = files[name].index
-                    raise loc.error(f"duplicate file name {name!r}" + (f" (also made by files[{first}])"
-                                                                       if first != i else ""), f"{at}.name")
-                files[name] = File(name, path, i)
+                item = make(spec, combo, i)
+                if item.name in out:
+                    first = out[item.name].index
+                    raise loc.error(f"duplicate {what} name {item.name!r}" + (
+                        f" (also made by {key}[{first}])" if first != i else ""), f"{at}.name")
+                out[item.name] = item
         except P.ParameterError as e:
-            raise loc.error(f"file {spec.name!r}: {e}", f"{at}.parameters") from None
-    return files
+            raise loc.error(f"{what} {spec.name!r}: {e}", f"{at}.parameters") from None
+    return out
 
 
 class JobFiles(msgspec.Struct):
-    """What one job reads and writes, by file name."""
+    """What one job reads and writes, by name."""
 
     inputs: list[str]
     outputs: list[str]
@@ -118,42 +160,55 @@ def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes
     """The job's command with `${files.input.NAME}` / `${files.output.NAME}` replaced by paths,
     and the files it reads and writes: those it lists, those its regexes match and those its
     command names."""
-    seen = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
-    for role, patterns in (("input", input_regexes), ("output", output_regexes)):
-        for k, pattern in enumerate(patterns):
-            field = f"{at}.{role}_file_regexes[{k}]"
-            matched = matcher.search(pattern, names, field)
-            if not matched:
-                raise loc.error(f"{role}_file_regexes entry {pattern!r} of job {job!r} matches no file", field)
-            seen[role].update(dict.fromkeys(matched))
+    found = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
 
     def substitute(m: re.Match[str]) -> str:
         role, name = m[1], m[2]
         if name not in files:
             raise loc.error(f"job {job!r} names file {name!r} in `${{files.{role}.{name}}}`, and `files` has "
                             "no such file", f"{at}.command")
-        seen[role][name] = None
+        found[role][name] = None
         return files[name].path
 
     command = _FILE_REF.sub(substitute, command) if "${files." in command else command
+    used = job_uses("file", list(found["input"]), list(found["output"]), input_regexes, output_regexes,
+                    files, names, matcher, job, at, loc)
+    return command, used
+
+
+def job_uses(what: str, inputs: list[str], outputs: list[str], input_regexes: list[str], output_regexes: list[str],
+             known: dict, names: list[str], matcher: Matcher, job: str, at: str, loc: Locator) -> JobFiles:
+    """The names a job reads and writes (`what`: file or user_data): those it lists and those
+    its regexes match, each one known."""
+    seen = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
+    plural = "files" if what == "file" else what
+    for role, patterns in (("input", input_regexes), ("output", output_regexes)):
+        for k, pattern in enumerate(patterns):
+            field = f"{at}.{role}_{what}_regexes[{k}]"
+            matched = matcher.search(pattern, names, field)
+            if not matched:
+                raise loc.error(f"{role}_{what}_regexes entry {pattern!r} of job {job!r} matches no {what}", field)
+            seen[role].update(dict.fromkeys(matched))
     for role in ("input", "output"):
         for name in seen[role]:
-            if name not in files:
-                raise loc.error(f"job {job!r} lists {role} file {name!r}, and `files` has no such file",
-                                f"{at}.{role}_files")
-    return command, JobFiles(list(seen["input"]), list(seen["output"]))
+            if name not in known:
+                noun = what.replace("_", " ")
+                raise loc.error(f"job {job!r} lists {role} {noun} {name!r}, and `{plural}` has no such {noun}",
+                                f"{at}.{role}_{plural}")
+    return JobFiles(list(seen["input"]), list(seen["output"]))
 
 
-def file_edges(jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int],
-               loc: Locator) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
-    """Each job's producers (the jobs that write a file it reads), and for each such edge the
-    file that makes it; a file written by two jobs is an error."""
+def producer_edges(jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int], what: str,
+                   loc: Locator) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+    """Each job's producers (the jobs that write what it reads), and for each such edge the
+    name that makes it; a name written by two jobs is an error."""
     producer: dict[str, str] = {}
+    plural = "files" if what == "file" else what
     for name, f in jobs:
         for out in f.outputs:
             if out in producer and producer[out] != name:
-                raise loc.error(f"file {out!r} is written by two jobs, {producer[out]!r} and {name!r}; one job "
-                                "must own each output", f"$.jobs[{spec_index[name]}].output_files")
+                raise loc.error(f"{what.replace('_', ' ')} {out!r} is written by two jobs, {producer[out]!r} and "
+                                f"{name!r}; one job must own each output", f"$.jobs[{spec_index[name]}].output_{plural}")
             producer[out] = name
     deps: dict[str, list[str]] = {}
     via: dict[tuple[str, str], str] = {}

@@ -1,0 +1,97 @@
+"""User data: JSON values jobs hand each other through the daemon, as dependencies like files.
+Read and written with `torcctl user-data` from jobs (in Slurm allocations too:
+tests/test_worker_credentials.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torcctl.client import RpcError
+from torcd.errors import SpecError
+from torcd.spec import parse_spec
+
+PIPELINE = """\
+name: handoff
+user_data:
+  - {name: config, data: {rows: 10}}
+  - {name: result}
+jobs:
+  - name: consume
+    command: torcctl user-data get result
+    input_user_data: [result]
+  - name: produce
+    command: >-
+      rows=$(torcctl user-data get config | python3 -c 'import json, sys; print(json.load(sys.stdin)["rows"])')
+      && torcctl user-data set result "{\\"sum\\": $((rows * 2))}"
+    input_user_data: [config]
+    output_user_data: [result]
+"""
+
+
+def stdout_of(d, wf: int, job: str) -> str:
+    return open(d.attempts(d.jobs(wf)[job].id)[-1].stdout_path).read()
+
+
+def test_a_job_reads_what_the_job_it_depends_on_wrote(daemon):
+    wf = daemon.submit(PIPELINE)
+    assert daemon.wait(wf).counts == {"completed": 2}
+    assert json.loads(stdout_of(daemon, wf, "consume")) == {"sum": 20}
+    code, out, _ = daemon.ctl("--json", "user-data", "list", "-w", str(wf))
+    listed = {e["name"]: e for e in json.loads(out)}
+    assert listed["result"]["data"] == {"sum": 20} and listed["result"]["producer"] == "produce"
+    assert listed["config"]["producer"] is None
+
+
+def test_ephemeral_data_goes_back_to_the_spec_value_when_the_workflow_is_reset(daemon):
+    spec = ("name: scratch\nuser_data:\n  - {name: scratch, data: 0, is_ephemeral: true}\n  - {name: kept, data: 0}\n"
+            "jobs:\n  - {name: a, command: 'true'}\n")
+    wf = daemon.submit(spec)
+    daemon.wait(wf)
+    for name in ("scratch", "kept"):
+        assert daemon.ctl("user-data", "set", name, "5", "-w", str(wf))[0] == 0
+    daemon.ctl("workflows", "reset-status", str(wf))
+    daemon.wait(wf)
+    assert daemon.ctl("user-data", "get", "scratch", "-w", str(wf))[1] == "0\n"
+    assert daemon.ctl("user-data", "get", "kept", "-w", str(wf))[1] == "5\n"
+
+
+def test_bad_user_data_requests_are_clear_errors_that_change_nothing(daemon, tmp_path):
+    wf = daemon.submit(PIPELINE)
+    daemon.wait(wf)
+    w = ["-w", str(wf)]
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps("x" * (1 << 20)))
+    for args, message in [
+        (["get", "nope", *w], f"workflow {wf} has no user data named 'nope'"),
+        (["get", "result", "-w", "999"], "no workflow 999"),
+        (["set", "result", "{not json", *w], "the value is not JSON"),
+        (["set", "result", *w], "give the value as JSON, or --data-file FILE"),
+        (["set", "result", "--data-file", str(big), *w], "big.json holds more than 1 MiB; user data is for small"),
+        (["set", "bad\x01name", "1", *w], "invalid params for user_data.set"),
+        (["get", "result"], "which workflow? give --workflow-id"),
+    ]:
+        code, out, err = daemon.ctl("user-data", *args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+    with pytest.raises(RpcError) as info:
+        daemon.call("user_data.set", {"workflow_id": wf, "name": "result", "data": "x" * (1 << 20)})
+    assert info.value.message == "user data 'result' is 1,048,578 bytes as JSON; the limit is 1,048,576"
+    assert json.loads(daemon.ctl("user-data", "get", "result", *w)[1]) == {"sum": 20}
+
+
+@pytest.mark.parametrize("change, message", [
+    (("input_user_data: [config]", "input_user_data: [confg]"),
+     "wf.yaml:13: job 'produce' lists input user data 'confg', and `user_data` has no such user data "
+     "(at $.jobs[1].input_user_data)"),
+    (("input_user_data: [result]", "output_user_data: [result]"),
+     "wf.yaml:14: user data 'result' is written by two jobs, 'consume' and 'produce'; one job must own each "
+     "output (at $.jobs[1].output_user_data)"),
+    (("input_user_data: [config]", "input_user_data_regexes: ['^nothing']"),
+     "wf.yaml:13: input_user_data_regexes entry '^nothing' of job 'produce' matches no user_data "
+     "(at $.jobs[1].input_user_data_regexes[0])"),
+])
+def test_bad_user_data_in_a_spec_names_the_job_and_entry(change, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(PIPELINE.replace(*change), "wf.yaml")
+    assert info.value.message == message
