@@ -42,7 +42,7 @@ def event_line(e: Event) -> str:
     if e.return_code is not None:
         parts.append(f"rc={e.return_code}")
     if e.rule_index is not None:
-        parts.append(f"rule={e.rule_index}")
+        parts.append(f"actions[{e.rule_index}]" if e.kind.startswith("action_") else f"rule={e.rule_index}")
     if e.action:
         parts.append(f"action={e.action}")
     if e.status and e.kind not in ("job_completed",):

@@ -24,6 +24,7 @@ from torcd.errors import DaemonError
 from torcd.handlers import METHODS, Handlers
 from torcd.server import ServerState, build_app
 from torcd.services.allocations import AllocationService
+from torcd.services.actions import ActionRunner
 from torcd.services.autoscheduler import AutoScheduler
 from torcd.services.dispatcher import Dispatcher
 from torcd.services.exit_log import ExitLog
@@ -89,6 +90,7 @@ class Daemon:
                                              poll_interval=cfg.slurm_poll_interval,
                                              heartbeat_timeout=cfg.heartbeat_timeout)
         self.autoscheduler = AutoScheduler(self.store, self.bus, self.allocations, cfg.auto_schedule_interval)
+        self.actions = ActionRunner(self.store, self.bus, self.allocations, self.api_url)
         self.workers = WorkerService(self.store, self.allocations, cfg.worker_poll_interval)
         self.handlers = Handlers(self.store, cfg, self.allocations, self.workers, self)
         self.state = ServerState(cfg, METHODS, self.handlers, self.store, self.bus, self.stopping,
@@ -119,6 +121,7 @@ class Daemon:
         await self.retry.reconcile()
         await self.dispatcher.reconcile()
         await self.recovery.reconcile()
+        await self.actions.reconcile()
         await web.SockSite(runner, sock, backlog=doors.BACKLOG).start()  # one runner: shutdown stops both doors
         loop = asyncio.get_running_loop()
         # SIGHUP (a closed terminal, a logout) stops cleanly like SIGTERM rather than killing us mid-write.
@@ -128,7 +131,8 @@ class Daemon:
                  max_parallel_jobs=self.config.max_cpus, gpus=list(self.config.gpus), pid=os.getpid(),
                  doors=self._doors())
         tasks = [asyncio.create_task(s.run(), name=type(s).__name__)
-                 for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler)]
+                 for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler,
+                           self.actions)]
         if ready is not None:
             ready.set()
         self.systemd.notify("READY=1", f"STATUS=serving on {self.socket_path}", f"MAINPID={os.getpid()}")

@@ -65,6 +65,8 @@ class AutoScheduleDecided(EventBase, tag="auto_schedule_decided"): pass
 class WorkerRegistered(EventBase, tag="worker_registered"): pass
 class WorkerFinished(EventBase, tag="worker_finished"): pass
 class WorkerLost(EventBase, tag="worker_lost"): pass
+class ActionStarted(EventBase, tag="action_started"): pass  # rule_index: the action's index in the spec
+class ActionFinished(EventBase, tag="action_finished"): pass
 
 
 KINDS: tuple[type[EventBase], ...] = tuple(EventBase.__subclasses__())

@@ -210,7 +210,9 @@ MIGRATIONS: list[str] = [
     """,
     # 12: files as dependencies: each file, the job that writes it, the jobs that read it, and
     # the paths a job must have written when it exits 0 (JSON); user data (JSON values jobs
-    # read and write, with the value the spec gave, for a reset)
+    # read and write, with the value the spec gave, for a reset); actions (armed, due, running,
+    # done or failed) and the jobs each one watches; a workflow holds its jobs back (held) until
+    # its on_workflow_start actions have run
     """
     ALTER TABLE jobs ADD COLUMN outputs TEXT;
     CREATE TABLE files (
@@ -237,5 +239,21 @@ MIGRATIONS: list[str] = [
         updated REAL NOT NULL,
         UNIQUE (workflow_id, name)
     );
+    CREATE TABLE actions (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'armed',
+        run_id INTEGER,
+        message TEXT
+    );
+    CREATE INDEX actions_by_state ON actions (workflow_id, state);
+    ALTER TABLE workflows ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE action_jobs (
+        action_id INTEGER NOT NULL,
+        job_id INTEGER NOT NULL,
+        PRIMARY KEY (action_id, job_id)
+    ) WITHOUT ROWID;
     """,
 ]

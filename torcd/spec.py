@@ -19,6 +19,8 @@ from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
 from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, UserData, UserDataSpec, expand_files,
                              expand_user_data, job_files, job_uses, producer_edges)
+from torcd.core.actions import Action
+from torcd.spec_actions import ActionSpec, check_actions
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
@@ -128,6 +130,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     resource_monitor: ResourceMonitorSpec | None = None
     files: list[FileSpec] = []
     user_data: list[UserDataSpec] = []
+    actions: list[ActionSpec] = []
     # How workers in allocations behave (Torc's names and defaults).
     compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
     compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
@@ -185,6 +188,7 @@ class Workflow(msgspec.Struct):
     files: dict[str, File] = {}
     required_inputs: list[str] = []  # files read that no job writes: they must exist at submission
     user_data: dict[str, UserData] = {}
+    actions: list[tuple[Action, list[str]]] = []  # each with the names of the jobs it watches
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
@@ -385,12 +389,13 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         if j.name in deps or j.name in data_deps:
             j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
     _check_names(jobs, origin, loc, via)
+    actions = check_actions(doc.actions, list(origin), scheduler_names, matcher, loc) if doc.actions else []
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
                     doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults,
-                    files, required, data)
+                    files, required, data, actions)
 
 
 def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:

@@ -15,13 +15,13 @@ several arguments; a node with children is a mapping; `key=value` properties are
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import ckdl
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from torcd.errors import SpecError
-from torcd.spec_load import Locator
 
 # node name -> (list key, named: its first argument is the entry's `name`)
 _ENTRIES = {
@@ -45,7 +45,8 @@ _MULTI_ARG = {"use_parameters", "exit_codes", "causes", "jobs"}
 _CONTEXT_OF = {"jobs": "job", "actions": "action", "failure_handlers": "failure_handler", "rules": "rule"}
 
 
-def load_kdl(text: str, file: str) -> tuple[Any, Locator]:
+def load_kdl(text: str, file: str) -> tuple[Any, Callable[[], Any]]:
+    """The spec's tree, and how to make it again with lines (for a Locator, on error)."""
     try:
         doc = ckdl.parse(text, version="any")
     except ckdl.ParseError as e:
@@ -59,7 +60,7 @@ def load_kdl(text: str, file: str) -> tuple[Any, Locator]:
         raise
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=file) from None
-    return tree, Locator(None, file, lambda: _positioned(doc, text, file))
+    return tree, lambda: _positioned(doc, text, file)
 
 
 def _positioned(doc: Any, text: str, file: str) -> CommentedMap | None:

@@ -147,7 +147,8 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
     if fmt == "kdl":
         from torcd.spec_kdl import load_kdl  # only KDL specs need it
 
-        return load_kdl(text, file)
+        tree, positioned = load_kdl(text, file)
+        return tree, Locator(None, file, positioned)
     tree = _load_yaml(text, file)
     return tree, Locator(tree, file)
 

@@ -25,6 +25,8 @@ from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
 from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
 from torcd.spec import Workflow, on_slurm
+from torcd import store_actions
+from torcd.store_actions import ActionStore
 from torcd.store_lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
                                    reset_jobs, runnable)
 from torcd import store_recover
@@ -76,7 +78,7 @@ def _labelled(rows: Iterable[Sequence]) -> dict[str, int]:
 
 
 
-class Store(SlurmStore, Database):
+class Store(SlurmStore, ActionStore, Database):
     """The daemon's state: reads, and one transaction per change plus its events."""
 
     def settle(self, tx: Tx) -> None:
@@ -87,7 +89,7 @@ class Store(SlurmStore, Database):
                 continue
             busy = (tx.one(
                 f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
-                (wf,)))[0]
+                (wf,)))[0] or (wf in self.with_actions and store_actions.mark_due(tx, wf))
             if busy:
                 if row[0] != "active":
                     tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
@@ -233,6 +235,9 @@ class Store(SlurmStore, Database):
                           ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
+            if spec.actions:
+                store_actions.insert_actions(tx, wf, spec.actions, ids)
+                self.with_actions.add(wf)  # before the commit's settle, which looks at it
             if spec.user_data:
                 writer = {out: ids[j.name] for j in jobs for out in j.data_outputs}
                 tx.many("""INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
@@ -264,8 +269,9 @@ class Store(SlurmStore, Database):
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
+            tx.run("DELETE FROM action_jobs WHERE action_id IN (SELECT id FROM actions WHERE workflow_id = ?)", (wf,))
             for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers",
-                          "files", "user_data"):
+                          "files", "user_data", "actions"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
         return await self.write(_body, key=key)
@@ -288,6 +294,7 @@ class Store(SlurmStore, Database):
                 targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
                 tx.run("UPDATE user_data SET data = initial, updated = ? WHERE workflow_id = ? AND is_ephemeral",
                        (tx.now, wf))
+            store_actions.rearm(tx, wf)
             return reset_jobs(tx, row, targets, "failed jobs" if failed_only else "all jobs")
         return await self.write(_body, key=key)
 
@@ -324,7 +331,8 @@ class Store(SlurmStore, Database):
 
     def _claim(self, tx: Tx, limit: int) -> list[Runnable]:
         """Take ready local jobs and mark them `pending` until their processes start."""
-        rows = tx.rows(f"""SELECT {RUNNABLE_COLUMNS} WHERE j.status = {int(S.READY)} AND w.executor = 'local'
+        rows = tx.rows(f"""SELECT {RUNNABLE_COLUMNS}
+                           WHERE j.status = {int(S.READY)} AND w.executor = 'local' AND NOT w.held
                            ORDER BY j.id LIMIT ?""", (limit,))
         handle(tx, L.Claimed(tx.now), map(fact, rows))
         return [runnable(r) for r in rows]

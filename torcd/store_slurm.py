@@ -219,7 +219,8 @@ class SlurmStore(Database):
             # (GPUs, memory) do not hide those behind them.
             rows = tx.rows(
                 f"""SELECT {RUNNABLE_COLUMNS}
-                    WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND (? IS NULL OR j.scheduler = ?)
+                    WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held
+                      AND (? IS NULL OR j.scheduler = ?)
                       AND j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
                       AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
                       AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)

@@ -27,7 +27,8 @@ from torcd.core.attempts import Exit, Start
 from torcd.store import Store
 
 log = structlog.get_logger("torcd.dispatcher")
-_WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset)
+_WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset,
+         E.ActionFinished)  # an on_workflow_start action that ran lets its workflow's jobs start
 
 
 class Dispatcher:

@@ -1,0 +1,159 @@
+"""Workflow actions: commands run when a workflow starts, when chosen jobs are ready or done, and
+when the workflow completes; allocations submitted for a scheduler. Each firing is an event."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import REPO
+from torcd.core.actions import Progress, is_due
+from torcd.errors import SpecError
+from torcd.spec import parse_spec
+
+
+@pytest.mark.parametrize("trigger, selected, ready, finished, due", [
+    ("on_workflow_start", 3, 0, 0, True),
+    ("on_workflow_complete", 3, 3, 2, False),
+    ("on_workflow_complete", 3, 3, 3, True),
+    ("on_jobs_complete", 2, 2, 1, False),
+    ("on_jobs_complete", 2, 2, 2, True),
+    ("on_jobs_ready", 2, 1, 0, False),  # all of them, not each
+    ("on_jobs_ready", 2, 2, 0, True),
+    ("on_jobs_ready", 2, 2, 2, True),  # became ready, and ended since: still came
+    ("on_jobs_ready", 0, 0, 0, False),
+])
+def test_when_an_action_is_due(trigger, selected, ready, finished, due):
+    assert is_due(trigger, Progress(selected, ready, finished)) is due
+
+
+def kinds(d, wf: int) -> list[str]:
+    out = []
+    for e in d.events(wf):
+        if e.kind.startswith("action_"):
+            out.append(f"{e.kind}[{e.rule_index}]")
+        elif e.kind in ("job_started", "job_completed"):
+            out.append(f"{e.kind}:{e.job_name}")
+        elif e.kind == "workflow_done":
+            out.append(e.kind)
+    return out
+
+
+def test_the_actions_example_runs_setup_first_then_after_its_jobs_then_at_the_end(daemon):
+    shutil.copytree(REPO / "examples", daemon.tmp / "examples")
+    code, out, err = daemon.ctl("run", "examples/actions.yaml", cwd=daemon.tmp)
+    assert code == 0, out + err
+    assert (daemon.tmp / "output/actions_demo/report.txt").read_text() == \
+        "started\nsimulations done: 3\nworkflow complete\n"
+    seen = kinds(daemon, 1)
+    assert seen.index("action_finished[0]") < min(i for i, k in enumerate(seen) if k.startswith("job_started"))
+    last_sim = max(i for i, k in enumerate(seen) if k.startswith("job_completed:simulate_"))
+    assert last_sim < seen.index("action_started[1]") < seen.index("action_finished[1]")
+    assert seen.index("action_finished[1]") < seen.index("action_started[2]")
+    assert seen[-2:] == ["action_finished[2]", "workflow_done"]  # the workflow is done once its actions ran
+    finished = [e for e in daemon.events(1) if e.kind == "action_finished"]
+    assert [(e.status, e.return_code) for e in finished] == [("done", 0)] * 3
+    assert "action_finished  rc=0  actions[2]" in out and "ran 2 commands" in out
+    assert (daemon.tmp / "output/actions/action_wf1_2_r1.o").read_text().endswith("workflow complete\n")
+
+
+FAILING = """\
+name: failing_action
+actions:
+  - trigger_type: on_workflow_complete
+    action_type: run_commands
+    commands: ["echo one > one.txt", "exit 3", "echo three > three.txt"]
+  - trigger_type: on_jobs_ready
+    action_type: run_commands
+    jobs: [b]
+    persistent: true
+    commands: ["echo ready >> ready.txt"]
+jobs:
+  - {name: a, command: "true"}
+  - {name: b, command: "true", depends_on: [a]}
+"""
+
+
+def test_a_failed_command_stops_its_action_is_recorded_and_changes_no_job(daemon):
+    wf = daemon.submit(FAILING)
+    assert daemon.wait(wf).counts == {"completed": 2}
+    (failed,) = [e for e in daemon.events(wf) if e.kind == "action_finished" and e.rule_index == 0]
+    assert (failed.status, failed.return_code) == ("failed", 3)
+    assert failed.message.startswith("command 2 of 3 failed: command exited 3; output in ")
+    assert (daemon.tmp / "one.txt").exists() and not (daemon.tmp / "three.txt").exists()
+    code, out, _ = daemon.ctl("events", str(wf))
+    assert "action_finished  rc=3  actions[0]  action=run_commands  -> failed  — command 2 of 3 failed" in out
+
+
+def test_after_a_reset_persistent_actions_fire_again_and_the_others_do_not(daemon):
+    wf = daemon.submit(FAILING)
+    daemon.wait(wf)
+    daemon.ctl("workflows", "reset-status", str(wf))
+    daemon.wait(wf)
+    started = [e.rule_index for e in daemon.events(wf) if e.kind == "action_started"]
+    assert sorted(started) == [0, 1, 1]
+    assert (daemon.tmp / "ready.txt").read_text() == "ready\nready\n"
+
+
+def test_an_action_the_daemon_was_running_when_killed_is_recorded_as_interrupted(daemon):
+    spec = ("name: killed\nactions:\n  - {trigger_type: on_workflow_start, action_type: run_commands, "
+            "commands: ['touch started; sleep 60']}\njobs:\n  - {name: a, command: 'true'}\n")
+    wf = daemon.submit(spec)
+    daemon.wait_for(lambda: (daemon.tmp / "started").exists(), what="the action to start")
+    assert daemon.jobs(wf)["a"].status == "ready"  # held until the start action has run
+    daemon.kill9()
+    daemon.restart()
+    assert daemon.wait(wf).counts == {"completed": 1}
+    (finished,) = [e for e in daemon.events(wf) if e.kind == "action_finished"]
+    assert (finished.status, finished.message) == ("failed", "interrupted: the daemon stopped while it ran")
+
+
+def test_schedule_nodes_on_a_local_workflow_fails_with_a_reason(daemon):
+    spec = ("name: local\nslurm_schedulers:\n  - {name: s, account: a}\nactions:\n"
+            "  - {trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler: s, scheduler_type: slurm}\n"
+            "jobs:\n  - {name: a, command: 'true'}\n")
+    wf = daemon.submit(spec)
+    assert daemon.wait(wf).counts == {"completed": 1}
+    (finished,) = [e for e in daemon.events(wf) if e.kind == "action_finished"]
+    assert finished.message == "schedule_nodes needs a workflow submitted with `torcctl submit-slurm`"
+
+
+BASE = """\
+name: checked
+slurm_schedulers:
+  - {name: big, account: a}
+actions:
+  - trigger_type: on_jobs_complete
+    action_type: run_commands
+    jobs: [a]
+    commands: ["true"]
+jobs:
+  - {name: a, command: "true"}
+  - {name: b, command: "true"}
+"""
+
+
+@pytest.mark.parametrize("change, message", [
+    (("jobs: [a]", "jobs: [zz]"), "wf.yaml:7: action names job 'zz', which does not exist (at $.actions[0].jobs[0])"),
+    (("jobs: [a]", "job_name_regexes: ['^q']"),
+     "wf.yaml:7: job_name_regexes entry '^q' matches no job (at $.actions[0].job_name_regexes[0])"),
+    (("    jobs: [a]\n", ""), "wf.yaml:5: an on_jobs_complete action needs `jobs` or `job_name_regexes` "
+                                "(at $.actions[0])"),
+    (("on_jobs_complete", "on_workflow_start"), "wf.yaml:5: an on_workflow_start action is about the whole "
+                                                "workflow; it takes no `jobs` or `job_name_regexes` (at $.actions[0])"),
+    (('    commands: ["true"]\n', ""), "wf.yaml:5: a run_commands action needs `commands` (a list of shell "
+                                     "commands) (at $.actions[0])"),
+    (("action_type: run_commands", "action_type: schedule_nodes\n    scheduler: small\n    scheduler_type: slurm"),
+     "wf.yaml:7: unknown scheduler 'small' (big) (at $.actions[0].scheduler)"),
+    (("action_type: run_commands", "action_type: schedule_nodes"),
+     "wf.yaml:5: a schedule_nodes action needs `scheduler` and `scheduler_type: slurm` (at $.actions[0])"),
+    (("on_jobs_complete", "on_worker_start"),
+     "wf.yaml:5: Invalid enum value 'on_worker_start' (at $.actions[0].trigger_type)"),
+])
+def test_bad_actions_are_errors_with_their_line(change, message):
+    text = BASE.replace(*change)
+    assert text != BASE
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, "wf.yaml")
+    assert info.value.message == message

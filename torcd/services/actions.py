@@ -1,0 +1,120 @@
+"""ActionRunner: runs a workflow's actions when they come due (`store_actions`, `core.actions`).
+
+`run_commands` runs each command in turn in the workflow's directory, its output in
+OUTPUT_DIR/actions/, stopping at the first that fails; `schedule_nodes` submits allocations for
+a scheduler. Each firing is an `action_started` and an `action_finished` event; a failed action
+changes no job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import structlog
+
+from torcd import events as E
+from torcd.bus import EventBus
+from torcd.services.allocations import AllocationService
+from torcd.services.processes import (WatchedProcess, log_files, missing_directory, shell_prelude, spawn_shell,
+                                      start_failure, stop_group, unstartable_input)
+from torcd.services.recovery_script import describe_exit
+from torcd.core.retry import signal_return_code
+from torcd.store import Store
+from torcd.store_actions import ActionToRun
+
+log = structlog.get_logger("torcd.actions")
+SETTLE = 0.1  # seconds: a burst of job events becomes one look at the counts
+
+
+def action_logs(run: ActionToRun) -> tuple[str, str]:
+    stem = os.path.join(run.output_dir, "actions", f"action_wf{run.workflow_id}_{run.action.index}_r{run.run_id}")
+    return stem + ".o", stem + ".e"
+
+
+class ActionRunner:
+    def __init__(self, store: Store, bus: EventBus, allocations: AllocationService, api_url: str):
+        self.store, self.allocations, self.api_url = store, allocations, api_url
+        self._touched: set[int] = set()
+        self._wake = asyncio.Event()
+        self._procs: dict[int, WatchedProcess] = {}  # action id -> its command running now
+        self._tasks: set[asyncio.Task] = set()
+        self._turns: dict[int, asyncio.Lock] = {}  # one action of a workflow at a time, in the order they came due
+        bus.subscribe("actions", accept=self._poke)
+
+    def _poke(self, event: E.EventBase) -> bool:
+        if event.workflow_id in self.store.with_actions and not isinstance(event, (E.ActionStarted, E.ActionFinished)):
+            self._touched.add(event.workflow_id)
+            self._wake.set()
+        return False
+
+    async def reconcile(self) -> None:
+        await self.store.load_action_workflows()
+        await self.store.interrupt_actions()
+        self._touched.update(self.store.with_actions)
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                await asyncio.sleep(SETTLE)
+                self._wake.clear()
+                touched, self._touched = sorted(self._touched), set()
+                for run in await self.store.take_due_actions(touched):
+                    task = asyncio.create_task(self._run(run))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            await asyncio.gather(*(stop_group(p, 2.0) for p in self._procs.values()), return_exceptions=True)
+
+    async def _run(self, run: ActionToRun) -> None:
+        async with self._turns.setdefault(run.workflow_id, asyncio.Lock()):
+            await self._run_now(run)
+
+    async def _run_now(self, run: ActionToRun) -> None:
+        await self.store.start_action(run)
+        log.info("action_started", workflow_id=run.workflow_id, action=run.action.index, trigger=run.action.trigger)
+        try:
+            if run.action.action_type == "run_commands":
+                ok, rc, message = await self._commands(run)
+            else:
+                ok, rc, message = await self._schedule(run)
+        except Exception as e:  # an action's failure is recorded; it must not end the runner
+            log.exception("action_error", workflow_id=run.workflow_id, action=run.action.index)
+            ok, rc, message = False, None, f"internal error: {e}"
+        await self.store.finish_action(run, ok, message, rc)
+
+    async def _commands(self, run: ActionToRun) -> tuple[bool, int | None, str]:
+        out_path, err_path = action_logs(run)
+        env = dict(os.environ, TORC_WORKFLOW_ID=str(run.workflow_id), TORC_RUN_ID=str(run.run_id),
+                   TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger)
+        for n, command in enumerate(run.action.commands, 1):
+            try:
+                if bad := unstartable_input({"command": command, "working directory": run.cwd}, {}):
+                    raise bad
+                if gone := missing_directory(run.cwd):
+                    raise gone
+                with log_files(out_path, err_path) as (out, err):
+                    proc = spawn_shell(shell_prelude(run.cwd) + command, env=env, stdout=out, stderr=err)
+            except (OSError, ValueError) as e:
+                return False, None, f"command {n} could not start: {start_failure(e)}"
+            self._procs[run.id] = proc
+            try:
+                rc = signal_return_code(await proc.wait())
+            finally:
+                self._procs.pop(run.id, None)
+            if rc != 0:
+                said = describe_exit(command, rc).replace("recovery script", "command")
+                return False, rc, f"command {n} of {len(run.action.commands)} failed: {said}; output in {err_path}"
+        n = len(run.action.commands)
+        return True, 0, f"ran {n} command{'s' if n > 1 else ''}; output in {out_path}"
+
+    async def _schedule(self, run: ActionToRun) -> tuple[bool, int | None, str]:
+        info = await self.store.workflow(run.workflow_id)
+        if info.executor != "slurm":
+            return False, None, "schedule_nodes needs a workflow submitted with `torcctl submit-slurm`"
+        a = run.action
+        ids = await self.allocations.submit(run.workflow_id, f"action {a.index} ({a.trigger})", count=a.num_allocations,
+                                            scheduler=a.scheduler)
+        return bool(ids), None, f"submitted {len(ids)} allocations for scheduler {a.scheduler!r}"

@@ -1,0 +1,76 @@
+"""Torc's `actions` in a spec: what fires each one and what it does, checked before anything is
+stored (the jobs it names exist, its regexes match, its scheduler is defined)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Protocol
+
+import msgspec
+from msgspec import Meta
+
+from torcd.core.actions import Action, ActionType, Trigger
+
+Name = Annotated[str, Meta(min_length=1, max_length=512)]
+Pattern = Annotated[str, Meta(min_length=1, max_length=1024)]
+MAX_ACTIONS = 1000
+
+
+class Locator(Protocol):
+    def error(self, message: str, field: str) -> Exception: ...
+
+
+class Matcher(Protocol):
+    def search(self, pattern: str, names: list[str], at: str) -> list[str]: ...
+
+
+class ActionSpec(msgspec.Struct, forbid_unknown_fields=True):
+    trigger_type: Trigger
+    action_type: ActionType
+    jobs: list[Name] | None = None
+    job_name_regexes: list[Pattern] | None = None
+    commands: list[Annotated[str, Meta(min_length=1, max_length=120 * 1024)]] | None = None
+    scheduler: Name | None = None
+    scheduler_type: Literal["slurm"] | None = None
+    num_allocations: Annotated[int, Meta(ge=1, le=1000)] = 1
+    start_one_worker_per_node: bool = False
+    max_parallel_jobs: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    persistent: bool = False
+
+
+def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set[str], matcher: Matcher,
+                  loc: Locator) -> list[tuple[Action, list[str]]]:
+    """Each action with the names of the jobs it watches (none for the workflow triggers)."""
+    if len(specs) > MAX_ACTIONS:
+        raise loc.error(f"{len(specs):,} actions; the limit is {MAX_ACTIONS:,}", "$.actions")
+    known = set(job_names)
+    out = []
+    for i, a in enumerate(specs):
+        at = f"$.actions[{i}]"
+        if a.action_type == "run_commands" and not a.commands:
+            raise loc.error("a run_commands action needs `commands` (a list of shell commands)", at)
+        if a.action_type == "schedule_nodes":
+            if a.scheduler is None or a.scheduler_type is None:
+                raise loc.error("a schedule_nodes action needs `scheduler` and `scheduler_type: slurm`", at)
+            if a.scheduler not in schedulers:
+                names = ", ".join(sorted(schedulers)) or "none are defined"
+                raise loc.error(f"unknown scheduler {a.scheduler!r} ({names})", f"{at}.scheduler")
+        chosen: dict[str, None] = {}
+        for k, name in enumerate(a.jobs or []):
+            if name not in known:
+                raise loc.error(f"action names job {name!r}, which does not exist", f"{at}.jobs[{k}]")
+            chosen[name] = None
+        for k, pattern in enumerate(a.job_name_regexes or []):
+            field = f"{at}.job_name_regexes[{k}]"
+            matched = matcher.search(pattern, job_names, field)
+            if not matched:
+                raise loc.error(f"job_name_regexes entry {pattern!r} matches no job", field)
+            chosen.update(dict.fromkeys(matched))
+        jobs_trigger = a.trigger_type in ("on_jobs_ready", "on_jobs_complete")
+        if jobs_trigger and not chosen:
+            raise loc.error(f"an {a.trigger_type} action needs `jobs` or `job_name_regexes`", at)
+        if not jobs_trigger and (a.jobs or a.job_name_regexes):
+            raise loc.error(f"an {a.trigger_type} action is about the whole workflow; it takes no `jobs` or "
+                            "`job_name_regexes`", at)
+        out.append((Action(i, a.trigger_type, a.action_type, a.commands or [], a.scheduler, a.num_allocations,
+                           a.start_one_worker_per_node, a.max_parallel_jobs, a.persistent), list(chosen)))
+    return out

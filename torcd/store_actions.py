@@ -1,0 +1,124 @@
+"""The store's side of workflow actions: which are due (`core.actions`), which run, how they ended.
+
+An action is armed, then due (its moment came: marked in the transaction that brought it, or
+by the action runner's look at the counts), running, and done or failed. A workflow with a
+due or running action is not done: `run` and `watch` wait for its completion actions too.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from torcd import events as E
+from torcd.core.actions import Action, Progress, is_due
+from torcd.core.status import FINAL, JobStatus as S
+from torcd.db import Database, Tx
+
+_FINAL_SQL = ",".join(str(int(s)) for s in FINAL)
+_NOT_YET_READY = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.CANCELED, S.DISABLED))
+_PROGRESS = f"count(*), total(j.status NOT IN ({_NOT_YET_READY})), total(j.status IN ({_FINAL_SQL}))"
+_decode = msgspec.json.Decoder(Action).decode
+INTERRUPTED = "interrupted: the daemon stopped while it ran"
+
+
+class ActionToRun(msgspec.Struct, frozen=True):
+    id: int
+    workflow_id: int
+    run_id: int
+    action: Action
+    cwd: str
+    output_dir: str
+
+
+def insert_actions(tx: Tx, wf: int, actions: list[tuple[Action, list[str]]], ids: dict[str, int]) -> None:
+    for action, jobs in actions:
+        aid = tx.run("INSERT INTO actions (workflow_id, idx, spec) VALUES (?, ?, ?)",
+                     (wf, action.index, msgspec.json.encode(action).decode()))
+        tx.many("INSERT INTO action_jobs (action_id, job_id) VALUES (?, ?)", ((aid, ids[name]) for name in jobs))
+    _hold(tx, wf)
+
+
+_START = "spec LIKE '%\"trigger\":\"on_workflow_start\"%'"
+
+
+def _hold(tx: Tx, wf: int) -> None:
+    """Jobs wait while an on_workflow_start action has not run (setup comes first)."""
+    tx.run(f"""UPDATE workflows SET held = EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND {_START}
+               AND state IN ('armed', 'due', 'running')) WHERE id = ?""", (wf, wf))
+
+
+def mark_due(tx: Tx, wf: int) -> bool:
+    """Armed actions whose moment came become due; whether any is due or running now."""
+    for aid, spec in tx.rows("SELECT id, spec FROM actions WHERE workflow_id = ? AND state = 'armed'", (wf,)):
+        action = _decode(spec)
+        if action.trigger in ("on_workflow_start", "on_workflow_complete"):
+            row = tx.one(f"SELECT {_PROGRESS} FROM jobs j WHERE j.workflow_id = ?", (wf,))
+        else:
+            row = tx.one(f"SELECT {_PROGRESS} FROM action_jobs a JOIN jobs j ON j.id = a.job_id "
+                         "WHERE a.action_id = ?", (aid,))
+        if is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2]))):
+            tx.run("UPDATE actions SET state = 'due' WHERE id = ?", (aid,))
+    return busy(tx, wf)
+
+
+def busy(tx: Tx, wf: int) -> bool:
+    return bool(tx.one("SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND state IN ('due', 'running'))",
+                       (wf,))[0])
+
+
+def rearm(tx: Tx, wf: int) -> None:
+    """A reset starts a new run: persistent actions fire again in it."""
+    tx.run("UPDATE actions SET state = 'armed', message = NULL WHERE workflow_id = ? AND spec LIKE '%\"persistent\":true%'"
+           " AND state IN ('done', 'failed')", (wf,))
+    _hold(tx, wf)
+
+
+class ActionStore(Database):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.with_actions: set[int] = set()  # workflows that have actions: the only ones settle looks at
+
+    async def load_action_workflows(self) -> None:
+        self.with_actions = {r[0] for r in await self._rows("SELECT DISTINCT workflow_id FROM actions")}
+
+    async def take_due_actions(self, workflows: list[int]) -> list[ActionToRun]:
+        """Mark what came due in these workflows, then take every due action to run."""
+        def _body(tx: Tx):
+            for wf in workflows:
+                mark_due(tx, wf)
+            out = []
+            for r in tx.rows("""SELECT a.id, a.workflow_id, a.spec, w.run_id, w.cwd, w.output_dir FROM actions a
+                                JOIN workflows w ON w.id = a.workflow_id
+                                WHERE a.state = 'due' AND w.state != 'canceled'"""):
+                action = _decode(r["spec"])
+                tx.run("UPDATE actions SET state = 'running', run_id = ? WHERE id = ?", (r["run_id"], r["id"]))
+                out.append(ActionToRun(r["id"], r["workflow_id"], r["run_id"], action, r["cwd"], r["output_dir"]))
+            return out
+        return await self.write(_body)
+
+    async def start_action(self, run: ActionToRun) -> None:
+        """Its turn came (a workflow's actions run one at a time): say so."""
+        await self.record_event(run.workflow_id, E.ActionStarted, rule_index=run.action.index, run_id=run.run_id,
+                                action=run.action.action_type, message=run.action.trigger)
+
+    async def finish_action(self, run: ActionToRun, ok: bool, message: str, return_code: int | None = None) -> None:
+        def _body(tx: Tx):
+            tx.run("UPDATE actions SET state = ?, message = ? WHERE id = ? AND state = 'running'",
+                   ("done" if ok else "failed", message, run.id))
+            _hold(tx, run.workflow_id)
+            tx.emit(E.ActionFinished, run.workflow_id, rule_index=run.action.index, run_id=run.run_id,
+                    action=run.action.action_type, status="done" if ok else "failed", return_code=return_code,
+                    message=message)
+        await self.write(_body)
+
+    async def interrupt_actions(self) -> None:
+        """At start: actions a stopped daemon was running did not finish; say so, once."""
+        def _body(tx: Tx):
+            for aid, wf, spec, run_id in tx.rows(
+                    "SELECT id, workflow_id, spec, run_id FROM actions WHERE state = 'running'"):
+                action = _decode(spec)
+                tx.run("UPDATE actions SET state = 'failed', message = ? WHERE id = ?", (INTERRUPTED, aid))
+                _hold(tx, wf)
+                tx.emit(E.ActionFinished, wf, rule_index=action.index, run_id=run_id, action=action.action_type,
+                        status="failed", message=INTERRUPTED)
+        await self.write(_body)
