@@ -157,3 +157,13 @@ def test_bad_actions_are_errors_with_their_line(change, message):
     with pytest.raises(SpecError) as info:
         parse_spec(text, "wf.yaml")
     assert info.value.message == message
+
+
+def test_validate_warns_about_torc_keys_that_change_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    spec = tmp_path / "wf.yaml"
+    spec.write_text(BASE.replace("jobs: [a]", "jobs: [a]\n    max_parallel_jobs: 4"))
+    run = subprocess.run([sys.executable, "-m", "torcctl", "validate", str(spec)], capture_output=True, text=True)
+    assert run.returncode == 0 and f"{spec}:8: warning: max_parallel_jobs is not applied" in run.stdout

@@ -268,3 +268,53 @@ def test_print_yaml_converts_kdl(tmp_path):
     out = subprocess.run([sys.executable, "-m", "torcctl", "validate", "--print-yaml", str(spec)],
                          capture_output=True, text=True, check=True).stdout
     assert parse_spec(out, "converted.yaml") == parse_spec(KDL, "wf.kdl")
+
+
+SORTED = """\
+name: sorted
+jobs_sort_method: {method}
+resource_requirements:
+  - {{name: short_big, runtime: PT10S, memory: 300m}}
+  - {{name: long_small, runtime: PT50S, memory: 10m}}
+  - {{name: mid, runtime: PT20S, memory: 100m}}
+jobs:
+  - {{name: a, command: "true", resource_requirements: short_big}}
+  - {{name: b, command: "true", resource_requirements: long_small}}
+  - {{name: c, command: "true", resource_requirements: mid}}
+  - {{name: d, command: "true"}}
+"""
+
+
+@pytest.mark.parametrize("method, order", [
+    ("none", ["a", "b", "c", "d"]),
+    ("gpus_runtime_memory", ["b", "c", "a", "d"]),
+    ("gpus_memory_runtime", ["a", "c", "b", "d"]),
+])
+def test_jobs_sort_method_sets_the_order_ready_jobs_start_in(make_daemon, method, order):
+    d = make_daemon(max_parallel_jobs=1).start()
+    wf = d.submit(SORTED.format(method=method))
+    d.wait(wf)
+    assert [e.job_name for e in d.events(wf) if e.kind == "job_started"] == order
+
+
+TERMINATION = """\
+name: terminated
+resource_requirements:
+  - {name: short, runtime: PT2S}
+jobs:
+  - name: graceful
+    command: "trap 'echo got TERM; exit 0' TERM; sleep 30 & wait"
+    resource_requirements: short
+  - name: abrupt
+    command: "trap 'echo got TERM; exit 0' TERM; sleep 30 & wait"
+    resource_requirements: short
+    supports_termination: false
+"""
+
+
+def test_supports_termination_false_kills_at_the_runtime_limit_without_term(daemon):
+    wf = daemon.submit(TERMINATION)
+    daemon.wait(wf)
+    for name, rc, said in (("graceful", 0, "got TERM\n"), ("abrupt", 137, "")):
+        (att,) = daemon.attempts(daemon.jobs(wf)[name].id)
+        assert (att.return_code, att.cause, open(att.stdout_path).read()) == (rc, "timeout", said), name

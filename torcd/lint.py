@@ -26,7 +26,7 @@ def lint_spec(text: str, file: str, cwd: str, fmt: str | None = None) -> list[Fi
     spec = parse_spec(text, file, fmt)
     doc, loc = load_doc(text, file, fmt)
     findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc), *multiplier_findings(doc, loc, spec),
-                *monitor_findings(doc, loc),
+                *monitor_findings(doc, loc), *accepted_findings(doc, loc),
                 *script_findings(doc, loc, lambda script: script_problem(script, cwd))]
     return sorted(findings, key=lambda f: (f.line or 0, f.field))
 
@@ -65,6 +65,21 @@ def monitor_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
     if monitor.compute_node is not None and monitor.compute_node.enabled:
         at = "$.resource_monitor.compute_node"
         out.append(Finding(loc.line(at), at, "the compute node's own usage is not recorded; only jobs' usage is"))
+    return out
+
+
+def accepted_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
+    """Torc's keys that are read but change nothing here."""
+    out = []
+    for i, action in enumerate(doc.actions):
+        if action.max_parallel_jobs is not None:
+            at = f"$.actions[{i}].max_parallel_jobs"
+            out.append(Finding(loc.line(at), at, "max_parallel_jobs is not applied: workers in allocations run as "
+                                                 "many jobs as their CPUs, memory and GPUs hold"))
+    for i, f in enumerate(doc.files):
+        if f.st_mtime is not None:
+            at = f"$.files[{i}].st_mtime"
+            out.append(Finding(loc.line(at), at, "st_mtime is not used: a file's existence is what is checked"))
     return out
 
 

@@ -212,7 +212,8 @@ MIGRATIONS: list[str] = [
     # the paths a job must have written when it exits 0 (JSON); user data (JSON values jobs
     # read and write, with the value the spec gave, for a reset); actions (armed, due, running,
     # done or failed) and the jobs each one watches; a workflow holds its jobs back (held) until
-    # its on_workflow_start actions have run
+    # its on_workflow_start actions have run; the order ready jobs are claimed in (Torc's
+    # jobs_sort_method, 0 for all: by id) and whether a job past its runtime gets TERM first
     """
     ALTER TABLE jobs ADD COLUMN outputs TEXT;
     CREATE TABLE files (
@@ -250,6 +251,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX actions_by_state ON actions (workflow_id, state);
     ALTER TABLE workflows ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN claim_order INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN supports_termination INTEGER NOT NULL DEFAULT 1;
+    DROP INDEX jobs_by_status;
+    CREATE INDEX jobs_by_status ON jobs (status, claim_order, id);
     CREATE TABLE action_jobs (
         action_id INTEGER NOT NULL,
         job_id INTEGER NOT NULL,

@@ -247,6 +247,7 @@ class Runnable(msgspec.Struct):
     memory: int | None = None  # bytes its processes may use together; killed and recorded as `oom` past it
     sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
     outputs: list[str] | None = None  # files it must have written when it exits 0 (relative to cwd)
+    supports_termination: bool = True  # at its runtime limit: TERM, a grace, then KILL; else KILL at once
 
 
 class Recovery(msgspec.Struct, frozen=True):

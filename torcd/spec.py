@@ -79,6 +79,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     cancel_on_blocking_job_failure: bool = True  # false: run even when a dependency failed (Airflow's all_done)
     parameter_mode: Literal["product", "zip"] = "product"
     depends_on_regexes: list[Pattern] = []
+    supports_termination: bool = True  # false: KILL at its runtime limit, no TERM and grace
     input_files: list[Name] = []
     output_files: list[Name] = []
     input_file_regexes: list[Pattern] = []
@@ -131,6 +132,8 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     files: list[FileSpec] = []
     user_data: list[UserDataSpec] = []
     actions: list[ActionSpec] = []
+    # The order ready jobs are claimed in: by id, or largest first (GPUs, then runtime and memory)
+    jobs_sort_method: Literal["none", "gpus_runtime_memory", "gpus_memory_runtime"] = "none"
     # How workers in allocations behave (Torc's names and defaults).
     compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
     compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
@@ -161,6 +164,8 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     outputs: list[str] = []  # ...and writes
     data_inputs: list[str] = []  # names of the user data it reads
     data_outputs: list[str] = []  # ...and writes
+    supports_termination: bool = True
+    claim_order: int = 0  # its place among the workflow's jobs when several are ready
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -372,7 +377,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                                         scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
                                         job.cancel_on_blocking_job_failure,
                                         used.inputs if used else [], used.outputs if used else [],
-                                        data_used.inputs if data_used else [], data_used.outputs if data_used else []))
+                                        data_used.inputs if data_used else [], data_used.outputs if data_used else [],
+                                        job.supports_termination))
                 _note_origin(origin, name, j, loc)
                 if job.depends_on_regexes:
                     regexes.append((jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
@@ -390,6 +396,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
     _check_names(jobs, origin, loc, via)
     actions = check_actions(doc.actions, list(origin), scheduler_names, matcher, loc) if doc.actions else []
+    if doc.jobs_sort_method != "none":
+        _sort_claims(jobs, doc.jobs_sort_method)
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
@@ -471,6 +479,16 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
         else:
             out[dep] = None
     return list(out)
+
+
+def _sort_claims(jobs: list[ExpandedJob], method: str) -> None:
+    """Number the jobs in the order they are claimed when ready together: the most GPUs first,
+    then the longest runtime and the most memory (or memory, then runtime), then as written."""
+    def key(j: ExpandedJob) -> tuple:
+        runtime, memory = -(j.runtime_seconds or 0), -(j.memory_bytes or 0)
+        return (-j.num_gpus, runtime, memory) if method == "gpus_runtime_memory" else (-j.num_gpus, memory, runtime)
+    for rank, job in enumerate(sorted(jobs, key=key)):
+        job.claim_order = rank
 
 
 def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]], matcher: Matcher,

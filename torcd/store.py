@@ -222,13 +222,13 @@ class Store(SlurmStore, ActionStore, Database):
             tx.many(
                 """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
                    pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-                   outputs)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   outputs, supports_termination, claim_order)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
                   len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds,
-                  int(j.cancel_on_blocking), _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None)
-                 for j in jobs))
+                  int(j.cancel_on_blocking), _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
+                  int(j.supports_termination), j.claim_order) for j in jobs))
             ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
@@ -333,7 +333,7 @@ class Store(SlurmStore, ActionStore, Database):
         """Take ready local jobs and mark them `pending` until their processes start."""
         rows = tx.rows(f"""SELECT {RUNNABLE_COLUMNS}
                            WHERE j.status = {int(S.READY)} AND w.executor = 'local' AND NOT w.held
-                           ORDER BY j.id LIMIT ?""", (limit,))
+                           ORDER BY j.claim_order, j.id LIMIT ?""", (limit,))
         handle(tx, L.Claimed(tx.now), map(fact, rows))
         return [runnable(r) for r in rows]
 

@@ -27,7 +27,7 @@ RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attemp
                       j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
                       min(CAST(j.memory_bytes * j.memory_scale AS INTEGER), 1 << 60) AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
-                      w.monitor_all, w.sample_interval, j.outputs
+                      w.monitor_all, w.sample_interval, j.outputs, j.supports_termination
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -47,7 +47,8 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
                     r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err, r["runtime_seconds"],
                     start_time, r["num_gpus"], gpus.split(",") if gpus else None, r["memory_bytes"],
                     monitoring.interval_for(r["memory_bytes"]),
-                    msgspec.json.decode(r["outputs"], type=list[str]) if r["outputs"] else None)
+                    msgspec.json.decode(r["outputs"], type=list[str]) if r["outputs"] else None,
+                    bool(r["supports_termination"]))
 
 
 def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None, memory: int | None = None,

@@ -226,7 +226,7 @@ class SlurmStore(Database):
                       AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
-                    ORDER BY j.id LIMIT ?""",
+                    ORDER BY j.claim_order, j.id LIMIT ?""",
                 (w["workflow_id"], scheduler, scheduler, free_cpus, free_gpus, free_gpus, free_memory, free_memory,
                  time_left, time_left, worker_id, free_cpus))
             claimed = [runnable(r) for r in runnables_fitting(rows, free_cpus, free_memory, free_gpus)]

@@ -156,12 +156,16 @@ class LocalExecutor:
         task.add_done_callback(self._tasks.discard)
 
     def _time_out(self, job: Runnable, proc: WatchedProcess) -> None:
-        """Past its runtime: TERM, a grace that grows with the runtime (1 to 10 s), then KILL."""
+        """Past its runtime: TERM, a grace that grows with the runtime (1 to 10 s), then KILL; a
+        job that says it does not support termination is KILLed at once."""
         if self.procs.get(job.job_id, (None, None))[1] is not proc:
             return
         self._timed_out.add(job.job_id)
         log.info("job_timed_out", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
                  runtime=job.runtime)
+        if not job.supports_termination:
+            signal_group(proc.pid, signal.SIGKILL)
+            return
         task = asyncio.create_task(stop_group(proc, timeout_grace(job.runtime or 0.0)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
