@@ -124,3 +124,54 @@ def test_an_agent_diagnoses_a_workflow_and_recovers_an_out_of_memory_job(daemon)
     assert daemon.wait(wf).counts == {"completed": 2}
     (change,) = [e for e in daemon.events(wf) if e.kind == "job_resources_changed"]
     assert change.source == "mcp" and "peak was over its 100 MiB limit" in change.message
+
+
+LOGS_AND_LIMITS = """\
+name: tools
+resource_requirements:
+  - {name: roomy, memory: 500m, runtime: PT1M}
+jobs:
+  - name: chatty
+    command: for i in $(seq 1 2000); do echo "line $i" >&2; done; exit 5
+  - name: light
+    command: "true"
+    resource_requirements: roomy
+  - {name: after, command: "true", depends_on: [chatty]}
+"""
+
+
+def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
+    wf = daemon.submit(LOGS_AND_LIMITS)
+    daemon.wait(wf)
+    chatty, light = daemon.jobs(wf)["chatty"].id, daemon.jobs(wf)["light"].id
+
+    async def steps(session: ClientSession):
+        call = session.call_tool
+        summary = _structured(await call("get_workflow_summary", {"workflow_id": wf}))
+        failed = _structured(await call("list_failed_jobs", {"workflow_id": wf}))
+        logs = _structured(await call("get_job_logs", {"job_id": chatty, "tail_lines": 3}))
+        too_many = await call("get_job_logs", {"job_id": chatty, "tail_lines": 5000})
+        no_attempt = await call("get_job_logs", {"job_id": chatty, "attempt": 9})
+        usage = _structured(await call("check_resource_utilization", {"workflow_id": wf}))
+        updated = _structured(await call("update_job_resources", {"job_id": light, "reason": "used a tenth",
+                                                                  "memory": "100m", "runtime": "PT30S"}))
+        bad = await call("update_job_resources", {"job_id": light, "reason": "x", "memory": "lots"})
+        nothing = await call("update_job_resources", {"job_id": light, "reason": "x"})
+        return summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing
+
+    summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing = anyio.run(_session, daemon, steps)
+    assert summary["failures_by_cause"] == {"exit 5": 1} and summary["attempts"] == 2
+    assert summary["workflow"]["counts"] == {"completed": 1, "failed": 1, "canceled": 1}
+    assert [j["name"] for j in failed] == ["chatty"]
+    assert logs["text"] == "line 1998\nline 1999\nline 2000\n" and not logs["truncated"]
+    assert too_many.is_error and no_attempt.is_error
+    (light_usage,) = [u for u in usage if u["job_name"] == "light"]
+    assert light_usage["runtime_percent"] < 20 and "runtime: used under a fifth of its limit" in light_usage["notes"]
+    assert updated["changed"] == {"memory": {"old": 500 << 20, "new": 100 << 20},
+                                  "runtime": {"old": 60.0, "new": 30.0}}
+    assert bad.is_error and "lots" in bad.content[0].text
+    assert nothing.is_error and "give memory, runtime or num_cpus" in nothing.content[0].text
+    changes = [e for e in daemon.events(wf) if e.kind == "job_resources_changed"]
+    assert {(c.resource, c.source, c.message) for c in changes} == {("memory", "mcp", "used a tenth"),
+                                                                    ("runtime", "mcp", "used a tenth")}
+    assert daemon.call("jobs.show", {"job_id": light})["memory_bytes"] == 100 << 20

@@ -97,3 +97,20 @@ jobs:
         "f": "completed", "g": "completed"}
     f, g = (daemon.attempts(jobs[n].id)[0] for n in ("f", "g"))
     assert f.start_time >= g.end_time  # f still waited for its dependency that was running
+
+
+def test_jobs_update_resources_sets_the_next_attempts_limits_and_refuses_a_running_job(daemon):
+    wf = daemon.submit("name: upd\njobs:\n  - {name: slow, command: 'sleep 30'}\n  - {name: done, command: 'true'}\n")
+    daemon.wait_for(lambda: daemon.jobs(wf)["slow"].status == "running", what="slow to run")
+    daemon.wait_for(lambda: daemon.jobs(wf)["done"].status == "completed", what="done to complete")
+    slow, done = daemon.jobs(wf)["slow"].id, daemon.jobs(wf)["done"].id
+    code, _, err = daemon.ctl("jobs", "update-resources", str(slow), "--memory", "1g", "--reason", "more")
+    assert code == 2 and "is running; change its resources once this attempt has ended" in err
+    code, out, _ = daemon.ctl("jobs", "update-resources", str(done), "--memory", "1g", "--runtime", "PT2M",
+                              "--num-cpus", "2", "--reason", "bigger input next time")
+    assert code == 0 and f"job {done}: memory none -> 1.0 GiB" in out and "num_cpus 1 -> 2" in out
+    for args, message in ((["--memory", "1q"], "1q"), (["--num-cpus", "0"], "invalid params"),
+                          (["--memory", "99999t"], "more than this daemon's memory budget")):
+        code, _, err = daemon.ctl("jobs", "update-resources", str(done), *args, "--reason", "r")
+        assert code == 2 and message in err and "Traceback" not in err, err
+    daemon.call("workflows.cancel", {"workflow_id": wf})

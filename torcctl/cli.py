@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("job_ids", type=int, nargs="+", metavar="JOB")
         p.add_argument("--reason", default="", help="why (stored and shown)")
 
+    p = cmd("update-resources", recover.update_resources, "set a job's memory, runtime or CPUs for its next attempts",
+            jobs)
+    p.add_argument("job_id", type=int, metavar="JOB")
+    p.add_argument("--memory", metavar="SIZE", help="like 8g or 512m")
+    p.add_argument("--runtime", metavar="DURATION", help="ISO-8601, like PT2H or PT90M")
+    p.add_argument("--num-cpus", type=int, metavar="N")
+    p.add_argument("--reason", required=True, help="why (kept with each change)")
+
     p = cmd("logs", commands.logs, "print a job attempt's stdout (or stderr)")
     p.add_argument("job_id", type=int)
     p.add_argument("--attempt", type=int, help="attempt number (default: the latest)")

@@ -458,7 +458,7 @@ def logs(client: Client, args) -> int:
     try:
         with open(path, "rb") as f:
             if args.tail is not None:
-                _seek_last_lines(f, args.tail)
+                seek_last_lines(f, args.tail)
             out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
             if out is None:  # stdout replaced by a text stream
                 sys.stdout.write(f.read().decode(errors="replace"))
@@ -470,7 +470,7 @@ def logs(client: Client, args) -> int:
     return 0
 
 
-def _seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
+def seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
     """Position `f` at the start of its last `n` lines, reading backwards a block at a time."""
     end = f.seek(0, os.SEEK_END)
     if n == 0:

@@ -11,11 +11,15 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from torcctl.client import Client, RpcError
 import msgspec
+
+from torcctl.client import Client, RpcError
+from torcctl.commands import seek_last_lines
 
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
 
+MAX_TAIL_LINES = 1000
+MAX_TAIL_BYTES = 64 * 1024
 INSTRUCTIONS = """\
 torc runs workflows of jobs. When a job exits with a code that no rule of its failure handler
 handles, it is parked as pending_failed and waits for someone to decide: `retry` it (for a
@@ -100,6 +104,76 @@ def build_server(client: Client) -> MCPServer:
                                                                         "failed": failed_only}, list[AttemptInfo]))
 
     @server.tool()
+    def get_workflow_summary(workflow_id: int) -> dict[str, Any]:
+        """The workflow's status and job counts, with its failures grouped by cause (oom, timeout,
+        missing_output, or the exit code) and how long its attempts ran: where to start."""
+        info = _call(client, "workflows.show", {"workflow_id": workflow_id}, WorkflowSummary)
+        results = _call(client, "workflows.results", {"workflow_id": workflow_id}, list[AttemptInfo])
+        causes: dict[str, int] = {}
+        for a in results:
+            if a.return_code not in (None, 0):
+                key = a.cause or f"exit {a.return_code}"
+                causes[key] = causes.get(key, 0) + 1
+        ran = [a.end_time - a.start_time for a in results if a.end_time is not None]
+        return {"workflow": msgspec.to_builtins(info), "attempts": len(results), "failures_by_cause": causes,
+                "total_runtime_seconds": round(sum(ran), 3), "longest_runtime_seconds": round(max(ran, default=0), 3)}
+
+    @server.tool()
+    def list_failed_jobs(workflow_id: int, limit: int = 200) -> list[dict[str, Any]]:
+        """The workflow's failed jobs (and those terminated), each with its last return code, why it
+        failed and the end of its stderr."""
+        out = []
+        for status in ("failed", "terminated"):
+            out += msgspec.to_builtins(_call(client, "jobs.list", {"workflow_id": workflow_id, "status": status,
+                                                                   "limit": max(1, min(limit, 10_000))}, list[JobInfo]))
+        return out[:limit]
+
+    @server.tool()
+    def get_job_logs(job_id: int, log_type: Literal["stdout", "stderr"] = "stderr", attempt: int | None = None,
+                     tail_lines: Annotated[int, Field(ge=1, le=MAX_TAIL_LINES)] = 100) -> dict[str, Any]:
+        """The last lines of one attempt's stdout or stderr (the latest attempt unless one is given);
+        at most 1,000 lines and 64 KiB."""
+        atts = _call(client, "jobs.attempts", {"job_id": job_id}, list[AttemptInfo])
+        if attempt is not None:
+            atts = [a for a in atts if a.attempt_id == attempt]
+        if not atts:
+            raise ToolError(f"job {job_id} has no attempt {attempt}" if attempt else f"job {job_id} has not run yet")
+        a = atts[-1]
+        path = a.stderr_path if log_type == "stderr" else a.stdout_path
+        try:
+            with open(path, "rb") as f:
+                seek_last_lines(f, tail_lines)
+                start = f.tell()
+                data = f.read(MAX_TAIL_BYTES + 1)
+        except OSError as e:
+            raise ToolError(f"cannot read {path}: {e.strerror}") from None
+        cut = len(data) > MAX_TAIL_BYTES
+        return {"job_id": job_id, "run_id": a.run_id, "attempt_id": a.attempt_id, "path": path, "offset": start,
+                "text": data[-MAX_TAIL_BYTES:].decode(errors="replace"), "truncated": cut}
+
+    @server.tool()
+    def check_resource_utilization(workflow_id: int, include_failed: bool = True) -> list[dict[str, Any]]:
+        """For each job's last attempt: peak memory and runtime against its limits (percent), CPU
+        time, and a note when it came within 10 % of a limit, went over it, or used under a fifth of
+        it (a limit that could be lower)."""
+        latest: dict[int, AttemptInfo] = {}
+        for a in _call(client, "workflows.results", {"workflow_id": workflow_id}, list[AttemptInfo]):
+            if a.end_time is not None and (include_failed or a.return_code == 0):
+                latest[a.job_id] = a
+        return [_utilization(a) for a in latest.values()]
+
+    @server.tool()
+    def update_job_resources(job_id: int, reason: Annotated[str, Field(min_length=1)], memory: str | None = None,
+                             runtime: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+        """Set one job's limits for its next attempts: memory like "8g", runtime as ISO-8601 like
+        "PT2H", CPUs. Refused while the job runs. Rerun it with recover_workflow or a reset."""
+        params: dict[str, Any] = {"job_id": job_id, "reason": reason, "source": "mcp"}
+        for key, value in (("memory", memory), ("runtime", runtime), ("num_cpus", num_cpus)):
+            if value is not None:
+                params[key] = value
+        return _call(client, "jobs.update_resources", params)
+
+    @server.tool()
     def recover_workflow(workflow_id: int, reason: Annotated[str, Field(min_length=1)], dry_run: bool = True,
                          memory_multiplier: float = 1.5, runtime_multiplier: float = 1.4,
                          retry_unknown: bool = False) -> dict[str, Any]:
@@ -112,6 +186,25 @@ def build_server(client: Client) -> MCPServer:
             "reason": reason}))
 
     return server
+
+
+def _utilization(a: AttemptInfo) -> dict[str, Any]:
+    runtime = (a.end_time or a.start_time) - a.start_time
+    out: dict[str, Any] = {"job_id": a.job_id, "job_name": a.job_name, "attempt_id": a.attempt_id,
+                           "return_code": a.return_code, "cause": a.cause, "runtime_seconds": round(runtime, 3),
+                           "cpu_seconds": a.cpu_seconds, "peak_memory": a.peak_memory, "notes": []}
+    for what, used, limit in (("memory", a.peak_memory, a.memory_limit), ("runtime", runtime, a.runtime_limit)):
+        if used is None or not limit:
+            continue
+        share = used / limit
+        out[f"{what}_percent"] = round(100 * share, 1)
+        if share > 1 or a.cause == ("oom" if what == "memory" else "timeout"):
+            out["notes"].append(f"{what}: over its limit")
+        elif share >= 0.9:
+            out["notes"].append(f"{what}: within 10 % of its limit")
+        elif share < 0.2 and a.return_code == 0:
+            out["notes"].append(f"{what}: used under a fifth of its limit")
+    return out
 
 
 def _call(client: Client, method: str, params: dict, result_type=None):

@@ -91,3 +91,27 @@ def count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
     return int(text)
+
+
+def update_resources(client: Client, args) -> int:
+    """New limits for a job's next attempts, with the reason (kept in its job_resources_changed events)."""
+    params = {"job_id": args.job_id, "reason": args.reason}
+    for key in ("memory", "runtime", "num_cpus"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    answer = client.call("jobs.update_resources", params)
+    if args.json:
+        print_json(answer)
+        return 0
+    for resource, change in answer["changed"].items():
+        print(f"job {args.job_id}: {resource} {_shown(resource, change['old'])} -> {_shown(resource, change['new'])}")
+    return 0
+
+
+def _shown(resource: str, value: float | None) -> str:
+    from torcd.core.resources import format_bytes, format_duration
+
+    if value is None:
+        return "none"
+    return format_bytes(int(value)) if resource == "memory" else format_duration(value) if resource == "runtime" \
+        else str(int(value))

@@ -18,7 +18,7 @@ import structlog
 from torcd import protocol as p
 from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
-from torcd.core.resources import format_bytes
+from torcd.core.resources import format_bytes, parse_duration, parse_memory
 from torcd.core.status import JobStatus
 from torcd.credentials import current_caller, idempotency_key
 from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
@@ -154,6 +154,29 @@ class Handlers:
                                                source=params.source, reason=params.reason)
         return p.RecoverResult(plan, reset, params.dry_run)
 
+    async def update_resources(self, params: p.UpdateResources) -> dict:
+        if params.memory is None and params.runtime is None and params.num_cpus is None:
+            raise InvalidParams("give memory, runtime or num_cpus", {"field": "$"})
+        try:
+            memory = None if params.memory is None else parse_memory(params.memory)
+        except ValueError as e:
+            raise InvalidParams(str(e), {"field": "$.memory"}) from None
+        try:
+            runtime = None if params.runtime is None else parse_duration(params.runtime)
+        except ValueError as e:
+            raise InvalidParams(str(e), {"field": "$.runtime"}) from None
+        job = await self.store.job(params.job_id)
+        executor = (await self.store.workflow(job.workflow_id)).executor
+        if executor == "local" and memory is not None and memory > self.config.max_memory:
+            raise InvalidParams(f"{format_bytes(memory)} is more than this daemon's memory budget of "
+                                f"{format_bytes(self.config.max_memory)} (see torcd --memory)", {"field": "$.memory"})
+        if executor == "local" and params.num_cpus is not None and params.num_cpus > self.config.max_cpus:
+            raise InvalidParams(f"{params.num_cpus} CPUs is more than this daemon runs at once "
+                                f"({self.config.max_cpus}; see torcd --cpus)", {"field": "$.num_cpus"})
+        changes = await self.store.update_resources(params.job_id, memory, runtime, params.num_cpus, params.source,
+                                                    params.reason, key=idempotency_key.get())
+        return {"job_id": params.job_id, "changed": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}
+
     async def reset_status(self, params: p.ResetStatus) -> dict:
         return {"reset": await self.store.reset_status(params.workflow_id, params.failed_only,
                                                        key=idempotency_key.get())}
@@ -258,6 +281,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "user_data.set": (p.SetUserData, lambda h: h.set_user_data),
     "user_data.list": (p.WorkflowRef, lambda h: h.list_user_data),
     "workflows.recover": (p.Recover, lambda h: h.recover),
+    "jobs.update_resources": (p.UpdateResources, lambda h: h.update_resources),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),
     "jobs.attempts": (p.JobRef, lambda h: h.job_attempts),

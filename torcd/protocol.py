@@ -141,6 +141,17 @@ class Recover(Params):
     reason: Annotated[str, Meta(max_length=4096)] = ""  # why, kept with each change
 
 
+class UpdateResources(Params):
+    """New limits for one job's next attempts (Torc's update_job_resources); at least one."""
+
+    job_id: Id
+    reason: Annotated[str, Meta(min_length=1, max_length=4096)]  # why, kept with each change
+    memory: Annotated[str, Meta(max_length=64)] | None = None  # 8g, 512m, 1.5g
+    runtime: Annotated[str, Meta(max_length=64)] | None = None  # ISO-8601: PT2H
+    num_cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    source: Source = "cli"
+
+
 class RecoverResult(msgspec.Struct):
     adjustments: list[Adjustment]
     reset: int  # jobs put back to run (the retried ones and what they block); 0 in a dry run

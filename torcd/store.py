@@ -306,6 +306,11 @@ class Store(SlurmStore, ActionStore, Database):
                                                                  retry_unknown, dry_run, source, reason),
                                 key=None if dry_run else key)
 
+    async def update_resources(self, job_id: int, memory: int | None, runtime: float | None, cpus: int | None,
+                               source: str, reason: str, key: str | None = None) -> dict:
+        return await self.write(lambda tx: store_recover.update_resources(tx, job_id, memory, runtime, cpus, source,
+                                                                          reason), key=key)
+
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
         """Aggregates for /metrics, all from the tables (so they survive restarts)."""
         return {name: await self._rows(sql) for name, sql in _METRIC_QUERIES.items()}

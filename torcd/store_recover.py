@@ -8,7 +8,7 @@ from torcd import events as E
 from torcd.core import recover as R
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd.db import Tx, require_workflow
-from torcd.errors import InvalidTransition
+from torcd.errors import InvalidTransition, NotFound
 from torcd.store_lifecycle import downstream, reset_jobs
 
 _FAILED = f"""SELECT j.id, j.name, coalesce(a.return_code, 1) AS rc, a.cause, a.end_time - a.start_time AS wall,
@@ -46,3 +46,28 @@ def recover(tx: Tx, wf: int, memory_multiplier: float, runtime_multiplier: float
     ids = [a.job_id for a in retried]
     reset = reset_jobs(tx, row, sorted(set(ids) | set(downstream(tx, ids))), "recover")
     return plan, reset
+
+
+def update_resources(tx: Tx, job_id: int, memory: int | None, runtime: float | None, cpus: int | None,
+                     source: str, reason: str) -> dict[str, tuple[float | None, float]]:
+    """Set a job's limits for its next attempts (what multipliers had grown starts over); each
+    change is an event with the old and new value. Refused while the job runs."""
+    row = tx.one("""SELECT id, workflow_id, name, status, num_cpus, memory_bytes * memory_scale AS memory,
+                    runtime_seconds * runtime_scale AS runtime FROM jobs WHERE id = ?""", (job_id,))
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    if S(row["status"]) in (S.PENDING, S.RUNNING, S.RECOVERING):
+        raise InvalidTransition(f"job {job_id} ({row['name']}) is {S(row['status']).label}; change its resources "
+                                "once this attempt has ended")
+    changes = {}
+    for resource, column, scale, new in (("memory", "memory_bytes", "memory_scale", memory),
+                                         ("runtime", "runtime_seconds", "runtime_scale", runtime),
+                                         ("num_cpus", "num_cpus", None, cpus)):
+        if new is None:
+            continue
+        old = row[resource if resource != "num_cpus" else "num_cpus"]
+        tx.run(f"UPDATE jobs SET {column} = ?{f', {scale} = 1' if scale else ''} WHERE id = ?", (new, job_id))
+        tx.emit(E.JobResourcesChanged, row["workflow_id"], job_id=job_id, job_name=row["name"], resource=resource,
+                old_value=old, new_value=new, source=source, message=reason)
+        changes[resource] = (old, new)
+    return changes
