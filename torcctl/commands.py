@@ -8,7 +8,7 @@ import sys
 
 from torcctl.client import Client, ConnectError, RpcError
 from torcctl.recover import recover_once
-from torcctl.render import event_line, print_json, table, when
+from torcctl.render import event_line, print_json, seek_last_lines, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 
 STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
@@ -468,28 +468,6 @@ def logs(client: Client, args) -> int:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     return 0
-
-
-def seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
-    """Position `f` at the start of its last `n` lines, reading backwards a block at a time."""
-    end = f.seek(0, os.SEEK_END)
-    if n == 0:
-        return
-    pos, newlines = end, 0
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        f.seek(pos)
-        data = f.read(step)
-        if pos + step == end and data.endswith(b"\n"):
-            data = data[:-1]  # the final newline ends the last line; it does not start one
-        for i in range(len(data) - 1, -1, -1):
-            if data[i] == 10:
-                newlines += 1
-                if newlines == n:
-                    f.seek(pos + i + 1)
-                    return
-    f.seek(0)
 
 
 def events(client: Client, args) -> int:

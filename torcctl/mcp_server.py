@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 import msgspec
 
 from torcctl.client import Client, RpcError
-from torcctl.commands import seek_last_lines
+from torcctl.render import seek_last_lines
 
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
 

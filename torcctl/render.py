@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -54,3 +55,25 @@ def event_line(e: Event) -> str:
     if e.message:
         parts.append(f"— {e.message}")
     return "  ".join(parts)
+
+
+def seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
+    """Position `f` at the start of its last `n` lines, reading backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    if n == 0:
+        return
+    pos, newlines = end, 0
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step)
+        if pos + step == end and data.endswith(b"\n"):
+            data = data[:-1]  # the final newline ends the last line; it does not start one
+        for i in range(len(data) - 1, -1, -1):
+            if data[i] == 10:
+                newlines += 1
+                if newlines == n:
+                    f.seek(pos + i + 1)
+                    return
+    f.seek(0)
