@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -318,3 +319,12 @@ def test_supports_termination_false_kills_at_the_runtime_limit_without_term(daem
     for name, rc, said in (("graceful", 0, "got TERM\n"), ("abrupt", 137, "")):
         (att,) = daemon.attempts(daemon.jobs(wf)[name].id)
         assert (att.return_code, att.cause, open(att.stdout_path).read()) == (rc, "timeout", said), name
+
+
+def test_the_subgraphs_example_reads_alike_in_yaml_and_kdl_and_each_stage_gets_its_actions_scheduler():
+    root = Path(__file__).resolve().parent.parent / "examples"
+    spec = parse_spec((root / "subgraphs.yaml").read_text(), "subgraphs.yaml")
+    assert spec == parse_spec((root / "subgraphs.kdl").read_text(), "subgraphs.kdl")
+    assert {j.name: j.scheduler for j in spec.jobs if j.name.startswith(("prep", "work_b", "final"))} == {
+        "prep_a": "prep_stage", "prep_b": "prep_stage", "work_b_1": "work_b_stage", "work_b_2": "work_b_stage",
+        "work_b_3": "work_b_stage", "final": "last_stages"}

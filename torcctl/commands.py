@@ -228,6 +228,9 @@ def submit_slurm(client: Client, args) -> int:
         print_json({"workflow": wf, "allocations": allocs})
         return 0
     print(wf.id)
+    if not allocs and not args.allocations:
+        print("no allocations now: the spec's schedule_nodes actions submit them as their jobs become ready",
+              file=sys.stderr)
     for a in allocs:
         state = f"slurm job {a.slurm_job_id}" if a.slurm_job_id else f"failed: {a.reason}"
         print(f"allocation {a.id}: {a.cpus} cpus, {state}", file=sys.stderr)

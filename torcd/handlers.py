@@ -221,6 +221,8 @@ class Handlers:
         # sbatch cannot share a transaction: a repeat is answered from the first call's result.
         key = idempotency_key.get()
         ids = None if key is None else await self.store.request_result(key)
+        if ids is None and params.count is None and await self.store.schedules_by_actions(params.workflow_id):
+            ids = []  # its schedule_nodes actions submit allocations as their jobs become ready
         if ids is None:
             ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
             if key is not None:

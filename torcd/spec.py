@@ -396,6 +396,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
     _check_names(jobs, origin, loc, via)
     actions = check_actions(doc.actions, list(origin), scheduler_names, matcher, loc) if doc.actions else []
+    _schedule_by_actions(jobs, doc.jobs, origin, actions)
     if doc.jobs_sort_method != "none":
         _sort_claims(jobs, doc.jobs_sort_method)
     written = {out for j in jobs for out in j.outputs}
@@ -479,6 +480,20 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
         else:
             out[dep] = None
     return list(out)
+
+
+def _schedule_by_actions(jobs: list[ExpandedJob], specs: list[JobSpec], origin: dict[str, int],
+                         actions: list[tuple[Action, list[str]]]) -> None:
+    """A job that names no scheduler runs in the allocations of the schedule_nodes action that
+    watches it (Torc's way of giving each stage its own allocations)."""
+    by_name, assigned = {j.name: j for j in jobs}, set[str]()
+    for action, names in actions:
+        if action.action_type != "schedule_nodes":
+            continue
+        for name in names:
+            if specs[origin[name]].scheduler is None and name not in assigned:  # the first action wins
+                by_name[name].scheduler = action.scheduler
+                assigned.add(name)
 
 
 def _sort_claims(jobs: list[ExpandedJob], method: str) -> None:

@@ -81,6 +81,11 @@ class ActionStore(Database):
     async def load_action_workflows(self) -> None:
         self.with_actions = {r[0] for r in await self._rows("SELECT DISTINCT workflow_id FROM actions")}
 
+    async def schedules_by_actions(self, wf: int) -> bool:
+        rows = await self._rows("SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND "
+                                "spec LIKE '%\"action_type\":\"schedule_nodes\"%')", (wf,))
+        return bool(rows[0][0])
+
     async def take_due_actions(self, workflows: list[int]) -> list[ActionToRun]:
         """Mark what came due in these workflows, then take every due action to run."""
         def _body(tx: Tx):
