@@ -167,3 +167,32 @@ def test_validate_warns_about_torc_keys_that_change_nothing(tmp_path):
     spec.write_text(BASE.replace("jobs: [a]", "jobs: [a]\n    max_parallel_jobs: 4"))
     run = subprocess.run([sys.executable, "-m", "torcctl", "validate", str(spec)], capture_output=True, text=True)
     assert run.returncode == 0 and f"{spec}:8: warning: max_parallel_jobs is not applied" in run.stdout
+
+
+def test_a_canceled_workflow_fires_no_completion_action_and_a_reset_fires_it_at_the_new_end(daemon):
+    spec = ("name: c\nactions:\n  - {trigger_type: on_workflow_complete, action_type: run_commands, "
+            "commands: ['date +%s.%N >> fired.txt']}\njobs:\n  - {name: a, command: 'sleep 2; date +%s.%N > ended.txt'}\n")
+    wf = daemon.submit(spec)
+    daemon.wait_for(lambda: daemon.jobs(wf)["a"].status == "running", what="a to run")
+    daemon.call("workflows.cancel", {"workflow_id": wf})
+    daemon.wait(wf, state="canceled")
+    assert not [e for e in daemon.events(wf) if e.kind.startswith("action_")]
+    daemon.ctl("workflows", "reset-status", str(wf))
+    assert daemon.wait(wf).counts == {"completed": 1}
+    (fired,) = (daemon.tmp / "fired.txt").read_text().split()
+    assert float(fired) > float((daemon.tmp / "ended.txt").read_text())
+
+
+def test_actions_waiting_for_their_turn_survive_a_restart(daemon):
+    spec = ("name: turns\nactions:\n"
+            "  - {trigger_type: on_workflow_start, action_type: run_commands, commands: ['touch first; sleep 60']}\n"
+            "  - {trigger_type: on_workflow_start, action_type: run_commands, commands: ['touch second']}\n"
+            "jobs:\n  - {name: a, command: 'true'}\n")
+    wf = daemon.submit(spec)
+    daemon.wait_for(lambda: (daemon.tmp / "first").exists(), what="the first action to start")
+    daemon.kill9()
+    daemon.restart()
+    assert daemon.wait(wf).counts == {"completed": 1}
+    assert (daemon.tmp / "second").exists()
+    finished = {e.rule_index: e for e in daemon.events(wf) if e.kind == "action_finished"}
+    assert finished[0].message == "interrupted: the daemon stopped while it ran" and finished[1].status == "done"

@@ -109,7 +109,7 @@ def error_of(text: str) -> str:
      "(at $.jobs[1].output_files)"),
     (("output_files: [a_out]}", "output_files: [a_out], input_files: [\"part_1\"]}\n"
       "  - {name: c, command: x, input_files: [a_out], output_files: [\"part_1\"]}"),
-     "wf.yaml:6: dependency cycle: a -> c (reads 'part_1') -> a (reads 'a_out') (at $.jobs[0].depends_on)"),
+     "wf.yaml:6: dependency cycle: a -> c (writes 'part_1') -> a (writes 'a_out') (at $.jobs[0].depends_on)"),
     (('path: "part_{i}.txt"', 'path: "part.txt"'), None),  # one path for three names is allowed
     (('{name: "part_{i}"', '{name: "part"'),
      "wf.yaml:4: duplicate file name 'part' (at $.files[1].name)"),

@@ -137,19 +137,22 @@ jobs:
     command: "true"
     resource_requirements: roomy
   - {name: after, command: "true", depends_on: [chatty]}
+  - name: huge
+    command: python3 -c "import sys; [print('x' * 1023, file=sys.stderr) for _ in range(1000)]; print('LAST', file=sys.stderr)"
 """
 
 
 def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
     wf = daemon.submit(LOGS_AND_LIMITS)
     daemon.wait(wf)
-    chatty, light = daemon.jobs(wf)["chatty"].id, daemon.jobs(wf)["light"].id
+    chatty, light, huge = (daemon.jobs(wf)[n].id for n in ("chatty", "light", "huge"))
 
     async def steps(session: ClientSession):
         call = session.call_tool
         summary = _structured(await call("get_workflow_summary", {"workflow_id": wf}))
         failed = _structured(await call("list_failed_jobs", {"workflow_id": wf}))
         logs = _structured(await call("get_job_logs", {"job_id": chatty, "tail_lines": 3}))
+        long_tail = _structured(await call("get_job_logs", {"job_id": huge, "tail_lines": 1000}))
         too_many = await call("get_job_logs", {"job_id": chatty, "tail_lines": 5000})
         no_attempt = await call("get_job_logs", {"job_id": chatty, "attempt": 9})
         usage = _structured(await call("check_resource_utilization", {"workflow_id": wf}))
@@ -157,14 +160,16 @@ def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
                                                                   "memory": "100m", "runtime": "PT30S"}))
         bad = await call("update_job_resources", {"job_id": light, "reason": "x", "memory": "lots"})
         nothing = await call("update_job_resources", {"job_id": light, "reason": "x"})
-        return summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing
+        return summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing, long_tail
 
-    summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing = anyio.run(_session, daemon, steps)
-    assert summary["failures_by_cause"] == {"exit 5": 1} and summary["attempts"] == 2
-    assert summary["workflow"]["counts"] == {"completed": 1, "failed": 1, "canceled": 1}
+    summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing, long_tail = anyio.run(
+        _session, daemon, steps)
+    assert summary["failures_by_cause"] == {"exit 5": 1} and summary["attempts"] == 3
+    assert summary["workflow"]["counts"] == {"completed": 2, "failed": 1, "canceled": 1}
     assert [j["name"] for j in failed] == ["chatty"]
     assert logs["text"] == "line 1998\nline 1999\nline 2000\n" and not logs["truncated"]
     assert too_many.is_error and no_attempt.is_error
+    assert long_tail["text"].endswith("LAST\n") and long_tail["truncated"] and len(long_tail["text"]) <= 64 * 1024
     (light_usage,) = [u for u in usage if u["job_name"] == "light"]
     assert light_usage["runtime_percent"] < 20 and "runtime: used under a fifth of its limit" in light_usage["notes"]
     assert updated["changed"] == {"memory": {"old": 500 << 20, "new": 100 << 20},

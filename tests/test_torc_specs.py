@@ -243,7 +243,13 @@ def test_kdl_1_syntax_reads_too():
      "(at $.jobs[1].depends_on_regexes[0])"),
     (('resource_requirements "small"\n    use', 'resource_requirements "smal"\n    use'),
      "wf.kdl:18: unknown resource requirement 'smal' (small) (at $.jobs[0].resource_requirements)"),
-    (('job "gather" {', 'job {'), "wf.kdl:21: `job` needs its name as its first argument, like job \"name\""),
+    (('job "gather" {', 'job {'), "wf.kdl:21: `job` takes its name as its one argument, like job \"name\""),
+    (('command #"cat', 'command "echo"\n    command #"cat'), "wf.kdl:23: `command` is given twice"),
+    (('memory "100m"', 'memory "100m" "200m"'), "wf.kdl:8: `memory` takes one value, and has 2"),
+    (('job "gather" {', 'job "work_1" {'), "wf.kdl:21: duplicate job name 'work_1' (also made by jobs[0]) "
+                                          "(at $.jobs[1].name)"),
+    (('path="out/{i}.txt"', 'path=""'), "wf.kdl:10: Expected `str` of length >= 1 (at $.files[0].path)"),
+    (('job "gather" {', 'job "gather" num_cpus="x" {'), "wf.kdl:21: Expected `int`, got `str` (at $.jobs[1].num_cpus)"),
     (('exit_codes 10 11', 'exit_codes 10 "x"'),
      "wf.kdl:30: Expected `int`, got `str` (at $.failure_handlers[0].rules[0].exit_codes[1])"),
     (('"echo {i} > ', '"echo {i}\\u{0} > '),
@@ -328,3 +334,15 @@ def test_the_subgraphs_example_reads_alike_in_yaml_and_kdl_and_each_stage_gets_i
     assert {j.name: j.scheduler for j in spec.jobs if j.name.startswith(("prep", "work_b", "final"))} == {
         "prep_a": "prep_stage", "prep_b": "prep_stage", "work_b_1": "work_b_stage", "work_b_2": "work_b_stage",
         "work_b_3": "work_b_stage", "final": "last_stages"}
+
+
+def test_a_sorted_workflow_keeps_its_place_ahead_of_workflows_submitted_after_it(make_daemon):
+    d = make_daemon(max_parallel_jobs=1).start()
+    first = d.submit(SORTED.format(method="gpus_runtime_memory").replace(
+        '{name: b, command: "true"', '{name: b, command: "sleep 0.5"'))
+    d.wait_for(lambda: d.jobs(first)["b"].status == "running", what="b to run")
+    second = d.submit("name: second\njobs:\n  - {name: s0, command: 'true'}\n  - {name: s1, command: 'true'}\n")
+    d.wait(second)
+    d.wait(first)
+    started = [e for wf in (first, second) for e in d.events(wf) if e.kind == "job_started"]
+    assert [e.job_name for e in sorted(started, key=lambda e: e.seq)] == ["b", "c", "a", "d", "s0", "s1"]

@@ -264,6 +264,10 @@ def test_an_allocation_credential_reaches_only_its_own_workflows_user_data(sdaem
     url = sdaemon.call("ping")["tcp_url"]
     wf, _, token = held_allocation(sdaemon, tmp_path, "one")
     other, _, _ = held_allocation(sdaemon, tmp_path, "two")
+    # Only what the spec declared (or the user added): a credential cannot fill the database with new entries.
+    reply = tcp_call(url, token, "user_data.set", {"workflow_id": wf, "name": "x", "data": [1, 2]})
+    assert "declares no user data named 'x'" in reply["error"]["message"]
+    sdaemon.call("user_data.set", {"workflow_id": wf, "name": "x", "data": None})
     reply = tcp_call(url, token, "user_data.set", {"workflow_id": wf, "name": "x", "data": [1, 2]})
     assert reply["result"] == {"name": "x", "bytes": 5}
     assert tcp_call(url, token, "user_data.get", {"workflow_id": wf, "name": "x"})["result"]["data"] == [1, 2]

@@ -5,6 +5,7 @@ any client. Every change it makes records `source: mcp` and the agent's reason."
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
@@ -14,7 +15,6 @@ from pydantic import BaseModel, Field
 import msgspec
 
 from torcctl.client import Client, RpcError
-from torcctl.render import seek_last_lines
 
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
 
@@ -142,14 +142,19 @@ def build_server(client: Client) -> MCPServer:
         path = a.stderr_path if log_type == "stderr" else a.stdout_path
         try:
             with open(path, "rb") as f:
-                seek_last_lines(f, tail_lines)
-                start = f.tell()
-                data = f.read(MAX_TAIL_BYTES + 1)
+                end = f.seek(0, os.SEEK_END)
+                start = max(0, end - MAX_TAIL_BYTES)  # the end of the log, whatever its size
+                f.seek(start)
+                data = f.read(MAX_TAIL_BYTES)
         except OSError as e:
             raise ToolError(f"cannot read {path}: {e.strerror}") from None
-        cut = len(data) > MAX_TAIL_BYTES
-        return {"job_id": job_id, "run_id": a.run_id, "attempt_id": a.attempt_id, "path": path, "offset": start,
-                "text": data[-MAX_TAIL_BYTES:].decode(errors="replace"), "truncated": cut}
+        lines = data.splitlines(keepends=True)
+        if start > 0 and lines:
+            lines = lines[1:]  # begun mid-line
+        shown = lines[-tail_lines:]
+        return {"job_id": job_id, "run_id": a.run_id, "attempt_id": a.attempt_id, "path": path,
+                "text": b"".join(shown).decode(errors="replace"),
+                "truncated": start > 0 and len(shown) < tail_lines}
 
     @server.tool()
     def check_resource_utilization(workflow_id: int, include_failed: bool = True) -> list[dict[str, Any]]:

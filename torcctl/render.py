@@ -70,10 +70,10 @@ def seek_last_lines(f, n: int, block: int = 64 * 1024) -> None:
         data = f.read(step)
         if pos + step == end and data.endswith(b"\n"):
             data = data[:-1]  # the final newline ends the last line; it does not start one
-        for i in range(len(data) - 1, -1, -1):
-            if data[i] == 10:
-                newlines += 1
-                if newlines == n:
-                    f.seek(pos + i + 1)
-                    return
+        i = len(data)
+        while (i := data.rfind(b"\n", 0, i)) >= 0:
+            newlines += 1
+            if newlines == n:
+                f.seek(pos + i + 1)
+                return
     f.seek(0)

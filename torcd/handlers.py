@@ -120,9 +120,9 @@ class Handlers:
             raise NotFound(f"workflow {params.workflow_id} has no user data named {params.name!r}")
         return _user_data(rows[0])
 
-    async def list_user_data(self, params: p.WorkflowRef) -> list[p.UserDataInfo]:
+    async def list_user_data(self, params: p.ListUserData) -> list[p.UserDataInfo]:
         _own_workflow(params.workflow_id)
-        return [_user_data(r) for r in await self.store.user_data(params.workflow_id)]
+        return [_user_data(r) for r in await self.store.user_data(params.workflow_id, limit=params.limit)]
 
     async def set_user_data(self, params: p.SetUserData) -> dict:
         _own_workflow(params.workflow_id)
@@ -130,7 +130,8 @@ class Handlers:
         if len(data) > MAX_USER_DATA:
             raise InvalidParams(f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is "
                                 f"{MAX_USER_DATA:,}", {"field": "$.data"})
-        await self.store.set_user_data(params.workflow_id, params.name, data)
+        caller = current_caller.get()
+        await self.store.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
         return {"name": params.name, "bytes": len(data)}
 
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
@@ -281,7 +282,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.files": (p.ListFiles, lambda h: h.files),
     "user_data.get": (p.UserDataRef, lambda h: h.get_user_data),
     "user_data.set": (p.SetUserData, lambda h: h.set_user_data),
-    "user_data.list": (p.WorkflowRef, lambda h: h.list_user_data),
+    "user_data.list": (p.ListUserData, lambda h: h.list_user_data),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.update_resources": (p.UpdateResources, lambda h: h.update_resources),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),

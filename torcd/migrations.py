@@ -212,8 +212,9 @@ MIGRATIONS: list[str] = [
     # the paths a job must have written when it exits 0 (JSON); user data (JSON values jobs
     # read and write, with the value the spec gave, for a reset); actions (armed, due, running,
     # done or failed) and the jobs each one watches; a workflow holds its jobs back (held) until
-    # its on_workflow_start actions have run; the order ready jobs are claimed in (Torc's
-    # jobs_sort_method, 0 for all: by id) and whether a job past its runtime gets TERM first
+    # its on_workflow_start actions have run; the order ready jobs are claimed in (its id, or
+    # for Torc's jobs_sort_method one of its workflow's ids, given in that order) and whether a
+    # job past its runtime gets TERM first
     """
     ALTER TABLE jobs ADD COLUMN outputs TEXT;
     CREATE TABLE files (
@@ -252,6 +253,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX actions_by_state ON actions (workflow_id, state);
     ALTER TABLE workflows ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN claim_order INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET claim_order = id;
     ALTER TABLE jobs ADD COLUMN supports_termination INTEGER NOT NULL DEFAULT 1;
     DROP INDEX jobs_by_status;
     CREATE INDEX jobs_by_status ON jobs (status, claim_order, id);

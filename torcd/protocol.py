@@ -190,6 +190,11 @@ class SetUserData(Params):
     data: Any = None  # any JSON value, 1 MiB at most
 
 
+class ListUserData(Params):
+    workflow_id: Id
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000  # entries (each up to 1 MiB)
+
+
 class UserDataInfo(msgspec.Struct):
     name: str
     data: Any

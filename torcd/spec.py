@@ -344,6 +344,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     files = expand_files(doc.files, doc.parameters, loc)
     data = expand_user_data(doc.user_data, doc.parameters, loc)
     file_names, data_names, matcher = list(files), list(data), Matcher(loc)
+    exchanged = 0  # files and user data read or written, over all jobs
     for j, (job, (named, rest)) in enumerate(zip(doc.jobs, _plan_expansion(doc, loc))):
         at = f"$.jobs[{j}]"
         scheduler = job.scheduler or default_scheduler
@@ -365,6 +366,12 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                     data_used = job_uses("user_data", fill(job.input_user_data), fill(job.output_user_data),
                                          fill(job.input_user_data_regexes), fill(job.output_user_data_regexes),
                                          data, data_names, matcher, name, at, loc)
+                for u in (used, data_used):
+                    if u is not None:
+                        exchanged += len(u.inputs) + len(u.outputs)
+                if exchanged > MAX_DEPENDENCIES:  # each read can make a dependency
+                    raise loc.error(f"the jobs up to here read and write {exchanged:,} files and user data; the "
+                                    f"limit is {MAX_DEPENDENCIES:,}", at)
                 if len(name) > MAX_NAME:
                     raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
                                     f"the limit is {MAX_NAME}", f"{at}.name")
@@ -542,7 +549,7 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator,
                 raise loc.error(f"job {job.name!r} depends on itself", f"$.jobs[{origin[job.name]}].depends_on")
     cycle = find_cycle({job.name: job.depends_on for job in jobs})
     if cycle:
-        steps = [cycle[0]] + [f"{v} (reads {via[u, v]!r})" if (u, v) in via else v for u, v in zip(cycle, cycle[1:])]
+        steps = [cycle[0]] + [f"{v} (writes {via[u, v]!r})" if (u, v) in via else v for u, v in zip(cycle, cycle[1:])]
         raise loc.error("dependency cycle: " + " -> ".join(steps), f"$.jobs[{origin[cycle[0]]}].depends_on")
 
 

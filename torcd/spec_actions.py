@@ -13,6 +13,7 @@ from torcd.core.actions import Action, ActionType, Trigger
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 Pattern = Annotated[str, Meta(min_length=1, max_length=1024)]
 MAX_ACTIONS = 1000
+MAX_WATCHED = 2_000_000  # jobs watched by all of a workflow's actions together
 
 
 class Locator(Protocol):
@@ -43,7 +44,7 @@ def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set
     if len(specs) > MAX_ACTIONS:
         raise loc.error(f"{len(specs):,} actions; the limit is {MAX_ACTIONS:,}", "$.actions")
     known = set(job_names)
-    out = []
+    out, watched = [], 0
     for i, a in enumerate(specs):
         at = f"$.actions[{i}]"
         if a.action_type == "run_commands" and not a.commands:
@@ -71,6 +72,9 @@ def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set
         if not jobs_trigger and (a.jobs or a.job_name_regexes):
             raise loc.error(f"an {a.trigger_type} action is about the whole workflow; it takes no `jobs` or "
                             "`job_name_regexes`", at)
+        watched += len(chosen)
+        if watched > MAX_WATCHED:
+            raise loc.error(f"the actions watch more than {MAX_WATCHED:,} jobs in all", at)
         out.append((Action(i, a.trigger_type, a.action_type, a.commands or [], a.scheduler, a.num_allocations,
                            a.start_one_worker_per_node, a.max_parallel_jobs, a.persistent), list(chosen)))
     return out

@@ -26,6 +26,9 @@ Path = Annotated[str, Meta(min_length=1, max_length=4096)]
 Pattern = Annotated[str, Meta(min_length=1, max_length=1024)]
 ParamValue = str | int | float | list[str | int | float]
 MAX_FILES = 2_000_000
+MAX_USER_DATA = 100_000  # entries
+MAX_DATA_BYTES = 1 << 20  # of one user data value, as JSON
+MAX_BYTES = 128 * 2**20  # of names, paths and values in `files`, and again in `user_data`
 MAX_REGEX_TESTS = 50_000_000  # names tested against all of a spec's regexes together
 REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
 # `${files.input.NAME}` in a command: the file's path, and a dependency on whoever writes it
@@ -73,7 +76,7 @@ class Matcher:
 
     def __init__(self, loc: Locator):
         self.loc, self.tests, self.found = loc, 0, dict[tuple[str, int], list[str]]()
-        self.deadline = time.monotonic() + REGEX_SECONDS
+        self.spent = 0.0  # seconds searching so far: the budget counts only that
 
     def search(self, pattern: str, names: Sequence[str], at: str) -> list[str]:
         key = (pattern, id(names))
@@ -83,30 +86,41 @@ class Matcher:
         if self.tests > MAX_REGEX_TESTS:
             raise self.loc.error(f"the spec's regexes would test names {MAX_REGEX_TESTS:,} times or more; list "
                                  "names with parameters for large sweeps", at)
+        began = time.monotonic()
+        deadline = began + REGEX_SECONDS - self.spent
         try:
             compiled = regex.compile(pattern, regex.V0)
-            out = [n for n in names if compiled.search(n, timeout=max(0.0, self.deadline - time.monotonic()))]
+            out = [n for n in names if compiled.search(n, timeout=max(0.0, deadline - time.monotonic()))]
         except regex.error as e:
             raise self.loc.error(f"bad regular expression {pattern!r}: {e}", at) from None
         except TimeoutError:
             raise self.loc.error(f"regular expression {pattern!r} takes too long to match names "
                                  f"(over {REGEX_SECONDS:.0f} s with the others)", at) from None
+        finally:
+            self.spent += time.monotonic() - began
         self.found[key] = out
         return out
 
 
 def expand_files(specs: list[FileSpec], workflow_params: dict[str, ParamValue], loc: Locator) -> dict[str, File]:
     """Each file entry, its parameters filled in (product or zip), by name."""
-    return _expand("files", specs, workflow_params, loc,
-                   lambda spec, combo, i: File(P.fill(spec.name, combo), P.fill(spec.path, combo), i))
+    def make(spec: FileSpec, combo: dict, i: int) -> tuple[File, int]:
+        f = File(P.fill(spec.name, combo), P.fill(spec.path, combo), i)
+        return f, len(f.name) + len(f.path)
+    return _expand("files", specs, workflow_params, loc, make, MAX_FILES)
 
 
 def expand_user_data(specs: list[UserDataSpec], workflow_params: dict[str, ParamValue],
                      loc: Locator) -> dict[str, UserData]:
     """Each user data entry, its parameters filled in its name and the strings of its data."""
-    return _expand("user_data", specs, workflow_params, loc,
-                   lambda spec, combo, i: UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo),
-                                                   spec.is_ephemeral, i))
+    def make(spec: UserDataSpec, combo: dict, i: int) -> tuple[UserData, int]:
+        d = UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo), spec.is_ephemeral, i)
+        size = len(msgspec.json.encode(d.data))
+        if size > MAX_DATA_BYTES:
+            raise loc.error(f"user data {d.name!r} is {size:,} bytes as JSON; the limit is {MAX_DATA_BYTES:,}",
+                            f"$.user_data[{i}].data")
+        return d, len(d.name) + 2 * size  # stored twice: the value and the spec's, for a reset
+    return _expand("user_data", specs, workflow_params, loc, make, MAX_USER_DATA)
 
 
 def _fill_data(data: Any, combo: dict) -> Any:
@@ -119,8 +133,9 @@ def _fill_data(data: Any, combo: dict) -> Any:
     return data
 
 
-def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: Locator, make) -> dict:
+def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: Locator, make, most: int) -> dict:
     out: dict[str, Any] = {}
+    size = 0
     what = "file" if key == "files" else "user data"
     for i, spec in enumerate(specs):
         at = f"$.{key}[{i}]"
@@ -131,12 +146,15 @@ def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: 
             raw[name] = workflow_params[name]
         raw.update(spec.parameters)
         try:
-            values = {name: P.parse_values(v, max_values=MAX_FILES) for name, v in raw.items()}
+            values = {name: P.parse_values(v, max_values=most) for name, v in raw.items()}
             zipped = spec.parameter_mode == "zip"
-            if P.product_size(values, zipped) + len(out) > MAX_FILES:
-                raise loc.error(f"`{key}` expands to more than {MAX_FILES:,} entries", f"{at}.parameters")
+            if P.product_size(values, zipped) + len(out) > most:
+                raise loc.error(f"`{key}` expands to more than {most:,} entries", f"{at}.parameters")
             for combo in P.combinations(values, zipped) if values else [{}]:
-                item = make(spec, combo, i)
+                item, bytes_ = make(spec, combo, i)
+                size += bytes_
+                if size > MAX_BYTES:
+                    raise loc.error(f"`{key}` up to here expands to more than {MAX_BYTES // 2**20} MiB", at)
                 if item.name in out:
                     first = out[item.name].index
                     raise loc.error(f"duplicate {what} name {item.name!r}" + (

@@ -86,26 +86,41 @@ def _block(nodes: list, lines: Lines | None, context: str, file: str) -> Comment
             key, named = entries[name]
             item = _block(node.children, children, _CONTEXT_OF.get(key, name), file)
             for p, v in reversed(node.properties.items()):  # `file "f" path="p"`: path first
+                _once(item, p, file, line)
                 item.insert(0, p, _value(v))
+                _mark(item, p, line)
             if named:
-                if not node.args:
-                    raise SpecError(f"`{name}` needs its name as its first argument, like {name} \"name\"",
+                if len(node.args) != 1:
+                    raise SpecError(f"`{name}` takes its name as its one argument, like {name} \"name\"",
                                     file=file, line=line)
+                _once(item, "name", file, line)
                 item.insert(0, "name", _value(node.args[0]))
+                _mark(item, "name", line)
             _append(out, key, item, line)
         elif name in repeated:
             for arg in node.args or [None]:
                 _append(out, repeated[name], _value(arg), line)
         else:
+            _once(out, name, file, line)
+            if len(node.args) > 1 and name not in _MULTI_ARG:
+                raise SpecError(f"`{name}` takes one value, and has {len(node.args)}", file=file, line=line)
             out[name] = _node_value(node, children, file)
             _mark(out, name, line)
     return out
 
 
+def _once(out: CommentedMap, key: str, file: str, line: int | None) -> None:
+    if key in out:
+        raise SpecError(f"`{key}` is given twice", file=file, line=line)
+
+
 def _node_value(node: Any, lines: Lines | None, file: str) -> Any:
     if node.children:
         value = _block(node.children, lines, node.name, file)
-        value.update({p: _value(v) for p, v in node.properties.items()})
+        for p, v in node.properties.items():
+            if p in value:
+                raise SpecError(f"`{p}` is given twice", file=file)
+            value[p] = _value(v)
         return value
     if node.properties and not node.args:
         return {p: _value(v) for p, v in node.properties.items()}
@@ -163,7 +178,7 @@ def _scan(text: str) -> Lines | None:
             elif c in " \t\r\ufeff":
                 i += 1
             elif text.startswith("//", i):
-                i = text.find("\n", i) if "\n" in text[i:] else n
+                i = _line_end(text, i)
             elif text.startswith("/*", i):
                 i, line = _block_comment(text, i, line)
             elif text.startswith("/-", i):
@@ -195,6 +210,11 @@ def _scan(text: str) -> Lines | None:
     except (IndexError, ValueError):
         return None
     return root if len(stack) == 1 else None
+
+
+def _line_end(text: str, i: int) -> int:
+    j = text.find("\n", i)
+    return len(text) if j < 0 else j
 
 
 def _block_comment(text: str, i: int, line: int) -> tuple[int, int]:
@@ -280,7 +300,7 @@ def _starts(text: str) -> list[tuple[int, int, int]]:
             elif c in " \t\r;":
                 i += 1
             elif text.startswith("//", i):
-                i = text.find("\n", i) if "\n" in text[i:] else n
+                i = _line_end(text, i)
             elif text.startswith("/*", i):
                 i, line = _block_comment(text, i, line)
             elif c == "{":

@@ -39,14 +39,15 @@ class Locator:
             self.tree, self._build = self._build(), None
         node, line = self.tree, None
         for key, index in _PATH_TOKEN.findall(path.removeprefix("$")):
-            if key and isinstance(node, CommentedMap) and key in node:
-                line = node.lc.key(key)[0] + 1
-                node = node[key]
-            elif index and isinstance(node, CommentedSeq) and int(index) < len(node):
-                line = node.lc.item(int(index))[0] + 1
-                node = node[int(index)]
-            else:
-                break
+            try:  # a key the tree holds without a position keeps the line of what holds it
+                if key and isinstance(node, CommentedMap) and key in node:
+                    node, line = node[key], node.lc.key(key)[0] + 1
+                elif index and isinstance(node, CommentedSeq) and int(index) < len(node):
+                    node, line = node[int(index)], node.lc.item(int(index))[0] + 1
+                else:
+                    break
+            except (KeyError, TypeError, IndexError):
+                node = node[key] if key else node[int(index)]
         if line is None and hasattr(self.tree, "lc") and self.tree.lc.line is not None:
             line = self.tree.lc.line + 1
         return line

@@ -37,6 +37,7 @@ __all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
 
 S = JobStatus
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
+MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared, or added with user_data.set
 _event_decoder = msgspec.json.Decoder(Event)
 _COUNTS = "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status"
 _JOB_INFO = """SELECT j.*, h.name AS handler,
@@ -89,7 +90,7 @@ class Store(SlurmStore, ActionStore, Database):
                 continue
             busy = (tx.one(
                 f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
-                (wf,)))[0] or (wf in self.with_actions and store_actions.mark_due(tx, wf))
+                (wf,)))[0] or (wf in self.with_actions and store_actions.mark_due(tx, wf, idle=True))
             if busy:
                 if row[0] != "active":
                     tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
@@ -171,20 +172,29 @@ class Store(SlurmStore, ActionStore, Database):
                FROM files f JOIN workflows w ON w.id = f.workflow_id LEFT JOIN jobs p ON p.id = f.producer
                WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""", (wf, limit))
 
-    async def user_data(self, wf: int, name: str | None = None) -> list[sqlite3.Row]:
+    async def user_data(self, wf: int, name: str | None = None, limit: int = 1) -> list[sqlite3.Row]:
         """The workflow's user data (one entry, by name), with the job that writes each."""
         await self.workflow(wf)
         return await self._rows(
             f"""SELECT u.name, u.data, u.is_ephemeral, u.updated, p.name AS producer FROM user_data u
                 LEFT JOIN jobs p ON p.id = u.producer WHERE u.workflow_id = ? {"AND u.name = ?" if name else ""}
-                ORDER BY u.id""", (wf, name) if name else (wf,))
+                ORDER BY u.id LIMIT ?""", (wf, name, 1) if name else (wf, limit))
 
-    async def set_user_data(self, wf: int, name: str, data: bytes) -> None:
-        """Replace an entry's value (or add an entry the spec did not declare)."""
+    async def set_user_data(self, wf: int, name: str, data: bytes, may_add: bool) -> None:
+        """Replace an entry's value, or add an entry the spec did not declare (`may_add`: not
+        from an allocation, whose jobs write what the spec declared), up to a number of them."""
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            tx.run("""INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)
-                      ON CONFLICT (workflow_id, name) DO UPDATE SET data = excluded.data, updated = excluded.updated""",
+            if tx.db.execute("UPDATE user_data SET data = ?, updated = ? WHERE workflow_id = ? AND name = ?",
+                             (data.decode(), tx.now, wf, name)).rowcount:
+                return
+            if not may_add:
+                raise NotFound(f"workflow {wf} declares no user data named {name!r}; jobs in an allocation "
+                               "write only what the spec declares")
+            if tx.one("SELECT count(*) FROM user_data WHERE workflow_id = ?", (wf,))[0] >= MAX_USER_DATA_ENTRIES:
+                raise InvalidParams(f"workflow {wf} has {MAX_USER_DATA_ENTRIES:,} user data entries, the most it "
+                                    "may have", {"field": "$.name"})
+            tx.run("INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)",
                    (wf, name, data.decode(), tx.now))
         await self.write(_body)
 
@@ -219,16 +229,21 @@ class Store(SlurmStore, ActionStore, Database):
                     (wf, name, _encode(rules)))
             tx.many("INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
                           ((wf, sc.name, _encode(sc)) for sc in schedulers))
+            # Ids given here, so that the claim order (one of the workflow's own ids, in the order
+            # its jobs_sort_method says) keeps workflows first come, first served.
+            base = tx.one("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
+            sorted_ = any(j.claim_order for j in jobs)
             tx.many(
-                """INSERT INTO jobs (workflow_id, name, command, status, num_cpus, env, handler_id,
+                """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
                    pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-                   outputs, supports_termination, claim_order)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                ((wf, j.name, j.command, int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
+                   outputs, supports_termination)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                ((base + k, base + (j.claim_order if sorted_ else k), wf, j.name, j.command,
+                  int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
                   _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
                   len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds,
                   int(j.cancel_on_blocking), _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
-                  int(j.supports_termination), j.claim_order) for j in jobs))
+                  int(j.supports_termination)) for k, j in enumerate(jobs)))
             ids = {name: jid for jid, name in tx.rows(
                 "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
             tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
@@ -256,6 +271,7 @@ class Store(SlurmStore, ActionStore, Database):
                            f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})", (wf,))
             stop = handle(tx, L.Canceled(tx.now), map(fact, rows))
             tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
+            store_actions.disarm_due(tx, wf)
             tx.emit(E.WorkflowCanceled, wf, count=len(rows))
             return [i.job_id for i in stop if isinstance(i, L.StopProcess)]
         return await self.write(_body)
@@ -274,6 +290,7 @@ class Store(SlurmStore, ActionStore, Database):
                           "files", "user_data", "actions"):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
+            self.with_actions.discard(wf)
         return await self.write(_body, key=key)
 
     async def reset_status(self, wf: int, failed_only: bool, key: str | None = None) -> int:

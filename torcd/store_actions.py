@@ -47,18 +47,35 @@ def _hold(tx: Tx, wf: int) -> None:
                AND state IN ('armed', 'due', 'running')) WHERE id = ?""", (wf, wf))
 
 
-def mark_due(tx: Tx, wf: int) -> bool:
-    """Armed actions whose moment came become due; whether any is due or running now."""
+def mark_due(tx: Tx, wf: int, idle: bool) -> bool:
+    """Armed actions whose moment came become due; whether any is due or running now.
+
+    `idle`: nothing more runs in the workflow (settle knows), the only moment the counts of all
+    its jobs are worth taking for on_workflow_complete. A canceled workflow fires nothing."""
+    state = tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
+    if state is None or state[0] == "canceled":
+        return False
     for aid, spec in tx.rows("SELECT id, spec FROM actions WHERE workflow_id = ? AND state = 'armed'", (wf,)):
         action = _decode(spec)
-        if action.trigger in ("on_workflow_start", "on_workflow_complete"):
+        if action.trigger == "on_workflow_start":
+            due = True
+        elif action.trigger == "on_workflow_complete":
+            if not idle:
+                continue
             row = tx.one(f"SELECT {_PROGRESS} FROM jobs j WHERE j.workflow_id = ?", (wf,))
+            due = is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2])))
         else:
             row = tx.one(f"SELECT {_PROGRESS} FROM action_jobs a JOIN jobs j ON j.id = a.job_id "
                          "WHERE a.action_id = ?", (aid,))
-        if is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2]))):
+            due = is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2])))
+        if due:
             tx.run("UPDATE actions SET state = 'due' WHERE id = ?", (aid,))
     return busy(tx, wf)
+
+
+def disarm_due(tx: Tx, wf: int) -> None:
+    """A canceled workflow's due actions do not run; they are armed again for a reset."""
+    tx.run("UPDATE actions SET state = 'armed' WHERE workflow_id = ? AND state = 'due'", (wf,))
 
 
 def busy(tx: Tx, wf: int) -> bool:
@@ -68,8 +85,8 @@ def busy(tx: Tx, wf: int) -> bool:
 
 def rearm(tx: Tx, wf: int) -> None:
     """A reset starts a new run: persistent actions fire again in it."""
-    tx.run("UPDATE actions SET state = 'armed', message = NULL WHERE workflow_id = ? AND spec LIKE '%\"persistent\":true%'"
-           " AND state IN ('done', 'failed')", (wf,))
+    tx.run("UPDATE actions SET state = 'armed', message = NULL WHERE workflow_id = ? AND (state = 'due' OR "
+           "(spec LIKE '%\"persistent\":true%' AND state IN ('done', 'failed')))", (wf,))
     _hold(tx, wf)
 
 
@@ -86,29 +103,37 @@ class ActionStore(Database):
                                 "spec LIKE '%\"action_type\":\"schedule_nodes\"%')", (wf,))
         return bool(rows[0][0])
 
-    async def take_due_actions(self, workflows: list[int]) -> list[ActionToRun]:
-        """Mark what came due in these workflows, then take every due action to run."""
+    async def due_actions(self, workflows: list[int]) -> list[ActionToRun]:
+        """Mark what came due in these workflows (jobs triggers and on_workflow_start); return
+        every due action. Each stays due until its turn comes (`start_action`)."""
         def _body(tx: Tx):
             for wf in workflows:
-                mark_due(tx, wf)
-            out = []
-            for r in tx.rows("""SELECT a.id, a.workflow_id, a.spec, w.run_id, w.cwd, w.output_dir FROM actions a
-                                JOIN workflows w ON w.id = a.workflow_id
-                                WHERE a.state = 'due' AND w.state != 'canceled'"""):
-                action = _decode(r["spec"])
-                tx.run("UPDATE actions SET state = 'running', run_id = ? WHERE id = ?", (r["run_id"], r["id"]))
-                out.append(ActionToRun(r["id"], r["workflow_id"], r["run_id"], action, r["cwd"], r["output_dir"]))
-            return out
+                mark_due(tx, wf, idle=False)
+            return [ActionToRun(r["id"], r["workflow_id"], r["run_id"], _decode(r["spec"]), r["cwd"], r["output_dir"])
+                    for r in tx.rows("""SELECT a.id, a.workflow_id, a.spec, w.run_id, w.cwd, w.output_dir
+                                        FROM actions a JOIN workflows w ON w.id = a.workflow_id
+                                        WHERE a.state = 'due' AND w.state != 'canceled' ORDER BY a.id""")]
         return await self.write(_body)
 
-    async def start_action(self, run: ActionToRun) -> None:
-        """Its turn came (a workflow's actions run one at a time): say so."""
-        await self.record_event(run.workflow_id, E.ActionStarted, rule_index=run.action.index, run_id=run.run_id,
-                                action=run.action.action_type, message=run.action.trigger)
+    async def start_action(self, run: ActionToRun) -> bool:
+        """Its turn came (a workflow's actions run one at a time): running, unless it is no longer
+        due (its workflow was canceled, reset or deleted meanwhile)."""
+        def _body(tx: Tx):
+            row = tx.one("""SELECT w.run_id FROM actions a JOIN workflows w ON w.id = a.workflow_id
+                            WHERE a.id = ? AND a.state = 'due' AND w.state != 'canceled'""", (run.id,))
+            if row is None or row[0] != run.run_id:
+                return False
+            tx.run("UPDATE actions SET state = 'running', run_id = ? WHERE id = ?", (run.run_id, run.id))
+            tx.emit(E.ActionStarted, run.workflow_id, rule_index=run.action.index, run_id=run.run_id,
+                    action=run.action.action_type, message=run.action.trigger)
+            return True
+        return await self.write(_body)
 
     async def finish_action(self, run: ActionToRun, ok: bool, message: str, return_code: int | None = None) -> None:
         def _body(tx: Tx):
-            tx.run("UPDATE actions SET state = ?, message = ? WHERE id = ? AND state = 'running'",
+            if tx.one("SELECT 1 FROM actions WHERE id = ? AND state = 'running'", (run.id,)) is None:
+                return  # its workflow was deleted meanwhile
+            tx.run("UPDATE actions SET state = ?, message = ? WHERE id = ?",
                    ("done" if ok else "failed", message, run.id))
             _hold(tx, run.workflow_id)
             tx.emit(E.ActionFinished, run.workflow_id, rule_index=run.action.index, run_id=run.run_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import structlog
 
@@ -40,6 +41,7 @@ class ActionRunner:
         self._procs: dict[int, WatchedProcess] = {}  # action id -> its command running now
         self._tasks: set[asyncio.Task] = set()
         self._turns: dict[int, asyncio.Lock] = {}  # one action of a workflow at a time, in the order they came due
+        self._queued: set[int] = set()  # actions waiting for their turn or running
         bus.subscribe("actions", accept=self._poke)
 
     def _poke(self, event: E.EventBase) -> bool:
@@ -55,25 +57,35 @@ class ActionRunner:
         self._wake.set()
 
     async def run(self) -> None:
+        pause = SETTLE
         try:
             while True:
                 await self._wake.wait()
-                await asyncio.sleep(SETTLE)
+                await asyncio.sleep(pause)
                 self._wake.clear()
                 touched, self._touched = sorted(self._touched), set()
-                for run in await self.store.take_due_actions(touched):
-                    task = asyncio.create_task(self._run(run))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                began = time.monotonic()
+                due = await self.store.due_actions(touched)
+                # Counting the jobs of large workflows costs: keep it under a tenth of the time.
+                pause = max(SETTLE, 9 * (time.monotonic() - began))
+                for run in due:
+                    if run.id not in self._queued:
+                        self._queued.add(run.id)
+                        task = asyncio.create_task(self._run(run))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
         finally:
             await asyncio.gather(*(stop_group(p, 2.0) for p in self._procs.values()), return_exceptions=True)
 
     async def _run(self, run: ActionToRun) -> None:
-        async with self._turns.setdefault(run.workflow_id, asyncio.Lock()):
-            await self._run_now(run)
+        try:
+            async with self._turns.setdefault(run.workflow_id, asyncio.Lock()):
+                if await self.store.start_action(run):
+                    await self._run_now(run)
+        finally:
+            self._queued.discard(run.id)
 
     async def _run_now(self, run: ActionToRun) -> None:
-        await self.store.start_action(run)
         log.info("action_started", workflow_id=run.workflow_id, action=run.action.index, trigger=run.action.trigger)
         try:
             if run.action.action_type == "run_commands":
