@@ -15,7 +15,7 @@ several arguments; a node with children is a mapping; `key=value` properties are
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ckdl
@@ -159,54 +159,64 @@ def _same_shape(nodes: list, lines: Lines) -> bool:
 
 # -- where nodes start ------------------------------------------------------------------------
 
+def _lex(text: str) -> Iterator[tuple[str, int, int]]:
+    """KDL's structure without its values: ("\\n" | "{" | "}" | ";" | "/-" | "\\" | "token", offset,
+    line), skipping space, comments and what a token holds. ValueError or IndexError where a
+    string or comment never closes."""
+    i, n, line = 0, len(text), 1
+    while i < n:
+        c = text[i]
+        if c in " \t\r\ufeff":
+            i += 1
+        elif text.startswith("//", i):
+            i = _line_end(text, i)
+        elif text.startswith("/*", i):
+            i, line = _block_comment(text, i, line)
+        elif text.startswith("/-", i):
+            yield "/-", i, line
+            i += 2
+        elif c in "\n{};\\":
+            yield c, i, line
+            line, i = line + (c == "\n"), i + 1
+        else:
+            yield "token", i, line
+            i, line = _token(text, i, line)
+
+
 def _scan(text: str) -> Lines | None:
     """The line of each node and its children, skipping those a `/-` comments out; None if the
     text holds something this scan does not follow."""
     root: Lines = []
     stack: list[tuple[Lines, bool]] = [(root, False)]  # (the nodes of a block, whether it is dropped)
-    i, n, line = 0, len(text), 1
     node_start, slashdash, drop_block, continued = True, False, False, False
     try:
-        while i < n:
-            c = text[i]
-            if c == "\n":
-                line += 1
-                i += 1
-                if not continued:
-                    node_start = True
-                continued = False
-            elif c in " \t\r\ufeff":
-                i += 1
-            elif text.startswith("//", i):
-                i = _line_end(text, i)
-            elif text.startswith("/*", i):
-                i, line = _block_comment(text, i, line)
-            elif text.startswith("/-", i):
-                slashdash, i = True, i + 2
-            elif c == "\\":
-                continued, i = True, i + 1
-            elif c == ";":
-                node_start, i = True, i + 1
-            elif c == "{":
+        for kind, _, line in _lex(text):
+            if kind == "\n":
+                node_start, continued = node_start or not continued, False
+            elif kind == "/-":
+                slashdash = True
+            elif kind == "\\":
+                continued = True
+            elif kind == ";":
+                node_start = True
+            elif kind == "{":
                 nodes, dropped = stack[-1]
                 block_dropped = dropped or slashdash or drop_block
                 stack.append((nodes[-1][1] if nodes and not block_dropped else [], block_dropped))
-                node_start, slashdash, drop_block, i = True, False, False, i + 1
-            elif c == "}":
+                node_start, slashdash, drop_block = True, False, False
+            elif kind == "}":
                 stack.pop()
-                node_start, i = True, i + 1
+                node_start = True
+            elif node_start:
+                nodes, dropped = stack[-1]
+                if slashdash or dropped:
+                    drop_block = True  # its children go with it
+                else:
+                    nodes.append((line, []))
+                    drop_block = False
+                node_start = slashdash = False
             else:
-                if node_start:
-                    nodes, dropped = stack[-1]
-                    if slashdash or dropped:
-                        drop_block = True  # its children go with it
-                    else:
-                        nodes.append((line, []))
-                        drop_block = False
-                    node_start = slashdash = False
-                elif slashdash:  # an argument or property commented out
-                    slashdash = False
-                i, line = _token(text, i, line)
+                slashdash = False  # an argument or property commented out
     except (IndexError, ValueError):
         return None
     return root if len(stack) == 1 else None
@@ -290,28 +300,18 @@ def _parses(text: str, start: tuple[int, int, int]) -> bool:
 
 def _starts(text: str) -> list[tuple[int, int, int]]:
     """(offset, line, depth) of each line's first token that could start a node."""
-    out, depth, line, i, n = [], 0, 1, 0, len(text)
-    at_start = True
+    out, depth, at_start = [], 0, True
     try:
-        while i < n:
-            c = text[i]
-            if c == "\n":
-                line, i, at_start = line + 1, i + 1, True
-            elif c in " \t\r;":
-                i += 1
-            elif text.startswith("//", i):
-                i = _line_end(text, i)
-            elif text.startswith("/*", i):
-                i, line = _block_comment(text, i, line)
-            elif c == "{":
-                depth, i, at_start = depth + 1, i + 1, True
-            elif c == "}":
-                depth, i = max(0, depth - 1), i + 1
-            else:
-                if at_start:
-                    out.append((i, line, depth))
-                    at_start = False
-                i, line = _token(text, i, line)
+        for kind, offset, line in _lex(text):
+            if kind == "\n":
+                at_start = True
+            elif kind == "{":
+                depth, at_start = depth + 1, True
+            elif kind == "}":
+                depth = max(0, depth - 1)
+            elif kind in ("token", "/-") and at_start:
+                out.append((offset, line, depth))
+                at_start = False
     except (IndexError, ValueError):
         pass  # the error is in what was not scanned: the starts found so far bound it
     return out
