@@ -196,3 +196,16 @@ def test_actions_waiting_for_their_turn_survive_a_restart(daemon):
     assert (daemon.tmp / "second").exists()
     finished = {e.rule_index: e for e in daemon.events(wf) if e.kind == "action_finished"}
     assert finished[0].message == "interrupted: the daemon stopped while it ran" and finished[1].status == "done"
+
+
+def test_a_completion_action_fires_when_the_last_job_ended_while_the_daemon_was_down(daemon):
+    spec = ("name: down\nactions:\n  - {trigger_type: on_workflow_complete, action_type: run_commands, "
+            "commands: ['touch fired']}\njobs:\n  - {name: a, command: 'sleep 1; touch ended'}\n")
+    wf = daemon.submit(spec)
+    daemon.wait_for(lambda: daemon.jobs(wf)["a"].status == "running", what="a to run")
+    daemon.kill9()
+    daemon.wait_for(lambda: (daemon.tmp / "ended").exists(), what="a to end while the daemon is down")
+    daemon.restart()
+    assert daemon.wait(wf).counts == {"completed": 1}
+    assert (daemon.tmp / "fired").exists()
+    assert [e.status for e in daemon.events(wf) if e.kind == "action_finished"] == ["done"]

@@ -117,11 +117,12 @@ class Daemon:
         await runner.setup()
         if self.config.listen is not None:
             await self._open_tcp_door(runner)
-        # Reconcile from the tables before serving: decisions first, then orphans.
+        # Reconcile from the tables before serving: which workflows have actions first (a commit's
+        # settle marks their completion actions), then decisions, then orphans.
+        await self.actions.reconcile()
         await self.retry.reconcile()
         await self.dispatcher.reconcile()
         await self.recovery.reconcile()
-        await self.actions.reconcile()
         await web.SockSite(runner, sock, backlog=doors.BACKLOG).start()  # one runner: shutdown stops both doors
         loop = asyncio.get_running_loop()
         # SIGHUP (a closed terminal, a logout) stops cleanly like SIGTERM rather than killing us mid-write.
