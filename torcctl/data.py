@@ -10,9 +10,7 @@ import msgspec
 from torcctl.client import Client
 from torcctl.commands import UsageError
 from torcctl.render import print_json, table, when
-from torcd.protocol import FileInfo, UserDataInfo
-
-MAX_DATA_BYTES = 1 << 20
+from torcd.protocol import MAX_USER_DATA_BYTES, FileInfo, UserDataInfo
 
 
 def files(client: Client, args) -> int:
@@ -55,10 +53,10 @@ def user_data_set(client: Client, args) -> int:
     if args.data_file is not None:
         try:
             with (sys.stdin if args.data_file == "-" else open(args.data_file)) as f:
-                text = f.read(MAX_DATA_BYTES + 1)
+                text = f.read(MAX_USER_DATA_BYTES + 1)
         except OSError as e:
             raise UsageError(f"cannot read {args.data_file}: {e.strerror}") from None
-        if len(text) > MAX_DATA_BYTES:
+        if len(text) > MAX_USER_DATA_BYTES:
             raise UsageError(f"{args.data_file} holds more than 1 MiB; user data is for small values "
                              "(hand larger ones on as files)")
     try:

@@ -305,8 +305,7 @@ async def run_worker(args) -> int:
         raise WorkerError(str(e)) from None
     journal_path = args.journal
     if journal_path is None and args.allocation_id is not None:
-        journal_path = default_path(args.workflow_id, args.allocation_id,
-                                    node_name())
+        journal_path = default_path(args.workflow_id, args.allocation_id, node_name())
     try:
         journal = Journal(journal_path) if journal_path else None
     except JournalError as e:

@@ -127,9 +127,9 @@ class Handlers:
     async def set_user_data(self, params: p.SetUserData) -> dict:
         _own_workflow(params.workflow_id)
         data = msgspec.json.encode(params.data)
-        if len(data) > MAX_USER_DATA:
+        if len(data) > p.MAX_USER_DATA_BYTES:
             raise InvalidParams(f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is "
-                                f"{MAX_USER_DATA:,}", {"field": "$.data"})
+                                f"{p.MAX_USER_DATA_BYTES:,}", {"field": "$.data"})
         caller = current_caller.get()
         await self.store.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
         return {"name": params.name, "bytes": len(data)}
@@ -248,9 +248,6 @@ class Handlers:
 
 
 Handler = Callable[[Handlers], Callable[[Any], Awaitable[Any]]]
-
-MAX_USER_DATA = 1 << 20  # bytes of JSON per entry: data for jobs to hand on, not a file store
-
 
 def _own_workflow(wf: int) -> None:
     """An allocation's credential reaches the user data of its own workflow only."""

@@ -25,6 +25,8 @@ SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_l
 Source = Literal["cli", "mcp", "api"]
 Cause = Literal["timeout", "oom", "missing_output"]
 SpecFormat = Literal["yaml", "json", "json5", "kdl"]
+MAX_USER_DATA_BYTES = 1 << 20  # of one user data value, as JSON: data for jobs to hand on, not a file store
+MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared in the spec, or added with user_data.set
 SPEC_FORMATS: tuple[str, ...] = SpecFormat.__args__
 
 

@@ -18,7 +18,7 @@ from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
 from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, UserData, UserDataSpec, expand_files,
-                             expand_user_data, job_files, job_uses, producer_edges)
+                             expand_user_data, job_files, job_uses, merged_parameters, producer_edges)
 from torcd.core.actions import Action
 from torcd.spec_actions import ActionSpec, check_actions
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
@@ -274,13 +274,7 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
 
 
 def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> dict[str, list]:
-    raw: dict[str, Any] = {}
-    if job.use_parameters is not None:
-        for i, name in enumerate(job.use_parameters):
-            if name not in doc.parameters:
-                raise loc.error(f"no workflow parameter named {name!r}", f"{at}.use_parameters[{i}]")
-            raw[name] = doc.parameters[name]
-    raw.update(job.parameters)
+    raw = merged_parameters(doc.parameters, job.use_parameters, job.parameters, at, loc)
     parsed = {}
     for name, spec in raw.items():
         if not name.isidentifier():

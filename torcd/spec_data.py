@@ -20,14 +20,13 @@ import regex
 from msgspec import Meta
 
 from torcd.core import params as P
+from torcd.protocol import MAX_USER_DATA_BYTES, MAX_USER_DATA_ENTRIES
 
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 Path = Annotated[str, Meta(min_length=1, max_length=4096)]
 Pattern = Annotated[str, Meta(min_length=1, max_length=1024)]
 ParamValue = str | int | float | list[str | int | float]
 MAX_FILES = 2_000_000
-MAX_USER_DATA = 100_000  # entries
-MAX_DATA_BYTES = 1 << 20  # of one user data value, as JSON
 MAX_BYTES = 128 * 2**20  # of names, paths and values in `files`, and again in `user_data`
 MAX_REGEX_TESTS = 50_000_000  # names tested against all of a spec's regexes together
 REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
@@ -116,11 +115,24 @@ def expand_user_data(specs: list[UserDataSpec], workflow_params: dict[str, Param
     def make(spec: UserDataSpec, combo: dict, i: int) -> tuple[UserData, int]:
         d = UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo), spec.is_ephemeral, i)
         size = len(msgspec.json.encode(d.data))
-        if size > MAX_DATA_BYTES:
-            raise loc.error(f"user data {d.name!r} is {size:,} bytes as JSON; the limit is {MAX_DATA_BYTES:,}",
-                            f"$.user_data[{i}].data")
+        if size > MAX_USER_DATA_BYTES:
+            raise loc.error(f"user data {d.name!r} is {size:,} bytes as JSON; the limit is "
+                            f"{MAX_USER_DATA_BYTES:,}", f"$.user_data[{i}].data")
         return d, len(d.name) + 2 * size  # stored twice: the value and the spec's, for a reset
-    return _expand("user_data", specs, workflow_params, loc, make, MAX_USER_DATA)
+    return _expand("user_data", specs, workflow_params, loc, make, MAX_USER_DATA_ENTRIES)
+
+
+def merged_parameters(workflow_params: dict[str, ParamValue], use: list[str] | None, own: dict[str, ParamValue],
+                      at: str, loc: Locator) -> dict[str, ParamValue]:
+    """A job's (or a file's, or user data's) parameters: the workflow's it names in
+    `use_parameters`, then its own."""
+    raw: dict[str, ParamValue] = {}
+    for k, name in enumerate(use or []):
+        if name not in workflow_params:
+            raise loc.error(f"no workflow parameter named {name!r}", f"{at}.use_parameters[{k}]")
+        raw[name] = workflow_params[name]
+    raw.update(own)
+    return raw
 
 
 def _fill_data(data: Any, combo: dict) -> Any:
@@ -139,12 +151,7 @@ def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: 
     what = "file" if key == "files" else "user data"
     for i, spec in enumerate(specs):
         at = f"$.{key}[{i}]"
-        raw: dict[str, ParamValue] = {}
-        for k, name in enumerate(spec.use_parameters or []):
-            if name not in workflow_params:
-                raise loc.error(f"no workflow parameter named {name!r}", f"{at}.use_parameters[{k}]")
-            raw[name] = workflow_params[name]
-        raw.update(spec.parameters)
+        raw = merged_parameters(workflow_params, spec.use_parameters, spec.parameters, at, loc)
         try:
             values = {name: P.parse_values(v, max_values=most) for name, v in raw.items()}
             zipped = spec.parameter_mode == "zip"

@@ -23,7 +23,8 @@ from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
 from torcd.db import Database, StoreError, Tx, require_workflow, chunks as _chunks, encode as _encode, marks as _marks
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
-from torcd.protocol import AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable, WorkflowSummary
+from torcd.protocol import (MAX_USER_DATA_ENTRIES, AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable,
+                            WorkflowSummary)
 from torcd.spec import Workflow, on_slurm
 from torcd import store_actions
 from torcd.store_actions import ActionStore
@@ -37,7 +38,6 @@ __all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
 
 S = JobStatus
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
-MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared, or added with user_data.set
 _event_decoder = msgspec.json.Decoder(Event)
 _COUNTS = "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status"
 _JOB_INFO = """SELECT j.*, h.name AS handler,

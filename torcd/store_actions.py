@@ -131,14 +131,9 @@ class ActionStore(Database):
 
     async def finish_action(self, run: ActionToRun, ok: bool, message: str, return_code: int | None = None) -> None:
         def _body(tx: Tx):
-            if tx.one("SELECT 1 FROM actions WHERE id = ? AND state = 'running'", (run.id,)) is None:
-                return  # its workflow was deleted meanwhile
-            tx.run("UPDATE actions SET state = ?, message = ? WHERE id = ?",
-                   ("done" if ok else "failed", message, run.id))
-            _hold(tx, run.workflow_id)
-            tx.emit(E.ActionFinished, run.workflow_id, rule_index=run.action.index, run_id=run.run_id,
-                    action=run.action.action_type, status="done" if ok else "failed", return_code=return_code,
-                    message=message)
+            if tx.one("SELECT 1 FROM actions WHERE id = ? AND state = 'running'", (run.id,)) is not None:
+                _finish(tx, run.id, run.workflow_id, run.run_id, run.action, ok, message, return_code)
+            # else its workflow was deleted meanwhile
         await self.write(_body)
 
     async def interrupt_actions(self) -> None:
@@ -146,9 +141,15 @@ class ActionStore(Database):
         def _body(tx: Tx):
             for aid, wf, spec, run_id in tx.rows(
                     "SELECT id, workflow_id, spec, run_id FROM actions WHERE state = 'running'"):
-                action = _decode(spec)
-                tx.run("UPDATE actions SET state = 'failed', message = ? WHERE id = ?", (INTERRUPTED, aid))
-                _hold(tx, wf)
-                tx.emit(E.ActionFinished, wf, rule_index=action.index, run_id=run_id, action=action.action_type,
-                        status="failed", message=INTERRUPTED)
+                _finish(tx, aid, wf, run_id, _decode(spec), False, INTERRUPTED)
         await self.write(_body)
+
+
+def _finish(tx: Tx, aid: int, wf: int, run_id: int, action: Action, ok: bool, message: str,
+            return_code: int | None = None) -> None:
+    """A running action ended: its state, what it held back, and the event that says how."""
+    status = "done" if ok else "failed"
+    tx.run("UPDATE actions SET state = ?, message = ? WHERE id = ?", (status, message, aid))
+    _hold(tx, wf)
+    tx.emit(E.ActionFinished, wf, rule_index=action.index, run_id=run_id, action=action.action_type, status=status,
+            return_code=return_code, message=message)

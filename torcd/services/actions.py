@@ -17,8 +17,7 @@ import structlog
 from torcd import events as E
 from torcd.bus import EventBus
 from torcd.services.allocations import AllocationService
-from torcd.services.processes import (WatchedProcess, log_files, missing_directory, shell_prelude, spawn_shell,
-                                      start_failure, stop_group, unstartable_input)
+from torcd.services.processes import WatchedProcess, spawn_logged, start_failure, stop_group
 from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
 from torcd.store import Store
@@ -103,12 +102,8 @@ class ActionRunner:
                    TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger)
         for n, command in enumerate(run.action.commands, 1):
             try:
-                if bad := unstartable_input({"command": command, "working directory": run.cwd}, {}):
-                    raise bad
-                if gone := missing_directory(run.cwd):
-                    raise gone
-                with log_files(out_path, err_path) as (out, err):
-                    proc = spawn_shell(shell_prelude(run.cwd) + command, env=env, stdout=out, stderr=err)
+                proc = spawn_logged(command, cwd=run.cwd, env=env, out_path=out_path, err_path=err_path,
+                                    checked={"command": command}, user_env={})
             except (OSError, ValueError) as e:
                 return False, None, f"command {n} could not start: {start_failure(e)}"
             self._procs[run.id] = proc
@@ -117,7 +112,7 @@ class ActionRunner:
             finally:
                 self._procs.pop(run.id, None)
             if rc != 0:
-                said = describe_exit(command, rc).replace("recovery script", "command")
+                said = describe_exit(command, rc, "command")
                 return False, rc, f"command {n} of {len(run.action.commands)} failed: {said}; output in {err_path}"
         n = len(run.action.commands)
         return True, 0, f"ran {n} command{'s' if n > 1 else ''}; output in {out_path}"

@@ -176,6 +176,19 @@ def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
     return WatchedProcess(pid, reap=True)
 
 
+def spawn_logged(command: str, *, cwd: str, env: dict[str, str], out_path: str, err_path: str,
+                 checked: dict[str, str], user_env: dict[str, str]) -> WatchedProcess:
+    """`command` in a shell in `cwd`, its output appended to these logs (a recovery script, an
+    action's command). `checked`: fields that must hold no NUL byte, named for the error;
+    OSError or ValueError when it cannot start."""
+    if bad := unstartable_input({**checked, "working directory": cwd}, user_env):
+        raise bad
+    if gone := missing_directory(cwd):
+        raise gone
+    with log_files(out_path, err_path) as (out, err):
+        return spawn_shell(shell_prelude(cwd) + command, env=env, stdout=out, stderr=err)
+
+
 def group_leader(pids: list[int]) -> int | None:
     """The pid that leads its own process group: the job's shell, not what it started."""
     for pid in pids:

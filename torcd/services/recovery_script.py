@@ -10,18 +10,17 @@ import time
 from torcd.core.attempts import stdio_paths
 from torcd.core.retry import signal_return_code
 from torcd.protocol import Recovery, RecoveryReport
-from torcd.services.processes import (job_env, log_files, missing_directory, shell_prelude, spawn_shell,
-                                      start_failure, stop_group, unstartable_input)
+from torcd.services.processes import job_env, spawn_logged, start_failure, stop_group
 
 
-def describe_exit(script: str, rc: int) -> str:
+def describe_exit(script: str, rc: int, what: str = "recovery script") -> str:
     if rc == 127:
-        return f"recovery script not found: {script!r} (exit 127)"
+        return f"{what} not found: {script!r} (exit 127)"
     if rc == 126:
-        return f"recovery script not executable: {script!r} (exit 126)"
+        return f"{what} not executable: {script!r} (exit 126)"
     if rc > 128:
-        return f"recovery script killed by signal {rc - 128} (exit {rc})"
-    return f"recovery script exited {rc}"
+        return f"{what} killed by signal {rc - 128} (exit {rc})"
+    return f"{what} exited {rc}"
 
 
 async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc: None) -> RecoveryReport:
@@ -38,13 +37,9 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
         return RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, ok, rc, message,
                               round(time.monotonic() - started, 6))
     try:
-        if bad := unstartable_input({"recovery script": rec.script, "output directory": rec.output_dir,
-                                     "working directory": rec.cwd}, rec.env):
-            raise bad
-        if gone := missing_directory(rec.cwd):
-            raise gone
-        with log_files(out_path, err_path) as (out, err):
-            proc = spawn_shell(shell_prelude(rec.cwd) + rec.script, env=env, stdout=out, stderr=err)
+        proc = spawn_logged(rec.script, cwd=rec.cwd, env=env, out_path=out_path, err_path=err_path,
+                            checked={"recovery script": rec.script, "output directory": rec.output_dir},
+                            user_env=rec.env)
     except (OSError, ValueError) as e:  # the job fails with the reason; never left `recovering`
         return report(False, None, f"recovery script {start_failure(e)}")
     on_start(proc)
