@@ -95,3 +95,20 @@ def test_bad_user_data_in_a_spec_names_the_job_and_entry(change, message):
     with pytest.raises(SpecError) as info:
         parse_spec(PIPELINE.replace(*change), "wf.yaml")
     assert info.value.message == message
+
+
+def test_a_job_whose_daemon_url_or_certificate_is_wrong_gets_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate\n")
+    for env, message in [({"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(tmp_path / "missing.pem")},
+                          "cannot read the CA file"),
+                         ({"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(bad_ca)},
+                          "cannot read the CA file"),
+                         ({"TORC_API_URL": "ftp://host"}, "expected http://HOST:PORT or https://HOST:PORT")]:
+        run = subprocess.run([sys.executable, "-m", "torcctl", "user-data", "get", "x", "-w", "1"],
+                             env={**os.environ, **env}, capture_output=True, text=True)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -194,7 +194,10 @@ class TcpClient(Client):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConnectError(f"cannot use daemon URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
         self.https, self.host, self.port = parts.scheme == "https", parts.hostname, parts.port
-        self.tls = ssl.create_default_context(cafile=ca_file) if self.https else None
+        try:
+            self.tls = ssl.create_default_context(cafile=ca_file) if self.https else None
+        except (OSError, ssl.SSLError) as e:
+            raise ConnectError(f"cannot read the CA file {ca_file} ($TORC_CA_FILE): {e}") from None
         if token:
             self.auth = {"Authorization": f"Bearer {token}"}
 
