@@ -171,3 +171,18 @@ def test_sigterm_under_load_stops_in_bounded_time_and_restarts_cleanly(make_daem
     assert d.ctl("workflows", "reset-status", str(wf), "--failed-only")[0] == 0
     assert d.wait(wf, timeout=180).counts == {"completed": 1500}
     check_history(d, wf)
+
+
+def test_a_request_that_never_finishes_arriving_does_not_hold_up_a_stop(daemon):
+    import socket
+
+    half = socket.socket(socket.AF_UNIX)
+    half.connect(daemon.socket)
+    half.sendall(b"POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"jsonrpc\": \"2.0\"")  # and never the rest
+    time.sleep(0.5)
+    sent = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(30) == 0
+    assert time.monotonic() - sent < 5 + 5  # REQUEST_GRACE plus a margin, not aiohttp's 60 s
+    half.close()

@@ -36,6 +36,7 @@ from torcd.systemd import Notifier
 
 log = structlog.get_logger("torcd")
 VERSION = "0.1.0"
+REQUEST_GRACE = 5.0  # seconds a request in flight at shutdown may still take
 
 
 class Daemon:
@@ -113,7 +114,10 @@ class Daemon:
 
     async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:
         self._services()
-        runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False)
+        # A request still in flight at shutdown (a client that never sends the rest of its body)
+        # gets this long, not aiohttp's minute: stopping is bounded.
+        runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False,
+                               shutdown_timeout=REQUEST_GRACE)
         await runner.setup()
         if self.config.listen is not None:
             await self._open_tcp_door(runner)
@@ -170,7 +174,7 @@ class Daemon:
         out = [f"unix socket {self.socket_path} (uid {os.getuid()} only: everything)"]
         if self.tcp_url:
             out.append(f"tcp {self.tcp_url} ({'TLS' if self.config.tls else 'no TLS'}; admin token: everything, "
-                       "allocation credentials: workers.* of their workflow)")
+                       "allocation credentials: workers.* and user_data.* of their workflow)")
         return out
 
     async def _watchdog(self, interval: float) -> None:
