@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from contextlib import redirect_stderr, redirect_stdout
@@ -175,3 +176,32 @@ def other_user():
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
     yield pwd.getpwnam(name)
     subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory every user can traverse, like a project area under /tmp."""
+    path = tempfile.mkdtemp(prefix="torcpy-shared-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_as(user, action) -> None:
+    """Run `action()` in a forked process that has become `user` (with the user's group only);
+    raise if it failed."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([user.pw_gid])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            action()
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - reported through the exit code
+            print(f"as {user.pw_name}: {e!r}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the action as {user.pw_name} failed"

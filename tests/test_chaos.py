@@ -62,7 +62,9 @@ def workflow(plan_list: list[list[int]], rng: random.Random) -> str:
         codes = " ".join(map(str, plan))
         # Most jobs are short; some outlive a restart so that the new daemon adopts them.
         pause = f"1.{rng.randrange(10)}" if rng.random() < 0.1 else f"0.0{rng.randrange(10)}"
-        command = (f"echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep {pause}; "
+        # A third set an EXIT trap of their own (`trap 'rm -rf "$tmp"' EXIT`, a common idiom).
+        own_trap = "t=$(mktemp -d); trap 'rm -rf \\\"$t\\\"' EXIT; " if i % 3 == 0 else ""
+        command = (f"{own_trap}echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep {pause}; "
                    f"codes=({codes}); exit ${{codes[$TORC_ATTEMPT_ID-1]}}")
         after = f", depends_on: [j{upstream(i)}]" if upstream(i) is not None else ""
         lines.append(f'  - {{name: j{i}, command: "{command}", failure_handler: h{after}}}\n')

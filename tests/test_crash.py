@@ -138,11 +138,52 @@ def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemo
 def test_adopted_job_killed_by_sigkill_is_recorded_137(make_daemon, tmp_path):
     d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "sleep 300")
     d.restart()
-    os.killpg(first, signal.SIGKILL)  # no shell survives to record a status
+    os.killpg(os.getpgid(first), signal.SIGKILL)  # no shell survives to record a status
     d.wait(wf)
     atts = d.attempts(d.jobs(wf)["j"].id)
     assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]
     assert "without recording its exit status" in atts[0].message
+    check_history(d, wf)
+
+
+OWN_TRAP = "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"; echo cleaned' EXIT; until [ -e go ]; do sleep 0.02; done; echo done"
+
+
+def test_a_job_with_its_own_exit_trap_that_ends_while_the_daemon_is_down_keeps_its_status(
+        make_daemon, tmp_path):
+    """The common `trap 'rm -rf "$tmp"' EXIT` idiom: the command's trap cannot take away the
+    record of its exit status, so the job that printed "done" is completed, not failed 137."""
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, OWN_TRAP)
+    (tmp_path / "go").touch()
+    d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
+    d.restart()
+    d.wait(wf)
+    job = d.jobs(wf)["j"]
+    assert [(a.attempt_id, a.return_code) for a in d.attempts(job.id)] == [(1, 0)] and job.status == "completed"
+    assert (tmp_path / "output" / "job_stdio" / f"job_wf{wf}_j{job.id}_r1_a1.o").read_text().endswith("done\ncleaned\n")
+    check_history(d, wf)
+
+
+def test_an_adopted_job_with_its_own_exit_trap_keeps_its_status(make_daemon, tmp_path):
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, OWN_TRAP)
+    d.restart()
+    assert d.jobs(wf)["j"].status == "running"
+    (tmp_path / "go").touch()
+    d.wait(wf)
+    job = d.jobs(wf)["j"]
+    assert [(a.attempt_id, a.return_code) for a in d.attempts(job.id)] == [(1, 0)] and job.status == "completed"
+    check_history(d, wf)
+
+
+def test_a_job_that_replaces_its_shell_with_exec_keeps_its_status_across_a_crash(make_daemon, tmp_path):
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
+                                          "until [ -e go ]; do sleep 0.02; done; exec bash -c 'exit 14'")
+    (tmp_path / "go").touch()
+    d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
+    d.restart()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 14, "retry"), (2, 0, None)]
     check_history(d, wf)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from conftest import run_as
 
 SPEC = "name: w\njobs:\n  - {name: j, command: echo secret}\n"
 
@@ -70,23 +73,67 @@ jobs:
     assert victim.read_text() == "mine\n"
 
 
-def test_a_directory_above_the_logs_that_another_user_owns_or_anyone_can_write_fails_the_job(
-        daemon, tmp_path, other_user):
-    """The swap found in review: another user's (or a world-writable) `output/` lets them replace
-    `job_stdio` with a directory of symlinks after torcd checked it."""
-    victim = tmp_path / "bashrc"
+def test_a_group_member_who_swaps_the_output_directory_mid_run_redirects_nothing(
+        make_daemon, shared_tmp, other_user):
+    """The attack found in review: in a setgid project directory (2775) a group member renames
+    `output/` while a workflow runs and puts a directory of symlinks in its place. Logs are
+    opened by the daemon, relative to the directory it checked, so the swap redirects nothing:
+    the next job's logs would land in the attacker's directory, which is refused."""
+    root = Path(shared_tmp)
+    victim = root / "bashrc"
     victim.write_text("mine\n")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o777)  # anyone may write here, no sticky bit
-    wf = daemon.submit(SPEC.replace("name: w", "name: w\noutput_dir: shared/output"))
-    attempt = failed_attempt(daemon, wf)
-    assert "can be written by anyone (mode 0777, no sticky bit)" in attempt.message and str(shared) in attempt.message
-    os.chmod(shared, 0o755)
-    theirs = shared / "theirs"
-    theirs.mkdir()
-    os.chown(theirs, other_user.pw_uid, other_user.pw_gid)
-    wf = daemon.submit(SPEC.replace("name: w", "name: w2\noutput_dir: shared/theirs/output"))
-    attempt = failed_attempt(daemon, wf)
-    assert f"owned by user {other_user.pw_name}" in attempt.message and str(theirs) in attempt.message
+    project = root / "project"
+    project.mkdir()
+    os.chown(project, os.getuid(), other_user.pw_gid)
+    os.chmod(project, 0o2775)
+    d = make_daemon()
+    d.tmp = root
+    d.start()
+    wf = d.submit("""\
+name: w
+output_dir: project/output
+jobs:
+  - {name: first, command: "echo one; while [ ! -e go ]; do sleep 0.02; done; echo two"}
+  - {name: second, command: "echo secret", depends_on: [first]}
+""", cwd=root)
+    d.wait_for(lambda: d.jobs(wf)["first"].status == "running", what="the first job to run")
+    second = d.jobs(wf)["second"].id
+
+    def swap() -> None:
+        os.rename(project / "output", project / "old")
+        (project / "output" / "job_stdio").mkdir(parents=True)
+        for suffix in (".o", ".e"):
+            (project / "output" / "job_stdio" / f"job_wf{wf}_j{second}_r1_a1{suffix}").symlink_to(victim)
+    run_as(other_user, swap)
+    (root / "go").touch()
+    d.wait(wf, state="done")
     assert victim.read_text() == "mine\n"
+    assert (project / "old" / "job_stdio" / f"job_wf{wf}_j{d.jobs(wf)['first'].id}_r1_a1.o").read_text() == "one\ntwo\n"
+    [attempt] = d.attempts(second)
+    assert attempt.return_code == 126 and f"owned by user {other_user.pw_name}" in attempt.message, attempt
+
+
+def test_a_fifo_or_symlink_a_job_leaves_at_its_next_log_fails_that_attempt_not_the_daemon(daemon, tmp_path):
+    """A job may plant what it likes in its own log directory; the next attempt's log opened
+    without following or blocking, and the daemon carries on."""
+    wf = daemon.submit("""\
+name: w
+failure_handlers:
+  - name: h
+    rules: [{match_all_exit_codes: true, max_retries: 3}]
+jobs:
+  - name: j
+    failure_handler: h
+    command: |
+      d=$(dirname "$(readlink /proc/$$/fd/1)")
+      n=$(basename "$(readlink /proc/$$/fd/1)" .o)
+      mkfifo "$d/${n%_a*}_a$((TORC_ATTEMPT_ID + 1)).o"
+      ln -s /etc/passwd "$d/${n%_a*}_a$((TORC_ATTEMPT_ID + 2)).e"
+      exit 3
+""")
+    daemon.wait(wf, state="done")
+    job = daemon.jobs(wf)["j"]
+    codes = [(a.return_code, a.message) for a in daemon.attempts(job.id)]
+    assert [c for c, _ in codes] == [3, 126, 126], codes
+    assert "is a FIFO" in codes[1][1] and "symbolic link" in codes[2][1], codes
+    assert daemon.client.ping(2)

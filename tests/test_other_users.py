@@ -7,12 +7,10 @@ refused with a one-line error naming the path and its owner, and that nothing wa
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -20,15 +18,6 @@ import pytest
 from conftest import Daemon
 
 SPEC = "name: secret\njobs:\n  - name: a\n    command: echo TOPSECRET-7f3a\n"
-
-
-@pytest.fixture
-def shared_tmp():
-    """A directory every user can traverse, like a project area under /tmp."""
-    path = tempfile.mkdtemp(prefix="torcpy-shared-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def fake_daemon(user, sock_path: str, received: str) -> int:

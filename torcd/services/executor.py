@@ -1,14 +1,15 @@
 """LocalExecutor: runs claimed jobs as `bash -c COMMAND` in their own process groups.
 
-With an exit log, each job's shell also appends its exit status there as it ends, so a
-daemon restarted after a crash can adopt jobs that kept running and learn how they ended.
+The daemon opens each job's log files (relative to a directory it checked) and hands them to
+the shell. With an exit log, a shell around the job's own appends the job's exit status there
+as it ends, so a daemon restarted after a crash can adopt jobs that kept running and learn how
+they ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -16,9 +17,9 @@ from collections.abc import Callable
 import structlog
 
 from torcd.core.retry import signal_return_code
-from torcd.services.exit_log import ExitLog
+from torcd.services.exit_log import RECORDER, ExitLog
 from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
-                                      kill_pids, log_files, make_log_directory, missing_directory,
+                                      kill_pids, log_files, missing_directory,
                                       shell_prelude, signal_group, spawn_shell, start_failure,
                                       stop_group, unstartable_input)
 from torcd.core.attempts import Exit
@@ -35,7 +36,7 @@ def timeout_grace(runtime: float) -> float:
 
 UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status
 UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
-                        "(killed by SIGKILL, or the command replaced its shell with exec)")
+                        "(its shell was killed by SIGKILL)")
 
 
 def missing_outputs(job: Runnable) -> list[str]:
@@ -59,7 +60,6 @@ class LocalExecutor:
         self._oom: dict[int, Sample] = {}  # jobs killed for going over their memory: what was seen
         self._tasks: set[asyncio.Task] = set()
         self._base_env = dict(os.environ)
-        self._made_dirs: set[str] = set()
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
         self._timed_out: set[int] = set()
@@ -79,11 +79,12 @@ class LocalExecutor:
             if bad := unstartable_input({"command": job.command, "output directory": job.output_dir,
                                          "working directory": job.cwd}, job.env):
                 raise bad
-            stdio_dir = os.path.dirname(job.stdout_path)
-            if stdio_dir not in self._made_dirs:
-                make_log_directory(stdio_dir)  # checked once: the shell opens its logs in it by name
-                self._made_dirs.add(stdio_dir)
-            proc = spawn_shell(self._shell_command(job), env=env)
+            with log_files(job.stdout_path, job.stderr_path) as (out, err):
+                if self.exit_log is None:
+                    proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
+                else:
+                    script = self.exit_log.recording(shell_prelude(job.cwd), (job.job_id, job.run_id, job.attempt_id))
+                    proc = spawn_shell(script, env=env, stdout=out, stderr=err, args=(job.command,), shell=RECORDER)
         except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
             self._give_back_gpus(job)
             self._launch_failed(job, e)
@@ -91,18 +92,7 @@ class LocalExecutor:
         self._watch(job, proc)
         return proc.pid
 
-    def _shell_command(self, job: Runnable) -> str:
-        """The job's command, after its shell opens its own log files (with our umask, then takes
-        the user's): creating a file can take milliseconds on a parallel filesystem, and the
-        daemon's loop must not wait for that."""
-        command = (f"exec >>{shlex.quote(job.stdout_path)} 2>>{shlex.quote(job.stderr_path)} "
-                   f"|| exit {LAUNCH_FAILED}; {shell_prelude(job.cwd)}{job.command}")
-        if self.exit_log is None:
-            return command
-        return self.exit_log.recording(command, (job.job_id, job.run_id, job.attempt_id))
-
     def _launch_failed(self, job: Runnable, e: OSError | ValueError) -> None:
-        self._made_dirs.discard(os.path.dirname(job.stdout_path))
         message = start_failure(e)
         log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
                     attempt_id=job.attempt_id, error=message)
@@ -110,17 +100,8 @@ class LocalExecutor:
                           job.workflow_id))
 
     def _launch_failure(self, job: Runnable) -> OSError | None:
-        """After a 126: did the shell fail to open its logs or enter its directory? Find out why."""
-        if e := missing_directory(job.cwd):
-            return e
-        if os.path.exists(job.stderr_path):
-            return None
-        try:
-            with log_files(job.stdout_path, job.stderr_path):
-                pass
-        except OSError as e:
-            return e
-        return OSError(f"its log files could not be created ({job.stdout_path})")
+        """After a 126: did the shell fail to enter its directory? Then that is why."""
+        return missing_directory(job.cwd)
 
     def adopt(self, job: Runnable, pid: int) -> None:
         """Watch a job's shell that an earlier daemon started (its status comes from the exit

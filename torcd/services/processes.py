@@ -42,43 +42,73 @@ def prepare_to_start_processes() -> None:
                 os.set_inheritable(int(name), False)
 
 
-_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+# O_NONBLOCK: a FIFO planted at a log's name fails at once (ENXIO) instead of hanging the open.
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def make_log_directory(path: str) -> None:
-    """Make a log directory and its parents, or refuse (OSError) one where someone else could
-    plant a symlink to a file of ours. Job shells open their logs there by name (cheaper than
-    here), so this check is what keeps them from following one: the directory must be ours, and
-    no directory above it may be another user's (other than root's) or writable by others
-    without the sticky bit, or that user could swap a whole directory in later."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def open_log_directory(path: str) -> int:
+    """A descriptor of the log directory `path`, made (with its parents) if missing, or OSError.
+
+    Logs are then opened relative to this descriptor, so what was checked is what is written
+    to, however the path above it is renamed or swapped later. The directory must be ours and
+    writable by no one else (or sticky): then no one else can plant a name in it."""
     try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise PermissionError(errno.EPERM, "log directory is a symbolic link (another user could redirect "
-                              "the logs)", path)
+        fd = os.open(path, _DIRECTORY)
+    except FileNotFoundError:  # never made, or removed since (a user cleaning output/ between runs)
+        os.makedirs(path, 0o755, exist_ok=True)
+        fd = _open_directory(path)
+    except OSError as e:
+        raise _not_a_directory(path, e) from None
+    try:
+        _check_log_directory(os.fstat(fd), path)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_directory(path: str) -> int:
+    try:
+        return os.open(path, _DIRECTORY)
+    except OSError as e:
+        raise _not_a_directory(path, e) from None
+
+
+def _not_a_directory(path: str, e: OSError) -> OSError:
+    if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+        return PermissionError(errno.EPERM, "log directory is a symbolic link (another user could redirect "
+                               "the logs)", path)
+    return e
+
+
+def _check_log_directory(st: os.stat_result, path: str) -> None:
     if st.st_uid != os.getuid():
         raise PermissionError(errno.EPERM, f"log directory owned by {_user_name(st.st_uid)}, not by this "
                               "user (another user could redirect the logs)", path)
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         raise PermissionError(errno.EPERM, f"log directory writable by others (mode {st.st_mode & 0o7777:04o}, "
                               "no sticky bit): another user could redirect the logs; chmod go-w", path)
-    above = os.path.dirname(os.path.abspath(path))
-    while True:
-        st = os.stat(above)
-        if st.st_uid not in (os.getuid(), 0):
-            raise PermissionError(errno.EPERM, f"a directory above the logs is owned by {_user_name(st.st_uid)}, "
-                                  "who could swap the log directory for one of theirs", above)
-        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-            raise PermissionError(errno.EPERM, f"a directory above the logs can be written by anyone (mode "
-                                  f"{st.st_mode & 0o7777:04o}, no sticky bit), who could swap the log directory; "
-                                  "chmod o-w", above)
-        if above == "/":
-            return
-        above = os.path.dirname(above)
+
+
+def open_log(dir_fd: int, name: str, path: str) -> int:
+    """Open (append, creating it) the log `name` in a checked directory: never through a
+    symlink, never a FIFO or device, never a file someone else made (in a sticky directory)."""
+    try:
+        fd = os.open(name, _APPEND, 0o666, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise PermissionError(errno.EPERM, "log file is a symbolic link; refusing to follow it", path) from None
+        if e.errno == errno.ENXIO:
+            raise PermissionError(errno.EPERM, "log file is a FIFO, not a regular file", path) from None
+        raise OSError(e.errno, e.strerror, path) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user_name(st.st_uid)}"
+        raise PermissionError(errno.EPERM, f"log file is {what}; refusing to write to it", path)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _user_name(uid: int) -> str:
@@ -90,24 +120,29 @@ def _user_name(uid: int) -> str:
 
 @contextlib.contextmanager
 def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
-    """Open (append) a job's stdout and stderr files, making their directory if needed; never
-    through a symlink, nor in a directory others could plant one in.
+    """Open (append) a process's stdout and stderr files, making their directory if needed; the
+    descriptors are handed to the process, which never opens its logs by name.
 
     Plain descriptors: they only go to the child, and a file object per job costs more.
     """
-    make_log_directory(os.path.dirname(out_path))
-    out = os.open(out_path, _APPEND, 0o666)
+    opened: list[int] = []
+    dirs: dict[str, int] = {}
     try:
-        err = os.open(err_path, _APPEND, 0o666)
-        try:
-            yield out, err
-        finally:
-            os.close(err)
+        for path in (out_path, err_path):
+            directory = os.path.dirname(path)
+            if directory not in dirs:
+                dirs[directory] = open_log_directory(directory)
+            opened.append(open_log(dirs[directory], os.path.basename(path), path))
+        for fd in dirs.values():
+            os.close(fd)
+        dirs.clear()
+        yield opened[0], opened[1]
     finally:
-        os.close(out)
+        for fd in (*dirs.values(), *opened):
+            os.close(fd)
 
 
-_BASH = shutil.which("bash") or "bash"  # resolved once, not by a PATH search in every child
+BASH = shutil.which("bash") or "bash"  # resolved once, not by a PATH search in every child
 _devnull: int | None = None
 LAUNCH_FAILED = 126  # the shell's "cannot execute": the command never got to run
 # Python ignores these; the processes it starts get the defaults back (as subprocess does).
@@ -157,9 +192,9 @@ def unstartable_input(fields: dict[str, str], env: dict[str, str]) -> ValueError
 
 
 def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
-                stderr: int | None = None) -> WatchedProcess:
-    """`bash -c COMMAND` in a session of its own (so its whole group can be signalled);
-    output goes nowhere unless given.
+                stderr: int | None = None, args: tuple[str, ...] = (), shell: str = BASH) -> WatchedProcess:
+    """`bash -c COMMAND` (or another `shell`, with positional `args`) in a session of its own
+    (so its whole group can be signalled); output goes nowhere unless given.
 
     posix_spawn and a pidfd cost the event loop a fraction of what asyncio's subprocess
     machinery does per process. Our descriptors are all close-on-exec, so only these three
@@ -171,8 +206,9 @@ def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
     actions = [(os.POSIX_SPAWN_DUP2, _devnull, 0),
                (os.POSIX_SPAWN_DUP2, _devnull if stdout is None else stdout, 1),
                (os.POSIX_SPAWN_DUP2, _devnull if stderr is None else stderr, 2)]
-    pid = os.posix_spawn(_BASH, [_BASH, "-c", command], env, file_actions=actions, setsid=True,
-                         setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+    argv = [shell, "-c", command, *((shell, *args) if args else ())]
+    pid = os.posix_spawn(shell, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS,
+                         setsigmask=())
     return WatchedProcess(pid, reap=True)
 
 
