@@ -119,3 +119,74 @@ def test_logs_follow_a_restrictive_umask(make_daemon, tmp_path):
     att = d.attempts(d.jobs(wf)["j"].id)[0]
     assert _mode(att.stdout_path) == 0o600
     assert _mode(os.path.dirname(att.stdout_path)) == 0o700
+
+
+WAITING = """\
+name: w
+jobs:
+  - {name: a, command: "until [ -e go ]; do sleep 0.02; done; echo a"}
+  - {name: b, command: "echo b", depends_on: [a]}
+"""
+BIG = "name: big\njobs:\n  - {name: 'j{i}', command: 'echo {i}', parameters: {i: '1:5000'}}\n"
+
+
+def test_a_database_locked_by_another_process_fails_requests_and_stops_nothing(daemon, tmp_path):
+    """An operator's `sqlite3` holding a write transaction for 6 s stopped the daemon (the
+    Dispatcher died on "database is locked"). Now requests fail with one clear line, the
+    daemon's own writes wait for the lock, and nothing is lost."""
+    wf = daemon.submit(WAITING)
+    daemon.wait_for(lambda: daemon.jobs(wf)["a"].status == "running", what="a to run")
+    holder = sqlite3.connect(os.path.join(daemon.state_dir, "torcd.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        (tmp_path / "go").touch()  # a's exit must wait for the lock
+        code, out, err = daemon.ctl("submit", str(tmp_path / "spec.yaml"))
+        assert code == 2 and "is locked by another process" in err and "Traceback" not in err, (code, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert daemon.client.ping(2)
+        daemon.wait_for(lambda: "state_write_failed" in daemon.log.read_text(), what="the dispatcher to wait")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    info = daemon.wait(wf, state="done")
+    assert info.counts == {"completed": 2}
+    log = daemon.log.read_text()
+    assert log.count("state_write_failed") == 1 and "state_write_recovered" in log, log
+    again = WAITING.replace("name: w", "name: w2").replace("until [ -e go ]; do sleep 0.02; done; ", "")
+    assert daemon.wait(daemon.submit(again)).counts == {"completed": 2}
+
+
+def test_a_full_state_disk_fails_requests_clearly_and_stops_nothing(make_daemon, tmp_path):
+    """With the state disk full, ROLLBACK after the failed COMMIT hid "database or disk is full"
+    and the daemon stopped. Now the request fails saying so, running jobs keep running, and
+    once there is room again everything waiting is recorded."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "statefs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        d = make_daemon()
+        d.state_dir = str(mnt / "state")
+        d.start()
+        wf = d.submit(WAITING)
+        d.wait_for(lambda: d.jobs(wf)["a"].status == "running", what="a to run")
+        with open(mnt / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        (tmp_path / "go").touch()
+        (tmp_path / "big.yaml").write_text(BIG)
+        code, out, err = d.ctl("submit", str(tmp_path / "big.yaml"))
+        assert code == 2 and "is full" in err and "Traceback" not in err, (code, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert d.client.ping(2) and d.proc.poll() is None
+        os.unlink(mnt / "filler")
+        assert d.wait(wf, state="done").counts == {"completed": 2}
+        assert d.wait(d.submit(BIG, name="big.yaml")).counts == {"completed": 5000}
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -104,3 +104,31 @@ def test_a_repeated_key_gets_the_first_result_and_changes_nothing(daemon, tmp_pa
         assert msgspec.json.decode(c.getresponse().read())["result"] == {"reset": 1}
         c.close()
     assert daemon.call("workflows.show", {"workflow_id": first["result"]["id"]})["run_id"] == 2  # not 3
+
+
+def test_a_key_replayed_with_another_method_or_params_is_refused_and_does_nothing(daemon, tmp_path):
+    """Found in review: `workflows.delete` sent with the key of an earlier request answered
+    `{"deleted": 1}` (the old result) while the workflow remained."""
+    from torcctl.client import _UnixConnection
+
+    def post(key: str, method: str, params: dict) -> dict:
+        c = _UnixConnection(daemon.socket, 30)
+        try:
+            body = msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+            c.request("POST", "/rpc", body, {"Idempotency-Key": key})
+            return msgspec.json.decode(c.getresponse().read())
+        finally:
+            c.close()
+
+    spec = {"spec_text": "name: k\njobs:\n  - name: a\n    command: 'true'\n", "cwd": str(tmp_path)}
+    a = post("k:1", "workflows.create", spec)["result"]["id"]
+    b = post("k:2", "workflows.create", spec)["result"]["id"]
+    daemon.wait(a), daemon.wait(b)
+    assert post("k:3", "workflows.delete", {"workflow_id": a})["result"] == {"deleted": a}
+    other_params = post("k:3", "workflows.delete", {"workflow_id": b})
+    assert other_params["error"]["code"] == -32602, other_params
+    assert "already used for another request (workflows.delete with other params)" in other_params["error"]["message"]
+    other_method = post("k:1", "workflows.delete", {"workflow_id": b})
+    assert "already used for another request (workflows.create)" in other_method["error"]["message"], other_method
+    assert [w["id"] for w in daemon.call("workflows.list")] == [b]  # nothing was deleted by either
+    assert post("k:3", "workflows.delete", {"workflow_id": a})["result"] == {"deleted": a}  # a true repeat still answers

@@ -13,8 +13,11 @@ import contextvars
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 import msgspec
+
+from torcd.errors import InvalidParams
 
 PREFIX = "torc-alloc"
 # Jobs in an allocation run with its credential: they may read and write their workflow's user data.
@@ -33,10 +36,30 @@ class Caller(msgspec.Struct, frozen=True):
         return self.allocation_id is None
 
 
+class RequestKey(msgspec.Struct, frozen=True):
+    """A request's idempotency key, and what the request was (its method and a hash of its
+    params): a repeat must be the same request, or it is refused."""
+
+    key: str
+    method: str
+    params_hash: str
+
+    @classmethod
+    def of(cls, key: str, method: str, params: Any) -> "RequestKey":
+        digest = hashlib.sha256(msgspec.json.encode(params, order="sorted")).hexdigest()
+        return cls(key, method, digest)
+
+    def check(self, stored_method: str | None, stored_hash: str | None) -> None:
+        if stored_method is not None and (stored_method, stored_hash) != (self.method, self.params_hash):
+            raise InvalidParams(f"this Idempotency-Key was already used for another request ({stored_method}"
+                                + (" with other params" if stored_method == self.method else "")
+                                + "); nothing was done: send a new key for a new request")
+
+
 ADMIN = Caller()
 # Set by the RPC layer for the request being served.
 current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller", default=ADMIN)
-idempotency_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("idempotency_key", default=None)
+idempotency_key: contextvars.ContextVar[RequestKey | None] = contextvars.ContextVar("idempotency_key", default=None)
 
 
 def new_credential(allocation_id: int) -> tuple[str, str]:

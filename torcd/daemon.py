@@ -154,13 +154,14 @@ class Daemon:
         log.info("torcd_stopping")
         self.systemd.notify("STOPPING=1", "STATUS=stopping: terminating running jobs")
         self.stopping.set()
+        self.store.closing = True  # a write the disk or a lock refuses is no longer tried again
         try:
             await runner.shutdown()
             await self.dispatcher.stop(self.config.shutdown_grace)
             await self.recovery.stop()
-        except sqlite3.Error as e:
-            if not crashed:
-                raise StoreError(f"stopping cleanly failed: the database said {e}") from None
+        except (sqlite3.Error, StoreError) as e:
+            if not crashed:  # the jobs were stopped; the next start records them from the exit log
+                raise StoreError(f"stopping cleanly failed: the database said {getattr(e, 'message', e)}") from None
         finally:
             for t in tasks:
                 t.cancel()

@@ -8,6 +8,9 @@ A transaction's events are published (`on_commit`) only after it commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import hashlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -16,7 +19,9 @@ from typing import Any
 
 import aiosqlite
 import msgspec
+import structlog
 
+from torcd.credentials import RequestKey
 from torcd.errors import NotFound, TorcError
 from torcd.events import EventBase
 from torcd.migrations import MIGRATIONS
@@ -24,10 +29,33 @@ from torcd.migrations import MIGRATIONS
 CHUNK = 500  # ids per `IN (...)`: well under SQLite's limit on bound parameters
 REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
 encode = msgspec.json.Encoder().encode
+log = structlog.get_logger("torcd.db")
+RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between tries of a write that may succeed later
+# Set while serving a request: its writes fail at once rather than wait for the disk or a lock.
+serving_request: contextvars.ContextVar[bool] = contextvars.ContextVar("serving_request", default=False)
 
 
 class StoreError(TorcError):
     code = -32030
+
+
+class StoreUnavailable(StoreError):
+    """A write failed for a reason that can pass: a full disk, a lock another process holds."""
+
+    code = -32031
+
+
+def _unavailable(e: sqlite3.OperationalError, path: str) -> StoreUnavailable | None:
+    text = str(e)
+    if "full" in text:
+        return StoreUnavailable(f"the disk holding the state database {path} is full ({text}); nothing was "
+                                "changed: free space there, and torcd records what waits as soon as it can")
+    if "locked" in text or "busy" in text:
+        return StoreUnavailable(f"the state database {path} is locked by another process ({text}); nothing was "
+                                "changed: end that process's transaction, and torcd carries on")
+    if "disk I/O error" in text:
+        return StoreUnavailable(f"the state database {path} could not be written ({text}); nothing was changed")
+    return None
 
 
 def chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
@@ -90,6 +118,9 @@ class Database:
         self._executor = executor
         self._lock = asyncio.Lock()
         self._seq: int | None = None
+        self._outage: StoreUnavailable | None = None  # why the last write failed, until one succeeds
+        self._outage_since = 0.0
+        self.closing = False  # set at shutdown: a failing write is no longer tried again
         self.on_commit: Callable[[list[EventBase]], Awaitable[None] | None] | None = None
 
     @classmethod
@@ -116,16 +147,40 @@ class Database:
             await loop.run_in_executor(self._executor, _close_writer, self._db)
             self._executor.shutdown(wait=True)
 
-    async def write(self, body: Callable[[Tx], Any], now: float | None = None, key: str | None = None) -> Any:
+    async def write(self, body: Callable[[Tx], Any], now: float | None = None, key: RequestKey | None = None) -> Any:
         """Run `body` as one transaction in the writer thread; then publish its events.
 
         With a request's idempotency `key`, the body's result is stored in the same transaction,
-        and a repeat of the request gets that result without running the body again."""
+        and a repeat of the request gets that result without running the body again.
+
+        A write that fails for a reason that can pass (a full disk, a lock held elsewhere) changes
+        nothing; a request's write then fails at once (StoreUnavailable), and a service's is tried
+        again, less and less often, until it succeeds: the daemon and its jobs keep running."""
         if key is not None:
             body = _once(body, key)
-        async with self._lock:
-            tx = Tx(self._db, time.time() if now is None else now)
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
+        fail_fast, pause = serving_request.get(), RETRY_FIRST
+        while True:
+            if fail_fast and self._outage is not None:
+                raise self._outage  # a service is waiting for the same disk or lock
+            async with self._lock:
+                tx = Tx(self._db, time.time() if now is None else now)
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, body, tx)
+                    break
+                except sqlite3.OperationalError as e:
+                    if (error := _unavailable(e, self.path)) is None:
+                        raise
+            if fail_fast or self.closing:
+                raise error
+            if self._outage is None:
+                self._outage_since = time.monotonic()
+                log.error("state_write_failed", error=error.message, retrying=True)
+            self._outage = error
+            await asyncio.sleep(pause)
+            pause = min(RETRY_MAX, pause * 2)
+        if self._outage is not None:
+            log.warning("state_write_recovered", after_s=round(time.monotonic() - self._outage_since, 1))
+            self._outage = None
         if tx.events and self.on_commit is not None:
             published = self.on_commit(tx.events)
             if published is not None:
@@ -140,7 +195,10 @@ class Database:
             self._write_events(tx)
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed COMMIT (a full disk) may have rolled back already; the first error is the one to tell.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
         if tx.last_seq is not None:
             self._seq = tx.last_seq
@@ -166,27 +224,35 @@ class Database:
     async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, args))
 
-    async def request_result(self, key: str) -> Any:
+    async def request_result(self, key: RequestKey) -> Any:
         """The stored result of a request already served under this idempotency key, or None."""
-        rows = await self._rows("SELECT result FROM requests WHERE key = ?", (key,))
-        return msgspec.json.decode(rows[0][0]) if rows else None
+        rows = await self._rows("SELECT result, method, params_hash FROM requests WHERE key = ?", (key.key,))
+        if not rows:
+            return None
+        key.check(rows[0][1], rows[0][2])
+        return msgspec.json.decode(rows[0][0])
 
-    async def remember(self, key: str, result: Any) -> None:
+    async def remember(self, key: RequestKey, result: Any) -> None:
         """Store a request's result under its key, for a change made outside one transaction."""
         def _body(tx: Tx) -> None:
-            tx.run("INSERT OR IGNORE INTO requests (key, result, created) VALUES (?, ?, ?)",
-                   (key, encode(result), tx.now))
+            _store_result(tx, key, result)
         await self.write(_body)
 
 
-def _once(body: Callable[[Tx], Any], key: str) -> Callable[[Tx], Any]:
+def _store_result(tx: Tx, key: RequestKey, result: Any) -> None:
+    tx.run("INSERT OR IGNORE INTO requests (key, result, created, method, params_hash) VALUES (?, ?, ?, ?, ?)",
+           (key.key, encode(result), tx.now, key.method, key.params_hash))
+
+
+def _once(body: Callable[[Tx], Any], key: RequestKey) -> Callable[[Tx], Any]:
     def once(tx: Tx) -> Any:
-        row = tx.one("SELECT result FROM requests WHERE key = ?", (key,))
+        row = tx.one("SELECT result, method, params_hash FROM requests WHERE key = ?", (key.key,))
         if row is not None:
+            key.check(row[1], row[2])
             return msgspec.json.decode(row[0])
         result = body(tx)
         tx.run("DELETE FROM requests WHERE created < ?", (tx.now - REQUESTS_KEPT,))
-        tx.run("INSERT INTO requests (key, result, created) VALUES (?, ?, ?)", (key, encode(result), tx.now))
+        _store_result(tx, key, result)
         return result
     return once
 

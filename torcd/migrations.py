@@ -263,4 +263,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (action_id, job_id)
     ) WITHOUT ROWID;
     """,
+    # a request's result answers only a repeat of the same request: its method and params hash
+    """
+    ALTER TABLE requests ADD COLUMN method TEXT;
+    ALTER TABLE requests ADD COLUMN params_hash TEXT;
+    """,
 ]

@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from torcd.credentials import ADMIN, WORKER_METHODS, Caller, current_caller, idempotency_key
+from torcd.credentials import ADMIN, WORKER_METHODS, Caller, RequestKey, current_caller, idempotency_key
+from torcd.db import serving_request
 from torcd.errors import TorcError, Unauthorized
 
 log = structlog.get_logger("torcd.rpc")
@@ -70,8 +71,10 @@ async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key
         return _error(req.id, INVALID_PARAMS, f"invalid params for {req.method}: {e}",
                       {"field": field} if field else None)
     current_caller.set(caller)
-    # A retried request carries the same key; with the request's id it names this one request.
-    idempotency_key.set(None if key is None else f"{key[:200]}:{req.id!r}")
+    serving_request.set(True)
+    # A retried request carries the same key; with the request's id it names this one request,
+    # which must be the same method with the same params.
+    idempotency_key.set(None if key is None else RequestKey.of(f"{key[:200]}:{req.id!r}", req.method, req.params))
     try:
         result = await bind(target)(params)
     except TorcError as e:

@@ -20,6 +20,7 @@ from torcd.core import lifecycle as L
 from torcd.core.attempts import Exit, Failure, Start
 from torcd.core.retry import RetryDecision, Rule
 from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
+from torcd.credentials import RequestKey
 from torcd.db import Database, StoreError, Tx, require_workflow, chunks as _chunks, encode as _encode, marks as _marks
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
@@ -208,7 +209,7 @@ class Store(SlurmStore, ActionStore, Database):
     # -- writes: workflows -------------------------------------------------
 
     async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str, executor: str = "local",
-                              account: str | None = None, key: str | None = None) -> int:
+                              account: str | None = None, key: RequestKey | None = None) -> int:
         output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
         upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
         schedulers, jobs = list(spec.schedulers), spec.jobs
@@ -276,7 +277,7 @@ class Store(SlurmStore, ActionStore, Database):
             return [i.job_id for i in stop if isinstance(i, L.StopProcess)]
         return await self.write(_body)
 
-    async def delete_workflow(self, wf: int, key: str | None = None) -> None:
+    async def delete_workflow(self, wf: int, key: RequestKey | None = None) -> None:
         def _body(tx: Tx):
             require_workflow(tx, wf)
             busy = tx.one(
@@ -293,7 +294,7 @@ class Store(SlurmStore, ActionStore, Database):
             self.with_actions.discard(wf)
         return await self.write(_body, key=key)
 
-    async def reset_status(self, wf: int, failed_only: bool, key: str | None = None) -> int:
+    async def reset_status(self, wf: int, failed_only: bool, key: RequestKey | None = None) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
         def _body(tx: Tx):
             row = require_workflow(tx, wf)
@@ -316,7 +317,7 @@ class Store(SlurmStore, ActionStore, Database):
         return await self.write(_body, key=key)
 
     async def recover(self, wf: int, memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool,
-                      dry_run: bool, key: str | None = None, source: str = "cli",
+                      dry_run: bool, key: RequestKey | None = None, source: str = "cli",
                       reason: str = "") -> tuple[list[Adjustment], int]:
         """Raise the limits of failed jobs by what failed them and run them again (`core.recover`)."""
         return await self.write(lambda tx: store_recover.recover(tx, wf, memory_multiplier, runtime_multiplier,
@@ -324,7 +325,7 @@ class Store(SlurmStore, ActionStore, Database):
                                 key=None if dry_run else key)
 
     async def update_resources(self, job_id: int, memory: int | None, runtime: float | None, cpus: int | None,
-                               source: str, reason: str, key: str | None = None) -> dict:
+                               source: str, reason: str, key: RequestKey | None = None) -> dict:
         return await self.write(lambda tx: store_recover.update_resources(tx, job_id, memory, runtime, cpus, source,
                                                                           reason), key=key)
 
@@ -502,7 +503,7 @@ class Store(SlurmStore, ActionStore, Database):
         return await self.write(_body)
 
     async def classify(self, decisions: Sequence[tuple[int, str, str]], source: str,
-                       workflow_id: int | None = None, key: str | None = None) -> list[int]:
+                       workflow_id: int | None = None, key: RequestKey | None = None) -> list[int]:
         """Resolve pending_failed jobs, each (job_id, action, reason), all or none: `retry`
         (ready, attempt +1) or `fail` (cascade). With `workflow_id`, every job must be in it."""
         job_ids = [d[0] for d in decisions]
