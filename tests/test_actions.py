@@ -96,17 +96,61 @@ def test_after_a_reset_persistent_actions_fire_again_and_the_others_do_not(daemo
     assert (daemon.tmp / "ready.txt").read_text() == "ready\nready\n"
 
 
-def test_an_action_the_daemon_was_running_when_killed_is_recorded_as_interrupted(daemon):
+def test_an_action_interrupted_by_kill9_is_stopped_and_runs_again_before_its_jobs(daemon):
+    """Found in review: the restarted daemon marked it failed and started the workflow's jobs at
+    once while the old `sleep 8; touch ready_flag` still ran. Now the leftover is stopped and
+    the action runs again from its first command; the jobs wait for it as before."""
+    command = ("echo $$ >> pids; n=$(wc -l < pids); touch started.$n; "
+               "until [ -e go ]; do sleep 0.02; done; touch ready_flag")
     spec = ("name: killed\nactions:\n  - {trigger_type: on_workflow_start, action_type: run_commands, "
-            "commands: ['touch started; sleep 60']}\njobs:\n  - {name: a, command: 'true'}\n")
+            f"commands: ['{command}']}}\njobs:\n  - {{name: a, command: 'test -e ready_flag'}}\n")
     wf = daemon.submit(spec)
-    daemon.wait_for(lambda: (daemon.tmp / "started").exists(), what="the action to start")
+    daemon.wait_for(lambda: (daemon.tmp / "started.1").exists(), what="the action to start")
     assert daemon.jobs(wf)["a"].status == "ready"  # held until the start action has run
     daemon.kill9()
     daemon.restart()
+    daemon.wait_for(lambda: (daemon.tmp / "started.2").exists(), what="the action to run again")
+    first = int((daemon.tmp / "pids").read_text().split()[0])
+    daemon.wait_for(lambda: not _alive(first), timeout=10, what="the leftover copy to be stopped")
+    assert daemon.jobs(wf)["a"].status == "ready"  # still held: the action has not finished
+    (daemon.tmp / "go").touch()
     assert daemon.wait(wf).counts == {"completed": 1}
-    (finished,) = [e for e in daemon.events(wf) if e.kind == "action_finished"]
-    assert (finished.status, finished.message) == ("failed", "interrupted: the daemon stopped while it ran")
+    finished = [(e.status, e.message) for e in daemon.events(wf) if e.kind == "action_finished"]
+    assert finished[0] == ("interrupted", "interrupted: the daemon stopped while it ran; it runs again from its "
+                           "first command") and finished[1][0] == "done", finished
+    assert len((daemon.tmp / "pids").read_text().split()) == 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_cancel_and_delete_stop_a_running_action(daemon):
+    """Found in review: an action wrote a file 26 s after its workflow was deleted."""
+    long_action = "echo $$ > {name}.pid; until [ -e never ]; do sleep 0.02; done; touch {name}.late"
+    canceled = daemon.submit(
+        "name: c\nactions:\n  - {trigger_type: on_workflow_start, action_type: run_commands, "
+        f"commands: ['{long_action.format(name='c')}']}}\njobs:\n  - {{name: a, command: 'true'}}\n", name="c.yaml")
+    deleted = daemon.submit(
+        "name: d\nactions:\n  - {trigger_type: on_workflow_complete, action_type: run_commands, "
+        f"commands: ['{long_action.format(name='d')}']}}\njobs:\n  - {{name: a, command: 'true'}}\n", name="d.yaml")
+    pid = {}
+    for name in "cd":
+        path = daemon.tmp / f"{name}.pid"
+        daemon.wait_for(lambda: path.exists() and path.read_text().strip(), what=f"action {name} to start")
+        pid[name] = int(path.read_text())
+    assert daemon.ctl("workflows", "cancel", str(canceled))[0] == 0
+    assert not _alive(pid["c"])
+    (finished,) = [e for e in daemon.events(canceled) if e.kind == "action_finished"]
+    assert (finished.status, finished.message) == ("failed", "command 1 of 1 stopped: the workflow was canceled")
+    assert daemon.ctl("workflows", "delete", str(deleted))[0] == 0
+    assert not _alive(pid["d"])
+    assert not (daemon.tmp / "c.late").exists() and not (daemon.tmp / "d.late").exists()
+    assert daemon.client.ping(2)
 
 
 def test_schedule_nodes_on_a_local_workflow_fails_with_a_reason(daemon):
@@ -185,17 +229,19 @@ def test_a_canceled_workflow_fires_no_completion_action_and_a_reset_fires_it_at_
 
 def test_actions_waiting_for_their_turn_survive_a_restart(daemon):
     spec = ("name: turns\nactions:\n"
-            "  - {trigger_type: on_workflow_start, action_type: run_commands, commands: ['touch first; sleep 60']}\n"
+            "  - {trigger_type: on_workflow_start, action_type: run_commands, "
+            "commands: ['touch first; until [ -e go ]; do sleep 0.02; done']}\n"
             "  - {trigger_type: on_workflow_start, action_type: run_commands, commands: ['touch second']}\n"
             "jobs:\n  - {name: a, command: 'true'}\n")
     wf = daemon.submit(spec)
     daemon.wait_for(lambda: (daemon.tmp / "first").exists(), what="the first action to start")
     daemon.kill9()
     daemon.restart()
+    (daemon.tmp / "go").touch()
     assert daemon.wait(wf).counts == {"completed": 1}
     assert (daemon.tmp / "second").exists()
-    finished = {e.rule_index: e for e in daemon.events(wf) if e.kind == "action_finished"}
-    assert finished[0].message == "interrupted: the daemon stopped while it ran" and finished[1].status == "done"
+    finished = [(e.rule_index, e.status) for e in daemon.events(wf) if e.kind == "action_finished"]
+    assert finished == [(0, "interrupted"), (0, "done"), (1, "done")], finished
 
 
 def test_a_completion_action_fires_when_the_last_job_ended_while_the_daemon_was_down(daemon):

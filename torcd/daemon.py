@@ -212,6 +212,9 @@ class Daemon:
     async def stop_processes(self, job_ids: list[int]) -> None:
         await asyncio.gather(self.dispatcher.executor.kill(job_ids), self.recovery.kill(job_ids))
 
+    async def stop_actions(self, workflow_id: int, why: str) -> None:
+        await self.actions.stop_workflow(workflow_id, why)
+
 
 def use_pidfd_child_watcher() -> None:
     """Python 3.11 waits for each child in a thread of its own; a pidfd in the loop is cheaper.

@@ -43,6 +43,7 @@ class Control(Protocol):
     def info(self) -> p.Ping: ...
     async def stop(self, params: p.Shutdown) -> dict: ...
     async def stop_processes(self, job_ids: list[int]) -> None: ...
+    async def stop_actions(self, workflow_id: int, why: str) -> None: ...
 
 
 class Handlers:
@@ -142,10 +143,12 @@ class Handlers:
 
     async def cancel_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
         await self.control.stop_processes(await self.store.cancel_workflow(params.workflow_id))
+        await self.control.stop_actions(params.workflow_id, "the workflow was canceled")
         return await self.store.workflow(params.workflow_id)
 
     async def delete_workflow(self, params: p.WorkflowRef) -> dict:
         await self.store.delete_workflow(params.workflow_id, key=idempotency_key.get())
+        await self.control.stop_actions(params.workflow_id, "the workflow was deleted")
         self.workers.forget(params.workflow_id)
         return {"deleted": params.workflow_id}
 

@@ -19,6 +19,7 @@ _NOT_YET_READY = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.CA
 _PROGRESS = f"count(*), total(j.status NOT IN ({_NOT_YET_READY})), total(j.status IN ({_FINAL_SQL}))"
 _decode = msgspec.json.Decoder(Action).decode
 INTERRUPTED = "interrupted: the daemon stopped while it ran"
+RUN_AGAIN = "interrupted: the daemon stopped while it ran; it runs again from its first command"
 
 
 class ActionToRun(msgspec.Struct, frozen=True):
@@ -137,11 +138,20 @@ class ActionStore(Database):
         await self.write(_body)
 
     async def interrupt_actions(self) -> None:
-        """At start: actions a stopped daemon was running did not finish; say so, once."""
+        """At start: actions a stopped daemon was running did not finish. A run_commands action
+        runs again from its first command (its leftover processes were stopped; like recovery
+        scripts, its commands must be idempotent); a schedule_nodes action, which may have
+        submitted some of its allocations, is recorded interrupted."""
         def _body(tx: Tx):
             for aid, wf, spec, run_id in tx.rows(
                     "SELECT id, workflow_id, spec, run_id FROM actions WHERE state = 'running'"):
-                _finish(tx, aid, wf, run_id, _decode(spec), False, INTERRUPTED)
+                action = _decode(spec)
+                if action.action_type != "run_commands":
+                    _finish(tx, aid, wf, run_id, action, False, INTERRUPTED)
+                    continue
+                tx.run("UPDATE actions SET state = 'due' WHERE id = ?", (aid,))
+                tx.emit(E.ActionFinished, wf, rule_index=action.index, run_id=run_id, action=action.action_type,
+                        status="interrupted", message=RUN_AGAIN)
         await self.write(_body)
 
 

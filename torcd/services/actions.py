@@ -17,7 +17,8 @@ import structlog
 from torcd import events as E
 from torcd.bus import EventBus
 from torcd.services.allocations import AllocationService
-from torcd.services.processes import WatchedProcess, spawn_logged, start_failure, stop_group
+from torcd.services.processes import (WatchedProcess, find_action_processes, kill_pids, spawn_logged, start_failure,
+                                      stop_group)
 from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
 from torcd.store import Store
@@ -37,7 +38,8 @@ class ActionRunner:
         self.store, self.allocations, self.api_url = store, allocations, api_url
         self._touched: set[int] = set()
         self._wake = asyncio.Event()
-        self._procs: dict[int, WatchedProcess] = {}  # action id -> its command running now
+        self._procs: dict[int, tuple[int, WatchedProcess]] = {}  # action id -> its workflow, its command running now
+        self._stopped: dict[int, str] = {}  # action id -> why its command was stopped
         self._tasks: set[asyncio.Task] = set()
         self._turns: dict[int, asyncio.Lock] = {}  # one action of a workflow at a time, in the order they came due
         self._queued: set[int] = set()  # actions waiting for their turn or running
@@ -50,7 +52,13 @@ class ActionRunner:
         return False
 
     async def reconcile(self) -> None:
+        """At start: commands an earlier daemon left running are stopped, and the actions they
+        belonged to run again from their first command (their jobs wait for them as before)."""
         await self.store.load_action_workflows()
+        leftovers = await asyncio.to_thread(find_action_processes, self.api_url)
+        if leftovers:
+            log.info("action_leftovers_stopped", pids=leftovers)
+            await asyncio.to_thread(kill_pids, leftovers)
         await self.store.interrupt_actions()
         self._touched.update(self.store.with_actions)
         self._wake.set()
@@ -74,7 +82,14 @@ class ActionRunner:
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
         finally:
-            await asyncio.gather(*(stop_group(p, 2.0) for p in self._procs.values()), return_exceptions=True)
+            await asyncio.gather(*(stop_group(p, 2.0) for _, p in self._procs.values()), return_exceptions=True)
+
+    async def stop_workflow(self, wf: int, why: str) -> None:
+        """Stop the command an action of this workflow is running (canceled, deleted)."""
+        stopping = [(aid, proc) for aid, (w, proc) in self._procs.items() if w == wf]
+        for aid, _ in stopping:
+            self._stopped[aid] = why
+        await asyncio.gather(*(stop_group(proc, 2.0) for _, proc in stopping), return_exceptions=True)
 
     async def _run(self, run: ActionToRun) -> None:
         try:
@@ -98,19 +113,23 @@ class ActionRunner:
 
     async def _commands(self, run: ActionToRun) -> tuple[bool, int | None, str]:
         out_path, err_path = action_logs(run)
+        # TORC_ACTION_ID marks its processes: a restarted daemon finds what an earlier one left.
         env = dict(os.environ, TORC_WORKFLOW_ID=str(run.workflow_id), TORC_RUN_ID=str(run.run_id),
-                   TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger)
+                   TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger,
+                   TORC_ACTION_ID=str(run.id))
         for n, command in enumerate(run.action.commands, 1):
             try:
                 proc = spawn_logged(command, cwd=run.cwd, env=env, out_path=out_path, err_path=err_path,
                                     checked={"command": command}, user_env={})
             except (OSError, ValueError) as e:
                 return False, None, f"command {n} could not start: {start_failure(e)}"
-            self._procs[run.id] = proc
+            self._procs[run.id] = (run.workflow_id, proc)
             try:
                 rc = signal_return_code(await proc.wait())
             finally:
                 self._procs.pop(run.id, None)
+            if why := self._stopped.pop(run.id, None):
+                return False, rc, f"command {n} of {len(run.action.commands)} stopped: {why}"
             if rc != 0:
                 said = describe_exit(command, rc, "command")
                 return False, rc, f"command {n} of {len(run.action.commands)} failed: {said}; output in {err_path}"

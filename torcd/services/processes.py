@@ -357,18 +357,10 @@ async def stop_group(proc: WatchedProcess, grace: float) -> None:
     signal_group(proc.pid, signal.SIGKILL)
 
 
-def find_attempt_processes(keys: set[tuple[int, int, int]], api_url: str, recovery: bool = False
-                           ) -> dict[tuple[int, int, int], list[int]]:
-    """Map (job_id, run_id, attempt_id) to live pids whose environment carries that attempt of
-    the daemon at `api_url` (other daemons on the host number their jobs alike).
-
-    With `recovery`, only recovery-script processes (they carry TORC_RETURN_CODE) count;
-    otherwise only the job's own.
-    """
+def _processes_of(api_url: str, marker: bytes) -> Iterator[tuple[int, dict[bytes, bytes]]]:
+    """Our live processes whose environment holds `marker` and names the daemon at `api_url`
+    (other daemons on the host number their jobs alike), with that environment."""
     url = api_url.encode()
-    found: dict[tuple[int, int, int], list[int]] = {}
-    if not keys:
-        return found
     me = os.getuid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -380,18 +372,39 @@ def find_attempt_processes(keys: set[tuple[int, int, int]], api_url: str, recove
                 raw = f.read()
         except OSError:
             continue
-        if b"TORC_JOB_ID=" not in raw or (b"\0TORC_RETURN_CODE=" in raw) != recovery:
+        if marker not in raw:
             continue
         env = dict(item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-        if env.get(b"TORC_API_URL") != url:
+        if env.get(b"TORC_API_URL") == url:
+            yield int(entry), env
+
+
+def find_attempt_processes(keys: set[tuple[int, int, int]], api_url: str, recovery: bool = False
+                           ) -> dict[tuple[int, int, int], list[int]]:
+    """Map (job_id, run_id, attempt_id) to live pids whose environment carries that attempt of
+    the daemon at `api_url`.
+
+    With `recovery`, only recovery-script processes (they carry TORC_RETURN_CODE) count;
+    otherwise only the job's own.
+    """
+    found: dict[tuple[int, int, int], list[int]] = {}
+    if not keys:
+        return found
+    for pid, env in _processes_of(api_url, b"TORC_JOB_ID="):
+        if (b"TORC_RETURN_CODE" in env) != recovery:
             continue
         try:
             key = (int(env[b"TORC_JOB_ID"]), int(env.get(b"TORC_RUN_ID", b"1")), int(env[b"TORC_ATTEMPT_ID"]))
         except (KeyError, ValueError):
             continue
         if key in keys:
-            found.setdefault(key, []).append(int(entry))
+            found.setdefault(key, []).append(pid)
     return found
+
+
+def find_action_processes(api_url: str) -> list[int]:
+    """Live processes of actions the daemon at `api_url` started (they carry TORC_ACTION_ID)."""
+    return [pid for pid, _ in _processes_of(api_url, b"TORC_ACTION_ID=")]
 
 
 def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
