@@ -137,3 +137,27 @@ jobs:
     assert [c for c, _ in codes] == [3, 126, 126], codes
     assert "is a FIFO" in codes[1][1] and "symbolic link" in codes[2][1], codes
     assert daemon.client.ping(2)
+
+
+def test_a_job_that_turns_its_own_logs_into_a_fifo_or_dev_zero_hangs_no_reader(daemon):
+    """Found in review: `mkfifo` at the job's own stderr path hung the event loop in open() for
+    `jobs list`, `jobs show` and the MCP tools (SIGTERM could not stop it); a symlink to
+    /dev/zero read until memory ran out. Logs are read only as regular files, bounded, off the
+    event loop."""
+    wf = daemon.submit("""\
+name: w
+jobs:
+  - name: fifo
+    command: 'e=$(readlink /proc/$$/fd/2); rm -f "$e"; mkfifo "$e"; exit 1'
+  - name: zero
+    command: 'e=$(readlink /proc/$$/fd/2); rm -f "$e"; ln -sf /dev/zero "$e"; o=$(readlink /proc/$$/fd/1); rm -f "$o"; ln -s /dev/zero "$o"; exit 1'
+""")
+    daemon.wait(wf, state="done")
+    jobs = daemon.jobs(wf, "failed")  # with stderr tails: must answer, not hang
+    assert set(jobs) == {"fifo", "zero"} and all(j.stderr_tail is None for j in jobs.values())
+    for job in jobs.values():
+        assert daemon.call("jobs.show", {"job_id": job.id})["status"] == "failed"
+    for name, stream in (("fifo", "--stderr"), ("zero", "--stderr"), ("zero", "--tail=5")):
+        code, out, err = daemon.ctl("logs", str(jobs[name].id), stream)
+        assert code == 2 and "cannot read" in err and "Traceback" not in err, (code, err)
+    assert daemon.stop() == 0  # SIGTERM still stops it

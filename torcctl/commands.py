@@ -10,6 +10,7 @@ from torcctl.client import Client, ConnectError, RpcError
 from torcctl.recover import recover_once
 from torcctl.render import event_line, print_json, seek_last_lines, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
+from torcd.services.job_logs import open_log_for_reading
 
 STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
                 "failed", "canceled", "terminated", "disabled", "pending_failed"]
@@ -459,7 +460,7 @@ def logs(client: Client, args) -> int:
         folder, name = os.path.split(path)
         path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
     try:
-        with open(path, "rb") as f:
+        with open_log_for_reading(path) as f:
             if args.tail is not None:
                 seek_last_lines(f, args.tail)
             out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None

@@ -17,6 +17,7 @@ import msgspec
 from torcctl.client import Client, RpcError
 
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
+from torcd.services.job_logs import open_log_for_reading
 
 MAX_TAIL_LINES = 1000
 MAX_TAIL_BYTES = 64 * 1024
@@ -141,7 +142,7 @@ def build_server(client: Client) -> MCPServer:
         a = atts[-1]
         path = a.stderr_path if log_type == "stderr" else a.stdout_path
         try:
-            with open(path, "rb") as f:
+            with open_log_for_reading(path) as f:
                 end = f.seek(0, os.SEEK_END)
                 start = max(0, end - MAX_TAIL_BYTES)  # the end of the log, whatever its size
                 f.seek(start)

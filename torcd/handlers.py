@@ -190,10 +190,11 @@ class Handlers:
             status = None if params.status is None else JobStatus.parse(params.status)
         except ValueError as e:
             raise InvalidParams(str(e), {"field": "$.status"}) from None
-        return with_tails(await self.store.jobs(params.workflow_id, status, params.limit, params.offset))
+        jobs = await self.store.jobs(params.workflow_id, status, params.limit, params.offset)
+        return await asyncio.to_thread(with_tails, jobs)
 
     async def show_job(self, params: p.JobRef) -> p.JobInfo:
-        return with_tails([await self.store.job(params.job_id)], only_failed=False)[0]
+        return (await asyncio.to_thread(with_tails, [await self.store.job(params.job_id)], False))[0]
 
     async def job_attempts(self, params: p.JobRef) -> list[p.AttemptInfo]:
         return await self.store.attempts(params.job_id)

@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import deque
+from typing import BinaryIO
 
 from torcd.protocol import JobInfo
 
 SHOWN_FOR = ("pending_failed", "failed")
 
 
+def open_log_for_reading(path: str) -> BinaryIO:
+    """A log opened for reading only if it is a regular file: never a FIFO (its open would wait
+    for a writer) or a device (/dev/zero reads forever), never through a symlink. A job can
+    make its own log any of these; reading it must not hang whoever reads."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def stderr_tail(path: str | None, lines: int = 5, max_bytes: int = 4096) -> str | None:
     if not path:
         return None
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
+        with open_log_for_reading(path) as f:
+            size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - max_bytes))
-            data = f.read().decode(errors="replace")
+            data = f.read(max_bytes).decode(errors="replace")
     except (OSError, ValueError):  # unreadable, or a path no file can have (a NUL byte)
         return None
     return "\n".join(deque(data.splitlines(), maxlen=lines)) or None
 
 
 def with_tails(jobs: list[JobInfo], only_failed: bool = True) -> list[JobInfo]:
+    """Fill in the stderr tails (file I/O: call it off the event loop)."""
     for job in jobs:
         if not only_failed or job.status in SHOWN_FOR:
             job.stderr_tail = stderr_tail(job.stderr_path)
