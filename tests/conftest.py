@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pwd
+import resource
 import shutil
 import signal
 import subprocess
@@ -37,7 +38,8 @@ class Daemon:
         self.client = Client(self.socket, timeout=30)
 
     def start(self, *extra: str, crash_at: str | None = None, wait: bool = True,
-              env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> "Daemon":
+              env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
+              max_open_files: int | None = None) -> "Daemon":
         env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
         for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
@@ -48,7 +50,9 @@ class Daemon:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "torcd", "--socket", self.socket, "--state-dir", self.state_dir,
                  "--max-parallel-jobs", str(self.max_parallel_jobs), "--shutdown-grace", "2", *extra],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, pass_fds=pass_fds)
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, pass_fds=pass_fds,
+                preexec_fn=None if max_open_files is None else lambda: resource.setrlimit(
+                    resource.RLIMIT_NOFILE, (max_open_files, max_open_files)))
         return self.wait_ready(crash_at) if wait else self
 
     def wait_ready(self, crash_at: str | None = None) -> "Daemon":

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from torcd.daemon import Daemon
     from torcd.services.processes import prepare_to_start_processes
 
-    prepare_to_start_processes()
+    prepare_to_start_processes(more_descriptors=True)
     try:
         asyncio.run(Daemon(config).run())
     except TorcError as e:

@@ -31,6 +31,13 @@ class Config(msgspec.Struct, frozen=True):
     # cut off: it resumes with after=SEQ rather than hold the daemon back.
     watch_queue_size: int = 10_000
     watch_write_timeout: float = 10.0
+    # The TCP door: at most this many connections (fewer if descriptors are short), this many from
+    # one address; a connection with no request in progress for `idle_timeout` seconds is closed,
+    # and a request body must arrive within `body_timeout` seconds.
+    max_tcp_connections: int = 1024
+    max_connections_per_peer: int = 64
+    idle_timeout: float = 30.0
+    body_timeout: float = 30.0
     # Every database call hops to aiosqlite's thread and back; with the default 5 ms switch
     # interval a busy loop makes each hop wait for the GIL.
     switch_interval: float = 0.0002
@@ -66,7 +73,11 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
         limits = dict(max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
                       watch_queue_size=int(env.get("TORCD_WATCH_QUEUE_SIZE", 10_000)),
                       watch_write_timeout=float(env.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0)),
-                      switch_interval=float(env.get("TORCD_SWITCH_INTERVAL", 0.0002)))
+                      switch_interval=float(env.get("TORCD_SWITCH_INTERVAL", 0.0002)),
+                      max_tcp_connections=int(env.get("TORCD_MAX_TCP_CONNECTIONS", 1024)),
+                      max_connections_per_peer=int(env.get("TORCD_MAX_CONNECTIONS_PER_PEER", 64)),
+                      idle_timeout=float(env.get("TORCD_IDLE_TIMEOUT", 30.0)),
+                      body_timeout=float(env.get("TORCD_BODY_TIMEOUT", 30.0)))
     except ValueError as e:
         raise SystemExit(f"torcd: a TORCD_* environment variable is not a number: {e}") from None
     return Config(

@@ -20,6 +20,8 @@ from torcd import doors
 from torcd import protocol as p
 from torcd.bus import EventBus
 from torcd.config import Config
+from torcd import door_limits
+from torcd.door_limits import ConnectionGuard, GuardedSockSite, connection_cap
 from torcd.errors import DaemonError
 from torcd.handlers import METHODS, Handlers
 from torcd.server import ServerState, build_app
@@ -100,10 +102,11 @@ class Daemon:
     async def _open_tcp_door(self, runner: web.AppRunner) -> None:
         cfg = self.config
         self.state.admin_token = doors.ensure_token(cfg.token_file)
-        site = web.TCPSite(runner, cfg.listen[0], cfg.listen[1], reuse_address=True, backlog=doors.BACKLOG,
-                           ssl_context=doors.tls_context(cfg.tls))
-        await site.start()
-        host, port = site._server.sockets[0].getsockname()[:2]
+        sock = doors.tcp_socket(*cfg.listen)
+        guard = ConnectionGuard(connection_cap(cfg.max_tcp_connections, cfg.max_cpus), cfg.max_connections_per_peer)
+        await GuardedSockSite(runner, sock, guard, backlog=door_limits.BACKLOG,
+                              ssl_context=doors.tls_context(cfg.tls)).start()
+        host, port = sock.getsockname()[:2]
         shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
         self.tcp_url = cfg.advertise_url or f"{'https' if cfg.tls else 'http'}://{shown}:{port}"
         self.allocations.url = self.tcp_url
@@ -117,7 +120,7 @@ class Daemon:
         # A request still in flight at shutdown (a client that never sends the rest of its body)
         # gets this long, not aiohttp's minute: stopping is bounded.
         runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False,
-                               shutdown_timeout=REQUEST_GRACE)
+                               shutdown_timeout=REQUEST_GRACE, keepalive_timeout=self.config.idle_timeout)
         await runner.setup()
         if self.config.listen is not None:
             await self._open_tcp_door(runner)

@@ -3,6 +3,7 @@ passes), the TLS context and the admin token of the TCP door."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
@@ -85,6 +86,20 @@ def _bind(path: str) -> socket.socket:
         os.umask(old)
     os.chmod(path, 0o600)
     sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def tcp_socket(host: str, port: int) -> socket.socket:
+    """The TCP door's listening socket, or a one-line error (a port already in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise DaemonError(f"cannot listen on {host}:{port}: the port is already in use (another torcd, or "
+                              "another program); choose another --listen port") from None
+        raise DaemonError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.setblocking(False)
     return sock
 

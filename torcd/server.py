@@ -87,7 +87,12 @@ def build_app(state: ServerState) -> web.Application:
             return web.Response(status=413, content_type="application/json", body=_encode(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
                  f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}"}}))
-        body = await request.read()
+        try:
+            body = await asyncio.wait_for(request.read(), state.config.body_timeout)
+        except TimeoutError:
+            return web.Response(status=408, content_type="application/json", body=_encode(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+                 f"the request body did not arrive within {state.config.body_timeout:g} s"}}))
         state.requests_in_flight += 1
         try:
             reply = await rpc.handle(state.methods, state.handlers, body, request["caller"],

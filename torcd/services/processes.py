@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import pwd
+import resource
 import shlex
 import shutil
 import signal
@@ -26,16 +27,25 @@ def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, r
 
 
 _user_umask = -1  # -1: leave the umask of started processes alone
+_user_nofile = -1  # the soft limit on open descriptors to give started processes back; -1: as ours
 
 
-def prepare_to_start_processes() -> None:
+def prepare_to_start_processes(more_descriptors: bool = False) -> None:
     """Once, before starting jobs. Files and directories this process creates (logs, output
     dirs, scripts) follow the user's umask but are never writable by others; the jobs it
     starts keep the user's umask as it was. Descriptors it was started with stay out of jobs
-    (posix_spawn closes nothing itself; the ones Python opens are close-on-exec already)."""
-    global _user_umask
+    (posix_spawn closes nothing itself; the ones Python opens are close-on-exec already).
+
+    `more_descriptors` (the daemon): raise the soft limit on open descriptors to the hard one,
+    so that connections cannot use up what jobs and the owner need; jobs get the old one back."""
+    global _user_umask, _user_nofile
     _user_umask = os.umask(0o022)
     os.umask(_user_umask | 0o002)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if more_descriptors and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            _user_nofile = soft
     for name in os.listdir("/proc/self/fd"):
         if int(name) > 2:
             with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
@@ -157,10 +167,12 @@ def user_umask() -> int | None:
 
 def shell_prelude(cwd: str) -> str:
     """What a started shell does first: go to `cwd` (or exit 126, saying why on its stderr) and
-    take the user's umask. In the shell because posix_spawn has no working-directory action."""
+    take the user's umask and limit on open descriptors. In the shell because posix_spawn has no
+    working-directory action."""
     umask = user_umask()
     return (f"cd -- {shlex.quote(cwd)} || exit {LAUNCH_FAILED}; "
-            + ("" if umask is None else f"umask {umask:03o}; "))
+            + ("" if umask is None else f"umask {umask:03o}; ")
+            + ("" if _user_nofile < 0 else f"ulimit -S -n {_user_nofile}; "))
 
 
 def missing_directory(cwd: str) -> OSError | None:
