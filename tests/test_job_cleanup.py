@@ -22,3 +22,22 @@ def test_a_setsid_child_is_gone_after_cancel(daemon, tmp_path):
     code, _, err = daemon.ctl("workflows", "cancel", str(wf))
     assert code == 0, err
     daemon.wait_for(lambda: not is_alive(pid), what=f"the setsid child {pid} to be gone")
+
+
+def test_a_setsid_or_double_forked_child_is_gone_when_its_job_is_stopped_for_its_runtime(daemon, tmp_path):
+    """Found in review: a child started with setsid, or double-forked, outlived the runtime
+    limit that stopped its job."""
+    wf = daemon.submit("""\
+name: w
+resource_requirements:
+  - {name: short, runtime: PT1S}
+jobs:
+  - name: j
+    resource_requirements: short
+    command: "setsid sleep 300 & echo $! > s.pid; (sleep 300 & echo $! > d.pid) ; sleep 300"
+""")
+    assert daemon.wait(wf, state="done").counts == {"failed": 1}
+    assert daemon.attempts(daemon.jobs(wf)["j"].id)[0].cause == "timeout"
+    for name in ("s.pid", "d.pid"):
+        pid = int((tmp_path / name).read_text())
+        daemon.wait_for(lambda: not is_alive(pid), timeout=10, what=f"the escaped child {pid} to be gone")

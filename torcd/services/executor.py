@@ -185,6 +185,8 @@ class LocalExecutor:
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
         end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
+        if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too
+            await self._kill_escaped(done)
         if oom is not None:
             self.on_exit(Exit(*done, UNKNOWN_EXIT, end, f"killed: its processes used {format_bytes(oom.memory)}, "
                               f"over its memory limit of {format_bytes(job.memory or 0)}", job.workflow_id,
@@ -219,8 +221,12 @@ class LocalExecutor:
         (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
         running = [self.procs[j] for j in job_ids if j in self.procs]
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
-        keys = {(job.job_id, job.run_id, job.attempt_id) for job, _ in running}
-        found = await asyncio.to_thread(find_attempt_processes, keys, self.api_url)
+        await self._kill_escaped(*((job.job_id, job.run_id, job.attempt_id) for job, _ in running))
+
+    async def _kill_escaped(self, *keys: tuple[int, int, int]) -> None:
+        """KILL what these attempts started that left their process group but still carries
+        their TORC_* variables (one pass over /proc: for cancels and limits, not every exit)."""
+        found = await asyncio.to_thread(find_attempt_processes, set(keys), self.api_url)
         await asyncio.to_thread(kill_pids, [pid for pids in found.values() for pid in pids])
 
     async def stop_all(self, grace: float) -> list[Exit]:
