@@ -27,7 +27,7 @@ from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
-from torcd.spec import ExpandedJob, on_slurm, parse_spec
+from torcd.spec import ExpandedJob, on_slurm, parse_spec_in_pool
 from torcd.spec_data import missing_inputs
 from torcd.store import Store
 
@@ -62,8 +62,7 @@ class Handlers:
         if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
                                 {"field": "$.cwd"})
-        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path,
-                                       params.spec_format)
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
         if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):
             f = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -95,8 +94,7 @@ class Handlers:
 
     async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
-        spec = await asyncio.to_thread(parse_spec, params.spec_text, params.spec_path,
-                                       params.spec_format)
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
         schedulers, jobs = on_slurm(spec, params.account)
         return [await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
                 for s in schedulers]

@@ -6,8 +6,12 @@ is stored.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import io
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -202,6 +206,19 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field."""
     return _expand(*load_doc(text, file, fmt))
+
+
+# The daemon parses specs in a pool of their own, never in asyncio's default pool, which other
+# work needs (a slow spec there once starved the memory monitor). Two threads: one spec at a time
+# is all the GIL allows, and a second lets a small spec through while a large one is parsed.
+# Threads, not processes: the parse is linear now, and a 100,000-job result is costly to send back.
+_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="torcd-spec")
+
+
+async def parse_spec_in_pool(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
+    """`parse_spec` off the event loop, in the spec parsers' pool (requests beyond two queue)."""
+    call = functools.partial(contextvars.copy_context().run, parse_spec, text, file, fmt)
+    return await asyncio.get_running_loop().run_in_executor(_PARSERS, call)
 
 
 def load_doc(text: str, file: str, fmt: str | None = None) -> tuple[WorkflowDoc, Locator]:

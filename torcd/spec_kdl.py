@@ -3,6 +3,8 @@
 ckdl parses (KDL 2, which Torc writes, and KDL 1). It keeps no positions, so a small scan of
 the text finds the line where each node starts, for error messages; the scan only counts
 nodes, strings, comments and braces, and is checked against ckdl's tree before it is used.
+ckdl also keeps only the last of a property given twice on one node; the same scan finds such
+a property, when the text holds more `=` than ckdl kept properties. Every scan is linear.
 
 Mapping (Torc's): a node's name is the key and its first argument the value; `job "name"`,
 `file "name"`, `resource_requirements "name"`, `failure_handler "name"`, `slurm_scheduler "name"`,
@@ -53,6 +55,10 @@ def load_kdl(text: str, file: str) -> tuple[Any, Callable[[], Any]]:
         raise SpecError(f"cannot parse KDL: {e}", file=file, line=_error_line(text)) from None
     except RecursionError:
         raise SpecError("cannot parse KDL: nested too deeply", file=file) from None
+    # Each property has an `=`: with no more of them than ckdl kept, none was given twice.
+    if "=" in text and text.count("=") > _count_properties(doc.nodes) \
+            and (twice := _duplicate_property(text)) is not None:
+        raise SpecError(f"`{twice[0]}` is given twice", file=file, line=twice[1])
     try:
         tree = _block(doc.nodes, None, "workflow", file)
     except SpecError:
@@ -61,6 +67,16 @@ def load_kdl(text: str, file: str) -> tuple[Any, Callable[[], Any]]:
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=file) from None
     return tree, lambda: _positioned(doc, text, file)
+
+
+def _count_properties(nodes: list) -> int:
+    count, stack = 0, [nodes]
+    while stack:
+        for node in stack.pop():
+            count += len(node.properties)
+            if node.children:
+                stack.append(node.children)
+    return count
 
 
 def _positioned(doc: Any, text: str, file: str) -> CommentedMap | None:
@@ -159,10 +175,10 @@ def _same_shape(nodes: list, lines: Lines) -> bool:
 
 # -- where nodes start ------------------------------------------------------------------------
 
-def _lex(text: str) -> Iterator[tuple[str, int, int]]:
-    """KDL's structure without its values: ("\\n" | "{" | "}" | ";" | "/-" | "\\" | "token", offset,
-    line), skipping space, comments and what a token holds. ValueError or IndexError where a
-    string or comment never closes."""
+def _lex(text: str) -> Iterator[tuple[str, int, int, int]]:
+    """KDL's structure without its values: ("\\n" | "{" | "}" | ";" | "/-" | "\\" | "token", start,
+    end, line), skipping space, comments and what a token holds. ValueError or IndexError where a
+    string or comment never closes (after yielding the token that holds such a string)."""
     i, n, line = 0, len(text), 1
     while i < n:
         c = text[i]
@@ -173,14 +189,19 @@ def _lex(text: str) -> Iterator[tuple[str, int, int]]:
         elif text.startswith("/*", i):
             i, line = _block_comment(text, i, line)
         elif text.startswith("/-", i):
-            yield "/-", i, line
+            yield "/-", i, i + 2, line
             i += 2
         elif c in "\n{};\\":
-            yield c, i, line
+            yield c, i, i + 1, line
             line, i = line + (c == "\n"), i + 1
         else:
-            yield "token", i, line
-            i, line = _token(text, i, line)
+            try:
+                end, next_line = _token(text, i, line)
+            except (ValueError, IndexError):
+                yield "token", i, n, line  # where the string that never closes starts
+                raise
+            yield "token", i, end, line
+            i, line = end, next_line
 
 
 def _scan(text: str) -> Lines | None:
@@ -190,7 +211,7 @@ def _scan(text: str) -> Lines | None:
     stack: list[tuple[Lines, bool]] = [(root, False)]  # (the nodes of a block, whether it is dropped)
     node_start, slashdash, drop_block, continued = True, False, False, False
     try:
-        for kind, _, line in _lex(text):
+        for kind, _, _, line in _lex(text):
             if kind == "\n":
                 node_start, continued = node_start or not continued, False
             elif kind == "/-":
@@ -222,20 +243,90 @@ def _scan(text: str) -> Lines | None:
     return root if len(stack) == 1 else None
 
 
+def _duplicate_property(text: str) -> tuple[str, int] | None:
+    """The first property a node gives twice (`file "f" path="a" path="b"`) and its line, or None.
+    ckdl keeps only the last of them, so the text is read again, as `_scan` reads it; only
+    properties in what a `/-` leaves count."""
+    dropped_blocks, keys = [False], set[str]()
+    node_start, slashdash, drop_node, continued = True, False, False, False
+    prev: tuple[str, bool, int] | None = None  # the token before, which may be a key spaced from its `=`
+    try:
+        for kind, start, end, line in _lex(text):
+            if kind == "\n":
+                node_start, continued = node_start or not continued, False
+            elif kind == "\\":
+                continued = True
+            elif kind == ";":
+                node_start = True
+            elif kind == "/-":
+                slashdash = True
+            elif kind == "{":
+                dropped_blocks.append(dropped_blocks[-1] or slashdash or drop_node)
+                node_start, slashdash = True, False
+            elif kind == "}":
+                dropped_blocks.pop()
+                node_start = True
+            elif node_start:
+                keys.clear()
+                drop_node, node_start, slashdash, prev = slashdash or dropped_blocks[-1], False, False, None
+            else:
+                token = text[start:end]
+                if _is_string(token) or "=" not in token:  # a value, or a key spaced from its `=`
+                    prev = (token, slashdash, line)
+                else:  # `key=value`, `key=`, or the `=` after a key
+                    key = token.partition("=")[0]
+                    spelled, dropped, at = (key, slashdash, line) if key else prev or ("", True, line)
+                    if not (dropped or drop_node):
+                        name = _key_name(spelled)
+                        if name in keys:
+                            return name, at
+                        keys.add(name)
+                    prev = None
+                slashdash = False
+    except (IndexError, ValueError):
+        return None  # ckdl read it, this scan cannot: nothing to add
+    return None
+
+
+def _is_string(token: str) -> bool:
+    return token[0] in '"#' or token.startswith(('r"', "r#"))
+
+
+def _key_name(token: str) -> str:
+    """A property's key as ckdl reads it: bare, quoted, raw or escaped."""
+    if not _is_string(token):
+        return token
+    if token[0] == '"' and "\\" not in token and not token.startswith('"""'):
+        return token[1:-1]
+    try:
+        (name,) = ckdl.parse(f"n {token}=0", version="any").nodes[0].properties
+        return name
+    except (ckdl.ParseError, ValueError, IndexError):
+        return token
+
+
 def _line_end(text: str, i: int) -> int:
     j = text.find("\n", i)
     return len(text) if j < 0 else j
 
 
 def _block_comment(text: str, i: int, line: int) -> tuple[int, int]:
+    """Past a (nested) block comment. The next `/*` and `*/` are each searched for again only
+    once passed: searching for both at every step cost the rest of the text per `/*`, so an
+    unclosed `/* /* /* ...` of 300 KB took half a minute."""
     depth, i = 1, i + 2
+    opens, closes = text.find("/*", i), text.find("*/", i)
     while depth:
-        j = min((k for k in (text.find("/*", i), text.find("*/", i)) if k >= 0), default=-1)
-        if j < 0:
+        if closes < 0:
             raise ValueError("unclosed comment")
+        j = opens if 0 <= opens < closes else closes
+        depth += 1 if j == opens else -1
         line += text.count("\n", i, j)
-        depth += 1 if text.startswith("/*", j) else -1
         i = j + 2
+        if 0 <= opens < i:
+            opens = text.find("/*", i)
+        if closes < i:
+            closes = text.find("*/", i)
     return i, line
 
 
@@ -271,47 +362,84 @@ def _escaped_backslash(text: str, k: int) -> bool:
     return count % 2 == 0
 
 
+MAX_PREFIX_SEARCH = 2**20  # bytes of one top-level node searched for its error's line; past it, the node's line
+
+
 def _error_line(text: str) -> int | None:
     """The line of the first node (at any depth) before which the text still parses: where the
-    syntax error is. Found by parsing prefixes cut at node starts, closed with braces."""
+    syntax error is, found in a few parses' worth of work. Parsing every prefix of the whole
+    text cost n log n with ckdl's constant: 27 s for a 7 MiB spec. A text that is neither KDL 2
+    nor KDL 1 is taken for the version it follows further."""
     starts = _starts(text)
     if not starts:
         return None
-    lo, hi = 0, len(starts) - 1  # the last start whose prefix parses
-    if not _parses(text, starts[0]):
-        return starts[0][1]
+    lines = [line for version in (2, 1) if (line := _first_failure(text, starts, version)) is not None]
+    return max(lines, default=None)
+
+
+def _first_failure(text: str, starts: list[tuple[int, int, int, bool]], version: int) -> int | None:
+    """Top-level nodes parse on their own, so halving the list of them finds the first that fails
+    (in about one parse of the text); within it, prefixes cut at node starts and closed with
+    braces are parsed, halving again (n log n in that node's size, so a node over
+    MAX_PREFIX_SEARCH is named by its first line)."""
+    # Cut before each top-level node on a line of its own; the first piece starts the text.
+    cuts = [0] + [k for k, (_, _, depth, own) in enumerate(starts) if k and depth == 0 and own] + [len(starts)]
+    bounds = [0] + [starts[k][0] for k in cuts[1:-1]] + [len(text)]
+    lo, hi = 0, len(cuts) - 1  # pieces lo..hi-1 hold the first that fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _parses(text, bounds[lo], bounds[mid], version):
+            lo = mid
+        else:
+            hi = mid
+    begin, end = bounds[lo], bounds[lo + 1]
+    if _parses(text, begin, end, version):
+        return None  # this scan and ckdl disagree about where nodes are: no line rather than a wrong one
+    inner = starts[cuts[lo]:cuts[lo + 1]]
+    if end - begin > MAX_PREFIX_SEARCH:
+        return inner[0][1]
+    lo, hi = 0, len(inner) - 1  # the last start whose prefix parses (else the first)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _parses(text, starts[mid]):
+        offset, _, depth, _ = inner[mid]
+        if _parses(text, begin, offset, version, "\n" + "}\n" * depth):
             lo = mid
         else:
             hi = mid - 1
-    return starts[lo][1]
+    return inner[lo][1]
 
 
-def _parses(text: str, start: tuple[int, int, int]) -> bool:
-    offset, _, depth = start
+def _parses(text: str, begin: int, end: int, version: int, closing: str = "") -> bool:
     try:
-        ckdl.parse(text[:offset] + "\n" + "}\n" * depth, version="any")
+        ckdl.parse(text[begin:end] + closing, version=version)
         return True
     except ckdl.ParseError:
         return False
 
 
-def _starts(text: str) -> list[tuple[int, int, int]]:
-    """(offset, line, depth) of each line's first token that could start a node."""
-    out, depth, at_start = [], 0, True
+def _starts(text: str) -> list[tuple[int, int, int, bool]]:
+    """(offset, line, depth, whether its line is its own) of each line's first token that could
+    start a node. A line is not its own where a `\\` or `/-` carries the one before on to it,
+    or where it holds a `}` before the token: cutting the text there could split a node."""
+    out, depth, at_start, own, carried = [], 0, True, True, False
     try:
-        for kind, offset, line in _lex(text):
+        for kind, offset, _, line in _lex(text):
             if kind == "\n":
-                at_start = True
+                at_start, own, carried = at_start or not carried, not carried, False
+            elif kind in ("\\", "/-"):
+                if kind == "/-" and at_start:
+                    out.append((offset, line, depth, own))
+                    at_start = False
+                carried = True
             elif kind == "{":
-                depth, at_start = depth + 1, True
+                depth, at_start, carried = depth + 1, True, False
             elif kind == "}":
-                depth = max(0, depth - 1)
-            elif kind in ("token", "/-") and at_start:
-                out.append((offset, line, depth))
-                at_start = False
+                depth, own = max(0, depth - 1), False
+            elif kind == "token":
+                if at_start:
+                    out.append((offset, line, depth, own))
+                    at_start = False
+                carried = False
     except (IndexError, ValueError):
         pass  # the error is in what was not scanned: the starts found so far bound it
     return out

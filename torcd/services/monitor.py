@@ -3,7 +3,9 @@
 A job's memory is the sum of the proportional set sizes (PSS) of its processes: a page shared
 by several of them (libraries, a forked child's copy-on-write memory) counts once, as the
 kernel would charge it to a cgroup, where summing RSS would count it in every process.
-Sampling runs in a thread, once per interval, and only while some job is watched.
+Sampling runs in a thread of its own (never asyncio's default pool, where other work, such as
+parsing six large specs, once kept it waiting while a job grew past its limit unkilled), once
+per interval, and only while some job is watched.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import psutil
@@ -121,6 +124,7 @@ class Monitor:
         self.watched: dict[int, Watched] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._sampler: ThreadPoolExecutor | None = None  # its one thread, made on the first watch
 
     def watch(self, job_id: int, pid: int, limit: int | None, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -128,6 +132,8 @@ class Monitor:
         # The first sample after one interval: a job shorter than that costs nothing to watch.
         self.watched[job_id] = Watched(pid, limit, interval, loop.time() + interval)
         self._wake.set()
+        if self._sampler is None:
+            self._sampler = ThreadPoolExecutor(1, thread_name_prefix="torcd-monitor")
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run())
 
@@ -145,7 +151,7 @@ class Monitor:
             due = {job_id: w for job_id, w in self.watched.items() if w.due <= now}
             if due:
                 try:
-                    samples = await asyncio.to_thread(lambda: {j: sample_tree(w.pid) for j, w in due.items()})
+                    samples = await loop.run_in_executor(self._sampler, _sample_all, due)
                 except Exception:  # one bad read must not end sampling (and enforcement) for every job
                     log.exception("sampling_failed")
                     samples = {}
@@ -173,3 +179,10 @@ class Monitor:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._sampler is not None:
+            self._sampler.shutdown(wait=False, cancel_futures=True)
+            self._sampler = None
+
+
+def _sample_all(due: dict[int, Watched]) -> dict[int, Sample | None]:
+    return {job_id: sample_tree(w.pid) for job_id, w in due.items()}
