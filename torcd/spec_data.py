@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol
@@ -182,9 +183,9 @@ class JobFiles(msgspec.Struct):
 def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes: list[str],
               output_regexes: list[str], files: dict[str, File], names: list[str], matcher: Matcher,
               job: str, at: str, loc: Locator) -> tuple[str, JobFiles]:
-    """The job's command with `${files.input.NAME}` / `${files.output.NAME}` replaced by paths,
-    and the files it reads and writes: those it lists, those its regexes match and those its
-    command names."""
+    """The job's command with `${files.input.NAME}` / `${files.output.NAME}` replaced by paths
+    (shell-quoted: a path is a word, never more shell), and the files it reads and writes: those
+    it lists, those its regexes match and those its command names."""
     found = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
 
     def substitute(m: re.Match[str]) -> str:
@@ -193,7 +194,7 @@ def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes
             raise loc.error(f"job {job!r} names file {name!r} in `${{files.{role}.{name}}}`, and `files` has "
                             "no such file", f"{at}.command")
         found[role][name] = None
-        return files[name].path
+        return shlex.quote(files[name].path)  # `data/$(touch x).csv` must name a file, not run `touch`
 
     command = _FILE_REF.sub(substitute, command) if "${files." in command else command
     used = job_uses("file", list(found["input"]), list(found["output"]), input_regexes, output_regexes,
