@@ -104,6 +104,15 @@ class Client:
                 self.close()  # a kept-alive connection the daemon closed; try once more
                 if attempt == 2:
                     raise ConnectError(f"torcd on {self.socket_path} closed the connection") from None
+            except ssl.SSLError as e:
+                self.close()
+                raise ConnectError(self._tls_refused(e)) from None
+            except TimeoutError:
+                self.close()
+                raise ConnectError(f"torcd on {self.socket_path} did not answer within {self.timeout:g}s") from None
+            except OSError as e:
+                self.close()
+                raise ConnectError(f"cannot reach torcd on {self.socket_path}: {e.strerror or e}") from None
         if resp.status != 200:
             raise RpcError(resp.status, f"HTTP {resp.status}: {data.decode(errors='replace')}")
         reply = msgspec.json.decode(data)
@@ -133,6 +142,9 @@ class Client:
         finally:
             conn.close()
 
+    def _tls_refused(self, e: ssl.SSLError) -> str:
+        return f"cannot speak TLS with torcd at {self.socket_path}: {e.reason or e}"
+
     def ping(self, timeout: float = 2.0) -> bool:
         conn = self._connection(timeout)
         try:
@@ -150,8 +162,18 @@ class Client:
             self._conn = None
 
 
-def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) -> subprocess.Popen:
-    """Start torcd in the background on `socket_path` and wait until it answers."""
+def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) -> subprocess.Popen | None:
+    """Start torcd in the background on `socket_path` and wait until it answers. A daemon that
+    holds the socket but does not answer is named, not doubled; None if it answers after all."""
+    held = listener(socket_path)
+    if held is not None:
+        pid, stopped = held
+        if not stopped and Client(socket_path).ping(3.0):
+            return None  # only slow
+        who = "pid unknown" if pid is None else f"pid {pid}"
+        raise ConnectError(f"the daemon at {socket_path} does not answer ({who}"
+                           + (f", stopped: `kill -CONT {pid}` resumes it" if stopped else "")
+                           + "); not starting another while it holds the socket")
     args = [sys.executable, "-m", "torcd", "--socket", socket_path, "--autostarted"]
     if state_dir:
         args += ["--state-dir", state_dir]
@@ -184,6 +206,27 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
     raise ConnectError(f"torcd did not answer on {socket_path} within {wait:g}s")
 
 
+def listener(socket_path: str) -> tuple[int | None, bool] | None:
+    """The pid of whoever accepts connections on the socket (None if it cannot be known) and
+    whether that process is stopped; None when nobody does (no socket, or one left behind)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        sock.connect(socket_path)
+        pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+    except (BlockingIOError, TimeoutError):
+        return None, False  # listening, but its queue of connections is full
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid, f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return pid, False
+
+
 class TcpClient(Client):
     """The daemon's TCP door, as a job in an allocation reaches it: TORC_API_URL, the
     allocation's credential, and the certificate to trust for https."""
@@ -194,12 +237,20 @@ class TcpClient(Client):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConnectError(f"cannot use daemon URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
         self.https, self.host, self.port = parts.scheme == "https", parts.hostname, parts.port
+        self.ca_file = ca_file
         try:
             self.tls = ssl.create_default_context(cafile=ca_file) if self.https else None
         except (OSError, ssl.SSLError) as e:
             raise ConnectError(f"cannot read the CA file {ca_file} ($TORC_CA_FILE): {e}") from None
         if token:
             self.auth = {"Authorization": f"Bearer {token}"}
+
+    def _tls_refused(self, e: ssl.SSLError) -> str:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            trusted = f"the CA file {self.ca_file} ($TORC_CA_FILE)" if self.ca_file else "the system's CAs"
+            return (f"the certificate of torcd at {self.socket_path} cannot be verified with {trusted}: "
+                    f"{e.verify_message}")
+        return super()._tls_refused(e)
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         wait = timeout if timeout is not None else self.timeout

@@ -9,7 +9,10 @@ still blocked behind running ones, when its walltime is nearly spent, or on
 SIGTERM (after stopping its jobs and reporting them). A daemon that does not
 answer (restarting, or its login node rebooting) is retried for the
 workflow's `compute_node_wait_for_healthy_database_minutes`; jobs keep
-running meanwhile and their exits are reported when it is back.
+running meanwhile and their exits are reported when it is back. A signal cuts
+that wait short: the worker stops its jobs, keeps their exits in its journal
+and leaves. A daemon whose certificate fails verification is not "away": the
+worker says so and leaves at once.
 """
 
 from __future__ import annotations
@@ -32,18 +35,26 @@ from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
 from torcd.core.attempts import Exit
 from torcd.core.resources import ComputeNode, gpu_ids
-from torcctl.journal import Journal, JournalError, Saved, default_path
+from torcctl.journal import Journal, JournalError, Saved
 
 log = structlog.get_logger("torcctl.worker")
 DEFAULT_PATIENCE = 1200.0  # seconds, until the workflow says otherwise (Torc's 20 minutes)
+# Once signalled, seconds a call may still spend on a daemon that does not answer: Slurm kills
+# the worker KillWait (30 s by default) after its SIGTERM.
+SIGNAL_GRACE = 5.0
 
 
 class WorkerError(Exception):
     pass
 
 
+class Interrupted(WorkerError):
+    """A signal came while the daemon did not answer."""
+
+
 class RpcSession:
     def __init__(self, url: str, token: str | None, ca_file: str | None = None):
+        self.ca_file = ca_file
         if url.startswith("unix://"):
             self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=url[len("unix://"):]))
             self.endpoint = "http://localhost/rpc"
@@ -56,9 +67,23 @@ class RpcSession:
                     raise WorkerError(f"cannot read the CA file {ca_file}: {e}") from None
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls if tls else True))
             self.endpoint = url.rstrip("/") + "/rpc"
+        self.token = token
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._id = 0
         self.patience = DEFAULT_PATIENCE  # seconds to keep trying a daemon that does not answer
+        self.interrupted = asyncio.Event()
+        self._interrupted_at: float | None = None
+
+    def interrupt(self) -> None:
+        """A signal: stop waiting for a daemon that does not answer (after SIGNAL_GRACE at most)."""
+        if self._interrupted_at is None:
+            self._interrupted_at = time.monotonic()
+            self.interrupted.set()
+
+    def _deadline(self, since: float) -> float:
+        if self._interrupted_at is None:
+            return since + self.patience
+        return min(since + self.patience, max(since, self._interrupted_at) + SIGNAL_GRACE)
 
     async def call(self, method: str, params: msgspec.Struct | dict, result_type=None):
         self._id += 1
@@ -66,23 +91,64 @@ class RpcSession:
         since, attempt = time.monotonic(), 0
         while True:
             try:
-                async with self.session.post(self.endpoint, data=body, headers=self.headers,
-                                             timeout=aiohttp.ClientTimeout(total=60)) as resp:
-                    data = await resp.read()
-                    if resp.status != 200:
-                        raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
+                data = await self._attempt(body, since)
                 break
+            except aiohttp.ClientSSLError as e:  # a wrong CA file or door: waiting would not change it
+                raise WorkerError(self._tls_refused(e)) from None
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
-                waited = time.monotonic() - since
-                if waited >= self.patience:
-                    raise WorkerError(f"cannot reach the daemon at {self.endpoint} for {waited:.0f}s: {e}") from None
+                now = time.monotonic()
+                if now >= self._deadline(since):
+                    if self._interrupted_at is not None:
+                        raise Interrupted(f"stopped by a signal while the daemon at {self.endpoint} did not "
+                                          "answer") from None
+                    raise WorkerError(f"cannot reach the daemon at {self.endpoint} for {now - since:.0f}s: "
+                                      f"{e}") from None
                 attempt += 1
-                log.warning("rpc_retry", method=method, attempt=attempt, waited=round(waited), error=repr(e))
-                await asyncio.sleep(min(2.0 ** attempt / 4, 30.0, self.patience - waited))
+                log.warning("rpc_retry", method=method, attempt=attempt, waited=round(now - since), error=repr(e))
+                await self._pause(min(2.0 ** min(attempt, 7) / 4, 30.0, self._deadline(since) - now))
         reply = msgspec.json.decode(data)
         if "error" in reply:
             raise WorkerError(reply["error"].get("message", "unknown error"))
         return msgspec.convert(reply["result"], result_type) if result_type else reply["result"]
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before trying again: cut short by a signal, and short once signalled."""
+        if self._interrupted_at is not None:
+            await asyncio.sleep(min(seconds, 0.5))
+            return
+        try:
+            await asyncio.wait_for(self.interrupted.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _attempt(self, body: bytes, since: float) -> bytes:
+        """One request; a signal that comes meanwhile leaves it until the call's deadline."""
+        post = asyncio.ensure_future(self._post(body))
+        signalled = asyncio.ensure_future(self.interrupted.wait())
+        try:
+            await asyncio.wait({post, signalled}, return_when=asyncio.FIRST_COMPLETED)
+            if post.done():
+                return post.result()
+            return await asyncio.wait_for(post, max(0.0, self._deadline(since) - time.monotonic()))
+        finally:
+            post.cancel()
+            signalled.cancel()
+
+    async def _post(self, body: bytes) -> bytes:
+        async with self.session.post(self.endpoint, data=body, headers=self.headers,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
+            return data
+
+    def _tls_refused(self, e: aiohttp.ClientSSLError) -> str:
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            why = getattr(e.certificate_error, "verify_message", None) or str(e.certificate_error)
+            trusted = f"with the CA file {self.ca_file}" if self.ca_file else "with the system's CAs (no --ca-file)"
+            return (f"the certificate of the daemon at {self.endpoint} cannot be verified {trusted}: {why}; "
+                    "--ca-file must be the daemon's certificate or the CA that signed it")
+        return f"cannot speak TLS with the daemon at {self.endpoint}: {e.os_error}"
 
     async def close(self) -> None:
         await self.session.close()
@@ -101,6 +167,8 @@ class Worker:
         self.settings = ComputeNode()
         self.poll_interval, self.idle_timeout, self.patience = poll_interval, idle_timeout, patience
         self.journal = journal
+        self.worker_id: int | None = None
+        self._stopping_jobs: asyncio.Future | None = None
         self._sending: p.WorkerPoll | None = None  # the poll in flight, until the daemon has it
         self._abandon = False  # its first poll after taking over a journal gives up what it cannot watch
         self._sending_since = 0.0
@@ -138,6 +206,30 @@ class Worker:
 
     async def run(self) -> str:
         try:
+            return await self._serve()
+        except Interrupted as e:
+            raise WorkerError(f"{e}; {await self._keep_unreported()}") from None
+
+    async def _keep_unreported(self) -> str:
+        """After a signal, with the daemon away: let the jobs it is stopping end, and keep what
+        the daemon has not heard in the journal, for a worker that takes over (or for nobody)."""
+        if self.worker_id is None:
+            return "it had not registered"
+        if self._stopping_jobs is not None:
+            await asyncio.gather(self._stopping_jobs, *self.recoveries.values(), return_exceptions=True)
+        until = time.monotonic() + SIGNAL_GRACE  # their exits come from the tasks that reap them
+        while self.executor is not None and self.executor.procs and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
+        count = (len(sending.exits) + len(sending.started) + len(sending.recoveries) + len(self.exits)
+                 + len(self.started) + len(self.recovery_results))
+        if self.journal is None:
+            return f"{count} reports not sent (no journal)"
+        self._save()
+        return f"{count} reports not sent, kept in its journal {self.journal.path}"
+
+    async def _serve(self) -> str:
+        try:
             left = self.journal.load() if self.journal else None
         except JournalError as e:
             raise WorkerError(str(e)) from None
@@ -160,7 +252,7 @@ class Worker:
         if self.walltime:
             self.deadline = self.started_at + self.walltime - self.settings.buffer(self.walltime)
         log.info("worker_registered", worker_id=self.worker_id, workflow_id=self.workflow_id, cpus=self.cpus,
-                 memory=self.memory, gpus=self.gpus)
+                 memory=self.memory, gpus=self.gpus, journal=self.journal.path if self.journal else None)
         idle_since: float | None = None
         reason = "nothing left to run"
         while True:
@@ -224,8 +316,9 @@ class Worker:
         self._signalled = True
         self._at_time_limit = self.deadline is not None and time.monotonic() >= self.deadline
         self.stopping = True
+        self.rpc.interrupt()
         if self.executor is not None:
-            asyncio.ensure_future(self.executor.kill(list(self.executor.procs), grace=3.0))
+            self._stopping_jobs = asyncio.ensure_future(self.executor.kill(list(self.executor.procs), grace=3.0))
         for task in self.recoveries.values():
             task.cancel()
         self.wake.set()
@@ -303,11 +396,13 @@ async def run_worker(args) -> int:
         gpus = gpu_ids(dict(os.environ), None, args.gpus)
     except ValueError as e:
         raise WorkerError(str(e)) from None
-    journal_path = args.journal
-    if journal_path is None and args.allocation_id is not None:
-        journal_path = default_path(args.workflow_id, args.allocation_id, node_name())
     try:
-        journal = Journal(journal_path) if journal_path else None
+        if args.journal:
+            journal = Journal(args.journal)
+        elif args.allocation_id is not None:
+            journal = Journal.for_allocation(args.workflow_id, args.allocation_id, node_name(), rpc.token)
+        else:
+            journal = None
     except JournalError as e:
         raise WorkerError(str(e)) from None
     worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,

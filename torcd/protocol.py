@@ -75,12 +75,17 @@ class RegisterWorker(Params):
     resume: Id | None = None  # the worker (of this allocation) whose journal this one took over
 
 
+# A time a worker reports: what a clock can show (1970 to the end of year 9999), never inf or
+# 1e308; the daemon then keeps it within the attempt it closes.
+WorkerTime = Annotated[float, Meta(ge=0, le=253402300799.0)]
+
+
 class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     job_id: Id
     run_id: Id
     attempt_id: Id
     return_code: Annotated[int, Meta(ge=0, le=255)]
-    end_time: float
+    end_time: WorkerTime
     message: str | None = None
     cause: Cause | None = None
     peak_memory: Annotated[int, Meta(ge=0, le=1 << 50)] | None = None  # bytes (a pebibyte at most)
@@ -94,7 +99,7 @@ class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ok: bool
     return_code: SqlInt | None
     message: str
-    seconds: float | None = None  # how long the script ran
+    seconds: Annotated[float, Meta(ge=0, le=1e9)] | None = None  # how long the script ran
 
 
 class StartedReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

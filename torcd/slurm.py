@@ -51,7 +51,7 @@ def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSched
     lines = ["#!/bin/bash", f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
              f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
              f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
-             f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={log_dir}/slurm_%j.out"]
+             f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={_sbatch_path(log_dir)}"]
     # GPUs the plan counted on must be asked for: Slurm gives none without --gres, even with --exclusive.
     gres = scheduler.gres or (f"gpu:{gpus}" if gpus else None)
     for option, value in (("account", account), ("partition", scheduler.partition), ("mem", scheduler.mem),
@@ -76,6 +76,16 @@ def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSched
                   f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
                   + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ') + command, ""]
     return "\n".join(lines)
+
+
+def _sbatch_path(log_dir: str) -> str:
+    """The output file in the log directory, as one #SBATCH word whatever the directory's name:
+    sbatch reads a double-quoted value (\\" for a quote), and Slurm's file name patterns take %%
+    for a % of the name. A backslash cannot be said: in a file name, Slurm drops it."""
+    if "\\" in log_dir:
+        raise SlurmError(f"refusing to write a batch script: Slurm cannot write into {log_dir!r}, whose path "
+                         "contains a backslash")
+    return '"' + log_dir.replace("%", "%%").replace('"', '\\"') + '/slurm_%j.out"'
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -237,12 +237,17 @@ class SlurmStore(Database):
             return unstarted + claimed
         return await self.write(_body)
 
+    async def worker_attempt_starts(self, worker_id: int) -> dict[tuple[int, int, int], float]:
+        """When each of the worker's attempts that never reported an exit was handed out, by
+        (job, run, attempt)."""
+        return {(r[0], r[1], r[2]): r[3] for r in await self._rows(
+            f"""SELECT j.id, j.run_id, j.attempt_id, a.start_time FROM jobs j JOIN attempts a ON a.job_id = j.id
+                AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))}
+
     async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:
         """(job, run, attempt) of the worker's attempts that never reported an exit."""
-        return [tuple(r) for r in await self._rows(
-            f"""SELECT j.id, j.run_id, j.attempt_id FROM jobs j JOIN attempts a ON a.job_id = j.id
-                AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
-                WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL""", (worker_id,))]
+        return list(await self.worker_attempt_starts(worker_id))
 
     async def worker_may_get_more(self, w, time_left: float | None, memory: int | None = None,
                                   gpus: int | None = None) -> bool:

@@ -2,12 +2,15 @@
 
 A worker's poll reports what happened since the last one (starts, exits, recovery results) and
 takes what fits its free CPUs. Every report is checked against what was handed to that worker;
-an allocation's credential acts only for that allocation's workers.
+an allocation's credential acts only for that allocation's workers. The end times a worker
+reports are its clock's: each is kept between when its attempt was handed out and now.
 """
 
 from __future__ import annotations
 
 import time
+
+import structlog
 
 from torcd import protocol as p
 from torcd.core.attempts import Exit
@@ -15,6 +18,15 @@ from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
 from torcd.services.allocations import AllocationService
 from torcd.store import Store
+
+log = structlog.get_logger("torcd.workers")
+CLOCK_SKEW = 60.0  # seconds a node's clock may be off before a kept-in-range end time is worth a warning
+
+
+def bounded_end_time(reported: float, handed_out: float, now: float) -> float:
+    """An exit happened after its attempt was handed out and before the daemon heard of it,
+    whatever the worker's clock (or a forged report) says."""
+    return min(max(reported, handed_out), now)
 
 
 class WorkerService:
@@ -69,14 +81,12 @@ class WorkerService:
         # An allocation Slurm has ended takes no more work, however alive its worker says it is;
         # what it reports is still recorded.
         ended = w["allocation_id"] is not None and w["allocation_state"] not in ("pending", "running")
-        mine = set(await self.store.worker_running_jobs(params.worker_id))
+        mine = await self.store.worker_attempt_starts(params.worker_id)
         if params.started:
             await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
                                        if (s.job_id, s.run_id, s.attempt_id) in mine])
-        await self.store.record_exits([
-            Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, w["workflow_id"], e.cause,
-                 e.peak_memory, e.cpu_seconds)
-            for e in params.exits if (e.job_id, e.run_id, e.attempt_id) in mine])
+        await self.store.record_exits([self._exit(e, mine[key], w) for e in params.exits
+                                       if (key := (e.job_id, e.run_id, e.attempt_id)) in mine])
         for r in params.recoveries:  # only those handed to this worker
             await self.store.finish_recovery(r, worker_id=params.worker_id)
         if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
@@ -99,6 +109,15 @@ class WorkerService:
             w, params.time_left, params.free_memory, params.free_gpus)
         return p.WorkerPollResult(jobs=jobs, recoveries=await self.store.worker_recoveries(params.worker_id),
                                   waiting=waiting, api_url=api_url, may_come=int(may_come))
+
+    @staticmethod
+    def _exit(e: p.ExitReport, handed_out: float, w) -> Exit:
+        end_time = bounded_end_time(e.end_time, handed_out, time.time())
+        if abs(end_time - e.end_time) > CLOCK_SKEW:
+            log.warning("end_time_out_of_range", worker_id=w["id"], workflow_id=w["workflow_id"], job_id=e.job_id,
+                        attempt_id=e.attempt_id, reported=e.end_time, recorded=end_time)
+        return Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, end_time, e.message, w["workflow_id"], e.cause,
+                    e.peak_memory, e.cpu_seconds)
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
         await self._own(params.worker_id, caller)
