@@ -7,6 +7,7 @@ only when this machine has no Slurm.
 from __future__ import annotations
 
 import os
+import stat
 import shutil
 import signal
 import subprocess
@@ -127,6 +128,14 @@ jobs:
     assert att.stdout_path.endswith(f"job_wf{wf}_j{job.id}_r1_a1.o") and open(att.stderr_path).read() == "err\n"
     sdaemon.wait_for(lambda: all(a.state == "done" for a in allocations(sdaemon, wf)), timeout=60,
                      what="allocations to finish")
+    # Slurm writes each allocation's output into the daemon's private state dir (a group member
+    # who swaps output/ cannot redirect it); OUTPUT_DIR/slurm/ links to it.
+    private = os.path.join(sdaemon.state_dir, "slurm")
+    assert f'#SBATCH --output="{private}/slurm_%j.out"' in script
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    for a in allocs:
+        link = tmp_path / "output" / "slurm" / f"slurm_{a.slurm_job_id}.out"
+        assert os.readlink(link) == os.path.join(private, f"slurm_{a.slurm_job_id}.out") and link.exists()
 
 
 def test_rule_1_new_allocation_when_retries_are_stranded_with_no_allocation(sdaemon, tmp_path):

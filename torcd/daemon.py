@@ -89,6 +89,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
                                      list(cfg.gpus), cfg.max_memory)
         self.allocations = AllocationService(self.store, url=None, credentials_dir=cfg.credentials_dir,
+                                             slurm_output_dir=os.path.join(cfg.paths.state_dir, "slurm"),
                                              ca_file=cfg.tls[0] if cfg.tls else None,
                                              poll_interval=cfg.slurm_poll_interval,
                                              heartbeat_timeout=cfg.heartbeat_timeout)

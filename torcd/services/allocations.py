@@ -8,6 +8,7 @@ and goes through its failure handler like any exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
@@ -35,11 +36,14 @@ SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DE
 
 
 class AllocationService:
-    def __init__(self, store: Store, *, url: str | None, credentials_dir: str, ca_file: str | None = None,
-                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
+    def __init__(self, store: Store, *, url: str | None, credentials_dir: str, slurm_output_dir: str,
+                 ca_file: str | None = None, poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
         self.store = store
         self.url = url
         self.credentials_dir = credentials_dir
+        # Slurm opens an allocation's --output by path when it starts, hours after any check: only a
+        # directory of the daemon's own (in the state dir) is safe from a group member's swap.
+        self.slurm_output_dir = slurm_output_dir
         self.ca_file = ca_file  # the TCP door's certificate, which workers trust
         self.poll_interval = poll_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -106,11 +110,13 @@ class AllocationService:
         script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
         try:
             token_file = await self._write_credential(aid)
+            await asyncio.to_thread(_make_private, self.slurm_output_dir, "the Slurm output directory")
             text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
-                                 url=self.url, token_file=token_file, log_dir=log_dir, ca_file=self.ca_file,
-                                 gpus=node.gpus)
+                                 url=self.url, token_file=token_file, log_dir=self.slurm_output_dir,
+                                 ca_file=self.ca_file, gpus=node.gpus)
             await asyncio.to_thread(write_script, script_path, text)
             slurm_id = await sbatch(script_path, cwd)
+            await asyncio.to_thread(_link_output, self.slurm_output_dir, log_dir, slurm_id)
         except (OSError, SlurmError) as e:
             await self.store.allocation_submitted(aid, None, script_path, str(e))
             log.warning("allocation_failed", workflow_id=wf, allocation_id=aid, error=str(e))
@@ -180,3 +186,18 @@ class AllocationService:
 def _walltime(spec: SlurmSchedulerSpec) -> float:
     """Seconds of the scheduler's walltime; Slurm's 0 (no limit) as ten years."""
     return walltime_seconds(spec.walltime) or MAX_RUNTIME
+
+
+def _make_private(path: str, what: str) -> None:
+    try:
+        make_private_dir(path, what)
+    except UnsafePath as e:
+        raise SlurmError(e.message) from None
+
+
+def _link_output(private_dir: str, log_dir: str, slurm_id: str) -> None:
+    """Where the user looks (OUTPUT_DIR/slurm/), a link to the allocation's output; Slurm itself
+    writes only to the private file, so a link planted or swapped here redirects nothing."""
+    name = f"slurm_{slurm_id}.out"
+    with contextlib.suppress(OSError):  # a convenience: never a reason to fail the allocation
+        os.symlink(os.path.join(private_dir, name), os.path.join(log_dir, name))
