@@ -127,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="GPUs to hand out, devices 0..N-1 (default: $TORCD_GPUS, else CUDA_VISIBLE_DEVICES)")
     p.add_argument("--journal", metavar="PATH",
-                   help="where to keep what the daemon has not heard yet (default, in an allocation: "
-                        "$TMPDIR/torc-worker-$UID/wfW_aA_NODE.journal); a worker started with the journal of one "
-                        "that died reports what it left")
+                   help="where to keep what the daemon has not heard yet (default, in an allocation: a "
+                        "torc-worker directory in $XDG_RUNTIME_DIR or a private $TMPDIR, else one in $TMPDIR or /tmp "
+                        "named from the allocation's credential, which no other user can guess); a worker started "
+                        "with the journal of one that died reports what it left")
     p.add_argument("--wait-for-daemon", type=float, default=None, metavar="SECONDS",
                    help="how long to keep trying a daemon that does not answer (default: the workflow's "
                         "compute_node_wait_for_healthy_database_minutes, 20 min)")
