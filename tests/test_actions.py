@@ -255,3 +255,20 @@ def test_a_completion_action_fires_when_the_last_job_ended_while_the_daemon_was_
     assert daemon.wait(wf).counts == {"completed": 1}
     assert (daemon.tmp / "fired").exists()
     assert [e.status for e in daemon.events(wf) if e.kind == "action_finished"] == ["done"]
+
+
+def test_a_daemon_started_from_an_action_or_a_job_neither_kills_itself_nor_takes_its_jobs_for_leftovers(daemon):
+    """Found in review: a daemon autostarted by `torcctl` inside an action inherits TORC_ACTION_ID
+    and TORC_API_URL; at its next start it found itself, and its jobs, among the action leftovers."""
+    marks = {"TORC_ACTION_ID": "1", "TORC_JOB_ID": "1", "TORC_RUN_ID": "1", "TORC_ATTEMPT_ID": "1",
+             "TORC_RETURN_CODE": "3", "TORC_API_URL": f"unix://{daemon.socket}"}
+    daemon.stop()
+    daemon.start(env=marks)
+    wf = daemon.submit("name: m\njobs:\n  - {name: a, command: 'echo $$ > a.pid; until [ -e go ]; do sleep 0.02; done'}\n")
+    daemon.wait_for(lambda: (daemon.tmp / "a.pid").exists() and (daemon.tmp / "a.pid").read_text().strip(),
+                    what="a to start")
+    daemon.kill9()
+    daemon.start(env=marks)
+    assert daemon.client.ping(2) and daemon.jobs(wf)["a"].status == "running"  # adopted, not killed
+    (daemon.tmp / "go").touch()
+    assert daemon.wait(wf).counts == {"completed": 1}

@@ -161,3 +161,25 @@ jobs:
         code, out, err = daemon.ctl("logs", str(jobs[name].id), stream)
         assert code == 2 and "cannot read" in err and "Traceback" not in err, (code, err)
     assert daemon.stop() == 0  # SIGTERM still stops it
+
+
+def test_a_directory_above_the_logs_that_another_user_owns_or_anyone_can_write_fails_the_job(
+        daemon, tmp_path, other_user):
+    """Defense in depth beside the descriptors: a layout where another user can swap a directory
+    above the logs at will (theirs, or world-writable without the sticky bit) is refused."""
+    victim = tmp_path / "bashrc"
+    victim.write_text("mine\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone may write here, no sticky bit
+    wf = daemon.submit(SPEC.replace("name: w", "name: w\noutput_dir: shared/output"))
+    attempt = failed_attempt(daemon, wf)
+    assert "can be written by anyone (mode 0777, no sticky bit)" in attempt.message and str(shared) in attempt.message
+    os.chmod(shared, 0o755)
+    theirs = shared / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other_user.pw_uid, other_user.pw_gid)
+    wf = daemon.submit(SPEC.replace("name: w", "name: w2\noutput_dir: shared/theirs/output"))
+    attempt = failed_attempt(daemon, wf)
+    assert f"owned by user {other_user.pw_name}" in attempt.message and str(theirs) in attempt.message
+    assert victim.read_text() == "mine\n"

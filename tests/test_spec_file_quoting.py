@@ -41,3 +41,21 @@ def test_a_path_with_shell_syntax_runs_nothing_and_the_job_sees_it_exactly(daemo
     assert (tmp_path / "seen.txt").read_text().splitlines() == list(paths.values())
     assert (tmp_path / "copy.txt").read_text() == "".join(f"contents of {p}\n" for p in paths.values())
     assert not (tmp_path / "pwned").exists()
+
+
+def _printed(path: str, command: str) -> str:
+    import subprocess
+    spec = {"name": "q", "files": [{"name": "src", "path": path}], "jobs": [{"name": "a", "command": command}]}
+    expanded = parse_spec(json.dumps(spec, ensure_ascii=False), "wf.yaml").jobs[0].command
+    return subprocess.run(["bash", "-c", expanded], capture_output=True, text=True, check=True).stdout
+
+
+@given(st.sampled_from(TRICKY) | st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\0"),
+                                         min_size=1, max_size=20))
+def test_a_reference_the_user_quoted_themselves_still_gives_the_exact_path(path):
+    """Found in review: `cat "${files.input.src}"` (the careful form) got literal quote
+    characters when the path held a space. The path is escaped for where it stands."""
+    assert _printed(path, 'printf %s ${files.input.src}') == path
+    assert _printed(path, 'printf %s "${files.input.src}"') == path
+    assert _printed(path, "printf %s '${files.input.src}'") == path
+    assert _printed(path, 'printf %s "in ${files.input.src}/"') == f"in {path}/"

@@ -11,6 +11,7 @@ import tempfile
 
 from torcd.core.slurm_plan import NodeShape
 from torcd.ownership import UnsafePath, make_private_dir
+from torcd.services.processes import restore_user_limits
 from torcd.spec import SlurmSchedulerSpec
 
 # squeue states that mean the allocation has not started / is running.
@@ -105,24 +106,28 @@ def _refuse_unsafe(**fields: str | int | list[str] | None) -> None:
                                  + ("contains a control character" if _CONTROL.search(text) else "is not one word"))
 
 
-async def _run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def _run(*args: str, timeout: float = 60, stdin: bytes | None = None) -> tuple[int, str, str]:
     try:
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL,
+        # With the user's own limits: Slurm copies the submitter's to the allocation.
+        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL if stdin is None
+                                                    else asyncio.subprocess.PIPE,
                                                     stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE)
+                                                    stderr=asyncio.subprocess.PIPE, preexec_fn=restore_user_limits)
     except FileNotFoundError:
         raise SlurmError(f"{args[0]} not found: is Slurm installed and on PATH?") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
         proc.kill()
         raise SlurmError(f"{args[0]} did not answer within {timeout:g}s") from None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-async def sbatch(script_path: str, cwd: str) -> str:
-    """Submit a batch script; return the Slurm job id."""
-    rc, out, err = await _run("sbatch", "--parsable", f"--chdir={cwd}", script_path)
+async def sbatch(script: str, cwd: str) -> str:
+    """Submit a batch script's text (on sbatch's stdin: read from a file by its path, it could be
+    swapped between writing and reading by whoever can rename a directory above it); return the
+    Slurm job id."""
+    rc, out, err = await _run("sbatch", "--parsable", f"--chdir={cwd}", stdin=script.encode())
     if rc != 0:
         raise SlurmError(f"sbatch failed (exit {rc}): {err.strip() or out.strip()}")
     return out.strip().split(";")[0]

@@ -187,6 +187,7 @@ def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes
     (shell-quoted: a path is a word, never more shell), and the files it reads and writes: those
     it lists, those its regexes match and those its command names."""
     found = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
+    scanned = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
         role, name = m[1], m[2]
@@ -194,12 +195,42 @@ def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes
             raise loc.error(f"job {job!r} names file {name!r} in `${{files.{role}.{name}}}`, and `files` has "
                             "no such file", f"{at}.command")
         found[role][name] = None
-        return shlex.quote(files[name].path)  # `data/$(touch x).csv` must name a file, not run `touch`
+        scanned[1] = open_quote(command, scanned[0], m.start(), scanned[1])
+        scanned[0] = m.start()
+        # `data/$(touch x).csv` must name a file, not run `touch`, inside the user's quotes or not.
+        return quoted_for(files[name].path, scanned[1])
 
     command = _FILE_REF.sub(substitute, command) if "${files." in command else command
     used = job_uses("file", list(found["input"]), list(found["output"]), input_regexes, output_regexes,
                     files, names, matcher, job, at, loc)
     return command, used
+
+
+def open_quote(text: str, start: int, end: int, quote: str) -> str:
+    """The shell quote open at `end` (' or " or none) given the one open at `start`: quotes and
+    backslashes as the shell reads them outside here-documents and nested substitutions."""
+    i = start
+    while i < end:
+        c = text[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            i += 1  # the next character is taken as it is
+        elif quote == '"':
+            quote = "" if c == '"' else quote
+        elif c in "'\"":
+            quote = c
+        i += 1
+    return quote
+
+
+def quoted_for(path: str, quote: str) -> str:
+    """`path` as exactly one literal word where it stands: bare, inside '...', or inside "..."."""
+    if quote == "'":
+        return path.replace("'", "'\\''")
+    if quote == '"':
+        return re.sub(r'([\\"$`])', r"\\\1", path)
+    return shlex.quote(path)
 
 
 def job_uses(what: str, inputs: list[str], outputs: list[str], input_regexes: list[str], output_regexes: list[str],

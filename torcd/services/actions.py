@@ -18,7 +18,7 @@ from torcd import events as E
 from torcd.bus import EventBus
 from torcd.services.allocations import AllocationService
 from torcd.services.processes import (WatchedProcess, find_action_processes, kill_pids, spawn_logged, start_failure,
-                                      stop_group)
+                                      stop_group, unmarked)
 from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
 from torcd.store import Store
@@ -114,7 +114,7 @@ class ActionRunner:
     async def _commands(self, run: ActionToRun) -> tuple[bool, int | None, str]:
         out_path, err_path = action_logs(run)
         # TORC_ACTION_ID marks its processes: a restarted daemon finds what an earlier one left.
-        env = dict(os.environ, TORC_WORKFLOW_ID=str(run.workflow_id), TORC_RUN_ID=str(run.run_id),
+        env = dict(unmarked(dict(os.environ)), TORC_WORKFLOW_ID=str(run.workflow_id), TORC_RUN_ID=str(run.run_id),
                    TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger,
                    TORC_ACTION_ID=str(run.id))
         for n, command in enumerate(run.action.commands, 1):

@@ -115,7 +115,7 @@ class AllocationService:
                                  url=self.url, token_file=token_file, log_dir=self.slurm_output_dir,
                                  ca_file=self.ca_file, gpus=node.gpus)
             await asyncio.to_thread(write_script, script_path, text)
-            slurm_id = await sbatch(script_path, cwd)
+            slurm_id = await sbatch(text, cwd)  # the copy in the output dir is for the user to read
             await asyncio.to_thread(_link_output, self.slurm_output_dir, log_dir, slurm_id)
         except (OSError, SlurmError) as e:
             await self.store.allocation_submitted(aid, None, script_path, str(e))

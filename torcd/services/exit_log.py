@@ -39,7 +39,7 @@ class ExitLog:
         own `trap ... EXIT` (or replaces its shell with `exec`) cannot take the record away,
         and it still runs exactly as `bash -c COMMAND` ($$, $0, $LINENO, its arguments)."""
         line = f'echo "{key[0]} {key[1]} {key[2]} $?" >> {shlex.quote(self.path)}'
-        return f'trap {shlex.quote(line)} EXIT; trap : {_CAUGHT}; {prelude}{shlex.quote(BASH)} -c "$1"; exit'
+        return f'trap {shlex.quote(line)} EXIT; trap : {_CAUGHT}; {prelude}{shlex.quote(BASH)} -c -- "$1"; exit'
 
     def rotate(self) -> None:
         """Start a fresh log; the current one becomes the previous (whose lines stay readable)."""

@@ -14,13 +14,16 @@ SHOWN_FOR = ("pending_failed", "failed")
 
 
 def open_log_for_reading(path: str) -> BinaryIO:
-    """A log opened for reading only if it is a regular file: never a FIFO (its open would wait
+    """A log opened for reading only if it is a regular file of the user's: never a FIFO (its open would wait
     for a writer) or a device (/dev/zero reads forever), never through a symlink. A job can
     make its own log any of these; reading it must not hang whoever reads."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_uid != os.getuid():  # a log is always the user's own: another's would be a forgery
+            raise OSError(errno.EPERM, "not a file of yours", path)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -16,10 +16,19 @@ import time
 from collections.abc import Callable, Iterator
 
 
+# What marks a process as a job's, a recovery script's or an action's: never inherited from the
+# environment torcd itself was started in (a daemon started from a job or an action), or a
+# restarted daemon would take its jobs for another's leftovers.
+MARKS = ("TORC_JOB_ID", "TORC_RUN_ID", "TORC_ATTEMPT_ID", "TORC_RETURN_CODE", "TORC_ACTION_ID")
+
+
+def unmarked(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in MARKS}
+
+
 def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, run_id: int,
             attempt_id: int, api_url: str, output_dir: str, extra: dict[str, str]) -> dict[str, str]:
-    env = dict(base)
-    env.update(extra)
+    env = unmarked({**base, **extra})
     env.update(TORC_WORKFLOW_ID=str(workflow_id), TORC_JOB_ID=str(job_id), TORC_JOB_NAME=name,
                TORC_API_URL=api_url, TORC_OUTPUT_DIR=output_dir, TORC_ATTEMPT_ID=str(attempt_id),
                TORC_RUN_ID=str(run_id))
@@ -72,10 +81,31 @@ def open_log_directory(path: str) -> int:
         raise _not_a_directory(path, e) from None
     try:
         _check_log_directory(os.fstat(fd), path)
+        _check_above(path)
     except OSError:
         os.close(fd)
         raise
     return fd
+
+
+def _check_above(path: str) -> None:
+    """Refuse a layout where another user can swap a directory above the logs at will: one they
+    own (root's aside), or one anyone may write without the sticky bit. (A group-writable
+    project directory is allowed: what a group member swaps in there is refused above, being
+    theirs, or only receives logs that stay the user's own files.)"""
+    above = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(above)
+        if st.st_uid not in (os.getuid(), 0):
+            raise PermissionError(errno.EPERM, f"a directory above the logs is owned by {_user_name(st.st_uid)}, "
+                                  "who could swap the log directory for one of theirs", above)
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise PermissionError(errno.EPERM, f"a directory above the logs can be written by anyone (mode "
+                                  f"{st.st_mode & 0o7777:04o}, no sticky bit), who could swap the log directory; "
+                                  "chmod o-w", above)
+        if above == "/":
+            return
+        above = os.path.dirname(above)
 
 
 def _open_directory(path: str) -> int:
@@ -158,6 +188,13 @@ LAUNCH_FAILED = 126  # the shell's "cannot execute": the command never got to ru
 # Python ignores these; the processes it starts get the defaults back (as subprocess does).
 # glibc's posix_spawn leaves its two reserved signals (32, 33) ignored; nothing sends them.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def restore_user_limits() -> None:
+    """In a child about to exec a program that is not a job's shell (sbatch): the user's soft
+    limit on open descriptors, if the daemon raised its own."""
+    if _user_nofile >= 0:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_user_nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 def user_umask() -> int | None:
@@ -373,9 +410,9 @@ def _processes_of(api_url: str, marker: bytes) -> Iterator[tuple[int, dict[bytes
     """Our live processes whose environment holds `marker` and names the daemon at `api_url`
     (other daemons on the host number their jobs alike), with that environment."""
     url = api_url.encode()
-    me = os.getuid()
+    me, mine = os.getuid(), str(os.getpid())  # never ourselves: a daemon started from a job carries its marks
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or entry == mine:
             continue
         try:
             if os.stat(f"/proc/{entry}").st_uid != me:
