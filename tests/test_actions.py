@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 from torcd.core.actions import Progress, is_due
 from torcd.errors import SpecError
+from torcd.services.processes import is_alive
 from torcd.spec import parse_spec
 
 
@@ -111,7 +112,7 @@ def test_an_action_interrupted_by_kill9_is_stopped_and_runs_again_before_its_job
     daemon.restart()
     daemon.wait_for(lambda: (daemon.tmp / "started.2").exists(), what="the action to run again")
     first = int((daemon.tmp / "pids").read_text().split()[0])
-    daemon.wait_for(lambda: not _alive(first), timeout=10, what="the leftover copy to be stopped")
+    daemon.wait_for(lambda: not is_alive(first), timeout=10, what="the leftover copy to be stopped")
     assert daemon.jobs(wf)["a"].status == "ready"  # still held: the action has not finished
     (daemon.tmp / "go").touch()
     assert daemon.wait(wf).counts == {"completed": 1}
@@ -119,14 +120,6 @@ def test_an_action_interrupted_by_kill9_is_stopped_and_runs_again_before_its_job
     assert finished[0] == ("interrupted", "interrupted: the daemon stopped while it ran; it runs again from its "
                            "first command") and finished[1][0] == "done", finished
     assert len((daemon.tmp / "pids").read_text().split()) == 2
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_cancel_and_delete_stop_a_running_action(daemon):
@@ -144,11 +137,11 @@ def test_cancel_and_delete_stop_a_running_action(daemon):
         daemon.wait_for(lambda: path.exists() and path.read_text().strip(), what=f"action {name} to start")
         pid[name] = int(path.read_text())
     assert daemon.ctl("workflows", "cancel", str(canceled))[0] == 0
-    assert not _alive(pid["c"])
+    assert not is_alive(pid["c"])
     (finished,) = [e for e in daemon.events(canceled) if e.kind == "action_finished"]
     assert (finished.status, finished.message) == ("failed", "command 1 of 1 stopped: the workflow was canceled")
     assert daemon.ctl("workflows", "delete", str(deleted))[0] == 0
-    assert not _alive(pid["d"])
+    assert not is_alive(pid["d"])
     assert not (daemon.tmp / "c.late").exists() and not (daemon.tmp / "d.late").exists()
     assert daemon.client.ping(2)
 
