@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -366,3 +367,13 @@ def test_a_job_or_recovery_script_whose_directory_is_gone_fails_with_the_reason(
     fin = [e.message for e in daemon.events(second) if e.kind == "recovery_finished"]
     assert fin == [f"recovery script could not start: working directory not found ({work['recovery']})"]
     assert daemon.jobs(second)["j"].status == "failed"
+
+
+def test_deleting_the_output_directory_between_runs_fails_nothing(daemon, tmp_path):
+    """A long-lived daemon once remembered having made a log directory; after `rm -rf output/`
+    the next workflow's first jobs failed 126. The directory is opened (and made) per job."""
+    spec = "name: w\njobs:\n  - {name: 'j{i}', command: 'echo {i}', parameters: {i: '1:20'}}\n"
+    assert daemon.wait(daemon.submit(spec)).counts == {"completed": 20}
+    shutil.rmtree(tmp_path / "output")
+    assert daemon.wait(daemon.submit(spec.replace("name: w", "name: w2"))).counts == {"completed": 20}
+    assert len(list((tmp_path / "output" / "job_stdio").iterdir())) == 40
