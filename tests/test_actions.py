@@ -146,14 +146,22 @@ def test_cancel_and_delete_stop_a_running_action(daemon):
     assert daemon.client.ping(2)
 
 
-def test_schedule_nodes_on_a_local_workflow_fails_with_a_reason(daemon):
-    spec = ("name: local\nslurm_schedulers:\n  - {name: s, account: a}\nactions:\n"
-            "  - {trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler: s, scheduler_type: slurm}\n"
-            "jobs:\n  - {name: a, command: 'true'}\n")
-    wf = daemon.submit(spec)
-    assert daemon.wait(wf).counts == {"completed": 1}
-    (finished,) = [e for e in daemon.events(wf) if e.kind == "action_finished"]
-    assert finished.message == "schedule_nodes needs a workflow submitted with `torcctl submit-slurm`"
+def test_a_spec_meant_for_slurm_is_refused_by_submit_and_run_naming_submit_slurm(daemon, tmp_path):
+    """Found in review: `torcctl submit` ran a spec with schedule_nodes actions on the login node,
+    recording only the actions' failures. Torc's `submit` sends such a spec to Slurm."""
+    scheduled = ("name: local\nslurm_schedulers:\n  - {name: s, account: a}\nactions:\n"
+                 "  - {trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler: s, "
+                 "scheduler_type: slurm}\njobs:\n  - {name: a, command: 'touch ran'}\n")
+    for name, spec in (("actions.yaml", scheduled),
+                       ("schedulers.yaml", "name: s\nslurm_schedulers:\n  - {name: s}\njobs:\n"
+                        "  - {name: a, command: 'touch ran'}\n")):
+        (tmp_path / name).write_text(spec)
+        for command in ("submit", "run"):
+            code, out, err = daemon.ctl(command, name)
+            assert code == 2 and "this workflow is meant for Slurm (it has slurm_schedulers): submit it with " \
+                "`torcctl submit-slurm`" \
+                in err and len(err.strip().splitlines()) == 1, (command, err)
+    assert daemon.call("workflows.list") == [] and not (tmp_path / "ran").exists()
 
 
 BASE = """\

@@ -298,7 +298,7 @@ def test_torcctl_autostarts_a_daemon_and_run_stops_it(tmp_path):
 def test_delete_removes_every_row_of_a_finished_workflow(daemon):
     import sqlite3
 
-    wf = daemon.submit(DIAMOND + "slurm_schedulers:\n  - name: big\n")  # kept even for a local run
+    wf = daemon.submit(DIAMOND)
     daemon.wait(wf)
     assert daemon.ctl("workflows", "delete", str(wf))[0] == 0
     assert daemon.call("workflows.list") == []

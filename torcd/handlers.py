@@ -29,6 +29,7 @@ from torcd.services.workers import WorkerService
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.spec import ExpandedJob, on_slurm, parse_spec_in_pool
 from torcd.spec_data import missing_inputs
+from torcd.spec_slurm import runs_on_slurm
 from torcd.store import Store
 
 log = structlog.get_logger("torcd")
@@ -72,6 +73,9 @@ class Handlers:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
                                 {"field": "$.executor"})
         if params.executor == "local":  # a job that can never fit is refused now, not left waiting
+            if why := runs_on_slurm(spec.schedulers):
+                raise InvalidParams(f"this workflow is meant for Slurm ({why}): submit it with `torcctl submit-slurm`; "
+                                    "`submit` and `run` would run its jobs on this machine", {"field": "$.executor"})
             have, memory = len(self.config.gpus), self.config.max_memory
             for job in spec.jobs:
                 if job.num_gpus > have:

@@ -172,3 +172,10 @@ def apply_defaults(defaults: dict[str, Any], schedulers: list[SlurmSchedulerSpec
                 options.append(f"--{option}" if value is True else f"--{option}={value}")
         assert isinstance(sched.extra, list)
         sched.extra = options + sched.extra
+
+
+def runs_on_slurm(schedulers: list) -> str | None:
+    """Why a spec is meant for Slurm (Torc's `submit` sends such a spec there), or None: a
+    local run of it would run HPC work on this machine by surprise. (A schedule_nodes action
+    always names one of the schedulers.)"""
+    return "it has slurm_schedulers" if schedulers else None
