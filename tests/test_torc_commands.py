@@ -114,3 +114,24 @@ def test_jobs_update_resources_sets_the_next_attempts_limits_and_refuses_a_runni
         code, _, err = daemon.ctl("jobs", "update-resources", str(done), *args, "--reason", "r")
         assert code == 2 and message in err and "Traceback" not in err, err
     daemon.call("workflows.cancel", {"workflow_id": wf})
+
+
+def test_torcs_spellings_of_commands_and_flags_work(daemon, tmp_path):
+    (tmp_path / "mixed.yaml").write_text(SPEC)
+    code, out, err = daemon.ctl("workflows", "check", "mixed.yaml")
+    assert code == 0, err
+    code, out, err = daemon.ctl("workflows", "create", "mixed.yaml")
+    assert code == 0, err
+    wf = int(out.strip())
+    daemon.wait(wf)
+    code, out, _ = daemon.ctl("--json", "workflows", "get", str(wf))
+    assert code == 0 and json.loads(out)["id"] == wf
+    job = daemon.jobs(wf)["ok"].id
+    code, out, _ = daemon.ctl("--json", "jobs", "get", str(job))
+    assert code == 0 and json.loads(out)["name"] == "ok"
+    code, out, err = daemon.ctl("watch", str(wf), "-r", "-m", "1", "-p", "5", "-q")
+    assert code == 1 and "Traceback" not in err  # `broken` failed for a reason recover does not handle
+    code, out, err = daemon.ctl("--json", "user-data", "list", str(wf))
+    assert code == 0 and json.loads(out) == [], err
+    code, out, err = daemon.ctl("user-data", "list", str(wf), "-w", str(wf + 1))
+    assert code == 2 and "two workflows given" in err

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-f", "--format", choices=["table", "json"], help="output format (`-f json` is --json, as in Torc)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def cmd(name: str, func, help: str, parent=sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=help)
+    def cmd(name: str, func, help: str, parent=sub, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help, aliases=list(aliases))
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         p.add_argument("--format", choices=["table", "json"], default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -77,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
                    help="submit anyway when a retry has waited this long (default 7200; 0 turns this off)")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p.add_argument("--recover", action="store_true",
+    p.add_argument("-r", "--recover", action="store_true",
                    help="each time the workflow ends with failed jobs, give those that ran out of memory or time "
                         "more (as `torcctl recover`) and run them again")
-    p.add_argument("--max-retries", type=recover.count, default=3, metavar="N", help="at most N recoveries (default 3)")
+    p.add_argument("-m", "--max-retries", type=recover.count, default=3, metavar="N",
+                   help="at most N recoveries (default 3)")
+    p.add_argument("-p", "--poll-interval", type=float, metavar="SECONDS",
+                   help="Torc's polling period; torcd pushes each event as it happens, so any value means 'at once'")
     recover.add_options(p)
     p = cmd("recover", recover.recover, "give failed jobs that ran out of memory or time more, and run them again; "
                                         "the workflow must have nothing running")
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-file", metavar="FILE", help="read the value from FILE (- for stdin)")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
     p = cmd("list", data.user_data_list, "list a workflow's user data", ud)
+    p.add_argument("workflow", nargs="?", type=int, metavar="WORKFLOW_ID", help="as in Torc (or -w)")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
     cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
                              "pending_failed jobs")
@@ -140,11 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     wf = sub.add_parser("workflows", help="list and manage workflows").add_subparsers(
         dest="sub", required=True, metavar="ACTION")
     cmd("list", commands.workflows_list, "list workflows", wf)
-    for name, func, help in (("show", commands.workflows_show, "show one workflow"),
-                             ("status", commands.workflows_status, "job counts by status"),
-                             ("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones"),
-                             ("delete", commands.workflows_delete, "delete a finished workflow")):
-        cmd(name, func, help, wf).add_argument("workflow_id", type=int)
+    for name, func, help, aliases in (("show", commands.workflows_show, "show one workflow", ("get",)),
+                                      ("status", commands.workflows_status, "job counts by status", ()),
+                                      ("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running "
+                                                                           "ones", ()),
+                                      ("delete", commands.workflows_delete, "delete a finished workflow", ())):
+        cmd(name, func, help, wf, aliases).add_argument("workflow_id", type=int)
+    spec(cmd("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", wf))
+    p = cmd("check", checks.validate, "check a spec without submitting it (as `validate`)", wf)
+    spec(p)
+    p.add_argument("--print-yaml", action="store_true", help="print the spec as YAML (any format in, YAML out)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
     p = cmd("reset-status", commands.workflows_reset, "put jobs back to run again in a new run", wf)
     p.add_argument("workflow_id", type=int)
     p.add_argument("--failed-only", action="store_true",
@@ -159,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="order of the listing (default id)")
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--offset", type=int, default=0)
-    cmd("show", commands.jobs_show, "show one job", jobs).add_argument("job_id", type=int)
+    cmd("show", commands.jobs_show, "show one job", jobs, ("get",)).add_argument("job_id", type=int)
     cmd("attempts", commands.jobs_attempts, "list a job's attempts", jobs).add_argument("job_id", type=int)
     for name, func, help in (("retry", commands.jobs_retry, "pending_failed -> ready, next attempt"),
                              ("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream")):

@@ -29,7 +29,10 @@ def files(client: Client, args) -> int:
 
 
 def _workflow(args) -> int:
-    wf = args.workflow_id or os.environ.get("TORC_WORKFLOW_ID")
+    given = [w for w in (getattr(args, "workflow", None), args.workflow_id) if w is not None]
+    if len(given) == 2 and given[0] != given[1]:
+        raise UsageError(f"two workflows given ({given[0]} and -w {given[1]}); give one")
+    wf = given[0] if given else os.environ.get("TORC_WORKFLOW_ID")
     if wf is None:
         raise UsageError("which workflow? give --workflow-id (jobs have $TORC_WORKFLOW_ID)")
     if not str(wf).isdigit() or int(wf) < 1:
