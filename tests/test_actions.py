@@ -185,8 +185,10 @@ jobs:
      "wf.yaml:7: job_name_regexes entry '^q' matches no job (at $.actions[0].job_name_regexes[0])"),
     (("    jobs: [a]\n", ""), "wf.yaml:5: an on_jobs_complete action needs `jobs` or `job_name_regexes` "
                                 "(at $.actions[0])"),
-    (("on_jobs_complete", "on_workflow_start"), "wf.yaml:5: an on_workflow_start action is about the whole "
-                                                "workflow; it takes no `jobs` or `job_name_regexes` (at $.actions[0])"),
+    (("on_jobs_complete", "on_workflow_start"), "wf.yaml:5: an on_workflow_start run_commands action is about the "
+                                                "whole workflow; it takes no `jobs` or `job_name_regexes` (only a "
+                                                "schedule_nodes action at the start names the jobs its allocations "
+                                                "are for) (at $.actions[0])"),
     (('    commands: ["true"]\n', ""), "wf.yaml:5: a run_commands action needs `commands` (a list of shell "
                                      "commands) (at $.actions[0])"),
     (("action_type: run_commands", "action_type: schedule_nodes\n    scheduler: small\n    scheduler_type: slurm"),
@@ -273,3 +275,27 @@ def test_a_daemon_started_from_an_action_or_a_job_neither_kills_itself_nor_takes
     assert daemon.client.ping(2) and daemon.jobs(wf)["a"].status == "running"  # adopted, not killed
     (daemon.tmp / "go").touch()
     assert daemon.wait(wf).counts == {"completed": 1}
+
+
+def test_a_schedule_nodes_action_at_the_start_names_the_jobs_its_allocations_are_for():
+    """Torc's subgraphs example: stage 1's allocations come from an on_workflow_start action that
+    lists its jobs; those jobs run there, and later stages get theirs from on_jobs_ready."""
+    spec = parse_spec("""\
+name: stages
+slurm_schedulers:
+  - {name: prep_sched, account: a}
+  - {name: work_sched, account: a}
+actions:
+  - {trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler: prep_sched, scheduler_type: slurm,
+     jobs: [prep_a, prep_b]}
+  - {trigger_type: on_jobs_ready, action_type: schedule_nodes, scheduler: work_sched, scheduler_type: slurm,
+     job_name_regexes: ['^work_']}
+jobs:
+  - {name: prep_a, command: "true"}
+  - {name: prep_b, command: "true"}
+  - {name: work_1, command: "true", depends_on: [prep_a, prep_b]}
+""", "wf.yaml")
+    assert {j.name: j.scheduler for j in spec.jobs} == {"prep_a": "prep_sched", "prep_b": "prep_sched",
+                                                         "work_1": "work_sched"}
+    assert [(a.trigger, names) for a, names in spec.actions] == [("on_workflow_start", ["prep_a", "prep_b"]),
+                                                                  ("on_jobs_ready", ["work_1"])]

@@ -67,11 +67,15 @@ def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set
                 raise loc.error(f"job_name_regexes entry {pattern!r} matches no job", field)
             chosen.update(dict.fromkeys(matched))
         jobs_trigger = a.trigger_type in ("on_jobs_ready", "on_jobs_complete")
+        # Torc's layout of stages: a schedule_nodes action at the start names the jobs its allocations
+        # are for (they run there); it still fires at the start, whatever they do.
+        binds = a.trigger_type == "on_workflow_start" and a.action_type == "schedule_nodes"
         if jobs_trigger and not chosen:
             raise loc.error(f"an {a.trigger_type} action needs `jobs` or `job_name_regexes`", at)
-        if not jobs_trigger and (a.jobs or a.job_name_regexes):
-            raise loc.error(f"an {a.trigger_type} action is about the whole workflow; it takes no `jobs` or "
-                            "`job_name_regexes`", at)
+        if not jobs_trigger and not binds and (a.jobs or a.job_name_regexes):
+            raise loc.error(f"an {a.trigger_type} {a.action_type} action is about the whole workflow; it takes no "
+                            "`jobs` or `job_name_regexes` (only a schedule_nodes action at the start names the jobs "
+                            "its allocations are for)", at)
         watched += len(chosen)
         if watched > MAX_WATCHED:
             raise loc.error(f"the actions watch more than {MAX_WATCHED:,} jobs in all", at)
