@@ -211,7 +211,10 @@ def watch(client: Client, args) -> int:
         if not args.recover or recoveries >= args.max_retries:
             break
         counts = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary).counts
-        if not counts.get("failed") or not recover_once(client, args.workflow_id, args).reset:
+        # pending_failed too: a job with a handler that then ran out of memory parks there (Torc's
+        # tutorial combines failure handlers with `watch --recover`)
+        if not (counts.get("failed") or counts.get("pending_failed")) or \
+                not recover_once(client, args.workflow_id, args).reset:
             break
         recoveries += 1
     return _summary(client, args.workflow_id, args)
