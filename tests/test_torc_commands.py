@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 SPEC = """name: mixed
 failure_handlers:
@@ -129,8 +130,12 @@ def test_torcs_spellings_of_commands_and_flags_work(daemon, tmp_path):
     job = daemon.jobs(wf)["ok"].id
     code, out, _ = daemon.ctl("--json", "jobs", "get", str(job))
     assert code == 0 and json.loads(out)["name"] == "ok"
-    code, out, err = daemon.ctl("watch", str(wf), "-r", "-m", "1", "-p", "5", "-q")
+    code, out, err = daemon.ctl("watch", str(wf), "-r", "-m", "1", "-p", "5", "-s")
     assert code == 1 and "Traceback" not in err  # `broken` failed for a reason recover does not handle
+    log = tmp_path / "output" / f"watch_{socket.gethostname()}_wf{wf}.log"
+    assert "job_completed" in log.read_text() and "workflow_done" in log.read_text()  # Torc's watch log
+    code, out, err = daemon.ctl("watch", str(wf), "-o", "elsewhere", "-q")
+    assert code == 1 and (tmp_path / "elsewhere" / log.name).exists(), err
     code, out, err = daemon.ctl("--json", "user-data", "list", str(wf))
     assert code == 0 and json.loads(out) == [], err
     code, out, err = daemon.ctl("user-data", "list", str(wf), "-w", str(wf + 1))

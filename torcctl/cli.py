@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N recoveries (default 3)")
     p.add_argument("-p", "--poll-interval", type=float, metavar="SECONDS",
                    help="Torc's polling period; torcd pushes each event as it happens, so any value means 'at once'")
+    p.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="where to write watch_HOST_wfID.log, a copy of every event line (default: the workflow's "
+                        "output directory)")
+    p.add_argument("-s", "--show-job-counts", action="store_true",
+                   help="as in Torc; the live view and the summary always show the job counts")
     recover.add_options(p)
     p = cmd("recover", recover.recover, "give failed jobs that ran out of memory or time more, and run them again; "
                                         "the workflow must have nothing running")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError
@@ -80,10 +82,15 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
     quiet = getattr(args, "quiet", False) and not args.json
     last = after
 
+    log = getattr(args, "log_file", None)
+
     def seen(events):
         nonlocal last
         for event in events:
             last = max(last, event.seq)
+            if log is not None:
+                log.write(event_line(event) + "\n")
+                log.flush()
             yield event
 
     if not quiet and not args.json and sys.stdout.isatty():
@@ -195,7 +202,27 @@ def _interrupted(client: Client, wf: int, args) -> None:
 
 
 def watch(client: Client, args) -> int:
-    client.call("workflows.show", {"workflow_id": args.workflow_id})
+    info = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    with _watch_log(info, args) as args.log_file:
+        return _watch(client, args)
+
+
+@contextlib.contextmanager
+def _watch_log(info: WorkflowSummary, args):
+    """As Torc's watch does: every event line also goes to OUTPUT_DIR/watch_HOST_wfID.log (the
+    workflow's output directory unless -o names another), appended, never through a symlink."""
+    directory = args.output_dir or os.path.join(info.cwd, info.output_dir)
+    path = os.path.join(directory, f"watch_{socket.gethostname()}_wf{info.id}.log")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot write the watch log {path}: {e.strerror}") from None
+    with os.fdopen(fd, "a") as f:
+        yield f
+
+
+def _watch(client: Client, args) -> int:
     if args.auto_schedule is not None:
         policy = client.call("workflows.set_auto_schedule", {
             "workflow_id": args.workflow_id, "enabled": args.auto_schedule,
