@@ -71,3 +71,30 @@ def test_json_specs_are_accepted_and_errors_have_lines():
     bad = '{\n  "name": "j",\n  "jobs": [\n    {"name": "a", "command": "x", "num_cpus": "2"}\n  ]\n}\n'
     with pytest.raises(SpecError, match=r"wf.json:4: .*num_cpus"):
         parse_spec(bad, "wf.json")
+
+
+# `${` then a shell name then a dot is never bash (bash says "bad substitution" when the job runs):
+# it is a Torc-style reference, and one torc-py does not know is refused before anything is stored.
+UNKNOWN_REFERENCES = [  # (in the command, as the error shows it)
+    ("${foo.bar}", "${foo.bar}"), ("${files.x}", "${files.x}"), ("${workflow.x}", "${workflow.x}"),
+    ("${files.inputs.f}", "${files.inputs.f}"), ("${user_data.d}", "${user_data.d}"),
+    ("'${parameters.i}'", "${parameters.i}"), ("${user_data.input.d", "${user_data.input.d done"),
+]
+
+
+@pytest.mark.parametrize("reference, shown", UNKNOWN_REFERENCES)
+def test_an_unknown_dotted_reference_in_a_command_is_refused_with_its_line(reference, shown):
+    text = ("name: x\nuser_data:\n  - {name: d}\njobs:\n" + GOOD_JOB +
+            f"  - name: b\n    command: >-\n      echo {reference} done\n")
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, "wf.yaml")
+    assert info.value.message == (
+        f"wf.yaml:8: unknown reference `{shown}` in job 'b': torc-py knows ${{files.input|output.NAME}} and "
+        "${user_data.input|output.NAME} (at $.jobs[1].command)")
+
+
+def test_the_shells_own_expansions_stay_beside_a_reference_torc_py_replaces():
+    shell = 'echo ${HOME} ${x:-a.b} ${#arr[@]} ${arr[0]} ${!pre*} ${x/a.b/c} ${x%.*} ${10} $HOME.x ${x}.y "${@}"'
+    text = f"name: x\nuser_data:\n  - {{name: d}}\njobs:\n  - name: a\n    command: '{shell}; get ${{user_data.input.d}}'\n"
+    job = parse_spec(text, "wf.yaml").jobs[0]
+    assert job.command == f"{shell}; get d" and job.data_inputs == ["d"]

@@ -5,6 +5,8 @@ tests/test_worker_credentials.py)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -112,3 +114,68 @@ def test_a_job_whose_daemon_url_or_certificate_is_wrong_gets_one_line(tmp_path):
         run = subprocess.run([sys.executable, "-m", "torcctl", "user-data", "get", "x", "-w", "1"],
                              env={**os.environ, **env}, capture_output=True, text=True)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+# Torc's user-data tutorial, step 1: the commands name the entry, which orders the jobs. The
+# reader is listed first, so only the reference can make it wait.
+TUTORIAL = """\
+name: config_pipeline
+user_data:
+  - name: ml_config
+    data: null  # populated by generate_config
+jobs:
+  - name: train_model
+    command: |
+      arr=(a b c)
+      echo "Training with config: $(torcctl user-data get ${user_data.input.ml_config})"
+      printf '%s|%s|%s|%s\\n' "${HOME}" "${unset_var:-a.default}" "${#arr[@]}" "${arr[1]}"
+  - name: generate_config
+    command: |
+      sleep 0.5
+      torcctl user-data set ${user_data.output.ml_config} '{"learning_rate": 0.001, "batch_size": 32}'
+"""
+
+
+def test_a_command_naming_user_data_waits_for_its_writer_and_reads_what_it_wrote(daemon):
+    wf = daemon.submit(TUTORIAL)
+    assert daemon.wait(wf).counts == {"completed": 2}
+    jobs = daemon.jobs(wf)
+    writer, reader = (daemon.attempts(jobs[n].id)[-1] for n in ("generate_config", "train_model"))
+    assert reader.start_time >= writer.end_time
+    config, shell = stdout_of(daemon, wf, "train_model").splitlines()
+    assert json.loads(config.removeprefix("Training with config: ")) == {"learning_rate": 0.001, "batch_size": 32}
+    assert shell == f"{os.environ['HOME']}|a.default|3|b"  # the shell's own ${...} are left to it
+
+
+NAMES = ["ml_config", "it's $(touch pwned) \"x\"", "two words", "`id`;a|b", "-n", "*", "$HOME", "\\"]  # no braces: they end a reference
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_user_data_reference_becomes_the_entry_name_as_one_word_wherever_it_stands(name, tmp_path):
+    ref = "${user_data.input." + name + "}"
+    command = f"printf '<%s>' {ref} \"{ref}\" '{ref}' \"${{HOME}}\""
+    spec = {"name": "q", "user_data": [{"name": name}], "jobs": [{"name": "a", "command": command}]}
+    job = parse_spec(json.dumps(spec), "wf.json").jobs[0]
+    out = subprocess.run(["bash", "-c", job.command], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout == f"<{name}>" * 3 + f"<{os.environ['HOME']}>"
+    assert job.data_inputs == [name] and not list(tmp_path.iterdir())  # nothing ran: no `pwned`
+
+
+@pytest.mark.parametrize("change, message", [
+    (("${user_data.input.ml_config}", "${user_data.input.ml_confg}"),
+     "wf.yaml:7: job 'train_model' names user data 'ml_confg' in `${user_data.input.ml_confg}`, and `user_data` "
+     "has no such user data (at $.jobs[0].command)"),
+    (("${user_data.output.ml_config}", "${user_data.output.nope}"),
+     "wf.yaml:12: job 'generate_config' names user data 'nope' in `${user_data.output.nope}`, and `user_data` "
+     "has no such user data (at $.jobs[1].command)"),
+    (("${user_data.input.ml_config}", "${user_data.inputs.ml_config}"),
+     "wf.yaml:7: unknown reference `${user_data.inputs.ml_config}` in job 'train_model': torc-py knows "
+     "${files.input|output.NAME} and ${user_data.input|output.NAME} (at $.jobs[0].command)"),
+    (("${HOME}", "${workflow.id}"),
+     "wf.yaml:7: unknown reference `${workflow.id}` in job 'train_model': torc-py knows "
+     "${files.input|output.NAME} and ${user_data.input|output.NAME} (at $.jobs[0].command)"),
+])
+def test_an_unknown_user_data_name_or_reference_in_a_command_names_the_line_and_field(change, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(TUTORIAL.replace(*change), "wf.yaml")
+    assert info.value.message == message

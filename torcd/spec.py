@@ -21,8 +21,9 @@ from msgspec import UNSET, Meta, UnsetType
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
-from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, UserData, UserDataSpec, expand_files,
-                             expand_user_data, job_files, job_uses, merged_parameters, producer_edges)
+from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, References, UserData, UserDataSpec,
+                             expand_files, expand_user_data, job_uses, merged_parameters, producer_edges,
+                             substitute_references)
 from torcd.core.actions import Action
 from torcd.spec_actions import ActionSpec, check_actions
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
@@ -201,6 +202,7 @@ class Workflow(msgspec.Struct):
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_NO_REFERENCES = References(JobFiles([], []), JobFiles([], []))
 
 
 def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
@@ -364,17 +366,21 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 name, command = P.fill(job.name, combo), P.fill(job.command, combo)
                 if job.invocation_script:
                     command = f"{P.fill(job.invocation_script, combo)} {command}"
-                used = None
                 fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
+                refs = _NO_REFERENCES
+                if "${" in command:  # `${files.…}` and `${user_data.…}` become paths and names, and dependencies
+                    command, refs = substitute_references(command, files, data, name, at, loc)
+                used = None
                 if job.input_files or job.output_files or job.input_file_regexes or job.output_file_regexes \
-                        or "${files." in command:
-                    command, used = job_files(command, fill(job.input_files), fill(job.output_files),
-                                              fill(job.input_file_regexes), fill(job.output_file_regexes), files,
-                                              file_names, matcher, name, at, loc)
+                        or refs.files.inputs or refs.files.outputs:
+                    used = job_uses("file", fill(job.input_files) + refs.files.inputs,
+                                    fill(job.output_files) + refs.files.outputs, fill(job.input_file_regexes),
+                                    fill(job.output_file_regexes), files, file_names, matcher, name, at, loc)
                 data_used = None
                 if job.input_user_data or job.output_user_data or job.input_user_data_regexes \
-                        or job.output_user_data_regexes:
-                    data_used = job_uses("user_data", fill(job.input_user_data), fill(job.output_user_data),
+                        or job.output_user_data_regexes or refs.user_data.inputs or refs.user_data.outputs:
+                    data_used = job_uses("user_data", fill(job.input_user_data) + refs.user_data.inputs,
+                                         fill(job.output_user_data) + refs.user_data.outputs,
                                          fill(job.input_user_data_regexes), fill(job.output_user_data_regexes),
                                          data, data_names, matcher, name, at, loc)
                 for u in (used, data_used):

@@ -1,6 +1,6 @@
 """What jobs hand each other, as dependencies: files (Torc's `files`, `input_files`,
 `output_files`, `${files.input.NAME}`) and user data (`user_data`, `input_user_data`,
-`output_user_data`).
+`output_user_data`, `${user_data.input.NAME}`).
 
 A job that writes a file (or user data) runs before every job that reads it; a file no job
 writes must exist when the workflow is submitted. What is decided here is pure: names, paths
@@ -31,8 +31,13 @@ MAX_FILES = 2_000_000
 MAX_BYTES = 128 * 2**20  # of names, paths and values in `files`, and again in `user_data`
 MAX_REGEX_TESTS = 50_000_000  # names tested against all of a spec's regexes together
 REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end is an error, not a hang
-# `${files.input.NAME}` in a command: the file's path, and a dependency on whoever writes it
-_FILE_REF = re.compile(r"\$\{files\.(input|output)\.([^{}]+)\}")
+# A Torc-style reference in a command: `${`, a shell name, then a dot (never valid bash), up to
+# the next `}`. `${HOME}`, `${x:-a.b}`, `${#a[@]}` stay the shell's.
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\.[^}]*\}?")
+# Those torc-py knows: `${files.input.NAME}` becomes the file's path, `${user_data.input.NAME}`
+# the entry's name (what `torcctl user-data get|set` take), each a dependency like a listed one.
+_KNOWN_REFERENCE = re.compile(r"\$\{(files|user_data)\.(input|output)\.([^{}]+)\}")
+_SHOWN = 80  # characters of an unknown reference quoted in the error
 
 
 class Locator(Protocol):
@@ -180,30 +185,43 @@ class JobFiles(msgspec.Struct):
     outputs: list[str]
 
 
-def job_files(command: str, inputs: list[str], outputs: list[str], input_regexes: list[str],
-              output_regexes: list[str], files: dict[str, File], names: list[str], matcher: Matcher,
-              job: str, at: str, loc: Locator) -> tuple[str, JobFiles]:
-    """The job's command with `${files.input.NAME}` / `${files.output.NAME}` replaced by paths
-    (shell-quoted: a path is a word, never more shell), and the files it reads and writes: those
-    it lists, those its regexes match and those its command names."""
-    found = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
+class References(msgspec.Struct):
+    """What a command's `${files.…}` and `${user_data.…}` name, by role."""
+
+    files: JobFiles
+    user_data: JobFiles
+
+
+def substitute_references(command: str, files: dict[str, File], data: dict[str, UserData], job: str, at: str,
+                          loc: Locator) -> tuple[str, References]:
+    """The command with each `${files.input|output.NAME}` replaced by the file's path and each
+    `${user_data.input|output.NAME}` by the entry's name, shell-quoted for where it stands (one
+    word, never more shell), and the names it read and wrote; any other dotted reference is an error."""
+    found = {"files": {"input": {}, "output": {}}, "user_data": {"input": {}, "output": {}}}
     scanned = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
-        role, name = m[1], m[2]
-        if name not in files:
-            raise loc.error(f"job {job!r} names file {name!r} in `${{files.{role}.{name}}}`, and `files` has "
-                            "no such file", f"{at}.command")
-        found[role][name] = None
+        known = _KNOWN_REFERENCE.fullmatch(m[0])
+        if known is None:
+            shown = m[0] if len(m[0]) <= _SHOWN else m[0][:_SHOWN] + "…"
+            raise loc.error(f"unknown reference `{shown}` in job {job!r}: torc-py knows "
+                            "${files.input|output.NAME} and ${user_data.input|output.NAME}", f"{at}.command")
+        kind, role, name = known[1], known[2], known[3]
+        entries = files if kind == "files" else data
+        if name not in entries:
+            noun = "file" if kind == "files" else "user data"
+            raise loc.error(f"job {job!r} names {noun} {name!r} in `{m[0]}`, and `{kind}` has no such {noun}",
+                            f"{at}.command")
+        found[kind][role][name] = None
         scanned[1] = open_quote(command, scanned[0], m.start(), scanned[1])
-        scanned[0] = m.start()
+        scanned[0] = m.end()  # a name may hold quotes: they are the name's, not the shell's
         # `data/$(touch x).csv` must name a file, not run `touch`, inside the user's quotes or not.
-        return quoted_for(files[name].path, scanned[1])
+        return quoted_for(files[name].path if kind == "files" else name, scanned[1])
 
-    command = _FILE_REF.sub(substitute, command) if "${files." in command else command
-    used = job_uses("file", list(found["input"]), list(found["output"]), input_regexes, output_regexes,
-                    files, names, matcher, job, at, loc)
-    return command, used
+    substituted = _REFERENCE.sub(substitute, command)
+    f, d = found["files"], found["user_data"]
+    return substituted, References(JobFiles(list(f["input"]), list(f["output"])),
+                               JobFiles(list(d["input"]), list(d["output"])))
 
 
 def open_quote(text: str, start: int, end: int, quote: str) -> str:
@@ -225,7 +243,8 @@ def open_quote(text: str, start: int, end: int, quote: str) -> str:
 
 
 def quoted_for(path: str, quote: str) -> str:
-    """`path` as exactly one literal word where it stands: bare, inside '...', or inside "..."."""
+    """`path` (or a user data name) as exactly one literal word where it stands: bare, inside
+    '...', or inside "..."."""
     if quote == "'":
         return path.replace("'", "'\\''")
     if quote == '"':
