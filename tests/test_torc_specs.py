@@ -346,3 +346,41 @@ def test_a_sorted_workflow_keeps_its_place_ahead_of_workflows_submitted_after_it
     d.wait(first)
     started = [e for wf in (first, second) for e in d.events(wf) if e.kind == "job_started"]
     assert [e.job_name for e in sorted(started, key=lambda e: e.seq)] == ["b", "c", "a", "d", "s0", "s1"]
+
+
+def test_torcs_optional_fields_and_forms_are_read_as_torc_reads_them():
+    """Torc v0.12.0's examples: lists written `null`, a multi-line invocation_script, metadata as
+    JSON text, resource_monitor.generate_plots and metrics (warned about, not refused)."""
+    from torcd.lint import lint_spec
+
+    text = """\
+name: t
+metadata: '{"team": "grid", "n": 2}'
+resource_monitor: {enabled: true, generate_plots: true, metrics: [cpu]}
+files: null
+jobs:
+  - name: a
+    command: echo "$X"
+    invocation_script: |
+      #!/bin/bash
+      set -e
+      export X=from-the-script
+    input_files: null
+    output_files: null
+    input_user_data: null
+    depends_on: null
+    depends_on_regexes: null
+    parameters: null
+"""
+    spec = parse_spec(text, "t.yaml")
+    assert spec.about.metadata == {"team": "grid", "n": 2}
+    assert spec.jobs[0].command.endswith('export X=from-the-script\n echo "$X"')
+    warnings = [f.message for f in lint_spec(text, "t.yaml", ".")]
+    assert any("no plots are written" in w for w in warnings) and any("`metrics` is ignored" in w for w in warnings)
+    import subprocess
+    out = subprocess.run(["bash", "-c", spec.jobs[0].command], capture_output=True, text=True).stdout
+    assert out == "from-the-script\n"
+    for bad, message in (("'{\"team\": '", "`metadata` is text that is not JSON"),
+                         ("'[1, 2]'", "`metadata` as text must be a JSON object")):
+        with pytest.raises(SpecError, match=message):
+            parse_spec(text.replace("'{\"team\": \"grid\", \"n\": 2}'", bad), "t.yaml")

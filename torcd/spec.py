@@ -29,7 +29,7 @@ from torcd.spec_actions import ActionSpec, check_actions
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
-from torcd.spec_load import Locator, PlainTree, first_content_line, load
+from torcd.spec_load import Locator, PlainTree, first_content_line, load, metadata_of
 
 MAX_JOBS = 2_000_000
 MAX_NAME = 512  # characters of a job name, after parameters are filled in
@@ -112,6 +112,8 @@ class ResourceMonitorSpec(msgspec.Struct, forbid_unknown_fields=True):
     sample_interval_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 1.0
     jobs: MonitorTargetSpec | None = None
     compute_node: MonitorTargetSpec | None = None
+    generate_plots: bool = False  # accepted; `validate` warns that no plots are written
+    metrics: Any = None  # Torc drops it; `validate` says so
 
     def monitoring(self) -> Monitoring:
         every_job = self.jobs.enabled if self.jobs is not None else self.enabled is not False
@@ -124,7 +126,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
     user: Annotated[str, Meta(max_length=256)] | None = None  # stored and shown; default: who submits it
     project: Annotated[str, Meta(max_length=256)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | str | None = None  # a mapping, or (Torc v0.12.0's form) JSON text of one
     failure_handlers: list[FailureHandlerSpec] = []
     use_pending_failed: bool | None = None
     output_dir: Annotated[str, Meta(min_length=1)] = "output"
@@ -427,7 +429,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
                     doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
-                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, doc.metadata), doc.slurm_defaults,
+                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, metadata_of(doc.metadata, loc)),
+                    doc.slurm_defaults,
                     files, required, data, actions)
 
 

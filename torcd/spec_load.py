@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pyjson5
 
 from ruamel.yaml import YAML
@@ -62,7 +63,13 @@ class Locator:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
-_MULTILINE = frozenset({"command", "recovery_script", "description"})
+_MULTILINE = frozenset({"command", "recovery_script", "description", "invocation_script"})
+# Lists and maps Torc types as optional: `input_files: null` (as Torc writes them) means none.
+_NULL_MEANS_NONE = frozenset({
+    "depends_on_regexes", "input_files", "output_files", "input_file_regexes", "output_file_regexes",
+    "input_user_data", "output_user_data", "input_user_data_regexes", "output_user_data_regexes", "parameters",
+    "job_name_regexes", "commands", "files", "user_data", "resource_requirements", "failure_handlers",
+    "slurm_schedulers", "actions", "env"})
 Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
 
 
@@ -91,6 +98,8 @@ class PlainTree:
             for k, v in node.items():
                 k = k if isinstance(k, str) else str(k)
                 self._check_key(k, key, chain)
+                if v is None and k in _NULL_MEANS_NONE and key != "env":
+                    continue
                 out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
             return out
         if isinstance(node, list):
@@ -290,3 +299,16 @@ def first_content_line(text: str) -> int:
         if line.strip() and not line.lstrip().startswith("#"):
             return n
     return 1
+
+
+def metadata_of(value: dict | str | None, loc: Locator) -> dict | None:
+    """Torc v0.12.0 documents `metadata` as a JSON string; older specs give a mapping."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = msgspec.json.decode(value)
+    except msgspec.DecodeError as e:
+        raise loc.error(f"`metadata` is text that is not JSON ({e})", "$.metadata") from None
+    if not isinstance(parsed, dict):
+        raise loc.error("`metadata` as text must be a JSON object, like '{\"team\": \"a\"}'", "$.metadata")
+    return parsed
