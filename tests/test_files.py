@@ -134,3 +134,47 @@ def test_file_regexes_and_parameters_pair_producers_and_consumers():
     assert jobs["make_2"].command == "touch part_2.txt" and jobs["make_2"].outputs == ["part_2"]
     assert jobs["gather"].depends_on == ["make_1", "make_2", "make_3"]
     assert jobs["b"].depends_on == ["a"]
+
+
+FAN_IN = """\
+name: fan_in
+files:
+  - {name: "metrics_lr{lr:.2f}_opt{opt}", path: "out/m_{lr:.2f}_{opt}.txt", parameters: {lr: "[0.1,0.5]", opt: "['a','b']"}}
+user_data:
+  - {name: "score_{opt}", parameters: {opt: "['a','b']"}}
+jobs:
+  - name: "train_lr{lr:.2f}_opt{opt}"
+    command: "mkdir -p out; sleep 0.2; echo {lr}{opt} > out/m_{lr:.2f}_{opt}.txt"
+    output_files: ["metrics_lr{lr:.2f}_opt{opt}"]
+    parameters: {lr: "[0.1,0.5]", opt: "['a','b']"}
+  - name: "score_{opt}"
+    command: "torcctl user-data set score_{opt} '\\"{opt}\\"'"
+    output_user_data: ["score_{opt}"]
+    parameters: {opt: "['a','b']"}
+  - name: aggregate
+    command: "cat out/m_*.txt | sort | tr '\\\\n' ' ' > summary.txt; torcctl user-data get score_a >> summary.txt"
+    input_files: ["metrics_lr{lr:.2f}_opt{opt}"]
+    input_user_data: ["score_{opt}"]
+    parameters: {lr: "[0.1,0.5]", opt: "['a','b']"}
+"""
+
+
+def test_a_job_not_multiplied_reads_every_file_and_entry_its_templated_lists_name(daemon):
+    """Torc's hyperparameter sweep: `aggregate_results` lists `metrics_lr{lr:.4f}_bs{batch_size}_…`
+    with the sweep's parameters but no placeholder in its name; it waits for every one."""
+    spec = parse_spec(FAN_IN, "f.yaml")
+    jobs = {j.name: j for j in spec.jobs}
+    assert len(jobs) == 7  # four trainings, two scores, one aggregate (its name multiplies nothing)
+    assert sorted(jobs["aggregate"].inputs) == ["metrics_lr0.10_opta", "metrics_lr0.10_optb", "metrics_lr0.50_opta",
+                                                "metrics_lr0.50_optb"]
+    assert sorted(jobs["aggregate"].data_inputs) == ["score_a", "score_b"]
+    wf = daemon.submit(FAN_IN)
+    assert daemon.wait(wf).counts == {"completed": 7}
+    assert (daemon.tmp / "summary.txt").read_text() == "0.1a 0.1b 0.5a 0.5b \"a\"\n"
+
+
+def test_a_fan_in_list_too_large_is_refused_before_it_is_built():
+    text = ("name: bomb\nfiles:\n  - {name: 'f{i}', path: 'f{i}', parameters: {i: '1:3'}}\njobs:\n"
+            "  - {name: agg, command: 'true', input_files: ['f{i}_{j}'], parameters: {i: '1:3000', j: '1:3000'}}\n")
+    with pytest.raises(SpecError, match="dependencies; the limit is 4,000,000"):
+        parse_spec(text, "b.yaml")

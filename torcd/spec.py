@@ -369,20 +369,22 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
                 if job.invocation_script:
                     command = f"{P.fill(job.invocation_script, combo)} {command}"
                 fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
+                # A listed file or entry templated over what the name does not multiply: every one (fan-in).
+                every = lambda names: _union_deps(fill(names), rest)  # noqa: E731
                 refs = _NO_REFERENCES
                 if "${" in command:  # `${files.…}` and `${user_data.…}` become paths and names, and dependencies
                     command, refs = substitute_references(command, files, data, name, at, loc)
                 used = None
                 if job.input_files or job.output_files or job.input_file_regexes or job.output_file_regexes \
                         or refs.files.inputs or refs.files.outputs:
-                    used = job_uses("file", fill(job.input_files) + refs.files.inputs,
-                                    fill(job.output_files) + refs.files.outputs, fill(job.input_file_regexes),
+                    used = job_uses("file", every(job.input_files) + refs.files.inputs,
+                                    every(job.output_files) + refs.files.outputs, fill(job.input_file_regexes),
                                     fill(job.output_file_regexes), files, file_names, matcher, name, at, loc)
                 data_used = None
                 if job.input_user_data or job.output_user_data or job.input_user_data_regexes \
                         or job.output_user_data_regexes or refs.user_data.inputs or refs.user_data.outputs:
-                    data_used = job_uses("user_data", fill(job.input_user_data) + refs.user_data.inputs,
-                                         fill(job.output_user_data) + refs.user_data.outputs,
+                    data_used = job_uses("user_data", every(job.input_user_data) + refs.user_data.inputs,
+                                         every(job.output_user_data) + refs.user_data.outputs,
                                          fill(job.input_user_data_regexes), fill(job.output_user_data_regexes),
                                          data, data_names, matcher, name, at, loc)
                 for u in (used, data_used):
@@ -458,7 +460,8 @@ def _plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
             name_len = P.longest_fill(job.name, named)
             command_len = P.longest_fill(job.command, named)
             dep_counts = [P.product_size({k: rest[k] for k in P.placeholders(d) if k in rest})
-                          for d in job.depends_on]
+                          for d in [*job.depends_on, *job.input_files, *job.output_files, *job.input_user_data,
+                                    *job.output_user_data]]
             dep_len = sum(n * (P.longest_fill(d, values) + 1) for n, d in zip(dep_counts, job.depends_on))
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
@@ -497,7 +500,7 @@ def _note_origin(origin: dict[str, int], name: str, j: int, loc: Locator) -> Non
 
 
 def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
-    """A job that is not multiplied depends on every expansion of a templated name."""
+    """A job that is not multiplied depends on (reads, writes) every expansion of a templated name."""
     out: dict[str, None] = {}
     for dep in depends_on:
         used = {k: values[k] for k in P.placeholders(dep) if k in values}
