@@ -183,9 +183,11 @@ def build_server(client: Client) -> MCPServer:
     def recover_workflow(workflow_id: int, reason: Annotated[str, Field(min_length=1)], dry_run: bool = True,
                          memory_multiplier: float = 1.5, runtime_multiplier: float = 1.4,
                          retry_unknown: bool = False) -> dict[str, Any]:
-        """Give failed jobs that ran out of memory or time more (memory: what they used times the
-        multiplier; runtime: theirs times the multiplier) and run them and what they block again.
-        Call with dry_run first to see the plan; the workflow must have nothing running."""
+        """Give failed or pending_failed jobs that ran out of memory or time more (memory: what they
+        used times the multiplier; runtime: theirs times the multiplier) and run them and what they
+        block again; a pending_failed one retried so is classified (source recover, with the reason).
+        retry_unknown: also the others, as they were. Call with dry_run first to see the plan (it
+        changes nothing); the workflow must have nothing running."""
         return msgspec.to_builtins(_call(client, "workflows.recover", {
             "workflow_id": workflow_id, "dry_run": dry_run, "memory_multiplier": memory_multiplier,
             "runtime_multiplier": runtime_multiplier, "retry_unknown": retry_unknown, "source": "mcp",

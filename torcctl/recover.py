@@ -1,5 +1,6 @@
-"""`torcctl recover` and `watch --recover`: give failed jobs the memory or time they ran out of,
-and run them again (the plan is `core.recover`'s, made and applied by the daemon)."""
+"""`torcctl recover` and `watch --recover`: give failed jobs (and pending_failed ones, which their
+failure handler had no rule for) the memory or time they ran out of, and run them again (the plan
+is `core.recover`'s, made and applied by the daemon)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> Recove
         print_json(result)
         return result
     if not result.adjustments:
-        print(f"workflow {wf}: no failed jobs to recover", flush=True)
+        print(f"workflow {wf}: no failed or pending_failed jobs to recover", flush=True)
     for a in result.adjustments:
         print(("would " if dry_run else "") + describe(a), flush=True)
     if not dry_run and result.reset:
@@ -67,7 +68,7 @@ def add_options(p) -> None:
     p.add_argument("--runtime-multiplier", type=_multiplier, default=1.4, metavar="X",
                    help="runtime for jobs out of time: their runtime times X (default 1.4)")
     p.add_argument("--retry-unknown", action="store_true",
-                   help="also retry failed jobs whose failure has no resource cause (as they were)")
+                   help="also retry failed and pending_failed jobs whose failure has no resource cause (as they were)")
     p.add_argument("--recovery-hook", metavar="COMMAND",
                    help="run this shell command first for failures of unknown cause (job ids in $TORC_JOB_IDS); "
                         "if it succeeds, they are retried too")

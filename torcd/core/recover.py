@@ -3,6 +3,9 @@
 Pure: the store gathers each failed job's last attempt, `plan` decides, the store applies.
 A recorded cause (the monitor's `oom`, the executor's `timeout`) is trusted; without one, the
 exit code and how long the attempt ran against its runtime stand in for it.
+A pending_failed job (its failure handler had no rule for this failure) is recover's too, as
+in Torc's tutorial that combines handlers with `watch --recover`: retrying it is a
+classification made by recover, with the diagnosis as its reason.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import msgspec
 from torcd.core.resources import MAX_MEMORY, MAX_RUNTIME, format_bytes, format_duration
 
 Diagnosis = Literal["oom", "timeout", "unknown"]
+Ended = Literal["failed", "pending_failed"]
 SLURM_TIMEOUT_EXIT = 152  # 128 + SIGXCPU: what Slurm's time limit leaves
 OOM_BEFORE = 0.8  # a SIGKILL before 80 % of the runtime is taken for memory
 TIMEOUT_AFTER = 0.9  # an end after 90 % of the runtime is taken for time
@@ -31,6 +35,7 @@ class FailedAttempt(msgspec.Struct, frozen=True):
     peak_memory: int | None  # bytes, as the monitor saw it
     memory: int | None  # the job's memory limit, bytes
     runtime: float | None  # the job's runtime limit, seconds
+    status: Ended = "failed"
 
 
 class Adjustment(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -43,6 +48,7 @@ class Adjustment(msgspec.Struct, frozen=True, omit_defaults=True):
     retry: bool
     memory: tuple[int | None, int | None] | None = None  # (old, new) when it changes
     runtime: tuple[float | None, float | None] | None = None
+    status: Ended = "failed"  # pending_failed: retrying it classifies it
 
 
 def diagnose(a: FailedAttempt) -> tuple[Diagnosis, str]:
@@ -81,8 +87,13 @@ def plan(failed: list[FailedAttempt], memory_multiplier: float, runtime_multipli
         elif diagnosis == "timeout" and a.runtime is not None:
             runtime = (a.runtime, min(MAX_RUNTIME, a.runtime * runtime_multiplier))
         out.append(Adjustment(a.job_id, a.name, diagnosis, why, diagnosis != "unknown" or retry_unknown,
-                              memory, runtime))
+                              memory, runtime, a.status))
     return out
+
+
+def reason_for(adj: Adjustment, reason: str = "") -> str:
+    """The sentence kept with recover's changes to a job (limits, classification): why, and the caller's reason."""
+    return f"recover: {adj.diagnosis}, {adj.why}" + (f"; {reason}" if reason else "")
 
 
 def describe(adj: Adjustment) -> str:
@@ -94,5 +105,7 @@ def describe(adj: Adjustment) -> str:
     if adj.runtime is not None:
         old_s, new_s = adj.runtime
         changes.append(f"runtime {format_duration(old_s or 0)} -> {format_duration(new_s or 0)}")
-    verb = ("retry" + (f" with {', '.join(changes)}" if changes else " as it was")) if adj.retry else "leave failed"
-    return f"{adj.name} (job {adj.job_id}): {adj.diagnosis}, {adj.why}; {verb}"
+    verb = ("retry" + (f" with {', '.join(changes)}" if changes else " as it was")) if adj.retry \
+        else f"leave {adj.status}"
+    parked = ", pending_failed" if adj.status == "pending_failed" else ""
+    return f"{adj.name} (job {adj.job_id}{parked}): {adj.diagnosis}, {adj.why}; {verb}"
