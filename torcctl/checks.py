@@ -20,7 +20,18 @@ def validate(client: Client, args) -> int:
         spec = parse_spec(text, args.spec, args.spec_format)
         findings = lint_spec(text, args.spec, current_dir(), args.spec_format)
     except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
-        raise UsageError(e.message) from None
+        from torcd.spec_errors import MAX_ERRORS, spec_errors
+
+        errors = spec_errors(text, args.spec, args.spec_format) or [e]
+        if args.json:
+            print_json({"ok": False, "errors": [{"message": x.message, **(x.data or {})} for x in errors]})
+        else:
+            for x in errors:
+                print(f"torcctl: error: {x.message}", file=sys.stderr)
+            if len(errors) > 1:
+                capped = " (the first 50; there may be more)" if len(errors) >= MAX_ERRORS else ""
+                print(f"{args.spec}: {len(errors)} errors{capped}", file=sys.stderr)
+        return 2
     if args.print_yaml:  # after validation, so only a spec that would be accepted is converted
         from torcd.spec import spec_as_yaml
 

@@ -236,6 +236,14 @@ def load_doc(text: str, file: str, fmt: str | None = None) -> tuple[WorkflowDoc,
         raise SpecError("the spec is nested too deeply", file=file) from None
 
 
+def parse_tree(tree: dict, loc: Locator) -> Workflow:
+    """Validate and expand a spec's plain tree, as `load_plain` gives it."""
+    try:
+        return _expand(msgspec.convert(tree, WorkflowDoc), loc)
+    except msgspec.ValidationError as e:
+        raise _validation_error(e, loc) from None
+
+
 def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
     """The spec as YAML, whatever format it was written in (comments are not carried over)."""
     plain, _ = load_plain(text, file, fmt)
