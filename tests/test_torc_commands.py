@@ -140,3 +140,12 @@ def test_torcs_spellings_of_commands_and_flags_work(daemon, tmp_path):
     assert code == 0 and json.loads(out) == [], err
     code, out, err = daemon.ctl("user-data", "list", str(wf), "-w", str(wf + 1))
     assert code == 2 and "two workflows given" in err
+
+
+def test_format_json_may_follow_the_command_as_torcs_docs_write_it(daemon):
+    wf = daemon.submit(SPEC)
+    daemon.wait(wf)
+    code, out, _ = daemon.ctl("jobs", "list", str(wf), "-f", "json")
+    assert code == 0 and {j["name"] for j in json.loads(out)} == {"ok", "flaky", "broken"}
+    code, out, _ = daemon.ctl("events", str(wf), "--format", "json")
+    assert code == 0 and json.loads(out.splitlines()[0])["workflow_id"] == wf

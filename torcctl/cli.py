@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help, aliases=list(aliases))
         p.set_defaults(func=func)
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        p.add_argument("--format", choices=["table", "json"], default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        # `-f json` after the command too, as Torc's docs write it (`events` keeps -f for --follow)
+        p.add_argument(*(("--format",) if name == "events" else ("-f", "--format")), choices=["table", "json"],
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     def spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
