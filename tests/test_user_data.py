@@ -179,3 +179,14 @@ def test_an_unknown_user_data_name_or_reference_in_a_command_names_the_line_and_
     with pytest.raises(SpecError) as info:
         parse_spec(TUTORIAL.replace(*change), "wf.yaml")
     assert info.value.message == message
+
+
+def test_torcs_user_data_update_and_create_spellings_set_the_value(daemon):
+    wf = daemon.submit("name: u\nuser_data:\n  - {name: cfg}\njobs:\n  - {name: a, command: 'true'}\n")
+    assert daemon.ctl("user-data", "update", "cfg", "--data", '{"lr": 0.1}', "-w", str(wf))[0] == 0
+    code, out, _ = daemon.ctl("user-data", "get", "cfg", "-w", str(wf))
+    assert code == 0 and json.loads(out) == {"lr": 0.1}
+    code, out, _ = daemon.ctl("user-data", "get", "cfg", "-w", str(wf), "-f", "json")
+    assert json.loads(out)["data"] == {"lr": 0.1}  # Torc's `get ... | jq .data`
+    code, _, err = daemon.ctl("user-data", "create", "cfg", "1", "--data", "2", "-w", str(wf))
+    assert code == 2 and "give the value once" in err

@@ -48,6 +48,9 @@ def user_data_get(client: Client, args) -> int:
 
 
 def user_data_set(client: Client, args) -> int:
+    if args.data is not None and args.data_flag is not None:
+        raise UsageError("give the value once: as an argument or as --data")
+    args.data = args.data if args.data is not None else args.data_flag
     if args.data is not None and args.data_file is not None:
         raise UsageError("give the value or --data-file, not both")
     if args.data is None and args.data_file is None:
