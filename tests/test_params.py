@@ -14,6 +14,8 @@ from torcd.spec import parse_spec
     ("[16,32]", [16, 32]),
     ("['a','b']", ["a", "b"]),
     ("[0.1, 0.5]", [0.1, 0.5]),
+    ("[train, test, validation]", ["train", "test", "validation"]),  # Torc reads bare words
+    ("[1, 2.5, x, 'y z']", [1, 2.5, "x", "y z"]),
     (7, [7]),
     ([1, "x"], [1, "x"]),
 ])
@@ -26,6 +28,7 @@ def test_parse_values(spec, values):
     ("1:10:0", "positive step"),
     ("1:x", "neither a range"),
     ("[1,,2]", "cannot read list"),
+    ("[a, [b]]", "cannot read list"),
     ("[]", "empty"),
     ("[[1]]", "not a number or a string"),
     (True, "expected a range or list"),

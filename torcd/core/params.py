@@ -43,7 +43,7 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
         try:
             values = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
-            raise ParameterError(f"cannot read list {_short(spec)}") from None
+            values = _bare_list(text, spec)
         if not isinstance(values, list):
             raise ParameterError(f"cannot read list {_short(spec)}")
     else:
@@ -56,6 +56,25 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
     if len(values) > max_values:
         raise ParameterError(f"the list has {len(values):,} values; the limit is {max_values:,}")
     return list(values)
+
+
+def _bare_list(text: str, spec: str) -> list:
+    """Torc's reading of a list that is not a literal: `[train, test]` holds words. Each item is
+    an integer, else a number, else the text without its quotes."""
+    values: list = []
+    for item in (i.strip() for i in text[1:-1].split(",")):
+        for kind in (int, float):
+            try:
+                values.append(kind(item))
+                break
+            except ValueError:
+                continue
+        else:
+            word = item.strip("'\"")
+            if not word or "[" in word or "]" in word:
+                raise ParameterError(f"cannot read list {_short(spec)}: item {item!r}")
+            values.append(word)
+    return values
 
 
 def _range(spec: str, m: re.Match[str], max_values: int) -> range:
