@@ -11,7 +11,7 @@ from conftest import REPO
 from torcd.core.actions import Progress, is_due
 from torcd.errors import SpecError
 from torcd.services.processes import is_alive
-from torcd.spec import parse_spec
+from torcd.spec import on_slurm, parse_spec
 
 
 @pytest.mark.parametrize("trigger, selected, ready, finished, due", [
@@ -299,3 +299,24 @@ jobs:
                                                          "work_1": "work_sched"}
     assert [(a.trigger, names) for a, names in spec.actions] == [("on_workflow_start", ["prep_a", "prep_b"]),
                                                                   ("on_jobs_ready", ["work_1"])]
+
+
+def test_jobs_no_action_names_run_in_the_allocations_of_a_start_action_that_names_none():
+    """Torc's workflow_actions_simple_slurm: `setup` is named by no action; the on_workflow_start
+    schedule_nodes action (no `jobs`) brings the allocation for the workflow as a whole. It was
+    accepted by validate and then refused by submit-slurm ("no scheduler")."""
+    spec = parse_spec("""\
+name: simple
+slurm_schedulers:
+  - {name: setup_sched, account: a}
+  - {name: work_sched, account: a}
+actions:
+  - {trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler: setup_sched, scheduler_type: slurm}
+  - {trigger_type: on_jobs_ready, action_type: schedule_nodes, scheduler: work_sched, scheduler_type: slurm,
+     jobs: [work]}
+jobs:
+  - {name: setup, command: "true"}
+  - {name: work, command: "true", depends_on: [setup]}
+""", "wf.yaml")
+    assert {j.name: j.scheduler for j in spec.jobs} == {"setup": "setup_sched", "work": "work_sched"}
+    on_slurm(spec, None)  # every job has its scheduler: submit-slurm takes it

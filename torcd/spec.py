@@ -25,7 +25,7 @@ from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, Referen
                              expand_files, expand_user_data, job_uses, merged_parameters, producer_edges,
                              substitute_references)
 from torcd.core.actions import Action
-from torcd.spec_actions import ActionSpec, check_actions
+from torcd.spec_actions import ActionSpec, check_actions, schedule_by_actions
 from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
@@ -432,7 +432,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
     _check_names(jobs, origin, loc, via)
     actions = check_actions(doc.actions, list(origin), scheduler_names, matcher, loc) if doc.actions else []
-    _schedule_by_actions(jobs, doc.jobs, origin, actions)
+    schedule_by_actions(jobs, [doc.jobs[origin[j.name]].scheduler is not None for j in jobs], actions)
     if doc.jobs_sort_method != "none":
         _sort_claims(jobs, doc.jobs_sort_method)
     written = {out for j in jobs for out in j.outputs}
@@ -518,20 +518,6 @@ def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
         else:
             out[dep] = None
     return list(out)
-
-
-def _schedule_by_actions(jobs: list[ExpandedJob], specs: list[JobSpec], origin: dict[str, int],
-                         actions: list[tuple[Action, list[str]]]) -> None:
-    """A job that names no scheduler runs in the allocations of the schedule_nodes action that
-    watches it (Torc's way of giving each stage its own allocations)."""
-    by_name, assigned = {j.name: j for j in jobs}, set[str]()
-    for action, names in actions:
-        if action.action_type != "schedule_nodes":
-            continue
-        for name in names:
-            if specs[origin[name]].scheduler is None and name not in assigned:  # the first action wins
-                by_name[name].scheduler = action.scheduler
-                assigned.add(name)
 
 
 def _sort_claims(jobs: list[ExpandedJob], method: str) -> None:

@@ -82,3 +82,22 @@ def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set
         out.append((Action(i, a.trigger_type, a.action_type, a.commands or [], a.scheduler, a.num_allocations,
                            a.start_one_worker_per_node, a.max_parallel_jobs, a.persistent), list(chosen)))
     return out
+
+
+def schedule_by_actions(jobs: list, named_own: list[bool], actions: list[tuple[Action, list[str]]]) -> None:
+    """Give each expanded job that names no scheduler of its own (`named_own` false) the one whose
+    allocations run it: the first schedule_nodes action that names it (Torc's way of giving each
+    stage its own allocations), else the first on_workflow_start schedule_nodes action that names
+    no jobs, whose allocations are for the workflow as a whole (where no default_scheduler is)."""
+    by_name = {j.name: j for j, own in zip(jobs, named_own) if not own}
+    for action, names in actions:
+        if action.action_type == "schedule_nodes":
+            for name in names:
+                if name in by_name:  # the first action wins
+                    by_name.pop(name).scheduler = action.scheduler
+    whole = next((a.scheduler for a, names in actions if a.action_type == "schedule_nodes"
+                  and a.trigger == "on_workflow_start" and not names), None)
+    if whole is not None:
+        for job in by_name.values():
+            if job.scheduler is None:  # a default_scheduler still has its say
+                job.scheduler = whole
