@@ -84,7 +84,8 @@ def test_recover_gives_oom_and_timeout_jobs_more_and_runs_them_again(daemon, tmp
     code, out, _ = daemon.ctl("recover", str(wf), "--dry-run", "--memory-multiplier", "4",
                               "--runtime-multiplier", "2")
     assert code == 1  # `bug` would be left failed
-    assert "would big (job" in out and "oom, recorded as oom; retry with memory 100.0 MiB -> " in out
+    assert "dry run, nothing changed: big (job" in out
+    assert "oom, recorded as oom; retry with memory 100.0 MiB -> " in out
     assert "slow" in out and "runtime 2s -> 4s" in out and "bug" in out and "leave failed" in out
     assert daemon.jobs(wf) == jobs  # a dry run changes nothing
     assert not [e for e in daemon.events(wf) if isinstance(e, JobResourcesChanged)]

@@ -127,7 +127,8 @@ def test_a_dry_run_plans_for_pending_failed_jobs_and_changes_nothing(daemon):
     before, events = daemon.jobs(wf), daemon.events(wf)
     code, out, err = daemon.ctl("recover", str(wf), "--dry-run", "--memory-multiplier", "4")
     assert code == 0, out + err
-    assert "would big (job" in out and "pending_failed): oom, recorded as oom; retry with memory" in out
+    assert "dry run, nothing changed: big (job" in out
+    assert "pending_failed): oom, recorded as oom; retry with memory" in out
     assert daemon.ctl("jobs", "list", str(wf))[1] == listed_before
     assert daemon.jobs(wf) == before and daemon.events(wf) == events
 

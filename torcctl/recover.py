@@ -32,7 +32,7 @@ def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> Recove
     if not result.adjustments:
         print(f"workflow {wf}: no failed or pending_failed jobs to recover", flush=True)
     for a in result.adjustments:
-        print(("would " if dry_run else "") + describe(a), flush=True)
+        print(("dry run, nothing changed: " if dry_run else "") + describe(a), flush=True)
     if not dry_run and result.reset:
         print(f"{result.reset} jobs reset to run again", flush=True)
         if client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).executor == "slurm":
