@@ -7,7 +7,7 @@ import os
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
-from torcctl import checks, commands, data, recover
+from torcctl import checks, commands, data, recover, reports
 from torcd.protocol import SPEC_FORMATS
 
 
@@ -97,11 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     recover.add_options(p)
-    p = cmd("results", commands.results, "every job's attempts in a workflow: exit code, cause, time, memory, logs")
+    results_help = "every job's attempts in a workflow: exit code, cause, time, memory, logs"
+    results_options(cmd("results", commands.results, results_help), torc_list=True)
+    rep = sub.add_parser("reports", help="reports on a workflow: resource use against limits, results, a summary"
+                         ).add_subparsers(dest="sub", required=True, metavar="REPORT")
+    p = cmd("check-resource-utilization", reports.check_resource_utilization_command,
+            "each job's peak memory and runtime against its limits, flagging over- and under-use", rep)
     p.add_argument("workflow_id", type=int)
-    p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
-    p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
-    p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
+    include = p.add_mutually_exclusive_group()
+    include.add_argument("--include-failed", action="store_true", default=True,
+                         help="also jobs that failed (the default, as the MCP tool's)")
+    include.add_argument("--exclude-failed", dest="include_failed", action="store_false",
+                         help="only jobs that exited 0")
+    results_options(cmd("results", commands.results, results_help + " (as `torcctl results`)", rep))
+    cmd("summary", reports.summary_command, "a workflow's status, job counts, failures by cause and time spent",
+        rep).add_argument("workflow_id", type=int)
     p = cmd("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
                                  "whether it exists")
     p.add_argument("workflow_id", type=int)
@@ -205,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
     p.add_argument("-f", "--follow", action="store_true", help="keep following new events")
     return ap
+
+
+def results_options(p: argparse.ArgumentParser, torc_list: bool = False) -> None:
+    if torc_list:  # `torcctl results list WF`, as Torc spells it, is `torcctl results WF`
+        p.add_argument("action", nargs="?", choices=["list"], default="list", help=argparse.SUPPRESS)
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
+    p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
+    p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
 
 
 def _count(text: str) -> int:

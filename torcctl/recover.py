@@ -42,10 +42,11 @@ def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> Recove
 
 def _run_hook(command: str, wf: int, job_ids: list[int], quiet: bool) -> bool:
     """Run the user's hook for jobs whose failure has no resource cause; True if it succeeded
-    (they are then retried). It sees their ids in TORC_JOB_IDS (comma-separated)."""
+    (they are then retried). It sees their ids in TORC_JOB_IDS (comma-separated), and the workflow
+    id in TORC_WORKFLOW_ID and as its last argument, as Torc's hook does (`bash fix.sh` gets it as $1)."""
     env = {**os.environ, "TORC_WORKFLOW_ID": str(wf), "TORC_JOB_IDS": ",".join(map(str, job_ids))}
     try:
-        ran = subprocess.run(command, shell=True, env=env, timeout=HOOK_TIMEOUT,
+        ran = subprocess.run(["/bin/sh", "-c", command + ' "$@"', "sh", str(wf)], env=env, timeout=HOOK_TIMEOUT,
                              stdout=sys.stderr if quiet else None)
     except subprocess.TimeoutExpired:
         print(f"torcctl: recovery hook still running after {HOOK_TIMEOUT:g}s; stopped", file=sys.stderr)
@@ -70,7 +71,8 @@ def add_options(p) -> None:
     p.add_argument("--retry-unknown", action="store_true",
                    help="also retry failed and pending_failed jobs whose failure has no resource cause (as they were)")
     p.add_argument("--recovery-hook", metavar="COMMAND",
-                   help="run this shell command first for failures of unknown cause (job ids in $TORC_JOB_IDS); "
+                   help="run this shell command first for failures of unknown cause, the workflow id appended as its "
+                        "last argument (job ids in $TORC_JOB_IDS); "
                         "if it succeeds, they are retried too")
 
 
