@@ -55,7 +55,7 @@ def test_an_agent_lists_and_classifies_pending_failed_jobs(daemon):
             "workflow_id": wf, "classifications": [{"job_id": ids["flaky"], "action": "retry", "reason": ""}]})
         statuses_after_bad = {n: j.status for n, j in daemon.jobs(wf).items()}
         done = _structured(await session.call_tool("classify_and_resolve_failures", {
-            "workflow_id": wf, "classifications": [
+            "workflow_id": wf, "dry_run": False, "classifications": [
                 {"job_id": ids["flaky"], "action": "retry", "reason": "transient: the node lost contact"},
                 {"job_id": ids["broken"], "action": "fail", "reason": "bad input file; retrying cannot help"}]}))
         return tools, listed, bad, missing_reason, statuses_after_bad, done
@@ -154,7 +154,7 @@ def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
         logs = _structured(await call("get_job_logs", {"job_id": chatty, "tail_lines": 3}))
         long_tail = _structured(await call("get_job_logs", {"job_id": huge, "tail_lines": 1000}))
         too_many = await call("get_job_logs", {"job_id": chatty, "tail_lines": 5000})
-        no_attempt = await call("get_job_logs", {"job_id": chatty, "attempt": 9})
+        no_attempt = await call("get_job_logs", {"job_id": chatty, "attempt_id": 9})
         usage = _structured(await call("check_resource_utilization", {"workflow_id": wf}))
         updated = _structured(await call("update_job_resources", {"job_id": light, "reason": "used a tenth",
                                                                   "memory": "100m", "runtime": "PT30S"}))
