@@ -80,7 +80,8 @@ def list_results(client: Client, workflow_id: int, *, job_id: int | None = None,
     attempts = client.call("workflows.results", params, list[AttemptInfo])
     statuses = {}
     if status is not None:
-        statuses = {j.id: j.status for j in client.call("jobs.list", {"workflow_id": workflow_id}, list[JobInfo])}
+        statuses = {j.id: j.status for j in client.call("jobs.list", {"workflow_id": workflow_id, "limit": 1_000_000},
+                                                           list[JobInfo])}
     rows = [_result_row(a, statuses.get(a.job_id)) for a in attempts
             if (job_id is None or a.job_id == job_id) and (run_id is None or a.run_id == run_id)
             and (status is None or statuses.get(a.job_id) == status)]
