@@ -78,7 +78,7 @@ def test_json_specs_are_accepted_and_errors_have_lines():
 UNKNOWN_REFERENCES = [  # (in the command, as the error shows it)
     ("${foo.bar}", "${foo.bar}"), ("${files.x}", "${files.x}"), ("${workflow.x}", "${workflow.x}"),
     ("${files.inputs.f}", "${files.inputs.f}"), ("${user_data.d}", "${user_data.d}"),
-    ("'${parameters.i}'", "${parameters.i}"), ("${user_data.input.d", "${user_data.input.d done"),
+    ('"${parameters.i}"', "${parameters.i}"), ("${user_data.input.d", "${user_data.input.d done"),
 ]
 
 
@@ -90,7 +90,17 @@ def test_an_unknown_dotted_reference_in_a_command_is_refused_with_its_line(refer
         parse_spec(text, "wf.yaml")
     assert info.value.message == (
         f"wf.yaml:8: unknown reference `{shown}` in job 'b': torc-py knows ${{files.input|output.NAME}} and "
-        "${user_data.input|output.NAME} (at $.jobs[1].command)")
+        "${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put it in single quotes or write "
+        "\\${a.b}) (at $.jobs[1].command)")
+
+
+def test_a_dotted_reference_the_shell_does_not_expand_reaches_the_program_as_it_is():
+    """Found in review: Maven's '${project.version}', JavaScript in single quotes and an escaped
+    `\\${a.b}` were refused, though the shell passes them on as they are."""
+    for command in ("mvn -Dexpr='${project.version}' help:evaluate", "node -e 'console.log(`${o.a}`)'",
+                    "echo \\${a.b}"):
+        text = "name: x\njobs:\n  - name: a\n    command: " + json.dumps(command) + "\n"
+        assert parse_spec(text, "wf.yaml").jobs[0].command == command
 
 
 def test_the_shells_own_expansions_stay_beside_a_reference_torc_py_replaces():

@@ -149,3 +149,11 @@ def test_format_json_may_follow_the_command_as_torcs_docs_write_it(daemon):
     assert code == 0 and {j["name"] for j in json.loads(out)} == {"ok", "flaky", "broken"}
     code, out, _ = daemon.ctl("events", str(wf), "--format", "json")
     assert code == 0 and json.loads(out.splitlines()[0])["workflow_id"] == wf
+
+
+def test_watch_goes_on_without_its_log_where_it_cannot_write_one(daemon, tmp_path):
+    wf = daemon.submit(SPEC)
+    daemon.wait(wf)
+    (tmp_path / "blocker").write_text("a file where the log's directory would be")
+    code, out, err = daemon.ctl("watch", str(wf), "-o", "blocker/logs", "-q")
+    assert code == 1 and "warning: no watch log: cannot write" in err and "Traceback" not in err

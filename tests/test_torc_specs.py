@@ -374,7 +374,7 @@ jobs:
 """
     spec = parse_spec(text, "t.yaml")
     assert spec.about.metadata == {"team": "grid", "n": 2}
-    assert spec.jobs[0].command.endswith('export X=from-the-script\n echo "$X"')
+    assert spec.jobs[0].command.endswith('export X=from-the-script\necho "$X"')
     warnings = [f.message for f in lint_spec(text, "t.yaml", ".")]
     assert any("no plots are written" in w for w in warnings) and any("`metrics` is ignored" in w for w in warnings)
     import subprocess
@@ -384,3 +384,22 @@ jobs:
                          ("'[1, 2]'", "`metadata` as text must be a JSON object")):
         with pytest.raises(SpecError, match=message):
             parse_spec(text.replace("'{\"team\": \"grid\", \"n\": 2}'", bad), "t.yaml")
+
+
+def test_a_script_of_several_lines_without_a_last_newline_does_not_swallow_the_command():
+    """Found in review: `|-` (no final newline) glued `python train.py` onto `source activate.sh`,
+    which then ran with it as an argument and exited 0: the job "completed" without training."""
+    import subprocess
+
+    text = ("name: t\njobs:\n  - name: a\n    command: echo trained\n    invocation_script: |-\n"
+            "      set -e\n      true\n")
+    command = parse_spec(text, "t.yaml").jobs[0].command
+    assert subprocess.run(["bash", "-c", command], capture_output=True, text=True).stdout == "trained\n"
+
+
+def test_nulls_inside_user_data_and_metadata_are_kept():
+    """Found in review: `data: {parameters: null}` lost its key (nulls are dropped only where the
+    spec's own lists are)."""
+    spec = parse_spec("name: n\nmetadata: {files: null, a: 1}\nuser_data:\n  - {name: d, data: {parameters: null}}\n"
+                      "jobs:\n  - {name: a, command: 'true', input_files: null}\n", "n.yaml")
+    assert spec.about.metadata == {"files": None, "a": 1} and spec.user_data["d"].data == {"parameters": None}

@@ -55,3 +55,13 @@ def test_at_most_fifty_are_reported():
     jobs = "".join(f"  - {{name: j{i}, command: 'true', bogus{i}: 1}}\n" for i in range(80))
     errors = spec_errors("name: many\njobs:\n" + jobs, "many.yaml")
     assert len(errors) == MAX_ERRORS and errors[0].field == "$.jobs[0].bogus0"
+
+
+def test_a_second_bad_value_in_the_same_list_does_not_end_the_search():
+    """Found in review: dropping a bad exit code moved the next one into its place, and the
+    search stopped there; and `$.user_data[0].bogus` was taken for something `$.user` holds."""
+    text = THREE.replace("exit_codes: [0]", 'exit_codes: [1, "a", "b"]')
+    assert [e.line for e in spec_errors(text, "three.yaml")] == [5, 7, 8, 9, 10]
+    held = ("name: h\nuser_data:\n  - {name: d, bogus: 1}\nuser: '" + "u" * 300 + "'\njobs:\n"
+            "  - {name: a, command: 'true'}\n")
+    assert [e.field for e in spec_errors(held, "h.yaml")] == ["$.user_data[0].bogus", "$.user"]

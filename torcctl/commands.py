@@ -214,10 +214,13 @@ def _watch_log(info: WorkflowSummary, args):
     directory = args.output_dir or os.path.join(info.cwd, info.output_dir)
     path = os.path.join(directory, f"watch_{socket.gethostname()}_wf{info.id}.log")
     try:
-        os.makedirs(directory, exist_ok=True)
+        if args.output_dir or os.path.isdir(info.cwd):  # never make a workflow's deleted directory again
+            os.makedirs(directory, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise UsageError(f"cannot write the watch log {path}: {e.strerror}") from None
+    except OSError as e:  # a copy of what watch prints: it goes on without one
+        print(f"torcctl: warning: no watch log: cannot write {path}: {e.strerror}", file=sys.stderr)
+        yield None
+        return
     with os.fdopen(fd, "a") as f:
         yield f
 

@@ -374,8 +374,9 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         try:
             for combo in (P.combinations(named, job.parameter_mode == "zip") if named else [{}]):
                 name, command = P.fill(job.name, combo), P.fill(job.command, combo)
-                if job.invocation_script:
-                    command = f"{P.fill(job.invocation_script, combo)} {command}"
+                if job.invocation_script:  # a script of several lines ends, then the command starts a line
+                    script = P.fill(job.invocation_script, combo)
+                    command = f"{script.rstrip(chr(10))}\n{command}" if "\n" in script else f"{script} {command}"
                 fill = lambda names: [P.fill(n, combo) for n in names]  # noqa: E731
                 # A listed file or entry templated over what the name does not multiply: every one (fan-in).
                 every = lambda names: _union_deps(fill(names), rest)  # noqa: E731

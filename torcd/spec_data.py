@@ -201,11 +201,16 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
     scanned = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
+        scanned[1] = open_quote(command, scanned[0], m.start(), scanned[1])
+        scanned[0] = m.start()
         known = _KNOWN_REFERENCE.fullmatch(m[0])
         if known is None:
+            if scanned[1] == "'" or _escaped(command, m.start()):
+                return m[0]  # the shell takes it as it is (mvn's '${project.version}', awk, JavaScript)
             shown = m[0] if len(m[0]) <= _SHOWN else m[0][:_SHOWN] + "…"
             raise loc.error(f"unknown reference `{shown}` in job {job!r}: torc-py knows "
-                            "${files.input|output.NAME} and ${user_data.input|output.NAME}", f"{at}.command")
+                            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a "
+                            "program as it is, put it in single quotes or write \\${a.b})", f"{at}.command")
         kind, role, name = known[1], known[2], known[3]
         entries = files if kind == "files" else data
         if name not in entries:
@@ -213,7 +218,6 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
             raise loc.error(f"job {job!r} names {noun} {name!r} in `{m[0]}`, and `{kind}` has no such {noun}",
                             f"{at}.command")
         found[kind][role][name] = None
-        scanned[1] = open_quote(command, scanned[0], m.start(), scanned[1])
         scanned[0] = m.end()  # a name may hold quotes: they are the name's, not the shell's
         # `data/$(touch x).csv` must name a file, not run `touch`, inside the user's quotes or not.
         return quoted_for(files[name].path if kind == "files" else name, scanned[1])
@@ -222,6 +226,12 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
     f, d = found["files"], found["user_data"]
     return substituted, References(JobFiles(list(f["input"]), list(f["output"])),
                                JobFiles(list(d["input"]), list(d["output"])))
+
+
+def _escaped(text: str, at: int) -> bool:
+    """Whether the character at `at` follows an odd number of backslashes (taken literally)."""
+    run = len(text[:at]) - len(text[:at].rstrip("\\"))
+    return run % 2 == 1
 
 
 def open_quote(text: str, start: int, end: int, quote: str) -> str:

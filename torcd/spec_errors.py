@@ -3,8 +3,8 @@ should not need three runs.
 
 Validation stops at the first error, so each error found sets its field aside (a key is
 removed; a job is replaced by a stand-in of the same name, so that what names it still
-finds it) and the spec is checked again. Indices never shift, so every later error still
-names its own line. Errors that follow from one set aside may appear too; each names its
+finds it; a list of plain values goes whole) and the spec is checked again. Indices never
+shift, so every later error still names its own line. Errors that follow from one set aside may appear too; each names its
 line, and they come sorted by it.
 """
 
@@ -42,7 +42,7 @@ def spec_errors(text: str, file: str, fmt: str | None = None) -> list[SpecError]
                 break
             # An error about what holds an earlier one's field (`rules[0]` after `rules[0].exit_codes`)
             # follows from setting that one aside: set it aside too, but do not report it.
-            if not any(seen.field and e.field and seen.field.startswith(e.field) for seen in errors):
+            if not any(_holds(e.field, seen.field) for seen in errors):
                 errors.append(e)
     return sorted(errors, key=lambda e: (e.line or 0, e.field or ""))
 
@@ -61,9 +61,14 @@ _STAND_INS = {
 }
 
 
+def _holds(outer: str | None, inner: str | None) -> bool:
+    """Whether the field `outer` holds the field `inner` (`$.a[0]` holds `$.a[0].b`, not `$.ab`)."""
+    return bool(outer and inner) and (inner == outer or inner.startswith((outer + ".", outer + "[")))
+
+
 def set_aside(tree: dict, field: str | None) -> bool:
     """Take the field at this path out of the tree (a key removed, a named element replaced by a
-    stand-in of its name, a plain value dropped from its list); False where that cannot be done."""
+    stand-in of its name, a list of plain values removed whole); False where that cannot be done."""
     if not field or not field.startswith("$"):
         return False
     matches = list(_STEP.finditer(field))
@@ -83,9 +88,14 @@ def set_aside(tree: dict, field: str | None) -> bool:
     if not (isinstance(parent, list) and isinstance(last, int) and last < len(parent)):
         return False
     kind = steps[-2] if len(steps) > 1 else None
-    if kind not in _STAND_INS:
-        del parent[last]  # a plain value (an exit code, a dependency): later ones move up one
-        return True
+    if kind not in _STAND_INS:  # a plain value (an exit code, a dependency): its whole list goes,
+        holder: Any = tree       # so no later value moves into its place
+        for step in steps[:-2]:
+            holder = holder[step]
+        if isinstance(holder, dict) and kind in holder:
+            del holder[kind]
+            return True
+        return False
     old = parent[last]
     name = old.get("name") if isinstance(old, dict) else None
     stand_in = dict(_STAND_INS[kind])

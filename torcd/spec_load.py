@@ -95,10 +95,13 @@ class PlainTree:
                                      "write the values out or use fewer nested aliases", _path(alias))
         if isinstance(node, dict):
             out = {}
+            # Only the spec's own fields (the workflow's, and its jobs', files', ... ): never keys inside
+            # free-form values (user data, metadata), whose nulls are theirs.
+            structural = chain is None or (isinstance(chain[1], int) and chain[0] is not None and chain[0][0] is None)
             for k, v in node.items():
                 k = k if isinstance(k, str) else str(k)
                 self._check_key(k, key, chain)
-                if v is None and k in _NULL_MEANS_NONE and key != "env":
+                if v is None and structural and k in _NULL_MEANS_NONE:
                     continue
                 out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
             return out
