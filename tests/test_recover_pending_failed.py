@@ -4,13 +4,12 @@ failure no rule covers (it ran out of memory) parks as pending_failed, and `reco
 
 from __future__ import annotations
 
-import sys
 
 import anyio
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from test_mcp import _session, _structured
 from torcd.core.recover import FailedAttempt, describe, plan
 from torcd.events import JobClassified, JobResourcesChanged
 
@@ -133,20 +132,6 @@ def test_a_dry_run_plans_for_pending_failed_jobs_and_changes_nothing(daemon):
     assert daemon.jobs(wf) == before and daemon.events(wf) == events
 
 
-async def _mcp(daemon, steps):
-    params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "torcctl", "--socket", daemon.socket, "--no-autostart", "mcp"])
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        return await steps(session)
-
-
-def _structured(result):
-    assert not result.is_error, result.content
-    content = result.structured_content
-    return content["result"] if set(content) == {"result"} else content
-
-
 def test_recover_workflow_tool_plans_then_recovers_a_pending_failed_job(daemon):
     wf = _parked(daemon, TUTORIAL)
     before, events = daemon.jobs(wf), daemon.events(wf)
@@ -159,7 +144,7 @@ def test_recover_workflow_tool_plans_then_recovers_a_pending_failed_job(daemon):
             "workflow_id": wf, "reason": "handler has no rule for oom", "dry_run": False, "memory_multiplier": 4}))
         return dry, unchanged, done
 
-    dry, unchanged, done = anyio.run(_mcp, daemon, steps)
+    dry, unchanged, done = anyio.run(_session, daemon, steps)
     (planned,) = dry["adjustments"]
     assert dry["dry_run"] and dry["reset"] == 0 and unchanged == (before, events)
     assert (planned["name"], planned["status"], planned["diagnosis"], planned["retry"]) == \
