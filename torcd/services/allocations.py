@@ -199,5 +199,9 @@ def _link_output(private_dir: str, log_dir: str, slurm_id: str) -> None:
     """Where the user looks (OUTPUT_DIR/slurm/), a link to the allocation's output; Slurm itself
     writes only to the private file, so a link planted or swapped here redirects nothing."""
     name = f"slurm_{slurm_id}.out"
+    target = os.path.join(private_dir, name)
     with contextlib.suppress(OSError):  # a convenience: never a reason to fail the allocation
-        os.symlink(os.path.join(private_dir, name), os.path.join(log_dir, name))
+        # Made now if Slurm has not made it yet (the allocation may wait in the queue): the link
+        # must not lead nowhere. No O_TRUNC: what Slurm already wrote stays.
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        os.symlink(target, os.path.join(log_dir, name))
