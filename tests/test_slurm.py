@@ -343,9 +343,9 @@ def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
     d = Daemon(tmp_path).start(*flags)
     try:
         wf = submit_slurm(d, "name: outage\n" + scheduler(cpus=2) + "jobs:\n"
-                             "  - {name: 'j{i}', command: 'sleep 20', parameters: {i: '1:4'}}\n")
-        d.wait_for(lambda: sum(j.status == "running" for j in d.jobs(wf).values()) == 4, timeout=120,
-                   what="all four jobs to run")
+                             "  - {name: 'j{i}', command: 'touch started_{i}; sleep 20', parameters: {i: '1:4'}}\n")
+        # Started on their workers, not only claimed (a claim whose reply the kill cut off is handed again).
+        d.wait_for(lambda: len(list(tmp_path.glob("started_*"))) == 4, timeout=120, what="all four jobs to run")
         d.kill9()
         time.sleep(40)  # the jobs end meanwhile; the workers keep their exits and keep trying
         d.start(*flags)

@@ -110,9 +110,11 @@ jobs:
 
 def test_a_worker_outlives_a_daemon_restart_and_reports_the_true_end_time(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0", "--heartbeat-timeout", "3")
-    wf = create(d, "name: outage\njobs:\n  - {name: long, command: 'sleep 6'}\n", tmp_path)
+    wf = create(d, "name: outage\njobs:\n  - {name: long, command: 'touch started; sleep 6'}\n", tmp_path)
     w = worker(d, wf, "--cpus", "1")
-    d.wait_for(lambda: d.jobs(wf)["long"].status == "running", what="the job to run")
+    # Started on the worker, not only claimed: a daemon killed between recording the claim and the
+    # worker reading it hands the job again after the restart (it then starts late, correctly).
+    d.wait_for(lambda: (tmp_path / "started").exists(), what="the job to start on the worker")
     d.kill9()
     time.sleep(10)  # longer than the job, and than the heartbeat timeout
     d.restart()
