@@ -41,6 +41,18 @@ VERSION = "0.1.0"
 REQUEST_GRACE = 5.0  # seconds a request in flight at shutdown may still take
 
 
+async def _bounded(step, what: str, seconds: float = REQUEST_GRACE + 2) -> None:
+    """A step of stopping that must not hold the stop up (the doors, the services): past its time
+    it is left, with a log line naming it, so that SIGTERM always ends the daemon."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("stop_step_overran", step=what, seconds=seconds)
+        task.cancel()
+    elif not task.cancelled() and task.exception() is not None:
+        raise task.exception()
+
+
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
@@ -160,7 +172,7 @@ class Daemon:
         self.stopping.set()
         self.store.closing = True  # a write the disk or a lock refuses is no longer tried again
         try:
-            await runner.shutdown()
+            await _bounded(runner.shutdown(), "closing connections")
             await self.dispatcher.stop(self.config.shutdown_grace)
             await self.recovery.stop()
         except (sqlite3.Error, StoreError) as e:
@@ -169,8 +181,8 @@ class Daemon:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await runner.cleanup()
+            await _bounded(asyncio.gather(*tasks, return_exceptions=True), "stopping the services")
+            await _bounded(runner.cleanup(), "closing the doors")
         if crashed:  # the next start reconciles from the tables
             t = crashed[0]
             raise DaemonError(f"stopped because the {t.get_name()} service failed: {t.exception()}")
