@@ -152,15 +152,20 @@ async def scancel(job_id: str) -> None:
     await _run("scancel", job_id)
 
 
+def private_dir(path: str, what: str) -> None:
+    """Make (or check) a directory only the user can write, or SlurmError saying why not."""
+    try:
+        make_private_dir(path, what)
+    except UnsafePath as e:
+        raise SlurmError(e.message) from None
+
+
 def write_script(path: str, text: str) -> None:
     """Write the batch script where nobody else can change or redirect it: in a directory of ours
     that others cannot write, under a fresh name, then renamed over `path` (which replaces a
     symlink planted there instead of following it)."""
     directory = os.path.dirname(path)
-    try:
-        make_private_dir(directory, "the Slurm log directory")
-    except UnsafePath as e:
-        raise SlurmError(e.message) from None
+    private_dir(directory, "the Slurm log directory")
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".alloc-", suffix=".sh")  # O_EXCL, mode 0600
     try:
         with os.fdopen(fd, "w") as f:

@@ -20,8 +20,8 @@ from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
-from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, render_script, sbatch,
-                         squeue, walltime_seconds, write_script)
+from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, private_dir, render_script,
+                         sbatch, squeue, walltime_seconds, write_script)
 from torcd.spec import SlurmSchedulerSpec
 from torcd.core.attempts import Exit
 from torcd.store import Store
@@ -110,7 +110,7 @@ class AllocationService:
         script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
         try:
             token_file = await self._write_credential(aid)
-            await asyncio.to_thread(_make_private, self.slurm_output_dir, "the Slurm output directory")
+            await asyncio.to_thread(private_dir, self.slurm_output_dir, "the Slurm output directory")
             text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
                                  url=self.url, token_file=token_file, log_dir=self.slurm_output_dir,
                                  ca_file=self.ca_file, gpus=node.gpus)
@@ -188,18 +188,11 @@ def _walltime(spec: SlurmSchedulerSpec) -> float:
     return walltime_seconds(spec.walltime) or MAX_RUNTIME
 
 
-def _make_private(path: str, what: str) -> None:
-    try:
-        make_private_dir(path, what)
-    except UnsafePath as e:
-        raise SlurmError(e.message) from None
-
-
-def _link_output(private_dir: str, log_dir: str, slurm_id: str) -> None:
+def _link_output(private: str, log_dir: str, slurm_id: str) -> None:
     """Where the user looks (OUTPUT_DIR/slurm/), a link to the allocation's output; Slurm itself
     writes only to the private file, so a link planted or swapped here redirects nothing."""
     name = f"slurm_{slurm_id}.out"
-    target = os.path.join(private_dir, name)
+    target = os.path.join(private, name)
     with contextlib.suppress(OSError):  # a convenience: never a reason to fail the allocation
         # Made now if Slurm has not made it yet (the allocation may wait in the queue): the link
         # must not lead nowhere. No O_TRUNC: what Slurm already wrote stays.
