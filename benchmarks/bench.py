@@ -76,7 +76,7 @@ class Daemon:
                               capture_output=True, text=True)
 
     def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.state / "torcd.db")
+        return sqlite3.connect(self.state / "torcd.store.db")
 
     def rss_peak_kb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:

@@ -69,7 +69,7 @@ BOMBS = {
 _CHILD = """
 import json, resource, sys, time
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 file, text = json.loads(sys.stdin.read())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

@@ -15,7 +15,7 @@ import statistics
 import time
 
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 
 def yaml_spec(n: int) -> str:

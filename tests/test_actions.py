@@ -11,7 +11,7 @@ from conftest import REPO
 from torcd.core.actions import Progress, is_due
 from torcd.errors import SpecError
 from torcd.services.processes import is_alive
-from torcd.spec import on_slurm, parse_spec
+from torcd.spec.parse import on_slurm, parse_spec
 
 
 @pytest.mark.parametrize("trigger, selected, ready, finished, due", [

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from torcctl.client import RpcError
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 CORPUS = sorted((REPO / "tests" / "data" / "bad_specs").glob("*.yaml"))
 _EXPECT = re.compile(r"^# expect: line=(\d+) field=(\S+)$")

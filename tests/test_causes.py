@@ -6,7 +6,7 @@ import pytest
 
 from torcd.core.retry import Action, Rule, decide, select_rule, simulate
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 CAUSE = Rule(causes=["timeout"], runtime_multiplier=1.5, max_retries=3)
 CODE = Rule(exit_codes=[143], max_retries=3)

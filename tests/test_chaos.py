@@ -103,7 +103,7 @@ def test_random_kill9_loses_nothing(make_daemon, tmp_path):
     runs = Counter(tuple(line.split()) for line in (tmp_path / "runs.log").read_text().splitlines())
     assert runs == Counter({(n, str(a)) for n, (_, k) in want.items() for a in range(1, k + 1)})
     d.stop()
-    db = sqlite3.connect(os.path.join(d.state_dir, "torcd.db"))
+    db = sqlite3.connect(os.path.join(d.state_dir, "torcd.store.db"))
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
     print(f"chaos: {JOBS} jobs, {kills} kills survived, seed {SEED}")

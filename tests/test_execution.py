@@ -302,7 +302,7 @@ def test_delete_removes_every_row_of_a_finished_workflow(daemon):
     daemon.wait(wf)
     assert daemon.ctl("workflows", "delete", str(wf))[0] == 0
     assert daemon.call("workflows.list") == []
-    with sqlite3.connect(os.path.join(daemon.state_dir, "torcd.db")) as db:
+    with sqlite3.connect(os.path.join(daemon.state_dir, "torcd.store.db")) as db:
         for table in ("workflows", "jobs", "deps", "attempts", "events", "failure_handlers", "schedulers",
                       "allocations", "workers"):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table

@@ -20,7 +20,7 @@ def _torcd(tmp_path: Path, state: Path) -> subprocess.CompletedProcess:
 def test_a_locked_database_at_start_gives_a_clear_error(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    holder = sqlite3.connect(state / "torcd.db", isolation_level=None)
+    holder = sqlite3.connect(state / "torcd.store.db", isolation_level=None)
     holder.execute("CREATE TABLE t (x)")
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -136,7 +136,7 @@ def test_a_database_locked_by_another_process_fails_requests_and_stops_nothing(d
     daemon's own writes wait for the lock, and nothing is lost."""
     wf = daemon.submit(WAITING)
     daemon.wait_for(lambda: daemon.jobs(wf)["a"].status == "running", what="a to run")
-    holder = sqlite3.connect(os.path.join(daemon.state_dir, "torcd.db"), isolation_level=None)
+    holder = sqlite3.connect(os.path.join(daemon.state_dir, "torcd.store.db"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         (tmp_path / "go").touch()  # a's exit must wait for the lock

@@ -10,7 +10,7 @@ import pytest
 
 from torcctl.client import RpcError
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

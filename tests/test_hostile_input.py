@@ -82,7 +82,7 @@ def test_commands_with_quotes_unicode_and_newlines_run_verbatim(daemon, tmp_path
 def test_a_corrupt_database_gives_a_clear_error(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    (state / "torcd.db").write_bytes(b"this is not a database" * 100)
+    (state / "torcd.store.db").write_bytes(b"this is not a database" * 100)
     r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir",
                         str(state)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
@@ -92,7 +92,7 @@ def test_a_corrupt_database_gives_a_clear_error(tmp_path):
 def test_a_database_from_a_newer_torcd_is_refused(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
-    with sqlite3.connect(state / "torcd.db") as db:
+    with sqlite3.connect(state / "torcd.store.db") as db:
         db.execute("PRAGMA user_version = 999")
     r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir",
                         str(state)], capture_output=True, text=True, timeout=30)

@@ -12,8 +12,8 @@ from torcd.core.retry import Action, RetryDecision, Rule
 from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition
 from torcd.protocol import RecoveryReport
-from torcd.spec import parse_spec
-from torcd.store import Store
+from torcd.spec.parse import parse_spec
+from torcd.store.store import Store
 
 SPEC = """
 name: diamond

@@ -31,7 +31,7 @@ jobs:
 
 def _dump(daemon) -> list[str]:
     """Every table's rows, as SQL, read beside the running daemon (its WAL included)."""
-    db = sqlite3.connect(f"file:{Path(daemon.state_dir) / 'torcd.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{Path(daemon.state_dir) / 'torcd.store.db'}?mode=ro", uri=True)
     try:
         return list(db.iterdump())
     finally:

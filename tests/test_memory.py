@@ -10,9 +10,9 @@ import pytest
 
 from torcd.core.resources import kernel_oom
 from torcctl.client import RpcError
-from torcd.lint import lint_spec
+from torcd.spec.lint import lint_spec
 from torcd.protocol import WorkflowSummary
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 MiB = 1 << 20
 

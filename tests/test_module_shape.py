@@ -73,9 +73,9 @@ def test_no_module_over_600_lines():
 
 def test_the_worker_needs_no_store():
     """A worker in an allocation reports values; it never loads the daemon's database layer."""
-    g, seen, todo = graph(), set(), ["torcctl.worker"]
+    g, seen, todo = graph(), set(), ["torcctl.worker.run"]
     while todo:
         for nxt in g[todo.pop()] - seen:
             seen.add(nxt)
             todo.append(nxt)
-    assert not seen & {"torcd.store", "torcd.db", "torcd.store_slurm", "torcd.store_lifecycle"}, sorted(seen)
+    assert not seen & {"torcd.store.store", "torcd.store.db", "torcd.store.slurm", "torcd.store.lifecycle"}, sorted(seen)

@@ -148,7 +148,7 @@ def test_state_files_are_private_and_a_chosen_socket_directory_keeps_its_mode(tm
     assert stat.S_IMODE(os.stat(project).st_mode) == 0o2775  # not chmod-ed to 0700
     state = d.state_dir
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    for name in ("torcd.db", "torcd.lock", "exits.log"):
+    for name in ("torcd.store.db", "torcd.lock", "exits.log"):
         mode = stat.S_IMODE(os.stat(os.path.join(state, name)).st_mode)
         assert mode == 0o600, (name, oct(mode))
 

@@ -3,7 +3,7 @@
 import pytest
 
 from torcd.core.params import ParameterError, combinations, fill, parse_values, placeholders
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 
 @pytest.mark.parametrize("spec,values", [

@@ -47,7 +47,7 @@ def make_ready(d, job_ids: list[int], set_job: dict[str, object] | None = None,
                handler_rules: tuple[int, str] | None = None) -> None:
     """With the daemon stopped: put jobs back to `ready` (and their workflow to active),
     overwriting the given columns."""
-    db = sqlite3.connect(os.path.join(d.state_dir, "torcd.db"))
+    db = sqlite3.connect(os.path.join(d.state_dir, "torcd.store.db"))
     with db:
         for jid in job_ids:
             db.execute("UPDATE jobs SET status = 2, pending_deps = 0, reason = NULL WHERE id = ?", (jid,))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from torcd.core.recover import Adjustment, FailedAttempt, diagnose, plan
+from torcd.core.limits import Adjustment, FailedAttempt, diagnose, plan
 from torcd.events import JobResourcesChanged
 
 MiB = 1 << 20

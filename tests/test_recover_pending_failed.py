@@ -10,7 +10,7 @@ import pytest
 from mcp.client.session import ClientSession
 
 from test_mcp import _session, _structured
-from torcd.core.recover import FailedAttempt, describe, plan
+from torcd.core.limits import FailedAttempt, describe, plan
 from torcd.events import JobClassified, JobResourcesChanged
 
 MiB = 1 << 20

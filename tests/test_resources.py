@@ -12,7 +12,7 @@ import pytest
 from torcd.core.resources import parse_duration, parse_memory
 from torcd.errors import SpecError
 from torcd.protocol import WorkflowSummary
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from torcd.slurm import SlurmError, render_script, write_script
-from torcd.spec import SlurmSchedulerSpec
+from torcd.spec.parse import SlurmSchedulerSpec
 
 
 def script(scheduler: SlurmSchedulerSpec, account: str | None = None, log_dir: str = "/out/slurm") -> str:
@@ -118,7 +118,7 @@ def test_a_multi_node_allocation_starts_a_worker_on_each_node():
 
 
 def test_torcs_scheduler_fields_and_slurm_defaults_reach_sbatch():
-    from torcd.spec import parse_spec
+    from torcd.spec.parse import parse_spec
 
     spec = parse_spec("""name: s
 slurm_defaults: {account: proj, mail-type: "END,FAIL", mail_user: me@example.org, requeue: true, qos: low}
@@ -153,7 +153,7 @@ jobs:
 ])
 def test_bad_slurm_fields_name_their_line_and_field(yaml, line, field, message):
     from torcd.errors import SpecError
-    from torcd.spec import parse_spec
+    from torcd.spec.parse import parse_spec
 
     with pytest.raises(SpecError) as e:
         parse_spec(f"name: s\n{yaml}\njobs:\n  - {{name: a, command: 'true'}}\n", "s.yaml")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 GOOD_JOB = "  - name: a\n    command: echo a\n"
 

@@ -8,7 +8,7 @@ import shlex
 
 from hypothesis import given, strategies as st
 
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 TRICKY = ["in $(touch pwned).txt", "two words.txt", "it's \"quoted\".txt", "`touch pwned`;x|y&z>w.txt",
           "-n", "*", "${HOME}"]

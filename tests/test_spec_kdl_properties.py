@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 SPEC = """\
 name "props"

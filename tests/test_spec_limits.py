@@ -11,7 +11,7 @@ import pytest
 
 from torcctl.client import RpcError
 from torcd.errors import SpecError
-from torcd.spec import MAX_COMMAND_BYTES, parse_spec
+from torcd.spec.parse import MAX_COMMAND_BYTES, parse_spec
 
 HEAD = "name: x\njobs:\n  - name: a\n"
 

@@ -25,8 +25,8 @@ from torcctl.client import Client, RpcError
 from torcd.errors import SpecError
 from torcd.protocol import WorkflowSummary
 from torcd.services.monitor import Monitor
-from torcd.spec import parse_spec, parse_spec_in_pool
-from torcd.spec_load import _json5_line
+from torcd.spec.parse import parse_spec, parse_spec_in_pool
+from torcd.spec.load import _json5_line
 
 
 def error_of(text: str, file: str) -> str:

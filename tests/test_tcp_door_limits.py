@@ -109,7 +109,7 @@ def test_a_tcp_port_already_in_use_is_a_one_line_error(make_daemon, tmp_path):
 
 
 def test_a_flood_of_one_warning_is_cut_to_a_burst_and_then_counted():
-    from torcd.logging import RateLimit
+    from torcd.log_config import RateLimit
 
     now = [0.0]
     limit = RateLimit(burst=3, window=60, clock=lambda: now[0])
@@ -121,7 +121,7 @@ def test_a_flood_of_one_warning_is_cut_to_a_burst_and_then_counted():
 
 
 def test_the_guard_admits_under_both_caps_only():
-    from torcd.door_limits import ConnectionGuard
+    from torcd.api.door_limits import ConnectionGuard
 
     guard = ConnectionGuard(total=3, per_peer=2, clock=lambda: 0.0)
     assert [guard.enter("a"), guard.enter("a"), guard.enter("a"), guard.enter("b"), guard.enter("c")] == \

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from torcd.errors import SpecError
-from torcd.spec import parse_spec, spec_as_yaml
+from torcd.spec.parse import parse_spec, spec_as_yaml
 
 
 def names_and_deps(text: str, file: str = "wf.yaml") -> dict[str, list[str]]:
@@ -351,7 +351,7 @@ def test_a_sorted_workflow_keeps_its_place_ahead_of_workflows_submitted_after_it
 def test_torcs_optional_fields_and_forms_are_read_as_torc_reads_them():
     """Torc v0.12.0's examples: lists written `null`, a multi-line invocation_script, metadata as
     JSON text, resource_monitor.generate_plots and metrics (warned about, not refused)."""
-    from torcd.lint import lint_spec
+    from torcd.spec.lint import lint_spec
 
     text = """\
 name: t

@@ -12,7 +12,7 @@ import pytest
 
 from torcctl.client import RpcError
 from torcd.errors import SpecError
-from torcd.spec import parse_spec
+from torcd.spec.parse import parse_spec
 
 PIPELINE = """\
 name: handoff

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from torcd.spec_errors import MAX_ERRORS, spec_errors
+from torcd.spec.errors import MAX_ERRORS, spec_errors
 
 THREE = """\
 name: three

@@ -12,15 +12,15 @@ from torcctl.render import print_json
 def validate(client: Client, args) -> int:
     """Errors as at submission, then warnings about what is valid but likely a mistake."""
     from torcd.errors import SpecError
-    from torcd.lint import lint_spec
-    from torcd.spec import parse_spec
+    from torcd.spec.lint import lint_spec
+    from torcd.spec.parse import parse_spec
 
     text = read_spec(args.spec)
     try:
         spec = parse_spec(text, args.spec, args.spec_format)
         findings = lint_spec(text, args.spec, current_dir(), args.spec_format)
     except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
-        from torcd.spec_errors import MAX_ERRORS, spec_errors
+        from torcd.spec.errors import MAX_ERRORS, spec_errors
 
         errors = spec_errors(text, args.spec, args.spec_format) or [e]
         if args.json:
@@ -33,7 +33,7 @@ def validate(client: Client, args) -> int:
                 print(f"{args.spec}: {len(errors)} errors{capped}", file=sys.stderr)
         return 2
     if args.print_yaml:  # after validation, so only a spec that would be accepted is converted
-        from torcd.spec import spec_as_yaml
+        from torcd.spec.parse import spec_as_yaml
 
         sys.stdout.write(spec_as_yaml(text, args.spec, args.spec_format))
         return 0
@@ -52,7 +52,7 @@ def explain(client: Client, args) -> int:
     """Attempt by attempt, what the daemon would do for a job exiting with the given codes."""
     from torcd.core.retry import simulate
     from torcd.errors import SpecError
-    from torcd.spec import parse_spec
+    from torcd.spec.parse import parse_spec
 
     codes = _exit_codes(args.exit_codes)
     try:

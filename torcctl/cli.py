@@ -7,7 +7,7 @@ import os
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
-from torcctl import checks, commands, data, recover, reports
+from torcctl import checks, commands, data, limits, reports
 from torcd.protocol import SPEC_FORMATS
 
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--recover", action="store_true",
                    help="each time the workflow ends with failed jobs, give those that ran out of memory or time "
                         "more (as `torcctl recover`) and run them again")
-    p.add_argument("-m", "--max-retries", type=recover.count, default=3, metavar="N",
+    p.add_argument("-m", "--max-retries", type=limits.count, default=3, metavar="N",
                    help="at most N recoveries (default 3)")
     p.add_argument("-p", "--poll-interval", type=float, metavar="SECONDS",
                    help="Torc's polling period; torcd pushes each event as it happens, so any value means 'at once'")
@@ -91,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "output directory)")
     p.add_argument("-s", "--show-job-counts", action="store_true",
                    help="as in Torc; the live view and the summary always show the job counts")
-    recover.add_options(p)
-    p = cmd("recover", recover.recover, "give failed jobs that ran out of memory or time more, and run them again; "
+    limits.add_options(p)
+    p = cmd("recover", limits.recover, "give failed jobs that ran out of memory or time more, and run them again; "
                                         "the workflow must have nothing running")
     p.add_argument("workflow_id", type=int)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    recover.add_options(p)
+    limits.add_options(p)
     results_help = "every job's attempts in a workflow: exit code, cause, time, memory, logs"
     results_options(cmd("results", commands.results, results_help), torc_list=True)
     rep = sub.add_parser("reports", help="reports on a workflow: resource use against limits, results, a summary"
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("job_ids", type=int, nargs="+", metavar="JOB")
         p.add_argument("--reason", default="", help="why (stored and shown)")
 
-    p = cmd("update-resources", recover.update_resources, "set a job's memory, runtime or CPUs for its next attempts",
+    p = cmd("update-resources", limits.update_resources, "set a job's memory, runtime or CPUs for its next attempts",
             jobs)
     p.add_argument("job_id", type=int, metavar="JOB")
     p.add_argument("--memory", metavar="SIZE", help="like 8g or 512m")

@@ -9,7 +9,7 @@ import socket
 import sys
 
 from torcctl.client import Client, ConnectError, RpcError
-from torcctl.recover import recover_once
+from torcctl.limits import recover_once
 from torcctl.render import event_line, print_json, seek_last_lines, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 from torcd.services.job_logs import open_log_for_reading
@@ -317,8 +317,8 @@ def mcp(client: Client, args) -> int:
 def worker(client: Client, args) -> int:
     import asyncio
 
-    from torcctl.worker import WorkerError, run_worker
-    from torcd import logging as torc_logging
+    from torcctl.worker.run import WorkerError, run_worker
+    from torcd import log_config as torc_logging
 
     if not args.url:
         raise UsageError("worker needs --url (or TORC_API_URL)")

@@ -18,8 +18,8 @@ SPEC_NAME = "spec_json"  # errors read `spec_json:LINE: message (at $.jobs[0].co
 def parse_for_tool(text: str, name: str = SPEC_NAME):
     """The spec validated and expanded; ToolError listing every error (up to 50) otherwise."""
     from torcd.errors import SpecError
-    from torcd.spec import parse_spec
-    from torcd.spec_errors import spec_errors
+    from torcd.spec.parse import parse_spec
+    from torcd.spec.errors import spec_errors
 
     try:
         return parse_spec(text, name)
@@ -43,7 +43,7 @@ def create_workflow(call: Callable[..., Any], spec_json: str, action: str, workf
     if action == "save_spec_file" and not output_path:
         raise ToolError("output_path is required for action save_spec_file")
     spec = parse_for_tool(spec_json)
-    from torcd.lint import lint_spec
+    from torcd.spec.lint import lint_spec
 
     warnings = [{"line": f.line, "field": f.field, "message": f.message}
                 for f in lint_spec(spec_json, SPEC_NAME, os.getcwd())]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from torcd import logging as torc_logging
+from torcd import log_config as torc_logging
 from torcd.config import from_args
 from torcd.errors import TorcError
 

@@ -46,7 +46,7 @@ class Config(msgspec.Struct, frozen=True):
 
     @property
     def db_path(self) -> str:
-        return os.path.join(self.paths.state_dir, "torcd.db")
+        return os.path.join(self.paths.state_dir, "torcd.store.db")
 
     @property
     def token_file(self) -> str:

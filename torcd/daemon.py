@@ -16,15 +16,15 @@ import time
 import structlog
 from aiohttp import web
 
-from torcd import doors
+from torcd.api import doors
 from torcd import protocol as p
 from torcd.bus import EventBus
 from torcd.config import Config
-from torcd import door_limits
-from torcd.door_limits import ConnectionGuard, GuardedSockSite, connection_cap
+from torcd.api import door_limits
+from torcd.api.door_limits import ConnectionGuard, GuardedSockSite, connection_cap
 from torcd.errors import DaemonError
-from torcd.handlers import METHODS, Handlers
-from torcd.server import ServerState, build_app
+from torcd.api.handlers import METHODS, Handlers
+from torcd.api.server import ServerState, build_app
 from torcd.services.allocations import AllocationService
 from torcd.services.actions import ActionRunner
 from torcd.services.autoscheduler import AutoScheduler
@@ -33,7 +33,7 @@ from torcd.services.exit_log import ExitLog
 from torcd.services.recovery import RecoveryRunner
 from torcd.services.retry_engine import RetryEngine
 from torcd.services.workers import WorkerService
-from torcd.store import Store, StoreError
+from torcd.store.store import Store, StoreError
 from torcd.systemd import Notifier
 
 log = structlog.get_logger("torcd")

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from torcd.core.status import JobStatus
-from torcd.store import MEMORY_BUCKETS, RECOVERY_BUCKETS, RUNTIME_BUCKETS, Store
+from torcd.store.store import MEMORY_BUCKETS, RECOVERY_BUCKETS, RUNTIME_BUCKETS, Store
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

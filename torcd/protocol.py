@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from torcd.core.recover import Adjustment
+from torcd.core.limits import Adjustment
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
 
 # Every integer that reaches SQLite fits its 64-bit signed INTEGER; a larger one is invalid params.

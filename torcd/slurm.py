@@ -12,7 +12,7 @@ import tempfile
 from torcd.core.slurm_plan import NodeShape
 from torcd.ownership import UnsafePath, make_private_dir
 from torcd.services.processes import restore_user_limits
-from torcd.spec import SlurmSchedulerSpec
+from torcd.spec.parse import SlurmSchedulerSpec
 
 # squeue states that mean the allocation has not started / is running.
 PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",

@@ -21,8 +21,8 @@ from torcd.services.processes import (WatchedProcess, find_action_processes, kil
                                       stop_group, unmarked)
 from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
-from torcd.store import Store
-from torcd.store_actions import ActionToRun
+from torcd.store.store import Store
+from torcd.store.actions import ActionToRun
 
 log = structlog.get_logger("torcd.actions")
 SETTLE = 0.1  # seconds: a burst of job events becomes one look at the counts

@@ -22,9 +22,9 @@ from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
 from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, private_dir, render_script,
                          sbatch, squeue, walltime_seconds, write_script)
-from torcd.spec import SlurmSchedulerSpec
+from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.core.attempts import Exit
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job

@@ -17,7 +17,7 @@ from torcd.bus import EventBus
 from torcd.core.autoschedule import decide_auto_schedule
 from torcd.services.allocations import AllocationService
 from torcd import events as E
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.autoschedule")
 _WAKE = (E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.AllocationFinished, E.WorkerFinished,

@@ -24,7 +24,7 @@ from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
 from torcd import events as E
 from torcd.core.attempts import Exit, Start
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.dispatcher")
 _WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset,

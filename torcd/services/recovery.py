@@ -18,7 +18,7 @@ from torcd.faults import crash_point
 from torcd.protocol import Recovery
 from torcd.services.processes import WatchedProcess, find_attempt_processes, kill_pids, stop_group
 from torcd.services.recovery_script import run_recovery_script
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.recovery")
 

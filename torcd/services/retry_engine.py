@@ -14,7 +14,7 @@ from torcd.core.retry import decide
 from torcd.faults import crash_point
 from torcd import events as E
 from torcd.core.attempts import Failure
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.retry")
 

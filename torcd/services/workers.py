@@ -17,7 +17,7 @@ from torcd.core.attempts import Exit
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
 from torcd.services.allocations import AllocationService
-from torcd.store import Store
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.workers")
 CLOCK_SKEW = 60.0  # seconds a node's clock may be off before a kept-in-range end time is worth a warning

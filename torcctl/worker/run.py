@@ -35,9 +35,9 @@ from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
 from torcd.core.attempts import Exit
 from torcd.core.resources import ComputeNode, gpu_ids
-from torcctl.journal import Journal, JournalError, Saved
+from torcctl.worker.journal import Journal, JournalError, Saved
 
-log = structlog.get_logger("torcctl.worker")
+log = structlog.get_logger("torcctl.worker.run")
 DEFAULT_PATIENCE = 1200.0  # seconds, until the workflow says otherwise (Torc's 20 minutes)
 # Once signalled, seconds a call may still spend on a daemon that does not answer: Slurm kills
 # the worker KillWait (30 s by default) after its SIGTERM.

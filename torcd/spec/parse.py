@@ -21,15 +21,15 @@ from msgspec import UNSET, Meta, UnsetType
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.core.resources import ComputeNode, Monitoring, Requirements, parse_duration, parse_memory
-from torcd.spec_data import (File, FileSpec, JobFiles, Matcher, Pattern, References, UserData, UserDataSpec,
+from torcd.spec.data import (File, FileSpec, JobFiles, Matcher, Pattern, References, UserData, UserDataSpec,
                              expand_files, expand_user_data, job_uses, merged_parameters, producer_edges,
                              substitute_references)
 from torcd.core.actions import Action
-from torcd.spec_actions import ActionSpec, check_actions, schedule_by_actions
-from torcd.spec_slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
+from torcd.spec.actions import ActionSpec, check_actions, schedule_by_actions
+from torcd.spec.slurm import SlurmDefaults, SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
-from torcd.spec_load import Locator, PlainTree, first_content_line, load, metadata_of
+from torcd.spec.load import Locator, PlainTree, first_content_line, load, metadata_of
 
 MAX_JOBS = 2_000_000
 MAX_NAME = 512  # characters of a job name, after parameters are filled in

@@ -12,7 +12,7 @@ import msgspec
 from torcd import events as E
 from torcd.core.actions import Action, Progress, is_due
 from torcd.core.status import FINAL, JobStatus as S
-from torcd.db import Database, Tx
+from torcd.store.db import Database, Tx
 
 _FINAL_SQL = ",".join(str(int(s)) for s in FINAL)
 _NOT_YET_READY = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.CANCELED, S.DISABLED))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
-log = structlog.get_logger("torcd.doors")
+log = structlog.get_logger("torcd.api.doors")
 
 # asyncio accepts up to the backlog's worth of connections at once before any is looked at: each
 # holds a descriptor until the guard closes it, so the batch is small and its descriptors reserved.

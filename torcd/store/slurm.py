@@ -14,11 +14,11 @@ from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.resources import ComputeNode
 from torcd.core.slurm_plan import JobNeed
 from torcd.core.status import JobStatus as S
-from torcd.db import Database, Tx, require_workflow
+from torcd.store.db import Database, Tx, require_workflow
 from torcd.errors import InvalidParams, NotFound
 from torcd.protocol import AllocationInfo
-from torcd.spec import SlurmSchedulerSpec
-from torcd.store_lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
+from torcd.spec.parse import SlurmSchedulerSpec
+from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
 _encode = msgspec.json.Encoder().encode
 RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal

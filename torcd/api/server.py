@@ -15,15 +15,15 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from torcd import rpc
+from torcd.api import rpc
 from torcd.bus import EventBus
 from torcd.config import Config
 from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
 from torcd.events import IDLE
-from torcd.store import Store
+from torcd.store.store import Store
 
-log = structlog.get_logger("torcd.server")
+log = structlog.get_logger("torcd.api.server")
 _encode = msgspec.json.Encoder().encode
 
 

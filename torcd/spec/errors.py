@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from torcd.errors import SpecError
-from torcd.spec import load_plain, parse_tree
+from torcd.spec.parse import load_plain, parse_tree
 
 MAX_ERRORS = 50
 TIME_BUDGET = 10.0  # seconds of checking again, at most

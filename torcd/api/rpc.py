@@ -13,10 +13,10 @@ import msgspec
 import structlog
 
 from torcd.credentials import ADMIN, WORKER_METHODS, Caller, RequestKey, current_caller, idempotency_key
-from torcd.db import serving_request
+from torcd.store.db import serving_request
 from torcd.errors import TorcError, Unauthorized
 
-log = structlog.get_logger("torcd.rpc")
+log = structlog.get_logger("torcd.api.rpc")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = \
     -32700, -32600, -32601, -32602, -32603

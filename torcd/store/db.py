@@ -24,12 +24,12 @@ import structlog
 from torcd.credentials import RequestKey
 from torcd.errors import NotFound, TorcError
 from torcd.events import EventBase
-from torcd.migrations import MIGRATIONS
+from torcd.store.migrations import MIGRATIONS
 
 CHUNK = 500  # ids per `IN (...)`: well under SQLite's limit on bound parameters
 REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
 encode = msgspec.json.Encoder().encode
-log = structlog.get_logger("torcd.db")
+log = structlog.get_logger("torcd.store.db")
 RETRY_FIRST, RETRY_MAX = 0.05, 2.0  # seconds between tries of a write that may succeed later
 # Set while serving a request: its writes fail at once rather than wait for the disk or a lock.
 serving_request: contextvars.ContextVar[bool] = contextvars.ContextVar("serving_request", default=False)

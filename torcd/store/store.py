@@ -21,19 +21,19 @@ from torcd.core.attempts import Exit, Failure, Start
 from torcd.core.retry import RetryDecision, Rule
 from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
 from torcd.credentials import RequestKey
-from torcd.db import Database, StoreError, Tx, require_workflow, chunks as _chunks, encode as _encode, marks as _marks
+from torcd.store.db import Database, StoreError, Tx, require_workflow, chunks as _chunks, encode as _encode, marks as _marks
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.events import Event
 from torcd.protocol import (MAX_USER_DATA_ENTRIES, AttemptInfo, JobInfo, Recovery, RecoveryReport, Runnable,
                             WorkflowSummary)
-from torcd.spec import Workflow, on_slurm
-from torcd import store_actions
-from torcd.store_actions import ActionStore
-from torcd.store_lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
+from torcd.spec.parse import Workflow, on_slurm
+from torcd.store import actions as store_actions
+from torcd.store.actions import ActionStore
+from torcd.store.lifecycle import (FACT_COLUMNS, RUNNABLE_COLUMNS, apply, downstream, env_of, fact, facts, handle,
                                    reset_jobs, runnable)
-from torcd import store_recover
-from torcd.core.recover import Adjustment
-from torcd.store_slurm import SlurmStore
+from torcd.store import limits as store_recover
+from torcd.core.limits import Adjustment
+from torcd.store.slurm import SlurmStore
 
 __all__ = ["Exit", "Failure", "Start", "Store", "StoreError", "Tx"]
 

@@ -19,7 +19,7 @@ from torcd.core.attempts import stdio_paths
 from torcd.core.resources import Monitoring
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd import events as E
-from torcd.db import Tx, chunks, marks
+from torcd.store.db import Tx, chunks, marks
 from torcd.protocol import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.

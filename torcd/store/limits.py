@@ -6,11 +6,11 @@ so is classified by recover: a job_classified event with source `recover` and th
 from __future__ import annotations
 
 from torcd import events as E
-from torcd.core import recover as R
+from torcd.core import limits as R
 from torcd.core.status import ACTIVE, JobStatus as S
-from torcd.db import Tx, require_workflow
+from torcd.store.db import Tx, require_workflow
 from torcd.errors import InvalidTransition, NotFound
-from torcd.store_lifecycle import downstream, reset_jobs
+from torcd.store.lifecycle import downstream, reset_jobs
 
 _FAILED = f"""SELECT j.id, j.name, j.status, coalesce(a.return_code, 1) AS rc, a.cause,
                      a.end_time - a.start_time AS wall, a.peak_rss_bytes,

@@ -162,7 +162,7 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
         return data, Locator(None, file, find=lambda path: _json5_line(text, path)
                              if len(text) <= MAX_LOCATE_BYTES else None)
     if fmt == "kdl":
-        from torcd.spec_kdl import load_kdl  # only KDL specs need it
+        from torcd.spec.kdl import load_kdl  # only KDL specs need it
 
         tree, positioned = load_kdl(text, file)
         return tree, Locator(None, file, positioned)

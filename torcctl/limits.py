@@ -10,7 +10,7 @@ import sys
 
 from torcctl.client import Client
 from torcctl.render import print_json
-from torcd.core.recover import describe
+from torcd.core.limits import describe
 from torcd.protocol import RecoverResult, WorkflowSummary
 
 HOOK_TIMEOUT = 3600.0  # seconds a recovery hook may run

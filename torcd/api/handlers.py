@@ -27,10 +27,10 @@ from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
-from torcd.spec import ExpandedJob, on_slurm, parse_spec_in_pool
-from torcd.spec_data import missing_inputs
-from torcd.spec_slurm import runs_on_slurm
-from torcd.store import Store
+from torcd.spec.parse import ExpandedJob, on_slurm, parse_spec_in_pool
+from torcd.spec.data import missing_inputs
+from torcd.spec.slurm import runs_on_slurm
+from torcd.store.store import Store
 
 log = structlog.get_logger("torcd")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import msgspec
 
 from torcd.core.retry import Rule, select_rule
-from torcd.spec import Locator, WorkflowDoc, load_doc, parse_spec
+from torcd.spec.parse import Locator, WorkflowDoc, load_doc, parse_spec
 
 
 class Finding(msgspec.Struct, frozen=True):
