@@ -307,7 +307,7 @@ def allocations(client: Client, args) -> int:
 
 def mcp(client: Client, args) -> int:
     try:
-        from torcctl.mcp_server import serve
+        from torcctl.mcp.server import serve
     except ImportError as e:
         raise UsageError(f"torcctl mcp needs the mcp package ({e.name} is missing): "
                          "pip install 'torc-py[mcp]'") from None

@@ -84,7 +84,7 @@ class TorcTools:
         output_path, never over an existing file: the user edits it and runs `torcctl run FILE`),
         or 'create_workflow' (only when the user asks to run it now: torcd starts its jobs at
         once). An invalid spec is a tool error naming each error's line and field."""
-        from torcctl.mcp_specs import create_workflow
+        from torcctl.mcp.specs import create_workflow
 
         return create_workflow(self.call, spec_json, action, workflow_type, user, account, hpc_profile, output_path)
 
@@ -92,7 +92,7 @@ class TorcTools:
         """The order jobs will run in: events (the workflow's start, then 'these jobs complete'),
         the jobs each makes ready, the Slurm schedulers they use, and which events follow which.
         spec_or_id: a workflow id, or a spec's text to preview before creating it."""
-        from torcctl.mcp_specs import parse_for_tool
+        from torcctl.mcp.specs import parse_for_tool
 
         text = spec_or_id.strip()
         if text.isascii() and text.isdigit():
@@ -270,7 +270,7 @@ class TorcTools:
         classification and reports what would change, changing nothing; call it first, show the
         user, then call with dry_run false. All are applied or none: an unknown job, or one that
         is not pending_failed, changes nothing."""
-        from torcctl.mcp_classify import apply_classifications, check_classifications
+        from torcctl.mcp.classify import apply_classifications, check_classifications
 
         jobs = check_classifications(self.call, workflow_id, classifications)
         if dry_run:
