@@ -23,7 +23,7 @@ from torcd.config import Config
 from torcd.api import door_limits
 from torcd.api.door_limits import ConnectionGuard, GuardedSockSite, connection_cap
 from torcd.errors import DaemonError
-from torcd.api.handlers import METHODS, Handlers
+from torcd.api.handlers import METHODS, Handlers, StoreParts
 from torcd.api.server import ServerState, build_app
 from torcd.services.allocations import AllocationService
 from torcd.services.actions import ActionRunner
@@ -94,22 +94,25 @@ class Daemon:
                 pass
 
     def _services(self) -> None:
-        cfg = self.config
-        self.store.on_commit = self.bus.publish
-        self.retry = RetryEngine(self.store, self.bus)
-        self.recovery = RecoveryRunner(self.store, self.bus, self.api_url)
-        self.dispatcher = Dispatcher(self.store, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
+        cfg, store = self.config, self.store
+        store.on_commit = self.bus.publish
+        self.retry = RetryEngine(store.execution, self.bus)
+        self.recovery = RecoveryRunner(store.execution, self.bus, self.api_url)
+        self.dispatcher = Dispatcher(store.execution, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
                                      list(cfg.gpus), cfg.max_memory)
-        self.allocations = AllocationService(self.store, url=None, credentials_dir=cfg.credentials_dir,
+        self.allocations = AllocationService(store.queries, store.slurm, store.workers, store.execution, url=None,
+                                             credentials_dir=cfg.credentials_dir,
                                              slurm_output_dir=os.path.join(cfg.paths.state_dir, "slurm"),
                                              ca_file=cfg.tls[0] if cfg.tls else None,
                                              poll_interval=cfg.slurm_poll_interval,
                                              heartbeat_timeout=cfg.heartbeat_timeout)
-        self.autoscheduler = AutoScheduler(self.store, self.bus, self.allocations, cfg.auto_schedule_interval)
-        self.actions = ActionRunner(self.store, self.bus, self.allocations, self.api_url)
-        self.workers = WorkerService(self.store, self.allocations, cfg.worker_poll_interval)
-        self.handlers = Handlers(self.store, cfg, self.allocations, self.workers, self)
-        self.state = ServerState(cfg, METHODS, self.handlers, self.store, self.bus, self.stopping,
+        self.autoscheduler = AutoScheduler(store.slurm, self.bus, self.allocations, cfg.auto_schedule_interval)
+        self.actions = ActionRunner(store.actions, store.queries, self.bus, self.allocations, self.api_url)
+        self.workers = WorkerService(store.workers, store.slurm, self.allocations, cfg.worker_poll_interval)
+        parts = StoreParts(store.queries, store.workflows, store.execution, store.slurm, store.actions, store.workers,
+                           requests=store.db)
+        self.handlers = Handlers(parts, cfg, self.allocations, self.workers, self)
+        self.state = ServerState(cfg, METHODS, self.handlers, store.queries, self.bus, self.stopping,
                                  self.workers.credential)
 
     async def _open_tcp_door(self, runner: web.AppRunner) -> None:
@@ -170,7 +173,7 @@ class Daemon:
         log.info("torcd_stopping")
         self.systemd.notify("STOPPING=1", "STATUS=stopping: terminating running jobs")
         self.stopping.set()
-        self.store.closing = True  # a write the disk or a lock refuses is no longer tried again
+        self.store.db.closing = True  # a write the disk or a lock refuses is no longer tried again
         try:
             await _bounded(runner.shutdown(), "closing connections")
             await self.dispatcher.stop(self.config.shutdown_grace)
@@ -216,7 +219,8 @@ class Daemon:
 
     async def _busy_with(self, ignore_workflow: int | None) -> str | None:
         """Why stopping now would cost someone work: an active workflow or another client."""
-        active = [w.id for w in await self.store.workflows() if w.state == "active" and w.id != ignore_workflow]
+        active = [w.id for w in await self.store.queries.workflows()
+                  if w.state == "active" and w.id != ignore_workflow]
         if active:
             return "workflow " + ", ".join(map(str, active)) + (" is" if len(active) == 1 else " are") + " active"
         # The request asking, and streams of the workflow it is about (its own), are not others.

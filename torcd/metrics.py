@@ -10,13 +10,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from torcd.core.status import JobStatus
-from torcd.store.store import MEMORY_BUCKETS, RECOVERY_BUCKETS, RUNTIME_BUCKETS, Store
+from torcd.store.queries import MEMORY_BUCKETS, RECOVERY_BUCKETS, RUNTIME_BUCKETS, Queries
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def render(store: Store) -> bytes:
-    rows = await store.metric_rows()
+async def render(queries: Queries) -> bytes:
+    rows = await queries.metric_rows()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(rows))
     return generate_latest(registry)

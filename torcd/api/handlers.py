@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import structlog
@@ -20,7 +20,7 @@ from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import format_bytes, parse_duration, parse_memory
 from torcd.core.status import JobStatus
-from torcd.credentials import current_caller, idempotency_key
+from torcd.credentials import RequestKey, current_caller, idempotency_key
 from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
 from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
@@ -30,7 +30,12 @@ from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.spec.parse import ExpandedJob, on_slurm, parse_spec_in_pool
 from torcd.spec.data import missing_inputs
 from torcd.spec.slurm import runs_on_slurm
-from torcd.store.store import Store
+from torcd.store.actions import ActionStore
+from torcd.store.execution import ExecutionStore
+from torcd.store.queries import Queries
+from torcd.store.slurm import SlurmStore
+from torcd.store.workers import WorkerStore
+from torcd.store.workflows import WorkflowStore
 
 log = structlog.get_logger("torcd")
 
@@ -47,10 +52,32 @@ class Control(Protocol):
     async def stop_actions(self, workflow_id: int, why: str) -> None: ...
 
 
+class RequestLog(Protocol):
+    """Results of idempotent requests whose change is made outside one transaction."""
+
+    async def request_result(self, key: RequestKey) -> Any: ...
+    async def remember(self, key: RequestKey, result: Any) -> None: ...
+
+
+class StoreParts(NamedTuple):
+    """The parts of the store the RPC methods call, and nothing more."""
+
+    queries: Queries
+    workflows: WorkflowStore
+    execution: ExecutionStore  # classifications
+    slurm: SlurmStore  # auto-schedule and allocations
+    actions: ActionStore  # whether actions submit a workflow's allocations
+    workers: WorkerStore  # a workflow's compute-node settings, for a registering worker
+    requests: RequestLog
+
+
 class Handlers:
-    def __init__(self, store: Store, config: Config, allocations: AllocationService, workers: WorkerService,
+    def __init__(self, stores: StoreParts, config: Config, allocations: AllocationService, workers: WorkerService,
                  control: Control):
-        self.store, self.config = store, config
+        self.queries, self.workflows, self.execution, self.slurm = (stores.queries, stores.workflows,
+                                                                    stores.execution, stores.slurm)
+        self.action_store, self.worker_store, self.requests = stores.actions, stores.workers, stores.requests
+        self.config = config
         self.allocations, self.workers, self.control = allocations, workers, control
 
     async def ping(self, _: p.NoParams) -> p.Ping:
@@ -90,11 +117,11 @@ class Handlers:
             if misfits := await self.allocations.misfits(schedulers, [(j.scheduler, _need(j)) for j in jobs]):
                 raise InvalidParams(misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""),
                                     {"field": "$.jobs"})
-        wf = await self.store.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
+        wf = await self.workflows.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
                                               key=idempotency_key.get())
         crash_point("after_create")
         log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
-        return await self.store.workflow(wf)
+        return await self.queries.workflow(wf)
 
     async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
@@ -104,11 +131,11 @@ class Handlers:
                 for s in schedulers]
 
     async def results(self, params: p.Results) -> list[p.AttemptInfo]:
-        return await self.store.results(params.workflow_id, params.all_runs, params.failed, params.return_code,
+        return await self.queries.results(params.workflow_id, params.all_runs, params.failed, params.return_code,
                                         params.limit)
 
     async def files(self, params: p.ListFiles) -> list[p.FileInfo]:
-        rows = await self.store.files(params.workflow_id, params.limit)
+        rows = await self.queries.files(params.workflow_id, params.limit)
 
         def exists(path: str, cwd: str) -> bool:
             return os.path.exists(os.path.join(cwd, path))
@@ -118,14 +145,14 @@ class Handlers:
 
     async def get_user_data(self, params: p.UserDataRef) -> p.UserDataInfo:
         _own_workflow(params.workflow_id)
-        rows = await self.store.user_data(params.workflow_id, params.name)
+        rows = await self.queries.user_data(params.workflow_id, params.name)
         if not rows:
             raise NotFound(f"workflow {params.workflow_id} has no user data named {params.name!r}")
         return _user_data(rows[0])
 
     async def list_user_data(self, params: p.ListUserData) -> list[p.UserDataInfo]:
         _own_workflow(params.workflow_id)
-        return [_user_data(r) for r in await self.store.user_data(params.workflow_id, limit=params.limit)]
+        return [_user_data(r) for r in await self.queries.user_data(params.workflow_id, limit=params.limit)]
 
     async def set_user_data(self, params: p.SetUserData) -> dict:
         _own_workflow(params.workflow_id)
@@ -134,30 +161,31 @@ class Handlers:
             raise InvalidParams(f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is "
                                 f"{p.MAX_USER_DATA_BYTES:,}", {"field": "$.data"})
         caller = current_caller.get()
-        await self.store.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
+        await self.workflows.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
         return {"name": params.name, "bytes": len(data)}
 
     async def list_workflows(self, _: p.NoParams) -> list[p.WorkflowSummary]:
-        return await self.store.workflows()
+        return await self.queries.workflows()
 
     async def show_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
-        return await self.store.workflow(params.workflow_id)
+        return await self.queries.workflow(params.workflow_id)
 
     async def cancel_workflow(self, params: p.WorkflowRef) -> p.WorkflowSummary:
-        await self.control.stop_processes(await self.store.cancel_workflow(params.workflow_id))
+        await self.control.stop_processes(await self.workflows.cancel_workflow(params.workflow_id))
         await self.control.stop_actions(params.workflow_id, "the workflow was canceled")
-        return await self.store.workflow(params.workflow_id)
+        return await self.queries.workflow(params.workflow_id)
 
     async def delete_workflow(self, params: p.WorkflowRef) -> dict:
-        await self.store.delete_workflow(params.workflow_id, key=idempotency_key.get())
+        await self.workflows.delete_workflow(params.workflow_id, key=idempotency_key.get())
         await self.control.stop_actions(params.workflow_id, "the workflow was deleted")
         self.workers.forget(params.workflow_id)
         return {"deleted": params.workflow_id}
 
     async def recover(self, params: p.Recover) -> p.RecoverResult:
-        plan, reset = await self.store.recover(params.workflow_id, params.memory_multiplier, params.runtime_multiplier,
-                                               params.retry_unknown, params.dry_run, key=idempotency_key.get(),
-                                               source=params.source, reason=params.reason)
+        plan, reset = await self.workflows.recover(params.workflow_id, params.memory_multiplier,
+                                                   params.runtime_multiplier, params.retry_unknown, params.dry_run,
+                                                   key=idempotency_key.get(), source=params.source,
+                                                   reason=params.reason)
         return p.RecoverResult(plan, reset, params.dry_run)
 
     async def update_resources(self, params: p.UpdateResources) -> dict:
@@ -171,20 +199,20 @@ class Handlers:
             runtime = None if params.runtime is None else parse_duration(params.runtime)
         except ValueError as e:
             raise InvalidParams(str(e), {"field": "$.runtime"}) from None
-        job = await self.store.job(params.job_id)
-        executor = (await self.store.workflow(job.workflow_id)).executor
+        job = await self.queries.job(params.job_id)
+        executor = (await self.queries.workflow(job.workflow_id)).executor
         if executor == "local" and memory is not None and memory > self.config.max_memory:
             raise InvalidParams(f"{format_bytes(memory)} is more than this daemon's memory budget of "
                                 f"{format_bytes(self.config.max_memory)} (see torcd --memory)", {"field": "$.memory"})
         if executor == "local" and params.num_cpus is not None and params.num_cpus > self.config.max_cpus:
             raise InvalidParams(f"{params.num_cpus} CPUs is more than this daemon runs at once "
                                 f"({self.config.max_cpus}; see torcd --cpus)", {"field": "$.num_cpus"})
-        changes = await self.store.update_resources(params.job_id, memory, runtime, params.num_cpus, params.source,
+        changes = await self.workflows.update_resources(params.job_id, memory, runtime, params.num_cpus, params.source,
                                                     params.reason, key=idempotency_key.get())
         return {"job_id": params.job_id, "changed": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}
 
     async def reset_status(self, params: p.ResetStatus) -> dict:
-        return {"reset": await self.store.reset_status(params.workflow_id, params.failed_only,
+        return {"reset": await self.workflows.reset_status(params.workflow_id, params.failed_only,
                                                        key=idempotency_key.get())}
 
     async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
@@ -192,14 +220,14 @@ class Handlers:
             status = None if params.status is None else JobStatus.parse(params.status)
         except ValueError as e:
             raise InvalidParams(str(e), {"field": "$.status"}) from None
-        jobs = await self.store.jobs(params.workflow_id, status, params.limit, params.offset)
+        jobs = await self.queries.jobs(params.workflow_id, status, params.limit, params.offset)
         return await asyncio.to_thread(with_tails, jobs)
 
     async def show_job(self, params: p.JobRef) -> p.JobInfo:
-        return (await asyncio.to_thread(with_tails, [await self.store.job(params.job_id)], False))[0]
+        return (await asyncio.to_thread(with_tails, [await self.queries.job(params.job_id)], False))[0]
 
     async def job_attempts(self, params: p.JobRef) -> list[p.AttemptInfo]:
-        return await self.store.attempts(params.job_id)
+        return await self.queries.attempts(params.job_id)
 
     async def retry_jobs(self, params: p.Classify) -> p.ClassifyResult:
         return await self._classify_all(params, "retry")
@@ -209,41 +237,41 @@ class Handlers:
 
     async def _classify_all(self, params: p.Classify, action: str) -> p.ClassifyResult:
         decisions = [(j, action, params.reason) for j in dict.fromkeys(params.job_ids)]
-        return p.ClassifyResult(await self.store.classify(decisions, params.source, key=idempotency_key.get()))
+        return p.ClassifyResult(await self.execution.classify(decisions, params.source, key=idempotency_key.get()))
 
     async def classify_jobs(self, params: p.ClassifyMany) -> p.ClassifyResult:
         decisions = [(c.job_id, c.action, c.reason) for c in params.classifications]
-        return p.ClassifyResult(await self.store.classify(decisions, params.source, params.workflow_id,
+        return p.ClassifyResult(await self.execution.classify(decisions, params.source, params.workflow_id,
                                                           key=idempotency_key.get()))
 
     async def list_events(self, params: p.ListEvents) -> list[p.Event]:
-        return await self.store.events(params.workflow_id, params.after, params.limit)
+        return await self.queries.events(params.workflow_id, params.after, params.limit)
 
     async def set_auto_schedule(self, params: p.SetAutoSchedule) -> dict:
         policy = AutoSchedulePolicy(params.enabled, params.threshold, params.cooldown, params.stranded_timeout)
-        await self.store.set_auto_schedule(params.workflow_id, policy)
+        await self.slurm.set_auto_schedule(params.workflow_id, policy)
         return msgspec.structs.asdict(policy)
 
     async def submit_allocations(self, params: p.SubmitAllocations) -> list[p.AllocationInfo]:
         # sbatch cannot share a transaction: a repeat is answered from the first call's result.
         key = idempotency_key.get()
-        ids = None if key is None else await self.store.request_result(key)
-        if ids is None and params.count is None and await self.store.schedules_by_actions(params.workflow_id):
+        ids = None if key is None else await self.requests.request_result(key)
+        if ids is None and params.count is None and await self.action_store.schedules_by_actions(params.workflow_id):
             ids = []  # its schedule_nodes actions submit allocations as their jobs become ready
         if ids is None:
             ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
             if key is not None:
-                await self.store.remember(key, ids)
-        return [a for a in await self.store.allocations(params.workflow_id) if a.id in ids]
+                await self.requests.remember(key, ids)
+        return [a for a in await self.slurm.allocations(params.workflow_id) if a.id in ids]
 
     async def list_allocations(self, params: p.WorkflowRef) -> list[p.AllocationInfo]:
-        await self.store.workflow(params.workflow_id)
-        return await self.store.allocations(params.workflow_id)
+        await self.queries.workflow(params.workflow_id)
+        return await self.slurm.allocations(params.workflow_id)
 
     async def register_worker(self, params: p.RegisterWorker) -> dict:
         wid = await self.workers.register(params, current_caller.get())
         return {"worker_id": wid, "poll_interval": self.config.worker_poll_interval,
-                "compute_node": await self.store.compute_node(params.workflow_id)}
+                "compute_node": await self.worker_store.compute_node(params.workflow_id)}
 
     async def worker_poll(self, params: p.WorkerPoll) -> p.WorkerPollResult:
         return await self.workers.poll(params, current_caller.get(), self.control.tcp_url or self.control.api_url)

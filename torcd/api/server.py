@@ -21,7 +21,7 @@ from torcd.config import Config
 from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
 from torcd.events import IDLE
-from torcd.store.store import Store
+from torcd.store.queries import Queries
 
 log = structlog.get_logger("torcd.api.server")
 _encode = msgspec.json.Encoder().encode
@@ -38,10 +38,10 @@ def peer_uid(request: web.Request) -> int | None:
 class ServerState:
     """What the doors need of the daemon, and what they tell it: which clients are attached."""
 
-    def __init__(self, config: Config, methods: rpc.Methods, handlers: Any, store: Store, bus: EventBus,
+    def __init__(self, config: Config, methods: rpc.Methods, handlers: Any, queries: Queries, bus: EventBus,
                  stopping: asyncio.Event, credential: Callable[[int], Awaitable[tuple[str, int] | None]]):
         self.config, self.methods, self.handlers = config, methods, handlers
-        self.store, self.bus, self.stopping, self.credential = store, bus, stopping, credential
+        self.queries, self.bus, self.stopping, self.credential = queries, bus, stopping, credential
         self.admin_token: str | None = None  # of the TCP door, once it is open
         self.requests_in_flight = 0  # RPC requests being served
         self.streams: dict[object, int] = {}  # open event streams -> the workflow each follows
@@ -119,7 +119,7 @@ def build_app(state: ServerState) -> web.Application:
         state.streams[sub] = wf  # an attached client
         try:
             try:
-                backlog = await state.store.events(wf, after, limit=1_000_000)
+                backlog = await state.queries.events(wf, after, limit=1_000_000)
             except NotFound as e:
                 return web.json_response({"error": e.message}, status=404)
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -132,7 +132,7 @@ def build_app(state: ServerState) -> web.Application:
             # The log may hold idle points the workflow has left since (a reset, a retried job):
             # the stream ends at the next one, or now if the workflow is idle now. Events committed
             # after the backlog was read are already queued for us, so none is missed.
-            if until_done and (await state.store.workflow(wf)).state != "active":
+            if until_done and (await state.queries.workflow(wf)).state != "active":
                 return resp
             while not state.stopping.is_set():
                 get = asyncio.ensure_future(sub.get())
@@ -170,6 +170,6 @@ def build_app(state: ServerState) -> web.Application:
         from torcd import metrics
 
         async def metrics_endpoint(request: web.Request) -> web.Response:
-            return web.Response(body=await metrics.render(state.store), headers={"Content-Type": metrics.CONTENT_TYPE})
+            return web.Response(body=await metrics.render(state.queries), headers={"Content-Type": metrics.CONTENT_TYPE})
         app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -21,8 +21,8 @@ from torcd.services.processes import (WatchedProcess, find_action_processes, kil
                                       stop_group, unmarked)
 from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
-from torcd.store.store import Store
-from torcd.store.actions import ActionToRun
+from torcd.store.queries import Queries
+from torcd.store.actions import ActionStore, ActionToRun
 
 log = structlog.get_logger("torcd.actions")
 SETTLE = 0.1  # seconds: a burst of job events becomes one look at the counts
@@ -34,8 +34,10 @@ def action_logs(run: ActionToRun) -> tuple[str, str]:
 
 
 class ActionRunner:
-    def __init__(self, store: Store, bus: EventBus, allocations: AllocationService, api_url: str):
-        self.store, self.allocations, self.api_url = store, allocations, api_url
+    def __init__(self, actions: ActionStore, queries: Queries, bus: EventBus, allocations: AllocationService,
+                 api_url: str):
+        self.actions, self.queries = actions, queries
+        self.allocations, self.api_url = allocations, api_url
         self._touched: set[int] = set()
         self._wake = asyncio.Event()
         self._procs: dict[int, tuple[int, WatchedProcess]] = {}  # action id -> its workflow, its command running now
@@ -46,7 +48,8 @@ class ActionRunner:
         bus.subscribe("actions", accept=self._poke)
 
     def _poke(self, event: E.EventBase) -> bool:
-        if event.workflow_id in self.store.with_actions and not isinstance(event, (E.ActionStarted, E.ActionFinished)):
+        if (event.workflow_id in self.actions.with_actions
+                and not isinstance(event, (E.ActionStarted, E.ActionFinished))):
             self._touched.add(event.workflow_id)
             self._wake.set()
         return False
@@ -54,13 +57,13 @@ class ActionRunner:
     async def reconcile(self) -> None:
         """At start: commands an earlier daemon left running are stopped, and the actions they
         belonged to run again from their first command (their jobs wait for them as before)."""
-        await self.store.load_action_workflows()
+        await self.actions.load_action_workflows()
         leftovers = await asyncio.to_thread(find_action_processes, self.api_url)
         if leftovers:
             log.info("action_leftovers_stopped", pids=leftovers)
             await asyncio.to_thread(kill_pids, leftovers)
-        await self.store.interrupt_actions()
-        self._touched.update(self.store.with_actions)
+        await self.actions.interrupt_actions()
+        self._touched.update(self.actions.with_actions)
         self._wake.set()
 
     async def run(self) -> None:
@@ -72,7 +75,7 @@ class ActionRunner:
                 self._wake.clear()
                 touched, self._touched = sorted(self._touched), set()
                 began = time.monotonic()
-                due = await self.store.due_actions(touched)
+                due = await self.actions.due_actions(touched)
                 # Counting the jobs of large workflows costs: keep it under a tenth of the time.
                 pause = max(SETTLE, 9 * (time.monotonic() - began))
                 for run in due:
@@ -94,7 +97,7 @@ class ActionRunner:
     async def _run(self, run: ActionToRun) -> None:
         try:
             async with self._turns.setdefault(run.workflow_id, asyncio.Lock()):
-                if await self.store.start_action(run):
+                if await self.actions.start_action(run):
                     await self._run_now(run)
         finally:
             self._queued.discard(run.id)
@@ -109,7 +112,7 @@ class ActionRunner:
         except Exception as e:  # an action's failure is recorded; it must not end the runner
             log.exception("action_error", workflow_id=run.workflow_id, action=run.action.index)
             ok, rc, message = False, None, f"internal error: {e}"
-        await self.store.finish_action(run, ok, message, rc)
+        await self.actions.finish_action(run, ok, message, rc)
 
     async def _commands(self, run: ActionToRun) -> tuple[bool, int | None, str]:
         out_path, err_path = action_logs(run)
@@ -137,7 +140,7 @@ class ActionRunner:
         return True, 0, f"ran {n} command{'s' if n > 1 else ''}; output in {out_path}"
 
     async def _schedule(self, run: ActionToRun) -> tuple[bool, int | None, str]:
-        info = await self.store.workflow(run.workflow_id)
+        info = await self.queries.workflow(run.workflow_id)
         if info.executor != "slurm":
             return False, None, "schedule_nodes needs a workflow submitted with `torcctl submit-slurm`"
         a = run.action

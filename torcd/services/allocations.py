@@ -24,7 +24,10 @@ from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_n
                          sbatch, squeue, walltime_seconds, write_script)
 from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.core.attempts import Exit
-from torcd.store.store import Store
+from torcd.store.execution import ExecutionStore
+from torcd.store.queries import Queries
+from torcd.store.slurm import SlurmStore
+from torcd.store.workers import WorkerStore
 
 log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job
@@ -36,9 +39,10 @@ SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DE
 
 
 class AllocationService:
-    def __init__(self, store: Store, *, url: str | None, credentials_dir: str, slurm_output_dir: str,
-                 ca_file: str | None = None, poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
-        self.store = store
+    def __init__(self, queries: Queries, slurm: SlurmStore, workers: WorkerStore, execution: ExecutionStore, *,
+                 url: str | None, credentials_dir: str, slurm_output_dir: str, ca_file: str | None = None,
+                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
+        self.queries, self.slurm, self.workers, self.execution = queries, slurm, workers, execution
         self.url = url
         self.credentials_dir = credentials_dir
         # Slurm opens an allocation's --output by path when it starts, hours after any check: only a
@@ -57,15 +61,15 @@ class AllocationService:
         if self.url is None:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT")
         async with self._submit_lock:
-            info = await self.store.workflow(wf)
-            schedulers = await self.store.schedulers(wf)
-            account = await self.store.workflow_account(wf)
+            info = await self.queries.workflow(wf)
+            schedulers = await self.slurm.schedulers(wf)
+            account = await self.slurm.workflow_account(wf)
             names = [scheduler] if scheduler else list(schedulers)
             submitted = []
             for name in names:
                 spec = schedulers[name]
-                ready = await self.store.ready_job_needs(wf, name)
-                current = await self.store.open_allocation_count(wf, name)
+                ready = await self.slurm.ready_job_needs(wf, name)
+                current = await self.slurm.open_allocation_count(wf, name)
                 p = await self.plan(spec, ready, current)
                 n = p.allocations if count is None else count
                 for _ in range(n):
@@ -105,7 +109,7 @@ class AllocationService:
 
     async def _submit_one(self, wf, output_dir, cwd, name, spec, node: NodeShape, account, reason, auto) -> int:
         cpus = node.cpus
-        aid = await self.store.add_allocation(wf, name, cpus, reason, auto)
+        aid = await self.slurm.add_allocation(wf, name, cpus, reason, auto)
         log_dir = os.path.join(output_dir, "slurm")
         script_path = os.path.join(log_dir, f"alloc_wf{wf}_a{aid}.sh")
         try:
@@ -118,10 +122,10 @@ class AllocationService:
             slurm_id = await sbatch(text, cwd)  # the copy in the output dir is for the user to read
             await asyncio.to_thread(_link_output, self.slurm_output_dir, log_dir, slurm_id)
         except (OSError, SlurmError) as e:
-            await self.store.allocation_submitted(aid, None, script_path, str(e))
+            await self.slurm.allocation_submitted(aid, None, script_path, str(e))
             log.warning("allocation_failed", workflow_id=wf, allocation_id=aid, error=str(e))
             return aid
-        await self.store.allocation_submitted(aid, slurm_id, script_path, None)
+        await self.slurm.allocation_submitted(aid, slurm_id, script_path, None)
         log.info("allocation_submitted", workflow_id=wf, allocation_id=aid, slurm_job_id=slurm_id, cpus=cpus,
                  reason=reason)
         return aid
@@ -137,7 +141,7 @@ class AllocationService:
             raise OSError(e.message) from None
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
-        await self.store.set_allocation_credential(aid, credential_hash)
+        await self.slurm.set_allocation_credential(aid, credential_hash)
         return path
 
     async def run(self) -> None:
@@ -151,7 +155,7 @@ class AllocationService:
     async def check(self, now: float | None = None) -> None:
         """Follow allocations in the queue; declare lost the workers that went silent."""
         now = time.time() if now is None else now
-        open_allocs = await self.store.open_allocations()
+        open_allocs = await self.slurm.open_allocations()
         with_ids = [a for a in open_allocs if a[2]]
         if with_ids:
             states = await squeue([a[2] for a in with_ids])
@@ -162,11 +166,11 @@ class AllocationService:
                        else "done")  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL... or gone
                 if new != state and not (state == "running" and new == "pending"):
                     changes.append((aid, new, seen or "GONE"))
-            await self.store.update_allocations(changes)
-        for wid, aid, beat, settings in await self.store.active_workers():
-            alloc_state = await self.store.allocation_state(aid) if aid is not None else None
+            await self.slurm.update_allocations(changes)
+        for wid, aid, beat, settings in await self.workers.active_workers():
+            alloc_state = await self.slurm.allocation_state(aid) if aid is not None else None
             if alloc_state == "done" and now - beat > 2 * self.poll_interval:
-                verdict = await self.store.allocation_verdict(aid) or "GONE"
+                verdict = await self.slurm.allocation_verdict(aid) or "GONE"
                 why = SLURM_VERDICTS.get(verdict, "its allocation left the Slurm queue")
                 await self.lose_worker(wid, f"{why} ({verdict})", SLURM_CAUSES.get(verdict))
             elif beat < self.started and now - self.started < settings.wait_for_daemon:
@@ -175,10 +179,10 @@ class AllocationService:
                 await self.lose_worker(wid, f"no heartbeat for {now - beat:.0f}s")
 
     async def lose_worker(self, worker_id: int, reason: str, cause: str | None = None) -> None:
-        running = await self.store.worker_running_jobs(worker_id)
-        await self.store.finish_worker(worker_id, reason, state="lost")
+        running = await self.workers.worker_running_jobs(worker_id)
+        await self.workers.finish_worker(worker_id, reason, state="lost")
         now = time.time()
-        await self.store.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
+        await self.execution.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
                                             cause=cause) for j, r, a in running])
         log.warning("worker_lost", worker_id=worker_id, reason=reason, jobs=len(running))
 

@@ -17,7 +17,7 @@ from torcd.bus import EventBus
 from torcd.core.autoschedule import decide_auto_schedule
 from torcd.services.allocations import AllocationService
 from torcd import events as E
-from torcd.store.store import Store
+from torcd.store.slurm import SlurmStore
 
 log = structlog.get_logger("torcd.autoschedule")
 _WAKE = (E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.AllocationFinished, E.WorkerFinished,
@@ -25,9 +25,9 @@ _WAKE = (E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.AllocationFinish
 
 
 class AutoScheduler:
-    def __init__(self, store: Store, bus: EventBus, allocations: AllocationService, interval: float = 10.0,
+    def __init__(self, slurm: SlurmStore, bus: EventBus, allocations: AllocationService, interval: float = 10.0,
                  clock: Callable[[], float] = time.time):
-        self.store, self.allocations = store, allocations
+        self.slurm, self.allocations = slurm, allocations
         self.interval = interval
         self.clock = clock
         self._wake = asyncio.Event()
@@ -50,20 +50,20 @@ class AutoScheduler:
             await self.tick()
 
     async def tick(self) -> None:
-        for wf, policy, last_submit in await self.store.auto_scheduled_workflows():
-            for scheduler in await self.store.schedulers(wf):
+        for wf, policy, last_submit in await self.slurm.auto_scheduled_workflows():
+            for scheduler in await self.slurm.schedulers(wf):
                 now = self.clock()
-                inputs = await self.store.schedule_inputs(wf, scheduler, last_submit)
+                inputs = await self.slurm.schedule_inputs(wf, scheduler, last_submit)
                 decision = decide_auto_schedule(policy, inputs, now)
                 key = (wf, scheduler)
                 if not decision.submit:
                     if self._last_reason.get(key) != decision.why:
                         self._last_reason[key] = decision.why
-                        await self.store.record_event(wf, E.AutoScheduleDecided, action="wait",
+                        await self.slurm.record_event(wf, E.AutoScheduleDecided, action="wait",
                                                       message=f"[{scheduler}] {decision.reason}")
                     continue
                 self._last_reason.pop(key, None)
-                await self.store.record_event(wf, E.AutoScheduleDecided, action="submit",
+                await self.slurm.record_event(wf, E.AutoScheduleDecided, action="submit",
                                               rule_index=decision.rule, message=f"[{scheduler}] {decision.reason}")
                 log.info("auto_schedule_submit", workflow_id=wf, scheduler=scheduler, rule=decision.rule,
                          reason=decision.reason)

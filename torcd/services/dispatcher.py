@@ -24,7 +24,7 @@ from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
 from torcd import events as E
 from torcd.core.attempts import Exit, Start
-from torcd.store.store import Store
+from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.dispatcher")
 _WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset,
@@ -32,9 +32,9 @@ _WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.Work
 
 
 class Dispatcher:
-    def __init__(self, store: Store, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog,
+    def __init__(self, execution: ExecutionStore, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog,
                  gpus: list[str] | None = None, max_memory: int = 1 << 62):
-        self.store, self.bus = store, bus
+        self.execution, self.bus = execution, bus
         self.max_cpus, self.max_memory = max_cpus, max_memory
         self.host = socket.gethostname()
         self.exit_log = exit_log
@@ -85,8 +85,8 @@ class Dispatcher:
     async def reconcile(self) -> None:
         """After a crash: adopt the jobs that kept running, record those that ended meanwhile
         (from the exit log), and put claimed jobs that never started back to ready."""
-        pending = set(await self.store.pending_keys())
-        running = await self.store.running_attempts()
+        pending = set(await self.execution.pending_keys())
+        running = await self.execution.running_attempts()
         if pending or running:
             keys = pending | {_key(j) for j in running}
             found = await asyncio.to_thread(find_attempt_processes, keys,
@@ -96,8 +96,8 @@ class Dispatcher:
             ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
                 started = {key[0]: leaders[key] for key in pending if key in found or key in ended}
-                await self.store.adopt_pending(started, self.host)
-                running = await self.store.running_attempts()
+                await self.execution.adopt_pending(started, self.host)
+                running = await self.execution.running_attempts()
             exits = []
             for job in running:
                 pid = leaders.get(_key(job))
@@ -110,7 +110,7 @@ class Dispatcher:
                                   "ended while the daemon was down", job.workflow_id))
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
             crash_point("before_reconcile_recorded")
-            await self.store.record_exits(exits)
+            await self.execution.record_exits(exits)
         # Only now that every status read is recorded may the older file go: rotating first
         # lost it when this daemon died before recording and the next one rotated again.
         # Adopted jobs that end from now on append to a fresh log; the current one stays readable.
@@ -125,7 +125,7 @@ class Dispatcher:
             starts, self._starts = self._starts, []
             # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
             want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
-            claimed, stale = await self.store.dispatch(exits, starts, want, self.host)
+            claimed, stale = await self.execution.dispatch(exits, starts, want, self.host)
             if exits:
                 self.exit_log.count(len(exits))
             if stale:
@@ -142,9 +142,9 @@ class Dispatcher:
         exits = await self.executor.stop_all(grace)
         starts, self._starts = self._starts, []
         pending, self._exits = self._exits, []
-        await self.store.dispatch(pending, starts, 0, self.host)
-        await self.store.terminate(exits)
-        await self.store.adopt_pending({}, self.host)  # claimed, never started: ready again
+        await self.execution.dispatch(pending, starts, 0, self.host)
+        await self.execution.terminate(exits)
+        await self.execution.adopt_pending({}, self.host)  # claimed, never started: ready again
         self._queue.clear()
         self._sub.close()
 

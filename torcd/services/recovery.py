@@ -18,14 +18,14 @@ from torcd.faults import crash_point
 from torcd.protocol import Recovery
 from torcd.services.processes import WatchedProcess, find_attempt_processes, kill_pids, stop_group
 from torcd.services.recovery_script import run_recovery_script
-from torcd.store.store import Store
+from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.recovery")
 
 
 class RecoveryRunner:
-    def __init__(self, store: Store, bus: EventBus, api_url: str):
-        self.store, self.api_url = store, api_url
+    def __init__(self, execution: ExecutionStore, bus: EventBus, api_url: str):
+        self.execution, self.api_url = execution, api_url
         self.running: dict[int, WatchedProcess | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sub = bus.subscribe("recovery", maxsize=100_000,
@@ -34,7 +34,7 @@ class RecoveryRunner:
 
     async def reconcile(self) -> None:
         """Run again the scripts of jobs left `recovering`, after stopping any leftover copy."""
-        pending = await self.store.recoveries_to_run()
+        pending = await self.execution.recoveries_to_run()
         keys = {(r.job_id, r.run_id, r.attempt_id) for r in pending}
         found = await asyncio.to_thread(find_attempt_processes, keys, self.api_url, True)
         await asyncio.to_thread(kill_pids, [p for pids in found.values() for p in pids])
@@ -47,10 +47,10 @@ class RecoveryRunner:
             batch = [first, *self._sub.drain()]
             if self._sub.overflowed.is_set():
                 self._sub.overflowed.clear()
-                recs = await self.store.recoveries_to_run()
+                recs = await self.execution.recoveries_to_run()
             else:
                 workers_left = not all(isinstance(e, E.RetryDecided) for e in batch)
-                recs = await self.store.recoveries_to_run(
+                recs = await self.execution.recoveries_to_run(
                     None if workers_left else [e.job_id for e in batch if e.job_id])
             for rec in recs:
                 self._spawn(rec)
@@ -69,7 +69,7 @@ class RecoveryRunner:
             crash_point("before_recovery_recorded")
             log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
                      attempt_id=rec.attempt_id, return_code=report.return_code, ok=report.ok)
-            await self.store.finish_recovery(report)
+            await self.execution.finish_recovery(report)
         finally:
             self.running.pop(rec.job_id, None)
 

@@ -14,18 +14,18 @@ from torcd.core.retry import decide
 from torcd.faults import crash_point
 from torcd import events as E
 from torcd.core.attempts import Failure
-from torcd.store.store import Store
+from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.retry")
 
 
 class RetryEngine:
-    def __init__(self, store: Store, bus: EventBus):
-        self.store = store
+    def __init__(self, execution: ExecutionStore, bus: EventBus):
+        self.execution = execution
         self._sub = bus.subscribe("retry_engine", maxsize=100_000, accept=lambda e: isinstance(e, E.JobExited))
 
     async def reconcile(self) -> None:
-        await self._apply(await self.store.failures_awaiting_decision())
+        await self._apply(await self.execution.failures_awaiting_decision())
 
     async def run(self) -> None:
         while True:
@@ -36,7 +36,7 @@ class RetryEngine:
                 await self.reconcile()
                 continue
             keys = [(e.job_id, e.run_id, e.attempt_id) for e in batch]
-            await self._apply(await self.store.failures_for(keys))
+            await self._apply(await self.execution.failures_for(keys))
 
     async def _apply(self, failures: list[Failure]) -> None:
         if not failures:
@@ -44,7 +44,7 @@ class RetryEngine:
         crash_point("before_decision")
         decisions = [(f, decide(f.rules, attempt=f.attempt_id, return_code=f.return_code,
                                 use_pending_failed=f.use_pending_failed, cause=f.cause)) for f in failures]
-        await self.store.apply_decisions(decisions)
+        await self.execution.apply_decisions(decisions)
         for f, d in decisions:
             log.info("retry_decided", workflow_id=f.workflow_id, job_id=f.job_id, attempt_id=f.attempt_id,
                      return_code=f.return_code, rule_index=d.rule_index, action=d.action.value)

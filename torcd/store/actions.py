@@ -91,16 +91,21 @@ def rearm(tx: Tx, wf: int) -> None:
     _hold(tx, wf)
 
 
-class ActionStore(Database):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.with_actions: set[int] = set()  # workflows that have actions: the only ones settle looks at
+class ActionStore:
+    """Workflow actions over the one database."""
+
+    def __init__(self, db: Database, with_actions: set[int]):
+        self.db = db
+        # Workflows that have actions: the only ones settle looks at. One set, shared with the
+        # workflows part (which adds and drops workflows) and settle: changed in place only.
+        self.with_actions = with_actions
 
     async def load_action_workflows(self) -> None:
-        self.with_actions = {r[0] for r in await self._rows("SELECT DISTINCT workflow_id FROM actions")}
+        self.with_actions.clear()
+        self.with_actions.update(r[0] for r in await self.db.rows("SELECT DISTINCT workflow_id FROM actions"))
 
     async def schedules_by_actions(self, wf: int) -> bool:
-        rows = await self._rows("SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND "
+        rows = await self.db.rows("SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND "
                                 "spec LIKE '%\"action_type\":\"schedule_nodes\"%')", (wf,))
         return bool(rows[0][0])
 
@@ -114,7 +119,7 @@ class ActionStore(Database):
                     for r in tx.rows("""SELECT a.id, a.workflow_id, a.spec, w.run_id, w.cwd, w.output_dir
                                         FROM actions a JOIN workflows w ON w.id = a.workflow_id
                                         WHERE a.state = 'due' AND w.state != 'canceled' ORDER BY a.id""")]
-        return await self.write(_body)
+        return await self.db.write(_body)
 
     async def start_action(self, run: ActionToRun) -> bool:
         """Its turn came (a workflow's actions run one at a time): running, unless it is no longer
@@ -128,14 +133,14 @@ class ActionStore(Database):
             tx.emit(E.ActionStarted, run.workflow_id, rule_index=run.action.index, run_id=run.run_id,
                     action=run.action.action_type, message=run.action.trigger)
             return True
-        return await self.write(_body)
+        return await self.db.write(_body)
 
     async def finish_action(self, run: ActionToRun, ok: bool, message: str, return_code: int | None = None) -> None:
         def _body(tx: Tx):
             if tx.one("SELECT 1 FROM actions WHERE id = ? AND state = 'running'", (run.id,)) is not None:
                 _finish(tx, run.id, run.workflow_id, run.run_id, run.action, ok, message, return_code)
             # else its workflow was deleted meanwhile
-        await self.write(_body)
+        await self.db.write(_body)
 
     async def interrupt_actions(self) -> None:
         """At start: actions a stopped daemon was running did not finish. A run_commands action
@@ -152,7 +157,7 @@ class ActionStore(Database):
                 tx.run("UPDATE actions SET state = 'due' WHERE id = ?", (aid,))
                 tx.emit(E.ActionFinished, wf, rule_index=action.index, run_id=run_id, action=action.action_type,
                         status="interrupted", message=RUN_AGAIN)
-        await self.write(_body)
+        await self.db.write(_body)
 
 
 def _finish(tx: Tx, aid: int, wf: int, run_id: int, action: Action, ok: bool, message: str,

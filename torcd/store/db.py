@@ -121,6 +121,8 @@ class Database:
         self._outage: StoreUnavailable | None = None  # why the last write failed, until one succeeds
         self._outage_since = 0.0
         self.closing = False  # set at shutdown: a failing write is no longer tried again
+        # Before each commit: what follows from the transaction for the workflows it touched.
+        self.settle: Callable[[Tx], None] = _settle_nothing
         self.on_commit: Callable[[list[EventBase]], Awaitable[None] | None] | None = None
 
     @classmethod
@@ -204,9 +206,6 @@ class Database:
             self._seq = tx.last_seq
         return result
 
-    def settle(self, tx: Tx) -> None:
-        """Before the commit: what follows from the transaction for the workflows it touched."""
-
     def _write_events(self, tx: Tx) -> None:
         if not tx.events:
             return
@@ -221,12 +220,13 @@ class Database:
                 [(e.seq, e.workflow_id, encode(e)) for e in tx.events])
         tx.last_seq = seq
 
-    async def _rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+    async def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
+        """A read on the read-only connection (what the last commit left)."""
         return list(await self._reader.execute_fetchall(sql, args))
 
     async def request_result(self, key: RequestKey) -> Any:
         """The stored result of a request already served under this idempotency key, or None."""
-        rows = await self._rows("SELECT result, method, params_hash FROM requests WHERE key = ?", (key.key,))
+        rows = await self.rows("SELECT result, method, params_hash FROM requests WHERE key = ?", (key.key,))
         if not rows:
             return None
         key.check(rows[0][1], rows[0][2])
@@ -237,6 +237,10 @@ class Database:
         def _body(tx: Tx) -> None:
             _store_result(tx, key, result)
         await self.write(_body)
+
+
+def _settle_nothing(tx: Tx) -> None:
+    pass
 
 
 def _store_result(tx: Tx, key: RequestKey, result: Any) -> None:

@@ -20,12 +20,13 @@ from torcd.core.resources import Monitoring
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd import events as E
 from torcd.store.db import Tx, chunks, marks
+from torcd.store.effective_limits import effective_memory, effective_runtime
 from torcd.protocol import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
-RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
-                      j.runtime_seconds * j.runtime_scale AS runtime_seconds, j.num_gpus,
-                      min(CAST(j.memory_bytes * j.memory_scale AS INTEGER), 1 << 60) AS memory_bytes,
+RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
+                      {effective_runtime()} AS runtime_seconds, j.num_gpus,
+                      {effective_memory()} AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
                       w.monitor_all, w.sample_interval, j.outputs, j.supports_termination
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""

@@ -9,6 +9,7 @@ from torcd import events as E
 from torcd.core import limits as R
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd.store.db import Tx, require_workflow
+from torcd.store.effective_limits import effective_memory, effective_runtime
 from torcd.errors import InvalidTransition, NotFound
 from torcd.store.lifecycle import downstream, reset_jobs
 
@@ -60,8 +61,8 @@ def update_resources(tx: Tx, job_id: int, memory: int | None, runtime: float | N
                      source: str, reason: str) -> dict[str, tuple[float | None, float]]:
     """Set a job's limits for its next attempts (what multipliers had grown starts over); each
     change is an event with the old and new value. Refused while the job runs."""
-    row = tx.one("""SELECT id, workflow_id, name, status, num_cpus, memory_bytes * memory_scale AS memory,
-                    runtime_seconds * runtime_scale AS runtime FROM jobs WHERE id = ?""", (job_id,))
+    row = tx.one(f"""SELECT id, workflow_id, name, status, num_cpus, {effective_memory("")} AS memory,
+                     {effective_runtime("")} AS runtime FROM jobs WHERE id = ?""", (job_id,))
     if row is None:
         raise NotFound(f"no job {job_id}")
     if S(row["status"]) in (S.PENDING, S.RUNNING, S.RECOVERING):

@@ -1,0 +1,174 @@
+"""The store's reads: workflows, jobs, attempts, results, files, user data, events and the
+aggregates for /metrics, all on the read-only connection (what the last commit left)."""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from torcd.core.status import JobStatus
+from torcd.errors import NotFound
+from torcd.events import Event
+from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
+from torcd.store.db import Database
+
+S = JobStatus
+_event_decoder = msgspec.json.Decoder(Event)
+COUNTS = "SELECT status, count(*) FROM jobs WHERE workflow_id = ? GROUP BY status"
+_JOB_INFO = """SELECT j.*, h.name AS handler,
+                   (SELECT return_code FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS rc,
+                   (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
+                    ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
+               FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id"""
+
+
+RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
+RUNTIME_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 86400)  # seconds
+MEMORY_BUCKETS = tuple(1 << n for n in range(24, 41, 2))  # 16 MiB to 1 TiB, by fours
+
+
+def _histogram(value: str, buckets: tuple) -> str:
+    """count, sum and the cumulative bucket counts of `value` over ended attempts, by workflow."""
+    return f"""SELECT workflow_id, count(*), total({value}),
+                      {", ".join(f"sum({value} <= {b})" for b in buckets)}
+               FROM attempts WHERE end_time IS NOT NULL AND {value} IS NOT NULL GROUP BY workflow_id"""
+
+
+_METRIC_QUERIES = {
+    "jobs": "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status",
+    "attempts": "SELECT workflow_id, count(*) FROM attempts GROUP BY workflow_id",
+    "decisions": """SELECT a.workflow_id, coalesce(h.name, ''), coalesce(a.rule_index, -1), a.return_code,
+                           a.action, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id
+                    LEFT JOIN failure_handlers h ON h.id = j.handler_id WHERE a.action IS NOT NULL
+                    GROUP BY 1, 2, 3, 4, 5""",
+    "recoveries": _histogram("recovery_seconds", RECOVERY_BUCKETS),
+    "runtimes": _histogram("end_time - start_time", RUNTIME_BUCKETS),
+    "peak_memory": _histogram("peak_rss_bytes", MEMORY_BUCKETS),
+    "allocations": "SELECT workflow_id, state, count(*) FROM allocations GROUP BY workflow_id, state",
+}
+
+
+def labelled(rows: Iterable[Sequence]) -> dict[str, int]:
+    return {S(status).label: n for status, n in rows}
+
+
+class Queries:
+    """Reads, for the RPC handlers and the services that look before they act."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def _counts(self, wf: int) -> dict[str, int]:
+        return labelled(await self.db.rows(COUNTS, (wf,)))
+
+    async def workflow(self, wf: int) -> WorkflowSummary:
+        rows = await self.db.rows("SELECT * FROM workflows WHERE id = ?", (wf,))
+        if not rows:
+            raise NotFound(f"no workflow {wf}")
+        return _summary(rows[0], await self._counts(wf))
+
+    async def workflows(self) -> list[WorkflowSummary]:
+        rows = await self.db.rows("SELECT * FROM workflows ORDER BY id")
+        counts: dict[int, list] = collections.defaultdict(list)
+        for wf, status, n in await self.db.rows(
+                "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"):
+            counts[wf].append((status, n))
+        return [_summary(r, labelled(counts[r["id"]])) for r in rows]
+
+    async def jobs(self, wf: int, status: JobStatus | None = None, limit: int = 10_000,
+                   offset: int = 0) -> list[JobInfo]:
+        await self.workflow(wf)
+        where, args = "j.workflow_id = ?", [wf]
+        if status is not None:
+            where += " AND j.status = ?"
+            args.append(int(status))
+        rows = await self.db.rows(
+            f"{_JOB_INFO} WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?", (*args, limit, offset))
+        return [_job_info(r) for r in rows]
+
+    async def job(self, job_id: int) -> JobInfo:
+        rows = await self.db.rows(
+            f"{_JOB_INFO} WHERE j.id = ?",
+            (job_id,))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        info = _job_info(rows[0])
+        info.depends_on = [r[0] for r in await self.db.rows(
+            "SELECT depends_on FROM deps WHERE job_id = ? ORDER BY depends_on", (job_id,))]
+        return info
+
+    async def attempts(self, job_id: int) -> list[AttemptInfo]:
+        await self.job(job_id)
+        rows = await self.db.rows(
+            "SELECT * FROM attempts WHERE job_id = ? ORDER BY run_id, attempt_id", (job_id,))
+        return [_attempt_info(r) for r in rows]
+
+    async def results(self, wf: int, all_runs: bool, failed: bool, return_code: int | None,
+                      limit: int) -> list[AttemptInfo]:
+        """Every job's attempts in the workflow (its current run unless `all_runs`), with the job's name."""
+        await self.workflow(wf)
+        rows = await self.db.rows(
+            """SELECT a.*, j.name AS job_name FROM attempts a JOIN jobs j ON j.id = a.job_id
+               WHERE a.workflow_id = ? AND (? OR a.run_id = j.run_id) AND (NOT ? OR a.return_code != 0)
+                 AND (? IS NULL OR a.return_code = ?)
+               ORDER BY a.job_id, a.run_id, a.attempt_id LIMIT ?""",
+            (wf, all_runs, failed, return_code, return_code, limit))
+        return [_attempt_info(r, r["job_name"]) for r in rows]
+
+    async def files(self, wf: int, limit: int) -> list[sqlite3.Row]:
+        """The workflow's files with the job that writes each and the jobs that read it."""
+        await self.workflow(wf)
+        return await self.db.rows(
+            """SELECT f.name, f.path, p.name AS producer, w.cwd,
+                      (SELECT group_concat(j.name, char(31)) FROM file_readers r JOIN jobs j ON j.id = r.job_id
+                       WHERE r.file_id = f.id) AS readers
+               FROM files f JOIN workflows w ON w.id = f.workflow_id LEFT JOIN jobs p ON p.id = f.producer
+               WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""", (wf, limit))
+
+    async def user_data(self, wf: int, name: str | None = None, limit: int = 1) -> list[sqlite3.Row]:
+        """The workflow's user data (one entry, by name), with the job that writes each."""
+        await self.workflow(wf)
+        return await self.db.rows(
+            f"""SELECT u.name, u.data, u.is_ephemeral, u.updated, p.name AS producer FROM user_data u
+                LEFT JOIN jobs p ON p.id = u.producer WHERE u.workflow_id = ? {"AND u.name = ?" if name else ""}
+                ORDER BY u.id LIMIT ?""", (wf, name, 1) if name else (wf, limit))
+
+    async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
+        await self.workflow(wf)
+        rows = await self.db.rows(
+            "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (wf, after, limit))
+        return [_event_decoder.decode(r[0]) for r in rows]
+
+    async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
+        """Aggregates for /metrics, all from the tables (so they survive restarts)."""
+        return {name: await self.db.rows(sql) for name, sql in _METRIC_QUERIES.items()}
+
+
+def _attempt_info(r: sqlite3.Row, job_name: str | None = None) -> AttemptInfo:
+    return AttemptInfo(job_id=r["job_id"], run_id=r["run_id"], attempt_id=r["attempt_id"], start_time=r["start_time"],
+                       end_time=r["end_time"], pid=r["pid"], host=r["host"], return_code=r["return_code"],
+                       rule_index=r["rule_index"], action=r["action"], recovery_outcome=r["recovery_outcome"],
+                       message=r["message"], cause=r["cause"], gpus=r["gpus"], runtime_limit=r["runtime_limit"],
+                       memory_limit=r["memory_limit"], peak_memory=r["peak_rss_bytes"], cpu_seconds=r["cpu_seconds"],
+                       stdout_path=r["stdout_path"], stderr_path=r["stderr_path"], job_name=job_name)
+
+
+def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
+    about = msgspec.json.decode(r["about"]) if r["about"] else {}
+    return WorkflowSummary(id=r["id"], name=r["name"], state=r["state"], run_id=r["run_id"],
+                           created=r["created"], cwd=r["cwd"], output_dir=r["output_dir"],
+                           description=r["description"], counts=counts, executor=r["executor"],
+                           user=about.get("user"), project=about.get("project"), metadata=about.get("metadata"))
+
+
+def _job_info(r: sqlite3.Row) -> JobInfo:
+    return JobInfo(id=r["id"], workflow_id=r["workflow_id"], name=r["name"], command=r["command"],
+                   status=S(r["status"]).label, attempt_id=r["attempt_id"], run_id=r["run_id"],
+                   num_cpus=r["num_cpus"], failure_handler=r["handler"], reason=r["reason"],
+                   return_code=r["rc"], stderr_path=r["stderr_path"], num_gpus=r["num_gpus"],
+                   memory_bytes=r["memory_bytes"], runtime_seconds=r["runtime_seconds"])

@@ -1,0 +1,260 @@
+"""The store's side of workers in Slurm allocations: registering, closing, and a worker's poll.
+
+A poll is one transaction, like a pass of the local dispatcher: the starts, exits and recovery
+results a worker reports, then what it is handed (jobs that fit, recovery scripts), with the
+events published after the commit. Every report is checked against what was handed to that
+worker; job statuses change only through the lifecycle.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgspec
+
+from torcd import events as E
+from torcd.core import lifecycle as L
+from torcd.core.attempts import Exit
+from torcd.core.resources import ComputeNode
+from torcd.core.status import JobStatus as S
+from torcd.errors import InvalidParams, NotFound
+from torcd.protocol import ExitReport, Recovery, Runnable, WorkerPoll
+from torcd.store.db import Database, Tx, require_workflow
+from torcd.store.effective_limits import effective_memory, effective_runtime
+from torcd.store.execution import finish_recovery, record_exits, recoveries_query, recovery, set_pids
+from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
+
+RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
+CLOCK_SKEW = 60.0  # seconds a node's clock may be off before a kept-in-range end time is worth a warning
+OPEN_ALLOCATION_STATES = ("pending", "running")
+ABANDONED = "its worker died; the one that took over its journal cannot watch it"
+_WORKER = ("SELECT w.*, a.state AS allocation_state, a.scheduler AS scheduler FROM workers w "
+           "LEFT JOIN allocations a ON a.id = w.allocation_id WHERE w.id = ?")
+_ATTEMPT_STARTS = f"""SELECT j.id, j.run_id, j.attempt_id, a.start_time FROM jobs j JOIN attempts a ON a.job_id = j.id
+                      AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
+                      WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL"""
+_MEMORY, _RUNTIME = effective_memory(), effective_runtime()
+
+
+def bounded_end_time(reported: float, handed_out: float, now: float) -> float:
+    """An exit happened after its attempt was handed out and before the daemon heard of it,
+    whatever the worker's clock (or a forged report) says."""
+    return min(max(reported, handed_out), now)
+
+
+class PollReply(msgspec.Struct):
+    """What a poll did: whether the worker is to stop (`active`: it was still open), what it is
+    handed, and the exits whose end time was kept in range (report, recorded end time)."""
+
+    active: bool
+    stop: bool = False
+    jobs: list[Runnable] = []
+    recoveries: list[Recovery] = []
+    waiting: int = 0
+    may_come: bool = False
+    clamped: list[tuple[ExitReport, float]] = []
+
+
+class WorkerStore:
+    """Workers and their polls, over the one database."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def register_worker(self, wf: int, allocation_id: int | None, host: str, cpus: int,
+                              resume: int | None = None) -> int:
+        """A new worker; or, with `resume`, the same id again for a worker that took over the
+        journal of one of this allocation that is still active (what it left is reported under it)."""
+        def _body(tx: Tx):
+            row = require_workflow(tx, wf)
+            if row["executor"] != "slurm":
+                raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
+            if resume is not None:
+                old = tx.one("SELECT * FROM workers WHERE id = ?", (resume,))
+                if (old is not None and old["state"] == "active" and old["workflow_id"] == wf
+                        and old["allocation_id"] == allocation_id and tx.now - old["last_heartbeat"] >= RESUME_SILENCE):
+                    tx.run("UPDATE workers SET last_heartbeat = ?, host = ?, cpus = ? WHERE id = ?",
+                           (tx.now, host, cpus, resume))
+                    tx.emit(E.WorkerRegistered, wf, count=resume, message=f"{host}: resumed from its journal")
+                    return resume
+            wid = tx.run(
+                "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))
+            if allocation_id is not None:
+                a = tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
+                if a is not None and a["state"] == "pending":
+                    tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
+                                 (tx.now, allocation_id))
+                    tx.emit(E.AllocationStarted, wf, count=allocation_id, message=f"worker {wid} on {host}")
+            tx.emit(E.WorkerRegistered, wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
+            return wid
+        return await self.db.write(_body)
+
+    async def worker(self, worker_id: int):
+        """The worker's row, with its allocation's state (`allocation_state`, None outside one)."""
+        rows = await self.db.rows(_WORKER, (worker_id,))
+        if not rows:
+            raise NotFound(f"no worker {worker_id}")
+        return rows[0]
+
+    async def poll(self, params: WorkerPoll) -> PollReply:
+        """A worker's poll in one transaction: record what it reports (only what was handed to
+        it), heartbeat, and unless its allocation has ended hand it what fits and the recovery
+        scripts it should run."""
+        worker_id = params.worker_id
+
+        def _body(tx: Tx) -> PollReply:
+            w = tx.one(_WORKER, (worker_id,))
+            if w is None or w["state"] != "active":
+                return PollReply(active=False, stop=True)
+            clamped = _record_reports(tx, w, params)
+            if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
+                record_exits(tx, [Exit(j, r, a, 137, tx.now, ABANDONED, w["workflow_id"])
+                                  for j, r, a in _attempt_starts(tx.rows(_ATTEMPT_STARTS, (worker_id,)))])
+            tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
+            # An allocation Slurm has ended takes no more work, however alive its worker says it is;
+            # what it reports is still recorded.
+            if w["allocation_id"] is not None and w["allocation_state"] not in OPEN_ALLOCATION_STATES:
+                return PollReply(active=True, stop=True, clamped=clamped)
+            jobs = (_claim(tx, w, params.free_cpus, params.free_memory, params.free_gpus, params.time_left)
+                    if params.claim and params.free_cpus > 0 else [])
+            waiting = tx.one(f"SELECT count(*) FROM jobs WHERE worker_id = ? AND status IN "
+                             f"({int(S.RUNNING)}, {int(S.RECOVERING)})", (worker_id,))[0]
+            # Only an idle worker asks itself whether to leave: a busy one is not told (it costs a query).
+            may_come = bool(jobs or waiting) or _may_get_more(tx, w, params.time_left, params.free_memory,
+                                                                params.free_gpus)
+            return PollReply(active=True, jobs=jobs, recoveries=_hand_out_recoveries(tx, worker_id),
+                             waiting=waiting, may_come=may_come, clamped=clamped)
+        return await self.db.write(_body)
+
+    async def worker_attempt_starts(self, worker_id: int) -> dict[tuple[int, int, int], float]:
+        """When each of the worker's attempts that never reported an exit was handed out, by
+        (job, run, attempt)."""
+        return _attempt_starts(await self.db.rows(_ATTEMPT_STARTS, (worker_id,)))
+
+    async def worker_running_jobs(self, worker_id: int) -> list[tuple[int, int, int]]:
+        """(job, run, attempt) of the worker's attempts that never reported an exit."""
+        return list(await self.worker_attempt_starts(worker_id))
+
+    async def finish_worker(self, worker_id: int, reason: str, state: str = "done") -> None:
+        """Close a worker; recovery scripts it was given but did not finish go back to the daemon."""
+        def _body(tx: Tx):
+            w = tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
+            if w is None or w["state"] != "active":
+                return
+            tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
+                         (state, tx.now, reason, worker_id))
+            tx.run(
+                f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
+                    (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
+            tx.emit(E.WorkerLost if state == "lost" else E.WorkerFinished, w["workflow_id"], count=worker_id,
+                    message=reason)
+        return await self.db.write(_body)
+
+    async def active_workers(self) -> list[tuple[int, int | None, float, ComputeNode]]:
+        """(worker id, allocation id, last heartbeat, its workflow's settings) of workers still active."""
+        return [(r[0], r[1], r[2], _compute_node(r[3])) for r in await self.db.rows(
+            "SELECT w.id, w.allocation_id, w.last_heartbeat, f.compute_node FROM workers w "
+            "JOIN workflows f ON f.id = w.workflow_id WHERE w.state = 'active'")]
+
+    async def compute_node(self, wf: int) -> ComputeNode:
+        rows = await self.db.rows("SELECT compute_node FROM workflows WHERE id = ?", (wf,))
+        return _compute_node(rows[0][0] if rows else None)
+
+
+def _compute_node(text: str | None) -> ComputeNode:
+    return msgspec.json.decode(text, type=ComputeNode) if text else ComputeNode()
+
+
+def _attempt_starts(rows: list[sqlite3.Row]) -> dict[tuple[int, int, int], float]:
+    return {(r[0], r[1], r[2]): r[3] for r in rows}
+
+
+def _record_reports(tx: Tx, w: sqlite3.Row, params: WorkerPoll) -> list[tuple[ExitReport, float]]:
+    """Record the starts, exits and recovery results of a poll that concern what was handed to
+    this worker; return the exits whose end time was kept in range."""
+    mine = _attempt_starts(tx.rows(_ATTEMPT_STARTS, (w["id"],)))
+    set_pids(tx, [(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
+                  if (s.job_id, s.run_id, s.attempt_id) in mine])
+    exits, clamped = [], []
+    for e in params.exits:
+        handed_out = mine.get((e.job_id, e.run_id, e.attempt_id))
+        if handed_out is None:
+            continue
+        end_time = bounded_end_time(e.end_time, handed_out, tx.now)
+        if abs(end_time - e.end_time) > CLOCK_SKEW:
+            clamped.append((e, end_time))
+        exits.append(Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, end_time, e.message, w["workflow_id"],
+                          e.cause, e.peak_memory, e.cpu_seconds))
+    record_exits(tx, exits)
+    for r in params.recoveries:  # only those handed to this worker
+        finish_recovery(tx, r, worker_id=w["id"])
+    return clamped
+
+
+def _claim(tx: Tx, w: sqlite3.Row, cpus: int, memory: int | None, gpus: int | None,
+           time_left: float | None) -> list[Runnable]:
+    """Ready jobs of the worker's workflow that fit its free `cpus`, `memory` and `gpus` (None:
+    not counted) and whose runtime ends within `time_left`, except retries of jobs that failed
+    on it; and again those handed to it that it has not reported started, in case the reply
+    that carried them was lost (the worker skips repeats)."""
+    worker_id = w["id"]
+    unstarted = [runnable(r) for r in tx.rows(
+        f"""SELECT {RUNNABLE_COLUMNS} JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id
+            AND a.attempt_id = j.attempt_id WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)}
+            AND a.end_time IS NULL AND a.pid IS NULL""", (worker_id,))]
+    scheduler = w["scheduler"]  # a worker outside any allocation takes all
+    # What it was handed again is not free: it starts those too.
+    free_cpus = cpus - sum(j.num_cpus for j in unstarted)
+    free_memory = None if memory is None else memory - sum(j.memory or 0 for j in unstarted)
+    free_gpus = None if gpus is None else gpus - sum(j.num_gpus for j in unstarted)
+    if free_cpus <= 0 or (free_memory is not None and free_memory < 0) or (free_gpus is not None
+                                                                           and free_gpus < 0):
+        return unstarted
+    # Each job that could fit on its own is considered, so jobs that cannot fit now
+    # (GPUs, memory) do not hide those behind them.
+    rows = tx.rows(
+        f"""SELECT {RUNNABLE_COLUMNS}
+            WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held
+              AND (? IS NULL OR j.scheduler = ?)
+              AND j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
+              AND (? IS NULL OR coalesce({_MEMORY}, 0) <= ?)
+              AND (? IS NULL OR j.runtime_seconds IS NULL OR {_RUNTIME} <= ?)
+              AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
+                              AND a.return_code != 0)
+            ORDER BY j.claim_order, j.id LIMIT ?""",
+        (w["workflow_id"], scheduler, scheduler, free_cpus, free_gpus, free_gpus, free_memory, free_memory,
+         time_left, time_left, worker_id, free_cpus))
+    claimed = [runnable(r) for r in runnables_fitting(rows, free_cpus, free_memory, free_gpus)]
+    apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime, j.memory),
+                        L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
+               for j in claimed))
+    return unstarted + claimed
+
+
+def _may_get_more(tx: Tx, w: sqlite3.Row, time_left: float | None, memory: int | None, gpus: int | None) -> bool:
+    """Whether a job of the worker's workflow (and scheduler) may still become ready for it:
+    one not yet ready or still running anywhere, or a ready one it could take were it empty.
+    Two index lookups that stop at the first match."""
+    waiting = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.PENDING, S.RUNNING, S.RECOVERING))
+    scheduler = w["scheduler"]
+    return bool(tx.one(
+        f"""SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status IN ({waiting})
+                           AND (? IS NULL OR j.scheduler = ?))
+                OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
+                           AND (? IS NULL OR j.scheduler = ?) AND j.num_cpus <= ?
+                           AND (? IS NULL OR j.num_gpus <= ?)
+                           AND (? IS NULL OR coalesce({_MEMORY}, 0) <= ?)
+                           AND (? IS NULL OR j.runtime_seconds IS NULL OR {_RUNTIME} <= ?)
+                           AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
+                                           AND a.return_code != 0))""",
+        (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], gpus, gpus,
+         memory, memory, time_left, time_left, w["id"]))[0])
+
+
+def _hand_out_recoveries(tx: Tx, worker_id: int) -> list[Recovery]:
+    """Recovery scripts this worker should run, marked running until it reports them (it skips repeats)."""
+    recs = [recovery(r) for r in tx.rows(*recoveries_query(worker_id=worker_id))]
+    tx.many("UPDATE attempts SET recovery_outcome = 'running' WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+            [(r.job_id, r.run_id, r.attempt_id) for r in recs])
+    return recs
