@@ -10,6 +10,8 @@ import re
 
 import msgspec
 
+from torcd.core.exits import SIGKILL_EXIT
+
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # P[nW][nD][T[nH][nM][nS]]; every number may have a fraction.
@@ -83,7 +85,6 @@ def format_bytes(n: float) -> str:
 
 
 NEAR_LIMIT = 0.9  # of its memory limit: a SIGKILL there is taken for the kernel's OOM killer
-SIGKILL_EXIT = 137
 
 
 def kernel_oom(return_code: int, peak: int | None, memory_limit: int | None) -> bool:

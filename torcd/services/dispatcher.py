@@ -18,12 +18,12 @@ import structlog
 
 from torcd.bus import EventBus
 from torcd.faults import crash_point
-from torcd.protocol import Runnable
-from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE, LocalExecutor
+from torcd.core.exits import UNKNOWN_EXIT
+from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
 from torcd import events as E
-from torcd.core.attempts import Exit, Start
+from torcd.core.attempts import Exit, Runnable, Start
 from torcd.store.store import Store
 
 log = structlog.get_logger("torcd.dispatcher")
@@ -107,7 +107,7 @@ class Dispatcher:
                 rc = ended.get(_key(job))
                 exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,
                                   time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
-                                  "ended while the daemon was down", job.workflow_id))
+                                  "ended while the daemon was down"))
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
             crash_point("before_reconcile_recorded")
             await self.store.record_exits(exits)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import structlog
 
 from torcd import protocol as p
-from torcd.core.attempts import Exit
+from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
 from torcd.services.allocations import AllocationService
@@ -91,8 +92,8 @@ class WorkerService:
             await self.store.finish_recovery(r, worker_id=params.worker_id)
         if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
             left = await self.store.worker_running_jobs(params.worker_id)
-            await self.store.record_exits([Exit(j, r, a, 137, time.time(), "its worker died; the one that took "
-                                                "over its journal cannot watch it", w["workflow_id"])
+            await self.store.record_exits([Exit(j, r, a, SIGKILL_EXIT, time.time(), "its worker died; the one "
+                                                "that took over its journal cannot watch it")
                                            for j, r, a in left])
         if ended:
             await self.store.heartbeat(params.worker_id)
@@ -111,13 +112,12 @@ class WorkerService:
                                   waiting=waiting, api_url=api_url, may_come=int(may_come))
 
     @staticmethod
-    def _exit(e: p.ExitReport, handed_out: float, w) -> Exit:
+    def _exit(e: Exit, handed_out: float, w) -> Exit:
         end_time = bounded_end_time(e.end_time, handed_out, time.time())
         if abs(end_time - e.end_time) > CLOCK_SKEW:
             log.warning("end_time_out_of_range", worker_id=w["id"], workflow_id=w["workflow_id"], job_id=e.job_id,
                         attempt_id=e.attempt_id, reported=e.end_time, recorded=end_time)
-        return Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, end_time, e.message, w["workflow_id"], e.cause,
-                    e.peak_memory, e.cpu_seconds)
+        return msgspec.structs.replace(e, end_time=end_time)
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
         await self._own(params.worker_id, caller)

@@ -20,7 +20,7 @@ from torcd.core.resources import Monitoring
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd import events as E
 from torcd.store.db import Tx, chunks, marks
-from torcd.protocol import Runnable
+from torcd.core.attempts import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = """j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,

@@ -406,10 +406,7 @@ class Store(SlurmStore, ActionStore, Database):
 
     def _record_exits(self, tx: Tx, exits: Sequence[Exit]) -> None:
         known = facts(tx, [e.job_id for e in exits])
-        apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause,
-                                     e.peak_memory, e.cpu_seconds),
-                            known[e.job_id])
-                   for e in exits if e.job_id in known))
+        apply(tx, (L.handle(L.exited(e), known[e.job_id]) for e in exits if e.job_id in known))
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
         """Record attempts stopped at shutdown; their jobs become `terminated`."""
@@ -417,8 +414,7 @@ class Store(SlurmStore, ActionStore, Database):
             return
         def _body(tx: Tx):
             known = facts(tx, [e.job_id for e in exits])
-            apply(tx, (L.handle(L.Terminated(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message),
-                                known[e.job_id]) for e in exits if e.job_id in known))
+            apply(tx, (L.handle(L.terminated(e), known[e.job_id]) for e in exits if e.job_id in known))
         return await self.write(_body)
 
     _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
