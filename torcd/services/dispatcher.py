@@ -19,6 +19,7 @@ import structlog
 from torcd.bus import EventBus
 from torcd.faults import crash_point
 from torcd.core.exits import UNKNOWN_EXIT
+from torcd.core.resources import Capacity, Requirements, fits
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
@@ -67,9 +68,12 @@ class Dispatcher:
         more memory at first, was refused at submission."""
         while self._queue and not self._stopping:
             job = self._queue[0]
-            memory = min(job.memory or 0, self.max_memory)
-            if (min(job.num_cpus, self.max_cpus) > self._free() or not self.executor.gpus_available(job)
-                    or memory > self.max_memory - self.executor.memory_in_use):
+            ex = self.executor
+            need = Requirements(min(job.num_cpus, self.max_cpus), job.num_gpus,
+                                memory_bytes=min(job.memory or 0, self.max_memory))
+            free = Capacity(self._free(), self.max_memory - ex.memory_in_use,
+                            None if ex.gpus_free is None else len(ex.gpus_free))
+            if not fits(need, free):
                 return
             self._start(self._queue.popleft())
 

@@ -110,9 +110,6 @@ class LocalExecutor:
             self._held[job.job_id] = job.gpus
         self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
 
-    def gpus_available(self, job: Runnable) -> bool:
-        return self.gpus_free is None or job.num_gpus <= len(self.gpus_free)
-
     def _give_back_gpus(self, job: Runnable) -> None:
         # job.gpus stays as it was: the start that records them may not be written yet.
         held = self._held.pop(job.job_id, None)

@@ -11,7 +11,7 @@ import msgspec
 from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
-from torcd.core.resources import ComputeNode
+from torcd.core.resources import Capacity, ComputeNode, fit_bounds
 from torcd.core.slurm_plan import JobNeed
 from torcd.core.status import JobStatus as S
 from torcd.store.db import Database, Tx, require_workflow
@@ -19,6 +19,12 @@ from torcd.errors import InvalidParams, NotFound
 from torcd.protocol import AllocationInfo
 from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
+
+# `resources.fits` in SQL, for a job `j` whose next attempt has its limits times its scales;
+# its parameters are `fit_bounds(capacity)`.
+FITS = """j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
+          AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
+          AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)"""
 
 _encode = msgspec.json.Encoder().encode
 RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
@@ -220,15 +226,12 @@ class SlurmStore(Database):
             rows = tx.rows(
                 f"""SELECT {RUNNABLE_COLUMNS}
                     WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held
-                      AND (? IS NULL OR j.scheduler = ?)
-                      AND j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
-                      AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
-                      AND (? IS NULL OR j.runtime_seconds IS NULL OR j.runtime_seconds * j.runtime_scale <= ?)
+                      AND (? IS NULL OR j.scheduler = ?) AND {FITS}
                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                       AND a.return_code != 0)
                     ORDER BY j.claim_order, j.id LIMIT ?""",
-                (w["workflow_id"], scheduler, scheduler, free_cpus, free_gpus, free_gpus, free_memory, free_memory,
-                 time_left, time_left, worker_id, free_cpus))
+                (w["workflow_id"], scheduler, scheduler, *fit_bounds(Capacity(free_cpus, free_memory, free_gpus, time_left)),
+                 worker_id, free_cpus))
             claimed = [runnable(r) for r in runnables_fitting(rows, free_cpus, free_memory, free_gpus)]
             apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime,
                                             j.memory),
@@ -260,15 +263,11 @@ class SlurmStore(Database):
             f"""SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status IN ({waiting})
                                AND (? IS NULL OR j.scheduler = ?))
                     OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
-                               AND (? IS NULL OR j.scheduler = ?) AND j.num_cpus <= ?
-                               AND (? IS NULL OR j.num_gpus <= ?)
-                               AND (? IS NULL OR coalesce(j.memory_bytes * j.memory_scale, 0) <= ?)
-                               AND (? IS NULL OR j.runtime_seconds IS NULL
-                                    OR j.runtime_seconds * j.runtime_scale <= ?)
+                               AND (? IS NULL OR j.scheduler = ?) AND {FITS}
                                AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                                AND a.return_code != 0))""",
-            (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], gpus, gpus,
-             memory, memory, time_left, time_left, w["id"])))[0][0])
+            (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler,
+             *fit_bounds(Capacity(w["cpus"], memory, gpus, time_left)), w["id"])))[0][0])
 
     async def worker_waiting(self, worker_id: int) -> int:
         """Jobs of this worker that are still running or awaiting a decision or a recovery."""
