@@ -10,14 +10,15 @@ import sqlite3
 import msgspec
 import pytest
 
+from torcctl.worker.journal import Saved
 from torcd import protocol as p
 from torcd.core import exits as X
 from torcd.core.resources import Capacity, Requirements, fit_bounds, fits, shortfalls
 from torcd.core.retry import AFTER_ACTION, Action, Rule, simulate
 from torcd.core.slurm_plan import JobNeed, NodeShape, misfit
-from torcd.core.status import JobStatus as S, check_transition
+from torcd.core.status import JobStatus as S
+from torcd.core.status import check_transition
 from torcd.store.slurm import FITS
-from torcctl.worker.journal import Saved
 
 # -- one exit ----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from torcd.core.attempts import Recovery, Runnable  # noqa: F401  (handed to workers)
+from torcd.core.attempts import Recovery, Runnable  # handed to workers
 from torcd.core.exits import MAX_SQL_INT, Cause, Exit, Id, WorkerTime  # noqa: F401
 from torcd.core.limits import Adjustment
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)

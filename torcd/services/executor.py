@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from torcd.core.exits import UNKNOWN_EXIT, signal_return_code  # noqa: F401  (UNKNOWN_EXIT: for the dispatcher)
+from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.services.exit_log import RECORDER, ExitLog
 from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
                                       kill_pids, log_files, missing_directory,
