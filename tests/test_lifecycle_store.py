@@ -56,7 +56,7 @@ async def start_and_exit(store: Store, rc: int) -> None:
     claimed, _ = await store.execution.dispatch([], [], 4, "host")
     job = next(j for j in claimed if j.name == "pre")
     await store.execution.dispatch([], [Start(job, 4242, 1.0)], 0, "host")
-    await store.execution.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, 2.0, None, job.workflow_id)])
+    await store.execution.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, 2.0)])
 
 
 async def test_claims_starts_and_a_completion_release_the_dependents(store, tmp_path):

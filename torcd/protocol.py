@@ -10,12 +10,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from torcd.core.attempts import Recovery, Runnable  # handed to workers
+from torcd.core.exits import MAX_SQL_INT, Cause, Exit, Id, WorkerTime  # noqa: F401
 from torcd.core.limits import Adjustment
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
 
-# Every integer that reaches SQLite fits its 64-bit signed INTEGER; a larger one is invalid params.
-MAX_SQL_INT = 2**63 - 1
-Id = Annotated[int, Meta(ge=1, le=MAX_SQL_INT)]
 SqlInt = Annotated[int, Meta(ge=-MAX_SQL_INT - 1, le=MAX_SQL_INT)]
 Count = Annotated[int, Meta(ge=0, le=MAX_SQL_INT)]
 Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
@@ -23,7 +22,6 @@ Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
 OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4096)]
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
-Cause = Literal["timeout", "oom", "missing_output"]
 SpecFormat = Literal["yaml", "json", "json5", "kdl"]
 MAX_USER_DATA_BYTES = 1 << 20  # of one user data value, as JSON: data for jobs to hand on, not a file store
 MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared in the spec, or added with user_data.set
@@ -75,21 +73,7 @@ class RegisterWorker(Params):
     resume: Id | None = None  # the worker (of this allocation) whose journal this one took over
 
 
-# A time a worker reports: what a clock can show (1970 to the end of year 9999), never inf or
-# 1e308; the daemon then keeps it within the attempt it closes.
-WorkerTime = Annotated[float, Meta(ge=0, le=253402300799.0)]
-
-
-class ExitReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    job_id: Id
-    run_id: Id
-    attempt_id: Id
-    return_code: Annotated[int, Meta(ge=0, le=255)]
-    end_time: WorkerTime
-    message: str | None = None
-    cause: Cause | None = None
-    peak_memory: Annotated[int, Meta(ge=0, le=1 << 50)] | None = None  # bytes (a pebibyte at most)
-    cpu_seconds: Annotated[float, Meta(ge=0, le=1e12)] | None = None
+ExitReport = Exit  # what a worker reports of an attempt's end: the one exit value
 
 
 class RecoveryReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -246,47 +230,6 @@ class ListEvents(Params):
     workflow_id: Id
     after: Count = 0
     limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
-
-
-class Runnable(msgspec.Struct):
-    """A job claimed for execution, with everything needed to start it."""
-
-    job_id: int
-    workflow_id: int
-    name: str
-    command: str
-    run_id: int
-    attempt_id: int
-    num_cpus: int
-    env: dict[str, str]
-    cwd: str
-    output_dir: str
-    stdout_path: str
-    stderr_path: str
-    runtime: float | None = None  # seconds it may run; stopped and recorded as `timeout` past it
-    start_time: float | None = None  # of an attempt already running (adopted after a restart)
-    num_gpus: int = 0
-    gpus: list[str] | None = None  # the devices it was given (CUDA_VISIBLE_DEVICES), once started
-    memory: int | None = None  # bytes its processes may use together; killed and recorded as `oom` past it
-    sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
-    outputs: list[str] | None = None  # files it must have written when it exits 0 (relative to cwd)
-    supports_termination: bool = True  # at its runtime limit: TERM, a grace, then KILL; else KILL at once
-
-
-class Recovery(msgspec.Struct, frozen=True):
-    """A job whose recovery script must run (again, after a restart)."""
-
-    job_id: int
-    workflow_id: int
-    name: str
-    run_id: int
-    attempt_id: int
-    return_code: int
-    script: str
-    timeout: float
-    env: dict[str, str]
-    cwd: str
-    output_dir: str
 
 
 class WorkerPollResult(msgspec.Struct):

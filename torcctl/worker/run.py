@@ -33,7 +33,7 @@ from torcd import protocol as p
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
-from torcd.core.attempts import Exit
+from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Exit
 from torcd.core.resources import ComputeNode, gpu_ids
 from torcctl.worker.journal import Journal, JournalError, Saved
 
@@ -186,7 +186,7 @@ class Worker:
     def _on_exit(self, e: Exit) -> None:
         # Stopped by Slurm's time limit: after the signal reached the worker, or (Slurm signals the
         # job's processes too, and they may die first) killed by TERM or KILL in the last stretch.
-        late = self.deadline is not None and time.monotonic() >= self.deadline and e.return_code in (137, 143)
+        late = self.deadline is not None and time.monotonic() >= self.deadline and e.return_code in (SIGKILL_EXIT, SIGTERM_EXIT)
         if e.cause is None and e.return_code != 0 and (self._at_time_limit or late):
             e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
@@ -199,7 +199,7 @@ class Worker:
             return
         sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
         try:
-            self.journal.save(Saved(self.worker_id, [*sending.exits, *map(_report, self.exits)],
+            self.journal.save(Saved(self.worker_id, [*sending.exits, *self.exits],
                                     [*sending.started, *self.started], [*sending.recoveries, *self.recovery_results]))
         except OSError as e:  # a full disk must not stop the jobs; only a restart would lose these
             log.warning("journal_not_written", path=self.journal.path, error=str(e))
@@ -240,8 +240,7 @@ class Worker:
         self.worker_id = reg["worker_id"]
         if left and left.worker_id == self.worker_id:  # what the worker before it had not reported
             log.info("journal_resumed", worker_id=self.worker_id, exits=len(left.exits))
-            self.exits += [Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, 0, e.cause,
-                                e.peak_memory, e.cpu_seconds) for e in left.exits]
+            self.exits += left.exits
             self.started += left.started
             self.recovery_results += left.recoveries
             self._abandon = True
@@ -340,7 +339,7 @@ class Worker:
             worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
             free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
             free_gpus=len(ex.gpus_free) if ex and ex.gpus_free is not None else len(self.gpus),
-            time_left=left, started=started, recoveries=recs, exits=[_report(e) for e in exits],
+            time_left=left, started=started, recoveries=recs, exits=list(exits),
             abandon=self._abandon)
         self._abandon = False
         self._sending, self._sending_since = params, time.monotonic()
@@ -369,11 +368,6 @@ class Worker:
 def node_name() -> str:
     """This node's name: Slurm's (nodes sharing a host name differ by it), else the host's."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-
-
-def _report(e: Exit) -> p.ExitReport:
-    return p.ExitReport(e.job_id, e.run_id, e.attempt_id, e.return_code, e.end_time, e.message, e.cause,
-                        e.peak_memory, e.cpu_seconds)
 
 
 def read_token(token_file: str | None) -> str | None:

@@ -18,7 +18,7 @@ import structlog
 from torcd import protocol as p
 from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
-from torcd.core.resources import format_bytes, parse_duration, parse_memory
+from torcd.core.resources import Capacity, Requirements, format_bytes, parse_duration, parse_memory, shortfalls
 from torcd.core.status import JobStatus
 from torcd.credentials import RequestKey, current_caller, idempotency_key
 from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
@@ -105,10 +105,12 @@ class Handlers:
                                     "`submit` and `run` would run its jobs on this machine", {"field": "$.executor"})
             have, memory = len(self.config.gpus), self.config.max_memory
             for job in spec.jobs:
-                if job.num_gpus > have:
+                short = shortfalls(Requirements(num_gpus=job.num_gpus, memory_bytes=job.memory_bytes),
+                                   Capacity(memory=memory, gpus=have))
+                if "gpus" in short:
                     raise InvalidParams(f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} "
                                         "(see torcd --gpus)", {"field": "$.jobs"})
-                if (job.memory_bytes or 0) > memory:
+                if "memory" in short:
                     raise InvalidParams(f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
                                         f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
                                         {"field": "$.jobs"})
@@ -201,10 +203,12 @@ class Handlers:
             raise InvalidParams(str(e), {"field": "$.runtime"}) from None
         job = await self.queries.job(params.job_id)
         executor = (await self.queries.workflow(job.workflow_id)).executor
-        if executor == "local" and memory is not None and memory > self.config.max_memory:
+        short = shortfalls(Requirements(params.num_cpus or 1, memory_bytes=memory),
+                           Capacity(self.config.max_cpus, self.config.max_memory)) if executor == "local" else []
+        if "memory" in short:
             raise InvalidParams(f"{format_bytes(memory)} is more than this daemon's memory budget of "
                                 f"{format_bytes(self.config.max_memory)} (see torcd --memory)", {"field": "$.memory"})
-        if executor == "local" and params.num_cpus is not None and params.num_cpus > self.config.max_cpus:
+        if "cpus" in short:
             raise InvalidParams(f"{params.num_cpus} CPUs is more than this daemon runs at once "
                                 f"({self.config.max_cpus}; see torcd --cpus)", {"field": "$.num_cpus"})
         changes = await self.workflows.update_resources(params.job_id, memory, runtime, params.num_cpus, params.source,

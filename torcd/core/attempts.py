@@ -1,5 +1,5 @@
-"""What happened to an attempt, as the executors, workers and the retry engine report it.
-
+"""Attempts: what starts one (`Runnable`, `Recovery`), what happened to it (`Start`, `Exit`), and
+the failure awaiting a decision on it.
 Plain values shared by the daemon, the worker and the client; no store behind them.
 """
 
@@ -9,21 +9,49 @@ import os
 
 import msgspec
 
+from torcd.core.exits import Exit  # noqa: F401  (an attempt's end)
 from torcd.core.retry import Rule
-from torcd.protocol import Runnable
 
 
-class Exit(msgspec.Struct, frozen=True):
+class Runnable(msgspec.Struct):
+    """A job claimed for execution, with everything needed to start it."""
+
     job_id: int
+    workflow_id: int
+    name: str
+    command: str
+    run_id: int
+    attempt_id: int
+    num_cpus: int
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
+    stdout_path: str
+    stderr_path: str
+    runtime: float | None = None  # seconds it may run; stopped and recorded as `timeout` past it
+    start_time: float | None = None  # of an attempt already running (adopted after a restart)
+    num_gpus: int = 0
+    gpus: list[str] | None = None  # the devices it was given (CUDA_VISIBLE_DEVICES), once started
+    memory: int | None = None  # bytes its processes may use together; killed and recorded as `oom` past it
+    sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
+    outputs: list[str] | None = None  # files it must have written when it exits 0 (relative to cwd)
+    supports_termination: bool = True  # at its runtime limit: TERM, a grace, then KILL; else KILL at once
+
+
+class Recovery(msgspec.Struct, frozen=True):
+    """A job whose recovery script must run (again, after a restart)."""
+
+    job_id: int
+    workflow_id: int
+    name: str
     run_id: int
     attempt_id: int
     return_code: int
-    end_time: float
-    message: str | None = None
-    workflow_id: int = 0
-    cause: str | None = None  # timeout, oom, missing_output
-    peak_memory: int | None = None  # bytes
-    cpu_seconds: float | None = None
+    script: str
+    timeout: float
+    env: dict[str, str]
+    cwd: str
+    output_dir: str
 
 
 class Start(msgspec.Struct, frozen=True):
@@ -35,7 +63,9 @@ class Start(msgspec.Struct, frozen=True):
 
 
 class Failure(msgspec.Struct, frozen=True):
-    """A recorded non-zero exit still waiting for its failure-handler decision."""
+    """A recorded non-zero exit still waiting for its failure-handler decision: the input of
+    `retry.decide` (the exit as the store keeps it, with the job's handler and the workflow's
+    setting), not a report of an exit."""
 
     job_id: int
     workflow_id: int

@@ -23,7 +23,8 @@ from typing import Literal
 import msgspec
 
 from torcd import events as E
-from torcd.core.retry import Action, RetryDecision
+from torcd.core.exits import Exit
+from torcd.core.retry import AFTER_ACTION, Action, RetryDecision
 from torcd.core.status import ACTIVE, FINAL, JobStatus as S, check_transition
 from torcd.errors import InvalidTransition
 
@@ -83,6 +84,9 @@ class Requeued(Stimulus, frozen=True):
 
 
 class Exited(Stimulus, frozen=True):
+    """An `Exit` as it reaches the job (`exited`): the stimulus, keyed by time like every other;
+    the job it concerns comes with it to `handle`."""
+
     run_id: int
     attempt_id: int
     return_code: int
@@ -99,6 +103,15 @@ class Terminated(Stimulus, frozen=True):
     attempt_id: int
     return_code: int
     message: str | None = None
+
+
+def exited(e: Exit) -> Exited:
+    return Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause, e.peak_memory,
+                  e.cpu_seconds)
+
+
+def terminated(e: Exit) -> Terminated:
+    return Terminated(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message)
 
 
 class Decided(Stimulus, frozen=True):
@@ -179,6 +192,8 @@ class AttemptOpened(msgspec.Struct, frozen=True, gc=False):
 
 
 class AttemptClosed(msgspec.Struct, frozen=True, gc=False):
+    """The write that closes an attempt's row, for an exit or a shutdown (`overwrite_message`)."""
+
     job_id: int
     run_id: int
     attempt_id: int
@@ -324,16 +339,12 @@ def _terminated(s: Terminated, job: Job) -> Outcome:
                            return_code=s.return_code, status="terminated", message=s.message)])
 
 
-_AFTER_DECISION = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
-                   Action.PARK: S.PENDING_FAILED}
-
-
 @handle.register
 def _decided(s: Decided, job: Job) -> Outcome:
     if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
         return _stale(job, "a decision on its exit")
     d = s.decision
-    new = _AFTER_DECISION[d.action]
+    new = AFTER_ACTION[d.action]
     again = d.action in (Action.RETRY, Action.RECOVER)  # multipliers grow the next attempt's limits
     change = _change(job, new, attempt_id=s.attempt_id + 1 if d.action == Action.RETRY else s.attempt_id,
                      reason=d.reason,
@@ -352,7 +363,7 @@ def _decided(s: Decided, job: Job) -> Outcome:
 def _recovery_done(s: RecoveryDone, job: Job) -> Outcome:
     if job.status != S.RECOVERING or not job.is_current(s.run_id, s.attempt_id):
         return _stale(job, "a recovery result")
-    new = S.READY if s.ok else S.FAILED
+    new = AFTER_ACTION[Action.RETRY if s.ok else Action.FAIL]
     out = Outcome(_change(job, new, attempt_id=s.attempt_id + 1 if s.ok else s.attempt_id, reason=s.message),
                   [RecoveryRecorded(job.id, s.run_id, s.attempt_id, s.return_code,
                                     "succeeded" if s.ok else "failed", s.seconds)],
@@ -368,7 +379,7 @@ def _recovery_done(s: RecoveryDone, job: Job) -> Outcome:
 def _classified(s: Classified, job: Job) -> Outcome:
     if job.status != S.PENDING_FAILED:
         raise InvalidTransition(f"job {job.id} is {job.status.label}, not pending_failed")
-    new = S.READY if s.action == "retry" else S.FAILED
+    new = AFTER_ACTION[Action(s.action)]
     out = Outcome(_change(job, new, attempt_id=job.attempt_id + 1 if new == S.READY else job.attempt_id,
                           reason=s.reason or f"classified {s.action} ({s.source})"),
                   events=[_event(E.JobClassified, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,

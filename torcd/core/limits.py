@@ -15,11 +15,12 @@ from typing import Literal
 
 import msgspec
 
+from torcd.core.exits import SIGKILL_EXIT, SIGXCPU_EXIT
 from torcd.core.resources import MAX_MEMORY, MAX_RUNTIME, format_bytes, format_duration
 
 Diagnosis = Literal["oom", "timeout", "unknown"]
 Ended = Literal["failed", "pending_failed"]
-SLURM_TIMEOUT_EXIT = 152  # 128 + SIGXCPU: what Slurm's time limit leaves
+SLURM_TIMEOUT_EXIT = SIGXCPU_EXIT  # what Slurm's time limit leaves
 OOM_BEFORE = 0.8  # a SIGKILL before 80 % of the runtime is taken for memory
 TIMEOUT_AFTER = 0.9  # an end after 90 % of the runtime is taken for time
 
@@ -62,9 +63,9 @@ def diagnose(a: FailedAttempt) -> tuple[Diagnosis, str]:
         return "timeout", f"exit {SLURM_TIMEOUT_EXIT} (Slurm's time limit)"
     if share is not None and share > TIMEOUT_AFTER:
         return "timeout", f"ran {share:.0%} of its runtime of {format_duration(a.runtime or 0)}"
-    if a.return_code == 137 and (share is None or share < OOM_BEFORE):
+    if a.return_code == SIGKILL_EXIT and (share is None or share < OOM_BEFORE):
         when = "" if share is None else f" after {share:.0%} of its runtime"
-        return "oom", f"killed by SIGKILL (137){when}"
+        return "oom", f"killed by SIGKILL ({SIGKILL_EXIT}){when}"
     return "unknown", f"exit {a.return_code}, no resource cause found"
 
 

@@ -7,8 +7,11 @@ Memory is a number with an optional unit k, m, g or t (either case, decimals all
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import msgspec
+
+from torcd.core.exits import SIGKILL_EXIT
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -30,6 +33,49 @@ class Requirements(msgspec.Struct, frozen=True):
 
 
 DEFAULT = Requirements()
+
+Resource = Literal["cpus", "memory", "gpus", "runtime"]
+
+
+class Capacity(msgspec.Struct, frozen=True):
+    """What a machine, a worker or a node has (free, or at all); None: not counted."""
+
+    cpus: int | None = None
+    memory: int | None = None  # bytes
+    gpus: int | None = None
+    runtime: float | None = None  # seconds of walltime
+
+    def minus(self, need: Requirements) -> Capacity:
+        """What is left once a job that fits has taken its CPUs, memory and GPUs."""
+        def left(have, used):
+            return None if have is None else have - used
+        return Capacity(left(self.cpus, need.num_cpus), left(self.memory, need.memory_bytes or 0),
+                        left(self.gpus, need.num_gpus), self.runtime)
+
+
+def shortfalls(need: Requirements, free: Capacity) -> list[Resource]:
+    """What the job needs more of than there is, in the order cpus, memory, gpus, runtime; empty:
+    it fits. A job without a memory limit needs no memory; one without a runtime fits any walltime.
+    The claim queries say the same in SQL (`store.slurm.FITS`, with `fit_bounds`)."""
+    out: list[Resource] = []
+    if free.cpus is not None and need.num_cpus > free.cpus:
+        out.append("cpus")
+    if free.memory is not None and (need.memory_bytes or 0) > free.memory:
+        out.append("memory")
+    if free.gpus is not None and need.num_gpus > free.gpus:
+        out.append("gpus")
+    if free.runtime is not None and need.runtime_seconds is not None and need.runtime_seconds > free.runtime:
+        out.append("runtime")
+    return out
+
+
+def fits(need: Requirements, free: Capacity) -> bool:
+    return not shortfalls(need, free)
+
+
+def fit_bounds(free: Capacity) -> tuple[int | float | None, ...]:
+    """`free` as the parameters of the SQL form of `fits`, in its order (cpus are always counted there)."""
+    return free.cpus, free.gpus, free.gpus, free.memory, free.memory, free.runtime, free.runtime
 
 
 def parse_memory(text: str) -> int:
@@ -83,7 +129,6 @@ def format_bytes(n: float) -> str:
 
 
 NEAR_LIMIT = 0.9  # of its memory limit: a SIGKILL there is taken for the kernel's OOM killer
-SIGKILL_EXIT = 137
 
 
 def kernel_oom(return_code: int, peak: int | None, memory_limit: int | None) -> bool:

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
+
+from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Cause, signal_return_code  # noqa: F401
+from torcd.core.status import JobStatus as S
+
+ExitCode = Annotated[int, Meta(ge=1, le=255)]
 
 
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    exit_codes: list[int] | None = None
+    """One rule of a failure handler, as the spec gives it (its bounds are checked when a spec,
+    or the store's copy, is decoded) and as `decide` reads it."""
+
+    exit_codes: list[ExitCode] | None = None
     match_all_exit_codes: bool = False
-    recovery_script: str | None = None
-    max_retries: int = 3
-    recovery_timeout: float = 3600.0
-    causes: list[str] | None = None  # timeout, oom, missing_output: matched before any exit code
-    runtime_multiplier: float | None = None  # the next attempt's runtime limit, times this
-    memory_multiplier: float | None = None
+    recovery_script: Annotated[str, Meta(min_length=1)] | None = None
+    max_retries: Annotated[int, Meta(ge=1, le=1000)] = 3
+    recovery_timeout: Annotated[float, Meta(gt=0)] = 3600.0
+    causes: Annotated[list[Cause], Meta(min_length=1)] | None = None  # matched before any exit code
+    runtime_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None  # the next attempt's runtime limit, times this
+    memory_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
 
 
 class Action(str, enum.Enum):
@@ -28,6 +38,12 @@ class Action(str, enum.Enum):
     RECOVER = "recover"  # run the recovery script; ready on success, failed otherwise
     FAIL = "fail"
     PARK = "pending_failed"  # wait for a person or an agent to classify
+
+
+# The job's status once an action is taken: the failure handler's, a classification's ("retry",
+# "fail") and a recovery script's (retry when it succeeded, fail when not).
+AFTER_ACTION = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
+                Action.PARK: S.PENDING_FAILED}
 
 
 class RetryDecision(msgspec.Struct, frozen=True):
@@ -84,11 +100,6 @@ def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
                          f"{what} matched rule {index}; retrying as attempt {attempt + 1}{more}", **grow)
 
 
-def signal_return_code(returncode: int) -> int:
-    """Map a subprocess returncode to a shell-style code (killed by S -> 128+S)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
 class Step(msgspec.Struct, frozen=True):
     """One attempt of a simulated job: its exit code and what the daemon would do next."""
 
@@ -102,7 +113,7 @@ class Step(msgspec.Struct, frozen=True):
 
 
 # The exit code a cause usually comes with, for `explain --exit-codes timeout,oom,0`.
-CAUSE_CODES = {"timeout": 143, "oom": 137, "missing_output": 1}
+CAUSE_CODES = {"timeout": SIGTERM_EXIT, "oom": SIGKILL_EXIT, "missing_output": 1}
 
 
 def simulate(rules: Sequence[Rule] | None, use_pending_failed: bool | None,
@@ -119,8 +130,8 @@ def simulate(rules: Sequence[Rule] | None, use_pending_failed: bool | None,
             steps.append(Step(attempt, 0, "complete", None, "exit code 0", "completed"))
             break
         d = decide(rules, attempt=attempt, return_code=rc, use_pending_failed=use_pending_failed, cause=cause)
-        status = {Action.RETRY: "ready", Action.RECOVER: "ready", Action.FAIL: "failed",
-                  Action.PARK: "pending_failed"}[d.action]
+        # A recovery script is taken to succeed: a retry.
+        status = AFTER_ACTION[Action.RETRY if d.action == Action.RECOVER else d.action].label
         steps.append(Step(attempt, rc, d.action.value, d.rule_index, d.reason, status, cause))
         if status != "ready":
             break

@@ -13,7 +13,7 @@ import math
 
 import msgspec
 
-from torcd.core.resources import format_bytes, format_duration
+from torcd.core.resources import Capacity, Requirements, format_bytes, format_duration, shortfalls
 
 
 class NodeShape(msgspec.Struct, frozen=True):
@@ -41,15 +41,15 @@ class SchedulerPlan(msgspec.Struct, frozen=True):
 
 def misfit(job: JobNeed, node: NodeShape, walltime: float) -> str | None:
     """Why the job can never run on a node of this shape within this walltime, if it cannot."""
-    if job.cpus > node.cpus:
-        return f"needs {job.cpus} CPUs; a node has {node.cpus}"
-    if job.memory is not None and node.memory is not None and job.memory > node.memory:
-        return f"needs {format_bytes(job.memory)} of memory; a node has {format_bytes(node.memory)}"
-    if job.gpus > node.gpus:
-        return f"needs {job.gpus} GPUs; a node has {node.gpus}"
-    if job.runtime is not None and job.runtime > walltime:
-        return f"needs a runtime of {format_duration(job.runtime)}; the walltime is {format_duration(walltime)}"
-    return None
+    short = shortfalls(Requirements(job.cpus, job.gpus, memory_bytes=job.memory, runtime_seconds=job.runtime),
+                       Capacity(node.cpus, node.memory, node.gpus, walltime))
+    if not short:
+        return None
+    return {"cpus": lambda: f"needs {job.cpus} CPUs; a node has {node.cpus}",
+            "memory": lambda: f"needs {format_bytes(job.memory or 0)} of memory; a node has {format_bytes(node.memory or 0)}",
+            "gpus": lambda: f"needs {job.gpus} GPUs; a node has {node.gpus}",
+            "runtime": lambda: f"needs a runtime of {format_duration(job.runtime or 0)}; "
+                               f"the walltime is {format_duration(walltime)}"}[short[0]]()
 
 
 def pack(jobs: list[JobNeed], node: NodeShape, walltime: float, most: int | None = None) -> list[list[JobNeed]]:

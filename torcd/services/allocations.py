@@ -23,14 +23,14 @@ from torcd.ownership import UnsafePath, make_private_dir, open_private_file
 from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, private_dir, render_script,
                          sbatch, squeue, walltime_seconds, write_script)
 from torcd.spec.parse import SlurmSchedulerSpec
-from torcd.core.attempts import Exit
+from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.store.execution import ExecutionStore
 from torcd.store.queries import Queries
 from torcd.store.slurm import SlurmStore
 from torcd.store.workers import WorkerStore
 
 log = structlog.get_logger("torcd.allocations")
-WORKER_LOST_RC = 137  # as if SIGKILLed: the allocation or node went away under the job
+WORKER_LOST_RC = SIGKILL_EXIT  # as if SIGKILLed: the allocation or node went away under the job
 # Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
 SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
 SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DEADLINE": "Slurm ended its "

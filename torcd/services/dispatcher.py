@@ -18,12 +18,13 @@ import structlog
 
 from torcd.bus import EventBus
 from torcd.faults import crash_point
-from torcd.protocol import Runnable
-from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE, LocalExecutor
+from torcd.core.exits import UNKNOWN_EXIT
+from torcd.core.resources import Capacity, Requirements, fits
+from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
 from torcd import events as E
-from torcd.core.attempts import Exit, Start
+from torcd.core.attempts import Exit, Runnable, Start
 from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.dispatcher")
@@ -67,9 +68,12 @@ class Dispatcher:
         more memory at first, was refused at submission."""
         while self._queue and not self._stopping:
             job = self._queue[0]
-            memory = min(job.memory or 0, self.max_memory)
-            if (min(job.num_cpus, self.max_cpus) > self._free() or not self.executor.gpus_available(job)
-                    or memory > self.max_memory - self.executor.memory_in_use):
+            ex = self.executor
+            need = Requirements(min(job.num_cpus, self.max_cpus), job.num_gpus,
+                                memory_bytes=min(job.memory or 0, self.max_memory))
+            free = Capacity(self._free(), self.max_memory - ex.memory_in_use,
+                            None if ex.gpus_free is None else len(ex.gpus_free))
+            if not fits(need, free):
                 return
             self._start(self._queue.popleft())
 
@@ -107,7 +111,7 @@ class Dispatcher:
                 rc = ended.get(_key(job))
                 exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,
                                   time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
-                                  "ended while the daemon was down", job.workflow_id))
+                                  "ended while the daemon was down"))
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
             crash_point("before_reconcile_recorded")
             await self.execution.record_exits(exits)

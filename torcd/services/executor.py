@@ -16,16 +16,15 @@ from collections.abc import Callable
 
 import structlog
 
-from torcd.core.retry import signal_return_code
+from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.services.exit_log import RECORDER, ExitLog
 from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
                                       kill_pids, log_files, missing_directory,
                                       shell_prelude, signal_group, spawn_shell, start_failure,
                                       stop_group, unstartable_input)
-from torcd.core.attempts import Exit
+from torcd.core.attempts import Exit, Runnable
 from torcd.core.resources import format_bytes, format_duration, kernel_oom
 from torcd.services.monitor import Monitor, Sample
-from torcd.protocol import Runnable
 
 log = structlog.get_logger("torcd.executor")
 
@@ -34,7 +33,6 @@ def timeout_grace(runtime: float) -> float:
     """Seconds between TERM and KILL for a job past its runtime: 5 % of it, within 1 to 10 s."""
     return min(10.0, max(1.0, runtime * 0.05))
 
-UNKNOWN_EXIT = 137  # as if SIGKILLed: what ends a shell without letting it record its status
 UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
                         "(its shell was killed by SIGKILL)")
 
@@ -96,8 +94,7 @@ class LocalExecutor:
         message = start_failure(e)
         log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
                     attempt_id=job.attempt_id, error=message)
-        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message,
-                          job.workflow_id))
+        self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message))
 
     def _launch_failure(self, job: Runnable) -> OSError | None:
         """After a 126: did the shell fail to enter its directory? Then that is why."""
@@ -112,9 +109,6 @@ class LocalExecutor:
             self.gpus_free = [g for g in self.gpus_free if g not in job.gpus]
             self._held[job.job_id] = job.gpus
         self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
-
-    def gpus_available(self, job: Runnable) -> bool:
-        return self.gpus_free is None or job.num_gpus <= len(self.gpus_free)
 
     def _give_back_gpus(self, job: Runnable) -> None:
         # job.gpus stays as it was: the start that records them may not be written yet.
@@ -189,16 +183,16 @@ class LocalExecutor:
             await self._kill_escaped(done)
         if oom is not None:
             self.on_exit(Exit(*done, UNKNOWN_EXIT, end, f"killed: its processes used {format_bytes(oom.memory)}, "
-                              f"over its memory limit of {format_bytes(job.memory or 0)}", job.workflow_id,
+                              f"over its memory limit of {format_bytes(job.memory or 0)}",
                               "oom", peak, cpu))
             return
         if timed_out:
             rc = UNKNOWN_EXIT if returncode is None else signal_return_code(returncode)
             self.on_exit(Exit(*done, rc, end, f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
-                              job.workflow_id, "timeout", peak, cpu))
+                              "timeout", peak, cpu))
             return
         if returncode is None:  # an adopted shell that left no exit status
-            self.on_exit(Exit(*done, UNKNOWN_EXIT, end, UNKNOWN_EXIT_MESSAGE, job.workflow_id, None, peak, cpu))
+            self.on_exit(Exit(*done, UNKNOWN_EXIT, end, UNKNOWN_EXIT_MESSAGE, None, peak, cpu))
             return
         if returncode == LAUNCH_FAILED and (e := self._launch_failure(job)):
             self._launch_failed(job, e)
@@ -206,15 +200,15 @@ class LocalExecutor:
         rc = signal_return_code(returncode)
         if kernel_oom(rc, peak, job.memory):
             self.on_exit(Exit(*done, rc, end, f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
-                              f"memory limit of {format_bytes(job.memory or 0)}: out of memory", job.workflow_id,
+                              f"memory limit of {format_bytes(job.memory or 0)}: out of memory",
                               "oom", peak, cpu))
             return
         if rc == 0 and job.outputs and (missing := await asyncio.to_thread(missing_outputs, job)):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             self.on_exit(Exit(*done, 1, end, f"exited 0 but did not write its output files: {shown}",
-                              job.workflow_id, "missing_output", peak, cpu))
+                              "missing_output", peak, cpu))
             return
-        self.on_exit(Exit(*done, rc, end, workflow_id=job.workflow_id, peak_memory=peak, cpu_seconds=cpu))
+        self.on_exit(Exit(*done, rc, end, peak_memory=peak, cpu_seconds=cpu))
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
@@ -237,4 +231,4 @@ class LocalExecutor:
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         now = time.time()
         return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,
-                     "daemon shut down", job.workflow_id) for job, proc in running]
+                     "daemon shut down") for job, proc in running]

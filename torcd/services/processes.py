@@ -15,6 +15,8 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
+from torcd.core.exits import CANNOT_EXECUTE
+
 
 # What marks a process as a job's, a recovery script's or an action's: never inherited from the
 # environment torcd itself was started in (a daemon started from a job or an action), or a
@@ -184,7 +186,7 @@ def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
 
 BASH = shutil.which("bash") or "bash"  # resolved once, not by a PATH search in every child
 _devnull: int | None = None
-LAUNCH_FAILED = 126  # the shell's "cannot execute": the command never got to run
+LAUNCH_FAILED = CANNOT_EXECUTE  # the command never got to run
 # Python ignores these; the processes it starts get the defaults back (as subprocess does).
 # glibc's posix_spawn leaves its two reserved signals (32, 33) ignored; nothing sends them.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)

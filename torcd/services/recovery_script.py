@@ -8,18 +8,18 @@ import signal
 import time
 
 from torcd.core.attempts import stdio_paths
-from torcd.core.retry import signal_return_code
+from torcd.core.exits import CANNOT_EXECUTE, NOT_FOUND, SIGNAL_EXIT, signal_return_code
 from torcd.protocol import Recovery, RecoveryReport
 from torcd.services.processes import job_env, spawn_logged, start_failure, stop_group
 
 
 def describe_exit(script: str, rc: int, what: str = "recovery script") -> str:
-    if rc == 127:
-        return f"{what} not found: {script!r} (exit 127)"
-    if rc == 126:
-        return f"{what} not executable: {script!r} (exit 126)"
-    if rc > 128:
-        return f"{what} killed by signal {rc - 128} (exit {rc})"
+    if rc == NOT_FOUND:
+        return f"{what} not found: {script!r} (exit {NOT_FOUND})"
+    if rc == CANNOT_EXECUTE:
+        return f"{what} not executable: {script!r} (exit {CANNOT_EXECUTE})"
+    if rc > SIGNAL_EXIT:
+        return f"{what} killed by signal {rc - SIGNAL_EXIT} (exit {rc})"
     return f"{what} exited {rc}"
 
 

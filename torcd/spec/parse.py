@@ -39,25 +39,13 @@ MAX_ARG_BYTES = 128 * 1024 - 1
 MAX_COMMAND_BYTES = 120 * 1024
 MAX_EXPANDED_BYTES = 128 * 1024 * 1024  # names, commands, dependencies and env of all jobs
 MAX_DEPENDENCIES = 4_000_000  # two per job at the job limit
-ExitCode = Annotated[int, Meta(ge=1, le=255)]
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
 ParamValue = str | int | float | list[str | int | float]
 
 
-class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
-    exit_codes: list[ExitCode] | None = None
-    match_all_exit_codes: bool = False
-    recovery_script: Annotated[str, Meta(min_length=1)] | None = None
-    max_retries: Annotated[int, Meta(ge=1, le=1000)] = 3
-    recovery_timeout: Annotated[float, Meta(gt=0)] = 3600.0
-    causes: Annotated[list[Literal["timeout", "oom", "missing_output"]], Meta(min_length=1)] | None = None
-    runtime_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
-    memory_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
-
-
 class FailureHandlerSpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    rules: Annotated[list[RuleSpec], Meta(min_length=1)]
+    rules: Annotated[list[Rule], Meta(min_length=1)]
 
 
 class ResourceRequirementSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -297,7 +285,7 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
             if not rule.exit_codes and not rule.match_all_exit_codes and not rule.causes:
                 raise loc.error("a rule needs `causes`, `exit_codes` (non-empty) or `match_all_exit_codes: true`",
                                 at)
-            rules.append(Rule(**msgspec.structs.asdict(rule)))  # the same fields, validated here
+            rules.append(rule)
         handlers[handler.name] = rules
     return handlers
 

@@ -98,8 +98,7 @@ class ExecutionStore:
             return
         def _body(tx: Tx):
             known = facts(tx, [e.job_id for e in exits])
-            apply(tx, (L.handle(L.Terminated(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message),
-                                known[e.job_id]) for e in exits if e.job_id in known))
+            apply(tx, (L.handle(L.terminated(e), known[e.job_id]) for e in exits if e.job_id in known))
         return await self.db.write(_body)
 
     _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
@@ -171,9 +170,7 @@ class ExecutionStore:
 def record_exits(tx: Tx, exits: Sequence[Exit]) -> None:
     """Close attempts; a job that exited 0 completes and releases its dependents."""
     known = facts(tx, [e.job_id for e in exits])
-    apply(tx, (L.handle(L.Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause,
-                                 e.peak_memory, e.cpu_seconds),
-                        known[e.job_id])
+    apply(tx, (L.handle(L.exited(e), known[e.job_id])
                for e in exits if e.job_id in known))
 
 

@@ -16,12 +16,12 @@ import msgspec
 
 from torcd.core import lifecycle as L
 from torcd.core.attempts import stdio_paths
-from torcd.core.resources import Monitoring
+from torcd.core.resources import Capacity, Monitoring, Requirements, shortfalls
 from torcd.core.status import ACTIVE, JobStatus as S
 from torcd import events as E
 from torcd.store.db import Tx, chunks, marks
+from torcd.core.attempts import Runnable
 from torcd.store.effective_limits import effective_memory, effective_runtime
-from torcd.protocol import Runnable
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
 RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attempt_id, j.num_cpus, j.env,
@@ -55,14 +55,12 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
 def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None, memory: int | None = None,
                       gpus: int | None = None) -> list[sqlite3.Row]:
     """The rows, in order, skipping those that no longer fit what is free (None: not counted)."""
-    out, free = [], {"num_cpus": cpus, "memory_bytes": memory, "num_gpus": gpus}
+    out, free = [], Capacity(cpus, memory, gpus)
     for r in rows:
-        need = {k: r[k] or 0 for k in free}
-        if any(left is not None and need[k] > left for k, left in free.items()):
+        need = Requirements(r["num_cpus"] or 0, r["num_gpus"] or 0, memory_bytes=r["memory_bytes"])
+        if shortfalls(need, free):
             continue
-        for k, left in free.items():
-            if left is not None:
-                free[k] = left - need[k]
+        free = free.minus(need)
         out.append(r)
     return out
 

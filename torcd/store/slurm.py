@@ -18,6 +18,7 @@ from torcd.protocol import AllocationInfo
 from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.store.effective_limits import effective_memory, effective_runtime
 
+
 _encode = msgspec.json.Encoder().encode
 OPEN_ALLOCATION_STATES = ("pending", "running")
 

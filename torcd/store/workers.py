@@ -14,11 +14,11 @@ import msgspec
 
 from torcd import events as E
 from torcd.core import lifecycle as L
-from torcd.core.attempts import Exit
-from torcd.core.resources import ComputeNode
+from torcd.core.exits import SIGKILL_EXIT, Exit
+from torcd.core.resources import Capacity, ComputeNode, fit_bounds
 from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidParams, NotFound
-from torcd.protocol import ExitReport, Recovery, Runnable, WorkerPoll
+from torcd.protocol import Recovery, Runnable, WorkerPoll
 from torcd.store.db import Database, Tx, require_workflow
 from torcd.store.effective_limits import effective_memory, effective_runtime
 from torcd.store.execution import finish_recovery, record_exits, recoveries_query, recovery, set_pids
@@ -34,6 +34,11 @@ _ATTEMPT_STARTS = f"""SELECT j.id, j.run_id, j.attempt_id, a.start_time FROM job
                       AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                       WHERE j.worker_id = ? AND j.status = {int(S.RUNNING)} AND a.end_time IS NULL"""
 _MEMORY, _RUNTIME = effective_memory(), effective_runtime()
+# `resources.fits` in SQL, for a job `j` whose next attempt has its effective limits; its
+# parameters are `fit_bounds(capacity)`.
+FITS = f"""j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
+          AND (? IS NULL OR coalesce({_MEMORY}, 0) <= ?)
+          AND (? IS NULL OR j.runtime_seconds IS NULL OR {_RUNTIME} <= ?)"""
 
 
 def bounded_end_time(reported: float, handed_out: float, now: float) -> float:
@@ -52,7 +57,7 @@ class PollReply(msgspec.Struct):
     recoveries: list[Recovery] = []
     waiting: int = 0
     may_come: bool = False
-    clamped: list[tuple[ExitReport, float]] = []
+    clamped: list[tuple[Exit, float]] = []
 
 
 class WorkerStore:
@@ -109,7 +114,7 @@ class WorkerStore:
                 return PollReply(active=False, stop=True)
             clamped = _record_reports(tx, w, params)
             if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
-                record_exits(tx, [Exit(j, r, a, 137, tx.now, ABANDONED, w["workflow_id"])
+                record_exits(tx, [Exit(j, r, a, SIGKILL_EXIT, tx.now, ABANDONED)
                                   for j, r, a in _attempt_starts(tx.rows(_ATTEMPT_STARTS, (worker_id,)))])
             tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
             # An allocation Slurm has ended takes no more work, however alive its worker says it is;
@@ -170,7 +175,7 @@ def _attempt_starts(rows: list[sqlite3.Row]) -> dict[tuple[int, int, int], float
     return {(r[0], r[1], r[2]): r[3] for r in rows}
 
 
-def _record_reports(tx: Tx, w: sqlite3.Row, params: WorkerPoll) -> list[tuple[ExitReport, float]]:
+def _record_reports(tx: Tx, w: sqlite3.Row, params: WorkerPoll) -> list[tuple[Exit, float]]:
     """Record the starts, exits and recovery results of a poll that concern what was handed to
     this worker; return the exits whose end time was kept in range."""
     mine = _attempt_starts(tx.rows(_ATTEMPT_STARTS, (w["id"],)))
@@ -184,8 +189,7 @@ def _record_reports(tx: Tx, w: sqlite3.Row, params: WorkerPoll) -> list[tuple[Ex
         end_time = bounded_end_time(e.end_time, handed_out, tx.now)
         if abs(end_time - e.end_time) > CLOCK_SKEW:
             clamped.append((e, end_time))
-        exits.append(Exit(e.job_id, e.run_id, e.attempt_id, e.return_code, end_time, e.message, w["workflow_id"],
-                          e.cause, e.peak_memory, e.cpu_seconds))
+        exits.append(msgspec.structs.replace(e, end_time=end_time))
     record_exits(tx, exits)
     for r in params.recoveries:  # only those handed to this worker
         finish_recovery(tx, r, worker_id=w["id"])
@@ -216,15 +220,12 @@ def _claim(tx: Tx, w: sqlite3.Row, cpus: int, memory: int | None, gpus: int | No
     rows = tx.rows(
         f"""SELECT {RUNNABLE_COLUMNS}
             WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held
-              AND (? IS NULL OR j.scheduler = ?)
-              AND j.num_cpus <= ? AND (? IS NULL OR j.num_gpus <= ?)
-              AND (? IS NULL OR coalesce({_MEMORY}, 0) <= ?)
-              AND (? IS NULL OR j.runtime_seconds IS NULL OR {_RUNTIME} <= ?)
+              AND (? IS NULL OR j.scheduler = ?) AND {FITS}
               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                               AND a.return_code != 0)
             ORDER BY j.claim_order, j.id LIMIT ?""",
-        (w["workflow_id"], scheduler, scheduler, free_cpus, free_gpus, free_gpus, free_memory, free_memory,
-         time_left, time_left, worker_id, free_cpus))
+        (w["workflow_id"], scheduler, scheduler, *fit_bounds(Capacity(free_cpus, free_memory, free_gpus, time_left)),
+         worker_id, free_cpus))
     claimed = [runnable(r) for r in runnables_fitting(rows, free_cpus, free_memory, free_gpus)]
     apply(tx, (L.handle(L.Claimed(tx.now, worker_id, w["host"], j.stdout_path, j.stderr_path, j.runtime, j.memory),
                         L.Job(j.job_id, j.workflow_id, j.name, S.READY, j.run_id, j.attempt_id))
@@ -242,14 +243,11 @@ def _may_get_more(tx: Tx, w: sqlite3.Row, time_left: float | None, memory: int |
         f"""SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status IN ({waiting})
                            AND (? IS NULL OR j.scheduler = ?))
                 OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
-                           AND (? IS NULL OR j.scheduler = ?) AND j.num_cpus <= ?
-                           AND (? IS NULL OR j.num_gpus <= ?)
-                           AND (? IS NULL OR coalesce({_MEMORY}, 0) <= ?)
-                           AND (? IS NULL OR j.runtime_seconds IS NULL OR {_RUNTIME} <= ?)
+                           AND (? IS NULL OR j.scheduler = ?) AND {FITS}
                            AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                                            AND a.return_code != 0))""",
-        (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler, w["cpus"], gpus, gpus,
-         memory, memory, time_left, time_left, w["id"]))[0])
+        (w["workflow_id"], scheduler, scheduler, w["workflow_id"], scheduler, scheduler,
+         *fit_bounds(Capacity(w["cpus"], memory, gpus, time_left)), w["id"]))[0])
 
 
 def _hand_out_recoveries(tx: Tx, worker_id: int) -> list[Recovery]:
