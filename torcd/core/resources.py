@@ -29,9 +29,6 @@ class Requirements(msgspec.Struct, frozen=True):
     runtime_seconds: float | None = None
 
 
-DEFAULT = Requirements()
-
-
 def parse_memory(text: str) -> int:
     """Bytes of `20g`, `512M`, `1.5g`, `1024` (bytes); ValueError with a sentence otherwise."""
     m = _MEMORY.match(text)

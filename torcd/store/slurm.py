@@ -26,7 +26,6 @@ RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another ta
 
 def _compute_node(text: str | None) -> ComputeNode:
     return msgspec.json.decode(text, type=ComputeNode) if text else ComputeNode()
-OPEN_ALLOCATION_STATES = ("pending", "running")
 
 
 class SlurmStore(Database):
