@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
 from torcctl import checks, commands, data, limits, reports
+from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
 from torcd.protocol import SPEC_FORMATS
 
 Handler = Callable[[Client, argparse.Namespace], "int | None"]

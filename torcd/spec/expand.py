@@ -6,15 +6,35 @@ jobs are then made in spec order, so an error names the first job that breaks a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torcd.core import params as P
 from torcd.core.resources import Requirements
-from torcd.spec.data import (File, JobFiles, Matcher, References, UserData, job_uses, merged_parameters,
-                             substitute_references)
+from torcd.spec.data import (
+    File,
+    JobFiles,
+    Matcher,
+    References,
+    UserData,
+    job_uses,
+    merged_parameters,
+    substitute_references,
+)
 from torcd.spec.load import Locator
-from torcd.spec.schema import (MAX_ARG_BYTES, MAX_COMMAND_BYTES, MAX_DEPENDENCIES, MAX_EXPANDED_BYTES, MAX_JOBS,
-                               MAX_NAME, ExpandedJob, JobSpec, WorkflowDoc)
+from torcd.spec.schema import (
+    MAX_ARG_BYTES,
+    MAX_COMMAND_BYTES,
+    MAX_DEPENDENCIES,
+    MAX_EXPANDED_BYTES,
+    MAX_JOBS,
+    MAX_NAME,
+    ExpandedJob,
+    JobSpec,
+    WorkflowDoc,
+)
 
 _NO_REFERENCES = References(JobFiles([], []), JobFiles([], []))
+Values = dict[str, Sequence[P.Scalar]]  # each parameter's values
 
 
 def too_long(what: str, size: int) -> str:
@@ -23,9 +43,9 @@ def too_long(what: str, size: int) -> str:
             "adds a prefix that records the exit status)")
 
 
-def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> dict[str, list]:
+def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> Values:
     raw = merged_parameters(doc.parameters, job.use_parameters, job.parameters, at, loc)
-    parsed = {}
+    parsed: Values = {}
     for name, spec in raw.items():
         if not name.isidentifier():
             raise loc.error(f"parameter name {name!r} is not an identifier", f"{at}.parameters")
@@ -37,7 +57,7 @@ def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> di
     return parsed
 
 
-def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
+def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[Values, Values]]:
     """Each job's parameters, split into those its name multiplies and those that widen its
     depends_on, after checking what the expansion would make against the limits: sizes are
     computed from the ranges, nothing is built."""
@@ -46,6 +66,7 @@ def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
     for j, job in enumerate(doc.jobs):
         at = f"$.jobs[{j}]"
         values = _job_parameters(doc, job, at, loc)
+        depends_on = job.depends_on or []  # never None after JobSpec.__post_init__
         zipped = job.parameter_mode == "zip"
         named = values if zipped else {k: v for k, v in values.items() if k in P.placeholders(job.name)}
         rest = {k: v for k, v in values.items() if k not in named}
@@ -61,9 +82,9 @@ def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
             name_len = P.longest_fill(job.name, named)
             command_len = P.longest_fill(job.command, named)
             dep_counts = [P.product_size({k: rest[k] for k in P.placeholders(d) if k in rest})
-                          for d in [*job.depends_on, *job.input_files, *job.output_files, *job.input_user_data,
+                          for d in [*depends_on, *job.input_files, *job.output_files, *job.input_user_data,
                                     *job.output_user_data]]
-            dep_len = sum(n * (P.longest_fill(d, values) + 1) for n, d in zip(dep_counts, job.depends_on))
+            dep_len = sum(n * (P.longest_fill(d, values) + 1) for n, d in zip(dep_counts, depends_on))
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
         if name_len > MAX_NAME:
@@ -87,7 +108,7 @@ def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[dict, dict]]:
     return plans
 
 
-def _union_deps(depends_on: list[str], values: dict[str, list]) -> list[str]:
+def _union_deps(depends_on: list[str], values: Values) -> list[str]:
     """A job that is not multiplied depends on (reads, writes) every expansion of a templated name."""
     out: dict[str, None] = {}
     for dep in depends_on:
@@ -112,7 +133,7 @@ class JobExpander:
         self.regexes: list[tuple[ExpandedJob, int, list[str]]] = []  # a job, its spec index, its filled regexes
         self.exchanged = 0  # files and user data read or written, over all jobs
 
-    def expand(self, j: int, job: JobSpec, named: dict, rest: dict, need: Requirements,
+    def expand(self, j: int, job: JobSpec, named: Values, rest: Values, need: Requirements,
                scheduler: str | None) -> None:
         """Add the jobs spec job `j` makes: one per combination of the parameters its name uses."""
         try:
@@ -121,7 +142,7 @@ class JobExpander:
         except P.ParameterError as e:
             raise self.loc.error(str(e), f"$.jobs[{j}]") from None
 
-    def _expand_one(self, j: int, job: JobSpec, combo: dict, rest: dict, need: Requirements,
+    def _expand_one(self, j: int, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, need: Requirements,
                     scheduler: str | None) -> None:
         at, loc = f"$.jobs[{j}]", self.loc
         name, command = P.fill(job.name, combo), P.fill(job.command, combo)
@@ -137,7 +158,7 @@ class JobExpander:
                             f"the limit is {MAX_NAME}", f"{at}.name")
         if len(command) * 4 > MAX_COMMAND_BYTES and len(command.encode()) > MAX_COMMAND_BYTES:
             raise loc.error(too_long("the command of job " + repr(name), len(command.encode())), f"{at}.command")
-        deps = _union_deps([P.fill(d, combo) for d in job.depends_on], rest)
+        deps = _union_deps([P.fill(d, combo) for d in job.depends_on or []], rest)
         self.jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
                                      scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
                                      job.cancel_on_blocking_job_failure,
@@ -148,7 +169,7 @@ class JobExpander:
         if job.depends_on_regexes:
             self.regexes.append((self.jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
 
-    def _uses(self, job: JobSpec, combo: dict, rest: dict, refs: References, name: str,
+    def _uses(self, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, refs: References, name: str,
               at: str) -> tuple[JobFiles | None, JobFiles | None]:
         """The files and user data one expanded job reads and writes (None: it names none)."""
         def fill(names: list[str]) -> list[str]:

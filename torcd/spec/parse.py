@@ -2,7 +2,8 @@
 
 Errors name the file, the line and the field, and are raised before anything
 is stored. The spec's structs are in `schema`, each job's expansion in `expand`
-and the whole workflow's dependency graph in `link`.
+and the whole workflow's dependency graph in `link`; ExpandedJob, Workflow,
+WorkflowDoc and MAX_COMMAND_BYTES are still imported from here.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
-from ruamel.yaml import YAML
 from msgspec import UNSET
+from ruamel.yaml import YAML
 
 from torcd.core.resources import Monitoring, Requirements, parse_duration, parse_memory
-from torcd.spec.data import expand_files, expand_user_data
-from torcd.spec.actions import check_actions, schedule_by_actions
-from torcd.spec.expand import JobExpander, plan_expansion, too_long
-from torcd.spec.link import link, sort_claims
-from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
-from torcd.spec.schema import (MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout,  # noqa: F401
-                               WorkflowDoc)  # ExpandedJob, MAX_COMMAND_BYTES: imported from here elsewhere
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
+from torcd.spec.actions import check_actions, schedule_by_actions
+from torcd.spec.data import expand_files, expand_user_data
+from torcd.spec.expand import JobExpander, plan_expansion, too_long
+from torcd.spec.link import link, sort_claims
 from torcd.spec.load import Locator, PlainTree, first_content_line, load, metadata_of
+from torcd.spec.schema import MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout, WorkflowDoc
+from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
@@ -76,7 +76,7 @@ def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
     out = io.StringIO()
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.width = 4096
     yaml.dump(plain, out)
     return out.getvalue()
