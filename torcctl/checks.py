@@ -75,7 +75,7 @@ def explain(client: Client, args) -> int:
           + f"; use_pending_failed: {_setting(spec.use_pending_failed, rules is not None)}")
     for step in steps:
         rule = ""
-        if step.rule_index is not None:
+        if step.rule_index is not None and rules is not None:  # a rule decided: the job has rules
             r = rules[step.rule_index]
             match = (f"causes {r.causes}" if r.causes and step.cause in r.causes else
                      "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}")
@@ -105,7 +105,7 @@ def _exit_codes(text: str) -> list[tuple[int, str | None]]:
     """Each attempt's ending: an exit code, or a cause (`timeout`, `oom`, `missing_output`)."""
     from torcd.core.retry import CAUSE_CODES
 
-    out = []
+    out: list[tuple[int, str | None]] = []
     for token in (t.strip() for t in text.split(",") if t.strip()):
         if token in CAUSE_CODES:
             out.append((CAUSE_CODES[token], token))

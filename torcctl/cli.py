@@ -5,10 +5,40 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
 from torcctl import checks, commands, data, limits, reports
+from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
 from torcd.protocol import SPEC_FORMATS
+
+Handler = Callable[[Client, argparse.Namespace], "int | None"]
+AddArguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `torcctl` command: its parser is built from this, and `connect` reads what it needs."""
+
+    name: str
+    handler: Handler
+    help: str
+    add_arguments: AddArguments | None = None
+    needs_daemon: bool = True  # False: the command never talks to torcd, so none is pinged or started
+    via_api_url: bool = False  # a job runs it: it reaches the daemon running the job through $TORC_API_URL
+    aliases: tuple[str, ...] = ()
+    short_format: bool = True  # False where -f means something else (`events -f` is --follow)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A command with actions under it (`torcctl jobs list`)."""
+
+    name: str
+    help: str
+    dest: str
+    metavar: str
+    commands: tuple[Command, ...]
 
 
 def _size(text: str) -> int:
@@ -20,53 +50,48 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="torcctl", description="Client of the torc workflow daemon.")
-    ap.add_argument("--socket", help="daemon socket (default: $TORCD_SOCKET or the per-user default)")
-    ap.add_argument("--state-dir", help="state dir for a daemon this command starts")
-    ap.add_argument("--no-autostart", action="store_true", help="fail instead of starting torcd")
-    ap.add_argument("--json", action="store_true", help="machine-readable output")
-    ap.add_argument("-f", "--format", choices=["table", "json"], help="output format (`-f json` is --json, as in Torc)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
 
-    def cmd(name: str, func, help: str, parent=sub, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=help, aliases=list(aliases))
-        p.set_defaults(func=func)
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        # `-f json` after the command too, as Torc's docs write it (`events` keeps -f for --follow)
-        p.add_argument(*(("--format",) if name == "events" else ("-f", "--format")), choices=["table", "json"],
-                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        return p
 
-    def spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
-        p.add_argument("spec", metavar=metavar)
-        p.add_argument("--spec-format", choices=SPEC_FORMATS,
-                       help="the spec's format (default: from its extension; .json5, .kdl, else YAML, which reads JSON)")
+def _workflow_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int)
 
-    cmd("ping", commands.ping, "check that the daemon answers")
-    p = cmd("submit", commands.submit, "create a workflow from a spec; print its id")
-    spec(p)
-    p = cmd("run", commands.run, "submit a spec (or take a workflow already submitted, by id) and follow it to "
-                                 "the end; exit 0 only if every job completed")
-    spec(p, "SPEC|WORKFLOW_ID")
+
+def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
+    p.add_argument("spec", metavar=metavar)
+    p.add_argument("--spec-format", choices=SPEC_FORMATS,
+                   help="the spec's format (default: from its extension; .json5, .kdl, else YAML, which reads JSON)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _spec(p, "SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p = cmd("validate", checks.validate, "check a spec without submitting it: errors, then warnings")
-    spec(p)
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    _spec(p)
     p.add_argument("--print-yaml", action="store_true", help="print the spec as YAML (any format in, YAML out)")
     p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
-    p = cmd("explain", checks.explain,
-            "show, attempt by attempt, what the failure handler does for a job exiting with given codes")
-    spec(p)
+
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    _spec(p)
     p.add_argument("--job", required=True, help="the job's name (as expanded, e.g. work_3)")
     p.add_argument("--exit-codes", required=True, metavar="RC,RC,...", help="exit code of each attempt in turn")
 
-    p = cmd("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations")
-    spec(p)
+
+def _submit_slurm_args(p: argparse.ArgumentParser) -> None:
+    _spec(p)
     p.add_argument("--account", help="Slurm account for the allocations")
     p.add_argument("--allocations", type=int, help="how many allocations (default: sized to the ready jobs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the allocations it would submit and which jobs go on which node; submit nothing")
-    p = cmd("watch", commands.watch, "follow a workflow's events until nothing more can run")
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     auto = p.add_mutually_exclusive_group()
     auto.add_argument("--auto-schedule", action="store_true", default=None,
@@ -92,47 +117,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--show-job-counts", action="store_true",
                    help="as in Torc; the live view and the summary always show the job counts")
     limits.add_options(p)
-    p = cmd("recover", limits.recover, "give failed jobs that ran out of memory or time more, and run them again; "
-                                        "the workflow must have nothing running")
+
+
+def _recover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     limits.add_options(p)
-    results_help = "every job's attempts in a workflow: exit code, cause, time, memory, logs"
-    results_options(cmd("results", commands.results, results_help), torc_list=True)
-    rep = sub.add_parser("reports", help="reports on a workflow: resource use against limits, results, a summary"
-                         ).add_subparsers(dest="sub", required=True, metavar="REPORT")
-    p = cmd("check-resource-utilization", reports.check_resource_utilization_command,
-            "each job's peak memory and runtime against its limits, flagging over- and under-use", rep)
+
+
+def results_options(p: argparse.ArgumentParser, torc_list: bool = False) -> None:
+    if torc_list:  # `torcctl results list WF`, as Torc spells it, is `torcctl results WF`
+        p.add_argument("action", nargs="?", choices=["list"], default="list", help=argparse.SUPPRESS)
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
+    p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
+    p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
+
+
+def _check_resource_utilization_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     include = p.add_mutually_exclusive_group()
     include.add_argument("--include-failed", action="store_true", default=True,
                          help="also jobs that failed (the default, as the MCP tool's)")
     include.add_argument("--exclude-failed", dest="include_failed", action="store_false",
                          help="only jobs that exited 0")
-    results_options(cmd("results", commands.results, results_help + " (as `torcctl results`)", rep))
-    cmd("summary", reports.summary_command, "a workflow's status, job counts, failures by cause and time spent",
-        rep).add_argument("workflow_id", type=int)
-    p = cmd("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
-                                 "whether it exists")
-    p.add_argument("workflow_id", type=int)
-    ud = sub.add_parser("user-data", help="read and write a workflow's user data (from jobs too: they reach the "
-                                          "daemon through $TORC_API_URL)").add_subparsers(
-        dest="user_data_command", required=True, metavar="ACTION")
-    p = cmd("get", data.user_data_get, "print an entry's value as JSON", ud)
+
+
+def _user_data_get_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
-    p = cmd("set", data.user_data_set, "set an entry's value (JSON)", ud, ("update", "create"))
+
+
+def _user_data_set_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("data", nargs="?", metavar="JSON", help='the value, like \'{"rows": 10}\' or \'"text"\'')
     p.add_argument("--data", dest="data_flag", metavar="JSON", help="the value, as Torc's `user-data update` takes it")
     p.add_argument("--data-file", metavar="FILE", help="read the value from FILE (- for stdin)")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
-    p = cmd("list", data.user_data_list, "list a workflow's user data", ud)
+
+
+def _user_data_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow", nargs="?", type=int, metavar="WORKFLOW_ID", help="as in Torc (or -w)")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
-    cmd("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
-                             "pending_failed jobs")
-    p = cmd("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)")
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("TORC_API_URL"), help="daemon URL (http://HOST:PORT or unix://PATH)")
     p.add_argument("--token-file", help="file holding this allocation's credential (or set TORC_API_TOKEN)")
     p.add_argument("--ca-file", help="certificate to trust for an https:// daemon URL")
@@ -156,92 +185,160 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-for-daemon", type=float, default=None, metavar="SECONDS",
                    help="how long to keep trying a daemon that does not answer (default: the workflow's "
                         "compute_node_wait_for_healthy_database_minutes, 20 min)")
-    p = cmd("allocations", commands.allocations, "list a workflow's Slurm allocations")
-    p.add_argument("workflow_id", type=int)
 
-    wf = sub.add_parser("workflows", help="list and manage workflows").add_subparsers(
-        dest="sub", required=True, metavar="ACTION")
-    cmd("list", commands.workflows_list, "list workflows", wf)
-    for name, func, help, aliases in (("show", commands.workflows_show, "show one workflow", ("get",)),
-                                      ("status", commands.workflows_status, "job counts by status", ()),
-                                      ("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running "
-                                                                           "ones", ()),
-                                      ("delete", commands.workflows_delete, "delete a finished workflow", ())):
-        cmd(name, func, help, wf, aliases).add_argument("workflow_id", type=int)
-    spec(cmd("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", wf))
-    p = cmd("check", checks.validate, "check a spec without submitting it (as `validate`)", wf)
-    spec(p)
-    p.add_argument("--print-yaml", action="store_true", help="print the spec as YAML (any format in, YAML out)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
-    p = cmd("reset-status", commands.workflows_reset, "put jobs back to run again in a new run", wf)
+
+def _reset_status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--failed-only", action="store_true",
                    help="only failed, canceled, terminated and pending_failed jobs (and what they block)")
 
-    jobs = sub.add_parser("jobs", help="list and manage jobs").add_subparsers(
-        dest="sub", required=True, metavar="ACTION")
-    p = cmd("list", commands.jobs_list, "list a workflow's jobs", jobs)
+
+def _jobs_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("-s", "--status", help="only jobs with this status (e.g. pending_failed)")
     p.add_argument("--sort-by", choices=["id", "name", "status", "attempt", "rc"], default="id",
                    help="order of the listing (default id)")
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--offset", type=int, default=0)
-    cmd("show", commands.jobs_show, "show one job", jobs, ("get",)).add_argument("job_id", type=int)
-    cmd("attempts", commands.jobs_attempts, "list a job's attempts", jobs).add_argument("job_id", type=int)
-    for name, func, help in (("retry", commands.jobs_retry, "pending_failed -> ready, next attempt"),
-                             ("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream")):
-        p = cmd(name, func, help, jobs)
-        p.add_argument("job_ids", type=int, nargs="+", metavar="JOB")
-        p.add_argument("--reason", default="", help="why (stored and shown)")
 
-    p = cmd("update-resources", limits.update_resources, "set a job's memory, runtime or CPUs for its next attempts",
-            jobs)
+
+def _job_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job_id", type=int)
+
+
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job_ids", type=int, nargs="+", metavar="JOB")
+    p.add_argument("--reason", default="", help="why (stored and shown)")
+
+
+def _update_resources_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", type=int, metavar="JOB")
     p.add_argument("--memory", metavar="SIZE", help="like 8g or 512m")
     p.add_argument("--runtime", metavar="DURATION", help="ISO-8601, like PT2H or PT90M")
     p.add_argument("--num-cpus", type=int, metavar="N")
     p.add_argument("--reason", required=True, help="why (kept with each change)")
 
-    p = cmd("logs", commands.logs, "print a job attempt's stdout (or stderr)")
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", type=int)
     p.add_argument("--attempt", type=int, help="attempt number (default: the latest)")
     p.add_argument("--run", type=int, help="run number (default: the latest)")
     p.add_argument("--stderr", action="store_true")
     p.add_argument("--recovery", action="store_true", help="the recovery script's output instead")
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
-    p = cmd("events", commands.events, "print a workflow's event log")
+
+
+def _events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
     p.add_argument("-f", "--follow", action="store_true", help="keep following new events")
+
+
+RESULTS_HELP = "every job's attempts in a workflow: exit code, cause, time, memory, logs"
+
+# Every command, in the order `torcctl --help` lists them.
+COMMANDS: tuple[Command | Group, ...] = (
+    Command("ping", commands.ping, "check that the daemon answers"),
+    Command("submit", commands.submit, "create a workflow from a spec; print its id", _spec),
+    Command("run", commands.run, "submit a spec (or take a workflow already submitted, by id) and follow it to "
+                                 "the end; exit 0 only if every job completed", _run_args),
+    Command("validate", checks.validate, "check a spec without submitting it: errors, then warnings",
+            _validate_args, needs_daemon=False),
+    Command("explain", checks.explain,
+            "show, attempt by attempt, what the failure handler does for a job exiting with given codes",
+            _explain_args, needs_daemon=False),
+    Command("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations",
+            _submit_slurm_args),
+    Command("watch", commands.watch, "follow a workflow's events until nothing more can run", _watch_args),
+    Command("recover", limits.recover, "give failed jobs that ran out of memory or time more, and run them again; "
+                                       "the workflow must have nothing running", _recover_args),
+    Command("results", commands.results, RESULTS_HELP, lambda p: results_options(p, torc_list=True)),
+    Group("reports", "reports on a workflow: resource use against limits, results, a summary", "sub", "REPORT", (
+        Command("check-resource-utilization", reports.check_resource_utilization_command,
+                "each job's peak memory and runtime against its limits, flagging over- and under-use",
+                _check_resource_utilization_args),
+        Command("results", commands.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
+        Command("summary", reports.summary_command,
+                "a workflow's status, job counts, failures by cause and time spent", _workflow_id),
+    )),
+    Command("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
+                                 "whether it exists", _workflow_id),
+    Group("user-data", "read and write a workflow's user data (from jobs too: they reach the daemon through "
+                       "$TORC_API_URL)", "user_data_command", "ACTION", (
+        Command("get", data.user_data_get, "print an entry's value as JSON", _user_data_get_args, via_api_url=True),
+        Command("set", data.user_data_set, "set an entry's value (JSON)", _user_data_set_args, via_api_url=True,
+                aliases=("update", "create")),
+        Command("list", data.user_data_list, "list a workflow's user data", _user_data_list_args, via_api_url=True),
+    )),
+    Command("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
+                                 "pending_failed jobs"),
+    Command("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)", _worker_args,
+            needs_daemon=False),  # it reaches the daemon itself, through --url
+    Command("allocations", commands.allocations, "list a workflow's Slurm allocations", _workflow_id),
+    Group("workflows", "list and manage workflows", "sub", "ACTION", (
+        Command("list", commands.workflows_list, "list workflows"),
+        Command("show", commands.workflows_show, "show one workflow", _workflow_id, aliases=("get",)),
+        Command("status", commands.workflows_status, "job counts by status", _workflow_id),
+        Command("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones", _workflow_id),
+        Command("delete", commands.workflows_delete, "delete a finished workflow", _workflow_id),
+        Command("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", _spec),
+        Command("check", checks.validate, "check a spec without submitting it (as `validate`)", _validate_args,
+                needs_daemon=False),
+        Command("reset-status", commands.workflows_reset, "put jobs back to run again in a new run",
+                _reset_status_args),
+    )),
+    Group("jobs", "list and manage jobs", "sub", "ACTION", (
+        Command("list", commands.jobs_list, "list a workflow's jobs", _jobs_list_args),
+        Command("show", commands.jobs_show, "show one job", _job_id, aliases=("get",)),
+        Command("attempts", commands.jobs_attempts, "list a job's attempts", _job_id),
+        Command("retry", commands.jobs_retry, "pending_failed -> ready, next attempt", _classify_args),
+        Command("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream", _classify_args),
+        Command("update-resources", limits.update_resources,
+                "set a job's memory, runtime or CPUs for its next attempts", _update_resources_args),
+    )),
+    Command("logs", commands.logs, "print a job attempt's stdout (or stderr)", _logs_args),
+    Command("events", commands.events, "print a workflow's event log", _events_args, short_format=False),
+)
+
+
+def _add_command(sub: argparse._SubParsersAction, c: Command) -> None:
+    p = sub.add_parser(c.name, help=c.help, description=c.help, aliases=list(c.aliases))
+    p.set_defaults(func=c.handler, command_entry=c)
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # `-f json` after the command too, as Torc's docs write it
+    p.add_argument(*(("-f", "--format") if c.short_format else ("--format",)), choices=["table", "json"],
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    if c.add_arguments:
+        c.add_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="torcctl", description="Client of the torc workflow daemon.")
+    ap.add_argument("--socket", help="daemon socket (default: $TORCD_SOCKET or the per-user default)")
+    ap.add_argument("--state-dir", help="state dir for a daemon this command starts")
+    ap.add_argument("--no-autostart", action="store_true", help="fail instead of starting torcd")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("-f", "--format", choices=["table", "json"], help="output format (`-f json` is --json, as in Torc)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in COMMANDS:
+        if isinstance(entry, Command):
+            _add_command(sub, entry)
+            continue
+        group = sub.add_parser(entry.name, help=entry.help).add_subparsers(
+            dest=entry.dest, required=True, metavar=entry.metavar)
+        for c in entry.commands:
+            _add_command(group, c)
     return ap
-
-
-def results_options(p: argparse.ArgumentParser, torc_list: bool = False) -> None:
-    if torc_list:  # `torcctl results list WF`, as Torc spells it, is `torcctl results WF`
-        p.add_argument("action", nargs="?", choices=["list"], default="list", help=argparse.SUPPRESS)
-    p.add_argument("workflow_id", type=int)
-    p.add_argument("--failed", action="store_true", help="only attempts that exited non-zero")
-    p.add_argument("--all-runs", action="store_true", help="also attempts of earlier runs (before a reset)")
-    p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(text)
-
-
-DATA_COMMANDS = (data.user_data_get, data.user_data_set, data.user_data_list)
 
 
 def connect(args: argparse.Namespace) -> Client:
     from torcd.paths import default_socket
 
+    entry: Command = args.command_entry
     if (args.socket and not os.path.isabs(args.socket)) or (args.state_dir and not os.path.isabs(args.state_dir)):
         commands.current_dir()  # relative paths need a working directory that still exists
     api_url = os.environ.get("TORC_API_URL", "")
-    if args.func in DATA_COMMANDS and not args.socket and api_url:  # a job, reaching the daemon that runs it
+    if entry.via_api_url and not args.socket and api_url:  # a job, reaching the daemon that runs it
         if api_url.startswith("unix://"):
             args.socket = api_url[len("unix://"):]
         else:
@@ -252,7 +349,7 @@ def connect(args: argparse.Namespace) -> Client:
         args.state_dir = os.path.abspath(args.state_dir)
     client = Client(path)
     args.autostarted = None
-    if args.func in (checks.validate, checks.explain, commands.worker):
+    if not entry.needs_daemon:
         return client
     if not client.ping(2.0):
         if args.no_autostart:

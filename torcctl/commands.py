@@ -420,11 +420,12 @@ def jobs_show(client: Client, args) -> int:
 def _bytes(n: int | None) -> str:
     if n is None:
         return "no limit"
+    size: float = n
     for unit in ("", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:g}{unit}"
-        n /= 1024
-    return str(n)
+        if size < 1024 or unit == "T":
+            return f"{size:g}{unit}"
+        size /= 1024
+    return str(size)
 
 
 def _seconds(s: float | None) -> str:

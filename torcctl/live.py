@@ -7,7 +7,7 @@ import collections
 import time
 from collections.abc import Callable, Iterable
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -65,7 +65,7 @@ class LiveView:
             counts.append(f"{s} {self.counts[s]}", style=STATUS_STYLE.get(s, ""))
             counts.append("  ")
         summary = Text(f"retries so far: {self.retries}   recovery scripts run: {self.recoveries}")
-        lines = [bar, counts, summary]
+        lines: list[RenderableType] = [bar, counts, summary]
         if self.recent:
             lines += [Text("recent:", style="bold"), *(Text("  " + line, overflow="ellipsis", no_wrap=True)
                                                          for line in self.recent)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import msgspec
 
@@ -70,7 +71,7 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
     except ValueError as e:
         raise SystemExit(f"torcd: {e}") from None
     try:
-        limits = dict(max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
+        limits: dict[str, Any] = dict(max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
                       watch_queue_size=int(env.get("TORCD_WATCH_QUEUE_SIZE", 10_000)),
                       watch_write_timeout=float(env.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0)),
                       switch_interval=float(env.get("TORCD_SWITCH_INTERVAL", 0.0002)),

@@ -46,9 +46,5 @@ class InvalidParams(TorcError):
     code = -32602
 
 
-class DaemonBusy(TorcError):
-    code = -32005
-
-
 class DaemonError(TorcError):
     """The daemon cannot start or had to stop; the message says why."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import structlog
 
@@ -34,7 +35,7 @@ class RateLimit:
         self._seen[kind] = (start, lines + 1, left_out)
         return said
 
-    def __call__(self, _logger, method: str, event_dict: dict) -> dict:
+    def __call__(self, _logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if method in _QUIET_LEVELS:
             return event_dict
         said = self.admit(str(event_dict.get("event")))

@@ -148,10 +148,6 @@ async def squeue(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-async def scancel(job_id: str) -> None:
-    await _run("scancel", job_id)
-
-
 def private_dir(path: str, what: str) -> None:
     """Make (or check) a directory only the user can write, or SlurmError saying why not."""
     try:

@@ -3,14 +3,14 @@ run is exactly this check, and a real run applies only a batch that passed it.""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from mcp.server.mcpserver.exceptions import ToolError
 
 from torcd.core.resources import parse_duration, parse_memory
 from torcd.protocol import JobInfo
 
-Call = Callable[..., object]
+Call = Callable[..., Any]
 
 
 def check_classifications(call: Call, workflow_id: int, classifications: list) -> dict[int, JobInfo]:

@@ -134,7 +134,7 @@ class TorcTools:
     def list_jobs(self, workflow_id: int, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """The workflow's jobs (id, name, status, attempt, last return code, limits), optionally only
         those with one status (ready, running, completed, failed, canceled, pending_failed, ...)."""
-        params = {"workflow_id": workflow_id, "limit": max(1, min(limit, 10_000))}
+        params: dict[str, Any] = {"workflow_id": workflow_id, "limit": max(1, min(limit, 10_000))}
         if status:
             params["status"] = status
         return msgspec.to_builtins(self.call("jobs.list", params, list[JobInfo]))
@@ -304,7 +304,7 @@ def _refusing_unknown_arguments(tool: Tool) -> Tool:
     """The SDK's argument model ignores names it does not know; a misspelled `dry_run` must not
     turn a preview into a change, so each tool's model forbids them (and says so in its schema)."""
     loose = tool.fn_metadata.arg_model
-    strict = type(loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+    strict: type[BaseModel] = type(loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True),
                                              "__module__": __name__})
     metadata = tool.fn_metadata.model_copy(update={"arg_model": strict})
     return tool.model_copy(update={"fn_metadata": metadata, "parameters": strict.model_json_schema(by_alias=True)})

@@ -51,6 +51,7 @@ def create_workflow(call: Callable[..., Any], spec_json: str, action: str, workf
         return {"valid": True, "workflow_name": spec.name, "jobs": len(spec.jobs), "warnings": warnings,
                 "message": "The spec is valid; nothing was saved or created."}
     if action == "save_spec_file":
+        assert output_path  # checked above
         return {"success": True, "output_path": _save(spec_json, output_path), "warnings": warnings,
                 "message": f"Saved workflow spec {spec.name!r}: edit its commands, then run it with "
                            f"`torcctl run {output_path}`" + (" (`torcctl submit-slurm` for Slurm)."

@@ -48,31 +48,18 @@ class ServerState:
 
 
 def build_app(state: ServerState) -> web.Application:
-    async def caller_of(request: web.Request) -> Caller | web.Response:
-        uid = peer_uid(request)
-        if uid is not None:
-            if uid != os.getuid():
-                log.warning("peer_refused", peer_uid=uid)
-                return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
-            return ADMIN
-        # The TCP door: the admin token or an allocation's credential, compared in constant time.
-        given = request.headers.get("Authorization", "")
-        token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
-        if not token.isascii():  # credentials are ASCII; anything else is simply wrong
-            token = ""
-        if token and state.admin_token and hmac.compare_digest(token.encode(), state.admin_token.encode()):
-            return ADMIN
-        aid = allocation_of(token) if token else None
-        if aid is not None:
-            known = await state.credential(aid)
-            if known is not None and matches(token, known[0]):
-                return Caller(allocation_id=aid, workflow_id=known[1])
-        log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+    app = web.Application(client_max_size=state.config.max_request_bytes, middlewares=[_only_our_user(state)])
+    _add_rpc_routes(app, state)
+    _add_event_routes(app, state)
+    if state.config.metrics:
+        _add_metrics_routes(app, state)
+    return app
 
+
+def _only_our_user(state: ServerState):
     @web.middleware
     async def only_our_user(request: web.Request, handler):
-        caller = await caller_of(request)
+        caller = await _caller_of(state, request)
         if isinstance(caller, web.Response):
             return caller
         if not caller.admin and request.path != "/rpc":
@@ -81,95 +68,131 @@ def build_app(state: ServerState) -> web.Application:
         request["caller"] = caller
         return await handler(request)
 
+    return only_our_user
+
+
+def _add_rpc_routes(app: web.Application, state: ServerState) -> None:
     async def rpc_endpoint(request: web.Request) -> web.Response:
-        size = request.content_length
-        if size is not None and size > state.config.max_request_bytes:
-            return web.Response(status=413, content_type="application/json", body=_encode(
-                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
-                 f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}"}}))
-        try:
-            body = await asyncio.wait_for(request.read(), state.config.body_timeout)
-        except TimeoutError:
-            return web.Response(status=408, content_type="application/json", body=_encode(
-                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
-                 f"the request body did not arrive within {state.config.body_timeout:g} s"}}))
-        state.requests_in_flight += 1
-        try:
-            reply = await rpc.handle(state.methods, state.handlers, body, request["caller"],
-                                     request.headers.get("Idempotency-Key"))
-        finally:
-            state.requests_in_flight -= 1
-        if reply is None:
-            return web.Response(status=204)
-        return web.Response(body=reply, content_type="application/json")
-
-    async def events_endpoint(request: web.Request) -> web.StreamResponse:
-        try:
-            wf = int(request.query["workflow_id"])
-            after = int(request.query.get("after", "0"))
-            if not (0 < wf < 2**63 and 0 <= after < 2**63):
-                raise ValueError
-        except (KeyError, ValueError):
-            return web.json_response({"error": "workflow_id (a positive integer) is required; after must be a "
-                                      "non-negative integer"}, status=400)
-        until_done = request.query.get("until_done", "0") == "1"
-        kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
-        sub = state.bus.subscribe(f"events:{wf}", maxsize=state.config.watch_queue_size,
-                                   accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
-        state.streams[sub] = wf  # an attached client
-        try:
-            try:
-                backlog = await state.queries.events(wf, after, limit=1_000_000)
-            except NotFound as e:
-                return web.json_response({"error": e.message}, status=404)
-            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-            await resp.prepare(request)
-            last = after
-            for event in backlog:
-                last = event.seq
-                if not kinds or event.kind in kinds:
-                    await resp.write(_encode(event) + b"\n")
-            # The log may hold idle points the workflow has left since (a reset, a retried job):
-            # the stream ends at the next one, or now if the workflow is idle now. Events committed
-            # after the backlog was read are already queued for us, so none is missed.
-            if until_done and (await state.queries.workflow(wf)).state != "active":
-                return resp
-            while not state.stopping.is_set():
-                get = asyncio.ensure_future(sub.get())
-                cut = asyncio.ensure_future(sub.overflowed.wait())
-                stop = asyncio.ensure_future(state.stopping.wait())
-                done, pending = await asyncio.wait({get, cut, stop}, return_when=asyncio.FIRST_COMPLETED)
-                for f in pending:
-                    f.cancel()
-                if get not in done:
-                    if sub.overflowed.is_set():
-                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="fell behind")
-                    break
-                batch = [e for e in [get.result(), *sub.drain()] if e.seq > last]  # not those in the backlog
-                if batch:
-                    try:
-                        await asyncio.wait_for(resp.write(b"".join(_encode(e) + b"\n" for e in batch)),
-                                               state.config.watch_write_timeout)
-                    except asyncio.TimeoutError:
-                        log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
-                        break
-                    last = batch[-1].seq
-                if until_done and any(isinstance(e, IDLE) for e in batch):
-                    break
-            return resp
-        except ConnectionResetError:
-            return resp
-        finally:
-            state.streams.pop(sub, None)
-            sub.close()
-
-    app = web.Application(client_max_size=state.config.max_request_bytes, middlewares=[only_our_user])
+        return await _serve_rpc(state, request)
     app.router.add_post("/rpc", rpc_endpoint)
-    app.router.add_get("/events", events_endpoint)
-    if state.config.metrics:
-        from torcd import metrics
 
-        async def metrics_endpoint(request: web.Request) -> web.Response:
-            return web.Response(body=await metrics.render(state.queries), headers={"Content-Type": metrics.CONTENT_TYPE})
-        app.router.add_get("/metrics", metrics_endpoint)
-    return app
+
+def _add_event_routes(app: web.Application, state: ServerState) -> None:
+    async def events_endpoint(request: web.Request) -> web.StreamResponse:
+        return await _stream_events(state, request)
+    app.router.add_get("/events", events_endpoint)
+
+
+def _add_metrics_routes(app: web.Application, state: ServerState) -> None:
+    from torcd import metrics
+
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        return web.Response(body=await metrics.render(state.queries), headers={"Content-Type": metrics.CONTENT_TYPE})
+    app.router.add_get("/metrics", metrics_endpoint)
+
+
+async def _caller_of(state: ServerState, request: web.Request) -> Caller | web.Response:
+    uid = peer_uid(request)
+    if uid is not None:
+        if uid != os.getuid():
+            log.warning("peer_refused", peer_uid=uid)
+            return web.json_response({"error": f"uid {uid} may not use this daemon"}, status=403)
+        return ADMIN
+    # The TCP door: the admin token or an allocation's credential, compared in constant time.
+    given = request.headers.get("Authorization", "")
+    token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+    if not token.isascii():  # credentials are ASCII; anything else is simply wrong
+        token = ""
+    if token and state.admin_token and hmac.compare_digest(token.encode(), state.admin_token.encode()):
+        return ADMIN
+    aid = allocation_of(token) if token else None
+    if aid is not None:
+        known = await state.credential(aid)
+        if known is not None and matches(token, known[0]):
+            return Caller(allocation_id=aid, workflow_id=known[1])
+    log.warning("tcp_request_refused", peer=request.remote, reason="missing or wrong token")
+    return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+
+
+async def _serve_rpc(state: ServerState, request: web.Request) -> web.Response:
+    size = request.content_length
+    if size is not None and size > state.config.max_request_bytes:
+        return web.Response(status=413, content_type="application/json", body=_encode(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+             f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}"}}))
+    try:
+        body = await asyncio.wait_for(request.read(), state.config.body_timeout)
+    except TimeoutError:
+        return web.Response(status=408, content_type="application/json", body=_encode(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
+             f"the request body did not arrive within {state.config.body_timeout:g} s"}}))
+    state.requests_in_flight += 1
+    try:
+        reply = await rpc.handle(state.methods, state.handlers, body, request["caller"],
+                                 request.headers.get("Idempotency-Key"))
+    finally:
+        state.requests_in_flight -= 1
+    if reply is None:
+        return web.Response(status=204)
+    return web.Response(body=reply, content_type="application/json")
+
+
+async def _stream_events(state: ServerState, request: web.Request) -> web.StreamResponse:
+    try:
+        wf = int(request.query["workflow_id"])
+        after = int(request.query.get("after", "0"))
+        if not (0 < wf < 2**63 and 0 <= after < 2**63):
+            raise ValueError
+    except (KeyError, ValueError):
+        return web.json_response({"error": "workflow_id (a positive integer) is required; after must be a "
+                                  "non-negative integer"}, status=400)
+    until_done = request.query.get("until_done", "0") == "1"
+    kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
+    sub = state.bus.subscribe(f"events:{wf}", maxsize=state.config.watch_queue_size,
+                               accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
+    state.streams[sub] = wf  # an attached client
+    try:
+        try:
+            backlog = await state.queries.events(wf, after, limit=1_000_000)
+        except NotFound as e:
+            return web.json_response({"error": e.message}, status=404)
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        last = after
+        for event in backlog:
+            last = event.seq
+            if not kinds or event.kind in kinds:
+                await resp.write(_encode(event) + b"\n")
+        # The log may hold idle points the workflow has left since (a reset, a retried job):
+        # the stream ends at the next one, or now if the workflow is idle now. Events committed
+        # after the backlog was read are already queued for us, so none is missed.
+        if until_done and (await state.queries.workflow(wf)).state != "active":
+            return resp
+        while not state.stopping.is_set():
+            get = asyncio.ensure_future(sub.get())
+            cut = asyncio.ensure_future(sub.overflowed.wait())
+            stop = asyncio.ensure_future(state.stopping.wait())
+            done, pending = await asyncio.wait({get, cut, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for f in pending:
+                f.cancel()
+            if get not in done:
+                if sub.overflowed.is_set():
+                    log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="fell behind")
+                break
+            batch = [e for e in [get.result(), *sub.drain()] if e.seq > last]  # not those in the backlog
+            if batch:
+                try:
+                    await asyncio.wait_for(resp.write(b"".join(_encode(e) + b"\n" for e in batch)),
+                                           state.config.watch_write_timeout)
+                except asyncio.TimeoutError:
+                    log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
+                    break
+                last = batch[-1].seq
+            if until_done and any(isinstance(e, IDLE) for e in batch):
+                break
+        return resp
+    except ConnectionResetError:
+        return resp
+    finally:
+        state.streams.pop(sub, None)
+        sub.close()

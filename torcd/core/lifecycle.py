@@ -17,7 +17,6 @@ No I/O, no clock: time comes in with the stimulus.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -428,8 +427,3 @@ def cascade_summary(failed: Job, canceled: int, time: float) -> E.EventBase:
     """The event of a failed job, once what it blocked has been canceled."""
     return _event(E.JobFailed, failed, time, status="failed", count=canceled,
                   message=f"{canceled} downstream jobs canceled" if canceled else None)
-
-
-def handle_all(stimulus: Stimulus, jobs: Sequence[Job]) -> list[Outcome]:
-    """The same stimulus for each of several jobs."""
-    return [handle(stimulus, job) for job in jobs]

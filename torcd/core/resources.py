@@ -32,8 +32,6 @@ class Requirements(msgspec.Struct, frozen=True):
     runtime_seconds: float | None = None
 
 
-DEFAULT = Requirements()
-
 Resource = Literal["cpus", "memory", "gpus", "runtime"]
 
 

@@ -40,9 +40,6 @@ class JobStatus(enum.IntEnum):
 
 S = JobStatus
 
-# Statuses a reset may take a job out of, back to blocked/ready.
-RESETTABLE = frozenset({S.COMPLETED, S.FAILED, S.CANCELED, S.TERMINATED, S.PENDING_FAILED,
-                        S.BLOCKED, S.READY, S.UNINITIALIZED})
 FAILED_LIKE = frozenset({S.FAILED, S.CANCELED, S.TERMINATED, S.PENDING_FAILED})
 # A job in one of these can still make progress without a person.
 ACTIVE = frozenset({S.READY, S.PENDING, S.RUNNING, S.RECOVERING})

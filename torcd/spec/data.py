@@ -197,8 +197,9 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
     """The command with each `${files.input|output.NAME}` replaced by the file's path and each
     `${user_data.input|output.NAME}` by the entry's name, shell-quoted for where it stands (one
     word, never more shell), and the names it read and wrote; any other dotted reference is an error."""
-    found = {"files": {"input": {}, "output": {}}, "user_data": {"input": {}, "output": {}}}
-    scanned = [0, ""]  # how far the command's quotes are known, and the quote open there
+    found: dict[str, dict[str, dict[str, None]]] = {"files": {"input": {}, "output": {}},
+                                                     "user_data": {"input": {}, "output": {}}}
+    scanned: list[Any] = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
         scanned[1] = open_quote(command, scanned[0], m.start(), scanned[1])

@@ -49,7 +49,7 @@ def spec_errors(text: str, file: str, fmt: str | None = None) -> list[SpecError]
 
 # What stands in for a list's element set aside: valid, and with the same name, so that what
 # names it (a job's failure_handler, depends_on, files) still finds it.
-_STAND_INS = {
+_STAND_INS: dict[str, dict[str, Any]] = {
     "jobs": {"command": "true"},
     "failure_handlers": {"rules": [{"match_all_exit_codes": True}]},
     "rules": {"match_all_exit_codes": True},
@@ -63,7 +63,9 @@ _STAND_INS = {
 
 def _holds(outer: str | None, inner: str | None) -> bool:
     """Whether the field `outer` holds the field `inner` (`$.a[0]` holds `$.a[0].b`, not `$.ab`)."""
-    return bool(outer and inner) and (inner == outer or inner.startswith((outer + ".", outer + "[")))
+    if not outer or not inner:
+        return False
+    return inner == outer or inner.startswith((outer + ".", outer + "["))
 
 
 def set_aside(tree: dict, field: str | None) -> bool:

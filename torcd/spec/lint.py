@@ -55,7 +55,7 @@ def multiplier_findings(doc: WorkflowDoc, loc: Locator, spec) -> list[Finding]:
 
 def monitor_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
     """Parts of Torc's `resource_monitor` that are accepted but record nothing more here."""
-    monitor, out = doc.resource_monitor, []
+    monitor, out = doc.resource_monitor, list[Finding]()
     if monitor is None:
         return out
     for at, target in (("$.resource_monitor", monitor), ("$.resource_monitor.jobs", monitor.jobs)):

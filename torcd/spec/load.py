@@ -110,7 +110,7 @@ class PlainTree:
         # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
         for kind in (bool, int, float, str):
             if isinstance(node, kind):
-                if kind is str:
+                if isinstance(node, str):
                     self._check_text(node, key, chain)
                 return kind(node)
         return node
@@ -247,6 +247,13 @@ def _j5_token(text: str, pos: int) -> re.Match[str]:
     return m
 
 
+def _group(token: re.Match[str]) -> int:
+    """The group a token matched (every alternative of _J5_TOKEN has one)."""
+    if token.lastindex is None:
+        raise _Unreadable
+    return token.lastindex
+
+
 def _j5_member(text: str, pos: int, key: str) -> tuple[int, re.Match[str]] | None:
     """Where `key` is in the object whose members start at `pos`, and its value: the last one,
     as pyjson5 keeps the last."""
@@ -254,7 +261,7 @@ def _j5_member(text: str, pos: int, key: str) -> tuple[int, re.Match[str]] | Non
     while (name := _j5_token(text, pos))[_CLOSE] is None:
         value = _j5_token(text, _j5_token(text, name.end()).end())  # past the `:`
         if _j5_key(name) == key:
-            found = (name.start(name.lastindex), value)
+            found = (name.start(_group(name)), value)
         after = _j5_token(text, _j5_skip(text, value))
         if after[_CLOSE]:
             break
@@ -272,7 +279,7 @@ def _j5_item(text: str, pos: int, index: int) -> tuple[int, re.Match[str]] | Non
             return None
         pos = after.end()
     item = _j5_token(text, pos)
-    return None if item[_CLOSE] else (item.start(item.lastindex), item)
+    return None if item[_CLOSE] else (item.start(_group(item)), item)
 
 
 def _j5_skip(text: str, value: re.Match[str]) -> int:
@@ -290,7 +297,7 @@ def _j5_skip(text: str, value: re.Match[str]) -> int:
 
 
 def _j5_key(name: re.Match[str]) -> str:
-    token = name[name.lastindex]
+    token = name[_group(name)]
     if "\\" not in token:
         return token[1:-1] if name[_STRING] else token
     decoded = pyjson5.loads("{" + token + ": 0}")  # escapes, as pyjson5 read them

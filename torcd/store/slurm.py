@@ -20,7 +20,6 @@ from torcd.store.effective_limits import effective_memory, effective_runtime
 
 
 _encode = msgspec.json.Encoder().encode
-OPEN_ALLOCATION_STATES = ("pending", "running")
 
 
 class SlurmStore:
