@@ -78,4 +78,39 @@ def test_the_worker_needs_no_store():
         for nxt in g[todo.pop()] - seen:
             seen.add(nxt)
             todo.append(nxt)
-    assert not seen & {"torcd.store.store", "torcd.store.db", "torcd.store.slurm", "torcd.store.lifecycle"}, sorted(seen)
+    assert not {m for m in seen if m.startswith("torcd.store")}, sorted(seen)
+
+
+def test_no_function_over_80_lines():
+    long = {}
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > 80:
+                    long[f"{path.relative_to(ROOT)}:{node.name}"] = n
+    assert not long, long
+
+
+def test_core_imports_nothing_above_it():
+    """`torcd.core` is the pure decisions: it may use the errors and the event types, nothing that does I/O."""
+    allowed = ("torcd.core", "torcd.errors", "torcd.events")
+    upward = {name: sorted(t for t in deps if not t.startswith(allowed))
+              for name, deps in graph().items() if name.startswith("torcd.core")}
+    assert not {k: v for k, v in upward.items() if v}, upward
+
+
+def test_families_are_folders_not_prefixes():
+    """New modules of a family go into its folder: no top-level module shares its first word with a package or
+    with another top-level module (`spec_x.py` beside `spec/`, or `store_a.py` beside `store_b.py`)."""
+    for pkg in PACKAGES:
+        top = [p.stem for p in (ROOT / pkg).glob("*.py") if p.stem not in ("__init__", "__main__")]
+        folders = {p.name for p in (ROOT / pkg).iterdir() if (p / "__init__.py").exists()}
+        words = [stem.split("_")[0] for stem in top]
+        clash = sorted(s for s, w in zip(top, words) if w in folders or words.count(w) > 1)
+        assert not clash, f"{pkg}: {clash} belong in a folder"
+
+
+def test_no_module_shadows_the_standard_library():
+    import sys
+    shadows = sorted(name for name in modules() if name.rpartition(".")[2] in sys.stdlib_module_names)
+    assert not shadows, shadows
