@@ -1,11 +1,12 @@
 """The event log's events: one class per kind, a tagged union on `kind`.
 
 Subscribers dispatch on the class (`isinstance(e, JobExited)`), never on a string. Each kind
-carries its own fields after the common three (workflow_id, time, seq). The JSON written to the
-log and streamed on /events is what it always was: `{"kind": "job_started", "workflow_id": 1, ...}`
-— so the fields keep the order they had in the one shared field list of old, and a field named
-for what it holds (`allocation_id`, `worker_id`, `job_count`) keeps its old key (`count`) on the
-wire. Kept free of heavy imports: the client loads it on every command.
+carries its own fields after the common three (workflow_id, time, seq); every kind has a
+`message`, the sentence a person reads. The JSON written to the log and streamed on /events is
+what it always was: `{"kind": "job_started", "workflow_id": 1, ...}` — so the fields keep the
+order they had in the one shared field list of old, and a field named for what it holds
+(`allocation_id`, `worker_id`, `job_count`) keeps its old key (`count`) on the wire. Kept free
+of heavy imports: the client loads it on every command.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class WorkflowReset(EventBase, tag="workflow_reset"):
 
 
 class WorkflowCanceled(EventBase, tag="workflow_canceled"):
+    message: str | None = None
     job_count: int | None = _count()
 
 
@@ -60,6 +62,7 @@ class WorkflowAwaitingClassification(EventBase, tag="workflow_awaiting_classific
 class JobReady(EventBase, tag="job_ready"):
     job_id: int | None = None
     job_name: str | None = None
+    message: str | None = None
 
 
 class JobStarted(EventBase, tag="job_started"):
@@ -77,6 +80,7 @@ class JobCompleted(EventBase, tag="job_completed"):
     attempt_id: int | None = None
     status: str | None = None
     return_code: int | None = None
+    message: str | None = None
 
 
 class JobExited(EventBase, tag="job_exited"):  # non-zero: awaiting its failure-handler decision

@@ -13,6 +13,7 @@ import time
 import structlog
 
 from torcd import protocol as p
+from torcd.core import allocations as A
 from torcd.core.attempts import Exit
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
@@ -50,7 +51,7 @@ class WorkerService:
                 raise Unauthorized(f"this credential is for allocation {caller.allocation_id} of workflow "
                                    f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
                                    f"{params.workflow_id}")
-            if await self.store.allocation_state(caller.allocation_id) not in ("pending", "running"):
+            if not A.is_open(await self.store.allocation_state(caller.allocation_id)):
                 raise Unauthorized(f"allocation {caller.allocation_id} has ended; its credential no longer "
                                    "registers workers")
         return await self.store.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus,
@@ -76,11 +77,11 @@ class WorkerService:
 
     async def poll(self, params: p.WorkerPoll, caller: Caller, api_url: str) -> p.WorkerPollResult:
         w = await self._own(params.worker_id, caller)
-        if w["state"] != "active":
+        if w["state"] != A.WorkerStatus.ACTIVE.value:
             return p.WorkerPollResult(stop=True)
         # An allocation Slurm has ended takes no more work, however alive its worker says it is;
         # what it reports is still recorded.
-        ended = w["allocation_id"] is not None and w["allocation_state"] not in ("pending", "running")
+        ended = w["allocation_id"] is not None and not A.is_open(w["allocation_state"])
         mine = await self.store.worker_attempt_starts(params.worker_id)
         if params.started:
             await self.store.set_pids([(s.pid, s.job_id, s.run_id, s.attempt_id) for s in params.started
@@ -120,8 +121,12 @@ class WorkerService:
                     e.peak_memory, e.cpu_seconds)
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
-        await self._own(params.worker_id, caller)
-        if await self.store.worker_running_jobs(params.worker_id):
-            await self.allocations.lose_worker(params.worker_id, f"finished with jobs running: {params.reason}")
-        else:
-            await self.store.finish_worker(params.worker_id, params.reason)
+        w = await self._own(params.worker_id, caller)
+        left = await self.store.worker_running_jobs(params.worker_id)
+        d = A.handle(A.FinishReported(time.time(), params.reason, len(left)),
+                     A.Worker(w["id"], w["workflow_id"], A.WorkerStatus(w["state"]), w["allocation_id"],
+                              w["last_heartbeat"]))
+        if d.status == A.WorkerStatus.LOST:
+            await self.allocations.lose_worker(params.worker_id, d.reason)
+        elif d.status is not None:
+            await self.store.finish_worker(params.worker_id, d.reason, d.status.value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from torcd import events as E
-from torcd.core import lifecycle as L
+from torcd.core import allocations as A, lifecycle as L
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.resources import ComputeNode
 from torcd.core.slurm_plan import JobNeed
@@ -21,12 +21,20 @@ from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
 _encode = msgspec.json.Encoder().encode
-RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
 
 
 def _compute_node(text: str | None) -> ComputeNode:
     return msgspec.json.decode(text, type=ComputeNode) if text else ComputeNode()
-OPEN_ALLOCATION_STATES = ("pending", "running")
+
+
+def _allocation(row) -> A.Allocation:
+    return A.Allocation(row["id"], row["workflow_id"], A.AllocationStatus(row["state"]), row["slurm_job_id"],
+                        row["cpus"], row["reason"], row["started"])
+
+
+def _worker(row) -> A.Worker:
+    return A.Worker(row["id"], row["workflow_id"], A.WorkerStatus(row["state"]), row["allocation_id"],
+                    row["last_heartbeat"])
 
 
 class SlurmStore(Database):
@@ -103,16 +111,16 @@ class SlurmStore(Database):
 
     async def allocation_submitted(self, aid: int, slurm_job_id: str | None, script: str, error: str | None) -> None:
         def _body(tx: Tx):
-            row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+            a = _allocation(tx.one("SELECT * FROM allocations WHERE id = ?", (aid,)))
             if error:
-                tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
-                             "WHERE id = ?", (tx.now, error, script, aid))
-                tx.emit(E.AllocationFailed, row["workflow_id"], count=aid, message=error)
+                d = A.handle(A.SubmitFailed(tx.now, error), a)
+                tx.run("UPDATE allocations SET state = ?, ended = ?, reason = ?, script_path = ? WHERE id = ?",
+                       (d.status.value, d.ended, d.reason, script, aid))
             else:
+                d = A.handle(A.Submitted(tx.now, slurm_job_id), a)
                 tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
                              (slurm_job_id, script, aid))
-                tx.emit(E.AllocationSubmitted, row["workflow_id"], count=aid,
-                        message=f"slurm job {slurm_job_id}, {row['cpus']} cpus: {row['reason']}")
+            tx.publish(d.events)
         return await self.write(_body)
 
     async def open_allocations(self) -> list[tuple[int, int, str | None, str]]:
@@ -120,21 +128,22 @@ class SlurmStore(Database):
         return [tuple(r) for r in await self._rows(
             "SELECT id, workflow_id, slurm_job_id, state FROM allocations WHERE state IN ('pending', 'running')")]
 
-    async def update_allocations(self, changes: list[tuple[int, str, str]]) -> None:
-        """Apply (allocation id, new state, slurm state) seen in the Slurm queue."""
-        if not changes:
+    async def update_allocations(self, seen: list[tuple[int, str | None]]) -> None:
+        """Apply what the Slurm queue said of each allocation: (allocation id, its Slurm state, None
+        if it was not in the queue), decided again against the row as it is now."""
+        if not seen:
             return
         def _body(tx: Tx):
-            for aid, state, slurm_state in changes:
+            for aid, slurm_state in seen:
                 row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
-                if row is None or row["state"] == state:
+                if row is None:
                     continue
-                ended = tx.now if state == "done" else None
-                started = row["started"] or (tx.now if state == "running" else None)
+                d = A.handle(A.QueueSeen(tx.now, slurm_state), _allocation(row))
+                if d.status is None:
+                    continue
                 tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
-                             "WHERE id = ?", (state, slurm_state, started, ended, aid))
-                tx.emit(E.AllocationStarted if state == "running" else E.AllocationFinished, row["workflow_id"],
-                        count=aid, status=slurm_state, message=f"slurm job {row['slurm_job_id']}")
+                             "WHERE id = ?", (d.status.value, d.slurm_state, d.started, d.ended, aid))
+                tx.publish(d.events)
         return await self.write(_body)
 
     async def allocations(self, wf: int) -> list[AllocationInfo]:
@@ -156,22 +165,24 @@ class SlurmStore(Database):
                 raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
             if resume is not None:
                 old = tx.one("SELECT * FROM workers WHERE id = ?", (resume,))
-                if (old is not None and old["state"] == "active" and old["workflow_id"] == wf
-                        and old["allocation_id"] == allocation_id and tx.now - old["last_heartbeat"] >= RESUME_SILENCE):
+                d = None if old is None else A.handle(A.ResumeAsked(tx.now, wf, allocation_id, host), _worker(old))
+                if d is not None and d.ignored is None:
                     tx.run("UPDATE workers SET last_heartbeat = ?, host = ?, cpus = ? WHERE id = ?",
                            (tx.now, host, cpus, resume))
-                    tx.emit(E.WorkerRegistered, wf, count=resume, message=f"{host}: resumed from its journal")
+                    tx.publish(d.events)
                     return resume
             wid = tx.run(
                 "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))
             if allocation_id is not None:
-                a = tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
-                if a is not None and a["state"] == "pending":
-                    tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
-                                 (tx.now, allocation_id))
-                    tx.emit(E.AllocationStarted, wf, count=allocation_id, message=f"worker {wid} on {host}")
-            tx.emit(E.WorkerRegistered, wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
+                a = tx.one("SELECT * FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
+                d = None if a is None else A.handle(A.WorkerJoined(tx.now, wid, host), _allocation(a))
+                if d is not None and d.status is not None:
+                    tx.run("UPDATE allocations SET state = ?, started = ? WHERE id = ?",
+                                 (d.status.value, d.started, allocation_id))
+                    tx.publish(d.events)
+            tx.publish(A.handle(A.Registered(tx.now, host, cpus),
+                                A.Worker(wid, wf, A.WorkerStatus.ACTIVE, allocation_id, tx.now)).events)
             return wid
         return await self.write(_body)
 
@@ -280,15 +291,17 @@ class SlurmStore(Database):
         """Close a worker; recovery scripts it was given but did not finish go back to the daemon."""
         def _body(tx: Tx):
             w = tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
-            if w is None or w["state"] != "active":
+            if w is None:
+                return
+            d = A.handle(A.Closed(tx.now, A.WorkerStatus(state), reason), _worker(w))
+            if d.status is None:
                 return
             tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
-                         (state, tx.now, reason, worker_id))
+                         (d.status.value, d.ended, d.reason, worker_id))
             tx.run(
                 f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
                     (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
-            tx.emit(E.WorkerLost if state == "lost" else E.WorkerFinished, w["workflow_id"], count=worker_id,
-                    message=reason)
+            tx.publish(d.events)
         return await self.write(_body)
 
     async def active_workers(self) -> list[tuple[int, int | None, float, ComputeNode]]:
