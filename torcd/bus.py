@@ -21,7 +21,7 @@ Kinds = tuple[type, ...] | None  # event classes; None: every kind
 
 
 class Subscription:
-    def __init__(self, bus: "EventBus", name: str, maxsize: int, kinds: Kinds,
+    def __init__(self, bus: EventBus, name: str, maxsize: int, kinds: Kinds,
                  accept: Callable[[Event], bool] | None):
         self.bus, self.name = bus, name
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
@@ -54,7 +54,7 @@ class Subscription:
 
 
 class Listener:
-    def __init__(self, bus: "EventBus", name: str, kinds: Kinds, handler: Callable[[Event], None]):
+    def __init__(self, bus: EventBus, name: str, kinds: Kinds, handler: Callable[[Event], None]):
         self.bus, self.name, self.kinds, self.handler = bus, name, kinds, handler
 
     def offer(self, event: Event) -> None:
