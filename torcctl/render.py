@@ -37,26 +37,23 @@ def when(ts: float | None) -> str:
 
 
 def event_line(e: Event) -> str:
-    # Each kind has its own fields: one it lacks reads as absent.
-    f = {name: getattr(e, name) for name in e.__struct_fields__}
     parts = [when(e.time), f"#{e.seq}", e.kind]
-    if f.get("job_name"):
-        parts.append(f"{f['job_name']} (job {f['job_id']}"
-                     + (f", attempt {f['attempt_id']})" if f.get("attempt_id") else ")"))
-    if f.get("return_code") is not None:
-        parts.append(f"rc={f['return_code']}")
-    if f.get("rule_index") is not None:
-        parts.append(f"actions[{f['rule_index']}]" if e.kind.startswith("action_") else f"rule={f['rule_index']}")
-    if f.get("action"):
-        parts.append(f"action={f['action']}")
-    if f.get("status") and e.kind not in ("job_completed",):
-        parts.append(f"-> {f['status']}")
-    if f.get("job_count") is not None:
-        parts.append(f"{f['job_count']} jobs")
-    if f.get("source"):
-        parts.append(f"by {f['source']}")
-    if f.get("message"):
-        parts.append(f"— {f['message']}")
+    if e.job_name:
+        parts.append(f"{e.job_name} (job {e.job_id}" + (f", attempt {e.attempt_id})" if e.attempt_id else ")"))
+    if e.return_code is not None:
+        parts.append(f"rc={e.return_code}")
+    if e.rule_index is not None:
+        parts.append(f"actions[{e.rule_index}]" if e.kind.startswith("action_") else f"rule={e.rule_index}")
+    if e.action:
+        parts.append(f"action={e.action}")
+    if e.status and e.kind not in ("job_completed",):
+        parts.append(f"-> {e.status}")
+    if e.job_count is not None:  # the workflow's kinds
+        parts.append(f"{e.job_count} jobs")
+    if e.source:
+        parts.append(f"by {e.source}")
+    if e.message:
+        parts.append(f"— {e.message}")
     return "  ".join(parts)
 
 

@@ -1,12 +1,13 @@
 """The event log's events: one class per kind, a tagged union on `kind`.
 
 Subscribers dispatch on the class (`isinstance(e, JobExited)`), never on a string. Each kind
-carries its own fields after the common three (workflow_id, time, seq); every kind has a
-`message`, the sentence a person reads. The JSON written to the log and streamed on /events is
-what it always was: `{"kind": "job_started", "workflow_id": 1, ...}` — so the fields keep the
-order they had in the one shared field list of old, and a field named for what it holds
-(`allocation_id`, `worker_id`, `job_count`) keeps its old key (`count`) on the wire. Kept free
-of heavy imports: the client loads it on every command.
+carries its own fields after the common three (workflow_id, time, seq); asked for a field
+another kind has, it answers None, so readers that go across kinds need no case for each.
+The JSON written to the log and streamed on /events is what it always was:
+`{"kind": "job_started", "workflow_id": 1, ...}` — the fields keep the order they had in the
+one field list all kinds once shared, and a field named for what it holds (`allocation_id`,
+`worker_id`, `job_count`) keeps its old key (`count`) on the wire. Kept free of heavy imports:
+the client loads it on every command.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind", gc=False):
     @property
     def kind(self) -> str:
         return type(self).__struct_config__.tag
+
+    def __getattr__(self, name: str):
+        # Readers that go across kinds (a filter on job_name, `torcctl events`) may ask any kind
+        # for a field another kind has: one this kind lacks reads as absent.
+        if name in ANY_KIND_FIELDS:
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _count():
@@ -44,7 +52,6 @@ class WorkflowReset(EventBase, tag="workflow_reset"):
 
 
 class WorkflowCanceled(EventBase, tag="workflow_canceled"):
-    message: str | None = None
     job_count: int | None = _count()
 
 
@@ -62,7 +69,6 @@ class WorkflowAwaitingClassification(EventBase, tag="workflow_awaiting_classific
 class JobReady(EventBase, tag="job_ready"):
     job_id: int | None = None
     job_name: str | None = None
-    message: str | None = None
 
 
 class JobStarted(EventBase, tag="job_started"):
@@ -80,7 +86,6 @@ class JobCompleted(EventBase, tag="job_completed"):
     attempt_id: int | None = None
     status: str | None = None
     return_code: int | None = None
-    message: str | None = None
 
 
 class JobExited(EventBase, tag="job_exited"):  # non-zero: awaiting its failure-handler decision
@@ -221,6 +226,7 @@ class ActionFinished(EventBase, tag="action_finished"):
 
 KINDS: tuple[type[EventBase], ...] = tuple(EventBase.__subclasses__())
 Event = Union[KINDS]  # type: ignore[valid-type]
+ANY_KIND_FIELDS = frozenset(f for k in KINDS for f in k.__struct_fields__)
 
 # After one of these, nothing more runs in the workflow until someone acts.
 IDLE = (WorkflowDone, WorkflowAwaitingClassification, WorkflowCanceled)
