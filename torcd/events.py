@@ -26,12 +26,11 @@ class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind", gc=False):
     def kind(self) -> str:
         return type(self).__struct_config__.tag
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> None:
         # Readers that go across kinds (a filter on job_name, `torcctl events`) may ask any kind
-        # for a field another kind has: one this kind lacks reads as absent.
-        if name in ANY_KIND_FIELDS:
-            return None
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        # for a field another kind has: one this kind lacks reads as absent (None).
+        if name not in ANY_KIND_FIELDS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _count():
