@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from torcctl.render import event_line
+from torcd import events as E
 from torcd.protocol import IDLE_EVENTS, Event
 
 NOTABLE = frozenset({"job_exited", "retry_decided", "recovery_finished", "job_classified", "job_terminated",
@@ -47,9 +48,9 @@ class LiveView:
         return idle
 
     def note(self, event: Event) -> None:
-        if event.kind == "retry_decided" and event.action in ("retry", "recover"):
+        if isinstance(event, E.RetryDecided) and event.action in ("retry", "recover"):
             self.retries += 1
-        if event.kind == "recovery_finished":
+        if isinstance(event, E.RecoveryFinished):
             self.recoveries += 1
         if event.kind in NOTABLE:
             self.recent.append(event_line(event))

@@ -48,8 +48,8 @@ def event_line(e: Event) -> str:
         parts.append(f"action={e.action}")
     if e.status and e.kind not in ("job_completed",):
         parts.append(f"-> {e.status}")
-    if e.count is not None and e.kind in ("workflow_created", "workflow_reset", "workflow_canceled"):
-        parts.append(f"{e.count} jobs")
+    if e.job_count is not None:  # the workflow's kinds
+        parts.append(f"{e.job_count} jobs")
     if e.source:
         parts.append(f"by {e.source}")
     if e.message:

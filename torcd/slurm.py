@@ -14,11 +14,6 @@ from torcd.ownership import UnsafePath, make_private_dir
 from torcd.services.processes import restore_user_limits
 from torcd.spec.parse import SlurmSchedulerSpec
 
-# squeue states that mean the allocation has not started / is running.
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-                  "SUSPENDED"}
-RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
-
 
 class SlurmError(Exception):
     pass

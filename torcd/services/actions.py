@@ -45,14 +45,12 @@ class ActionRunner:
         self._tasks: set[asyncio.Task] = set()
         self._turns: dict[int, asyncio.Lock] = {}  # one action of a workflow at a time, in the order they came due
         self._queued: set[int] = set()  # actions waiting for their turn or running
-        bus.subscribe("actions", accept=self._poke)
+        bus.listen("actions", None, self._on_event)
 
-    def _poke(self, event: E.EventBase) -> bool:
-        if (event.workflow_id in self.actions.with_actions
-                and not isinstance(event, (E.ActionStarted, E.ActionFinished))):
+    def _on_event(self, event: E.EventBase) -> None:
+        if event.workflow_id in self.actions.with_actions and not isinstance(event, (E.ActionStarted, E.ActionFinished)):
             self._touched.add(event.workflow_id)
             self._wake.set()
-        return False
 
     async def reconcile(self) -> None:
         """At start: commands an earlier daemon left running are stopped, and the actions they

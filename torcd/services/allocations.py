@@ -14,14 +14,14 @@ import time
 
 import structlog
 
-from torcd.core import slurm_plan
+from torcd.core import allocations as A, slurm_plan
 from torcd.core.resources import MAX_RUNTIME
 from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
-from torcd.slurm import (PENDING_STATES, RUNNING_STATES, SlurmError, partition_node_shape, private_dir, render_script,
-                         sbatch, squeue, walltime_seconds, write_script)
+from torcd.slurm import (SlurmError, partition_node_shape, private_dir, render_script, sbatch, squeue,
+                         walltime_seconds, write_script)
 from torcd.spec.parse import SlurmSchedulerSpec
 from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.store.execution import ExecutionStore
@@ -31,11 +31,6 @@ from torcd.store.workers import WorkerStore
 
 log = structlog.get_logger("torcd.allocations")
 WORKER_LOST_RC = SIGKILL_EXIT  # as if SIGKILLed: the allocation or node went away under the job
-# Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
-SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
-SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DEADLINE": "Slurm ended its "
-                  "allocation at its deadline", "OUT_OF_MEMORY": "Slurm ended its allocation out of memory",
-                  "NODE_FAIL": "its node failed", "PREEMPTED": "Slurm preempted its allocation"}
 
 
 class AllocationService:
@@ -153,34 +148,31 @@ class AllocationService:
             await asyncio.sleep(self.poll_interval)
 
     async def check(self, now: float | None = None) -> None:
-        """Follow allocations in the queue; declare lost the workers that went silent."""
+        """Follow allocations in the queue; declare lost the workers that went silent. What each
+        observation means is `core.allocations`' to say; this gathers them and applies the answers."""
         now = time.time() if now is None else now
         open_allocs = await self.slurm.open_allocations()
         with_ids = [a for a in open_allocs if a[2]]
         if with_ids:
             states = await squeue([a[2] for a in with_ids])
-            changes = []
-            for aid, _, slurm_id, state in with_ids:
-                seen = states.get(slurm_id)
-                new = ("pending" if seen in PENDING_STATES else "running" if seen in RUNNING_STATES
-                       else "done")  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL... or gone
-                if new != state and not (state == "running" and new == "pending"):
-                    changes.append((aid, new, seen or "GONE"))
-            await self.slurm.update_allocations(changes)
+            # Only those whose status changes are written (the store decides again on the row).
+            await self.slurm.update_allocations(
+                [(aid, states.get(slurm_id)) for aid, wf, slurm_id, state in with_ids
+                 if A.handle(A.QueueSeen(now, states.get(slurm_id)),
+                             A.Allocation(aid, wf, A.AllocationStatus(state), slurm_id)).status is not None])
         for wid, aid, beat, settings in await self.workers.active_workers():
             alloc_state = await self.slurm.allocation_state(aid) if aid is not None else None
-            if alloc_state == "done" and now - beat > 2 * self.poll_interval:
-                verdict = await self.slurm.allocation_verdict(aid) or "GONE"
-                why = SLURM_VERDICTS.get(verdict, "its allocation left the Slurm queue")
-                await self.lose_worker(wid, f"{why} ({verdict})", SLURM_CAUSES.get(verdict))
-            elif beat < self.started and now - self.started < settings.wait_for_daemon:
-                continue  # this daemon was down: the worker keeps trying for that long, so wait for it
-            elif now - beat > self.heartbeat_timeout:
-                await self.lose_worker(wid, f"no heartbeat for {now - beat:.0f}s")
+            status = None if alloc_state is None else A.AllocationStatus(alloc_state)
+            verdict = await self.slurm.allocation_verdict(aid) if status == A.AllocationStatus.DONE else None
+            d = A.handle(A.SilenceChecked(now, self.heartbeat_timeout, self.poll_interval, self.started,
+                                          settings.wait_for_daemon, status, verdict),
+                         A.Worker(wid, 0, A.WorkerStatus.ACTIVE, aid, beat))  # its workflow: not needed here
+            if d.status == A.WorkerStatus.LOST:
+                await self.lose_worker(wid, d.reason, d.cause)
 
     async def lose_worker(self, worker_id: int, reason: str, cause: str | None = None) -> None:
         running = await self.workers.worker_running_jobs(worker_id)
-        await self.workers.finish_worker(worker_id, reason, state="lost")
+        await self.workers.finish_worker(worker_id, reason, state=A.WorkerStatus.LOST.value)
         now = time.time()
         await self.execution.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
                                             cause=cause) for j, r, a in running])

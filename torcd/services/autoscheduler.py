@@ -32,12 +32,7 @@ class AutoScheduler:
         self.clock = clock
         self._wake = asyncio.Event()
         self._last_reason: dict[tuple[int, str], str] = {}
-        self._sub = bus.subscribe("autoscheduler", accept=self._poke)
-
-    def _poke(self, event) -> bool:
-        if isinstance(event, _WAKE):
-            self._wake.set()
-        return False
+        self._sub = bus.listen("autoscheduler", _WAKE, lambda _: self._wake.set())
 
     async def run(self) -> None:
         while True:

@@ -45,14 +45,13 @@ class Dispatcher:
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
         self._wake = asyncio.Event()
         self._stopping = False
-        self._sub = bus.subscribe("dispatcher", accept=self._poke)
+        self._sub = bus.listen("dispatcher", (E.WorkflowCanceled, *_WAKE), self._on_event)
 
-    def _poke(self, event) -> bool:
+    def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
         if isinstance(event, _WAKE):
             self._wake.set()
-        return False  # never queued: a wake-up is all the dispatcher needs
 
     def _on_exit(self, exit: Exit) -> None:
         self._exits.append(exit)

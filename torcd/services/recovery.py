@@ -29,8 +29,8 @@ class RecoveryRunner:
         self.running: dict[int, WatchedProcess | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sub = bus.subscribe("recovery", maxsize=100_000,
-                                  accept=lambda e: (isinstance(e, E.RetryDecided) and e.action == "recover")
-                                  or isinstance(e, (E.WorkerFinished, E.WorkerLost)))
+                                  kinds=(E.RetryDecided, E.WorkerFinished, E.WorkerLost),
+                                  accept=lambda e: not isinstance(e, E.RetryDecided) or e.action == "recover")
 
     async def reconcile(self) -> None:
         """Run again the scripts of jobs left `recovering`, after stopping any leftover copy."""

@@ -22,7 +22,7 @@ log = structlog.get_logger("torcd.retry")
 class RetryEngine:
     def __init__(self, execution: ExecutionStore, bus: EventBus):
         self.execution = execution
-        self._sub = bus.subscribe("retry_engine", maxsize=100_000, accept=lambda e: isinstance(e, E.JobExited))
+        self._sub = bus.subscribe("retry_engine", maxsize=100_000, kinds=(E.JobExited,))
 
     async def reconcile(self) -> None:
         await self._apply(await self.execution.failures_awaiting_decision())

@@ -8,9 +8,12 @@ reports are its clock's: each is kept between when its attempt was handed out an
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from torcd import protocol as p
+from torcd.core import allocations as A
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
 from torcd.services.allocations import AllocationService
@@ -41,7 +44,7 @@ class WorkerService:
                 raise Unauthorized(f"this credential is for allocation {caller.allocation_id} of workflow "
                                    f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
                                    f"{params.workflow_id}")
-            if await self.slurm.allocation_state(caller.allocation_id) not in ("pending", "running"):
+            if not A.is_open(await self.slurm.allocation_state(caller.allocation_id)):
                 raise Unauthorized(f"allocation {caller.allocation_id} has ended; its credential no longer "
                                    "registers workers")
         return await self.workers.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus,
@@ -68,7 +71,7 @@ class WorkerService:
     async def poll(self, params: p.WorkerPoll, caller: Caller, api_url: str) -> p.WorkerPollResult:
         """Record what the worker reports and hand it what fits, in one store transaction."""
         w = await self._own(params.worker_id, caller)
-        if w["state"] != "active":
+        if w["state"] != A.WorkerStatus.ACTIVE.value:
             return p.WorkerPollResult(stop=True)
         reply = await self.workers.poll(params)
         for e, recorded in reply.clamped:
@@ -82,8 +85,12 @@ class WorkerService:
                                   api_url=api_url, may_come=int(reply.may_come))
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
-        await self._own(params.worker_id, caller)
-        if await self.workers.worker_running_jobs(params.worker_id):
-            await self.allocations.lose_worker(params.worker_id, f"finished with jobs running: {params.reason}")
-        else:
-            await self.workers.finish_worker(params.worker_id, params.reason)
+        w = await self._own(params.worker_id, caller)
+        left = await self.workers.worker_running_jobs(params.worker_id)
+        d = A.handle(A.FinishReported(time.time(), params.reason, len(left)),
+                     A.Worker(w["id"], w["workflow_id"], A.WorkerStatus(w["state"]), w["allocation_id"],
+                              w["last_heartbeat"]))
+        if d.status == A.WorkerStatus.LOST:
+            await self.allocations.lose_worker(params.worker_id, d.reason)
+        elif d.status is not None:
+            await self.workers.finish_worker(params.worker_id, d.reason, d.status.value)

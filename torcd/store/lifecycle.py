@@ -225,5 +225,5 @@ def reset_jobs(tx: Tx, workflow: sqlite3.Row, targets: Sequence[int], what: str)
     for chunk in chunks(ids):
         pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({marks(len(chunk))})", chunk))
     apply(tx, (L.handle(L.Reset(tx.now, run_id, pending[j.id] > 0), j) for j in jobs))
-    tx.emit(E.WorkflowReset, wf, run_id=run_id, count=len(jobs), message=what)
+    tx.emit(E.WorkflowReset, wf, run_id=run_id, job_count=len(jobs), message=what)
     return len(jobs)

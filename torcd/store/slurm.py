@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from torcd import events as E
+from torcd.core import allocations as A
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.slurm_plan import JobNeed
 from torcd.core.status import JobStatus as S
@@ -20,6 +21,11 @@ from torcd.store.effective_limits import effective_memory, effective_runtime
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+def allocation_facts(row) -> A.Allocation:
+    return A.Allocation(row["id"], row["workflow_id"], A.AllocationStatus(row["state"]), row["slurm_job_id"],
+                        row["cpus"], row["reason"], row["started"])
 
 
 class SlurmStore:
@@ -99,16 +105,16 @@ class SlurmStore:
 
     async def allocation_submitted(self, aid: int, slurm_job_id: str | None, script: str, error: str | None) -> None:
         def _body(tx: Tx):
-            row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
+            a = allocation_facts(tx.one("SELECT * FROM allocations WHERE id = ?", (aid,)))
             if error:
-                tx.run("UPDATE allocations SET state = 'failed', ended = ?, reason = ?, script_path = ? "
-                             "WHERE id = ?", (tx.now, error, script, aid))
-                tx.emit(E.AllocationFailed, row["workflow_id"], count=aid, message=error)
+                d = A.handle(A.SubmitFailed(tx.now, error), a)
+                tx.run("UPDATE allocations SET state = ?, ended = ?, reason = ?, script_path = ? WHERE id = ?",
+                       (d.status.value, d.ended, d.reason, script, aid))
             else:
+                d = A.handle(A.Submitted(tx.now, slurm_job_id), a)
                 tx.run("UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?",
                              (slurm_job_id, script, aid))
-                tx.emit(E.AllocationSubmitted, row["workflow_id"], count=aid,
-                        message=f"slurm job {slurm_job_id}, {row['cpus']} cpus: {row['reason']}")
+            tx.publish(d.events)
         return await self.db.write(_body)
 
     async def open_allocations(self) -> list[tuple[int, int, str | None, str]]:
@@ -116,21 +122,22 @@ class SlurmStore:
         return [tuple(r) for r in await self.db.rows(
             "SELECT id, workflow_id, slurm_job_id, state FROM allocations WHERE state IN ('pending', 'running')")]
 
-    async def update_allocations(self, changes: list[tuple[int, str, str]]) -> None:
-        """Apply (allocation id, new state, slurm state) seen in the Slurm queue."""
-        if not changes:
+    async def update_allocations(self, seen: list[tuple[int, str | None]]) -> None:
+        """Apply what the Slurm queue said of each allocation: (allocation id, its Slurm state, None
+        if it was not in the queue), decided again against the row as it is now."""
+        if not seen:
             return
         def _body(tx: Tx):
-            for aid, state, slurm_state in changes:
+            for aid, slurm_state in seen:
                 row = tx.one("SELECT * FROM allocations WHERE id = ?", (aid,))
-                if row is None or row["state"] == state:
+                if row is None:
                     continue
-                ended = tx.now if state == "done" else None
-                started = row["started"] or (tx.now if state == "running" else None)
+                d = A.handle(A.QueueSeen(tx.now, slurm_state), allocation_facts(row))
+                if d.status is None:
+                    continue
                 tx.run("UPDATE allocations SET state = ?, slurm_state = ?, started = ?, ended = ? "
-                             "WHERE id = ?", (state, slurm_state, started, ended, aid))
-                tx.emit(E.AllocationStarted if state == "running" else E.AllocationFinished, row["workflow_id"],
-                        count=aid, status=slurm_state, message=f"slurm job {row['slurm_job_id']}")
+                             "WHERE id = ?", (d.status.value, d.slurm_state, d.started, d.ended, aid))
+                tx.publish(d.events)
         return await self.db.write(_body)
 
     async def allocations(self, wf: int) -> list[AllocationInfo]:

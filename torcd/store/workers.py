@@ -12,7 +12,7 @@ import sqlite3
 
 import msgspec
 
-from torcd import events as E
+from torcd.core import allocations as A
 from torcd.core import lifecycle as L
 from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.core.resources import Capacity, ComputeNode, fit_bounds
@@ -22,11 +22,10 @@ from torcd.protocol import Recovery, Runnable, WorkerPoll
 from torcd.store.db import Database, Tx, require_workflow
 from torcd.store.effective_limits import effective_memory, effective_runtime
 from torcd.store.execution import finish_recovery, record_exits, recoveries_query, recovery, set_pids
+from torcd.store.slurm import allocation_facts
 from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, runnable, runnables_fitting
 
-RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
 CLOCK_SKEW = 60.0  # seconds a node's clock may be off before a kept-in-range end time is worth a warning
-OPEN_ALLOCATION_STATES = ("pending", "running")
 ABANDONED = "its worker died; the one that took over its journal cannot watch it"
 _WORKER = ("SELECT w.*, a.state AS allocation_state, a.scheduler AS scheduler FROM workers w "
            "LEFT JOIN allocations a ON a.id = w.allocation_id WHERE w.id = ?")
@@ -45,6 +44,11 @@ def bounded_end_time(reported: float, handed_out: float, now: float) -> float:
     """An exit happened after its attempt was handed out and before the daemon heard of it,
     whatever the worker's clock (or a forged report) says."""
     return min(max(reported, handed_out), now)
+
+
+def _worker(row) -> A.Worker:
+    return A.Worker(row["id"], row["workflow_id"], A.WorkerStatus(row["state"]), row["allocation_id"],
+                    row["last_heartbeat"])
 
 
 class PollReply(msgspec.Struct):
@@ -76,22 +80,24 @@ class WorkerStore:
                 raise InvalidParams(f"workflow {wf} runs locally; it takes no workers", {"field": "$.workflow_id"})
             if resume is not None:
                 old = tx.one("SELECT * FROM workers WHERE id = ?", (resume,))
-                if (old is not None and old["state"] == "active" and old["workflow_id"] == wf
-                        and old["allocation_id"] == allocation_id and tx.now - old["last_heartbeat"] >= RESUME_SILENCE):
+                d = None if old is None else A.handle(A.ResumeAsked(tx.now, wf, allocation_id, host), _worker(old))
+                if d is not None and d.ignored is None:
                     tx.run("UPDATE workers SET last_heartbeat = ?, host = ?, cpus = ? WHERE id = ?",
                            (tx.now, host, cpus, resume))
-                    tx.emit(E.WorkerRegistered, wf, count=resume, message=f"{host}: resumed from its journal")
+                    tx.publish(d.events)
                     return resume
             wid = tx.run(
                 "INSERT INTO workers (workflow_id, allocation_id, host, cpus, registered, last_heartbeat, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'active')", (wf, allocation_id, host, cpus, tx.now, tx.now))
             if allocation_id is not None:
-                a = tx.one("SELECT state FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
-                if a is not None and a["state"] == "pending":
-                    tx.run("UPDATE allocations SET state = 'running', started = ? WHERE id = ?",
-                                 (tx.now, allocation_id))
-                    tx.emit(E.AllocationStarted, wf, count=allocation_id, message=f"worker {wid} on {host}")
-            tx.emit(E.WorkerRegistered, wf, count=wid, message=f"{host}, {cpus} cpus, allocation {allocation_id}")
+                a = tx.one("SELECT * FROM allocations WHERE id = ? AND workflow_id = ?", (allocation_id, wf))
+                d = None if a is None else A.handle(A.WorkerJoined(tx.now, wid, host), allocation_facts(a))
+                if d is not None and d.status is not None:
+                    tx.run("UPDATE allocations SET state = ?, started = ? WHERE id = ?",
+                           (d.status.value, d.started, allocation_id))
+                    tx.publish(d.events)
+            tx.publish(A.handle(A.Registered(tx.now, host, cpus),
+                                A.Worker(wid, wf, A.WorkerStatus.ACTIVE, allocation_id, tx.now)).events)
             return wid
         return await self.db.write(_body)
 
@@ -110,7 +116,7 @@ class WorkerStore:
 
         def _body(tx: Tx) -> PollReply:
             w = tx.one(_WORKER, (worker_id,))
-            if w is None or w["state"] != "active":
+            if w is None or w["state"] != A.WorkerStatus.ACTIVE.value:
                 return PollReply(active=False, stop=True)
             clamped = _record_reports(tx, w, params)
             if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
@@ -119,7 +125,7 @@ class WorkerStore:
             tx.run("UPDATE workers SET last_heartbeat = ? WHERE id = ?", (tx.now, worker_id))
             # An allocation Slurm has ended takes no more work, however alive its worker says it is;
             # what it reports is still recorded.
-            if w["allocation_id"] is not None and w["allocation_state"] not in OPEN_ALLOCATION_STATES:
+            if w["allocation_id"] is not None and not A.is_open(w["allocation_state"]):
                 return PollReply(active=True, stop=True, clamped=clamped)
             jobs = (_claim(tx, w, params.free_cpus, params.free_memory, params.free_gpus, params.time_left)
                     if params.claim and params.free_cpus > 0 else [])
@@ -145,15 +151,17 @@ class WorkerStore:
         """Close a worker; recovery scripts it was given but did not finish go back to the daemon."""
         def _body(tx: Tx):
             w = tx.one("SELECT * FROM workers WHERE id = ?", (worker_id,))
-            if w is None or w["state"] != "active":
+            if w is None:
+                return
+            d = A.handle(A.Closed(tx.now, A.WorkerStatus(state), reason), _worker(w))
+            if d.status is None:
                 return
             tx.run("UPDATE workers SET state = ?, ended = ?, reason = ? WHERE id = ?",
-                         (state, tx.now, reason, worker_id))
+                   (d.status.value, d.ended, d.reason, worker_id))
             tx.run(
                 f"""UPDATE attempts SET recovery_outcome = NULL WHERE recovery_outcome = 'running' AND job_id IN
                     (SELECT id FROM jobs WHERE worker_id = ? AND status = {int(S.RECOVERING)})""", (worker_id,))
-            tx.emit(E.WorkerLost if state == "lost" else E.WorkerFinished, w["workflow_id"], count=worker_id,
-                    message=reason)
+            tx.publish(d.events)
         return await self.db.write(_body)
 
     async def active_workers(self) -> list[tuple[int, int | None, float, ComputeNode]]:

@@ -109,7 +109,7 @@ class WorkflowStore:
                            VALUES (?, ?, ?, ?, ?, ?, ?)""",
                         ((wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name),
                           tx.now) for d in spec.user_data.values()))
-            tx.emit(E.WorkflowCreated, wf, count=len(jobs), message=spec.name)
+            tx.emit(E.WorkflowCreated, wf, job_count=len(jobs), message=spec.name)
             return wf
         return await self.db.write(_body, key=key)
 
@@ -122,7 +122,7 @@ class WorkflowStore:
             stop = handle(tx, L.Canceled(tx.now), map(fact, rows))
             tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
             store_actions.disarm_due(tx, wf)
-            tx.emit(E.WorkflowCanceled, wf, count=len(rows))
+            tx.emit(E.WorkflowCanceled, wf, job_count=len(rows))
             return [i.job_id for i in stop if isinstance(i, L.StopProcess)]
         return await self.db.write(_body)
 
