@@ -19,7 +19,9 @@ import pytest
 from torcd import events as E
 from torcd import protocol as p
 from torcd.bus import EventBus
+from torcd.core.attempts import Exit, Start
 from torcd.credentials import Caller
+from torcd.protocol import Runnable
 from torcd.services.actions import ActionRunner
 from torcd.services.allocations import AllocationService
 from torcd.services.autoscheduler import AutoScheduler
@@ -77,6 +79,18 @@ async def rig(tmp_path):
 async def submit(rig: Rig, spec: str, executor: str = "local") -> int:
     """Create a workflow from spec text, its directory tmp_path; return its id."""
     return await rig.store.create_workflow(parse_spec(spec, "spec.yaml"), str(rig.tmp), "spec.yaml", executor)
+
+
+async def start_ready(rig: Rig) -> dict[str, Runnable]:
+    """Claim and start every ready job (as the dispatcher would, no process); the attempts, by name."""
+    claimed, _ = await rig.store.dispatch([], [], 100, "host")
+    await rig.store.dispatch([], [Start(job, 4242, time.time()) for job in claimed], 0, "host")
+    return {job.name: job for job in claimed}
+
+
+async def record_exit(rig: Rig, job: Runnable, rc: int, cause: str | None = None) -> None:
+    await rig.store.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(), None,
+                                       job.workflow_id, cause)])
 
 
 async def statuses(rig: Rig, wf: int) -> dict[str, str]:
