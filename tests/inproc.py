@@ -69,8 +69,9 @@ async def make_rig(tmp_path: Path) -> Rig:
     return rig
 
 
-@pytest.fixture
-async def rig(tmp_path):
+@pytest.fixture(name="rig")
+async def rig_fixture(tmp_path):
+    """A test's Rig (import `rig_fixture` to have it)."""
     r = await make_rig(tmp_path)
     yield r
     await r.store.close()
@@ -139,6 +140,17 @@ def make_dispatcher(rig: Rig, max_cpus: int = 4, gpus: list[str] | None = None,
 
 def make_executor(on_exit, exit_log: ExitLog | None = None, gpus: list[str] | None = None) -> LocalExecutor:
     return LocalExecutor(API_URL, on_exit, exit_log, gpus)
+
+
+_job_ids = iter(range(1, 1_000_000))
+
+
+def make_runnable(tmp_path: Path, command: str, **fields) -> Runnable:
+    """A claimed job, as the store hands it to an executor (ids unique within the test session)."""
+    jid = next(_job_ids)
+    out = str(tmp_path / "output")
+    return Runnable(jid, 1, f"j{jid}", command, 1, 1, fields.pop("num_cpus", 1), fields.pop("env", {}),
+                    fields.pop("cwd", str(tmp_path)), out, f"{out}/j{jid}.o", f"{out}/j{jid}.e", **fields)
 
 
 def make_monitor(on_over, sample) -> Monitor:

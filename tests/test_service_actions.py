@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inproc import (FakeSlurm, eventually, make_actions, make_allocations, record_exit, rig, running,  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import (FakeSlurm, eventually, make_actions, make_allocations, record_exit, running,
                     start_ready, statuses, submit)
 from torcd import events as E
 

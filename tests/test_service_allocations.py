@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from inproc import FakeSlurm, make_allocations, rig, submit  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import FakeSlurm, make_allocations, submit
 from torcd import events as E
 from torcd.core.slurm_plan import NodeShape
 from torcd.errors import InvalidParams

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from inproc import (FakeSlurm, eventually, make_allocations, make_autoscheduler, record_exit, rig,  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import (FakeSlurm, eventually, make_allocations, make_autoscheduler, record_exit,
                     running, submit)
 from torcd import events as E
 from torcd.core.autoschedule import AutoSchedulePolicy

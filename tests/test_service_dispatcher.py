@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from inproc import eventually, job_ids, make_dispatcher, rig, running, statuses, submit  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import eventually, job_ids, make_dispatcher, running, statuses, submit
 from torcd import events as E
 from torcd.core.attempts import Start
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE
@@ -81,7 +82,7 @@ async def test_stop_terminates_running_jobs_and_puts_claimed_ones_back_to_ready(
     (None, UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE),  # nothing recorded: as if SIGKILLed
 ])
 async def test_reconcile_records_a_job_that_ended_while_the_daemon_was_down(rig, logged, rc, message):
-    wf = await submit(rig, one_job("true"))
+    await submit(rig, one_job("true"))
     (job,), _ = await rig.store.dispatch([], [], 1, "host")
     await rig.store.dispatch([], [Start(job, 2 ** 22 + 1, time.time())], 0, "host")  # a pid that is no job's
     if logged is not None:

@@ -8,20 +8,10 @@ import asyncio
 import pytest
 
 from inproc import eventually, make_executor
-from torcd.protocol import Runnable
+from inproc import make_runnable as job
 from torcd.services.executor import UNKNOWN_EXIT
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import LAUNCH_FAILED
-
-_ids = iter(range(1, 1_000_000))
-
-
-def job(tmp_path, command: str, **fields) -> Runnable:
-    jid = next(_ids)
-    out = str(tmp_path / "output")
-    return Runnable(jid, 1, f"j{jid}", command, 1, 1, fields.pop("num_cpus", 1), fields.pop("env", {}),
-                    fields.pop("cwd", str(tmp_path)), out, f"{out}/j{jid}.o", f"{out}/j{jid}.e", **fields)
-
 
 class Exits(list):
     def one(self):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inproc import (eventually, make_recovery_runner, record_exit, rig, running, start_ready,  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import (eventually, make_recovery_runner, record_exit, running, start_ready,
                     statuses, submit)
 from torcd import events as E
 from torcd.core.retry import Action, RetryDecision

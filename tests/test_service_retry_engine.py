@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from inproc import eventually, make_retry_engine, rig, running, start_ready, statuses, submit  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import eventually, make_retry_engine, running, start_ready, statuses, submit
 from inproc import record_exit as exit_with
 from torcd import events as E
 

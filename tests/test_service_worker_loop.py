@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from inproc import (FakeSlurm, InProcessRpc, eventually, make_allocations, make_retry_engine, make_worker,  # noqa: F401
-                    make_workers, rig, running, statuses, submit)
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import (FakeSlurm, InProcessRpc, eventually, make_allocations, make_retry_engine, make_worker,
+                    make_workers, running, statuses, submit)
 from torcd import events as E
 
 HEAD = "name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n"

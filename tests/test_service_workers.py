@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from inproc import FakeSlurm, make_allocations, make_workers, rig, statuses, submit  # noqa: F401
+from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
+from inproc import FakeSlurm, make_allocations, make_workers, statuses, submit
 from torcd import events as E
 from torcd import protocol as p
 from torcd.credentials import Caller
