@@ -40,14 +40,17 @@ API_URL = "unix:///nonexistent/torcd-inproc.sock"  # what jobs see as TORC_API_U
 
 # -- the store and the bus ---------------------------------------------------
 
-class Rig(msgspec.Struct):
+class Rig:
     """A store wired to a bus as the daemon wires them (commit, then publish), and everything
-    published, in order, for the tests to read."""
+    published, in order, for the tests to read.
 
-    store: Store
-    bus: EventBus
-    tmp: Path
-    events: list = msgspec.field(default_factory=list)
+    Tests reach the store through the part that does the thing (`queries`, `workflows`,
+    `execution`, `workers`, `slurm`, `actions`); today each is the one Store."""
+
+    def __init__(self, store: Store, bus: EventBus, tmp: Path):
+        self.store, self.bus, self.tmp = store, bus, tmp
+        self.events: list = []
+        self.queries = self.workflows = self.execution = self.workers = self.slurm = self.actions = store
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]
@@ -79,27 +82,27 @@ async def rig_fixture(tmp_path):
 
 async def submit(rig: Rig, spec: str, executor: str = "local") -> int:
     """Create a workflow from spec text, its directory tmp_path; return its id."""
-    return await rig.store.create_workflow(parse_spec(spec, "spec.yaml"), str(rig.tmp), "spec.yaml", executor)
+    return await rig.workflows.create_workflow(parse_spec(spec, "spec.yaml"), str(rig.tmp), "spec.yaml", executor)
 
 
 async def start_ready(rig: Rig) -> dict[str, Runnable]:
     """Claim and start every ready job (as the dispatcher would, no process); the attempts, by name."""
-    claimed, _ = await rig.store.dispatch([], [], 100, "host")
-    await rig.store.dispatch([], [Start(job, 4242, time.time()) for job in claimed], 0, "host")
+    claimed, _ = await rig.execution.dispatch([], [], 100, "host")
+    await rig.execution.dispatch([], [Start(job, 4242, time.time()) for job in claimed], 0, "host")
     return {job.name: job for job in claimed}
 
 
 async def record_exit(rig: Rig, job: Runnable, rc: int, cause: str | None = None) -> None:
-    await rig.store.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(), None,
-                                       job.workflow_id, cause)])
+    await rig.execution.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(), None,
+                                           job.workflow_id, cause)])
 
 
 async def statuses(rig: Rig, wf: int) -> dict[str, str]:
-    return {j.name: j.status for j in await rig.store.jobs(wf)}
+    return {j.name: j.status for j in await rig.queries.jobs(wf)}
 
 
 async def job_ids(rig: Rig, wf: int) -> dict[str, int]:
-    return {j.name: j.id for j in await rig.store.jobs(wf)}
+    return {j.name: j.id for j in await rig.queries.jobs(wf)}
 
 
 async def eventually(predicate, timeout: float = 5.0, what: str = "the condition") -> None:
@@ -204,7 +207,7 @@ def make_workers(rig: Rig, allocations: AllocationService | None = None, poll_in
 
 async def make_actions(rig: Rig, allocations: AllocationService | None = None) -> ActionRunner:
     runner = ActionRunner(rig.store, rig.bus, allocations or make_allocations(rig), API_URL)
-    await rig.store.load_action_workflows()
+    await rig.actions.load_action_workflows()
     return runner
 
 
@@ -234,7 +237,7 @@ class InProcessRpc:
             req = msgspec.convert(params, p.RegisterWorker)
             wid = await self.workers.register(req, self.caller)
             result = {"worker_id": wid, "poll_interval": self.workers.poll_interval,
-                      "compute_node": await self.rig.store.compute_node(req.workflow_id)}
+                      "compute_node": await self.rig.workers.compute_node(req.workflow_id)}
         elif method == "workers.poll":
             result = await self.workers.poll(msgspec.convert(params, p.WorkerPoll), self.caller, self.api_url)
         elif method == "workers.finish":
@@ -246,6 +249,14 @@ class InProcessRpc:
 
     async def close(self) -> None:
         pass
+
+
+async def worker_with_jobs(rig: Rig, workers: WorkerService, wf: int, allocation_id: int | None = None,
+                           cpus: int = 1) -> tuple[int, list[Runnable]]:
+    """A worker registered (as the admin) that has taken up to `cpus` ready jobs in its first poll."""
+    wid = await workers.register(p.RegisterWorker(workflow_id=wf, host="node1", cpus=4, allocation_id=allocation_id),
+                                 Caller())
+    return wid, (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=cpus), Caller(), API_URL)).jobs
 
 
 def make_worker(rpc, wf: int, allocation_id: int | None = None, cpus: int = 2, idle_timeout: float = 0.0,

@@ -74,11 +74,11 @@ async def test_the_completion_action_runs_when_the_last_job_ends(rig):
     async with running(runner):
         wf = await submit(rig, with_action(
             "{trigger_type: on_workflow_complete, action_type: run_commands, commands: ['touch complete.txt']}"))
-        assert await rig.store.due_actions([wf]) == []  # not while its job has not ended
+        assert await rig.actions.due_actions([wf]) == []  # not while its job has not ended
         await record_exit(rig, (await start_ready(rig))["a"], 0)
         (done,) = await finished(rig)
     assert done.status == "done" and (rig.tmp / "complete.txt").exists()
-    assert (await rig.store.workflow(wf)).state == "done"
+    assert (await rig.queries.workflow(wf)).state == "done"
 
 
 async def test_schedule_nodes_submits_allocations_for_its_scheduler(rig):
@@ -90,7 +90,7 @@ async def test_schedule_nodes_submits_allocations_for_its_scheduler(rig):
         wf = await submit(rig, spec, "slurm")
         (done,) = await finished(rig)
     assert done.status == "done" and done.message == "submitted 2 allocations for scheduler 's'"
-    assert len(slurm.submitted) == 2 and len(await rig.store.allocations(wf)) == 2
+    assert len(slurm.submitted) == 2 and len(await rig.slurm.allocations(wf)) == 2
 
 
 async def test_schedule_nodes_on_a_local_workflow_fails_and_submits_nothing(rig):
@@ -106,8 +106,8 @@ async def test_schedule_nodes_on_a_local_workflow_fails_and_submits_nothing(rig)
 
 async def test_reconcile_runs_again_an_action_an_earlier_daemon_left_running(rig):
     wf = await submit(rig, with_action(start_commands("echo ran >> ran.txt")))
-    (run,) = await rig.store.due_actions([wf])
-    assert await rig.store.start_action(run)  # then that daemon died
+    (run,) = await rig.actions.due_actions([wf])
+    assert await rig.actions.start_action(run)  # then that daemon died
     runner = await make_actions(rig)
     await runner.reconcile()
     async with running(runner):

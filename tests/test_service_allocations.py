@@ -10,7 +10,7 @@ import time
 import pytest
 
 from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import FakeSlurm, make_allocations, submit
+from inproc import FakeSlurm, make_allocations, make_workers, submit, worker_with_jobs
 from torcd import events as E
 from torcd.core.slurm_plan import NodeShape
 from torcd.errors import InvalidParams
@@ -29,11 +29,11 @@ async def test_an_allocation_is_submitted_with_its_own_credential(rig):
     (aid,) = await make_allocations(rig, slurm).submit(wf, "by hand")
     (script, cwd), = slurm.submitted
     assert cwd == str(rig.tmp) and "--account=acct" in script and f"--workflow-id {wf}" in script.replace("=", " ")
-    (alloc,) = await rig.store.allocations(wf)
+    (alloc,) = await rig.slurm.allocations(wf)
     assert (alloc.id, alloc.state, alloc.slurm_job_id, alloc.reason) == (aid, "pending", "1001", "by hand")
     token = rig.tmp / "credentials" / f"alloc_{aid}.token"
     assert stat.S_IMODE(os.stat(token).st_mode) == 0o600
-    assert (await rig.store.allocation_credential(aid))[1] == wf
+    assert (await rig.slurm.allocation_credential(aid))[1] == wf
     assert [e.kind for e in rig.events if "allocation" in e.kind] == ["allocation_submitted"]
 
 
@@ -45,7 +45,7 @@ async def test_a_failed_sbatch_leaves_a_failed_allocation_with_the_reason(rig):
     slurm.sbatch = refuse
     wf = await submit(rig, slurm_spec(), "slurm")
     await make_allocations(rig, slurm).submit(wf, "by hand")
-    (alloc,) = await rig.store.allocations(wf)
+    (alloc,) = await rig.slurm.allocations(wf)
     assert alloc.state == "failed" and "invalid account" in alloc.reason
 
 
@@ -54,7 +54,7 @@ async def test_without_a_tcp_door_nothing_is_submitted(rig):
     wf = await submit(rig, slurm_spec(), "slurm")
     with pytest.raises(InvalidParams, match="TCP door"):
         await make_allocations(rig, slurm, url=None).submit(wf, "by hand")
-    assert slurm.submitted == [] and await rig.store.allocations(wf) == []
+    assert slurm.submitted == [] and await rig.slurm.allocations(wf) == []
 
 
 @pytest.mark.parametrize("jobs,node_cpus,count", [
@@ -72,8 +72,8 @@ async def test_the_node_shape_is_asked_of_sinfo_until_it_answers_then_kept(rig):
     slurm = FakeSlurm(node_shape=None)
     wf = await submit(rig, slurm_spec(2, node=""), "slurm")
     allocations = make_allocations(rig, slurm)
-    spec = (await rig.store.schedulers(wf))["s"]
-    needs = await rig.store.ready_job_needs(wf, "s")
+    spec = (await rig.slurm.schedulers(wf))["s"]
+    needs = await rig.slurm.ready_job_needs(wf, "s")
     assert (await allocations.node_shape(spec, needs)).cpus == 1  # no answer: as wide as the widest job
     slurm.node_shape = NodeShape(64, None, 0)
     assert (await allocations.node_shape(spec, needs)).cpus == 64
@@ -98,7 +98,7 @@ async def test_check_follows_each_allocation_through_the_queue(rig, seen, state)
     else:
         slurm.states["1001"] = seen
     await allocations.check()
-    assert (await rig.store.allocations(wf))[0].state == state
+    assert (await rig.slurm.allocations(wf))[0].state == state
 
 
 async def test_a_running_allocation_is_not_taken_back_to_pending(rig):
@@ -110,12 +110,12 @@ async def test_a_running_allocation_is_not_taken_back_to_pending(rig):
     await allocations.check()
     slurm.states["1001"] = "PENDING"  # requeued, as squeue may briefly say
     await allocations.check()
-    assert (await rig.store.allocations(wf))[0].state == "running"
+    assert (await rig.slurm.allocations(wf))[0].state == "running"
 
 
 async def worker_with_a_job(rig, allocations, wf: int, aid: int | None = None) -> int:
-    wid = await rig.store.register_worker(wf, aid, "node1", 4)
-    assert await rig.store.claim_for_worker(wid, 1)
+    wid, jobs = await worker_with_jobs(rig, make_workers(rig, allocations), wf, aid)
+    assert jobs
     return wid
 
 
@@ -124,13 +124,13 @@ async def test_a_silent_worker_is_lost_and_its_jobs_exit_137(rig):
     allocations = make_allocations(rig, heartbeat_timeout=60)
     wid = await worker_with_a_job(rig, allocations, wf)
     await allocations.check(now=time.time() + 30)
-    assert (await rig.store.worker(wid))["state"] == "active"  # not silent for long enough
+    assert (await rig.workers.worker(wid))["state"] == "active"  # not silent for long enough
     await allocations.check(now=time.time() + 61)
-    assert (await rig.store.worker(wid))["state"] == "lost"
+    assert (await rig.workers.worker(wid))["state"] == "lost"
     (lost,) = rig.of(E.WorkerLost)
     assert lost.message.startswith("no heartbeat for 6")
     (exited,) = rig.of(E.JobExited)
-    (att,) = await rig.store.attempts(exited.job_id)
+    (att,) = await rig.queries.attempts(exited.job_id)
     assert att.return_code == WORKER_LOST_RC and att.message.startswith(f"worker {wid} lost: no heartbeat")
 
 
@@ -150,7 +150,7 @@ async def test_a_worker_whose_allocation_ended_is_lost_with_slurms_verdict_as_ca
     if verdict:
         slurm.states["1001"] = verdict
     await allocations.check(now=time.time() + 11)  # silent for more than two polls
-    assert (await rig.store.worker(wid))["state"] == "lost"
+    assert (await rig.workers.worker(wid))["state"] == "lost"
     assert rig.of(E.WorkerLost)[0].message == why
-    (att,) = await rig.store.attempts(rig.of(E.JobExited)[0].job_id)
+    (att,) = await rig.queries.attempts(rig.of(E.JobExited)[0].job_id)
     assert (att.return_code, att.cause) == (WORKER_LOST_RC, cause)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import (FakeSlurm, eventually, make_allocations, make_autoscheduler, record_exit,
-                    running, submit)
+from inproc import (FakeSlurm, eventually, make_allocations, make_autoscheduler, make_workers, record_exit,
+                    running, submit, worker_with_jobs)
 from torcd import events as E
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.retry import Action, RetryDecision
@@ -31,7 +31,7 @@ async def setup(rig, policy=ON):
     wf = await submit(rig, SPEC, "slurm")
     allocations = make_allocations(rig, slurm)
     if policy is not None:
-        await rig.store.set_auto_schedule(wf, policy)
+        await rig.slurm.set_auto_schedule(wf, policy)
     return wf, slurm, clock, allocations, make_autoscheduler(rig, allocations, clock)
 
 
@@ -45,7 +45,7 @@ async def test_ready_jobs_without_allocations_get_one_by_rule_1(rig):
     assert len(slurm.submitted) == 1
     ((action, message),) = decisions(rig)
     assert action == "submit" and message.startswith("[s] ")
-    (alloc,) = await rig.store.allocations(wf)
+    (alloc,) = await rig.slurm.allocations(wf)
     assert alloc.reason.startswith("auto-schedule rule 1: ")
 
 
@@ -66,22 +66,21 @@ async def test_a_wait_is_recorded_once_while_its_reason_stays(rig):
 async def test_a_stranded_retry_gets_compute_once_the_fake_clock_passes_the_timeout(rig):
     wf, slurm, clock, allocations, auto = await setup(rig)
     (aid,) = await allocations.submit(wf, "by hand")
-    wid = await rig.store.register_worker(wf, aid, "node1", 4)  # the allocation runs
-    job, *_ = await rig.store.claim_for_worker(wid, 1)
+    _, (job,) = await worker_with_jobs(rig, make_workers(rig, allocations), wf, aid)  # the allocation runs
     await record_exit(rig, job, 1)
-    (failure,) = await rig.store.failures_awaiting_decision()
-    await rig.store.apply_decisions([(failure, RetryDecision(Action.RETRY, 0, "retry"))])
+    (failure,) = await rig.execution.failures_awaiting_decision()
+    await rig.execution.apply_decisions([(failure, RetryDecision(Action.RETRY, 0, "retry"))])
     await auto.tick()
     assert len(slurm.submitted) == 1  # one retry, below the threshold, not yet stranded
     clock.now += 7201
     await auto.tick()
     assert len(slurm.submitted) == 2
     assert [a for a, _ in decisions(rig)] == ["wait", "submit"]
-    assert (await rig.store.allocations(wf))[-1].reason.startswith("auto-schedule rule 3: ")
+    assert (await rig.slurm.allocations(wf))[-1].reason.startswith("auto-schedule rule 3: ")
 
 
 async def test_setting_the_policy_wakes_the_loop(rig):
     wf, slurm, _, _, auto = await setup(rig, policy=None)
     async with running(auto):
-        await rig.store.set_auto_schedule(wf, ON)  # auto_schedule_set: no need to wait the interval out
+        await rig.slurm.set_auto_schedule(wf, ON)  # auto_schedule_set: no need to wait the interval out
         await eventually(lambda: slurm.submitted, what="the submission")

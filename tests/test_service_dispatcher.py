@@ -30,7 +30,7 @@ async def test_a_ready_job_is_started_and_its_exit_recorded(rig, command, status
     async with running(d):
         await eventually(lambda: rig.of(E.JobCompleted) or rig.of(E.JobExited), what="the exit")
     assert (await statuses(rig, wf))["a"] == status
-    (att,) = await rig.store.attempts((await job_ids(rig, wf))["a"])
+    (att,) = await rig.queries.attempts((await job_ids(rig, wf))["a"])
     assert att.return_code == rc and att.pid is not None and att.start_time <= att.end_time
 
 
@@ -40,7 +40,7 @@ async def test_a_job_that_cannot_start_is_recorded_as_an_exit_with_the_reason(ri
     d = make_dispatcher(rig)
     async with running(d):
         await eventually(lambda: rig.of(E.JobExited), what="the launch failure")
-    (att,) = await rig.store.attempts((await job_ids(rig, wf))["a"])
+    (att,) = await rig.queries.attempts((await job_ids(rig, wf))["a"])
     assert att.pid is None and att.return_code != 0 and att.message
 
 
@@ -52,7 +52,7 @@ async def test_jobs_wider_than_the_free_cpus_wait_for_a_slot(rig):
     async with running(d):
         await eventually(lambda: len(rig.of(E.JobCompleted)) == 3, what="three completions")
     spans = sorted([(a.start_time, a.end_time) for j in (await job_ids(rig, wf)).values()
-                    for a in await rig.store.attempts(j)])
+                    for a in await rig.queries.attempts(j)])
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
 
 
@@ -63,7 +63,7 @@ async def test_a_completion_releases_the_dependent_which_then_runs(rig):
     async with running(d):
         await eventually(lambda: len(rig.of(E.JobCompleted)) == 2, what="both completions")
     assert [e.job_name for e in rig.of(E.JobCompleted)] == ["a", "b"]
-    assert (await rig.store.workflow(wf)).state == "done"
+    assert (await rig.queries.workflow(wf)).state == "done"
 
 
 async def test_stop_terminates_running_jobs_and_puts_claimed_ones_back_to_ready(rig):
@@ -83,20 +83,20 @@ async def test_stop_terminates_running_jobs_and_puts_claimed_ones_back_to_ready(
 ])
 async def test_reconcile_records_a_job_that_ended_while_the_daemon_was_down(rig, logged, rc, message):
     await submit(rig, one_job("true"))
-    (job,), _ = await rig.store.dispatch([], [], 1, "host")
-    await rig.store.dispatch([], [Start(job, 2 ** 22 + 1, time.time())], 0, "host")  # a pid that is no job's
+    (job,), _ = await rig.execution.dispatch([], [], 1, "host")
+    await rig.execution.dispatch([], [Start(job, 2 ** 22 + 1, time.time())], 0, "host")  # a pid that is no job's
     if logged is not None:
         (rig.tmp / "exits.log").write_text(f"{job.job_id} {job.run_id} {job.attempt_id} {logged}\n")
     d = make_dispatcher(rig)
     await d.reconcile()
-    (att,) = await rig.store.attempts(job.job_id)
+    (att,) = await rig.queries.attempts(job.job_id)
     assert (att.return_code, att.message) == (rc, message)
     assert not d.executor.procs
 
 
 async def test_reconcile_puts_a_claimed_job_that_never_started_back_to_ready(rig):
     wf = await submit(rig, one_job("true"))
-    await rig.store.dispatch([], [], 1, "host")
+    await rig.execution.dispatch([], [], 1, "host")
     assert (await statuses(rig, wf))["a"] == "pending"
     await make_dispatcher(rig).reconcile()
     assert (await statuses(rig, wf))["a"] == "ready"

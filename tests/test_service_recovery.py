@@ -22,8 +22,8 @@ async def recovering(rig, script: str, timeout: float = 60) -> int:
     """A workflow whose job exited 20 and was decided `recover` (as the RetryEngine decides it)."""
     wf = await submit(rig, spec(script, timeout))
     await record_exit(rig, (await start_ready(rig))["a"], 20)
-    (failure,) = await rig.store.failures_awaiting_decision()
-    await rig.store.apply_decisions([(failure, RetryDecision(Action.RECOVER, 0, "recover first"))])
+    (failure,) = await rig.execution.failures_awaiting_decision()
+    await rig.execution.apply_decisions([(failure, RetryDecision(Action.RECOVER, 0, "recover first"))])
     assert (await statuses(rig, wf))["a"] == "recovering"
     return wf
 
@@ -40,7 +40,7 @@ async def test_the_scripts_exit_decides_the_jobs_next_status(rig, script, status
     async with running(runner):
         rig.bus.publish(rig.of(E.RetryDecided))  # the decision, as the runner would have heard it
         await eventually(lambda: rig.of(E.RecoveryFinished), what="the recovery")
-    (job,) = await rig.store.jobs(wf)
+    (job,) = await rig.queries.jobs(wf)
     assert (job.status, job.attempt_id) == (status, attempt)
     assert rig.of(E.RecoveryFinished)[0].message == message
     assert (rig.tmp / "fixed").exists() is (status == "ready")  # ran in the workflow's directory

@@ -75,7 +75,7 @@ async def test_reconcile_decides_the_exits_recorded_while_no_engine_listened(rig
     await exit_with(rig, jobs["plain"], 3)
     await make_retry_engine(rig).reconcile()
     assert await statuses(rig, wf) == {"handled": "ready", "plain": "failed"}
-    assert await rig.store.failures_awaiting_decision() == []
+    assert await rig.execution.failures_awaiting_decision() == []
 
 
 async def test_an_overflowed_queue_is_made_good_from_the_tables(rig):

@@ -38,7 +38,7 @@ async def test_a_failure_is_reported_with_its_return_code_and_decided_by_the_dae
     async with running(make_retry_engine(rig)):
         assert await asyncio.wait_for(worker.run(), 10) == "nothing left to run"
     assert (await statuses(rig, wf))["a"] == "failed"
-    (att,) = await rig.store.attempts(1)
+    (att,) = await rig.queries.attempts(1)
     assert att.return_code == 3 and att.pid is not None
 
 
@@ -51,7 +51,7 @@ async def test_it_runs_a_recovery_script_it_is_handed_and_reports_it(rig):
     (done,) = rig.of(E.RecoveryFinished)
     assert done.message == "recovery script succeeded; retrying as attempt 2"
     assert (rig.tmp / "recovered").exists()
-    (job,) = await rig.store.jobs(wf)
+    (job,) = await rig.queries.jobs(wf)
     assert (job.status, job.attempt_id) == ("ready", 2)  # a retry goes to another worker than the one it failed on
 
 
@@ -73,6 +73,6 @@ async def test_a_signal_stops_its_jobs_and_reports_them_before_it_leaves(rig):
     await eventually(lambda: worker.executor is not None and worker.executor.procs, what="the job to start")
     worker.on_signal()
     assert await asyncio.wait_for(task, 10) == "stopped by a signal"
-    (att,) = await rig.store.attempts(1)
+    (att,) = await rig.queries.attempts(1)
     assert att.return_code == 143
-    assert (await rig.store.worker(worker.worker_id))["state"] == "done"
+    assert (await rig.workers.worker(worker.worker_id))["state"] == "done"

@@ -46,7 +46,7 @@ async def test_a_credential_registers_only_for_its_own_allocation(rig):
     with pytest.raises(Unauthorized, match=f"not allocation {aid + 1}"):
         await register(workers, wf, aid + 1, Caller(aid, wf))
     wid = await register(workers, wf, aid, Caller(aid, wf))
-    assert (await rig.store.allocations(wf))[0].state == "running"  # its first worker started it
+    assert (await rig.slurm.allocations(wf))[0].state == "running"  # its first worker started it
     with pytest.raises(Unauthorized, match="does not belong"):
         await workers.poll(p.WorkerPoll(worker_id=wid), Caller(aid + 1, wf), API)
     with pytest.raises(Unauthorized, match="does not belong"):  # nor may it learn whether one exists
@@ -71,7 +71,7 @@ async def test_a_poll_hands_out_what_fits_and_records_starts_and_exits(rig):
         worker_id=wid, free_cpus=0, started=[p.StartedReport(job.job_id, job.run_id, job.attempt_id, 777)],
         exits=[p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]), ADMIN, API)
     assert second.jobs == []
-    (att,) = await rig.store.attempts(job.job_id)
+    (att,) = await rig.queries.attempts(job.job_id)
     assert (att.pid, att.return_code) == (777, 0)
     assert (await statuses(rig, wf))[job.name] == "completed"
 
@@ -103,8 +103,8 @@ async def test_finishing_with_jobs_running_loses_the_worker_and_its_jobs(rig):
     wid = await register(workers, wf, aid)
     (job,) = (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1), ADMIN, API)).jobs
     await workers.finish(p.WorkerFinish(worker_id=wid, reason="idle"), ADMIN)
-    assert (await rig.store.worker(wid))["state"] == "lost"
-    (att,) = await rig.store.attempts(job.job_id)
+    assert (await rig.workers.worker(wid))["state"] == "lost"
+    (att,) = await rig.queries.attempts(job.job_id)
     assert att.return_code == 137 and "finished with jobs running: idle" in att.message
     assert (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=4), ADMIN, API)).stop
 
@@ -113,7 +113,7 @@ async def test_finishing_idle_closes_the_worker(rig):
     wf, aid, _, workers = await slurm_workflow(rig)
     wid = await register(workers, wf, aid)
     await workers.finish(p.WorkerFinish(worker_id=wid, reason="nothing left"), ADMIN)
-    assert (await rig.store.worker(wid))["state"] == "done"
+    assert (await rig.workers.worker(wid))["state"] == "done"
     assert rig.of(E.WorkerFinished)[0].message == "nothing left"
 
 
@@ -122,7 +122,7 @@ async def test_a_worker_taking_over_a_journal_abandons_what_it_cannot_watch(rig)
     wid = await register(workers, wf, aid)
     (job,) = (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1), ADMIN, API)).jobs
     await workers.poll(p.WorkerPoll(worker_id=wid, abandon=True), ADMIN, API)
-    (att,) = await rig.store.attempts(job.job_id)
+    (att,) = await rig.queries.attempts(job.job_id)
     assert att.return_code == 137 and "its worker died" in att.message
 
 
@@ -130,8 +130,8 @@ async def test_credentials_are_cached_and_forgotten_with_their_workflow(rig):
     wf, aid, _, workers = await slurm_workflow(rig)
     known = await workers.credential(aid)
     assert known is not None and known[1] == wf
-    await rig.store.cancel_workflow(wf)
-    await rig.store.delete_workflow(wf)
+    await rig.workflows.cancel_workflow(wf)
+    await rig.workflows.delete_workflow(wf)
     assert await workers.credential(aid) == known  # cached: the store is not asked again
     workers.forget(wf)
     assert await workers.credential(aid) is None
