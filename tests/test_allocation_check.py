@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from torcd.services import allocations as services
 from torcd.services.allocations import WORKER_LOST_RC, AllocationService
 from torcd.spec.parse import parse_spec
 from torcd.store.store import Store
@@ -34,20 +33,17 @@ async def allocation(store: Store, tmp_path, queue: dict[str, str]) -> tuple[int
     wf = await store.workflows.create_workflow(parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm")
     aid = await store.slurm.add_allocation(wf, "one", 4, "submitted by a test", False)
     await store.slurm.allocation_submitted(aid, "812", str(tmp_path / "a.sh"), None)
-    service = AllocationService(store.queries, store.slurm, store.workers, store.execution, url=None, credentials_dir=str(tmp_path), slurm_output_dir=str(tmp_path),
+    async def squeue(ids):  # the queue as the test says it is
+        return {i: queue[i] for i in ids if i in queue}
+    service = AllocationService(store.queries, store.slurm, store.workers, store.execution, url=None, squeue=squeue, credentials_dir=str(tmp_path), slurm_output_dir=str(tmp_path),
                                 poll_interval=5.0, heartbeat_timeout=60.0)
     service.started = 0.0
     return wf, aid, service
 
 
 @pytest.fixture
-def queue(monkeypatch):
-    seen: dict[str, str] = {}
-
-    async def squeue(ids):
-        return {i: seen[i] for i in ids if i in seen}
-    monkeypatch.setattr(services, "squeue", squeue)
-    return seen
+def queue() -> dict[str, str]:
+    return {}
 
 
 def kinds(store: Store) -> list[tuple[str, int | None, str | None]]:

@@ -36,8 +36,10 @@ WORKER_LOST_RC = SIGKILL_EXIT  # as if SIGKILLed: the allocation or node went aw
 class AllocationService:
     def __init__(self, queries: Queries, slurm: SlurmStore, workers: WorkerStore, execution: ExecutionStore, *,
                  url: str | None, credentials_dir: str, slurm_output_dir: str, ca_file: str | None = None,
-                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0):
+                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0,
+                 sbatch=sbatch, squeue=squeue, sinfo=partition_node_shape):
         self.queries, self.slurm, self.workers, self.execution = queries, slurm, workers, execution
+        self._sbatch, self._squeue, self._sinfo = sbatch, squeue, sinfo  # Slurm's commands (tests pass fakes)
         self.url = url
         self.credentials_dir = credentials_dir
         # Slurm opens an allocation's --output by path when it starts, hours after any check: only a
@@ -85,7 +87,7 @@ class AllocationService:
         if not spec.is_shared and spec.node_cpus is None:
             seen = self._shapes.get(spec.partition)
             if seen is None:  # asked again until Slurm answers
-                seen = self._shapes[spec.partition] = await partition_node_shape(spec.partition)
+                seen = self._shapes[spec.partition] = await self._sinfo(spec.partition)
         return spec.node_shape(seen, widest) or NodeShape(widest, None, max((j.gpus for j in jobs), default=0))
 
     async def misfits(self, schedulers: list[SlurmSchedulerSpec], jobs: list[tuple[str | None, JobNeed]]
@@ -114,7 +116,7 @@ class AllocationService:
                                  url=self.url, token_file=token_file, log_dir=self.slurm_output_dir,
                                  ca_file=self.ca_file, gpus=node.gpus)
             await asyncio.to_thread(write_script, script_path, text)
-            slurm_id = await sbatch(text, cwd)  # the copy in the output dir is for the user to read
+            slurm_id = await self._sbatch(text, cwd)  # the copy in the output dir is for the user to read
             await asyncio.to_thread(_link_output, self.slurm_output_dir, log_dir, slurm_id)
         except (OSError, SlurmError) as e:
             await self.slurm.allocation_submitted(aid, None, script_path, str(e))
@@ -154,7 +156,7 @@ class AllocationService:
         open_allocs = await self.slurm.open_allocations()
         with_ids = [a for a in open_allocs if a[2]]
         if with_ids:
-            states = await squeue([a[2] for a in with_ids])
+            states = await self._squeue([a[2] for a in with_ids])
             # Only those whose status changes are written (the store decides again on the row).
             await self.slurm.update_allocations(
                 [(aid, states.get(slurm_id)) for aid, wf, slurm_id, state in with_ids

@@ -119,8 +119,10 @@ class Usage(msgspec.Struct, frozen=True):
 class Monitor:
     """Samples watched jobs (each at its own interval) and reports one that goes over its limit."""
 
-    def __init__(self, on_over: Callable[[int, Sample], None]):
+    def __init__(self, on_over: Callable[[int, Sample], None],
+                 sample: Callable[[int], Sample | None] = sample_tree):
         self.on_over = on_over
+        self.sample = sample  # what one job's tree uses now (tests pass a fake)
         self.watched: dict[int, Watched] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -151,7 +153,7 @@ class Monitor:
             due = {job_id: w for job_id, w in self.watched.items() if w.due <= now}
             if due:
                 try:
-                    samples = await loop.run_in_executor(self._sampler, _sample_all, due)
+                    samples = await loop.run_in_executor(self._sampler, _sample_all, due, self.sample)
                 except Exception:  # one bad read must not end sampling (and enforcement) for every job
                     log.exception("sampling_failed")
                     samples = {}
@@ -184,5 +186,5 @@ class Monitor:
             self._sampler = None
 
 
-def _sample_all(due: dict[int, Watched]) -> dict[int, Sample | None]:
-    return {job_id: sample_tree(w.pid) for job_id, w in due.items()}
+def _sample_all(due: dict[int, Watched], sample: Callable[[int], Sample | None]) -> dict[int, Sample | None]:
+    return {job_id: sample(w.pid) for job_id, w in due.items()}

@@ -1,0 +1,140 @@
+"""LocalExecutor in-process, with real short processes: what each way of ending is reported as
+(return code, cause, message), limits enforced, GPUs handed out and given back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from inproc import eventually, make_executor
+from inproc import make_runnable as job
+from torcd.services.executor import UNKNOWN_EXIT
+from torcd.services.exit_log import ExitLog
+from torcd.services.processes import LAUNCH_FAILED
+
+class Exits(list):
+    def one(self):
+        (e,) = self
+        return e
+
+
+async def run_one(tmp_path, command: str, timeout: float = 5.0, executor_args=(), **fields):
+    exits = Exits()
+    ex = make_executor(exits.append, *executor_args)
+    pid = ex.start(job(tmp_path, command, **fields))
+    await eventually(lambda: exits, timeout, what="the exit")
+    return exits.one(), pid, ex
+
+
+@pytest.mark.parametrize("command,rc", [
+    ("true", 0),
+    ("exit 3", 3),
+    ("kill -TERM $$", 143),  # killed by signal S: 128 + S
+    ("kill -KILL $$", 137),
+    ("exec no-such-command-here", 127),
+])
+async def test_the_return_code_of_each_way_of_ending(tmp_path, command, rc):
+    e, pid, _ = await run_one(tmp_path, command)
+    assert (e.return_code, e.cause) == (rc, None) and pid is not None
+    assert e.cpu_seconds is not None  # reaped by us: CPU time known exactly
+
+
+async def test_the_job_sees_its_torc_variables_and_writes_its_logs(tmp_path):
+    e, _, _ = await run_one(tmp_path, 'echo "$TORC_JOB_ID $TORC_ATTEMPT_ID $TORC_API_URL $MINE"; echo err >&2',
+                            env={"MINE": "mine"})
+    assert e.return_code == 0
+    out = (tmp_path / "output" / f"j{e.job_id}.o").read_text().split()
+    assert out[:2] == [str(e.job_id), "1"] and out[3] == "mine" and out[2].startswith("unix://")
+    assert (tmp_path / "output" / f"j{e.job_id}.e").read_text() == "err\n"
+
+
+async def test_a_missing_working_directory_is_a_launch_failure_with_the_reason(tmp_path):
+    e, pid, _ = await run_one(tmp_path, "true", cwd=str(tmp_path / "gone"))
+    assert e.return_code == LAUNCH_FAILED and "gone" in e.message
+
+
+async def test_an_unopenable_log_is_reported_as_an_exit_not_raised(tmp_path):
+    (tmp_path / "output").write_text("a file, not a directory")
+    e, pid, ex = await run_one(tmp_path, "true")
+    assert pid is None and e.return_code == LAUNCH_FAILED and e.message
+    assert ex.cpus_in_use == 0 and not ex.procs
+
+
+async def test_an_exit_0_without_its_declared_outputs_is_a_missing_output_failure(tmp_path):
+    e, _, _ = await run_one(tmp_path, "touch made", outputs=["made", "not-made"])
+    assert (e.return_code, e.cause) == (1, "missing_output") and "not-made" in e.message
+
+
+async def test_a_job_past_its_runtime_is_stopped_as_a_timeout(tmp_path):
+    e, _, _ = await run_one(tmp_path, "sleep 30", runtime=0.05)
+    assert (e.return_code, e.cause) == (143, "timeout") and "runtime" in e.message
+
+
+async def test_a_job_that_does_not_support_termination_is_killed_at_its_runtime(tmp_path):
+    e, _, _ = await run_one(tmp_path, "trap '' TERM; sleep 30", runtime=0.05, supports_termination=False)
+    assert (e.return_code, e.cause) == (137, "timeout")
+
+
+async def test_a_job_over_its_memory_is_killed_as_oom_with_its_peak(tmp_path):
+    e, _, _ = await run_one(tmp_path, "sleep 30", memory=1000, sample_interval=0.1)
+    assert (e.return_code, e.cause) == (UNKNOWN_EXIT, "oom")
+    assert e.peak_memory > 1000 and "over its memory limit" in e.message
+
+
+async def test_cpus_and_memory_in_use_follow_jobs_as_they_come_and_go(tmp_path):
+    exits = Exits()
+    ex = make_executor(exits.append)
+    ex.start(job(tmp_path, "sleep 30", num_cpus=3, memory=1 << 20))
+    ex.start(job(tmp_path, "true", num_cpus=2))
+    assert (ex.cpus_in_use, ex.memory_in_use) == (5, 1 << 20)
+    await eventually(lambda: exits, what="the short job")
+    assert (ex.cpus_in_use, ex.memory_in_use) == (3, 1 << 20)
+    await ex.kill(list(ex.procs), grace=1.0)
+    await eventually(lambda: len(exits) == 2, what="the killed job")
+    assert (ex.cpus_in_use, ex.memory_in_use, exits[1].return_code) == (0, 0, 143)
+
+
+async def test_gpus_are_handed_out_one_job_each_and_given_back(tmp_path):
+    exits = Exits()
+    ex = make_executor(exits.append, None, ["0", "1", "2"])
+    long = job(tmp_path, "sleep 30", num_gpus=2)
+    ex.start(long)
+    assert long.gpus == ["0", "1"] and ex.gpus_free == ["2"]
+    short = job(tmp_path, 'echo "$CUDA_VISIBLE_DEVICES"', num_gpus=1)
+    ex.start(short)
+    await eventually(lambda: exits, what="the short job")
+    assert (tmp_path / "output" / f"j{short.job_id}.o").read_text() == "2\n"
+    assert ex.gpus_free == ["2"]  # its device back as it ended; the others still held
+    await ex.kill([long.job_id], grace=1.0)
+    await eventually(lambda: len(exits) == 2, what="the killed job")
+    assert sorted(ex.gpus_free) == ["0", "1", "2"]
+
+
+async def test_stop_all_returns_the_exits_instead_of_reporting_them(tmp_path):
+    exits = Exits()
+    ex = make_executor(exits.append)
+    ex.start(job(tmp_path, "sleep 30"))
+    (e,) = await ex.stop_all(grace=1.0)
+    assert (e.return_code, e.message) == (143, "daemon shut down")
+    assert exits == []
+
+
+async def test_with_an_exit_log_the_status_is_recorded_for_a_later_daemon(tmp_path):
+    log = ExitLog(str(tmp_path / "exits.log"))
+    e, _, _ = await run_one(tmp_path, "exit 7", executor_args=(log,))
+    assert e.return_code == 7
+    assert log.statuses()[(e.job_id, 1, 1)] == 7
+
+
+async def test_an_adopted_process_reports_its_status_from_the_exit_log(tmp_path):
+    log = ExitLog(str(tmp_path / "exits.log"))
+    exits = Exits()
+    ex = make_executor(exits.append, log)
+    j = job(tmp_path, "ignored")
+    proc = await asyncio.create_subprocess_exec("true")  # some process that ends now
+    (tmp_path / "exits.log").write_text(f"{j.job_id} 1 1 9\n")
+    ex.adopt(j, proc.pid)
+    await proc.wait()
+    await eventually(lambda: exits, what="the adopted job's exit")
+    assert exits.one().return_code == 9
