@@ -61,19 +61,31 @@ class Daemon:
         self.socket = str(root / "torcd.sock")
         self.state = root / "state"
         self.env = dict(os.environ, TORCD_SOCKET=self.socket, TORCD_STATE_DIR=str(self.state))
-        self.proc = subprocess.Popen([PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning",
-                                      *extra],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=open(root / "torcd.log", "wb"))
+        self.proc = subprocess.Popen(
+            [PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning", *extra],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(root / "torcd.log", "wb"),
+        )
         for _ in range(200):
-            if subprocess.run([PY, "-m", "torcctl", "--no-autostart", "ping"], env=self.env,
-                              capture_output=True).returncode == 0:
+            if (
+                subprocess.run(
+                    [PY, "-m", "torcctl", "--no-autostart", "ping"], env=self.env, capture_output=True
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.05)
         raise RuntimeError("torcd did not start")
 
     def ctl(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([PY, "-m", "torcctl", "--no-autostart", *args], env=self.env, cwd=cwd or self.root,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [PY, "-m", "torcctl", "--no-autostart", *args],
+            env=self.env,
+            cwd=cwd or self.root,
+            capture_output=True,
+            text=True,
+        )
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.state / "torcd.store.db")
@@ -172,15 +184,21 @@ def throughput(args) -> dict:
                 walls.append(wall)
             finally:
                 d.stop()
-        rows.append({"jobs": n, "runs": args.repeat, "torc_jobs_per_s": statistics.median(torc),
-                     "torcctl_run_wall_s": statistics.median(walls),
-                     "bare_loop_jobs_per_s": statistics.median(bare),
-                     "ratio": statistics.median(torc) / statistics.median(bare),
-                     "bare_with_log_files_jobs_per_s": statistics.median(logged),
-                     "ratio_to_bare_with_log_files": statistics.median(torc) / statistics.median(logged),
-                     "torc_min_max": f"{min(torc):.0f}-{max(torc):.0f}",
-                     "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}",
-                     "file_create_ms": statistics.median(create)})
+        rows.append(
+            {
+                "jobs": n,
+                "runs": args.repeat,
+                "torc_jobs_per_s": statistics.median(torc),
+                "torcctl_run_wall_s": statistics.median(walls),
+                "bare_loop_jobs_per_s": statistics.median(bare),
+                "ratio": statistics.median(torc) / statistics.median(bare),
+                "bare_with_log_files_jobs_per_s": statistics.median(logged),
+                "ratio_to_bare_with_log_files": statistics.median(torc) / statistics.median(logged),
+                "torc_min_max": f"{min(torc):.0f}-{max(torc):.0f}",
+                "bare_min_max": f"{min(bare):.0f}-{max(bare):.0f}",
+                "file_create_ms": statistics.median(create),
+            }
+        )
     print_table("throughput: N x `true`, submit to last completion (medians)", rows)
     return {"throughput": rows}
 
@@ -194,18 +212,29 @@ def retry(args) -> dict:
             wall, wf = run_spec(d, spec_true(n, fail_once=True, recovery=recovery), "retry")
             span = submit_to_last_completion(d, wf)
             with d.db() as db:
-                lat = [r[0] * 1000 for r in db.execute(
-                    """SELECT a2.start_time - a1.end_time FROM attempts a1 JOIN attempts a2
+                lat = [
+                    r[0] * 1000
+                    for r in db.execute(
+                        """SELECT a2.start_time - a1.end_time FROM attempts a1 JOIN attempts a2
                        ON a2.job_id = a1.job_id AND a2.attempt_id = 2 WHERE a1.attempt_id = 1
-                       AND a1.workflow_id = ?""", (wf,))]
-                done = db.execute("SELECT count(*) FROM jobs WHERE workflow_id = ? AND status = 5",
-                                  (wf,)).fetchone()[0]
+                       AND a1.workflow_id = ?""",
+                        (wf,),
+                    )
+                ]
+                done = db.execute("SELECT count(*) FROM jobs WHERE workflow_id = ? AND status = 5", (wf,)).fetchone()[0]
         finally:
             d.stop()
         lat.sort()
-        rows.append({"recovery_script": recovery, "jobs": n, "completed": done, "jobs_per_s": n / span,
-                     "retry_latency_median_ms": statistics.median(lat),
-                     "retry_latency_p99_ms": lat[int(len(lat) * 0.99) - 1]})
+        rows.append(
+            {
+                "recovery_script": recovery,
+                "jobs": n,
+                "completed": done,
+                "jobs_per_s": n / span,
+                "retry_latency_median_ms": statistics.median(lat),
+                "retry_latency_p99_ms": lat[int(len(lat) * 0.99) - 1],
+            }
+        )
     print_table("retry path: each job fails once (exit 10), succeeds on attempt 2", rows)
     return {"retry": rows}
 
@@ -226,8 +255,12 @@ rule job:
     shell: "true; touch {{output}}"
 """)
     t = time.perf_counter()
-    r = subprocess.run([venv / "bin" / "snakemake", "--cores", str(args.cpus), "--quiet", "all"], cwd=root,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [venv / "bin" / "snakemake", "--cores", str(args.cpus), "--quiet", "all"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     snake = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
@@ -289,9 +322,16 @@ jobs:
             with d.db() as db:
                 jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
                 deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
-            rows.append({"variant": label, "jobs": jobs, "edges": deps, "submit_s": submit,
-                         "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
-                         "list_ready_page_ms_median": statistics.median(lat) * 1000})
+            rows.append(
+                {
+                    "variant": label,
+                    "jobs": jobs,
+                    "edges": deps,
+                    "submit_s": submit,
+                    "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
+                    "list_ready_page_ms_median": statistics.median(lat) * 1000,
+                }
+            )
         finally:
             d.stop()
     print_table("scale: validate + store + initialize one big workflow (torcctl submit wall time)", rows)
@@ -311,8 +351,15 @@ def client(args) -> dict:
             bare.append(time.perf_counter() - t)
     finally:
         d.stop()
-    rows = [{"command": "torcctl workflows list", "runs": args.runs, "median_ms": statistics.median(times) * 1000,
-             "max_ms": max(times) * 1000, "python_startup_median_ms": statistics.median(bare) * 1000}]
+    rows = [
+        {
+            "command": "torcctl workflows list",
+            "runs": args.runs,
+            "median_ms": statistics.median(times) * 1000,
+            "max_ms": max(times) * 1000,
+            "python_startup_median_ms": statistics.median(bare) * 1000,
+        }
+    ]
     print_table("client latency: process start to exit (and `python -c pass` for comparison)", rows)
     return {"client": rows}
 
@@ -324,16 +371,20 @@ async def _emulated_workers(socket: str, wf: int, workers: int, cpus: int, jobs:
 
     done = 0
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket, limit=0)) as http:
+
         async def call(method: str, params: dict):
-            async with http.post("http://torcd/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
-                                                           "params": params}) as resp:
+            async with http.post(
+                "http://torcd/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+            ) as resp:
                 reply = await resp.json()
             if "error" in reply:
                 raise RuntimeError(reply["error"])
             return reply["result"]
 
-        ids = [(await call("workers.register", {"workflow_id": wf, "host": f"w{i}", "cpus": cpus}))["worker_id"]
-               for i in range(workers)]
+        ids = [
+            (await call("workers.register", {"workflow_id": wf, "host": f"w{i}", "cpus": cpus}))["worker_id"]
+            for i in range(workers)
+        ]
 
         async def run(wid: int) -> None:
             nonlocal done
@@ -341,8 +392,16 @@ async def _emulated_workers(socket: str, wf: int, workers: int, cpus: int, jobs:
             while done < jobs:
                 result = await call("workers.poll", {"worker_id": wid, "free_cpus": cpus, "exits": exits})
                 done += len(exits)
-                exits = [{"job_id": j["job_id"], "run_id": j["run_id"], "attempt_id": j["attempt_id"],
-                          "return_code": 0, "end_time": time.time()} for j in result["jobs"]]
+                exits = [
+                    {
+                        "job_id": j["job_id"],
+                        "run_id": j["run_id"],
+                        "attempt_id": j["attempt_id"],
+                        "return_code": 0,
+                        "end_time": time.time(),
+                    }
+                    for j in result["jobs"]
+                ]
                 if not exits:
                     await asyncio.sleep(0.01)
 
@@ -359,14 +418,24 @@ def workers(args) -> dict:
         try:
             from torcctl.client import Client
 
-            spec = f"name: w\njobs:\n  - {{name: 'j{{i}}', command: 'true', parameters: {{i: '1:{args.worker_jobs}'}}}}\n"
-            wf = Client(d.socket, timeout=120).call("workflows.create", {"spec_text": spec, "cwd": str(d.root),
-                                                                         "executor": "slurm"})["id"]
+            spec = (
+                f"name: w\njobs:\n  - {{name: 'j{{i}}', command: 'true', parameters: {{i: '1:{args.worker_jobs}'}}}}\n"
+            )
+            wf = Client(d.socket, timeout=120).call(
+                "workflows.create", {"spec_text": spec, "cwd": str(d.root), "executor": "slurm"}
+            )["id"]
             wall = asyncio.run(_emulated_workers(d.socket, wf, n_workers, cpus, args.worker_jobs))
         finally:
             d.stop()
-        rows.append({"workers": n_workers, "cpus_each": cpus, "jobs": args.worker_jobs, "wall_s": wall,
-                     "completions_per_s": args.worker_jobs / wall})
+        rows.append(
+            {
+                "workers": n_workers,
+                "cpus_each": cpus,
+                "jobs": args.worker_jobs,
+                "wall_s": wall,
+                "completions_per_s": args.worker_jobs / wall,
+            }
+        )
     print_table("workers.poll: emulated workers claiming jobs and reporting them done", rows)
     return {"workers": rows}
 
@@ -399,9 +468,16 @@ jobs:
             peaks = [r[0] for r in d.db().execute("SELECT peak_rss_bytes FROM attempts") if r[0]]
         finally:
             d.stop()
-        rows.append({"jobs": n, "sampled": sampled, "wall_s": wall, "daemon_cpu_s": cpu,
-                     "daemon_cpu_percent": cpu / wall * 100,
-                     "peak_mib_median": statistics.median(peaks) / 2**20 if peaks else 0.0})
+        rows.append(
+            {
+                "jobs": n,
+                "sampled": sampled,
+                "wall_s": wall,
+                "daemon_cpu_s": cpu,
+                "daemon_cpu_percent": cpu / wall * 100,
+                "peak_mib_median": statistics.median(peaks) / 2**20 if peaks else 0.0,
+            }
+        )
     extra = rows[1]["daemon_cpu_s"] - rows[0]["daemon_cpu_s"]
     samples = n * 10  # one per job per second, for about 10 s
     rows[1]["ms_per_job_sample"] = extra / samples * 1000
@@ -435,7 +511,9 @@ def main() -> None:
     ap.add_argument("--dir", help="scratch directory (default: the system's temp dir)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}")
-    todo = ["throughput", "retry", "peer", "scale", "client", "monitor", "workers"] if args.what == "all" else [args.what]
+    todo = (
+        ["throughput", "retry", "peer", "scale", "client", "monitor", "workers"] if args.what == "all" else [args.what]
+    )
     results = {}
     _work.append(Path(tempfile.mkdtemp(prefix="torc-bench-", dir=args.dir)))
     print(f"scratch: {_work[0]} (creating a file there: {file_create_ms(workdir()):.3f} ms of CPU)")

@@ -30,32 +30,37 @@ def _alias_bomb(levels: int, width: int = 10) -> str:
 
 
 def _kdl_jobs(jobs: int) -> str:
-    return 'name "big"\n' + "".join(f'job "job_{i}" {{\n    command "echo {i}"\n'
-                                     + (f'    depends_on "job_{i - 1}"\n' if i else "") + "}\n" for i in range(jobs))
+    return 'name "big"\n' + "".join(
+        f'job "job_{i}" {{\n    command "echo {i}"\n' + (f'    depends_on "job_{i - 1}"\n' if i else "") + "}\n"
+        for i in range(jobs)
+    )
 
 
 def _json5_late_error(jobs: int, bad: str = "bogus: 1") -> str:
     """A generated JSON5 spec whose last job holds an error (a key no job has, by default)."""
-    body = ",\n".join(f"  {{name: 'job_{i}', command: 'echo {i}', depends_on: ['job_{i - 1}']}}" if i else
-                       f"  {{name: 'job_{i}', command: 'echo {i}'}}" for i in range(jobs))
+    body = ",\n".join(
+        f"  {{name: 'job_{i}', command: 'echo {i}', depends_on: ['job_{i - 1}']}}"
+        if i
+        else f"  {{name: 'job_{i}', command: 'echo {i}'}}"
+        for i in range(jobs)
+    )
     return "{\n name: 'big',\n jobs: [\n" + body[:-1] + ", " + bad + "}\n ],\n}\n"
 
 
 BOMBS = {
     "range 1:30000000": "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', parameters: {i: '1:30000000'}}\n",
-    "range 1:1000000000000":
-        "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', parameters: {i: '1:1000000000000'}}\n",
+    "range 1:1000000000000": "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', parameters: {i: '1:1000000000000'}}\n",
     "product 2000 x 2000": "name: b\njobs:\n  - {name: 'a_{i}_{j}', command: 'true', "
-                           "parameters: {i: '1:2000', j: '1:2000'}}\n",
+    "parameters: {i: '1:2000', j: '1:2000'}}\n",
     "name padded past 512": "name: b\njobs:\n  - {name: 'a_{i:>600}', command: x, parameters: {i: '1:9'}}\n",
-    "names of 500 chars x 700,000 (89 bytes)":
-        "name: b\njobs:\n  - {name: 'j{i:>500}', command: x, parameters: {i: '1:700000'}}\n",
+    "names of 500 chars x 700,000 (89 bytes)": "name: b\njobs:\n  - {name: 'j{i:>500}', command: x, parameters: {i: '1:700000'}}\n",
     "command of 1 MB": "name: b\njobs:\n  - {name: a, command: '" + "x" * (1 << 20) + "'}\n",
     "command padded to 200 KB": "name: b\njobs:\n  - {name: 'a{i}', command: '"
-                                + "{i:>1000}" * 200 + "', parameters: {i: '1:3'}}\n",
+    + "{i:>1000}" * 200
+    + "', parameters: {i: '1:3'}}\n",
     "dependencies 2000 x 2000 x 2": "name: b\njobs:\n  - {name: 'a_{i}', command: x, parameters: {i: '1:2000'}}\n"
-                                    "  - {name: 'b_{j}', command: x, depends_on: ['a_{i}', 'a_{i}x'], "
-                                    "parameters: {i: '1:2000', j: '1:2000'}}\n",
+    "  - {name: 'b_{j}', command: x, depends_on: ['a_{i}', 'a_{i}x'], "
+    "parameters: {i: '1:2000', j: '1:2000'}}\n",
     "YAML aliases, 9 levels (~560 bytes)": _alias_bomb(9),
     "YAML aliases, 30 levels": _alias_bomb(30),
     # Syntax and field errors whose line is costly to find (Hardening III, item 7).
@@ -93,8 +98,14 @@ def main() -> int:
     for name, bomb in BOMBS.items():
         file, text = bomb if isinstance(bomb, tuple) else ("bomb.yaml", bomb)
         try:
-            out = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps([file, text]), capture_output=True,
-                                 text=True, check=True, timeout=LIMIT_S)
+            out = subprocess.run(
+                [sys.executable, "-c", _CHILD],
+                input=json.dumps([file, text]),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=LIMIT_S,
+            )
         except subprocess.TimeoutExpired:
             print(f"{name:42} {len(text):>10,} {'>' + str(LIMIT_S):>8} {'?':>9}  (stopped)")
             continue

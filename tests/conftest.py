@@ -37,9 +37,15 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.client = Client(self.socket, timeout=30)
 
-    def start(self, *extra: str, crash_at: str | None = None, wait: bool = True,
-              env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = (),
-              max_open_files: int | None = None) -> "Daemon":
+    def start(
+        self,
+        *extra: str,
+        crash_at: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        max_open_files: int | None = None,
+    ) -> Daemon:
         env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
         for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
@@ -48,14 +54,32 @@ class Daemon:
             env["TORCD_CRASH_AT"] = crash_at
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "torcd", "--socket", self.socket, "--state-dir", self.state_dir,
-                 "--max-parallel-jobs", str(self.max_parallel_jobs), "--shutdown-grace", "2", *extra],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, pass_fds=pass_fds,
-                preexec_fn=None if max_open_files is None else lambda: resource.setrlimit(
-                    resource.RLIMIT_NOFILE, (max_open_files, max_open_files)))
+                [
+                    sys.executable,
+                    "-m",
+                    "torcd",
+                    "--socket",
+                    self.socket,
+                    "--state-dir",
+                    self.state_dir,
+                    "--max-parallel-jobs",
+                    str(self.max_parallel_jobs),
+                    "--shutdown-grace",
+                    "2",
+                    *extra,
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                pass_fds=pass_fds,
+                preexec_fn=None
+                if max_open_files is None
+                else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files)),
+            )
         return self.wait_ready(crash_at) if wait else self
 
-    def wait_ready(self, crash_at: str | None = None) -> "Daemon":
+    def wait_ready(self, crash_at: str | None = None) -> Daemon:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.client.ping(0.5):
@@ -80,7 +104,7 @@ class Daemon:
         self.proc.wait()
         self.client.close()
 
-    def restart(self, crash_at: str | None = None) -> "Daemon":
+    def restart(self, crash_at: str | None = None) -> Daemon:
         self.client.close()
         return self.start(crash_at=crash_at)
 
@@ -100,12 +124,16 @@ class Daemon:
         cwd = cwd or self.tmp
         path = cwd / name
         path.write_text(textwrap.dedent(spec))
-        wf = self.call("workflows.create", {"spec_text": path.read_text(), "spec_path": str(path),
-                                            "cwd": str(cwd)}, WorkflowSummary)
+        wf = self.call(
+            "workflows.create",
+            {"spec_text": path.read_text(), "spec_path": str(path), "cwd": str(cwd)},
+            WorkflowSummary,
+        )
         return wf.id
 
-    def wait(self, wf: int, timeout: float = 60, state: str | tuple = ("done", "awaiting_classification")
-             ) -> WorkflowSummary:
+    def wait(
+        self, wf: int, timeout: float = 60, state: str | tuple = ("done", "awaiting_classification")
+    ) -> WorkflowSummary:
         deadline = time.monotonic() + timeout
         while True:
             info = self.call("workflows.show", {"workflow_id": wf}, WorkflowSummary)
@@ -203,7 +231,7 @@ def run_as(user, action) -> None:
             os.setuid(user.pw_uid)
             action()
             code = 0
-        except BaseException as e:  # noqa: BLE001 - reported through the exit code
+        except BaseException as e:
             print(f"as {user.pw_name}: {e!r}", file=sys.stderr)
         finally:
             os._exit(code)

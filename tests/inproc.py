@@ -40,6 +40,7 @@ API_URL = "unix:///nonexistent/torcd-inproc.sock"  # what jobs see as TORC_API_U
 
 # -- the store and the bus ---------------------------------------------------
 
+
 class Rig:
     """A store wired to a bus as the daemon wires them (commit, then publish), and everything
     published, in order, for the tests to read.
@@ -69,6 +70,7 @@ async def make_rig(tmp_path: Path) -> Rig:
         events = list(events)
         rig.events.extend(events)
         rig.bus.publish(events)
+
     store.on_commit = publish
     return rig
 
@@ -94,8 +96,7 @@ async def start_ready(rig: Rig) -> dict[str, Runnable]:
 
 
 async def record_exit(rig: Rig, job: Runnable, rc: int, cause: str | None = None) -> None:
-    await rig.execution.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(),
-                                           cause=cause)])
+    await rig.execution.record_exits([Exit(job.job_id, job.run_id, job.attempt_id, rc, time.time(), cause=cause)])
 
 
 async def statuses(rig: Rig, wf: int) -> dict[str, str]:
@@ -137,8 +138,10 @@ async def running(*services):
 
 # -- the services ------------------------------------------------------------
 
-def make_dispatcher(rig: Rig, max_cpus: int = 4, gpus: list[str] | None = None,
-                    max_memory: int = 1 << 62) -> Dispatcher:
+
+def make_dispatcher(
+    rig: Rig, max_cpus: int = 4, gpus: list[str] | None = None, max_memory: int = 1 << 62
+) -> Dispatcher:
     return Dispatcher(rig.execution, rig.bus, API_URL, max_cpus, ExitLog(str(rig.tmp / "exits.log")), gpus, max_memory)
 
 
@@ -153,8 +156,21 @@ def make_runnable(tmp_path: Path, command: str, **fields) -> Runnable:
     """A claimed job, as the store hands it to an executor (ids unique within the test session)."""
     jid = next(_job_ids)
     out = str(tmp_path / "output")
-    return Runnable(jid, 1, f"j{jid}", command, 1, 1, fields.pop("num_cpus", 1), fields.pop("env", {}),
-                    fields.pop("cwd", str(tmp_path)), out, f"{out}/j{jid}.o", f"{out}/j{jid}.e", **fields)
+    return Runnable(
+        jid,
+        1,
+        f"j{jid}",
+        command,
+        1,
+        1,
+        fields.pop("num_cpus", 1),
+        fields.pop("env", {}),
+        fields.pop("cwd", str(tmp_path)),
+        out,
+        f"{out}/j{jid}.o",
+        f"{out}/j{jid}.e",
+        **fields,
+    )
 
 
 def make_monitor(on_over, sample) -> Monitor:
@@ -192,17 +208,31 @@ class FakeSlurm:
         return self.node_shape
 
 
-def make_allocations(rig: Rig, slurm: FakeSlurm | None = None, url: str | None = "http://127.0.0.1:1",
-                     poll_interval: float = 5.0, heartbeat_timeout: float = 60.0) -> AllocationService:
+def make_allocations(
+    rig: Rig,
+    slurm: FakeSlurm | None = None,
+    url: str | None = "http://127.0.0.1:1",
+    poll_interval: float = 5.0,
+    heartbeat_timeout: float = 60.0,
+) -> AllocationService:
     slurm = slurm or FakeSlurm()
-    return AllocationService(rig.queries, rig.slurm, rig.workers, rig.execution, url=url, credentials_dir=str(rig.tmp / "credentials"),
-                             slurm_output_dir=str(rig.tmp / "state-slurm"), poll_interval=poll_interval,
-                             heartbeat_timeout=heartbeat_timeout, sbatch=slurm.sbatch, squeue=slurm.squeue,
-                             sinfo=slurm.sinfo)
+    return AllocationService(
+        rig.queries,
+        rig.slurm,
+        rig.workers,
+        rig.execution,
+        url=url,
+        credentials_dir=str(rig.tmp / "credentials"),
+        slurm_output_dir=str(rig.tmp / "state-slurm"),
+        poll_interval=poll_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        sbatch=slurm.sbatch,
+        squeue=slurm.squeue,
+        sinfo=slurm.sinfo,
+    )
 
 
-def make_workers(rig: Rig, allocations: AllocationService | None = None, poll_interval: float = 0.05
-                 ) -> WorkerService:
+def make_workers(rig: Rig, allocations: AllocationService | None = None, poll_interval: float = 0.05) -> WorkerService:
     return WorkerService(rig.workers, rig.slurm, allocations or make_allocations(rig), poll_interval)
 
 
@@ -217,6 +247,7 @@ def make_autoscheduler(rig: Rig, allocations: AllocationService, clock) -> AutoS
 
 
 # -- the allocation worker ----------------------------------------------------
+
 
 class InProcessRpc:
     """The worker's RPC transport, answered by a WorkerService in this process (as the daemon's
@@ -237,8 +268,11 @@ class InProcessRpc:
         if method == "workers.register":
             req = msgspec.convert(params, p.RegisterWorker)
             wid = await self.workers.register(req, self.caller)
-            result = {"worker_id": wid, "poll_interval": self.workers.poll_interval,
-                      "compute_node": await self.rig.workers.compute_node(req.workflow_id)}
+            result = {
+                "worker_id": wid,
+                "poll_interval": self.workers.poll_interval,
+                "compute_node": await self.rig.workers.compute_node(req.workflow_id),
+            }
         elif method == "workers.poll":
             result = await self.workers.poll(msgspec.convert(params, p.WorkerPoll), self.caller, self.api_url)
         elif method == "workers.finish":
@@ -252,17 +286,37 @@ class InProcessRpc:
         pass
 
 
-async def worker_with_jobs(rig: Rig, workers: WorkerService, wf: int, allocation_id: int | None = None,
-                           cpus: int = 1) -> tuple[int, list[Runnable]]:
+async def worker_with_jobs(
+    rig: Rig, workers: WorkerService, wf: int, allocation_id: int | None = None, cpus: int = 1
+) -> tuple[int, list[Runnable]]:
     """A worker registered (as the admin) that has taken up to `cpus` ready jobs in its first poll."""
-    wid = await workers.register(p.RegisterWorker(workflow_id=wf, host="node1", cpus=4, allocation_id=allocation_id),
-                                 Caller())
+    wid = await workers.register(
+        p.RegisterWorker(workflow_id=wf, host="node1", cpus=4, allocation_id=allocation_id), Caller()
+    )
     return wid, (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=cpus), Caller(), API_URL)).jobs
 
 
-def make_worker(rpc, wf: int, allocation_id: int | None = None, cpus: int = 2, idle_timeout: float = 0.0,
-                walltime: float | None = None, memory: int | None = None, journal=None):
+def make_worker(
+    rpc,
+    wf: int,
+    allocation_id: int | None = None,
+    cpus: int = 2,
+    idle_timeout: float = 0.0,
+    walltime: float | None = None,
+    memory: int | None = None,
+    journal=None,
+):
     from torcctl.worker.run import Worker
-    return Worker(rpc, workflow_id=wf, allocation_id=allocation_id, cpus=cpus, walltime=walltime,
-                  poll_interval=0.02, idle_timeout=idle_timeout, memory=memory, patience=0.0, journal=journal)
 
+    return Worker(
+        rpc,
+        workflow_id=wf,
+        allocation_id=allocation_id,
+        cpus=cpus,
+        walltime=walltime,
+        poll_interval=0.02,
+        idle_timeout=idle_timeout,
+        memory=memory,
+        patience=0.0,
+        journal=journal,
+    )

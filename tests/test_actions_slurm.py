@@ -33,8 +33,10 @@ def test_an_on_jobs_ready_action_submits_the_allocation_for_the_next_stage(sdaem
     wf = submit_slurm(sdaemon, SUBGRAPH)
     assert sdaemon.wait(wf, timeout=180).counts == {"completed": 3}
     allocs = allocations(sdaemon, wf)
-    assert [(a.scheduler, a.reason) for a in allocs] == [("first_stage", "action 0 (on_jobs_ready)"),
-                                                         ("second_stage", "action 1 (on_jobs_ready)")]
+    assert [(a.scheduler, a.reason) for a in allocs] == [
+        ("first_stage", "action 0 (on_jobs_ready)"),
+        ("second_stage", "action 1 (on_jobs_ready)"),
+    ]
     events = sdaemon.events(wf)
     first_done = next(e.seq for e in events if e.kind == "job_completed" and e.job_name == "first")
     finished = next(e for e in events if e.kind == "action_finished" and e.rule_index == 1)
@@ -54,6 +56,11 @@ def test_the_subgraphs_example_runs_each_stage_in_allocations_its_actions_submit
     assert sdaemon.wait(wf, timeout=300).counts == {"completed": 11}
     assert (sdaemon.tmp / "output/subgraphs/final.txt").read_text() == "a 45\nb 450\n"
     allocs = allocations(sdaemon, wf)
-    assert sorted(a.scheduler for a in allocs) == ["last_stages", "last_stages", "prep_stage", "work_a_stage",
-                                                   "work_b_stage"]
+    assert sorted(a.scheduler for a in allocs) == [
+        "last_stages",
+        "last_stages",
+        "prep_stage",
+        "work_a_stage",
+        "work_b_stage",
+    ]
     assert all(a.reason.startswith("action ") for a in allocs)

@@ -30,13 +30,27 @@ async def store(tmp_path):
 
 
 async def allocation(store: Store, tmp_path, queue: dict[str, str]) -> tuple[int, int, AllocationService]:
-    wf = await store.workflows.create_workflow(parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm")
+    wf = await store.workflows.create_workflow(
+        parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm"
+    )
     aid = await store.slurm.add_allocation(wf, "one", 4, "submitted by a test", False)
     await store.slurm.allocation_submitted(aid, "812", str(tmp_path / "a.sh"), None)
+
     async def squeue(ids):  # the queue as the test says it is
         return {i: queue[i] for i in ids if i in queue}
-    service = AllocationService(store.queries, store.slurm, store.workers, store.execution, url=None, squeue=squeue, credentials_dir=str(tmp_path), slurm_output_dir=str(tmp_path),
-                                poll_interval=5.0, heartbeat_timeout=60.0)
+
+    service = AllocationService(
+        store.queries,
+        store.slurm,
+        store.workers,
+        store.execution,
+        url=None,
+        squeue=squeue,
+        credentials_dir=str(tmp_path),
+        slurm_output_dir=str(tmp_path),
+        poll_interval=5.0,
+        heartbeat_timeout=60.0,
+    )
     service.started = 0.0
     return wf, aid, service
 
@@ -47,8 +61,15 @@ def queue() -> dict[str, str]:
 
 
 def kinds(store: Store) -> list[tuple[str, int | None, str | None]]:
-    return [(e.kind, getattr(e, "allocation_id", None) or getattr(e, "worker_id", None), e.status
-             if hasattr(e, "status") else None) for e in store.published if e.kind.startswith(("allocation", "worker"))]
+    return [
+        (
+            e.kind,
+            getattr(e, "allocation_id", None) or getattr(e, "worker_id", None),
+            e.status if hasattr(e, "status") else None,
+        )
+        for e in store.published
+        if e.kind.startswith(("allocation", "worker"))
+    ]
 
 
 async def test_the_queue_moves_an_allocation_and_a_silent_worker_is_lost_with_its_verdict(store, tmp_path, queue):
@@ -73,13 +94,18 @@ async def test_the_queue_moves_an_allocation_and_a_silent_worker_is_lost_with_it
     await service.check(now=beat + 11)
     w = await store.workers.worker(wid)
     assert (w["state"], w["reason"]) == ("lost", "Slurm ended its allocation at the time limit (TIMEOUT)")
-    assert kinds(store) == [("allocation_submitted", aid, None), ("allocation_started", aid, "RUNNING"),
-                            ("worker_registered", wid, None), ("allocation_finished", aid, "TIMEOUT"),
-                            ("worker_lost", wid, None)]
+    assert kinds(store) == [
+        ("allocation_submitted", aid, None),
+        ("allocation_started", aid, "RUNNING"),
+        ("worker_registered", wid, None),
+        ("allocation_finished", aid, "TIMEOUT"),
+        ("worker_lost", wid, None),
+    ]
 
 
-async def test_a_worker_registering_starts_a_pending_allocation_and_one_gone_from_the_queue_ends(store, tmp_path,
-                                                                                             queue):
+async def test_a_worker_registering_starts_a_pending_allocation_and_one_gone_from_the_queue_ends(
+    store, tmp_path, queue
+):
     wf, aid, service = await allocation(store, tmp_path, queue)
     wid = await store.workers.register_worker(wf, aid, "n1", 4)
     a = (await store.slurm.allocations(wf))[0]
@@ -91,16 +117,24 @@ async def test_a_worker_registering_starts_a_pending_allocation_and_one_gone_fro
     await store.workers.finish_worker(wid, "again", "lost")  # closed once only
     w = await store.workers.worker(wid)
     assert (w["state"], w["reason"]) == ("done", "idle")
-    assert [k for k, _, _ in kinds(store)] == ["allocation_submitted", "allocation_started", "worker_registered",
-                                               "allocation_finished", "worker_finished"]
+    assert [k for k, _, _ in kinds(store)] == [
+        "allocation_submitted",
+        "allocation_started",
+        "worker_registered",
+        "allocation_finished",
+        "worker_finished",
+    ]
     assert WORKER_LOST_RC == 137
 
 
 async def test_a_failed_submission_is_final(store, tmp_path, queue):
-    wf = await store.workflows.create_workflow(parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm")
+    wf = await store.workflows.create_workflow(
+        parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm"
+    )
     aid = await store.slurm.add_allocation(wf, "one", 4, "r", False)
     await store.slurm.allocation_submitted(aid, None, "a.sh", "sbatch: error: no account")
     a = (await store.slurm.allocations(wf))[0]
     assert (a.state, a.reason) == ("failed", "sbatch: error: no account") and a.ended is not None
     assert [(e.kind, e.allocation_id, e.message) for e in store.published if e.kind.startswith("allocation")] == [
-        ("allocation_failed", aid, "sbatch: error: no account")]
+        ("allocation_failed", aid, "sbatch: error: no account")
+    ]

@@ -53,11 +53,25 @@ def test_every_worker_status_pair(old, new):
             A.check_worker_transition(old, new, 9)
 
 
-@pytest.mark.parametrize("seen,status", [
-    ("PENDING", AS.PENDING), ("CONFIGURING", AS.PENDING), ("REQUEUED", AS.PENDING), ("SUSPENDED", AS.PENDING),
-    ("RUNNING", AS.RUNNING), ("COMPLETING", AS.RUNNING), ("STAGE_OUT", AS.RUNNING),
-    ("COMPLETED", AS.DONE), ("FAILED", AS.DONE), ("CANCELLED", AS.DONE), ("TIMEOUT", AS.DONE),
-    ("NODE_FAIL", AS.DONE), ("OUT_OF_MEMORY", AS.DONE), (None, AS.DONE)])
+@pytest.mark.parametrize(
+    "seen,status",
+    [
+        ("PENDING", AS.PENDING),
+        ("CONFIGURING", AS.PENDING),
+        ("REQUEUED", AS.PENDING),
+        ("SUSPENDED", AS.PENDING),
+        ("RUNNING", AS.RUNNING),
+        ("COMPLETING", AS.RUNNING),
+        ("STAGE_OUT", AS.RUNNING),
+        ("COMPLETED", AS.DONE),
+        ("FAILED", AS.DONE),
+        ("CANCELLED", AS.DONE),
+        ("TIMEOUT", AS.DONE),
+        ("NODE_FAIL", AS.DONE),
+        ("OUT_OF_MEMORY", AS.DONE),
+        (None, AS.DONE),
+    ],
+)
 def test_what_squeue_says_as_a_status(seen, status):
     assert A.queue_status(seen) == status
 
@@ -73,19 +87,39 @@ def silence(**kw) -> A.SilenceChecked:
 CASES = [
     # sbatch's answer
     (A.Submitted(T, "812"), alloc(AS.PENDING), None, ["allocation_submitted"], {}),
-    (A.SubmitFailed(T, "sbatch: error"), alloc(AS.PENDING), AS.FAILED, ["allocation_failed"],
-     {"ended": T, "reason": "sbatch: error"}),
+    (
+        A.SubmitFailed(T, "sbatch: error"),
+        alloc(AS.PENDING),
+        AS.FAILED,
+        ["allocation_failed"],
+        {"ended": T, "reason": "sbatch: error"},
+    ),
     # the queue
     (A.QueueSeen(T, "PENDING"), alloc(AS.PENDING), None, [], {}),
-    (A.QueueSeen(T, "RUNNING"), alloc(AS.PENDING), AS.RUNNING, ["allocation_started"],
-     {"started": T, "ended": None, "slurm_state": "RUNNING"}),
-    (A.QueueSeen(T, "TIMEOUT"), alloc(AS.PENDING), AS.DONE, ["allocation_finished"],
-     {"started": None, "ended": T, "slurm_state": "TIMEOUT"}),
+    (
+        A.QueueSeen(T, "RUNNING"),
+        alloc(AS.PENDING),
+        AS.RUNNING,
+        ["allocation_started"],
+        {"started": T, "ended": None, "slurm_state": "RUNNING"},
+    ),
+    (
+        A.QueueSeen(T, "TIMEOUT"),
+        alloc(AS.PENDING),
+        AS.DONE,
+        ["allocation_finished"],
+        {"started": None, "ended": T, "slurm_state": "TIMEOUT"},
+    ),
     (A.QueueSeen(T, None), alloc(AS.PENDING), AS.DONE, ["allocation_finished"], {"slurm_state": "GONE"}),
     (A.QueueSeen(T, "RUNNING"), alloc(AS.RUNNING, 900.0), None, [], {}),
     (A.QueueSeen(T, "REQUEUED"), alloc(AS.RUNNING, 900.0), None, [], {}),  # a requeue is not a restart
-    (A.QueueSeen(T, "COMPLETED"), alloc(AS.RUNNING, 900.0), AS.DONE, ["allocation_finished"],
-     {"started": 900.0, "ended": T, "slurm_state": "COMPLETED"}),
+    (
+        A.QueueSeen(T, "COMPLETED"),
+        alloc(AS.RUNNING, 900.0),
+        AS.DONE,
+        ["allocation_finished"],
+        {"started": 900.0, "ended": T, "slurm_state": "COMPLETED"},
+    ),
     (A.QueueSeen(T, None), alloc(AS.RUNNING, 900.0), AS.DONE, ["allocation_finished"], {"slurm_state": "GONE"}),
     (A.QueueSeen(T, "RUNNING"), alloc(AS.DONE), None, [], {}),
     (A.QueueSeen(T, "PENDING"), alloc(AS.FAILED), None, [], {}),
@@ -110,13 +144,28 @@ CASES = [
     # the periodic check
     (silence(), worker(beat=T - 30), None, [], {}),
     (silence(), worker(beat=T - 61), WS.LOST, [], {"reason": "no heartbeat for 61s", "cause": None}),
-    (silence(allocation=AS.DONE, verdict="TIMEOUT"), worker(beat=T - 11), WS.LOST, [],
-     {"reason": "Slurm ended its allocation at the time limit (TIMEOUT)", "cause": "timeout"}),
+    (
+        silence(allocation=AS.DONE, verdict="TIMEOUT"),
+        worker(beat=T - 11),
+        WS.LOST,
+        [],
+        {"reason": "Slurm ended its allocation at the time limit (TIMEOUT)", "cause": "timeout"},
+    ),
     (silence(allocation=AS.DONE, verdict="OUT_OF_MEMORY"), worker(beat=T - 11), WS.LOST, [], {"cause": "oom"}),
-    (silence(allocation=AS.DONE, verdict="NODE_FAIL"), worker(beat=T - 11), WS.LOST, [],
-     {"reason": "its node failed (NODE_FAIL)", "cause": None}),
-    (silence(allocation=AS.DONE), worker(beat=T - 11), WS.LOST, [],
-     {"reason": "its allocation left the Slurm queue (GONE)"}),
+    (
+        silence(allocation=AS.DONE, verdict="NODE_FAIL"),
+        worker(beat=T - 11),
+        WS.LOST,
+        [],
+        {"reason": "its node failed (NODE_FAIL)", "cause": None},
+    ),
+    (
+        silence(allocation=AS.DONE),
+        worker(beat=T - 11),
+        WS.LOST,
+        [],
+        {"reason": "its allocation left the Slurm queue (GONE)"},
+    ),
     (silence(allocation=AS.DONE), worker(beat=T - 9), None, [], {}),  # may still report its last exits
     (silence(allocation=AS.RUNNING), worker(beat=T - 30), None, [], {}),
     # silent since before this daemon started, which started recently: it gets its window to come back
@@ -128,8 +177,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("observation,before,status,kinds,fields", CASES,
-                         ids=[f"{type(c[0]).__name__}-{c[1].status.value}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "observation,before,status,kinds,fields",
+    CASES,
+    ids=[f"{type(c[0]).__name__}-{c[1].status.value}-{i}" for i, c in enumerate(CASES)],
+)
 def test_each_observation(observation, before, status, kinds, fields):
     d = A.handle(observation, before)
     assert d.status == status
@@ -181,24 +233,38 @@ OLD_ROWS = [
     '{"kind":"workflow_canceled","workflow_id":1,"time":1.5,"seq":9,"count":4}',
     '{"kind":"workflow_done","workflow_id":1,"time":1.5,"seq":9,"status":"completed","message":"s"}',
     '{"kind":"job_ready","workflow_id":1,"time":2.0,"job_id":7,"job_name":"w_7"}',
-    ('{"kind":"job_completed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","run_id":1,'
-     '"attempt_id":1,"status":"completed","return_code":0}'),
-    ('{"kind":"job_failed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","status":"failed",'
-     '"message":"2 downstream jobs canceled","count":2}'),
-    ('{"kind":"job_resources_changed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7",'
-     '"message":"m","source":"mcp","resource":"memory","old_value":1.0,"new_value":2.5}'),
-    ('{"kind":"retry_decided","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","run_id":1,'
-     '"attempt_id":1,"status":"ready","return_code":10,"rule_index":0,"action":"retry","message":"b"}'),
+    (
+        '{"kind":"job_completed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","run_id":1,'
+        '"attempt_id":1,"status":"completed","return_code":0}'
+    ),
+    (
+        '{"kind":"job_failed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","status":"failed",'
+        '"message":"2 downstream jobs canceled","count":2}'
+    ),
+    (
+        '{"kind":"job_resources_changed","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7",'
+        '"message":"m","source":"mcp","resource":"memory","old_value":1.0,"new_value":2.5}'
+    ),
+    (
+        '{"kind":"retry_decided","workflow_id":1,"time":1.5,"seq":9,"job_id":7,"job_name":"w_7","run_id":1,'
+        '"attempt_id":1,"status":"ready","return_code":10,"rule_index":0,"action":"retry","message":"b"}'
+    ),
     '{"kind":"allocation_submitted","workflow_id":1,"time":1.5,"seq":9,"message":"slurm job 12","count":5}',
-    ('{"kind":"allocation_started","workflow_id":1,"time":1.5,"seq":9,"status":"RUNNING","message":"slurm job 1",'
-     '"count":5}'),
+    (
+        '{"kind":"allocation_started","workflow_id":1,"time":1.5,"seq":9,"status":"RUNNING","message":"slurm job 1",'
+        '"count":5}'
+    ),
     '{"kind":"allocation_finished","workflow_id":1,"time":1.5,"seq":9,"status":"TIMEOUT","message":"x","count":5}',
-    ('{"kind":"auto_schedule_decided","workflow_id":1,"time":1.5,"seq":9,"rule_index":1,"action":"submit",'
-     '"message":"w"}'),
+    (
+        '{"kind":"auto_schedule_decided","workflow_id":1,"time":1.5,"seq":9,"rule_index":1,"action":"submit",'
+        '"message":"w"}'
+    ),
     '{"kind":"worker_registered","workflow_id":1,"time":1.5,"seq":9,"message":"h","count":3}',
     '{"kind":"worker_lost","workflow_id":1,"time":1.5,"seq":9,"message":"r","count":3}',
-    ('{"kind":"action_finished","workflow_id":1,"time":1.5,"seq":9,"run_id":1,"status":"done","return_code":0,'
-     '"rule_index":0,"action":"run_commands","message":"m"}'),
+    (
+        '{"kind":"action_finished","workflow_id":1,"time":1.5,"seq":9,"run_id":1,"status":"done","return_code":0,'
+        '"rule_index":0,"action":"run_commands","message":"m"}'
+    ),
 ]
 
 
@@ -217,11 +283,21 @@ def test_the_honest_names_read_the_old_keys():
     assert isinstance(created, E.WorkflowCreated) and created.job_count == 3
 
 
-ALLOCATION_OBSERVATIONS = [A.Submitted(T, "812"), A.SubmitFailed(T, "e"), A.WorkerJoined(T, 9, "n1"),
-                           *(A.QueueSeen(T, s) for s in ("PENDING", "RUNNING", "COMPLETED", None))]
-WORKER_OBSERVATIONS = [A.ResumeAsked(T, 3, 5, "n2"), A.FinishReported(T, "idle", 0), A.FinishReported(T, "idle", 1),
-                       A.Closed(T, WS.DONE, "idle"), A.Closed(T, WS.LOST, "gone"), silence(),
-                       silence(allocation=AS.DONE)]
+ALLOCATION_OBSERVATIONS = [
+    A.Submitted(T, "812"),
+    A.SubmitFailed(T, "e"),
+    A.WorkerJoined(T, 9, "n1"),
+    *(A.QueueSeen(T, s) for s in ("PENDING", "RUNNING", "COMPLETED", None)),
+]
+WORKER_OBSERVATIONS = [
+    A.ResumeAsked(T, 3, 5, "n2"),
+    A.FinishReported(T, "idle", 0),
+    A.FinishReported(T, "idle", 1),
+    A.Closed(T, WS.DONE, "idle"),
+    A.Closed(T, WS.LOST, "gone"),
+    silence(),
+    silence(allocation=AS.DONE),
+]
 
 
 @pytest.mark.parametrize("observation,status", list(itertools.product(ALLOCATION_OBSERVATIONS, AS)))

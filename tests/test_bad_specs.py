@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import REPO
+
 from torcctl.client import RpcError
 from torcd.errors import SpecError
 from torcd.spec.parse import parse_spec
@@ -43,8 +43,9 @@ def test_bad_spec_is_refused_with_line_and_field(path):
 def test_daemon_refuses_the_whole_corpus_and_stores_nothing(daemon):
     for path in CORPUS:
         with pytest.raises(RpcError) as info:
-            daemon.call("workflows.create", {"spec_text": path.read_text(), "spec_path": str(path),
-                                             "cwd": str(daemon.tmp)})
+            daemon.call(
+                "workflows.create", {"spec_text": path.read_text(), "spec_path": str(path), "cwd": str(daemon.tmp)}
+            )
         assert info.value.code == -32010 and f"{path}:" in info.value.message
     assert daemon.call("workflows.list") == []
     assert daemon.client.ping()

@@ -13,15 +13,18 @@ CODE = Rule(exit_codes=[143], max_retries=3)
 ALL = Rule(match_all_exit_codes=True, max_retries=2)
 
 
-@pytest.mark.parametrize("rules, rc, cause, expected", [
-    ([CODE, CAUSE, ALL], 143, "timeout", 1),  # a cause beats an exit code, wherever it stands
-    ([CAUSE, CODE, ALL], 143, "timeout", 0),
-    ([ALL, CODE, CAUSE], 143, "timeout", 2),  # ... and a catch-all
-    ([CODE, CAUSE, ALL], 143, None, 0),  # no cause: exit codes as before
-    ([CAUSE, ALL], 143, None, 1),
-    ([CODE, CAUSE, ALL], 137, "oom", 2),  # a cause no rule names: exit codes, then the catch-all
-    ([CAUSE], 1, "oom", None),
-])
+@pytest.mark.parametrize(
+    "rules, rc, cause, expected",
+    [
+        ([CODE, CAUSE, ALL], 143, "timeout", 1),  # a cause beats an exit code, wherever it stands
+        ([CAUSE, CODE, ALL], 143, "timeout", 0),
+        ([ALL, CODE, CAUSE], 143, "timeout", 2),  # ... and a catch-all
+        ([CODE, CAUSE, ALL], 143, None, 0),  # no cause: exit codes as before
+        ([CAUSE, ALL], 143, None, 1),
+        ([CODE, CAUSE, ALL], 137, "oom", 2),  # a cause no rule names: exit codes, then the catch-all
+        ([CAUSE], 1, "oom", None),
+    ],
+)
 def test_the_rule_for_an_exit(rules, rc, cause, expected):
     assert select_rule(rules, rc, cause) == expected
 
@@ -35,8 +38,11 @@ def test_a_multiplier_travels_with_a_retry_decision():
 
 def test_explain_walks_causes():
     steps = simulate([CODE, CAUSE], None, [(143, "timeout"), (143, None), (0, None)])
-    assert [(s.rule_index, s.action, s.cause) for s in steps] == [(1, "retry", "timeout"), (0, "retry", None),
-                                                                 (None, "complete", None)]
+    assert [(s.rule_index, s.action, s.cause) for s in steps] == [
+        (1, "retry", "timeout"),
+        (0, "retry", None),
+        (None, "complete", None),
+    ]
 
 
 SPEC = """
@@ -72,20 +78,25 @@ def test_explain_and_validate_speak_of_causes(daemon, tmp_path):
     assert "attempt 1: timeout (exit 143) -> retry as attempt 2 [rule 0: causes ['timeout']" in out
     code, _, err = daemon.ctl("explain", "grow.yaml", "--job", "takes_2s", "--exit-codes", "timeout,sometimes")
     assert code == 2 and "'sometimes' is neither" in err
-    (tmp_path / "nolimit.yaml").write_text(SPEC.replace(", resource_requirements: quick", "")
-                                           .replace("runtime_multiplier: 4", "runtime_multiplier: 4, "
-                                                    "memory_multiplier: 2"))
+    (tmp_path / "nolimit.yaml").write_text(
+        SPEC.replace(", resource_requirements: quick", "").replace(
+            "runtime_multiplier: 4", "runtime_multiplier: 4, memory_multiplier: 2"
+        )
+    )
     code, out, _ = daemon.ctl("validate", "nolimit.yaml")
     assert code == 0
     assert "runtime_multiplier has no limit to multiply" in out and "memory_multiplier has no limit to multiply" in out
 
 
-@pytest.mark.parametrize("rule, message", [
-    ("{causes: [hunger]}", "Expected `str` matching"),
-    ("{causes: []}", "length >= 1"),
-    ("{causes: [timeout], runtime_multiplier: 0}", "> 0"),
-    ("{max_retries: 2}", "a rule needs `causes`, `exit_codes`"),
-])
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ("{causes: [hunger]}", "Expected `str` matching"),
+        ("{causes: []}", "length >= 1"),
+        ("{causes: [timeout], runtime_multiplier: 0}", "> 0"),
+        ("{max_retries: 2}", "a rule needs `causes`, `exit_codes`"),
+    ],
+)
 def test_bad_cause_rules(rule, message):
     spec = f"name: b\nfailure_handlers:\n  - name: h\n    rules:\n      - {rule}\njobs:\n  - {{name: a, command: x}}\n"
     with pytest.raises(SpecError) as e:

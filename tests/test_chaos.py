@@ -14,14 +14,17 @@ from collections import Counter
 from pathlib import Path
 
 from test_crash import check_history
+
 from torcd.core.retry import Action, Rule, decide
 
 JOBS = int(os.environ.get("TORC_CHAOS_JOBS", "240"))
 KILLS = int(os.environ.get("TORC_CHAOS_KILLS", "20"))
 SEED = int(os.environ.get("TORC_CHAOS_SEED", "1"))
 
-RULES = [Rule(exit_codes=[10], max_retries=3),
-         Rule(exit_codes=[20], recovery_script="echo $TORC_JOB_NAME >> recovered.log", max_retries=3)]
+RULES = [
+    Rule(exit_codes=[10], max_retries=3),
+    Rule(exit_codes=[20], recovery_script="echo $TORC_JOB_NAME >> recovered.log", max_retries=3),
+]
 HEADER = """\
 name: chaos
 use_pending_failed: false
@@ -37,8 +40,7 @@ jobs:
 def plans(rng: random.Random) -> list[list[int]]:
     """Exit codes each job will give, attempt by attempt: success, handled failures with and
     without a recovery script, exhausted retries, and an unhandled code."""
-    kinds = [[0], [10, 0], [10, 10, 0], [20, 0], [20, 20, 0], [10, 20, 0], [10, 10, 10], [20, 20, 20], [30],
-             [10, 30]]
+    kinds = [[0], [10, 0], [10, 10, 0], [20, 0], [20, 20, 0], [10, 20, 0], [10, 10, 10], [20, 20, 20], [30], [10, 30]]
     return [rng.choice(kinds) for _ in range(JOBS)]
 
 
@@ -64,8 +66,10 @@ def workflow(plan_list: list[list[int]], rng: random.Random) -> str:
         pause = f"1.{rng.randrange(10)}" if rng.random() < 0.1 else f"0.0{rng.randrange(10)}"
         # A third set an EXIT trap of their own (`trap 'rm -rf "$tmp"' EXIT`, a common idiom).
         own_trap = "t=$(mktemp -d); trap 'rm -rf \\\"$t\\\"' EXIT; " if i % 3 == 0 else ""
-        command = (f"{own_trap}echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep {pause}; "
-                   f"codes=({codes}); exit ${{codes[$TORC_ATTEMPT_ID-1]}}")
+        command = (
+            f"{own_trap}echo $TORC_JOB_NAME $TORC_ATTEMPT_ID >> runs.log; sleep {pause}; "
+            f"codes=({codes}); exit ${{codes[$TORC_ATTEMPT_ID-1]}}"
+        )
         after = f", depends_on: [j{upstream(i)}]" if upstream(i) is not None else ""
         lines.append(f'  - {{name: j{i}, command: "{command}", failure_handler: h{after}}}\n')
     return "".join(lines)
@@ -127,8 +131,8 @@ def test_statuses_survive_a_restart_that_dies_before_recording_them(make_daemon,
     wait_for = "while [ ! -e {0} ]; do sleep 0.02; done; exit {1}"
     wf = d.submit(f"""name: twice
 jobs:
-  - {{name: first, command: "{wait_for.format('go1', 10)}"}}
-  - {{name: second, command: "{wait_for.format('go2', 20)}"}}
+  - {{name: first, command: "{wait_for.format("go1", 10)}"}}
+  - {{name: second, command: "{wait_for.format("go2", 20)}"}}
 """)
     d.wait_for(lambda: {j.status for j in d.jobs(wf).values()} == {"running"}, what="both jobs to run")
     ids = {n: j.id for n, j in d.jobs(wf).items()}

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import Daemon
 
 
@@ -35,26 +34,49 @@ def test_read_only_state_dir_is_a_one_line_error(tmp_path):
     else:
         (tmp_path / "ro").mkdir(mode=0o555)
         state = tmp_path / "ro" / "state"
-    r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "run" / "s.sock"),
-                        "--state-dir", str(state)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", str(tmp_path / "run" / "s.sock"), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"cannot use the state dir {state}" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "torcctl", "--socket", str(tmp_path / "run" / "s.sock"),
-                        "--state-dir", str(state), "workflows", "list"], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torcctl",
+            "--socket",
+            str(tmp_path / "run" / "s.sock"),
+            "--state-dir",
+            str(state),
+            "workflows",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(state) in r.stderr, r.stderr
 
 
 def test_commands_from_a_deleted_directory_say_so(daemon, tmp_path):
     gone = tmp_path / "gone"
     gone.mkdir()
-    script = ("import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
-              "from torcctl.cli import main; sys.exit(main(sys.argv[2:]))")
+    script = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+        "from torcctl.cli import main; sys.exit(main(sys.argv[2:]))"
+    )
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: w\njobs:\n  - name: a\n    command: 'true'\n")
     for args in (["run", str(spec)], ["submit", str(spec)], ["validate", str(spec)]):
-        r = subprocess.run([sys.executable, "-c", script, str(gone), "--socket", daemon.socket, *args],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-c", script, str(gone), "--socket", daemon.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
         assert "current directory no longer exists" in r.stderr
         gone.mkdir()
@@ -89,7 +111,9 @@ def test_logs_streams_large_files_and_tails_lines(daemon, tmp_path, tail, expect
     wf = daemon.submit("name: big\njobs:\n  - name: a\n    command: seq 1 200000\n")
     daemon.wait(wf)
     job = daemon.jobs(wf)["a"].id
-    args = ["--socket", daemon.socket, "--no-autostart", "logs", str(job)] + ([] if tail is None else ["--tail", str(tail)])
+    args = ["--socket", daemon.socket, "--no-autostart", "logs", str(job)] + (
+        [] if tail is None else ["--tail", str(tail)]
+    )
     r = subprocess.run([sys.executable, "-m", "torcctl", *args], capture_output=True, text=True, timeout=30)
     lines = r.stdout.splitlines()
     assert r.returncode == 0 and len(lines) == expected

@@ -6,6 +6,7 @@ import os
 import signal
 
 from test_execution import _alive
+
 from torcctl.client import ConnectError
 
 CATCH_ALL = """
@@ -49,9 +50,12 @@ def check_history(daemon, wf):
 
 def test_crash_between_recording_an_exit_and_deciding(make_daemon):
     d = make_daemon().start(crash_at="before_decision")
-    wf = submit_and_crash(d, spec("""\
+    wf = submit_and_crash(
+        d,
+        spec("""\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 12", failure_handler: h}
-"""))
+"""),
+    )
     d.restart()
     d.wait(wf)
     job = d.jobs(wf)["j"]
@@ -62,10 +66,15 @@ def test_crash_between_recording_an_exit_and_deciding(make_daemon):
 
 def test_recovery_script_interrupted_by_a_crash_runs_again(make_daemon, tmp_path):
     d = make_daemon().start()
-    wf = d.submit(spec("""\
+    wf = d.submit(
+        spec(
+            """\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
   - {name: down, command: "true", depends_on: [j]}
-""", script="echo start $$ >> rec.log; sleep 3; echo end $$ >> rec.log"))
+""",
+            script="echo start $$ >> rec.log; sleep 3; echo end $$ >> rec.log",
+        )
+    )
     log = tmp_path / "rec.log"
     d.wait_for(lambda: log.exists(), what="recovery script to start")
     first_pid = int(log.read_text().split()[1])
@@ -82,9 +91,15 @@ def test_recovery_script_interrupted_by_a_crash_runs_again(make_daemon, tmp_path
 
 def test_crash_after_recovery_finished_but_before_it_was_recorded(make_daemon, tmp_path):
     d = make_daemon().start(crash_at="before_recovery_recorded")
-    wf = submit_and_crash(d, spec("""\
+    wf = submit_and_crash(
+        d,
+        spec(
+            """\
   - {name: j, command: "[ $TORC_ATTEMPT_ID -ge 2 ] || exit 10", failure_handler: h}
-""", script="echo ran >> rec.log"))
+""",
+            script="echo ran >> rec.log",
+        ),
+    )
     d.restart()
     d.wait(wf)
     assert (tmp_path / "rec.log").read_text() == "ran\nran\n"  # idempotent scripts are run again
@@ -96,11 +111,13 @@ def crash_during_attempt_1(make_daemon, tmp_path, attempt_1: str) -> tuple:
     """Run a job whose first attempt records its shell's pid, then runs `attempt_1` (later
     attempts succeed); kill -9 the daemon while attempt 1 runs. Returns (daemon, wf, pid)."""
     d = make_daemon().start()
-    wf = d.submit(spec(f"""\
+    wf = d.submit(
+        spec(f"""\
   - name: j
     command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; {attempt_1}; fi
     failure_handler: h
-"""))
+""")
+    )
     pidfile = tmp_path / "first.pid"
     d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
     first = int(pidfile.read_text())
@@ -109,8 +126,7 @@ def crash_during_attempt_1(make_daemon, tmp_path, attempt_1: str) -> tuple:
 
 
 def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_daemon, tmp_path):
-    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
-                                          "until [ -e go ]; do sleep 0.02; done; exit 12")
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "until [ -e go ]; do sleep 0.02; done; exit 12")
     assert _alive(first)  # jobs live in their own process group: a daemon crash does not kill them
     d.restart()
     assert _alive(first)  # adopted, not stopped
@@ -123,8 +139,7 @@ def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_dae
 
 
 def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemon, tmp_path):
-    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
-                                          "until [ -e go ]; do sleep 0.02; done; exit 13")
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "until [ -e go ]; do sleep 0.02; done; exit 13")
     (tmp_path / "go").touch()
     d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
     d.restart()
@@ -146,11 +161,12 @@ def test_adopted_job_killed_by_sigkill_is_recorded_137(make_daemon, tmp_path):
     check_history(d, wf)
 
 
-OWN_TRAP = "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"; echo cleaned' EXIT; until [ -e go ]; do sleep 0.02; done; echo done"
+OWN_TRAP = (
+    "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"; echo cleaned' EXIT; until [ -e go ]; do sleep 0.02; done; echo done"
+)
 
 
-def test_a_job_with_its_own_exit_trap_that_ends_while_the_daemon_is_down_keeps_its_status(
-        make_daemon, tmp_path):
+def test_a_job_with_its_own_exit_trap_that_ends_while_the_daemon_is_down_keeps_its_status(make_daemon, tmp_path):
     """The common `trap 'rm -rf "$tmp"' EXIT` idiom: the command's trap cannot take away the
     record of its exit status, so the job that printed "done" is completed, not failed 137."""
     d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, OWN_TRAP)
@@ -176,8 +192,9 @@ def test_an_adopted_job_with_its_own_exit_trap_keeps_its_status(make_daemon, tmp
 
 
 def test_a_job_that_replaces_its_shell_with_exec_keeps_its_status_across_a_crash(make_daemon, tmp_path):
-    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path,
-                                          "until [ -e go ]; do sleep 0.02; done; exec bash -c 'exit 14'")
+    d, wf, first = crash_during_attempt_1(
+        make_daemon, tmp_path, "until [ -e go ]; do sleep 0.02; done; exec bash -c 'exit 14'"
+    )
     (tmp_path / "go").touch()
     d.wait_for(lambda: not _alive(first), timeout=10, what="attempt 1 to end")
     d.restart()
@@ -189,9 +206,12 @@ def test_a_job_that_replaces_its_shell_with_exec_keeps_its_status_across_a_crash
 
 def test_crash_after_claiming_before_the_process_started_costs_no_attempt(make_daemon):
     d = make_daemon().start(crash_at="after_claim")
-    wf = submit_and_crash(d, spec("""\
+    wf = submit_and_crash(
+        d,
+        spec("""\
   - {name: j, command: "echo hi", failure_handler: h}
-"""))
+"""),
+    )
     d.restart()
     d.wait(wf)
     atts = d.attempts(d.jobs(wf)["j"].id)
@@ -201,31 +221,38 @@ def test_crash_after_claiming_before_the_process_started_costs_no_attempt(make_d
 
 def test_decisions_already_recorded_survive_a_crash(make_daemon):
     d = make_daemon().start()
-    wf = d.submit(spec("""\
+    wf = d.submit(
+        spec("""\
   - name: j{i}
     command: "[ $TORC_ATTEMPT_ID -ge {i} ] || exit 12"
     failure_handler: h
     parameters: {i: "1:3"}
   - {name: blocker, command: sleep 300}
-"""))
-    d.wait_for(lambda: all(j.status == "completed" for n, j in d.jobs(wf).items() if n != "blocker"),
-               what="the flaky jobs to finish")
+""")
+    )
+    d.wait_for(
+        lambda: all(j.status == "completed" for n, j in d.jobs(wf).items() if n != "blocker"),
+        what="the flaky jobs to finish",
+    )
     before = {n: d.attempts(j.id) for n, j in d.jobs(wf).items() if n != "blocker"}
     events_before = d.events(wf)
     d.kill9()
     d.restart()
     after = {n: d.attempts(j.id) for n, j in d.jobs(wf).items() if n != "blocker"}
     assert after == before
-    assert d.events(wf)[:len(events_before)] == events_before
+    assert d.events(wf)[: len(events_before)] == events_before
     d.call("workflows.cancel", {"workflow_id": wf})
     check_history(d, wf)
 
 
 def test_restart_never_reuses_attempt_numbers(make_daemon):
     d = make_daemon().start(crash_at="after_start")
-    wf = submit_and_crash(d, spec("""\
+    wf = submit_and_crash(
+        d,
+        spec("""\
   - {name: j, command: "sleep 0.5; [ $TORC_ATTEMPT_ID -ge 3 ] || exit 12", failure_handler: h}
-"""))  # dies with attempt 1 running
+"""),
+    )  # dies with attempt 1 running
     d.restart(crash_at="after_start")
     assert d.wait_dead() == -9  # and again with attempt 2 running
     d.restart()

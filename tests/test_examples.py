@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import REPO
 
 
@@ -15,8 +14,10 @@ def workdir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("spec,jobs", [("diamond.yaml", 4), ("sweep.yaml", 7),
-                                       ("failure_handler_simulation.yaml", 10), ("file_diamond.yaml", 4)])
+@pytest.mark.parametrize(
+    "spec,jobs",
+    [("diamond.yaml", 4), ("sweep.yaml", 7), ("failure_handler_simulation.yaml", 10), ("file_diamond.yaml", 4)],
+)
 def test_example_runs_to_completion(daemon, workdir, spec, jobs):
     code, out, err = daemon.ctl("run", f"examples/{spec}", cwd=workdir)
     assert code == 0, out + err

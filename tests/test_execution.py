@@ -10,8 +10,8 @@ import stat
 import time
 
 import msgspec
-
 from conftest import REPO
+
 from torcd.protocol import JobInfo, WorkflowSummary
 
 DIAMOND = """
@@ -37,8 +37,11 @@ def test_diamond_never_starts_a_job_before_its_dependencies_complete(daemon):
     assert info.counts == {"completed": 4}
     jobs = daemon.jobs(wf)
     att = {name: daemon.attempts(j.id)[0] for name, j in jobs.items()}
-    for child, parents in [("work_a", ["preprocess"]), ("work_b", ["preprocess"]),
-                           ("postprocess", ["work_a", "work_b"])]:
+    for child, parents in [
+        ("work_a", ["preprocess"]),
+        ("work_b", ["preprocess"]),
+        ("postprocess", ["work_a", "work_b"]),
+    ]:
         for parent in parents:
             assert att[child].start_time >= att[parent].end_time, (child, parent)
     assert abs(att["work_a"].start_time - att["work_b"].start_time) < 0.1  # they ran side by side
@@ -81,9 +84,16 @@ def test_job_env_and_per_attempt_log_files(daemon, tmp_path):
     assert a.stdout_path == str(tmp_path / "out" / "job_stdio" / f"job_wf{wf}_j{job.id}_r1_a1.o")
     assert a.stderr_path.endswith(f"job_wf{wf}_j{job.id}_r1_a1.e")
     env = dict(line.split("=", 1) for line in open(a.stdout_path).read().splitlines())
-    assert env == {"EXTRA": "yes", "TORC_WORKFLOW_ID": str(wf), "TORC_JOB_ID": str(job.id),
-                   "TORC_JOB_NAME": "printer", "TORC_API_URL": f"unix://{daemon.socket}",
-                   "TORC_OUTPUT_DIR": str(tmp_path / "out"), "TORC_ATTEMPT_ID": "1", "TORC_RUN_ID": "1"}
+    assert env == {
+        "EXTRA": "yes",
+        "TORC_WORKFLOW_ID": str(wf),
+        "TORC_JOB_ID": str(job.id),
+        "TORC_JOB_NAME": "printer",
+        "TORC_API_URL": f"unix://{daemon.socket}",
+        "TORC_OUTPUT_DIR": str(tmp_path / "out"),
+        "TORC_ATTEMPT_ID": "1",
+        "TORC_RUN_ID": "1",
+    }
     assert open(a.stderr_path).read() == "to-stderr\n"
     assert a.pid and a.return_code == 0 and a.end_time >= a.start_time
 
@@ -100,7 +110,11 @@ def test_failure_cancels_everything_downstream_but_not_siblings(daemon):
     info = daemon.wait(wf)
     jobs = daemon.jobs(wf)
     assert {n: j.status for n, j in jobs.items()} == {
-        "root": "failed", "child": "canceled", "grandchild": "canceled", "sibling": "completed"}
+        "root": "failed",
+        "child": "canceled",
+        "grandchild": "canceled",
+        "sibling": "completed",
+    }
     assert jobs["root"].return_code == 3
     assert "upstream job root" in jobs["grandchild"].reason
     assert info.counts == {"failed": 1, "canceled": 2, "completed": 1}
@@ -167,9 +181,15 @@ def test_socket_is_private_and_a_second_daemon_is_refused(daemon, make_daemon):
     assert stat.S_IMODE(os.stat(os.path.dirname(daemon.socket)).st_mode) == 0o700
     code, _, err = make_daemon().ctl("ping")  # same socket: talks to the running one
     assert code == 0
-    import subprocess, sys
-    other = subprocess.run([sys.executable, "-m", "torcd", "--socket", daemon.socket, "--state-dir",
-                            daemon.state_dir + "2"], capture_output=True, text=True, timeout=30)
+    import subprocess
+    import sys
+
+    other = subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", daemon.socket, "--state-dir", daemon.state_dir + "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert other.returncode == 1 and "already listening" in other.stderr
 
 
@@ -233,8 +253,10 @@ def test_rpc_errors_for_malformed_requests(daemon):
     assert unknown["error"]["code"] == -32602 and "x" in unknown["error"]["message"]
     missing = post(b'{"jsonrpc": "2.0", "id": 5, "method": "workflows.show", "params": {"workflow_id": 999}}')
     assert missing["error"]["code"] == -32004 and missing["id"] == 5
-    batch = post(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "x"},'
-                 b' {"jsonrpc": "2.0", "method": "ping"}, 7]')
+    batch = post(
+        b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "x"},'
+        b' {"jsonrpc": "2.0", "method": "ping"}, 7]'
+    )
     assert [r.get("id") for r in batch] == [1, 2, None]
     assert "result" in batch[0] and batch[1]["error"]["code"] == -32601 and batch[2]["error"]["code"] == -32600
     assert post(b'{"jsonrpc": "2.0", "method": "ping"}') is None  # a notification
@@ -257,8 +279,12 @@ def test_torcctl_run_exit_codes_and_summary(daemon, tmp_path):
 
 
 def test_cli_errors_are_one_line_without_traceback(daemon, tmp_path):
-    for args in (["jobs", "show", "424242"], ["workflows", "show", "77"], ["submit", "missing.yaml"],
-                 ["jobs", "list", "1", "--status", "bogus"]):
+    for args in (
+        ["jobs", "show", "424242"],
+        ["workflows", "show", "77"],
+        ["submit", "missing.yaml"],
+        ["jobs", "list", "1", "--status", "bogus"],
+    ):
         code, out, err = daemon.ctl(*args)
         assert code == 2 and err.startswith("torcctl: error:") and "Traceback" not in err, (args, err)
         assert len(err.strip().splitlines()) == 1
@@ -281,17 +307,26 @@ def test_tables_print_text_as_written(daemon, tmp_path):
 
 
 def test_torcctl_autostarts_a_daemon_and_run_stops_it(tmp_path):
-    import subprocess, sys
+    import subprocess
+    import sys
+
     env = dict(os.environ, TORCD_SOCKET=str(tmp_path / "auto" / "s.sock"), TORCD_STATE_DIR=str(tmp_path / "st"))
     (tmp_path / "d.yaml").write_text(DIAMOND)
-    r = subprocess.run([sys.executable, "-m", "torcctl", "run", "d.yaml"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcctl", "run", "d.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "completed" in r.stdout
     time.sleep(0.5)
     assert not os.path.exists(tmp_path / "auto" / "s.sock")  # the daemon it started has stopped
-    r = subprocess.run([sys.executable, "-m", "torcctl", "--no-autostart", "ping"], env=env,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcctl", "--no-autostart", "ping"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2 and "no torcd answers" in r.stderr
 
 
@@ -303,8 +338,17 @@ def test_delete_removes_every_row_of_a_finished_workflow(daemon):
     assert daemon.ctl("workflows", "delete", str(wf))[0] == 0
     assert daemon.call("workflows.list") == []
     with sqlite3.connect(os.path.join(daemon.state_dir, "torcd.store.db")) as db:
-        for table in ("workflows", "jobs", "deps", "attempts", "events", "failure_handlers", "schedulers",
-                      "allocations", "workers"):
+        for table in (
+            "workflows",
+            "jobs",
+            "deps",
+            "attempts",
+            "events",
+            "failure_handlers",
+            "schedulers",
+            "allocations",
+            "workers",
+        ):
             assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
 
 
@@ -341,14 +385,18 @@ def test_a_job_or_recovery_script_whose_directory_is_gone_fails_with_the_reason(
     work = {name: tmp_path / name for name in ("job", "recovery")}
     for d in work.values():
         d.mkdir()
-    first = daemon.submit(f"""
+    first = daemon.submit(
+        f"""
         name: gone
         output_dir: {logs}
         jobs:
           - {{name: remover, command: 'rm -rf "$PWD"'}}
           - {{name: after, command: 'true', depends_on: [remover]}}
-    """, cwd=work["job"])
-    second = daemon.submit(f"""
+    """,
+        cwd=work["job"],
+    )
+    second = daemon.submit(
+        f"""
         name: gone-before-recovery
         output_dir: {logs}
         failure_handlers:
@@ -356,7 +404,9 @@ def test_a_job_or_recovery_script_whose_directory_is_gone_fails_with_the_reason(
             rules: [{{exit_codes: [10], recovery_script: 'true', max_retries: 2}}]
         jobs:
           - {{name: j, command: 'rm -rf "$PWD"; exit 10', failure_handler: h}}
-    """, cwd=work["recovery"])
+    """,
+        cwd=work["recovery"],
+    )
     daemon.wait(first)
     after = daemon.jobs(first)["after"]
     att = daemon.attempts(after.id)[0]

@@ -93,7 +93,8 @@ def test_specific_rule_after_a_catch_all_is_not_reported_because_it_wins(tmp_pat
     assert out.splitlines() == [
         "spec.yaml:9: warning: rule 2 can never match: rule 0 before it already matches every code no specific "
         "rule lists (at $.failure_handlers[0].rules[2])",
-        "spec.yaml: ok (1 jobs, 1 failure handlers, 1 warnings)"]
+        "spec.yaml: ok (1 jobs, 1 failure handlers, 1 warnings)",
+    ]
     (tmp_path / "spec.yaml").write_text(CATCH_ALL_FIRST.replace("      - match_all_exit_codes: true\njobs", "jobs"))
     code, out, err = run_ctl(capsys, "validate", "--strict", "spec.yaml")
     assert (code, err) == (0, ""), out
@@ -103,6 +104,7 @@ def test_specific_rule_after_a_catch_all_is_not_reported_because_it_wins(tmp_pat
 
 def test_validate_of_the_examples_finds_nothing(capsys, monkeypatch):
     from conftest import REPO
+
     monkeypatch.chdir(REPO)
     for spec in sorted((REPO / "examples").glob("*.yaml")):
         code, out, err = run_ctl(capsys, "validate", "--strict", str(spec.relative_to(REPO)))
@@ -133,12 +135,12 @@ jobs:
 
 
 def test_explain_predicts_what_the_daemon_does(daemon, capsys):
-    for codes, final in (([10, 12, 0], "completed"), ([12, 10, 1], "pending_failed"),
-                         ([10, 12, 10, 12], "failed")):
+    for codes, final in (([10, 12, 0], "completed"), ([12, 10, 1], "pending_failed"), ([10, 12, 10, 12], "failed")):
         path = daemon.tmp / f"explain{len(codes)}{final}.yaml"
         path.write_text(SPEC.replace("CODES", " ".join(map(str, codes))))
-        code, out, err = run_ctl(capsys, "--json", "explain", str(path), "--job", "j",
-                                 "--exit-codes", ",".join(map(str, codes)))
+        code, out, err = run_ctl(
+            capsys, "--json", "explain", str(path), "--job", "j", "--exit-codes", ",".join(map(str, codes))
+        )
         assert (code, err) == (0, "")
         predicted = json.loads(out)
         assert predicted["final_status"] == final
@@ -149,7 +151,8 @@ def test_explain_predicts_what_the_daemon_does(daemon, capsys):
         assert job.status == final
         actions = {"recover": "recover", "retry": "retry", "fail": "fail", "pending_failed": "pending_failed"}
         assert [(a.attempt_id, a.return_code, a.action) for a in attempts] == [
-            (s["attempt"], s["return_code"], actions.get(s["action"])) for s in predicted["steps"]]
+            (s["attempt"], s["return_code"], actions.get(s["action"])) for s in predicted["steps"]
+        ]
 
 
 def test_explain_text(tmp_path, capsys, monkeypatch):
@@ -166,22 +169,26 @@ def test_explain_text(tmp_path, capsys, monkeypatch):
         final status: pending_failed
         """)
     code, out, _ = run_ctl(capsys, "explain", "spec.yaml", "--job", "j", "--exit-codes", "12")
-    assert out.splitlines()[-2:] == ["attempt 2 would run next (give more exit codes to follow it)",
-                                     "final status: ready"]
+    assert out.splitlines()[-2:] == [
+        "attempt 2 would run next (give more exit codes to follow it)",
+        "final status: ready",
+    ]
 
 
-NEITHER = ("--exit-codes takes exit codes 0-255 and causes (timeout, oom, missing_output), comma-separated; "
-           "'{}' is neither")
+NEITHER = (
+    "--exit-codes takes exit codes 0-255 and causes (timeout, oom, missing_output), comma-separated; '{}' is neither"
+)
 
 
 def test_explain_refuses_bad_arguments(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.yaml").write_text(SPEC.replace("CODES", "0"))
     for args, message in (
-            (["--job", "nope", "--exit-codes", "1"], "no job 'nope' in spec.yaml; jobs: j"),
-            (["--job", "j", "--exit-codes", "1,x"], NEITHER.format("x")),
-            (["--job", "j", "--exit-codes", "256"], NEITHER.format("256")),
-            (["--job", "j", "--exit-codes", ","], "--exit-codes needs at least one exit code or cause")):
+        (["--job", "nope", "--exit-codes", "1"], "no job 'nope' in spec.yaml; jobs: j"),
+        (["--job", "j", "--exit-codes", "1,x"], NEITHER.format("x")),
+        (["--job", "j", "--exit-codes", "256"], NEITHER.format("256")),
+        (["--job", "j", "--exit-codes", ","], "--exit-codes needs at least one exit code or cause"),
+    ):
         code, out, err = run_ctl(capsys, "explain", "spec.yaml", *args)
         assert (code, out) == (2, "")
         assert err == f"torcctl: error: {message}\n"

@@ -13,8 +13,12 @@ import pytest
 
 
 def _torcd(tmp_path: Path, state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"),
-                           "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_a_locked_database_at_start_gives_a_clear_error(tmp_path):

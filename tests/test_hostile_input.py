@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import msgspec
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from torcctl.client import _UnixConnection
 
@@ -28,9 +29,23 @@ def post(daemon, body: bytes) -> tuple[int, object]:
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=20)
-methods = st.sampled_from(["ping", "workflows.show", "workflows.create", "jobs.list", "jobs.retry", "jobs.fail",
-                           "workflows.reset_status", "events.list", "workers.poll", "nope", ""])
+    max_leaves=20,
+)
+methods = st.sampled_from(
+    [
+        "ping",
+        "workflows.show",
+        "workflows.create",
+        "jobs.list",
+        "jobs.retry",
+        "jobs.fail",
+        "workflows.reset_status",
+        "events.list",
+        "workers.poll",
+        "nope",
+        "",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -58,6 +73,7 @@ def test_invalid_utf8_deep_nesting_and_oversized_bodies(daemon):
     status, reply = post(daemon, deep)
     assert status == 200 and reply["error"]["code"] in (-32700, -32600)
     import socket
+
     s = socket.socket(socket.AF_UNIX)
     s.connect(daemon.socket)
     s.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (65 * 2**20))
@@ -68,23 +84,28 @@ def test_invalid_utf8_deep_nesting_and_oversized_bodies(daemon):
 
 
 def test_commands_with_quotes_unicode_and_newlines_run_verbatim(daemon, tmp_path):
-    command = 'printf "%s\\n" "it'"'"'s \\"quoted\\"" \'$HOME stays\' "ünïcødé ✓"\necho second line'
-    (tmp_path / "spec.json").write_text(msgspec.json.encode(
-        {"name": "verbatim", "jobs": [{"name": "v", "command": command}]}).decode())
+    command = 'printf "%s\\n" "it\'s \\"quoted\\"" \'$HOME stays\' "ünïcødé ✓"\necho second line'
+    (tmp_path / "spec.json").write_text(
+        msgspec.json.encode({"name": "verbatim", "jobs": [{"name": "v", "command": command}]}).decode()
+    )
     wf = daemon.call("workflows.create", {"spec_text": (tmp_path / "spec.json").read_text(), "cwd": str(tmp_path)})
     daemon.wait(wf["id"])
     job = daemon.jobs(wf["id"])["v"]
     assert job.command == command and job.status == "completed"
     out = open(daemon.attempts(job.id)[0].stdout_path, encoding="utf-8").read()
-    assert out == "it's \"quoted\"\n$HOME stays\nünïcødé ✓\nsecond line\n"
+    assert out == 'it\'s "quoted"\n$HOME stays\nünïcødé ✓\nsecond line\n'
 
 
 def test_a_corrupt_database_gives_a_clear_error(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "torcd.store.db").write_bytes(b"this is not a database" * 100)
-    r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir",
-                        str(state)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1
     assert "cannot open the database" in r.stderr and "Traceback" not in r.stderr
 
@@ -94,11 +115,13 @@ def test_a_database_from_a_newer_torcd_is_refused(tmp_path):
     state.mkdir()
     with sqlite3.connect(state / "torcd.store.db") as db:
         db.execute("PRAGMA user_version = 999")
-    r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir",
-                        str(state)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1 and "newer than this torcd" in r.stderr
-
-
 
 
 def probe_as(user, socket_path: str) -> str:
@@ -116,8 +139,10 @@ def probe_as(user, socket_path: str) -> str:
             s = socket.socket(socket.AF_UNIX)
             try:
                 s.connect(socket_path)
-                s.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
-                          b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+                s.sendall(
+                    b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n"
+                    b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+                )
                 out = s.recv(200).split(b"\r\n")[0]
             except OSError as e:
                 out = f"connect-refused {e.errno}".encode()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import msgspec
-
 from conftest import REPO
+
 from torcctl.client import Client
 
 
@@ -46,9 +46,19 @@ class Supervisor:
             self.starts += 1
             with open(self.tmp / "torcd.log", "ab") as log:
                 self.proc = subprocess.Popen(
-                    ["bash", "-c", f'exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; '
-                                   f'exec "$0" -m torcd --state-dir "$1"', sys.executable, str(self.tmp / "state")],
-                    pass_fds=(fd,), stdout=log, stderr=log, env=env, cwd=REPO)
+                    [
+                        "bash",
+                        "-c",
+                        f'exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" -m torcd --state-dir "$1"',
+                        sys.executable,
+                        str(self.tmp / "state"),
+                    ],
+                    pass_fds=(fd,),
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    cwd=REPO,
+                )
             self.proc.wait()
 
     def stop(self) -> None:
@@ -62,8 +72,13 @@ def test_a_submit_retried_after_a_crash_right_after_the_commit_creates_one_workf
     sup = Supervisor(tmp_path, crash_first_at="after_create")
     try:
         (tmp_path / "once.yaml").write_text("name: once\njobs:\n  - name: a\n    command: echo ran >> ran.txt\n")
-        r = subprocess.run([sys.executable, "-m", "torcctl", "--socket", sup.path, "--no-autostart", "submit",
-                            "once.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "torcctl", "--socket", sup.path, "--no-autostart", "submit", "once.yaml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r
         assert sup.starts == 2  # it did crash after the commit, and the retry reached the new daemon
         client = Client(sup.path)
@@ -81,8 +96,14 @@ def test_a_submit_retried_after_a_crash_right_after_the_commit_creates_one_workf
 def test_a_repeated_key_gets_the_first_result_and_changes_nothing(daemon, tmp_path):
     from torcctl.client import _UnixConnection
 
-    body = msgspec.json.encode({"jsonrpc": "2.0", "id": 1, "method": "workflows.create", "params": {
-        "spec_text": "name: k\njobs:\n  - name: a\n    command: 'true'\n", "cwd": str(tmp_path)}})
+    body = msgspec.json.encode(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "workflows.create",
+            "params": {"spec_text": "name: k\njobs:\n  - name: a\n    command: 'true'\n", "cwd": str(tmp_path)},
+        }
+    )
 
     def post(key: str) -> dict:
         c = _UnixConnection(daemon.socket, 30)
@@ -96,8 +117,14 @@ def test_a_repeated_key_gets_the_first_result_and_changes_nothing(daemon, tmp_pa
     assert first["result"]["id"] == again["result"]["id"] != other["result"]["id"]
     assert len(daemon.call("workflows.list")) == 2
     daemon.wait(first["result"]["id"])
-    reset = msgspec.json.encode({"jsonrpc": "2.0", "id": 5, "method": "workflows.reset_status",
-                                 "params": {"workflow_id": first["result"]["id"]}})
+    reset = msgspec.json.encode(
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "workflows.reset_status",
+            "params": {"workflow_id": first["result"]["id"]},
+        }
+    )
     for _ in range(2):
         c = _UnixConnection(daemon.socket, 30)
         c.request("POST", "/rpc", reset, {"Idempotency-Key": "reset:1"})
@@ -131,4 +158,6 @@ def test_a_key_replayed_with_another_method_or_params_is_refused_and_does_nothin
     other_method = post("k:1", "workflows.delete", {"workflow_id": b})
     assert "already used for another request (workflows.create)" in other_method["error"]["message"], other_method
     assert [w["id"] for w in daemon.call("workflows.list")] == [b]  # nothing was deleted by either
-    assert post("k:3", "workflows.delete", {"workflow_id": a})["result"] == {"deleted": a}  # a true repeat still answers
+    assert post("k:3", "workflows.delete", {"workflow_id": a})["result"] == {
+        "deleted": a
+    }  # a true repeat still answers

@@ -9,7 +9,8 @@ import pytest
 from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.retry import Action, RetryDecision
-from torcd.core.status import ALLOWED, JobStatus as S
+from torcd.core.status import ALLOWED
+from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition
 
 T = 1000.0
@@ -27,10 +28,15 @@ def decision(action: Action, rule: int | None = 0) -> RetryDecision:
 CASES = [
     # claims
     (L.Claimed(T), job(S.READY), (S.PENDING, 1, 1), [], [], []),
-    (L.Claimed(T, worker_id=4, host="n1"), job(S.READY), (S.RUNNING, 1, 1), ["job_started"], [],
-     ["AttemptOpened"]),
-    (L.Claimed(T, worker_id=4, host="n1"), job(S.READY, 2, 3), (S.RUNNING, 3, 2), ["job_started"], [],
-     ["AttemptOpened"]),
+    (L.Claimed(T, worker_id=4, host="n1"), job(S.READY), (S.RUNNING, 1, 1), ["job_started"], [], ["AttemptOpened"]),
+    (
+        L.Claimed(T, worker_id=4, host="n1"),
+        job(S.READY, 2, 3),
+        (S.RUNNING, 3, 2),
+        ["job_started"],
+        [],
+        ["AttemptOpened"],
+    ),
     # starts
     (L.Started(T, 1, 1, "h", 99), job(S.PENDING), (S.RUNNING, 1, 1), ["job_started"], [], ["AttemptOpened"]),
     (L.Started(T, 1, 2, "h", 99), job(S.PENDING, 1, 2), (S.RUNNING, 2, 1), ["job_started"], [], ["AttemptOpened"]),
@@ -41,8 +47,14 @@ CASES = [
     (L.Requeued(T), job(S.PENDING), (S.READY, 1, 1), [], [], []),
     (L.Requeued(T), job(S.RUNNING), None, [], [], []),
     # exits
-    (L.Exited(T, 1, 1, 0), job(S.RUNNING), (S.COMPLETED, 1, 1), ["job_completed"], ["ReleaseDependents"],
-     ["AttemptClosed"]),
+    (
+        L.Exited(T, 1, 1, 0),
+        job(S.RUNNING),
+        (S.COMPLETED, 1, 1),
+        ["job_completed"],
+        ["ReleaseDependents"],
+        ["AttemptClosed"],
+    ),
     (L.Exited(T, 1, 1, 10, "boom"), job(S.RUNNING), None, ["job_exited"], [], ["AttemptClosed"]),
     (L.Exited(T, 1, 1, 137), job(S.RUNNING), None, ["job_exited"], [], ["AttemptClosed"]),
     (L.Exited(T, 1, 1, 0), job(S.CANCELED), None, [], [], ["AttemptClosed"]),
@@ -50,34 +62,87 @@ CASES = [
     (L.Exited(T, 1, 1, 0), job(S.RUNNING, 2, 1), None, [], [], ["AttemptClosed"]),  # an older run
     (L.Exited(T, 1, 1, 3), job(S.TERMINATED), None, [], [], ["AttemptClosed"]),
     # shutdown
-    (L.Terminated(T, 1, 1, 143, "daemon shut down"), job(S.RUNNING), (S.TERMINATED, 1, 1), ["job_terminated"],
-     [], ["AttemptClosed"]),
+    (
+        L.Terminated(T, 1, 1, 143, "daemon shut down"),
+        job(S.RUNNING),
+        (S.TERMINATED, 1, 1),
+        ["job_terminated"],
+        [],
+        ["AttemptClosed"],
+    ),
     (L.Terminated(T, 1, 1, 143, "daemon shut down"), job(S.COMPLETED), None, [], [], ["AttemptClosed"]),
     # decisions
-    (L.Decided(T, 1, 1, 10, decision(Action.RETRY)), job(S.RUNNING), (S.READY, 2, 1), ["retry_decided"], [],
-     ["AttemptDecided"]),
-    (L.Decided(T, 1, 2, 10, decision(Action.RECOVER)), job(S.RUNNING, 1, 2), (S.RECOVERING, 2, 1),
-     ["retry_decided"], [], ["AttemptDecided"]),
-    (L.Decided(T, 1, 3, 10, decision(Action.FAIL)), job(S.RUNNING, 1, 3), (S.FAILED, 3, 1), ["retry_decided"],
-     ["CancelDownstream"], ["AttemptDecided"]),
-    (L.Decided(T, 1, 1, 1, decision(Action.PARK, None)), job(S.RUNNING), (S.PENDING_FAILED, 1, 1),
-     ["retry_decided"], [], ["AttemptDecided"]),
+    (
+        L.Decided(T, 1, 1, 10, decision(Action.RETRY)),
+        job(S.RUNNING),
+        (S.READY, 2, 1),
+        ["retry_decided"],
+        [],
+        ["AttemptDecided"],
+    ),
+    (
+        L.Decided(T, 1, 2, 10, decision(Action.RECOVER)),
+        job(S.RUNNING, 1, 2),
+        (S.RECOVERING, 2, 1),
+        ["retry_decided"],
+        [],
+        ["AttemptDecided"],
+    ),
+    (
+        L.Decided(T, 1, 3, 10, decision(Action.FAIL)),
+        job(S.RUNNING, 1, 3),
+        (S.FAILED, 3, 1),
+        ["retry_decided"],
+        ["CancelDownstream"],
+        ["AttemptDecided"],
+    ),
+    (
+        L.Decided(T, 1, 1, 1, decision(Action.PARK, None)),
+        job(S.RUNNING),
+        (S.PENDING_FAILED, 1, 1),
+        ["retry_decided"],
+        [],
+        ["AttemptDecided"],
+    ),
     (L.Decided(T, 1, 1, 10, decision(Action.RETRY)), job(S.CANCELED), None, [], [], []),
     (L.Decided(T, 1, 1, 10, decision(Action.RETRY)), job(S.READY, 1, 2), None, [], [], []),  # decided already
     # recovery scripts
-    (L.RecoveryDone(T, 1, 1, True, 0, "ok"), job(S.RECOVERING), (S.READY, 2, 1), ["recovery_finished"], [],
-     ["RecoveryRecorded"]),
-    (L.RecoveryDone(T, 1, 1, False, 3, "exited 3"), job(S.RECOVERING), (S.FAILED, 1, 1), ["recovery_finished"],
-     ["CancelDownstream"], ["RecoveryRecorded"]),
-    (L.RecoveryDone(T, 1, 1, False, None, "timed out"), job(S.RECOVERING), (S.FAILED, 1, 1),
-     ["recovery_finished"], ["CancelDownstream"], ["RecoveryRecorded"]),
+    (
+        L.RecoveryDone(T, 1, 1, True, 0, "ok"),
+        job(S.RECOVERING),
+        (S.READY, 2, 1),
+        ["recovery_finished"],
+        [],
+        ["RecoveryRecorded"],
+    ),
+    (
+        L.RecoveryDone(T, 1, 1, False, 3, "exited 3"),
+        job(S.RECOVERING),
+        (S.FAILED, 1, 1),
+        ["recovery_finished"],
+        ["CancelDownstream"],
+        ["RecoveryRecorded"],
+    ),
+    (
+        L.RecoveryDone(T, 1, 1, False, None, "timed out"),
+        job(S.RECOVERING),
+        (S.FAILED, 1, 1),
+        ["recovery_finished"],
+        ["CancelDownstream"],
+        ["RecoveryRecorded"],
+    ),
     (L.RecoveryDone(T, 1, 1, True, 0, "ok"), job(S.CANCELED), None, [], [], []),
     (L.RecoveryDone(T, 1, 1, True, 0, "ok"), job(S.RECOVERING, 1, 2), None, [], [], []),
     # classification
-    (L.Classified(T, "retry", "fixed it", "cli"), job(S.PENDING_FAILED), (S.READY, 2, 1), ["job_classified"], [],
-     []),
-    (L.Classified(T, "fail", "", "mcp"), job(S.PENDING_FAILED, 1, 2), (S.FAILED, 2, 1), ["job_classified"],
-     ["CancelDownstream"], []),
+    (L.Classified(T, "retry", "fixed it", "cli"), job(S.PENDING_FAILED), (S.READY, 2, 1), ["job_classified"], [], []),
+    (
+        L.Classified(T, "fail", "", "mcp"),
+        job(S.PENDING_FAILED, 1, 2),
+        (S.FAILED, 2, 1),
+        ["job_classified"],
+        ["CancelDownstream"],
+        [],
+    ),
     # cancel
     (L.Canceled(T), job(S.READY), (S.CANCELED, 1, 1), [], [], []),
     (L.Canceled(T), job(S.BLOCKED), (S.CANCELED, 1, 1), [], [], []),
@@ -104,8 +169,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("stimulus, before, after, events, instructions, records", CASES,
-                         ids=[f"{type(c[0]).__name__}-{c[1].status.label}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "stimulus, before, after, events, instructions, records",
+    CASES,
+    ids=[f"{type(c[0]).__name__}-{c[1].status.label}-{i}" for i, c in enumerate(CASES)],
+)
 def test_transition(stimulus, before, after, events, instructions, records):
     out = L.handle(stimulus, before)
     if after is None:
@@ -143,9 +211,19 @@ def test_claiming_a_job_that_is_not_ready_is_an_illegal_transition(status):
 def test_events_keep_their_json():
     out = L.handle(L.Decided(T, 1, 1, 10, decision(Action.RETRY)), job(S.RUNNING))
     assert msgspec.json.decode(msgspec.json.encode(out.events[0])) == {
-        "kind": "retry_decided", "workflow_id": 3, "time": T, "job_id": 7, "job_name": "work_7", "run_id": 1,
-        "attempt_id": 1, "return_code": 10, "rule_index": 0, "action": "retry", "status": "ready",
-        "message": "because retry"}
+        "kind": "retry_decided",
+        "workflow_id": 3,
+        "time": T,
+        "job_id": 7,
+        "job_name": "work_7",
+        "run_id": 1,
+        "attempt_id": 1,
+        "return_code": 10,
+        "rule_index": 0,
+        "action": "retry",
+        "status": "ready",
+        "message": "because retry",
+    }
 
 
 def test_classification_reason_defaults_to_who_classified():

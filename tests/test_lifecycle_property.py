@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torcd.core import lifecycle as L
 from torcd.core.retry import Rule, decide
-from torcd.core.status import ACTIVE, ALLOWED, FINAL, JobStatus as S
+from torcd.core.status import ACTIVE, ALLOWED, FINAL
+from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition
 
 DEPS = {1: [], 2: [1], 3: [1], 4: [2, 3], 5: []}  # a diamond and a loner
@@ -38,8 +40,15 @@ class Model:
         if c is not None:
             before = self.jobs[c.job_id]
             assert c.old == before.status and (c.new == c.old or c.new in ALLOWED[c.old])
-            self.jobs[c.job_id] = L.Job(c.job_id, 1, before.name, c.new, c.run_id, c.attempt_id,
-                                        c.worker_id if c.worker_id is not None else before.worker_id)
+            self.jobs[c.job_id] = L.Job(
+                c.job_id,
+                1,
+                before.name,
+                c.new,
+                c.run_id,
+                c.attempt_id,
+                c.worker_id if c.worker_id is not None else before.worker_id,
+            )
         for r in out.records:
             if isinstance(r, L.AttemptOpened):
                 seen = self.opened[(r.job_id, r.run_id)]
@@ -94,8 +103,13 @@ class Model:
             code = self.exited(job)
             if code is None or code == 0:
                 return
-            stim = L.Decided(t, job.run_id, job.attempt_id, code,
-                             decide(RULES, attempt=job.attempt_id, return_code=code, use_pending_failed=True))
+            stim = L.Decided(
+                t,
+                job.run_id,
+                job.attempt_id,
+                code,
+                decide(RULES, attempt=job.attempt_id, return_code=code, use_pending_failed=True),
+            )
         elif kind == 5:
             stim = L.RecoveryDone(t, job.run_id, job.attempt_id, ok, 0 if ok else 1, "r")
         elif kind == 6:
@@ -108,8 +122,11 @@ class Model:
             if not any(x.status in ACTIVE for x in self.jobs.values()):
                 self.reset()
             return
-        if isinstance(stim, L.Exited) and (job.status != S.RUNNING or self.exited(job) is not None
-                                           or stim.attempt_id not in self.opened[(j, job.run_id)]):
+        if isinstance(stim, L.Exited) and (
+            job.status != S.RUNNING
+            or self.exited(job) is not None
+            or stim.attempt_id not in self.opened[(j, job.run_id)]
+        ):
             return  # a process exits once, and only a started one
         try:
             out = L.handle(stim, job)
@@ -135,8 +152,16 @@ class Model:
                 out = L.handle(L.Exited(t, job.run_id, job.attempt_id, 0), job)
             elif job.status == S.RUNNING:
                 code = self.exited(job)
-                out = L.handle(L.Decided(t, job.run_id, job.attempt_id, code, decide(
-                    RULES, attempt=job.attempt_id, return_code=code, use_pending_failed=True)), job)
+                out = L.handle(
+                    L.Decided(
+                        t,
+                        job.run_id,
+                        job.attempt_id,
+                        code,
+                        decide(RULES, attempt=job.attempt_id, return_code=code, use_pending_failed=True),
+                    ),
+                    job,
+                )
             elif job.status == S.RECOVERING:
                 out = L.handle(L.RecoveryDone(t, job.run_id, job.attempt_id, True, 0, "ok"), job)
             else:
@@ -145,8 +170,10 @@ class Model:
         raise AssertionError(f"not finished: {self.jobs}")
 
 
-steps = st.lists(st.tuples(st.sampled_from(list(DEPS)), st.integers(0, 8), st.sampled_from([0, 1, 10, 20, 3]),
-                           st.booleans()), max_size=80)
+steps = st.lists(
+    st.tuples(st.sampled_from(list(DEPS)), st.integers(0, 8), st.sampled_from([0, 1, 10, 20, 3]), st.booleans()),
+    max_size=80,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -159,6 +186,6 @@ def test_random_stimuli_stay_in_the_table_and_every_job_ends(sequence):
             assert isinstance(job.status, S)
             opened = m.opened[(job.id, job.run_id)]
             # The job's attempt is the last one opened, or the next one not yet started.
-            assert job.attempt_id in (len(opened), len(opened) + 1) or not opened and job.attempt_id == 1
+            assert job.attempt_id in (len(opened), len(opened) + 1) or (not opened and job.attempt_id == 1)
     m.drive_to_the_end()
     assert len(m.jobs) == len(DEPS) and all(j.status in FINAL for j in m.jobs.values())

@@ -48,8 +48,10 @@ async def made(store: Store, tmp_path) -> dict[str, int]:
 
 
 async def rows(store: Store) -> dict[str, tuple]:
-    return {r["name"]: (S(r["status"]), r["attempt_id"], r["run_id"], r["reason"])
-            for r in await store.db.rows("SELECT name, status, attempt_id, run_id, reason FROM jobs")}
+    return {
+        r["name"]: (S(r["status"]), r["attempt_id"], r["run_id"], r["reason"])
+        for r in await store.db.rows("SELECT name, status, attempt_id, run_id, reason FROM jobs")
+    }
 
 
 async def start_and_exit(store: Store, rc: int) -> None:

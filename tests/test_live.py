@@ -67,7 +67,9 @@ def test_run_in_a_pipe_prints_plain_lines_and_json_prints_ndjson(daemon):
     (daemon.tmp / "live.yaml").write_text(SPEC)
     code, out = _torcctl(daemon, "run", "live.yaml", tty=False)
     assert code == 0 and "\x1b" not in out
-    assert any(re.search(r"#\d+  retry_decided  flaky \(job \d+, attempt 1\)  rc=10", line) for line in out.splitlines())
+    assert any(
+        re.search(r"#\d+  retry_decided  flaky \(job \d+, attempt 1\)  rc=10", line) for line in out.splitlines()
+    )
     wf = daemon.submit(SPEC, name="again.yaml")
     code, out = _torcctl(daemon, "--json", "watch", str(wf), tty=False)
     events = [json.loads(line) for line in out.splitlines()]

@@ -11,8 +11,8 @@ import time
 
 import aiohttp
 import msgspec
-
 from test_crash import check_history
+
 from torcd.protocol import Event
 
 CLIENTS = 200
@@ -28,12 +28,14 @@ jobs:
 """
 
 
-async def _client(session: aiohttp.ClientSession, k: int, busy_wf: int, latencies: list[float],
-                  errors: list[str]) -> None:
+async def _client(
+    session: aiohttp.ClientSession, k: int, busy_wf: int, latencies: list[float], errors: list[str]
+) -> None:
     async def call(method: str, params: dict | None = None):
         started = time.perf_counter()
-        async with session.post("http://torcd/rpc", json={"jsonrpc": "2.0", "id": k, "method": method,
-                                                          "params": params or {}}) as resp:
+        async with session.post(
+            "http://torcd/rpc", json={"jsonrpc": "2.0", "id": k, "method": method, "params": params or {}}
+        ) as resp:
             body = await resp.json()
         latencies.append(time.perf_counter() - started)
         if resp.status != 200 or "error" in body:
@@ -44,8 +46,14 @@ async def _client(session: aiohttp.ClientSession, k: int, busy_wf: int, latencie
     for r in range(REQUESTS_PER_CLIENT):
         step = r % 25
         if step == 0:  # writes: a small workflow of our own, then cancel and delete it
-            wf = await call("workflows.create", {"spec_text": f"name: c{k}\njobs:\n  - {{name: a, command: 'true'}}\n",
-                                                 "spec_path": f"c{k}.yaml", "cwd": "/tmp"})
+            wf = await call(
+                "workflows.create",
+                {
+                    "spec_text": f"name: c{k}\njobs:\n  - {{name: a, command: 'true'}}\n",
+                    "spec_path": f"c{k}.yaml",
+                    "cwd": "/tmp",
+                },
+            )
             mine.append(wf["id"])
         elif step == 10:
             await call("workflows.cancel", {"workflow_id": mine[-1]})
@@ -81,9 +89,11 @@ def test_200_clients_10k_requests_while_a_workflow_runs(daemon):
     assert len(latencies) == CLIENTS * REQUESTS_PER_CLIENT
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99)]
-    print(f"load: {len(latencies)} requests from {CLIENTS} clients in {elapsed:.1f} s, "
-          f"median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.0f} ms, "
-          f"max {latencies[-1] * 1000:.0f} ms")
+    print(
+        f"load: {len(latencies)} requests from {CLIENTS} clients in {elapsed:.1f} s, "
+        f"median {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {latencies[-1] * 1000:.0f} ms"
+    )
     assert latencies[-1] < SLOWEST_ALLOWED
     info = daemon.wait(wf, timeout=120)
     assert info.counts == {"completed": 1000}
@@ -98,8 +108,7 @@ def _follow(client, wf: int, out: list[Event], after: int = 0, stop_after: int |
 
 
 def test_a_watcher_that_stops_reading_is_cut_off_and_the_others_get_every_event(make_daemon):
-    d = make_daemon(max_parallel_jobs=4).start(env={"TORCD_WATCH_QUEUE_SIZE": "200",
-                                                     "TORCD_WATCH_WRITE_TIMEOUT": "1"})
+    d = make_daemon(max_parallel_jobs=4).start(env={"TORCD_WATCH_QUEUE_SIZE": "200", "TORCD_WATCH_WRITE_TIMEOUT": "1"})
     wf = d.submit(busy_spec(3000, "true"))
     # The stalled watcher: asks for the stream, then never reads a byte.
     stalled = socket.socket(socket.AF_UNIX)
@@ -149,11 +158,14 @@ def test_sigterm_under_load_stops_in_bounded_time_and_restarts_cleanly(make_daem
                 c.call("jobs.list", {"workflow_id": wf, "status": "running"})
             except Exception:
                 return  # the daemon went away: expected
+
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
         t.start()
-    d.wait_for(lambda: d.call("workflows.show", {"workflow_id": wf})["counts"].get("completed", 0) > 200,
-               what="the workflow to be well under way")
+    d.wait_for(
+        lambda: d.call("workflows.show", {"workflow_id": wf})["counts"].get("completed", 0) > 200,
+        what="the workflow to be well under way",
+    )
     sent = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)
     code = d.proc.wait(30)
@@ -178,8 +190,10 @@ def test_a_request_that_never_finishes_arriving_does_not_hold_up_a_stop(daemon):
 
     half = socket.socket(socket.AF_UNIX)
     half.connect(daemon.socket)
-    half.sendall(b"POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 1000\r\n\r\n{\"jsonrpc\": \"2.0\"")  # and never the rest
+    half.sendall(
+        b"POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"jsonrpc": "2.0"'
+    )  # and never the rest
     time.sleep(0.5)
     sent = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)

@@ -73,8 +73,7 @@ jobs:
     assert victim.read_text() == "mine\n"
 
 
-def test_a_group_member_who_swaps_the_output_directory_mid_run_redirects_nothing(
-        make_daemon, shared_tmp, other_user):
+def test_a_group_member_who_swaps_the_output_directory_mid_run_redirects_nothing(make_daemon, shared_tmp, other_user):
     """The attack found in review: in a setgid project directory (2775) a group member renames
     `output/` while a workflow runs and puts a directory of symlinks in its place. Logs are
     opened by the daemon, relative to the directory it checked, so the swap redirects nothing:
@@ -89,13 +88,16 @@ def test_a_group_member_who_swaps_the_output_directory_mid_run_redirects_nothing
     d = make_daemon()
     d.tmp = root
     d.start()
-    wf = d.submit("""\
+    wf = d.submit(
+        """\
 name: w
 output_dir: project/output
 jobs:
   - {name: first, command: "echo one; while [ ! -e go ]; do sleep 0.02; done; echo two"}
   - {name: second, command: "echo secret", depends_on: [first]}
-""", cwd=root)
+""",
+        cwd=root,
+    )
     d.wait_for(lambda: d.jobs(wf)["first"].status == "running", what="the first job to run")
     second = d.jobs(wf)["second"].id
 
@@ -104,6 +106,7 @@ jobs:
         (project / "output" / "job_stdio").mkdir(parents=True)
         for suffix in (".o", ".e"):
             (project / "output" / "job_stdio" / f"job_wf{wf}_j{second}_r1_a1{suffix}").symlink_to(victim)
+
     run_as(other_user, swap)
     (root / "go").touch()
     d.wait(wf, state="done")
@@ -164,7 +167,8 @@ jobs:
 
 
 def test_a_directory_above_the_logs_that_another_user_owns_or_anyone_can_write_fails_the_job(
-        daemon, tmp_path, other_user):
+    daemon, tmp_path, other_user
+):
     """Defense in depth beside the descriptors: a layout where another user can swap a directory
     above the logs at will (theirs, or world-writable without the sticky bit) is refused."""
     victim = tmp_path / "bashrc"

@@ -26,8 +26,9 @@ jobs:
 
 
 async def _session(daemon, steps):
-    params = StdioServerParameters(command=sys.executable,
-                                   args=["-m", "torcctl", "--socket", daemon.socket, "--no-autostart", "mcp"])
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "torcctl", "--socket", daemon.socket, "--no-autostart", "mcp"]
+    )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         return await steps(session)
@@ -48,16 +49,34 @@ def test_an_agent_lists_and_classifies_pending_failed_jobs(daemon):
         tools = {t.name for t in (await session.list_tools()).tools}
         listed = _structured(await session.call_tool("list_pending_failed_jobs", {"workflow_id": wf}))
         # A bad batch (one job is not pending_failed) is refused whole.
-        bad = await session.call_tool("classify_and_resolve_failures", {"workflow_id": wf, "classifications": [
-            {"job_id": ids["flaky"], "action": "retry", "reason": "lost node"},
-            {"job_id": ids["after_broken"], "action": "fail", "reason": "x"}]})
-        missing_reason = await session.call_tool("classify_and_resolve_failures", {
-            "workflow_id": wf, "classifications": [{"job_id": ids["flaky"], "action": "retry", "reason": ""}]})
+        bad = await session.call_tool(
+            "classify_and_resolve_failures",
+            {
+                "workflow_id": wf,
+                "classifications": [
+                    {"job_id": ids["flaky"], "action": "retry", "reason": "lost node"},
+                    {"job_id": ids["after_broken"], "action": "fail", "reason": "x"},
+                ],
+            },
+        )
+        missing_reason = await session.call_tool(
+            "classify_and_resolve_failures",
+            {"workflow_id": wf, "classifications": [{"job_id": ids["flaky"], "action": "retry", "reason": ""}]},
+        )
         statuses_after_bad = {n: j.status for n, j in daemon.jobs(wf).items()}
-        done = _structured(await session.call_tool("classify_and_resolve_failures", {
-            "workflow_id": wf, "dry_run": False, "classifications": [
-                {"job_id": ids["flaky"], "action": "retry", "reason": "transient: the node lost contact"},
-                {"job_id": ids["broken"], "action": "fail", "reason": "bad input file; retrying cannot help"}]}))
+        done = _structured(
+            await session.call_tool(
+                "classify_and_resolve_failures",
+                {
+                    "workflow_id": wf,
+                    "dry_run": False,
+                    "classifications": [
+                        {"job_id": ids["flaky"], "action": "retry", "reason": "transient: the node lost contact"},
+                        {"job_id": ids["broken"], "action": "fail", "reason": "bad input file; retrying cannot help"},
+                    ],
+                },
+            )
+        )
         return tools, listed, bad, missing_reason, statuses_after_bad, done
 
     tools, listed, bad, missing_reason, statuses_after_bad, done = anyio.run(_session, daemon, steps)
@@ -73,11 +92,15 @@ def test_an_agent_lists_and_classifies_pending_failed_jobs(daemon):
 
     daemon.wait(wf, state="done")
     assert {n: j.status for n, j in daemon.jobs(wf).items()} == {
-        "flaky": "completed", "broken": "failed", "after_broken": "canceled"}
+        "flaky": "completed",
+        "broken": "failed",
+        "after_broken": "canceled",
+    }
     classified = [e for e in daemon.events(wf) if e.kind == "job_classified"]
     assert [(e.job_name, e.action, e.source, e.message) for e in classified] == [
         ("flaky", "retry", "mcp", "transient: the node lost contact"),
-        ("broken", "fail", "mcp", "bad input file; retrying cannot help")]
+        ("broken", "fail", "mcp", "bad input file; retrying cannot help"),
+    ]
     assert daemon.jobs(wf)["broken"].reason == "bad input file; retrying cannot help"
 
 
@@ -103,12 +126,24 @@ def test_an_agent_diagnoses_a_workflow_and_recovers_an_out_of_memory_job(daemon)
         details = _structured(await session.call_tool("get_job_details", {"job_id": big}))
         results = _structured(await session.call_tool("get_results", {"workflow_id": wf, "failed_only": True}))
         no_reason = await session.call_tool("recover_workflow", {"workflow_id": wf, "reason": ""})
-        plan = _structured(await session.call_tool("recover_workflow", {
-            "workflow_id": wf, "reason": "out of memory", "dry_run": True, "memory_multiplier": 2}))
+        plan = _structured(
+            await session.call_tool(
+                "recover_workflow",
+                {"workflow_id": wf, "reason": "out of memory", "dry_run": True, "memory_multiplier": 2},
+            )
+        )
         unchanged = daemon.jobs(wf)["big"].status
-        done = _structured(await session.call_tool("recover_workflow", {
-            "workflow_id": wf, "reason": "peak was over its 100 MiB limit", "dry_run": False,
-            "memory_multiplier": 2}))
+        done = _structured(
+            await session.call_tool(
+                "recover_workflow",
+                {
+                    "workflow_id": wf,
+                    "reason": "peak was over its 100 MiB limit",
+                    "dry_run": False,
+                    "memory_multiplier": 2,
+                },
+            )
+        )
         return tools, status, failed, details, results, no_reason, plan, unchanged, done
 
     tools, status, failed, details, results, no_reason, plan, unchanged, done = anyio.run(_session, daemon, steps)
@@ -156,14 +191,19 @@ def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
         too_many = await call("get_job_logs", {"job_id": chatty, "tail_lines": 5000})
         no_attempt = await call("get_job_logs", {"job_id": chatty, "attempt_id": 9})
         usage = _structured(await call("check_resource_utilization", {"workflow_id": wf}))
-        updated = _structured(await call("update_job_resources", {"job_id": light, "reason": "used a tenth",
-                                                                  "memory": "100m", "runtime": "PT30S"}))
+        updated = _structured(
+            await call(
+                "update_job_resources",
+                {"job_id": light, "reason": "used a tenth", "memory": "100m", "runtime": "PT30S"},
+            )
+        )
         bad = await call("update_job_resources", {"job_id": light, "reason": "x", "memory": "lots"})
         nothing = await call("update_job_resources", {"job_id": light, "reason": "x"})
         return summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing, long_tail
 
     summary, failed, logs, too_many, no_attempt, usage, updated, bad, nothing, long_tail = anyio.run(
-        _session, daemon, steps)
+        _session, daemon, steps
+    )
     assert summary["failures_by_cause"] == {"exit 5": 1} and summary["attempts"] == 3
     assert summary["workflow"]["counts"] == {"completed": 2, "failed": 1, "canceled": 1}
     assert [j["name"] for j in failed] == ["chatty"]
@@ -172,11 +212,12 @@ def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):
     assert long_tail["text"].endswith("LAST\n") and long_tail["truncated"] and len(long_tail["text"]) <= 64 * 1024
     (light_usage,) = [u for u in usage if u["job_name"] == "light"]
     assert light_usage["runtime_percent"] < 20 and "runtime: used under a fifth of its limit" in light_usage["notes"]
-    assert updated["changed"] == {"memory": {"old": 500 << 20, "new": 100 << 20},
-                                  "runtime": {"old": 60.0, "new": 30.0}}
+    assert updated["changed"] == {"memory": {"old": 500 << 20, "new": 100 << 20}, "runtime": {"old": 60.0, "new": 30.0}}
     assert bad.is_error and "lots" in bad.content[0].text
     assert nothing.is_error and "give memory, runtime or num_cpus" in nothing.content[0].text
     changes = [e for e in daemon.events(wf) if e.kind == "job_resources_changed"]
-    assert {(c.resource, c.source, c.message) for c in changes} == {("memory", "mcp", "used a tenth"),
-                                                                    ("runtime", "mcp", "used a tenth")}
+    assert {(c.resource, c.source, c.message) for c in changes} == {
+        ("memory", "mcp", "used a tenth"),
+        ("runtime", "mcp", "used a tenth"),
+    }
     assert daemon.call("jobs.show", {"job_id": light})["memory_bytes"] == 100 << 20

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import anyio
 from mcp.client.session import ClientSession
-
 from test_mcp import _session, _structured
 
 PARKED = """\
@@ -47,30 +46,60 @@ def test_a_dry_run_classification_checks_everything_and_leaves_the_database_unch
 
     async def steps(session: ClientSession):
         call = session.call_tool
-        preview = _structured(await call("classify_and_resolve_failures", {
-            "workflow_id": wf, "dry_run": True, "classifications": [
-                {**retry_with_limits, "reason": "lost node"},
-                {"job_id": ids["broken"], "action": "fail", "reason": "bad input"}]}))
-        default = _structured(await call("classify_and_resolve_failures", {
-            "workflow_id": wf, "classifications": [retry_with_limits]}))
-        misspelled = await call("classify_and_resolve_failures", {
-            "workflow_id": wf, "dryrun": False, "classifications": [retry_with_limits]})
-        unknown_in_item = await call("classify_and_resolve_failures", {
-            "workflow_id": wf, "dry_run": False, "classifications": [{**retry_with_limits, "cpus": 4}]})
-        bad_limit = await call("classify_and_resolve_failures", {"workflow_id": wf, "dry_run": True, "classifications": [
-            {**retry_with_limits, "memory": "lots"}, {"job_id": ids["after_broken"], "action": "fail"}]})
-        limits_on_fail = await call("classify_and_resolve_failures", {"workflow_id": wf, "classifications": [
-            {"job_id": ids["broken"], "action": "fail", "memory": "1g"}]})
+        preview = _structured(
+            await call(
+                "classify_and_resolve_failures",
+                {
+                    "workflow_id": wf,
+                    "dry_run": True,
+                    "classifications": [
+                        {**retry_with_limits, "reason": "lost node"},
+                        {"job_id": ids["broken"], "action": "fail", "reason": "bad input"},
+                    ],
+                },
+            )
+        )
+        default = _structured(
+            await call("classify_and_resolve_failures", {"workflow_id": wf, "classifications": [retry_with_limits]})
+        )
+        misspelled = await call(
+            "classify_and_resolve_failures",
+            {"workflow_id": wf, "dryrun": False, "classifications": [retry_with_limits]},
+        )
+        unknown_in_item = await call(
+            "classify_and_resolve_failures",
+            {"workflow_id": wf, "dry_run": False, "classifications": [{**retry_with_limits, "cpus": 4}]},
+        )
+        bad_limit = await call(
+            "classify_and_resolve_failures",
+            {
+                "workflow_id": wf,
+                "dry_run": True,
+                "classifications": [
+                    {**retry_with_limits, "memory": "lots"},
+                    {"job_id": ids["after_broken"], "action": "fail"},
+                ],
+            },
+        )
+        limits_on_fail = await call(
+            "classify_and_resolve_failures",
+            {"workflow_id": wf, "classifications": [{"job_id": ids["broken"], "action": "fail", "memory": "1g"}]},
+        )
         recover_preview = await call("recover_workflow", {"workflow_id": wf, "retry_unknown": True})
         return preview, default, misspelled, unknown_in_item, bad_limit, limits_on_fail, recover_preview
 
     preview, default, misspelled, unknown_in_item, bad_limit, limits_on_fail, recover_preview = anyio.run(
-        _session, daemon, steps)
+        _session, daemon, steps
+    )
     assert _dump(daemon) == before
     assert preview["dry_run"] and (preview["retried"], preview["failed"]) == ([], [])
-    assert [(r["job_name"], r["action"], r["memory_adjustment"], r["runtime_adjustment"], r["reason"], r["status"])
-            for r in preview["results"]] == [("flaky", "retry", "2g", "PT10M", "lost node", "would_apply"),
-                                             ("broken", "fail", None, None, "bad input", "would_apply")]
+    assert [
+        (r["job_name"], r["action"], r["memory_adjustment"], r["runtime_adjustment"], r["reason"], r["status"])
+        for r in preview["results"]
+    ] == [
+        ("flaky", "retry", "2g", "PT10M", "lost node", "would_apply"),
+        ("broken", "fail", None, None, "bad input", "would_apply"),
+    ]
     assert default["dry_run"] and default["retried"] == []
     assert misspelled.is_error and "dryrun" in misspelled.content[0].text
     assert unknown_in_item.is_error and "cpus" in unknown_in_item.content[0].text
@@ -81,7 +110,10 @@ def test_a_dry_run_classification_checks_everything_and_leaves_the_database_unch
     assert limits_on_fail.is_error and "for a retry" in limits_on_fail.content[0].text
     assert not recover_preview.is_error and _structured(recover_preview)["dry_run"]
     assert {n: j.status for n, j in daemon.jobs(wf).items()} == {
-        "flaky": "pending_failed", "broken": "pending_failed", "after_broken": "blocked"}
+        "flaky": "pending_failed",
+        "broken": "pending_failed",
+        "after_broken": "blocked",
+    }
 
 
 def test_a_retry_takes_its_new_limits_and_a_missing_reason_is_recorded_as_mcp(daemon):
@@ -90,10 +122,19 @@ def test_a_retry_takes_its_new_limits_and_a_missing_reason_is_recorded_as_mcp(da
     ids = {n: j.id for n, j in daemon.jobs(wf).items()}
 
     async def steps(session: ClientSession):
-        return _structured(await session.call_tool("classify_and_resolve_failures", {
-            "workflow_id": wf, "dry_run": False, "classifications": [
-                {"job_id": ids["flaky"], "action": "retry", "memory": "2g", "runtime": "PT10M"},
-                {"job_id": ids["broken"], "action": "fail"}]}))
+        return _structured(
+            await session.call_tool(
+                "classify_and_resolve_failures",
+                {
+                    "workflow_id": wf,
+                    "dry_run": False,
+                    "classifications": [
+                        {"job_id": ids["flaky"], "action": "retry", "memory": "2g", "runtime": "PT10M"},
+                        {"job_id": ids["broken"], "action": "fail"},
+                    ],
+                },
+            )
+        )
 
     done = anyio.run(_session, daemon, steps)
     assert (done["retried"], done["failed"]) == ([ids["flaky"]], [ids["broken"]])
@@ -102,24 +143,31 @@ def test_a_retry_takes_its_new_limits_and_a_missing_reason_is_recorded_as_mcp(da
     assert (flaky["memory_bytes"], flaky["runtime_seconds"]) == (2 << 30, 600.0)
     events = daemon.events(wf)
     assert [(e.job_name, e.action, e.source, e.message) for e in events if e.kind == "job_classified"] == [
-        ("flaky", "retry", "mcp", "mcp"), ("broken", "fail", "mcp", "mcp")]
+        ("flaky", "retry", "mcp", "mcp"),
+        ("broken", "fail", "mcp", "mcp"),
+    ]
     assert {(e.resource, e.source) for e in events if e.kind == "job_resources_changed"} == {
-        ("memory", "mcp"), ("runtime", "mcp")}
+        ("memory", "mcp"),
+        ("runtime", "mcp"),
+    }
 
 
 def test_job_logs_are_read_by_torcs_run_id_and_attempt_id(daemon):
     wf = daemon.submit(PARKED)
     daemon.wait(wf)
     flaky = daemon.jobs(wf)["flaky"].id
-    daemon.call("jobs.classify", {"workflow_id": wf, "classifications": [
-        {"job_id": flaky, "action": "retry", "reason": "transient"}]})
+    daemon.call(
+        "jobs.classify",
+        {"workflow_id": wf, "classifications": [{"job_id": flaky, "action": "retry", "reason": "transient"}]},
+    )
     daemon.wait_for(lambda: daemon.jobs(wf)["flaky"].status == "completed", what="the retry")
 
     async def steps(session: ClientSession):
         call = session.call_tool
         latest = _structured(await call("get_job_logs", {"job_id": flaky}))
-        first = _structured(await call("get_job_logs", {"workflow_id": wf, "job_id": flaky, "run_id": 1,
-                                                        "log_type": "stderr"}))
+        first = _structured(
+            await call("get_job_logs", {"workflow_id": wf, "job_id": flaky, "run_id": 1, "log_type": "stderr"})
+        )
         second = _structured(await call("get_job_logs", {"job_id": flaky, "run_id": 1, "attempt_id": 2}))
         other_wf = await call("get_job_logs", {"workflow_id": wf + 1, "job_id": flaky, "run_id": 1})
         old_name = await call("get_job_logs", {"job_id": flaky, "attempt": 1})

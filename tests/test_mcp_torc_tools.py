@@ -8,7 +8,6 @@ import os
 
 import anyio
 from mcp.client.session import ClientSession
-
 from test_mcp import _session, _structured
 
 SPEC = """\
@@ -34,8 +33,11 @@ def test_an_agent_lists_jobs_by_status_and_results_filtered_and_sorted(daemon):
         call = session.call_tool
         completed = _structured(await call("list_jobs_by_status", {"workflow_id": wf, "status": "completed"}))
         bad_status = await call("list_jobs_by_status", {"workflow_id": wf, "status": "finished"})
-        slowest = _structured(await call("list_results", {"workflow_id": wf, "sort_by": "exec_time_minutes",
-                                                          "reverse_sort": True, "limit": 1}))
+        slowest = _structured(
+            await call(
+                "list_results", {"workflow_id": wf, "sort_by": "exec_time_minutes", "reverse_sort": True, "limit": 1}
+            )
+        )
         failed = _structured(await call("list_results", {"workflow_id": wf, "failed_only": True}))
         by_status = _structured(await call("list_results", {"workflow_id": wf, "status": "completed"}))
         rc1 = _structured(await call("list_results", {"workflow_id": wf, "return_code": 1, "run_id": 1}))
@@ -59,15 +61,16 @@ def test_an_agent_scans_the_logs_of_a_workflow_for_failures(daemon):
     async def steps(session: ClientSession):
         call = session.call_tool
         scan = _structured(await call("analyze_workflow_logs", {"workflow_id": wf}))
-        same_dir = _structured(await call("analyze_workflow_logs", {"workflow_id": wf,
-                                                                    "output_dir": info.output_dir}))
+        same_dir = _structured(await call("analyze_workflow_logs", {"workflow_id": wf, "output_dir": info.output_dir}))
         other_dir = await call("analyze_workflow_logs", {"workflow_id": wf, "output_dir": "/tmp"})
         return scan, same_dir, other_dir
 
     scan, same_dir, other_dir = anyio.run(_session, daemon, steps)
     assert {e["type"]: e["count"] for e in scan["errors_by_type"]} == {"python_exception": 2}
     assert [(s["line"], s["content"]) for s in scan["sample_errors"]] == [
-        (1, "Traceback (most recent call last):"), (2, "KeyError: x")]
+        (1, "Traceback (most recent call last):"),
+        (2, "KeyError: x"),
+    ]
     assert scan["files_parsed"] == 8 and len(scan["files_with_errors"]) == 1
     assert scan["causes_recorded_by_torcd"] == {"oom": 1}
     assert scan["recovery"]["oom_errors"] == 1 and scan["recovery"]["tool_call_example"]["parameters"]["dry_run"]
@@ -82,10 +85,27 @@ def test_the_execution_plan_of_a_workflow_and_of_a_spec_not_yet_created(daemon):
     async def steps(session: ClientSession):
         call = session.call_tool
         stored = _structured(await call("get_execution_plan", {"spec_or_id": str(wf)}))
-        preview = _structured(await call("get_execution_plan", {"spec_or_id": json.dumps({
-            "name": "fan", "jobs": [{"name": "work_{i}", "command": "echo {i}", "parameters": {"i": "1:3"}},
-                                    {"name": "gather", "command": "true", "depends_on": ["work_{i}"],
-                                     "parameters": {"i": "1:3"}}]})}))
+        preview = _structured(
+            await call(
+                "get_execution_plan",
+                {
+                    "spec_or_id": json.dumps(
+                        {
+                            "name": "fan",
+                            "jobs": [
+                                {"name": "work_{i}", "command": "echo {i}", "parameters": {"i": "1:3"}},
+                                {
+                                    "name": "gather",
+                                    "command": "true",
+                                    "depends_on": ["work_{i}"],
+                                    "parameters": {"i": "1:3"},
+                                },
+                            ],
+                        }
+                    )
+                },
+            )
+        )
         broken = await call("get_execution_plan", {"spec_or_id": "name: x\njobs:\n  - {name: a}\n"})
         return stored, preview, broken
 
@@ -95,8 +115,11 @@ def test_the_execution_plan_of_a_workflow_and_of_a_spec_not_yet_created(daemon):
     assert stored["root_events"] == ["start"] and events["start"]["jobs_becoming_ready"] == ["prep"]
     (after_prep,) = events["start"]["unlocks_events"]
     assert sorted(events[after_prep]["jobs_becoming_ready"]) == ["big", "crash", "slow"]
-    (last,) = stored["leaf_events"] if len(stored["leaf_events"]) == 1 else [
-        e for e in stored["leaf_events"] if events[e]["jobs_becoming_ready"] == ["report"]]
+    (last,) = (
+        stored["leaf_events"]
+        if len(stored["leaf_events"]) == 1
+        else [e for e in stored["leaf_events"] if events[e]["jobs_becoming_ready"] == ["report"]]
+    )
     assert events[last]["trigger"] == {"JobsComplete": ["big", "crash"]}
     assert events[last]["depends_on_events"] == [after_prep]
     assert preview["source"] == "spec" and preview["total_jobs"] == 4 and preview["total_events"] == 2
@@ -112,20 +135,23 @@ def test_create_workflow_validates_saves_and_creates_naming_each_errors_line_and
     async def steps(session: ClientSession):
         async def create(**args):
             return await session.call_tool("create_workflow", {"workflow_type": "local", **args})
+
         checked = _structured(await create(spec_json=good, action="validate"))
         invalid = await create(spec_json=bad, action="create_workflow")
         written = _structured(await create(spec_json=good, action="save_spec_file", output_path=str(saved)))
         again = await create(spec_json=good, action="save_spec_file", output_path=str(saved))
         no_path = await create(spec_json=good, action="save_spec_file")
         other_user = await create(spec_json=good, action="validate", user="someone-else")
-        slurm = _structured(await session.call_tool("create_workflow", {
-            "spec_json": good, "action": "create_workflow", "workflow_type": "slurm"}))
+        slurm = _structured(
+            await session.call_tool(
+                "create_workflow", {"spec_json": good, "action": "create_workflow", "workflow_type": "slurm"}
+            )
+        )
         listed = daemon.call("workflows.list")
         created = _structured(await create(spec_json=good, action="create_workflow"))
         return checked, invalid, written, again, no_path, other_user, slurm, listed, created
 
-    checked, invalid, written, again, no_path, other_user, slurm, listed, created = anyio.run(
-        _session, daemon, steps)
+    checked, invalid, written, again, no_path, other_user, slurm, listed, created = anyio.run(_session, daemon, steps)
     assert checked["valid"] and checked["jobs"] == 1
     assert invalid.is_error
     text = invalid.content[0].text

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from torcd.core.resources import kernel_oom
 from torcctl.client import RpcError
-from torcd.spec.lint import lint_spec
+from torcd.core.resources import kernel_oom
 from torcd.protocol import WorkflowSummary
+from torcd.spec.lint import lint_spec
 from torcd.spec.parse import parse_spec
 
 MiB = 1 << 20
@@ -22,10 +22,19 @@ def hold(mib: int, seconds: float) -> str:
     return f"(head -c {mib}m /dev/zero; sleep {seconds}) | tail >/dev/null"
 
 
-@pytest.mark.parametrize("rc, peak, limit, oom", [
-    (137, 95 * MiB, 100 * MiB, True), (137, 90 * MiB, 100 * MiB, True), (137, 89 * MiB, 100 * MiB, False),
-    (137, 95 * MiB, None, False), (137, None, 100 * MiB, False), (1, 99 * MiB, 100 * MiB, False),
-    (143, 99 * MiB, 100 * MiB, False), (137, 200 * MiB, 100 * MiB, True)])
+@pytest.mark.parametrize(
+    "rc, peak, limit, oom",
+    [
+        (137, 95 * MiB, 100 * MiB, True),
+        (137, 90 * MiB, 100 * MiB, True),
+        (137, 89 * MiB, 100 * MiB, False),
+        (137, 95 * MiB, None, False),
+        (137, None, 100 * MiB, False),
+        (1, 99 * MiB, 100 * MiB, False),
+        (143, 99 * MiB, 100 * MiB, False),
+        (137, 200 * MiB, 100 * MiB, True),
+    ],
+)
 def test_a_sigkill_near_the_memory_limit_is_taken_for_the_oom_killer(rc, peak, limit, oom):
     assert kernel_oom(rc, peak, limit) is oom
 
@@ -93,8 +102,11 @@ jobs:
 
 def test_the_memory_budget_is_never_overcommitted(make_daemon, tmp_path):
     d = make_daemon(max_parallel_jobs=8).start("--memory", "250m")
-    jobs = "\n".join(f"  - {{name: j{i}, command: 'echo start $(date +%s.%N) >> {tmp_path}/t{i}; sleep 0.6; "
-                     f"echo end $(date +%s.%N) >> {tmp_path}/t{i}', resource_requirements: r}}" for i in range(6))
+    jobs = "\n".join(
+        f"  - {{name: j{i}, command: 'echo start $(date +%s.%N) >> {tmp_path}/t{i}; sleep 0.6; "
+        f"echo end $(date +%s.%N) >> {tmp_path}/t{i}', resource_requirements: r}}"
+        for i in range(6)
+    )
     wf = d.submit(f"name: budget\nresource_requirements:\n  - {{name: r, memory: 100m}}\njobs:\n{jobs}\n")
     assert d.wait(wf, timeout=60).counts == {"completed": 6}
     spans = []
@@ -109,16 +121,33 @@ def test_the_memory_budget_is_never_overcommitted(make_daemon, tmp_path):
 def test_a_job_needing_more_memory_than_the_budget_is_refused_at_submit(make_daemon):
     d = make_daemon().start("--memory", "1g")
     with pytest.raises(RpcError, match=r"job 'huge' needs 2.0 GiB of memory and this daemon's budget is 1.0 GiB"):
-        d.submit("name: x\nresource_requirements:\n  - {name: r, memory: 2g}\n"
-                 "jobs:\n  - {name: huge, command: 'true', resource_requirements: r}\n")
+        d.submit(
+            "name: x\nresource_requirements:\n  - {name: r, memory: 2g}\n"
+            "jobs:\n  - {name: huge, command: 'true', resource_requirements: r}\n"
+        )
     assert d.call("workflows.list", {}, list[WorkflowSummary]) == []
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("20q", "--memory: memory '20q' must be a number"), ("0", "out of range"), ("-1g", "must be a number")])
+@pytest.mark.parametrize(
+    "flag, message",
+    [("20q", "--memory: memory '20q' must be a number"), ("0", "out of range"), ("-1g", "must be a number")],
+)
 def test_a_bad_memory_budget_is_refused_with_a_clear_error(tmp_path, flag, message):
-    ran = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s"), "--state-dir",
-                          str(tmp_path / "st"), f"--memory={flag}"], capture_output=True, text=True, timeout=30)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torcd",
+            "--socket",
+            str(tmp_path / "s"),
+            "--state-dir",
+            str(tmp_path / "st"),
+            f"--memory={flag}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert ran.returncode == 2 and message in ran.stderr and "Traceback" not in ran.stderr
 
 
@@ -131,11 +160,29 @@ jobs:
   - {{name: big, command: "{hold(400, 30)}", resource_requirements: r}}
   - {{name: fits, command: "{hold(20, 1.5)}", resource_requirements: r}}
 """
-    wf = d.call("workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"},
-                WorkflowSummary).id
-    ran = subprocess.run([sys.executable, "-m", "torcctl", "worker", "--url", f"unix://{d.socket}", "--workflow-id",
-                          str(wf), "--cpus", "2", "--poll-interval", "0.1", "--idle-timeout", "1"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    wf = d.call("workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"}, WorkflowSummary).id
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torcctl",
+            "worker",
+            "--url",
+            f"unix://{d.socket}",
+            "--workflow-id",
+            str(wf),
+            "--cpus",
+            "2",
+            "--poll-interval",
+            "0.1",
+            "--idle-timeout",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert ran.returncode == 0, ran.stderr
     d.wait(wf, state="done")
     jobs = d.jobs(wf)
@@ -158,21 +205,29 @@ jobs:
 def test_torcs_resource_monitor_key_is_read_and_its_unkept_parts_are_warned_about(tmp_path):
     spec = parse_spec(MONITORED, "m.yaml")
     assert (spec.monitoring.all_jobs, spec.monitoring.interval) == (True, 5.0)
-    flat = parse_spec("name: f\nresource_monitor: {enabled: false, sample_interval_seconds: 2}\n"
-                      "jobs:\n  - {name: a, command: 'true'}\n", "f.yaml")
+    flat = parse_spec(
+        "name: f\nresource_monitor: {enabled: false, sample_interval_seconds: 2}\n"
+        "jobs:\n  - {name: a, command: 'true'}\n",
+        "f.yaml",
+    )
     assert (flat.monitoring.all_jobs, flat.monitoring.interval) == (False, 2.0)
     assert not parse_spec("name: n\njobs:\n  - {name: a, command: 'true'}\n", "n.yaml").monitoring.all_jobs
     findings = lint_spec(MONITORED, "m.yaml", str(tmp_path))
-    assert [(f.line, f.field) for f in findings] == [(4, "$.resource_monitor.jobs.granularity"),
-                                                    (5, "$.resource_monitor.compute_node")]
+    assert [(f.line, f.field) for f in findings] == [
+        (4, "$.resource_monitor.jobs.granularity"),
+        (5, "$.resource_monitor.compute_node"),
+    ]
 
 
-@pytest.mark.parametrize("monitor, field", [
-    ("{sample_interval_seconds: 0}", "$.resource_monitor.sample_interval_seconds"),
-    ("{granularity: hourly}", "$.resource_monitor.granularity"),
-    ("{jobs: {enabled: maybe}}", "$.resource_monitor.jobs.enabled"),
-    ("{every: 5}", "$.resource_monitor"),
-])
+@pytest.mark.parametrize(
+    "monitor, field",
+    [
+        ("{sample_interval_seconds: 0}", "$.resource_monitor.sample_interval_seconds"),
+        ("{granularity: hourly}", "$.resource_monitor.granularity"),
+        ("{jobs: {enabled: maybe}}", "$.resource_monitor.jobs.enabled"),
+        ("{every: 5}", "$.resource_monitor"),
+    ],
+)
 def test_a_bad_resource_monitor_is_refused_with_its_field(monitor, field):
     from torcd.errors import SpecError
 

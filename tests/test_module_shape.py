@@ -29,7 +29,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
@@ -55,7 +57,7 @@ def test_no_import_circles():
         state[node] = 1
         for nxt in sorted(graph_[node]):
             if state.get(nxt) == 1:
-                circles.append(stack[stack.index(nxt):] + [nxt])
+                circles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2
@@ -94,8 +96,11 @@ def test_no_function_over_80_lines():
 def test_core_imports_nothing_above_it():
     """`torcd.core` is the pure decisions: it may use the errors and the event types, nothing that does I/O."""
     allowed = ("torcd.core", "torcd.errors", "torcd.events")
-    upward = {name: sorted(t for t in deps if not t.startswith(allowed))
-              for name, deps in graph().items() if name.startswith("torcd.core")}
+    upward = {
+        name: sorted(t for t in deps if not t.startswith(allowed))
+        for name, deps in graph().items()
+        if name.startswith("torcd.core")
+    }
     assert not {k: v for k, v in upward.items() if v}, upward
 
 
@@ -112,5 +117,6 @@ def test_families_are_folders_not_prefixes():
 
 def test_no_module_shadows_the_standard_library():
     import sys
+
     shadows = sorted(name for name in modules() if name.rpartition(".")[2] in sys.stdlib_module_names)
     assert not shadows, shadows

@@ -13,8 +13,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import Daemon
 
 SPEC = "name: secret\njobs:\n  - name: a\n    command: echo TOPSECRET-7f3a\n"
@@ -43,8 +41,10 @@ def fake_daemon(user, sock_path: str, received: str) -> int:
                 data = b""
                 try:
                     data = conn.recv(1 << 20)
-                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 61\r\n\r\n'
-                                 b'{"jsonrpc":"2.0","id":1,"result":{"id":99,"name":"fake..."}}')
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 61\r\n\r\n"
+                        b'{"jsonrpc":"2.0","id":1,"result":{"id":99,"name":"fake..."}}'
+                    )
                 except OSError:
                     pass
                 with open(received, "ab") as f:
@@ -62,8 +62,14 @@ def fake_daemon(user, sock_path: str, received: str) -> int:
 
 
 def torcctl(*args: str, cwd: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torcctl", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "torcctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_client_sends_nothing_to_a_socket_in_a_directory_another_user_made(other_user, shared_tmp, tmp_path):
@@ -114,8 +120,12 @@ def test_daemon_refuses_socket_and_state_dirs_another_user_made(other_user, shar
         os.chown(planted, other_user.pw_uid, other_user.pw_gid)
         sock = os.path.join(planted, "torcd.sock") if what == "socket" else os.path.join(shared_tmp, "run", "s.sock")
         state = planted if what == "state" else os.path.join(shared_tmp, "state-ok")
-        r = subprocess.run([sys.executable, "-m", "torcd", "--socket", sock, "--state-dir", state],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-m", "torcd", "--socket", sock, "--state-dir", state],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 1, r
         assert other_user.pw_name in r.stderr and planted in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
@@ -126,8 +136,12 @@ def test_daemon_refuses_a_state_dir_others_can_write(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     os.chmod(state, 0o777)
-    r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "run" / "s.sock"),
-                        "--state-dir", str(state)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "torcd", "--socket", str(tmp_path / "run" / "s.sock"), "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1 and "can be written by other users (mode 0777)" in r.stderr, r.stderr
     assert os.listdir(state) == []
 
@@ -156,8 +170,7 @@ def test_state_files_are_private_and_a_chosen_socket_directory_keeps_its_mode(tm
 def test_a_daemon_started_by_the_client_logs_privately_and_a_socket_directory_it_made_is_0700(tmp_path):
     (tmp_path / "spec.yaml").write_text("name: w\njobs:\n  - name: a\n    command: 'true'\n")
     sock = tmp_path / "fresh" / "torcd.sock"
-    r = torcctl("--socket", str(sock), "--state-dir", str(tmp_path / "st"), "run", "-q", "spec.yaml",
-                cwd=str(tmp_path))
+    r = torcctl("--socket", str(sock), "--state-dir", str(tmp_path / "st"), "run", "-q", "spec.yaml", cwd=str(tmp_path))
     assert r.returncode == 0, r
     assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(tmp_path / "st" / "torcd.log").st_mode) == 0o600

@@ -6,34 +6,40 @@ from torcd.core.params import ParameterError, combinations, fill, parse_values, 
 from torcd.spec.parse import parse_spec
 
 
-@pytest.mark.parametrize("spec,values", [
-    ("1:5", [1, 2, 3, 4, 5]),
-    ("0:100:25", [0, 25, 50, 75, 100]),
-    ("3:3", [3]),
-    ("-2:2:2", [-2, 0, 2]),
-    ("[16,32]", [16, 32]),
-    ("['a','b']", ["a", "b"]),
-    ("[0.1, 0.5]", [0.1, 0.5]),
-    ("[train, test, validation]", ["train", "test", "validation"]),  # Torc reads bare words
-    ("[1, 2.5, x, 'y z']", [1, 2.5, "x", "y z"]),
-    (7, [7]),
-    ([1, "x"], [1, "x"]),
-])
+@pytest.mark.parametrize(
+    "spec,values",
+    [
+        ("1:5", [1, 2, 3, 4, 5]),
+        ("0:100:25", [0, 25, 50, 75, 100]),
+        ("3:3", [3]),
+        ("-2:2:2", [-2, 0, 2]),
+        ("[16,32]", [16, 32]),
+        ("['a','b']", ["a", "b"]),
+        ("[0.1, 0.5]", [0.1, 0.5]),
+        ("[train, test, validation]", ["train", "test", "validation"]),  # Torc reads bare words
+        ("[1, 2.5, x, 'y z']", [1, 2.5, "x", "y z"]),
+        (7, [7]),
+        ([1, "x"], [1, "x"]),
+    ],
+)
 def test_parse_values(spec, values):
     assert list(parse_values(spec)) == values
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("5:1", "ends before it starts"),
-    ("1:10:0", "positive step"),
-    ("1:x", "neither a range"),
-    ("[1,,2]", "cannot read list"),
-    ("[a, [b]]", "cannot read list"),
-    ("[]", "empty"),
-    ("[[1]]", "not a number or a string"),
-    (True, "expected a range or list"),
-    ("__import__('os')", "neither a range"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("5:1", "ends before it starts"),
+        ("1:10:0", "positive step"),
+        ("1:x", "neither a range"),
+        ("[1,,2]", "cannot read list"),
+        ("[a, [b]]", "cannot read list"),
+        ("[]", "empty"),
+        ("[[1]]", "not a number or a string"),
+        (True, "expected a range or list"),
+        ("__import__('os')", "neither a range"),
+    ],
+)
 def test_bad_values(spec, message):
     with pytest.raises(ParameterError, match=message):
         parse_values(spec)
@@ -47,7 +53,11 @@ def test_fill_formats_known_names_and_leaves_other_braces():
 
 def test_cartesian_product_order():
     assert list(combinations({"a": [1, 2], "b": ["x", "y"]})) == [
-        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
 
 
 SWEEP = """

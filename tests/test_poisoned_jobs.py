@@ -42,9 +42,13 @@ def gated_workflow(d, name: str, jobs: list[str], handler: bool = False) -> tupl
     return wf, {n: j.id for n, j in d.jobs(wf).items()}
 
 
-def make_ready(d, job_ids: list[int], set_job: dict[str, object] | None = None,
-               set_workflow: tuple[int, dict[str, object]] | None = None,
-               handler_rules: tuple[int, str] | None = None) -> None:
+def make_ready(
+    d,
+    job_ids: list[int],
+    set_job: dict[str, object] | None = None,
+    set_workflow: tuple[int, dict[str, object]] | None = None,
+    handler_rules: tuple[int, str] | None = None,
+) -> None:
     """With the daemon stopped: put jobs back to `ready` (and their workflow to active),
     overwriting the given columns."""
     db = sqlite3.connect(os.path.join(d.state_dir, "torcd.store.db"))
@@ -53,8 +57,9 @@ def make_ready(d, job_ids: list[int], set_job: dict[str, object] | None = None,
             db.execute("UPDATE jobs SET status = 2, pending_deps = 0, reason = NULL WHERE id = ?", (jid,))
             for column, value in (set_job or {}).items():
                 db.execute(f"UPDATE jobs SET {column} = ? WHERE id = ?", (value, jid))
-            db.execute("UPDATE workflows SET state = 'active' WHERE id = (SELECT workflow_id FROM jobs "
-                       "WHERE id = ?)", (jid,))
+            db.execute(
+                "UPDATE workflows SET state = 'active' WHERE id = (SELECT workflow_id FROM jobs WHERE id = ?)", (jid,)
+            )
         if set_workflow:
             wf, columns = set_workflow
             for column, value in columns.items():
@@ -115,14 +120,34 @@ def test_each_poisoned_job_fails_alone_and_the_daemon_keeps_running(daemon, tmp_
 
 def test_a_worker_fails_a_poisoned_job_and_runs_the_next(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0")
-    spec = GATED.format(name="w", jobs='  - {name: poisoned, command: "exit 3", depends_on: [gate]}\n'
-                                       '  - {name: fine, command: "echo ran > fine.txt", depends_on: [gate]}\n')
+    spec = GATED.format(
+        name="w",
+        jobs='  - {name: poisoned, command: "exit 3", depends_on: [gate]}\n'
+        '  - {name: fine, command: "echo ran > fine.txt", depends_on: [gate]}\n',
+    )
     path = tmp_path / "w.yaml"
     path.write_text(spec)
-    wf = d.call("workflows.create", {"spec_text": spec, "spec_path": str(path), "cwd": str(tmp_path),
-                                     "executor": "slurm"}, WorkflowSummary).id
-    worker = [sys.executable, "-m", "torcctl", "worker", "--url", f"unix://{d.socket}", "--workflow-id",
-              str(wf), "--cpus", "2", "--poll-interval", "0.1", "--idle-timeout", "1"]
+    wf = d.call(
+        "workflows.create",
+        {"spec_text": spec, "spec_path": str(path), "cwd": str(tmp_path), "executor": "slurm"},
+        WorkflowSummary,
+    ).id
+    worker = [
+        sys.executable,
+        "-m",
+        "torcctl",
+        "worker",
+        "--url",
+        f"unix://{d.socket}",
+        "--workflow-id",
+        str(wf),
+        "--cpus",
+        "2",
+        "--poll-interval",
+        "0.1",
+        "--idle-timeout",
+        "1",
+    ]
     subprocess.run(worker, check=True, capture_output=True, timeout=60, cwd=tmp_path)  # the gate fails
     d.wait(wf, state="done")
     ids = {n: j.id for n, j in d.jobs(wf).items()}

@@ -4,12 +4,11 @@ failure no rule covers (it ran out of memory) parks as pending_failed, and `reco
 
 from __future__ import annotations
 
-
 import anyio
 import pytest
 from mcp.client.session import ClientSession
-
 from test_mcp import _session, _structured
+
 from torcd.core.limits import FailedAttempt, describe, plan
 from torcd.events import JobClassified, JobResourcesChanged
 
@@ -17,25 +16,40 @@ MiB = 1 << 20
 
 
 def parked(rc=1, cause=None, wall=10.0, peak=None, memory=None, runtime=None) -> dict:
-    return dict(job_id=1, name="j", return_code=rc, cause=cause, wall_seconds=wall, peak_memory=peak, memory=memory,
-                runtime=runtime)
+    return dict(
+        job_id=1,
+        name="j",
+        return_code=rc,
+        cause=cause,
+        wall_seconds=wall,
+        peak_memory=peak,
+        memory=memory,
+        runtime=runtime,
+    )
 
 
-@pytest.mark.parametrize("attempt, retry_unknown, diagnosis, retry, memory, runtime", [
-    (parked(137, "oom", peak=120 * MiB, memory=100 * MiB), False, "oom", True, (100 * MiB, 240 * MiB), None),
-    (parked(137, memory=100 * MiB), False, "oom", True, (100 * MiB, 200 * MiB), None),  # found by the heuristic
-    (parked(143, "timeout", runtime=60), False, "timeout", True, None, (60, 90.0)),
-    (parked(1, wall=95, runtime=100), False, "timeout", True, None, (100, 150.0)),
-    (parked(152), False, "timeout", True, None, None),  # Slurm's limit, none of its own: as it was
-    (parked(3), False, "unknown", False, None, None),  # no resource cause: the handler's person decides
-    (parked(3), True, "unknown", True, None, None),  # unless told to retry those too
-    (parked(1, "missing_output"), False, "unknown", False, None, None),
-])
-def test_a_pending_failed_job_is_planned_as_a_failed_one_is(attempt, retry_unknown, diagnosis, retry, memory,
-                                                             runtime):
+@pytest.mark.parametrize(
+    "attempt, retry_unknown, diagnosis, retry, memory, runtime",
+    [
+        (parked(137, "oom", peak=120 * MiB, memory=100 * MiB), False, "oom", True, (100 * MiB, 240 * MiB), None),
+        (parked(137, memory=100 * MiB), False, "oom", True, (100 * MiB, 200 * MiB), None),  # found by the heuristic
+        (parked(143, "timeout", runtime=60), False, "timeout", True, None, (60, 90.0)),
+        (parked(1, wall=95, runtime=100), False, "timeout", True, None, (100, 150.0)),
+        (parked(152), False, "timeout", True, None, None),  # Slurm's limit, none of its own: as it was
+        (parked(3), False, "unknown", False, None, None),  # no resource cause: the handler's person decides
+        (parked(3), True, "unknown", True, None, None),  # unless told to retry those too
+        (parked(1, "missing_output"), False, "unknown", False, None, None),
+    ],
+)
+def test_a_pending_failed_job_is_planned_as_a_failed_one_is(attempt, retry_unknown, diagnosis, retry, memory, runtime):
     (adj,) = plan([FailedAttempt(**attempt, status="pending_failed")], 2.0, 1.5, retry_unknown)
-    assert (adj.diagnosis, adj.retry, adj.memory, adj.runtime, adj.status) == \
-        (diagnosis, retry, memory, runtime, "pending_failed")
+    assert (adj.diagnosis, adj.retry, adj.memory, adj.runtime, adj.status) == (
+        diagnosis,
+        retry,
+        memory,
+        runtime,
+        "pending_failed",
+    )
     line = describe(adj)
     assert "(job 1, pending_failed)" in line and line.endswith("leave pending_failed") != retry
 
@@ -137,18 +151,29 @@ def test_recover_workflow_tool_plans_then_recovers_a_pending_failed_job(daemon):
     before, events = daemon.jobs(wf), daemon.events(wf)
 
     async def steps(session: ClientSession):
-        dry = _structured(await session.call_tool("recover_workflow", {
-            "workflow_id": wf, "reason": "handler has no rule for oom", "memory_multiplier": 4}))
+        dry = _structured(
+            await session.call_tool(
+                "recover_workflow", {"workflow_id": wf, "reason": "handler has no rule for oom", "memory_multiplier": 4}
+            )
+        )
         unchanged = (daemon.jobs(wf), daemon.events(wf))
-        done = _structured(await session.call_tool("recover_workflow", {
-            "workflow_id": wf, "reason": "handler has no rule for oom", "dry_run": False, "memory_multiplier": 4}))
+        done = _structured(
+            await session.call_tool(
+                "recover_workflow",
+                {"workflow_id": wf, "reason": "handler has no rule for oom", "dry_run": False, "memory_multiplier": 4},
+            )
+        )
         return dry, unchanged, done
 
     dry, unchanged, done = anyio.run(_session, daemon, steps)
     (planned,) = dry["adjustments"]
     assert dry["dry_run"] and dry["reset"] == 0 and unchanged == (before, events)
-    assert (planned["name"], planned["status"], planned["diagnosis"], planned["retry"]) == \
-        ("big", "pending_failed", "oom", True)
+    assert (planned["name"], planned["status"], planned["diagnosis"], planned["retry"]) == (
+        "big",
+        "pending_failed",
+        "oom",
+        True,
+    )
     assert done["reset"] == 2
     assert daemon.wait(wf, timeout=60).counts == {"completed": 2}
     (classified,) = [e for e in daemon.events(wf) if isinstance(e, JobClassified)]

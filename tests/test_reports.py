@@ -49,8 +49,10 @@ def test_reports_summary_groups_failures_by_cause(daemon):
 def test_reports_results_and_results_list_print_what_results_does(daemon):
     wf = daemon.submit(SPEC)
     daemon.wait(wf)
-    outputs = [daemon.ctl(*words, str(wf), "--failed", "--json")
-               for words in (("results",), ("results", "list"), ("reports", "results"))]
+    outputs = [
+        daemon.ctl(*words, str(wf), "--failed", "--json")
+        for words in (("results",), ("results", "list"), ("reports", "results"))
+    ]
     assert all(code == 0 for code, _, _ in outputs), outputs
     assert outputs[0][1] == outputs[1][1] == outputs[2][1]
     assert sorted(a["job_name"] for a in json.loads(outputs[0][1])) == ["big", "broken"]

@@ -15,9 +15,20 @@ from torcd.protocol import WorkflowSummary
 from torcd.spec.parse import parse_spec
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("20g", 20 << 30), ("20G", 20 << 30), ("512m", 512 << 20), ("1.5g", 3 << 29), ("100k", 100 << 10),
-    ("2t", 2 << 40), ("1024", 1024), ("8gb", 8 << 30), (" 4M ", 4 << 20)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("20g", 20 << 30),
+        ("20G", 20 << 30),
+        ("512m", 512 << 20),
+        ("1.5g", 3 << 29),
+        ("100k", 100 << 10),
+        ("2t", 2 << 40),
+        ("1024", 1024),
+        ("8gb", 8 << 30),
+        (" 4M ", 4 << 20),
+    ],
+)
 def test_memory(text, expected):
     assert parse_memory(text) == expected
 
@@ -28,9 +39,21 @@ def test_memory_refused(text):
         parse_memory(text)
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("PT1H", 3600), ("PT90S", 90), ("P0DT1M", 60), ("P1DT2H", 93600), ("PT1.5H", 5400), ("P1W", 604800),
-    ("pt30m", 1800), ("PT0,5S", 0.5), ("P2D", 172800), ("PT1H30M15S", 5415)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("PT1H", 3600),
+        ("PT90S", 90),
+        ("P0DT1M", 60),
+        ("P1DT2H", 93600),
+        ("PT1.5H", 5400),
+        ("P1W", 604800),
+        ("pt30m", 1800),
+        ("PT0,5S", 0.5),
+        ("P2D", 172800),
+        ("PT1H30M15S", 5415),
+    ],
+)
 def test_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -64,17 +87,28 @@ def test_jobs_take_their_requirements():
     assert (jobs["c"].num_cpus, jobs["c"].memory_bytes) == (1, None)  # the default: 1 CPU, no limits
 
 
-@pytest.mark.parametrize("change, line, field, message", [
-    (("memory: 1.5g", "memory: 20q"), 5, "$.resource_requirements[0].memory", "must be a number"),
-    (("runtime: PT90S", "runtime: 1h"), 6, "$.resource_requirements[0].runtime", "ISO-8601"),
-    (("num_cpus: 2", "num_cpus: -2"), 4, "$.resource_requirements[0].num_cpus", ">= 1"),
-    (("num_gpus: 1", "num_gpus: -1"), 8, "$.resource_requirements[1].num_gpus", ">= 0"),
-    (("resource_requirements: small}", "resource_requirements: big}"), 10, "$.jobs[0].resource_requirements",
-     "unknown resource requirement 'big'"),
-    (("resource_requirements: small}", "resource_requirements: small, num_cpus: 2}"), 10, "$.jobs[0].num_cpus",
-     "either `num_cpus` or `resource_requirements`"),
-    (("  - name: gpu", "  - name: small"), 7, "$.resource_requirements[1].name", "duplicate"),
-])
+@pytest.mark.parametrize(
+    "change, line, field, message",
+    [
+        (("memory: 1.5g", "memory: 20q"), 5, "$.resource_requirements[0].memory", "must be a number"),
+        (("runtime: PT90S", "runtime: 1h"), 6, "$.resource_requirements[0].runtime", "ISO-8601"),
+        (("num_cpus: 2", "num_cpus: -2"), 4, "$.resource_requirements[0].num_cpus", ">= 1"),
+        (("num_gpus: 1", "num_gpus: -1"), 8, "$.resource_requirements[1].num_gpus", ">= 0"),
+        (
+            ("resource_requirements: small}", "resource_requirements: big}"),
+            10,
+            "$.jobs[0].resource_requirements",
+            "unknown resource requirement 'big'",
+        ),
+        (
+            ("resource_requirements: small}", "resource_requirements: small, num_cpus: 2}"),
+            10,
+            "$.jobs[0].num_cpus",
+            "either `num_cpus` or `resource_requirements`",
+        ),
+        (("  - name: gpu", "  - name: small"), 7, "$.resource_requirements[1].name", "duplicate"),
+    ],
+)
 def test_bad_requirements_name_line_and_field(change, line, field, message):
     with pytest.raises(SpecError) as e:
         parse_spec(SPEC.replace(*change), "r.yaml")
@@ -113,8 +147,10 @@ def test_a_job_past_its_runtime_is_stopped_and_recorded_as_a_timeout(daemon):
 
 
 def test_a_job_adopted_after_a_crash_keeps_its_deadline(daemon):
-    wf = daemon.submit("name: t\nresource_requirements:\n  - {name: r, runtime: PT3S}\n"
-                       "jobs:\n  - {name: long, command: sleep 30, resource_requirements: r}\n")
+    wf = daemon.submit(
+        "name: t\nresource_requirements:\n  - {name: r, runtime: PT3S}\n"
+        "jobs:\n  - {name: long, command: sleep 30, resource_requirements: r}\n"
+    )
     daemon.wait_for(lambda: daemon.jobs(wf)["long"].status == "running", what="the job to run")
     daemon.kill9()
     daemon.restart()
@@ -125,14 +161,34 @@ def test_a_job_adopted_after_a_crash_keeps_its_deadline(daemon):
 
 def test_a_worker_stops_a_job_past_its_runtime_and_reports_the_cause(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0")
-    spec = "name: w\nresource_requirements:\n  - {name: r, runtime: PT2S}\njobs:\n" \
-           "  - {name: slow, command: sleep 20, resource_requirements: r}\n"
-    wf = d.call("workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"},
-                WorkflowSummary).id
+    spec = (
+        "name: w\nresource_requirements:\n  - {name: r, runtime: PT2S}\njobs:\n"
+        "  - {name: slow, command: sleep 20, resource_requirements: r}\n"
+    )
+    wf = d.call("workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"}, WorkflowSummary).id
     t0 = time.monotonic()
-    ran = subprocess.run([sys.executable, "-m", "torcctl", "worker", "--url", f"unix://{d.socket}", "--workflow-id",
-                          str(wf), "--cpus", "1", "--poll-interval", "0.1", "--idle-timeout", "1"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torcctl",
+            "worker",
+            "--url",
+            f"unix://{d.socket}",
+            "--workflow-id",
+            str(wf),
+            "--cpus",
+            "1",
+            "--poll-interval",
+            "0.1",
+            "--idle-timeout",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert ran.returncode == 0, ran.stderr
     assert time.monotonic() - t0 < 15
     d.wait(wf, state="done")

@@ -20,27 +20,73 @@ CASES = [
     ("workflows.set_auto_schedule", {"workflow_id": 1, "threshold": TOO_BIG}, "threshold"),
     ("workers.poll", {"worker_id": TOO_BIG}, "worker_id"),
     ("workers.poll", {"worker_id": 1, "free_cpus": TOO_BIG}, "free_cpus"),
-    ("workers.poll", {"worker_id": 1, "started": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "pid": TOO_BIG}]},
-     "pid"),
-    ("workers.poll", {"worker_id": 1, "recoveries": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "ok": True,
-                                                     "return_code": TOO_BIG, "message": ""}]}, "return_code"),
-    ("workers.poll", {"worker_id": 1, "exits": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0,
-                                                 "end_time": 1.0, "peak_memory": -1}]}, "peak_memory"),
-    ("workers.poll", {"worker_id": 1, "exits": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0,
-                                                 "end_time": 1.0, "peak_memory": TOO_BIG}]}, "peak_memory"),
-    ("workers.poll", {"worker_id": 1, "exits": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0,
-                                                 "end_time": 1.0, "cpu_seconds": 1e13}]}, "cpu_seconds"),
-    ("workers.poll", {"worker_id": 1, "exits": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0,
-                                                 "end_time": 1.0, "cause": "bored"}]}, "cause"),
+    ("workers.poll", {"worker_id": 1, "started": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "pid": TOO_BIG}]}, "pid"),
+    (
+        "workers.poll",
+        {
+            "worker_id": 1,
+            "recoveries": [
+                {"job_id": 1, "run_id": 1, "attempt_id": 1, "ok": True, "return_code": TOO_BIG, "message": ""}
+            ],
+        },
+        "return_code",
+    ),
+    (
+        "workers.poll",
+        {
+            "worker_id": 1,
+            "exits": [
+                {"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0, "end_time": 1.0, "peak_memory": -1}
+            ],
+        },
+        "peak_memory",
+    ),
+    (
+        "workers.poll",
+        {
+            "worker_id": 1,
+            "exits": [
+                {"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0, "end_time": 1.0, "peak_memory": TOO_BIG}
+            ],
+        },
+        "peak_memory",
+    ),
+    (
+        "workers.poll",
+        {
+            "worker_id": 1,
+            "exits": [
+                {"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0, "end_time": 1.0, "cpu_seconds": 1e13}
+            ],
+        },
+        "cpu_seconds",
+    ),
+    (
+        "workers.poll",
+        {
+            "worker_id": 1,
+            "exits": [{"job_id": 1, "run_id": 1, "attempt_id": 1, "return_code": 0, "end_time": 1.0, "cause": "bored"}],
+        },
+        "cause",
+    ),
     ("workflows.recover", {"workflow_id": 1, "memory_multiplier": 0.5}, "memory_multiplier"),
     ("workflows.recover", {"workflow_id": 1, "runtime_multiplier": 1e4}, "runtime_multiplier"),
-    ("workflows.create", {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n",
-                          "account": "acct\n#SBATCH --wrap=id"}, "account"),
-    ("workflows.create", {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "account": "acct\n"},
-     "account"),
+    (
+        "workflows.create",
+        {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "account": "acct\n#SBATCH --wrap=id"},
+        "account",
+    ),
+    (
+        "workflows.create",
+        {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "account": "acct\n"},
+        "account",
+    ),
     ("workflows.create", {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "cwd": "/tmp\x00x"}, "cwd"),
-    ("workflows.create", {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n",
-                          "spec_path": "x\x1b[2Jy.yaml"}, "spec_path"),
+    (
+        "workflows.create",
+        {"spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "spec_path": "x\x1b[2Jy.yaml"},
+        "spec_path",
+    ),
 ]
 
 

@@ -4,10 +4,19 @@ action_started and an action_finished event; a failing command stops its action,
 from __future__ import annotations
 
 import pytest
+from inproc import (
+    FakeSlurm,
+    eventually,
+    make_actions,
+    make_allocations,
+    record_exit,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    start_ready,
+    statuses,
+    submit,
+)
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import (FakeSlurm, eventually, make_actions, make_allocations, record_exit, running,
-                    start_ready, statuses, submit)
 from torcd import events as E
 
 
@@ -25,12 +34,20 @@ async def finished(rig, n: int = 1) -> list:
     return rig.of(E.ActionFinished)
 
 
-@pytest.mark.parametrize("commands,status,rc,message,made", [
-    (["echo one > one.txt", "echo two > two.txt"], "done", 0, "ran 2 commands", {"one.txt", "two.txt"}),
-    (["echo one > one.txt", "exit 3", "echo three > three.txt"], "failed", 3,
-     "command 2 of 3 failed: command exited 3", {"one.txt"}),  # stops at the first that fails
-    (["kill -9 $$"], "failed", 137, "command 1 of 1 failed: command killed by signal 9", set()),
-])
+@pytest.mark.parametrize(
+    "commands,status,rc,message,made",
+    [
+        (["echo one > one.txt", "echo two > two.txt"], "done", 0, "ran 2 commands", {"one.txt", "two.txt"}),
+        (
+            ["echo one > one.txt", "exit 3", "echo three > three.txt"],
+            "failed",
+            3,
+            "command 2 of 3 failed: command exited 3",
+            {"one.txt"},
+        ),  # stops at the first that fails
+        (["kill -9 $$"], "failed", 137, "command 1 of 1 failed: command killed by signal 9", set()),
+    ],
+)
 async def test_commands_run_in_turn_in_the_workflows_directory(rig, commands, status, rc, message, made):
     runner = await make_actions(rig)
     async with running(runner):
@@ -72,8 +89,12 @@ async def test_stopping_a_workflows_action_ends_its_command_with_the_reason(rig)
 async def test_the_completion_action_runs_when_the_last_job_ends(rig):
     runner = await make_actions(rig)
     async with running(runner):
-        wf = await submit(rig, with_action(
-            "{trigger_type: on_workflow_complete, action_type: run_commands, commands: ['touch complete.txt']}"))
+        wf = await submit(
+            rig,
+            with_action(
+                "{trigger_type: on_workflow_complete, action_type: run_commands, commands: ['touch complete.txt']}"
+            ),
+        )
         assert await rig.actions.due_actions([wf]) == []  # not while its job has not ended
         await record_exit(rig, (await start_ready(rig))["a"], 0)
         (done,) = await finished(rig)
@@ -84,8 +105,11 @@ async def test_the_completion_action_runs_when_the_last_job_ends(rig):
 async def test_schedule_nodes_submits_allocations_for_its_scheduler(rig):
     slurm = FakeSlurm()
     runner = await make_actions(rig, make_allocations(rig, slurm))
-    spec = with_action("{trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler_type: slurm, scheduler: s, "
-                       "num_allocations: 2}", head="slurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n")
+    spec = with_action(
+        "{trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler_type: slurm, scheduler: s, "
+        "num_allocations: 2}",
+        head="slurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n",
+    )
     async with running(runner):
         wf = await submit(rig, spec, "slurm")
         (done,) = await finished(rig)
@@ -96,8 +120,10 @@ async def test_schedule_nodes_submits_allocations_for_its_scheduler(rig):
 async def test_schedule_nodes_on_a_local_workflow_fails_and_submits_nothing(rig):
     slurm = FakeSlurm()
     runner = await make_actions(rig, make_allocations(rig, slurm))
-    spec = with_action("{trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler_type: slurm, scheduler: s}",
-                       head="slurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n")
+    spec = with_action(
+        "{trigger_type: on_workflow_start, action_type: schedule_nodes, scheduler_type: slurm, scheduler: s}",
+        head="slurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n",
+    )
     async with running(runner):
         await submit(rig, spec)
         (done,) = await finished(rig)

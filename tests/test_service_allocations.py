@@ -8,9 +8,15 @@ import stat
 import time
 
 import pytest
+from inproc import (
+    FakeSlurm,
+    make_allocations,
+    make_workers,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    submit,
+    worker_with_jobs,
+)
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import FakeSlurm, make_allocations, make_workers, submit, worker_with_jobs
 from torcd import events as E
 from torcd.core.slurm_plan import NodeShape
 from torcd.errors import InvalidParams
@@ -19,15 +25,16 @@ from torcd.slurm import SlurmError
 
 
 def slurm_spec(jobs: int = 3, node: str = ", node_cpus: 4") -> str:
-    return (f"name: w\nslurm_schedulers:\n  - {{name: s, account: acct{node}}}\njobs:\n"
-            + "".join(f"  - {{name: j{i}, command: 'true'}}\n" for i in range(jobs)))
+    return f"name: w\nslurm_schedulers:\n  - {{name: s, account: acct{node}}}\njobs:\n" + "".join(
+        f"  - {{name: j{i}, command: 'true'}}\n" for i in range(jobs)
+    )
 
 
 async def test_an_allocation_is_submitted_with_its_own_credential(rig):
     slurm = FakeSlurm()
     wf = await submit(rig, slurm_spec(), "slurm")
     (aid,) = await make_allocations(rig, slurm).submit(wf, "by hand")
-    (script, cwd), = slurm.submitted
+    ((script, cwd),) = slurm.submitted
     assert cwd == str(rig.tmp) and "--account=acct" in script and f"--workflow-id {wf}" in script.replace("=", " ")
     (alloc,) = await rig.slurm.allocations(wf)
     assert (alloc.id, alloc.state, alloc.slurm_job_id, alloc.reason) == (aid, "pending", "1001", "by hand")
@@ -42,6 +49,7 @@ async def test_a_failed_sbatch_leaves_a_failed_allocation_with_the_reason(rig):
 
     async def refuse(script, cwd):
         raise SlurmError("sbatch failed (exit 1): invalid account")
+
     slurm.sbatch = refuse
     wf = await submit(rig, slurm_spec(), "slurm")
     await make_allocations(rig, slurm).submit(wf, "by hand")
@@ -57,11 +65,14 @@ async def test_without_a_tcp_door_nothing_is_submitted(rig):
     assert slurm.submitted == [] and await rig.slurm.allocations(wf) == []
 
 
-@pytest.mark.parametrize("jobs,node_cpus,count", [
-    (3, 4, 1),  # three one-CPU jobs fit one four-CPU node
-    (9, 4, 3),
-    (40, 4, 4),  # capped at max_allocations
-])
+@pytest.mark.parametrize(
+    "jobs,node_cpus,count",
+    [
+        (3, 4, 1),  # three one-CPU jobs fit one four-CPU node
+        (9, 4, 3),
+        (40, 4, 4),  # capped at max_allocations
+    ],
+)
 async def test_as_many_allocations_as_the_ready_jobs_need(rig, jobs, node_cpus, count):
     slurm = FakeSlurm()
     wf = await submit(rig, slurm_spec(jobs, f", node_cpus: {node_cpus}"), "slurm")
@@ -81,13 +92,16 @@ async def test_the_node_shape_is_asked_of_sinfo_until_it_answers_then_kept(rig):
     assert slurm.sinfo_calls == 2
 
 
-@pytest.mark.parametrize("seen,state", [
-    ("PENDING", "pending"),
-    ("RUNNING", "running"),
-    ("COMPLETING", "running"),
-    ("TIMEOUT", "done"),
-    (None, "done"),  # left the queue
-])
+@pytest.mark.parametrize(
+    "seen,state",
+    [
+        ("PENDING", "pending"),
+        ("RUNNING", "running"),
+        ("COMPLETING", "running"),
+        ("TIMEOUT", "done"),
+        (None, "done"),  # left the queue
+    ],
+)
 async def test_check_follows_each_allocation_through_the_queue(rig, seen, state):
     slurm = FakeSlurm()
     wf = await submit(rig, slurm_spec(), "slurm")
@@ -134,12 +148,15 @@ async def test_a_silent_worker_is_lost_and_its_jobs_exit_137(rig):
     assert att.return_code == WORKER_LOST_RC and att.message.startswith(f"worker {wid} lost: no heartbeat")
 
 
-@pytest.mark.parametrize("verdict,cause,why", [
-    ("TIMEOUT", "timeout", "Slurm ended its allocation at the time limit (TIMEOUT)"),
-    ("OUT_OF_MEMORY", "oom", "Slurm ended its allocation out of memory (OUT_OF_MEMORY)"),
-    ("NODE_FAIL", None, "its node failed (NODE_FAIL)"),
-    (None, None, "its allocation left the Slurm queue (GONE)"),
-])
+@pytest.mark.parametrize(
+    "verdict,cause,why",
+    [
+        ("TIMEOUT", "timeout", "Slurm ended its allocation at the time limit (TIMEOUT)"),
+        ("OUT_OF_MEMORY", "oom", "Slurm ended its allocation out of memory (OUT_OF_MEMORY)"),
+        ("NODE_FAIL", None, "its node failed (NODE_FAIL)"),
+        (None, None, "its allocation left the Slurm queue (GONE)"),
+    ],
+)
 async def test_a_worker_whose_allocation_ended_is_lost_with_slurms_verdict_as_cause(rig, verdict, cause, why):
     slurm = FakeSlurm()
     wf = await submit(rig, slurm_spec(1), "slurm")

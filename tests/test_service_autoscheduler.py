@@ -6,15 +6,27 @@ from __future__ import annotations
 
 import time
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import (FakeSlurm, eventually, make_allocations, make_autoscheduler, make_workers, record_exit,
-                    running, submit, worker_with_jobs)
+from inproc import (
+    FakeSlurm,
+    eventually,
+    make_allocations,
+    make_autoscheduler,
+    make_workers,
+    record_exit,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    submit,
+    worker_with_jobs,
+)
+
 from torcd import events as E
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.retry import Action, RetryDecision
 
-SPEC = ("name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\njobs:\n"
-        "  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n")
+SPEC = (
+    "name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\njobs:\n"
+    "  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n"
+)
 ON = AutoSchedulePolicy(enabled=True, threshold=5, cooldown=1800, stranded_timeout=7200)
 
 

@@ -6,9 +6,16 @@ from __future__ import annotations
 import time
 
 import pytest
+from inproc import (
+    eventually,
+    job_ids,
+    make_dispatcher,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    statuses,
+    submit,
+)
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import eventually, job_ids, make_dispatcher, running, statuses, submit
 from torcd import events as E
 from torcd.core.attempts import Start
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE
@@ -19,11 +26,14 @@ def one_job(command: str, **extra) -> str:
     return f"name: w\njobs:\n  - {{name: a, command: {command!r}{fields}}}\n"
 
 
-@pytest.mark.parametrize("command,status,rc", [
-    ("true", "completed", 0),
-    ("exit 3", "running", 3),  # exited; its failure handler has not spoken yet
-    ("kill -9 $$", "running", 137),
-])
+@pytest.mark.parametrize(
+    "command,status,rc",
+    [
+        ("true", "completed", 0),
+        ("exit 3", "running", 3),  # exited; its failure handler has not spoken yet
+        ("kill -9 $$", "running", 137),
+    ],
+)
 async def test_a_ready_job_is_started_and_its_exit_recorded(rig, command, status, rc):
     wf = await submit(rig, one_job(command))
     d = make_dispatcher(rig)
@@ -45,20 +55,23 @@ async def test_a_job_that_cannot_start_is_recorded_as_an_exit_with_the_reason(ri
 
 
 async def test_jobs_wider_than_the_free_cpus_wait_for_a_slot(rig):
-    spec = ("name: w\nresource_requirements:\n  - {name: two, num_cpus: 2}\njobs:\n"
-            + "".join(f"  - {{name: j{i}, command: 'sleep 0.05', resource_requirements: two}}\n" for i in range(3)))
+    spec = "name: w\nresource_requirements:\n  - {name: two, num_cpus: 2}\njobs:\n" + "".join(
+        f"  - {{name: j{i}, command: 'sleep 0.05', resource_requirements: two}}\n" for i in range(3)
+    )
     wf = await submit(rig, spec)
     d = make_dispatcher(rig, max_cpus=2)
     async with running(d):
         await eventually(lambda: len(rig.of(E.JobCompleted)) == 3, what="three completions")
-    spans = sorted([(a.start_time, a.end_time) for j in (await job_ids(rig, wf)).values()
-                    for a in await rig.queries.attempts(j)])
+    spans = sorted(
+        [(a.start_time, a.end_time) for j in (await job_ids(rig, wf)).values() for a in await rig.queries.attempts(j)]
+    )
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
 
 
 async def test_a_completion_releases_the_dependent_which_then_runs(rig):
-    wf = await submit(rig, "name: w\njobs:\n  - {name: a, command: 'true'}\n"
-                           "  - {name: b, command: 'true', depends_on: [a]}\n")
+    wf = await submit(
+        rig, "name: w\njobs:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true', depends_on: [a]}\n"
+    )
     d = make_dispatcher(rig)
     async with running(d):
         await eventually(lambda: len(rig.of(E.JobCompleted)) == 2, what="both completions")
@@ -77,14 +90,17 @@ async def test_stop_terminates_running_jobs_and_puts_claimed_ones_back_to_ready(
     assert sorted((await statuses(rig, wf)).values()) == ["ready", "terminated"]
 
 
-@pytest.mark.parametrize("logged,rc,message", [
-    ("5", 5, "ended while the daemon was down"),  # its shell recorded its status
-    (None, UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE),  # nothing recorded: as if SIGKILLed
-])
+@pytest.mark.parametrize(
+    "logged,rc,message",
+    [
+        ("5", 5, "ended while the daemon was down"),  # its shell recorded its status
+        (None, UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE),  # nothing recorded: as if SIGKILLed
+    ],
+)
 async def test_reconcile_records_a_job_that_ended_while_the_daemon_was_down(rig, logged, rc, message):
     await submit(rig, one_job("true"))
     (job,), _ = await rig.execution.dispatch([], [], 1, "host")
-    await rig.execution.dispatch([], [Start(job, 2 ** 22 + 1, time.time())], 0, "host")  # a pid that is no job's
+    await rig.execution.dispatch([], [Start(job, 2**22 + 1, time.time())], 0, "host")  # a pid that is no job's
     if logged is not None:
         (rig.tmp / "exits.log").write_text(f"{job.job_id} {job.run_id} {job.attempt_id} {logged}\n")
     d = make_dispatcher(rig)

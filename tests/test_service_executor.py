@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from inproc import eventually, make_executor
 from inproc import make_runnable as job
+
 from torcd.services.executor import UNKNOWN_EXIT
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import LAUNCH_FAILED
+
 
 class Exits(list):
     def one(self):
@@ -27,13 +28,16 @@ async def run_one(tmp_path, command: str, timeout: float = 5.0, executor_args=()
     return exits.one(), pid, ex
 
 
-@pytest.mark.parametrize("command,rc", [
-    ("true", 0),
-    ("exit 3", 3),
-    ("kill -TERM $$", 143),  # killed by signal S: 128 + S
-    ("kill -KILL $$", 137),
-    ("exec no-such-command-here", 127),
-])
+@pytest.mark.parametrize(
+    "command,rc",
+    [
+        ("true", 0),
+        ("exit 3", 3),
+        ("kill -TERM $$", 143),  # killed by signal S: 128 + S
+        ("kill -KILL $$", 137),
+        ("exec no-such-command-here", 127),
+    ],
+)
 async def test_the_return_code_of_each_way_of_ending(tmp_path, command, rc):
     e, pid, _ = await run_one(tmp_path, command)
     assert (e.return_code, e.cause) == (rc, None) and pid is not None
@@ -41,8 +45,9 @@ async def test_the_return_code_of_each_way_of_ending(tmp_path, command, rc):
 
 
 async def test_the_job_sees_its_torc_variables_and_writes_its_logs(tmp_path):
-    e, _, _ = await run_one(tmp_path, 'echo "$TORC_JOB_ID $TORC_ATTEMPT_ID $TORC_API_URL $MINE"; echo err >&2',
-                            env={"MINE": "mine"})
+    e, _, _ = await run_one(
+        tmp_path, 'echo "$TORC_JOB_ID $TORC_ATTEMPT_ID $TORC_API_URL $MINE"; echo err >&2', env={"MINE": "mine"}
+    )
     assert e.return_code == 0
     out = (tmp_path / "output" / f"j{e.job_id}.o").read_text().split()
     assert out[:2] == [str(e.job_id), "1"] and out[3] == "mine" and out[2].startswith("unix://")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from inproc import eventually, make_monitor
+
 from torcd.services.monitor import MIN_INTERVAL, Sample
 
 

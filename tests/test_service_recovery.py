@@ -4,18 +4,27 @@ puts the job back to ready with the next attempt, anything else fails it."""
 from __future__ import annotations
 
 import pytest
+from inproc import (
+    eventually,
+    make_recovery_runner,
+    record_exit,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    start_ready,
+    statuses,
+    submit,
+)
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import (eventually, make_recovery_runner, record_exit, running, start_ready,
-                    statuses, submit)
 from torcd import events as E
 from torcd.core.retry import Action, RetryDecision
 
 
 def spec(script: str, timeout: float = 60) -> str:
-    return (f"name: w\nfailure_handlers:\n  - name: h\n    rules:\n      - {{exit_codes: [20], max_retries: 3, "
-            f"recovery_script: {script!r}, recovery_timeout: {timeout}}}\n"
-            "jobs:\n  - {name: a, command: 'true', failure_handler: h}\n")
+    return (
+        f"name: w\nfailure_handlers:\n  - name: h\n    rules:\n      - {{exit_codes: [20], max_retries: 3, "
+        f"recovery_script: {script!r}, recovery_timeout: {timeout}}}\n"
+        "jobs:\n  - {name: a, command: 'true', failure_handler: h}\n"
+    )
 
 
 async def recovering(rig, script: str, timeout: float = 60) -> int:
@@ -28,12 +37,20 @@ async def recovering(rig, script: str, timeout: float = 60) -> int:
     return wf
 
 
-@pytest.mark.parametrize("script,status,attempt,message", [
-    ("test \"$TORC_RETURN_CODE\" = 20 && touch fixed", "ready", 2, "recovery script succeeded; retrying as attempt 2"),
-    ("exit 3", "failed", 1, "recovery script exited 3"),
-    ("./no-such-script.sh", "failed", 1, "recovery script not found: './no-such-script.sh' (exit 127)"),
-    ("kill -9 $$", "failed", 1, "recovery script killed by signal 9 (exit 137)"),
-])
+@pytest.mark.parametrize(
+    "script,status,attempt,message",
+    [
+        (
+            'test "$TORC_RETURN_CODE" = 20 && touch fixed',
+            "ready",
+            2,
+            "recovery script succeeded; retrying as attempt 2",
+        ),
+        ("exit 3", "failed", 1, "recovery script exited 3"),
+        ("./no-such-script.sh", "failed", 1, "recovery script not found: './no-such-script.sh' (exit 127)"),
+        ("kill -9 $$", "failed", 1, "recovery script killed by signal 9 (exit 137)"),
+    ],
+)
 async def test_the_scripts_exit_decides_the_jobs_next_status(rig, script, status, attempt, message):
     wf = await recovering(rig, script)
     runner = make_recovery_runner(rig)

@@ -4,10 +4,17 @@ bus or, after a restart, from the tables."""
 from __future__ import annotations
 
 import pytest
-
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import eventually, make_retry_engine, running, start_ready, statuses, submit
+from inproc import (
+    eventually,
+    make_retry_engine,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    start_ready,
+    statuses,
+    submit,
+)
 from inproc import record_exit as exit_with
+
 from torcd import events as E
 
 SPEC = """
@@ -25,14 +32,17 @@ jobs:
 """
 
 
-@pytest.mark.parametrize("name,rc,cause,status,action", [
-    ("handled", 10, None, "ready", "retry"),  # a rule with retries left: the next attempt
-    ("handled", 11, None, "ready", "retry"),
-    ("handled", 20, None, "recovering", "recover"),  # a rule with a script: run it first
-    ("handled", 99, "oom", "ready", "retry"),  # the cause's rule beats the exit code
-    ("handled", 99, None, "pending_failed", "pending_failed"),  # no rule, but a handler: someone classifies it
-    ("plain", 10, None, "failed", "fail"),  # no handler: failed
-])
+@pytest.mark.parametrize(
+    "name,rc,cause,status,action",
+    [
+        ("handled", 10, None, "ready", "retry"),  # a rule with retries left: the next attempt
+        ("handled", 11, None, "ready", "retry"),
+        ("handled", 20, None, "recovering", "recover"),  # a rule with a script: run it first
+        ("handled", 99, "oom", "ready", "retry"),  # the cause's rule beats the exit code
+        ("handled", 99, None, "pending_failed", "pending_failed"),  # no rule, but a handler: someone classifies it
+        ("plain", 10, None, "failed", "fail"),  # no handler: failed
+    ],
+)
 async def test_an_exit_gets_its_failure_handlers_decision(rig, name, rc, cause, status, action):
     wf = await submit(rig, SPEC)
     engine = make_retry_engine(rig)

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import asyncio
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import (FakeSlurm, InProcessRpc, eventually, make_allocations, make_retry_engine, make_worker,
-                    make_workers, running, statuses, submit)
+from inproc import (
+    FakeSlurm,
+    InProcessRpc,
+    eventually,
+    make_allocations,
+    make_retry_engine,
+    make_worker,
+    make_workers,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    running,
+    statuses,
+    submit,
+)
+
 from torcd import events as E
 
 HEAD = "name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\n"
@@ -21,8 +32,11 @@ async def worker_for(rig, spec: str, cpus: int = 2):
 
 
 async def test_it_runs_what_it_is_handed_and_leaves_when_nothing_can_come(rig):
-    wf, rpc, worker = await worker_for(rig, "jobs:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n"
-                                            "  - {name: c, command: 'true', depends_on: [a]}\n")
+    wf, rpc, worker = await worker_for(
+        rig,
+        "jobs:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n"
+        "  - {name: c, command: 'true', depends_on: [a]}\n",
+    )
     assert await asyncio.wait_for(worker.run(), 10) == "nothing left to run"
     assert set((await statuses(rig, wf)).values()) == {"completed"}
     methods = [m for m, _ in rpc.calls]
@@ -43,8 +57,10 @@ async def test_a_failure_is_reported_with_its_return_code_and_decided_by_the_dae
 
 
 async def test_it_runs_a_recovery_script_it_is_handed_and_reports_it(rig):
-    spec = ("failure_handlers:\n  - name: h\n    rules:\n      - {exit_codes: [20], max_retries: 3, "
-            "recovery_script: 'touch recovered'}\njobs:\n  - {name: a, command: 'exit 20', failure_handler: h}\n")
+    spec = (
+        "failure_handlers:\n  - name: h\n    rules:\n      - {exit_codes: [20], max_retries: 3, "
+        "recovery_script: 'touch recovered'}\njobs:\n  - {name: a, command: 'exit 20', failure_handler: h}\n"
+    )
     wf, rpc, worker = await worker_for(rig, spec)
     async with running(make_retry_engine(rig)):
         await asyncio.wait_for(worker.run(), 10)

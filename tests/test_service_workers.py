@@ -5,9 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
+from inproc import (
+    FakeSlurm,
+    make_allocations,
+    make_workers,
+    rig_fixture,  # noqa: F401 (the `rig` fixture)
+    statuses,
+    submit,
+)
 
-from inproc import rig_fixture  # noqa: F401 (the `rig` fixture)
-from inproc import FakeSlurm, make_allocations, make_workers, statuses, submit
 from torcd import events as E
 from torcd import protocol as p
 from torcd.credentials import Caller
@@ -16,15 +22,20 @@ from torcd.store.workers import bounded_end_time
 
 ADMIN = Caller()
 API = "http://daemon:1"
-SPEC = ("name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\njobs:\n"
-        "  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n  - {name: c, command: 'true', depends_on: [a]}\n")
+SPEC = (
+    "name: w\nslurm_schedulers:\n  - {name: s, account: a, node_cpus: 4}\njobs:\n"
+    "  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n  - {name: c, command: 'true', depends_on: [a]}\n"
+)
 
 
-@pytest.mark.parametrize("reported,handed_out,now,recorded", [
-    (150.0, 100.0, 200.0, 150.0),  # within the attempt: as reported
-    (50.0, 100.0, 200.0, 100.0),  # a clock behind: not before it was handed out
-    (900.0, 100.0, 200.0, 200.0),  # a clock ahead (or a forged report): not after now
-])
+@pytest.mark.parametrize(
+    "reported,handed_out,now,recorded",
+    [
+        (150.0, 100.0, 200.0, 150.0),  # within the attempt: as reported
+        (50.0, 100.0, 200.0, 100.0),  # a clock behind: not before it was handed out
+        (900.0, 100.0, 200.0, 200.0),  # a clock ahead (or a forged report): not after now
+    ],
+)
 def test_an_end_time_is_kept_within_its_attempt(reported, handed_out, now, recorded):
     assert bounded_end_time(reported, handed_out, now) == recorded
 
@@ -67,9 +78,16 @@ async def test_a_poll_hands_out_what_fits_and_records_starts_and_exits(rig):
     first = await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1), ADMIN, API)
     (job,) = first.jobs
     assert first.may_come and first.api_url == API and first.waiting == 1
-    second = await workers.poll(p.WorkerPoll(
-        worker_id=wid, free_cpus=0, started=[p.StartedReport(job.job_id, job.run_id, job.attempt_id, 777)],
-        exits=[p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]), ADMIN, API)
+    second = await workers.poll(
+        p.WorkerPoll(
+            worker_id=wid,
+            free_cpus=0,
+            started=[p.StartedReport(job.job_id, job.run_id, job.attempt_id, 777)],
+            exits=[p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())],
+        ),
+        ADMIN,
+        API,
+    )
     assert second.jobs == []
     (att,) = await rig.queries.attempts(job.job_id)
     assert (att.pid, att.return_code) == (777, 0)
@@ -80,8 +98,11 @@ async def test_reports_about_jobs_not_handed_to_this_worker_are_dropped(rig):
     wf, aid, _, workers = await slurm_workflow(rig)
     mine, other = await register(workers, wf, aid), await register(workers, wf, aid)
     (job,) = (await workers.poll(p.WorkerPoll(worker_id=other, free_cpus=1), ADMIN, API)).jobs
-    await workers.poll(p.WorkerPoll(worker_id=mine, exits=[
-        p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]), ADMIN, API)
+    await workers.poll(
+        p.WorkerPoll(worker_id=mine, exits=[p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]),
+        ADMIN,
+        API,
+    )
     assert (await statuses(rig, wf))[job.name] == "running"
     assert not rig.of(E.JobCompleted)
 
@@ -92,8 +113,13 @@ async def test_a_worker_of_an_ended_allocation_is_told_to_stop_but_its_reports_c
     (job,) = (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1), ADMIN, API)).jobs
     slurm.states["1001"] = "TIMEOUT"
     await workers.allocations.check()
-    result = await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=4, exits=[
-        p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]), ADMIN, API)
+    result = await workers.poll(
+        p.WorkerPoll(
+            worker_id=wid, free_cpus=4, exits=[p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())]
+        ),
+        ADMIN,
+        API,
+    )
     assert result.stop and result.jobs == []
     assert (await statuses(rig, wf))[job.name] == "completed"
 

@@ -22,9 +22,15 @@ def start_run(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TORCD_SOCKET": str(tmp / "run" / "torcd.sock"), "TORCD_STATE_DIR": str(tmp / "state")}
     for var in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
         env.pop(var, None)
-    return subprocess.Popen([sys.executable, "-m", "torcctl", "run", *extra, f"{name}.yaml"], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "torcctl", "run", *extra, f"{name}.yaml"],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -84,9 +90,14 @@ def test_ctrl_c_on_a_run_that_started_the_daemon_says_the_jobs_stop_then_stops_t
 
 def test_ctrl_c_leaves_the_workflow_running_in_a_daemon_someone_else_started(daemon, tmp_path):
     (tmp_path / "long.yaml").write_text(spec("long", 30))
-    run = subprocess.Popen([sys.executable, "-m", "torcctl", "--socket", daemon.socket, "run", "long.yaml"],
-                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "torcctl", "--socket", daemon.socket, "run", "long.yaml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert run.stdout.readline().startswith("workflow 1: long")  # the run is following its workflow
     wait_for(lambda: daemon.jobs(1)["long"].status == "running")
     os.killpg(run.pid, signal.SIGINT)

@@ -7,15 +7,15 @@ only when this machine has no Slurm.
 from __future__ import annotations
 
 import os
-import stat
 import shutil
 import signal
+import stat
 import subprocess
 
 import msgspec
 import pytest
-
 from conftest import REPO, Daemon
+
 from torcd.protocol import AllocationInfo, Event
 
 FAIL_UNTIL = f"bash {REPO}/examples/scripts/fail_until.sh"
@@ -38,8 +38,16 @@ pytestmark = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 @pytest.fixture
 def sdaemon(tmp_path):
-    d = Daemon(tmp_path).start("--listen", "127.0.0.1:0", "--slurm-poll-interval", "0.5",
-                               "--auto-schedule-interval", "0.5", "--heartbeat-timeout", "15")
+    d = Daemon(tmp_path).start(
+        "--listen",
+        "127.0.0.1:0",
+        "--slurm-poll-interval",
+        "0.5",
+        "--auto-schedule-interval",
+        "0.5",
+        "--heartbeat-timeout",
+        "15",
+    )
     yield d
     for a in _allocations_of(d):
         if a.slurm_job_id and a.state in ("pending", "running"):
@@ -71,7 +79,10 @@ slurm_schedulers:
 
 def flaky_spec(succeed_at: int, count: int, other_jobs: str = "", **sched) -> str:
     """Jobs flaky1..flakyN exiting 10 until attempt `succeed_at`, under a handler that retries 10."""
-    return "name: s\n" + scheduler(**sched) + f"""
+    return (
+        "name: s\n"
+        + scheduler(**sched)
+        + f"""
 failure_handlers:
   - name: h
     rules:
@@ -83,6 +94,7 @@ jobs:
     failure_handler: h
     parameters: {{i: "1:{count}"}}
 """
+    )
 
 
 def submit_slurm(d: Daemon, spec: str, *extra: str) -> int:
@@ -93,8 +105,10 @@ def submit_slurm(d: Daemon, spec: str, *extra: str) -> int:
 
 
 def auto_schedule(d: Daemon, wf: int, threshold=5, cooldown=1800.0, stranded=7200.0) -> None:
-    d.call("workflows.set_auto_schedule", {"workflow_id": wf, "threshold": threshold, "cooldown": cooldown,
-                                           "stranded_timeout": stranded})
+    d.call(
+        "workflows.set_auto_schedule",
+        {"workflow_id": wf, "threshold": threshold, "cooldown": cooldown, "stranded_timeout": stranded},
+    )
 
 
 def allocations(d: Daemon, wf: int) -> list[AllocationInfo]:
@@ -106,12 +120,19 @@ def submissions(d: Daemon, wf: int) -> list[Event]:
 
 
 def test_allocations_run_jobs_with_the_same_env_and_logs(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2) + """
+    wf = submit_slurm(
+        sdaemon,
+        "name: s\n"
+        + scheduler(cpus=2)
+        + """
 jobs:
   - name: j{i}
     command: env | grep ^TORC_ | sort; echo err >&2
     parameters: {i: "1:4"}
-""", "--account", "physics")
+""",
+        "--account",
+        "physics",
+    )
     info = sdaemon.wait(wf, timeout=120)
     assert info.counts == {"completed": 4}
     allocs = allocations(sdaemon, wf)
@@ -126,8 +147,9 @@ jobs:
     assert env["TORC_JOB_ID"] == str(job.id) and env["TORC_ATTEMPT_ID"] == "1" and env["TORC_JOB_NAME"] == "j3"
     assert env["TORC_API_URL"].startswith("http://127.0.0.1:")
     assert att.stdout_path.endswith(f"job_wf{wf}_j{job.id}_r1_a1.o") and open(att.stderr_path).read() == "err\n"
-    sdaemon.wait_for(lambda: all(a.state == "done" for a in allocations(sdaemon, wf)), timeout=60,
-                     what="allocations to finish")
+    sdaemon.wait_for(
+        lambda: all(a.state == "done" for a in allocations(sdaemon, wf)), timeout=60, what="allocations to finish"
+    )
     # Slurm writes each allocation's output into the daemon's private state dir (a group member
     # who swaps output/ cannot redirect it); OUTPUT_DIR/slurm/ links to it.
     private = os.path.join(sdaemon.state_dir, "slurm")
@@ -153,13 +175,18 @@ def test_rule_1_new_allocation_when_retries_are_stranded_with_no_allocation(sdae
 
 
 def test_rule_2_then_cooldown_then_rule_3_with_attempt_3(sdaemon, tmp_path):
-    wf = submit_slurm(sdaemon, flaky_spec(succeed_at=3, count=3, other_jobs="  - {name: long, command: sleep 25}\n",
-                                          cpus=4, max_allocations=4), "--allocations", "1")
+    wf = submit_slurm(
+        sdaemon,
+        flaky_spec(
+            succeed_at=3, count=3, other_jobs="  - {name: long, command: sleep 25}\n", cpus=4, max_allocations=4
+        ),
+        "--allocations",
+        "1",
+    )
     auto_schedule(sdaemon, wf, threshold=3, cooldown=3600, stranded=4)
     info = sdaemon.wait(wf, timeout=240)
     assert info.counts == {"completed": 4}
-    assert {n: j.attempt_id for n, j in sdaemon.jobs(wf).items()} == {
-        "long": 1, "flaky1": 3, "flaky2": 3, "flaky3": 3}
+    assert {n: j.attempt_id for n, j in sdaemon.jobs(wf).items()} == {"long": 1, "flaky1": 3, "flaky2": 3, "flaky3": 3}
     assert [e.rule_index for e in submissions(sdaemon, wf)] == [2, 3]
     waits = [e.message for e in sdaemon.events(wf) if e.kind == "auto_schedule_decided" and e.action == "wait"]
     assert any("cooldown" in m for m in waits)  # rule 2 held back by its cooldown before rule 3 fired
@@ -170,8 +197,12 @@ def test_rule_2_then_cooldown_then_rule_3_with_attempt_3(sdaemon, tmp_path):
 
 
 def test_rule_3_alone_for_a_single_stranded_retry(sdaemon):
-    wf = submit_slurm(sdaemon, flaky_spec(succeed_at=2, count=1, other_jobs="  - {name: long, command: sleep 15}\n",
-                                          cpus=2), "--allocations", "1")
+    wf = submit_slurm(
+        sdaemon,
+        flaky_spec(succeed_at=2, count=1, other_jobs="  - {name: long, command: sleep 15}\n", cpus=2),
+        "--allocations",
+        "1",
+    )
     auto_schedule(sdaemon, wf, threshold=10, cooldown=0, stranded=3)
     sdaemon.wait(wf, timeout=180)
     assert [e.rule_index for e in submissions(sdaemon, wf)] == [3]
@@ -183,7 +214,11 @@ def test_rule_3_alone_for_a_single_stranded_retry(sdaemon):
 def start_victim(sdaemon, tmp_path, rule: str) -> int:
     """A job whose first attempt runs long in an allocation, handled by `rule` (2 attempts);
     returns once attempt 1 has started."""
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler() + f"""
+    wf = submit_slurm(
+        sdaemon,
+        "name: s\n"
+        + scheduler()
+        + f"""
 failure_handlers:
   - name: h
     rules:
@@ -192,7 +227,8 @@ jobs:
   - name: victim
     command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo rerun; else touch started; sleep 120; fi
     failure_handler: h
-""")
+""",
+    )
     auto_schedule(sdaemon, wf)
     sdaemon.wait_for(lambda: (tmp_path / "started").exists(), timeout=60, what="the job to start")
     return wf
@@ -223,9 +259,13 @@ def test_a_worker_that_vanishes_has_its_job_recorded_137_and_retried(sdaemon, tm
 def test_documented_scenario_retries_on_new_allocations_up_to_attempt_3(sdaemon, tmp_path):
     """Many jobs; a few fail with 10 (recovery script); the allocation finishes; auto-schedule brings
     a new one for the retries; some fail again and finish on attempt 3."""
-    (tmp_path / "recover.sh").write_text("#!/bin/bash\necho \"$TORC_JOB_NAME $TORC_ATTEMPT_ID\" >> recovered.txt\n")
+    (tmp_path / "recover.sh").write_text('#!/bin/bash\necho "$TORC_JOB_NAME $TORC_ATTEMPT_ID" >> recovered.txt\n')
     os.chmod(tmp_path / "recover.sh", 0o755)
-    wf = submit_slurm(sdaemon, "name: s\n" + scheduler(cpus=2, max_allocations=3) + """
+    wf = submit_slurm(
+        sdaemon,
+        "name: s\n"
+        + scheduler(cpus=2, max_allocations=3)
+        + """
 failure_handlers:
   - name: sim
     rules:
@@ -235,10 +275,14 @@ failure_handlers:
 jobs:
   - name: sim{i:02d}
     command: "sleep 0.2; case {i} in 3|7) exit_at=2;; 11|15) exit_at=3;; *) exit_at=1;; esac; """
-                                         + f'{FAIL_UNTIL} 10 $exit_at"' + """
+        + f'{FAIL_UNTIL} 10 $exit_at"'
+        + """
     failure_handler: sim
     parameters: {i: "1:16"}
-""", "--allocations", "2")
+""",
+        "--allocations",
+        "2",
+    )
     auto_schedule(sdaemon, wf, threshold=50, cooldown=3600, stranded=3600)
     info = sdaemon.wait(wf, timeout=300)
     assert info.counts == {"completed": 16}
@@ -288,8 +332,11 @@ jobs:
 
 
 def _node_cpus() -> int:
-    return int(subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%c"], capture_output=True,
-                              text=True).stdout.split()[0])
+    return int(
+        subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%c"], capture_output=True, text=True).stdout.split()[
+            0
+        ]
+    )
 
 
 def test_a_one_cpu_sweep_packs_into_one_whole_node_allocation(sdaemon, tmp_path):
@@ -317,13 +364,16 @@ def test_a_job_that_fits_no_node_is_refused_at_submit(sdaemon, tmp_path):
 
 def test_a_two_node_allocation_runs_a_worker_on_each_node_and_both_wait_for_the_fan_out(sdaemon, tmp_path):
     n = _node_cpus()
-    wf = submit_slurm(sdaemon, f"""name: two_nodes
+    wf = submit_slurm(
+        sdaemon,
+        f"""name: two_nodes
 slurm_schedulers:
   - {{name: pair, partition: debug, walltime: "00:10:00", nodes: 2}}
 jobs:
   - {{name: first, command: "sleep 4"}}
   - {{name: "fan{{i}}", command: "sleep 3", depends_on: [first], parameters: {{i: "1:{2 * n}"}}}}
-""")
+""",
+    )
     assert sdaemon.wait(wf, timeout=180).counts == {"completed": 2 * n + 1}
     (alloc,) = allocations(sdaemon, wf)  # the plan: one job ready, one allocation of two nodes
     hosts = {sdaemon.attempts(j.id)[0].host for name, j in sdaemon.jobs(wf).items() if name != "first"}
@@ -342,8 +392,11 @@ def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
     flags = ("--listen", f"127.0.0.1:{port}", "--slurm-poll-interval", "0.5", "--heartbeat-timeout", "15")
     d = Daemon(tmp_path).start(*flags)
     try:
-        wf = submit_slurm(d, "name: outage\n" + scheduler(cpus=2) + "jobs:\n"
-                             "  - {name: 'j{i}', command: 'touch started_{i}; sleep 20', parameters: {i: '1:4'}}\n")
+        wf = submit_slurm(
+            d,
+            "name: outage\n" + scheduler(cpus=2) + "jobs:\n"
+            "  - {name: 'j{i}', command: 'touch started_{i}; sleep 20', parameters: {i: '1:4'}}\n",
+        )
         # Started on their workers, not only claimed (a claim whose reply the kill cut off is handed again).
         d.wait_for(lambda: len(list(tmp_path.glob("started_*"))) == 4, timeout=120, what="all four jobs to run")
         d.kill9()

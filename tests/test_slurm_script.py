@@ -13,19 +13,30 @@ from torcd.spec.parse import SlurmSchedulerSpec
 
 
 def script(scheduler: SlurmSchedulerSpec, account: str | None = None, log_dir: str = "/out/slurm") -> str:
-    return render_script(workflow_id=1, allocation_id=2, scheduler=scheduler, cpus=4, account=account,
-                         url="http://h:1", token_file="/t", log_dir=log_dir)
+    return render_script(
+        workflow_id=1,
+        allocation_id=2,
+        scheduler=scheduler,
+        cpus=4,
+        account=account,
+        url="http://h:1",
+        token_file="/t",
+        log_dir=log_dir,
+    )
 
 
-@pytest.mark.parametrize("fields,account,words", [
-    ({"account": "acct\n#SBATCH --wrap=id"}, None, "account 'acct\\n#SBATCH --wrap=id' contains a control"),
-    ({}, "acct\nid", "account 'acct\\nid' contains a control character"),  # --account over RPC
-    ({}, "two words", "account 'two words' is not one word"),
-    ({"partition": "debug\rid"}, None, "partition"),
-    ({"mem": "4G\nid"}, None, "mem"),
-    ({"walltime": "01:00:00\nid"}, None, "walltime"),
-    ({"extra": ["--qos=high", "--x\nid"]}, None, "extra '--x\\nid'"),
-])
+@pytest.mark.parametrize(
+    "fields,account,words",
+    [
+        ({"account": "acct\n#SBATCH --wrap=id"}, None, "account 'acct\\n#SBATCH --wrap=id' contains a control"),
+        ({}, "acct\nid", "account 'acct\\nid' contains a control character"),  # --account over RPC
+        ({}, "two words", "account 'two words' is not one word"),
+        ({"partition": "debug\rid"}, None, "partition"),
+        ({"mem": "4G\nid"}, None, "mem"),
+        ({"walltime": "01:00:00\nid"}, None, "walltime"),
+        ({"extra": ["--qos=high", "--x\nid"]}, None, "extra '--x\\nid'"),
+    ],
+)
 def test_render_refuses_what_would_start_a_new_line(fields, account, words):
     with pytest.raises(SlurmError, match="refusing to write a batch script") as info:
         script(SlurmSchedulerSpec(name="s", **fields), account)
@@ -38,8 +49,10 @@ def test_render_refuses_a_log_dir_with_a_newline():
 
 
 def test_render_keeps_every_value_on_its_line():
-    text = script(SlurmSchedulerSpec(name="s", account="a1", partition="gpu", mem="240g",
-                                     extra=["--qos=high"]), account="from_cli")
+    text = script(
+        SlurmSchedulerSpec(name="s", account="a1", partition="gpu", mem="240g", extra=["--qos=high"]),
+        account="from_cli",
+    )
     sbatch = [line for line in text.splitlines() if line.startswith("#SBATCH")]
     assert "#SBATCH --account=from_cli" in sbatch and "#SBATCH --mem=240g" in sbatch
     assert [line for line in text.splitlines() if line and not line.startswith("#")] == [text.splitlines()[-1]]
@@ -97,7 +110,7 @@ def test_a_log_dir_another_user_owns_is_refused(tmp_path):
 
 
 def _sbatch(text: str) -> list[str]:
-    return [line[len("#SBATCH "):] for line in text.splitlines() if line.startswith("#SBATCH")]
+    return [line[len("#SBATCH ") :] for line in text.splitlines() if line.startswith("#SBATCH")]
 
 
 def test_whole_nodes_by_default_a_shared_allocation_when_sized():
@@ -120,37 +133,61 @@ def test_a_multi_node_allocation_starts_a_worker_on_each_node():
 def test_torcs_scheduler_fields_and_slurm_defaults_reach_sbatch():
     from torcd.spec.parse import parse_spec
 
-    spec = parse_spec("""name: s
+    spec = parse_spec(
+        """name: s
 slurm_defaults: {account: proj, mail-type: "END,FAIL", mail_user: me@example.org, requeue: true, qos: low}
 slurm_schedulers:
   - {name: gpu, gres: "gpu:a100:2", qos: high, tmp: 100G, ntasks_per_node: 2, extra: "--constraint=ib --signal=B:USR1@60"}
 jobs:
   - {name: a, command: "true"}
-""", "s.yaml")
+""",
+        "s.yaml",
+    )
     (sched,) = spec.schedulers
     assert (sched.account, sched.qos, sched.gres_gpus()) == ("proj", "high", 2)  # the scheduler's own qos wins
     options = _sbatch(script(sched))
-    for expected in ("--account=proj", "--gres=gpu:a100:2", "--qos=high", "--tmp=100G", "--ntasks-per-node=2",
-                     "--mail-type=END,FAIL", "--mail-user=me@example.org", "--requeue", "--constraint=ib",
-                     "--signal=B:USR1@60"):
+    for expected in (
+        "--account=proj",
+        "--gres=gpu:a100:2",
+        "--qos=high",
+        "--tmp=100G",
+        "--ntasks-per-node=2",
+        "--mail-type=END,FAIL",
+        "--mail-user=me@example.org",
+        "--requeue",
+        "--constraint=ib",
+        "--signal=B:USR1@60",
+    ):
         assert expected in options, (expected, options)
     assert options.index("--requeue") < options.index("--constraint=ib")  # the scheduler's extra comes last
 
 
-@pytest.mark.parametrize("yaml, line, field, message", [
-    ("slurm_defaults: {time: '01:00:00'}", 2, "$.slurm_defaults.time", "may not set --time"),
-    ("slurm_defaults: {job-name: x}", 2, "$.slurm_defaults.job-name", "may not set --job-name"),
-    ("slurm_defaults: {'bad key': 1}", 2, "$.slurm_defaults.bad key", "not an sbatch long option"),
-    ("slurm_defaults: {account: 'two words'}", 2, "$.slurm_defaults.account", "one word"),
-    ("slurm_defaults: {mail-user: \"a\\nb\"}", 2, "$.slurm_defaults.mail-user", "one line of printable text"),
-    ("slurm_schedulers:\n  - {name: s, gres: 'gpu 2'}", 3, "$.slurm_schedulers[0].gres", "one word"),
-    ("slurm_schedulers:\n  - {name: s, tmp: lots}", 3, "$.slurm_schedulers[0].tmp", "must be a number"),
-    ("slurm_schedulers:\n  - {name: s, extra: 'oops'}", 3, "$.slurm_schedulers[0].extra", "one sbatch option"),
-    ("slurm_schedulers:\n  - {name: s, extra: \"--a 'unclosed\"}", 3, "$.slurm_schedulers[0].extra",
-     "not a list of options"),
-    ("slurm_schedulers:\n  - {name: s, node_memory: 12q}", 3, "$.slurm_schedulers[0].node_memory", "must be a number"),
-    ("slurm_schedulers:\n  - {name: s, node_gpus: -1}", 3, "$.slurm_schedulers[0].node_gpus", ">= 0"),
-])
+@pytest.mark.parametrize(
+    "yaml, line, field, message",
+    [
+        ("slurm_defaults: {time: '01:00:00'}", 2, "$.slurm_defaults.time", "may not set --time"),
+        ("slurm_defaults: {job-name: x}", 2, "$.slurm_defaults.job-name", "may not set --job-name"),
+        ("slurm_defaults: {'bad key': 1}", 2, "$.slurm_defaults.bad key", "not an sbatch long option"),
+        ("slurm_defaults: {account: 'two words'}", 2, "$.slurm_defaults.account", "one word"),
+        ('slurm_defaults: {mail-user: "a\\nb"}', 2, "$.slurm_defaults.mail-user", "one line of printable text"),
+        ("slurm_schedulers:\n  - {name: s, gres: 'gpu 2'}", 3, "$.slurm_schedulers[0].gres", "one word"),
+        ("slurm_schedulers:\n  - {name: s, tmp: lots}", 3, "$.slurm_schedulers[0].tmp", "must be a number"),
+        ("slurm_schedulers:\n  - {name: s, extra: 'oops'}", 3, "$.slurm_schedulers[0].extra", "one sbatch option"),
+        (
+            'slurm_schedulers:\n  - {name: s, extra: "--a \'unclosed"}',
+            3,
+            "$.slurm_schedulers[0].extra",
+            "not a list of options",
+        ),
+        (
+            "slurm_schedulers:\n  - {name: s, node_memory: 12q}",
+            3,
+            "$.slurm_schedulers[0].node_memory",
+            "must be a number",
+        ),
+        ("slurm_schedulers:\n  - {name: s, node_gpus: -1}", 3, "$.slurm_schedulers[0].node_gpus", ">= 0"),
+    ],
+)
 def test_bad_slurm_fields_name_their_line_and_field(yaml, line, field, message):
     from torcd.errors import SpecError
     from torcd.spec.parse import parse_spec

@@ -18,15 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import json5
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from json5.loader import ModelLoader
 
 from torcctl.client import Client, RpcError
 from torcd.errors import SpecError
 from torcd.protocol import WorkflowSummary
 from torcd.services.monitor import Monitor
-from torcd.spec.parse import parse_spec, parse_spec_in_pool
 from torcd.spec.load import _json5_line
+from torcd.spec.parse import parse_spec, parse_spec_in_pool
 
 
 def error_of(text: str, file: str) -> str:
@@ -63,13 +64,16 @@ def test_an_unclosed_comment_in_kdl_is_located_in_linear_time():
     assert took < 10 * linear + 1, (took, linear)
 
 
-@pytest.mark.parametrize("text, line", [
-    (kdl_jobs(50).replace('command "echo 30"', 'command "echo 30" }'), 93),  # among many nodes
-    (kdl_jobs(50).replace('command "echo 40"', 'command "echo 40'), 123),  # a string never closed
-    (kdl_jobs(3).replace("}\n", "} \\\n", 1), 5),  # a block carried on to the next node
-    ('name "x"\n/-\njob "a" {\n    command "true"\n}\njob "b" {\n    command "true\n}\n', 7),
-    ('name "x"\njob "a" {\n    cancel_on_blocking_job_failure #false\n}\njob "b" {\n    comm#and "x"\n}\n', 6),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (kdl_jobs(50).replace('command "echo 30"', 'command "echo 30" }'), 93),  # among many nodes
+        (kdl_jobs(50).replace('command "echo 40"', 'command "echo 40'), 123),  # a string never closed
+        (kdl_jobs(3).replace("}\n", "} \\\n", 1), 5),  # a block carried on to the next node
+        ('name "x"\n/-\njob "a" {\n    command "true"\n}\njob "b" {\n    command "true\n}\n', 7),
+        ('name "x"\njob "a" {\n    cancel_on_blocking_job_failure #false\n}\njob "b" {\n    comm#and "x"\n}\n', 6),
+    ],
+)
 def test_a_kdl_syntax_error_names_its_line(text, line):
     assert error_of(text, "wf.kdl").startswith(f"wf.kdl:{line}: cannot parse KDL")
 
@@ -90,6 +94,7 @@ def test_a_late_json5_error_names_its_line_at_the_cost_of_reading_the_spec():
     def fail() -> None:
         nonlocal message
         message = error_of(broken, "big.json5")
+
     took = seconds(fail)
     assert message == f"big.json5:{n + 4}: unknown key `bogus` (at $.jobs[{n - 1}].bogus)"
     assert took < 10 * linear + 1, (took, linear)
@@ -133,9 +138,11 @@ def lines_by_json_five(node, path: str = "$", line: int | None = None):
 
 
 keys = st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True)
-values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                      lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
-                      max_leaves=20)
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @given(st.dictionaries(keys, values, max_size=4), st.sampled_from([None, 0, 1, 3]))
@@ -157,11 +164,13 @@ def test_specs_are_parsed_while_the_default_pool_is_busy():
         release = threading.Event()
         block_default_pool(asyncio.get_running_loop(), release)
         try:
-            spec = await asyncio.wait_for(parse_spec_in_pool("name: x\njobs:\n  - {name: a, command: 'true'}\n",
-                                                             "wf.yaml"), 20)
+            spec = await asyncio.wait_for(
+                parse_spec_in_pool("name: x\njobs:\n  - {name: a, command: 'true'}\n", "wf.yaml"), 20
+            )
             return len(spec.jobs)
         finally:
             release.set()
+
     assert asyncio.run(main()) == 1
 
 
@@ -184,6 +193,7 @@ def test_the_memory_monitor_samples_while_the_default_pool_is_busy():
             proc.kill()
             proc.wait()
             release.set()
+
     asyncio.run(main())
     assert over == [7]
 
@@ -204,12 +214,16 @@ jobs:
     def submit() -> None:
         client = Client(daemon.socket, timeout=120)
         try:
-            client.call("workflows.create", {"spec_text": bomb, "spec_path": str(daemon.tmp / "bomb.kdl"),
-                                             "cwd": str(daemon.tmp)}, WorkflowSummary)
+            client.call(
+                "workflows.create",
+                {"spec_text": bomb, "spec_path": str(daemon.tmp / "bomb.kdl"), "cwd": str(daemon.tmp)},
+                WorkflowSummary,
+            )
         except RpcError as e:
             errors.append(str(e))
         finally:
             client.close()
+
     threads = [threading.Thread(target=submit, daemon=True) for _ in range(min(32, (os.cpu_count() or 1) + 4))]
     for t in threads:
         t.start()

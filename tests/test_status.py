@@ -4,30 +4,62 @@ import itertools
 
 import pytest
 
-from torcd.core.status import ALLOWED, JobStatus as S, can_transition, check_transition
+from torcd.core.status import ALLOWED, can_transition, check_transition
+from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition
 
 EXPECTED = {
-    (S.UNINITIALIZED, S.BLOCKED), (S.UNINITIALIZED, S.READY), (S.UNINITIALIZED, S.CANCELED),
+    (S.UNINITIALIZED, S.BLOCKED),
+    (S.UNINITIALIZED, S.READY),
+    (S.UNINITIALIZED, S.CANCELED),
     (S.UNINITIALIZED, S.DISABLED),
-    (S.BLOCKED, S.READY), (S.BLOCKED, S.CANCELED),
-    (S.READY, S.PENDING), (S.READY, S.RUNNING), (S.READY, S.CANCELED), (S.READY, S.BLOCKED),
-    (S.PENDING, S.RUNNING), (S.PENDING, S.READY), (S.PENDING, S.CANCELED), (S.PENDING, S.TERMINATED),
-    (S.RUNNING, S.COMPLETED), (S.RUNNING, S.FAILED), (S.RUNNING, S.TERMINATED), (S.RUNNING, S.CANCELED),
-    (S.RUNNING, S.READY), (S.RUNNING, S.RECOVERING), (S.RUNNING, S.PENDING_FAILED),
-    (S.RECOVERING, S.READY), (S.RECOVERING, S.FAILED), (S.RECOVERING, S.CANCELED),
-    (S.PENDING_FAILED, S.READY), (S.PENDING_FAILED, S.FAILED), (S.PENDING_FAILED, S.CANCELED),
+    (S.BLOCKED, S.READY),
+    (S.BLOCKED, S.CANCELED),
+    (S.READY, S.PENDING),
+    (S.READY, S.RUNNING),
+    (S.READY, S.CANCELED),
+    (S.READY, S.BLOCKED),
+    (S.PENDING, S.RUNNING),
+    (S.PENDING, S.READY),
+    (S.PENDING, S.CANCELED),
+    (S.PENDING, S.TERMINATED),
+    (S.RUNNING, S.COMPLETED),
+    (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.TERMINATED),
+    (S.RUNNING, S.CANCELED),
+    (S.RUNNING, S.READY),
+    (S.RUNNING, S.RECOVERING),
+    (S.RUNNING, S.PENDING_FAILED),
+    (S.RECOVERING, S.READY),
+    (S.RECOVERING, S.FAILED),
+    (S.RECOVERING, S.CANCELED),
+    (S.PENDING_FAILED, S.READY),
+    (S.PENDING_FAILED, S.FAILED),
+    (S.PENDING_FAILED, S.CANCELED),
     (S.PENDING_FAILED, S.BLOCKED),
-    *((final, target) for final in (S.COMPLETED, S.FAILED, S.CANCELED, S.TERMINATED)
-      for target in (S.BLOCKED, S.READY)),
+    *(
+        (final, target)
+        for final in (S.COMPLETED, S.FAILED, S.CANCELED, S.TERMINATED)
+        for target in (S.BLOCKED, S.READY)
+    ),
 }
 
 
 def test_status_numbers_match_upstream_torc():
     assert [(s.label, int(s)) for s in S] == [
-        ("uninitialized", 0), ("blocked", 1), ("ready", 2), ("pending", 3), ("running", 4),
-        ("completed", 5), ("failed", 6), ("canceled", 7), ("terminated", 8), ("disabled", 9),
-        ("pending_failed", 10), ("recovering", 11)]
+        ("uninitialized", 0),
+        ("blocked", 1),
+        ("ready", 2),
+        ("pending", 3),
+        ("running", 4),
+        ("completed", 5),
+        ("failed", 6),
+        ("canceled", 7),
+        ("terminated", 8),
+        ("disabled", 9),
+        ("pending_failed", 10),
+        ("recovering", 11),
+    ]
 
 
 @pytest.mark.parametrize("old,new", list(itertools.product(S, S)))

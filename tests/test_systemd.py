@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, Daemon
 
 _missing = [t for t in ("systemd-socket-activate", "systemd-analyze") if not shutil.which(t)]
@@ -42,8 +41,9 @@ def _messages(sock: socket.socket, until: str, timeout: float = 20) -> list[str]
 def test_notify_ready_watchdog_and_stopping(tmp_path):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
-    d = Daemon(tmp_path).start(wait=False, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                                                "WATCHDOG_USEC": "100000"})
+    d = Daemon(tmp_path).start(
+        wait=False, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "100000"}
+    )
     try:
         first = _messages(notify, "READY=1")
         assert d.client.ping(1.0)  # READY=1 means the socket answers
@@ -68,9 +68,21 @@ def test_socket_activation_serves_on_the_passed_socket_and_leaves_it(tmp_path):
     run.mkdir(mode=0o700)
     path = run / "torcd.sock"
     activator = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(path), sys.executable, "-m", "torcd",
-         "--state-dir", str(tmp_path / "state"), "--max-parallel-jobs", "2"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "torcd.log", "wb"))
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(path),
+            sys.executable,
+            "-m",
+            "torcd",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--max-parallel-jobs",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "torcd.log", "wb"),
+    )
     d = Daemon(tmp_path)
     d.socket = str(path)
     d.client = type(d.client)(str(path), timeout=30)
@@ -102,7 +114,11 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     service = (REPO / "systemd" / "torcd.service").read_text().replace("%h/.local/bin/torcd", torcd)
     (tmp_path / "torcd.service").write_text(service)
     shutil.copy(REPO / "systemd" / "torcd.socket", tmp_path / "torcd.socket")
-    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "torcd.socket"),
-                        str(tmp_path / "torcd.service")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "torcd.socket"), str(tmp_path / "torcd.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     assert "Type=notify" in service and "WatchdogSec=" in service

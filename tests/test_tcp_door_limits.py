@@ -29,6 +29,7 @@ def _hold_connections(user, address: tuple[str, int], count: int) -> int:
         try:
             os.close(ready_r)
             import resource
+
             resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, count + 64))
             os.setgroups([])
             os.setgid(user.pw_gid)
@@ -84,8 +85,9 @@ def test_a_request_whose_body_never_arrives_gets_408_and_one_whose_headers_never
     address = _address(d)
     token = open(os.path.join(d.state_dir, "token")).read().strip()
     with socket.create_connection(address, timeout=10) as s:
-        s.sendall(f"POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                  "Content-Length: 100\r\n\r\n{".encode())
+        s.sendall(
+            f"POST /rpc HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n{{".encode()
+        )
         assert s.recv(1024).startswith(b"HTTP/1.1 408")
     with socket.create_connection(address, timeout=10) as s:
         s.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\n")  # and nothing more
@@ -99,9 +101,22 @@ def test_a_tcp_port_already_in_use_is_a_one_line_error(make_daemon, tmp_path):
     taken = socket.create_server(("127.0.0.1", 0))
     try:
         port = taken.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "torcd", "--socket", str(tmp_path / "s" / "sock"),
-                            "--state-dir", str(tmp_path / "st"), "--listen", f"127.0.0.1:{port}"],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torcd",
+                "--socket",
+                str(tmp_path / "s" / "sock"),
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         taken.close()
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
@@ -124,7 +139,12 @@ def test_the_guard_admits_under_both_caps_only():
     from torcd.api.door_limits import ConnectionGuard
 
     guard = ConnectionGuard(total=3, per_peer=2, clock=lambda: 0.0)
-    assert [guard.enter("a"), guard.enter("a"), guard.enter("a"), guard.enter("b"), guard.enter("c")] == \
-        [True, True, False, True, False]
+    assert [guard.enter("a"), guard.enter("a"), guard.enter("a"), guard.enter("b"), guard.enter("c")] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     guard.leave("a")
     assert guard.enter("c") and not guard.enter("c") and guard.by_peer == {"a": 1, "b": 1, "c": 1}

@@ -31,7 +31,11 @@ def test_results_lists_every_attempt_with_filters(daemon):
     code, out, _ = daemon.ctl("--json", "results", str(wf))
     rows = json.loads(out)
     assert sorted((r["job_name"], r["attempt_id"], r["return_code"]) for r in rows) == [
-        ("broken", 1, 3), ("flaky", 1, 10), ("flaky", 2, 0), ("ok", 1, 0)]
+        ("broken", 1, 3),
+        ("flaky", 1, 10),
+        ("flaky", 2, 0),
+        ("ok", 1, 0),
+    ]
     code, out, _ = daemon.ctl("-f", "json", "results", str(wf), "--failed")
     assert sorted(r["job_name"] for r in json.loads(out)) == ["broken", "flaky"]
     code, out, _ = daemon.ctl("results", str(wf), "--return-code", "3")
@@ -67,8 +71,11 @@ jobs:
 """)
     code, out, _ = daemon.ctl("--json", "workflows", "show", str(wf))
     shown = json.loads(out)
-    assert (shown["user"], shown["project"], shown["metadata"]) == (getpass.getuser(), "climate",
-                                                                   {"owner": "team-a", "tags": ["x", "y"]})
+    assert (shown["user"], shown["project"], shown["metadata"]) == (
+        getpass.getuser(),
+        "climate",
+        {"owner": "team-a", "tags": ["x", "y"]},
+    )
     code, out, _ = daemon.ctl("workflows", "show", str(wf))
     assert "climate" in out and "team-a" in out
     assert daemon.wait(wf).counts == {"completed": 2}
@@ -92,10 +99,15 @@ jobs:
     daemon.wait(wf)
     jobs = daemon.jobs(wf)
     assert {n: j.status for n, j in jobs.items()} == {
-        "a": "failed", "b": "canceled", "h": "canceled",  # Torc's default: what a failure blocks is canceled
-        "c": "completed", "d": "completed",  # c runs anyway, and what waits for c runs after it
+        "a": "failed",
+        "b": "canceled",
+        "h": "canceled",  # Torc's default: what a failure blocks is canceled
+        "c": "completed",
+        "d": "completed",  # c runs anyway, and what waits for c runs after it
         "e": "completed",  # its dependency was canceled: ended, for a job that runs whatever happened
-        "f": "completed", "g": "completed"}
+        "f": "completed",
+        "g": "completed",
+    }
     f, g = (daemon.attempts(jobs[n].id)[0] for n in ("f", "g"))
     assert f.start_time >= g.end_time  # f still waited for its dependency that was running
 
@@ -107,11 +119,25 @@ def test_jobs_update_resources_sets_the_next_attempts_limits_and_refuses_a_runni
     slow, done = daemon.jobs(wf)["slow"].id, daemon.jobs(wf)["done"].id
     code, _, err = daemon.ctl("jobs", "update-resources", str(slow), "--memory", "1g", "--reason", "more")
     assert code == 2 and "is running; change its resources once this attempt has ended" in err
-    code, out, _ = daemon.ctl("jobs", "update-resources", str(done), "--memory", "1g", "--runtime", "PT2M",
-                              "--num-cpus", "2", "--reason", "bigger input next time")
+    code, out, _ = daemon.ctl(
+        "jobs",
+        "update-resources",
+        str(done),
+        "--memory",
+        "1g",
+        "--runtime",
+        "PT2M",
+        "--num-cpus",
+        "2",
+        "--reason",
+        "bigger input next time",
+    )
     assert code == 0 and f"job {done}: memory none -> 1.0 GiB" in out and "num_cpus 1 -> 2" in out
-    for args, message in ((["--memory", "1q"], "1q"), (["--num-cpus", "0"], "invalid params"),
-                          (["--memory", "99999t"], "more than this daemon's memory budget")):
+    for args, message in (
+        (["--memory", "1q"], "1q"),
+        (["--num-cpus", "0"], "invalid params"),
+        (["--memory", "99999t"], "more than this daemon's memory budget"),
+    ):
         code, _, err = daemon.ctl("jobs", "update-resources", str(done), *args, "--reason", "r")
         assert code == 2 and message in err and "Traceback" not in err, err
     daemon.call("workflows.cancel", {"workflow_id": wf})

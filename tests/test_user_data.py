@@ -47,8 +47,10 @@ def test_a_job_reads_what_the_job_it_depends_on_wrote(daemon):
 
 
 def test_ephemeral_data_goes_back_to_the_spec_value_when_the_workflow_is_reset(daemon):
-    spec = ("name: scratch\nuser_data:\n  - {name: scratch, data: 0, is_ephemeral: true}\n  - {name: kept, data: 0}\n"
-            "jobs:\n  - {name: a, command: 'true'}\n")
+    spec = (
+        "name: scratch\nuser_data:\n  - {name: scratch, data: 0, is_ephemeral: true}\n  - {name: kept, data: 0}\n"
+        "jobs:\n  - {name: a, command: 'true'}\n"
+    )
     wf = daemon.submit(spec)
     daemon.wait(wf)
     for name in ("scratch", "kept"):
@@ -82,17 +84,26 @@ def test_bad_user_data_requests_are_clear_errors_that_change_nothing(daemon, tmp
     assert json.loads(daemon.ctl("user-data", "get", "result", *w)[1]) == {"sum": 20}
 
 
-@pytest.mark.parametrize("change, message", [
-    (("input_user_data: [config]", "input_user_data: [confg]"),
-     "wf.yaml:13: job 'produce' lists input user data 'confg', and `user_data` has no such user data "
-     "(at $.jobs[1].input_user_data)"),
-    (("input_user_data: [result]", "output_user_data: [result]"),
-     "wf.yaml:14: user data 'result' is written by two jobs, 'consume' and 'produce'; one job must own each "
-     "output (at $.jobs[1].output_user_data)"),
-    (("input_user_data: [config]", "input_user_data_regexes: ['^nothing']"),
-     "wf.yaml:13: input_user_data_regexes entry '^nothing' of job 'produce' matches no user_data "
-     "(at $.jobs[1].input_user_data_regexes[0])"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            ("input_user_data: [config]", "input_user_data: [confg]"),
+            "wf.yaml:13: job 'produce' lists input user data 'confg', and `user_data` has no such user data "
+            "(at $.jobs[1].input_user_data)",
+        ),
+        (
+            ("input_user_data: [result]", "output_user_data: [result]"),
+            "wf.yaml:14: user data 'result' is written by two jobs, 'consume' and 'produce'; one job must own each "
+            "output (at $.jobs[1].output_user_data)",
+        ),
+        (
+            ("input_user_data: [config]", "input_user_data_regexes: ['^nothing']"),
+            "wf.yaml:13: input_user_data_regexes entry '^nothing' of job 'produce' matches no user_data "
+            "(at $.jobs[1].input_user_data_regexes[0])",
+        ),
+    ],
+)
 def test_bad_user_data_in_a_spec_names_the_job_and_entry(change, message):
     with pytest.raises(SpecError) as info:
         parse_spec(PIPELINE.replace(*change), "wf.yaml")
@@ -106,13 +117,20 @@ def test_a_job_whose_daemon_url_or_certificate_is_wrong_gets_one_line(tmp_path):
 
     bad_ca = tmp_path / "ca.pem"
     bad_ca.write_text("not a certificate\n")
-    for env, message in [({"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(tmp_path / "missing.pem")},
-                          "cannot read the CA file"),
-                         ({"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(bad_ca)},
-                          "cannot read the CA file"),
-                         ({"TORC_API_URL": "ftp://host"}, "expected http://HOST:PORT or https://HOST:PORT")]:
-        run = subprocess.run([sys.executable, "-m", "torcctl", "user-data", "get", "x", "-w", "1"],
-                             env={**os.environ, **env}, capture_output=True, text=True)
+    for env, message in [
+        (
+            {"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(tmp_path / "missing.pem")},
+            "cannot read the CA file",
+        ),
+        ({"TORC_API_URL": "https://127.0.0.1:1", "TORC_CA_FILE": str(bad_ca)}, "cannot read the CA file"),
+        ({"TORC_API_URL": "ftp://host"}, "expected http://HOST:PORT or https://HOST:PORT"),
+    ]:
+        run = subprocess.run(
+            [sys.executable, "-m", "torcctl", "user-data", "get", "x", "-w", "1"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
@@ -147,7 +165,16 @@ def test_a_command_naming_user_data_waits_for_its_writer_and_reads_what_it_wrote
     assert shell == f"{os.environ['HOME']}|a.default|3|b"  # the shell's own ${...} are left to it
 
 
-NAMES = ["ml_config", "it's $(touch pwned) \"x\"", "two words", "`id`;a|b", "-n", "*", "$HOME", "\\"]  # no braces: they end a reference
+NAMES = [
+    "ml_config",
+    'it\'s $(touch pwned) "x"',
+    "two words",
+    "`id`;a|b",
+    "-n",
+    "*",
+    "$HOME",
+    "\\",
+]  # no braces: they end a reference
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -161,22 +188,33 @@ def test_a_user_data_reference_becomes_the_entry_name_as_one_word_wherever_it_st
     assert job.data_inputs == [name] and not list(tmp_path.iterdir())  # nothing ran: no `pwned`
 
 
-@pytest.mark.parametrize("change, message", [
-    (("${user_data.input.ml_config}", "${user_data.input.ml_confg}"),
-     "wf.yaml:7: job 'train_model' names user data 'ml_confg' in `${user_data.input.ml_confg}`, and `user_data` "
-     "has no such user data (at $.jobs[0].command)"),
-    (("${user_data.output.ml_config}", "${user_data.output.nope}"),
-     "wf.yaml:12: job 'generate_config' names user data 'nope' in `${user_data.output.nope}`, and `user_data` "
-     "has no such user data (at $.jobs[1].command)"),
-    (("${user_data.input.ml_config}", "${user_data.inputs.ml_config}"),
-     "wf.yaml:7: unknown reference `${user_data.inputs.ml_config}` in job 'train_model': torc-py knows "
-     "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put "
-     "it in single quotes or write \\${a.b}) (at $.jobs[0].command)"),
-    (("${HOME}", "${workflow.id}"),
-     "wf.yaml:7: unknown reference `${workflow.id}` in job 'train_model': torc-py knows "
-     "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put "
-     "it in single quotes or write \\${a.b}) (at $.jobs[0].command)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            ("${user_data.input.ml_config}", "${user_data.input.ml_confg}"),
+            "wf.yaml:7: job 'train_model' names user data 'ml_confg' in `${user_data.input.ml_confg}`, and `user_data` "
+            "has no such user data (at $.jobs[0].command)",
+        ),
+        (
+            ("${user_data.output.ml_config}", "${user_data.output.nope}"),
+            "wf.yaml:12: job 'generate_config' names user data 'nope' in `${user_data.output.nope}`, and `user_data` "
+            "has no such user data (at $.jobs[1].command)",
+        ),
+        (
+            ("${user_data.input.ml_config}", "${user_data.inputs.ml_config}"),
+            "wf.yaml:7: unknown reference `${user_data.inputs.ml_config}` in job 'train_model': torc-py knows "
+            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put "
+            "it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
+        ),
+        (
+            ("${HOME}", "${workflow.id}"),
+            "wf.yaml:7: unknown reference `${workflow.id}` in job 'train_model': torc-py knows "
+            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put "
+            "it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
+        ),
+    ],
+)
 def test_an_unknown_user_data_name_or_reference_in_a_command_names_the_line_and_field(change, message):
     with pytest.raises(SpecError) as info:
         parse_spec(TUTORIAL.replace(*change), "wf.yaml")

@@ -25,8 +25,12 @@ jobs:
 def test_every_error_is_found_once_in_line_order_without_errors_that_follow_from_them():
     errors = spec_errors(THREE, "three.yaml")
     assert [(e.line, e.field) for e in errors] == [
-        (5, "$.failure_handlers[0].rules[0].exit_codes[0]"), (7, "$.jobs[0].bogus"), (8, "$.jobs[1].depends_on"),
-        (9, "$.jobs[2].failure_handler"), (10, "$.jobs[3].num_cpus")]
+        (5, "$.failure_handlers[0].rules[0].exit_codes[0]"),
+        (7, "$.jobs[0].bogus"),
+        (8, "$.jobs[1].depends_on"),
+        (9, "$.jobs[2].failure_handler"),
+        (10, "$.jobs[3].num_cpus"),
+    ]
     assert "depends on 'zz', which does not exist" in errors[2].message
 
 
@@ -44,8 +48,13 @@ def test_validate_prints_each_error_and_their_count_and_exits_2(daemon, tmp_path
     assert lines[1] == "torcctl: error: three.yaml:7: unknown key `bogus` (at $.jobs[0].bogus)"
     code, out, _ = daemon.ctl("--json", "validate", "three.yaml")
     assert code == 2 and [e["line"] for e in json.loads(out)["errors"]] == [5, 7, 8, 9, 10]
-    one = THREE.replace(", bogus: 1", "").replace("[0]", "[1]").replace("[zz]", "[a]").replace("nope", "h") \
+    one = (
+        THREE.replace(", bogus: 1", "")
+        .replace("[0]", "[1]")
+        .replace("[zz]", "[a]")
+        .replace("nope", "h")
         .replace("num_cpus: -1", "num_cpus: 0")
+    )
     (tmp_path / "one.yaml").write_text(one)
     code, _, err = daemon.ctl("validate", "one.yaml")
     assert code == 2 and err == "torcctl: error: one.yaml:10: Expected `int` >= 1 (at $.jobs[3].num_cpus)\n"
@@ -62,6 +71,8 @@ def test_a_second_bad_value_in_the_same_list_does_not_end_the_search():
     search stopped there; and `$.user_data[0].bogus` was taken for something `$.user` holds."""
     text = THREE.replace("exit_codes: [0]", 'exit_codes: [1, "a", "b"]')
     assert [e.line for e in spec_errors(text, "three.yaml")] == [5, 7, 8, 9, 10]
-    held = ("name: h\nuser_data:\n  - {name: d, bogus: 1}\nuser: '" + "u" * 300 + "'\njobs:\n"
-            "  - {name: a, command: 'true'}\n")
+    held = (
+        "name: h\nuser_data:\n  - {name: d, bogus: 1}\nuser: '" + "u" * 300 + "'\njobs:\n"
+        "  - {name: a, command: 'true'}\n"
+    )
     assert [e.field for e in spec_errors(held, "h.yaml")] == ["$.user_data[0].bogus", "$.user"]

@@ -32,8 +32,10 @@ def test_watch_after_a_retry_returns_when_the_retried_job_and_its_dependents_com
 
 
 def test_watch_after_a_reset_follows_the_new_run_to_its_end(daemon):
-    wf = daemon.submit("name: again\njobs:\n  - name: a\n    command: sleep 0.5\n  - name: b\n"
-                       "    command: sleep 0.5\n    depends_on: [a]\n")
+    wf = daemon.submit(
+        "name: again\njobs:\n  - name: a\n    command: sleep 0.5\n  - name: b\n"
+        "    command: sleep 0.5\n    depends_on: [a]\n"
+    )
     daemon.wait(wf)
     code, _, err = daemon.ctl("workflows", "reset-status", str(wf))
     assert code == 0, err

@@ -13,10 +13,10 @@ import urllib.request
 
 import msgspec
 import pytest
-
-from conftest import Daemon
 import test_user_data as user_data
+from conftest import Daemon
 from test_slurm import _allocations_of, allocations, pytestmark, scheduler, sdaemon, submit_slurm  # noqa: F401
+
 from torcd.protocol import AllocationInfo, WorkflowSummary
 
 HELD = """
@@ -49,8 +49,11 @@ def tcp_call(url: str, token: str, method: str, params: dict | None = None, cont
 def held_allocation(d: Daemon, tmp_path, name: str = "held") -> tuple[int, AllocationInfo, str]:
     """A Slurm workflow with one allocation held in the queue (it never starts): its credential."""
     (tmp_path / f"{name}.yaml").write_text(HELD.replace("name: held", f"name: {name}"))
-    wf = d.call("workflows.create", {"spec_text": (tmp_path / f"{name}.yaml").read_text(), "cwd": str(tmp_path),
-                                     "executor": "slurm"}, WorkflowSummary).id
+    wf = d.call(
+        "workflows.create",
+        {"spec_text": (tmp_path / f"{name}.yaml").read_text(), "cwd": str(tmp_path), "executor": "slurm"},
+        WorkflowSummary,
+    ).id
     (alloc,) = d.call("allocations.submit", {"workflow_id": wf, "count": 1}, list[AllocationInfo])
     assert alloc.slurm_job_id, alloc.reason
     path = os.path.join(d.state_dir, "credentials", f"alloc_{alloc.id}.token")
@@ -68,9 +71,13 @@ def test_an_allocation_credential_only_reaches_its_own_workers(sdaemon, tmp_path
     wf2, alloc2, token2 = held_allocation(sdaemon, tmp_path, "two")
     # Nothing but workers.*: no workflows (running any command as the user), no shutdown, no events.
     spec = "name: evil\njobs:\n  - name: x\n    command: touch /tmp/pwned\n"
-    for method, params in (("workflows.create", {"spec_text": spec, "cwd": "/tmp"}), ("shutdown", {}),
-                           ("workflows.delete", {"workflow_id": wf}), ("workflows.list", {}),
-                           ("jobs.list", {"workflow_id": wf})):
+    for method, params in (
+        ("workflows.create", {"spec_text": spec, "cwd": "/tmp"}),
+        ("shutdown", {}),
+        ("workflows.delete", {"workflow_id": wf}),
+        ("workflows.list", {}),
+        ("jobs.list", {"workflow_id": wf}),
+    ):
         reply = tcp_call(url, token, method, params)
         assert reply["error"]["code"] == -32001, (method, reply)
     req = urllib.request.Request(f"{url}/events?workflow_id={wf}", headers={"Authorization": f"Bearer {token}"})
@@ -81,13 +88,17 @@ def test_an_allocation_credential_only_reaches_its_own_workers(sdaemon, tmp_path
     for params in ({"workflow_id": wf2, "allocation_id": alloc2.id}, {"workflow_id": wf, "allocation_id": alloc2.id}):
         reply = tcp_call(url, token, "workers.register", {**params, "host": "n1", "cpus": 1})
         assert reply.get("error", {}).get("code") == -32001, reply
-    mine = tcp_call(url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id,
-                                                     "host": "n1", "cpus": 1})["result"]["worker_id"]
-    theirs = tcp_call(url, token2, "workers.register", {"workflow_id": wf2, "allocation_id": alloc2.id,
-                                                        "host": "n2", "cpus": 1})["result"]["worker_id"]
+    mine = tcp_call(
+        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
+    )["result"]["worker_id"]
+    theirs = tcp_call(
+        url, token2, "workers.register", {"workflow_id": wf2, "allocation_id": alloc2.id, "host": "n2", "cpus": 1}
+    )["result"]["worker_id"]
     # Another allocation's worker cannot be polled (its jobs taken) or finished.
-    for method, params in (("workers.poll", {"worker_id": theirs, "free_cpus": 4}),
-                           ("workers.finish", {"worker_id": theirs})):
+    for method, params in (
+        ("workers.poll", {"worker_id": theirs, "free_cpus": 4}),
+        ("workers.finish", {"worker_id": theirs}),
+    ):
         assert tcp_call(url, token, method, params)["error"]["code"] == -32001
     # Its own worker claims a job; it cannot report the other job (never handed to it) as done.
     got = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
@@ -119,8 +130,12 @@ jobs:
     failure_handler: h
 """)
     sdaemon.wait_for(lambda: sdaemon.jobs(wf)["victim"].status == "recovering", what="recovery running")
-    worker = tcp_call(url, token, "workers.register", {"workflow_id": alloc.workflow_id, "allocation_id": alloc.id,
-                                                       "host": "n1", "cpus": 1})["result"]["worker_id"]
+    worker = tcp_call(
+        url,
+        token,
+        "workers.register",
+        {"workflow_id": alloc.workflow_id, "allocation_id": alloc.id, "host": "n1", "cpus": 1},
+    )["result"]["worker_id"]
     victim = sdaemon.jobs(wf)["victim"].id
     report = {"job_id": victim, "run_id": 1, "attempt_id": 1, "ok": True, "return_code": 0, "message": "forged"}
     tcp_call(url, token, "workers.poll", {"worker_id": worker, "claim": False, "recoveries": [report]})
@@ -131,9 +146,28 @@ jobs:
 @pytest.fixture
 def certificate(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
-                    "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return str(cert), str(key)
 
 
@@ -141,8 +175,9 @@ def test_tls_door_runs_a_workflow_on_slurm_and_refuses_plain_http(tmp_path, cert
     import ssl
 
     cert, key = certificate
-    d = Daemon(tmp_path).start("--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key,
-                               "--slurm-poll-interval", "0.5")
+    d = Daemon(tmp_path).start(
+        "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key, "--slurm-poll-interval", "0.5"
+    )
     try:
         url = d.call("ping")["tcp_url"]
         assert url.startswith("https://127.0.0.1:")
@@ -204,8 +239,9 @@ def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
 
     url = sdaemon.call("ping")["tcp_url"]
     wf, alloc, token = held_allocation(sdaemon, tmp_path, "ended")
-    worker = tcp_call(url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id,
-                                                       "host": "n1", "cpus": 1})["result"]["worker_id"]
+    worker = tcp_call(
+        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
+    )["result"]["worker_id"]
     # Odd credentials are refused (401), never an internal error; a credential cannot ping or
     # learn which worker ids exist.
     for header in ("Bearer torc-alloc.\u00b2.abc".encode(), b"Bearer torc-alloc.1.\xff\xfe", b"Bearer \xff\xfe"):
@@ -214,14 +250,17 @@ def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
     assert tcp_call(url, token, "workers.poll", {"worker_id": 999_999})["error"]["code"] == -32001
     # Slurm ends the allocation: however alive its worker claims to be, it takes no more work.
     subprocess.run(["scancel", alloc.slurm_job_id], check=True)
-    sdaemon.wait_for(lambda: sdaemon.call("allocations.list", {"workflow_id": wf})[0]["state"] == "done",
-                     what="the allocation to leave the queue")
+    sdaemon.wait_for(
+        lambda: sdaemon.call("allocations.list", {"workflow_id": wf})[0]["state"] == "done",
+        what="the allocation to leave the queue",
+    )
     reply = tcp_call(url, token, "workers.poll", {"worker_id": worker, "free_cpus": 4})["result"]
     assert reply["stop"] is True and reply["jobs"] == []
     assert {j.status for j in sdaemon.jobs(wf).values()} == {"ready"}
     # A repeated allocations.submit (its reply lost) submits nothing more.
-    body = msgspec.json.encode({"jsonrpc": "2.0", "id": 7, "method": "allocations.submit",
-                                "params": {"workflow_id": wf, "count": 1}})
+    body = msgspec.json.encode(
+        {"jsonrpc": "2.0", "id": 7, "method": "allocations.submit", "params": {"workflow_id": wf, "count": 1}}
+    )
     for _ in range(2):
         c = _UnixConnection(sdaemon.socket, 30)
         c.request("POST", "/rpc", body, {"Idempotency-Key": "submit-once"})
@@ -233,8 +272,12 @@ def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
         if a.state in ("pending", "running"):
             subprocess.run(["scancel", a.slurm_job_id])
     # Deleting the workflow revokes its credentials; ids are never reused.
-    sdaemon.wait_for(lambda: all(a["state"] not in ("pending", "running")
-                                 for a in sdaemon.call("allocations.list", {"workflow_id": wf})), what="ended")
+    sdaemon.wait_for(
+        lambda: all(
+            a["state"] not in ("pending", "running") for a in sdaemon.call("allocations.list", {"workflow_id": wf})
+        ),
+        what="ended",
+    )
     sdaemon.call("workflows.cancel", {"workflow_id": wf})
     sdaemon.call("workflows.delete", {"workflow_id": wf})
     assert tcp_call(url, token, "workers.poll", {"worker_id": worker}) == {"http": 401}
@@ -245,8 +288,12 @@ def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
 def test_events_refuses_out_of_range_numbers(daemon):
     from torcctl.client import _UnixConnection
 
-    for query in ("workflow_id=99999999999999999999999", "workflow_id=1&after=99999999999999999999999",
-                  "workflow_id=-1", "workflow_id=x"):
+    for query in (
+        "workflow_id=99999999999999999999999",
+        "workflow_id=1&after=99999999999999999999999",
+        "workflow_id=-1",
+        "workflow_id=x",
+    ):
         c = _UnixConnection(daemon.socket, 10)
         c.request("GET", f"/events?{query}")
         assert c.getresponse().status == 400, query
@@ -271,8 +318,10 @@ def test_an_allocation_credential_reaches_only_its_own_workflows_user_data(sdaem
     reply = tcp_call(url, token, "user_data.set", {"workflow_id": wf, "name": "x", "data": [1, 2]})
     assert reply["result"] == {"name": "x", "bytes": 5}
     assert tcp_call(url, token, "user_data.get", {"workflow_id": wf, "name": "x"})["result"]["data"] == [1, 2]
-    for method, params in (("user_data.set", {"workflow_id": other, "name": "x", "data": 1}),
-                           ("user_data.get", {"workflow_id": other, "name": "x"}),
-                           ("user_data.list", {"workflow_id": other})):
+    for method, params in (
+        ("user_data.set", {"workflow_id": other, "name": "x", "data": 1}),
+        ("user_data.get", {"workflow_id": other, "name": "x"}),
+        ("user_data.list", {"workflow_id": other}),
+    ):
         assert tcp_call(url, token, method, params)["error"]["code"] == -32001, method
     assert sdaemon.call("user_data.list", {"workflow_id": other}) == []

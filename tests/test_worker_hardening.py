@@ -17,19 +17,23 @@ import time
 
 import msgspec
 import pytest
-
 import test_slurm
 from conftest import Daemon
 from test_worker_credentials import certificate, held_allocation, tcp_call  # noqa: F401
+
 from torcd.protocol import AttemptInfo
 
 slurm = test_slurm.pytestmark
-SPEC_IN = "name: {name}\n" + test_slurm.scheduler(cpus=1) + """
+SPEC_IN = (
+    "name: {name}\n"
+    + test_slurm.scheduler(cpus=1)
+    + """
 jobs:
   - name: j{{i}}
     command: echo ran $TORC_JOB_NAME
     parameters: {{i: "1:2"}}
 """
+)
 
 
 @pytest.fixture
@@ -46,8 +50,9 @@ def stranger():
 
 
 def as_user(user, *command: str) -> None:
-    subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *command],
-                   check=True)
+    subprocess.run(
+        ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *command], check=True
+    )
 
 
 def slurm_daemon(tmp_path, env: dict[str, str] | None = None) -> Daemon:
@@ -62,6 +67,7 @@ def stop_slurm_daemon(d: Daemon) -> None:
 
 
 # 1. The worker's journal is never at a name another user can take first.
+
 
 @slurm
 @pytest.mark.parametrize("planted", ["directory", "symlink"])
@@ -97,22 +103,39 @@ def test_a_journal_directory_another_user_planted_does_not_stop_the_workers(tmp_
 
 # 2. Times an allocation credential reports are bounded.
 
+
 @slurm
 def test_an_allocation_credential_cannot_store_an_end_time_outside_its_attempt(tmp_path):
     d = slurm_daemon(tmp_path)
     try:
         url = d.call("ping")["tcp_url"]
         wf, alloc, token = held_allocation(d, tmp_path, "times")
-        worker = tcp_call(url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id,
-                                                           "host": "n1", "cpus": 2})["result"]["worker_id"]
+        worker = tcp_call(
+            url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 2}
+        )["result"]["worker_id"]
         got = tcp_call(url, token, "workers.poll", {"worker_id": worker, "free_cpus": 2})["result"]["jobs"]
         assert len(got) == 2
         early, late = got
 
         def report(job, end_time) -> dict:
-            return tcp_call(url, token, "workers.poll", {"worker_id": worker, "claim": False, "exits": [
-                {"job_id": job["job_id"], "run_id": job["run_id"], "attempt_id": job["attempt_id"],
-                 "return_code": 0, "end_time": end_time}]})
+            return tcp_call(
+                url,
+                token,
+                "workers.poll",
+                {
+                    "worker_id": worker,
+                    "claim": False,
+                    "exits": [
+                        {
+                            "job_id": job["job_id"],
+                            "run_id": job["run_id"],
+                            "attempt_id": job["attempt_id"],
+                            "return_code": 0,
+                            "end_time": end_time,
+                        }
+                    ],
+                },
+            )
 
         for absurd in (1e308, -1.0):  # no clock says that: refused, naming the field
             reply = report(late, absurd)
@@ -136,6 +159,7 @@ def test_an_allocation_credential_cannot_store_an_end_time_outside_its_attempt(t
 
 # 3. A wrong CA file, and SIGTERM while the daemon does not answer.
 
+
 def test_a_worker_with_the_wrong_ca_file_fails_at_once_with_one_line(tmp_path, certificate):
     cert, key = certificate
     d = Daemon(tmp_path).start("--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key)
@@ -143,21 +167,59 @@ def test_a_worker_with_the_wrong_ca_file_fails_at_once_with_one_line(tmp_path, c
         url = d.call("ping")["tcp_url"]
         other = tmp_path / "other"
         other.mkdir()
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-                        str(other / "key.pem"), "-out", str(other / "cert.pem")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(other / "key.pem"),
+                "-out",
+                str(other / "cert.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         env = {**os.environ, "TORC_API_TOKEN": open(os.path.join(d.state_dir, "token")).read().strip()}
-        w = subprocess.run([sys.executable, "-m", "torcctl", "worker", "--url", url, "--ca-file",
-                            str(other / "cert.pem"), "--workflow-id", "1"], capture_output=True, text=True,
-                           timeout=60, env=env)
+        w = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torcctl",
+                "worker",
+                "--url",
+                url,
+                "--ca-file",
+                str(other / "cert.pem"),
+                "--workflow-id",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         assert w.returncode != 0, w.stderr
         errors = [line for line in w.stderr.splitlines() if line.startswith("torcctl: error:")]
         assert len(errors) == 1 and "certificate" in errors[0] and "Traceback" not in w.stderr, w.stderr
         assert "rpc_retry" not in w.stderr + w.stdout
         # A job's torcctl through the same door says so in one line too.
-        r = subprocess.run([sys.executable, "-m", "torcctl", "user-data", "list", "-w", "1"], capture_output=True,
-                           text=True, timeout=60, env={**env, "TORC_API_URL": url,
-                                                       "TORC_CA_FILE": str(other / "cert.pem")})
+        r = subprocess.run(
+            [sys.executable, "-m", "torcctl", "user-data", "list", "-w", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "TORC_API_URL": url, "TORC_CA_FILE": str(other / "cert.pem")},
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "certificate" in r.stderr, r.stderr
     finally:
@@ -166,12 +228,36 @@ def test_a_worker_with_the_wrong_ca_file_fails_at_once_with_one_line(tmp_path, c
 
 def test_sigterm_stops_a_worker_waiting_for_its_daemon_and_keeps_its_jobs_exits(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0")
-    wf = d.call("workflows.create", {"spec_text": "name: t\njobs:\n  - {name: long, command: 'sleep 300'}\n",
-                                     "cwd": str(tmp_path), "executor": "slurm"})["id"]
+    wf = d.call(
+        "workflows.create",
+        {
+            "spec_text": "name: t\njobs:\n  - {name: long, command: 'sleep 300'}\n",
+            "cwd": str(tmp_path),
+            "executor": "slurm",
+        },
+    )["id"]
     journal = tmp_path / "journal" / "w.journal"
-    w = subprocess.Popen([sys.executable, "-m", "torcctl", "worker", "--url", f"unix://{d.socket}",
-                          "--workflow-id", str(wf), "--poll-interval", "0.1", "--cpus", "1", "--journal",
-                          str(journal)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    w = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torcctl",
+            "worker",
+            "--url",
+            f"unix://{d.socket}",
+            "--workflow-id",
+            str(wf),
+            "--poll-interval",
+            "0.1",
+            "--cpus",
+            "1",
+            "--journal",
+            str(journal),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         d.wait_for(lambda: d.jobs(wf)["long"].status == "running", what="the job to run")
         d.kill9()  # the worker now waits for it (20 minutes by default)
@@ -199,8 +285,12 @@ def test_sigterm_stops_a_worker_that_never_reached_its_daemon(tmp_path):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
-    w = subprocess.Popen([sys.executable, "-m", "torcctl", "worker", "--url", f"http://127.0.0.1:{port}",
-                          "--workflow-id", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    w = subprocess.Popen(
+        [sys.executable, "-m", "torcctl", "worker", "--url", f"http://127.0.0.1:{port}", "--workflow-id", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = ""
         while "rpc_retry" not in output:
@@ -218,12 +308,27 @@ def test_sigterm_stops_a_worker_that_never_reached_its_daemon(tmp_path):
 
 # 4. A hung daemon is named, and no second one is started.
 
+
 def test_torcctl_names_a_hung_daemon_and_starts_no_second_one(daemon):
     pid = daemon.proc.pid
     os.kill(pid, signal.SIGSTOP)  # alive, its socket accepting, never answering
     try:
-        r = subprocess.run([sys.executable, "-m", "torcctl", "--socket", daemon.socket, "--state-dir",
-                            daemon.state_dir, "workflows", "list"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torcctl",
+                "--socket",
+                daemon.socket,
+                "--state-dir",
+                daemon.state_dir,
+                "workflows",
+                "list",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.kill(pid, signal.SIGCONT)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -233,6 +338,7 @@ def test_torcctl_names_a_hung_daemon_and_starts_no_second_one(daemon):
 
 
 # 5. A project path with a space.
+
 
 @slurm
 def test_a_workflow_submitted_from_a_directory_with_a_space_runs_on_slurm(tmp_path):

@@ -13,14 +13,31 @@ from torcd.protocol import WorkflowSummary
 
 
 def create(d, spec: str, tmp_path) -> int:
-    return d.call("workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"},
-                  WorkflowSummary).id
+    return d.call(
+        "workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"}, WorkflowSummary
+    ).id
 
 
 def worker(d, wf: int, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "torcctl", "worker", "--url", f"unix://{d.socket}",
-                             "--workflow-id", str(wf), "--poll-interval", "0.1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=d.tmp)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torcctl",
+            "worker",
+            "--url",
+            f"unix://{d.socket}",
+            "--workflow-id",
+            str(wf),
+            "--poll-interval",
+            "0.1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=d.tmp,
+    )
 
 
 def finished(d, wf: int) -> list[str]:
@@ -64,14 +81,18 @@ def test_a_worker_leaves_after_the_workflows_wait_for_new_jobs(make_daemon, tmp_
 
 def test_a_worker_claims_no_job_whose_runtime_outlasts_its_walltime(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0")
-    wf = create(d, """name: wall
+    wf = create(
+        d,
+        """name: wall
 resource_requirements:
   - {name: long, runtime: PT2M}
   - {name: short, runtime: PT5S}
 jobs:
   - {name: too_long, command: "true", resource_requirements: long}
   - {name: fits, command: "true", resource_requirements: short}
-""", tmp_path)
+""",
+        tmp_path,
+    )
     # 100 s of walltime less a 30 s buffer: 70 s for jobs.
     w = worker(d, wf, "--cpus", "2", "--walltime", "100")
     assert w.wait(30) == 0  # and left at once: the long job can never come to it
@@ -83,7 +104,9 @@ def test_a_worker_packs_gpu_and_memory_jobs_and_hands_out_its_own_devices(make_d
     d = make_daemon().start("--listen", "127.0.0.1:0")
     log = tmp_path / "log"
     job = f"echo $CUDA_VISIBLE_DEVICES $(date +%s.%N) >> {log}; sleep 0.5; echo end $(date +%s.%N) >> {log}"
-    wf = create(d, f"""name: pack
+    wf = create(
+        d,
+        f"""name: pack
 slurm_schedulers:
   - {{name: gpu_nodes, node_cpus: 8, node_memory: 1g, node_gpus: 2}}
 resource_requirements:
@@ -92,7 +115,9 @@ resource_requirements:
 jobs:
   - {{name: "g{{i}}", command: "{job}", resource_requirements: gpu, parameters: {{i: "1:4"}}}}
   - {{name: "m{{i}}", command: "sleep 0.5", resource_requirements: big, parameters: {{i: "1:3"}}}}
-""", tmp_path)
+""",
+        tmp_path,
+    )
     no_gpus = worker(d, wf, "--cpus", "8", "--memory", "250m", "--gpus", "0", "--idle-timeout", "0")
     assert no_gpus.wait(30) == 0
     assert {n for n, j in d.jobs(wf).items() if j.status == "completed"} == {"m1", "m2", "m3"}
@@ -128,8 +153,12 @@ def test_a_worker_outlives_a_daemon_restart_and_reports_the_true_end_time(make_d
 
 def test_a_worker_gives_up_on_a_daemon_gone_longer_than_the_workflow_allows(make_daemon, tmp_path):
     d = make_daemon().start("--listen", "127.0.0.1:0")
-    wf = create(d, "name: gone\ncompute_node_wait_for_healthy_database_minutes: 0.05\n"
-                   "jobs:\n  - {name: long, command: 'sleep 2'}\n", tmp_path)
+    wf = create(
+        d,
+        "name: gone\ncompute_node_wait_for_healthy_database_minutes: 0.05\n"
+        "jobs:\n  - {name: long, command: 'sleep 2'}\n",
+        tmp_path,
+    )
     w = worker(d, wf, "--cpus", "1")
     d.wait_for(lambda: d.jobs(wf)["long"].status == "running", what="the job to run")
     d.kill9()

@@ -38,13 +38,16 @@ def validate(client: Client, args) -> int:
         sys.stdout.write(spec_as_yaml(text, args.spec, args.spec_format))
         return 0
     if args.json:
-        print_json({"ok": True, "jobs": len(spec.jobs), "failure_handlers": len(spec.failure_handlers),
-                    "warnings": findings})
+        print_json(
+            {"ok": True, "jobs": len(spec.jobs), "failure_handlers": len(spec.failure_handlers), "warnings": findings}
+        )
     else:
         for f in findings:
             print(f"{args.spec}:{f.line}: warning: {f.message} (at {f.field})")
-        print(f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers, "
-              f"{len(findings)} warnings)")
+        print(
+            f"{args.spec}: ok ({len(spec.jobs)} jobs, {len(spec.failure_handlers)} failure handlers, "
+            f"{len(findings)} warnings)"
+        )
     return 1 if findings and args.strict else 0  # 1: it ran, and --strict counts the warnings
 
 
@@ -68,17 +71,24 @@ def explain(client: Client, args) -> int:
     steps = simulate(rules, spec.use_pending_failed, codes)
     final = steps[-1].status if steps else "ready"
     if args.json:
-        print_json({"job": job.name, "failure_handler": job.failure_handler, "steps": steps,
-                    "final_status": final})
+        print_json({"job": job.name, "failure_handler": job.failure_handler, "steps": steps, "final_status": final})
         return 0
-    print(f"job {job.name}: " + (f"failure handler {job.failure_handler!r}" if rules else "no failure handler")
-          + f"; use_pending_failed: {_setting(spec.use_pending_failed, rules is not None)}")
+    print(
+        f"job {job.name}: "
+        + (f"failure handler {job.failure_handler!r}" if rules else "no failure handler")
+        + f"; use_pending_failed: {_setting(spec.use_pending_failed, rules is not None)}"
+    )
     for step in steps:
         rule = ""
         if step.rule_index is not None and rules is not None:  # a rule decided: the job has rules
             r = rules[step.rule_index]
-            match = (f"causes {r.causes}" if r.causes and step.cause in r.causes else
-                     "any exit code" if r.match_all_exit_codes else f"exit_codes {r.exit_codes}")
+            match = (
+                f"causes {r.causes}"
+                if r.causes and step.cause in r.causes
+                else "any exit code"
+                if r.match_all_exit_codes
+                else f"exit_codes {r.exit_codes}"
+            )
             rule = f" [rule {step.rule_index}: {match}, max_retries {r.max_retries}]"
         then = _consequence(step, rules)
         ended = f"{step.cause} (exit {step.return_code})" if step.cause else f"exit {step.return_code}"
@@ -95,10 +105,15 @@ def _consequence(step, rules) -> str:
     if step.action == "retry":
         return f"retry as attempt {step.attempt + 1}"
     if step.action == "recover":
-        return (f"run recovery script `{rules[step.rule_index].recovery_script}` (TORC_RETURN_CODE="
-                f"{step.return_code}); if it succeeds, retry as attempt {step.attempt + 1}, else the job fails")
-    return {"complete": "completed", "fail": "the job fails",
-            "pending_failed": "pending_failed: waits for `torcctl jobs retry|fail` or an agent"}[step.action]
+        return (
+            f"run recovery script `{rules[step.rule_index].recovery_script}` (TORC_RETURN_CODE="
+            f"{step.return_code}); if it succeeds, retry as attempt {step.attempt + 1}, else the job fails"
+        )
+    return {
+        "complete": "completed",
+        "fail": "the job fails",
+        "pending_failed": "pending_failed: waits for `torcctl jobs retry|fail` or an agent",
+    }[step.action]
 
 
 def _exit_codes(text: str) -> list[tuple[int, str | None]]:
@@ -112,8 +127,10 @@ def _exit_codes(text: str) -> list[tuple[int, str | None]]:
         elif token.isascii() and token.isdigit() and int(token) <= 255:
             out.append((int(token), None))
         else:
-            raise UsageError(f"--exit-codes takes exit codes 0-255 and causes ({', '.join(CAUSE_CODES)}), "
-                             f"comma-separated; {token!r} is neither")
+            raise UsageError(
+                f"--exit-codes takes exit codes 0-255 and causes ({', '.join(CAUSE_CODES)}), "
+                f"comma-separated; {token!r} is neither"
+            )
     if not out:
         raise UsageError("--exit-codes needs at least one exit code or cause")
     return out

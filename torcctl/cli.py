@@ -62,8 +62,11 @@ def _workflow_id(p: argparse.ArgumentParser) -> None:
 
 def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
     p.add_argument("spec", metavar=metavar)
-    p.add_argument("--spec-format", choices=SPEC_FORMATS,
-                   help="the spec's format (default: from its extension; .json5, .kdl, else YAML, which reads JSON)")
+    p.add_argument(
+        "--spec-format",
+        choices=SPEC_FORMATS,
+        help="the spec's format (default: from its extension; .json5, .kdl, else YAML, which reads JSON)",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -87,35 +90,75 @@ def _submit_slurm_args(p: argparse.ArgumentParser) -> None:
     _spec(p)
     p.add_argument("--account", help="Slurm account for the allocations")
     p.add_argument("--allocations", type=int, help="how many allocations (default: sized to the ready jobs)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the allocations it would submit and which jobs go on which node; submit nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the allocations it would submit and which jobs go on which node; submit nothing",
+    )
 
 
 def _watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     auto = p.add_mutually_exclusive_group()
-    auto.add_argument("--auto-schedule", action="store_true", default=None,
-                      help="keep Slurm allocations coming for ready and retried jobs (stored; survives restarts)")
+    auto.add_argument(
+        "--auto-schedule",
+        action="store_true",
+        default=None,
+        help="keep Slurm allocations coming for ready and retried jobs (stored; survives restarts)",
+    )
     auto.add_argument("--no-auto-schedule", dest="auto_schedule", action="store_false")
-    p.add_argument("--auto-schedule-threshold", type=int, default=5, metavar="N",
-                   help="ready retries that justify more allocations while some run (default 5)")
-    p.add_argument("--auto-schedule-cooldown", type=float, default=1800, metavar="SECONDS",
-                   help="at most one such submission per this many seconds (default 1800)")
-    p.add_argument("--auto-schedule-stranded-timeout", type=float, default=7200, metavar="SECONDS",
-                   help="submit anyway when a retry has waited this long (default 7200; 0 turns this off)")
+    p.add_argument(
+        "--auto-schedule-threshold",
+        type=int,
+        default=5,
+        metavar="N",
+        help="ready retries that justify more allocations while some run (default 5)",
+    )
+    p.add_argument(
+        "--auto-schedule-cooldown",
+        type=float,
+        default=1800,
+        metavar="SECONDS",
+        help="at most one such submission per this many seconds (default 1800)",
+    )
+    p.add_argument(
+        "--auto-schedule-stranded-timeout",
+        type=float,
+        default=7200,
+        metavar="SECONDS",
+        help="submit anyway when a retry has waited this long (default 7200; 0 turns this off)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
-    p.add_argument("-r", "--recover", action="store_true",
-                   help="each time the workflow ends with failed jobs, give those that ran out of memory or time "
-                        "more (as `torcctl recover`) and run them again")
-    p.add_argument("-m", "--max-retries", type=limits.count, default=3, metavar="N",
-                   help="at most N recoveries (default 3)")
-    p.add_argument("-p", "--poll-interval", type=float, metavar="SECONDS",
-                   help="Torc's polling period; torcd pushes each event as it happens, so any value means 'at once'")
-    p.add_argument("-o", "--output-dir", metavar="DIR",
-                   help="where to write watch_HOST_wfID.log, a copy of every event line (default: the workflow's "
-                        "output directory)")
-    p.add_argument("-s", "--show-job-counts", action="store_true",
-                   help="as in Torc; the live view and the summary always show the job counts")
+    p.add_argument(
+        "-r",
+        "--recover",
+        action="store_true",
+        help="each time the workflow ends with failed jobs, give those that ran out of memory or time "
+        "more (as `torcctl recover`) and run them again",
+    )
+    p.add_argument(
+        "-m", "--max-retries", type=limits.count, default=3, metavar="N", help="at most N recoveries (default 3)"
+    )
+    p.add_argument(
+        "-p",
+        "--poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="Torc's polling period; torcd pushes each event as it happens, so any value means 'at once'",
+    )
+    p.add_argument(
+        "-o",
+        "--output-dir",
+        metavar="DIR",
+        help="where to write watch_HOST_wfID.log, a copy of every event line (default: the workflow's "
+        "output directory)",
+    )
+    p.add_argument(
+        "-s",
+        "--show-job-counts",
+        action="store_true",
+        help="as in Torc; the live view and the summary always show the job counts",
+    )
     limits.add_options(p)
 
 
@@ -137,10 +180,15 @@ def results_options(p: argparse.ArgumentParser, torc_list: bool = False) -> None
 def _check_resource_utilization_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     include = p.add_mutually_exclusive_group()
-    include.add_argument("--include-failed", action="store_true", default=True,
-                         help="also jobs that failed (the default, as the MCP tool's)")
-    include.add_argument("--exclude-failed", dest="include_failed", action="store_false",
-                         help="only jobs that exited 0")
+    include.add_argument(
+        "--include-failed",
+        action="store_true",
+        default=True,
+        help="also jobs that failed (the default, as the MCP tool's)",
+    )
+    include.add_argument(
+        "--exclude-failed", dest="include_failed", action="store_false", help="only jobs that exited 0"
+    )
 
 
 def _user_data_get_args(p: argparse.ArgumentParser) -> None:
@@ -150,7 +198,7 @@ def _user_data_get_args(p: argparse.ArgumentParser) -> None:
 
 def _user_data_set_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name")
-    p.add_argument("data", nargs="?", metavar="JSON", help='the value, like \'{"rows": 10}\' or \'"text"\'')
+    p.add_argument("data", nargs="?", metavar="JSON", help="the value, like '{\"rows\": 10}' or '\"text\"'")
     p.add_argument("--data", dest="data_flag", metavar="JSON", help="the value, as Torc's `user-data update` takes it")
     p.add_argument("--data-file", metavar="FILE", help="read the value from FILE (- for stdin)")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
@@ -170,34 +218,64 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, help="CPUs to use (default: the allocation's)")
     p.add_argument("--walltime", type=float, help="seconds the allocation lasts; stop claiming near the end")
     p.add_argument("--poll-interval", type=float, default=0.5)
-    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
-                   help="exit after this long with nothing to do while jobs may still become ready (default: the "
-                        "workflow's compute_node_wait_for_new_jobs_seconds, 90)")
-    p.add_argument("--memory", type=_size, default=None, metavar="SIZE",
-                   help="memory its jobs may use together, like 256g (default: what Slurm gave the allocation)")
-    p.add_argument("--gpus", type=int, default=None, metavar="N",
-                   help="GPUs to hand out, devices 0..N-1 (default: $TORCD_GPUS, else CUDA_VISIBLE_DEVICES)")
-    p.add_argument("--journal", metavar="PATH",
-                   help="where to keep what the daemon has not heard yet (default, in an allocation: a "
-                        "torc-worker directory in $XDG_RUNTIME_DIR or a private $TMPDIR, else one in $TMPDIR or /tmp "
-                        "named from the allocation's credential, which no other user can guess); a worker started "
-                        "with the journal of one that died reports what it left")
-    p.add_argument("--wait-for-daemon", type=float, default=None, metavar="SECONDS",
-                   help="how long to keep trying a daemon that does not answer (default: the workflow's "
-                        "compute_node_wait_for_healthy_database_minutes, 20 min)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="exit after this long with nothing to do while jobs may still become ready (default: the "
+        "workflow's compute_node_wait_for_new_jobs_seconds, 90)",
+    )
+    p.add_argument(
+        "--memory",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="memory its jobs may use together, like 256g (default: what Slurm gave the allocation)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs to hand out, devices 0..N-1 (default: $TORCD_GPUS, else CUDA_VISIBLE_DEVICES)",
+    )
+    p.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="where to keep what the daemon has not heard yet (default, in an allocation: a "
+        "torc-worker directory in $XDG_RUNTIME_DIR or a private $TMPDIR, else one in $TMPDIR or /tmp "
+        "named from the allocation's credential, which no other user can guess); a worker started "
+        "with the journal of one that died reports what it left",
+    )
+    p.add_argument(
+        "--wait-for-daemon",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to keep trying a daemon that does not answer (default: the workflow's "
+        "compute_node_wait_for_healthy_database_minutes, 20 min)",
+    )
 
 
 def _reset_status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
-    p.add_argument("--failed-only", action="store_true",
-                   help="only failed, canceled, terminated and pending_failed jobs (and what they block)")
+    p.add_argument(
+        "--failed-only",
+        action="store_true",
+        help="only failed, canceled, terminated and pending_failed jobs (and what they block)",
+    )
 
 
 def _jobs_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("-s", "--status", help="only jobs with this status (e.g. pending_failed)")
-    p.add_argument("--sort-by", choices=["id", "name", "status", "attempt", "rc"], default="id",
-                   help="order of the listing (default id)")
+    p.add_argument(
+        "--sort-by",
+        choices=["id", "name", "status", "attempt", "rc"],
+        default="id",
+        help="order of the listing (default id)",
+    )
     p.add_argument("--limit", type=int, default=10_000)
     p.add_argument("--offset", type=int, default=0)
 
@@ -240,62 +318,143 @@ RESULTS_HELP = "every job's attempts in a workflow: exit code, cause, time, memo
 COMMANDS: tuple[Command | Group, ...] = (
     Command("ping", commands.ping, "check that the daemon answers"),
     Command("submit", commands.submit, "create a workflow from a spec; print its id", _spec),
-    Command("run", commands.run, "submit a spec (or take a workflow already submitted, by id) and follow it to "
-                                 "the end; exit 0 only if every job completed", _run_args),
-    Command("validate", checks.validate, "check a spec without submitting it: errors, then warnings",
-            _validate_args, needs_daemon=False),
-    Command("explain", checks.explain,
-            "show, attempt by attempt, what the failure handler does for a job exiting with given codes",
-            _explain_args, needs_daemon=False),
-    Command("submit-slurm", commands.submit_slurm, "create a workflow that runs on Slurm and submit allocations",
-            _submit_slurm_args),
+    Command(
+        "run",
+        commands.run,
+        "submit a spec (or take a workflow already submitted, by id) and follow it to "
+        "the end; exit 0 only if every job completed",
+        _run_args,
+    ),
+    Command(
+        "validate",
+        checks.validate,
+        "check a spec without submitting it: errors, then warnings",
+        _validate_args,
+        needs_daemon=False,
+    ),
+    Command(
+        "explain",
+        checks.explain,
+        "show, attempt by attempt, what the failure handler does for a job exiting with given codes",
+        _explain_args,
+        needs_daemon=False,
+    ),
+    Command(
+        "submit-slurm",
+        commands.submit_slurm,
+        "create a workflow that runs on Slurm and submit allocations",
+        _submit_slurm_args,
+    ),
     Command("watch", commands.watch, "follow a workflow's events until nothing more can run", _watch_args),
-    Command("recover", limits.recover, "give failed jobs that ran out of memory or time more, and run them again; "
-                                       "the workflow must have nothing running", _recover_args),
+    Command(
+        "recover",
+        limits.recover,
+        "give failed jobs that ran out of memory or time more, and run them again; "
+        "the workflow must have nothing running",
+        _recover_args,
+    ),
     Command("results", commands.results, RESULTS_HELP, lambda p: results_options(p, torc_list=True)),
-    Group("reports", "reports on a workflow: resource use against limits, results, a summary", "sub", "REPORT", (
-        Command("check-resource-utilization", reports.check_resource_utilization_command,
+    Group(
+        "reports",
+        "reports on a workflow: resource use against limits, results, a summary",
+        "sub",
+        "REPORT",
+        (
+            Command(
+                "check-resource-utilization",
+                reports.check_resource_utilization_command,
                 "each job's peak memory and runtime against its limits, flagging over- and under-use",
-                _check_resource_utilization_args),
-        Command("results", commands.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
-        Command("summary", reports.summary_command,
-                "a workflow's status, job counts, failures by cause and time spent", _workflow_id),
-    )),
-    Command("files", data.files, "a workflow's files: the job that writes each, the jobs that read it, "
-                                 "whether it exists", _workflow_id),
-    Group("user-data", "read and write a workflow's user data (from jobs too: they reach the daemon through "
-                       "$TORC_API_URL)", "user_data_command", "ACTION", (
-        Command("get", data.user_data_get, "print an entry's value as JSON", _user_data_get_args, via_api_url=True),
-        Command("set", data.user_data_set, "set an entry's value (JSON)", _user_data_set_args, via_api_url=True,
-                aliases=("update", "create")),
-        Command("list", data.user_data_list, "list a workflow's user data", _user_data_list_args, via_api_url=True),
-    )),
-    Command("mcp", commands.mcp, "serve the Model Context Protocol on stdio: AI agents list and classify "
-                                 "pending_failed jobs"),
-    Command("worker", commands.worker, "run jobs for the daemon (inside a Slurm allocation)", _worker_args,
-            needs_daemon=False),  # it reaches the daemon itself, through --url
+                _check_resource_utilization_args,
+            ),
+            Command("results", commands.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
+            Command(
+                "summary",
+                reports.summary_command,
+                "a workflow's status, job counts, failures by cause and time spent",
+                _workflow_id,
+            ),
+        ),
+    ),
+    Command(
+        "files",
+        data.files,
+        "a workflow's files: the job that writes each, the jobs that read it, whether it exists",
+        _workflow_id,
+    ),
+    Group(
+        "user-data",
+        "read and write a workflow's user data (from jobs too: they reach the daemon through $TORC_API_URL)",
+        "user_data_command",
+        "ACTION",
+        (
+            Command("get", data.user_data_get, "print an entry's value as JSON", _user_data_get_args, via_api_url=True),
+            Command(
+                "set",
+                data.user_data_set,
+                "set an entry's value (JSON)",
+                _user_data_set_args,
+                via_api_url=True,
+                aliases=("update", "create"),
+            ),
+            Command("list", data.user_data_list, "list a workflow's user data", _user_data_list_args, via_api_url=True),
+        ),
+    ),
+    Command(
+        "mcp",
+        commands.mcp,
+        "serve the Model Context Protocol on stdio: AI agents list and classify pending_failed jobs",
+    ),
+    Command(
+        "worker",
+        commands.worker,
+        "run jobs for the daemon (inside a Slurm allocation)",
+        _worker_args,
+        needs_daemon=False,
+    ),  # it reaches the daemon itself, through --url
     Command("allocations", commands.allocations, "list a workflow's Slurm allocations", _workflow_id),
-    Group("workflows", "list and manage workflows", "sub", "ACTION", (
-        Command("list", commands.workflows_list, "list workflows"),
-        Command("show", commands.workflows_show, "show one workflow", _workflow_id, aliases=("get",)),
-        Command("status", commands.workflows_status, "job counts by status", _workflow_id),
-        Command("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones", _workflow_id),
-        Command("delete", commands.workflows_delete, "delete a finished workflow", _workflow_id),
-        Command("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", _spec),
-        Command("check", checks.validate, "check a spec without submitting it (as `validate`)", _validate_args,
-                needs_daemon=False),
-        Command("reset-status", commands.workflows_reset, "put jobs back to run again in a new run",
-                _reset_status_args),
-    )),
-    Group("jobs", "list and manage jobs", "sub", "ACTION", (
-        Command("list", commands.jobs_list, "list a workflow's jobs", _jobs_list_args),
-        Command("show", commands.jobs_show, "show one job", _job_id, aliases=("get",)),
-        Command("attempts", commands.jobs_attempts, "list a job's attempts", _job_id),
-        Command("retry", commands.jobs_retry, "pending_failed -> ready, next attempt", _classify_args),
-        Command("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream", _classify_args),
-        Command("update-resources", limits.update_resources,
-                "set a job's memory, runtime or CPUs for its next attempts", _update_resources_args),
-    )),
+    Group(
+        "workflows",
+        "list and manage workflows",
+        "sub",
+        "ACTION",
+        (
+            Command("list", commands.workflows_list, "list workflows"),
+            Command("show", commands.workflows_show, "show one workflow", _workflow_id, aliases=("get",)),
+            Command("status", commands.workflows_status, "job counts by status", _workflow_id),
+            Command("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones", _workflow_id),
+            Command("delete", commands.workflows_delete, "delete a finished workflow", _workflow_id),
+            Command("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", _spec),
+            Command(
+                "check",
+                checks.validate,
+                "check a spec without submitting it (as `validate`)",
+                _validate_args,
+                needs_daemon=False,
+            ),
+            Command(
+                "reset-status", commands.workflows_reset, "put jobs back to run again in a new run", _reset_status_args
+            ),
+        ),
+    ),
+    Group(
+        "jobs",
+        "list and manage jobs",
+        "sub",
+        "ACTION",
+        (
+            Command("list", commands.jobs_list, "list a workflow's jobs", _jobs_list_args),
+            Command("show", commands.jobs_show, "show one job", _job_id, aliases=("get",)),
+            Command("attempts", commands.jobs_attempts, "list a job's attempts", _job_id),
+            Command("retry", commands.jobs_retry, "pending_failed -> ready, next attempt", _classify_args),
+            Command("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream", _classify_args),
+            Command(
+                "update-resources",
+                limits.update_resources,
+                "set a job's memory, runtime or CPUs for its next attempts",
+                _update_resources_args,
+            ),
+        ),
+    ),
     Command("logs", commands.logs, "print a job attempt's stdout (or stderr)", _logs_args),
     Command("events", commands.events, "print a workflow's event log", _events_args, short_format=False),
 )
@@ -306,8 +465,12 @@ def _add_command(sub: argparse._SubParsersAction, c: Command) -> None:
     p.set_defaults(func=c.handler, command_entry=c)
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     # `-f json` after the command too, as Torc's docs write it
-    p.add_argument(*(("-f", "--format") if c.short_format else ("--format",)), choices=["table", "json"],
-                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument(
+        *(("-f", "--format") if c.short_format else ("--format",)),
+        choices=["table", "json"],
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     if c.add_arguments:
         c.add_arguments(p)
 
@@ -325,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
             _add_command(sub, entry)
             continue
         group = sub.add_parser(entry.name, help=entry.help).add_subparsers(
-            dest=entry.dest, required=True, metavar=entry.metavar)
+            dest=entry.dest, required=True, metavar=entry.metavar
+        )
         for c in entry.commands:
             _add_command(group, c)
     return ap
@@ -340,10 +504,9 @@ def connect(args: argparse.Namespace) -> Client:
     api_url = os.environ.get("TORC_API_URL", "")
     if entry.via_api_url and not args.socket and api_url:  # a job, reaching the daemon that runs it
         if api_url.startswith("unix://"):
-            args.socket = api_url[len("unix://"):]
+            args.socket = api_url[len("unix://") :]
         else:
-            return TcpClient(api_url, read_token(os.environ.get("TORC_API_TOKEN_FILE")),
-                             os.environ.get("TORC_CA_FILE"))
+            return TcpClient(api_url, read_token(os.environ.get("TORC_API_TOKEN_FILE")), os.environ.get("TORC_CA_FILE"))
     path = os.path.abspath(args.socket) if args.socket else default_socket()
     if args.state_dir:
         args.state_dir = os.path.abspath(args.state_dir)
@@ -367,8 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(client, args) or 0
     except RpcError as e:
         field = e.data.get("field") if isinstance(e.data, dict) else None
-        print(f"torcctl: error: {e.message}" + (f" [{field}]" if field and field not in e.message else ""),
-              file=sys.stderr)
+        print(
+            f"torcctl: error: {e.message}" + (f" [{field}]" if field and field not in e.message else ""),
+            file=sys.stderr,
+        )
         return 2
     except (ConnectError, commands.UsageError) as e:
         print(f"torcctl: error: {e}", file=sys.stderr)

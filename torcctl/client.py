@@ -12,10 +12,10 @@ import socket
 import ssl
 import struct
 import subprocess
-import uuid
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -62,8 +62,9 @@ class _UnixConnection(http.client.HTTPConnection):
         uid = peer_uid(sock)
         if uid != os.getuid():
             sock.close()
-            raise ConnectError(f"the process listening on {self.path} runs as uid {uid}, not as you; "
-                               "refusing to send anything to it")
+            raise ConnectError(
+                f"the process listening on {self.path} runs as uid {uid}, not as you; refusing to send anything to it"
+            )
         self.sock = sock
 
 
@@ -86,8 +87,7 @@ class Client:
         return _UnixConnection(self.socket_path, timeout if timeout is not None else self.timeout)
 
     def call(self, method: str, params: dict | None = None, result_type: type[T] | None = None) -> T | Any:
-        body = msgspec.json.encode({"jsonrpc": "2.0", "id": next(_ids), "method": method,
-                                    "params": params or {}})
+        body = msgspec.json.encode({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or {}})
         headers = {"Content-Type": "application/json", "Idempotency-Key": next(self._keys), **self.auth}
         for attempt in (1, 2):
             if self._conn is None:
@@ -122,8 +122,9 @@ class Client:
         result = reply.get("result")
         return msgspec.convert(result, result_type) if result_type is not None else result
 
-    def events(self, workflow_id: int, after: int = 0, until_done: bool = False,
-               kinds: frozenset[str] | None = None) -> Iterator[Event]:
+    def events(
+        self, workflow_id: int, after: int = 0, until_done: bool = False, kinds: frozenset[str] | None = None
+    ) -> Iterator[Event]:
         """Follow the workflow's events (NDJSON stream) from sequence `after`, optionally only `kinds`."""
         conn = self._connection(timeout=None)
         query = f"/events?workflow_id={workflow_id}&after={after}&until_done={int(until_done)}"
@@ -171,9 +172,11 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
         if not stopped and Client(socket_path).ping(3.0):
             return None  # only slow
         who = "pid unknown" if pid is None else f"pid {pid}"
-        raise ConnectError(f"the daemon at {socket_path} does not answer ({who}"
-                           + (f", stopped: `kill -CONT {pid}` resumes it" if stopped else "")
-                           + "); not starting another while it holds the socket")
+        raise ConnectError(
+            f"the daemon at {socket_path} does not answer ({who}"
+            + (f", stopped: `kill -CONT {pid}` resumes it" if stopped else "")
+            + "); not starting another while it holds the socket"
+        )
     args = [sys.executable, "-m", "torcd", "--socket", socket_path, "--autostarted"]
     if state_dir:
         args += ["--state-dir", state_dir]
@@ -187,8 +190,9 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
     except UnsafePath as e:
         raise ConnectError(f"cannot start torcd: {e.message}") from None
     try:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                start_new_session=True)  # not in the client's directory: it may go away
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True
+        )  # not in the client's directory: it may go away
     finally:
         os.close(log)
     client = Client(socket_path)
@@ -199,8 +203,9 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
         if proc.poll() is not None:
             if client.ping(0.5):  # another client's autostart won the race
                 return proc
-            raise ConnectError(f"torcd exited with status {proc.returncode} while starting; "
-                               f"see {os.path.join(log_dir, 'torcd.log')}")
+            raise ConnectError(
+                f"torcd exited with status {proc.returncode} while starting; see {os.path.join(log_dir, 'torcd.log')}"
+            )
         time.sleep(0.05)
     proc.terminate()
     raise ConnectError(f"torcd did not answer on {socket_path} within {wait:g}s")
@@ -248,8 +253,9 @@ class TcpClient(Client):
     def _tls_refused(self, e: ssl.SSLError) -> str:
         if isinstance(e, ssl.SSLCertVerificationError):
             trusted = f"the CA file {self.ca_file} ($TORC_CA_FILE)" if self.ca_file else "the system's CAs"
-            return (f"the certificate of torcd at {self.socket_path} cannot be verified with {trusted}: "
-                    f"{e.verify_message}")
+            return (
+                f"the certificate of torcd at {self.socket_path} cannot be verified with {trusted}: {e.verify_message}"
+            )
         return super()._tls_refused(e)
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:

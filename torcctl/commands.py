@@ -14,8 +14,20 @@ from torcctl.render import event_line, print_json, seek_last_lines, table, when
 from torcd.protocol import IDLE_EVENTS, AllocationInfo, AttemptInfo, Event, JobInfo, WorkflowSummary
 from torcd.services.job_logs import open_log_for_reading
 
-STATUS_ORDER = ["uninitialized", "blocked", "ready", "pending", "running", "recovering", "completed",
-                "failed", "canceled", "terminated", "disabled", "pending_failed"]
+STATUS_ORDER = [
+    "uninitialized",
+    "blocked",
+    "ready",
+    "pending",
+    "running",
+    "recovering",
+    "completed",
+    "failed",
+    "canceled",
+    "terminated",
+    "disabled",
+    "pending_failed",
+]
 
 
 class UsageError(Exception):
@@ -47,8 +59,11 @@ def current_dir() -> str:
 
 def _spec_params(args) -> dict:
     """What the daemon needs to read a spec: its text, its name (for errors) and its format."""
-    return {"spec_text": read_spec(args.spec), "spec_path": args.spec,
-            **({"spec_format": args.spec_format} if getattr(args, "spec_format", None) else {})}
+    return {
+        "spec_text": read_spec(args.spec),
+        "spec_path": args.spec,
+        **({"spec_format": args.spec_format} if getattr(args, "spec_format", None) else {}),
+    }
 
 
 def _create(client: Client, args, **extra) -> WorkflowSummary:
@@ -106,8 +121,9 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
                 print(event_line(event), flush=True)
     state = client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).state
     if state == "active":
-        raise ConnectError(f"lost the daemon's event stream before workflow {wf} finished; "
-                           f"follow it again with `torcctl watch {wf}`")
+        raise ConnectError(
+            f"lost the daemon's event stream before workflow {wf} finished; follow it again with `torcctl watch {wf}`"
+        )
     return last
 
 
@@ -116,16 +132,21 @@ def _summary(client: Client, wf: int, args) -> int:
     counts = info.counts
     total = sum(counts.values())
     if not args.json:
-        table(["status", "jobs"], [(s, counts[s]) for s in STATUS_ORDER if counts.get(s)],
-              title=f"workflow {wf} ({info.name}): {total} jobs")
+        table(
+            ["status", "jobs"],
+            [(s, counts[s]) for s in STATUS_ORDER if counts.get(s)],
+            title=f"workflow {wf} ({info.name}): {total} jobs",
+        )
     pending = counts.get("pending_failed", 0)
     if pending and not args.json:
         jobs = client.call("jobs.list", {"workflow_id": wf, "status": "pending_failed"}, list[JobInfo])
         print(f"\n{pending} job(s) are pending_failed: their failure matched no rule and awaits classification.")
         table(["job", "name", "attempt", "rc"], [(j.id, j.name, j.attempt_id, j.return_code) for j in jobs])
         ids = " ".join(str(j.id) for j in jobs)
-        print(f"\n  torcctl jobs retry {ids} --reason '...'   # run them again\n"
-              f"  torcctl jobs fail {ids} --reason '...'    # give up; cancels what depends on them")
+        print(
+            f"\n  torcctl jobs retry {ids} --reason '...'   # run them again\n"
+            f"  torcctl jobs fail {ids} --reason '...'    # give up; cancels what depends on them"
+        )
     return 0 if counts.get("completed", 0) == total else 1
 
 
@@ -191,14 +212,20 @@ def _interrupted(client: Client, wf: int, args) -> None:
     except (ConnectError, RpcError):
         return
     if answer["stopping"]:
-        print(f"\ntorcctl: interrupted: stopping the torcd this command started; the running jobs of workflow "
-              f"{wf} are terminated (run them again with `torcctl workflows reset-status {wf} --failed-only` "
-              f"and `torcctl watch {wf}`)", file=sys.stderr)
+        print(
+            f"\ntorcctl: interrupted: stopping the torcd this command started; the running jobs of workflow "
+            f"{wf} are terminated (run them again with `torcctl workflows reset-status {wf} --failed-only` "
+            f"and `torcctl watch {wf}`)",
+            file=sys.stderr,
+        )
         if args.autostarted is not None:
             args.autostarted.wait(30)
     else:
-        print(f"\ntorcctl: interrupted: workflow {wf} keeps running in torcd ({answer['reason']}); follow it "
-              f"with `torcctl watch {wf}` or stop it with `torcctl workflows cancel {wf}`", file=sys.stderr)
+        print(
+            f"\ntorcctl: interrupted: workflow {wf} keeps running in torcd ({answer['reason']}); follow it "
+            f"with `torcctl watch {wf}` or stop it with `torcctl workflows cancel {wf}`",
+            file=sys.stderr,
+        )
 
 
 def watch(client: Client, args) -> int:
@@ -227,14 +254,27 @@ def _watch_log(info: WorkflowSummary, args):
 
 def _watch(client: Client, args) -> int:
     if args.auto_schedule is not None:
-        policy = client.call("workflows.set_auto_schedule", {
-            "workflow_id": args.workflow_id, "enabled": args.auto_schedule,
-            "threshold": args.auto_schedule_threshold, "cooldown": args.auto_schedule_cooldown,
-            "stranded_timeout": args.auto_schedule_stranded_timeout})
+        policy = client.call(
+            "workflows.set_auto_schedule",
+            {
+                "workflow_id": args.workflow_id,
+                "enabled": args.auto_schedule,
+                "threshold": args.auto_schedule_threshold,
+                "cooldown": args.auto_schedule_cooldown,
+                "stranded_timeout": args.auto_schedule_stranded_timeout,
+            },
+        )
         if not args.json and not args.quiet:
-            print("auto-schedule " + (f"on: threshold {policy['threshold']}, cooldown {policy['cooldown']:g}s, "
-                                      f"stranded timeout {policy['stranded_timeout']:g}s"
-                                      if policy["enabled"] else "off"), flush=True)
+            print(
+                "auto-schedule "
+                + (
+                    f"on: threshold {policy['threshold']}, cooldown {policy['cooldown']:g}s, "
+                    f"stranded timeout {policy['stranded_timeout']:g}s"
+                    if policy["enabled"]
+                    else "off"
+                ),
+                flush=True,
+            )
     recoveries = seq = 0
     while True:
         seq = _follow(client, args.workflow_id, args, after=seq)
@@ -243,8 +283,10 @@ def _watch(client: Client, args) -> int:
         counts = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary).counts
         # pending_failed too: a job with a handler that then ran out of memory parks there (Torc's
         # tutorial combines failure handlers with `watch --recover`)
-        if not (counts.get("failed") or counts.get("pending_failed")) or \
-                not recover_once(client, args.workflow_id, args).reset:
+        if (
+            not (counts.get("failed") or counts.get("pending_failed"))
+            or not recover_once(client, args.workflow_id, args).reset
+        ):
             break
         recoveries += 1
     return _summary(client, args.workflow_id, args)
@@ -263,8 +305,10 @@ def submit_slurm(client: Client, args) -> int:
         return 0
     print(wf.id)
     if not allocs and not args.allocations:
-        print("no allocations now: the spec's schedule_nodes actions submit them as their jobs become ready",
-              file=sys.stderr)
+        print(
+            "no allocations now: the spec's schedule_nodes actions submit them as their jobs become ready",
+            file=sys.stderr,
+        )
     for a in allocs:
         state = f"slurm job {a.slurm_job_id}" if a.slurm_job_id else f"failed: {a.reason}"
         print(f"allocation {a.id}: {a.cpus} cpus, {state}", file=sys.stderr)
@@ -274,17 +318,21 @@ def submit_slurm(client: Client, args) -> int:
 def _plan_slurm(client: Client, args) -> int:
     from torcd.core.resources import format_bytes
 
-    plans = client.call("workflows.plan_slurm", {**_spec_params(args), "cwd": current_dir(),
-                                                 "account": args.account})
+    plans = client.call("workflows.plan_slurm", {**_spec_params(args), "cwd": current_dir(), "account": args.account})
     if args.json:
         print_json(plans)
         return 0
     for p in plans:
         node = p["node"]
-        shape = f"{node['cpus']} CPUs" + (f", {format_bytes(node['memory'])}" if node.get("memory") else "") \
+        shape = (
+            f"{node['cpus']} CPUs"
+            + (f", {format_bytes(node['memory'])}" if node.get("memory") else "")
             + (f", {node['gpus']} GPUs" if node.get("gpus") else "")
-        print(f"scheduler {p['scheduler']}: {p['allocations']} allocations of {p['nodes_per_allocation']} node(s) "
-              f"({shape} each) for {sum(map(len, p['nodes']))} ready jobs on {len(p['nodes'])} node(s)")
+        )
+        print(
+            f"scheduler {p['scheduler']}: {p['allocations']} allocations of {p['nodes_per_allocation']} node(s) "
+            f"({shape} each) for {sum(map(len, p['nodes']))} ready jobs on {len(p['nodes'])} node(s)"
+        )
         for i, names in enumerate(p["nodes"], 1):
             shown = ", ".join(names[:8]) + (f", ... ({len(names)} jobs)" if len(names) > 8 else "")
             print(f"  node {i}: {shown}")
@@ -299,9 +347,24 @@ def allocations(client: Client, args) -> int:
     if args.json:
         print_json(allocs)
         return 0
-    table(["id", "slurm job", "scheduler", "state", "slurm state", "cpus", "submitted", "started", "ended", "reason"],
-          [(a.id, a.slurm_job_id, a.scheduler, a.state, a.slurm_state, a.cpus, when(a.submitted), when(a.started),
-            when(a.ended), a.reason) for a in allocs])
+    table(
+        ["id", "slurm job", "scheduler", "state", "slurm state", "cpus", "submitted", "started", "ended", "reason"],
+        [
+            (
+                a.id,
+                a.slurm_job_id,
+                a.scheduler,
+                a.state,
+                a.slurm_state,
+                a.cpus,
+                when(a.submitted),
+                when(a.started),
+                when(a.ended),
+                a.reason,
+            )
+            for a in allocs
+        ],
+    )
     return 0
 
 
@@ -309,8 +372,9 @@ def mcp(client: Client, args) -> int:
     try:
         from torcctl.mcp.server import serve
     except ImportError as e:
-        raise UsageError(f"torcctl mcp needs the mcp package ({e.name} is missing): "
-                         "pip install 'torc-py[mcp]'") from None
+        raise UsageError(
+            f"torcctl mcp needs the mcp package ({e.name} is missing): pip install 'torc-py[mcp]'"
+        ) from None
     return serve(client)
 
 
@@ -334,9 +398,23 @@ def workflows_list(client: Client, args) -> int:
     if args.json:
         print_json(wfs)
         return 0
-    table(["id", "name", "state", "run", "jobs", "completed", "failed", "pending_failed", "created"],
-          [(w.id, w.name, w.state, w.run_id, sum(w.counts.values()), w.counts.get("completed", 0),
-            w.counts.get("failed", 0), w.counts.get("pending_failed", 0), when(w.created)) for w in wfs])
+    table(
+        ["id", "name", "state", "run", "jobs", "completed", "failed", "pending_failed", "created"],
+        [
+            (
+                w.id,
+                w.name,
+                w.state,
+                w.run_id,
+                sum(w.counts.values()),
+                w.counts.get("completed", 0),
+                w.counts.get("failed", 0),
+                w.counts.get("pending_failed", 0),
+                when(w.created),
+            )
+            for w in wfs
+        ],
+    )
     return 0
 
 
@@ -347,12 +425,24 @@ def workflows_show(client: Client, args) -> int:
         return 0
     import json
 
-    table(["field", "value"], [("id", w.id), ("name", w.name), ("description", w.description),
-                               ("user", w.user), ("project", w.project),
-                               ("metadata", json.dumps(w.metadata) if w.metadata else None),
-                               ("state", w.state), ("run", w.run_id), ("executor", w.executor), ("directory", w.cwd),
-                               ("output", w.output_dir), ("created", when(w.created))]
-          + [(f"jobs {s}", w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)])
+    table(
+        ["field", "value"],
+        [
+            ("id", w.id),
+            ("name", w.name),
+            ("description", w.description),
+            ("user", w.user),
+            ("project", w.project),
+            ("metadata", json.dumps(w.metadata) if w.metadata else None),
+            ("state", w.state),
+            ("run", w.run_id),
+            ("executor", w.executor),
+            ("directory", w.cwd),
+            ("output", w.output_dir),
+            ("created", when(w.created)),
+        ]
+        + [(f"jobs {s}", w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
+    )
     return 0
 
 
@@ -361,8 +451,11 @@ def workflows_status(client: Client, args) -> int:
     if args.json:
         print_json({"workflow_id": w.id, "state": w.state, "counts": w.counts})
         return 0
-    table(["status", "jobs"], [(s, w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
-          title=f"workflow {w.id} ({w.name}): {w.state}")
+    table(
+        ["status", "jobs"],
+        [(s, w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
+        title=f"workflow {w.id} ({w.name}): {w.state}",
+    )
     return 0
 
 
@@ -389,16 +482,29 @@ def jobs_list(client: Client, args) -> int:
     if args.status:
         params["status"] = args.status
     jobs = client.call("jobs.list", params, list[JobInfo])
-    key = {"id": lambda j: j.id, "name": lambda j: j.name, "status": lambda j: (j.status, j.id),
-           "attempt": lambda j: (j.attempt_id, j.id), "rc": lambda j: (j.return_code is None, j.return_code or 0, j.id)}
+    key = {
+        "id": lambda j: j.id,
+        "name": lambda j: j.name,
+        "status": lambda j: (j.status, j.id),
+        "attempt": lambda j: (j.attempt_id, j.id),
+        "rc": lambda j: (j.return_code is None, j.return_code or 0, j.id),
+    }
     jobs.sort(key=key[args.sort_by])
     if args.json:
         print_json(jobs)
         return 0
     show_tail = any(j.stderr_tail for j in jobs) and args.status in ("pending_failed", "failed")
-    headers = ["id", "name", "status", "attempt", "run", "rc", "reason"] + (["stderr (last lines)"] if show_tail else [])
-    table(headers, [(j.id, j.name, j.status, j.attempt_id, j.run_id, j.return_code, j.reason)
-                    + ((j.stderr_tail,) if show_tail else ()) for j in jobs])
+    headers = ["id", "name", "status", "attempt", "run", "rc", "reason"] + (
+        ["stderr (last lines)"] if show_tail else []
+    )
+    table(
+        headers,
+        [
+            (j.id, j.name, j.status, j.attempt_id, j.run_id, j.return_code, j.reason)
+            + ((j.stderr_tail,) if show_tail else ())
+            for j in jobs
+        ],
+    )
     return 0
 
 
@@ -407,13 +513,27 @@ def jobs_show(client: Client, args) -> int:
     if args.json:
         print_json(j)
         return 0
-    table(["field", "value"], [("id", j.id), ("workflow", j.workflow_id), ("name", j.name),
-                               ("command", j.command), ("status", j.status), ("attempt", j.attempt_id),
-                               ("run", j.run_id), ("cpus", j.num_cpus), ("gpus", j.num_gpus),
-                               ("memory", _bytes(j.memory_bytes)), ("runtime", _seconds(j.runtime_seconds)),
-                               ("failure handler", j.failure_handler),
-                               ("depends on", " ".join(map(str, j.depends_on))), ("last rc", j.return_code),
-                               ("reason", j.reason), ("stderr (last lines)", j.stderr_tail)])
+    table(
+        ["field", "value"],
+        [
+            ("id", j.id),
+            ("workflow", j.workflow_id),
+            ("name", j.name),
+            ("command", j.command),
+            ("status", j.status),
+            ("attempt", j.attempt_id),
+            ("run", j.run_id),
+            ("cpus", j.num_cpus),
+            ("gpus", j.num_gpus),
+            ("memory", _bytes(j.memory_bytes)),
+            ("runtime", _seconds(j.runtime_seconds)),
+            ("failure handler", j.failure_handler),
+            ("depends on", " ".join(map(str, j.depends_on))),
+            ("last rc", j.return_code),
+            ("reason", j.reason),
+            ("stderr (last lines)", j.stderr_tail),
+        ],
+    )
     return 0
 
 
@@ -430,6 +550,7 @@ def _bytes(n: int | None) -> str:
 
 def _seconds(s: float | None) -> str:
     from torcd.core.resources import format_duration
+
     return "no limit" if s is None else format_duration(s)
 
 
@@ -452,17 +573,53 @@ def _attempts_table(atts: list[AttemptInfo], args, with_job: bool = False) -> in
         return 0
     from torcd.core.resources import format_bytes
 
-    table((["job", "name"] if with_job else []) + ["run", "attempt", "rc", "cause", "wall", "cpu", "peak memory",
-                                                    "limits", "rule", "action", "recovery", "start", "stdout",
-                                                    "stderr"],
-          [((a.job_id, a.job_name) if with_job else ()) + (a.run_id, a.attempt_id, a.return_code, a.cause,
-            None if a.end_time is None else f"{a.end_time - a.start_time:.1f}s",
-            None if a.cpu_seconds is None else f"{a.cpu_seconds:.1f}s",
-            None if a.peak_memory is None else format_bytes(a.peak_memory),
-            " ".join(x for x in (a.memory_limit and format_bytes(a.memory_limit),
-                                 a.runtime_limit and _seconds(a.runtime_limit)) if x) or None,
-            a.rule_index, a.action, a.recovery_outcome, when(a.start_time), a.stdout_path, a.stderr_path)
-           for a in atts])
+    table(
+        (["job", "name"] if with_job else [])
+        + [
+            "run",
+            "attempt",
+            "rc",
+            "cause",
+            "wall",
+            "cpu",
+            "peak memory",
+            "limits",
+            "rule",
+            "action",
+            "recovery",
+            "start",
+            "stdout",
+            "stderr",
+        ],
+        [
+            ((a.job_id, a.job_name) if with_job else ())
+            + (
+                a.run_id,
+                a.attempt_id,
+                a.return_code,
+                a.cause,
+                None if a.end_time is None else f"{a.end_time - a.start_time:.1f}s",
+                None if a.cpu_seconds is None else f"{a.cpu_seconds:.1f}s",
+                None if a.peak_memory is None else format_bytes(a.peak_memory),
+                " ".join(
+                    x
+                    for x in (
+                        a.memory_limit and format_bytes(a.memory_limit),
+                        a.runtime_limit and _seconds(a.runtime_limit),
+                    )
+                    if x
+                )
+                or None,
+                a.rule_index,
+                a.action,
+                a.recovery_outcome,
+                when(a.start_time),
+                a.stdout_path,
+                a.stderr_path,
+            )
+            for a in atts
+        ],
+    )
     return 0
 
 

@@ -22,9 +22,11 @@ def files(client: Client, args) -> int:
 
     def readers(names: list[str]) -> str:
         return ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
-    table(["name", "path", "written by", "read by", "exists"],
-          ((f.name, f.path, f.producer or "(input)", readers(f.consumers), "yes" if f.exists else "no")
-           for f in found))
+
+    table(
+        ["name", "path", "written by", "read by", "exists"],
+        ((f.name, f.path, f.producer or "(input)", readers(f.consumers), "yes" if f.exists else "no") for f in found),
+    )
     return 0
 
 
@@ -58,13 +60,14 @@ def user_data_set(client: Client, args) -> int:
     text = args.data
     if args.data_file is not None:
         try:
-            with (sys.stdin if args.data_file == "-" else open(args.data_file)) as f:
+            with sys.stdin if args.data_file == "-" else open(args.data_file) as f:
                 text = f.read(MAX_USER_DATA_BYTES + 1)
         except OSError as e:
             raise UsageError(f"cannot read {args.data_file}: {e.strerror}") from None
         if len(text) > MAX_USER_DATA_BYTES:
-            raise UsageError(f"{args.data_file} holds more than 1 MiB; user data is for small values "
-                             "(hand larger ones on as files)")
+            raise UsageError(
+                f"{args.data_file} holds more than 1 MiB; user data is for small values (hand larger ones on as files)"
+            )
     try:
         value = msgspec.json.decode(text.encode())
     except msgspec.DecodeError as e:
@@ -82,7 +85,9 @@ def user_data_list(client: Client, args) -> int:
     def short(value) -> str:
         text = msgspec.json.encode(value).decode()
         return text if len(text) <= 60 else text[:57] + "..."
-    table(["name", "value", "written by", "ephemeral", "updated"],
-          ((e.name, short(e.data), e.producer or "", "yes" if e.is_ephemeral else "", when(e.updated))
-           for e in entries))
+
+    table(
+        ["name", "value", "written by", "ephemeral", "updated"],
+        ((e.name, short(e.data), e.producer or "", "yes" if e.is_ephemeral else "", when(e.updated)) for e in entries),
+    )
     return 0

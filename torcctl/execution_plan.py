@@ -4,7 +4,8 @@ Jobs waiting on the same set of jobs become ready at the same event."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 START = "start"
 
@@ -38,10 +39,13 @@ def execution_plan(jobs: Iterable[tuple[str, list[str], str | None]]) -> dict[st
         for earlier in event["depends_on_events"]:
             events[earlier]["unlocks_events"].append(event["id"])
     ordered = sorted(events.values(), key=lambda e: _order(e["id"]))
-    return {"total_events": len(ordered), "total_jobs": len(ready_at),
-            "root_events": [e["id"] for e in ordered if not e["depends_on_events"]],
-            "leaf_events": [e["id"] for e in ordered if not e["unlocks_events"]],
-            "events": ordered}
+    return {
+        "total_events": len(ordered),
+        "total_jobs": len(ready_at),
+        "root_events": [e["id"] for e in ordered if not e["depends_on_events"]],
+        "leaf_events": [e["id"] for e in ordered if not e["unlocks_events"]],
+        "events": ordered,
+    }
 
 
 def _describe(deps: tuple[str, ...]) -> str:

@@ -19,8 +19,12 @@ HOOK_TIMEOUT = 3600.0  # seconds a recovery hook may run
 def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> RecoverResult:
     """One recovery of a workflow: the plan, the hook for jobs of unknown cause, then the change.
     Prints what it does (JSON: the result)."""
-    options = {"workflow_id": wf, "memory_multiplier": args.memory_multiplier,
-               "runtime_multiplier": args.runtime_multiplier, "retry_unknown": args.retry_unknown}
+    options = {
+        "workflow_id": wf,
+        "memory_multiplier": args.memory_multiplier,
+        "runtime_multiplier": args.runtime_multiplier,
+        "retry_unknown": args.retry_unknown,
+    }
     plan = client.call("workflows.recover", {**options, "dry_run": True}, RecoverResult)
     unknown = [a for a in plan.adjustments if a.diagnosis == "unknown"]
     if args.recovery_hook and unknown and not args.retry_unknown and not dry_run:
@@ -46,14 +50,20 @@ def _run_hook(command: str, wf: int, job_ids: list[int], quiet: bool) -> bool:
     id in TORC_WORKFLOW_ID and as its last argument, as Torc's hook does (`bash fix.sh` gets it as $1)."""
     env = {**os.environ, "TORC_WORKFLOW_ID": str(wf), "TORC_JOB_IDS": ",".join(map(str, job_ids))}
     try:
-        ran = subprocess.run(["/bin/sh", "-c", command + ' "$@"', "sh", str(wf)], env=env, timeout=HOOK_TIMEOUT,
-                             stdout=sys.stderr if quiet else None)
+        ran = subprocess.run(
+            ["/bin/sh", "-c", command + ' "$@"', "sh", str(wf)],
+            env=env,
+            timeout=HOOK_TIMEOUT,
+            stdout=sys.stderr if quiet else None,
+        )
     except subprocess.TimeoutExpired:
         print(f"torcctl: recovery hook still running after {HOOK_TIMEOUT:g}s; stopped", file=sys.stderr)
         return False
     if ran.returncode != 0:
-        print(f"torcctl: recovery hook exited {ran.returncode}: jobs {', '.join(map(str, job_ids))} stay failed",
-              file=sys.stderr)
+        print(
+            f"torcctl: recovery hook exited {ran.returncode}: jobs {', '.join(map(str, job_ids))} stay failed",
+            file=sys.stderr,
+        )
     return ran.returncode == 0
 
 
@@ -64,16 +74,32 @@ def recover(client: Client, args) -> int:
 
 
 def add_options(p) -> None:
-    p.add_argument("--memory-multiplier", type=_multiplier, default=1.5, metavar="X",
-                   help="memory for jobs out of memory: the most they used (or had) times X (default 1.5)")
-    p.add_argument("--runtime-multiplier", type=_multiplier, default=1.4, metavar="X",
-                   help="runtime for jobs out of time: their runtime times X (default 1.4)")
-    p.add_argument("--retry-unknown", action="store_true",
-                   help="also retry failed and pending_failed jobs whose failure has no resource cause (as they were)")
-    p.add_argument("--recovery-hook", metavar="COMMAND",
-                   help="run this shell command first for failures of unknown cause, the workflow id appended as its "
-                        "last argument (job ids in $TORC_JOB_IDS); "
-                        "if it succeeds, they are retried too")
+    p.add_argument(
+        "--memory-multiplier",
+        type=_multiplier,
+        default=1.5,
+        metavar="X",
+        help="memory for jobs out of memory: the most they used (or had) times X (default 1.5)",
+    )
+    p.add_argument(
+        "--runtime-multiplier",
+        type=_multiplier,
+        default=1.4,
+        metavar="X",
+        help="runtime for jobs out of time: their runtime times X (default 1.4)",
+    )
+    p.add_argument(
+        "--retry-unknown",
+        action="store_true",
+        help="also retry failed and pending_failed jobs whose failure has no resource cause (as they were)",
+    )
+    p.add_argument(
+        "--recovery-hook",
+        metavar="COMMAND",
+        help="run this shell command first for failures of unknown cause, the workflow id appended as its "
+        "last argument (job ids in $TORC_JOB_IDS); "
+        "if it succeeds, they are retried too",
+    )
 
 
 def _multiplier(text: str) -> float:
@@ -116,5 +142,10 @@ def _shown(resource: str, value: float | None) -> str:
 
     if value is None:
         return "none"
-    return format_bytes(int(value)) if resource == "memory" else format_duration(value) if resource == "runtime" \
+    return (
+        format_bytes(int(value))
+        if resource == "memory"
+        else format_duration(value)
+        if resource == "runtime"
         else str(int(value))
+    )

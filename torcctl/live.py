@@ -17,15 +17,29 @@ from torcctl.render import event_line
 from torcd import events as E
 from torcd.protocol import IDLE_EVENTS, Event
 
-NOTABLE = frozenset({"job_exited", "retry_decided", "recovery_finished", "job_classified", "job_terminated",
-                     "job_canceled"})
-STATUS_STYLE = {"completed": "green", "failed": "red", "pending_failed": "magenta", "running": "cyan",
-                "recovering": "yellow", "canceled": "dim", "terminated": "red"}
+NOTABLE = frozenset(
+    {"job_exited", "retry_decided", "recovery_finished", "job_classified", "job_terminated", "job_canceled"}
+)
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "pending_failed": "magenta",
+    "running": "cyan",
+    "recovering": "yellow",
+    "canceled": "dim",
+    "terminated": "red",
+}
 
 
 class LiveView:
-    def __init__(self, workflow_id: int, counts: Callable[[], dict[str, int]], order: list[str],
-                 recent: int = 6, refresh: float = 0.25):
+    def __init__(
+        self,
+        workflow_id: int,
+        counts: Callable[[], dict[str, int]],
+        order: list[str],
+        recent: int = 6,
+        refresh: float = 0.25,
+    ):
         self.workflow_id, self._counts, self.order = workflow_id, counts, order
         self.counts = counts()
         self.retries = self.recoveries = 0
@@ -59,8 +73,10 @@ class LiveView:
         total = sum(self.counts.values()) or 1
         finished = sum(self.counts.get(s, 0) for s in ("completed", "failed", "canceled", "terminated"))
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=total, completed=finished, width=40),
-                    Text(f"{finished}/{total} finished, workflow {self.workflow_id}"))
+        bar.add_row(
+            ProgressBar(total=total, completed=finished, width=40),
+            Text(f"{finished}/{total} finished, workflow {self.workflow_id}"),
+        )
         counts = Text()
         for s in (s for s in self.order if self.counts.get(s)):
             counts.append(f"{s} {self.counts[s]}", style=STATUS_STYLE.get(s, ""))
@@ -68,6 +84,8 @@ class LiveView:
         summary = Text(f"retries so far: {self.retries}   recovery scripts run: {self.recoveries}")
         lines: list[RenderableType] = [bar, counts, summary]
         if self.recent:
-            lines += [Text("recent:", style="bold"), *(Text("  " + line, overflow="ellipsis", no_wrap=True)
-                                                         for line in self.recent)]
+            lines += [
+                Text("recent:", style="bold"),
+                *(Text("  " + line, overflow="ellipsis", no_wrap=True) for line in self.recent),
+            ]
         return Group(*lines)

@@ -12,7 +12,8 @@ MAX_SAMPLES = 10
 
 # (kind, severity, pattern): the first that matches a line names it.
 PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
-    (kind, severity, re.compile(pattern, re.IGNORECASE)) for kind, severity, pattern in (
+    (kind, severity, re.compile(pattern, re.IGNORECASE))
+    for kind, severity, pattern in (
         ("oom", "error", r"out of memory|oom[- ]?kill|killed process .* total-vm|MemoryError"),
         ("memory_allocation_failed", "error", r"cannot allocate memory|std::bad_alloc|failed to allocate"),
         ("time_limit", "error", r"due to time limit|time limit exceeded|walltime exceeded"),
@@ -21,13 +22,18 @@ PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("permission_denied", "error", r"permission denied|EACCES"),
         ("file_not_found", "error", r"no such file or directory|FileNotFoundError|ENOENT"),
         ("disk_full", "error", r"no space left on device|disk quota exceeded|ENOSPC"),
-        ("connection_error", "error", r"connection (refused|reset|timed out)|network is unreachable|"
-                                      r"could not resolve host|name or service not known"),
+        (
+            "connection_error",
+            "error",
+            r"connection (refused|reset|timed out)|network is unreachable|"
+            r"could not resolve host|name or service not known",
+        ),
         ("python_exception", "error", r"^Traceback \(most recent call last\)|^\w+(Error|Exception): "),
         ("rust_panic", "error", r"thread '.*' panicked at"),
         ("slurm_error", "error", r"^slurmstepd: error|srun: error|CANCELLED AT .* DUE TO"),
         ("warning", "warning", r"^\S*warning\b[:!]|\bWarning: "),
-    ))
+    )
+)
 
 
 @dataclass
@@ -55,7 +61,9 @@ class LogScan:
             self.error_count += 1
             had_error = True
             if len(self.samples) < MAX_SAMPLES:
-                self.samples.append({"file": path, "line": number if whole else None, "type": kind, "content": line.strip()[:500]})
+                self.samples.append(
+                    {"file": path, "line": number if whole else None, "type": kind, "content": line.strip()[:500]}
+                )
         if had_error:
             self.files_with_errors.append(path)
 

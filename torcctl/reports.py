@@ -25,10 +25,19 @@ def utilization(a: AttemptInfo) -> dict[str, Any]:
     """One attempt's peak memory and runtime against its limits, with a note for each limit it
     went over, came within 10 % of, or used under a fifth of (a limit that could be lower)."""
     runtime = (a.end_time or a.start_time) - a.start_time
-    out: dict[str, Any] = {"job_id": a.job_id, "job_name": a.job_name, "attempt_id": a.attempt_id,
-                           "return_code": a.return_code, "cause": a.cause, "runtime_seconds": round(runtime, 3),
-                           "cpu_seconds": a.cpu_seconds, "peak_memory": a.peak_memory,
-                           "memory_limit": a.memory_limit, "runtime_limit": a.runtime_limit, "notes": []}
+    out: dict[str, Any] = {
+        "job_id": a.job_id,
+        "job_name": a.job_name,
+        "attempt_id": a.attempt_id,
+        "return_code": a.return_code,
+        "cause": a.cause,
+        "runtime_seconds": round(runtime, 3),
+        "cpu_seconds": a.cpu_seconds,
+        "peak_memory": a.peak_memory,
+        "memory_limit": a.memory_limit,
+        "runtime_limit": a.runtime_limit,
+        "notes": [],
+    }
     for what, used, limit in (("memory", a.peak_memory, a.memory_limit), ("runtime", runtime, a.runtime_limit)):
         if used is None or not limit:
             continue
@@ -63,13 +72,28 @@ def workflow_summary(client: Client, workflow_id: int) -> dict[str, Any]:
             key = a.cause or f"exit {a.return_code}"
             causes[key] = causes.get(key, 0) + 1
     ran = [a.end_time - a.start_time for a in results if a.end_time is not None]
-    return {"workflow": msgspec.to_builtins(info), "attempts": len(results), "failures_by_cause": causes,
-            "total_runtime_seconds": round(sum(ran), 3), "longest_runtime_seconds": round(max(ran, default=0), 3)}
+    return {
+        "workflow": msgspec.to_builtins(info),
+        "attempts": len(results),
+        "failures_by_cause": causes,
+        "total_runtime_seconds": round(sum(ran), 3),
+        "longest_runtime_seconds": round(max(ran, default=0), 3),
+    }
 
 
-def list_results(client: Client, workflow_id: int, *, job_id: int | None = None, run_id: int | None = None,
-                 return_code: int | None = None, failed_only: bool = False, status: str | None = None,
-                 limit: int = 100, sort_by: str | None = None, reverse_sort: bool = False) -> list[dict[str, Any]]:
+def list_results(
+    client: Client,
+    workflow_id: int,
+    *,
+    job_id: int | None = None,
+    run_id: int | None = None,
+    return_code: int | None = None,
+    failed_only: bool = False,
+    status: str | None = None,
+    limit: int = 100,
+    sort_by: str | None = None,
+    reverse_sort: bool = False,
+) -> list[dict[str, Any]]:
     """Attempts of the current run (of `run_id` when given), filtered and sorted as Torc's
     `results list`: runtime in minutes, peak memory in bytes, average CPU percent."""
     if sort_by is not None and sort_by not in RESULT_SORT_KEYS:
@@ -80,11 +104,17 @@ def list_results(client: Client, workflow_id: int, *, job_id: int | None = None,
     attempts = client.call("workflows.results", params, list[AttemptInfo])
     statuses = {}
     if status is not None:
-        statuses = {j.id: j.status for j in client.call("jobs.list", {"workflow_id": workflow_id, "limit": 1_000_000},
-                                                           list[JobInfo])}
-    rows = [_result_row(a, statuses.get(a.job_id)) for a in attempts
-            if (job_id is None or a.job_id == job_id) and (run_id is None or a.run_id == run_id)
-            and (status is None or statuses.get(a.job_id) == status)]
+        statuses = {
+            j.id: j.status
+            for j in client.call("jobs.list", {"workflow_id": workflow_id, "limit": 1_000_000}, list[JobInfo])
+        }
+    rows = [
+        _result_row(a, statuses.get(a.job_id))
+        for a in attempts
+        if (job_id is None or a.job_id == job_id)
+        and (run_id is None or a.run_id == run_id)
+        and (status is None or statuses.get(a.job_id) == status)
+    ]
     if sort_by is not None:
         key = RESULT_SORT_KEYS[sort_by]
         # rows without the value (still running, never sampled) go last whichever the order
@@ -99,17 +129,27 @@ def list_results(client: Client, workflow_id: int, *, job_id: int | None = None,
 def _result_row(a: AttemptInfo, status: str | None) -> dict[str, Any]:
     runtime = None if a.end_time is None else a.end_time - a.start_time
     cpu = None if not runtime or a.cpu_seconds is None else round(100 * a.cpu_seconds / runtime, 1)
-    row = {"job_id": a.job_id, "job_name": a.job_name, "run_id": a.run_id, "attempt_id": a.attempt_id,
-           "return_code": a.return_code, "cause": a.cause,
-           "exec_time_minutes": None if runtime is None else round(runtime / 60, 4),
-           "peak_memory_bytes": a.peak_memory, "avg_cpu_percent": cpu, "completion_time": a.end_time,
-           "stdout_path": a.stdout_path, "stderr_path": a.stderr_path}
+    row = {
+        "job_id": a.job_id,
+        "job_name": a.job_name,
+        "run_id": a.run_id,
+        "attempt_id": a.attempt_id,
+        "return_code": a.return_code,
+        "cause": a.cause,
+        "exec_time_minutes": None if runtime is None else round(runtime / 60, 4),
+        "peak_memory_bytes": a.peak_memory,
+        "avg_cpu_percent": cpu,
+        "completion_time": a.end_time,
+        "stdout_path": a.stdout_path,
+        "stderr_path": a.stderr_path,
+    }
     if status is not None:
         row["status"] = status
     return row
 
 
 # -- `torcctl reports ...` --
+
 
 def check_resource_utilization_command(client: Client, args) -> int:
     """Torc's `reports check-resource-utilization`: a row per job, its flags in the last column."""
@@ -125,11 +165,21 @@ def check_resource_utilization_command(client: Client, args) -> int:
         text = fmt(value) + (f" / {fmt(limit)}" if limit else "")
         return text + (f" ({percent:g} %)" if percent is not None else "")
 
-    table(["job", "name", "attempt", "rc", "peak memory", "runtime", "flags"],
-          [(r["job_id"], r["job_name"], r["attempt_id"], r["return_code"],
-            used(r["peak_memory"], r["memory_limit"], r.get("memory_percent"), format_bytes),
-            used(r["runtime_seconds"], r["runtime_limit"], r.get("runtime_percent"), lambda s: f"{s:.1f}s"),
-            "; ".join(r["notes"]) or None) for r in rows])
+    table(
+        ["job", "name", "attempt", "rc", "peak memory", "runtime", "flags"],
+        [
+            (
+                r["job_id"],
+                r["job_name"],
+                r["attempt_id"],
+                r["return_code"],
+                used(r["peak_memory"], r["memory_limit"], r.get("memory_percent"), format_bytes),
+                used(r["runtime_seconds"], r["runtime_limit"], r.get("runtime_percent"), lambda s: f"{s:.1f}s"),
+                "; ".join(r["notes"]) or None,
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -142,8 +192,9 @@ def summary_command(client: Client, args) -> int:
     wf = s["workflow"]
     print(f"workflow {wf['id']} {wf['name']}: {wf['state']}")
     print("jobs: " + (", ".join(f"{n} {status}" for status, n in sorted(wf["counts"].items())) or "none"))
-    print(f"attempts: {s['attempts']}, {s['total_runtime_seconds']:.1f}s in all, "
-          f"the longest {s['longest_runtime_seconds']:.1f}s")
-    print("failures: " + (", ".join(f"{n} {cause}" for cause, n in sorted(s["failures_by_cause"].items()))
-                          or "none"))
+    print(
+        f"attempts: {s['attempts']}, {s['total_runtime_seconds']:.1f}s in all, "
+        f"the longest {s['longest_runtime_seconds']:.1f}s"
+    )
+    print("failures: " + (", ".join(f"{n} {cause}" for cause, n in sorted(s["failures_by_cause"].items())) or "none"))
     return 0

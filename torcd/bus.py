@@ -21,16 +21,14 @@ Kinds = tuple[type, ...] | None  # event classes; None: every kind
 
 
 class Subscription:
-    def __init__(self, bus: EventBus, name: str, maxsize: int, kinds: Kinds,
-                 accept: Callable[[Event], bool] | None):
+    def __init__(self, bus: EventBus, name: str, maxsize: int, kinds: Kinds, accept: Callable[[Event], bool] | None):
         self.bus, self.name = bus, name
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.kinds, self.accept = kinds, accept
         self.overflowed = asyncio.Event()
 
     def wants(self, event: Event) -> bool:
-        return ((self.kinds is None or isinstance(event, self.kinds))
-                and (self.accept is None or self.accept(event)))
+        return (self.kinds is None or isinstance(event, self.kinds)) and (self.accept is None or self.accept(event))
 
     def offer(self, event: Event) -> None:
         if self.overflowed.is_set() or not self.wants(event):
@@ -70,8 +68,9 @@ class EventBus:
         self._subs: list[Subscription | Listener] = []
         self.published = 0
 
-    def subscribe(self, name: str, maxsize: int = 10_000, kinds: Kinds = None,
-                  accept: Callable[[Event], bool] | None = None) -> Subscription:
+    def subscribe(
+        self, name: str, maxsize: int = 10_000, kinds: Kinds = None, accept: Callable[[Event], bool] | None = None
+    ) -> Subscription:
         """A queue of the events of these kinds that `accept` (a pure filter) lets through."""
         sub = Subscription(self, name, maxsize, kinds, accept)
         self._subs.append(sub)

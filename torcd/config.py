@@ -71,61 +71,121 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
     except ValueError as e:
         raise SystemExit(f"torcd: {e}") from None
     try:
-        limits: dict[str, Any] = dict(max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
-                      watch_queue_size=int(env.get("TORCD_WATCH_QUEUE_SIZE", 10_000)),
-                      watch_write_timeout=float(env.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0)),
-                      switch_interval=float(env.get("TORCD_SWITCH_INTERVAL", 0.0002)),
-                      max_tcp_connections=int(env.get("TORCD_MAX_TCP_CONNECTIONS", 1024)),
-                      max_connections_per_peer=int(env.get("TORCD_MAX_CONNECTIONS_PER_PEER", 64)),
-                      idle_timeout=float(env.get("TORCD_IDLE_TIMEOUT", 30.0)),
-                      body_timeout=float(env.get("TORCD_BODY_TIMEOUT", 30.0)))
+        limits: dict[str, Any] = dict(
+            max_request_bytes=int(env.get("TORCD_MAX_REQUEST_BYTES", 64 * 1024 * 1024)),
+            watch_queue_size=int(env.get("TORCD_WATCH_QUEUE_SIZE", 10_000)),
+            watch_write_timeout=float(env.get("TORCD_WATCH_WRITE_TIMEOUT", 10.0)),
+            switch_interval=float(env.get("TORCD_SWITCH_INTERVAL", 0.0002)),
+            max_tcp_connections=int(env.get("TORCD_MAX_TCP_CONNECTIONS", 1024)),
+            max_connections_per_peer=int(env.get("TORCD_MAX_CONNECTIONS_PER_PEER", 64)),
+            idle_timeout=float(env.get("TORCD_IDLE_TIMEOUT", 30.0)),
+            body_timeout=float(env.get("TORCD_BODY_TIMEOUT", 30.0)),
+        )
     except ValueError as e:
         raise SystemExit(f"torcd: a TORCD_* environment variable is not a number: {e}") from None
     return Config(
-        resolve(args.socket, args.state_dir), args.max_parallel_jobs or os.cpu_count() or 1, tuple(gpus),
-        args.memory if args.memory is not None else _machine_memory(), args.shutdown_grace,
-        listen=args.listen, advertise_url=args.advertise_url,
+        resolve(args.socket, args.state_dir),
+        args.max_parallel_jobs or os.cpu_count() or 1,
+        tuple(gpus),
+        args.memory if args.memory is not None else _machine_memory(),
+        args.shutdown_grace,
+        listen=args.listen,
+        advertise_url=args.advertise_url,
         tls=(os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None,
-        slurm_poll_interval=args.slurm_poll_interval, heartbeat_timeout=args.heartbeat_timeout,
-        auto_schedule_interval=args.auto_schedule_interval, metrics=args.metrics, autostarted=args.autostarted,
-        log_level=args.log_level, log_format=args.log_format, **limits)
+        slurm_poll_interval=args.slurm_poll_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        auto_schedule_interval=args.auto_schedule_interval,
+        metrics=args.metrics,
+        autostarted=args.autostarted,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        **limits,
+    )
 
 
 def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="torcd", description="The torc workflow daemon (one per user).")
-    ap.add_argument("--socket", help="Unix socket path (default: $TORCD_SOCKET or "
-                    "$XDG_RUNTIME_DIR/torcd/torcd.sock, else /tmp/torcd-$UID/torcd.sock)")
-    ap.add_argument("--state-dir", help="database directory (default: $TORCD_STATE_DIR or "
-                    "$XDG_STATE_HOME/torcd)")
-    ap.add_argument("--cpus", "--max-parallel-jobs", dest="max_parallel_jobs", type=int, default=None,
-                    metavar="N", help="CPU budget for local jobs (default: number of CPUs)")
-    ap.add_argument("--memory", default=env.get("TORCD_MEMORY"), metavar="SIZE",
-                    help="memory budget for local jobs, like 64g: jobs whose memory limits would together "
-                         "exceed it wait (default: $TORCD_MEMORY, else this machine's memory)")
-    ap.add_argument("--gpus", type=int, default=None, metavar="N",
-                    help="GPUs local jobs may use, devices 0..N-1 (default: $TORCD_GPUS, else this process's "
-                         "CUDA_VISIBLE_DEVICES, else what `nvidia-smi -L` lists)")
-    ap.add_argument("--shutdown-grace", type=float, default=10.0, metavar="SECONDS",
-                    help="how long running jobs get between SIGTERM and SIGKILL at shutdown")
-    ap.add_argument("--listen", metavar="HOST:PORT",
-                    help="also serve JSON-RPC over TCP (for Slurm workers); requests need the bearer token "
-                         "in STATE_DIR/token")
-    ap.add_argument("--tls-cert", metavar="PEM", help="serve --listen over TLS with this certificate "
-                    "(workers are told to trust it)")
+    ap.add_argument(
+        "--socket",
+        help="Unix socket path (default: $TORCD_SOCKET or "
+        "$XDG_RUNTIME_DIR/torcd/torcd.sock, else /tmp/torcd-$UID/torcd.sock)",
+    )
+    ap.add_argument("--state-dir", help="database directory (default: $TORCD_STATE_DIR or $XDG_STATE_HOME/torcd)")
+    ap.add_argument(
+        "--cpus",
+        "--max-parallel-jobs",
+        dest="max_parallel_jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU budget for local jobs (default: number of CPUs)",
+    )
+    ap.add_argument(
+        "--memory",
+        default=env.get("TORCD_MEMORY"),
+        metavar="SIZE",
+        help="memory budget for local jobs, like 64g: jobs whose memory limits would together "
+        "exceed it wait (default: $TORCD_MEMORY, else this machine's memory)",
+    )
+    ap.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs local jobs may use, devices 0..N-1 (default: $TORCD_GPUS, else this process's "
+        "CUDA_VISIBLE_DEVICES, else what `nvidia-smi -L` lists)",
+    )
+    ap.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long running jobs get between SIGTERM and SIGKILL at shutdown",
+    )
+    ap.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="also serve JSON-RPC over TCP (for Slurm workers); requests need the bearer token in STATE_DIR/token",
+    )
+    ap.add_argument(
+        "--tls-cert", metavar="PEM", help="serve --listen over TLS with this certificate (workers are told to trust it)"
+    )
     ap.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
-    ap.add_argument("--advertise-url", metavar="URL", help="URL workers use to reach --listen "
-                    "(default: http://HOST:PORT, with this host's name for 0.0.0.0)")
-    ap.add_argument("--slurm-poll-interval", type=float, default=5.0, metavar="SECONDS",
-                    help="how often to check allocations with squeue")
-    ap.add_argument("--heartbeat-timeout", type=float, default=60.0, metavar="SECONDS",
-                    help="a worker silent this long is lost; its jobs go through their failure handlers")
-    ap.add_argument("--auto-schedule-interval", type=float, default=10.0, metavar="SECONDS",
-                    help="how often auto-schedule policies are evaluated (also on relevant events)")
-    ap.add_argument("--metrics", action="store_true",
-                    help="serve Prometheus metrics at GET /metrics (on the socket, and on --listen with the token)")
+    ap.add_argument(
+        "--advertise-url",
+        metavar="URL",
+        help="URL workers use to reach --listen (default: http://HOST:PORT, with this host's name for 0.0.0.0)",
+    )
+    ap.add_argument(
+        "--slurm-poll-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often to check allocations with squeue",
+    )
+    ap.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a worker silent this long is lost; its jobs go through their failure handlers",
+    )
+    ap.add_argument(
+        "--auto-schedule-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often auto-schedule policies are evaluated (also on relevant events)",
+    )
+    ap.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at GET /metrics (on the socket, and on --listen with the token)",
+    )
     ap.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)  # by a client, for a run
-    ap.add_argument("--log-level", default=env.get("TORCD_LOG_LEVEL", "info"),
-                    choices=["debug", "info", "warning", "error"])
+    ap.add_argument(
+        "--log-level", default=env.get("TORCD_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
+    )
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     args = ap.parse_args(argv)
     if args.gpus is not None and args.gpus < 0:

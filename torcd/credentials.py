@@ -21,8 +21,9 @@ from torcd.errors import InvalidParams
 
 PREFIX = "torc-alloc"
 # Jobs in an allocation run with its credential: they may read and write their workflow's user data.
-WORKER_METHODS = frozenset({"workers.register", "workers.poll", "workers.finish", "user_data.get", "user_data.set",
-                            "user_data.list"})
+WORKER_METHODS = frozenset(
+    {"workers.register", "workers.poll", "workers.finish", "user_data.get", "user_data.set", "user_data.list"}
+)
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -45,15 +46,17 @@ class RequestKey(msgspec.Struct, frozen=True):
     params_hash: str
 
     @classmethod
-    def of(cls, key: str, method: str, params: Any) -> "RequestKey":
+    def of(cls, key: str, method: str, params: Any) -> RequestKey:
         digest = hashlib.sha256(msgspec.json.encode(params, order="sorted")).hexdigest()
         return cls(key, method, digest)
 
     def check(self, stored_method: str | None, stored_hash: str | None) -> None:
         if stored_method is not None and (stored_method, stored_hash) != (self.method, self.params_hash):
-            raise InvalidParams(f"this Idempotency-Key was already used for another request ({stored_method}"
-                                + (" with other params" if stored_method == self.method else "")
-                                + "); nothing was done: send a new key for a new request")
+            raise InvalidParams(
+                f"this Idempotency-Key was already used for another request ({stored_method}"
+                + (" with other params" if stored_method == self.method else "")
+                + "); nothing was done: send a new key for a new request"
+            )
 
 
 ADMIN = Caller()

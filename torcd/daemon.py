@@ -16,17 +16,16 @@ import time
 import structlog
 from aiohttp import web
 
-from torcd.api import doors
 from torcd import protocol as p
-from torcd.bus import EventBus
-from torcd.config import Config
-from torcd.api import door_limits
+from torcd.api import door_limits, doors
 from torcd.api.door_limits import ConnectionGuard, GuardedSockSite, connection_cap
-from torcd.errors import DaemonError
 from torcd.api.handlers import METHODS, Handlers, StoreParts
 from torcd.api.server import ServerState, build_app
-from torcd.services.allocations import AllocationService
+from torcd.bus import EventBus
+from torcd.config import Config
+from torcd.errors import DaemonError
 from torcd.services.actions import ActionRunner
+from torcd.services.allocations import AllocationService
 from torcd.services.autoscheduler import AutoScheduler
 from torcd.services.dispatcher import Dispatcher
 from torcd.services.exit_log import ExitLog
@@ -98,45 +97,69 @@ class Daemon:
         store.on_commit = self.bus.publish
         self.retry = RetryEngine(store.execution, self.bus)
         self.recovery = RecoveryRunner(store.execution, self.bus, self.api_url)
-        self.dispatcher = Dispatcher(store.execution, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log),
-                                     list(cfg.gpus), cfg.max_memory)
-        self.allocations = AllocationService(store.queries, store.slurm, store.workers, store.execution, url=None,
-                                             credentials_dir=cfg.credentials_dir,
-                                             slurm_output_dir=os.path.join(cfg.paths.state_dir, "slurm"),
-                                             ca_file=cfg.tls[0] if cfg.tls else None,
-                                             poll_interval=cfg.slurm_poll_interval,
-                                             heartbeat_timeout=cfg.heartbeat_timeout)
+        self.dispatcher = Dispatcher(
+            store.execution, self.bus, self.api_url, cfg.max_cpus, ExitLog(cfg.exit_log), list(cfg.gpus), cfg.max_memory
+        )
+        self.allocations = AllocationService(
+            store.queries,
+            store.slurm,
+            store.workers,
+            store.execution,
+            url=None,
+            credentials_dir=cfg.credentials_dir,
+            slurm_output_dir=os.path.join(cfg.paths.state_dir, "slurm"),
+            ca_file=cfg.tls[0] if cfg.tls else None,
+            poll_interval=cfg.slurm_poll_interval,
+            heartbeat_timeout=cfg.heartbeat_timeout,
+        )
         self.autoscheduler = AutoScheduler(store.slurm, self.bus, self.allocations, cfg.auto_schedule_interval)
         self.actions = ActionRunner(store.actions, store.queries, self.bus, self.allocations, self.api_url)
         self.workers = WorkerService(store.workers, store.slurm, self.allocations, cfg.worker_poll_interval)
-        parts = StoreParts(store.queries, store.workflows, store.execution, store.slurm, store.actions, store.workers,
-                           requests=store.db)
+        parts = StoreParts(
+            store.queries,
+            store.workflows,
+            store.execution,
+            store.slurm,
+            store.actions,
+            store.workers,
+            requests=store.db,
+        )
         self.handlers = Handlers(parts, cfg, self.allocations, self.workers, self)
-        self.state = ServerState(cfg, METHODS, self.handlers, store.queries, self.bus, self.stopping,
-                                 self.workers.credential)
+        self.state = ServerState(
+            cfg, METHODS, self.handlers, store.queries, self.bus, self.stopping, self.workers.credential
+        )
 
     async def _open_tcp_door(self, runner: web.AppRunner) -> None:
         cfg = self.config
         self.state.admin_token = doors.ensure_token(cfg.token_file)
         sock = doors.tcp_socket(*cfg.listen)
         guard = ConnectionGuard(connection_cap(cfg.max_tcp_connections, cfg.max_cpus), cfg.max_connections_per_peer)
-        await GuardedSockSite(runner, sock, guard, backlog=door_limits.BACKLOG,
-                              ssl_context=doors.tls_context(cfg.tls)).start()
+        await GuardedSockSite(
+            runner, sock, guard, backlog=door_limits.BACKLOG, ssl_context=doors.tls_context(cfg.tls)
+        ).start()
         host, port = sock.getsockname()[:2]
         shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
         self.tcp_url = cfg.advertise_url or f"{'https' if cfg.tls else 'http'}://{shown}:{port}"
         self.allocations.url = self.tcp_url
         if not cfg.tls and not doors.is_loopback(host):
-            log.warning("tcp_door_without_tls", address=f"{host}:{port}",
-                        advice="credentials and job commands cross the network in clear text; "
-                               "use --tls-cert/--tls-key or a loopback address")
+            log.warning(
+                "tcp_door_without_tls",
+                address=f"{host}:{port}",
+                advice="credentials and job commands cross the network in clear text; "
+                "use --tls-cert/--tls-key or a loopback address",
+            )
 
     async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:
         self._services()
         # A request still in flight at shutdown (a client that never sends the rest of its body)
         # gets this long, not aiohttp's minute: stopping is bounded.
-        runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False,
-                               shutdown_timeout=REQUEST_GRACE, keepalive_timeout=self.config.idle_timeout)
+        runner = web.AppRunner(
+            build_app(self.state),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=REQUEST_GRACE,
+            keepalive_timeout=self.config.idle_timeout,
+        )
         await runner.setup()
         if self.config.listen is not None:
             await self._open_tcp_door(runner)
@@ -151,12 +174,19 @@ class Daemon:
         # SIGHUP (a closed terminal, a logout) stops cleanly like SIGTERM rather than killing us mid-write.
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stopping.set)
-        log.info("torcd_started", socket=self.socket_path, state_dir=self.config.paths.state_dir,
-                 max_parallel_jobs=self.config.max_cpus, gpus=list(self.config.gpus), pid=os.getpid(),
-                 doors=self._doors())
-        tasks = [asyncio.create_task(s.run(), name=type(s).__name__)
-                 for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler,
-                           self.actions)]
+        log.info(
+            "torcd_started",
+            socket=self.socket_path,
+            state_dir=self.config.paths.state_dir,
+            max_parallel_jobs=self.config.max_cpus,
+            gpus=list(self.config.gpus),
+            pid=os.getpid(),
+            doors=self._doors(),
+        )
+        tasks = [
+            asyncio.create_task(s.run(), name=type(s).__name__)
+            for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler, self.actions)
+        ]
         if ready is not None:
             ready.set()
         self.systemd.notify("READY=1", f"STATUS=serving on {self.socket_path}", f"MAINPID={os.getpid()}")
@@ -193,8 +223,10 @@ class Daemon:
     def _doors(self) -> list[str]:
         out = [f"unix socket {self.socket_path} (uid {os.getuid()} only: everything)"]
         if self.tcp_url:
-            out.append(f"tcp {self.tcp_url} ({'TLS' if self.config.tls else 'no TLS'}; admin token: everything, "
-                       "allocation credentials: workers.* and user_data.* of their workflow)")
+            out.append(
+                f"tcp {self.tcp_url} ({'TLS' if self.config.tls else 'no TLS'}; admin token: everything, "
+                "allocation credentials: workers.* and user_data.* of their workflow)"
+            )
         return out
 
     async def _watchdog(self, interval: float) -> None:
@@ -206,8 +238,15 @@ class Daemon:
     # -- what the handlers may ask of the daemon itself ---------------------
 
     def info(self) -> p.Ping:
-        return p.Ping(VERSION, os.getpid(), time.time() - self.started, self.socket_path,
-                      self.config.paths.state_dir, self.tcp_url, self.config.autostarted)
+        return p.Ping(
+            VERSION,
+            os.getpid(),
+            time.time() - self.started,
+            self.socket_path,
+            self.config.paths.state_dir,
+            self.tcp_url,
+            self.config.autostarted,
+        )
 
     async def stop(self, params: p.Shutdown) -> dict:
         if params.if_idle:
@@ -219,8 +258,7 @@ class Daemon:
 
     async def _busy_with(self, ignore_workflow: int | None) -> str | None:
         """Why stopping now would cost someone work: an active workflow or another client."""
-        active = [w.id for w in await self.store.queries.workflows()
-                  if w.state == "active" and w.id != ignore_workflow]
+        active = [w.id for w in await self.store.queries.workflows() if w.state == "active" and w.id != ignore_workflow]
         if active:
             return "workflow " + ", ".join(map(str, active)) + (" is" if len(active) == 1 else " are") + " active"
         # The request asking, and streams of the workflow it is about (its own), are not others.

@@ -17,16 +17,14 @@ class SpecError(TorcError):
 
     code = -32010
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         where = ""
         if file:
             where = f"{file}:{line}: " if line else f"{file}: "
         elif line:
             where = f"line {line}: "
         at = f" (at {field})" if field else ""
-        super().__init__(f"{where}{message}{at}",
-                         {"file": file, "line": line, "field": field})
+        super().__init__(f"{where}{message}{at}", {"file": file, "line": line, "field": field})
         self.file, self.line, self.field = file, line, field
 
 

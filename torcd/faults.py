@@ -13,5 +13,5 @@ _AT = os.environ.get("TORCD_CRASH_AT", "")
 
 
 def crash_point(name: str) -> None:
-    if _AT and _AT == name:
+    if _AT and name == _AT:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -34,19 +34,31 @@ class _Snapshot(Collector):
         for wf, n in self.rows["attempts"]:
             attempts.add_metric([str(wf)], n)
         decisions = CounterMetricFamily(
-            "torc_failure_decisions", "What failure handlers decided for failed attempts: retry, recover, "
+            "torc_failure_decisions",
+            "What failure handlers decided for failed attempts: retry, recover, "
             "fail or pending_failed, by handler, rule (-1: none matched) and exit code.",
-            labels=["workflow", "handler", "rule", "exit_code", "action"])
+            labels=["workflow", "handler", "rule", "exit_code", "action"],
+        )
         for wf, handler, rule, rc, action, n in self.rows["decisions"]:
             decisions.add_metric([str(wf), handler, str(rule), str(rc), action], n)
-        recovery = _histogram("torc_recovery_script_seconds", "How long recovery scripts ran.",
-                              self.rows["recoveries"], RECOVERY_BUCKETS)
-        runtime = _histogram("torc_attempt_runtime_seconds", "How long attempts ran (start to exit).",
-                             self.rows["runtimes"], RUNTIME_BUCKETS)
-        memory = _histogram("torc_attempt_peak_memory_bytes", "The most memory each sampled attempt's processes "
-                            "used together.", self.rows["peak_memory"], MEMORY_BUCKETS)
-        allocations = GaugeMetricFamily("torc_allocations", "Slurm allocations by workflow and state.",
-                                        labels=["workflow", "state"])
+        recovery = _histogram(
+            "torc_recovery_script_seconds", "How long recovery scripts ran.", self.rows["recoveries"], RECOVERY_BUCKETS
+        )
+        runtime = _histogram(
+            "torc_attempt_runtime_seconds",
+            "How long attempts ran (start to exit).",
+            self.rows["runtimes"],
+            RUNTIME_BUCKETS,
+        )
+        memory = _histogram(
+            "torc_attempt_peak_memory_bytes",
+            "The most memory each sampled attempt's processes used together.",
+            self.rows["peak_memory"],
+            MEMORY_BUCKETS,
+        )
+        allocations = GaugeMetricFamily(
+            "torc_allocations", "Slurm allocations by workflow and state.", labels=["workflow", "state"]
+        )
         for wf, state, n in self.rows["allocations"]:
             allocations.add_metric([str(wf), state], n)
         return [jobs, attempts, decisions, recovery, runtime, memory, allocations]

@@ -41,8 +41,10 @@ def check_shared_dir(path: str, what: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{what} {path} is not a directory")
     if st.st_uid not in (uid, 0):
-        raise UnsafePath(f"{what} {path} belongs to {owner_name(st.st_uid)}, not to you; "
-                         "another user may have made it to intercept you: remove it or choose another path")
+        raise UnsafePath(
+            f"{what} {path} belongs to {owner_name(st.st_uid)}, not to you; "
+            "another user may have made it to intercept you: remove it or choose another path"
+        )
     if _others_can_swap(st) and st.st_uid != uid:
         raise UnsafePath(f"{what} {path} can be changed by other users (mode {stat.S_IMODE(st.st_mode):04o})")
 
@@ -55,11 +57,13 @@ def check_private_dir(path: str, what: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"{what} {path} is not a directory")
     if st.st_uid != os.getuid():
-        raise UnsafePath(f"{what} {path} belongs to {owner_name(st.st_uid)}, not to you; "
-                         "refusing to trust what is in it")
+        raise UnsafePath(
+            f"{what} {path} belongs to {owner_name(st.st_uid)}, not to you; refusing to trust what is in it"
+        )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafePath(f"{what} {path} can be written by other users (mode "
-                         f"{stat.S_IMODE(st.st_mode):04o}); `chmod go-w` it")
+        raise UnsafePath(
+            f"{what} {path} can be written by other users (mode {stat.S_IMODE(st.st_mode):04o}); `chmod go-w` it"
+        )
 
 
 def make_private_dir(path: str, what: str) -> bool:
@@ -104,6 +108,7 @@ def check_socket(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise UnsafePath(f"{path} is not a socket")
     if st.st_uid != os.getuid():
-        raise UnsafePath(f"the socket {path} belongs to {owner_name(st.st_uid)}, not to you; "
-                         "refusing to send anything to it")
+        raise UnsafePath(
+            f"the socket {path} belongs to {owner_name(st.st_uid)}, not to you; refusing to send anything to it"
+        )
     check_shared_dir(os.path.dirname(path) or ".", "the socket's directory")

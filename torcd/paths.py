@@ -31,5 +31,7 @@ def default_state_dir() -> str:
 
 
 def resolve(socket: str | None = None, state_dir: str | None = None) -> Paths:
-    return Paths(os.path.abspath(socket) if socket else default_socket(),
-                 os.path.abspath(state_dir) if state_dir else default_state_dir())
+    return Paths(
+        os.path.abspath(socket) if socket else default_socket(),
+        os.path.abspath(state_dir) if state_dir else default_state_dir(),
+    )

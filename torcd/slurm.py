@@ -33,44 +33,100 @@ def walltime_seconds(walltime: str) -> int:
     return ((days * 24 + h) * 60 + m) * 60 + s
 
 
-def render_script(*, workflow_id: int, allocation_id: int, scheduler: SlurmSchedulerSpec, cpus: int,
-                  account: str | None, url: str, token_file: str, log_dir: str, python: str = sys.executable,
-                  poll_interval: float = 0.5, ca_file: str | None = None, gpus: int = 0) -> str:
+def render_script(
+    *,
+    workflow_id: int,
+    allocation_id: int,
+    scheduler: SlurmSchedulerSpec,
+    cpus: int,
+    account: str | None,
+    url: str,
+    token_file: str,
+    log_dir: str,
+    python: str = sys.executable,
+    poll_interval: float = 0.5,
+    ca_file: str | None = None,
+    gpus: int = 0,
+) -> str:
     """The batch script of one allocation: a torcctl worker on each of its nodes. A shared
     allocation asks for `cpus` per node; otherwise it takes whole nodes (--exclusive) and each
     worker uses what its node has."""
     account = account or scheduler.account
     extra = list(scheduler.extra) if isinstance(scheduler.extra, list) else [scheduler.extra]
-    _refuse_unsafe(account=account, partition=scheduler.partition, mem=scheduler.mem, walltime=scheduler.walltime,
-                   gres=scheduler.gres, qos=scheduler.qos, tmp=scheduler.tmp, log_dir=log_dir, extra=extra)
+    _refuse_unsafe(
+        account=account,
+        partition=scheduler.partition,
+        mem=scheduler.mem,
+        walltime=scheduler.walltime,
+        gres=scheduler.gres,
+        qos=scheduler.qos,
+        tmp=scheduler.tmp,
+        log_dir=log_dir,
+        extra=extra,
+    )
     nodes, shared = scheduler.nodes, scheduler.is_shared
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
-             f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
-             f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
-             f"#SBATCH --time={scheduler.walltime}", f"#SBATCH --output={_sbatch_path(log_dir)}"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
+        f"#SBATCH --nodes={nodes}",
+        f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
+        f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
+        f"#SBATCH --time={scheduler.walltime}",
+        f"#SBATCH --output={_sbatch_path(log_dir)}",
+    ]
     # GPUs the plan counted on must be asked for: Slurm gives none without --gres, even with --exclusive.
     gres = scheduler.gres or (f"gpu:{gpus}" if gpus else None)
-    for option, value in (("account", account), ("partition", scheduler.partition), ("mem", scheduler.mem),
-                          ("gres", gres), ("qos", scheduler.qos), ("tmp", scheduler.tmp)):
+    for option, value in (
+        ("account", account),
+        ("partition", scheduler.partition),
+        ("mem", scheduler.mem),
+        ("gres", gres),
+        ("qos", scheduler.qos),
+        ("tmp", scheduler.tmp),
+    ):
         if value:
             lines.append(f"#SBATCH --{option}={value}")
     for arg in extra:
         lines.append(f"#SBATCH {arg}")
-    worker = [python, "-m", "torcctl", "worker", "--url", url, "--token-file", token_file,
-              "--workflow-id", str(workflow_id), "--allocation-id", str(allocation_id),
-              "--walltime", str(walltime_seconds(scheduler.walltime)), "--poll-interval", str(poll_interval)]
+    worker = [
+        python,
+        "-m",
+        "torcctl",
+        "worker",
+        "--url",
+        url,
+        "--token-file",
+        token_file,
+        "--workflow-id",
+        str(workflow_id),
+        "--allocation-id",
+        str(allocation_id),
+        "--walltime",
+        str(walltime_seconds(scheduler.walltime)),
+        "--poll-interval",
+        str(poll_interval),
+    ]
     if shared:
         worker += ["--cpus", str(cpus)]
     if ca_file:  # the daemon's TLS certificate, which the worker trusts
         worker += ["--ca-file", ca_file]
     command = " ".join(shlex.quote(w) for w in worker)
     if nodes == 1:
-        lines += ["", "# One torcctl worker claims the workflow's ready jobs that fit this node.",
-                  f"exec {command}", ""]
+        lines += [
+            "",
+            "# One torcctl worker claims the workflow's ready jobs that fit this node.",
+            f"exec {command}",
+            "",
+        ]
     else:  # a step of one task per node, each with the node's CPUs for the jobs it starts
-        lines += ["", "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
-                  f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
-                  + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ') + command, ""]
+        lines += [
+            "",
+            "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
+            f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
+            + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ')
+            + command,
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -79,8 +135,9 @@ def _sbatch_path(log_dir: str) -> str:
     sbatch reads a double-quoted value (\\" for a quote), and Slurm's file name patterns take %%
     for a % of the name. A backslash cannot be said: in a file name, Slurm drops it."""
     if "\\" in log_dir:
-        raise SlurmError(f"refusing to write a batch script: Slurm cannot write into {log_dir!r}, whose path "
-                         "contains a backslash")
+        raise SlurmError(
+            f"refusing to write a batch script: Slurm cannot write into {log_dir!r}, whose path contains a backslash"
+        )
     return '"' + log_dir.replace("%", "%%").replace('"', '\\"') + '/slurm_%j.out"'
 
 
@@ -97,17 +154,22 @@ def _refuse_unsafe(**fields: str | int | list[str] | None) -> None:
                 continue
             text = str(text)  # mem may be a plain number of megabytes
             if _CONTROL.search(text) or (field in _ONE_WORD and (not text or text.split() != [text])):
-                raise SlurmError(f"refusing to write a batch script: {field} {text!r} "
-                                 + ("contains a control character" if _CONTROL.search(text) else "is not one word"))
+                raise SlurmError(
+                    f"refusing to write a batch script: {field} {text!r} "
+                    + ("contains a control character" if _CONTROL.search(text) else "is not one word")
+                )
 
 
 async def _run(*args: str, timeout: float = 60, stdin: bytes | None = None) -> tuple[int, str, str]:
     try:
         # With the user's own limits: Slurm copies the submitter's to the allocation.
-        proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.DEVNULL if stdin is None
-                                                    else asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE, preexec_fn=restore_user_limits)
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=restore_user_limits,
+        )
     except FileNotFoundError:
         raise SlurmError(f"{args[0]} not found: is Slurm installed and on PATH?") from None
     try:

@@ -3,7 +3,8 @@ run is exactly this check, and a real run applies only a batch that passed it.""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -19,8 +20,12 @@ def check_classifications(call: Call, workflow_id: int, classifications: list) -
     a limit given to a job that is to fail)."""
     if not classifications:
         raise ToolError("give at least one classification")
-    pending = {j.id: j for j in call("jobs.list", {"workflow_id": workflow_id, "status": "pending_failed",
-                                                   "limit": 1_000_000}, list[JobInfo])}
+    pending = {
+        j.id: j
+        for j in call(
+            "jobs.list", {"workflow_id": workflow_id, "status": "pending_failed", "limit": 1_000_000}, list[JobInfo]
+        )
+    }
     problems, seen = [], set()
     for i, c in enumerate(classifications):
         at = f"classifications[{i}]"
@@ -42,19 +47,32 @@ def check_classifications(call: Call, workflow_id: int, classifications: list) -
     return pending
 
 
-def apply_classifications(call: Call, workflow_id: int, classifications: list, default_reason: str
-                          ) -> tuple[list[int], list[int]]:
+def apply_classifications(
+    call: Call, workflow_id: int, classifications: list, default_reason: str
+) -> tuple[list[int], list[int]]:
     """New limits first (each job's change recorded with its reason), then every decision in
     one transaction of the daemon's. Returns the ids retried and failed."""
     for c in classifications:
         limits = {k: v for k, v in (("memory", c.memory), ("runtime", c.runtime)) if v is not None}
         if c.action == "retry" and limits:
-            call("jobs.update_resources", {"job_id": c.job_id, "reason": c.reason or default_reason,
-                                           "source": "mcp", **limits})
-    call("jobs.classify", {"workflow_id": workflow_id, "source": "mcp", "classifications": [
-        {"job_id": c.job_id, "action": c.action, "reason": c.reason or default_reason} for c in classifications]})
-    return ([c.job_id for c in classifications if c.action == "retry"],
-            [c.job_id for c in classifications if c.action == "fail"])
+            call(
+                "jobs.update_resources",
+                {"job_id": c.job_id, "reason": c.reason or default_reason, "source": "mcp", **limits},
+            )
+    call(
+        "jobs.classify",
+        {
+            "workflow_id": workflow_id,
+            "source": "mcp",
+            "classifications": [
+                {"job_id": c.job_id, "action": c.action, "reason": c.reason or default_reason} for c in classifications
+            ],
+        },
+    )
+    return (
+        [c.job_id for c in classifications if c.action == "retry"],
+        [c.job_id for c in classifications if c.action == "fail"],
+    )
 
 
 def _why_not_pending(call: Call, workflow_id: int, job_id: int) -> str:

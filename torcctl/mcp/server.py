@@ -34,8 +34,9 @@ transient cause: node failure, timeout, out of memory that a retry may avoid) or
 bug or bad input: retrying would fail again; jobs that depend on it are canceled). Look at the
 return code and the end of stderr, then classify every job with a short reason: first with
 dry_run true (it changes nothing), then, once the user agrees, with dry_run false."""
-Reason = Annotated[str, Field(min_length=1, max_length=4096, description="why, in a sentence; kept with "
-                                                                        "the change (default: \"mcp\")")]
+Reason = Annotated[
+    str, Field(min_length=1, max_length=4096, description='why, in a sentence; kept with the change (default: "mcp")')
+]
 
 
 class Strict(BaseModel):
@@ -44,8 +45,9 @@ class Strict(BaseModel):
 
 class Classification(Strict):
     job_id: int = Field(description="id of a pending_failed job of the workflow")
-    action: Literal["retry", "fail"] = Field(description="retry: run it again as a new attempt; "
-                                                         "fail: give up on it (dependents are canceled)")
+    action: Literal["retry", "fail"] = Field(
+        description="retry: run it again as a new attempt; fail: give up on it (dependents are canceled)"
+    )
     memory: str | None = Field(None, description="for a retry: its new memory limit, like '8g'")
     runtime: str | None = Field(None, description="for a retry: its new runtime limit, ISO-8601 like 'PT2H'")
     reason: Reason | None = None
@@ -75,10 +77,16 @@ class TorcTools:
         except RpcError as e:
             raise ToolError(e.message) from None  # the agent sees why, and can correct its call
 
-    def create_workflow(self, spec_json: str, action: Literal["validate", "save_spec_file", "create_workflow"],
-                        workflow_type: Literal["local", "slurm"], user: str | None = None,
-                        account: str | None = None, hpc_profile: str | None = None,
-                        output_path: str | None = None) -> dict[str, Any]:
+    def create_workflow(
+        self,
+        spec_json: str,
+        action: Literal["validate", "save_spec_file", "create_workflow"],
+        workflow_type: Literal["local", "slurm"],
+        user: str | None = None,
+        account: str | None = None,
+        hpc_profile: str | None = None,
+        output_path: str | None = None,
+    ) -> dict[str, Any]:
         """Check a workflow spec (JSON, or YAML, JSON5), save it to a file, or create the workflow.
         action: 'validate' (errors and warnings, nothing saved or created), 'save_spec_file' (to
         output_path, never over an existing file: the user edits it and runs `torcctl run FILE`),
@@ -126,10 +134,13 @@ class TorcTools:
             label = JobStatus.parse(status).label
         except ValueError as e:
             raise ToolError(str(e)) from None
-        jobs = self.call("jobs.list", {"workflow_id": workflow_id, "status": label, "limit": 1_000_000},
-                         list[JobInfo])
-        return {"workflow_id": workflow_id, "status": label, "count": len(jobs),
-                "jobs": [{"job_id": j.id, "name": j.name, "command": j.command} for j in jobs]}
+        jobs = self.call("jobs.list", {"workflow_id": workflow_id, "status": label, "limit": 1_000_000}, list[JobInfo])
+        return {
+            "workflow_id": workflow_id,
+            "status": label,
+            "count": len(jobs),
+            "jobs": [{"job_id": j.id, "name": j.name, "command": j.command} for j in jobs],
+        }
 
     def list_jobs(self, workflow_id: int, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """The workflow's jobs (id, name, status, attempt, last return code, limits), optionally only
@@ -149,24 +160,40 @@ class TorcTools:
         missing_output, or the exit code) and how long its attempts ran: where to start."""
         return self._report(reports.workflow_summary, workflow_id)
 
-    def list_results(self, workflow_id: int, job_id: int | None = None, run_id: int | None = None,
-                     return_code: int | None = None, failed_only: bool = False, status: str | None = None,
-                     limit: Annotated[int, Field(ge=1, le=1_000_000)] = 100,
-                     sort_by: Literal["exec_time_minutes", "peak_memory_bytes", "peak_cpu_percent",
-                                      "return_code"] | None = None,
-                     reverse_sort: bool = False) -> list[dict[str, Any]]:
+    def list_results(
+        self,
+        workflow_id: int,
+        job_id: int | None = None,
+        run_id: int | None = None,
+        return_code: int | None = None,
+        failed_only: bool = False,
+        status: str | None = None,
+        limit: Annotated[int, Field(ge=1, le=1_000_000)] = 100,
+        sort_by: Literal["exec_time_minutes", "peak_memory_bytes", "peak_cpu_percent", "return_code"] | None = None,
+        reverse_sort: bool = False,
+    ) -> list[dict[str, Any]]:
         """Attempts of the current run (or of run_id): return code, cause, execution time in
         minutes, peak memory, average CPU percent, log paths. failed_only for failures;
         sort_by='exec_time_minutes' with reverse_sort for the slowest; status: the job's status."""
-        return self._report(reports.list_results, workflow_id, job_id=job_id, run_id=run_id,
-                            return_code=return_code, failed_only=failed_only, status=status, limit=limit,
-                            sort_by=sort_by, reverse_sort=reverse_sort)
+        return self._report(
+            reports.list_results,
+            workflow_id,
+            job_id=job_id,
+            run_id=run_id,
+            return_code=return_code,
+            failed_only=failed_only,
+            status=status,
+            limit=limit,
+            sort_by=sort_by,
+            reverse_sort=reverse_sort,
+        )
 
     def get_results(self, workflow_id: int, failed_only: bool = False) -> list[dict[str, Any]]:
         """Every attempt of the workflow's current run: job, return code, cause (oom, timeout),
         runtime, CPU time and peak memory: what resource utilization to look at before recovering."""
-        return msgspec.to_builtins(self.call("workflows.results", {"workflow_id": workflow_id,
-                                                                   "failed": failed_only}, list[AttemptInfo]))
+        return msgspec.to_builtins(
+            self.call("workflows.results", {"workflow_id": workflow_id, "failed": failed_only}, list[AttemptInfo])
+        )
 
     def analyze_workflow_logs(self, workflow_id: int, output_dir: str | None = None) -> dict[str, Any]:
         """Scan the stdout and stderr of every attempt of the workflow for common failures (out of
@@ -179,8 +206,7 @@ class TorcTools:
             given = os.path.realpath(os.path.join(info.cwd, output_dir))
             if given != os.path.realpath(info.output_dir):
                 raise ToolError(f"workflow {workflow_id}'s logs are under {info.output_dir}, not {given}")
-        attempts = self.call("workflows.results", {"workflow_id": workflow_id, "all_runs": True},
-                             list[AttemptInfo])
+        attempts = self.call("workflows.results", {"workflow_id": workflow_id, "all_runs": True}, list[AttemptInfo])
         scan, unreadable = LogScan(), []
         for path in dict.fromkeys(p for a in attempts for p in (a.stdout_path, a.stderr_path) if p):
             try:
@@ -194,9 +220,15 @@ class TorcTools:
                 unreadable.append(f"{path}: {e.strerror}")
         return _log_report(workflow_id, scan, attempts, unreadable)
 
-    def get_job_logs(self, job_id: int, log_type: Literal["stdout", "stderr"] = "stderr",
-                     workflow_id: int | None = None, run_id: int | None = None, attempt_id: int | None = None,
-                     tail_lines: Annotated[int, Field(ge=1, le=MAX_TAIL_LINES)] | None = None) -> dict[str, Any]:
+    def get_job_logs(
+        self,
+        job_id: int,
+        log_type: Literal["stdout", "stderr"] = "stderr",
+        workflow_id: int | None = None,
+        run_id: int | None = None,
+        attempt_id: int | None = None,
+        tail_lines: Annotated[int, Field(ge=1, le=MAX_TAIL_LINES)] | None = None,
+    ) -> dict[str, Any]:
         """One attempt's stdout or stderr: the latest attempt, or run_id's (its attempt_id, 1 by
         default, as in Torc). The end of the log: tail_lines lines (all by default), at most
         1,000 lines and 64 KiB."""
@@ -219,8 +251,13 @@ class TorcTools:
         failed and the end of its stderr."""
         out = []
         for status in ("failed", "terminated"):
-            out += msgspec.to_builtins(self.call("jobs.list", {"workflow_id": workflow_id, "status": status,
-                                                               "limit": max(1, min(limit, 10_000))}, list[JobInfo]))
+            out += msgspec.to_builtins(
+                self.call(
+                    "jobs.list",
+                    {"workflow_id": workflow_id, "status": status, "limit": max(1, min(limit, 10_000))},
+                    list[JobInfo],
+                )
+            )
         return out[:limit]
 
     def check_resource_utilization(self, workflow_id: int, include_failed: bool = True) -> list[dict[str, Any]]:
@@ -229,8 +266,14 @@ class TorcTools:
         it (a limit that could be lower). Fix a limit with update_job_resources or recover_workflow."""
         return self._report(reports.resource_utilization, workflow_id, include_failed=include_failed)
 
-    def update_job_resources(self, job_id: int, memory: str | None = None, runtime: str | None = None,
-                             num_cpus: int | None = None, reason: Reason | None = None) -> dict[str, Any]:
+    def update_job_resources(
+        self,
+        job_id: int,
+        memory: str | None = None,
+        runtime: str | None = None,
+        num_cpus: int | None = None,
+        reason: Reason | None = None,
+    ) -> dict[str, Any]:
         """Set one job's limits for its next attempts: memory like "8g", runtime as ISO-8601 like
         "PT2H", CPUs. Refused while the job runs. Rerun it with recover_workflow or a reset."""
         params: dict[str, Any] = {"job_id": job_id, "reason": reason or DEFAULT_REASON, "source": "mcp"}
@@ -239,19 +282,35 @@ class TorcTools:
                 params[key] = value
         return self.call("jobs.update_resources", params)
 
-    def recover_workflow(self, workflow_id: int, dry_run: bool = True, memory_multiplier: float = 1.5,
-                         runtime_multiplier: float = 1.4, retry_unknown: bool = False,
-                         reason: Reason | None = None) -> dict[str, Any]:
+    def recover_workflow(
+        self,
+        workflow_id: int,
+        dry_run: bool = True,
+        memory_multiplier: float = 1.5,
+        runtime_multiplier: float = 1.4,
+        retry_unknown: bool = False,
+        reason: Reason | None = None,
+    ) -> dict[str, Any]:
         """Give failed or pending_failed jobs that ran out of memory or time more (memory: what they
         used times the multiplier; runtime: theirs times the multiplier) and run them and what they
         block again; a pending_failed one retried so is classified (source mcp, with the reason).
         retry_unknown: also the others, as they were. ALWAYS call with dry_run true first (the
         default: it changes nothing), show the plan, and only then dry_run false. The workflow
         must have nothing running."""
-        return msgspec.to_builtins(self.call("workflows.recover", {
-            "workflow_id": workflow_id, "dry_run": dry_run, "memory_multiplier": memory_multiplier,
-            "runtime_multiplier": runtime_multiplier, "retry_unknown": retry_unknown, "source": "mcp",
-            "reason": reason or DEFAULT_REASON}))
+        return msgspec.to_builtins(
+            self.call(
+                "workflows.recover",
+                {
+                    "workflow_id": workflow_id,
+                    "dry_run": dry_run,
+                    "memory_multiplier": memory_multiplier,
+                    "runtime_multiplier": runtime_multiplier,
+                    "retry_unknown": retry_unknown,
+                    "source": "mcp",
+                    "reason": reason or DEFAULT_REASON,
+                },
+            )
+        )
 
     def list_pending_failed_jobs(self, workflow_id: int) -> list[PendingFailedJob]:
         """The workflow's jobs waiting for a decision: id, name, attempt, return code, the failure
@@ -259,12 +318,23 @@ class TorcTools:
         (lost node, network, I/O, preemption) call for retry; bugs (syntax, import, bad input,
         assertion) for fail."""
         jobs = self.call("jobs.list", {"workflow_id": workflow_id, "status": "pending_failed"}, list[JobInfo])
-        return [PendingFailedJob(job_id=j.id, name=j.name, attempt=j.attempt_id, return_code=j.return_code,
-                                 command=j.command, failure_handler=j.failure_handler, reason=j.reason,
-                                 stderr_tail=j.stderr_tail or "") for j in jobs]
+        return [
+            PendingFailedJob(
+                job_id=j.id,
+                name=j.name,
+                attempt=j.attempt_id,
+                return_code=j.return_code,
+                command=j.command,
+                failure_handler=j.failure_handler,
+                reason=j.reason,
+                stderr_tail=j.stderr_tail or "",
+            )
+            for j in jobs
+        ]
 
-    def classify_and_resolve_failures(self, workflow_id: int, classifications: list[Classification],
-                                      dry_run: bool = True) -> dict[str, Any]:
+    def classify_and_resolve_failures(
+        self, workflow_id: int, classifications: list[Classification], dry_run: bool = True
+    ) -> dict[str, Any]:
         """Retry or fail pending_failed jobs of the workflow, each with its reason; a retry may
         set new memory and runtime limits. dry_run true (the default) checks every
         classification and reports what would change, changing nothing; call it first, show the
@@ -287,43 +357,83 @@ class TorcTools:
             raise ToolError(str(e)) from None
 
 
-TOOLS = ("create_workflow", "get_execution_plan", "get_job_details", "list_jobs_by_status", "list_jobs",
-         "get_workflow_status", "get_workflow_summary", "list_results", "get_results", "analyze_workflow_logs",
-         "get_job_logs", "list_failed_jobs", "check_resource_utilization", "update_job_resources",
-         "recover_workflow", "list_pending_failed_jobs", "classify_and_resolve_failures")
+TOOLS = (
+    "create_workflow",
+    "get_execution_plan",
+    "get_job_details",
+    "list_jobs_by_status",
+    "list_jobs",
+    "get_workflow_status",
+    "get_workflow_summary",
+    "list_results",
+    "get_results",
+    "analyze_workflow_logs",
+    "get_job_logs",
+    "list_failed_jobs",
+    "check_resource_utilization",
+    "update_job_resources",
+    "recover_workflow",
+    "list_pending_failed_jobs",
+    "classify_and_resolve_failures",
+)
 
 
 def build_server(client: Client) -> MCPServer:
     tools = TorcTools(client)
-    return MCPServer("torc", instructions=INSTRUCTIONS,
-                     tools=[_refusing_unknown_arguments(Tool.from_function(getattr(tools, name)))
-                            for name in TOOLS])
+    return MCPServer(
+        "torc",
+        instructions=INSTRUCTIONS,
+        tools=[_refusing_unknown_arguments(Tool.from_function(getattr(tools, name))) for name in TOOLS],
+    )
 
 
 def _refusing_unknown_arguments(tool: Tool) -> Tool:
     """The SDK's argument model ignores names it does not know; a misspelled `dry_run` must not
     turn a preview into a change, so each tool's model forbids them (and says so in its schema)."""
     loose = tool.fn_metadata.arg_model
-    strict: type[BaseModel] = type(loose.__name__, (loose,), {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True),
-                                             "__module__": __name__})
+    strict: type[BaseModel] = type(
+        loose.__name__,
+        (loose,),
+        {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True), "__module__": __name__},
+    )
     metadata = tool.fn_metadata.model_copy(update={"arg_model": strict})
     return tool.model_copy(update={"fn_metadata": metadata, "parameters": strict.model_json_schema(by_alias=True)})
 
 
-def _classify_report(workflow_id: int, classifications: list[Classification], jobs: dict[int, JobInfo],
-                     status: str, retried: list[int], failed: list[int]) -> dict[str, Any]:
+def _classify_report(
+    workflow_id: int,
+    classifications: list[Classification],
+    jobs: dict[int, JobInfo],
+    status: str,
+    retried: list[int],
+    failed: list[int],
+) -> dict[str, Any]:
     dry_run = status == "would_apply"
     return {
-        "workflow_id": workflow_id, "dry_run": dry_run, "total_classifications": len(classifications),
+        "workflow_id": workflow_id,
+        "dry_run": dry_run,
+        "total_classifications": len(classifications),
         "jobs_to_retry": sum(c.action == "retry" for c in classifications),
         "jobs_to_fail": sum(c.action == "fail" for c in classifications),
-        "results": [{"job_id": c.job_id, "job_name": jobs[c.job_id].name, "action": c.action,
-                     "memory_adjustment": c.memory, "runtime_adjustment": c.runtime,
-                     "reason": c.reason or DEFAULT_REASON, "status": status} for c in classifications],
-        "retried": retried, "failed": failed,
-        "next_steps": ("Nothing was changed. If these look right, call again with dry_run false to apply them."
-                       if dry_run else "Applied: retried jobs run again as a new attempt; failed ones cancel "
-                                       "the jobs that depend on them."),
+        "results": [
+            {
+                "job_id": c.job_id,
+                "job_name": jobs[c.job_id].name,
+                "action": c.action,
+                "memory_adjustment": c.memory,
+                "runtime_adjustment": c.runtime,
+                "reason": c.reason or DEFAULT_REASON,
+                "status": status,
+            }
+            for c in classifications
+        ],
+        "retried": retried,
+        "failed": failed,
+        "next_steps": (
+            "Nothing was changed. If these look right, call again with dry_run false to apply them."
+            if dry_run
+            else "Applied: retried jobs run again as a new attempt; failed ones cancel the jobs that depend on them."
+        ),
     }
 
 
@@ -340,38 +450,61 @@ def _log_tail(job_id: int, a: AttemptInfo, log_type: str, tail_lines: int | None
     lines = data.splitlines(keepends=True)
     if start > 0 and lines:
         lines = lines[1:]  # begun mid-line
-    shown = lines[-(tail_lines or MAX_TAIL_LINES):]
+    shown = lines[-(tail_lines or MAX_TAIL_LINES) :]
     # truncated: less than was asked for (all of the log, by default)
     cut = start > 0 or len(shown) < len(lines) if tail_lines is None else start > 0 and len(shown) < tail_lines
-    return {"job_id": job_id, "run_id": a.run_id, "attempt_id": a.attempt_id, "log_type": log_type, "path": path,
-            "text": b"".join(shown).decode(errors="replace"), "truncated": cut}
+    return {
+        "job_id": job_id,
+        "run_id": a.run_id,
+        "attempt_id": a.attempt_id,
+        "log_type": log_type,
+        "path": path,
+        "text": b"".join(shown).decode(errors="replace"),
+        "truncated": cut,
+    }
 
 
-def _log_report(workflow_id: int, scan: LogScan, attempts: list[AttemptInfo], unreadable: list[str]
-                ) -> dict[str, Any]:
+def _log_report(workflow_id: int, scan: LogScan, attempts: list[AttemptInfo], unreadable: list[str]) -> dict[str, Any]:
     recorded: dict[str, int] = {}
     for a in attempts:
         if a.cause:
             recorded[a.cause] = recorded.get(a.cause, 0) + 1
     out: dict[str, Any] = {
         "workflow_id": workflow_id,
-        "summary": (f"Found {scan.error_count} error(s) and {scan.warning_count} warning(s) across "
-                    f"{scan.files_parsed} log files." if scan.error_count or scan.warning_count
-                    else "No errors or warnings detected in log files."),
-        "files_parsed": scan.files_parsed, "error_count": scan.error_count, "warning_count": scan.warning_count,
+        "summary": (
+            f"Found {scan.error_count} error(s) and {scan.warning_count} warning(s) across "
+            f"{scan.files_parsed} log files."
+            if scan.error_count or scan.warning_count
+            else "No errors or warnings detected in log files."
+        ),
+        "files_parsed": scan.files_parsed,
+        "error_count": scan.error_count,
+        "warning_count": scan.warning_count,
         "errors_by_type": [{"type": k, "count": n} for k, n in sorted(scan.by_kind.items())],
-        "sample_errors": scan.samples, "files_with_errors": scan.files_with_errors,
-        "causes_recorded_by_torcd": recorded, "unreadable_logs": unreadable}
+        "sample_errors": scan.samples,
+        "files_with_errors": scan.files_with_errors,
+        "causes_recorded_by_torcd": recorded,
+        "unreadable_logs": unreadable,
+    }
     oom = scan.by_kind.get("oom", 0) + scan.by_kind.get("memory_allocation_failed", 0) + recorded.get("oom", 0)
     timeout = scan.by_kind.get("timeout", 0) + scan.by_kind.get("time_limit", 0) + recorded.get("timeout", 0)
     if oom or timeout:
         out["recovery"] = {
-            "oom_errors": oom, "timeout_errors": timeout,
+            "oom_errors": oom,
+            "timeout_errors": timeout,
             "recommendation": "Out of memory or time: recover_workflow can give these jobs more and run them "
-                              "again. Call it with dry_run true first, show the plan, and apply it only once "
-                              "the user agrees.",
-            "tool_call_example": {"tool": "recover_workflow", "parameters": {
-                "workflow_id": workflow_id, "dry_run": True, "memory_multiplier": 1.5, "runtime_multiplier": 1.4}}}
+            "again. Call it with dry_run true first, show the plan, and apply it only once "
+            "the user agrees.",
+            "tool_call_example": {
+                "tool": "recover_workflow",
+                "parameters": {
+                    "workflow_id": workflow_id,
+                    "dry_run": True,
+                    "memory_multiplier": 1.5,
+                    "runtime_multiplier": 1.4,
+                },
+            },
+        }
     return out
 
 

@@ -28,14 +28,15 @@ import aiohttp
 import msgspec
 import structlog
 
-from torcctl.client import ConnectError, read_token as client_read_token
+from torcctl.client import ConnectError
+from torcctl.client import read_token as client_read_token
+from torcctl.worker.journal import Journal, JournalError, Saved
 from torcd import protocol as p
+from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Exit
+from torcd.core.resources import ComputeNode, gpu_ids
 from torcd.services.executor import LocalExecutor
 from torcd.services.processes import prepare_to_start_processes
 from torcd.services.recovery_script import run_recovery_script
-from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Exit
-from torcd.core.resources import ComputeNode, gpu_ids
-from torcctl.worker.journal import Journal, JournalError, Saved
 
 log = structlog.get_logger("torcctl.worker.run")
 DEFAULT_PATIENCE = 1200.0  # seconds, until the workflow says otherwise (Torc's 20 minutes)
@@ -56,7 +57,7 @@ class RpcSession:
     def __init__(self, url: str, token: str | None, ca_file: str | None = None):
         self.ca_file = ca_file
         if url.startswith("unix://"):
-            self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=url[len("unix://"):]))
+            self.session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=url[len("unix://") :]))
             self.endpoint = "http://localhost/rpc"
         else:
             tls = None
@@ -95,14 +96,16 @@ class RpcSession:
                 break
             except aiohttp.ClientSSLError as e:  # a wrong CA file or door: waiting would not change it
                 raise WorkerError(self._tls_refused(e)) from None
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientConnectionError) as e:
                 now = time.monotonic()
                 if now >= self._deadline(since):
                     if self._interrupted_at is not None:
-                        raise Interrupted(f"stopped by a signal while the daemon at {self.endpoint} did not "
-                                          "answer") from None
-                    raise WorkerError(f"cannot reach the daemon at {self.endpoint} for {now - since:.0f}s: "
-                                      f"{e}") from None
+                        raise Interrupted(
+                            f"stopped by a signal while the daemon at {self.endpoint} did not answer"
+                        ) from None
+                    raise WorkerError(
+                        f"cannot reach the daemon at {self.endpoint} for {now - since:.0f}s: {e}"
+                    ) from None
                 attempt += 1
                 log.warning("rpc_retry", method=method, attempt=attempt, waited=round(now - since), error=repr(e))
                 await self._pause(min(2.0 ** min(attempt, 7) / 4, 30.0, self._deadline(since) - now))
@@ -135,8 +138,9 @@ class RpcSession:
             signalled.cancel()
 
     async def _post(self, body: bytes) -> bytes:
-        async with self.session.post(self.endpoint, data=body, headers=self.headers,
-                                     timeout=aiohttp.ClientTimeout(total=60)) as resp:
+        async with self.session.post(
+            self.endpoint, data=body, headers=self.headers, timeout=aiohttp.ClientTimeout(total=60)
+        ) as resp:
             data = await resp.read()
             if resp.status != 200:
                 raise WorkerError(f"HTTP {resp.status}: {data.decode(errors='replace')}")
@@ -146,8 +150,10 @@ class RpcSession:
         if isinstance(e, aiohttp.ClientConnectorCertificateError):
             why = getattr(e.certificate_error, "verify_message", None) or str(e.certificate_error)
             trusted = f"with the CA file {self.ca_file}" if self.ca_file else "with the system's CAs (no --ca-file)"
-            return (f"the certificate of the daemon at {self.endpoint} cannot be verified {trusted}: {why}; "
-                    "--ca-file must be the daemon's certificate or the CA that signed it")
+            return (
+                f"the certificate of the daemon at {self.endpoint} cannot be verified {trusted}: {why}; "
+                "--ca-file must be the daemon's certificate or the CA that signed it"
+            )
         return f"cannot speak TLS with the daemon at {self.endpoint}: {e.os_error}"
 
     async def close(self) -> None:
@@ -155,10 +161,21 @@ class RpcSession:
 
 
 class Worker:
-    def __init__(self, rpc: RpcSession, *, workflow_id: int, allocation_id: int | None, cpus: int,
-                 walltime: float | None, poll_interval: float, idle_timeout: float | None,
-                 memory: int | None = None, gpus: list[str] | None = None, patience: float | None = None,
-                 journal: Journal | None = None):
+    def __init__(
+        self,
+        rpc: RpcSession,
+        *,
+        workflow_id: int,
+        allocation_id: int | None,
+        cpus: int,
+        walltime: float | None,
+        poll_interval: float,
+        idle_timeout: float | None,
+        memory: int | None = None,
+        gpus: list[str] | None = None,
+        patience: float | None = None,
+        journal: Journal | None = None,
+    ):
         self.rpc = rpc
         self.workflow_id, self.allocation_id, self.cpus = workflow_id, allocation_id, cpus
         self.memory, self.gpus = memory, gpus or []
@@ -186,7 +203,11 @@ class Worker:
     def _on_exit(self, e: Exit) -> None:
         # Stopped by Slurm's time limit: after the signal reached the worker, or (Slurm signals the
         # job's processes too, and they may die first) killed by TERM or KILL in the last stretch.
-        late = self.deadline is not None and time.monotonic() >= self.deadline and e.return_code in (SIGKILL_EXIT, SIGTERM_EXIT)
+        late = (
+            self.deadline is not None
+            and time.monotonic() >= self.deadline
+            and e.return_code in (SIGKILL_EXIT, SIGTERM_EXIT)
+        )
         if e.cause is None and e.return_code != 0 and (self._at_time_limit or late):
             e = msgspec.structs.replace(e, cause="timeout", message="stopped at the allocation's time limit")
         self.exits.append(e)
@@ -199,8 +220,14 @@ class Worker:
             return
         sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
         try:
-            self.journal.save(Saved(self.worker_id, [*sending.exits, *self.exits],
-                                    [*sending.started, *self.started], [*sending.recoveries, *self.recovery_results]))
+            self.journal.save(
+                Saved(
+                    self.worker_id,
+                    [*sending.exits, *self.exits],
+                    [*sending.started, *self.started],
+                    [*sending.recoveries, *self.recovery_results],
+                )
+            )
         except OSError as e:  # a full disk must not stop the jobs; only a restart would lose these
             log.warning("journal_not_written", path=self.journal.path, error=str(e))
 
@@ -221,8 +248,14 @@ class Worker:
         while self.executor is not None and self.executor.procs and time.monotonic() < until:
             await asyncio.sleep(0.05)
         sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
-        count = (len(sending.exits) + len(sending.started) + len(sending.recoveries) + len(self.exits)
-                 + len(self.started) + len(self.recovery_results))
+        count = (
+            len(sending.exits)
+            + len(sending.started)
+            + len(sending.recoveries)
+            + len(self.exits)
+            + len(self.started)
+            + len(self.recovery_results)
+        )
         if self.journal is None:
             return f"{count} reports not sent (no journal)"
         self._save()
@@ -233,10 +266,18 @@ class Worker:
             left = self.journal.load() if self.journal else None
         except JournalError as e:
             raise WorkerError(str(e)) from None
-        reg = await self.rpc.call("workers.register", p.RegisterWorker(
-            workflow_id=self.workflow_id, host=node_name(),
-            cpus=self.cpus, allocation_id=self.allocation_id, memory=self.memory, gpus=len(self.gpus),
-            resume=left.worker_id if left else None))
+        reg = await self.rpc.call(
+            "workers.register",
+            p.RegisterWorker(
+                workflow_id=self.workflow_id,
+                host=node_name(),
+                cpus=self.cpus,
+                allocation_id=self.allocation_id,
+                memory=self.memory,
+                gpus=len(self.gpus),
+                resume=left.worker_id if left else None,
+            ),
+        )
         self.worker_id = reg["worker_id"]
         if left and left.worker_id == self.worker_id:  # what the worker before it had not reported
             log.info("journal_resumed", worker_id=self.worker_id, exits=len(left.exits))
@@ -250,8 +291,15 @@ class Worker:
         idle_timeout = self.idle_timeout if self.idle_timeout is not None else self.settings.wait_for_new_jobs
         if self.walltime:
             self.deadline = self.started_at + self.walltime - self.settings.buffer(self.walltime)
-        log.info("worker_registered", worker_id=self.worker_id, workflow_id=self.workflow_id, cpus=self.cpus,
-                 memory=self.memory, gpus=self.gpus, journal=self.journal.path if self.journal else None)
+        log.info(
+            "worker_registered",
+            worker_id=self.worker_id,
+            workflow_id=self.workflow_id,
+            cpus=self.cpus,
+            memory=self.memory,
+            gpus=self.gpus,
+            journal=self.journal.path if self.journal else None,
+        )
         idle_since: float | None = None
         reason = "nothing left to run"
         while True:
@@ -336,11 +384,17 @@ class Worker:
         if left is not None and left < max(self.settings.min_time_for_new_jobs, 1.0):
             claim = False
         params = p.WorkerPoll(
-            worker_id=self.worker_id, free_cpus=max(0, self.cpus - used), claim=claim and not self.stopping,
+            worker_id=self.worker_id,
+            free_cpus=max(0, self.cpus - used),
+            claim=claim and not self.stopping,
             free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
             free_gpus=len(ex.gpus_free) if ex and ex.gpus_free is not None else len(self.gpus),
-            time_left=left, started=started, recoveries=recs, exits=list(exits),
-            abandon=self._abandon)
+            time_left=left,
+            started=started,
+            recoveries=recs,
+            exits=list(exits),
+            abandon=self._abandon,
+        )
         self._abandon = False
         self._sending, self._sending_since = params, time.monotonic()
         if params.exits or params.started or params.recoveries:
@@ -358,8 +412,11 @@ class Worker:
             self.recovery_results.append(report)
         except Exception as e:  # a job left `recovering` forever is worse than a failed recovery
             log.exception("recovery_crashed", job_id=rec.job_id, attempt_id=rec.attempt_id)
-            self.recovery_results.append(p.RecoveryReport(rec.job_id, rec.run_id, rec.attempt_id, False, None,
-                                                          f"recovery could not run on the worker: {e!r}"))
+            self.recovery_results.append(
+                p.RecoveryReport(
+                    rec.job_id, rec.run_id, rec.attempt_id, False, None, f"recovery could not run on the worker: {e!r}"
+                )
+            )
         finally:
             self.recoveries.pop(rec.job_id, None)
             self.wake.set()
@@ -384,8 +441,9 @@ async def run_worker(args) -> int:
     for name, path in (("TORC_API_TOKEN_FILE", args.token_file), ("TORC_CA_FILE", args.ca_file)):
         if path:
             os.environ[name] = os.path.abspath(path)
-    cpus = args.cpus or int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE")
-                            or os.cpu_count() or 1)
+    cpus = args.cpus or int(
+        os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1
+    )
     try:
         gpus = gpu_ids(dict(os.environ), None, args.gpus)
     except ValueError as e:
@@ -399,10 +457,19 @@ async def run_worker(args) -> int:
             journal = None
     except JournalError as e:
         raise WorkerError(str(e)) from None
-    worker = Worker(rpc, workflow_id=args.workflow_id, allocation_id=args.allocation_id, cpus=cpus,
-                    walltime=args.walltime, poll_interval=args.poll_interval, idle_timeout=args.idle_timeout,
-                    memory=args.memory if args.memory is not None else slurm_memory(os.environ, cpus), gpus=gpus,
-                    patience=args.wait_for_daemon, journal=journal)
+    worker = Worker(
+        rpc,
+        workflow_id=args.workflow_id,
+        allocation_id=args.allocation_id,
+        cpus=cpus,
+        walltime=args.walltime,
+        poll_interval=args.poll_interval,
+        idle_timeout=args.idle_timeout,
+        memory=args.memory if args.memory is not None else slurm_memory(os.environ, cpus),
+        gpus=gpus,
+        patience=args.wait_for_daemon,
+        journal=journal,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.on_signal)

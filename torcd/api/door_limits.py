@@ -53,8 +53,15 @@ class ConnectionGuard:
             self._refused += 1
             now = self._clock()
             if now - self._last_said >= REFUSALS_LOGGED_EVERY:
-                log.warning("tcp_connections_refused", count=self._refused, peer=peer, open=self.open,
-                            from_peer=self.by_peer[peer], max_total=self.total, max_per_peer=self.per_peer)
+                log.warning(
+                    "tcp_connections_refused",
+                    count=self._refused,
+                    peer=peer,
+                    open=self.open,
+                    from_peer=self.by_peer[peer],
+                    max_total=self.total,
+                    max_per_peer=self.per_peer,
+                )
                 self._refused, self._last_said = 0, now
             return False
         self.open += 1
@@ -119,6 +126,9 @@ class GuardedSockSite(web.SockSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: self._guard.protocol(server()), sock=self._sock, ssl=self._ssl_context,
-            backlog=self._backlog, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context else None)
-
+            lambda: self._guard.protocol(server()),
+            sock=self._sock,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context else None,
+        )

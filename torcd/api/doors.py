@@ -26,13 +26,15 @@ def lock_state_dir(config: Config) -> IO[str]:
     state_dir = config.paths.state_dir
     try:
         make_private_dir(state_dir, "the state dir")
-        lock = os.fdopen(open_private_file(os.path.join(state_dir, "torcd.lock"), os.O_RDWR | os.O_APPEND,
-                                           "the lock file"), "a+")
+        lock = os.fdopen(
+            open_private_file(os.path.join(state_dir, "torcd.lock"), os.O_RDWR | os.O_APPEND, "the lock file"), "a+"
+        )
         # Made private before SQLite creates it (its WAL and shm files take the same mode).
         os.close(open_private_file(config.db_path, os.O_RDWR, "the database"))
     except OSError as e:
-        raise DaemonError(f"cannot use the state dir {state_dir}: {e.strerror}"
-                          + (f" ({e.filename})" if e.filename else "")) from None
+        raise DaemonError(
+            f"cannot use the state dir {state_dir}: {e.strerror}" + (f" ({e.filename})" if e.filename else "")
+        ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -65,8 +67,9 @@ def _bind(path: str) -> socket.socket:
     if os.path.lexists(path):
         st = os.lstat(path)
         if st.st_uid != os.getuid():
-            raise DaemonError(f"{path} belongs to {owner_name(st.st_uid)}, not to you; remove it "
-                              "or choose another --socket")
+            raise DaemonError(
+                f"{path} belongs to {owner_name(st.st_uid)}, not to you; remove it or choose another --socket"
+            )
         if not stat.S_ISSOCK(st.st_mode):
             raise DaemonError(f"{path} exists and is not a socket; remove it or choose another --socket")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,8 +100,10 @@ def tcp_socket(host: str, port: int) -> socket.socket:
         sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise DaemonError(f"cannot listen on {host}:{port}: the port is already in use (another torcd, or "
-                              "another program); choose another --listen port") from None
+            raise DaemonError(
+                f"cannot listen on {host}:{port}: the port is already in use (another torcd, or "
+                "another program); choose another --listen port"
+            ) from None
         raise DaemonError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     sock.setblocking(False)
     return sock

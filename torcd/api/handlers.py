@@ -19,6 +19,7 @@ from torcd import protocol as p
 from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import Capacity, Requirements, format_bytes, parse_duration, parse_memory, shortfalls
+from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.core.status import JobStatus
 from torcd.credentials import RequestKey, current_caller, idempotency_key
 from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
@@ -26,9 +27,8 @@ from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
-from torcd.core.slurm_plan import JobNeed, SchedulerPlan
-from torcd.spec.parse import ExpandedJob, on_slurm, parse_spec_in_pool
 from torcd.spec.data import missing_inputs
+from torcd.spec.parse import ExpandedJob, on_slurm, parse_spec_in_pool
 from torcd.spec.slurm import runs_on_slurm
 from torcd.store.actions import ActionStore
 from torcd.store.execution import ExecutionStore
@@ -72,10 +72,20 @@ class StoreParts(NamedTuple):
 
 
 class Handlers:
-    def __init__(self, stores: StoreParts, config: Config, allocations: AllocationService, workers: WorkerService,
-                 control: Control):
-        self.queries, self.workflows, self.execution, self.slurm = (stores.queries, stores.workflows,
-                                                                    stores.execution, stores.slurm)
+    def __init__(
+        self,
+        stores: StoreParts,
+        config: Config,
+        allocations: AllocationService,
+        workers: WorkerService,
+        control: Control,
+    ):
+        self.queries, self.workflows, self.execution, self.slurm = (
+            stores.queries,
+            stores.workflows,
+            stores.execution,
+            stores.slurm,
+        )
         self.action_store, self.worker_store, self.requests = stores.actions, stores.workers, stores.requests
         self.config = config
         self.allocations, self.workers, self.control = allocations, workers, control
@@ -88,39 +98,53 @@ class Handlers:
 
     async def create_workflow(self, params: p.CreateWorkflow) -> p.WorkflowSummary:
         if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
-            raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}",
-                                {"field": "$.cwd"})
+            raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}", {"field": "$.cwd"})
         spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
         if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):
             f = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise SpecError(f"input file {f.name!r} ({f.path}) does not exist and no job writes it{more}",
-                            file=params.spec_path, field=f"$.files[{f.index}]")
+            raise SpecError(
+                f"input file {f.name!r} ({f.path}) does not exist and no job writes it{more}",
+                file=params.spec_path,
+                field=f"$.files[{f.index}]",
+            )
         if params.executor == "slurm" and self.control.tcp_url is None:
-            raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT",
-                                {"field": "$.executor"})
+            raise InvalidParams(
+                "Slurm workers need a TCP door: start torcd with --listen HOST:PORT", {"field": "$.executor"}
+            )
         if params.executor == "local":  # a job that can never fit is refused now, not left waiting
             if why := runs_on_slurm(spec.schedulers):
-                raise InvalidParams(f"this workflow is meant for Slurm ({why}): submit it with `torcctl submit-slurm`; "
-                                    "`submit` and `run` would run its jobs on this machine", {"field": "$.executor"})
+                raise InvalidParams(
+                    f"this workflow is meant for Slurm ({why}): submit it with `torcctl submit-slurm`; "
+                    "`submit` and `run` would run its jobs on this machine",
+                    {"field": "$.executor"},
+                )
             have, memory = len(self.config.gpus), self.config.max_memory
             for job in spec.jobs:
-                short = shortfalls(Requirements(num_gpus=job.num_gpus, memory_bytes=job.memory_bytes),
-                                   Capacity(memory=memory, gpus=have))
+                short = shortfalls(
+                    Requirements(num_gpus=job.num_gpus, memory_bytes=job.memory_bytes),
+                    Capacity(memory=memory, gpus=have),
+                )
                 if "gpus" in short:
-                    raise InvalidParams(f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} "
-                                        "(see torcd --gpus)", {"field": "$.jobs"})
+                    raise InvalidParams(
+                        f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} (see torcd --gpus)",
+                        {"field": "$.jobs"},
+                    )
                 if "memory" in short:
-                    raise InvalidParams(f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
-                                        f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
-                                        {"field": "$.jobs"})
+                    raise InvalidParams(
+                        f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
+                        f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
+                        {"field": "$.jobs"},
+                    )
         if params.executor == "slurm":  # a job that fits no node it could get is refused now
             schedulers, jobs = on_slurm(spec, params.account)
             if misfits := await self.allocations.misfits(schedulers, [(j.scheduler, _need(j)) for j in jobs]):
-                raise InvalidParams(misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""),
-                                    {"field": "$.jobs"})
-        wf = await self.workflows.create_workflow(spec, params.cwd, params.spec_path, params.executor, params.account,
-                                              key=idempotency_key.get())
+                raise InvalidParams(
+                    misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""), {"field": "$.jobs"}
+                )
+        wf = await self.workflows.create_workflow(
+            spec, params.cwd, params.spec_path, params.executor, params.account, key=idempotency_key.get()
+        )
         crash_point("after_create")
         log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
         return await self.queries.workflow(wf)
@@ -129,21 +153,27 @@ class Handlers:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
         spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
         schedulers, jobs = on_slurm(spec, params.account)
-        return [await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
-                for s in schedulers]
+        return [
+            await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])
+            for s in schedulers
+        ]
 
     async def results(self, params: p.Results) -> list[p.AttemptInfo]:
-        return await self.queries.results(params.workflow_id, params.all_runs, params.failed, params.return_code,
-                                        params.limit)
+        return await self.queries.results(
+            params.workflow_id, params.all_runs, params.failed, params.return_code, params.limit
+        )
 
     async def files(self, params: p.ListFiles) -> list[p.FileInfo]:
         rows = await self.queries.files(params.workflow_id, params.limit)
 
         def exists(path: str, cwd: str) -> bool:
             return os.path.exists(os.path.join(cwd, path))
+
         found = await asyncio.to_thread(lambda: [exists(r["path"], r["cwd"]) for r in rows])
-        return [p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [],
-                           there) for r, there in zip(rows, found)]
+        return [
+            p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [], there)
+            for r, there in zip(rows, found)
+        ]
 
     async def get_user_data(self, params: p.UserDataRef) -> p.UserDataInfo:
         _own_workflow(params.workflow_id)
@@ -160,8 +190,10 @@ class Handlers:
         _own_workflow(params.workflow_id)
         data = msgspec.json.encode(params.data)
         if len(data) > p.MAX_USER_DATA_BYTES:
-            raise InvalidParams(f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is "
-                                f"{p.MAX_USER_DATA_BYTES:,}", {"field": "$.data"})
+            raise InvalidParams(
+                f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is {p.MAX_USER_DATA_BYTES:,}",
+                {"field": "$.data"},
+            )
         caller = current_caller.get()
         await self.workflows.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
         return {"name": params.name, "bytes": len(data)}
@@ -184,10 +216,16 @@ class Handlers:
         return {"deleted": params.workflow_id}
 
     async def recover(self, params: p.Recover) -> p.RecoverResult:
-        plan, reset = await self.workflows.recover(params.workflow_id, params.memory_multiplier,
-                                                   params.runtime_multiplier, params.retry_unknown, params.dry_run,
-                                                   key=idempotency_key.get(), source=params.source,
-                                                   reason=params.reason)
+        plan, reset = await self.workflows.recover(
+            params.workflow_id,
+            params.memory_multiplier,
+            params.runtime_multiplier,
+            params.retry_unknown,
+            params.dry_run,
+            key=idempotency_key.get(),
+            source=params.source,
+            reason=params.reason,
+        )
         return p.RecoverResult(plan, reset, params.dry_run)
 
     async def update_resources(self, params: p.UpdateResources) -> dict:
@@ -203,21 +241,37 @@ class Handlers:
             raise InvalidParams(str(e), {"field": "$.runtime"}) from None
         job = await self.queries.job(params.job_id)
         executor = (await self.queries.workflow(job.workflow_id)).executor
-        short = shortfalls(Requirements(params.num_cpus or 1, memory_bytes=memory),
-                           Capacity(self.config.max_cpus, self.config.max_memory)) if executor == "local" else []
+        short = (
+            shortfalls(
+                Requirements(params.num_cpus or 1, memory_bytes=memory),
+                Capacity(self.config.max_cpus, self.config.max_memory),
+            )
+            if executor == "local"
+            else []
+        )
         if "memory" in short:
-            raise InvalidParams(f"{format_bytes(memory)} is more than this daemon's memory budget of "
-                                f"{format_bytes(self.config.max_memory)} (see torcd --memory)", {"field": "$.memory"})
+            raise InvalidParams(
+                f"{format_bytes(memory)} is more than this daemon's memory budget of "
+                f"{format_bytes(self.config.max_memory)} (see torcd --memory)",
+                {"field": "$.memory"},
+            )
         if "cpus" in short:
-            raise InvalidParams(f"{params.num_cpus} CPUs is more than this daemon runs at once "
-                                f"({self.config.max_cpus}; see torcd --cpus)", {"field": "$.num_cpus"})
-        changes = await self.workflows.update_resources(params.job_id, memory, runtime, params.num_cpus, params.source,
-                                                    params.reason, key=idempotency_key.get())
+            raise InvalidParams(
+                f"{params.num_cpus} CPUs is more than this daemon runs at once "
+                f"({self.config.max_cpus}; see torcd --cpus)",
+                {"field": "$.num_cpus"},
+            )
+        changes = await self.workflows.update_resources(
+            params.job_id, memory, runtime, params.num_cpus, params.source, params.reason, key=idempotency_key.get()
+        )
         return {"job_id": params.job_id, "changed": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}
 
     async def reset_status(self, params: p.ResetStatus) -> dict:
-        return {"reset": await self.workflows.reset_status(params.workflow_id, params.failed_only,
-                                                       key=idempotency_key.get())}
+        return {
+            "reset": await self.workflows.reset_status(
+                params.workflow_id, params.failed_only, key=idempotency_key.get()
+            )
+        }
 
     async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
         try:
@@ -245,8 +299,9 @@ class Handlers:
 
     async def classify_jobs(self, params: p.ClassifyMany) -> p.ClassifyResult:
         decisions = [(c.job_id, c.action, c.reason) for c in params.classifications]
-        return p.ClassifyResult(await self.execution.classify(decisions, params.source, params.workflow_id,
-                                                          key=idempotency_key.get()))
+        return p.ClassifyResult(
+            await self.execution.classify(decisions, params.source, params.workflow_id, key=idempotency_key.get())
+        )
 
     async def list_events(self, params: p.ListEvents) -> list[p.Event]:
         return await self.queries.events(params.workflow_id, params.after, params.limit)
@@ -274,8 +329,11 @@ class Handlers:
 
     async def register_worker(self, params: p.RegisterWorker) -> dict:
         wid = await self.workers.register(params, current_caller.get())
-        return {"worker_id": wid, "poll_interval": self.config.worker_poll_interval,
-                "compute_node": await self.worker_store.compute_node(params.workflow_id)}
+        return {
+            "worker_id": wid,
+            "poll_interval": self.config.worker_poll_interval,
+            "compute_node": await self.worker_store.compute_node(params.workflow_id),
+        }
 
     async def worker_poll(self, params: p.WorkerPoll) -> p.WorkerPollResult:
         return await self.workers.poll(params, current_caller.get(), self.control.tcp_url or self.control.api_url)
@@ -287,6 +345,7 @@ class Handlers:
 
 Handler = Callable[[Handlers], Callable[[Any], Awaitable[Any]]]
 
+
 def _own_workflow(wf: int) -> None:
     """An allocation's credential reaches the user data of its own workflow only."""
     caller = current_caller.get()
@@ -295,8 +354,9 @@ def _own_workflow(wf: int) -> None:
 
 
 def _user_data(r) -> p.UserDataInfo:
-    return p.UserDataInfo(r["name"], msgspec.json.decode(r["data"]), bool(r["is_ephemeral"]), r["producer"],
-                          r["updated"])
+    return p.UserDataInfo(
+        r["name"], msgspec.json.decode(r["data"]), bool(r["is_ephemeral"]), r["producer"], r["updated"]
+    )
 
 
 def _need(job: ExpandedJob) -> JobNeed:

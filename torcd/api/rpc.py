@@ -13,13 +13,12 @@ import msgspec
 import structlog
 
 from torcd.credentials import ADMIN, WORKER_METHODS, Caller, RequestKey, current_caller, idempotency_key
-from torcd.store.db import serving_request
 from torcd.errors import TorcError, Unauthorized
+from torcd.store.db import serving_request
 
 log = structlog.get_logger("torcd.api.rpc")
 
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = \
-    -32700, -32600, -32601, -32602, -32603
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 
 _encoder = msgspec.json.Encoder()
 
@@ -52,8 +51,9 @@ async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key
     try:
         req = msgspec.convert(raw, Request)
     except msgspec.ValidationError as e:
-        return _error(raw.get("id") if isinstance(raw.get("id"), (int, str)) else None,
-                      INVALID_REQUEST, f"invalid request: {e}")
+        return _error(
+            raw.get("id") if isinstance(raw.get("id"), (int, str)) else None, INVALID_REQUEST, f"invalid request: {e}"
+        )
     if req.jsonrpc != "2.0":
         return _error(req.id, INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
     entry = methods.get(req.method)
@@ -61,15 +61,20 @@ async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key
         return _error(req.id, METHOD_NOT_FOUND, f"method not found: {req.method}")
     if not caller.admin and req.method not in WORKER_METHODS:
         log.warning("rpc_refused", method=req.method, allocation_id=caller.allocation_id)
-        return _error(req.id, Unauthorized.code, f"an allocation's credential may not call {req.method}; "
-                      "it may only call " + ", ".join(sorted(WORKER_METHODS)))
+        return _error(
+            req.id,
+            Unauthorized.code,
+            f"an allocation's credential may not call {req.method}; "
+            "it may only call " + ", ".join(sorted(WORKER_METHODS)),
+        )
     params_type, bind = entry
     try:
         params = msgspec.convert(req.params or {}, params_type)
     except msgspec.ValidationError as e:
         field = _field_of(e)
-        return _error(req.id, INVALID_PARAMS, f"invalid params for {req.method}: {e}",
-                      {"field": field} if field else None)
+        return _error(
+            req.id, INVALID_PARAMS, f"invalid params for {req.method}: {e}", {"field": field} if field else None
+        )
     current_caller.set(caller)
     serving_request.set(True)
     # A retried request carries the same key; with the request's id it names this one request,
@@ -87,8 +92,9 @@ async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key
     return {"jsonrpc": "2.0", "id": req.id, "result": result}
 
 
-async def handle(methods: Methods, target: Any, body: bytes, caller: Caller = ADMIN,
-                 key: str | None = None) -> bytes | None:
+async def handle(
+    methods: Methods, target: Any, body: bytes, caller: Caller = ADMIN, key: str | None = None
+) -> bytes | None:
     """Serve one HTTP body: a single request or a batch. None means no content."""
     try:
         raw = msgspec.json.decode(body)

@@ -38,8 +38,16 @@ def peer_uid(request: web.Request) -> int | None:
 class ServerState:
     """What the doors need of the daemon, and what they tell it: which clients are attached."""
 
-    def __init__(self, config: Config, methods: rpc.Methods, handlers: Any, queries: Queries, bus: EventBus,
-                 stopping: asyncio.Event, credential: Callable[[int], Awaitable[tuple[str, int] | None]]):
+    def __init__(
+        self,
+        config: Config,
+        methods: rpc.Methods,
+        handlers: Any,
+        queries: Queries,
+        bus: EventBus,
+        stopping: asyncio.Event,
+        credential: Callable[[int], Awaitable[tuple[str, int] | None]],
+    ):
         self.config, self.methods, self.handlers = config, methods, handlers
         self.queries, self.bus, self.stopping, self.credential = queries, bus, stopping, credential
         self.admin_token: str | None = None  # of the TCP door, once it is open
@@ -63,8 +71,9 @@ def _only_our_user(state: ServerState):
         if isinstance(caller, web.Response):
             return caller
         if not caller.admin and request.path != "/rpc":
-            return web.json_response({"error": "an allocation's credential may only call /rpc (workers.*, user_data.*)"},
-                                     status=403)
+            return web.json_response(
+                {"error": "an allocation's credential may only call /rpc (workers.*, user_data.*)"}, status=403
+            )
         request["caller"] = caller
         return await handler(request)
 
@@ -74,12 +83,14 @@ def _only_our_user(state: ServerState):
 def _add_rpc_routes(app: web.Application, state: ServerState) -> None:
     async def rpc_endpoint(request: web.Request) -> web.Response:
         return await _serve_rpc(state, request)
+
     app.router.add_post("/rpc", rpc_endpoint)
 
 
 def _add_event_routes(app: web.Application, state: ServerState) -> None:
     async def events_endpoint(request: web.Request) -> web.StreamResponse:
         return await _stream_events(state, request)
+
     app.router.add_get("/events", events_endpoint)
 
 
@@ -88,6 +99,7 @@ def _add_metrics_routes(app: web.Application, state: ServerState) -> None:
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
         return web.Response(body=await metrics.render(state.queries), headers={"Content-Type": metrics.CONTENT_TYPE})
+
     app.router.add_get("/metrics", metrics_endpoint)
 
 
@@ -100,7 +112,7 @@ async def _caller_of(state: ServerState, request: web.Request) -> Caller | web.R
         return ADMIN
     # The TCP door: the admin token or an allocation's credential, compared in constant time.
     given = request.headers.get("Authorization", "")
-    token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
+    token = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
     if not token.isascii():  # credentials are ASCII; anything else is simply wrong
         token = ""
     if token and state.admin_token and hmac.compare_digest(token.encode(), state.admin_token.encode()):
@@ -117,19 +129,42 @@ async def _caller_of(state: ServerState, request: web.Request) -> Caller | web.R
 async def _serve_rpc(state: ServerState, request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and size > state.config.max_request_bytes:
-        return web.Response(status=413, content_type="application/json", body=_encode(
-            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
-             f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}"}}))
+        return web.Response(
+            status=413,
+            content_type="application/json",
+            body=_encode(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32600,
+                        "message": f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}",
+                    },
+                }
+            ),
+        )
     try:
         body = await asyncio.wait_for(request.read(), state.config.body_timeout)
     except TimeoutError:
-        return web.Response(status=408, content_type="application/json", body=_encode(
-            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message":
-             f"the request body did not arrive within {state.config.body_timeout:g} s"}}))
+        return web.Response(
+            status=408,
+            content_type="application/json",
+            body=_encode(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32600,
+                        "message": f"the request body did not arrive within {state.config.body_timeout:g} s",
+                    },
+                }
+            ),
+        )
     state.requests_in_flight += 1
     try:
-        reply = await rpc.handle(state.methods, state.handlers, body, request["caller"],
-                                 request.headers.get("Idempotency-Key"))
+        reply = await rpc.handle(
+            state.methods, state.handlers, body, request["caller"], request.headers.get("Idempotency-Key")
+        )
     finally:
         state.requests_in_flight -= 1
     if reply is None:
@@ -144,12 +179,16 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
         if not (0 < wf < 2**63 and 0 <= after < 2**63):
             raise ValueError
     except (KeyError, ValueError):
-        return web.json_response({"error": "workflow_id (a positive integer) is required; after must be a "
-                                  "non-negative integer"}, status=400)
+        return web.json_response(
+            {"error": "workflow_id (a positive integer) is required; after must be a non-negative integer"}, status=400
+        )
     until_done = request.query.get("until_done", "0") == "1"
     kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
-    sub = state.bus.subscribe(f"events:{wf}", maxsize=state.config.watch_queue_size,
-                               accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds))
+    sub = state.bus.subscribe(
+        f"events:{wf}",
+        maxsize=state.config.watch_queue_size,
+        accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds),
+    )
     state.streams[sub] = wf  # an attached client
     try:
         try:
@@ -182,9 +221,10 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
             batch = [e for e in [get.result(), *sub.drain()] if e.seq > last]  # not those in the backlog
             if batch:
                 try:
-                    await asyncio.wait_for(resp.write(b"".join(_encode(e) + b"\n" for e in batch)),
-                                           state.config.watch_write_timeout)
-                except asyncio.TimeoutError:
+                    await asyncio.wait_for(
+                        resp.write(b"".join(_encode(e) + b"\n" for e in batch)), state.config.watch_write_timeout
+                    )
+                except TimeoutError:
                     log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
                     break
                 last = batch[-1].seq

@@ -47,15 +47,18 @@ WORKER_ALLOWED: dict[WorkerStatus, frozenset[WorkerStatus]] = {
 
 # What squeue reports, as an allocation's status; any other state (COMPLETED, FAILED, TIMEOUT...)
 # or none at all means it left the queue.
-PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-                  "SUSPENDED"}
+PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SUSPENDED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 GONE = "GONE"  # the Slurm state recorded for an allocation squeue no longer knows
 # Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
 SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
-SLURM_VERDICTS = {"TIMEOUT": "Slurm ended its allocation at the time limit", "DEADLINE": "Slurm ended its "
-                  "allocation at its deadline", "OUT_OF_MEMORY": "Slurm ended its allocation out of memory",
-                  "NODE_FAIL": "its node failed", "PREEMPTED": "Slurm preempted its allocation"}
+SLURM_VERDICTS = {
+    "TIMEOUT": "Slurm ended its allocation at the time limit",
+    "DEADLINE": "Slurm ended its allocation at its deadline",
+    "OUT_OF_MEMORY": "Slurm ended its allocation out of memory",
+    "NODE_FAIL": "its node failed",
+    "PREEMPTED": "Slurm preempted its allocation",
+}
 RESUME_SILENCE = 5.0  # seconds a worker must have been silent before another takes over its journal
 
 
@@ -85,6 +88,7 @@ def queue_status(slurm_state: str | None) -> AllocationStatus:
 
 # -- facts ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Allocation:
     id: int
@@ -109,6 +113,7 @@ class Worker:
 class Decision:
     """What to write: the new status (None: unchanged) with the columns that go with it, and
     the events to emit. `ignored` says why nothing changes, when that is the answer."""
+
     status: AllocationStatus | WorkerStatus | None = None
     events: list[E.EventBase] = field(default_factory=list)
     started: float | None = None  # allocation: when it started running (kept once set)
@@ -121,9 +126,11 @@ class Decision:
 
 # -- observations of an allocation -----------------------------------------------
 
+
 @dataclass(frozen=True)
 class Submitted:
     """sbatch accepted it."""
+
     time: float
     slurm_job_id: str
 
@@ -131,6 +138,7 @@ class Submitted:
 @dataclass(frozen=True)
 class SubmitFailed:
     """Writing its script or sbatch failed."""
+
     time: float
     error: str
 
@@ -138,6 +146,7 @@ class SubmitFailed:
 @dataclass(frozen=True)
 class QueueSeen:
     """What squeue said of it (None: it is not in the queue any more)."""
+
     time: float
     slurm_state: str | None
 
@@ -145,6 +154,7 @@ class QueueSeen:
 @dataclass(frozen=True)
 class WorkerJoined:
     """One of its workers registered: it runs, whatever squeue said last."""
+
     time: float
     worker_id: int
     host: str
@@ -152,9 +162,11 @@ class WorkerJoined:
 
 # -- observations of a worker -----------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Registered:
     """A new worker (the row just made)."""
+
     time: float
     host: str
     cpus: int
@@ -163,6 +175,7 @@ class Registered:
 @dataclass(frozen=True)
 class ResumeAsked:
     """A worker that took over a journal asks to go on under the id written in it."""
+
     time: float
     workflow_id: int
     allocation_id: int | None
@@ -172,6 +185,7 @@ class ResumeAsked:
 @dataclass(frozen=True)
 class FinishReported:
     """The worker says it is finished; `jobs_left`: its attempts that never reported an exit."""
+
     time: float
     reason: str
     jobs_left: int
@@ -181,6 +195,7 @@ class FinishReported:
 class SilenceChecked:
     """The periodic check: how long it has been silent, against the limits, and what became of
     its allocation (`allocation`: its status, None outside one; `verdict`: the Slurm state seen)."""
+
     time: float
     heartbeat_timeout: float
     poll_interval: float
@@ -193,6 +208,7 @@ class SilenceChecked:
 @dataclass(frozen=True)
 class Closed:
     """Apply a worker's end (decided by FinishReported or SilenceChecked)."""
+
     time: float
     status: WorkerStatus
     reason: str
@@ -211,15 +227,27 @@ def _ignored(why: str) -> Decision:
 def _submitted(s: Submitted, a: Allocation) -> Decision:
     if a.status != A.PENDING:
         return _ignored(f"allocation {a.id} is {a.status.value}")
-    return Decision(events=[E.AllocationSubmitted(workflow_id=a.workflow_id, time=s.time, allocation_id=a.id,
-                                                  message=f"slurm job {s.slurm_job_id}, {a.cpus} cpus: {a.reason}")])
+    return Decision(
+        events=[
+            E.AllocationSubmitted(
+                workflow_id=a.workflow_id,
+                time=s.time,
+                allocation_id=a.id,
+                message=f"slurm job {s.slurm_job_id}, {a.cpus} cpus: {a.reason}",
+            )
+        ]
+    )
 
 
 @handle.register
 def _submit_failed(s: SubmitFailed, a: Allocation) -> Decision:
     check_transition(a.status, A.FAILED, a.id)
-    return Decision(A.FAILED, [E.AllocationFailed(workflow_id=a.workflow_id, time=s.time, allocation_id=a.id,
-                                                  message=s.error)], ended=s.time, reason=s.error)
+    return Decision(
+        A.FAILED,
+        [E.AllocationFailed(workflow_id=a.workflow_id, time=s.time, allocation_id=a.id, message=s.error)],
+        ended=s.time,
+        reason=s.error,
+    )
 
 
 @handle.register
@@ -232,24 +260,50 @@ def _queue_seen(s: QueueSeen, a: Allocation) -> Decision:
     check_transition(a.status, new, a.id)
     seen = s.slurm_state or GONE
     kind = E.AllocationStarted if new == A.RUNNING else E.AllocationFinished
-    return Decision(new, [kind(workflow_id=a.workflow_id, time=s.time, allocation_id=a.id, status=seen,
-                               message=f"slurm job {a.slurm_job_id}")],
-                    started=a.started or (s.time if new == A.RUNNING else None),
-                    ended=s.time if new == A.DONE else None, slurm_state=seen)
+    return Decision(
+        new,
+        [
+            kind(
+                workflow_id=a.workflow_id,
+                time=s.time,
+                allocation_id=a.id,
+                status=seen,
+                message=f"slurm job {a.slurm_job_id}",
+            )
+        ],
+        started=a.started or (s.time if new == A.RUNNING else None),
+        ended=s.time if new == A.DONE else None,
+        slurm_state=seen,
+    )
 
 
 @handle.register
 def _worker_joined(s: WorkerJoined, a: Allocation) -> Decision:
     if a.status != A.PENDING:
         return _ignored(f"allocation {a.id} is {a.status.value}")
-    return Decision(A.RUNNING, [E.AllocationStarted(workflow_id=a.workflow_id, time=s.time, allocation_id=a.id,
-                                                    message=f"worker {s.worker_id} on {s.host}")], started=s.time)
+    return Decision(
+        A.RUNNING,
+        [
+            E.AllocationStarted(
+                workflow_id=a.workflow_id, time=s.time, allocation_id=a.id, message=f"worker {s.worker_id} on {s.host}"
+            )
+        ],
+        started=s.time,
+    )
 
 
 @handle.register
 def _registered(s: Registered, w: Worker) -> Decision:
-    return Decision(events=[E.WorkerRegistered(workflow_id=w.workflow_id, time=s.time, worker_id=w.id,
-                                               message=f"{s.host}, {s.cpus} cpus, allocation {w.allocation_id}")])
+    return Decision(
+        events=[
+            E.WorkerRegistered(
+                workflow_id=w.workflow_id,
+                time=s.time,
+                worker_id=w.id,
+                message=f"{s.host}, {s.cpus} cpus, allocation {w.allocation_id}",
+            )
+        ]
+    )
 
 
 @handle.register
@@ -258,8 +312,13 @@ def _resume_asked(s: ResumeAsked, w: Worker) -> Decision:
         return _ignored(f"worker {w.id} is not an active worker of this allocation")
     if s.time - w.last_heartbeat < RESUME_SILENCE:
         return _ignored(f"worker {w.id} is not silent")  # still alive: the journal's owner goes on
-    return Decision(events=[E.WorkerRegistered(workflow_id=w.workflow_id, time=s.time, worker_id=w.id,
-                                               message=f"{s.host}: resumed from its journal")])
+    return Decision(
+        events=[
+            E.WorkerRegistered(
+                workflow_id=w.workflow_id, time=s.time, worker_id=w.id, message=f"{s.host}: resumed from its journal"
+            )
+        ]
+    )
 
 
 @handle.register
@@ -292,5 +351,9 @@ def _closed(s: Closed, w: Worker) -> Decision:
         return _ignored(f"worker {w.id} is {w.status.value}")
     check_worker_transition(w.status, s.status, w.id)
     kind = E.WorkerLost if s.status == W.LOST else E.WorkerFinished
-    return Decision(s.status, [kind(workflow_id=w.workflow_id, time=s.time, worker_id=w.id, message=s.reason)],
-                    ended=s.time, reason=s.reason)
+    return Decision(
+        s.status,
+        [kind(workflow_id=w.workflow_id, time=s.time, worker_id=w.id, message=s.reason)],
+        ended=s.time,
+        reason=s.reason,
+    )

@@ -48,16 +48,26 @@ def decide_auto_schedule(policy: AutoSchedulePolicy, s: ScheduleInputs, now: flo
         return _no("queued", f"{s.pending_allocations} allocations already queued")
     cooling = s.last_submit is not None and now - s.last_submit < policy.cooldown
     if s.ready_retry_jobs >= policy.threshold and not cooling:
-        return ScheduleDecision(True, 2, f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
-                                         f"with {s.running_allocations} allocations running", "rule2")
+        return ScheduleDecision(
+            True,
+            2,
+            f"{s.ready_retry_jobs} ready retries >= threshold {policy.threshold} "
+            f"with {s.running_allocations} allocations running",
+            "rule2",
+        )
     if policy.stranded_timeout > 0 and s.ready_retry_jobs and s.oldest_retry_ready_since is not None:
         # Waiting counts from the last time compute was asked for: an allocation just submitted
         # (or just started, its worker not yet polling) is on its way to the retry.
         waited = now - max(s.oldest_retry_ready_since, s.last_submit or s.oldest_retry_ready_since)
         if waited > policy.stranded_timeout:
-            return ScheduleDecision(True, 3, f"{s.ready_retry_jobs} ready retries, waiting {waited:.0f}s "
-                                             f"since compute was last asked for > stranded timeout "
-                                             f"{policy.stranded_timeout:g}s", "rule3")
+            return ScheduleDecision(
+                True,
+                3,
+                f"{s.ready_retry_jobs} ready retries, waiting {waited:.0f}s "
+                f"since compute was last asked for > stranded timeout "
+                f"{policy.stranded_timeout:g}s",
+                "rule3",
+            )
     if s.ready_retry_jobs >= policy.threshold:
         left = policy.cooldown - (now - (s.last_submit or now))
         return _no("cooldown", f"{s.ready_retry_jobs} ready retries, but the cooldown has {left:.0f}s left")

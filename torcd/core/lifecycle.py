@@ -24,7 +24,8 @@ import msgspec
 from torcd import events as E
 from torcd.core.exits import Exit
 from torcd.core.retry import AFTER_ACTION, Action, RetryDecision
-from torcd.core.status import ACTIVE, FINAL, JobStatus as S, check_transition
+from torcd.core.status import ACTIVE, FINAL, check_transition
+from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition
 
 
@@ -105,8 +106,7 @@ class Terminated(Stimulus, frozen=True):
 
 
 def exited(e: Exit) -> Exited:
-    return Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause, e.peak_memory,
-                  e.cpu_seconds)
+    return Exited(e.end_time, e.run_id, e.attempt_id, e.return_code, e.message, e.cause, e.peak_memory, e.cpu_seconds)
 
 
 def terminated(e: Exit) -> Terminated:
@@ -248,12 +248,29 @@ class Outcome(msgspec.Struct):
     ignored: str | None = None  # why a report changed nothing
 
 
-def _change(job: Job, new: S, *, attempt_id: int | None = None, run_id: int | None = None,
-            reason: str | None = KEEP, worker_id: int | None = None, runtime_scale: float | None = None,
-            memory_scale: float | None = None) -> StatusChange:
+def _change(
+    job: Job,
+    new: S,
+    *,
+    attempt_id: int | None = None,
+    run_id: int | None = None,
+    reason: str | None = KEEP,
+    worker_id: int | None = None,
+    runtime_scale: float | None = None,
+    memory_scale: float | None = None,
+) -> StatusChange:
     check_transition(job.status, new, job.id)
-    return StatusChange(job.id, job.status, new, job.attempt_id if attempt_id is None else attempt_id,
-                        job.run_id if run_id is None else run_id, reason, worker_id, runtime_scale, memory_scale)
+    return StatusChange(
+        job.id,
+        job.status,
+        new,
+        job.attempt_id if attempt_id is None else attempt_id,
+        job.run_id if run_id is None else run_id,
+        reason,
+        worker_id,
+        runtime_scale,
+        memory_scale,
+    )
 
 
 def _event(kind: type[E.EventBase], job: Job, time: float, **fields) -> E.EventBase:
@@ -261,8 +278,10 @@ def _event(kind: type[E.EventBase], job: Job, time: float, **fields) -> E.EventB
 
 
 def _stale(job: Job, what: str) -> Outcome:
-    return Outcome(ignored=f"job {job.id} is {job.status.label} in run {job.run_id} attempt {job.attempt_id}: "
-                           f"{what} no longer applies")
+    return Outcome(
+        ignored=f"job {job.id} is {job.status.label} in run {job.run_id} attempt {job.attempt_id}: "
+        f"{what} no longer applies"
+    )
 
 
 # -- the transitions --------------------------------------------------------
@@ -278,12 +297,34 @@ def _claimed(s: Claimed, job: Job) -> Outcome:
     if s.worker_id is None:  # local: pending until the dispatcher starts its process
         return Outcome(_change(job, S.PENDING))
     change = _change(job, S.RUNNING, worker_id=s.worker_id)
-    return Outcome(change, [AttemptOpened(job.id, job.workflow_id, job.run_id, job.attempt_id, s.time, s.host,
-                                          worker_id=s.worker_id, stdout_path=s.stdout_path,
-                                          stderr_path=s.stderr_path, runtime_limit=s.runtime_limit,
-                                          memory_limit=s.memory_limit)],
-                   [_event(E.JobStarted, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
-                           message=f"worker {s.worker_id} on {s.host}")])
+    return Outcome(
+        change,
+        [
+            AttemptOpened(
+                job.id,
+                job.workflow_id,
+                job.run_id,
+                job.attempt_id,
+                s.time,
+                s.host,
+                worker_id=s.worker_id,
+                stdout_path=s.stdout_path,
+                stderr_path=s.stderr_path,
+                runtime_limit=s.runtime_limit,
+                memory_limit=s.memory_limit,
+            )
+        ],
+        [
+            _event(
+                E.JobStarted,
+                job,
+                s.time,
+                run_id=job.run_id,
+                attempt_id=job.attempt_id,
+                message=f"worker {s.worker_id} on {s.host}",
+            )
+        ],
+    )
 
 
 @handle.register
@@ -294,10 +335,26 @@ def _started(s: Started, job: Job) -> Outcome:
         out = _stale(job, "its start")
         out.instructions = [StopProcess(job.id)]  # canceled (or reset) while it was being started
         return out
-    return Outcome(_change(job, S.RUNNING), [AttemptOpened(job.id, job.workflow_id, s.run_id, s.attempt_id, s.time, s.host, s.pid,
-                                          stdout_path=s.stdout_path, stderr_path=s.stderr_path, gpus=s.gpus,
-                                          runtime_limit=s.runtime_limit, memory_limit=s.memory_limit)],
-                   [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)])
+    return Outcome(
+        _change(job, S.RUNNING),
+        [
+            AttemptOpened(
+                job.id,
+                job.workflow_id,
+                s.run_id,
+                s.attempt_id,
+                s.time,
+                s.host,
+                s.pid,
+                stdout_path=s.stdout_path,
+                stderr_path=s.stderr_path,
+                gpus=s.gpus,
+                runtime_limit=s.runtime_limit,
+                memory_limit=s.memory_limit,
+            )
+        ],
+        [_event(E.JobStarted, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id)],
+    )
 
 
 @handle.register
@@ -310,32 +367,56 @@ def _requeued(s: Requeued, job: Job) -> Outcome:
 @handle.register
 def _exited(s: Exited, job: Job) -> Outcome:
     # The attempt is closed whatever became of the job; only the current one moves it on.
-    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message, cause=s.cause,
-                           peak_memory=s.peak_memory, cpu_seconds=s.cpu_seconds)
+    closed = AttemptClosed(
+        job.id,
+        s.run_id,
+        s.attempt_id,
+        s.time,
+        s.return_code,
+        s.message,
+        cause=s.cause,
+        peak_memory=s.peak_memory,
+        cpu_seconds=s.cpu_seconds,
+    )
     if job.status != S.RUNNING or not job.is_current(s.run_id, s.attempt_id):
         out = _stale(job, "its exit")
         out.records = [closed]
         return out
     fields = dict(run_id=s.run_id, attempt_id=s.attempt_id, return_code=s.return_code)
     if s.return_code == 0:
-        return Outcome(_change(job, S.COMPLETED), [closed],
-                       [_event(E.JobCompleted, job, s.time, status="completed", **fields)],
-                       [ReleaseDependents(job.id)])
+        return Outcome(
+            _change(job, S.COMPLETED),
+            [closed],
+            [_event(E.JobCompleted, job, s.time, status="completed", **fields)],
+            [ReleaseDependents(job.id)],
+        )
     # Still running, its attempt closed: the failure handler decides next (again after a crash).
     return Outcome(None, [closed], [_event(E.JobExited, job, s.time, message=s.message, **fields)])
 
 
 @handle.register
 def _terminated(s: Terminated, job: Job) -> Outcome:
-    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message,
-                           overwrite_message=True)
+    closed = AttemptClosed(job.id, s.run_id, s.attempt_id, s.time, s.return_code, s.message, overwrite_message=True)
     if job.status != S.RUNNING:
         out = _stale(job, "its termination")
         out.records = [closed]
         return out
-    return Outcome(_change(job, S.TERMINATED, reason=s.message), [closed],
-                   [_event(E.JobTerminated, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
-                           return_code=s.return_code, status="terminated", message=s.message)])
+    return Outcome(
+        _change(job, S.TERMINATED, reason=s.message),
+        [closed],
+        [
+            _event(
+                E.JobTerminated,
+                job,
+                s.time,
+                run_id=s.run_id,
+                attempt_id=s.attempt_id,
+                return_code=s.return_code,
+                status="terminated",
+                message=s.message,
+            )
+        ],
+    )
 
 
 @handle.register
@@ -345,14 +426,32 @@ def _decided(s: Decided, job: Job) -> Outcome:
     d = s.decision
     new = AFTER_ACTION[d.action]
     again = d.action in (Action.RETRY, Action.RECOVER)  # multipliers grow the next attempt's limits
-    change = _change(job, new, attempt_id=s.attempt_id + 1 if d.action == Action.RETRY else s.attempt_id,
-                     reason=d.reason,
-                     runtime_scale=job.runtime_scale * d.runtime_multiplier if again and d.runtime_multiplier else None,
-                     memory_scale=job.memory_scale * d.memory_multiplier if again and d.memory_multiplier else None)
-    out = Outcome(change, [AttemptDecided(job.id, s.run_id, s.attempt_id, d.rule_index, d.action.value)],
-                  [_event(E.RetryDecided, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
-                          return_code=s.return_code, rule_index=d.rule_index, action=d.action.value,
-                          status=new.label, message=d.reason)])
+    change = _change(
+        job,
+        new,
+        attempt_id=s.attempt_id + 1 if d.action == Action.RETRY else s.attempt_id,
+        reason=d.reason,
+        runtime_scale=job.runtime_scale * d.runtime_multiplier if again and d.runtime_multiplier else None,
+        memory_scale=job.memory_scale * d.memory_multiplier if again and d.memory_multiplier else None,
+    )
+    out = Outcome(
+        change,
+        [AttemptDecided(job.id, s.run_id, s.attempt_id, d.rule_index, d.action.value)],
+        [
+            _event(
+                E.RetryDecided,
+                job,
+                s.time,
+                run_id=s.run_id,
+                attempt_id=s.attempt_id,
+                return_code=s.return_code,
+                rule_index=d.rule_index,
+                action=d.action.value,
+                status=new.label,
+                message=d.reason,
+            )
+        ],
+    )
     if new == S.FAILED:
         out.instructions = [CancelDownstream(job)]
     return out
@@ -363,12 +462,23 @@ def _recovery_done(s: RecoveryDone, job: Job) -> Outcome:
     if job.status != S.RECOVERING or not job.is_current(s.run_id, s.attempt_id):
         return _stale(job, "a recovery result")
     new = AFTER_ACTION[Action.RETRY if s.ok else Action.FAIL]
-    out = Outcome(_change(job, new, attempt_id=s.attempt_id + 1 if s.ok else s.attempt_id, reason=s.message),
-                  [RecoveryRecorded(job.id, s.run_id, s.attempt_id, s.return_code,
-                                    "succeeded" if s.ok else "failed", s.seconds)],
-                  [_event(E.RecoveryFinished, job, s.time, run_id=s.run_id, attempt_id=s.attempt_id,
-                          return_code=s.return_code, action="retry" if s.ok else "fail", status=new.label,
-                          message=s.message)])
+    out = Outcome(
+        _change(job, new, attempt_id=s.attempt_id + 1 if s.ok else s.attempt_id, reason=s.message),
+        [RecoveryRecorded(job.id, s.run_id, s.attempt_id, s.return_code, "succeeded" if s.ok else "failed", s.seconds)],
+        [
+            _event(
+                E.RecoveryFinished,
+                job,
+                s.time,
+                run_id=s.run_id,
+                attempt_id=s.attempt_id,
+                return_code=s.return_code,
+                action="retry" if s.ok else "fail",
+                status=new.label,
+                message=s.message,
+            )
+        ],
+    )
     if new == S.FAILED:
         out.instructions = [CancelDownstream(job)]
     return out
@@ -379,10 +489,27 @@ def _classified(s: Classified, job: Job) -> Outcome:
     if job.status != S.PENDING_FAILED:
         raise InvalidTransition(f"job {job.id} is {job.status.label}, not pending_failed")
     new = AFTER_ACTION[Action(s.action)]
-    out = Outcome(_change(job, new, attempt_id=job.attempt_id + 1 if new == S.READY else job.attempt_id,
-                          reason=s.reason or f"classified {s.action} ({s.source})"),
-                  events=[_event(E.JobClassified, job, s.time, run_id=job.run_id, attempt_id=job.attempt_id,
-                                 action=s.action, status=new.label, message=s.reason, source=s.source)])
+    out = Outcome(
+        _change(
+            job,
+            new,
+            attempt_id=job.attempt_id + 1 if new == S.READY else job.attempt_id,
+            reason=s.reason or f"classified {s.action} ({s.source})",
+        ),
+        events=[
+            _event(
+                E.JobClassified,
+                job,
+                s.time,
+                run_id=job.run_id,
+                attempt_id=job.attempt_id,
+                action=s.action,
+                status=new.label,
+                message=s.reason,
+                source=s.source,
+            )
+        ],
+    )
     if new == S.FAILED:
         out.instructions = [CancelDownstream(job)]
     return out
@@ -405,8 +532,7 @@ def _reset(s: Reset, job: Job) -> Outcome:
     new = S.BLOCKED if s.blocked else S.READY
     if job.status == new:  # blocked and still blocked: a new run, no status change
         return Outcome(StatusChange(job.id, new, new, 1, s.run_id, None, runtime_scale=1.0, memory_scale=1.0))
-    return Outcome(_change(job, new, attempt_id=1, run_id=s.run_id, reason=None, runtime_scale=1.0,
-                           memory_scale=1.0))
+    return Outcome(_change(job, new, attempt_id=1, run_id=s.run_id, reason=None, runtime_scale=1.0, memory_scale=1.0))
 
 
 @handle.register
@@ -425,5 +551,11 @@ def _upstream_failed(s: UpstreamFailed, job: Job) -> Outcome:
 
 def cascade_summary(failed: Job, canceled: int, time: float) -> E.EventBase:
     """The event of a failed job, once what it blocked has been canceled."""
-    return _event(E.JobFailed, failed, time, status="failed", count=canceled,
-                  message=f"{canceled} downstream jobs canceled" if canceled else None)
+    return _event(
+        E.JobFailed,
+        failed,
+        time,
+        status="failed",
+        count=canceled,
+        message=f"{canceled} downstream jobs canceled" if canceled else None,
+    )

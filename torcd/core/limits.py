@@ -69,8 +69,9 @@ def diagnose(a: FailedAttempt) -> tuple[Diagnosis, str]:
     return "unknown", f"exit {a.return_code}, no resource cause found"
 
 
-def plan(failed: list[FailedAttempt], memory_multiplier: float, runtime_multiplier: float,
-         retry_unknown: bool) -> list[Adjustment]:
+def plan(
+    failed: list[FailedAttempt], memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool
+) -> list[Adjustment]:
     """For each failed job: raise the limit its failure points at, and say whether it runs again.
 
     Memory grows from the larger of what it used and what it had; a job out of memory without
@@ -87,8 +88,11 @@ def plan(failed: list[FailedAttempt], memory_multiplier: float, runtime_multipli
                 memory = (a.memory, min(MAX_MEMORY, math.ceil(base * memory_multiplier)))
         elif diagnosis == "timeout" and a.runtime is not None:
             runtime = (a.runtime, min(MAX_RUNTIME, a.runtime * runtime_multiplier))
-        out.append(Adjustment(a.job_id, a.name, diagnosis, why, diagnosis != "unknown" or retry_unknown,
-                              memory, runtime, a.status))
+        out.append(
+            Adjustment(
+                a.job_id, a.name, diagnosis, why, diagnosis != "unknown" or retry_unknown, memory, runtime, a.status
+            )
+        )
     return out
 
 
@@ -106,7 +110,8 @@ def describe(adj: Adjustment) -> str:
     if adj.runtime is not None:
         old_s, new_s = adj.runtime
         changes.append(f"runtime {format_duration(old_s or 0)} -> {format_duration(new_s or 0)}")
-    verb = ("retry" + (f" with {', '.join(changes)}" if changes else " as it was")) if adj.retry \
-        else f"leave {adj.status}"
+    verb = (
+        ("retry" + (f" with {', '.join(changes)}" if changes else " as it was")) if adj.retry else f"leave {adj.status}"
+    )
     parked = ", pending_failed" if adj.status == "pending_failed" else ""
     return f"{adj.name} (job {adj.job_id}{parked}): {adj.diagnosis}, {adj.why}; {verb}"

@@ -38,8 +38,7 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
             return _range(spec, m, max_values)
         text = spec.strip()
         if not (text.startswith("[") and text.endswith("]")):
-            raise ParameterError(
-                f"{_short(spec)} is neither a range like '1:10' or '0:100:10' nor a list like '[1,2]'")
+            raise ParameterError(f"{_short(spec)} is neither a range like '1:10' or '0:100:10' nor a list like '[1,2]'")
         try:
             values = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
@@ -111,8 +110,9 @@ def zip_length(params: Mapping[str, Sequence[Scalar]]) -> int:
     lengths = {name: len(values) for name, values in params.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name} has {n:,}" for name, n in lengths.items())
-        raise ParameterError(f"parameter_mode zip pairs values by position, so every parameter needs as many "
-                             f"values; here {listed}")
+        raise ParameterError(
+            f"parameter_mode zip pairs values by position, so every parameter needs as many values; here {listed}"
+        )
     return next(iter(lengths.values()), 1)
 
 
@@ -123,7 +123,7 @@ def combinations(params: Mapping[str, Sequence[Scalar]], zipped: bool = False) -
     columns = [params[n] for n in names]
     if zipped:
         zip_length(params)
-    for combo in (zip(*columns) if zipped else itertools.product(*columns)):
+    for combo in zip(*columns) if zipped else itertools.product(*columns):
         yield dict(zip(names, combo))
 
 

@@ -45,10 +45,16 @@ class Capacity(msgspec.Struct, frozen=True):
 
     def minus(self, need: Requirements) -> Capacity:
         """What is left once a job that fits has taken its CPUs, memory and GPUs."""
+
         def left(have, used):
             return None if have is None else have - used
-        return Capacity(left(self.cpus, need.num_cpus), left(self.memory, need.memory_bytes or 0),
-                        left(self.gpus, need.num_gpus), self.runtime)
+
+        return Capacity(
+            left(self.cpus, need.num_cpus),
+            left(self.memory, need.memory_bytes or 0),
+            left(self.gpus, need.num_gpus),
+            self.runtime,
+        )
 
 
 def shortfalls(need: Requirements, free: Capacity) -> list[Resource]:
@@ -132,8 +138,12 @@ NEAR_LIMIT = 0.9  # of its memory limit: a SIGKILL there is taken for the kernel
 def kernel_oom(return_code: int, peak: int | None, memory_limit: int | None) -> bool:
     """A job killed by SIGKILL (137) after using at least 90 % of its memory limit: the kernel
     (or a cgroup) ran out of memory for it before the monitor's next sample could."""
-    return (return_code == SIGKILL_EXIT and peak is not None and memory_limit is not None
-            and peak >= NEAR_LIMIT * memory_limit)
+    return (
+        return_code == SIGKILL_EXIT
+        and peak is not None
+        and memory_limit is not None
+        and peak >= NEAR_LIMIT * memory_limit
+    )
 
 
 class Monitoring(msgspec.Struct, frozen=True):

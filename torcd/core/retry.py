@@ -29,7 +29,9 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_retries: Annotated[int, Meta(ge=1, le=1000)] = 3
     recovery_timeout: Annotated[float, Meta(gt=0)] = 3600.0
     causes: Annotated[list[Cause], Meta(min_length=1)] | None = None  # matched before any exit code
-    runtime_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None  # the next attempt's runtime limit, times this
+    runtime_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = (
+        None  # the next attempt's runtime limit, times this
+    )
     memory_multiplier: Annotated[float, Meta(gt=0, le=1000)] | None = None
 
 
@@ -42,8 +44,12 @@ class Action(str, enum.Enum):
 
 # The job's status once an action is taken: the failure handler's, a classification's ("retry",
 # "fail") and a recovery script's (retry when it succeeded, fail when not).
-AFTER_ACTION = {Action.RETRY: S.READY, Action.RECOVER: S.RECOVERING, Action.FAIL: S.FAILED,
-                Action.PARK: S.PENDING_FAILED}
+AFTER_ACTION = {
+    Action.RETRY: S.READY,
+    Action.RECOVER: S.RECOVERING,
+    Action.FAIL: S.FAILED,
+    Action.PARK: S.PENDING_FAILED,
+}
 
 
 class RetryDecision(msgspec.Struct, frozen=True):
@@ -70,8 +76,14 @@ def select_rule(rules: Sequence[Rule], return_code: int, cause: str | None = Non
     return None
 
 
-def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
-           use_pending_failed: bool | None, cause: str | None = None) -> RetryDecision:
+def decide(
+    rules: Sequence[Rule] | None,
+    *,
+    attempt: int,
+    return_code: int,
+    use_pending_failed: bool | None,
+    cause: str | None = None,
+) -> RetryDecision:
     """What to do after attempt `attempt` exited with a non-zero `return_code`.
 
     `rules` is None when the job has no failure handler. `use_pending_failed`
@@ -81,23 +93,29 @@ def decide(rules: Sequence[Rule] | None, *, attempt: int, return_code: int,
     if index is None:
         park = use_pending_failed if use_pending_failed is not None else rules is not None
         if park:
-            return RetryDecision(Action.PARK, None,
-                                 f"exit code {return_code} matched no rule; awaiting classification")
+            return RetryDecision(Action.PARK, None, f"exit code {return_code} matched no rule; awaiting classification")
         return RetryDecision(Action.FAIL, None, f"exit code {return_code} matched no rule")
     rule = rules[index]
     if attempt >= rule.max_retries:
-        return RetryDecision(Action.FAIL, index,
-                             f"rule {index} allows {rule.max_retries} attempts; attempt {attempt} was the last")
-    what = f"{cause} (exit code {return_code})" if cause and rule.causes and cause in rule.causes \
+        return RetryDecision(
+            Action.FAIL, index, f"rule {index} allows {rule.max_retries} attempts; attempt {attempt} was the last"
+        )
+    what = (
+        f"{cause} (exit code {return_code})"
+        if cause and rule.causes and cause in rule.causes
         else f"exit code {return_code}"
+    )
     grow = dict(runtime_multiplier=rule.runtime_multiplier, memory_multiplier=rule.memory_multiplier)
-    more = "".join(f"; {k} x{v:g}" for k, v in (("runtime", rule.runtime_multiplier),
-                                                 ("memory", rule.memory_multiplier)) if v)
+    more = "".join(
+        f"; {k} x{v:g}" for k, v in (("runtime", rule.runtime_multiplier), ("memory", rule.memory_multiplier)) if v
+    )
     if rule.recovery_script:
-        return RetryDecision(Action.RECOVER, index, f"{what} matched rule {index}; running recovery script{more}",
-                             **grow)
-    return RetryDecision(Action.RETRY, index,
-                         f"{what} matched rule {index}; retrying as attempt {attempt + 1}{more}", **grow)
+        return RetryDecision(
+            Action.RECOVER, index, f"{what} matched rule {index}; running recovery script{more}", **grow
+        )
+    return RetryDecision(
+        Action.RETRY, index, f"{what} matched rule {index}; retrying as attempt {attempt + 1}{more}", **grow
+    )
 
 
 class Step(msgspec.Struct, frozen=True):
@@ -116,8 +134,9 @@ class Step(msgspec.Struct, frozen=True):
 CAUSE_CODES = {"timeout": SIGTERM_EXIT, "oom": SIGKILL_EXIT, "missing_output": 1}
 
 
-def simulate(rules: Sequence[Rule] | None, use_pending_failed: bool | None,
-             return_codes: Sequence[int | tuple[int, str | None]]) -> list[Step]:
+def simulate(
+    rules: Sequence[Rule] | None, use_pending_failed: bool | None, return_codes: Sequence[int | tuple[int, str | None]]
+) -> list[Step]:
     """Attempt by attempt, what the daemon decides for a job exiting with these codes in turn.
 
     Stops at the first attempt that ends the job (success, failure, or parked). A recovery

@@ -41,21 +41,29 @@ class SchedulerPlan(msgspec.Struct, frozen=True):
 
 def misfit(job: JobNeed, node: NodeShape, walltime: float) -> str | None:
     """Why the job can never run on a node of this shape within this walltime, if it cannot."""
-    short = shortfalls(Requirements(job.cpus, job.gpus, memory_bytes=job.memory, runtime_seconds=job.runtime),
-                       Capacity(node.cpus, node.memory, node.gpus, walltime))
+    short = shortfalls(
+        Requirements(job.cpus, job.gpus, memory_bytes=job.memory, runtime_seconds=job.runtime),
+        Capacity(node.cpus, node.memory, node.gpus, walltime),
+    )
     if not short:
         return None
-    return {"cpus": lambda: f"needs {job.cpus} CPUs; a node has {node.cpus}",
-            "memory": lambda: f"needs {format_bytes(job.memory or 0)} of memory; a node has {format_bytes(node.memory or 0)}",
-            "gpus": lambda: f"needs {job.gpus} GPUs; a node has {node.gpus}",
-            "runtime": lambda: f"needs a runtime of {format_duration(job.runtime or 0)}; "
-                               f"the walltime is {format_duration(walltime)}"}[short[0]]()
+    return {
+        "cpus": lambda: f"needs {job.cpus} CPUs; a node has {node.cpus}",
+        "memory": lambda: (
+            f"needs {format_bytes(job.memory or 0)} of memory; a node has {format_bytes(node.memory or 0)}"
+        ),
+        "gpus": lambda: f"needs {job.gpus} GPUs; a node has {node.gpus}",
+        "runtime": lambda: (
+            f"needs a runtime of {format_duration(job.runtime or 0)}; the walltime is {format_duration(walltime)}"
+        ),
+    }[short[0]]()
 
 
 def pack(jobs: list[JobNeed], node: NodeShape, walltime: float, most: int | None = None) -> list[list[JobNeed]]:
     """Nodes filled first-fit decreasing by node-seconds (jobs that fit no node are left out);
     at most `most` nodes (the rest wait for the next plan), so a long queue costs no more than
     what can be submitted."""
+
     def seconds(j: JobNeed) -> float:
         return min(j.runtime if j.runtime is not None else walltime, walltime)
 
@@ -78,8 +86,15 @@ def pack(jobs: list[JobNeed], node: NodeShape, walltime: float, most: int | None
     return [placed for placed, _ in bins]
 
 
-def plan(scheduler: str, jobs: list[JobNeed], node: NodeShape, walltime: float, nodes_per_allocation: int,
-         max_allocations: int, open_allocations: int) -> SchedulerPlan:
+def plan(
+    scheduler: str,
+    jobs: list[JobNeed],
+    node: NodeShape,
+    walltime: float,
+    nodes_per_allocation: int,
+    max_allocations: int,
+    open_allocations: int,
+) -> SchedulerPlan:
     """The allocations to submit now for these ready jobs."""
     refused = {j.name: why for j in jobs if (why := misfit(j, node, walltime)) is not None}
     room = max(0, max_allocations - open_allocations)

@@ -30,7 +30,7 @@ class JobStatus(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def parse(cls, text: str) -> "JobStatus":
+    def parse(cls, text: str) -> JobStatus:
         try:
             return cls[text.strip().upper()]
         except KeyError:
@@ -53,8 +53,7 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     S.BLOCKED: frozenset({S.READY, S.CANCELED}),
     S.READY: frozenset({S.PENDING, S.RUNNING, S.CANCELED, S.BLOCKED}),
     S.PENDING: frozenset({S.RUNNING, S.READY, S.CANCELED, S.TERMINATED}),
-    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.TERMINATED, S.CANCELED, S.READY,
-                          S.RECOVERING, S.PENDING_FAILED}),
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.TERMINATED, S.CANCELED, S.READY, S.RECOVERING, S.PENDING_FAILED}),
     S.RECOVERING: frozenset({S.READY, S.FAILED, S.CANCELED}),
     S.COMPLETED: frozenset(_RESET_TARGETS),
     S.FAILED: frozenset(_RESET_TARGETS),

@@ -16,13 +16,20 @@ import structlog
 
 from torcd import events as E
 from torcd.bus import EventBus
-from torcd.services.allocations import AllocationService
-from torcd.services.processes import (WatchedProcess, find_action_processes, kill_pids, spawn_logged, start_failure,
-                                      stop_group, unmarked)
-from torcd.services.recovery_script import describe_exit
 from torcd.core.retry import signal_return_code
-from torcd.store.queries import Queries
+from torcd.services.allocations import AllocationService
+from torcd.services.processes import (
+    WatchedProcess,
+    find_action_processes,
+    kill_pids,
+    spawn_logged,
+    start_failure,
+    stop_group,
+    unmarked,
+)
+from torcd.services.recovery_script import describe_exit
 from torcd.store.actions import ActionStore, ActionToRun
+from torcd.store.queries import Queries
 
 log = structlog.get_logger("torcd.actions")
 SETTLE = 0.1  # seconds: a burst of job events becomes one look at the counts
@@ -34,8 +41,9 @@ def action_logs(run: ActionToRun) -> tuple[str, str]:
 
 
 class ActionRunner:
-    def __init__(self, actions: ActionStore, queries: Queries, bus: EventBus, allocations: AllocationService,
-                 api_url: str):
+    def __init__(
+        self, actions: ActionStore, queries: Queries, bus: EventBus, allocations: AllocationService, api_url: str
+    ):
         self.actions, self.queries = actions, queries
         self.allocations, self.api_url = allocations, api_url
         self._touched: set[int] = set()
@@ -48,7 +56,9 @@ class ActionRunner:
         bus.listen("actions", None, self._on_event)
 
     def _on_event(self, event: E.EventBase) -> None:
-        if event.workflow_id in self.actions.with_actions and not isinstance(event, (E.ActionStarted, E.ActionFinished)):
+        if event.workflow_id in self.actions.with_actions and not isinstance(
+            event, (E.ActionStarted, E.ActionFinished)
+        ):
             self._touched.add(event.workflow_id)
             self._wake.set()
 
@@ -115,13 +125,26 @@ class ActionRunner:
     async def _commands(self, run: ActionToRun) -> tuple[bool, int | None, str]:
         out_path, err_path = action_logs(run)
         # TORC_ACTION_ID marks its processes: a restarted daemon finds what an earlier one left.
-        env = dict(unmarked(dict(os.environ)), TORC_WORKFLOW_ID=str(run.workflow_id), TORC_RUN_ID=str(run.run_id),
-                   TORC_API_URL=self.api_url, TORC_OUTPUT_DIR=run.output_dir, TORC_ACTION_TRIGGER=run.action.trigger,
-                   TORC_ACTION_ID=str(run.id))
+        env = dict(
+            unmarked(dict(os.environ)),
+            TORC_WORKFLOW_ID=str(run.workflow_id),
+            TORC_RUN_ID=str(run.run_id),
+            TORC_API_URL=self.api_url,
+            TORC_OUTPUT_DIR=run.output_dir,
+            TORC_ACTION_TRIGGER=run.action.trigger,
+            TORC_ACTION_ID=str(run.id),
+        )
         for n, command in enumerate(run.action.commands, 1):
             try:
-                proc = spawn_logged(command, cwd=run.cwd, env=env, out_path=out_path, err_path=err_path,
-                                    checked={"command": command}, user_env={})
+                proc = spawn_logged(
+                    command,
+                    cwd=run.cwd,
+                    env=env,
+                    out_path=out_path,
+                    err_path=err_path,
+                    checked={"command": command},
+                    user_env={},
+                )
             except (OSError, ValueError) as e:
                 return False, None, f"command {n} could not start: {start_failure(e)}"
             self._procs[run.id] = (run.workflow_id, proc)
@@ -142,6 +165,7 @@ class ActionRunner:
         if info.executor != "slurm":
             return False, None, "schedule_nodes needs a workflow submitted with `torcctl submit-slurm`"
         a = run.action
-        ids = await self.allocations.submit(run.workflow_id, f"action {a.index} ({a.trigger})", count=a.num_allocations,
-                                            scheduler=a.scheduler)
+        ids = await self.allocations.submit(
+            run.workflow_id, f"action {a.index} ({a.trigger})", count=a.num_allocations, scheduler=a.scheduler
+        )
         return bool(ids), None, f"submitted {len(ids)} allocations for scheduler {a.scheduler!r}"

@@ -14,16 +14,25 @@ import time
 
 import structlog
 
-from torcd.core import allocations as A, slurm_plan
+from torcd.core import allocations as A
+from torcd.core import slurm_plan
+from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.core.resources import MAX_RUNTIME
 from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
 from torcd.errors import InvalidParams
 from torcd.ownership import UnsafePath, make_private_dir, open_private_file
-from torcd.slurm import (SlurmError, partition_node_shape, private_dir, render_script, sbatch, squeue,
-                         walltime_seconds, write_script)
+from torcd.slurm import (
+    SlurmError,
+    partition_node_shape,
+    private_dir,
+    render_script,
+    sbatch,
+    squeue,
+    walltime_seconds,
+    write_script,
+)
 from torcd.spec.parse import SlurmSchedulerSpec
-from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.store.execution import ExecutionStore
 from torcd.store.queries import Queries
 from torcd.store.slurm import SlurmStore
@@ -34,10 +43,23 @@ WORKER_LOST_RC = SIGKILL_EXIT  # as if SIGKILLed: the allocation or node went aw
 
 
 class AllocationService:
-    def __init__(self, queries: Queries, slurm: SlurmStore, workers: WorkerStore, execution: ExecutionStore, *,
-                 url: str | None, credentials_dir: str, slurm_output_dir: str, ca_file: str | None = None,
-                 poll_interval: float = 5.0, heartbeat_timeout: float = 60.0,
-                 sbatch=sbatch, squeue=squeue, sinfo=partition_node_shape):
+    def __init__(
+        self,
+        queries: Queries,
+        slurm: SlurmStore,
+        workers: WorkerStore,
+        execution: ExecutionStore,
+        *,
+        url: str | None,
+        credentials_dir: str,
+        slurm_output_dir: str,
+        ca_file: str | None = None,
+        poll_interval: float = 5.0,
+        heartbeat_timeout: float = 60.0,
+        sbatch=sbatch,
+        squeue=squeue,
+        sinfo=partition_node_shape,
+    ):
         self.queries, self.slurm, self.workers, self.execution = queries, slurm, workers, execution
         self._sbatch, self._squeue, self._sinfo = sbatch, squeue, sinfo  # Slurm's commands (tests pass fakes)
         self.url = url
@@ -52,8 +74,9 @@ class AllocationService:
         self.started = time.time()  # workers silent since before this get their workflow's window to return
         self._shapes: dict[str | None, NodeShape | None] = {}  # partition -> its nodes, as sinfo said
 
-    async def submit(self, wf: int, reason: str, *, count: int | None = None, scheduler: str | None = None,
-                     auto: bool = False) -> list[int]:
+    async def submit(
+        self, wf: int, reason: str, *, count: int | None = None, scheduler: str | None = None, auto: bool = False
+    ) -> list[int]:
         """Submit allocations sized for the workflow's ready jobs; return their ids."""
         if self.url is None:
             raise InvalidParams("Slurm workers need a TCP door: start torcd with --listen HOST:PORT")
@@ -70,8 +93,9 @@ class AllocationService:
                 p = await self.plan(spec, ready, current)
                 n = p.allocations if count is None else count
                 for _ in range(n):
-                    submitted.append(await self._submit_one(wf, info.output_dir, info.cwd, name, spec, p.node,
-                                                            account, reason, auto))
+                    submitted.append(
+                        await self._submit_one(wf, info.output_dir, info.cwd, name, spec, p.node, account, reason, auto)
+                    )
             return submitted
 
     async def plan(self, spec: SlurmSchedulerSpec, ready: list[JobNeed], current: int = 0) -> SchedulerPlan:
@@ -90,8 +114,7 @@ class AllocationService:
                 seen = self._shapes[spec.partition] = await self._sinfo(spec.partition)
         return spec.node_shape(seen, widest) or NodeShape(widest, None, max((j.gpus for j in jobs), default=0))
 
-    async def misfits(self, schedulers: list[SlurmSchedulerSpec], jobs: list[tuple[str | None, JobNeed]]
-                      ) -> list[str]:
+    async def misfits(self, schedulers: list[SlurmSchedulerSpec], jobs: list[tuple[str | None, JobNeed]]) -> list[str]:
         """For each job that fits no node of its scheduler: why, in a sentence."""
         out = []
         for spec in schedulers:
@@ -100,8 +123,11 @@ class AllocationService:
                 continue
             shape = await self.node_shape(spec, mine)
             walltime = _walltime(spec)
-            out += [f"job {j.name!r} fits no node of scheduler {spec.name!r}: {why}"
-                    for j in mine if (why := slurm_plan.misfit(j, shape, walltime))]
+            out += [
+                f"job {j.name!r} fits no node of scheduler {spec.name!r}: {why}"
+                for j in mine
+                if (why := slurm_plan.misfit(j, shape, walltime))
+            ]
         return out
 
     async def _submit_one(self, wf, output_dir, cwd, name, spec, node: NodeShape, account, reason, auto) -> int:
@@ -112,9 +138,18 @@ class AllocationService:
         try:
             token_file = await self._write_credential(aid)
             await asyncio.to_thread(private_dir, self.slurm_output_dir, "the Slurm output directory")
-            text = render_script(workflow_id=wf, allocation_id=aid, scheduler=spec, cpus=cpus, account=account,
-                                 url=self.url, token_file=token_file, log_dir=self.slurm_output_dir,
-                                 ca_file=self.ca_file, gpus=node.gpus)
+            text = render_script(
+                workflow_id=wf,
+                allocation_id=aid,
+                scheduler=spec,
+                cpus=cpus,
+                account=account,
+                url=self.url,
+                token_file=token_file,
+                log_dir=self.slurm_output_dir,
+                ca_file=self.ca_file,
+                gpus=node.gpus,
+            )
             await asyncio.to_thread(write_script, script_path, text)
             slurm_id = await self._sbatch(text, cwd)  # the copy in the output dir is for the user to read
             await asyncio.to_thread(_link_output, self.slurm_output_dir, log_dir, slurm_id)
@@ -123,8 +158,9 @@ class AllocationService:
             log.warning("allocation_failed", workflow_id=wf, allocation_id=aid, error=str(e))
             return aid
         await self.slurm.allocation_submitted(aid, slurm_id, script_path, None)
-        log.info("allocation_submitted", workflow_id=wf, allocation_id=aid, slurm_job_id=slurm_id, cpus=cpus,
-                 reason=reason)
+        log.info(
+            "allocation_submitted", workflow_id=wf, allocation_id=aid, slurm_job_id=slurm_id, cpus=cpus, reason=reason
+        )
         return aid
 
     async def _write_credential(self, aid: int) -> str:
@@ -159,16 +195,32 @@ class AllocationService:
             states = await self._squeue([a[2] for a in with_ids])
             # Only those whose status changes are written (the store decides again on the row).
             await self.slurm.update_allocations(
-                [(aid, states.get(slurm_id)) for aid, wf, slurm_id, state in with_ids
-                 if A.handle(A.QueueSeen(now, states.get(slurm_id)),
-                             A.Allocation(aid, wf, A.AllocationStatus(state), slurm_id)).status is not None])
+                [
+                    (aid, states.get(slurm_id))
+                    for aid, wf, slurm_id, state in with_ids
+                    if A.handle(
+                        A.QueueSeen(now, states.get(slurm_id)),
+                        A.Allocation(aid, wf, A.AllocationStatus(state), slurm_id),
+                    ).status
+                    is not None
+                ]
+            )
         for wid, aid, beat, settings in await self.workers.active_workers():
             alloc_state = await self.slurm.allocation_state(aid) if aid is not None else None
             status = None if alloc_state is None else A.AllocationStatus(alloc_state)
             verdict = await self.slurm.allocation_verdict(aid) if status == A.AllocationStatus.DONE else None
-            d = A.handle(A.SilenceChecked(now, self.heartbeat_timeout, self.poll_interval, self.started,
-                                          settings.wait_for_daemon, status, verdict),
-                         A.Worker(wid, 0, A.WorkerStatus.ACTIVE, aid, beat))  # its workflow: not needed here
+            d = A.handle(
+                A.SilenceChecked(
+                    now,
+                    self.heartbeat_timeout,
+                    self.poll_interval,
+                    self.started,
+                    settings.wait_for_daemon,
+                    status,
+                    verdict,
+                ),
+                A.Worker(wid, 0, A.WorkerStatus.ACTIVE, aid, beat),
+            )  # its workflow: not needed here
             if d.status == A.WorkerStatus.LOST:
                 await self.lose_worker(wid, d.reason, d.cause)
 
@@ -176,8 +228,12 @@ class AllocationService:
         running = await self.workers.worker_running_jobs(worker_id)
         await self.workers.finish_worker(worker_id, reason, state=A.WorkerStatus.LOST.value)
         now = time.time()
-        await self.execution.record_exits([Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}",
-                                            cause=cause) for j, r, a in running])
+        await self.execution.record_exits(
+            [
+                Exit(j, r, a, WORKER_LOST_RC, now, f"worker {worker_id} lost: {reason}", cause=cause)
+                for j, r, a in running
+            ]
+        )
         log.warning("worker_lost", worker_id=worker_id, reason=reason, jobs=len(running))
 
 

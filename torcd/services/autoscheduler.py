@@ -13,20 +13,35 @@ from collections.abc import Callable
 
 import structlog
 
+from torcd import events as E
 from torcd.bus import EventBus
 from torcd.core.autoschedule import decide_auto_schedule
 from torcd.services.allocations import AllocationService
-from torcd import events as E
 from torcd.store.slurm import SlurmStore
 
 log = structlog.get_logger("torcd.autoschedule")
-_WAKE = (E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.AllocationFinished, E.WorkerFinished,
-         E.WorkerLost, E.AutoScheduleSet, E.WorkflowReset, E.JobReady)
+_WAKE = (
+    E.RetryDecided,
+    E.RecoveryFinished,
+    E.JobClassified,
+    E.AllocationFinished,
+    E.WorkerFinished,
+    E.WorkerLost,
+    E.AutoScheduleSet,
+    E.WorkflowReset,
+    E.JobReady,
+)
 
 
 class AutoScheduler:
-    def __init__(self, slurm: SlurmStore, bus: EventBus, allocations: AllocationService, interval: float = 10.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        slurm: SlurmStore,
+        bus: EventBus,
+        allocations: AllocationService,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.slurm, self.allocations = slurm, allocations
         self.interval = interval
         self.clock = clock
@@ -54,14 +69,26 @@ class AutoScheduler:
                 if not decision.submit:
                     if self._last_reason.get(key) != decision.why:
                         self._last_reason[key] = decision.why
-                        await self.slurm.record_event(wf, E.AutoScheduleDecided, action="wait",
-                                                      message=f"[{scheduler}] {decision.reason}")
+                        await self.slurm.record_event(
+                            wf, E.AutoScheduleDecided, action="wait", message=f"[{scheduler}] {decision.reason}"
+                        )
                     continue
                 self._last_reason.pop(key, None)
-                await self.slurm.record_event(wf, E.AutoScheduleDecided, action="submit",
-                                              rule_index=decision.rule, message=f"[{scheduler}] {decision.reason}")
-                log.info("auto_schedule_submit", workflow_id=wf, scheduler=scheduler, rule=decision.rule,
-                         reason=decision.reason)
-                await self.allocations.submit(wf, f"auto-schedule rule {decision.rule}: {decision.reason}",
-                                              scheduler=scheduler, auto=True)
+                await self.slurm.record_event(
+                    wf,
+                    E.AutoScheduleDecided,
+                    action="submit",
+                    rule_index=decision.rule,
+                    message=f"[{scheduler}] {decision.reason}",
+                )
+                log.info(
+                    "auto_schedule_submit",
+                    workflow_id=wf,
+                    scheduler=scheduler,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                )
+                await self.allocations.submit(
+                    wf, f"auto-schedule rule {decision.rule}: {decision.reason}", scheduler=scheduler, auto=True
+                )
                 last_submit = now

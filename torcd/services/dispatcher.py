@@ -16,25 +16,40 @@ import time
 
 import structlog
 
+from torcd import events as E
 from torcd.bus import EventBus
-from torcd.faults import crash_point
+from torcd.core.attempts import Exit, Runnable, Start
 from torcd.core.exits import UNKNOWN_EXIT
 from torcd.core.resources import Capacity, Requirements, fits
+from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
-from torcd import events as E
-from torcd.core.attempts import Exit, Runnable, Start
 from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.dispatcher")
-_WAKE = (E.JobReady, E.RetryDecided, E.RecoveryFinished, E.JobClassified, E.WorkflowCreated, E.WorkflowReset,
-         E.ActionFinished)  # an on_workflow_start action that ran lets its workflow's jobs start
+_WAKE = (
+    E.JobReady,
+    E.RetryDecided,
+    E.RecoveryFinished,
+    E.JobClassified,
+    E.WorkflowCreated,
+    E.WorkflowReset,
+    E.ActionFinished,
+)  # an on_workflow_start action that ran lets its workflow's jobs start
 
 
 class Dispatcher:
-    def __init__(self, execution: ExecutionStore, bus: EventBus, api_url: str, max_cpus: int, exit_log: ExitLog,
-                 gpus: list[str] | None = None, max_memory: int = 1 << 62):
+    def __init__(
+        self,
+        execution: ExecutionStore,
+        bus: EventBus,
+        api_url: str,
+        max_cpus: int,
+        exit_log: ExitLog,
+        gpus: list[str] | None = None,
+        max_memory: int = 1 << 62,
+    ):
         self.execution, self.bus = execution, bus
         self.max_cpus, self.max_memory = max_cpus, max_memory
         self.host = socket.gethostname()
@@ -68,10 +83,12 @@ class Dispatcher:
         while self._queue and not self._stopping:
             job = self._queue[0]
             ex = self.executor
-            need = Requirements(min(job.num_cpus, self.max_cpus), job.num_gpus,
-                                memory_bytes=min(job.memory or 0, self.max_memory))
-            free = Capacity(self._free(), self.max_memory - ex.memory_in_use,
-                            None if ex.gpus_free is None else len(ex.gpus_free))
+            need = Requirements(
+                min(job.num_cpus, self.max_cpus), job.num_gpus, memory_bytes=min(job.memory or 0, self.max_memory)
+            )
+            free = Capacity(
+                self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
+            )
             if not fits(need, free):
                 return
             self._start(self._queue.popleft())
@@ -81,8 +98,7 @@ class Dispatcher:
         pid = self.executor.start(job)
         self._starts.append(Start(job, pid, started))
         crash_point("after_start")
-        log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
-                  pid=pid)
+        log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, pid=pid)
         self._wake.set()
 
     async def reconcile(self) -> None:
@@ -92,8 +108,7 @@ class Dispatcher:
         running = await self.execution.running_attempts()
         if pending or running:
             keys = pending | {_key(j) for j in running}
-            found = await asyncio.to_thread(find_attempt_processes, keys,
-                                               self.executor.api_url)  # one pass over /proc
+            found = await asyncio.to_thread(find_attempt_processes, keys, self.executor.api_url)  # one pass over /proc
             leaders = {key: group_leader(found.get(key, [])) for key in keys}
             # Read after the leaders: a shell that ended since the scan has its line there by now.
             ended = self.exit_log.statuses()
@@ -108,9 +123,16 @@ class Dispatcher:
                     self.executor.adopt(job, pid)
                     continue
                 rc = ended.get(_key(job))
-                exits.append(Exit(job.job_id, job.run_id, job.attempt_id, UNKNOWN_EXIT if rc is None else rc,
-                                  time.time(), UNKNOWN_EXIT_MESSAGE if rc is None else
-                                  "ended while the daemon was down"))
+                exits.append(
+                    Exit(
+                        job.job_id,
+                        job.run_id,
+                        job.attempt_id,
+                        UNKNOWN_EXIT if rc is None else rc,
+                        time.time(),
+                        UNKNOWN_EXIT_MESSAGE if rc is None else "ended while the daemon was down",
+                    )
+                )
             log.info("attempts_reconciled", adopted=len(self.executor.procs), ended=len(exits))
             crash_point("before_reconcile_recorded")
             await self.execution.record_exits(exits)

@@ -16,15 +16,26 @@ from collections.abc import Callable
 
 import structlog
 
-from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
-from torcd.services.exit_log import RECORDER, ExitLog
-from torcd.services.processes import (LAUNCH_FAILED, WatchedProcess, find_attempt_processes, job_env,
-                                      kill_pids, log_files, missing_directory,
-                                      shell_prelude, signal_group, spawn_shell, start_failure,
-                                      stop_group, unstartable_input)
 from torcd.core.attempts import Exit, Runnable
+from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.core.resources import format_bytes, format_duration, kernel_oom
+from torcd.services.exit_log import RECORDER, ExitLog
 from torcd.services.monitor import Monitor, Sample
+from torcd.services.processes import (
+    LAUNCH_FAILED,
+    WatchedProcess,
+    find_attempt_processes,
+    job_env,
+    kill_pids,
+    log_files,
+    missing_directory,
+    shell_prelude,
+    signal_group,
+    spawn_shell,
+    start_failure,
+    stop_group,
+    unstartable_input,
+)
 
 log = structlog.get_logger("torcd.executor")
 
@@ -33,8 +44,10 @@ def timeout_grace(runtime: float) -> float:
     """Seconds between TERM and KILL for a job past its runtime: 5 % of it, within 1 to 10 s."""
     return min(10.0, max(1.0, runtime * 0.05))
 
-UNKNOWN_EXIT_MESSAGE = ("ended while the daemon was not watching, without recording its exit status "
-                        "(its shell was killed by SIGKILL)")
+
+UNKNOWN_EXIT_MESSAGE = (
+    "ended while the daemon was not watching, without recording its exit status (its shell was killed by SIGKILL)"
+)
 
 
 def missing_outputs(job: Runnable) -> list[str]:
@@ -43,8 +56,13 @@ def missing_outputs(job: Runnable) -> list[str]:
 
 
 class LocalExecutor:
-    def __init__(self, api_url: str, on_exit: Callable[[Exit], None], exit_log: ExitLog | None = None,
-                 gpus: list[str] | None = None):
+    def __init__(
+        self,
+        api_url: str,
+        on_exit: Callable[[Exit], None],
+        exit_log: ExitLog | None = None,
+        gpus: list[str] | None = None,
+    ):
         self.api_url = api_url
         # The devices to hand out, each to one running job at a time; None: this executor does
         # not assign GPUs (jobs see what the process that started it sees).
@@ -65,17 +83,26 @@ class LocalExecutor:
 
     def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
-        env = job_env(self._base_env, workflow_id=job.workflow_id, job_id=job.job_id, name=job.name,
-                      run_id=job.run_id, attempt_id=job.attempt_id, api_url=self.api_url,
-                      output_dir=job.output_dir, extra=job.env)
+        env = job_env(
+            self._base_env,
+            workflow_id=job.workflow_id,
+            job_id=job.job_id,
+            name=job.name,
+            run_id=job.run_id,
+            attempt_id=job.attempt_id,
+            api_url=self.api_url,
+            output_dir=job.output_dir,
+            extra=job.env,
+        )
         if self.gpus_free is not None:  # exactly its own devices, none for a job that asked for none
-            job.gpus = self.gpus_free[:job.num_gpus]
-            del self.gpus_free[:job.num_gpus]
+            job.gpus = self.gpus_free[: job.num_gpus]
+            del self.gpus_free[: job.num_gpus]
             self._held[job.job_id] = job.gpus
             env["CUDA_VISIBLE_DEVICES"] = env["TORC_GPUS"] = ",".join(job.gpus)
         try:
-            if bad := unstartable_input({"command": job.command, "output directory": job.output_dir,
-                                         "working directory": job.cwd}, job.env):
+            if bad := unstartable_input(
+                {"command": job.command, "output directory": job.output_dir, "working directory": job.cwd}, job.env
+            ):
                 raise bad
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
                 if self.exit_log is None:
@@ -92,8 +119,9 @@ class LocalExecutor:
 
     def _launch_failed(self, job: Runnable, e: OSError | ValueError) -> None:
         message = start_failure(e)
-        log.warning("job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id,
-                    attempt_id=job.attempt_id, error=message)
+        log.warning(
+            "job_start_failed", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, error=message
+        )
         self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, LAUNCH_FAILED, time.time(), message))
 
     def _launch_failure(self, job: Runnable) -> OSError | None:
@@ -125,7 +153,8 @@ class LocalExecutor:
         if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
             left = job.runtime - (time.time() - job.start_time if job.start_time else 0.0)
             self._deadlines[job.job_id] = asyncio.get_running_loop().call_later(
-                max(0.0, left), self._time_out, job, proc)
+                max(0.0, left), self._time_out, job, proc
+            )
         task = asyncio.create_task(self._wait(job, proc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -136,8 +165,13 @@ class LocalExecutor:
         if self.procs.get(job.job_id, (None, None))[1] is not proc:
             return
         self._timed_out.add(job.job_id)
-        log.info("job_timed_out", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id,
-                 runtime=job.runtime)
+        log.info(
+            "job_timed_out",
+            workflow_id=job.workflow_id,
+            job_id=job.job_id,
+            attempt_id=job.attempt_id,
+            runtime=job.runtime,
+        )
         if not job.supports_termination:
             signal_group(proc.pid, signal.SIGKILL)
             return
@@ -152,8 +186,14 @@ class LocalExecutor:
         if job is None or proc is None or proc.pid != sample.procs[0].pid or proc.returncode is not None:
             return  # another attempt's process, or one that has ended (its exit is on its way)
         self._oom[job_id] = sample
-        log.info("job_over_memory", workflow_id=job.workflow_id, job_id=job_id, attempt_id=job.attempt_id,
-                 used=sample.memory, limit=job.memory)
+        log.info(
+            "job_over_memory",
+            workflow_id=job.workflow_id,
+            job_id=job_id,
+            attempt_id=job.attempt_id,
+            used=sample.memory,
+            limit=job.memory,
+        )
         signal_group(proc.pid, signal.SIGKILL)
         task = asyncio.create_task(asyncio.to_thread(sample.kill))  # those that left the group
         self._tasks.add(task)
@@ -182,14 +222,32 @@ class LocalExecutor:
         if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too
             await self._kill_escaped(done)
         if oom is not None:
-            self.on_exit(Exit(*done, UNKNOWN_EXIT, end, f"killed: its processes used {format_bytes(oom.memory)}, "
-                              f"over its memory limit of {format_bytes(job.memory or 0)}",
-                              "oom", peak, cpu))
+            self.on_exit(
+                Exit(
+                    *done,
+                    UNKNOWN_EXIT,
+                    end,
+                    f"killed: its processes used {format_bytes(oom.memory)}, "
+                    f"over its memory limit of {format_bytes(job.memory or 0)}",
+                    "oom",
+                    peak,
+                    cpu,
+                )
+            )
             return
         if timed_out:
             rc = UNKNOWN_EXIT if returncode is None else signal_return_code(returncode)
-            self.on_exit(Exit(*done, rc, end, f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
-                              "timeout", peak, cpu))
+            self.on_exit(
+                Exit(
+                    *done,
+                    rc,
+                    end,
+                    f"stopped after its runtime of {format_duration(job.runtime or 0.0)}",
+                    "timeout",
+                    peak,
+                    cpu,
+                )
+            )
             return
         if returncode is None:  # an adopted shell that left no exit status
             self.on_exit(Exit(*done, UNKNOWN_EXIT, end, UNKNOWN_EXIT_MESSAGE, None, peak, cpu))
@@ -199,14 +257,26 @@ class LocalExecutor:
             return
         rc = signal_return_code(returncode)
         if kernel_oom(rc, peak, job.memory):
-            self.on_exit(Exit(*done, rc, end, f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
-                              f"memory limit of {format_bytes(job.memory or 0)}: out of memory",
-                              "oom", peak, cpu))
+            self.on_exit(
+                Exit(
+                    *done,
+                    rc,
+                    end,
+                    f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
+                    f"memory limit of {format_bytes(job.memory or 0)}: out of memory",
+                    "oom",
+                    peak,
+                    cpu,
+                )
+            )
             return
         if rc == 0 and job.outputs and (missing := await asyncio.to_thread(missing_outputs, job)):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            self.on_exit(Exit(*done, 1, end, f"exited 0 but did not write its output files: {shown}",
-                              "missing_output", peak, cpu))
+            self.on_exit(
+                Exit(
+                    *done, 1, end, f"exited 0 but did not write its output files: {shown}", "missing_output", peak, cpu
+                )
+            )
             return
         self.on_exit(Exit(*done, rc, end, peak_memory=peak, cpu_seconds=cpu))
 
@@ -230,5 +300,14 @@ class LocalExecutor:
         self.monitor.stop()
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         now = time.time()
-        return [Exit(job.job_id, job.run_id, job.attempt_id, signal_return_code(proc.returncode or -15), now,
-                     "daemon shut down") for job, proc in running]
+        return [
+            Exit(
+                job.job_id,
+                job.run_id,
+                job.attempt_id,
+                signal_return_code(proc.returncode or -15),
+                now,
+                "daemon shut down",
+            )
+            for job, proc in running
+        ]

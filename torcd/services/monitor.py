@@ -119,8 +119,7 @@ class Usage(msgspec.Struct, frozen=True):
 class Monitor:
     """Samples watched jobs (each at its own interval) and reports one that goes over its limit."""
 
-    def __init__(self, on_over: Callable[[int, Sample], None],
-                 sample: Callable[[int], Sample | None] = sample_tree):
+    def __init__(self, on_over: Callable[[int, Sample], None], sample: Callable[[int], Sample | None] = sample_tree):
         self.on_over = on_over
         self.sample = sample  # what one job's tree uses now (tests pass a fake)
         self.watched: dict[int, Watched] = {}
@@ -165,8 +164,9 @@ class Monitor:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):  # a new job may be due sooner
-                await asyncio.wait_for(self._wake.wait(),
-                                       max(0.0, min(w.due for w in self.watched.values()) - loop.time()))
+                await asyncio.wait_for(
+                    self._wake.wait(), max(0.0, min(w.due for w in self.watched.values()) - loop.time())
+                )
 
     def _record(self, w: Watched, job_id: int, sample: Sample | None, now: float) -> None:
         w.due = now + w.interval

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 
 from torcd.core.exits import CANNOT_EXECUTE
 
-
 # What marks a process as a job's, a recovery script's or an action's: never inherited from the
 # environment torcd itself was started in (a daemon started from a job or an action), or a
 # restarted daemon would take its jobs for another's leftovers.
@@ -28,12 +27,28 @@ def unmarked(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in MARKS}
 
 
-def job_env(base: dict[str, str], *, workflow_id: int, job_id: int, name: str, run_id: int,
-            attempt_id: int, api_url: str, output_dir: str, extra: dict[str, str]) -> dict[str, str]:
+def job_env(
+    base: dict[str, str],
+    *,
+    workflow_id: int,
+    job_id: int,
+    name: str,
+    run_id: int,
+    attempt_id: int,
+    api_url: str,
+    output_dir: str,
+    extra: dict[str, str],
+) -> dict[str, str]:
     env = unmarked({**base, **extra})
-    env.update(TORC_WORKFLOW_ID=str(workflow_id), TORC_JOB_ID=str(job_id), TORC_JOB_NAME=name,
-               TORC_API_URL=api_url, TORC_OUTPUT_DIR=output_dir, TORC_ATTEMPT_ID=str(attempt_id),
-               TORC_RUN_ID=str(run_id))
+    env.update(
+        TORC_WORKFLOW_ID=str(workflow_id),
+        TORC_JOB_ID=str(job_id),
+        TORC_JOB_NAME=name,
+        TORC_API_URL=api_url,
+        TORC_OUTPUT_DIR=output_dir,
+        TORC_ATTEMPT_ID=str(attempt_id),
+        TORC_RUN_ID=str(run_id),
+    )
     return env
 
 
@@ -99,12 +114,20 @@ def _check_above(path: str) -> None:
     while True:
         st = os.stat(above)
         if st.st_uid not in (os.getuid(), 0):
-            raise PermissionError(errno.EPERM, f"a directory above the logs is owned by {_user_name(st.st_uid)}, "
-                                  "who could swap the log directory for one of theirs", above)
+            raise PermissionError(
+                errno.EPERM,
+                f"a directory above the logs is owned by {_user_name(st.st_uid)}, "
+                "who could swap the log directory for one of theirs",
+                above,
+            )
         if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-            raise PermissionError(errno.EPERM, f"a directory above the logs can be written by anyone (mode "
-                                  f"{st.st_mode & 0o7777:04o}, no sticky bit), who could swap the log directory; "
-                                  "chmod o-w", above)
+            raise PermissionError(
+                errno.EPERM,
+                f"a directory above the logs can be written by anyone (mode "
+                f"{st.st_mode & 0o7777:04o}, no sticky bit), who could swap the log directory; "
+                "chmod o-w",
+                above,
+            )
         if above == "/":
             return
         above = os.path.dirname(above)
@@ -119,18 +142,26 @@ def _open_directory(path: str) -> int:
 
 def _not_a_directory(path: str, e: OSError) -> OSError:
     if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-        return PermissionError(errno.EPERM, "log directory is a symbolic link (another user could redirect "
-                               "the logs)", path)
+        return PermissionError(
+            errno.EPERM, "log directory is a symbolic link (another user could redirect the logs)", path
+        )
     return e
 
 
 def _check_log_directory(st: os.stat_result, path: str) -> None:
     if st.st_uid != os.getuid():
-        raise PermissionError(errno.EPERM, f"log directory owned by {_user_name(st.st_uid)}, not by this "
-                              "user (another user could redirect the logs)", path)
+        raise PermissionError(
+            errno.EPERM,
+            f"log directory owned by {_user_name(st.st_uid)}, not by this user (another user could redirect the logs)",
+            path,
+        )
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise PermissionError(errno.EPERM, f"log directory writable by others (mode {st.st_mode & 0o7777:04o}, "
-                              "no sticky bit): another user could redirect the logs; chmod go-w", path)
+        raise PermissionError(
+            errno.EPERM,
+            f"log directory writable by others (mode {st.st_mode & 0o7777:04o}, "
+            "no sticky bit): another user could redirect the logs; chmod go-w",
+            path,
+        )
 
 
 def open_log(dir_fd: int, name: str, path: str) -> int:
@@ -209,9 +240,11 @@ def shell_prelude(cwd: str) -> str:
     take the user's umask and limit on open descriptors. In the shell because posix_spawn has no
     working-directory action."""
     umask = user_umask()
-    return (f"cd -- {shlex.quote(cwd)} || exit {LAUNCH_FAILED}; "
-            + ("" if umask is None else f"umask {umask:03o}; ")
-            + ("" if _user_nofile < 0 else f"ulimit -S -n {_user_nofile}; "))
+    return (
+        f"cd -- {shlex.quote(cwd)} || exit {LAUNCH_FAILED}; "
+        + ("" if umask is None else f"umask {umask:03o}; ")
+        + ("" if _user_nofile < 0 else f"ulimit -S -n {_user_nofile}; ")
+    )
 
 
 def missing_directory(cwd: str) -> OSError | None:
@@ -242,8 +275,15 @@ def unstartable_input(fields: dict[str, str], env: dict[str, str]) -> ValueError
     return None
 
 
-def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
-                stderr: int | None = None, args: tuple[str, ...] = (), shell: str = BASH) -> WatchedProcess:
+def spawn_shell(
+    command: str,
+    *,
+    env: dict[str, str],
+    stdout: int | None = None,
+    stderr: int | None = None,
+    args: tuple[str, ...] = (),
+    shell: str = BASH,
+) -> WatchedProcess:
     """`bash -c COMMAND` (or another `shell`, with positional `args`) in a session of its own
     (so its whole group can be signalled); output goes nowhere unless given.
 
@@ -254,17 +294,26 @@ def spawn_shell(command: str, *, env: dict[str, str], stdout: int | None = None,
     global _devnull
     if _devnull is None:
         _devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    actions = [(os.POSIX_SPAWN_DUP2, _devnull, 0),
-               (os.POSIX_SPAWN_DUP2, _devnull if stdout is None else stdout, 1),
-               (os.POSIX_SPAWN_DUP2, _devnull if stderr is None else stderr, 2)]
+    actions = [
+        (os.POSIX_SPAWN_DUP2, _devnull, 0),
+        (os.POSIX_SPAWN_DUP2, _devnull if stdout is None else stdout, 1),
+        (os.POSIX_SPAWN_DUP2, _devnull if stderr is None else stderr, 2),
+    ]
     argv = [shell, "-c", command, *((shell, *args) if args else ())]
-    pid = os.posix_spawn(shell, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS,
-                         setsigmask=())
+    pid = os.posix_spawn(shell, argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=())
     return WatchedProcess(pid, reap=True)
 
 
-def spawn_logged(command: str, *, cwd: str, env: dict[str, str], out_path: str, err_path: str,
-                 checked: dict[str, str], user_env: dict[str, str]) -> WatchedProcess:
+def spawn_logged(
+    command: str,
+    *,
+    cwd: str,
+    env: dict[str, str],
+    out_path: str,
+    err_path: str,
+    checked: dict[str, str],
+    user_env: dict[str, str],
+) -> WatchedProcess:
     """`command` in a shell in `cwd`, its output appended to these logs (a recovery script, an
     action's command). `checked`: fields that must hold no NUL byte, named for the error;
     OSError or ValueError when it cannot start."""
@@ -430,8 +479,9 @@ def _processes_of(api_url: str, marker: bytes) -> Iterator[tuple[int, dict[bytes
             yield int(entry), env
 
 
-def find_attempt_processes(keys: set[tuple[int, int, int]], api_url: str, recovery: bool = False
-                           ) -> dict[tuple[int, int, int], list[int]]:
+def find_attempt_processes(
+    keys: set[tuple[int, int, int]], api_url: str, recovery: bool = False
+) -> dict[tuple[int, int, int], list[int]]:
     """Map (job_id, run_id, attempt_id) to live pids whose environment carries that attempt of
     the daemon at `api_url`.
 

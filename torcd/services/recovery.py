@@ -28,9 +28,12 @@ class RecoveryRunner:
         self.execution, self.api_url = execution, api_url
         self.running: dict[int, WatchedProcess | None] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._sub = bus.subscribe("recovery", maxsize=100_000,
-                                  kinds=(E.RetryDecided, E.WorkerFinished, E.WorkerLost),
-                                  accept=lambda e: not isinstance(e, E.RetryDecided) or e.action == "recover")
+        self._sub = bus.subscribe(
+            "recovery",
+            maxsize=100_000,
+            kinds=(E.RetryDecided, E.WorkerFinished, E.WorkerLost),
+            accept=lambda e: not isinstance(e, E.RetryDecided) or e.action == "recover",
+        )
 
     async def reconcile(self) -> None:
         """Run again the scripts of jobs left `recovering`, after stopping any leftover copy."""
@@ -51,7 +54,8 @@ class RecoveryRunner:
             else:
                 workers_left = not all(isinstance(e, E.RetryDecided) for e in batch)
                 recs = await self.execution.recoveries_to_run(
-                    None if workers_left else [e.job_id for e in batch if e.job_id])
+                    None if workers_left else [e.job_id for e in batch if e.job_id]
+                )
             for rec in recs:
                 self._spawn(rec)
 
@@ -67,8 +71,14 @@ class RecoveryRunner:
         try:
             report = await run_recovery_script(rec, self.api_url, self._hold(rec.job_id))
             crash_point("before_recovery_recorded")
-            log.info("recovery_finished", workflow_id=rec.workflow_id, job_id=rec.job_id,
-                     attempt_id=rec.attempt_id, return_code=report.return_code, ok=report.ok)
+            log.info(
+                "recovery_finished",
+                workflow_id=rec.workflow_id,
+                job_id=rec.job_id,
+                attempt_id=rec.attempt_id,
+                return_code=report.return_code,
+                ok=report.ok,
+            )
             await self.execution.finish_recovery(report)
         finally:
             self.running.pop(rec.job_id, None)
@@ -76,6 +86,7 @@ class RecoveryRunner:
     def _hold(self, job_id: int):
         def hold(proc: WatchedProcess) -> None:
             self.running[job_id] = proc
+
         return hold
 
     async def kill(self, job_ids: list[int]) -> None:

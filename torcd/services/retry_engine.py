@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import structlog
 
+from torcd import events as E
 from torcd.bus import EventBus
+from torcd.core.attempts import Failure
 from torcd.core.retry import decide
 from torcd.faults import crash_point
-from torcd import events as E
-from torcd.core.attempts import Failure
 from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.retry")
@@ -42,12 +42,30 @@ class RetryEngine:
         if not failures:
             return
         crash_point("before_decision")
-        decisions = [(f, decide(f.rules, attempt=f.attempt_id, return_code=f.return_code,
-                                use_pending_failed=f.use_pending_failed, cause=f.cause)) for f in failures]
+        decisions = [
+            (
+                f,
+                decide(
+                    f.rules,
+                    attempt=f.attempt_id,
+                    return_code=f.return_code,
+                    use_pending_failed=f.use_pending_failed,
+                    cause=f.cause,
+                ),
+            )
+            for f in failures
+        ]
         await self.execution.apply_decisions(decisions)
         for f, d in decisions:
-            log.info("retry_decided", workflow_id=f.workflow_id, job_id=f.job_id, attempt_id=f.attempt_id,
-                     return_code=f.return_code, rule_index=d.rule_index, action=d.action.value)
+            log.info(
+                "retry_decided",
+                workflow_id=f.workflow_id,
+                job_id=f.job_id,
+                attempt_id=f.attempt_id,
+                return_code=f.return_code,
+                rule_index=d.rule_index,
+                action=d.action.value,
+            )
 
     def close(self) -> None:
         self._sub.close()

@@ -41,14 +41,18 @@ class WorkerService:
     async def register(self, params: p.RegisterWorker, caller: Caller) -> int:
         if not caller.admin:
             if (params.workflow_id, params.allocation_id) != (caller.workflow_id, caller.allocation_id):
-                raise Unauthorized(f"this credential is for allocation {caller.allocation_id} of workflow "
-                                   f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
-                                   f"{params.workflow_id}")
+                raise Unauthorized(
+                    f"this credential is for allocation {caller.allocation_id} of workflow "
+                    f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
+                    f"{params.workflow_id}"
+                )
             if not A.is_open(await self.slurm.allocation_state(caller.allocation_id)):
-                raise Unauthorized(f"allocation {caller.allocation_id} has ended; its credential no longer "
-                                   "registers workers")
-        return await self.workers.register_worker(params.workflow_id, params.allocation_id, params.host, params.cpus,
-                                                  params.resume)
+                raise Unauthorized(
+                    f"allocation {caller.allocation_id} has ended; its credential no longer registers workers"
+                )
+        return await self.workers.register_worker(
+            params.workflow_id, params.allocation_id, params.host, params.cpus, params.resume
+        )
 
     async def _own(self, worker_id: int, caller: Caller):
         """The worker's row, if the caller may act for it: admin, or its own allocation's credential
@@ -75,21 +79,34 @@ class WorkerService:
             return p.WorkerPollResult(stop=True)
         reply = await self.workers.poll(params)
         for e, recorded in reply.clamped:
-            log.warning("end_time_out_of_range", worker_id=w["id"], workflow_id=w["workflow_id"], job_id=e.job_id,
-                        attempt_id=e.attempt_id, reported=e.end_time, recorded=recorded)
+            log.warning(
+                "end_time_out_of_range",
+                worker_id=w["id"],
+                workflow_id=w["workflow_id"],
+                job_id=e.job_id,
+                attempt_id=e.attempt_id,
+                reported=e.end_time,
+                recorded=recorded,
+            )
         if not reply.active:
             return p.WorkerPollResult(stop=True)
         if reply.stop:  # its allocation has ended
             return p.WorkerPollResult(stop=True, api_url=api_url)
-        return p.WorkerPollResult(jobs=reply.jobs, recoveries=reply.recoveries, waiting=reply.waiting,
-                                  api_url=api_url, may_come=int(reply.may_come))
+        return p.WorkerPollResult(
+            jobs=reply.jobs,
+            recoveries=reply.recoveries,
+            waiting=reply.waiting,
+            api_url=api_url,
+            may_come=int(reply.may_come),
+        )
 
     async def finish(self, params: p.WorkerFinish, caller: Caller) -> None:
         w = await self._own(params.worker_id, caller)
         left = await self.workers.worker_running_jobs(params.worker_id)
-        d = A.handle(A.FinishReported(time.time(), params.reason, len(left)),
-                     A.Worker(w["id"], w["workflow_id"], A.WorkerStatus(w["state"]), w["allocation_id"],
-                              w["last_heartbeat"]))
+        d = A.handle(
+            A.FinishReported(time.time(), params.reason, len(left)),
+            A.Worker(w["id"], w["workflow_id"], A.WorkerStatus(w["state"]), w["allocation_id"], w["last_heartbeat"]),
+        )
         if d.status == A.WorkerStatus.LOST:
             await self.allocations.lose_worker(params.worker_id, d.reason)
         elif d.status is not None:

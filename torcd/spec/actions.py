@@ -38,8 +38,9 @@ class ActionSpec(msgspec.Struct, forbid_unknown_fields=True):
     persistent: bool = False
 
 
-def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set[str], matcher: Matcher,
-                  loc: Locator) -> list[tuple[Action, list[str]]]:
+def check_actions(
+    specs: list[ActionSpec], job_names: list[str], schedulers: set[str], matcher: Matcher, loc: Locator
+) -> list[tuple[Action, list[str]]]:
     """Each action with the names of the jobs it watches (none for the workflow triggers)."""
     if len(specs) > MAX_ACTIONS:
         raise loc.error(f"{len(specs):,} actions; the limit is {MAX_ACTIONS:,}", "$.actions")
@@ -73,14 +74,31 @@ def check_actions(specs: list[ActionSpec], job_names: list[str], schedulers: set
         if jobs_trigger and not chosen:
             raise loc.error(f"an {a.trigger_type} action needs `jobs` or `job_name_regexes`", at)
         if not jobs_trigger and not binds and (a.jobs or a.job_name_regexes):
-            raise loc.error(f"an {a.trigger_type} {a.action_type} action is about the whole workflow; it takes no "
-                            "`jobs` or `job_name_regexes` (only a schedule_nodes action at the start names the jobs "
-                            "its allocations are for)", at)
+            raise loc.error(
+                f"an {a.trigger_type} {a.action_type} action is about the whole workflow; it takes no "
+                "`jobs` or `job_name_regexes` (only a schedule_nodes action at the start names the jobs "
+                "its allocations are for)",
+                at,
+            )
         watched += len(chosen)
         if watched > MAX_WATCHED:
             raise loc.error(f"the actions watch more than {MAX_WATCHED:,} jobs in all", at)
-        out.append((Action(i, a.trigger_type, a.action_type, a.commands or [], a.scheduler, a.num_allocations,
-                           a.start_one_worker_per_node, a.max_parallel_jobs, a.persistent), list(chosen)))
+        out.append(
+            (
+                Action(
+                    i,
+                    a.trigger_type,
+                    a.action_type,
+                    a.commands or [],
+                    a.scheduler,
+                    a.num_allocations,
+                    a.start_one_worker_per_node,
+                    a.max_parallel_jobs,
+                    a.persistent,
+                ),
+                list(chosen),
+            )
+        )
     return out
 
 
@@ -95,8 +113,14 @@ def schedule_by_actions(jobs: list, named_own: list[bool], actions: list[tuple[A
             for name in names:
                 if name in by_name:  # the first action wins
                     by_name.pop(name).scheduler = action.scheduler
-    whole = next((a.scheduler for a, names in actions if a.action_type == "schedule_nodes"
-                  and a.trigger == "on_workflow_start" and not names), None)
+    whole = next(
+        (
+            a.scheduler
+            for a, names in actions
+            if a.action_type == "schedule_nodes" and a.trigger == "on_workflow_start" and not names
+        ),
+        None,
+    )
     if whole is not None:
         for job in by_name.values():
             if job.scheduler is None:  # a default_scheduler still has its say

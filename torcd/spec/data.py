@@ -89,8 +89,11 @@ class Matcher:
             return self.found[key]
         self.tests += len(names)
         if self.tests > MAX_REGEX_TESTS:
-            raise self.loc.error(f"the spec's regexes would test names {MAX_REGEX_TESTS:,} times or more; list "
-                                 "names with parameters for large sweeps", at)
+            raise self.loc.error(
+                f"the spec's regexes would test names {MAX_REGEX_TESTS:,} times or more; list "
+                "names with parameters for large sweeps",
+                at,
+            )
         began = time.monotonic()
         deadline = began + REGEX_SECONDS - self.spent
         try:
@@ -99,8 +102,11 @@ class Matcher:
         except regex.error as e:
             raise self.loc.error(f"bad regular expression {pattern!r}: {e}", at) from None
         except TimeoutError:
-            raise self.loc.error(f"regular expression {pattern!r} takes too long to match names "
-                                 f"(over {REGEX_SECONDS:.0f} s with the others)", at) from None
+            raise self.loc.error(
+                f"regular expression {pattern!r} takes too long to match names "
+                f"(over {REGEX_SECONDS:.0f} s with the others)",
+                at,
+            ) from None
         finally:
             self.spent += time.monotonic() - began
         self.found[key] = out
@@ -109,27 +115,35 @@ class Matcher:
 
 def expand_files(specs: list[FileSpec], workflow_params: dict[str, ParamValue], loc: Locator) -> dict[str, File]:
     """Each file entry, its parameters filled in (product or zip), by name."""
+
     def make(spec: FileSpec, combo: dict, i: int) -> tuple[File, int]:
         f = File(P.fill(spec.name, combo), P.fill(spec.path, combo), i)
         return f, len(f.name) + len(f.path)
+
     return _expand("files", specs, workflow_params, loc, make, MAX_FILES)
 
 
-def expand_user_data(specs: list[UserDataSpec], workflow_params: dict[str, ParamValue],
-                     loc: Locator) -> dict[str, UserData]:
+def expand_user_data(
+    specs: list[UserDataSpec], workflow_params: dict[str, ParamValue], loc: Locator
+) -> dict[str, UserData]:
     """Each user data entry, its parameters filled in its name and the strings of its data."""
+
     def make(spec: UserDataSpec, combo: dict, i: int) -> tuple[UserData, int]:
         d = UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo), spec.is_ephemeral, i)
         size = len(msgspec.json.encode(d.data))
         if size > MAX_USER_DATA_BYTES:
-            raise loc.error(f"user data {d.name!r} is {size:,} bytes as JSON; the limit is "
-                            f"{MAX_USER_DATA_BYTES:,}", f"$.user_data[{i}].data")
+            raise loc.error(
+                f"user data {d.name!r} is {size:,} bytes as JSON; the limit is {MAX_USER_DATA_BYTES:,}",
+                f"$.user_data[{i}].data",
+            )
         return d, len(d.name) + 2 * size  # stored twice: the value and the spec's, for a reset
+
     return _expand("user_data", specs, workflow_params, loc, make, MAX_USER_DATA_ENTRIES)
 
 
-def merged_parameters(workflow_params: dict[str, ParamValue], use: list[str] | None, own: dict[str, ParamValue],
-                      at: str, loc: Locator) -> dict[str, ParamValue]:
+def merged_parameters(
+    workflow_params: dict[str, ParamValue], use: list[str] | None, own: dict[str, ParamValue], at: str, loc: Locator
+) -> dict[str, ParamValue]:
     """A job's (or a file's, or user data's) parameters: the workflow's it names in
     `use_parameters`, then its own."""
     raw: dict[str, ParamValue] = {}
@@ -170,8 +184,11 @@ def _expand(key: str, specs: list, workflow_params: dict[str, ParamValue], loc: 
                     raise loc.error(f"`{key}` up to here expands to more than {MAX_BYTES // 2**20} MiB", at)
                 if item.name in out:
                     first = out[item.name].index
-                    raise loc.error(f"duplicate {what} name {item.name!r}" + (
-                        f" (also made by {key}[{first}])" if first != i else ""), f"{at}.name")
+                    raise loc.error(
+                        f"duplicate {what} name {item.name!r}"
+                        + (f" (also made by {key}[{first}])" if first != i else ""),
+                        f"{at}.name",
+                    )
                 out[item.name] = item
         except P.ParameterError as e:
             raise loc.error(f"{what} {spec.name!r}: {e}", f"{at}.parameters") from None
@@ -192,13 +209,16 @@ class References(msgspec.Struct):
     user_data: JobFiles
 
 
-def substitute_references(command: str, files: dict[str, File], data: dict[str, UserData], job: str, at: str,
-                          loc: Locator) -> tuple[str, References]:
+def substitute_references(
+    command: str, files: dict[str, File], data: dict[str, UserData], job: str, at: str, loc: Locator
+) -> tuple[str, References]:
     """The command with each `${files.input|output.NAME}` replaced by the file's path and each
     `${user_data.input|output.NAME}` by the entry's name, shell-quoted for where it stands (one
     word, never more shell), and the names it read and wrote; any other dotted reference is an error."""
-    found: dict[str, dict[str, dict[str, None]]] = {"files": {"input": {}, "output": {}},
-                                                     "user_data": {"input": {}, "output": {}}}
+    found: dict[str, dict[str, dict[str, None]]] = {
+        "files": {"input": {}, "output": {}},
+        "user_data": {"input": {}, "output": {}},
+    }
     scanned: list[Any] = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
@@ -209,15 +229,19 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
             if scanned[1] == "'" or _escaped(command, m.start()):
                 return m[0]  # the shell takes it as it is (mvn's '${project.version}', awk, JavaScript)
             shown = m[0] if len(m[0]) <= _SHOWN else m[0][:_SHOWN] + "…"
-            raise loc.error(f"unknown reference `{shown}` in job {job!r}: torc-py knows "
-                            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a "
-                            "program as it is, put it in single quotes or write \\${a.b})", f"{at}.command")
+            raise loc.error(
+                f"unknown reference `{shown}` in job {job!r}: torc-py knows "
+                "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a "
+                "program as it is, put it in single quotes or write \\${a.b})",
+                f"{at}.command",
+            )
         kind, role, name = known[1], known[2], known[3]
         entries = files if kind == "files" else data
         if name not in entries:
             noun = "file" if kind == "files" else "user data"
-            raise loc.error(f"job {job!r} names {noun} {name!r} in `{m[0]}`, and `{kind}` has no such {noun}",
-                            f"{at}.command")
+            raise loc.error(
+                f"job {job!r} names {noun} {name!r} in `{m[0]}`, and `{kind}` has no such {noun}", f"{at}.command"
+            )
         found[kind][role][name] = None
         scanned[0] = m.end()  # a name may hold quotes: they are the name's, not the shell's
         # `data/$(touch x).csv` must name a file, not run `touch`, inside the user's quotes or not.
@@ -225,8 +249,9 @@ def substitute_references(command: str, files: dict[str, File], data: dict[str, 
 
     substituted = _REFERENCE.sub(substitute, command)
     f, d = found["files"], found["user_data"]
-    return substituted, References(JobFiles(list(f["input"]), list(f["output"])),
-                               JobFiles(list(d["input"]), list(d["output"])))
+    return substituted, References(
+        JobFiles(list(f["input"]), list(f["output"])), JobFiles(list(d["input"]), list(d["output"]))
+    )
 
 
 def _escaped(text: str, at: int) -> bool:
@@ -263,8 +288,19 @@ def quoted_for(path: str, quote: str) -> str:
     return shlex.quote(path)
 
 
-def job_uses(what: str, inputs: list[str], outputs: list[str], input_regexes: list[str], output_regexes: list[str],
-             known: dict, names: list[str], matcher: Matcher, job: str, at: str, loc: Locator) -> JobFiles:
+def job_uses(
+    what: str,
+    inputs: list[str],
+    outputs: list[str],
+    input_regexes: list[str],
+    output_regexes: list[str],
+    known: dict,
+    names: list[str],
+    matcher: Matcher,
+    job: str,
+    at: str,
+    loc: Locator,
+) -> JobFiles:
     """The names a job reads and writes (`what`: file or user_data): those it lists and those
     its regexes match, each one known."""
     seen = {"input": dict.fromkeys(inputs), "output": dict.fromkeys(outputs)}
@@ -280,13 +316,16 @@ def job_uses(what: str, inputs: list[str], outputs: list[str], input_regexes: li
         for name in seen[role]:
             if name not in known:
                 noun = what.replace("_", " ")
-                raise loc.error(f"job {job!r} lists {role} {noun} {name!r}, and `{plural}` has no such {noun}",
-                                f"{at}.{role}_{plural}")
+                raise loc.error(
+                    f"job {job!r} lists {role} {noun} {name!r}, and `{plural}` has no such {noun}",
+                    f"{at}.{role}_{plural}",
+                )
     return JobFiles(list(seen["input"]), list(seen["output"]))
 
 
-def producer_edges(jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int], what: str,
-                   loc: Locator) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+def producer_edges(
+    jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int], what: str, loc: Locator
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
     """Each job's producers (the jobs that write what it reads), and for each such edge the
     name that makes it; a name written by two jobs is an error."""
     producer: dict[str, str] = {}
@@ -294,8 +333,11 @@ def producer_edges(jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, i
     for name, f in jobs:
         for out in f.outputs:
             if out in producer and producer[out] != name:
-                raise loc.error(f"{what.replace('_', ' ')} {out!r} is written by two jobs, {producer[out]!r} and "
-                                f"{name!r}; one job must own each output", f"$.jobs[{spec_index[name]}].output_{plural}")
+                raise loc.error(
+                    f"{what.replace('_', ' ')} {out!r} is written by two jobs, {producer[out]!r} and "
+                    f"{name!r}; one job must own each output",
+                    f"$.jobs[{spec_index[name]}].output_{plural}",
+                )
             producer[out] = name
     deps: dict[str, list[str]] = {}
     via: dict[tuple[str, str], str] = {}

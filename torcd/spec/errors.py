@@ -91,7 +91,7 @@ def set_aside(tree: dict, field: str | None) -> bool:
         return False
     kind = steps[-2] if len(steps) > 1 else None
     if kind not in _STAND_INS:  # a plain value (an exit code, a dependency): its whole list goes,
-        holder: Any = tree       # so no later value moves into its place
+        holder: Any = tree  # so no later value moves into its place
         for step in steps[:-2]:
             holder = holder[step]
         if isinstance(holder, dict) and kind in holder:

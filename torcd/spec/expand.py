@@ -38,9 +38,11 @@ Values = dict[str, Sequence[P.Scalar]]  # each parameter's values
 
 
 def too_long(what: str, size: int) -> str:
-    return (f"{what} is {size:,} bytes once parameters are filled in; the limit is {MAX_COMMAND_BYTES:,} "
-            "bytes (Linux's execve takes at most 128 KiB in one argument, MAX_ARG_STRLEN, and torcd "
-            "adds a prefix that records the exit status)")
+    return (
+        f"{what} is {size:,} bytes once parameters are filled in; the limit is {MAX_COMMAND_BYTES:,} "
+        "bytes (Linux's execve takes at most 128 KiB in one argument, MAX_ARG_STRLEN, and torcd "
+        "adds a prefix that records the exit status)"
+    )
 
 
 def _job_parameters(doc: WorkflowDoc, job: JobSpec, at: str, loc: Locator) -> Values:
@@ -81,29 +83,41 @@ def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[Values, Values]
         try:
             name_len = P.longest_fill(job.name, named)
             command_len = P.longest_fill(job.command, named)
-            dep_counts = [P.product_size({k: rest[k] for k in P.placeholders(d) if k in rest})
-                          for d in [*depends_on, *job.input_files, *job.output_files, *job.input_user_data,
-                                    *job.output_user_data]]
+            dep_counts = [
+                P.product_size({k: rest[k] for k in P.placeholders(d) if k in rest})
+                for d in [*depends_on, *job.input_files, *job.output_files, *job.input_user_data, *job.output_user_data]
+            ]
             dep_len = sum(n * (P.longest_fill(d, values) + 1) for n, d in zip(dep_counts, depends_on))
         except P.ParameterError as e:
             raise loc.error(str(e), at) from None
         if name_len > MAX_NAME:
-            raise loc.error(f"job names made from this template can be {name_len:,} characters long once "
-                            f"parameters are filled in; the limit is {MAX_NAME}", f"{at}.name")
+            raise loc.error(
+                f"job names made from this template can be {name_len:,} characters long once "
+                f"parameters are filled in; the limit is {MAX_NAME}",
+                f"{at}.name",
+            )
         if command_len > MAX_COMMAND_BYTES:
             raise loc.error(too_long("the command", command_len), f"{at}.command")
         for key, value in job.env.items():
             if len(key.encode()) + 1 + len(value.encode()) > MAX_ARG_BYTES:
-                raise loc.error(f"environment variable {key!r} is longer than {MAX_ARG_BYTES:,} bytes, "
-                                "the most execve takes in one string on Linux (MAX_ARG_STRLEN)", f"{at}.env")
+                raise loc.error(
+                    f"environment variable {key!r} is longer than {MAX_ARG_BYTES:,} bytes, "
+                    "the most execve takes in one string on Linux (MAX_ARG_STRLEN)",
+                    f"{at}.env",
+                )
         edges += count * sum(dep_counts)
         size += count * (name_len + command_len + dep_len + sum(len(k) + len(v) + 2 for k, v in job.env.items()))
         if edges > MAX_DEPENDENCIES:
-            raise loc.error(f"the jobs up to here have {edges:,} dependencies; the limit is "
-                            f"{MAX_DEPENDENCIES:,}", f"{at}.depends_on")
+            raise loc.error(
+                f"the jobs up to here have {edges:,} dependencies; the limit is {MAX_DEPENDENCIES:,}",
+                f"{at}.depends_on",
+            )
         if size > MAX_EXPANDED_BYTES:
-            raise loc.error(f"the jobs up to here expand to about {size / 2**20:,.0f} MiB of names, commands, "
-                            f"dependencies and env; the limit is {MAX_EXPANDED_BYTES // 2**20} MiB", at)
+            raise loc.error(
+                f"the jobs up to here expand to about {size / 2**20:,.0f} MiB of names, commands, "
+                f"dependencies and env; the limit is {MAX_EXPANDED_BYTES // 2**20} MiB",
+                at,
+            )
         plans.append((named, rest))
     return plans
 
@@ -133,17 +147,19 @@ class JobExpander:
         self.regexes: list[tuple[ExpandedJob, int, list[str]]] = []  # a job, its spec index, its filled regexes
         self.exchanged = 0  # files and user data read or written, over all jobs
 
-    def expand(self, j: int, job: JobSpec, named: Values, rest: Values, need: Requirements,
-               scheduler: str | None) -> None:
+    def expand(
+        self, j: int, job: JobSpec, named: Values, rest: Values, need: Requirements, scheduler: str | None
+    ) -> None:
         """Add the jobs spec job `j` makes: one per combination of the parameters its name uses."""
         try:
-            for combo in (P.combinations(named, job.parameter_mode == "zip") if named else [{}]):
+            for combo in P.combinations(named, job.parameter_mode == "zip") if named else [{}]:
                 self._expand_one(j, job, combo, rest, need, scheduler)
         except P.ParameterError as e:
             raise self.loc.error(str(e), f"$.jobs[{j}]") from None
 
-    def _expand_one(self, j: int, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, need: Requirements,
-                    scheduler: str | None) -> None:
+    def _expand_one(
+        self, j: int, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, need: Requirements, scheduler: str | None
+    ) -> None:
         at, loc = f"$.jobs[{j}]", self.loc
         name, command = P.fill(job.name, combo), P.fill(job.command, combo)
         if job.invocation_script:  # a script of several lines ends, then the command starts a line
@@ -154,24 +170,41 @@ class JobExpander:
             command, refs = substitute_references(command, self.files, self.data, name, at, loc)
         used, data_used = self._uses(job, combo, rest, refs, name, at)
         if len(name) > MAX_NAME:
-            raise loc.error(f"job name {name[:40]!r}... is {len(name):,} characters long; "
-                            f"the limit is {MAX_NAME}", f"{at}.name")
+            raise loc.error(
+                f"job name {name[:40]!r}... is {len(name):,} characters long; the limit is {MAX_NAME}", f"{at}.name"
+            )
         if len(command) * 4 > MAX_COMMAND_BYTES and len(command.encode()) > MAX_COMMAND_BYTES:
             raise loc.error(too_long("the command of job " + repr(name), len(command.encode())), f"{at}.command")
         deps = _union_deps([P.fill(d, combo) for d in job.depends_on or []], rest)
-        self.jobs.append(ExpandedJob(name, command, deps, job.failure_handler, need.num_cpus, job.env,
-                                     scheduler, need.num_gpus, need.memory_bytes, need.runtime_seconds,
-                                     job.cancel_on_blocking_job_failure,
-                                     used.inputs if used else [], used.outputs if used else [],
-                                     data_used.inputs if data_used else [], data_used.outputs if data_used else [],
-                                     job.supports_termination))
+        self.jobs.append(
+            ExpandedJob(
+                name,
+                command,
+                deps,
+                job.failure_handler,
+                need.num_cpus,
+                job.env,
+                scheduler,
+                need.num_gpus,
+                need.memory_bytes,
+                need.runtime_seconds,
+                job.cancel_on_blocking_job_failure,
+                used.inputs if used else [],
+                used.outputs if used else [],
+                data_used.inputs if data_used else [],
+                data_used.outputs if data_used else [],
+                job.supports_termination,
+            )
+        )
         self._note_origin(name, j)
         if job.depends_on_regexes:
             self.regexes.append((self.jobs[-1], j, [P.fill(r, combo) for r in job.depends_on_regexes]))
 
-    def _uses(self, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, refs: References, name: str,
-              at: str) -> tuple[JobFiles | None, JobFiles | None]:
+    def _uses(
+        self, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, refs: References, name: str, at: str
+    ) -> tuple[JobFiles | None, JobFiles | None]:
         """The files and user data one expanded job reads and writes (None: it names none)."""
+
         def fill(names: list[str]) -> list[str]:
             return [P.fill(n, combo) for n in names]
 
@@ -180,25 +213,58 @@ class JobExpander:
             return _union_deps(fill(names), rest)
 
         used = None
-        if job.input_files or job.output_files or job.input_file_regexes or job.output_file_regexes \
-                or refs.files.inputs or refs.files.outputs:
-            used = job_uses("file", every(job.input_files) + refs.files.inputs,
-                            every(job.output_files) + refs.files.outputs, fill(job.input_file_regexes),
-                            fill(job.output_file_regexes), self.files, self.file_names, self.matcher, name, at,
-                            self.loc)
+        if (
+            job.input_files
+            or job.output_files
+            or job.input_file_regexes
+            or job.output_file_regexes
+            or refs.files.inputs
+            or refs.files.outputs
+        ):
+            used = job_uses(
+                "file",
+                every(job.input_files) + refs.files.inputs,
+                every(job.output_files) + refs.files.outputs,
+                fill(job.input_file_regexes),
+                fill(job.output_file_regexes),
+                self.files,
+                self.file_names,
+                self.matcher,
+                name,
+                at,
+                self.loc,
+            )
         data_used = None
-        if job.input_user_data or job.output_user_data or job.input_user_data_regexes \
-                or job.output_user_data_regexes or refs.user_data.inputs or refs.user_data.outputs:
-            data_used = job_uses("user_data", every(job.input_user_data) + refs.user_data.inputs,
-                                 every(job.output_user_data) + refs.user_data.outputs,
-                                 fill(job.input_user_data_regexes), fill(job.output_user_data_regexes),
-                                 self.data, self.data_names, self.matcher, name, at, self.loc)
+        if (
+            job.input_user_data
+            or job.output_user_data
+            or job.input_user_data_regexes
+            or job.output_user_data_regexes
+            or refs.user_data.inputs
+            or refs.user_data.outputs
+        ):
+            data_used = job_uses(
+                "user_data",
+                every(job.input_user_data) + refs.user_data.inputs,
+                every(job.output_user_data) + refs.user_data.outputs,
+                fill(job.input_user_data_regexes),
+                fill(job.output_user_data_regexes),
+                self.data,
+                self.data_names,
+                self.matcher,
+                name,
+                at,
+                self.loc,
+            )
         for u in (used, data_used):
             if u is not None:
                 self.exchanged += len(u.inputs) + len(u.outputs)
         if self.exchanged > MAX_DEPENDENCIES:  # each read can make a dependency
-            raise self.loc.error(f"the jobs up to here read and write {self.exchanged:,} files and user data; the "
-                                 f"limit is {MAX_DEPENDENCIES:,}", at)
+            raise self.loc.error(
+                f"the jobs up to here read and write {self.exchanged:,} files and user data; the "
+                f"limit is {MAX_DEPENDENCIES:,}",
+                at,
+            )
         return used, data_used
 
     def _note_origin(self, name: str, j: int) -> None:

@@ -27,20 +27,34 @@ from torcd.errors import SpecError
 
 # node name -> (list key, named: its first argument is the entry's `name`)
 _ENTRIES = {
-    "workflow": {"job": ("jobs", True), "file": ("files", True), "user_data": ("user_data", True),
-                 "resource_requirements": ("resource_requirements", True),
-                 "failure_handler": ("failure_handlers", True), "slurm_scheduler": ("slurm_schedulers", True),
-                 "action": ("actions", False)},
+    "workflow": {
+        "job": ("jobs", True),
+        "file": ("files", True),
+        "user_data": ("user_data", True),
+        "resource_requirements": ("resource_requirements", True),
+        "failure_handler": ("failure_handlers", True),
+        "slurm_scheduler": ("slurm_schedulers", True),
+        "action": ("actions", False),
+    },
     "failure_handler": {"rule": ("rules", False)},
 }
 # repeated one-value nodes -> the list they make
 _REPEATED = {
-    "job": {"depends_on": "depends_on", "depends_on_job": "depends_on", "depends_on_regexes": "depends_on_regexes",
-            "input_file": "input_files", "output_file": "output_files", "input_files": "input_files",
-            "output_files": "output_files", "input_file_regexes": "input_file_regexes",
-            "output_file_regexes": "output_file_regexes", "input_user_data": "input_user_data",
-            "output_user_data": "output_user_data", "input_user_data_regexes": "input_user_data_regexes",
-            "output_user_data_regexes": "output_user_data_regexes"},
+    "job": {
+        "depends_on": "depends_on",
+        "depends_on_job": "depends_on",
+        "depends_on_regexes": "depends_on_regexes",
+        "input_file": "input_files",
+        "output_file": "output_files",
+        "input_files": "input_files",
+        "output_files": "output_files",
+        "input_file_regexes": "input_file_regexes",
+        "output_file_regexes": "output_file_regexes",
+        "input_user_data": "input_user_data",
+        "output_user_data": "output_user_data",
+        "input_user_data_regexes": "input_user_data_regexes",
+        "output_user_data_regexes": "output_user_data_regexes",
+    },
     "action": {"command": "commands", "job": "jobs", "job_name_regexes": "job_name_regexes"},
 }
 _MULTI_ARG = {"use_parameters", "exit_codes", "causes", "jobs"}
@@ -56,8 +70,11 @@ def load_kdl(text: str, file: str) -> tuple[Any, Callable[[], Any]]:
     except RecursionError:
         raise SpecError("cannot parse KDL: nested too deeply", file=file) from None
     # Each property has an `=`: with no more of them than ckdl kept, none was given twice.
-    if "=" in text and text.count("=") > _count_properties(doc.nodes) \
-            and (twice := _duplicate_property(text)) is not None:
+    if (
+        "=" in text
+        and text.count("=") > _count_properties(doc.nodes)
+        and (twice := _duplicate_property(text)) is not None
+    ):
         raise SpecError(f"`{twice[0]}` is given twice", file=file, line=twice[1])
     try:
         tree = _block(doc.nodes, None, "workflow", file)
@@ -107,8 +124,9 @@ def _block(nodes: list, lines: Lines | None, context: str, file: str) -> Comment
                 _mark(item, p, line)
             if named:
                 if len(node.args) != 1:
-                    raise SpecError(f"`{name}` takes its name as its one argument, like {name} \"name\"",
-                                    file=file, line=line)
+                    raise SpecError(
+                        f'`{name}` takes its name as its one argument, like {name} "name"', file=file, line=line
+                    )
                 _once(item, "name", file, line)
                 item.insert(0, "name", _value(node.args[0]))
                 _mark(item, "name", line)
@@ -174,6 +192,7 @@ def _same_shape(nodes: list, lines: Lines) -> bool:
 
 
 # -- where nodes start ------------------------------------------------------------------------
+
 
 def _lex(text: str) -> Iterator[tuple[str, int, int, int]]:
     """KDL's structure without its values: ("\\n" | "{" | "}" | ";" | "/-" | "\\" | "token", start,
@@ -348,8 +367,12 @@ def _token(text: str, i: int, line: int) -> tuple[int, int]:
         end = k + len(close)
         return end, line + text.count("\n", i, end)
     k = i
-    while k < len(text) and text[k] not in ' \t\r\n;{}"\\' and not text.startswith("//", k) \
-            and not text.startswith("/*", k):
+    while (
+        k < len(text)
+        and text[k] not in ' \t\r\n;{}"\\'
+        and not text.startswith("//", k)
+        and not text.startswith("/*", k)
+    ):
         k += 1
     return max(k, i + 1), line
 
@@ -395,7 +418,7 @@ def _first_failure(text: str, starts: list[tuple[int, int, int, bool]], version:
     begin, end = bounds[lo], bounds[lo + 1]
     if _parses(text, begin, end, version):
         return None  # this scan and ckdl disagree about where nodes are: no line rather than a wrong one
-    inner = starts[cuts[lo]:cuts[lo + 1]]
+    inner = starts[cuts[lo] : cuts[lo + 1]]
     if end - begin > MAX_PREFIX_SEARCH:
         return inner[0][1]
     lo, hi = 0, len(inner) - 1  # the last start whose prefix parses (else the first)

@@ -10,15 +10,25 @@ from torcd.spec.load import Locator
 from torcd.spec.schema import MAX_DEPENDENCIES, ExpandedJob
 
 
-def link(jobs: list[ExpandedJob], origin: dict[str, int], regexes: list[tuple[ExpandedJob, int, list[str]]],
-         matcher: Matcher, loc: Locator) -> None:
+def link(
+    jobs: list[ExpandedJob],
+    origin: dict[str, int],
+    regexes: list[tuple[ExpandedJob, int, list[str]]],
+    matcher: Matcher,
+    loc: Locator,
+) -> None:
     """Complete each job's depends_on, in place; SpecError at the first dependency that is wrong."""
     if regexes:
         _match_regexes(jobs, regexes, matcher, loc)
-    deps, via = producer_edges([(j.name, JobFiles(j.inputs, j.outputs)) for j in jobs if j.inputs or j.outputs],
-                               origin, "file", loc)
-    data_deps, data_via = producer_edges([(j.name, JobFiles(j.data_inputs, j.data_outputs)) for j in jobs
-                                          if j.data_inputs or j.data_outputs], origin, "user_data", loc)
+    deps, via = producer_edges(
+        [(j.name, JobFiles(j.inputs, j.outputs)) for j in jobs if j.inputs or j.outputs], origin, "file", loc
+    )
+    data_deps, data_via = producer_edges(
+        [(j.name, JobFiles(j.data_inputs, j.data_outputs)) for j in jobs if j.data_inputs or j.data_outputs],
+        origin,
+        "user_data",
+        loc,
+    )
     via.update({k: v for k, v in data_via.items() if k not in via})
     for j in jobs:
         if j.name in deps or j.name in data_deps:
@@ -26,8 +36,9 @@ def link(jobs: list[ExpandedJob], origin: dict[str, int], regexes: list[tuple[Ex
     _check_names(jobs, origin, loc, via)
 
 
-def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]], matcher: Matcher,
-                   loc: Locator) -> None:
+def _match_regexes(
+    jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int, list[str]]], matcher: Matcher, loc: Locator
+) -> None:
     """Add the jobs each `depends_on_regexes` entry matches (searched anywhere in the name, as
     Torc does) to the job's dependencies; a regex matching no other job is an error."""
     names = [j.name for j in jobs]
@@ -38,8 +49,7 @@ def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int
             at = f"$.jobs[{j}].depends_on_regexes[{k}]"
             matched = [n for n in matcher.search(pattern, names, at) if n != job.name]
             if not matched:
-                raise loc.error(f"depends_on_regexes entry {pattern!r} of job {job.name!r} matches no other job",
-                                at)
+                raise loc.error(f"depends_on_regexes entry {pattern!r} of job {job.name!r} matches no other job", at)
             deps.update(dict.fromkeys(matched))
             edges += len(matched)
             if edges > MAX_DEPENDENCIES:
@@ -47,8 +57,9 @@ def _match_regexes(jobs: list[ExpandedJob], regexes: list[tuple[ExpandedJob, int
         job.depends_on = list(deps)
 
 
-def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator,
-                 via: dict[tuple[str, str], str]) -> None:
+def _check_names(
+    jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator, via: dict[tuple[str, str], str]
+) -> None:
     seen = origin.keys()
     for job in jobs:
         for dep in job.depends_on:
@@ -56,8 +67,9 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator,
                 j = origin[job.name]
                 unfilled = P.placeholders(dep)
                 hint = f" (no parameter for {', '.join(sorted(unfilled))})" if unfilled else ""
-                raise loc.error(f"job {job.name!r} depends on {dep!r}, which does not exist{hint}",
-                                f"$.jobs[{j}].depends_on")
+                raise loc.error(
+                    f"job {job.name!r} depends on {dep!r}, which does not exist{hint}", f"$.jobs[{j}].depends_on"
+                )
             if dep == job.name:
                 raise loc.error(f"job {job.name!r} depends on itself", f"$.jobs[{origin[job.name]}].depends_on")
     cycle = find_cycle({job.name: job.depends_on for job in jobs})
@@ -69,8 +81,10 @@ def _check_names(jobs: list[ExpandedJob], origin: dict[str, int], loc: Locator,
 def sort_claims(jobs: list[ExpandedJob], method: str) -> None:
     """Number the jobs in the order they are claimed when ready together: the most GPUs first,
     then the longest runtime and the most memory (or memory, then runtime), then as written."""
+
     def key(j: ExpandedJob) -> tuple:
         runtime, memory = -(j.runtime_seconds or 0), -(j.memory_bytes or 0)
         return (-j.num_gpus, runtime, memory) if method == "gpus_runtime_memory" else (-j.num_gpus, memory, runtime)
+
     for rank, job in enumerate(sorted(jobs, key=key)):
         job.claim_order = rank

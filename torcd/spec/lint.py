@@ -25,9 +25,14 @@ def lint_spec(text: str, file: str, cwd: str, fmt: str | None = None) -> list[Fi
     """Errors raise SpecError as for submission; what is left are warnings, in line order."""
     spec = parse_spec(text, file, fmt)
     doc, loc = load_doc(text, file, fmt)
-    findings = [*rule_findings(doc, loc), *unused_handlers(doc, loc), *multiplier_findings(doc, loc, spec),
-                *monitor_findings(doc, loc), *accepted_findings(doc, loc),
-                *script_findings(doc, loc, lambda script: script_problem(script, cwd))]
+    findings = [
+        *rule_findings(doc, loc),
+        *unused_handlers(doc, loc),
+        *multiplier_findings(doc, loc, spec),
+        *monitor_findings(doc, loc),
+        *accepted_findings(doc, loc),
+        *script_findings(doc, loc, lambda script: script_problem(script, cwd)),
+    ]
     return sorted(findings, key=lambda f: (f.line or 0, f.field))
 
 
@@ -48,8 +53,14 @@ def multiplier_findings(doc: WorkflowDoc, loc: Locator, spec) -> list[Finding]:
                     continue
                 at = f"$.failure_handlers[{h}].rules[{r}].{what}_multiplier"
                 if handler.name not in limited[what]:
-                    out.append(Finding(loc.line(at), at, f"{what}_multiplier has no limit to multiply: no job of "
-                                                         f"handler {handler.name!r} has a {what} requirement"))
+                    out.append(
+                        Finding(
+                            loc.line(at),
+                            at,
+                            f"{what}_multiplier has no limit to multiply: no job of "
+                            f"handler {handler.name!r} has a {what} requirement",
+                        )
+                    )
     return out
 
 
@@ -60,15 +71,26 @@ def monitor_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
         return out
     for at, target in (("$.resource_monitor", monitor), ("$.resource_monitor.jobs", monitor.jobs)):
         if target is not None and target.granularity == "time_series":
-            out.append(Finding(loc.line(f"{at}.granularity"), f"{at}.granularity",
-                               "time series are not kept: each attempt records its peak memory and CPU time"))
+            out.append(
+                Finding(
+                    loc.line(f"{at}.granularity"),
+                    f"{at}.granularity",
+                    "time series are not kept: each attempt records its peak memory and CPU time",
+                )
+            )
     if monitor.compute_node is not None and monitor.compute_node.enabled:
         at = "$.resource_monitor.compute_node"
         out.append(Finding(loc.line(at), at, "the compute node's own usage is not recorded; only jobs' usage is"))
     if monitor.generate_plots:
         at = "$.resource_monitor.generate_plots"
-        out.append(Finding(loc.line(at), at, "no plots are written; `torcctl results` and `torcctl reports "
-                                             "check-resource-utilization` show each job's peak memory and runtime"))
+        out.append(
+            Finding(
+                loc.line(at),
+                at,
+                "no plots are written; `torcctl results` and `torcctl reports "
+                "check-resource-utilization` show each job's peak memory and runtime",
+            )
+        )
     if monitor.metrics is not None:
         at = "$.resource_monitor.metrics"
         out.append(Finding(loc.line(at), at, "`metrics` is ignored here, as by Torc"))
@@ -81,8 +103,14 @@ def accepted_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
     for i, action in enumerate(doc.actions):
         if action.max_parallel_jobs is not None:
             at = f"$.actions[{i}].max_parallel_jobs"
-            out.append(Finding(loc.line(at), at, "max_parallel_jobs is not applied: workers in allocations run as "
-                                                 "many jobs as their CPUs, memory and GPUs hold"))
+            out.append(
+                Finding(
+                    loc.line(at),
+                    at,
+                    "max_parallel_jobs is not applied: workers in allocations run as "
+                    "many jobs as their CPUs, memory and GPUs hold",
+                )
+            )
     for i, f in enumerate(doc.files):
         if f.st_mtime is not None:
             at = f"$.files[{i}].st_mtime"
@@ -100,32 +128,56 @@ def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
         for r, rule in enumerate(handler.rules):
             at = f"$.failure_handlers[{h}].rules[{r}]"
             if rule.match_all_exit_codes and r != first_catch_all:
-                out.append(Finding(loc.line(at), at, f"rule {r} can never match: rule {first_catch_all} "
-                                                     "before it already matches every code no specific rule lists"))
+                out.append(
+                    Finding(
+                        loc.line(at),
+                        at,
+                        f"rule {r} can never match: rule {first_catch_all} "
+                        "before it already matches every code no specific rule lists",
+                    )
+                )
                 continue
             codes = sorted(set(rule.exit_codes or []))
             if codes and not rule.match_all_exit_codes:  # a rule of causes alone matches by cause
                 taken = [c for c in codes if select_rule(rules, c) != r]
                 if taken == codes:
-                    out.append(Finding(loc.line(at), at, f"rule {r} can never match: earlier rules cover "
-                                                         f"all its exit codes {codes}"))
+                    out.append(
+                        Finding(
+                            loc.line(at),
+                            at,
+                            f"rule {r} can never match: earlier rules cover all its exit codes {codes}",
+                        )
+                    )
                     continue
                 if taken:
-                    out.append(Finding(loc.line(at), at, f"exit codes {taken} of rule {r} "
-                                                         "are matched by an earlier rule first"))
+                    out.append(
+                        Finding(
+                            loc.line(at), at, f"exit codes {taken} of rule {r} are matched by an earlier rule first"
+                        )
+                    )
             if rule.max_retries == 1:
                 what = "its recovery script never runs" if rule.recovery_script else "no retry"
-                out.append(Finding(loc.line(f"{at}.max_retries"), f"{at}.max_retries",
-                                   f"max_retries: 1 allows only the first attempt: {what} "
-                                   "(max_retries counts attempts)"))
+                out.append(
+                    Finding(
+                        loc.line(f"{at}.max_retries"),
+                        f"{at}.max_retries",
+                        f"max_retries: 1 allows only the first attempt: {what} (max_retries counts attempts)",
+                    )
+                )
     return out
 
 
 def unused_handlers(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
     used = {job.failure_handler for job in doc.jobs}
-    return [Finding(loc.line(f"$.failure_handlers[{h}]"), f"$.failure_handlers[{h}].name",
-                    f"failure handler {handler.name!r} is used by no job")
-            for h, handler in enumerate(doc.failure_handlers) if handler.name not in used]
+    return [
+        Finding(
+            loc.line(f"$.failure_handlers[{h}]"),
+            f"$.failure_handlers[{h}].name",
+            f"failure handler {handler.name!r} is used by no job",
+        )
+        for h, handler in enumerate(doc.failure_handlers)
+        if handler.name not in used
+    ]
 
 
 def script_findings(doc: WorkflowDoc, loc: Locator, problem: Callable[[str], str | None]) -> list[Finding]:

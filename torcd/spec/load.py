@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import pyjson5
-
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -32,8 +31,13 @@ class Locator:
     first asked for, which happens only on error; or `find` reads the line from the text.
     """
 
-    def __init__(self, tree: Any, file: str, build: Callable[[], Any] | None = None,
-                 find: Callable[[str], int | None] | None = None):
+    def __init__(
+        self,
+        tree: Any,
+        file: str,
+        build: Callable[[], Any] | None = None,
+        find: Callable[[str], int | None] | None = None,
+    ):
         self.tree, self.file, self._build, self._find = tree, file, build, find
 
     def line(self, path: str) -> int | None:
@@ -65,11 +69,29 @@ _CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
 _MULTILINE = frozenset({"command", "recovery_script", "description", "invocation_script"})
 # Lists and maps Torc types as optional: `input_files: null` (as Torc writes them) means none.
-_NULL_MEANS_NONE = frozenset({
-    "depends_on_regexes", "input_files", "output_files", "input_file_regexes", "output_file_regexes",
-    "input_user_data", "output_user_data", "input_user_data_regexes", "output_user_data_regexes", "parameters",
-    "job_name_regexes", "commands", "files", "user_data", "resource_requirements", "failure_handlers",
-    "slurm_schedulers", "actions", "env"})
+_NULL_MEANS_NONE = frozenset(
+    {
+        "depends_on_regexes",
+        "input_files",
+        "output_files",
+        "input_file_regexes",
+        "output_file_regexes",
+        "input_user_data",
+        "output_user_data",
+        "input_user_data_regexes",
+        "output_user_data_regexes",
+        "parameters",
+        "job_name_regexes",
+        "commands",
+        "files",
+        "user_data",
+        "resource_requirements",
+        "failure_handlers",
+        "slurm_schedulers",
+        "actions",
+        "env",
+    }
+)
 Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
 
 
@@ -91,8 +113,11 @@ class PlainTree:
         if alias is not None:
             self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
             if self.alias_cost > MAX_ALIAS_COST:
-                raise self.loc.error(f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
-                                     "write the values out or use fewer nested aliases", _path(alias))
+                raise self.loc.error(
+                    f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
+                    "write the values out or use fewer nested aliases",
+                    _path(alias),
+                )
         if isinstance(node, dict):
             out = {}
             # Only the spec's own fields (the workflow's, and its jobs', files', ... ): never keys inside
@@ -121,8 +146,9 @@ class PlainTree:
         if bad:
             allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
             name = key.removeprefix("env:") or "a value"
-            raise self.loc.error(f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}",
-                                 _path(chain))
+            raise self.loc.error(
+                f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}", _path(chain)
+            )
 
     def _check_key(self, name: str, parent_key: str, chain: Chain) -> None:
         if parent_key == "env":
@@ -159,8 +185,9 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
     fmt = spec_format(file, fmt)
     if fmt == "json5":
         data = _load_json5(text, file)
-        return data, Locator(None, file, find=lambda path: _json5_line(text, path)
-                             if len(text) <= MAX_LOCATE_BYTES else None)
+        return data, Locator(
+            None, file, find=lambda path: _json5_line(text, path) if len(text) <= MAX_LOCATE_BYTES else None
+        )
     if fmt == "kdl":
         from torcd.spec.kdl import load_kdl  # only KDL specs need it
 
@@ -208,8 +235,9 @@ _J5_STRING = r""""[^"\\]*+(?:\\[\s\S][^"\\]*+)*+"|'[^'\\]*+(?:\\[\s\S][^'\\]*+)*
 _J5_COMMENT = r"//[^\n\r\u2028\u2029]*+|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/"
 # One token after any space and comments: an opening bracket (group 1), a closing one (2), `:` or
 # `,` (3), a string (4), or a bare word: a number, an identifier or a literal (5).
-_J5_TOKEN = re.compile(r"(?:[\s\ufeff]++|" + _J5_COMMENT + r")*+(?:([{\[])|([}\]])|([:,])|(" + _J5_STRING
-                       + r""")|([^\s{}\[\]:,"'/]++))""")
+_J5_TOKEN = re.compile(
+    r"(?:[\s\ufeff]++|" + _J5_COMMENT + r")*+(?:([{\[])|([}\]])|([:,])|(" + _J5_STRING + r""")|([^\s{}\[\]:,"'/]++))"""
+)
 # Everything up to the next bracket (group 1), strings and comments included.
 _J5_TO_BRACKET = re.compile(r"""(?:[^{}\[\]"'/]++|""" + _J5_STRING + "|" + _J5_COMMENT + r")*+([{}\[\]])")
 _OPEN, _CLOSE, _STRING = 1, 2, 4
@@ -320,5 +348,5 @@ def metadata_of(value: dict | str | None, loc: Locator) -> dict | None:
     except msgspec.DecodeError as e:
         raise loc.error(f"`metadata` is text that is not JSON ({e})", "$.metadata") from None
     if not isinstance(parsed, dict):
-        raise loc.error("`metadata` as text must be a JSON object, like '{\"team\": \"a\"}'", "$.metadata")
+        raise loc.error('`metadata` as text must be a JSON object, like \'{"team": "a"}\'', "$.metadata")
     return parsed

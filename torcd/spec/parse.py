@@ -110,19 +110,18 @@ def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
     handlers: dict[str, list[Rule]] = {}
     for h, handler in enumerate(doc.failure_handlers):
         if handler.name in handlers:
-            raise loc.error(f"duplicate failure handler name {handler.name!r}",
-                            f"$.failure_handlers[{h}].name")
+            raise loc.error(f"duplicate failure handler name {handler.name!r}", f"$.failure_handlers[{h}].name")
         rules = []
         for r, rule in enumerate(handler.rules):
             at = f"$.failure_handlers[{h}].rules[{r}]"
             if rule.recovery_script and len(rule.recovery_script.encode()) > MAX_COMMAND_BYTES:
-                raise loc.error(too_long("the recovery script", len(rule.recovery_script.encode())),
-                                f"{at}.recovery_script")
+                raise loc.error(
+                    too_long("the recovery script", len(rule.recovery_script.encode())), f"{at}.recovery_script"
+                )
             if rule.exit_codes is not None and rule.match_all_exit_codes:
                 raise loc.error("a rule has either `exit_codes` or `match_all_exit_codes: true`, not both", at)
             if not rule.exit_codes and not rule.match_all_exit_codes and not rule.causes:
-                raise loc.error("a rule needs `causes`, `exit_codes` (non-empty) or `match_all_exit_codes: true`",
-                                at)
+                raise loc.error("a rule needs `causes`, `exit_codes` (non-empty) or `match_all_exit_codes: true`", at)
             rules.append(rule)
         handlers[handler.name] = rules
     return handlers
@@ -135,8 +134,11 @@ def _check_requirements(doc: WorkflowDoc, loc: Locator) -> dict[str, Requirement
         if r.name in out:
             raise loc.error(f"duplicate resource requirement name {r.name!r}", f"{at}.name")
         try:
-            memory = None if r.memory is None else (
-                int(r.memory) if isinstance(r.memory, int) and r.memory > 0 else parse_memory(str(r.memory)))
+            memory = (
+                None
+                if r.memory is None
+                else (int(r.memory) if isinstance(r.memory, int) and r.memory > 0 else parse_memory(str(r.memory)))
+            )
         except ValueError as e:
             raise loc.error(str(e), f"{at}.memory") from None
         try:
@@ -154,8 +156,9 @@ def _requirements(job: JobSpec, known: dict[str, Requirements], at: str, loc: Lo
         raise loc.error("give either `num_cpus` or `resource_requirements`, not both", f"{at}.num_cpus")
     if job.resource_requirements not in known:
         names = ", ".join(sorted(known)) or "none are defined"
-        raise loc.error(f"unknown resource requirement {job.resource_requirements!r} ({names})",
-                        f"{at}.resource_requirements")
+        raise loc.error(
+            f"unknown resource requirement {job.resource_requirements!r} ({names})", f"{at}.resource_requirements"
+        )
     return known[job.resource_requirements]
 
 
@@ -179,15 +182,33 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         sort_claims(jobs, doc.jobs_sort_method)
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
-    return Workflow(doc.name, doc.description, doc.use_pending_failed, doc.output_dir, handlers, jobs,
-                    doc.slurm_schedulers, doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
-                    doc.compute_node(), WorkflowAbout(doc.user, doc.project, metadata_of(doc.metadata, loc)),
-                    doc.slurm_defaults,
-                    files, required, data, actions)
+    return Workflow(
+        doc.name,
+        doc.description,
+        doc.use_pending_failed,
+        doc.output_dir,
+        handlers,
+        jobs,
+        doc.slurm_schedulers,
+        doc.resource_monitor.monitoring() if doc.resource_monitor else Monitoring(),
+        doc.compute_node(),
+        WorkflowAbout(doc.user, doc.project, metadata_of(doc.metadata, loc)),
+        doc.slurm_defaults,
+        files,
+        required,
+        data,
+        actions,
+    )
 
 
-def _check_job(doc: WorkflowDoc, j: int, requirements: dict[str, Requirements], handlers: dict[str, list[Rule]],
-               scheduler_names: set[str], loc: Locator) -> Requirements:
+def _check_job(
+    doc: WorkflowDoc,
+    j: int,
+    requirements: dict[str, Requirements],
+    handlers: dict[str, list[Rule]],
+    scheduler_names: set[str],
+    loc: Locator,
+) -> Requirements:
     """What spec job `j` names exists; its resource needs."""
     job, at = doc.jobs[j], f"$.jobs[{j}]"
     need = _requirements(job, requirements, at, loc)
@@ -208,6 +229,8 @@ def on_slurm(spec: Workflow, account: str | None) -> tuple[list[SlurmSchedulerSp
     default = schedulers[0].name if len(schedulers) == 1 else None
     for j in spec.jobs:
         if j.scheduler is None and default is None:
-            raise InvalidParams(f"job {j.name!r} has no scheduler and the spec has several slurm_schedulers but no "
-                                "default_scheduler", {"field": "$.jobs"})
+            raise InvalidParams(
+                f"job {j.name!r} has no scheduler and the spec has several slurm_schedulers but no default_scheduler",
+                {"field": "$.jobs"},
+            )
     return schedulers, [j if j.scheduler else msgspec.structs.replace(j, scheduler=default) for j in spec.jobs]

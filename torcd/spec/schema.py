@@ -121,10 +121,13 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     compute_node_ignore_workflow_completion: bool = False
 
     def compute_node(self) -> ComputeNode:
-        return ComputeNode(self.compute_node_wait_for_new_jobs_seconds,
-                           self.compute_node_wait_for_healthy_database_minutes * 60,
-                           self.compute_node_expiration_buffer_seconds, self.compute_node_min_time_for_new_jobs_seconds,
-                           self.compute_node_ignore_workflow_completion)
+        return ComputeNode(
+            self.compute_node_wait_for_new_jobs_seconds,
+            self.compute_node_wait_for_healthy_database_minutes * 60,
+            self.compute_node_expiration_buffer_seconds,
+            self.compute_node_min_time_for_new_jobs_seconds,
+            self.compute_node_ignore_workflow_completion,
+        )
 
 
 class ExpandedJob(msgspec.Struct, array_like=True):

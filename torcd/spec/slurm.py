@@ -17,11 +17,11 @@ from torcd.core.resources import parse_memory
 from torcd.core.slurm_plan import NodeShape
 
 
-
 class Locator(Protocol):
     """What the checks need of the spec's locator: an error naming the line of a field."""
 
     def error(self, message: str, field: str) -> Exception: ...
+
 
 WALLTIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}")
 SBATCH_MEMORY = re.compile(r"\d+([KMGTkmgt][Bb]?)?")  # what sbatch --mem takes (Slurm's str_to_mbytes)
@@ -29,9 +29,30 @@ ONE_WORD = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
 _OPTION = re.compile(r"[a-z][a-z0-9-]*")
 _GPUS = re.compile(r"gpu(?::[^:,]+)?:(\d+)")  # gres gpu:2 or gpu:a100:2
 # What torcd writes itself for each allocation: slurm_defaults may not set these.
-FORBIDDEN_DEFAULTS = frozenset({"job-name", "output", "error", "chdir", "wrap", "array", "parsable", "dependency",
-                                "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "time", "mem", "exclusive",
-                                "export", "test-only", "hold", "wait", "input"})
+FORBIDDEN_DEFAULTS = frozenset(
+    {
+        "job-name",
+        "output",
+        "error",
+        "chdir",
+        "wrap",
+        "array",
+        "parsable",
+        "dependency",
+        "nodes",
+        "ntasks",
+        "ntasks-per-node",
+        "cpus-per-task",
+        "time",
+        "mem",
+        "exclusive",
+        "export",
+        "test-only",
+        "hold",
+        "wait",
+        "input",
+    }
+)
 SlurmDefaults = dict[str, str | int | bool]
 
 
@@ -73,8 +94,11 @@ class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
         cpus = self.node_cpus or (seen.cpus if seen else None)
         if cpus is None:
             return None
-        return NodeShape(cpus, memory if memory is not None else (seen.memory if seen else None),
-                         gpus if gpus is not None else (seen.gpus if seen else 0))
+        return NodeShape(
+            cpus,
+            memory if memory is not None else (seen.memory if seen else None),
+            gpus if gpus is not None else (seen.gpus if seen else 0),
+        )
 
 
 def _sbatch_bytes(mem: str | int | None) -> int | None:
@@ -88,8 +112,9 @@ def _sbatch_bytes(mem: str | int | None) -> int | None:
     return parse_memory(text + "m") if text.isdigit() else parse_memory(text)
 
 
-def check_schedulers(schedulers: list[SlurmSchedulerSpec], default: str | None, defaults: SlurmDefaults,
-                     loc: Locator) -> str | None:
+def check_schedulers(
+    schedulers: list[SlurmSchedulerSpec], default: str | None, defaults: SlurmDefaults, loc: Locator
+) -> str | None:
     """Validate schedulers and `slurm_defaults`; return the default scheduler (explicit, or the only one)."""
     names: set[str] = set()
     for i, sched in enumerate(schedulers):
@@ -98,16 +123,21 @@ def check_schedulers(schedulers: list[SlurmSchedulerSpec], default: str | None, 
             raise loc.error(f"duplicate scheduler name {sched.name!r}", f"{at}.name")
         names.add(sched.name)
         if not WALLTIME.fullmatch(sched.walltime):
-            raise loc.error(f"`walltime` {sched.walltime!r} is not a Slurm time: write HH:MM:SS, MM:SS, "
-                            "MM or D-HH:MM:SS, like 01:30:00", f"{at}.walltime")
+            raise loc.error(
+                f"`walltime` {sched.walltime!r} is not a Slurm time: write HH:MM:SS, MM:SS, "
+                "MM or D-HH:MM:SS, like 01:30:00",
+                f"{at}.walltime",
+            )
         for field in ("mem", "tmp"):
             value = getattr(sched, field)
             if isinstance(value, int):
                 value = str(value)
                 setattr(sched, field, value)
             if value is not None and not SBATCH_MEMORY.fullmatch(value):
-                raise loc.error(f"`{field}` {value!r} must be a number with an optional unit K, M, G or T, "
-                                "like 240G", f"{at}.{field}")
+                raise loc.error(
+                    f"`{field}` {value!r} must be a number with an optional unit K, M, G or T, like 240G",
+                    f"{at}.{field}",
+                )
             try:
                 _sbatch_bytes(value)
             except ValueError as e:
@@ -128,8 +158,10 @@ def check_schedulers(schedulers: list[SlurmSchedulerSpec], default: str | None, 
                 raise loc.error(f"`extra` is not a list of options: {e}", f"{at}.extra") from None
         for j, option in enumerate(sched.extra):
             if not option or re.search(r"[\x00-\x1f\x7f-\x9f]", option) or not option.startswith("-"):
-                raise loc.error(f"`extra` option {option!r} must be one sbatch option on one line, like "
-                                "--constraint=ib", f"{at}.extra[{j}]" if len(sched.extra) > 1 else f"{at}.extra")
+                raise loc.error(
+                    f"`extra` option {option!r} must be one sbatch option on one line, like --constraint=ib",
+                    f"{at}.extra[{j}]" if len(sched.extra) > 1 else f"{at}.extra",
+                )
     _check_defaults(defaults, loc)
     if default is not None:
         if default not in names:
@@ -146,13 +178,18 @@ def _check_defaults(defaults: SlurmDefaults, loc: Locator) -> None:
             raise loc.error(f"slurm_defaults key {key!r} is not an sbatch long option name", at)
         taken = next((f for f in sorted(FORBIDDEN_DEFAULTS) if f.startswith(option)), None)  # sbatch takes prefixes
         if taken:
-            raise loc.error(f"slurm_defaults may not set --{taken}: torcd sets it for each allocation "
-                            "(use the scheduler's fields)", at)
+            raise loc.error(
+                f"slurm_defaults may not set --{taken}: torcd sets it for each allocation (use the scheduler's fields)",
+                at,
+            )
         if option in _FIELDS and not ONE_WORD.fullmatch(str(value)):
             raise loc.error(f"slurm_defaults.{key} {value!r} must be one word without spaces", at)
         if isinstance(value, str) and not ONE_WORD.fullmatch(value):
-            raise loc.error(f"slurm_defaults.{key} {value!r} must be one word without spaces (sbatch would read "
-                            "the rest as another option)", at)
+            raise loc.error(
+                f"slurm_defaults.{key} {value!r} must be one word without spaces (sbatch would read "
+                "the rest as another option)",
+                at,
+            )
 
 
 _FIELDS = ("account", "partition", "gres", "qos", "tmp")  # defaults that fill a scheduler's own field

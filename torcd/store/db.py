@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -48,11 +47,15 @@ class StoreUnavailable(StoreError):
 def _unavailable(e: sqlite3.OperationalError, path: str) -> StoreUnavailable | None:
     text = str(e)
     if "full" in text:
-        return StoreUnavailable(f"the disk holding the state database {path} is full ({text}); nothing was "
-                                "changed: free space there, and torcd records what waits as soon as it can")
+        return StoreUnavailable(
+            f"the disk holding the state database {path} is full ({text}); nothing was "
+            "changed: free space there, and torcd records what waits as soon as it can"
+        )
     if "locked" in text or "busy" in text:
-        return StoreUnavailable(f"the state database {path} is locked by another process ({text}); nothing was "
-                                "changed: end that process's transaction, and torcd carries on")
+        return StoreUnavailable(
+            f"the state database {path} is locked by another process ({text}); nothing was "
+            "changed: end that process's transaction, and torcd carries on"
+        )
     if "disk I/O error" in text:
         return StoreUnavailable(f"the state database {path} could not be written ({text}); nothing was changed")
     return None
@@ -60,7 +63,7 @@ def _unavailable(e: sqlite3.OperationalError, path: str) -> StoreUnavailable | N
 
 def chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def marks(n: int) -> str:
@@ -110,8 +113,9 @@ class Database:
     """Writes run as whole transactions in one writer thread (one hop per transaction, so many
     state changes share a commit); reads go through aiosqlite on a second, read-only connection."""
 
-    def __init__(self, path: str, writer: sqlite3.Connection, reader: aiosqlite.Connection,
-                 executor: ThreadPoolExecutor):
+    def __init__(
+        self, path: str, writer: sqlite3.Connection, reader: aiosqlite.Connection, executor: ThreadPoolExecutor
+    ):
         self.path = path
         self._db = writer
         self._reader = reader
@@ -137,8 +141,10 @@ class Database:
         except sqlite3.DatabaseError as e:
             executor.shutdown(wait=False)
             if "locked" in str(e):
-                raise StoreError(f"the database {path} is locked by another process; stop whatever holds "
-                                 "it open in a transaction and start torcd again") from None
+                raise StoreError(
+                    f"the database {path} is locked by another process; stop whatever holds "
+                    "it open in a transaction and start torcd again"
+                ) from None
             raise StoreError(f"cannot open the database {path}: {e}") from None
         return cls(path, writer, reader, executor)
 
@@ -216,8 +222,10 @@ class Database:
         for event in tx.events:
             seq += 1
             event.seq = seq
-        tx.many("INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
-                [(e.seq, e.workflow_id, encode(e)) for e in tx.events])
+        tx.many(
+            "INSERT INTO events (seq, workflow_id, body) VALUES (?, ?, ?)",
+            [(e.seq, e.workflow_id, encode(e)) for e in tx.events],
+        )
         tx.last_seq = seq
 
     async def rows(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
@@ -234,8 +242,10 @@ class Database:
 
     async def remember(self, key: RequestKey, result: Any) -> None:
         """Store a request's result under its key, for a change made outside one transaction."""
+
         def _body(tx: Tx) -> None:
             _store_result(tx, key, result)
+
         await self.write(_body)
 
 
@@ -244,8 +254,10 @@ def _settle_nothing(tx: Tx) -> None:
 
 
 def _store_result(tx: Tx, key: RequestKey, result: Any) -> None:
-    tx.run("INSERT OR IGNORE INTO requests (key, result, created, method, params_hash) VALUES (?, ?, ?, ?, ?)",
-           (key.key, encode(result), tx.now, key.method, key.params_hash))
+    tx.run(
+        "INSERT OR IGNORE INTO requests (key, result, created, method, params_hash) VALUES (?, ?, ?, ?, ?)",
+        (key.key, encode(result), tx.now, key.method, key.params_hash),
+    )
 
 
 def _once(body: Callable[[Tx], Any], key: RequestKey) -> Callable[[Tx], Any]:
@@ -258,6 +270,7 @@ def _once(body: Callable[[Tx], Any], key: RequestKey) -> Callable[[Tx], Any]:
         tx.run("DELETE FROM requests WHERE created < ?", (tx.now - REQUESTS_KEPT,))
         _store_result(tx, key, result)
         return result
+
     return once
 
 
@@ -281,8 +294,9 @@ def _close_writer(db: sqlite3.Connection) -> None:
 def _migrate(db: sqlite3.Connection) -> None:
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version > len(MIGRATIONS):
-        raise StoreError(f"the database schema is version {version}, newer than this torcd "
-                         f"({len(MIGRATIONS)}); upgrade torcd")
+        raise StoreError(
+            f"the database schema is version {version}, newer than this torcd ({len(MIGRATIONS)}); upgrade torcd"
+        )
     for n in range(version, len(MIGRATIONS)):
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -18,10 +18,12 @@ from torcd.core.status import JobStatus as S
 from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, NotFound
 from torcd.protocol import Recovery, RecoveryReport, Runnable
-from torcd.store.db import Database, Tx, chunks as _chunks, marks as _marks
+from torcd.store.db import Database, Tx
+from torcd.store.db import chunks as _chunks
+from torcd.store.db import marks as _marks
 from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, env_of, fact, facts, handle, runnable
 
-__all__ = ["Exit", "ExecutionStore", "Failure", "Start"]
+__all__ = ["ExecutionStore", "Exit", "Failure", "Start"]
 
 
 class ExecutionStore:
@@ -31,8 +33,9 @@ class ExecutionStore:
     def __init__(self, db: Database):
         self.db = db
 
-    async def dispatch(self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int,
-                       host: str) -> tuple[list[Runnable], list[int]]:
+    async def dispatch(
+        self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int, host: str
+    ) -> tuple[list[Runnable], list[int]]:
         """One dispatcher pass in one transaction: record the jobs started since the last pass and
         the exits that arrived, then claim up to `prefetch` ready jobs as `pending`.
 
@@ -40,39 +43,57 @@ class ExecutionStore:
         """
         if not exits and not starts and prefetch <= 0:
             return [], []
+
         def _body(tx: Tx):
             stale = self._start(tx, starts, host) if starts else []
             if exits:
                 record_exits(tx, exits)
             claimed = self._claim(tx, prefetch) if prefetch > 0 else []
             return claimed, stale
+
         return await self.db.write(_body)
 
     def _claim(self, tx: Tx, limit: int) -> list[Runnable]:
         """Take ready local jobs and mark them `pending` until their processes start."""
-        rows = tx.rows(f"""SELECT {RUNNABLE_COLUMNS}
+        rows = tx.rows(
+            f"""SELECT {RUNNABLE_COLUMNS}
                            WHERE j.status = {int(S.READY)} AND w.executor = 'local' AND NOT w.held
-                           ORDER BY j.claim_order, j.id LIMIT ?""", (limit,))
+                           ORDER BY j.claim_order, j.id LIMIT ?""",
+            (limit,),
+        )
         handle(tx, L.Claimed(tx.now), map(fact, rows))
         return [runnable(r) for r in rows]
 
     def _start(self, tx: Tx, starts: Sequence[Start], host: str) -> list[int]:
         """Open the attempts of jobs whose processes started; return jobs no longer claimed."""
         known = facts(tx, [st.job.job_id for st in starts])
-        left = apply(tx, (L.handle(_started(st, host), known[st.job.job_id]) for st in starts
-                          if st.job.job_id in known))
+        left = apply(
+            tx, (L.handle(_started(st, host), known[st.job.job_id]) for st in starts if st.job.job_id in known)
+        )
         gone = [st.job.job_id for st in starts if st.job.job_id not in known]  # deleted meanwhile
         return gone + [i.job_id for i in left if isinstance(i, L.StopProcess)]
 
     async def adopt_pending(self, started: dict[int, int | None], host: str) -> int:
         """After a restart: jobs claimed (`pending`) whose process had started become running attempts
         (with its pid, when still alive); the rest go back to `ready`."""
+
         def _body(tx: Tx):
             rows = tx.rows(f"SELECT {RUNNABLE_COLUMNS} WHERE j.status = {int(S.PENDING)} AND w.executor = 'local'")
-            apply(tx, (L.handle(_started(Start(runnable(r), started[r["id"]], tx.now), host)
-                                if r["id"] in started else L.Requeued(tx.now), fact(r)) for r in rows))
+            apply(
+                tx,
+                (
+                    L.handle(
+                        _started(Start(runnable(r), started[r["id"]], tx.now), host)
+                        if r["id"] in started
+                        else L.Requeued(tx.now),
+                        fact(r),
+                    )
+                    for r in rows
+                ),
+            )
             tx.touched.update(r["workflow_id"] for r in rows)
             return len(rows)
+
         return await self.db.write(_body)
 
     async def pending_keys(self) -> list[tuple[int, int, int]]:
@@ -88,17 +109,21 @@ class ExecutionStore:
         retry engine decides what comes next (and finds it again after a crash).
         """
         if exits:
+
             def _body(tx: Tx):
                 record_exits(tx, exits)
+
             return await self.db.write(_body)
 
     async def terminate(self, exits: Sequence[Exit]) -> None:
         """Record attempts stopped at shutdown; their jobs become `terminated`."""
         if not exits:
             return
+
         def _body(tx: Tx):
             known = facts(tx, [e.job_id for e in exits])
             apply(tx, (L.handle(L.terminated(e), known[e.job_id]) for e in exits if e.job_id in known))
+
         return await self.db.write(_body)
 
     _FAILURES = f"""SELECT j.id, j.workflow_id, j.run_id, j.attempt_id, a.return_code, h.rules,
@@ -123,12 +148,20 @@ class ExecutionStore:
     async def apply_decisions(self, decisions: Sequence[tuple[Failure, RetryDecision]]) -> None:
         def _body(tx: Tx):
             known = facts(tx, [f.job_id for f, _ in decisions])
-            apply(tx, (L.handle(L.Decided(tx.now, f.run_id, f.attempt_id, f.return_code, d), known[f.job_id])
-                       for f, d in decisions if f.job_id in known))
+            apply(
+                tx,
+                (
+                    L.handle(L.Decided(tx.now, f.run_id, f.attempt_id, f.return_code, d), known[f.job_id])
+                    for f, d in decisions
+                    if f.job_id in known
+                ),
+            )
+
         return await self.db.write(_body)
 
-    async def recoveries_to_run(self, job_ids: Sequence[int] | None = None,
-                                worker_id: int | None = None) -> list[Recovery]:
+    async def recoveries_to_run(
+        self, job_ids: Sequence[int] | None = None, worker_id: int | None = None
+    ) -> list[Recovery]:
         """Recovery scripts to run: by the daemon (no live worker holds the job) or by `worker_id`."""
         if job_ids is not None and not job_ids:
             return []
@@ -138,11 +171,17 @@ class ExecutionStore:
         """Record a recovery script's result; from a worker, only for a script handed to it."""
         return await self.db.write(lambda tx: finish_recovery(tx, report, worker_id))
 
-    async def classify(self, decisions: Sequence[tuple[int, str, str]], source: str,
-                       workflow_id: int | None = None, key: RequestKey | None = None) -> list[int]:
+    async def classify(
+        self,
+        decisions: Sequence[tuple[int, str, str]],
+        source: str,
+        workflow_id: int | None = None,
+        key: RequestKey | None = None,
+    ) -> list[int]:
         """Resolve pending_failed jobs, each (job_id, action, reason), all or none: `retry`
         (ready, attempt +1) or `fail` (cascade). With `workflow_id`, every job must be in it."""
         job_ids = [d[0] for d in decisions]
+
         def _body(tx: Tx):
             jobs = facts(tx, job_ids)
             outcomes = []  # all decided before any is applied: one that does not apply refuses the batch
@@ -154,6 +193,7 @@ class ExecutionStore:
                 raise InvalidParams("a job is classified twice", {"field": "$.classifications"})
             apply(tx, outcomes)
             return job_ids
+
         return await self.db.write(_body, key=key)
 
     async def running_attempts(self) -> list[Runnable]:
@@ -162,16 +202,15 @@ class ExecutionStore:
             f"""SELECT a.start_time AS attempt_start, a.gpus AS attempt_gpus, {RUNNABLE_COLUMNS}
                 JOIN attempts a ON a.job_id = j.id
                 AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
-                WHERE a.end_time IS NULL AND a.worker_id IS NULL""")
+                WHERE a.end_time IS NULL AND a.worker_id IS NULL"""
+        )
         return [runnable(r, r["attempt_start"], r["attempt_gpus"]) for r in rows]
-
 
 
 def record_exits(tx: Tx, exits: Sequence[Exit]) -> None:
     """Close attempts; a job that exited 0 completes and releases its dependents."""
     known = facts(tx, [e.job_id for e in exits])
-    apply(tx, (L.handle(L.exited(e), known[e.job_id])
-               for e in exits if e.job_id in known))
+    apply(tx, (L.handle(L.exited(e), known[e.job_id]) for e in exits if e.job_id in known))
 
 
 def set_pids(tx: Tx, pids: Sequence[tuple[int, int, int, int]]) -> None:
@@ -185,12 +224,35 @@ def finish_recovery(tx: Tx, report: RecoveryReport, worker_id: int | None = None
     job = facts(tx, [report.job_id]).get(report.job_id)
     if job is None:
         return
-    if worker_id is not None and (job.worker_id != worker_id or (tx.one(
-            "SELECT recovery_outcome FROM attempts WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
-            (job.id, report.run_id, report.attempt_id)) or [None])[0] != "running"):
+    if worker_id is not None and (
+        job.worker_id != worker_id
+        or (
+            tx.one(
+                "SELECT recovery_outcome FROM attempts WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
+                (job.id, report.run_id, report.attempt_id),
+            )
+            or [None]
+        )[0]
+        != "running"
+    ):
         return
-    apply(tx, [L.handle(L.RecoveryDone(tx.now, report.run_id, report.attempt_id, report.ok,
-                                       report.return_code, report.message, report.seconds), job)])
+    apply(
+        tx,
+        [
+            L.handle(
+                L.RecoveryDone(
+                    tx.now,
+                    report.run_id,
+                    report.attempt_id,
+                    report.ok,
+                    report.return_code,
+                    report.message,
+                    report.seconds,
+                ),
+                job,
+            )
+        ],
+    )
 
 
 def recoveries_query(job_ids: Sequence[int] | None = None, worker_id: int | None = None) -> tuple[str, list]:
@@ -203,34 +265,66 @@ def recoveries_query(job_ids: Sequence[int] | None = None, worker_id: int | None
         where += " AND j.worker_id = ? AND coalesce(a.recovery_outcome, 'running') = 'running'"
         args.append(worker_id)
     else:
-        where += (" AND (j.worker_id IS NULL OR NOT EXISTS (SELECT 1 FROM workers wk"
-                  " WHERE wk.id = j.worker_id AND wk.state = 'active'))")
+        where += (
+            " AND (j.worker_id IS NULL OR NOT EXISTS (SELECT 1 FROM workers wk"
+            " WHERE wk.id = j.worker_id AND wk.state = 'active'))"
+        )
     if job_ids is not None:
         where += f" AND j.id IN ({_marks(len(job_ids))})"
         args += list(job_ids)
-    return (f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, j.env, a.return_code, a.rule_index,
+    return (
+        f"""SELECT j.id, j.workflow_id, j.name, j.run_id, j.attempt_id, j.env, a.return_code, a.rule_index,
                    h.rules, w.cwd, w.output_dir FROM jobs j
                 JOIN attempts a ON a.job_id = j.id AND a.run_id = j.run_id AND a.attempt_id = j.attempt_id
                 JOIN workflows w ON w.id = j.workflow_id
-                JOIN failure_handlers h ON h.id = j.handler_id WHERE {where}""", args)
+                JOIN failure_handlers h ON h.id = j.handler_id WHERE {where}""",
+        args,
+    )
 
 
 def recovery(r: sqlite3.Row) -> Recovery:
     rule = msgspec.json.decode(r["rules"], type=list[Rule])[r["rule_index"]]
-    return Recovery(r["id"], r["workflow_id"], r["name"], r["run_id"], r["attempt_id"], r["return_code"],
-                    rule.recovery_script or "", rule.recovery_timeout, env_of(r["env"]), r["cwd"], r["output_dir"])
+    return Recovery(
+        r["id"],
+        r["workflow_id"],
+        r["name"],
+        r["run_id"],
+        r["attempt_id"],
+        r["return_code"],
+        rule.recovery_script or "",
+        rule.recovery_timeout,
+        env_of(r["env"]),
+        r["cwd"],
+        r["output_dir"],
+    )
 
 
 def _started(st: Start, host: str) -> L.Started:
     j = st.job
-    return L.Started(st.time, j.run_id, j.attempt_id, host, st.pid, j.stdout_path, j.stderr_path,
-                     ",".join(j.gpus) if j.gpus else None, j.runtime, j.memory)
+    return L.Started(
+        st.time,
+        j.run_id,
+        j.attempt_id,
+        host,
+        st.pid,
+        j.stdout_path,
+        j.stderr_path,
+        ",".join(j.gpus) if j.gpus else None,
+        j.runtime,
+        j.memory,
+    )
 
 
 def _failure(r: sqlite3.Row) -> Failure:
     rules = msgspec.json.decode(r["rules"], type=list[Rule]) if r["rules"] else None
     upf = r["use_pending_failed"]
-    return Failure(r["id"], r["workflow_id"], r["run_id"], r["attempt_id"], r["return_code"], rules,
-                   None if upf is None else bool(upf), r["cause"])
-
-
+    return Failure(
+        r["id"],
+        r["workflow_id"],
+        r["run_id"],
+        r["attempt_id"],
+        r["return_code"],
+        rules,
+        None if upf is None else bool(upf),
+        r["cause"],
+    )

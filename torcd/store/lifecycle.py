@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from torcd.core import lifecycle as L
-from torcd.core.attempts import stdio_paths
-from torcd.core.resources import Capacity, Monitoring, Requirements, shortfalls
-from torcd.core.status import ACTIVE, JobStatus as S
 from torcd import events as E
+from torcd.core import lifecycle as L
+from torcd.core.attempts import Runnable, stdio_paths
+from torcd.core.resources import Capacity, Monitoring, Requirements, shortfalls
+from torcd.core.status import ACTIVE
+from torcd.core.status import JobStatus as S
 from torcd.store.db import Tx, chunks, marks
-from torcd.core.attempts import Runnable
 from torcd.store.effective_limits import effective_memory, effective_runtime
 
 # What it takes to start a job: select these, then `runnables_fitting` or `runnable`.
@@ -44,16 +44,33 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
     """A job to start, or (with its attempt's start time and devices) one already running."""
     out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
     monitoring = Monitoring(bool(r["monitor_all"]), r["sample_interval"])
-    return Runnable(r["id"], r["workflow_id"], r["name"], r["command"], r["run_id"], r["attempt_id"],
-                    r["num_cpus"], env_of(r["env"]), r["cwd"], r["output_dir"], out, err, r["runtime_seconds"],
-                    start_time, r["num_gpus"], gpus.split(",") if gpus else None, r["memory_bytes"],
-                    monitoring.interval_for(r["memory_bytes"]),
-                    msgspec.json.decode(r["outputs"], type=list[str]) if r["outputs"] else None,
-                    bool(r["supports_termination"]))
+    return Runnable(
+        r["id"],
+        r["workflow_id"],
+        r["name"],
+        r["command"],
+        r["run_id"],
+        r["attempt_id"],
+        r["num_cpus"],
+        env_of(r["env"]),
+        r["cwd"],
+        r["output_dir"],
+        out,
+        err,
+        r["runtime_seconds"],
+        start_time,
+        r["num_gpus"],
+        gpus.split(",") if gpus else None,
+        r["memory_bytes"],
+        monitoring.interval_for(r["memory_bytes"]),
+        msgspec.json.decode(r["outputs"], type=list[str]) if r["outputs"] else None,
+        bool(r["supports_termination"]),
+    )
 
 
-def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None, memory: int | None = None,
-                      gpus: int | None = None) -> list[sqlite3.Row]:
+def runnables_fitting(
+    rows: Iterable[sqlite3.Row], cpus: int | None, memory: int | None = None, gpus: int | None = None
+) -> list[sqlite3.Row]:
     """The rows, in order, skipping those that no longer fit what is free (None: not counted)."""
     out, free = [], Capacity(cpus, memory, gpus)
     for r in rows:
@@ -67,8 +84,17 @@ def runnables_fitting(rows: Iterable[sqlite3.Row], cpus: int | None, memory: int
 
 def fact(r: sqlite3.Row) -> L.Job:
     """The lifecycle's facts from a row of `FACT_COLUMNS` or `RUNNABLE_COLUMNS`."""
-    return L.Job(r["id"], r["workflow_id"], r["name"], S(r["status"]), r["run_id"], r["attempt_id"],
-                 r["worker_id"], r["runtime_scale"], r["memory_scale"])
+    return L.Job(
+        r["id"],
+        r["workflow_id"],
+        r["name"],
+        S(r["status"]),
+        r["run_id"],
+        r["attempt_id"],
+        r["worker_id"],
+        r["runtime_scale"],
+        r["memory_scale"],
+    )
 
 
 def facts(tx: Tx, ids: Sequence[int]) -> dict[int, L.Job]:
@@ -89,14 +115,35 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
     for out in outcomes:
         c = out.change
         if c is not None:
-            changes.append((int(c.new), c.attempt_id, c.run_id, c.worker_id, c.reason == L.KEEP,
-                            None if c.reason == L.KEEP else c.reason, c.runtime_scale, c.memory_scale, tx.now,
-                            c.job_id))
+            changes.append(
+                (
+                    int(c.new),
+                    c.attempt_id,
+                    c.run_id,
+                    c.worker_id,
+                    c.reason == L.KEEP,
+                    None if c.reason == L.KEEP else c.reason,
+                    c.runtime_scale,
+                    c.memory_scale,
+                    tx.now,
+                    c.job_id,
+                )
+            )
         for r in out.records:
             if isinstance(r, L.AttemptClosed):
                 (overwritten if r.overwrite_message else closed).append(
-                    (r.end_time, r.return_code, r.message, r.cause, r.peak_memory, r.cpu_seconds, r.job_id,
-                     r.run_id, r.attempt_id))
+                    (
+                        r.end_time,
+                        r.return_code,
+                        r.message,
+                        r.cause,
+                        r.peak_memory,
+                        r.cpu_seconds,
+                        r.job_id,
+                        r.run_id,
+                        r.attempt_id,
+                    )
+                )
             elif isinstance(r, L.AttemptOpened):
                 opened.append(r)
             elif isinstance(r, L.AttemptDecided):
@@ -114,23 +161,51 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
     if changes:
         tx.many(_SET_STATUS, changes)
     if opened:
-        tx.many("""INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
+        tx.many(
+            """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
                    stdout_path, stderr_path, gpus, runtime_limit, memory_limit)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(r.job_id, r.workflow_id, r.run_id, r.attempt_id, r.host, r.pid, r.worker_id, r.start_time,
-                  r.stdout_path, r.stderr_path, r.gpus, r.runtime_limit, r.memory_limit) for r in opened])
+            [
+                (
+                    r.job_id,
+                    r.workflow_id,
+                    r.run_id,
+                    r.attempt_id,
+                    r.host,
+                    r.pid,
+                    r.worker_id,
+                    r.start_time,
+                    r.stdout_path,
+                    r.stderr_path,
+                    r.gpus,
+                    r.runtime_limit,
+                    r.memory_limit,
+                )
+                for r in opened
+            ],
+        )
     if closed:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?,
-                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", closed)
+        tx.many(
+            """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?,
+                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+            closed,
+        )
     if overwritten:
-        tx.many("""UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?,
-                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""", overwritten)
+        tx.many(
+            """UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?,
+                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+            overwritten,
+        )
     if decided:
-        tx.many("UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?",
-                decided)
+        tx.many(
+            "UPDATE attempts SET rule_index = ?, action = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ?", decided
+        )
     if recovered:
-        tx.many("""UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
-                   WHERE job_id = ? AND run_id = ? AND attempt_id = ?""", recovered)
+        tx.many(
+            """UPDATE attempts SET recovery_rc = ?, recovery_outcome = ?, recovery_seconds = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ?""",
+            recovered,
+        )
     if release:
         _release(tx, release)
     for failed in cascade:
@@ -160,19 +235,27 @@ def _count_down(tx: Tx, counts: collections.Counter[int]) -> None:
     tx.many("UPDATE jobs SET pending_deps = pending_deps - ? WHERE id = ?", ((n, jid) for jid, n in counts.items()))
     ready = []
     for chunk in chunks(list(counts)):
-        ready += tx.rows(f"""SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
-                             AND status = {int(S.BLOCKED)} AND pending_deps <= 0""", chunk)
+        ready += tx.rows(
+            f"""SELECT {FACT_COLUMNS} FROM jobs WHERE id IN ({marks(len(chunk))})
+                             AND status = {int(S.BLOCKED)} AND pending_deps <= 0""",
+            chunk,
+        )
     handle(tx, L.DependenciesMet(tx.now), map(fact, ready))
 
 
 def downstream(tx: Tx, ids: Sequence[int]) -> list[int]:
     out: list[int] = []
     for chunk in chunks(list(ids)):
-        out += [r[0] for r in tx.rows(
-            f"""WITH RECURSIVE down(id) AS (
+        out += [
+            r[0]
+            for r in tx.rows(
+                f"""WITH RECURSIVE down(id) AS (
                     SELECT job_id FROM deps WHERE depends_on IN ({marks(len(chunk))})
                     UNION SELECT d.job_id FROM deps d JOIN down ON d.depends_on = down.id)
-                SELECT id FROM down""", chunk)]
+                SELECT id FROM down""",
+                chunk,
+            )
+        ]
     return list(dict.fromkeys(out))
 
 
@@ -188,8 +271,10 @@ def _cascade(tx: Tx, failed: L.Job) -> None:
         after = []
         for chunk in chunks(frontier):
             for jid, cancels, status in tx.rows(
-                    f"""SELECT d.job_id, j.cancel_on_blocking, j.status FROM deps d JOIN jobs j ON j.id = d.job_id
-                        WHERE d.depends_on IN ({marks(len(chunk))})""", chunk):
+                f"""SELECT d.job_id, j.cancel_on_blocking, j.status FROM deps d JOIN jobs j ON j.id = d.job_id
+                        WHERE d.depends_on IN ({marks(len(chunk))})""",
+                chunk,
+            ):
                 if status not in (int(S.BLOCKED), int(S.UNINITIALIZED)):
                     continue
                 if not cancels:
@@ -220,7 +305,9 @@ def reset_jobs(tx: Tx, workflow: sqlite3.Row, targets: Sequence[int], what: str)
             f"""UPDATE jobs SET pending_deps = (SELECT count(*) FROM deps d JOIN jobs p
                 ON p.id = d.depends_on WHERE d.job_id = jobs.id
                 AND (p.status != {int(S.COMPLETED)} OR p.run_id = ?))
-                WHERE id IN ({marks(len(chunk))})""", (run_id, *chunk))
+                WHERE id IN ({marks(len(chunk))})""",
+            (run_id, *chunk),
+        )
     pending = {}
     for chunk in chunks(ids):
         pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({marks(len(chunk))})", chunk))

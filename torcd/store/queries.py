@@ -75,40 +75,41 @@ class Queries:
         rows = await self.db.rows("SELECT * FROM workflows ORDER BY id")
         counts: dict[int, list] = collections.defaultdict(list)
         for wf, status, n in await self.db.rows(
-                "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"):
+            "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"
+        ):
             counts[wf].append((status, n))
         return [_summary(r, labelled(counts[r["id"]])) for r in rows]
 
-    async def jobs(self, wf: int, status: JobStatus | None = None, limit: int = 10_000,
-                   offset: int = 0) -> list[JobInfo]:
+    async def jobs(
+        self, wf: int, status: JobStatus | None = None, limit: int = 10_000, offset: int = 0
+    ) -> list[JobInfo]:
         await self.workflow(wf)
         where, args = "j.workflow_id = ?", [wf]
         if status is not None:
             where += " AND j.status = ?"
             args.append(int(status))
-        rows = await self.db.rows(
-            f"{_JOB_INFO} WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?", (*args, limit, offset))
+        rows = await self.db.rows(f"{_JOB_INFO} WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?", (*args, limit, offset))
         return [_job_info(r) for r in rows]
 
     async def job(self, job_id: int) -> JobInfo:
-        rows = await self.db.rows(
-            f"{_JOB_INFO} WHERE j.id = ?",
-            (job_id,))
+        rows = await self.db.rows(f"{_JOB_INFO} WHERE j.id = ?", (job_id,))
         if not rows:
             raise NotFound(f"no job {job_id}")
         info = _job_info(rows[0])
-        info.depends_on = [r[0] for r in await self.db.rows(
-            "SELECT depends_on FROM deps WHERE job_id = ? ORDER BY depends_on", (job_id,))]
+        info.depends_on = [
+            r[0]
+            for r in await self.db.rows("SELECT depends_on FROM deps WHERE job_id = ? ORDER BY depends_on", (job_id,))
+        ]
         return info
 
     async def attempts(self, job_id: int) -> list[AttemptInfo]:
         await self.job(job_id)
-        rows = await self.db.rows(
-            "SELECT * FROM attempts WHERE job_id = ? ORDER BY run_id, attempt_id", (job_id,))
+        rows = await self.db.rows("SELECT * FROM attempts WHERE job_id = ? ORDER BY run_id, attempt_id", (job_id,))
         return [_attempt_info(r) for r in rows]
 
-    async def results(self, wf: int, all_runs: bool, failed: bool, return_code: int | None,
-                      limit: int) -> list[AttemptInfo]:
+    async def results(
+        self, wf: int, all_runs: bool, failed: bool, return_code: int | None, limit: int
+    ) -> list[AttemptInfo]:
         """Every job's attempts in the workflow (its current run unless `all_runs`), with the job's name."""
         await self.workflow(wf)
         rows = await self.db.rows(
@@ -116,7 +117,8 @@ class Queries:
                WHERE a.workflow_id = ? AND (? OR a.run_id = j.run_id) AND (NOT ? OR a.return_code != 0)
                  AND (? IS NULL OR a.return_code = ?)
                ORDER BY a.job_id, a.run_id, a.attempt_id LIMIT ?""",
-            (wf, all_runs, failed, return_code, return_code, limit))
+            (wf, all_runs, failed, return_code, return_code, limit),
+        )
         return [_attempt_info(r, r["job_name"]) for r in rows]
 
     async def files(self, wf: int, limit: int) -> list[sqlite3.Row]:
@@ -127,7 +129,9 @@ class Queries:
                       (SELECT group_concat(j.name, char(31)) FROM file_readers r JOIN jobs j ON j.id = r.job_id
                        WHERE r.file_id = f.id) AS readers
                FROM files f JOIN workflows w ON w.id = f.workflow_id LEFT JOIN jobs p ON p.id = f.producer
-               WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""", (wf, limit))
+               WHERE f.workflow_id = ? ORDER BY f.id LIMIT ?""",
+            (wf, limit),
+        )
 
     async def user_data(self, wf: int, name: str | None = None, limit: int = 1) -> list[sqlite3.Row]:
         """The workflow's user data (one entry, by name), with the job that writes each."""
@@ -135,13 +139,15 @@ class Queries:
         return await self.db.rows(
             f"""SELECT u.name, u.data, u.is_ephemeral, u.updated, p.name AS producer FROM user_data u
                 LEFT JOIN jobs p ON p.id = u.producer WHERE u.workflow_id = ? {"AND u.name = ?" if name else ""}
-                ORDER BY u.id LIMIT ?""", (wf, name, 1) if name else (wf, limit))
+                ORDER BY u.id LIMIT ?""",
+            (wf, name, 1) if name else (wf, limit),
+        )
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
         await self.workflow(wf)
         rows = await self.db.rows(
-            "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (wf, after, limit))
+            "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?", (wf, after, limit)
+        )
         return [_event_decoder.decode(r[0]) for r in rows]
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
@@ -150,25 +156,65 @@ class Queries:
 
 
 def _attempt_info(r: sqlite3.Row, job_name: str | None = None) -> AttemptInfo:
-    return AttemptInfo(job_id=r["job_id"], run_id=r["run_id"], attempt_id=r["attempt_id"], start_time=r["start_time"],
-                       end_time=r["end_time"], pid=r["pid"], host=r["host"], return_code=r["return_code"],
-                       rule_index=r["rule_index"], action=r["action"], recovery_outcome=r["recovery_outcome"],
-                       message=r["message"], cause=r["cause"], gpus=r["gpus"], runtime_limit=r["runtime_limit"],
-                       memory_limit=r["memory_limit"], peak_memory=r["peak_rss_bytes"], cpu_seconds=r["cpu_seconds"],
-                       stdout_path=r["stdout_path"], stderr_path=r["stderr_path"], job_name=job_name)
+    return AttemptInfo(
+        job_id=r["job_id"],
+        run_id=r["run_id"],
+        attempt_id=r["attempt_id"],
+        start_time=r["start_time"],
+        end_time=r["end_time"],
+        pid=r["pid"],
+        host=r["host"],
+        return_code=r["return_code"],
+        rule_index=r["rule_index"],
+        action=r["action"],
+        recovery_outcome=r["recovery_outcome"],
+        message=r["message"],
+        cause=r["cause"],
+        gpus=r["gpus"],
+        runtime_limit=r["runtime_limit"],
+        memory_limit=r["memory_limit"],
+        peak_memory=r["peak_rss_bytes"],
+        cpu_seconds=r["cpu_seconds"],
+        stdout_path=r["stdout_path"],
+        stderr_path=r["stderr_path"],
+        job_name=job_name,
+    )
 
 
 def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
     about = msgspec.json.decode(r["about"]) if r["about"] else {}
-    return WorkflowSummary(id=r["id"], name=r["name"], state=r["state"], run_id=r["run_id"],
-                           created=r["created"], cwd=r["cwd"], output_dir=r["output_dir"],
-                           description=r["description"], counts=counts, executor=r["executor"],
-                           user=about.get("user"), project=about.get("project"), metadata=about.get("metadata"))
+    return WorkflowSummary(
+        id=r["id"],
+        name=r["name"],
+        state=r["state"],
+        run_id=r["run_id"],
+        created=r["created"],
+        cwd=r["cwd"],
+        output_dir=r["output_dir"],
+        description=r["description"],
+        counts=counts,
+        executor=r["executor"],
+        user=about.get("user"),
+        project=about.get("project"),
+        metadata=about.get("metadata"),
+    )
 
 
 def _job_info(r: sqlite3.Row) -> JobInfo:
-    return JobInfo(id=r["id"], workflow_id=r["workflow_id"], name=r["name"], command=r["command"],
-                   status=S(r["status"]).label, attempt_id=r["attempt_id"], run_id=r["run_id"],
-                   num_cpus=r["num_cpus"], failure_handler=r["handler"], reason=r["reason"],
-                   return_code=r["rc"], stderr_path=r["stderr_path"], num_gpus=r["num_gpus"],
-                   memory_bytes=r["memory_bytes"], runtime_seconds=r["runtime_seconds"])
+    return JobInfo(
+        id=r["id"],
+        workflow_id=r["workflow_id"],
+        name=r["name"],
+        command=r["command"],
+        status=S(r["status"]).label,
+        attempt_id=r["attempt_id"],
+        run_id=r["run_id"],
+        num_cpus=r["num_cpus"],
+        failure_handler=r["handler"],
+        reason=r["reason"],
+        return_code=r["rc"],
+        stderr_path=r["stderr_path"],
+        num_gpus=r["num_gpus"],
+        memory_bytes=r["memory_bytes"],
+        runtime_seconds=r["runtime_seconds"],
+    )

@@ -20,7 +20,8 @@ from torcd.protocol import MAX_USER_DATA_ENTRIES
 from torcd.spec.parse import Workflow, on_slurm
 from torcd.store import actions as store_actions
 from torcd.store import limits as store_recover
-from torcd.store.db import Database, Tx, encode as _encode, require_workflow
+from torcd.store.db import Database, Tx, require_workflow
+from torcd.store.db import encode as _encode
 from torcd.store.lifecycle import FACT_COLUMNS, downstream, fact, handle, reset_jobs
 from torcd.store.queries import COUNTS, labelled
 
@@ -34,9 +35,9 @@ def settle(tx: Tx, with_actions: set[int]) -> None:
         row = tx.one("SELECT state FROM workflows WHERE id = ?", (wf,))
         if row is None or row[0] == "canceled":
             continue
-        busy = (tx.one(
-            f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))",
-            (wf,)))[0] or (wf in with_actions and store_actions.mark_due(tx, wf, idle=True))
+        busy = (
+            tx.one(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))", (wf,))
+        )[0] or (wf in with_actions and store_actions.mark_due(tx, wf, idle=True))
         if busy:
             if row[0] != "active":
                 tx.run("UPDATE workflows SET state = 'active' WHERE id = ?", (wf,))
@@ -57,28 +58,52 @@ class WorkflowStore:
         self.db = db
         self.with_actions = with_actions  # shared with the actions part and `settle`
 
-    async def create_workflow(self, spec: Workflow, cwd: str, spec_path: str, executor: str = "local",
-                              account: str | None = None, key: RequestKey | None = None) -> int:
+    async def create_workflow(
+        self,
+        spec: Workflow,
+        cwd: str,
+        spec_path: str,
+        executor: str = "local",
+        account: str | None = None,
+        key: RequestKey | None = None,
+    ) -> int:
         output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
         upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if executor == "slurm":
             schedulers, jobs = on_slurm(spec, account)
+
         def _body(tx: Tx):
             wf = tx.run(
                 """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
                    created, executor, account, monitor_all, sample_interval, compute_node, about)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (spec.name, spec.description, cwd, spec_path, output_dir, upf, tx.now, executor, account,
-                 int(spec.monitoring.all_jobs), spec.monitoring.interval, _encode(spec.compute_node),
-                 _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name()))))
+                (
+                    spec.name,
+                    spec.description,
+                    cwd,
+                    spec_path,
+                    output_dir,
+                    upf,
+                    tx.now,
+                    executor,
+                    account,
+                    int(spec.monitoring.all_jobs),
+                    spec.monitoring.interval,
+                    _encode(spec.compute_node),
+                    _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
+                ),
+            )
             handler_ids = {}
             for name, rules in spec.failure_handlers.items():
                 handler_ids[name] = tx.run(
                     "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
-                    (wf, name, _encode(rules)))
-            tx.many("INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
-                          ((wf, sc.name, _encode(sc)) for sc in schedulers))
+                    (wf, name, _encode(rules)),
+                )
+            tx.many(
+                "INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
+                ((wf, sc.name, _encode(sc)) for sc in schedulers),
+            )
             # Ids given here, so that the claim order (one of the workflow's own ids, in the order
             # its jobs_sort_method says) keeps workflows first come, first served.
             base = tx.one("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
@@ -88,16 +113,35 @@ class WorkflowStore:
                    pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
                    outputs, supports_termination)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                ((base + k, base + (j.claim_order if sorted_ else k), wf, j.name, j.command,
-                  int(S.BLOCKED if j.depends_on else S.READY), j.num_cpus,
-                  _encode(j.env) if j.env else None, handler_ids.get(j.failure_handler),
-                  len(j.depends_on), tx.now, j.scheduler, j.num_gpus, j.memory_bytes, j.runtime_seconds,
-                  int(j.cancel_on_blocking), _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
-                  int(j.supports_termination)) for k, j in enumerate(jobs)))
-            ids = {name: jid for jid, name in tx.rows(
-                "SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
-            tx.many("INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
-                          ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on))
+                (
+                    (
+                        base + k,
+                        base + (j.claim_order if sorted_ else k),
+                        wf,
+                        j.name,
+                        j.command,
+                        int(S.BLOCKED if j.depends_on else S.READY),
+                        j.num_cpus,
+                        _encode(j.env) if j.env else None,
+                        handler_ids.get(j.failure_handler),
+                        len(j.depends_on),
+                        tx.now,
+                        j.scheduler,
+                        j.num_gpus,
+                        j.memory_bytes,
+                        j.runtime_seconds,
+                        int(j.cancel_on_blocking),
+                        _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
+                        int(j.supports_termination),
+                    )
+                    for k, j in enumerate(jobs)
+                ),
+            )
+            ids = {name: jid for jid, name in tx.rows("SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
+            tx.many(
+                "INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
+                ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on),
+            )
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
             if spec.actions:
@@ -105,105 +149,168 @@ class WorkflowStore:
                 self.with_actions.add(wf)  # before the commit's settle, which looks at it
             if spec.user_data:
                 writer = {out: ids[j.name] for j in jobs for out in j.data_outputs}
-                tx.many("""INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
+                tx.many(
+                    """INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
                            VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                        ((wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name),
-                          tx.now) for d in spec.user_data.values()))
+                    (
+                        (wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name), tx.now)
+                        for d in spec.user_data.values()
+                    ),
+                )
             tx.emit(E.WorkflowCreated, wf, job_count=len(jobs), message=spec.name)
             return wf
+
         return await self.db.write(_body, key=key)
 
     async def cancel_workflow(self, wf: int) -> list[int]:
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
+
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            rows = tx.rows(f"SELECT {FACT_COLUMNS} FROM jobs "
-                           f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})", (wf,))
+            rows = tx.rows(
+                f"SELECT {FACT_COLUMNS} FROM jobs "
+                f"WHERE workflow_id = ? AND status NOT IN ({','.join(str(int(s)) for s in FINAL)})",
+                (wf,),
+            )
             stop = handle(tx, L.Canceled(tx.now), map(fact, rows))
             tx.run("UPDATE workflows SET state = 'canceled' WHERE id = ?", (wf,))
             store_actions.disarm_due(tx, wf)
             tx.emit(E.WorkflowCanceled, wf, job_count=len(rows))
             return [i.job_id for i in stop if isinstance(i, L.StopProcess)]
+
         return await self.db.write(_body)
 
     async def delete_workflow(self, wf: int, key: RequestKey | None = None) -> None:
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            busy = tx.one(
-                f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+            busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM action_jobs WHERE action_id IN (SELECT id FROM actions WHERE workflow_id = ?)", (wf,))
-            for table in ("attempts", "jobs", "failure_handlers", "events", "schedulers", "allocations", "workers",
-                          "files", "user_data", "actions"):
+            for table in (
+                "attempts",
+                "jobs",
+                "failure_handlers",
+                "events",
+                "schedulers",
+                "allocations",
+                "workers",
+                "files",
+                "user_data",
+                "actions",
+            ):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
             self.with_actions.discard(wf)
+
         return await self.db.write(_body, key=key)
 
     async def reset_status(self, wf: int, failed_only: bool, key: RequestKey | None = None) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
+
         def _body(tx: Tx):
             row = require_workflow(tx, wf)
             if failed_only:
-                seeds = [r[0] for r in tx.rows(
-                    f"SELECT id FROM jobs WHERE workflow_id = ? AND status IN "
-                    f"({','.join(str(int(s)) for s in FAILED_LIKE)})", (wf,))]
+                seeds = [
+                    r[0]
+                    for r in tx.rows(
+                        f"SELECT id FROM jobs WHERE workflow_id = ? AND status IN "
+                        f"({','.join(str(int(s)) for s in FAILED_LIKE)})",
+                        (wf,),
+                    )
+                ]
                 targets = sorted(set(seeds) | set(downstream(tx, seeds)))
             else:
-                busy = tx.one(
-                    f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+                busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
                 if busy[0]:
                     raise InvalidTransition(
-                        f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset")
+                        f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset"
+                    )
                 targets = [r[0] for r in tx.rows("SELECT id FROM jobs WHERE workflow_id = ?", (wf,))]
-                tx.run("UPDATE user_data SET data = initial, updated = ? WHERE workflow_id = ? AND is_ephemeral",
-                       (tx.now, wf))
+                tx.run(
+                    "UPDATE user_data SET data = initial, updated = ? WHERE workflow_id = ? AND is_ephemeral",
+                    (tx.now, wf),
+                )
             store_actions.rearm(tx, wf)
             return reset_jobs(tx, row, targets, "failed jobs" if failed_only else "all jobs")
+
         return await self.db.write(_body, key=key)
 
-    async def recover(self, wf: int, memory_multiplier: float, runtime_multiplier: float, retry_unknown: bool,
-                      dry_run: bool, key: RequestKey | None = None, source: str = "cli",
-                      reason: str = "") -> tuple[list[Adjustment], int]:
+    async def recover(
+        self,
+        wf: int,
+        memory_multiplier: float,
+        runtime_multiplier: float,
+        retry_unknown: bool,
+        dry_run: bool,
+        key: RequestKey | None = None,
+        source: str = "cli",
+        reason: str = "",
+    ) -> tuple[list[Adjustment], int]:
         """Raise the limits of failed jobs by what failed them and run them again (`core.recover`)."""
-        return await self.db.write(lambda tx: store_recover.recover(tx, wf, memory_multiplier, runtime_multiplier,
-                                                                 retry_unknown, dry_run, source, reason),
-                                key=None if dry_run else key)
+        return await self.db.write(
+            lambda tx: store_recover.recover(
+                tx, wf, memory_multiplier, runtime_multiplier, retry_unknown, dry_run, source, reason
+            ),
+            key=None if dry_run else key,
+        )
 
-    async def update_resources(self, job_id: int, memory: int | None, runtime: float | None, cpus: int | None,
-                               source: str, reason: str, key: RequestKey | None = None) -> dict:
-        return await self.db.write(lambda tx: store_recover.update_resources(tx, job_id, memory, runtime, cpus, source,
-                                                                          reason), key=key)
+    async def update_resources(
+        self,
+        job_id: int,
+        memory: int | None,
+        runtime: float | None,
+        cpus: int | None,
+        source: str,
+        reason: str,
+        key: RequestKey | None = None,
+    ) -> dict:
+        return await self.db.write(
+            lambda tx: store_recover.update_resources(tx, job_id, memory, runtime, cpus, source, reason), key=key
+        )
 
     async def set_user_data(self, wf: int, name: str, data: bytes, may_add: bool) -> None:
         """Replace an entry's value, or add an entry the spec did not declare (`may_add`: not
         from an allocation, whose jobs write what the spec declared), up to a number of them."""
+
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            if tx.db.execute("UPDATE user_data SET data = ?, updated = ? WHERE workflow_id = ? AND name = ?",
-                             (data.decode(), tx.now, wf, name)).rowcount:
+            if tx.db.execute(
+                "UPDATE user_data SET data = ?, updated = ? WHERE workflow_id = ? AND name = ?",
+                (data.decode(), tx.now, wf, name),
+            ).rowcount:
                 return
             if not may_add:
-                raise NotFound(f"workflow {wf} declares no user data named {name!r}; jobs in an allocation "
-                               "write only what the spec declares")
+                raise NotFound(
+                    f"workflow {wf} declares no user data named {name!r}; jobs in an allocation "
+                    "write only what the spec declares"
+                )
             if tx.one("SELECT count(*) FROM user_data WHERE workflow_id = ?", (wf,))[0] >= MAX_USER_DATA_ENTRIES:
-                raise InvalidParams(f"workflow {wf} has {MAX_USER_DATA_ENTRIES:,} user data entries, the most it "
-                                    "may have", {"field": "$.name"})
-            tx.run("INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)",
-                   (wf, name, data.decode(), tx.now))
+                raise InvalidParams(
+                    f"workflow {wf} has {MAX_USER_DATA_ENTRIES:,} user data entries, the most it may have",
+                    {"field": "$.name"},
+                )
+            tx.run(
+                "INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)",
+                (wf, name, data.decode(), tx.now),
+            )
+
         await self.db.write(_body)
 
 
 def _insert_files(tx: Tx, wf: int, spec: Workflow, ids: dict[str, int]) -> None:
     writer = {out: ids[j.name] for j in spec.jobs for out in j.outputs}
-    tx.many("INSERT INTO files (workflow_id, name, path, producer) VALUES (?, ?, ?, ?)",
-            ((wf, f.name, f.path, writer.get(f.name)) for f in spec.files.values()))
+    tx.many(
+        "INSERT INTO files (workflow_id, name, path, producer) VALUES (?, ?, ?, ?)",
+        ((wf, f.name, f.path, writer.get(f.name)) for f in spec.files.values()),
+    )
     file_ids = {name: fid for fid, name in tx.rows("SELECT id, name FROM files WHERE workflow_id = ?", (wf,))}
-    tx.many("INSERT INTO file_readers (file_id, job_id) VALUES (?, ?)",
-            ((file_ids[i], ids[j.name]) for j in spec.jobs for i in j.inputs))
+    tx.many(
+        "INSERT INTO file_readers (file_id, job_id) VALUES (?, ?)",
+        ((file_ids[i], ids[j.name]) for j in spec.jobs for i in j.inputs),
+    )
 
 
 def _outcome(counts: dict[str, int]) -> str:
