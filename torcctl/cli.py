@@ -8,8 +8,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torcctl import checks, commands, data, limits, reports
+from torcctl import checks, data, limits, reports
 from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
+from torcctl.commands import UsageError, current_dir, follow, jobs, servers, workflows
 from torcd.protocol import SPEC_FORMATS
 
 Handler = Callable[[Client, argparse.Namespace], "int | None"]
@@ -316,11 +317,11 @@ RESULTS_HELP = "every job's attempts in a workflow: exit code, cause, time, memo
 
 # Every command, in the order `torcctl --help` lists them.
 COMMANDS: tuple[Command | Group, ...] = (
-    Command("ping", commands.ping, "check that the daemon answers"),
-    Command("submit", commands.submit, "create a workflow from a spec; print its id", _spec),
+    Command("ping", servers.ping, "check that the daemon answers"),
+    Command("submit", workflows.submit, "create a workflow from a spec; print its id", _spec),
     Command(
         "run",
-        commands.run,
+        follow.run,
         "submit a spec (or take a workflow already submitted, by id) and follow it to "
         "the end; exit 0 only if every job completed",
         _run_args,
@@ -341,11 +342,11 @@ COMMANDS: tuple[Command | Group, ...] = (
     ),
     Command(
         "submit-slurm",
-        commands.submit_slurm,
+        workflows.submit_slurm,
         "create a workflow that runs on Slurm and submit allocations",
         _submit_slurm_args,
     ),
-    Command("watch", commands.watch, "follow a workflow's events until nothing more can run", _watch_args),
+    Command("watch", follow.watch, "follow a workflow's events until nothing more can run", _watch_args),
     Command(
         "recover",
         limits.recover,
@@ -353,7 +354,7 @@ COMMANDS: tuple[Command | Group, ...] = (
         "the workflow must have nothing running",
         _recover_args,
     ),
-    Command("results", commands.results, RESULTS_HELP, lambda p: results_options(p, torc_list=True)),
+    Command("results", jobs.results, RESULTS_HELP, lambda p: results_options(p, torc_list=True)),
     Group(
         "reports",
         "reports on a workflow: resource use against limits, results, a summary",
@@ -366,7 +367,7 @@ COMMANDS: tuple[Command | Group, ...] = (
                 "each job's peak memory and runtime against its limits, flagging over- and under-use",
                 _check_resource_utilization_args,
             ),
-            Command("results", commands.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
+            Command("results", jobs.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
             Command(
                 "summary",
                 reports.summary_command,
@@ -401,29 +402,29 @@ COMMANDS: tuple[Command | Group, ...] = (
     ),
     Command(
         "mcp",
-        commands.mcp,
+        servers.mcp,
         "serve the Model Context Protocol on stdio: AI agents list and classify pending_failed jobs",
     ),
     Command(
         "worker",
-        commands.worker,
+        servers.worker,
         "run jobs for the daemon (inside a Slurm allocation)",
         _worker_args,
         needs_daemon=False,
     ),  # it reaches the daemon itself, through --url
-    Command("allocations", commands.allocations, "list a workflow's Slurm allocations", _workflow_id),
+    Command("allocations", workflows.allocations, "list a workflow's Slurm allocations", _workflow_id),
     Group(
         "workflows",
         "list and manage workflows",
         "sub",
         "ACTION",
         (
-            Command("list", commands.workflows_list, "list workflows"),
-            Command("show", commands.workflows_show, "show one workflow", _workflow_id, aliases=("get",)),
-            Command("status", commands.workflows_status, "job counts by status", _workflow_id),
-            Command("cancel", commands.workflows_cancel, "cancel unfinished jobs, killing running ones", _workflow_id),
-            Command("delete", commands.workflows_delete, "delete a finished workflow", _workflow_id),
-            Command("create", commands.submit, "create a workflow from a spec; print its id (as `submit`)", _spec),
+            Command("list", workflows.workflows_list, "list workflows"),
+            Command("show", workflows.workflows_show, "show one workflow", _workflow_id, aliases=("get",)),
+            Command("status", workflows.workflows_status, "job counts by status", _workflow_id),
+            Command("cancel", workflows.workflows_cancel, "cancel unfinished jobs, killing running ones", _workflow_id),
+            Command("delete", workflows.workflows_delete, "delete a finished workflow", _workflow_id),
+            Command("create", workflows.submit, "create a workflow from a spec; print its id (as `submit`)", _spec),
             Command(
                 "check",
                 checks.validate,
@@ -432,7 +433,7 @@ COMMANDS: tuple[Command | Group, ...] = (
                 needs_daemon=False,
             ),
             Command(
-                "reset-status", commands.workflows_reset, "put jobs back to run again in a new run", _reset_status_args
+                "reset-status", workflows.workflows_reset, "put jobs back to run again in a new run", _reset_status_args
             ),
         ),
     ),
@@ -442,11 +443,11 @@ COMMANDS: tuple[Command | Group, ...] = (
         "sub",
         "ACTION",
         (
-            Command("list", commands.jobs_list, "list a workflow's jobs", _jobs_list_args),
-            Command("show", commands.jobs_show, "show one job", _job_id, aliases=("get",)),
-            Command("attempts", commands.jobs_attempts, "list a job's attempts", _job_id),
-            Command("retry", commands.jobs_retry, "pending_failed -> ready, next attempt", _classify_args),
-            Command("fail", commands.jobs_fail, "pending_failed -> failed, cancel downstream", _classify_args),
+            Command("list", jobs.jobs_list, "list a workflow's jobs", _jobs_list_args),
+            Command("show", jobs.jobs_show, "show one job", _job_id, aliases=("get",)),
+            Command("attempts", jobs.jobs_attempts, "list a job's attempts", _job_id),
+            Command("retry", jobs.jobs_retry, "pending_failed -> ready, next attempt", _classify_args),
+            Command("fail", jobs.jobs_fail, "pending_failed -> failed, cancel downstream", _classify_args),
             Command(
                 "update-resources",
                 limits.update_resources,
@@ -455,8 +456,8 @@ COMMANDS: tuple[Command | Group, ...] = (
             ),
         ),
     ),
-    Command("logs", commands.logs, "print a job attempt's stdout (or stderr)", _logs_args),
-    Command("events", commands.events, "print a workflow's event log", _events_args, short_format=False),
+    Command("logs", jobs.logs, "print a job attempt's stdout (or stderr)", _logs_args),
+    Command("events", follow.events, "print a workflow's event log", _events_args, short_format=False),
 )
 
 
@@ -500,7 +501,7 @@ def connect(args: argparse.Namespace) -> Client:
 
     entry: Command = args.command_entry
     if (args.socket and not os.path.isabs(args.socket)) or (args.state_dir and not os.path.isabs(args.state_dir)):
-        commands.current_dir()  # relative paths need a working directory that still exists
+        current_dir()  # relative paths need a working directory that still exists
     api_url = os.environ.get("TORC_API_URL", "")
     if entry.via_api_url and not args.socket and api_url:  # a job, reaching the daemon that runs it
         if api_url.startswith("unix://"):
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ConnectError, commands.UsageError) as e:
+    except (ConnectError, UsageError) as e:
         print(f"torcctl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,41 @@
+"""Commands about processes rather than workflows: is the daemon up, the MCP server, a worker."""
+
+from __future__ import annotations
+
+from torcctl.client import Client
+from torcctl.commands import UsageError
+from torcctl.render import print_json
+
+
+def ping(client: Client, args) -> int:
+    info = client.call("ping")
+    if args.json:
+        print_json(info)
+    else:
+        print(f"torcd {info['version']} (pid {info['pid']}) on {info['socket']}, up {info['uptime']:.1f}s")
+    return 0
+
+
+def mcp(client: Client, args) -> int:
+    try:
+        from torcctl.mcp.server import serve
+    except ImportError as e:
+        raise UsageError(
+            f"torcctl mcp needs the mcp package ({e.name} is missing): pip install 'torc-py[mcp]'"
+        ) from None
+    return serve(client)
+
+
+def worker(client: Client, args) -> int:
+    import asyncio
+
+    from torcctl.worker.run import WorkerError, run_worker
+    from torcd import log_config as torc_logging
+
+    if not args.url:
+        raise UsageError("worker needs --url (or TORC_API_URL)")
+    torc_logging.configure("info")
+    try:
+        return asyncio.run(run_worker(args))
+    except WorkerError as e:
+        raise UsageError(str(e)) from None

@@ -1,0 +1,179 @@
+"""The workflow commands: submit (locally or to Slurm), list, show, cancel, delete, reset, allocations."""
+
+from __future__ import annotations
+
+import sys
+
+from torcctl.client import Client
+from torcctl.commands import STATUS_ORDER, create_workflow, current_dir, spec_params
+from torcctl.render import print_json, table, when
+from torcd.protocol import AllocationInfo, WorkflowSummary
+
+
+def submit(client: Client, args) -> int:
+    wf = create_workflow(client, args)
+    if args.json:
+        print_json(wf)
+    else:
+        print(wf.id)
+    return 0
+
+
+def submit_slurm(client: Client, args) -> int:
+    if args.dry_run:
+        return _plan_slurm(client, args)
+    wf = create_workflow(client, args, executor="slurm", account=args.account)
+    params = {"workflow_id": wf.id}
+    if args.allocations:
+        params["count"] = args.allocations
+    allocs = client.call("allocations.submit", params, list[AllocationInfo])
+    if args.json:
+        print_json({"workflow": wf, "allocations": allocs})
+        return 0
+    print(wf.id)
+    if not allocs and not args.allocations:
+        print(
+            "no allocations now: the spec's schedule_nodes actions submit them as their jobs become ready",
+            file=sys.stderr,
+        )
+    for a in allocs:
+        state = f"slurm job {a.slurm_job_id}" if a.slurm_job_id else f"failed: {a.reason}"
+        print(f"allocation {a.id}: {a.cpus} cpus, {state}", file=sys.stderr)
+    return 0 if all(a.slurm_job_id for a in allocs) else 1
+
+
+def _plan_slurm(client: Client, args) -> int:
+    from torcd.core.resources import format_bytes
+
+    plans = client.call("workflows.plan_slurm", {**spec_params(args), "cwd": current_dir(), "account": args.account})
+    if args.json:
+        print_json(plans)
+        return 0
+    for p in plans:
+        node = p["node"]
+        shape = (
+            f"{node['cpus']} CPUs"
+            + (f", {format_bytes(node['memory'])}" if node.get("memory") else "")
+            + (f", {node['gpus']} GPUs" if node.get("gpus") else "")
+        )
+        print(
+            f"scheduler {p['scheduler']}: {p['allocations']} allocations of {p['nodes_per_allocation']} node(s) "
+            f"({shape} each) for {sum(map(len, p['nodes']))} ready jobs on {len(p['nodes'])} node(s)"
+        )
+        for i, names in enumerate(p["nodes"], 1):
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} jobs)" if len(names) > 8 else "")
+            print(f"  node {i}: {shown}")
+        for name, why in p.get("refused", {}).items():
+            print(f"  {name}: fits no node: {why}")
+    print("(dry run: nothing was submitted)")
+    return 0
+
+
+def allocations(client: Client, args) -> int:
+    allocs = client.call("allocations.list", {"workflow_id": args.workflow_id}, list[AllocationInfo])
+    if args.json:
+        print_json(allocs)
+        return 0
+    table(
+        ["id", "slurm job", "scheduler", "state", "slurm state", "cpus", "submitted", "started", "ended", "reason"],
+        [
+            (
+                a.id,
+                a.slurm_job_id,
+                a.scheduler,
+                a.state,
+                a.slurm_state,
+                a.cpus,
+                when(a.submitted),
+                when(a.started),
+                when(a.ended),
+                a.reason,
+            )
+            for a in allocs
+        ],
+    )
+    return 0
+
+
+def workflows_list(client: Client, args) -> int:
+    wfs = client.call("workflows.list", {}, list[WorkflowSummary])
+    if args.json:
+        print_json(wfs)
+        return 0
+    table(
+        ["id", "name", "state", "run", "jobs", "completed", "failed", "pending_failed", "created"],
+        [
+            (
+                w.id,
+                w.name,
+                w.state,
+                w.run_id,
+                sum(w.counts.values()),
+                w.counts.get("completed", 0),
+                w.counts.get("failed", 0),
+                w.counts.get("pending_failed", 0),
+                when(w.created),
+            )
+            for w in wfs
+        ],
+    )
+    return 0
+
+
+def workflows_show(client: Client, args) -> int:
+    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    if args.json:
+        print_json(w)
+        return 0
+    import json
+
+    table(
+        ["field", "value"],
+        [
+            ("id", w.id),
+            ("name", w.name),
+            ("description", w.description),
+            ("user", w.user),
+            ("project", w.project),
+            ("metadata", json.dumps(w.metadata) if w.metadata else None),
+            ("state", w.state),
+            ("run", w.run_id),
+            ("executor", w.executor),
+            ("directory", w.cwd),
+            ("output", w.output_dir),
+            ("created", when(w.created)),
+        ]
+        + [(f"jobs {s}", w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
+    )
+    return 0
+
+
+def workflows_status(client: Client, args) -> int:
+    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    if args.json:
+        print_json({"workflow_id": w.id, "state": w.state, "counts": w.counts})
+        return 0
+    table(
+        ["status", "jobs"],
+        [(s, w.counts[s]) for s in STATUS_ORDER if w.counts.get(s)],
+        title=f"workflow {w.id} ({w.name}): {w.state}",
+    )
+    return 0
+
+
+def workflows_cancel(client: Client, args) -> int:
+    w = client.call("workflows.cancel", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    print_json(w) if args.json else print(f"workflow {w.id} canceled")
+    return 0
+
+
+def workflows_delete(client: Client, args) -> int:
+    r = client.call("workflows.delete", {"workflow_id": args.workflow_id})
+    print_json(r) if args.json else print(f"workflow {args.workflow_id} deleted")
+    return 0
+
+
+def workflows_reset(client: Client, args) -> int:
+    r = client.call("workflows.reset_status", {"workflow_id": args.workflow_id, "failed_only": args.failed_only})
+    print_json(r) if args.json else print(f"{r['reset']} jobs reset")
+    return 0
