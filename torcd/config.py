@@ -105,6 +105,16 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
 
 def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="torcd", description="The torc workflow daemon (one per user).")
+    _add_local_options(ap, env)
+    _add_remote_options(ap)
+    _add_process_options(ap, env)
+    args = ap.parse_args(argv)
+    _check_args(ap, args)
+    return args
+
+
+def _add_local_options(ap: argparse.ArgumentParser, env) -> None:
+    """Where the daemon lives and what the local jobs may use."""
     ap.add_argument(
         "--socket",
         help="Unix socket path (default: $TORCD_SOCKET or "
@@ -142,6 +152,10 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
         metavar="SECONDS",
         help="how long running jobs get between SIGTERM and SIGKILL at shutdown",
     )
+
+
+def _add_remote_options(ap: argparse.ArgumentParser) -> None:
+    """Serving workers over TCP, and watching Slurm allocations and their workers."""
     ap.add_argument(
         "--listen",
         metavar="HOST:PORT",
@@ -177,6 +191,10 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
         metavar="SECONDS",
         help="how often auto-schedule policies are evaluated (also on relevant events)",
     )
+
+
+def _add_process_options(ap: argparse.ArgumentParser, env) -> None:
+    """Metrics, logs, and whether a client started this daemon."""
     ap.add_argument(
         "--metrics",
         action="store_true",
@@ -187,7 +205,10 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
         "--log-level", default=env.get("TORCD_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
     ap.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    args = ap.parse_args(argv)
+
+
+def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check what argparse cannot, and turn --memory and --listen into values; ap.error exits."""
     if args.gpus is not None and args.gpus < 0:
         ap.error("--gpus must be 0 or more")
     if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
@@ -209,7 +230,6 @@ def parse_args(argv: list[str] | None, env) -> argparse.Namespace:
     for name in ("slurm_poll_interval", "heartbeat_timeout", "auto_schedule_interval"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
-    return args
 
 
 def _nvidia_smi() -> list[str] | None:

@@ -64,11 +64,47 @@ def render_script(
         log_dir=log_dir,
         extra=extra,
     )
-    nodes, shared = scheduler.nodes, scheduler.is_shared
+    lines = _sbatch_lines(
+        workflow_id=workflow_id,
+        allocation_id=allocation_id,
+        scheduler=scheduler,
+        cpus=cpus,
+        account=account,
+        log_dir=log_dir,
+        gpus=gpus,
+        extra=extra,
+    )
+    command = _worker_command(
+        workflow_id=workflow_id,
+        allocation_id=allocation_id,
+        scheduler=scheduler,
+        cpus=cpus,
+        url=url,
+        token_file=token_file,
+        python=python,
+        poll_interval=poll_interval,
+        ca_file=ca_file,
+    )
+    return "\n".join(lines + _launch_lines(scheduler, cpus, command))
+
+
+def _sbatch_lines(
+    *,
+    workflow_id: int,
+    allocation_id: int,
+    scheduler: SlurmSchedulerSpec,
+    cpus: int,
+    account: str | None,
+    log_dir: str,
+    gpus: int,
+    extra: list[str],
+) -> list[str]:
+    """The shebang and the #SBATCH options: what the allocation asks Slurm for."""
+    shared = scheduler.is_shared
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
-        f"#SBATCH --nodes={nodes}",
+        f"#SBATCH --nodes={scheduler.nodes}",
         f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
         f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
         f"#SBATCH --time={scheduler.walltime}",
@@ -88,6 +124,22 @@ def render_script(
             lines.append(f"#SBATCH --{option}={value}")
     for arg in extra:
         lines.append(f"#SBATCH {arg}")
+    return lines
+
+
+def _worker_command(
+    *,
+    workflow_id: int,
+    allocation_id: int,
+    scheduler: SlurmSchedulerSpec,
+    cpus: int,
+    url: str,
+    token_file: str,
+    python: str,
+    poll_interval: float,
+    ca_file: str | None,
+) -> str:
+    """The torcctl worker each node runs, as one shell-quoted command."""
     worker = [
         python,
         "-m",
@@ -106,28 +158,32 @@ def render_script(
         "--poll-interval",
         str(poll_interval),
     ]
-    if shared:
+    if scheduler.is_shared:
         worker += ["--cpus", str(cpus)]
     if ca_file:  # the daemon's TLS certificate, which the worker trusts
         worker += ["--ca-file", ca_file]
-    command = " ".join(shlex.quote(w) for w in worker)
+    return " ".join(shlex.quote(w) for w in worker)
+
+
+def _launch_lines(scheduler: SlurmSchedulerSpec, cpus: int, command: str) -> list[str]:
+    """The script's body: exec the worker, through srun on each node when there are several."""
+    nodes, shared = scheduler.nodes, scheduler.is_shared
     if nodes == 1:
-        lines += [
+        return [
             "",
             "# One torcctl worker claims the workflow's ready jobs that fit this node.",
             f"exec {command}",
             "",
         ]
-    else:  # a step of one task per node, each with the node's CPUs for the jobs it starts
-        lines += [
-            "",
-            "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
-            f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
-            + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ')
-            + command,
-            "",
-        ]
-    return "\n".join(lines)
+    # a step of one task per node, each with the node's CPUs for the jobs it starts
+    return [
+        "",
+        "# A torcctl worker on each node claims the workflow's ready jobs that fit it.",
+        f"exec srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=0 "
+        + (f"--cpus-per-task={cpus} " if shared else '--cpus-per-task="$SLURM_CPUS_ON_NODE" ')
+        + command,
+        "",
+    ]
 
 
 def _sbatch_path(log_dir: str) -> str:

@@ -262,44 +262,7 @@ class Worker:
         return f"{count} reports not sent, kept in its journal {self.journal.path}"
 
     async def _serve(self) -> str:
-        try:
-            left = self.journal.load() if self.journal else None
-        except JournalError as e:
-            raise WorkerError(str(e)) from None
-        reg = await self.rpc.call(
-            "workers.register",
-            p.RegisterWorker(
-                workflow_id=self.workflow_id,
-                host=node_name(),
-                cpus=self.cpus,
-                allocation_id=self.allocation_id,
-                memory=self.memory,
-                gpus=len(self.gpus),
-                resume=left.worker_id if left else None,
-            ),
-        )
-        self.worker_id = reg["worker_id"]
-        if left and left.worker_id == self.worker_id:  # what the worker before it had not reported
-            log.info("journal_resumed", worker_id=self.worker_id, exits=len(left.exits))
-            self.exits += left.exits
-            self.started += left.started
-            self.recovery_results += left.recoveries
-            self._abandon = True
-        self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
-        self.settings = msgspec.convert(reg.get("compute_node") or {}, ComputeNode)
-        self.rpc.patience = self.patience if self.patience is not None else self.settings.wait_for_daemon
-        idle_timeout = self.idle_timeout if self.idle_timeout is not None else self.settings.wait_for_new_jobs
-        if self.walltime:
-            self.deadline = self.started_at + self.walltime - self.settings.buffer(self.walltime)
-        log.info(
-            "worker_registered",
-            worker_id=self.worker_id,
-            workflow_id=self.workflow_id,
-            cpus=self.cpus,
-            memory=self.memory,
-            gpus=self.gpus,
-            journal=self.journal.path if self.journal else None,
-        )
+        idle_timeout = await self._register()
         idle_since: float | None = None
         reason = "nothing left to run"
         while True:
@@ -308,19 +271,7 @@ class Worker:
                 reason = "the daemon asked it to stop"
                 break
             self.executor = self.executor or LocalExecutor(result.api_url, self._on_exit, gpus=self.gpus)
-            for job in result.jobs:
-                if not self._accept(job.job_id, job.run_id, job.attempt_id):
-                    continue
-                pid = self.executor.start(job)
-                if pid is not None:
-                    self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
-            if result.jobs:
-                self._save()  # a worker that dies now must not have these handed out again
-            for rec in result.recoveries:
-                if not self._accept(rec.job_id, rec.run_id, rec.attempt_id, recovery=True):
-                    continue
-                log.info("recovery_started", job_id=rec.job_id, attempt_id=rec.attempt_id)
-                self.recoveries[rec.job_id] = asyncio.create_task(self._recover(rec, result.api_url))
+            self._start_claimed(self.executor, result)
             busy = self.executor.procs or self.recoveries or result.jobs or result.waiting
             if self.stopping and not self.executor.procs and not self.recoveries:
                 reason = "stopped by a signal" if self._signalled else "walltime nearly spent"
@@ -348,6 +299,64 @@ class Worker:
             self.journal.remove()
         log.info("worker_finished", worker_id=self.worker_id, reason=reason)
         return reason
+
+    async def _register(self) -> float:
+        """Register with the daemon (resuming the journal's worker if it left one) and take its
+        settings; return how long to wait idle for new jobs."""
+        try:
+            left = self.journal.load() if self.journal else None
+        except JournalError as e:
+            raise WorkerError(str(e)) from None
+        reg = await self.rpc.call(
+            "workers.register",
+            p.RegisterWorker(
+                workflow_id=self.workflow_id,
+                host=node_name(),
+                cpus=self.cpus,
+                allocation_id=self.allocation_id,
+                memory=self.memory,
+                gpus=len(self.gpus),
+                resume=left.worker_id if left else None,
+            ),
+        )
+        self.worker_id = reg["worker_id"]
+        if left and left.worker_id == self.worker_id:  # what the worker before it had not reported
+            log.info("journal_resumed", worker_id=self.worker_id, exits=len(left.exits))
+            self.exits += left.exits
+            self.started += left.started
+            self.recovery_results += left.recoveries
+            self._abandon = True
+        self.poll_interval = min(self.poll_interval, reg.get("poll_interval", self.poll_interval))
+        self.settings = msgspec.convert(reg.get("compute_node") or {}, ComputeNode)
+        self.rpc.patience = self.patience if self.patience is not None else self.settings.wait_for_daemon
+        if self.walltime:
+            self.deadline = self.started_at + self.walltime - self.settings.buffer(self.walltime)
+        log.info(
+            "worker_registered",
+            worker_id=self.worker_id,
+            workflow_id=self.workflow_id,
+            cpus=self.cpus,
+            memory=self.memory,
+            gpus=self.gpus,
+            journal=self.journal.path if self.journal else None,
+        )
+        return self.idle_timeout if self.idle_timeout is not None else self.settings.wait_for_new_jobs
+
+    def _start_claimed(self, executor: LocalExecutor, result: p.WorkerPollResult) -> None:
+        """Start the jobs and recovery scripts the daemon handed this worker."""
+        for job in result.jobs:
+            if not self._accept(job.job_id, job.run_id, job.attempt_id):
+                continue
+            pid = executor.start(job)
+            if pid is not None:
+                self.started.append(p.StartedReport(job.job_id, job.run_id, job.attempt_id, pid))
+        if result.jobs:
+            self._save()  # a worker that dies now must not have these handed out again
+        for rec in result.recoveries:
+            if not self._accept(rec.job_id, rec.run_id, rec.attempt_id, recovery=True):
+                continue
+            log.info("recovery_started", job_id=rec.job_id, attempt_id=rec.attempt_id)
+            self.recoveries[rec.job_id] = asyncio.create_task(self._recover(rec, result.api_url))
 
     def _accept(self, job_id: int, run_id: int, attempt_id: int, recovery: bool = False) -> bool:
         """False for what the daemon handed out again (its earlier reply may have been lost)."""

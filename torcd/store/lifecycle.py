@@ -108,48 +108,15 @@ def facts(tx: Tx, ids: Sequence[int]) -> dict[int, L.Job]:
 def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
     """Write outcomes (status changes, attempt records, events), then their follow-ups in the
     same transaction; return the instructions left for the caller (processes to stop)."""
-    changes, opened, closed, overwritten, decided, recovered = [], [], [], [], [], []
+    changes: list[tuple] = []
+    records: list[L.Record] = []
     release: list[int] = []
     cascade: list[L.Job] = []
     left: list[L.Instruction] = []
     for out in outcomes:
-        c = out.change
-        if c is not None:
-            changes.append(
-                (
-                    int(c.new),
-                    c.attempt_id,
-                    c.run_id,
-                    c.worker_id,
-                    c.reason == L.KEEP,
-                    None if c.reason == L.KEEP else c.reason,
-                    c.runtime_scale,
-                    c.memory_scale,
-                    tx.now,
-                    c.job_id,
-                )
-            )
-        for r in out.records:
-            if isinstance(r, L.AttemptClosed):
-                (overwritten if r.overwrite_message else closed).append(
-                    (
-                        r.end_time,
-                        r.return_code,
-                        r.message,
-                        r.cause,
-                        r.peak_memory,
-                        r.cpu_seconds,
-                        r.job_id,
-                        r.run_id,
-                        r.attempt_id,
-                    )
-                )
-            elif isinstance(r, L.AttemptOpened):
-                opened.append(r)
-            elif isinstance(r, L.AttemptDecided):
-                decided.append((r.rule_index, r.action, r.job_id, r.run_id, r.attempt_id))
-            else:
-                recovered.append((r.return_code, r.outcome, r.seconds, r.job_id, r.run_id, r.attempt_id))
+        if out.change is not None:
+            changes.append(_status_row(tx, out.change))
+        records.extend(out.records)
         tx.publish(out.events)
         for i in out.instructions:
             if isinstance(i, L.ReleaseDependents):
@@ -160,6 +127,55 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
                 left.append(i)
     if changes:
         tx.many(_SET_STATUS, changes)
+    _write_records(tx, records)
+    if release:
+        _release(tx, release)
+    for failed in cascade:
+        _cascade(tx, failed)
+    return left
+
+
+def _status_row(tx: Tx, c: L.StatusChange) -> tuple:
+    """The parameters of `_SET_STATUS` for one change."""
+    return (
+        int(c.new),
+        c.attempt_id,
+        c.run_id,
+        c.worker_id,
+        c.reason == L.KEEP,
+        None if c.reason == L.KEEP else c.reason,
+        c.runtime_scale,
+        c.memory_scale,
+        tx.now,
+        c.job_id,
+    )
+
+
+def _write_records(tx: Tx, records: list[L.Record]) -> None:
+    """Write attempt records, a statement per kind: opened, closed, closed with a new message,
+    decided, recovered."""
+    opened, closed, overwritten, decided, recovered = [], [], [], [], []
+    for r in records:
+        if isinstance(r, L.AttemptClosed):
+            (overwritten if r.overwrite_message else closed).append(
+                (
+                    r.end_time,
+                    r.return_code,
+                    r.message,
+                    r.cause,
+                    r.peak_memory,
+                    r.cpu_seconds,
+                    r.job_id,
+                    r.run_id,
+                    r.attempt_id,
+                )
+            )
+        elif isinstance(r, L.AttemptOpened):
+            opened.append(r)
+        elif isinstance(r, L.AttemptDecided):
+            decided.append((r.rule_index, r.action, r.job_id, r.run_id, r.attempt_id))
+        else:
+            recovered.append((r.return_code, r.outcome, r.seconds, r.job_id, r.run_id, r.attempt_id))
     if opened:
         tx.many(
             """INSERT INTO attempts (job_id, workflow_id, run_id, attempt_id, host, pid, worker_id, start_time,
@@ -187,13 +203,15 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
     if closed:
         tx.many(
             """UPDATE attempts SET end_time = ?, return_code = ?, message = coalesce(?, message), cause = ?,
-                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+                   peak_rss_bytes = ?, cpu_seconds = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
             closed,
         )
     if overwritten:
         tx.many(
             """UPDATE attempts SET end_time = ?, return_code = ?, message = ?, cause = ?,
-                   peak_rss_bytes = ?, cpu_seconds = ? WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
+                   peak_rss_bytes = ?, cpu_seconds = ?
+                   WHERE job_id = ? AND run_id = ? AND attempt_id = ? AND end_time IS NULL""",
             overwritten,
         )
     if decided:
@@ -206,11 +224,6 @@ def apply(tx: Tx, outcomes: Iterable[L.Outcome]) -> list[L.Instruction]:
                    WHERE job_id = ? AND run_id = ? AND attempt_id = ?""",
             recovered,
         )
-    if release:
-        _release(tx, release)
-    for failed in cascade:
-        _cascade(tx, failed)
-    return left
 
 
 def handle(tx: Tx, stimulus: L.Stimulus, jobs: Iterable[L.Job]) -> list[L.Instruction]:

@@ -17,7 +17,8 @@ from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
 from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.protocol import MAX_USER_DATA_ENTRIES
-from torcd.spec.parse import Workflow, on_slurm
+from torcd.spec.parse import SlurmSchedulerSpec, Workflow, on_slurm
+from torcd.spec.schema import ExpandedJob
 from torcd.store import actions as store_actions
 from torcd.store import limits as store_recover
 from torcd.store.db import Database, Tx, require_workflow
@@ -67,96 +68,22 @@ class WorkflowStore:
         account: str | None = None,
         key: RequestKey | None = None,
     ) -> int:
-        output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
-        upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if executor == "slurm":
             schedulers, jobs = on_slurm(spec, account)
 
         def _body(tx: Tx):
-            wf = tx.run(
-                """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
-                   created, executor, account, monitor_all, sample_interval, compute_node, about)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    spec.name,
-                    spec.description,
-                    cwd,
-                    spec_path,
-                    output_dir,
-                    upf,
-                    tx.now,
-                    executor,
-                    account,
-                    int(spec.monitoring.all_jobs),
-                    spec.monitoring.interval,
-                    _encode(spec.compute_node),
-                    _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
-                ),
-            )
-            handler_ids = {}
-            for name, rules in spec.failure_handlers.items():
-                handler_ids[name] = tx.run(
-                    "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
-                    (wf, name, _encode(rules)),
-                )
-            tx.many(
-                "INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
-                ((wf, sc.name, _encode(sc)) for sc in schedulers),
-            )
-            # Ids given here, so that the claim order (one of the workflow's own ids, in the order
-            # its jobs_sort_method says) keeps workflows first come, first served.
-            base = tx.one("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
-            sorted_ = any(j.claim_order for j in jobs)
-            tx.many(
-                """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
-                   pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-                   outputs, supports_termination)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    (
-                        base + k,
-                        base + (j.claim_order if sorted_ else k),
-                        wf,
-                        j.name,
-                        j.command,
-                        int(S.BLOCKED if j.depends_on else S.READY),
-                        j.num_cpus,
-                        _encode(j.env) if j.env else None,
-                        handler_ids.get(j.failure_handler),
-                        len(j.depends_on),
-                        tx.now,
-                        j.scheduler,
-                        j.num_gpus,
-                        j.memory_bytes,
-                        j.runtime_seconds,
-                        int(j.cancel_on_blocking),
-                        _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
-                        int(j.supports_termination),
-                    )
-                    for k, j in enumerate(jobs)
-                ),
-            )
-            ids = {name: jid for jid, name in tx.rows("SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
-            tx.many(
-                "INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
-                ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on),
-            )
+            wf = _insert_workflow(tx, spec, cwd, spec_path, executor, account)
+            handler_ids = _insert_handlers_and_schedulers(tx, wf, spec, schedulers)
+            ids = _insert_jobs(tx, wf, spec, jobs, handler_ids)
+            _insert_deps(tx, jobs, ids)
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
             if spec.actions:
                 store_actions.insert_actions(tx, wf, spec.actions, ids)
                 self.with_actions.add(wf)  # before the commit's settle, which looks at it
             if spec.user_data:
-                writer = {out: ids[j.name] for j in jobs for out in j.data_outputs}
-                tx.many(
-                    """INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
-                           VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                    (
-                        (wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name), tx.now)
-                        for d in spec.user_data.values()
-                    ),
-                )
+                _insert_user_data(tx, wf, spec, jobs, ids)
             tx.emit(E.WorkflowCreated, wf, job_count=len(jobs), message=spec.name)
             return wf
 
@@ -298,6 +225,108 @@ class WorkflowStore:
             )
 
         await self.db.write(_body)
+
+
+def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor: str, account: str | None) -> int:
+    """Insert the workflow's own row; return its id."""
+    output_dir = os.path.normpath(os.path.join(cwd, spec.output_dir))
+    upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
+    return tx.run(
+        """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
+           created, executor, account, monitor_all, sample_interval, compute_node, about)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            spec.name,
+            spec.description,
+            cwd,
+            spec_path,
+            output_dir,
+            upf,
+            tx.now,
+            executor,
+            account,
+            int(spec.monitoring.all_jobs),
+            spec.monitoring.interval,
+            _encode(spec.compute_node),
+            _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
+        ),
+    )
+
+
+def _insert_handlers_and_schedulers(
+    tx: Tx, wf: int, spec: Workflow, schedulers: list[SlurmSchedulerSpec]
+) -> dict[str, int]:
+    """Insert the failure handlers and schedulers; return each handler's id by name."""
+    handler_ids: dict[str, int] = {}
+    for name, rules in spec.failure_handlers.items():
+        handler_ids[name] = tx.run(
+            "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
+            (wf, name, _encode(rules)),
+        )
+    tx.many(
+        "INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
+        ((wf, sc.name, _encode(sc)) for sc in schedulers),
+    )
+    return handler_ids
+
+
+def _insert_jobs(
+    tx: Tx, wf: int, spec: Workflow, jobs: list[ExpandedJob], handler_ids: dict[str, int]
+) -> dict[str, int]:
+    """Insert the jobs, ready or blocked on their dependencies; return each one's id by name."""
+    # Ids given here, so that the claim order (one of the workflow's own ids, in the order
+    # its jobs_sort_method says) keeps workflows first come, first served.
+    base = tx.one("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
+    sorted_ = any(j.claim_order for j in jobs)
+    tx.many(
+        """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
+           pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
+           outputs, supports_termination)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (
+            (
+                base + k,
+                base + (j.claim_order if sorted_ else k),
+                wf,
+                j.name,
+                j.command,
+                int(S.BLOCKED if j.depends_on else S.READY),
+                j.num_cpus,
+                _encode(j.env) if j.env else None,
+                handler_ids.get(j.failure_handler),
+                len(j.depends_on),
+                tx.now,
+                j.scheduler,
+                j.num_gpus,
+                j.memory_bytes,
+                j.runtime_seconds,
+                int(j.cancel_on_blocking),
+                _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
+                int(j.supports_termination),
+            )
+            for k, j in enumerate(jobs)
+        ),
+    )
+    return {name: jid for jid, name in tx.rows("SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
+
+
+def _insert_deps(tx: Tx, jobs: list[ExpandedJob], ids: dict[str, int]) -> None:
+    tx.many(
+        "INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
+        ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on),
+    )
+
+
+def _insert_user_data(tx: Tx, wf: int, spec: Workflow, jobs: list[ExpandedJob], ids: dict[str, int]) -> None:
+    writer = {out: ids[j.name] for j in jobs for out in j.data_outputs}
+    tx.many(
+        """INSERT INTO user_data (workflow_id, name, data, initial, is_ephemeral, producer, updated)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        (
+            (wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name), tx.now)
+            for d in spec.user_data.values()
+        ),
+    )
 
 
 def _insert_files(tx: Tx, wf: int, spec: Workflow, ids: dict[str, int]) -> None:
