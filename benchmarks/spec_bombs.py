@@ -49,11 +49,13 @@ def _json5_late_error(jobs: int, bad: str = "bogus: 1") -> str:
 
 BOMBS = {
     "range 1:30000000": "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', parameters: {i: '1:30000000'}}\n",
-    "range 1:1000000000000": "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', parameters: {i: '1:1000000000000'}}\n",
+    "range 1:1000000000000": "name: b\njobs:\n  - {name: 'a_{i}', command: 'true', "
+    "parameters: {i: '1:1000000000000'}}\n",
     "product 2000 x 2000": "name: b\njobs:\n  - {name: 'a_{i}_{j}', command: 'true', "
     "parameters: {i: '1:2000', j: '1:2000'}}\n",
     "name padded past 512": "name: b\njobs:\n  - {name: 'a_{i:>600}', command: x, parameters: {i: '1:9'}}\n",
-    "names of 500 chars x 700,000 (89 bytes)": "name: b\njobs:\n  - {name: 'j{i:>500}', command: x, parameters: {i: '1:700000'}}\n",
+    "names of 500 chars x 700,000 (89 bytes)": "name: b\njobs:\n  - {name: 'j{i:>500}', command: x, "
+    "parameters: {i: '1:700000'}}\n",
     "command of 1 MB": "name: b\njobs:\n  - {name: a, command: '" + "x" * (1 << 20) + "'}\n",
     "command padded to 200 KB": "name: b\njobs:\n  - {name: 'a{i}', command: '"
     + "{i:>1000}" * 200

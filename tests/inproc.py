@@ -253,7 +253,7 @@ class InProcessRpc:
     """The worker's RPC transport, answered by a WorkerService in this process (as the daemon's
     handlers answer `workers.*`), the messages round-tripped through JSON as on the wire."""
 
-    def __init__(self, rig: Rig, workers: WorkerService, caller: Caller = Caller(), api_url: str = API_URL):
+    def __init__(self, rig: Rig, workers: WorkerService, caller: Caller = Caller(), api_url: str = API_URL):  # noqa: B008 a frozen struct: safe to share
         self.rig, self.workers, self.caller, self.api_url = rig, workers, caller, api_url
         self.patience = 0.0
         self.calls: list[tuple[str, object]] = []

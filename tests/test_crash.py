@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 
@@ -42,7 +43,7 @@ def check_history(daemon, wf):
         for run in {a.run_id for a in atts}:  # each run (reset-status) numbers from 1
             ids = [a.attempt_id for a in atts if a.run_id == run]
             assert ids == list(range(1, len(ids) + 1)), job.name
-        for prev, nxt in zip(atts, atts[1:]):
+        for prev, nxt in itertools.pairwise(atts):
             assert prev.end_time is not None and nxt.start_time >= prev.end_time
     seqs = [e.seq for e in daemon.events(wf)]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
@@ -84,7 +85,7 @@ def test_recovery_script_interrupted_by_a_crash_runs_again(make_daemon, tmp_path
     d.wait(wf)
     assert {n: j.status for n, j in d.jobs(wf).items()} == {"j": "completed", "down": "completed"}
     lines = log.read_text().split("\n")
-    assert [l.split()[0] for l in lines if l] == ["start", "start", "end"]
+    assert [line.split()[0] for line in lines if line] == ["start", "start", "end"]
     assert d.attempts(d.jobs(wf)["j"].id)[0].recovery_outcome == "succeeded"
     check_history(d, wf)
 

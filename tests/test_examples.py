@@ -48,7 +48,7 @@ def test_simulation_example_retries_through_its_handler(daemon, workdir):
     code, out, _ = daemon.ctl("run", "examples/failure_handler_simulation.yaml", cwd=workdir)
     assert code == 0
     decided = [line for line in out.splitlines() if "retry_decided" in line]
-    assert decided and all("action=retry" in l or "action=recover" in l for l in decided)
+    assert decided and all("action=retry" in d or "action=recover" in d for d in decided)
     assert (workdir / "output" / "recovery.log").exists()
 
 

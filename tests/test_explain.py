@@ -167,7 +167,7 @@ def test_explain_text(tmp_path, capsys, monkeypatch):
         attempt 3: exit 1 -> pending_failed: waits for `torcctl jobs retry|fail` or an agent
           because: exit code 1 matched no rule; awaiting classification
         final status: pending_failed
-        """)
+        """)  # noqa: E501 the expected line is as long as the one printed
     code, out, _ = run_ctl(capsys, "explain", "spec.yaml", "--job", "j", "--exit-codes", "12")
     assert out.splitlines()[-2:] == [
         "attempt 2 would run next (give more exit codes to follow it)",

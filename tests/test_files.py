@@ -76,7 +76,10 @@ def test_a_job_that_exits_0_without_its_output_fails_with_cause_missing_output(d
 
 
 def test_an_input_no_job_writes_must_exist_at_submission(daemon):
-    spec = "name: needs\nfiles:\n  - {name: raw, path: data/raw.csv}\njobs:\n  - {name: a, command: 'cat ${files.input.raw}'}\n"
+    spec = (
+        "name: needs\nfiles:\n  - {name: raw, path: data/raw.csv}\n"
+        "jobs:\n  - {name: a, command: 'cat ${files.input.raw}'}\n"
+    )
     with pytest.raises(RpcError) as info:
         daemon.submit(spec)
     assert info.value.message.endswith(
@@ -185,7 +188,7 @@ jobs:
     input_files: ["metrics_lr{lr:.2f}_opt{opt}"]
     input_user_data: ["score_{opt}"]
     parameters: {lr: "[0.1,0.5]", opt: "['a','b']"}
-"""
+"""  # noqa: E501 a spec line as a user writes it
 
 
 def test_a_job_not_multiplied_reads_every_file_and_entry_its_templated_lists_name(daemon):

@@ -50,7 +50,7 @@ def test_four_one_gpu_jobs_on_two_gpus_never_share_a_device(make_daemon, tmp_pat
         seen = (tmp_path / f"seen_{name.split('_')[1]}").read_text().split()
         assert seen[0] == seen[1] == a.gpus and a.gpus in ("0", "1")
         spans.append((a.start_time, a.end_time, a.gpus))
-    for s1, e1, g1 in spans:  # at each start: who runs then, and on which device
+    for s1, _e1, g1 in spans:  # at each start: who runs then, and on which device
         running = [g for s2, e2, g in spans if s2 <= s1 < e2]
         assert len(running) <= 2 and running.count(g1) == 1, spans
 

@@ -154,7 +154,7 @@ jobs:
     command: 'e=$(readlink /proc/$$/fd/2); rm -f "$e"; mkfifo "$e"; exit 1'
   - name: zero
     command: 'e=$(readlink /proc/$$/fd/2); rm -f "$e"; ln -sf /dev/zero "$e"; o=$(readlink /proc/$$/fd/1); rm -f "$o"; ln -s /dev/zero "$o"; exit 1'
-""")
+""")  # noqa: E501 a spec line as a user writes it
     daemon.wait(wf, state="done")
     jobs = daemon.jobs(wf, "failed")  # with stderr tails: must answer, not hang
     assert set(jobs) == {"fifo", "zero"} and all(j.stderr_tail is None for j in jobs.values())

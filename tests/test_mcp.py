@@ -174,7 +174,7 @@ jobs:
   - {name: after, command: "true", depends_on: [chatty]}
   - name: huge
     command: python3 -c "import sys; [print('x' * 1023, file=sys.stderr) for _ in range(1000)]; print('LAST', file=sys.stderr)"
-"""
+"""  # noqa: E501 a spec line as a user writes it
 
 
 def test_an_agent_reads_logs_usage_and_failures_and_sets_a_jobs_limits(daemon):

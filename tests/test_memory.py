@@ -64,7 +64,7 @@ jobs:
   - {{name: sampled, command: "{hold(30, 1.5)}"}}
   - {{name: brief, command: "exec dd if=/dev/zero of=/dev/null bs=30M count=1"}}
   - {{name: busy, command: "python3 -c 'import time; t = time.process_time(); exec(\\"while time.process_time() - t < 0.5: pass\\")'"}}
-""")
+""")  # noqa: E501 a spec line as a user writes it
     assert daemon.wait(wf, timeout=30).counts == {"completed": 3}
     jobs = daemon.jobs(wf)
     (sampled,) = daemon.attempts(jobs["sampled"].id)

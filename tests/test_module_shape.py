@@ -57,9 +57,9 @@ def test_no_import_circles():
         state[node] = 1
         for nxt in sorted(graph_[node]):
             if state.get(nxt) == 1:
-                circles.append(stack[stack.index(nxt) :] + [nxt])
+                circles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
-                visit(nxt, stack + [nxt])
+                visit(nxt, [*stack, nxt])
         state[node] = 2
 
     for name in sorted(graph_):
@@ -87,9 +87,11 @@ def test_no_function_over_80_lines():
     long = {}
     for path in modules().values():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if (n := node.end_lineno - node.lineno + 1) > 80:
-                    long[f"{path.relative_to(ROOT)}:{node.name}"] = n
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and (n := node.end_lineno - node.lineno + 1) > 80
+            ):
+                long[f"{path.relative_to(ROOT)}:{node.name}"] = n
     assert not long, long
 
 

@@ -35,7 +35,7 @@ def test_memory(text, expected):
 
 @pytest.mark.parametrize("text", ["20q", "", "g", "-1g", "1.g", "0", "1e3", "2p", "20 gigs"])
 def test_memory_refused(text):
-    with pytest.raises(ValueError, match="must be a number|out of range"):
+    with pytest.raises(ValueError, match=r"must be a number|out of range"):
         parse_memory(text)
 
 
@@ -60,7 +60,7 @@ def test_duration(text, seconds):
 
 @pytest.mark.parametrize("text", ["1h", "PT", "P", "PT0S", "90", "P1H", "PT1D", "T1H", "P100000W", "PT-1S"])
 def test_duration_refused(text):
-    with pytest.raises(ValueError, match="ISO-8601|out of range"):
+    with pytest.raises(ValueError, match=r"ISO-8601|out of range"):
         parse_duration(text)
 
 

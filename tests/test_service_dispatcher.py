@@ -3,6 +3,7 @@ what a restart finds reconciled from the tables and the exit log; shutdown termi
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -65,7 +66,7 @@ async def test_jobs_wider_than_the_free_cpus_wait_for_a_slot(rig):
     spans = sorted(
         [(a.start_time, a.end_time) for j in (await job_ids(rig, wf)).values() for a in await rig.queries.attempts(j)]
     )
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), spans
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
 
 
 async def test_a_completion_releases_the_dependent_which_then_runs(rig):

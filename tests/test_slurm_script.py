@@ -105,7 +105,7 @@ def test_a_log_dir_another_user_owns_is_refused(tmp_path):
         os.chown(log_dir, 65534, 65534)
     else:
         log_dir = tmp_path.anchor
-    with pytest.raises(SlurmError, match="belongs to .*not to you"):
+    with pytest.raises(SlurmError, match=r"belongs to .*not to you"):
         write_script(os.path.join(log_dir, "a.sh"), "x\n")
 
 
@@ -140,7 +140,7 @@ slurm_schedulers:
   - {name: gpu, gres: "gpu:a100:2", qos: high, tmp: 100G, ntasks_per_node: 2, extra: "--constraint=ib --signal=B:USR1@60"}
 jobs:
   - {name: a, command: "true"}
-""",
+""",  # noqa: E501 a spec line as a user writes it
         "s.yaml",
     )
     (sched,) = spec.schedulers

@@ -100,7 +100,8 @@ CASES = [
         "length >= 1",
     ),
     (
-        "name: x\nfailure_handlers:\n  - name: h\n    rules:\n      - exit_codes: [1]\n        match_all_exit_codes: true\n"
+        "name: x\nfailure_handlers:\n  - name: h\n    rules:\n"
+        "      - exit_codes: [1]\n        match_all_exit_codes: true\n"
         "jobs:\n" + GOOD_JOB,
         5,
         "$.failure_handlers[0].rules[0]",
@@ -120,7 +121,8 @@ CASES = [
         ">= 1",
     ),
     (
-        "name: x\njobs:\n  - name: a_{i}_{j}_{k}\n    command: x\n    parameters: {i: '1:1000', j: '1:1000', k: '1:10'}\n",
+        "name: x\njobs:\n  - name: a_{i}_{j}_{k}\n    command: x\n"
+        "    parameters: {i: '1:1000', j: '1:1000', k: '1:10'}\n",
         5,
         "$.jobs[0].parameters",
         "the limit is",
@@ -190,6 +192,9 @@ def test_a_dotted_reference_the_shell_does_not_expand_reaches_the_program_as_it_
 
 def test_the_shells_own_expansions_stay_beside_a_reference_torc_py_replaces():
     shell = 'echo ${HOME} ${x:-a.b} ${#arr[@]} ${arr[0]} ${!pre*} ${x/a.b/c} ${x%.*} ${10} $HOME.x ${x}.y "${@}"'
-    text = f"name: x\nuser_data:\n  - {{name: d}}\njobs:\n  - name: a\n    command: '{shell}; get ${{user_data.input.d}}'\n"
+    text = (
+        f"name: x\nuser_data:\n  - {{name: d}}\njobs:\n  - name: a\n"
+        f"    command: '{shell}; get ${{user_data.input.d}}'\n"
+    )
     job = parse_spec(text, "wf.yaml").jobs[0]
     assert job.command == f"{shell}; get d" and job.data_inputs == ["d"]

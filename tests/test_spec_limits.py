@@ -225,7 +225,7 @@ def test_names_and_commands_are_checked_after_filling(tmp_path):
 
 
 def test_daemon_refuses_each_poisoned_spec_and_keeps_running_others(daemon):
-    for text, line, field, _ in POISONED[:12] + SLURM_FIELDS[:5] + BOMBS[:2] + BOMBS[9:10]:
+    for text, _line, field, _ in POISONED[:12] + SLURM_FIELDS[:5] + BOMBS[:2] + BOMBS[9:10]:
         with pytest.raises(RpcError) as info:
             daemon.call("workflows.create", {"spec_text": text, "spec_path": "wf.yaml", "cwd": str(daemon.tmp)})
         assert info.value.code == -32010 and info.value.data["field"] == field, info.value.message

@@ -180,7 +180,7 @@ def test_the_memory_monitor_samples_while_the_default_pool_is_busy():
     async def main() -> None:
         release = threading.Event()
         block_default_pool(asyncio.get_running_loop(), release)
-        proc = subprocess.Popen(["sleep", "30"])
+        proc = subprocess.Popen(["sleep", "30"])  # noqa: ASYNC220 a process to watch; it starts at once
         monitor = Monitor(lambda job_id, sample: over.append(job_id))
         try:
             monitor.watch(7, proc.pid, limit=1, interval=0.1)  # any process is over one byte

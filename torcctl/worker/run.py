@@ -245,7 +245,8 @@ class Worker:
         if self._stopping_jobs is not None:
             await asyncio.gather(self._stopping_jobs, *self.recoveries.values(), return_exceptions=True)
         until = time.monotonic() + SIGNAL_GRACE  # their exits come from the tasks that reap them
-        while self.executor is not None and self.executor.procs and time.monotonic() < until:
+        # A poll, not an event: the tasks that reap the processes empty `procs`, which signals nothing.
+        while self.executor is not None and self.executor.procs and time.monotonic() < until:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
         count = (
@@ -449,7 +450,7 @@ async def run_worker(args) -> int:
     # What its jobs need to reach the daemon with this allocation's credential (torcctl user-data).
     for name, path in (("TORC_API_TOKEN_FILE", args.token_file), ("TORC_CA_FILE", args.ca_file)):
         if path:
-            os.environ[name] = os.path.abspath(path)
+            os.environ[name] = os.path.abspath(path)  # noqa: ASYNC240 at start-up, before any job runs
     cpus = args.cpus or int(
         os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1
     )

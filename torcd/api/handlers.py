@@ -97,7 +97,7 @@ class Handlers:
         return await self.control.stop(params)
 
     async def create_workflow(self, params: p.CreateWorkflow) -> p.WorkflowSummary:
-        if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):
+        if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):  # noqa: ASYNC240 one stat, not worth a thread
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}", {"field": "$.cwd"})
         spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
         if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):

@@ -138,7 +138,8 @@ async def _serve_rpc(state: ServerState, request: web.Request) -> web.Response:
                     "id": None,
                     "error": {
                         "code": -32600,
-                        "message": f"request of {size} bytes is larger than the limit of {state.config.max_request_bytes}",
+                        "message": f"request of {size} bytes is larger than the limit of "
+                        f"{state.config.max_request_bytes}",
                     },
                 }
             ),

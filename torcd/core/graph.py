@@ -24,7 +24,7 @@ def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
                 continue
             state = color.get(nxt, BLACK)
             if state == GREY:
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if state == WHITE:
                 color[nxt] = GREY
                 path.append(nxt)

@@ -4,8 +4,8 @@ should not need three runs.
 Validation stops at the first error, so each error found sets its field aside (a key is
 removed; a job is replaced by a stand-in of the same name, so that what names it still
 finds it; a list of plain values goes whole) and the spec is checked again. Indices never
-shift, so every later error still names its own line. Errors that follow from one set aside may appear too; each names its
-line, and they come sorted by it.
+shift, so every later error still names its own line. Errors that follow from one set aside may
+appear too; each names its line, and they come sorted by it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ made to depend on writers, every dependency checked to exist, and no cycle."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
 from torcd.spec.data import JobFiles, Matcher, producer_edges
@@ -74,7 +76,7 @@ def _check_names(
                 raise loc.error(f"job {job.name!r} depends on itself", f"$.jobs[{origin[job.name]}].depends_on")
     cycle = find_cycle({job.name: job.depends_on for job in jobs})
     if cycle:
-        steps = [cycle[0]] + [f"{v} (writes {via[u, v]!r})" if (u, v) in via else v for u, v in zip(cycle, cycle[1:])]
+        steps = [cycle[0]] + [f"{v} (writes {via[u, v]!r})" if (u, v) in via else v for u, v in pairwise(cycle)]
         raise loc.error("dependency cycle: " + " -> ".join(steps), f"$.jobs[{origin[cycle[0]]}].depends_on")
 
 
