@@ -56,8 +56,9 @@ def _describe(deps: tuple[str, ...]) -> str:
 def _allocations(names: list[str], schedulers: dict[str, str | None]) -> list[dict[str, Any]]:
     by_scheduler: dict[str, list[str]] = {}
     for name in names:
-        if schedulers[name]:
-            by_scheduler.setdefault(schedulers[name], []).append(name)
+        scheduler = schedulers[name]
+        if scheduler:
+            by_scheduler.setdefault(scheduler, []).append(name)
     return [{"scheduler": s, "scheduler_type": "slurm", "jobs": jobs} for s, jobs in by_scheduler.items()]
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import cast
 
+from torcd.events import EventBase
 from torcd.protocol import Event
 
 Kinds = tuple[type, ...] | None  # event classes; None: every kind
@@ -86,8 +88,8 @@ class EventBus:
         if sub in self._subs:
             self._subs.remove(sub)
 
-    def publish(self, events: Iterable[Event]) -> None:
-        for event in events:
+    def publish(self, events: Iterable[EventBase]) -> None:
+        for event in cast("Iterable[Event]", events):  # every event is of one of the kinds that make up Event
             self.published += 1
             for sub in self._subs:
                 sub.offer(event)

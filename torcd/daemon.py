@@ -132,6 +132,7 @@ class Daemon:
     async def _open_tcp_door(self, runner: web.AppRunner) -> None:
         cfg = self.config
         self.state.admin_token = doors.ensure_token(cfg.token_file)
+        assert cfg.listen is not None  # the TCP door opens only with --listen
         sock = doors.tcp_socket(*cfg.listen)
         guard = ConnectionGuard(connection_cap(cfg.max_tcp_connections, cfg.max_cpus), cfg.max_connections_per_peer)
         await GuardedSockSite(

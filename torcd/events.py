@@ -12,7 +12,7 @@ the client loads it on every command.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, TypeAlias, Union, cast
 
 import msgspec
 
@@ -24,13 +24,18 @@ class EventBase(msgspec.Struct, omit_defaults=True, tag_field="kind", gc=False):
 
     @property
     def kind(self) -> str:
-        return type(self).__struct_config__.tag
+        return tag_of(type(self))
 
     def __getattr__(self, name: str) -> None:
         # Readers that go across kinds (a filter on job_name, `torcctl events`) may ask any kind
         # for a field another kind has: one this kind lacks reads as absent (None).
         if name not in ANY_KIND_FIELDS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def tag_of(kind: type[EventBase]) -> str:
+    """The kind's name on the wire (its tag)."""
+    return cast(str, kind.__struct_config__.tag)  # every kind is declared with tag="..."
 
 
 def _count():
@@ -224,9 +229,39 @@ class ActionFinished(EventBase, tag="action_finished"):
 
 
 KINDS: tuple[type[EventBase], ...] = tuple(EventBase.__subclasses__())
-Event = Union[KINDS]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the checker needs the union spelled out; at run time it is built from KINDS
+    Event: TypeAlias = (
+        WorkflowCreated
+        | WorkflowReset
+        | WorkflowCanceled
+        | WorkflowDone
+        | WorkflowAwaitingClassification
+        | JobReady
+        | JobStarted
+        | JobCompleted
+        | JobExited
+        | JobFailed
+        | JobTerminated
+        | JobClassified
+        | JobResourcesChanged
+        | RetryDecided
+        | RecoveryFinished
+        | AllocationSubmitted
+        | AllocationFailed
+        | AllocationStarted
+        | AllocationFinished
+        | AutoScheduleSet
+        | AutoScheduleDecided
+        | WorkerRegistered
+        | WorkerFinished
+        | WorkerLost
+        | ActionStarted
+        | ActionFinished
+    )
+else:
+    Event = Union[KINDS]  # noqa: UP007  (a union of a tuple built at run time: `|` cannot spell it)
 ANY_KIND_FIELDS = frozenset(f for k in KINDS for f in k.__struct_fields__)
 
 # After one of these, nothing more runs in the workflow until someone acts.
 IDLE = (WorkflowDone, WorkflowAwaitingClassification, WorkflowCanceled)
-IDLE_EVENTS = frozenset(k.__struct_config__.tag for k in IDLE)
+IDLE_EVENTS = frozenset(tag_of(k) for k in IDLE)

@@ -3,7 +3,7 @@ so the figures survive restarts and nothing is counted on the job path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -23,7 +23,7 @@ async def render(queries: Queries) -> bytes:
 
 
 class _Snapshot(Collector):
-    def __init__(self, rows: dict[str, Sequence]):
+    def __init__(self, rows: Mapping[str, Sequence]):
         self.rows = rows
 
     def collect(self) -> Iterable:

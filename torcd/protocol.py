@@ -5,7 +5,7 @@ Kept free of heavy imports: the client loads it on every command.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -25,23 +25,24 @@ Source = Literal["cli", "mcp", "api"]
 SpecFormat = Literal["yaml", "json", "json5", "kdl"]
 MAX_USER_DATA_BYTES = 1 << 20  # of one user data value, as JSON: data for jobs to hand on, not a file store
 MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared in the spec, or added with user_data.set
-SPEC_FORMATS: tuple[str, ...] = SpecFormat.__args__
+SPEC_FORMATS: tuple[str, ...] = get_args(SpecFormat)
 
 
+# Each subclass repeats `frozen=True`: msgspec would inherit it, but type checkers do not know that.
 class Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class NoParams(Params):
+class NoParams(Params, frozen=True):
     pass
 
 
-class Shutdown(Params):
+class Shutdown(Params, frozen=True):
     if_idle: bool = False  # only when no workflow is active and no other client is attached
     ignore_workflow: Id | None = None  # ...besides this one (a `torcctl run` being interrupted)
 
 
-class CreateWorkflow(Params):
+class CreateWorkflow(Params, frozen=True):
     spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
     spec_path: OneLine = "<spec>"
     spec_format: SpecFormat | None = None  # default: from spec_path's extension
@@ -50,7 +51,7 @@ class CreateWorkflow(Params):
     account: SlurmAccount | None = None
 
 
-class SetAutoSchedule(Params):
+class SetAutoSchedule(Params, frozen=True):
     workflow_id: Id
     enabled: bool = True
     threshold: Annotated[int, Meta(ge=1, le=MAX_SQL_INT)] = 5
@@ -58,12 +59,12 @@ class SetAutoSchedule(Params):
     stranded_timeout: Annotated[float, Meta(ge=0)] = 7200.0
 
 
-class SubmitAllocations(Params):
+class SubmitAllocations(Params, frozen=True):
     workflow_id: Id
     count: Annotated[int, Meta(ge=1, le=1000)] | None = None
 
 
-class RegisterWorker(Params):
+class RegisterWorker(Params, frozen=True):
     workflow_id: Id
     host: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z", max_length=255)]
     cpus: Annotated[int, Meta(ge=1, le=100_000)]
@@ -93,7 +94,7 @@ class StartedReport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pid: Pid
 
 
-class WorkerPoll(Params):
+class WorkerPoll(Params, frozen=True):
     """One round trip of a worker: what happened since the last poll, and what it can take."""
 
     worker_id: Id
@@ -108,21 +109,21 @@ class WorkerPoll(Params):
     recoveries: list[RecoveryReport] = []
 
 
-class WorkerFinish(Params):
+class WorkerFinish(Params, frozen=True):
     worker_id: Id
     reason: str = "done"
 
 
-class WorkflowRef(Params):
+class WorkflowRef(Params, frozen=True):
     workflow_id: Id
 
 
-class ResetStatus(Params):
+class ResetStatus(Params, frozen=True):
     workflow_id: Id
     failed_only: bool = False
 
 
-class Recover(Params):
+class Recover(Params, frozen=True):
     workflow_id: Id
     memory_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.5
     runtime_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.4
@@ -132,7 +133,7 @@ class Recover(Params):
     reason: Annotated[str, Meta(max_length=4096)] = ""  # why, kept with each change
 
 
-class UpdateResources(Params):
+class UpdateResources(Params, frozen=True):
     """New limits for one job's next attempts (Torc's update_job_resources); at least one."""
 
     job_id: Id
@@ -149,7 +150,7 @@ class RecoverResult(msgspec.Struct):
     dry_run: bool = False
 
 
-class Results(Params):
+class Results(Params, frozen=True):
     workflow_id: Id
     all_runs: bool = False
     failed: bool = False
@@ -157,7 +158,7 @@ class Results(Params):
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
 
 
-class ListFiles(Params):
+class ListFiles(Params, frozen=True):
     workflow_id: Id
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
 
@@ -170,18 +171,18 @@ class FileInfo(msgspec.Struct):
     exists: bool
 
 
-class UserDataRef(Params):
+class UserDataRef(Params, frozen=True):
     workflow_id: Id
     name: OneLine
 
 
-class SetUserData(Params):
+class SetUserData(Params, frozen=True):
     workflow_id: Id
     name: Annotated[str, Meta(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f-\x9f]+\Z")]
     data: Any = None  # any JSON value, 1 MiB at most
 
 
-class ListUserData(Params):
+class ListUserData(Params, frozen=True):
     workflow_id: Id
     limit: Annotated[int, Meta(ge=1, le=10_000)] = 1000  # entries (each up to 1 MiB)
 
@@ -194,18 +195,18 @@ class UserDataInfo(msgspec.Struct):
     updated: float
 
 
-class ListJobs(Params):
+class ListJobs(Params, frozen=True):
     workflow_id: Id
     status: str | None = None
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
     offset: Count = 0
 
 
-class JobRef(Params):
+class JobRef(Params, frozen=True):
     job_id: Id
 
 
-class Classify(Params):
+class Classify(Params, frozen=True):
     job_ids: Annotated[list[Id], Meta(min_length=1, max_length=100_000)]
     reason: str = ""
     source: Source = "cli"
@@ -217,7 +218,7 @@ class Classification(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(min_length=1)]
 
 
-class ClassifyMany(Params):
+class ClassifyMany(Params, frozen=True):
     """Several pending_failed jobs of one workflow, each with its own action and reason; one
     transaction: all are applied or none."""
 
@@ -226,7 +227,7 @@ class ClassifyMany(Params):
     source: Source = "api"
 
 
-class ListEvents(Params):
+class ListEvents(Params, frozen=True):
     workflow_id: Id
     after: Count = 0
     limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000

@@ -17,7 +17,7 @@ class Notifier:
         usec, pid = os.environ.pop("WATCHDOG_USEC", None), os.environ.pop("WATCHDOG_PID", None)
         ours = usec and usec.isdigit() and (not pid or pid == str(os.getpid()))
         # systemd's advice: ping at half the interval it will wait.
-        self.watchdog_interval = int(usec) / 2e6 if ours else None
+        self.watchdog_interval = int(usec) / 2e6 if usec and ours else None
 
     def notify(self, *lines: str) -> None:
         if not self.address:

@@ -15,6 +15,7 @@ import collections
 import resource
 import time
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -89,7 +90,8 @@ class _Guarded(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if peer else "?"
         if not self._guard.enter(self._peer):
-            transport.abort()  # its descriptor is free at once
+            # A stream server's connection: a full Transport, which can abort.
+            cast(asyncio.Transport, transport).abort()  # its descriptor is free at once
             return
         self._admitted = True
         self._inner.connection_made(transport)

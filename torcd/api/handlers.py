@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgspec
 import structlog
@@ -250,6 +250,7 @@ class Handlers:
             else []
         )
         if "memory" in short:
+            assert memory is not None  # a job short of memory is one given a memory limit
             raise InvalidParams(
                 f"{format_bytes(memory)} is more than this daemon's memory budget of "
                 f"{format_bytes(self.config.max_memory)} (see torcd --memory)",
@@ -293,7 +294,7 @@ class Handlers:
     async def fail_jobs(self, params: p.Classify) -> p.ClassifyResult:
         return await self._classify_all(params, "fail")
 
-    async def _classify_all(self, params: p.Classify, action: str) -> p.ClassifyResult:
+    async def _classify_all(self, params: p.Classify, action: Literal["retry", "fail"]) -> p.ClassifyResult:
         decisions = [(j, action, params.reason) for j in dict.fromkeys(params.job_ids)]
         return p.ClassifyResult(await self.execution.classify(decisions, params.source, key=idempotency_key.get()))
 

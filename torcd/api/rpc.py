@@ -69,7 +69,7 @@ async def _call_one(methods: Methods, target: Any, raw: Any, caller: Caller, key
         )
     params_type, bind = entry
     try:
-        params = msgspec.convert(req.params or {}, params_type)
+        params: Any = msgspec.convert(req.params or {}, params_type)
     except msgspec.ValidationError as e:
         field = _field_of(e)
         return _error(

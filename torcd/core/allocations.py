@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass, field
 
 from torcd import events as E
+from torcd.core.exits import Cause
 from torcd.errors import InvalidTransition
 
 
@@ -51,7 +52,7 @@ PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 GONE = "GONE"  # the Slurm state recorded for an allocation squeue no longer knows
 # Slurm's verdict on an allocation that ended, as the cause of the jobs it was running.
-SLURM_CAUSES = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
+SLURM_CAUSES: dict[str, Cause] = {"TIMEOUT": "timeout", "DEADLINE": "timeout", "OUT_OF_MEMORY": "oom"}
 SLURM_VERDICTS = {
     "TIMEOUT": "Slurm ended its allocation at the time limit",
     "DEADLINE": "Slurm ended its allocation at its deadline",
@@ -120,7 +121,7 @@ class Decision:
     ended: float | None = None
     slurm_state: str | None = None  # allocation: the Slurm state seen
     reason: str | None = None  # why a worker ended, or why a submission failed
-    cause: str | None = None  # a lost worker's jobs' exits: their cause (timeout, oom)
+    cause: Cause | None = None  # a lost worker's jobs' exits: their cause (timeout, oom)
     ignored: str | None = None
 
 
@@ -215,7 +216,7 @@ class Closed:
 
 
 @functools.singledispatch
-def handle(observation, facts) -> Decision:
+def handle(observation: object, facts: object) -> Decision:
     raise TypeError(f"no decision for {type(observation).__name__}")
 
 

@@ -9,7 +9,7 @@ import os
 
 import msgspec
 
-from torcd.core.exits import Exit  # noqa: F401  (an attempt's end)
+from torcd.core.exits import Exit as Exit  # an attempt's end
 from torcd.core.retry import Rule
 
 

@@ -17,7 +17,7 @@ No I/O, no clock: time comes in with the stimulus.
 from __future__ import annotations
 
 import functools
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 
@@ -273,7 +273,21 @@ def _change(
     )
 
 
-def _event(kind: type[E.EventBase], job: Job, time: float, **fields) -> E.EventBase:
+# The kinds of event about one job: each carries the job's id and name.
+JobEventKind: TypeAlias = (
+    type[E.JobReady]
+    | type[E.JobStarted]
+    | type[E.JobCompleted]
+    | type[E.JobExited]
+    | type[E.JobFailed]
+    | type[E.JobTerminated]
+    | type[E.JobClassified]
+    | type[E.RetryDecided]
+    | type[E.RecoveryFinished]
+)
+
+
+def _event(kind: JobEventKind, job: Job, time: float, **fields: Any) -> E.EventBase:
     return kind(workflow_id=job.workflow_id, time=time, job_id=job.id, job_name=job.name, **fields)
 
 

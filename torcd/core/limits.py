@@ -54,8 +54,10 @@ class Adjustment(msgspec.Struct, frozen=True, omit_defaults=True):
 
 def diagnose(a: FailedAttempt) -> tuple[Diagnosis, str]:
     """oom, timeout or unknown, with the evidence in words."""
-    if a.cause in ("oom", "timeout"):
-        return a.cause, f"recorded as {a.cause}"
+    if a.cause == "oom":
+        return "oom", "recorded as oom"
+    if a.cause == "timeout":
+        return "timeout", "recorded as timeout"
     if a.cause is not None:  # a recorded cause that is not about resources: no guessing past it
         return "unknown", f"recorded as {a.cause}"
     share = (a.wall_seconds / a.runtime) if a.wall_seconds is not None and a.runtime else None

@@ -57,10 +57,10 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
     return list(values)
 
 
-def _bare_list(text: str, spec: str) -> list:
+def _bare_list(text: str, spec: str) -> list[Scalar]:
     """Torc's reading of a list that is not a literal: `[train, test]` holds words. Each item is
     an integer, else a number, else the text without its quotes."""
-    values: list = []
+    values: list[Scalar] = []
     for item in (i.strip() for i in text[1:-1].split(",")):
         for kind in (int, float):
             try:

@@ -46,7 +46,7 @@ class Capacity(msgspec.Struct, frozen=True):
     def minus(self, need: Requirements) -> Capacity:
         """What is left once a job that fits has taken its CPUs, memory and GPUs."""
 
-        def left(have, used):
+        def left(have: int | None, used: int) -> int | None:
             return None if have is None else have - used
 
         return Capacity(

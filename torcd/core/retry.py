@@ -13,7 +13,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Cause, signal_return_code  # noqa: F401
+from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Cause
+from torcd.core.exits import signal_return_code as signal_return_code  # for callers
 from torcd.core.status import JobStatus as S
 
 ExitCode = Annotated[int, Meta(ge=1, le=255)]
@@ -95,6 +96,7 @@ def decide(
         if park:
             return RetryDecision(Action.PARK, None, f"exit code {return_code} matched no rule; awaiting classification")
         return RetryDecision(Action.FAIL, None, f"exit code {return_code} matched no rule")
+    assert rules is not None  # a rule matched
     rule = rules[index]
     if attempt >= rule.max_retries:
         return RetryDecision(

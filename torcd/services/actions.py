@@ -149,7 +149,9 @@ class ActionRunner:
                 return False, None, f"command {n} could not start: {start_failure(e)}"
             self._procs[run.id] = (run.workflow_id, proc)
             try:
-                rc = signal_return_code(await proc.wait())
+                status = await proc.wait()
+                assert status is not None  # our own child, reaped: how it ended is known
+                rc = signal_return_code(status)
             finally:
                 self._procs.pop(run.id, None)
             if why := self._stopped.pop(run.id, None):

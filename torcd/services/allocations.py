@@ -16,7 +16,7 @@ import structlog
 
 from torcd.core import allocations as A
 from torcd.core import slurm_plan
-from torcd.core.exits import SIGKILL_EXIT, Exit
+from torcd.core.exits import SIGKILL_EXIT, Cause, Exit
 from torcd.core.resources import MAX_RUNTIME
 from torcd.core.slurm_plan import JobNeed, NodeShape, SchedulerPlan
 from torcd.credentials import new_credential
@@ -131,6 +131,7 @@ class AllocationService:
         return out
 
     async def _submit_one(self, wf, output_dir, cwd, name, spec, node: NodeShape, account, reason, auto) -> int:
+        assert self.url is not None  # submit refuses without a TCP door
         cpus = node.cpus
         aid = await self.slurm.add_allocation(wf, name, cpus, reason, auto)
         log_dir = os.path.join(output_dir, "slurm")
@@ -208,7 +209,11 @@ class AllocationService:
         for wid, aid, beat, settings in await self.workers.active_workers():
             alloc_state = await self.slurm.allocation_state(aid) if aid is not None else None
             status = None if alloc_state is None else A.AllocationStatus(alloc_state)
-            verdict = await self.slurm.allocation_verdict(aid) if status == A.AllocationStatus.DONE else None
+            verdict = (
+                await self.slurm.allocation_verdict(aid)
+                if aid is not None and status == A.AllocationStatus.DONE
+                else None
+            )
             d = A.handle(
                 A.SilenceChecked(
                     now,
@@ -222,9 +227,10 @@ class AllocationService:
                 A.Worker(wid, 0, A.WorkerStatus.ACTIVE, aid, beat),
             )  # its workflow: not needed here
             if d.status == A.WorkerStatus.LOST:
+                assert d.reason is not None  # a lost worker's decision says why
                 await self.lose_worker(wid, d.reason, d.cause)
 
-    async def lose_worker(self, worker_id: int, reason: str, cause: str | None = None) -> None:
+    async def lose_worker(self, worker_id: int, reason: str, cause: Cause | None = None) -> None:
         running = await self.workers.worker_running_jobs(worker_id)
         await self.workers.finish_worker(worker_id, reason, state=A.WorkerStatus.LOST.value)
         now = time.time()

@@ -43,7 +43,7 @@ MAX_TREE = 4096  # processes sampled per job: a fork bomb must not stall every o
 
 
 def _children(pid: int) -> list[int]:
-    out = []
+    out: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:

@@ -342,9 +342,14 @@ class WatchedProcess:
     says how it ended through `exit_status` (from the exit log: None if it left nothing)."""
 
     def __init__(self, pid: int, exit_status: Callable[[], int | None] | None = None, reap: bool = False):
-        self.pid, self.returncode = pid, None
+        self.pid = pid
+        self.returncode: int | None = None
         self.cpu_seconds: float | None = None  # of it and the descendants it waited for, once reaped
-        self._exit_status = self._reap if reap else exit_status
+        if reap:
+            self._exit_status: Callable[[], int | None] = self._reap
+        else:
+            assert exit_status is not None, "a process that is not reaped says how it ended through exit_status"
+            self._exit_status = exit_status
         self._loop = asyncio.get_running_loop()
         self._done = self._loop.create_future()
         try:

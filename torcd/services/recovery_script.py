@@ -61,7 +61,9 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
         return report(False, None, f"recovery script {start_failure(e)}")
     on_start(proc)
     try:
-        rc = signal_return_code(await asyncio.wait_for(proc.wait(), rec.timeout))
+        status = await asyncio.wait_for(proc.wait(), rec.timeout)
+        assert status is not None  # our own child, reaped: how it ended is known
+        rc = signal_return_code(status)
     except TimeoutError:
         await stop_group(proc, 5.0)
         return report(

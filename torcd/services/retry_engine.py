@@ -19,6 +19,12 @@ from torcd.store.execution import ExecutionStore
 log = structlog.get_logger("torcd.retry")
 
 
+def _attempt_of(e: E.EventBase) -> tuple[int, int, int]:
+    """The attempt a job_exited event is about: the lifecycle always names it."""
+    assert isinstance(e, E.JobExited) and e.job_id is not None and e.run_id is not None and e.attempt_id is not None
+    return e.job_id, e.run_id, e.attempt_id
+
+
 class RetryEngine:
     def __init__(self, execution: ExecutionStore, bus: EventBus):
         self.execution = execution
@@ -35,7 +41,7 @@ class RetryEngine:
                 self._sub.overflowed.clear()
                 await self.reconcile()
                 continue
-            keys = [(e.job_id, e.run_id, e.attempt_id) for e in batch]
+            keys = [_attempt_of(e) for e in batch]
             await self._apply(await self.execution.failures_for(keys))
 
     async def _apply(self, failures: list[Failure]) -> None:

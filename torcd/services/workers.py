@@ -46,6 +46,7 @@ class WorkerService:
                     f"{caller.workflow_id}, not allocation {params.allocation_id} of workflow "
                     f"{params.workflow_id}"
                 )
+            assert caller.allocation_id is not None  # not admin: an allocation's credential
             if not A.is_open(await self.slurm.allocation_state(caller.allocation_id)):
                 raise Unauthorized(
                     f"allocation {caller.allocation_id} has ended; its credential no longer registers workers"
@@ -108,6 +109,8 @@ class WorkerService:
             A.Worker(w["id"], w["workflow_id"], A.WorkerStatus(w["state"]), w["allocation_id"], w["last_heartbeat"]),
         )
         if d.status == A.WorkerStatus.LOST:
+            assert d.reason is not None  # a worker's end says why
             await self.allocations.lose_worker(params.worker_id, d.reason)
         elif d.status is not None:
+            assert d.reason is not None  # a worker's end says why
             await self.workers.finish_worker(params.worker_id, d.reason, d.status.value)

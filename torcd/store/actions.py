@@ -69,10 +69,10 @@ def mark_due(tx: Tx, wf: int, idle: bool) -> bool:
         elif action.trigger == "on_workflow_complete":
             if not idle:
                 continue
-            row = tx.one(f"SELECT {_PROGRESS} FROM jobs j WHERE j.workflow_id = ?", (wf,))
+            row = tx.one_row(f"SELECT {_PROGRESS} FROM jobs j WHERE j.workflow_id = ?", (wf,))
             due = is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2])))
         else:
-            row = tx.one(
+            row = tx.one_row(
                 f"SELECT {_PROGRESS} FROM action_jobs a JOIN jobs j ON j.id = a.job_id WHERE a.action_id = ?", (aid,)
             )
             due = is_due(action.trigger, Progress(row[0], int(row[1]), int(row[2])))
@@ -88,7 +88,9 @@ def disarm_due(tx: Tx, wf: int) -> None:
 
 def busy(tx: Tx, wf: int) -> bool:
     return bool(
-        tx.one("SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND state IN ('due', 'running'))", (wf,))[0]
+        tx.one_row(
+            "SELECT EXISTS (SELECT 1 FROM actions WHERE workflow_id = ? AND state IN ('due', 'running'))", (wf,)
+        )[0]
     )
 
 

@@ -85,8 +85,16 @@ class Tx:
     def one(self, sql: str, args: Sequence = ()) -> sqlite3.Row | None:
         return self.db.execute(sql, args).fetchone()
 
+    def one_row(self, sql: str, args: Sequence = ()) -> sqlite3.Row:
+        """The first row of a query that always yields one: an aggregate, an EXISTS, a row known to be there."""
+        row = self.db.execute(sql, args).fetchone()
+        assert row is not None, sql
+        return row
+
     def run(self, sql: str, args: Sequence = ()) -> int:
-        return self.db.execute(sql, args).lastrowid
+        rowid = self.db.execute(sql, args).lastrowid
+        assert rowid is not None  # sqlite3 sets it after every execute (None only before the first)
+        return rowid
 
     def many(self, sql: str, args: Iterable[Sequence]) -> None:
         self.db.executemany(sql, args)

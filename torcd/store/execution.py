@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Literal
 
 import msgspec
 
@@ -173,7 +174,7 @@ class ExecutionStore:
 
     async def classify(
         self,
-        decisions: Sequence[tuple[int, str, str]],
+        decisions: Sequence[tuple[int, Literal["retry", "fail"], str]],
         source: str,
         workflow_id: int | None = None,
         key: RequestKey | None = None,

@@ -36,7 +36,7 @@ def recover(
 ) -> tuple[list[R.Adjustment], int]:
     """The plan for the workflow's failed and pending_failed jobs and, unless a dry run, how many jobs it reset."""
     row = require_workflow(tx, wf)
-    busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))[0]
+    busy = tx.one_row(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))[0]
     if busy:
         raise InvalidTransition(
             f"workflow {wf} still has {busy} unfinished jobs; recover it once they have ended (or cancel it)"
@@ -51,7 +51,7 @@ def recover(
             r["peak_rss_bytes"],
             r["memory"],
             r["runtime"],
-            S(r["status"]).label,
+            "pending_failed" if r["status"] == S.PENDING_FAILED else "failed",  # the only two _FAILED selects
         )
         for r in tx.rows(_FAILED, (wf,))
     ]
@@ -80,7 +80,7 @@ def recover(
                 message=R.reason_for(a, reason),
             )
     parked = {
-        a.job_id: (a, tx.one("SELECT run_id, attempt_id FROM jobs WHERE id = ?", (a.job_id,)))
+        a.job_id: (a, tx.one_row("SELECT run_id, attempt_id FROM jobs WHERE id = ?", (a.job_id,)))
         for a in retried
         if a.status == "pending_failed"
     }
@@ -88,7 +88,7 @@ def recover(
     reset = reset_jobs(tx, row, sorted(set(ids) | set(downstream(tx, ids))), "recover")
     for job_id, (a, (run_id, attempt_id)) in parked.items():
         # The reset took it out of pending_failed: say that recover classified that attempt, and why.
-        status = S(tx.one("SELECT status FROM jobs WHERE id = ?", (job_id,))[0]).label
+        status = S(tx.one_row("SELECT status FROM jobs WHERE id = ?", (job_id,))[0]).label
         tx.emit(
             E.JobClassified,
             wf,

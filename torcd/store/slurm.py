@@ -93,12 +93,13 @@ class SlurmStore:
                 (wf, scheduler),
             )
         )[0]
-        alloc = dict(
-            await self.db.rows(
+        alloc: dict[str, int] = {
+            state: n
+            for state, n in await self.db.rows(
                 "SELECT state, count(*) FROM allocations WHERE workflow_id = ? AND scheduler = ? GROUP BY state",
                 (wf, scheduler),
             )
-        )
+        }
         return ScheduleInputs(r[0], r[1] or 0, r[2], alloc.get("running", 0), alloc.get("pending", 0), last_submit)
 
     async def ready_job_needs(self, wf: int, scheduler: str) -> list[JobNeed]:
@@ -140,11 +141,13 @@ class SlurmStore:
             a = allocation_facts(tx.one("SELECT * FROM allocations WHERE id = ?", (aid,)))
             if error:
                 d = A.handle(A.SubmitFailed(tx.now, error), a)
+                assert d.status is not None  # a failed submission always fails the allocation
                 tx.run(
                     "UPDATE allocations SET state = ?, ended = ?, reason = ?, script_path = ? WHERE id = ?",
                     (d.status.value, d.ended, d.reason, script, aid),
                 )
             else:
+                assert slurm_job_id is not None  # no error: sbatch gave its id
                 d = A.handle(A.Submitted(tx.now, slurm_job_id), a)
                 tx.run(
                     "UPDATE allocations SET slurm_job_id = ?, script_path = ? WHERE id = ?", (slurm_job_id, script, aid)

@@ -152,7 +152,7 @@ class WorkerStore:
                 if params.claim and params.free_cpus > 0
                 else []
             )
-            waiting = tx.one(
+            waiting = tx.one_row(
                 f"SELECT count(*) FROM jobs WHERE worker_id = ? AND status IN ({int(S.RUNNING)}, {int(S.RECOVERING)})",
                 (worker_id,),
             )[0]
@@ -316,7 +316,7 @@ def _may_get_more(tx: Tx, w: sqlite3.Row, time_left: float | None, memory: int |
     waiting = ",".join(str(int(s)) for s in (S.UNINITIALIZED, S.BLOCKED, S.PENDING, S.RUNNING, S.RECOVERING))
     scheduler = w["scheduler"]
     return bool(
-        tx.one(
+        tx.one_row(
             f"""SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status IN ({waiting})
                            AND (? IS NULL OR j.scheduler = ?))
                 OR EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = ? AND j.status = {int(S.READY)}
