@@ -233,6 +233,7 @@ async def _run(*args: str, timeout: float = 60, stdin: bytes | None = None) -> t
     except TimeoutError:
         proc.kill()
         raise SlurmError(f"{args[0]} did not answer within {timeout:g}s") from None
+    assert proc.returncode is not None  # communicate() returns once the process has exited
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 

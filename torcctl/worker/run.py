@@ -23,6 +23,7 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 
 import aiohttp
 import msgspec
@@ -215,14 +216,20 @@ class Worker:
             self._save()  # the daemon is not answering: keep this exit on disk meanwhile
         self.wake.set()
 
+    @property
+    def registered_id(self) -> int:
+        """Its worker id; everything that reports to the daemon runs after it registered."""
+        assert self.worker_id is not None, "the worker has not registered yet"
+        return self.worker_id
+
     def _save(self) -> None:
         if self.journal is None:
             return
-        sending = self._sending or p.WorkerPoll(worker_id=self.worker_id)
+        sending = self._sending or p.WorkerPoll(worker_id=self.registered_id)
         try:
             self.journal.save(
                 Saved(
-                    self.worker_id,
+                    self.registered_id,
                     [*sending.exits, *self.exits],
                     [*sending.started, *self.started],
                     [*sending.recoveries, *self.recovery_results],
@@ -295,7 +302,7 @@ class Worker:
             except TimeoutError:
                 pass
             self.wake.clear()
-        await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.worker_id, reason=reason))
+        await self.rpc.call("workers.finish", p.WorkerFinish(worker_id=self.registered_id, reason=reason))
         if self.journal:
             self.journal.remove()
         log.info("worker_finished", worker_id=self.worker_id, reason=reason)
@@ -394,7 +401,7 @@ class Worker:
         if left is not None and left < max(self.settings.min_time_for_new_jobs, 1.0):
             claim = False
         params = p.WorkerPoll(
-            worker_id=self.worker_id,
+            worker_id=self.registered_id,
             free_cpus=max(0, self.cpus - used),
             claim=claim and not self.stopping,
             free_memory=None if self.memory is None else max(0, self.memory - (ex.memory_in_use if ex else 0)),
@@ -490,7 +497,7 @@ async def run_worker(args) -> int:
     return 0
 
 
-def slurm_memory(environ: dict[str, str], cpus: int) -> int | None:
+def slurm_memory(environ: Mapping[str, str], cpus: int) -> int | None:
     """Bytes of memory Slurm gave this allocation on this node, if it says (megabytes in
     SLURM_MEM_PER_NODE, or per CPU in SLURM_MEM_PER_CPU)."""
     try:

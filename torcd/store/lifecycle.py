@@ -154,7 +154,11 @@ def _status_row(tx: Tx, c: L.StatusChange) -> tuple:
 def _write_records(tx: Tx, records: list[L.Record]) -> None:
     """Write attempt records, a statement per kind: opened, closed, closed with a new message,
     decided, recovered."""
-    opened, closed, overwritten, decided, recovered = [], [], [], [], []
+    opened: list[L.AttemptOpened] = []
+    closed: list[tuple] = []
+    overwritten: list[tuple] = []
+    decided: list[tuple] = []
+    recovered: list[tuple] = []
     for r in records:
         if isinstance(r, L.AttemptClosed):
             (overwritten if r.overwrite_message else closed).append(
@@ -321,9 +325,11 @@ def reset_jobs(tx: Tx, workflow: sqlite3.Row, targets: Sequence[int], what: str)
                 WHERE id IN ({marks(len(chunk))})""",
             (run_id, *chunk),
         )
-    pending = {}
+    pending: dict[int, int] = {}
     for chunk in chunks(ids):
-        pending.update(tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({marks(len(chunk))})", chunk))
+        pending.update(
+            (r[0], r[1]) for r in tx.rows(f"SELECT id, pending_deps FROM jobs WHERE id IN ({marks(len(chunk))})", chunk)
+        )
     apply(tx, (L.handle(L.Reset(tx.now, run_id, pending[j.id] > 0), j) for j in jobs))
     tx.emit(E.WorkflowReset, wf, run_id=run_id, job_count=len(jobs), message=what)
     return len(jobs)

@@ -37,7 +37,7 @@ def settle(tx: Tx, with_actions: set[int]) -> None:
         if row is None or row[0] == "canceled":
             continue
         busy = (
-            tx.one(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))", (wf,))
+            tx.one_row(f"SELECT EXISTS (SELECT 1 FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL}))", (wf,))
         )[0] or (wf in with_actions and store_actions.mark_due(tx, wf, idle=True))
         if busy:
             if row[0] != "active":
@@ -110,7 +110,7 @@ class WorkflowStore:
     async def delete_workflow(self, wf: int, key: RequestKey | None = None) -> None:
         def _body(tx: Tx):
             require_workflow(tx, wf)
-            busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+            busy = tx.one_row(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
@@ -150,7 +150,9 @@ class WorkflowStore:
                 ]
                 targets = sorted(set(seeds) | set(downstream(tx, seeds)))
             else:
-                busy = tx.one(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
+                busy = tx.one_row(
+                    f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,)
+                )
                 if busy[0]:
                     raise InvalidTransition(
                         f"workflow {wf} has {busy[0]} unfinished jobs; cancel it or wait before a full reset"
@@ -214,7 +216,7 @@ class WorkflowStore:
                     f"workflow {wf} declares no user data named {name!r}; jobs in an allocation "
                     "write only what the spec declares"
                 )
-            if tx.one("SELECT count(*) FROM user_data WHERE workflow_id = ?", (wf,))[0] >= MAX_USER_DATA_ENTRIES:
+            if tx.one_row("SELECT count(*) FROM user_data WHERE workflow_id = ?", (wf,))[0] >= MAX_USER_DATA_ENTRIES:
                 raise InvalidParams(
                     f"workflow {wf} has {MAX_USER_DATA_ENTRIES:,} user data entries, the most it may have",
                     {"field": "$.name"},
@@ -276,7 +278,7 @@ def _insert_jobs(
     """Insert the jobs, ready or blocked on their dependencies; return each one's id by name."""
     # Ids given here, so that the claim order (one of the workflow's own ids, in the order
     # its jobs_sort_method says) keeps workflows first come, first served.
-    base = tx.one("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
+    base = tx.one_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
     sorted_ = any(j.claim_order for j in jobs)
     tx.many(
         """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
@@ -293,7 +295,7 @@ def _insert_jobs(
                 int(S.BLOCKED if j.depends_on else S.READY),
                 j.num_cpus,
                 _encode(j.env) if j.env else None,
-                handler_ids.get(j.failure_handler),
+                handler_ids.get(j.failure_handler) if j.failure_handler else None,
                 len(j.depends_on),
                 tx.now,
                 j.scheduler,
