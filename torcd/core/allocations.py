@@ -226,7 +226,8 @@ def _ignored(why: str) -> Decision:
 
 @handle.register
 def _submitted(s: Submitted, a: Allocation) -> Decision:
-    if a.status != A.PENDING:
+    # Still open: a worker may have registered (and started it) before sbatch's answer was recorded.
+    if a.status not in OPEN:
         return _ignored(f"allocation {a.id} is {a.status.value}")
     return Decision(
         events=[

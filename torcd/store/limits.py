@@ -11,7 +11,7 @@ from torcd.core.status import ACTIVE
 from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidTransition, NotFound
 from torcd.store.db import Tx, require_workflow
-from torcd.store.effective_limits import effective_memory, effective_runtime
+from torcd.store.effective_limits import effective_runtime
 from torcd.store.lifecycle import downstream, reset_jobs
 
 _FAILED = f"""SELECT j.id, j.name, j.status, coalesce(a.return_code, 1) AS rc, a.cause,
@@ -109,8 +109,10 @@ def update_resources(
 ) -> dict[str, tuple[float | None, float]]:
     """Set a job's limits for its next attempts (what multipliers had grown starts over); each
     change is an event with the old and new value. Refused while the job runs."""
+    # The old memory as the product it has always been reported as (a float in the event), not the
+    # whole-byte effective limit a claim compares.
     row = tx.one(
-        f"""SELECT id, workflow_id, name, status, num_cpus, {effective_memory("")} AS memory,
+        f"""SELECT id, workflow_id, name, status, num_cpus, memory_bytes * memory_scale AS memory,
                      {effective_runtime("")} AS runtime FROM jobs WHERE id = ?""",
         (job_id,),
     )
