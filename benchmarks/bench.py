@@ -416,12 +416,12 @@ def workers(args) -> dict:
     for n_workers, cpus in ((20, 8), (100, 8), (200, 1)):
         d = Daemon(workdir(), 1, "--listen", "127.0.0.1:0")
         try:
-            from torcctl.client import Client
+            from torcctl.transport import Transport
 
             spec = (
                 f"name: w\njobs:\n  - {{name: 'j{{i}}', command: 'true', parameters: {{i: '1:{args.worker_jobs}'}}}}\n"
             )
-            wf = Client(d.socket, timeout=120).call(
+            wf = Transport(d.socket, timeout=120).call(
                 "workflows.create", {"spec_text": spec, "cwd": str(d.root), "executor": "slurm"}
             )["id"]
             wall = asyncio.run(_emulated_workers(d.socket, wf, n_workers, cpus, args.worker_jobs))

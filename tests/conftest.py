@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from torcctl import cli
-from torcctl.client import Client
+from torcctl.transport import Transport
 from torcd.protocol import AttemptInfo, Event, JobInfo, WorkflowSummary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ class Daemon:
         self.log = tmp / "torcd.log"
         self.max_parallel_jobs = max_parallel_jobs
         self.proc: subprocess.Popen | None = None
-        self.client = Client(self.socket, timeout=30)
+        self.client = Transport(self.socket, timeout=30)
 
     def start(
         self,

@@ -10,7 +10,7 @@ import re
 import pytest
 from conftest import REPO
 
-from torcctl.client import RpcError
+from torcctl.transport import RpcError
 from torcd.errors import SpecError
 from torcd.spec.parse import parse_spec
 

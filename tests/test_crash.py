@@ -8,7 +8,7 @@ import signal
 
 from test_execution import _alive
 
-from torcctl.client import ConnectError
+from torcctl.transport import ConnectError
 
 CATCH_ALL = """
 failure_handlers:

@@ -233,7 +233,7 @@ jobs:
 
 
 def test_rpc_errors_for_malformed_requests(daemon):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     def post(body: bytes):
         c = _UnixConnection(daemon.socket, 10)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torcctl.client import RpcError
+from torcctl.transport import RpcError
 from torcd.errors import SpecError
 from torcd.spec.parse import parse_spec
 

@@ -12,7 +12,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torcctl.client import _UnixConnection
+from torcctl.transport import _UnixConnection
 
 
 def post(daemon, body: bytes) -> tuple[int, object]:
@@ -159,13 +159,13 @@ def probe_as(user, socket_path: str) -> str:
 def test_another_user_is_refused(make_daemon, other_user):
     import tempfile
 
-    from torcctl.client import Client
+    from torcctl.transport import Transport
 
     d = make_daemon()
     outer = tempfile.mkdtemp(prefix="torcpy-peer-", dir="/tmp")  # traversable by the other user
     os.chmod(outer, 0o755)
     d.socket = os.path.join(outer, "run", "torcd.sock")
-    d.client = Client(d.socket)
+    d.client = Transport(d.socket)
     d.start()
     try:
         assert probe_as(other_user, d.socket) == "connect-refused 13"  # the 0700 directory keeps it out

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 from conftest import REPO
 
-from torcctl.client import Client
+from torcctl.transport import Transport
 
 
 class Supervisor:
@@ -63,7 +63,7 @@ class Supervisor:
 
     def stop(self) -> None:
         self.done.set()
-        Client(self.path).call("shutdown")
+        Transport(self.path).call("shutdown")
         self.thread.join(30)
         self.sock.close()
 
@@ -81,7 +81,7 @@ def test_a_submit_retried_after_a_crash_right_after_the_commit_creates_one_workf
         )
         assert r.returncode == 0, r
         assert sup.starts == 2  # it did crash after the commit, and the retry reached the new daemon
-        client = Client(sup.path)
+        client = Transport(sup.path)
         workflows = client.call("workflows.list")
         assert [w["id"] for w in workflows] == [int(r.stdout.strip())]
         deadline = time.monotonic() + 30
@@ -94,7 +94,7 @@ def test_a_submit_retried_after_a_crash_right_after_the_commit_creates_one_workf
 
 
 def test_a_repeated_key_gets_the_first_result_and_changes_nothing(daemon, tmp_path):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     body = msgspec.json.encode(
         {
@@ -136,7 +136,7 @@ def test_a_repeated_key_gets_the_first_result_and_changes_nothing(daemon, tmp_pa
 def test_a_key_replayed_with_another_method_or_params_is_refused_and_does_nothing(daemon, tmp_path):
     """Found in review: `workflows.delete` sent with the key of an earlier request answered
     `{"deleted": 1}` (the old result) while the workflow remained."""
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     def post(key: str, method: str, params: dict) -> dict:
         c = _UnixConnection(daemon.socket, 30)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from torcctl.client import RpcError
+from torcctl.transport import RpcError
 from torcd.core.resources import kernel_oom
 from torcd.protocol import WorkflowSummary
 from torcd.spec.lint import lint_spec

@@ -19,7 +19,7 @@ jobs:
 
 
 def _scrape(d) -> dict[str, list]:
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     conn = _UnixConnection(d.socket, 10)
     conn.request("GET", "/metrics")
@@ -59,7 +59,7 @@ def test_metrics_count_jobs_attempts_decisions_and_recovery_time(make_daemon):
 
 
 def test_no_metrics_endpoint_unless_asked(daemon):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     conn = _UnixConnection(daemon.socket, 10)
     conn.request("GET", "/metrics")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from torcctl.client import RpcError
+from torcctl.transport import RpcError
 
 TOO_BIG = 2**63
 CASES = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from torcctl.client import Client
+from torcctl.transport import Transport
 
 
 def spec(name: str, seconds: float) -> str:
@@ -60,7 +60,7 @@ def test_a_run_leaves_the_daemon_it_started_to_a_run_still_using_it(tmp_path):
     (tmp_path / "short.yaml").write_text(spec("short", 2))
     (tmp_path / "long.yaml").write_text(spec("long", 5))
     first = start_run(tmp_path, "short", "-q")
-    client = Client(str(tmp_path / "run" / "torcd.sock"))
+    client = Transport(str(tmp_path / "run" / "torcd.sock"))
     wait_for(lambda: client.ping(0.5))
     time.sleep(0.8)
     second = start_run(tmp_path, "long", "-q")
@@ -78,7 +78,7 @@ def test_ctrl_c_on_a_run_that_started_the_daemon_says_the_jobs_stop_then_stops_t
     (tmp_path / "long.yaml").write_text(spec("long", 30))
     run = start_run(tmp_path, "long")
     assert run.stdout.readline().startswith("workflow 1: long")  # the run is following its workflow
-    client = Client(str(tmp_path / "run" / "torcd.sock"))
+    client = Transport(str(tmp_path / "run" / "torcd.sock"))
     wait_for(lambda: client.call("jobs.list", {"workflow_id": 1})[0]["status"] == "running")
     client.close()
     os.killpg(run.pid, signal.SIGINT)

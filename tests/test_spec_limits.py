@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from torcctl.client import RpcError
+from torcctl.transport import RpcError
 from torcd.errors import SpecError
 from torcd.spec.parse import MAX_COMMAND_BYTES, parse_spec
 

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from json5.loader import ModelLoader
 
-from torcctl.client import Client, RpcError
+from torcctl.transport import RpcError, Transport
 from torcd.errors import SpecError
 from torcd.protocol import WorkflowSummary
 from torcd.services.monitor import Monitor
@@ -212,7 +212,7 @@ jobs:
     errors: list[str] = []
 
     def submit() -> None:
-        client = Client(daemon.socket, timeout=120)
+        client = Transport(daemon.socket, timeout=120)
         try:
             client.call(
                 "workflows.create",

@@ -235,7 +235,7 @@ def raw_status(url: str, authorization: bytes) -> int:
 
 
 def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     url = sdaemon.call("ping")["tcp_url"]
     wf, alloc, token = held_allocation(sdaemon, tmp_path, "ended")
@@ -286,7 +286,7 @@ def test_found_in_review_ended_deleted_odd_and_repeated(sdaemon, tmp_path):
 
 
 def test_events_refuses_out_of_range_numbers(daemon):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     for query in (
         "workflow_id=99999999999999999999999",

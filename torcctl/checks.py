@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.commands import UsageError, current_dir, read_spec
 from torcctl.render import print_json
 

@@ -9,8 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torcctl import checks, data, limits, reports
-from torcctl.client import Client, ConnectError, RpcError, TcpClient, read_token, start_daemon
+from torcctl.api.client import Client, connect_transport
 from torcctl.commands import UsageError, current_dir, follow, jobs, servers, workflows
+from torcctl.errors import ConnectError, RpcError
+from torcctl.transport import TcpTransport, start_daemon
+from torcd.paths import default_socket
 from torcd.protocol import SPEC_FORMATS
 
 Handler = Callable[[Client, argparse.Namespace], "int | None"]
@@ -73,6 +76,12 @@ def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     _spec(p, "SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+
+
+def _run_function_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--call", nargs=2, metavar=("DIR", "N"), help="an Executor call: the folder of its files, its number"
+    )
 
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
@@ -412,6 +421,19 @@ COMMANDS: tuple[Command | Group, ...] = (
         _worker_args,
         needs_daemon=False,
     ),  # it reaches the daemon itself, through --url
+    Command(
+        "run-function",
+        servers.run_function,
+        "run a Python function as this job (map_function_to_jobs's jobs; Executor calls with --call)",
+        _run_function_args,
+        needs_daemon=False,
+    ),
+    Command(
+        "run-postprocess",
+        servers.run_postprocess,
+        "run map_function_to_jobs's post-process function on every result",
+        needs_daemon=False,
+    ),
     Command("allocations", workflows.allocations, "list a workflow's Slurm allocations", _workflow_id),
     Group(
         "workflows",
@@ -497,28 +519,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def connect(args: argparse.Namespace) -> Client:
-    from torcd.paths import default_socket
-
+    """The client a command uses: the job's daemon for a command a job runs, else the socket
+    (a daemon started when none answers, unless --no-autostart)."""
     entry: Command = args.command_entry
     if (args.socket and not os.path.isabs(args.socket)) or (args.state_dir and not os.path.isabs(args.state_dir)):
         current_dir()  # relative paths need a working directory that still exists
-    api_url = os.environ.get("TORC_API_URL", "")
-    if entry.via_api_url and not args.socket and api_url:  # a job, reaching the daemon that runs it
-        if api_url.startswith("unix://"):
-            args.socket = api_url[len("unix://") :]
-        else:
-            return TcpClient(api_url, read_token(os.environ.get("TORC_API_TOKEN_FILE")), os.environ.get("TORC_CA_FILE"))
-    path = os.path.abspath(args.socket) if args.socket else default_socket()
     if args.state_dir:
         args.state_dir = os.path.abspath(args.state_dir)
-    client = Client(path)
+    via_job = entry.via_api_url and not args.socket and os.environ.get("TORC_API_URL")
+    transport = connect_transport(None if via_job else args.socket or default_socket())
+    client = Client(transport=transport)
     args.autostarted = None
-    if not entry.needs_daemon:
+    if not entry.needs_daemon or isinstance(transport, TcpTransport):
         return client
-    if not client.ping(2.0):
+    if not transport.ping(2.0):
         if args.no_autostart:
-            raise ConnectError(f"no torcd answers on {path} (and --no-autostart was given)")
-        args.autostarted = start_daemon(path, args.state_dir)
+            raise ConnectError(f"no torcd answers on {transport.socket_path} (and --no-autostart was given)")
+        args.autostarted = start_daemon(transport.socket_path, args.state_dir)
     return client
 
 

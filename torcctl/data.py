@@ -7,7 +7,7 @@ import sys
 
 import msgspec
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.commands import UsageError
 from torcctl.render import print_json, table, when
 from torcd.protocol import MAX_USER_DATA_BYTES, FileInfo, UserDataInfo

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.render import print_json
 from torcd.core.limits import describe
 from torcd.protocol import RecoverResult, WorkflowSummary

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.render import print_json, table
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
 

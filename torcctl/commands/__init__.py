@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcd.protocol import WorkflowSummary
 
 STATUS_ORDER = [

@@ -8,8 +8,9 @@ import os
 import socket
 import sys
 
-from torcctl.client import Client, ConnectError, RpcError
+from torcctl.api.client import Client
 from torcctl.commands import STATUS_ORDER, UsageError, create_workflow
+from torcctl.errors import ConnectError, RpcError
 from torcctl.limits import recover_once
 from torcctl.render import event_line, print_json, table
 from torcd.protocol import IDLE_EVENTS, Event, JobInfo, WorkflowSummary
@@ -38,9 +39,13 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
         from torcctl.live import LiveView
 
         counts = lambda: client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts  # noqa: E731
-        LiveView(wf, counts, STATUS_ORDER).follow(seen(client.events(wf, after=after, until_done=True)))
+        LiveView(wf, counts, STATUS_ORDER).follow(
+            seen(client.events(wf, after=after, until_idle=True, reconnect_for=0))
+        )
     else:
-        for event in seen(client.events(wf, after=after, until_done=True, kinds=IDLE_EVENTS if quiet else None)):
+        for event in seen(
+            client.events(wf, after=after, until_idle=True, kinds=IDLE_EVENTS if quiet else None, reconnect_for=0)
+        ):
             if args.json:
                 print_json(event)
             elif not quiet:
@@ -221,7 +226,7 @@ def _watch(client: Client, args) -> int:
 def events(client: Client, args) -> int:
     if args.follow:
         client.call("workflows.show", {"workflow_id": args.workflow_id})
-        for e in client.events(args.workflow_id, after=args.after):
+        for e in client.events(args.workflow_id, after=args.after, reconnect_for=0):
             print_json(e) if args.json else print(event_line(e), flush=True)
         return 0
     evs = client.call("events.list", {"workflow_id": args.workflow_id, "after": args.after}, list[Event])

@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.commands import UsageError
 from torcctl.render import print_json, seek_last_lines, table, when
 from torcd.protocol import AttemptInfo, JobInfo

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.commands import UsageError
 from torcctl.render import print_json
 
@@ -38,4 +38,31 @@ def worker(client: Client, args) -> int:
     try:
         return asyncio.run(run_worker(args))
     except WorkerError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_function(client: Client, args) -> int:
+    """A job's Python function: an Executor call (--call DIR N), or Torc's map_function_to_jobs."""
+    if args.call is not None:
+        from torcctl.api.calls import run_call
+
+        directory, number = args.call
+        if not number.isdigit():
+            raise UsageError(f"--call takes a folder and a call number, got {number!r}")
+        return run_call(directory, int(number))
+    from torcctl.api.functions import run_function as run
+
+    try:
+        return run()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_postprocess(client: Client, args) -> int:
+    """The post-process job of map_function_to_jobs: its function on every result."""
+    from torcctl.api.functions import run_postprocess as run
+
+    try:
+        return run()
+    except ValueError as e:
         raise UsageError(str(e)) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from torcctl.client import Client
+from torcctl.api.client import Client
 from torcctl.commands import STATUS_ORDER, create_workflow, current_dir, spec_params
 from torcctl.render import print_json, table, when
 from torcd.protocol import AllocationInfo, WorkflowSummary

@@ -17,7 +17,8 @@ from mcp.server.mcpserver.tools import Tool
 from pydantic import BaseModel, ConfigDict, Field
 
 from torcctl import reports
-from torcctl.client import Client, RpcError
+from torcctl.api.client import Client
+from torcctl.errors import RpcError
 from torcctl.execution_plan import execution_plan
 from torcctl.log_scan import MAX_BYTES_PER_LOG, LogScan
 from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary

@@ -29,8 +29,8 @@ import aiohttp
 import msgspec
 import structlog
 
-from torcctl.client import ConnectError
-from torcctl.client import read_token as client_read_token
+from torcctl.transport import ConnectError
+from torcctl.transport import read_token as client_read_token
 from torcctl.worker.journal import Journal, JournalError, Saved
 from torcd import protocol as p
 from torcd.core.exits import SIGKILL_EXIT, SIGTERM_EXIT, Exit

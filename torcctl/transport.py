@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -21,23 +22,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from torcctl.errors import ConnectError, RpcError, rpc_error
+from torcd.errors import NotFound
 from torcd.ownership import UnsafePath, check_socket, open_private_file
 from torcd.paths import default_state_dir
 from torcd.protocol import Event
 
 T = TypeVar("T")
 _ids = itertools.count(1)
+NOT_FOUND = NotFound.code
 _event_decoder = msgspec.json.Decoder(Event)
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None):
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
-
-
-class ConnectError(Exception):
-    pass
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -68,12 +62,19 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def _stream_refusal(body: bytes) -> str:
+    try:
+        return str(msgspec.json.decode(body)["error"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return body.decode(errors="replace")
+
+
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
 
 
-class Client:
+class Transport:
     def __init__(self, socket_path: str, timeout: float | None = 120.0):
         self.socket_path = socket_path
         self.timeout = timeout
@@ -82,11 +83,16 @@ class Client:
         # a request asks (its reply lost when the connection dropped) answers with that result.
         self._keys = (f"{uuid.uuid4().hex}:{n}" for n in itertools.count(1))
         self.auth: dict[str, str] = {}
+        self._lock = threading.Lock()  # one request at a time on the kept-alive connection
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return _UnixConnection(self.socket_path, timeout if timeout is not None else self.timeout)
 
     def call(self, method: str, params: dict | None = None, result_type: type[T] | None = None) -> T | Any:
+        with self._lock:
+            return self._call(method, params, result_type)
+
+    def _call(self, method: str, params: dict | None, result_type: type[T] | None) -> T | Any:
         body = msgspec.json.encode({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or {}})
         headers = {"Content-Type": "application/json", "Idempotency-Key": next(self._keys), **self.auth}
         for attempt in (1, 2):
@@ -118,28 +124,38 @@ class Client:
         reply = msgspec.json.decode(data)
         if "error" in reply:
             err = reply["error"]
-            raise RpcError(err.get("code", 0), err.get("message", "unknown error"), err.get("data"))
+            raise rpc_error(err.get("code", 0), err.get("message", "unknown error"), err.get("data"))
         result = reply.get("result")
         return msgspec.convert(result, result_type) if result_type is not None else result
 
     def events(
-        self, workflow_id: int, after: int = 0, until_done: bool = False, kinds: frozenset[str] | None = None
+        self,
+        workflow_id: int,
+        after: int = 0,
+        until_done: bool = False,
+        kinds: frozenset[str] | None = None,
+        read_timeout: float | None = None,
     ) -> Iterator[Event]:
-        """Follow the workflow's events (NDJSON stream) from sequence `after`, optionally only `kinds`."""
-        conn = self._connection(timeout=None)
+        """Follow the workflow's events (NDJSON stream) from sequence `after`, optionally only `kinds`.
+        A stream the daemon drops midway raises ConnectError; none within `read_timeout`, TimeoutError."""
+        conn = self._connection(timeout=read_timeout)
         query = f"/events?workflow_id={workflow_id}&after={after}&until_done={int(until_done)}"
         if kinds:
             query += "&kinds=" + ",".join(sorted(kinds))
         try:
             conn.request("GET", query)
             resp = conn.getresponse()
+            if resp.status == 404:
+                raise rpc_error(NOT_FOUND, _stream_refusal(resp.read()))
             if resp.status != 200:
-                raise RpcError(resp.status, resp.read().decode(errors="replace"))
+                raise RpcError(resp.status, _stream_refusal(resp.read()))
             for line in resp:
                 if line.strip():
                     yield _event_decoder.decode(line)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ConnectError(f"no torcd answers on {self.socket_path}") from None
+        except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            raise ConnectError(f"torcd on {self.socket_path} closed the event stream") from None
         finally:
             conn.close()
 
@@ -169,7 +185,7 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
     held = listener(socket_path)
     if held is not None:
         pid, stopped = held
-        if not stopped and Client(socket_path).ping(3.0):
+        if not stopped and Transport(socket_path).ping(3.0):
             return None  # only slow
         who = "pid unknown" if pid is None else f"pid {pid}"
         raise ConnectError(
@@ -195,7 +211,7 @@ def start_daemon(socket_path: str, state_dir: str | None, wait: float = 15.0) ->
         )  # not in the client's directory: it may go away
     finally:
         os.close(log)
-    client = Client(socket_path)
+    client = Transport(socket_path)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if client.ping(0.5):
@@ -232,7 +248,7 @@ def listener(socket_path: str) -> tuple[int | None, bool] | None:
         return pid, False
 
 
-class TcpClient(Client):
+class TcpTransport(Transport):
     """The daemon's TCP door, as a job in an allocation reaches it: TORC_API_URL, the
     allocation's credential, and the certificate to trust for https."""
 
