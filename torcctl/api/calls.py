@@ -18,7 +18,7 @@ from typing import Any
 import cloudpickle
 import msgspec
 
-FORMAT = 1
+FORMAT = 2
 
 
 class Ref(msgspec.Struct, frozen=True):
@@ -66,10 +66,13 @@ def pack_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], max_result
     if not callable(fn):
         raise TypeError(f"{fn!r} is not callable")
     try:
-        data: bytes = cloudpickle.dumps((FORMAT, fn, args, kwargs, max_result_bytes))
-        return data
+        inner = cloudpickle.dumps((fn, args, kwargs, max_result_bytes))
     except Exception as e:
         raise TypeError(f"cannot send {_name(fn)} to a job: {type(e).__name__}: {e}") from None
+    # The caller's sys.path goes first, in its own layer: the job needs it to unpickle a function
+    # that travels as a reference to its module.
+    data: bytes = cloudpickle.dumps((FORMAT, list(sys.path), inner))
+    return data
 
 
 def _name(fn: Any) -> str:
@@ -99,9 +102,12 @@ def run_call(directory: str, call: int) -> int:
     """Run one call in this process (the job's); write its result; the job's exit code."""
     try:
         with open(in_path(directory, call), "rb") as f:
-            fmt, fn, args, kwargs, max_bytes = cloudpickle.load(f)
+            fmt, path, data = cloudpickle.load(f)
         if fmt != FORMAT:
             raise RemoteError(f"call_{call} was written by another version of torcctl (format {fmt})")
+        # A function of an importable module travels as a reference: find it where the caller did.
+        sys.path.extend(p for p in path if p not in sys.path)
+        fn, args, kwargs, max_bytes = cloudpickle.loads(data)
         args = tuple(_resolve(directory, a) for a in args)
         kwargs = {k: _resolve(directory, v) for k, v in kwargs.items()}
     except Exception as e:
@@ -139,3 +145,15 @@ def _write_error(directory: str, call: int, e: BaseException) -> int:
         data = cloudpickle.dumps(("error", f"{type(e).__name__}: {e}", text))
     write_whole(out_path(directory, call), data)
     return 1
+
+
+def main(argv: list[str]) -> int:
+    """`python -m torcctl.api.calls DIR N`: what an Executor's job runs."""
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m torcctl.api.calls DIR N", file=sys.stderr)
+        return 2
+    return run_call(argv[0], int(argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

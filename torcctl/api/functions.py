@@ -45,7 +45,7 @@ def check_function(module: str, func: str, module_directory: str | None = None) 
 
 def map_function_to_jobs(
     client: Client,
-    workflow_id: int,
+    workflow_id: int | None,
     module: str,
     func: str,
     params: Sequence[Mapping[str, Any]],
@@ -57,53 +57,80 @@ def map_function_to_jobs(
     name_prefix: str = "",
     depends_on_job_ids: Sequence[int] | None = None,
     failure_handler: Sequence[Mapping[str, Any]] | None = None,
+    workflow_name: str = "mapped_function",
 ) -> list[Job]:
     """Add a job per params dict that calls `module.func(params)`, and with `postprocess_func`
     a job `postprocess` that calls it on all their results. Returns the jobs added.
 
-    As in Torc, except that `resource_requirements` and `scheduler` are the entries themselves
-    (their fields as in a spec), not ids: torc-py keeps no separate records of them."""
+    As in Torc, except: `resource_requirements`, `scheduler` and `failure_handler` are the
+    entries themselves (their fields as in a spec), not ids, since torc-py keeps no separate
+    records of them; and `workflow_id=None` creates the workflow (named `workflow_name`) with
+    these jobs, where Torc would have you create an empty one first."""
     check_function(module, func, module_directory)
     if postprocess_func is not None:
         check_function(module, postprocess_func, module_directory)
     where = {"module_directory": os.path.abspath(module_directory)} if module_directory else {}
+    spec, extra = _shared_entries(name_prefix, resource_requirements, scheduler, failure_handler)
     runner = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "torcctl"))
-    spec: dict[str, Any] = {"name": "map", "jobs": []}
-    extra: dict[str, Any] = {}
-    if resource_requirements:
-        spec["resource_requirements"] = [{"name": f"{name_prefix}map", **resource_requirements}]
-        extra["resource_requirements"] = f"{name_prefix}map"
-    if scheduler:
-        spec["slurm_schedulers"] = [{"name": f"{name_prefix}map", **scheduler}]
-        extra["scheduler"] = f"{name_prefix}map"
-    if failure_handler is not None:
-        spec["failure_handlers"] = [{"name": f"{name_prefix}map", "rules": [dict(r) for r in failure_handler]}]
-        extra["failure_handler"] = f"{name_prefix}map"
+    data: dict[str, Any] = {}
     names = []
     for i, job_params in enumerate(params, start=start_index):
         name = f"{name_prefix}{i}"
-        data = {"module": module, "func": func, "params": dict(job_params), "job_name": name, **where}
-        client.user_data.set(workflow_id, f"input_{name}", data)
-        client.user_data.set(workflow_id, f"output_{name}", {})
+        data[f"input_{name}"] = {"module": module, "func": func, "params": dict(job_params), "job_name": name, **where}
+        data[f"output_{name}"] = {}
         spec["jobs"].append({"name": name, "command": f"{runner} run-function", **extra})
         names.append(name)
     if postprocess_func is not None:
-        data = {"module": module, "func": postprocess_func, "outputs": [f"output_{n}" for n in names], **where}
-        client.user_data.set(workflow_id, f"input_{name_prefix}postprocess", data)
-        client.user_data.set(workflow_id, f"{name_prefix}postprocess_result", {})
+        outputs = [f"output_{n}" for n in names]
+        data[f"input_{name_prefix}postprocess"] = {
+            "module": module,
+            "func": postprocess_func,
+            "outputs": outputs,
+            **where,
+        }
+        data[f"{name_prefix}postprocess_result"] = {}
         spec["jobs"].append(
             {"name": f"{name_prefix}postprocess", "command": f"{runner} run-postprocess", "depends_on": names, **extra}
         )
-    outside = {n: list(depends_on_job_ids) for n in names} if depends_on_job_ids else {}
-    params_ = {
+    if workflow_id is None:
+        if depends_on_job_ids:
+            raise ValueError("depends_on_job_ids needs a workflow_id: the jobs they name are in a workflow")
+        spec["name"] = workflow_name
+        spec["user_data"] = [{"name": k, "data": v} for k, v in data.items()]
+        wf = client.submit(spec)
+        return client.jobs(wf.id)
+    for key, value in data.items():  # before the jobs exist, so that none starts without its input
+        client.user_data.set(workflow_id, key, value)
+    request = {
         "workflow_id": workflow_id,
         "spec_text": msgspec.json.encode(spec).decode(),
         "spec_path": "<map_function_to_jobs>",
         "spec_format": "json",
-        "depends_on_ids": outside,
+        "depends_on_ids": {n: list(depends_on_job_ids) for n in names} if depends_on_job_ids else {},
     }
-    ids = client.call("workflows.add_jobs", params_)["job_ids"]
-    return [client.job(ids[n]) for n in (*names, *([f"{name_prefix}postprocess"] if postprocess_func else []))]
+    ids = client.call("workflows.add_jobs", request)["job_ids"]
+    return [client.job(ids[job["name"]]) for job in spec["jobs"]]
+
+
+def _shared_entries(
+    prefix: str,
+    resource_requirements: Mapping[str, Any] | None,
+    scheduler: Mapping[str, Any] | None,
+    failure_handler: Sequence[Mapping[str, Any]] | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The spec's entries every mapped job names, and the keys that name them."""
+    spec: dict[str, Any] = {"name": "map", "jobs": []}
+    extra: dict[str, str] = {}
+    if resource_requirements:
+        spec["resource_requirements"] = [{"name": f"{prefix}map", **resource_requirements}]
+        extra["resource_requirements"] = f"{prefix}map"
+    if scheduler:
+        spec["slurm_schedulers"] = [{"name": f"{prefix}map", **scheduler}]
+        extra["scheduler"] = f"{prefix}map"
+    if failure_handler is not None:
+        spec["failure_handlers"] = [{"name": f"{prefix}map", "rules": [dict(r) for r in failure_handler]}]
+        extra["failure_handler"] = f"{prefix}map"
+    return spec, extra
 
 
 def _job_context() -> tuple[Client, int, str]:
