@@ -302,3 +302,37 @@ def test_the_public_module_passes_mypy_strict(tmp_path):
         env={**os.environ, "MYPYPATH": str(Path(torcctl.__file__).parent.parent)},
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_spec_built_in_python_is_submitted_as_is(client, daemon):
+    spec = (
+        torcctl.WorkflowSpec("built")
+        .failure_handler("again", [{"exit_codes": [3], "max_retries": 2}])
+        .job("make_{i}", "echo {i}", parameters={"i": "1:3"}, resources={"num_cpus": 1}, failure_handler="again")
+        .job("sum", "echo done", depends_on=["make_{i}"], parameters={"i": "1:3"})
+    )
+    wf = client.submit(spec, cwd=daemon.tmp).wait(timeout=60)
+    assert wf.counts == {"completed": 4}
+    assert sorted(j.name for j in wf.jobs()) == ["make_1", "make_2", "make_3", "sum"]
+
+
+@pytest.mark.parametrize("script", ["diamond.py", "sweep.py", "map_function.py", "flaky_map.py"])
+def test_the_python_examples_run_as_scripts(daemon, script):
+    from conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "python" / script)],
+        capture_output=True,
+        text=True,
+        cwd=daemon.tmp,
+        env={**os.environ, "TORCD_SOCKET": daemon.socket},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    expected = {
+        "diamond.py": "'completed': 4",
+        "sweep.py": "'completed': 6",
+        "map_function.py": "postprocess: {'total': 45}",
+        "flaky_map.py": "100 results, sum 661.463; workflow 1\n20 calls needed more than one attempt",
+    }[script]
+    assert expected in out.stdout, out.stdout
