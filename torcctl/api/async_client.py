@@ -51,9 +51,12 @@ class AsyncClient:
         cwd: str | os.PathLike[str] | None = None,
         slurm: bool = False,
         account: str | None = None,
+        allocations: int | None = None,
     ) -> Workflow:
         return await asyncio.to_thread(
-            self.client.submit, spec, spec_format=spec_format, cwd=cwd, slurm=slurm, account=account
+            lambda: self.client.submit(
+                spec, spec_format=spec_format, cwd=cwd, slurm=slurm, account=account, allocations=allocations
+            )
         )
 
     async def workflow(self, workflow_id: int) -> Workflow:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
-from torcctl.api.models import Attempt, DaemonInfo, Event, Job, RecoverResult, UserData
+from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, Job, RecoverResult, UserData
 from torcctl.errors import ConnectError, SpecError, SpecProblem
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
@@ -181,11 +181,14 @@ class Client:
         cwd: str | os.PathLike[str] | None = None,
         slurm: bool = False,
         account: str | None = None,
+        allocations: int | None = None,
     ) -> Workflow:
         """Create a workflow and start its jobs. `spec` is a spec file's path, a spec's text
         (YAML, JSON, JSON5 or KDL), a dict in the spec's shape, or a WorkflowSpec. Relative paths
         in it are relative to `cwd` (default: the current directory). Raises SpecError listing
-        every error of an invalid spec, each with its file, line and field."""
+        every error of an invalid spec, each with its file, line and field. `slurm=True` is
+        `torcctl submit-slurm`: the jobs run in Slurm allocations (`allocations` of them, by
+        default as many as the ready jobs need), submitted now."""
         text, path, fmt = spec_text(spec, spec_format)
         params: dict[str, Any] = {"spec_text": text, "spec_path": path, "cwd": _directory(cwd)}
         if fmt:
@@ -195,10 +198,23 @@ class Client:
             if account:
                 params["account"] = account
         try:
-            summary = self.call("workflows.create", params, Workflow)
+            summary = self._bind(self.call("workflows.create", params, Workflow))
         except SpecError as e:
             raise every_error(e, text, path, fmt) from None
-        return self._bind(summary)
+        if slurm:
+            self.submit_allocations(summary.id, allocations)
+        return summary
+
+    def allocations(self, workflow_id: int) -> list[AllocationInfo]:
+        """The workflow's Slurm allocations, with their state."""
+        return self.call("allocations.list", {"workflow_id": workflow_id}, list[AllocationInfo])
+
+    def submit_allocations(self, workflow_id: int, count: int | None = None) -> list[AllocationInfo]:
+        """Submit Slurm allocations for the workflow's ready jobs (`count`, or as many as they need)."""
+        params: dict[str, Any] = {"workflow_id": workflow_id}
+        if count is not None:
+            params["count"] = count
+        return self.call("allocations.submit", params, list[AllocationInfo])
 
     def workflow(self, workflow_id: int) -> Workflow:
         return self._bind(self.call("workflows.show", {"workflow_id": workflow_id}, Workflow))

@@ -265,7 +265,7 @@ class Executor(cf.Executor):
                 wf = self.client.submit(spec, slurm=self._slurm)
                 self.workflow_id = wf.id
                 ids = {j.name: j.id for j in self.client.jobs(wf.id)}
-                if self._slurm:
+                if self._slurm:  # allocations for the retried calls too
                     self.client.call("workflows.set_auto_schedule", {"workflow_id": wf.id, "threshold": 1})
                 self._follower = threading.Thread(target=self._follow, name=f"torc-{self.name}-follow", daemon=True)
                 self._follower.start()
@@ -278,6 +278,10 @@ class Executor(cf.Executor):
                     "depends_on_ids": outside,
                 }
                 ids = self.client.call("workflows.add_jobs", params)["job_ids"]
+                if self._slurm and not any(
+                    a.state in ("pending", "running") for a in self.client.allocations(self.workflow_id)
+                ):
+                    self.client.submit_allocations(self.workflow_id)  # the last ones left when idle
         except (TorcError, OSError, ValueError, TypeError) as e:
             self._fail_batch(batch, e)
             return
