@@ -69,6 +69,20 @@ CASES = [
         },
         "cause",
     ),
+    (
+        "workflows.add_jobs",
+        {
+            "workflow_id": 1,
+            "spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n",
+            "depends_on_ids": {"a": [TOO_BIG]},
+        },
+        "depends_on_ids",
+    ),
+    (
+        "workflows.add_jobs",
+        {"workflow_id": 1, "spec_text": "name: x\njobs: [{name: a, command: 'true'}]\n", "spec_path": "x\ny"},
+        "spec_path",
+    ),
     ("workflows.recover", {"workflow_id": 1, "memory_multiplier": 0.5}, "memory_multiplier"),
     ("workflows.recover", {"workflow_id": 1, "runtime_multiplier": 1e4}, "runtime_multiplier"),
     (

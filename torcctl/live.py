@@ -18,7 +18,15 @@ from torcd import events as E
 from torcd.protocol import IDLE_EVENTS, Event
 
 NOTABLE = frozenset(
-    {"job_exited", "retry_decided", "recovery_finished", "job_classified", "job_terminated", "job_canceled"}
+    {
+        "job_exited",
+        "retry_decided",
+        "recovery_finished",
+        "job_classified",
+        "job_terminated",
+        "job_canceled",
+        "jobs_added",
+    }
 )
 STATUS_STYLE = {
     "completed": "green",

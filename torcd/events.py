@@ -49,6 +49,11 @@ class WorkflowCreated(EventBase, tag="workflow_created"):
     job_count: int | None = _count()
 
 
+class JobsAdded(EventBase, tag="jobs_added"):  # to a workflow that exists (workflows.add_jobs)
+    message: str | None = None  # how the new jobs start: ready, blocked, canceled
+    job_count: int | None = _count()
+
+
 class WorkflowReset(EventBase, tag="workflow_reset"):
     run_id: int | None = None
     message: str | None = None
@@ -232,6 +237,7 @@ KINDS: tuple[type[EventBase], ...] = tuple(EventBase.__subclasses__())
 if TYPE_CHECKING:  # the checker needs the union spelled out; at run time it is built from KINDS
     Event: TypeAlias = (
         WorkflowCreated
+        | JobsAdded
         | WorkflowReset
         | WorkflowCanceled
         | WorkflowDone

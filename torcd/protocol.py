@@ -51,6 +51,22 @@ class CreateWorkflow(Params, frozen=True):
     account: SlurmAccount | None = None
 
 
+class AddJobs(Params, frozen=True):
+    """Jobs added to a workflow that exists: `spec_text` is a spec (its name is ignored) whose jobs,
+    with the failure handlers, resource requirements and schedulers they name, join the workflow."""
+
+    workflow_id: Id
+    spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
+    spec_path: OneLine = "<jobs>"  # names the text in errors (file:line)
+    spec_format: SpecFormat | None = None  # default: from spec_path's extension
+    # new job's name -> the ids of jobs already in the workflow that it waits for
+    depends_on_ids: dict[Annotated[str, Meta(max_length=512)], list[Id]] = {}
+
+
+class AddedJobs(msgspec.Struct):
+    job_ids: dict[str, int]  # each added job's id, by name
+
+
 class SetAutoSchedule(Params, frozen=True):
     workflow_id: Id
     enabled: bool = True

@@ -28,7 +28,8 @@ from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
 from torcd.services.workers import WorkerService
 from torcd.spec.data import missing_inputs
-from torcd.spec.parse import ExpandedJob, on_slurm, parse_spec_in_pool
+from torcd.spec.fragment import check_fragment, on_slurm_adding
+from torcd.spec.parse import ExpandedJob, SlurmSchedulerSpec, Workflow, on_slurm, parse_spec_in_pool
 from torcd.spec.slurm import runs_on_slurm
 from torcd.store.actions import ActionStore
 from torcd.store.execution import ExecutionStore
@@ -108,46 +109,69 @@ class Handlers:
                 file=params.spec_path,
                 field=f"$.files[{f.index}]",
             )
-        if params.executor == "slurm" and self.control.tcp_url is None:
-            raise InvalidParams(
-                "Slurm workers need a TCP door: start torcd with --listen HOST:PORT", {"field": "$.executor"}
-            )
-        if params.executor == "local":  # a job that can never fit is refused now, not left waiting
-            if why := runs_on_slurm(spec.schedulers):
-                raise InvalidParams(
-                    f"this workflow is meant for Slurm ({why}): submit it with `torcctl submit-slurm`; "
-                    "`submit` and `run` would run its jobs on this machine",
-                    {"field": "$.executor"},
-                )
-            have, memory = len(self.config.gpus), self.config.max_memory
-            for job in spec.jobs:
-                short = shortfalls(
-                    Requirements(num_gpus=job.num_gpus, memory_bytes=job.memory_bytes),
-                    Capacity(memory=memory, gpus=have),
-                )
-                if "gpus" in short:
-                    raise InvalidParams(
-                        f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} (see torcd --gpus)",
-                        {"field": "$.jobs"},
-                    )
-                if "memory" in short:
-                    raise InvalidParams(
-                        f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
-                        f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
-                        {"field": "$.jobs"},
-                    )
-        if params.executor == "slurm":  # a job that fits no node it could get is refused now
+        schedulers, jobs = list(spec.schedulers), spec.jobs
+        if params.executor == "slurm":
             schedulers, jobs = on_slurm(spec, params.account)
-            if misfits := await self.allocations.misfits(schedulers, [(j.scheduler, _need(j)) for j in jobs]):
-                raise InvalidParams(
-                    misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""), {"field": "$.jobs"}
-                )
+        await self._admit(params.executor, spec, schedulers, jobs)
         wf = await self.workflows.create_workflow(
             spec, params.cwd, params.spec_path, params.executor, params.account, key=idempotency_key.get()
         )
         crash_point("after_create")
         log.info("workflow_created", workflow_id=wf, jobs=len(spec.jobs))
         return await self.queries.workflow(wf)
+
+    async def add_jobs(self, params: p.AddJobs) -> p.AddedJobs:
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
+        check_fragment(spec)
+        wf = await self.queries.workflow(params.workflow_id)
+        schedulers, jobs = list(spec.schedulers), spec.jobs
+        if wf.executor == "slurm":  # the workflow's schedulers, and those the new jobs bring
+            stored = await self.slurm.schedulers(wf.id)
+            schedulers, jobs = on_slurm_adding(spec, list(stored.values()), await self.slurm.workflow_account(wf.id))
+            schedulers += [s for name, s in stored.items() if name not in {n.name for n in schedulers}]
+        await self._admit(wf.executor, spec, schedulers, jobs)
+        ids = await self.workflows.add_jobs(wf.id, spec, params.depends_on_ids, key=idempotency_key.get())
+        log.info("jobs_added", workflow_id=wf.id, jobs=len(ids))
+        return p.AddedJobs(ids)
+
+    async def _admit(
+        self, executor: str, spec: Workflow, schedulers: list[SlurmSchedulerSpec], jobs: list[ExpandedJob]
+    ) -> None:
+        """Refuse now what would never run, rather than leave it waiting: a Slurm workflow without a
+        TCP door for its workers, a spec meant for Slurm run here, a job that fits no node of its
+        scheduler, or (here) needs more GPUs or memory than this daemon has."""
+        if executor == "slurm":
+            if self.control.tcp_url is None:
+                raise InvalidParams(
+                    "Slurm workers need a TCP door: start torcd with --listen HOST:PORT", {"field": "$.executor"}
+                )
+            if misfits := await self.allocations.misfits(schedulers, [(j.scheduler, _need(j)) for j in jobs]):
+                raise InvalidParams(
+                    misfits[0] + (f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""), {"field": "$.jobs"}
+                )
+            return
+        if why := runs_on_slurm(spec.schedulers):
+            raise InvalidParams(
+                f"this workflow is meant for Slurm ({why}): submit it with `torcctl submit-slurm`; "
+                "`submit` and `run` would run its jobs on this machine",
+                {"field": "$.executor"},
+            )
+        have, memory = len(self.config.gpus), self.config.max_memory
+        for job in jobs:
+            short = shortfalls(
+                Requirements(num_gpus=job.num_gpus, memory_bytes=job.memory_bytes), Capacity(memory=memory, gpus=have)
+            )
+            if "gpus" in short:
+                raise InvalidParams(
+                    f"job {job.name!r} needs {job.num_gpus} GPUs and this daemon has {have} (see torcd --gpus)",
+                    {"field": "$.jobs"},
+                )
+            if "memory" in short:
+                raise InvalidParams(
+                    f"job {job.name!r} needs {format_bytes(job.memory_bytes or 0)} of memory and "
+                    f"this daemon's budget is {format_bytes(memory)} (see torcd --memory)",
+                    {"field": "$.jobs"},
+                )
 
     async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
@@ -368,6 +392,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "ping": (p.NoParams, lambda h: h.ping),
     "shutdown": (p.Shutdown, lambda h: h.shutdown),
     "workflows.create": (p.CreateWorkflow, lambda h: h.create_workflow),
+    "workflows.add_jobs": (p.AddJobs, lambda h: h.add_jobs),
     "workflows.list": (p.NoParams, lambda h: h.list_workflows),
     "workflows.show": (p.WorkflowRef, lambda h: h.show_workflow),
     "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),

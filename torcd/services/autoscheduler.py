@@ -29,6 +29,7 @@ _WAKE = (
     E.WorkerLost,
     E.AutoScheduleSet,
     E.WorkflowReset,
+    E.JobsAdded,
     E.JobReady,
 )
 

@@ -34,6 +34,7 @@ _WAKE = (
     E.RecoveryFinished,
     E.JobClassified,
     E.WorkflowCreated,
+    E.JobsAdded,
     E.WorkflowReset,
     E.ActionFinished,
 )  # an on_workflow_start action that ran lets its workflow's jobs start

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import msgspec
 
@@ -277,10 +277,15 @@ def downstream(tx: Tx, ids: Sequence[int]) -> list[int]:
 
 
 def _cascade(tx: Tx, failed: L.Job) -> None:
-    """Cancel every job a failed one blocks; then say so with one event. A job that runs
-    whatever became of its dependencies (`cancel_on_blocking_job_failure: false`) is not
-    canceled: a failed or canceled dependency counts as ended for it, and what it blocks waits
-    for it as usual."""
+    """Cancel every job a failed one blocks; then say so with one event."""
+    tx.publish([L.cascade_summary(failed, cancel_blocked(tx, failed), tx.now)])
+
+
+def cancel_blocked(tx: Tx, failed: L.Job, among: Collection[int] | None = None) -> int:
+    """Cancel every job a failed one blocks (only those `among`, when given: jobs added after it
+    ended); return how many. A job that runs whatever became of its dependencies
+    (`cancel_on_blocking_job_failure: false`) is not canceled: a failed or canceled dependency
+    counts as ended for it, and what it blocks waits for it as usual."""
     cancel: dict[int, None] = {}
     ended: collections.Counter[int] = collections.Counter()  # job -> its dependencies that ended so
     frontier = [failed.id]
@@ -292,7 +297,7 @@ def _cascade(tx: Tx, failed: L.Job) -> None:
                         WHERE d.depends_on IN ({marks(len(chunk))})""",
                 chunk,
             ):
-                if status not in (int(S.BLOCKED), int(S.UNINITIALIZED)):
+                if status not in (int(S.BLOCKED), int(S.UNINITIALIZED)) or (among is not None and jid not in among):
                     continue
                 if not cancels:
                     ended[jid] += 1
@@ -303,7 +308,7 @@ def _cascade(tx: Tx, failed: L.Job) -> None:
     blocked = list(facts(tx, list(cancel)).values())
     handle(tx, L.UpstreamFailed(tx.now, failed.id, failed.name), blocked)
     _count_down(tx, ended)
-    tx.publish([L.cascade_summary(failed, len(blocked), tx.now)])
+    return len(blocked)
 
 
 def reset_jobs(tx: Tx, workflow: sqlite3.Row, targets: Sequence[int], what: str) -> int:

@@ -1,5 +1,5 @@
-"""The store's writes to whole workflows: create, cancel, delete, reset, recover, user data and a
-job's limits; and `settle`, which says after each transaction whether a workflow is done.
+"""The store's writes to whole workflows: create, add jobs, cancel, delete, reset, recover, user data
+and a job's limits; and `settle`, which says after each transaction whether a workflow is done.
 
 What a change does to a job is decided by `core.lifecycle`, through `store.lifecycle`.
 """
@@ -7,6 +7,7 @@ What a change does to a job is decided by `core.lifecycle`, through `store.lifec
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -17,13 +18,15 @@ from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
 from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.protocol import MAX_USER_DATA_ENTRIES
-from torcd.spec.parse import SlurmSchedulerSpec, Workflow, on_slurm
+from torcd.spec.parse import Workflow, on_slurm
 from torcd.spec.schema import ExpandedJob
 from torcd.store import actions as store_actions
 from torcd.store import limits as store_recover
+from torcd.store import new_jobs as store_new_jobs
 from torcd.store.db import Database, Tx, require_workflow
 from torcd.store.db import encode as _encode
 from torcd.store.lifecycle import FACT_COLUMNS, downstream, fact, handle, reset_jobs
+from torcd.store.new_jobs import insert_deps, insert_handlers_and_schedulers, insert_jobs
 from torcd.store.queries import COUNTS, labelled
 
 S = JobStatus
@@ -74,9 +77,9 @@ class WorkflowStore:
 
         def _body(tx: Tx):
             wf = _insert_workflow(tx, spec, cwd, spec_path, executor, account)
-            handler_ids = _insert_handlers_and_schedulers(tx, wf, spec, schedulers)
-            ids = _insert_jobs(tx, wf, spec, jobs, handler_ids)
-            _insert_deps(tx, jobs, ids)
+            handler_ids = insert_handlers_and_schedulers(tx, wf, spec, schedulers)
+            ids = insert_jobs(tx, wf, spec, jobs, handler_ids)
+            insert_deps(tx, jobs, ids)
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
             if spec.actions:
@@ -88,6 +91,12 @@ class WorkflowStore:
             return wf
 
         return await self.db.write(_body, key=key)
+
+    async def add_jobs(
+        self, wf: int, spec: Workflow, depends_on_ids: Mapping[str, Sequence[int]], key: RequestKey | None = None
+    ) -> dict[str, int]:
+        """Add the spec's jobs to a workflow that exists, in one transaction; each new job's id by name."""
+        return await self.db.write(lambda tx: store_new_jobs.add_jobs(tx, wf, spec, depends_on_ids), key=key)
 
     async def cancel_workflow(self, wf: int) -> list[int]:
         """Cancel every unfinished job; return the ids of jobs that had a process running."""
@@ -252,70 +261,6 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
             _encode(spec.compute_node),
             _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
         ),
-    )
-
-
-def _insert_handlers_and_schedulers(
-    tx: Tx, wf: int, spec: Workflow, schedulers: list[SlurmSchedulerSpec]
-) -> dict[str, int]:
-    """Insert the failure handlers and schedulers; return each handler's id by name."""
-    handler_ids: dict[str, int] = {}
-    for name, rules in spec.failure_handlers.items():
-        handler_ids[name] = tx.run(
-            "INSERT INTO failure_handlers (workflow_id, name, rules) VALUES (?, ?, ?)",
-            (wf, name, _encode(rules)),
-        )
-    tx.many(
-        "INSERT INTO schedulers (workflow_id, name, spec) VALUES (?, ?, ?)",
-        ((wf, sc.name, _encode(sc)) for sc in schedulers),
-    )
-    return handler_ids
-
-
-def _insert_jobs(
-    tx: Tx, wf: int, spec: Workflow, jobs: list[ExpandedJob], handler_ids: dict[str, int]
-) -> dict[str, int]:
-    """Insert the jobs, ready or blocked on their dependencies; return each one's id by name."""
-    # Ids given here, so that the claim order (one of the workflow's own ids, in the order
-    # its jobs_sort_method says) keeps workflows first come, first served.
-    base = tx.one_row("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0) + 1")[0]
-    sorted_ = any(j.claim_order for j in jobs)
-    tx.many(
-        """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
-           pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-           outputs, supports_termination)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (
-            (
-                base + k,
-                base + (j.claim_order if sorted_ else k),
-                wf,
-                j.name,
-                j.command,
-                int(S.BLOCKED if j.depends_on else S.READY),
-                j.num_cpus,
-                _encode(j.env) if j.env else None,
-                handler_ids.get(j.failure_handler) if j.failure_handler else None,
-                len(j.depends_on),
-                tx.now,
-                j.scheduler,
-                j.num_gpus,
-                j.memory_bytes,
-                j.runtime_seconds,
-                int(j.cancel_on_blocking),
-                _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
-                int(j.supports_termination),
-            )
-            for k, j in enumerate(jobs)
-        ),
-    )
-    return {name: jid for jid, name in tx.rows("SELECT id, name FROM jobs WHERE workflow_id = ?", (wf,))}
-
-
-def _insert_deps(tx: Tx, jobs: list[ExpandedJob], ids: dict[str, int]) -> None:
-    tx.many(
-        "INSERT INTO deps (job_id, depends_on) VALUES (?, ?)",
-        ((ids[j.name], ids[d]) for j in jobs for d in j.depends_on),
     )
 
 
