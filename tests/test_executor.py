@@ -116,8 +116,9 @@ def test_futures_as_arguments_make_a_fan_in(client, in_tmp):
         later = ex.submit(operator.add, total, 1)  # a dependency sent in an earlier request
         assert later.result(timeout=60) == 31
         jobs = {j.name: j for j in client.jobs(ex.workflow_id)}
-    assert sorted(jobs["call_6"].depends_on) == sorted(jobs[f"call_{i}"].id for i in range(1, 6))
-    assert jobs["call_7"].depends_on == [jobs["call_6"].id]
+        fan_in, after = client.job(jobs["call_6"].id), client.job(jobs["call_7"].id)
+    assert sorted(fan_in.depends_on) == sorted(jobs[f"call_{i}"].id for i in range(1, 6))
+    assert after.depends_on == [jobs["call_6"].id]
 
 
 def test_a_failed_argument_fails_the_call_that_needs_it(client, in_tmp):
@@ -139,15 +140,29 @@ def _wait_for(path: str) -> str:
     return "released"
 
 
-def test_futures_resolve_across_a_daemon_restart(client, daemon, in_tmp):
+def _running(client, ex) -> bool:
+    return ex.workflow_id is not None and client.jobs(ex.workflow_id)[0].status == "running"
+
+
+def test_futures_resolve_across_a_daemon_crash_and_restart(client, daemon, in_tmp):
     gate = str(in_tmp / "gate")
     with Executor(client=client) as ex:
         future = ex.submit(_wait_for, gate)
-        daemon.wait_for(lambda: client.jobs(ex.workflow_id)[0].status == "running", what="the call to start")
-        daemon.stop()
+        daemon.wait_for(lambda: _running(client, ex), what="the call to start")
+        daemon.kill9()  # its jobs run on
         daemon.start()
         Path(gate).write_text("")
         assert future.result(timeout=60) == "released"
+
+
+def test_a_call_its_daemon_stops_ends_with_an_error_saying_so(client, daemon, in_tmp):
+    with Executor(client=client) as ex:
+        future = ex.submit(_wait_for, str(in_tmp / "never"))
+        daemon.wait_for(lambda: _running(client, ex), what="the call to start")
+        daemon.stop()  # a graceful stop terminates the jobs it runs
+        daemon.start()
+        with pytest.raises(RemoteError, match="terminated: daemon shut down"):
+            future.result(timeout=60)
 
 
 def test_an_executor_inside_a_running_event_loop(client, in_tmp):
@@ -197,6 +212,8 @@ def test_a_closed_executor_refuses_calls(client, in_tmp):
 def test_shutdown_cancels_calls_not_yet_sent(client, in_tmp):
     ex = Executor(client=client, max_workers=1)
     first = ex.submit(time.sleep, 0.5)
+    while not first.running():  # sent: shutdown no longer cancels it
+        time.sleep(0.01)
     rest = [ex.submit(pow, 2, i) for i in range(5)]
     ex.shutdown(wait=True, cancel_futures=True)
     assert first.result() is None

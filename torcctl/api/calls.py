@@ -156,4 +156,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Run as the module by its own name, so that a pickled Ref is an instance of its Ref class.
+    from torcctl.api import calls
+
+    sys.exit(calls.main(sys.argv[1:]))

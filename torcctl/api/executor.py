@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from torcctl.api.calls import Ref, RemoteError, in_path, pack_call, read_result, write_whole
-from torcctl.api.client import Client
-from torcctl.errors import TorcError
+from torcctl.api.client import RECONNECT_FOR, Client
+from torcctl.errors import ConnectError, TorcError
 from torcd import events as E
 
 P = ParamSpec("P")
@@ -315,14 +315,23 @@ class Executor(cf.Executor):
 
     def _follow(self) -> None:
         assert self.workflow_id is not None
+        after = 0
         try:
-            for event in self.client.events(self.workflow_id, kinds=_KINDS):
-                if isinstance(event, E.JobCompleted) and event.job_id is not None:
-                    self._completed(event.job_id)
-                elif isinstance(event, _SWEEP_ON):
-                    self._sweep()
+            while True:
+                # A stream at a time of at most a second: between two, see whether it is over.
+                try:
+                    for event in self.client.events(
+                        self.workflow_id, after, kinds=_KINDS, deadline=time.monotonic() + 1.0
+                    ):
+                        after = event.seq
+                        if isinstance(event, E.JobCompleted) and event.job_id is not None:
+                            self._completed(event.job_id)
+                        elif isinstance(event, _SWEEP_ON):
+                            _patiently(self._sweep)
+                except TimeoutError:
+                    pass
                 with self._lock:
-                    if self._shutdown and not self._unfinished:
+                    if self._shutdown and not self._unfinished and not self._queue:
                         return
         except Exception as e:  # the daemon is gone for good: say so to every waiting caller
             with self._lock:
@@ -369,6 +378,18 @@ class Executor(cf.Executor):
             self._done_jobs[call.number] = call.job_id
         self._unfinished -= 1
         self._lock.notify_all()
+
+
+def _patiently(call: Callable[[], None]) -> None:
+    """Call, trying again while the daemon restarts (as the event stream itself does)."""
+    since = time.monotonic()
+    while True:
+        try:
+            return call()
+        except ConnectError:
+            if time.monotonic() - since > RECONNECT_FOR:
+                raise
+            time.sleep(0.2)
 
 
 def run_chunk(fn: Callable[..., R], chunk: list[tuple[Any, ...]]) -> list[R]:
