@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from inproc import record_exit, rig_fixture, start_ready, statuses, submit  # noqa: F401
 
-from torcctl.client import RpcError
+from torcctl.errors import RpcError
 from torcd.core.added_jobs import Upstream, initial_status, upstream
 from torcd.core.retry import Action, RetryDecision
 from torcd.core.status import JobStatus as S
@@ -380,7 +380,7 @@ def test_a_canceled_workflow_takes_no_new_jobs(daemon):
 
 
 def test_the_same_request_twice_with_one_idempotency_key_adds_once(daemon):
-    from torcctl.client import _UnixConnection
+    from torcctl.transport import _UnixConnection
 
     wf = daemon.submit("name: once\njobs:\n  - {name: a, command: 'true'}\n")
     params = {"workflow_id": wf, "spec_text": "name: more\njobs:\n  - {name: b, command: 'true'}\n"}

@@ -413,3 +413,21 @@ def test_jobs_in_allocations_survive_a_daemon_killed_for_40_seconds(tmp_path):
             if a.slurm_job_id and a.state in ("pending", "running"):
                 subprocess.run(["scancel", a.slurm_job_id])
         d.stop()
+
+
+def test_an_executor_with_a_scheduler_runs_its_calls_in_allocations(sdaemon, tmp_path, monkeypatch):
+    import operator
+
+    from torcctl import Client, Executor
+
+    monkeypatch.chdir(tmp_path)
+    client = Client(sdaemon.socket, autostart=False)
+    sched = {"partition": "debug", "walltime": "00:10:00", "cpus": 1, "mem": "100M", "max_allocations": 2}
+    with Executor(client=client, scheduler=sched) as ex:
+        first = list(ex.map(operator.mul, range(3), range(3), timeout=240))
+        later = ex.submit(operator.add, 40, 2).result(timeout=240)  # added after the first calls ended
+        hosts = {a.host for j in client.jobs(ex.workflow_id) for a in client.attempts(j.id)}
+        allocs = client.allocations(ex.workflow_id)
+    assert first == [0, 1, 4] and later == 42
+    assert allocs and all(a.slurm_job_id for a in allocs)
+    assert hosts and hosts <= {"n1", "n2", "n3"}, hosts
