@@ -87,6 +87,8 @@ def parsl_times(python: str, calls: int, repeat: int, workers: int, run_dir: str
         capture_output=True,
         text=True,
         timeout=1800,
+        # HTEX starts its interchange as a script of its own environment
+        env={**os.environ, "PATH": f"{os.path.dirname(python)}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     if out.returncode != 0:
         print(f"parsl did not run: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
