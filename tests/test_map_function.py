@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from torcctl import Client, map_function_to_jobs
 
 MODULE_DIR = str(REPO / "examples" / "python")

@@ -10,12 +10,12 @@ import msgspec
 from torcctl.api.client import Client
 from torcctl.commands import UsageError
 from torcctl.render import print_json, table, when
-from torcd.protocol import MAX_USER_DATA_BYTES, FileInfo, UserDataInfo
+from torcd.protocol import MAX_USER_DATA_BYTES
 
 
 def files(client: Client, args) -> int:
     """Torc's `files list`: each file, the job that writes it, the jobs that read it, whether it exists."""
-    found = client.call("workflows.files", {"workflow_id": args.workflow_id}, list[FileInfo])
+    found = client.files(args.workflow_id)
     if args.json:
         print_json(found)
         return 0
@@ -44,7 +44,7 @@ def _workflow(args) -> int:
 
 def user_data_get(client: Client, args) -> int:
     """Print an entry's value as JSON (all of it, with --json), for a job to read."""
-    info = client.call("user_data.get", {"workflow_id": _workflow(args), "name": args.name}, UserDataInfo)
+    info = client.user_data.info(_workflow(args), args.name)
     print_json(info if args.json else info.data)
     return 0
 
@@ -72,12 +72,12 @@ def user_data_set(client: Client, args) -> int:
         value = msgspec.json.decode(text.encode())
     except msgspec.DecodeError as e:
         raise UsageError(f"the value is not JSON ({e}); quote a string as '\"text\"'") from None
-    client.call("user_data.set", {"workflow_id": _workflow(args), "name": args.name, "data": value})
+    client.user_data.set(_workflow(args), args.name, value)
     return 0
 
 
 def user_data_list(client: Client, args) -> int:
-    entries = client.call("user_data.list", {"workflow_id": _workflow(args)}, list[UserDataInfo])
+    entries = client.user_data.list(_workflow(args))
     if args.json:
         print_json(entries)
         return 0

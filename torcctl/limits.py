@@ -11,7 +11,7 @@ import sys
 from torcctl.api.client import Client
 from torcctl.render import print_json
 from torcd.core.limits import describe
-from torcd.protocol import RecoverResult, WorkflowSummary
+from torcd.protocol import RecoverResult
 
 HOOK_TIMEOUT = 3600.0  # seconds a recovery hook may run
 
@@ -39,8 +39,8 @@ def recover_once(client: Client, wf: int, args, dry_run: bool = False) -> Recove
         print(("dry run, nothing changed: " if dry_run else "") + describe(a), flush=True)
     if not dry_run and result.reset:
         print(f"{result.reset} jobs reset to run again", flush=True)
-        if client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).executor == "slurm":
-            client.call("allocations.submit", {"workflow_id": wf})
+        if client.workflow(wf).executor == "slurm":
+            client.submit_allocations(wf)
     return result
 
 
@@ -68,7 +68,7 @@ def _run_hook(command: str, wf: int, job_ids: list[int], quiet: bool) -> bool:
 
 
 def recover(client: Client, args) -> int:
-    client.call("workflows.show", {"workflow_id": args.workflow_id})
+    client.workflow(args.workflow_id)
     result = recover_once(client, args.workflow_id, args, dry_run=args.dry_run)
     return 0 if all(a.retry for a in result.adjustments) else 1
 

@@ -10,7 +10,7 @@ import msgspec
 
 from torcctl.api.client import Client
 from torcctl.render import print_json, table
-from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
+from torcd.protocol import AttemptInfo
 
 # Torc's sort fields for results, and how each reads from one of our rows.
 RESULT_SORT_KEYS = {
@@ -55,7 +55,7 @@ def utilization(a: AttemptInfo) -> dict[str, Any]:
 def resource_utilization(client: Client, workflow_id: int, include_failed: bool = True) -> list[dict[str, Any]]:
     """`utilization` of each job's last finished attempt in the current run."""
     latest: dict[int, AttemptInfo] = {}
-    for a in client.call("workflows.results", {"workflow_id": workflow_id}, list[AttemptInfo]):
+    for a in client.results(workflow_id):
         if a.end_time is not None and (include_failed or a.return_code == 0):
             latest[a.job_id] = a
     return [utilization(a) for a in latest.values()]
@@ -64,8 +64,8 @@ def resource_utilization(client: Client, workflow_id: int, include_failed: bool 
 def workflow_summary(client: Client, workflow_id: int) -> dict[str, Any]:
     """The workflow's status and counts, its failures grouped by cause (oom, timeout,
     missing_output, else the exit code), and how long its attempts ran."""
-    info = client.call("workflows.show", {"workflow_id": workflow_id}, WorkflowSummary)
-    results = client.call("workflows.results", {"workflow_id": workflow_id}, list[AttemptInfo])
+    info = client.workflow(workflow_id)
+    results = client.results(workflow_id)
     causes: dict[str, int] = {}
     for a in results:
         if a.return_code not in (None, 0):
@@ -104,10 +104,7 @@ def list_results(
     attempts = client.call("workflows.results", params, list[AttemptInfo])
     statuses = {}
     if status is not None:
-        statuses = {
-            j.id: j.status
-            for j in client.call("jobs.list", {"workflow_id": workflow_id, "limit": 1_000_000}, list[JobInfo])
-        }
+        statuses = {j.id: j.status for j in client.jobs(workflow_id, limit=1_000_000)}
     rows = [
         _result_row(a, statuses.get(a.job_id))
         for a in attempts

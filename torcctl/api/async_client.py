@@ -69,8 +69,8 @@ class AsyncClient:
         """Wait without blocking the loop; TimeoutError after `timeout` seconds."""
         return await asyncio.to_thread(self.client.wait, workflow_id, timeout, progress)
 
-    async def cancel(self, workflow_id: int) -> None:
-        await asyncio.to_thread(self.client.cancel, workflow_id)
+    async def cancel(self, workflow_id: int) -> Workflow:
+        return await asyncio.to_thread(self.client.cancel, workflow_id)
 
     async def delete(self, workflow_id: int) -> None:
         await asyncio.to_thread(self.client.delete, workflow_id)

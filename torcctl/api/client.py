@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import msgspec
 
-from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, Job, RecoverResult, UserData
+from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, FileInfo, Job, RecoverResult, UserData
 from torcctl.errors import ConnectError, SpecError, SpecProblem
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
@@ -102,8 +102,8 @@ class Workflow(WorkflowSummary, dict=True):
     def results(self, all_runs: bool = False, failed: bool = False) -> list[Attempt]:
         return self._client.results(self.id, all_runs=all_runs, failed=failed)
 
-    def cancel(self) -> None:
-        self._client.cancel(self.id)
+    def cancel(self) -> Workflow:
+        return self._client.cancel(self.id)
 
     def reset(self, failed_only: bool = False) -> int:
         return self._client.reset(self.id, failed_only=failed_only)
@@ -205,6 +205,10 @@ class Client:
             self.submit_allocations(summary.id, allocations)
         return summary
 
+    def files(self, workflow_id: int) -> list[FileInfo]:
+        """The workflow's files: the job that writes each, the jobs that read it, whether it exists."""
+        return self.call("workflows.files", {"workflow_id": workflow_id}, list[FileInfo])
+
     def allocations(self, workflow_id: int) -> list[AllocationInfo]:
         """The workflow's Slurm allocations, with their state."""
         return self.call("allocations.list", {"workflow_id": workflow_id}, list[AllocationInfo])
@@ -244,9 +248,9 @@ class Client:
                 bar.close(wf)
         return wf
 
-    def cancel(self, workflow_id: int) -> None:
-        """Cancel every unfinished job (running ones are stopped)."""
-        self.call("workflows.cancel", {"workflow_id": workflow_id})
+    def cancel(self, workflow_id: int) -> Workflow:
+        """Cancel every unfinished job (running ones are stopped); the workflow afterwards."""
+        return self._bind(self.call("workflows.cancel", {"workflow_id": workflow_id}, Workflow))
 
     def delete(self, workflow_id: int) -> None:
         """Delete a workflow that has nothing unfinished (cancel it first), with its history."""

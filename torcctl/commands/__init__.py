@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 
-from torcctl.api.client import Client
-from torcd.protocol import WorkflowSummary
+from torcctl.api.client import Client, Workflow
 
 STATUS_ORDER = [
     "uninitialized",
@@ -60,6 +59,7 @@ def spec_params(args) -> dict:
     }
 
 
-def create_workflow(client: Client, args, **extra) -> WorkflowSummary:
+def create_workflow(client: Client, args, **extra) -> Workflow:
+    """The spec's text as read here (so that a path's errors are the CLI's), created by the daemon."""
     cwd = current_dir()
-    return client.call("workflows.create", {**spec_params(args), "cwd": cwd, **extra}, WorkflowSummary)
+    return client.call("workflows.create", {**spec_params(args), "cwd": cwd, **extra}, Workflow)

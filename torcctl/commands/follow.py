@@ -13,7 +13,7 @@ from torcctl.commands import STATUS_ORDER, UsageError, create_workflow
 from torcctl.errors import ConnectError, RpcError
 from torcctl.limits import recover_once
 from torcctl.render import event_line, print_json, table
-from torcd.protocol import IDLE_EVENTS, Event, JobInfo, WorkflowSummary
+from torcd.protocol import IDLE_EVENTS, Event, WorkflowSummary
 
 
 def _follow(client: Client, wf: int, args, after: int = 0) -> int:
@@ -38,7 +38,7 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
     if not quiet and not args.json and sys.stdout.isatty():
         from torcctl.live import LiveView
 
-        counts = lambda: client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).counts  # noqa: E731
+        counts = lambda: client.workflow(wf).counts  # noqa: E731
         LiveView(wf, counts, STATUS_ORDER).follow(
             seen(client.events(wf, after=after, until_idle=True, reconnect_for=0))
         )
@@ -50,7 +50,7 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
                 print_json(event)
             elif not quiet:
                 print(event_line(event), flush=True)
-    state = client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary).state
+    state = client.workflow(wf).state
     if state == "active":
         raise ConnectError(
             f"lost the daemon's event stream before workflow {wf} finished; follow it again with `torcctl watch {wf}`"
@@ -59,7 +59,7 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
 
 
 def _summary(client: Client, wf: int, args) -> int:
-    info = client.call("workflows.show", {"workflow_id": wf}, WorkflowSummary)
+    info = client.workflow(wf)
     counts = info.counts
     total = sum(counts.values())
     if not args.json:
@@ -70,7 +70,7 @@ def _summary(client: Client, wf: int, args) -> int:
         )
     pending = counts.get("pending_failed", 0)
     if pending and not args.json:
-        jobs = client.call("jobs.list", {"workflow_id": wf, "status": "pending_failed"}, list[JobInfo])
+        jobs = client.jobs(wf, status="pending_failed")
         print(f"\n{pending} job(s) are pending_failed: their failure matched no rule and awaits classification.")
         table(["job", "name", "attempt", "rc"], [(j.id, j.name, j.attempt_id, j.return_code) for j in jobs])
         ids = " ".join(str(j.id) for j in jobs)
@@ -83,7 +83,7 @@ def _summary(client: Client, wf: int, args) -> int:
 
 def run(client: Client, args) -> int:
     if args.spec.isdigit() and not os.path.exists(args.spec):  # Torc's `run WORKFLOW_ID`: one submitted already
-        wf = client.call("workflows.show", {"workflow_id": int(args.spec)}, WorkflowSummary)
+        wf = client.workflow(int(args.spec))
         if not args.json and not args.quiet:
             print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs, {wf.state})", flush=True)
         _follow(client, wf.id, args)
@@ -160,7 +160,7 @@ def _interrupted(client: Client, wf: int, args) -> None:
 
 
 def watch(client: Client, args) -> int:
-    info = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    info = client.workflow(args.workflow_id)
     with _watch_log(info, args) as args.log_file:
         return _watch(client, args)
 
@@ -211,7 +211,7 @@ def _watch(client: Client, args) -> int:
         seq = _follow(client, args.workflow_id, args, after=seq)
         if not args.recover or recoveries >= args.max_retries:
             break
-        counts = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary).counts
+        counts = client.workflow(args.workflow_id).counts
         # pending_failed too: a job with a handler that then ran out of memory parks there (Torc's
         # tutorial combines failure handlers with `watch --recover`)
         if (
@@ -225,7 +225,7 @@ def _watch(client: Client, args) -> int:
 
 def events(client: Client, args) -> int:
     if args.follow:
-        client.call("workflows.show", {"workflow_id": args.workflow_id})
+        client.workflow(args.workflow_id)
         for e in client.events(args.workflow_id, after=args.after, reconnect_for=0):
             print_json(e) if args.json else print(event_line(e), flush=True)
         return 0

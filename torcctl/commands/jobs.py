@@ -45,7 +45,7 @@ def jobs_list(client: Client, args) -> int:
 
 
 def jobs_show(client: Client, args) -> int:
-    j = client.call("jobs.show", {"job_id": args.job_id}, JobInfo)
+    j = client.job(args.job_id)
     if args.json:
         print_json(j)
         return 0
@@ -91,7 +91,7 @@ def _seconds(s: float | None) -> str:
 
 
 def jobs_attempts(client: Client, args) -> int:
-    atts = client.call("jobs.attempts", {"job_id": args.job_id}, list[AttemptInfo])
+    atts = client.attempts(args.job_id)
     return _attempts_table(atts, args)
 
 
@@ -174,7 +174,7 @@ def jobs_fail(client: Client, args) -> int:
 
 
 def logs(client: Client, args) -> int:
-    atts = client.call("jobs.attempts", {"job_id": args.job_id}, list[AttemptInfo])
+    atts = client.attempts(args.job_id)
     if args.run is not None:
         atts = [a for a in atts if a.run_id == args.run]
     if args.attempt is not None:

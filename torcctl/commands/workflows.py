@@ -7,7 +7,7 @@ import sys
 from torcctl.api.client import Client
 from torcctl.commands import STATUS_ORDER, create_workflow, current_dir, spec_params
 from torcctl.render import print_json, table, when
-from torcd.protocol import AllocationInfo, WorkflowSummary
+from torcd.protocol import AllocationInfo
 
 
 def submit(client: Client, args) -> int:
@@ -70,7 +70,7 @@ def _plan_slurm(client: Client, args) -> int:
 
 
 def allocations(client: Client, args) -> int:
-    allocs = client.call("allocations.list", {"workflow_id": args.workflow_id}, list[AllocationInfo])
+    allocs = client.allocations(args.workflow_id)
     if args.json:
         print_json(allocs)
         return 0
@@ -96,7 +96,7 @@ def allocations(client: Client, args) -> int:
 
 
 def workflows_list(client: Client, args) -> int:
-    wfs = client.call("workflows.list", {}, list[WorkflowSummary])
+    wfs = client.workflows()
     if args.json:
         print_json(wfs)
         return 0
@@ -121,7 +121,7 @@ def workflows_list(client: Client, args) -> int:
 
 
 def workflows_show(client: Client, args) -> int:
-    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    w = client.workflow(args.workflow_id)
     if args.json:
         print_json(w)
         return 0
@@ -149,7 +149,7 @@ def workflows_show(client: Client, args) -> int:
 
 
 def workflows_status(client: Client, args) -> int:
-    w = client.call("workflows.show", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    w = client.workflow(args.workflow_id)
     if args.json:
         print_json({"workflow_id": w.id, "state": w.state, "counts": w.counts})
         return 0
@@ -162,7 +162,7 @@ def workflows_status(client: Client, args) -> int:
 
 
 def workflows_cancel(client: Client, args) -> int:
-    w = client.call("workflows.cancel", {"workflow_id": args.workflow_id}, WorkflowSummary)
+    w = client.cancel(args.workflow_id)
     print_json(w) if args.json else print(f"workflow {w.id} canceled")
     return 0
 
