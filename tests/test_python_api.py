@@ -336,3 +336,12 @@ def test_the_python_examples_run_as_scripts(daemon, script):
         "flaky_map.py": "100 results, sum 661.463; workflow 1\n20 calls needed more than one attempt",
     }[script]
     assert expected in out.stdout, out.stdout
+
+
+def test_wait_with_a_progress_bar_counts_the_finished_jobs(client, daemon, capsys):
+    wf = client.submit(
+        {"name": "bar", "jobs": [{"name": f"j{i}", "command": "sleep 0.2"} for i in range(4)]}, cwd=daemon.tmp
+    )
+    done = wf.wait(timeout=60, progress=True)
+    assert done.counts == {"completed": 4}
+    assert "4/4" in capsys.readouterr().out
