@@ -218,3 +218,93 @@ def test_shutdown_cancels_calls_not_yet_sent(client, in_tmp):
     ex.shutdown(wait=True, cancel_futures=True)
     assert first.result() is None
     assert any(f.cancelled() for f in rest)
+
+
+def test_two_executors_on_one_directory_keep_their_results_apart(client, in_tmp):
+    shared = in_tmp / "shared"
+    shared.mkdir()
+    (shared / "thesis.tex").write_text("mine")
+    with Executor(client=client, directory=shared) as a, Executor(client=client, directory=shared) as b:
+        fa, fb = a.submit(str.upper, "alice"), b.submit(str.upper, "bob")
+        assert (fa.result(timeout=60), fb.result(timeout=60)) == ("ALICE", "BOB")
+        assert a.directory != b.directory and os.stat(a.directory).st_mode & 0o777 == 0o700
+    assert (shared / "thesis.tex").read_text() == "mine"  # only the executors' own folders go
+    assert sorted(p.name for p in shared.iterdir()) == ["thesis.tex"]
+
+
+def test_call_files_that_are_not_the_users_own_are_never_unpickled(in_tmp):
+    from torcctl.api.calls import read_own, read_result
+
+    target = in_tmp / "elsewhere.out"
+    target.write_bytes(b"x")
+    (in_tmp / "call_1.out").symlink_to(target)
+    ok, error = read_result(str(in_tmp), 1)
+    assert not ok and "cannot read the result of call_1" in str(error)
+    if os.getuid() == 0:  # as root, a file of another owner can be made
+        planted = in_tmp / "call_2.out"
+        planted.write_bytes(b"x")
+        os.chown(planted, 65534, 65534)
+        with pytest.raises(PermissionError, match="not a file of yours"):
+            read_own(str(planted))
+
+
+def test_a_call_whose_argument_failed_first_resolves_and_shutdown_returns(client, in_tmp):
+    with Executor(client=client, max_workers=1) as ex:
+        bad = ex.submit(_boom, 1)
+        after = ex.submit(operator.neg, bad)
+        with pytest.raises(KeyError):
+            bad.result(timeout=60)
+        with pytest.raises((RemoteError, KeyError)):
+            after.result(timeout=60)
+
+
+def _fail_then_die() -> None:
+    if os.environ["TORC_ATTEMPT_ID"] == "1":
+        raise ValueError("attempt 1")
+    os.kill(os.getpid(), 9)
+
+
+def test_an_earlier_attempts_result_never_passes_for_the_last_ones(client, in_tmp):
+    with Executor(client=client, failure_handler=[{"exit_codes": [1], "max_retries": 2}]) as ex:
+        with pytest.raises(RemoteError, match="ended failed") as e:
+            ex.submit(_fail_then_die).result(timeout=60)
+        assert "attempt 1" not in str(e.value)
+
+
+def test_a_failure_no_rule_matches_fails_the_call_rather_than_parking_it(client, in_tmp):
+    with Executor(client=client, failure_handler=[{"exit_codes": [3], "max_retries": 1}]) as ex:
+        with pytest.raises(KeyError):
+            ex.submit(_boom, 2).result(timeout=60)
+        assert client.jobs(ex.workflow_id)[0].status == "failed"
+
+
+def test_futures_fail_once_the_daemon_is_gone_for_good(client, daemon, in_tmp, monkeypatch):
+    import torcctl.api.executor as executor
+
+    monkeypatch.setattr(executor, "RECONNECT_FOR", 2.0)
+    ex = Executor(client=client)
+    future = ex.submit(_wait_for, str(in_tmp / "never"))
+    daemon.wait_for(lambda: _running(client, ex), what="the call to start")
+    daemon.kill9()
+    with pytest.raises(RemoteError, match="lost the workflow's events"):
+        future.result(timeout=60)
+    with pytest.raises(RuntimeError, match="broken"):
+        ex.submit(pow, 1, 1)
+    ex.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"failure_handler": {"exit_codes": [1]}}, "list of rules"),
+        ({"name": 5}, "name must be"),
+        ({"max_workers": "4"}, "max_workers must be"),
+        ({"batch_delay": -1}, "batch_delay must be"),
+        ({"resources": {"memory": "lots"}}, "memory"),
+        ({"resources": "big"}, "resources must be a dict"),
+    ],
+)
+def test_bad_executor_arguments_are_refused_at_once(client, in_tmp, options, error):
+    with pytest.raises((TypeError, ValueError), match=error):
+        Executor(client=client, **options)
+    assert not (in_tmp / "torc_executor").exists() or not any((in_tmp / "torc_executor").iterdir())

@@ -66,3 +66,12 @@ def test_run_function_outside_a_job_is_a_clear_error(daemon, monkeypatch):
     assert code == 2 and "runs as a job" in err and "Traceback" not in err
     code, out, err = daemon.ctl("run-function", "--call", "/nowhere", "x")
     assert code == 2 and "call number" in err
+
+
+def test_a_refused_map_overwrites_no_input_of_the_jobs_already_there(client, daemon):
+    jobs = map_function_to_jobs(client, None, "simulation", "run", PARAMS[:1], module_directory=MODULE_DIR)
+    wf = jobs[0].workflow_id
+    before = client.user_data.get(wf, "input_1")
+    with pytest.raises(ValueError, match="already has 1, input_1, output_1"):
+        map_function_to_jobs(client, wf, "simulation", "run", [{"input1": 100}], module_directory=MODULE_DIR)
+    assert client.user_data.get(wf, "input_1") == before

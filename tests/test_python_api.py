@@ -345,3 +345,10 @@ def test_wait_with_a_progress_bar_counts_the_finished_jobs(client, daemon, capsy
     done = wf.wait(timeout=60, progress=True)
     assert done.counts == {"completed": 4}
     assert "4/4" in capsys.readouterr().out
+
+
+def test_a_mistyped_path_is_named_not_read_as_a_spec(client, daemon):
+    with pytest.raises(FileNotFoundError, match="no spec file 'specs/diamond'"):
+        client.submit("specs/diamond", cwd=daemon.tmp)
+    with pytest.raises(TypeError, match="retry"):
+        client.classify(1, {1: "retry"})  # type: ignore[dict-item]

@@ -66,8 +66,31 @@ class AsyncClient:
         return await asyncio.to_thread(self.client.workflows)
 
     async def wait(self, workflow_id: int, timeout: float | None = None, progress: bool | None = None) -> Workflow:
-        """Wait without blocking the loop; TimeoutError after `timeout` seconds."""
-        return await asyncio.to_thread(self.client.wait, workflow_id, timeout, progress)
+        """Wait without blocking the loop; TimeoutError after `timeout` seconds. Each wait has a
+        thread of its own, so that many waits never hold up the loop's other calls."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Workflow] = loop.create_future()
+
+        def settle(outcome: Workflow | BaseException) -> None:
+            if done.done():
+                return
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+
+        def run() -> None:
+            try:
+                outcome: Workflow | BaseException = self.client.wait(workflow_id, timeout, progress)
+            except Exception as e:
+                outcome = e
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        threading.Thread(target=run, name=f"torc-wait-{workflow_id}", daemon=True).start()
+        return await done
 
     async def cancel(self, workflow_id: int) -> Workflow:
         return await asyncio.to_thread(self.client.cancel, workflow_id)

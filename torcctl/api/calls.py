@@ -11,6 +11,8 @@ reader never sees half of one, and a retried attempt replaces the last attempt's
 from __future__ import annotations
 
 import os
+import secrets
+import stat
 import sys
 import traceback
 from typing import Any
@@ -49,8 +51,8 @@ def out_path(directory: str, call: int) -> str:
 
 
 def write_whole(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    tmp = f"{path}.{secrets.token_hex(8)}.tmp"  # a new file, never one planted there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -59,6 +61,17 @@ def write_whole(path: str, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_own(path: str) -> bytes:
+    """A call or result file's bytes, only if it is a regular file of ours: what is read is
+    unpickled, and a file someone else wrote would run their code as us."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(f"{path} is not a file of yours; refusing to read it")
+        return f.read()
 
 
 def pack_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], max_result_bytes: int) -> bytes:
@@ -83,8 +96,7 @@ def read_result(directory: str, call: int) -> tuple[bool, Any]:
     """(True, value) or (False, exception) for a call whose job ended; a missing or unreadable
     result is a RemoteError saying so."""
     try:
-        with open(out_path(directory, call), "rb") as f:
-            kind, *rest = cloudpickle.load(f)
+        kind, *rest = cloudpickle.loads(read_own(out_path(directory, call)))
     except FileNotFoundError:
         return False, RemoteError(f"call_{call} wrote no result (its job was killed or never ran)")
     except Exception as e:
@@ -100,9 +112,12 @@ def read_result(directory: str, call: int) -> tuple[bool, Any]:
 
 def run_call(directory: str, call: int) -> int:
     """Run one call in this process (the job's); write its result; the job's exit code."""
+    try:  # an earlier attempt's result must not pass for this one's
+        os.unlink(out_path(directory, call))
+    except FileNotFoundError:
+        pass
     try:
-        with open(in_path(directory, call), "rb") as f:
-            fmt, path, data = cloudpickle.load(f)
+        fmt, path, data = cloudpickle.loads(read_own(in_path(directory, call)))
         if fmt != FORMAT:
             raise RemoteError(f"call_{call} was written by another version of torcctl (format {fmt})")
         # A function of an importable module travels as a reference: find it where the caller did.

@@ -361,6 +361,10 @@ class Client:
         self, workflow_id: int, decisions: Mapping[int, tuple[Literal["retry", "fail"], str]], source: str = "api"
     ) -> list[int]:
         """Classify several pending_failed jobs at once, all or none: {job_id: ("retry", why)}."""
+        if not isinstance(decisions, Mapping) or not all(
+            isinstance(d, tuple) and len(d) == 2 and d[0] in ("retry", "fail") for d in decisions.values()
+        ):
+            raise TypeError('decisions maps each job id to ("retry" or "fail", reason)')
         classifications = [{"job_id": j, "action": a, "reason": r} for j, (a, r) in decisions.items()]
         params = {"workflow_id": workflow_id, "classifications": classifications, "source": source}
         return list(self.call("jobs.classify", params)["changed"])
@@ -482,6 +486,9 @@ def spec_text(
         path = os.fspath(spec)
         return read_spec_file(path), path, spec_format
     if isinstance(spec, str):
+        if spec_format is None and "\n" not in spec.strip() and not any(c in spec for c in ":{"):
+            # one line that no spec format could be: a mistyped path
+            raise FileNotFoundError(f"no spec file {spec!r} (a spec's text would hold at least a key and a value)")
         return spec, "<text>", spec_format
     raise TypeError(f"a spec is a path, a text, a dict or a WorkflowSpec, not {type(spec).__name__}")
 

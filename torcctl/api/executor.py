@@ -28,11 +28,13 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
+
+import msgspec
 
 from torcctl.api.calls import Ref, RemoteError, in_path, pack_call, read_result, write_whole
 from torcctl.api.client import RECONNECT_FOR, Client
@@ -41,11 +43,13 @@ from torcd import events as E
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 __all__ = ["Executor", "RemoteError"]
 
 _ENDED_BADLY = ("failed", "canceled", "terminated", "disabled")
-_SWEEP_ON = (E.JobFailed, E.JobTerminated, E.WorkflowCanceled, *E.IDLE)
+# Jobs added already canceled (an argument failed first) say so only in jobs_added.
+_SWEEP_ON = (E.JobFailed, E.JobTerminated, E.JobsAdded, E.WorkflowCanceled, *E.IDLE)
 _KINDS = frozenset(E.tag_of(k) for k in (E.JobCompleted, *_SWEEP_ON))
 MAX_BATCH = 5_000  # calls per request
 
@@ -76,27 +80,25 @@ class Executor(cf.Executor):
         max_result_bytes: int = 256 * 2**20,
         batch_delay: float = 0.02,
         keep_files: bool = False,
+        use_pending_failed: bool = False,
     ) -> None:
         """`resources`: what each call's job needs (num_cpus, memory "2g", runtime "PT1H",
         num_gpus). `failure_handler`: its rules, as in a spec. `scheduler`: a Slurm scheduler's
         fields (account, walltime, nodes, ...): calls then run in allocations the daemon keeps
         coming. `max_workers`: at most this many calls unfinished at once (default: no limit;
-        the daemon's own CPU budget still applies). `directory`: where calls and results travel
-        (default: ./torc_executor/NAME-XXXXXXXX)."""
-        if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"name must be letters, digits, '-' and '_', not {name!r}")
+        the daemon's own CPU budget still applies). `directory`: under which a private folder of
+        this executor's calls and results is made (default: ./torc_executor).
+        `use_pending_failed`: a failure no rule matches parks the call's job for a person to
+        classify (its future waits) instead of failing it."""
+        _check_arguments(name, resources, failure_handler, scheduler, max_workers, batch_delay)
         self.client = client or Client()
         self.name = name
         self.python = python
         self.max_argument_bytes, self.max_result_bytes = max_argument_bytes, max_result_bytes
         self.batch_delay, self.keep_files = batch_delay, keep_files
-        self.directory = os.path.abspath(
-            os.fspath(directory) if directory else os.path.join("torc_executor", f"{name}-{uuid.uuid4().hex[:8]}")
-        )
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        self._base = self._base_spec(resources, failure_handler, scheduler)
+        self._base = self._base_spec(resources, failure_handler, scheduler, use_pending_failed)
+        _check_spec(self._base)
+        self.directory = private_directory(os.fspath(directory) if directory else "torc_executor", name)
         self._slurm = scheduler is not None
         self._limit = max_workers
         self._lock = threading.Condition()
@@ -205,8 +207,9 @@ class Executor(cf.Executor):
         resources: Mapping[str, Any] | None,
         failure_handler: Sequence[Mapping[str, Any]] | None,
         scheduler: Mapping[str, Any] | None,
+        use_pending_failed: bool,
     ) -> dict[str, Any]:
-        spec: dict[str, Any] = {"name": self.name}
+        spec: dict[str, Any] = {"name": self.name, "use_pending_failed": use_pending_failed}
         if resources:
             spec["resource_requirements"] = [{"name": "call", **resources}]
         if failure_handler is not None:
@@ -231,6 +234,26 @@ class Executor(cf.Executor):
     # -- the sending thread --
 
     def _send_loop(self) -> None:
+        try:
+            self._send_batches()
+        except BaseException as e:  # never leave a caller waiting on a thread that died
+            with self._lock:
+                self._break(RemoteError(f"the executor stopped sending calls: {type(e).__name__}: {e}"))
+
+    def _break(self, error: BaseException) -> None:
+        """Under the lock: fail every call not yet ended; refuse new ones."""
+        self._broken = error
+        for c in list(self._calls.values()):  # sent: running already
+            self._resolve(c, False, error)
+        for c in self._queue:
+            if c.future.set_running_or_notify_cancel():
+                self._resolve(c, False, error)
+            else:
+                self._unfinished -= 1
+        self._queue = []
+        self._lock.notify_all()
+
+    def _send_batches(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._shutdown:
@@ -264,15 +287,16 @@ class Executor(cf.Executor):
             if self.workflow_id is None:
                 wf = self.client.submit(spec, slurm=self._slurm)
                 self.workflow_id = wf.id
-                ids = {j.name: j.id for j in self.client.jobs(wf.id)}
+                self._follower = threading.Thread(target=self._follow, name=f"torc-{self.name}-follow", daemon=True)
+                self._follower.start()  # before anything else can fail: the jobs run already
+                ids = {j.name: j.id for j in _patiently(lambda: self.client.jobs(wf.id))}
                 if self._slurm:  # allocations for the retried calls too
                     self.client.call("workflows.set_auto_schedule", {"workflow_id": wf.id, "threshold": 1})
-                self._follower = threading.Thread(target=self._follow, name=f"torc-{self.name}-follow", daemon=True)
-                self._follower.start()
             else:
+                added = {k: v for k, v in spec.items() if k != "use_pending_failed"}  # the workflow's own
                 params = {
                     "workflow_id": self.workflow_id,
-                    "spec_text": _json(spec),
+                    "spec_text": _json(added),
                     "spec_path": f"<{self.name} calls>",
                     "spec_format": "json",
                     "depends_on_ids": outside,
@@ -303,19 +327,13 @@ class Executor(cf.Executor):
             self._calls.pop(c.number, None)
             self._resolve(c, False, error)
         if self.workflow_id is None:
-            self._broken = error  # nothing was created: later calls would fail alike
-            for c in self._queue:
-                if c.future.set_running_or_notify_cancel():
-                    self._resolve(c, False, error)
-                else:
-                    self._unfinished -= 1
-            self._queue = []
+            self._break(error)  # nothing was created: later calls would fail alike
 
     # -- the following thread --
 
     def _follow(self) -> None:
         assert self.workflow_id is not None
-        after = 0
+        after, lost_since = 0, None
         try:
             while True:
                 # A stream at a time of at most a second: between two, see whether it is over.
@@ -329,16 +347,18 @@ class Executor(cf.Executor):
                         elif isinstance(event, _SWEEP_ON):
                             _patiently(self._sweep)
                 except TimeoutError:
-                    pass
+                    if self.client.transport.ping(1.0):
+                        lost_since = None
+                    else:
+                        lost_since = lost_since or time.monotonic()
+                        if time.monotonic() - lost_since > RECONNECT_FOR:
+                            raise ConnectError(f"no daemon answered for {RECONNECT_FOR:g}s") from None
                 with self._lock:
                     if self._shutdown and not self._unfinished and not self._queue:
                         return
         except Exception as e:  # the daemon is gone for good: say so to every waiting caller
             with self._lock:
-                self._broken = e
-                for c in list(self._calls.values()):
-                    self._resolve(c, False, RemoteError(f"lost the workflow's events: {e}"))
-                self._lock.notify_all()
+                self._break(RemoteError(f"lost the workflow's events: {e}"))
 
     def _completed(self, job_id: int) -> None:
         with self._lock:
@@ -380,7 +400,7 @@ class Executor(cf.Executor):
         self._lock.notify_all()
 
 
-def _patiently(call: Callable[[], None]) -> None:
+def _patiently(call: Callable[[], T]) -> T:
     """Call, trying again while the daemon restarts (as the event stream itself does)."""
     since = time.monotonic()
     while True:
@@ -390,6 +410,55 @@ def _patiently(call: Callable[[], None]) -> None:
             if time.monotonic() - since > RECONNECT_FOR:
                 raise
             time.sleep(0.2)
+
+
+def private_directory(parent: str, name: str) -> str:
+    """A new folder of this process's own, mode 0700, under `parent`: call files are unpickled,
+    so no one else may write there. A parent that is not a real directory is refused."""
+    parent = os.path.abspath(parent)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    if os.path.islink(parent) or not os.path.isdir(parent):
+        raise ValueError(f"directory {parent} is not a directory (or is a symbolic link)")
+    return tempfile.mkdtemp(prefix=f"{name}-", dir=parent)
+
+
+def _check_arguments(
+    name: object,
+    resources: object,
+    failure_handler: object,
+    scheduler: object,
+    max_workers: object,
+    batch_delay: object,
+) -> None:
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"name must be letters, digits, '-' and '_', not {name!r}")
+    for what, value in (("resources", resources), ("scheduler", scheduler)):
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"{what} must be a dict of a spec entry's fields, not {type(value).__name__}")
+    if failure_handler is not None and (
+        isinstance(failure_handler, Mapping | str) or not all(isinstance(r, Mapping) for r in failure_handler)  # type: ignore[attr-defined]
+    ):
+        raise TypeError("failure_handler must be a list of rules (dicts), as a spec's `rules`")
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise ValueError(f"max_workers must be a whole number of at least 1, not {max_workers!r}")
+    if not isinstance(batch_delay, int | float) or not 0 <= batch_delay <= 60:
+        raise ValueError(f"batch_delay must be between 0 and 60 seconds, not {batch_delay!r}")
+
+
+def _check_spec(base: dict[str, Any]) -> None:
+    """Refuse now resources, rules or a scheduler the daemon would refuse at the first call."""
+    from torcd.spec.errors import spec_errors
+
+    probe = {**base, "jobs": [{"name": "call_1", "command": "true"}]}
+    for key, ref in (
+        ("resource_requirements", "resource_requirements"),
+        ("failure_handlers", "failure_handler"),
+        ("slurm_schedulers", "scheduler"),
+    ):
+        if key in base:
+            probe["jobs"][0][ref] = "call"
+    if errors := spec_errors(msgspec.json.encode(probe).decode(), "<Executor arguments>", "json"):
+        raise ValueError("; ".join(str(e) for e in errors))
 
 
 def run_chunk(fn: Callable[..., R], chunk: list[tuple[Any, ...]]) -> list[R]:
@@ -403,6 +472,4 @@ def _chunks(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[
 
 
 def _json(spec: dict[str, Any]) -> str:
-    import msgspec
-
     return msgspec.json.encode(spec).decode()

@@ -99,6 +99,12 @@ def map_function_to_jobs(
         spec["user_data"] = [{"name": k, "data": v} for k, v in data.items()]
         wf = client.submit(spec)
         return client.jobs(wf.id)
+    taken = {j.name for j in client.jobs(workflow_id, limit=1_000_000)} & {j["name"] for j in spec["jobs"]}
+    taken |= {u.name for u in client.user_data.list(workflow_id)} & set(data)
+    if taken:  # checked before anything is written: a refused add must not leave new inputs behind
+        raise ValueError(
+            f"workflow {workflow_id} already has {', '.join(sorted(taken)[:5])}: choose another name_prefix"
+        )
     for key, value in data.items():  # before the jobs exist, so that none starts without its input
         client.user_data.set(workflow_id, key, value)
     request = {
