@@ -308,3 +308,24 @@ def test_bad_executor_arguments_are_refused_at_once(client, in_tmp, options, err
     with pytest.raises((TypeError, ValueError), match=error):
         Executor(client=client, **options)
     assert not (in_tmp / "torc_executor").exists() or not any((in_tmp / "torc_executor").iterdir())
+
+
+def test_calls_queued_when_a_script_ends_without_waiting_still_run(daemon, in_tmp):
+    import subprocess
+    import sys
+    import textwrap
+
+    script = in_tmp / "fire_and_forget.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from torcctl import Client, Executor
+            ex = Executor(client=Client({daemon.socket!r}, autostart=False), keep_files=True)
+            ex.submit(print, "ran")
+            ex.shutdown(wait=False)
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], cwd=in_tmp, check=True, timeout=60)
+    wf = Client(daemon.socket, autostart=False).workflows()[0]
+    assert wf.wait(timeout=60).counts == {"completed": 1}

@@ -21,6 +21,7 @@ and resolves futures as their jobs end: completed → the result; failed, cancel
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import functools
 import itertools
@@ -113,6 +114,7 @@ class Executor(cf.Executor):
         self.workflow_id: int | None = None
         self._sender = threading.Thread(target=self._send_loop, name=f"torc-{name}-send", daemon=True)
         self._sender.start()
+        atexit.register(self._send_before_exit)  # a daemon thread: calls still queued would be lost
         self._follower: threading.Thread | None = None
 
     # -- the concurrent.futures.Executor interface --
@@ -180,10 +182,18 @@ class Executor(cf.Executor):
             while self._unfinished and self._broken is None:
                 self._lock.wait(0.5)
         self._sender.join()
+        atexit.unregister(self._send_before_exit)
         if self._follower is not None:
             self._follower.join(5)
         if not self.keep_files and self._broken is None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _send_before_exit(self) -> None:
+        """At interpreter exit: send what is queued (its jobs run on without us)."""
+        with self._lock:
+            self._shutdown = True
+            self._lock.notify_all()
+        self._sender.join(30)
 
     # -- what travels --
 
