@@ -185,6 +185,16 @@ def daemon(tmp_path: Path):
 
 
 @pytest.fixture
+def client(daemon: Daemon):
+    """The public Python API's client of the test's daemon."""
+    from torcctl import Client as ApiClient
+
+    c = ApiClient(daemon.socket, autostart=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def make_daemon(tmp_path: Path):
     made: list[Daemon] = []
 

@@ -16,13 +16,6 @@ from torcctl import Client, Executor, RemoteError
 
 
 @pytest.fixture
-def client(daemon) -> Client:
-    c = Client(daemon.socket, autostart=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def in_tmp(daemon):
     old = os.getcwd()
     os.chdir(daemon.tmp)
@@ -122,7 +115,8 @@ def test_futures_as_arguments_make_a_fan_in(client, in_tmp):
 
 
 def test_a_failed_argument_fails_the_call_that_needs_it(client, in_tmp):
-    with Executor(client=client) as ex:
+    # one call at a time: the second is sent after the first failed, and is canceled on arrival
+    with Executor(client=client, max_workers=1) as ex:
         bad = ex.submit(_boom, 1)
         after = ex.submit(operator.neg, bad)
         with pytest.raises(KeyError):
@@ -246,16 +240,6 @@ def test_call_files_that_are_not_the_users_own_are_never_unpickled(in_tmp):
         os.chown(planted, 65534, 65534)
         with pytest.raises(PermissionError, match="not a file of yours"):
             read_own(str(planted))
-
-
-def test_a_call_whose_argument_failed_first_resolves_and_shutdown_returns(client, in_tmp):
-    with Executor(client=client, max_workers=1) as ex:
-        bad = ex.submit(_boom, 1)
-        after = ex.submit(operator.neg, bad)
-        with pytest.raises(KeyError):
-            bad.result(timeout=60)
-        with pytest.raises((RemoteError, KeyError)):
-            after.result(timeout=60)
 
 
 def _fail_then_die() -> None:

@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import REPO
 
-from torcctl import Client, map_function_to_jobs
+from torcctl import map_function_to_jobs
 
 MODULE_DIR = str(REPO / "examples" / "python")
 PARAMS = [{"input1": i, "input2": i + 1, "input3": i + 2} for i in (1, 4, 7)]
-
-
-@pytest.fixture
-def client(daemon) -> Client:
-    c = Client(daemon.socket, autostart=False)
-    yield c
-    c.close()
 
 
 def test_jobs_added_to_an_existing_workflow_wait_for_the_jobs_named(client, daemon):

@@ -45,13 +45,6 @@ jobs:
 """
 
 
-@pytest.fixture
-def client(daemon) -> Client:
-    c = Client(daemon.socket, autostart=False)
-    yield c
-    c.close()
-
-
 def test_submit_a_dict_and_wait_returns_the_final_summary(client, daemon):
     wf = client.submit(DIAMOND, cwd=daemon.tmp)
     assert isinstance(wf, Workflow) and wf.name == "diamond"
