@@ -171,3 +171,21 @@ async def test_a_worker_whose_allocation_ended_is_lost_with_slurms_verdict_as_ca
     assert rig.of(E.WorkerLost)[0].message == why
     (att,) = await rig.queries.attempts(rig.of(E.JobExited)[0].job_id)
     assert (att.return_code, att.cause) == (WORKER_LOST_RC, cause)
+
+
+async def test_sbatchs_error_after_a_worker_started_the_allocation_leaves_it_running(rig):
+    slurm = FakeSlurm()
+    wf = await submit(rig, slurm_spec(), "slurm")
+
+    async def queued_then_timed_out(script, cwd):
+        # Slurm queued and started the job, but sbatch's answer never came back in time.
+        (pending,) = await rig.slurm.allocations(wf)
+        await worker_with_jobs(rig, make_workers(rig, allocations), wf, pending.id)
+        raise SlurmError("sbatch timed out")
+
+    slurm.sbatch = queued_then_timed_out
+    allocations = make_allocations(rig, slurm)
+    await allocations.submit(wf, "by hand")
+    (alloc,) = await rig.slurm.allocations(wf)
+    assert alloc.state == "running" and alloc.ended is None
+    assert "allocation_failed" not in [e.kind for e in rig.events]

@@ -243,6 +243,10 @@ def _submitted(s: Submitted, a: Allocation) -> Decision:
 
 @handle.register
 def _submit_failed(s: SubmitFailed, a: Allocation) -> Decision:
+    # sbatch can fail after Slurm queued the job (a timeout): a worker that started it already
+    # proves it runs, and an allocation that ended is never changed again.
+    if a.status != A.PENDING:
+        return _ignored(f"allocation {a.id} is {a.status.value}: sbatch's error ({s.error}) came too late")
     check_transition(a.status, A.FAILED, a.id)
     return Decision(
         A.FAILED,

@@ -141,11 +141,13 @@ class SlurmStore:
             a = allocation_facts(tx.one("SELECT * FROM allocations WHERE id = ?", (aid,)))
             if error:
                 d = A.handle(A.SubmitFailed(tx.now, error), a)
-                assert d.status is not None  # a failed submission always fails the allocation
-                tx.run(
-                    "UPDATE allocations SET state = ?, ended = ?, reason = ?, script_path = ? WHERE id = ?",
-                    (d.status.value, d.ended, d.reason, script, aid),
-                )
+                if d.status is None:  # a worker started it meanwhile: it was submitted after all
+                    tx.run("UPDATE allocations SET script_path = ? WHERE id = ?", (script, aid))
+                else:
+                    tx.run(
+                        "UPDATE allocations SET state = ?, ended = ?, reason = ?, script_path = ? WHERE id = ?",
+                        (d.status.value, d.ended, d.reason, script, aid),
+                    )
             else:
                 assert slurm_job_id is not None  # no error: sbatch gave its id
                 d = A.handle(A.Submitted(tx.now, slurm_job_id), a)
