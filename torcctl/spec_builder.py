@@ -22,14 +22,13 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import SafeRepresenter
 
 from torcd.errors import SpecError
+from torcd.protocol import MAX_SPEC_BYTES
 from torcd.spec.actions import ActionSpec
 from torcd.spec.data import FileSpec, UserDataSpec
 from torcd.spec.errors import spec_errors
 from torcd.spec.parse import load_plain, parse_spec
 from torcd.spec.schema import ResourceRequirementSpec, Workflow
 from torcd.spec.slurm import SlurmSchedulerSpec
-
-MAX_SPEC_BYTES = 64 * 2**20  # what the daemon accepts in workflows.create
 
 # Keys in the order docs/spec.md writes them; keys not listed follow, in the order given.
 _TOP_ORDER = (

@@ -23,6 +23,7 @@ OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
 Source = Literal["cli", "mcp", "api"]
 SpecFormat = Literal["yaml", "json", "json5", "kdl"]
+MAX_SPEC_BYTES = 64 * 1024 * 1024  # of a spec's text, in workflows.create and workflows.add_jobs
 MAX_USER_DATA_BYTES = 1 << 20  # of one user data value, as JSON: data for jobs to hand on, not a file store
 MAX_USER_DATA_ENTRIES = 100_000  # per workflow: declared in the spec, or added with user_data.set
 SPEC_FORMATS: tuple[str, ...] = get_args(SpecFormat)
@@ -43,7 +44,7 @@ class Shutdown(Params, frozen=True):
 
 
 class CreateWorkflow(Params, frozen=True):
-    spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
+    spec_text: Annotated[str, Meta(max_length=MAX_SPEC_BYTES)]
     spec_path: OneLine = "<spec>"
     spec_format: SpecFormat | None = None  # default: from spec_path's extension
     cwd: OneLine = "."
@@ -56,7 +57,7 @@ class AddJobs(Params, frozen=True):
     with the failure handlers, resource requirements and schedulers they name, join the workflow."""
 
     workflow_id: Id
-    spec_text: Annotated[str, Meta(max_length=64 * 1024 * 1024)]
+    spec_text: Annotated[str, Meta(max_length=MAX_SPEC_BYTES)]
     spec_path: OneLine = "<jobs>"  # names the text in errors (file:line)
     spec_format: SpecFormat | None = None  # default: from spec_path's extension
     # new job's name -> the ids of jobs already in the workflow that it waits for

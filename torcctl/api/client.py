@@ -26,7 +26,7 @@ from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, FileI
 from torcctl.errors import ConnectError, SpecError, SpecProblem
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
-from torcd.protocol import WorkflowSummary
+from torcd.protocol import MAX_SPEC_BYTES, WorkflowSummary
 
 if TYPE_CHECKING:
     import subprocess
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
-MAX_SPEC_BYTES = 64 * 1024 * 1024  # what the daemon accepts in workflows.create
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5", ".kdl")
 RECONNECT_FOR = 60.0  # seconds a followed event stream keeps trying to reach a restarted daemon
 
@@ -475,8 +474,10 @@ def spec_text(
     spec: str | os.PathLike[str] | Mapping[str, Any] | WorkflowSpec, spec_format: str | None = None
 ) -> tuple[str, str, str | None]:
     """A spec as (text, the name errors give it, format)."""
-    if not isinstance(spec, str | os.PathLike | Mapping) and callable(getattr(spec, "to_dict", None)):
-        spec = spec.to_dict()  # a WorkflowSpec
+    from torcctl.spec_builder import WorkflowSpec
+
+    if isinstance(spec, WorkflowSpec):
+        spec = spec.to_dict()
     if isinstance(spec, Mapping):
         try:
             return msgspec.json.encode(spec).decode(), "<dict>", "json"
@@ -503,8 +504,8 @@ def read_spec_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
-    except OSError as e:
-        raise FileNotFoundError(e.errno, f"cannot read spec {path}: {e.strerror}") from None
+    except OSError as e:  # the same kind of error, saying which spec
+        raise type(e)(f"cannot read spec {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"spec {path} is not UTF-8 text: {e}") from None
     if len(text) > MAX_SPEC_BYTES:

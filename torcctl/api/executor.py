@@ -100,6 +100,7 @@ class Executor(cf.Executor):
         self._base = self._base_spec(resources, failure_handler, scheduler, use_pending_failed)
         _check_spec(self._base)
         self.directory = private_directory(os.fspath(directory) if directory else "torc_executor", name)
+        self._command = " ".join(shlex.quote(a) for a in (python, "-m", "torcctl.api.calls", self.directory))
         self._slurm = scheduler is not None
         self._limit = max_workers
         self._lock = threading.Condition()
@@ -229,8 +230,7 @@ class Executor(cf.Executor):
         return spec
 
     def _job(self, call: _Call, in_batch: set[int]) -> dict[str, Any]:
-        command = " ".join(shlex.quote(a) for a in (self.python, "-m", "torcctl.api.calls", self.directory))
-        job: dict[str, Any] = {"name": f"call_{call.number}", "command": f"{command} {call.number}"}
+        job: dict[str, Any] = {"name": f"call_{call.number}", "command": f"{self._command} {call.number}"}
         if "resource_requirements" in self._base:
             job["resource_requirements"] = "call"
         if "failure_handlers" in self._base:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from torcctl.api.client import Client, Workflow
+from torcctl.api.client import Client, Workflow, read_spec_file
 
 STATUS_ORDER = [
     "uninitialized",
@@ -27,20 +27,11 @@ class UsageError(Exception):
     pass
 
 
-MAX_SPEC_BYTES = 64 * 1024 * 1024  # what the daemon accepts in workflows.create
-
-
 def read_spec(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
-    except OSError as e:
-        raise UsageError(f"cannot read spec {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"spec {path} is not UTF-8 text: {e}") from None
-    if len(text) > MAX_SPEC_BYTES:
-        raise UsageError(f"spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
-    return text
+        return read_spec_file(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
 
 
 def current_dir() -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 
-from torcctl.api.client import Client
+from torcctl.api.client import Client, Stream
 from torcctl.commands import UsageError
 from torcctl.render import print_json, seek_last_lines, table, when
 from torcd.protocol import AttemptInfo, JobInfo
@@ -174,18 +173,11 @@ def jobs_fail(client: Client, args) -> int:
 
 
 def logs(client: Client, args) -> int:
-    atts = client.attempts(args.job_id)
-    if args.run is not None:
-        atts = [a for a in atts if a.run_id == args.run]
-    if args.attempt is not None:
-        atts = [a for a in atts if a.attempt_id == args.attempt]
-    if not atts:
-        raise UsageError(f"job {args.job_id} has no such attempt")
-    a = atts[-1]
-    path = a.stderr_path if args.stderr else a.stdout_path
-    if args.recovery:  # the recovery script's logs sit beside the job's, named alike
-        folder, name = os.path.split(path)
-        path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
+    stream: Stream = "stderr" if args.stderr else "stdout"
+    try:
+        path = client.log_path(args.job_id, args.attempt, stream, run_id=args.run, recovery=args.recovery)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     try:
         with open_log_for_reading(path) as f:
             if args.tail is not None:
