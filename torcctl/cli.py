@@ -316,6 +316,11 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
 
 
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: any free one)")
+    p.add_argument("--no-browser", action="store_true", help="only print the URL")
+
+
 def _events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
@@ -413,6 +418,12 @@ COMMANDS: tuple[Command | Group, ...] = (
         "mcp",
         servers.mcp,
         "serve the Model Context Protocol on stdio: AI agents list and classify pending_failed jobs",
+    ),
+    Command(
+        "dashboard",
+        servers.dashboard,
+        "serve the web dashboard on 127.0.0.1 and open it: workflows, failures, logs, resources, actions",
+        _dashboard_args,
     ),
     Command(
         "worker",

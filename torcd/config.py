@@ -26,6 +26,7 @@ class Config(msgspec.Struct, frozen=True):
     auto_schedule_interval: float = 10.0
     worker_poll_interval: float = 1.0
     metrics: bool = False
+    dashboard_port: int | None = None  # serve the web dashboard on 127.0.0.1 (0: any free port)
     autostarted: bool = False  # started by a client; `torcctl run` stops it when nobody needs it
     max_request_bytes: int = 64 * 1024 * 1024
     # A watcher this many events behind, or whose socket takes this long to accept a write, is
@@ -96,6 +97,7 @@ def from_args(argv: list[str] | None = None, environ: dict[str, str] | None = No
         heartbeat_timeout=args.heartbeat_timeout,
         auto_schedule_interval=args.auto_schedule_interval,
         metrics=args.metrics,
+        dashboard_port=args.dashboard_port,
         autostarted=args.autostarted,
         log_level=args.log_level,
         log_format=args.log_format,
@@ -200,6 +202,13 @@ def _add_process_options(ap: argparse.ArgumentParser, env) -> None:
         action="store_true",
         help="serve Prometheus metrics at GET /metrics (on the socket, and on --listen with the token)",
     )
+    ap.add_argument(
+        "--dashboard-port",
+        type=int,
+        metavar="PORT",
+        help="also serve the web dashboard on 127.0.0.1:PORT (0: any free port); its URL, with the "
+        "login token, is logged and written to STATE_DIR/dashboard.url",
+    )
     ap.add_argument("--autostarted", action="store_true", help=argparse.SUPPRESS)  # by a client, for a run
     ap.add_argument(
         "--log-level", default=env.get("TORCD_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
@@ -211,6 +220,8 @@ def _check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Check what argparse cannot, and turn --memory and --listen into values; ap.error exits."""
     if args.gpus is not None and args.gpus < 0:
         ap.error("--gpus must be 0 or more")
+    if args.dashboard_port is not None and not 0 <= args.dashboard_port <= 65535:
+        ap.error("--dashboard-port must be 0 (any free port) to 65535")
     if args.max_parallel_jobs is not None and args.max_parallel_jobs < 1:
         ap.error("--cpus must be at least 1")
     if args.memory is not None:

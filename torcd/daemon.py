@@ -24,6 +24,7 @@ from torcd.api.server import ServerState, build_app
 from torcd.bus import EventBus
 from torcd.config import Config
 from torcd.errors import DaemonError
+from torcd.ownership import open_private_file
 from torcd.services.actions import ActionRunner
 from torcd.services.allocations import AllocationService
 from torcd.services.autoscheduler import AutoScheduler
@@ -58,6 +59,7 @@ class Daemon:
         self.socket_path = config.paths.socket
         self.api_url = f"unix://{self.socket_path}"
         self.tcp_url: str | None = None
+        self.dashboard: web.AppRunner | None = None
         self.bus = EventBus()
         self.stopping = asyncio.Event()
         self.started = time.time()
@@ -150,6 +152,22 @@ class Daemon:
                 "use --tls-cert/--tls-key or a loopback address",
             )
 
+    async def _open_dashboard(self, port: int) -> None:
+        """The web dashboard, a client of this daemon's own socket like `torcctl dashboard`."""
+        from torcctl.api.client import Client
+        from torcctl.dashboard.run import DashboardError, open_dashboard
+
+        socket_path = self.socket_path
+        try:
+            self.dashboard, url = await open_dashboard(lambda: Client(socket_path, autostart=False), port)
+        except DashboardError as e:
+            raise DaemonError(f"the dashboard: {e}") from None
+        path = os.path.join(self.config.paths.state_dir, "dashboard.url")
+        fd = open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "dashboard URL file")
+        with os.fdopen(fd, "w") as f:
+            f.write(url + "\n")
+        log.info("dashboard_started", url=url.split("?")[0], url_file=path)
+
     async def _serve(self, sock: socket.socket, ready: asyncio.Event | None) -> None:
         self._services()
         # A request still in flight at shutdown (a client that never sends the rest of its body)
@@ -171,6 +189,8 @@ class Daemon:
         await self.dispatcher.reconcile()
         await self.recovery.reconcile()
         await web.SockSite(runner, sock, backlog=doors.BACKLOG).start()  # one runner: shutdown stops both doors
+        if self.config.dashboard_port is not None:
+            await self._open_dashboard(self.config.dashboard_port)
         loop = asyncio.get_running_loop()
         # SIGHUP (a closed terminal, a logout) stops cleanly like SIGTERM rather than killing us mid-write.
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -202,6 +222,8 @@ class Daemon:
 
     async def _shut_down(self, runner: web.AppRunner, tasks: list[asyncio.Task], crashed: list[asyncio.Task]) -> None:
         log.info("torcd_stopping")
+        if self.dashboard is not None:
+            await _bounded(self.dashboard.cleanup(), "closing the dashboard")
         self.systemd.notify("STOPPING=1", "STATUS=stopping: terminating running jobs")
         self.stopping.set()
         self.store.db.closing = True  # a write the disk or a lock refuses is no longer tried again

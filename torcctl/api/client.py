@@ -333,20 +333,9 @@ class Client:
         recovery: bool = False,
     ) -> str:
         """Where that log is."""
-        if stream not in ("stdout", "stderr"):
-            raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
-        atts = [
-            a
-            for a in self.attempts(job_id)
-            if (run_id is None or a.run_id == run_id) and (attempt_id is None or a.attempt_id == attempt_id)
-        ]
-        if not atts:
-            raise ValueError(f"job {job_id} has no such attempt")
-        path = atts[-1].stderr_path if stream == "stderr" else atts[-1].stdout_path
-        if recovery:  # the recovery script's logs sit beside the job's, named alike
-            folder, name = os.path.split(path)
-            path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
-        return path
+        return attempt_log_path(
+            self.attempts(job_id), attempt_id, stream, run_id=run_id, recovery=recovery, job_id=job_id
+        )
 
     def retry(self, job_ids: int | Iterable[int], reason: str = "", source: str = "api") -> list[int]:
         """Retry pending_failed (or failed) jobs; returns the ids that changed."""
@@ -531,6 +520,32 @@ def _directory(cwd: str | os.PathLike[str] | None) -> str:
         return os.getcwd()
     except FileNotFoundError:
         raise FileNotFoundError("the current directory no longer exists; pass cwd=") from None
+
+
+def attempt_log_path(
+    attempts: Iterable[Attempt],
+    attempt_id: int | None = None,
+    stream: str = "stdout",
+    *,
+    run_id: int | None = None,
+    recovery: bool = False,
+    job_id: int | None = None,
+) -> str:
+    """Which of a job's attempts' logs: the last attempt (of the last run) unless one is named."""
+    if stream not in ("stdout", "stderr"):
+        raise ValueError(f"stream must be 'stdout' or 'stderr', not {stream!r}")
+    atts = [
+        a
+        for a in attempts
+        if (run_id is None or a.run_id == run_id) and (attempt_id is None or a.attempt_id == attempt_id)
+    ]
+    if not atts:
+        raise ValueError(f"job {job_id} has no such attempt")
+    path = atts[-1].stderr_path if stream == "stderr" else atts[-1].stdout_path
+    if recovery:  # the recovery script's logs sit beside the job's, named alike
+        folder, name = os.path.split(path)
+        path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
+    return path
 
 
 def read_log(path: str, max_bytes: int) -> str:

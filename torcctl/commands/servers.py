@@ -26,6 +26,26 @@ def mcp(client: Client, args) -> int:
     return serve(client)
 
 
+def dashboard(client: Client, args) -> int:
+    """Serve the web dashboard for this daemon on 127.0.0.1 until interrupted."""
+    from torcctl.api.client import Client as Connection
+    from torcctl.dashboard.run import serve_until_stopped
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0 (any free port) to 65535, not {args.port}")
+    from torcctl.transport import TcpTransport
+
+    if isinstance(client.transport, TcpTransport):
+        raise UsageError("the dashboard runs on the daemon's host, through its Unix socket (not --url)")
+    client.ensure_daemon()
+    socket = client.transport.socket_path
+
+    def connect() -> Client:  # one more connection to the same daemon
+        return Connection(socket, autostart=False)
+
+    return serve_until_stopped(connect, args.port, browser=not args.no_browser)
+
+
 def worker(client: Client, args) -> int:
     import asyncio
 
