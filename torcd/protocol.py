@@ -248,6 +248,7 @@ class ListEvents(Params, frozen=True):
     workflow_id: Id
     after: Count = 0
     limit: Annotated[int, Meta(ge=1, le=100_000)] = 10_000
+    last: Annotated[int, Meta(ge=1, le=100_000)] | None = None  # only the latest N (after `after`), in order
 
 
 class WorkerPollResult(msgspec.Struct):

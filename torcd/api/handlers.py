@@ -329,7 +329,7 @@ class Handlers:
         )
 
     async def list_events(self, params: p.ListEvents) -> list[p.Event]:
-        return await self.queries.events(params.workflow_id, params.after, params.limit)
+        return await self.queries.events(params.workflow_id, params.after, params.limit, params.last)
 
     async def set_auto_schedule(self, params: p.SetAutoSchedule) -> dict:
         policy = AutoSchedulePolicy(params.enabled, params.threshold, params.cooldown, params.stranded_timeout)

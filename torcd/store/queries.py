@@ -143,11 +143,19 @@ class Queries:
             (wf, name, 1) if name else (wf, limit),
         )
 
-    async def events(self, wf: int, after: int = 0, limit: int = 10_000) -> list[Event]:
+    async def events(self, wf: int, after: int = 0, limit: int = 10_000, last: int | None = None) -> list[Event]:
+        """Events after `after` in order: the first `limit`, or with `last`, the latest `last`."""
         await self.workflow(wf)
-        rows = await self.db.rows(
-            "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?", (wf, after, limit)
-        )
+        if last is not None:
+            rows = await self.db.rows(
+                "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
+                (wf, after, min(last, limit)),
+            )
+            rows.reverse()
+        else:
+            rows = await self.db.rows(
+                "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq LIMIT ?", (wf, after, limit)
+            )
         return [_event_decoder.decode(r[0]) for r in rows]
 
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
