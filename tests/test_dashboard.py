@@ -349,3 +349,65 @@ def test_events_list_gives_the_latest_events_in_order(daemon):
     assert [e["seq"] for e in latest] == every[-3:]
     assert [e["seq"] for e in daemon.call("events.list", {"workflow_id": wf, "last": 3, "after": every[-2]})] == every[-1:]
     assert len(every) > 3
+
+
+def test_screenshots_of_the_main_pages_for_the_docs(daemon, dashboard, page, tmp_path):
+    """docs/dashboard.md shows these: a sweep with a failure parked for a person and one that ran
+    out of time, and a workflow that completed."""
+    done = daemon.submit("name: nightly_report\njobs:\n  - {name: fetch, command: 'echo fetched'}\n", name="n.yaml")
+    wf = daemon.submit(
+        """
+        name: calibration_sweep
+        use_pending_failed: true
+        resource_requirements:
+          - {name: quick, runtime: PT2S, memory: 200m}
+        failure_handlers:
+          - name: retry_transient
+            rules:
+              - {exit_codes: [75], max_retries: 2}
+        jobs:
+          - name: prepare
+            command: echo preparing inputs
+          - name: fit_{site}_{k}
+            command: "echo fitting {site} k={k}; sleep 0.{k}; [ {k} != 3 ] || [ {site} != north ] || exit 4"
+            parameters: {site: "['north', 'south']", k: "1:4"}
+            depends_on: [prepare]
+            failure_handler: retry_transient
+            resource_requirements: quick
+          - name: slow_fit
+            command: sleep 10
+            depends_on: [prepare]
+            resource_requirements: quick
+          - name: summarize
+            command: echo summary
+            depends_on: ["fit_{site}_{k}", slow_fit]
+            parameters: {site: "['north', 'south']", k: "1:4"}
+        """,
+        name="sweep.yaml",
+    )
+    daemon.wait(done)
+    daemon.wait(wf, state="awaiting_classification", timeout=60)
+    failed = daemon.jobs(wf)["fit_north_3"]
+    SHOTS.mkdir(exist_ok=True)
+    page.goto(dashboard)
+    expect(page.locator(f"#workflows tr[data-id='{wf}']")).to_be_visible()
+    page.screenshot(path=SHOTS / "workflows.png")
+    page.goto(f"{dashboard}#/workflow/{wf}/graph")
+    expect(page.locator("#graph .node").first).to_be_visible()
+    page.screenshot(path=SHOTS / "workflow-graph.png")
+    page.goto(f"{dashboard}#/workflow/{wf}/jobs")
+    expect(page.locator("#jobs tbody tr").first).to_be_visible()
+    page.screenshot(path=SHOTS / "workflow-jobs.png")
+    page.goto(f"{dashboard}#/workflow/{wf}/resources")
+    page.locator("#recover-show").click()
+    expect(page.locator("#adjustments")).to_be_visible()
+    for name in ("memory", "runtime", "timeline"):
+        expect(page.locator(f"#plot-{name}")).to_be_visible()
+        page.wait_for_function(f"document.getElementById('plot-{name}').naturalWidth > 0")
+    page.screenshot(path=SHOTS / "workflow-resources.png", full_page=True)
+    page.goto(f"{dashboard}#/job/{failed.id}")
+    expect(page.locator("#log")).to_contain_text("fitting north", timeout=LIVE)
+    page.locator("#log-stream").select_option("stdout")
+    page.screenshot(path=SHOTS / "job.png", full_page=True)
+    for name in ("workflows", "workflow-graph", "workflow-jobs", "workflow-resources", "job"):
+        assert (SHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
