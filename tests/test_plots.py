@@ -82,6 +82,16 @@ def test_runtime_plot_places_each_job_against_its_runtime_limit(attempt_, expect
     assert classes(parse(runtime_svg([attempt_])), "circle") == [expected]
 
 
+def test_a_job_over_its_limit_sits_above_one_under_it_at_the_same_limit():
+    root = parse(
+        memory_svg(
+            [attempt(1, peak_memory=GIB // 2, memory_limit=GIB), attempt(2, peak_memory=2 * GIB, memory_limit=GIB)]
+        )
+    )
+    (under, over) = sorted(root.iter(f"{NS}circle"), key=lambda c: c.get("class") != "ok")
+    assert under.get("cx") == over.get("cx") and float(over.get("cy")) < float(under.get("cy"))
+
+
 def test_a_runtime_plot_without_any_limit_says_so_and_draws_no_point():
     text = "".join(parse(runtime_svg([attempt(1), attempt(2)])).itertext())
     assert "0 of 2 jobs shown" in text and "2 without a runtime limit" in text

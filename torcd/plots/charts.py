@@ -8,7 +8,6 @@ then an even sample of the rest; the subtitle says how many of how many are show
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -68,7 +67,7 @@ def sample(points: list[tuple[str, Any]], most: int = MAX_POINTS) -> list[tuple[
         group = [p for p in points if p[0] == name]
         budget = most - len(chosen)
         if len(group) > budget:
-            group = group[:: math.ceil(len(group) / budget)][:budget] if budget > 0 else []
+            group = [group[i * len(group) // budget] for i in range(budget)]
         chosen.extend(group)
     return chosen
 
@@ -101,7 +100,7 @@ def usage_svg(attempts: Iterable[AttemptInfo], what: What, title: str) -> str:
         job = f"{r['job_name'] or r['job_id']} (job {r['job_id']}, attempt {r['attempt_id']})"
         tip = f"{job}: {fmt(used)} of {fmt(limit)}, {name}"
         body.append(
-            f'<circle cx="{num(x(used))}" cy="{num(y(used))}" r="3.5" fill="{OUTCOME_COLOURS[name]}" '
+            f'<circle cx="{num(x(limit))}" cy="{num(y(used))}" r="3.5" fill="{OUTCOME_COLOURS[name]}" '
             f'fill-opacity="0.75" class="{name.replace(" ", "-")}"><title>{esc(tip)}</title></circle>'
         )
     killed = "oom" if what == "memory" else "timeout"
