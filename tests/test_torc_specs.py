@@ -420,7 +420,7 @@ def test_a_sorted_workflow_keeps_its_place_ahead_of_workflows_submitted_after_it
 
 def test_torcs_optional_fields_and_forms_are_read_as_torc_reads_them():
     """Torc v0.12.0's examples: lists written `null`, a multi-line invocation_script, metadata as
-    JSON text, resource_monitor.generate_plots and metrics (warned about, not refused)."""
+    JSON text, resource_monitor.generate_plots (kept: plots at the end) and metrics (warned about, not refused)."""
     from torcd.spec.lint import lint_spec
 
     text = """\
@@ -446,7 +446,8 @@ jobs:
     assert spec.about.metadata == {"team": "grid", "n": 2}
     assert spec.jobs[0].command.endswith('export X=from-the-script\necho "$X"')
     warnings = [f.message for f in lint_spec(text, "t.yaml", ".")]
-    assert any("no plots are written" in w for w in warnings) and any("`metrics` is ignored" in w for w in warnings)
+    assert spec.monitoring.plots
+    assert not any("plots" in w for w in warnings) and any("`metrics` is ignored" in w for w in warnings)
     import subprocess
 
     out = subprocess.run(["bash", "-c", spec.jobs[0].command], capture_output=True, text=True).stdout

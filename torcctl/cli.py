@@ -187,6 +187,12 @@ def results_options(p: argparse.ArgumentParser, torc_list: bool = False) -> None
     p.add_argument("--return-code", type=int, metavar="N", help="only attempts that exited N")
 
 
+def _plot_resources_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write into (made if missing)")
+    p.add_argument("--png", action="store_true", help="also PNGs, rendered by a headless Chromium ($TORC_CHROMIUM)")
+
+
 def _check_resource_utilization_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     include = p.add_mutually_exclusive_group()
@@ -382,6 +388,12 @@ COMMANDS: tuple[Command | Group, ...] = (
                 _check_resource_utilization_args,
             ),
             Command("results", jobs.results, RESULTS_HELP + " (as `torcctl results`)", results_options),
+            Command(
+                "plot-resources",
+                reports.plot_resources_command,
+                "memory, runtime and timeline plots of a workflow: SVGs and an index.html (PNGs with --png)",
+                _plot_resources_args,
+            ),
             Command(
                 "summary",
                 reports.summary_command,

@@ -4,12 +4,17 @@ as Torc's `results list` does. Client side only: no mcp import, so the CLI loads
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
 
 from torcctl.api.client import Client
+from torcctl.chromium import ChromiumError, find_chromium, render_png, svg_size
 from torcctl.render import print_json, table
+from torcd.plots.files import PlotDirectoryError, write_plot_files
+from torcd.plots.page import plot_files
+from torcd.plots.usage import last_finished, utilization
 from torcd.protocol import AttemptInfo
 
 # Torc's sort fields for results, and how each reads from one of our rows.
@@ -21,44 +26,9 @@ RESULT_SORT_KEYS = {
 }
 
 
-def utilization(a: AttemptInfo) -> dict[str, Any]:
-    """One attempt's peak memory and runtime against its limits, with a note for each limit it
-    went over, came within 10 % of, or used under a fifth of (a limit that could be lower)."""
-    runtime = (a.end_time or a.start_time) - a.start_time
-    out: dict[str, Any] = {
-        "job_id": a.job_id,
-        "job_name": a.job_name,
-        "attempt_id": a.attempt_id,
-        "return_code": a.return_code,
-        "cause": a.cause,
-        "runtime_seconds": round(runtime, 3),
-        "cpu_seconds": a.cpu_seconds,
-        "peak_memory": a.peak_memory,
-        "memory_limit": a.memory_limit,
-        "runtime_limit": a.runtime_limit,
-        "notes": [],
-    }
-    for what, used, limit in (("memory", a.peak_memory, a.memory_limit), ("runtime", runtime, a.runtime_limit)):
-        if used is None or not limit:
-            continue
-        share = used / limit
-        out[f"{what}_percent"] = round(100 * share, 1)
-        if share > 1 or a.cause == ("oom" if what == "memory" else "timeout"):
-            out["notes"].append(f"{what}: over its limit")
-        elif share >= 0.9:
-            out["notes"].append(f"{what}: within 10 % of its limit")
-        elif share < 0.2 and a.return_code == 0:
-            out["notes"].append(f"{what}: used under a fifth of its limit")
-    return out
-
-
 def resource_utilization(client: Client, workflow_id: int, include_failed: bool = True) -> list[dict[str, Any]]:
     """`utilization` of each job's last finished attempt in the current run."""
-    latest: dict[int, AttemptInfo] = {}
-    for a in client.results(workflow_id):
-        if a.end_time is not None and (include_failed or a.return_code == 0):
-            latest[a.job_id] = a
-    return [utilization(a) for a in latest.values()]
+    return [utilization(a) for a in last_finished(client.results(workflow_id), include_failed)]
 
 
 def workflow_summary(client: Client, workflow_id: int) -> dict[str, Any]:
@@ -177,6 +147,35 @@ def check_resource_utilization_command(client: Client, args) -> int:
             for r in rows
         ],
     )
+    return 0
+
+
+def plot_resources_command(client: Client, args) -> int:
+    """Memory, runtime and timeline plots of a workflow into a directory: SVGs, an index.html holding
+    them, and with --png PNG copies. The daemon writes the same files for `generate_plots`."""
+    from torcctl.commands import UsageError
+
+    info = client.workflow(args.workflow_id)
+    attempts = client.call("workflows.results", {"workflow_id": info.id, "limit": 1_000_000}, list[AttemptInfo])
+    files: dict[str, str | bytes] = dict(plot_files(attempts, f"Workflow {info.id} {info.name}: resource use"))
+    directory = os.path.realpath(args.output)  # a link the user names is theirs; nothing inside is followed
+    written: list[str] = []
+    try:
+        written = write_plot_files(directory, files)
+        if args.png:
+            chromium = find_chromium()
+            pngs = {
+                name.replace(".svg", ".png"): render_png(chromium, os.path.join(directory, name), svg_size(str(svg)))
+                for name, svg in files.items()
+                if name.endswith(".svg")
+            }
+            written += write_plot_files(directory, pngs)
+    except (PlotDirectoryError, ChromiumError) as e:
+        raise UsageError(str(e) + (f" (the HTML and SVG files are in {directory})" if written else "")) from None
+    if args.json:
+        print_json({"directory": directory, "files": written})
+    else:
+        print(os.path.join(directory, "index.html"))
     return 0
 
 

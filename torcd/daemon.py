@@ -31,6 +31,7 @@ from torcd.services.autoscheduler import AutoScheduler
 from torcd.services.dispatcher import Dispatcher
 from torcd.services.exit_log import ExitLog
 from torcd.services.recovery import RecoveryRunner
+from torcd.services.resource_plots import ResourcePlotWriter
 from torcd.services.retry_engine import RetryEngine
 from torcd.services.workers import WorkerService
 from torcd.store.store import Store, StoreError
@@ -117,6 +118,7 @@ class Daemon:
         self.autoscheduler = AutoScheduler(store.slurm, self.bus, self.allocations, cfg.auto_schedule_interval)
         self.actions = ActionRunner(store.actions, store.queries, self.bus, self.allocations, self.api_url)
         self.workers = WorkerService(store.workers, store.slurm, self.allocations, cfg.worker_poll_interval)
+        self.plots = ResourcePlotWriter(store.queries, self.bus)
         parts = StoreParts(
             store.queries,
             store.workflows,
@@ -206,7 +208,15 @@ class Daemon:
         )
         tasks = [
             asyncio.create_task(s.run(), name=type(s).__name__)
-            for s in (self.retry, self.recovery, self.dispatcher, self.allocations, self.autoscheduler, self.actions)
+            for s in (
+                self.retry,
+                self.recovery,
+                self.dispatcher,
+                self.allocations,
+                self.autoscheduler,
+                self.actions,
+                self.plots,
+            )
         ]
         if ready is not None:
             ready.set()
@@ -231,6 +241,7 @@ class Daemon:
             await _bounded(runner.shutdown(), "closing connections")
             await self.dispatcher.stop(self.config.shutdown_grace)
             await self.recovery.stop()
+            await _bounded(self.plots.flush(), "writing resource plots")
         except (sqlite3.Error, StoreError) as e:
             if not crashed:  # the jobs were stopped; the next start records them from the exit log
                 raise StoreError(f"stopping cleanly failed: the database said {getattr(e, 'message', e)}") from None

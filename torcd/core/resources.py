@@ -148,10 +148,11 @@ def kernel_oom(return_code: int, peak: int | None, memory_limit: int | None) -> 
 
 class Monitoring(msgspec.Struct, frozen=True):
     """Which jobs are sampled, how often: every job, or (the default) those with a memory
-    limit, which the samples enforce."""
+    limit, which the samples enforce; and whether the workflow's end writes resource plots."""
 
     all_jobs: bool = False
     interval: float = 1.0
+    plots: bool = False  # write resource plots into the output directory when the workflow ends
 
     def interval_for(self, memory_limit: int | None) -> float | None:
         return self.interval if self.all_jobs or memory_limit is not None else None

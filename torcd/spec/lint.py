@@ -81,16 +81,6 @@ def monitor_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
     if monitor.compute_node is not None and monitor.compute_node.enabled:
         at = "$.resource_monitor.compute_node"
         out.append(Finding(loc.line(at), at, "the compute node's own usage is not recorded; only jobs' usage is"))
-    if monitor.generate_plots:
-        at = "$.resource_monitor.generate_plots"
-        out.append(
-            Finding(
-                loc.line(at),
-                at,
-                "no plots are written; `torcctl results` and `torcctl reports "
-                "check-resource-utilization` show each job's peak memory and runtime",
-            )
-        )
     if monitor.metrics is not None:
         at = "$.resource_monitor.metrics"
         out.append(Finding(loc.line(at), at, "`metrics` is ignored here, as by Torc"))

@@ -84,12 +84,12 @@ class ResourceMonitorSpec(msgspec.Struct, forbid_unknown_fields=True):
     sample_interval_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = 1.0
     jobs: MonitorTargetSpec | None = None
     compute_node: MonitorTargetSpec | None = None
-    generate_plots: bool = False  # accepted; `validate` warns that no plots are written
+    generate_plots: bool = False  # plots into <output_dir>/resource_plots/ when the workflow ends
     metrics: Any = None  # Torc drops it; `validate` says so
 
     def monitoring(self) -> Monitoring:
         every_job = self.jobs.enabled if self.jobs is not None else self.enabled is not False
-        return Monitoring(every_job, self.sample_interval_seconds)
+        return Monitoring(every_job, self.sample_interval_seconds, self.generate_plots)
 
 
 class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):

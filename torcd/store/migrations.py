@@ -268,4 +268,6 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN method TEXT;
     ALTER TABLE requests ADD COLUMN params_hash TEXT;
     """,
+    # resource_monitor.generate_plots: the workflow's end writes resource plots
+    "ALTER TABLE workflows ADD COLUMN generate_plots INTEGER NOT NULL DEFAULT 0;",
 ]

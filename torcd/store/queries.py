@@ -4,6 +4,7 @@ aggregates for /metrics, all on the read-only connection (what the last commit l
 from __future__ import annotations
 
 import collections
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -70,6 +71,11 @@ class Queries:
         if not rows:
             raise NotFound(f"no workflow {wf}")
         return _summary(rows[0], await self._counts(wf))
+
+    async def plot_directory(self, wf: int) -> str | None:
+        """Where the workflow's resource plots go when it ends; None: it asked for none (or is gone)."""
+        rows = await self.db.rows("SELECT output_dir FROM workflows WHERE id = ? AND generate_plots", (wf,))
+        return os.path.join(rows[0][0], "resource_plots") if rows else None
 
     async def workflows(self) -> list[WorkflowSummary]:
         rows = await self.db.rows("SELECT * FROM workflows ORDER BY id")

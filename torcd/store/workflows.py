@@ -244,8 +244,8 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
     upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
     return tx.run(
         """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
-           created, executor, account, monitor_all, sample_interval, compute_node, about)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           created, executor, account, monitor_all, sample_interval, compute_node, about, generate_plots)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             spec.name,
             spec.description,
@@ -260,6 +260,7 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
             spec.monitoring.interval,
             _encode(spec.compute_node),
             _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
+            int(spec.monitoring.plots),
         ),
     )
 
