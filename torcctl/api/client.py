@@ -20,13 +20,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-import msgspec
-
 from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, FileInfo, Job, RecoverResult, UserData
-from torcctl.errors import ConnectError, SpecError, SpecProblem
+from torcctl.api.progress import ProgressBar, in_notebook
+from torcctl.api.spec_files import every_error, spec_text
+from torcctl.errors import ConnectError, SpecError
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
-from torcd.protocol import MAX_SPEC_BYTES, WorkflowSummary
+from torcd.protocol import WorkflowSummary
 
 if TYPE_CHECKING:
     import subprocess
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
-SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5", ".kdl")
 RECONNECT_FOR = 60.0  # seconds a followed event stream keeps trying to reach a restarted daemon
 
 
@@ -232,7 +231,7 @@ class Client:
         wf = self.workflow(workflow_id)
         if progress is None:
             progress = in_notebook()
-        bar = _Progress(wf) if progress and not wf.is_final else None
+        bar = ProgressBar(wf) if progress and not wf.is_final else None
         try:
             after, shown = 0, 0.0
             while not wf.is_final:
@@ -470,60 +469,6 @@ class UserDataCalls:
 _COUNTING = frozenset({"job_completed", "job_failed", "job_terminated", "job_classified", "jobs_added", *IDLE_EVENTS})
 
 
-def spec_text(
-    spec: str | os.PathLike[str] | Mapping[str, Any] | WorkflowSpec, spec_format: str | None = None
-) -> tuple[str, str, str | None]:
-    """A spec as (text, the name errors give it, format)."""
-    from torcctl.spec_builder import WorkflowSpec
-
-    if isinstance(spec, WorkflowSpec):
-        spec = spec.to_dict()
-    if isinstance(spec, Mapping):
-        try:
-            return msgspec.json.encode(spec).decode(), "<dict>", "json"
-        except (TypeError, msgspec.EncodeError) as e:
-            raise TypeError(f"the spec dict holds a value that is not JSON: {e}") from None
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _names_a_file(spec)):
-        path = os.fspath(spec)
-        return read_spec_file(path), path, spec_format
-    if isinstance(spec, str):
-        if spec_format is None and "\n" not in spec.strip() and not any(c in spec for c in ":{"):
-            # one line that no spec format could be: a mistyped path
-            raise FileNotFoundError(f"no spec file {spec!r} (a spec's text would hold at least a key and a value)")
-        return spec, "<text>", spec_format
-    raise TypeError(f"a spec is a path, a text, a dict or a WorkflowSpec, not {type(spec).__name__}")
-
-
-def _names_a_file(text: str) -> bool:
-    if "\n" in text or not text.strip():
-        return False
-    return os.path.exists(text) or text.lower().endswith(SPEC_SUFFIXES)
-
-
-def read_spec_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
-    except OSError as e:  # the same kind of error, saying which spec
-        raise type(e)(f"cannot read spec {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"spec {path} is not UTF-8 text: {e}") from None
-    if len(text) > MAX_SPEC_BYTES:
-        raise ValueError(f"spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
-    return text
-
-
-def every_error(refusal: SpecError, text: str, path: str, fmt: str | None) -> SpecError:
-    """The daemon names the first error; list them all, as `validate` does."""
-    from torcd.spec.errors import spec_errors
-
-    found = spec_errors(text, path, fmt)
-    if not found:  # the daemon's own check (an input file that is missing): its one error
-        return refusal
-    problems = [SpecProblem(str(e), e.file, e.line, e.field) for e in found]
-    return SpecError(refusal.code, problems[0].message, refusal.data, problems)
-
-
 def _directory(cwd: str | os.PathLike[str] | None) -> str:
     if cwd is not None:
         return os.path.abspath(os.fspath(cwd))
@@ -541,39 +486,3 @@ def read_log(path: str, max_bytes: int) -> str:
         if size > max_bytes:
             f.seek(size - max_bytes)
         return f.read(max_bytes).decode(errors="replace")
-
-
-def in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (where a progress bar is wanted by default)."""
-    import sys
-
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    ip = getattr(shell, "get_ipython", lambda: None)()
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
-class _Progress:
-    """A rich progress bar of finished jobs (rich renders in a notebook too)."""
-
-    def __init__(self, wf: Workflow) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        )
-        self.task = self.progress.add_task(f"workflow {wf.id} {wf.name}", total=sum(wf.counts.values()))
-        self.progress.start()
-        self.update(wf)
-
-    def update(self, wf: Workflow) -> None:
-        ended = sum(n for s, n in wf.counts.items() if s in _ENDED)
-        self.progress.update(self.task, completed=ended, total=sum(wf.counts.values()))
-
-    def close(self, wf: Workflow) -> None:
-        self.update(wf)
-        self.progress.stop()
-
-
-_ENDED = frozenset({"completed", "failed", "canceled", "terminated", "disabled", "pending_failed"})
