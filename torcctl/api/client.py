@@ -20,13 +20,25 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, FileInfo, Job, RecoverResult, UserData
+from torcctl.api.models import (
+    AllocationInfo,
+    Attempt,
+    DaemonInfo,
+    Event,
+    Explanation,
+    FileInfo,
+    Graph,
+    Job,
+    RecoverResult,
+    UserData,
+    Worker,
+)
 from torcctl.api.progress import ProgressBar, in_notebook
 from torcctl.api.spec_files import every_error, spec_text
 from torcctl.errors import ConnectError, SpecError
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
-from torcd.protocol import WorkflowSummary
+from torcd.protocol import JobSort, WorkflowSummary
 
 if TYPE_CHECKING:
     import subprocess
@@ -94,8 +106,9 @@ class Workflow(WorkflowSummary, dict=True):
         """The workflow's events from sequence `after`; with `follow`, new ones as they happen."""
         return self._client.events(self.id, after=after, follow=follow, kinds=kinds)
 
-    def jobs(self, status: str | None = None, limit: int = 10_000, offset: int = 0) -> list[Job]:
-        return self._client.jobs(self.id, status=status, limit=limit, offset=offset)
+    def jobs(self, status: str | None = None, limit: int = 10_000, offset: int = 0, **filters: Any) -> list[Job]:
+        """A page of the workflow's jobs; `filters` as Client.jobs takes them (name, template, sort, descending)."""
+        return self._client.jobs(self.id, status=status, limit=limit, offset=offset, **filters)
 
     def results(self, all_runs: bool = False, failed: bool = False) -> list[Attempt]:
         return self._client.results(self.id, all_runs=all_runs, failed=failed)
@@ -270,6 +283,7 @@ class Client:
         runtime_multiplier: float = 1.4,
         retry_unknown: bool = False,
         reason: str = "",
+        source: str = "api",
     ) -> RecoverResult:
         """Raise the limits of jobs that failed for lack of memory or time and run them again;
         with `dry_run`, only say what would change."""
@@ -279,18 +293,53 @@ class Client:
             "memory_multiplier": memory_multiplier,
             "runtime_multiplier": runtime_multiplier,
             "retry_unknown": retry_unknown,
-            "source": "api",
+            "source": source,
             "reason": reason,
         }
         return self.call("workflows.recover", params, RecoverResult)
 
     # -- jobs --
 
-    def jobs(self, workflow_id: int, status: str | None = None, limit: int = 10_000, offset: int = 0) -> list[Job]:
-        params: dict[str, Any] = {"workflow_id": workflow_id, "limit": limit, "offset": offset}
-        if status is not None:
-            params["status"] = status
+    def jobs(
+        self,
+        workflow_id: int,
+        status: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        template: str | None = None,
+        sort: JobSort = "id",
+        descending: bool = False,
+    ) -> list[Job]:
+        """A page of the workflow's jobs: those in `status`, whose name holds `name` (any case),
+        made from `template`; ordered by `sort` (id, name, status, attempt_id, updated,
+        template), then id."""
+        params = _job_filter(workflow_id, status, name, template)
+        params.update(limit=limit, offset=offset, sort=sort, descending=descending)
         return self.call("jobs.list", params, list[Job])
+
+    def count_jobs(
+        self, workflow_id: int, status: str | None = None, name: str | None = None, template: str | None = None
+    ) -> int:
+        """How many of the workflow's jobs `jobs` would list with these filters, over all pages."""
+        return int(self.call("jobs.count", _job_filter(workflow_id, status, name, template))["count"])
+
+    def graph(self, workflow_id: int, max_nodes: int = 300) -> Graph:
+        """The workflow's DAG to draw: a node per job, or per name template past `max_nodes` jobs."""
+        return self.call("workflows.graph", {"workflow_id": workflow_id, "max_nodes": max_nodes}, Graph)
+
+    def workers(self, workflow_id: int) -> list[Worker]:
+        """The workflow's workers in allocations, with the jobs each runs now."""
+        return self.call("workers.list", {"workflow_id": workflow_id}, list[Worker])
+
+    def explain(self, job_id: int, exit_codes: Iterable[int] | None = None) -> Explanation:
+        """What the job's failure handler would do, attempt by attempt, for these exit codes
+        (default: those of its attempts in its current run)."""
+        params: dict[str, Any] = {"job_id": job_id}
+        if exit_codes is not None:
+            params["exit_codes"] = list(exit_codes)
+        return self.call("jobs.explain", params, Explanation)
 
     def job(self, job_id: int) -> Job:
         return self.call("jobs.show", {"job_id": job_id}, Job)
@@ -375,9 +424,10 @@ class Client:
         memory: str | None = None,
         runtime: str | None = None,
         num_cpus: int | None = None,
+        source: str = "api",
     ) -> dict[str, Any]:
         """Change a job's limits before its next attempt (memory "8g", runtime "PT2H")."""
-        params: dict[str, Any] = {"job_id": job_id, "reason": reason, "source": "api"}
+        params: dict[str, Any] = {"job_id": job_id, "reason": reason, "source": source}
         params.update({k: v for k, v in (("memory", memory), ("runtime", runtime), ("num_cpus", num_cpus)) if v})
         return dict(self.call("jobs.update_resources", params))
 
@@ -406,6 +456,25 @@ class Client:
         if not follow:
             yield from self._listed_events(workflow_id, after, kinds)
             return
+        yield from self._follow(workflow_id, after, kinds, deadline, until_idle, reconnect_for)
+
+    def all_events(
+        self, after: int = 0, kinds: frozenset[str] | None = None, *, reconnect_for: float = RECONNECT_FOR
+    ) -> Iterator[Event]:
+        """Every workflow's events, followed live: those after global sequence `after` (with 0,
+        the daemon's latest 10,000 first), then new ones for as long as the caller reads."""
+        self.ensure_daemon()
+        yield from self._follow(None, after, kinds, None, False, reconnect_for)
+
+    def _follow(
+        self,
+        workflow_id: int | None,
+        after: int,
+        kinds: frozenset[str] | None,
+        deadline: float | None,
+        until_idle: bool,
+        reconnect_for: float,
+    ) -> Iterator[Event]:
         lost_since: float | None = None
         while True:
             left = None if deadline is None else deadline - time.monotonic()
@@ -467,6 +536,11 @@ class UserDataCalls:
 # -- helpers --
 
 _COUNTING = frozenset({"job_completed", "job_failed", "job_terminated", "job_classified", "jobs_added", *IDLE_EVENTS})
+
+
+def _job_filter(workflow_id: int, status: str | None, name: str | None, template: str | None) -> dict[str, Any]:
+    given = (("status", status), ("name", name), ("template", template))
+    return {"workflow_id": workflow_id, **{k: v for k, v in given if v is not None}}
 
 
 def _directory(cwd: str | os.PathLike[str] | None) -> str:

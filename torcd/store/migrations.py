@@ -268,4 +268,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN method TEXT;
     ALTER TABLE requests ADD COLUMN params_hash TEXT;
     """,
+    # 14: each job's name template (the spec's parameterized name, or for a job listed without
+    # parameters its name with each run of digits as `{n}`; `name_template` is the Python
+    # function the migrating connection registers), for filtering and for the workflow's graph;
+    # indexes for the dashboard's sorted, filtered pages of a workflow's jobs
+    """
+    ALTER TABLE jobs ADD COLUMN template TEXT NOT NULL DEFAULT '';
+    UPDATE jobs SET template = name_template(name);
+    CREATE INDEX jobs_by_template ON jobs (workflow_id, template, status);
+    """,
 ]
