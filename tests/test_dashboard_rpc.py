@@ -288,6 +288,7 @@ def test_workers_are_listed_with_the_jobs_running_on_them(make_daemon, tmp_path)
         assert workers[0].registered <= workers[0].last_heartbeat and workers[0].ended is None
         with pytest.raises(NotFound):
             client.workers(wf + 1)
+        refused(lambda: client.call("workers.list", {"workflow_id": "one"}), "workflow_id")
 
 
 # -- jobs.explain -------------------------------------------------------------------------------
@@ -404,3 +405,6 @@ def test_a_classification_from_the_dashboard_is_recorded_as_the_dashboards(clien
     classified = [e for e in client.events(wf, follow=False) if e.kind == "job_classified"]
     assert [(e.job_id, e.source) for e in classified] == [(ids["odd"], "dashboard"), (ids["odd2"], "dashboard")]
     refused(lambda: client.retry(ids["odd"], "x", source="browser"), "source")
+    client.update_resources(ids["odd"], "it needs more", memory="64m", source="dashboard")
+    changed = [e for e in client.events(wf, follow=False) if e.kind == "job_resources_changed"]
+    assert [(e.job_id, e.source) for e in changed] == [(ids["odd"], "dashboard")]

@@ -271,10 +271,12 @@ MIGRATIONS: list[str] = [
     # 14: each job's name template (the spec's parameterized name, or for a job listed without
     # parameters its name with each run of digits as `{n}`; `name_template` is the Python
     # function the migrating connection registers), for filtering and for the workflow's graph;
-    # indexes for the dashboard's sorted, filtered pages of a workflow's jobs
+    # indexes for pages of a workflow's jobs in id or template order (name and status have
+    # theirs). Neither holds a column a status change writes.
     """
     ALTER TABLE jobs ADD COLUMN template TEXT NOT NULL DEFAULT '';
     UPDATE jobs SET template = name_template(name);
-    CREATE INDEX jobs_by_template ON jobs (workflow_id, template, status);
+    CREATE INDEX jobs_by_template ON jobs (workflow_id, template);
+    CREATE INDEX jobs_by_workflow ON jobs (workflow_id);
     """,
 ]
