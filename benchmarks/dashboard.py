@@ -84,7 +84,12 @@ def big(args) -> list[dict]:
                     "parameters": {"i": f"1:{args.jobs}"},
                     "depends_on": ["gate"],
                 },
-                {"name": "collect", "command": "true", "depends_on": ["point_{i}"], "parameters": {"i": f"1:{args.jobs}"}},
+                {
+                    "name": "collect",
+                    "command": "true",
+                    "depends_on": ["point_{i}"],
+                    "parameters": {"i": f"1:{args.jobs}"},
+                },
             ],
         }
         t = time.perf_counter()
@@ -94,14 +99,33 @@ def big(args) -> list[dict]:
         print(f"created a {args.jobs + 2:,}-job workflow in {time.perf_counter() - t:.1f} s")
         with serve_dashboard(d.socket) as url:
             conn, headers = login(url)
-            rpc = lambda method, params: lambda: timed(conn, headers, "POST", "/api/rpc", {"method": method, "params": params})  # noqa: E731
-            rows.append({"what": "server: DAG (/api/graph)", "ms": median_ms(lambda: timed(conn, headers, "GET", f"/api/graph/{wf}"), args.runs)})
-            rows.append({"what": "server: workflows.show", "ms": median_ms(rpc("workflows.show", {"workflow_id": wf}), args.runs)})
-            rows.append({"what": "server: jobs.count", "ms": median_ms(rpc("jobs.count", {"workflow_id": wf}), args.runs)})
+            rpc = lambda method, params: (
+                lambda: timed(conn, headers, "POST", "/api/rpc", {"method": method, "params": params})
+            )  # noqa: E731
+            rows.append(
+                {
+                    "what": "server: DAG (/api/graph)",
+                    "ms": median_ms(lambda: timed(conn, headers, "GET", f"/api/graph/{wf}"), args.runs),
+                }
+            )
+            rows.append(
+                {
+                    "what": "server: workflows.show",
+                    "ms": median_ms(rpc("workflows.show", {"workflow_id": wf}), args.runs),
+                }
+            )
+            rows.append(
+                {"what": "server: jobs.count", "ms": median_ms(rpc("jobs.count", {"workflow_id": wf}), args.runs)}
+            )
             for sort in ("id", "name", "status"):
                 for offset in (0, args.jobs // 2, args.jobs - 100):
                     page = {"workflow_id": wf, "sort": sort, "limit": 100, "offset": offset}
-                    rows.append({"what": f"server: jobs page by {sort} at {offset:,}", "ms": median_ms(rpc("jobs.list", page), args.runs)})
+                    rows.append(
+                        {
+                            "what": f"server: jobs page by {sort} at {offset:,}",
+                            "ms": median_ms(rpc("jobs.list", page), args.runs),
+                        }
+                    )
             rows.extend(browser_times(url, wf, args.runs))
     finally:
         d.stop()
@@ -169,7 +193,13 @@ def one_run(jobs: int, dashboards: int) -> dict:
             shown = [p.locator("#events div").count() for p in pages]
     finally:
         d.stop()
-    return {"dashboards": dashboards, "jobs_per_s": jobs / wall, "wall_s": wall, "daemon_cpu_s": cpu, "events_shown": min(shown, default=0)}
+    return {
+        "dashboards": dashboards,
+        "jobs_per_s": jobs / wall,
+        "wall_s": wall,
+        "daemon_cpu_s": cpu,
+        "events_shown": min(shown, default=0),
+    }
 
 
 def follow(args) -> list[dict]:

@@ -264,7 +264,13 @@ def test_another_user_on_the_host_gets_nothing_even_with_the_token(daemon, dashb
         statuses = [
             _request(dashboard, path="/?" + parts.query)[0],
             _request(dashboard, path="/api/stream?" + parts.query)[0],
-            _request(dashboard, "POST", "/api/rpc", {"Origin": f"http://127.0.0.1:{parts.port}"}, {"method": "workflows.list"})[0],
+            _request(
+                dashboard,
+                "POST",
+                "/api/rpc",
+                {"Origin": f"http://127.0.0.1:{parts.port}"},
+                {"method": "workflows.list"},
+            )[0],
         ]
         out.write_text(json.dumps(statuses))
 
@@ -284,9 +290,9 @@ def test_a_page_on_another_origin_cannot_act_through_the_users_browser(daemon, d
     job = daemon.jobs(wf)["j"]
     page.goto(dashboard)
     expect(page.locator(f"#workflows tr[data-id='{wf}']")).to_be_visible()
-    attack = f"""<html><body><form id=f method=POST action="{dashboard.split('?')[0]}api/rpc"
+    attack = f"""<html><body><form id=f method=POST action="{dashboard.split("?")[0]}api/rpc"
         enctype="text/plain"><input name='{{"method":"jobs.retry","params":{{"job_ids":[{job.id}],"x":"' value='"}}}}'>
-        </form><script>fetch("{dashboard.split('?')[0]}api/rpc", {{method: "POST", mode: "no-cors", credentials: "include",
+        </form><script>fetch("{dashboard.split("?")[0]}api/rpc", {{method: "POST", mode: "no-cors", credentials: "include",
         body: JSON.stringify({{method: "jobs.retry", params: {{job_ids: [{job.id}]}}}})}}).finally(() => f.submit())</script>
         </body></html>"""
 
@@ -331,7 +337,17 @@ def test_the_dashboard_command_refuses_a_bad_port_in_one_line(daemon):
     with socket.create_server(("127.0.0.1", 0)) as held:
         port = held.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "torcctl", "--socket", daemon.socket, "dashboard", "--no-browser", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "torcctl",
+                "--socket",
+                daemon.socket,
+                "dashboard",
+                "--no-browser",
+                "--port",
+                str(port),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -347,7 +363,9 @@ def test_events_list_gives_the_latest_events_in_order(daemon):
     every = [e.seq for e in daemon.events(wf)]
     latest = daemon.call("events.list", {"workflow_id": wf, "last": 3})
     assert [e["seq"] for e in latest] == every[-3:]
-    assert [e["seq"] for e in daemon.call("events.list", {"workflow_id": wf, "last": 3, "after": every[-2]})] == every[-1:]
+    assert [e["seq"] for e in daemon.call("events.list", {"workflow_id": wf, "last": 3, "after": every[-2]})] == every[
+        -1:
+    ]
     assert len(every) > 3
 
 

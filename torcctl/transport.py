@@ -130,16 +130,18 @@ class Transport:
 
     def events(
         self,
-        workflow_id: int,
+        workflow_id: int | None,
         after: int = 0,
         until_done: bool = False,
         kinds: frozenset[str] | None = None,
         read_timeout: float | None = None,
     ) -> Iterator[Event]:
-        """Follow the workflow's events (NDJSON stream) from sequence `after`, optionally only `kinds`.
-        A stream the daemon drops midway raises ConnectError; none within `read_timeout`, TimeoutError."""
+        """Follow the workflow's events (every workflow's: None) (NDJSON stream) from sequence `after`,
+        optionally only `kinds`. A stream the daemon drops midway raises ConnectError; none within
+        `read_timeout`, TimeoutError."""
         conn = self._connection(timeout=read_timeout)
-        query = f"/events?workflow_id={workflow_id}&after={after}&until_done={int(until_done)}"
+        which = "all=1" if workflow_id is None else f"workflow_id={workflow_id}&until_done={int(until_done)}"
+        query = f"/events?{which}&after={after}"
         if kinds:
             query += "&kinds=" + ",".join(sorted(kinds))
         try:

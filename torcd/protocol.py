@@ -12,7 +12,9 @@ from msgspec import Meta
 
 from torcd.core.attempts import Recovery, Runnable  # handed to workers
 from torcd.core.exits import MAX_SQL_INT, Cause, Exit, Id, WorkerTime  # noqa: F401
+from torcd.core.graph import GraphEdge, GraphNode
 from torcd.core.limits import Adjustment
+from torcd.core.retry import Step
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
 
 SqlInt = Annotated[int, Meta(ge=-MAX_SQL_INT - 1, le=MAX_SQL_INT)]
@@ -21,7 +23,7 @@ Pid = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # pid_t
 # A value that ends up in a batch script line or a log line: no newline or other control character.
 OneLine = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z", max_length=4096)]
 SlurmAccount = Annotated[str, Meta(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]+\Z", max_length=256)]
-Source = Literal["cli", "mcp", "api"]
+Source = Literal["cli", "mcp", "api", "dashboard"]
 SpecFormat = Literal["yaml", "json", "json5", "kdl"]
 MAX_SPEC_BYTES = 64 * 1024 * 1024  # of a spec's text, in workflows.create and workflows.add_jobs
 MAX_USER_DATA_BYTES = 1 << 20  # of one user data value, as JSON: data for jobs to hand on, not a file store
@@ -212,11 +214,68 @@ class UserDataInfo(msgspec.Struct):
     updated: float
 
 
-class ListJobs(Params, frozen=True):
+JobSort = Literal["id", "name", "status", "attempt_id", "updated", "template"]
+JobName = Annotated[str, Meta(max_length=512)]
+
+
+class CountJobs(Params, frozen=True):
+    """Which of a workflow's jobs: in a status, whose name holds `name` (a literal substring,
+    case-insensitive for ASCII), made from `template`."""
+
     workflow_id: Id
     status: str | None = None
+    name: JobName | None = None
+    template: JobName | None = None
+
+
+class ListJobs(CountJobs, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
     offset: Count = 0
+    sort: JobSort = "id"  # ties are broken by id
+    descending: bool = False
+
+
+class JobCount(msgspec.Struct):
+    count: int
+
+
+class WorkflowGraph(Params, frozen=True):
+    workflow_id: Id
+    max_nodes: Annotated[int, Meta(ge=1, le=5000)] = 300
+
+
+class Graph(msgspec.Struct):
+    grouping: Literal["job", "template"]
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class WorkerInfo(msgspec.Struct):
+    id: int
+    allocation_id: int | None
+    host: str
+    cpus: int
+    state: str
+    registered: float
+    last_heartbeat: float
+    ended: float | None
+    reason: str | None
+    running: int  # jobs running on it now
+
+
+class ExplainJob(Params, frozen=True):
+    job_id: Id
+    exit_codes: Annotated[list[SqlInt], Meta(max_length=100)] | None = None  # default: its attempts' this run
+
+
+class Explanation(msgspec.Struct):
+    job_id: int
+    job_name: str
+    failure_handler: str | None
+    use_pending_failed: bool | None
+    exit_codes: list[int]
+    steps: list[Step]
+    final_status: str
 
 
 class JobRef(Params, frozen=True):
@@ -291,6 +350,7 @@ class JobInfo(msgspec.Struct, omit_defaults=True):
     runtime_seconds: float | None = None
     reason: str | None = None
     return_code: int | None = None
+    template: str = ""  # the name template it was made from
     depends_on: list[int] = []
     stderr_path: str | None = None
     stderr_tail: str | None = None

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from torcctl.api.client import Client, Stream, Workflow
-from torcctl.api.models import Attempt, DaemonInfo, Event, Job, RecoverResult, UserData
+from torcctl.api.models import Attempt, DaemonInfo, Event, Explanation, Graph, Job, RecoverResult, UserData, Worker
 
 if TYPE_CHECKING:
     from torcctl.spec_builder import WorkflowSpec
@@ -105,9 +105,27 @@ class AsyncClient:
         return await asyncio.to_thread(lambda: self.client.recover(workflow_id, **options))
 
     async def jobs(
-        self, workflow_id: int, status: str | None = None, limit: int = 10_000, offset: int = 0
+        self, workflow_id: int, status: str | None = None, limit: int = 10_000, offset: int = 0, **filters: Any
     ) -> list[Job]:
-        return await asyncio.to_thread(self.client.jobs, workflow_id, status, limit, offset)
+        """A page of the workflow's jobs; `filters` as Client.jobs: name, template, sort, descending."""
+        return await asyncio.to_thread(lambda: self.client.jobs(workflow_id, status, limit, offset, **filters))
+
+    async def count_jobs(
+        self, workflow_id: int, status: str | None = None, name: str | None = None, template: str | None = None
+    ) -> int:
+        return await asyncio.to_thread(self.client.count_jobs, workflow_id, status, name, template)
+
+    async def graph(self, workflow_id: int, max_nodes: int = 300) -> Graph:
+        return await asyncio.to_thread(self.client.graph, workflow_id, max_nodes)
+
+    async def workers(self, workflow_id: int) -> list[Worker]:
+        return await asyncio.to_thread(self.client.workers, workflow_id)
+
+    async def explain(self, job_id: int, exit_codes: Iterable[int] | None = None) -> Explanation:
+        return await asyncio.to_thread(self.client.explain, job_id, exit_codes)
+
+    async def update_resources(self, job_id: int, reason: str, **options: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(lambda: self.client.update_resources(job_id, reason, **options))
 
     async def job(self, job_id: int) -> Job:
         return await asyncio.to_thread(self.client.job, job_id)
@@ -121,16 +139,16 @@ class AsyncClient:
     async def logs(self, job_id: int, attempt_id: int | None = None, stream: Stream = "stdout", **options: Any) -> str:
         return await asyncio.to_thread(lambda: self.client.logs(job_id, attempt_id, stream, **options))
 
-    async def retry(self, job_ids: int | Iterable[int], reason: str = "") -> list[int]:
-        return await asyncio.to_thread(self.client.retry, job_ids, reason)
+    async def retry(self, job_ids: int | Iterable[int], reason: str = "", source: str = "api") -> list[int]:
+        return await asyncio.to_thread(self.client.retry, job_ids, reason, source)
 
-    async def fail(self, job_ids: int | Iterable[int], reason: str = "") -> list[int]:
-        return await asyncio.to_thread(self.client.fail, job_ids, reason)
+    async def fail(self, job_ids: int | Iterable[int], reason: str = "", source: str = "api") -> list[int]:
+        return await asyncio.to_thread(self.client.fail, job_ids, reason, source)
 
     async def classify(
-        self, workflow_id: int, decisions: Mapping[int, tuple[Literal["retry", "fail"], str]]
+        self, workflow_id: int, decisions: Mapping[int, tuple[Literal["retry", "fail"], str]], source: str = "api"
     ) -> list[int]:
-        return await asyncio.to_thread(self.client.classify, workflow_id, decisions)
+        return await asyncio.to_thread(self.client.classify, workflow_id, decisions, source)
 
     async def get_user_data(self, workflow_id: int, name: str) -> Any:
         return await asyncio.to_thread(self.client.user_data.get, workflow_id, name)
@@ -145,6 +163,16 @@ class AsyncClient:
         self, workflow_id: int, after: int = 0, follow: bool = True, kinds: frozenset[str] | None = None
     ) -> AsyncIterator[Event]:
         """The workflow's events as an async iterator (see Client.events)."""
+        async for event in self._pumped(lambda: self.client.events(workflow_id, after, follow, kinds), workflow_id):
+            yield event
+
+    async def all_events(self, after: int = 0, kinds: frozenset[str] | None = None) -> AsyncIterator[Event]:
+        """Every workflow's events, followed live, as an async iterator (see Client.all_events)."""
+        async for event in self._pumped(lambda: self.client.all_events(after, kinds), "all"):
+            yield event
+
+    async def _pumped(self, events: Callable[[], Iterator[Event]], name: object) -> AsyncIterator[Event]:
+        """A Client event iterator read in a thread of its own, handed over one event at a time."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
         stop = threading.Event()
@@ -161,7 +189,7 @@ class AsyncClient:
 
         def pump() -> None:
             try:
-                for event in self.client.events(workflow_id, after, follow, kinds):
+                for event in events():
                     if not hand(event):
                         return
                 hand(_END)
@@ -170,7 +198,7 @@ class AsyncClient:
 
         # A daemon thread, not the loop's executor: a stream with nothing new blocks in a read,
         # and must not hold up the loop's shutdown.
-        threading.Thread(target=pump, name=f"torc-events-{workflow_id}", daemon=True).start()
+        threading.Thread(target=pump, name=f"torc-events-{name}", daemon=True).start()
         try:
             while True:
                 item = await queue.get()

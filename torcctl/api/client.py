@@ -20,13 +20,25 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-import msgspec
-
-from torcctl.api.models import AllocationInfo, Attempt, DaemonInfo, Event, FileInfo, Job, RecoverResult, UserData
-from torcctl.errors import ConnectError, SpecError, SpecProblem
+from torcctl.api.models import (
+    AllocationInfo,
+    Attempt,
+    DaemonInfo,
+    Event,
+    Explanation,
+    FileInfo,
+    Graph,
+    Job,
+    RecoverResult,
+    UserData,
+    Worker,
+)
+from torcctl.api.progress import ProgressBar, in_notebook
+from torcctl.api.spec_files import every_error, spec_text
+from torcctl.errors import ConnectError, SpecError
 from torcctl.transport import TcpTransport, Transport, read_token, start_daemon
 from torcd.events import IDLE_EVENTS
-from torcd.protocol import MAX_SPEC_BYTES, WorkflowSummary
+from torcd.protocol import JobSort, WorkflowSummary
 
 if TYPE_CHECKING:
     import subprocess
@@ -35,7 +47,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
-SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".json5", ".kdl")
 RECONNECT_FOR = 60.0  # seconds a followed event stream keeps trying to reach a restarted daemon
 
 
@@ -95,8 +106,9 @@ class Workflow(WorkflowSummary, dict=True):
         """The workflow's events from sequence `after`; with `follow`, new ones as they happen."""
         return self._client.events(self.id, after=after, follow=follow, kinds=kinds)
 
-    def jobs(self, status: str | None = None, limit: int = 10_000, offset: int = 0) -> list[Job]:
-        return self._client.jobs(self.id, status=status, limit=limit, offset=offset)
+    def jobs(self, status: str | None = None, limit: int = 10_000, offset: int = 0, **filters: Any) -> list[Job]:
+        """A page of the workflow's jobs; `filters` as Client.jobs takes them (name, template, sort, descending)."""
+        return self._client.jobs(self.id, status=status, limit=limit, offset=offset, **filters)
 
     def results(self, all_runs: bool = False, failed: bool = False) -> list[Attempt]:
         return self._client.results(self.id, all_runs=all_runs, failed=failed)
@@ -232,7 +244,7 @@ class Client:
         wf = self.workflow(workflow_id)
         if progress is None:
             progress = in_notebook()
-        bar = _Progress(wf) if progress and not wf.is_final else None
+        bar = ProgressBar(wf) if progress and not wf.is_final else None
         try:
             after, shown = 0, 0.0
             while not wf.is_final:
@@ -271,6 +283,7 @@ class Client:
         runtime_multiplier: float = 1.4,
         retry_unknown: bool = False,
         reason: str = "",
+        source: str = "api",
     ) -> RecoverResult:
         """Raise the limits of jobs that failed for lack of memory or time and run them again;
         with `dry_run`, only say what would change."""
@@ -280,18 +293,53 @@ class Client:
             "memory_multiplier": memory_multiplier,
             "runtime_multiplier": runtime_multiplier,
             "retry_unknown": retry_unknown,
-            "source": "api",
+            "source": source,
             "reason": reason,
         }
         return self.call("workflows.recover", params, RecoverResult)
 
     # -- jobs --
 
-    def jobs(self, workflow_id: int, status: str | None = None, limit: int = 10_000, offset: int = 0) -> list[Job]:
-        params: dict[str, Any] = {"workflow_id": workflow_id, "limit": limit, "offset": offset}
-        if status is not None:
-            params["status"] = status
+    def jobs(
+        self,
+        workflow_id: int,
+        status: str | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        template: str | None = None,
+        sort: JobSort = "id",
+        descending: bool = False,
+    ) -> list[Job]:
+        """A page of the workflow's jobs: those in `status`, whose name holds `name` (any case),
+        made from `template`; ordered by `sort` (id, name, status, attempt_id, updated,
+        template), then id."""
+        params = _job_filter(workflow_id, status, name, template)
+        params.update(limit=limit, offset=offset, sort=sort, descending=descending)
         return self.call("jobs.list", params, list[Job])
+
+    def count_jobs(
+        self, workflow_id: int, status: str | None = None, name: str | None = None, template: str | None = None
+    ) -> int:
+        """How many of the workflow's jobs `jobs` would list with these filters, over all pages."""
+        return int(self.call("jobs.count", _job_filter(workflow_id, status, name, template))["count"])
+
+    def graph(self, workflow_id: int, max_nodes: int = 300) -> Graph:
+        """The workflow's DAG to draw: a node per job, or per name template past `max_nodes` jobs."""
+        return self.call("workflows.graph", {"workflow_id": workflow_id, "max_nodes": max_nodes}, Graph)
+
+    def workers(self, workflow_id: int) -> list[Worker]:
+        """The workflow's workers in allocations, with the jobs each runs now."""
+        return self.call("workers.list", {"workflow_id": workflow_id}, list[Worker])
+
+    def explain(self, job_id: int, exit_codes: Iterable[int] | None = None) -> Explanation:
+        """What the job's failure handler would do, attempt by attempt, for these exit codes
+        (default: those of its attempts in its current run)."""
+        params: dict[str, Any] = {"job_id": job_id}
+        if exit_codes is not None:
+            params["exit_codes"] = list(exit_codes)
+        return self.call("jobs.explain", params, Explanation)
 
     def job(self, job_id: int) -> Job:
         return self.call("jobs.show", {"job_id": job_id}, Job)
@@ -365,9 +413,10 @@ class Client:
         memory: str | None = None,
         runtime: str | None = None,
         num_cpus: int | None = None,
+        source: str = "api",
     ) -> dict[str, Any]:
         """Change a job's limits before its next attempt (memory "8g", runtime "PT2H")."""
-        params: dict[str, Any] = {"job_id": job_id, "reason": reason, "source": "api"}
+        params: dict[str, Any] = {"job_id": job_id, "reason": reason, "source": source}
         params.update({k: v for k, v in (("memory", memory), ("runtime", runtime), ("num_cpus", num_cpus)) if v})
         return dict(self.call("jobs.update_resources", params))
 
@@ -396,6 +445,25 @@ class Client:
         if not follow:
             yield from self._listed_events(workflow_id, after, kinds)
             return
+        yield from self._follow(workflow_id, after, kinds, deadline, until_idle, reconnect_for)
+
+    def all_events(
+        self, after: int = 0, kinds: frozenset[str] | None = None, *, reconnect_for: float = RECONNECT_FOR
+    ) -> Iterator[Event]:
+        """Every workflow's events, followed live: those after global sequence `after` (with 0,
+        the daemon's latest 10,000 first), then new ones for as long as the caller reads."""
+        self.ensure_daemon()
+        yield from self._follow(None, after, kinds, None, False, reconnect_for)
+
+    def _follow(
+        self,
+        workflow_id: int | None,
+        after: int,
+        kinds: frozenset[str] | None,
+        deadline: float | None,
+        until_idle: bool,
+        reconnect_for: float,
+    ) -> Iterator[Event]:
         lost_since: float | None = None
         while True:
             left = None if deadline is None else deadline - time.monotonic()
@@ -459,58 +527,9 @@ class UserDataCalls:
 _COUNTING = frozenset({"job_completed", "job_failed", "job_terminated", "job_classified", "jobs_added", *IDLE_EVENTS})
 
 
-def spec_text(
-    spec: str | os.PathLike[str] | Mapping[str, Any] | WorkflowSpec, spec_format: str | None = None
-) -> tuple[str, str, str | None]:
-    """A spec as (text, the name errors give it, format)."""
-    from torcctl.spec_builder import WorkflowSpec
-
-    if isinstance(spec, WorkflowSpec):
-        spec = spec.to_dict()
-    if isinstance(spec, Mapping):
-        try:
-            return msgspec.json.encode(spec).decode(), "<dict>", "json"
-        except (TypeError, msgspec.EncodeError) as e:
-            raise TypeError(f"the spec dict holds a value that is not JSON: {e}") from None
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and _names_a_file(spec)):
-        path = os.fspath(spec)
-        return read_spec_file(path), path, spec_format
-    if isinstance(spec, str):
-        if spec_format is None and "\n" not in spec.strip() and not any(c in spec for c in ":{"):
-            # one line that no spec format could be: a mistyped path
-            raise FileNotFoundError(f"no spec file {spec!r} (a spec's text would hold at least a key and a value)")
-        return spec, "<text>", spec_format
-    raise TypeError(f"a spec is a path, a text, a dict or a WorkflowSpec, not {type(spec).__name__}")
-
-
-def _names_a_file(text: str) -> bool:
-    if "\n" in text or not text.strip():
-        return False
-    return os.path.exists(text) or text.lower().endswith(SPEC_SUFFIXES)
-
-
-def read_spec_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
-    except OSError as e:  # the same kind of error, saying which spec
-        raise type(e)(f"cannot read spec {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"spec {path} is not UTF-8 text: {e}") from None
-    if len(text) > MAX_SPEC_BYTES:
-        raise ValueError(f"spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
-    return text
-
-
-def every_error(refusal: SpecError, text: str, path: str, fmt: str | None) -> SpecError:
-    """The daemon names the first error; list them all, as `validate` does."""
-    from torcd.spec.errors import spec_errors
-
-    found = spec_errors(text, path, fmt)
-    if not found:  # the daemon's own check (an input file that is missing): its one error
-        return refusal
-    problems = [SpecProblem(str(e), e.file, e.line, e.field) for e in found]
-    return SpecError(refusal.code, problems[0].message, refusal.data, problems)
+def _job_filter(workflow_id: int, status: str | None, name: str | None, template: str | None) -> dict[str, Any]:
+    given = (("status", status), ("name", name), ("template", template))
+    return {"workflow_id": workflow_id, **{k: v for k, v in given if v is not None}}
 
 
 def _directory(cwd: str | os.PathLike[str] | None) -> str:
@@ -556,39 +575,3 @@ def read_log(path: str, max_bytes: int) -> str:
         if size > max_bytes:
             f.seek(size - max_bytes)
         return f.read(max_bytes).decode(errors="replace")
-
-
-def in_notebook() -> bool:
-    """Whether this runs in a Jupyter kernel (where a progress bar is wanted by default)."""
-    import sys
-
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    ip = getattr(shell, "get_ipython", lambda: None)()
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
-class _Progress:
-    """A rich progress bar of finished jobs (rich renders in a notebook too)."""
-
-    def __init__(self, wf: Workflow) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        )
-        self.task = self.progress.add_task(f"workflow {wf.id} {wf.name}", total=sum(wf.counts.values()))
-        self.progress.start()
-        self.update(wf)
-
-    def update(self, wf: Workflow) -> None:
-        ended = sum(n for s, n in wf.counts.items() if s in _ENDED)
-        self.progress.update(self.task, completed=ended, total=sum(wf.counts.values()))
-
-    def close(self, wf: Workflow) -> None:
-        self.update(wf)
-        self.progress.stop()
-
-
-_ENDED = frozenset({"completed", "failed", "canceled", "terminated", "disabled", "pending_failed"})

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from torcd.core.limits import Adjustment
 from torcd.events import Event, EventBase
-from torcd.protocol import AllocationInfo, FileInfo, Ping, RecoverResult
+from torcd.protocol import AllocationInfo, Explanation, FileInfo, Graph, GraphEdge, GraphNode, Ping, RecoverResult
 from torcd.protocol import AttemptInfo as Attempt
 from torcd.protocol import JobInfo as Job
 from torcd.protocol import UserDataInfo as UserData
+from torcd.protocol import WorkerInfo as Worker
 
 __all__ = [
     "Adjustment",
@@ -21,10 +22,15 @@ __all__ = [
     "DaemonInfo",
     "Event",
     "EventBase",
+    "Explanation",
     "FileInfo",
+    "Graph",
+    "GraphEdge",
+    "GraphNode",
     "Job",
     "RecoverResult",
     "UserData",
+    "Worker",
 ]
 
 DaemonInfo = Ping

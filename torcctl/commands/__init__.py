@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from torcctl.api.client import Client, Workflow, read_spec_file
+from torcctl.api.client import Client, Workflow
+from torcctl.api.spec_files import read_spec_file
 
 STATUS_ORDER = [
     "uninitialized",

@@ -24,6 +24,8 @@ from torcctl.dashboard.hub import Hub
 from torcctl.dashboard.layout import NODE_HEIGHT, NODE_WIDTH, place, size
 from torcctl.dashboard.peers import peer_uid
 from torcctl.errors import InvalidParams, InvalidTransition, NotFound, RpcError, SpecError, TorcError, Unauthorized
+from torcd.plots import memory_svg, runtime_svg, timeline_svg
+from torcd.protocol import AttemptInfo
 
 READS = frozenset(
     {
@@ -49,6 +51,7 @@ ACTIONS = {
     "workflows.reset_status": False,
     "workflows.cancel": False,
 }
+PLOTS = {"memory.svg": memory_svg, "runtime.svg": runtime_svg, "timeline.svg": timeline_svg}
 STATUS_OF = {NotFound: 404, InvalidParams: 400, SpecError: 400, InvalidTransition: 409, Unauthorized: 403}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
@@ -198,7 +201,7 @@ class Dashboard:
         try:
             result = await call
         except RpcError as e:
-            return _error(next((s for t, s in STATUS_OF.items() if isinstance(e, t)), 502), e.message)
+            return _refused(e)
         except TorcError as e:  # the daemon is gone or unreachable
             return _error(502, str(e))
         return web.Response(body=msgspec.json.encode({"result": result}), content_type="application/json")
@@ -221,16 +224,16 @@ class Dashboard:
         return await self._answer(placed())
 
     async def plot(self, request: web.Request) -> web.Response:
-        from torcctl import plots
-
-        wf, name = _positive(request.match_info["workflow_id"]), request.match_info["name"].removesuffix(".svg")
-        if name not in plots.PLOTS:
+        """A resource plot of the workflow's current run, drawn by the code `reports plot-resources` uses."""
+        wf, name = _positive(request.match_info["workflow_id"]), request.match_info["name"]
+        draw = PLOTS.get(name)
+        if draw is None:
             raise web.HTTPNotFound()
         try:
             rows = await self.calls.call("workflows.results", {"workflow_id": wf})
         except RpcError as e:
-            return _error(next((s for t, s in STATUS_OF.items() if isinstance(e, t)), 502), e.message)
-        svg = await self.calls.run(plots.render_from_builtins, name, rows)
+            return _refused(e)
+        svg = await self.calls.run(lambda: draw(msgspec.convert(rows, list[AttemptInfo])))
         return web.Response(text=svg, content_type="image/svg+xml")
 
     # -- live --
@@ -273,7 +276,7 @@ class Dashboard:
                 job_id=job_id,
             )
         except RpcError as e:
-            return _error(next((s for t, s in STATUS_OF.items() if isinstance(e, t)), 502), e.message)
+            return _refused(e)
         except ValueError as e:
             return _error(404, str(e))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})
@@ -295,6 +298,10 @@ def _positive(text: str) -> int:
     if not 0 < n < 2**63:
         raise web.HTTPBadRequest(text=f"not an id: {text[:40]!r}")
     return n
+
+
+def _refused(e: RpcError) -> web.Response:
+    return _error(next((s for t, s in STATUS_OF.items() if isinstance(e, t)), 502), e.message)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -19,6 +19,7 @@ from torcd import protocol as p
 from torcd.config import Config
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import Capacity, Requirements, format_bytes, parse_duration, parse_memory, shortfalls
+from torcd.core.retry import simulate
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
 from torcd.core.status import JobStatus
 from torcd.credentials import RequestKey, current_caller, idempotency_key
@@ -33,7 +34,7 @@ from torcd.spec.parse import ExpandedJob, SlurmSchedulerSpec, Workflow, on_slurm
 from torcd.spec.slurm import runs_on_slurm
 from torcd.store.actions import ActionStore
 from torcd.store.execution import ExecutionStore
-from torcd.store.queries import Queries
+from torcd.store.queries import JobFilter, Queries
 from torcd.store.slurm import SlurmStore
 from torcd.store.workers import WorkerStore
 from torcd.store.workflows import WorkflowStore
@@ -299,12 +300,37 @@ class Handlers:
         }
 
     async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
-        try:
-            status = None if params.status is None else JobStatus.parse(params.status)
-        except ValueError as e:
-            raise InvalidParams(str(e), {"field": "$.status"}) from None
-        jobs = await self.queries.jobs(params.workflow_id, status, params.limit, params.offset)
+        jobs = await self.queries.jobs(
+            params.workflow_id,
+            _status(params.status),
+            params.limit,
+            params.offset,
+            name=params.name,
+            template=params.template,
+            sort=params.sort,
+            descending=params.descending,
+        )
         return await asyncio.to_thread(with_tails, jobs)
+
+    async def count_jobs(self, params: p.CountJobs) -> p.JobCount:
+        which = JobFilter(_status(params.status), params.name, params.template)
+        return p.JobCount(await self.queries.count_jobs(params.workflow_id, which))
+
+    async def workflow_graph(self, params: p.WorkflowGraph) -> p.Graph:
+        return p.Graph(*await self.queries.graph(params.workflow_id, params.max_nodes))
+
+    async def list_workers(self, params: p.WorkflowRef) -> list[p.WorkerInfo]:
+        rows = await self.queries.workers(params.workflow_id)
+        return [p.WorkerInfo(**{f: r[f] for f in p.WorkerInfo.__struct_fields__}) for r in rows]
+
+    async def explain_job(self, params: p.ExplainJob) -> p.Explanation:
+        """What the job's failure handler would do with these exit codes (default: its attempts')."""
+        h = await self.queries.failure_handling(params.job_id)
+        exits = h.exits if params.exit_codes is None else [(c, None) for c in params.exit_codes]
+        steps = simulate(h.rules, h.use_pending_failed, exits)
+        final = steps[-1].status if steps else "ready"
+        codes = [c for c, _ in exits]
+        return p.Explanation(params.job_id, h.job_name, h.handler, h.use_pending_failed, codes, steps, final)
 
     async def show_job(self, params: p.JobRef) -> p.JobInfo:
         return (await asyncio.to_thread(with_tails, [await self.queries.job(params.job_id)], False))[0]
@@ -378,6 +404,13 @@ def _own_workflow(wf: int) -> None:
         raise Unauthorized(f"allocation {caller.allocation_id}'s credential may not reach workflow {wf}")
 
 
+def _status(label: str | None) -> JobStatus | None:
+    try:
+        return None if label is None else JobStatus.parse(label)
+    except ValueError as e:
+        raise InvalidParams(str(e), {"field": "$.status"}) from None
+
+
 def _user_data(r) -> p.UserDataInfo:
     return p.UserDataInfo(
         r["name"], msgspec.json.decode(r["data"]), bool(r["is_ephemeral"]), r["producer"], r["updated"]
@@ -401,13 +434,16 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.results": (p.Results, lambda h: h.results),
     "workflows.files": (p.ListFiles, lambda h: h.files),
+    "workflows.graph": (p.WorkflowGraph, lambda h: h.workflow_graph),
     "user_data.get": (p.UserDataRef, lambda h: h.get_user_data),
     "user_data.set": (p.SetUserData, lambda h: h.set_user_data),
     "user_data.list": (p.ListUserData, lambda h: h.list_user_data),
     "workflows.recover": (p.Recover, lambda h: h.recover),
     "jobs.update_resources": (p.UpdateResources, lambda h: h.update_resources),
     "jobs.list": (p.ListJobs, lambda h: h.list_jobs),
+    "jobs.count": (p.CountJobs, lambda h: h.count_jobs),
     "jobs.show": (p.JobRef, lambda h: h.show_job),
+    "jobs.explain": (p.ExplainJob, lambda h: h.explain_job),
     "jobs.attempts": (p.JobRef, lambda h: h.job_attempts),
     "jobs.retry": (p.Classify, lambda h: h.retry_jobs),
     "jobs.fail": (p.Classify, lambda h: h.fail_jobs),
@@ -416,6 +452,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.set_auto_schedule": (p.SetAutoSchedule, lambda h: h.set_auto_schedule),
     "allocations.submit": (p.SubmitAllocations, lambda h: h.submit_allocations),
     "allocations.list": (p.WorkflowRef, lambda h: h.list_allocations),
+    "workers.list": (p.WorkflowRef, lambda h: h.list_workers),
     "workers.register": (p.RegisterWorker, lambda h: h.register_worker),
     "workers.poll": (p.WorkerPoll, lambda h: h.worker_poll),
     "workers.finish": (p.WorkerFinish, lambda h: h.finish_worker),

@@ -173,27 +173,40 @@ async def _serve_rpc(state: ServerState, request: web.Request) -> web.Response:
     return web.Response(body=reply, content_type="application/json")
 
 
+ALL_BACKLOG = 10_000  # events an all-workflows stream from 0 starts with: the latest ones
+
+
 async def _stream_events(state: ServerState, request: web.Request) -> web.StreamResponse:
+    """A workflow's events (`workflow_id`), or every workflow's (`all=1`), after `after`, then live."""
+    every = request.query.get("all", "0") == "1"
     try:
-        wf = int(request.query["workflow_id"])
+        wf = 0 if every else int(request.query["workflow_id"])
         after = int(request.query.get("after", "0"))
-        if not (0 < wf < 2**63 and 0 <= after < 2**63):
+        if not ((every or 0 < wf < 2**63) and 0 <= after < 2**63):
             raise ValueError
     except (KeyError, ValueError):
         return web.json_response(
-            {"error": "workflow_id (a positive integer) is required; after must be a non-negative integer"}, status=400
+            {"error": "workflow_id (a positive integer) or all=1 is required; after must be a non-negative integer"},
+            status=400,
         )
     until_done = request.query.get("until_done", "0") == "1"
+    if every and until_done:
+        return web.json_response({"error": "until_done applies to one workflow: not with all=1"}, status=400)
     kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
     sub = state.bus.subscribe(
-        f"events:{wf}",
+        f"events:{wf or 'all'}",
         maxsize=state.config.watch_queue_size,
-        accept=lambda e: e.workflow_id == wf and (not kinds or e.kind in kinds),
+        accept=lambda e: (every or e.workflow_id == wf) and (not kinds or e.kind in kinds),
     )
     state.streams[sub] = wf  # an attached client
     try:
         try:
-            backlog = await state.queries.events(wf, after, limit=1_000_000)
+            if every and after == 0:
+                backlog = await state.queries.all_events(limit=ALL_BACKLOG, latest=True)
+            elif every:
+                backlog = await state.queries.all_events(after, limit=1_000_000)
+            else:
+                backlog = await state.queries.events(wf, after, limit=1_000_000)
         except NotFound as e:
             return web.json_response({"error": e.message}, status=404)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

@@ -164,3 +164,12 @@ def _format(m: re.Match[str], value: Scalar) -> str:
 @functools.cache
 def _too_wide(format_spec: str) -> bool:
     return any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", format_spec))
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def name_template(name: str) -> str:
+    """The template a job's name was likely made from, for a job listed without parameters:
+    each run of ASCII digits becomes `{n}` (`job_17` -> `job_{n}`; `prep` stays `prep`)."""
+    return _DIGITS.sub("{n}", name)

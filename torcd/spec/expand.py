@@ -194,6 +194,7 @@ class JobExpander:
                 data_used.inputs if data_used else [],
                 data_used.outputs if data_used else [],
                 job.supports_termination,
+                template=job.name if combo else P.name_template(name),
             )
         )
         self._note_origin(name, j)

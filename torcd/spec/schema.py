@@ -148,6 +148,7 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     data_outputs: list[str] = []  # ...and writes
     supports_termination: bool = True
     claim_order: int = 0  # its place among the workflow's jobs when several are ready
+    template: str = ""  # the name as the spec wrote it, before parameters were filled in
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):

@@ -20,6 +20,7 @@ import aiosqlite
 import msgspec
 import structlog
 
+from torcd.core.params import name_template
 from torcd.credentials import RequestKey
 from torcd.errors import NotFound, TorcError
 from torcd.events import EventBase
@@ -305,6 +306,7 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise StoreError(
             f"the database schema is version {version}, newer than this torcd ({len(MIGRATIONS)}); upgrade torcd"
         )
+    db.create_function("name_template", 1, name_template, deterministic=True)  # for migration 14
     for n in range(version, len(MIGRATIONS)):
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -268,6 +268,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN method TEXT;
     ALTER TABLE requests ADD COLUMN params_hash TEXT;
     """,
-    # resource_monitor.generate_plots: the workflow's end writes resource plots
+    # 14: each job's name template (the spec's parameterized name, or for a job listed without
+    # parameters its name with each run of digits as `{n}`; `name_template` is the Python
+    # function the migrating connection registers), for filtering and for the workflow's graph;
+    # indexes for pages of a workflow's jobs in id or template order (name and status have
+    # theirs). Neither holds a column a status change writes.
+    """
+    ALTER TABLE jobs ADD COLUMN template TEXT NOT NULL DEFAULT '';
+    UPDATE jobs SET template = name_template(name);
+    CREATE INDEX jobs_by_template ON jobs (workflow_id, template);
+    CREATE INDEX jobs_by_workflow ON jobs (workflow_id);
+    """,
+    # 15: resource_monitor.generate_plots: the workflow's end writes resource plots
     "ALTER TABLE workflows ADD COLUMN generate_plots INTEGER NOT NULL DEFAULT 0;",
 ]

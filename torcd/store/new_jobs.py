@@ -15,6 +15,7 @@ import msgspec
 from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.added_jobs import Upstream, initial_status, upstream
+from torcd.core.params import name_template
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, InvalidTransition
 from torcd.spec.fragment import on_slurm_adding
@@ -172,8 +173,8 @@ def insert_jobs(
     tx.many(
         """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
            pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-           outputs, supports_termination, run_id)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           outputs, supports_termination, run_id, template)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             (
                 base + k,
@@ -195,6 +196,7 @@ def insert_jobs(
                 _encode([spec.files[f].path for f in j.outputs]) if j.outputs else None,
                 int(j.supports_termination),
                 run_id,
+                j.template or name_template(j.name),
             )
             for k, j in enumerate(jobs)
         ),

@@ -7,9 +7,12 @@ import collections
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Literal, NamedTuple
 
 import msgspec
 
+from torcd.core.graph import GraphEdge, GraphNode, fold_graph, graph_nodes
+from torcd.core.retry import Rule
 from torcd.core.status import JobStatus
 from torcd.errors import NotFound
 from torcd.events import Event
@@ -25,6 +28,48 @@ _JOB_INFO = """SELECT j.*, h.name AS handler,
                    (SELECT stderr_path FROM attempts a WHERE a.job_id = j.id
                     ORDER BY a.run_id DESC, a.attempt_id DESC LIMIT 1) AS stderr_path
                FROM jobs j LEFT JOIN failure_handlers h ON h.id = j.handler_id"""
+
+
+SORTS = frozenset({"id", "name", "status", "attempt_id", "updated", "template"})  # columns jobs sort by
+
+
+class JobFilter(NamedTuple):
+    """Which of a workflow's jobs: in a status, with `name` in theirs (case-insensitive for
+    ASCII), made from `template`; None: any."""
+
+    status: JobStatus | None = None
+    name: str | None = None
+    template: str | None = None
+
+
+def _job_filter(wf: int, which: JobFilter) -> tuple[str, list]:
+    where: list[str] = ["j.workflow_id = ?"]
+    args: list[int | str] = [wf]
+    if which.status is not None:
+        where.append("j.status = ?")
+        args.append(int(which.status))
+    if which.name:
+        literal = which.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("j.name LIKE ? ESCAPE '\\'")
+        args.append(f"%{literal}%")
+    if which.template is not None:
+        where.append("j.template = ?")
+        args.append(which.template)
+    return " AND ".join(where), args
+
+
+Grouping = Literal["job", "template"]
+# Dependencies between two of the workflow's jobs, as (upstream's key, downstream's key, count).
+_GRAPH_DEPS = """SELECT u.{key}, j.{key}, count(*) FROM jobs j JOIN deps d ON d.job_id = j.id
+                 JOIN jobs u ON u.id = d.depends_on WHERE j.workflow_id = ? GROUP BY u.{key}, j.{key}"""
+
+
+class FailureHandling(NamedTuple):
+    job_name: str
+    handler: str | None
+    rules: list[Rule] | None  # None: the job has no failure handler
+    use_pending_failed: bool | None
+    exits: list[tuple[int, str | None]]  # (return code, cause) of each attempt of its current run
 
 
 RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
@@ -87,15 +132,34 @@ class Queries:
         return [_summary(r, labelled(counts[r["id"]])) for r in rows]
 
     async def jobs(
-        self, wf: int, status: JobStatus | None = None, limit: int = 10_000, offset: int = 0
+        self,
+        wf: int,
+        status: JobStatus | None = None,
+        limit: int = 10_000,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        template: str | None = None,
+        sort: str = "id",
+        descending: bool = False,
     ) -> list[JobInfo]:
+        """A page of the workflow's jobs (those in `status`, with `name` in theirs, made from
+        `template`), ordered by `sort`, then id."""
         await self.workflow(wf)
-        where, args = "j.workflow_id = ?", [wf]
-        if status is not None:
-            where += " AND j.status = ?"
-            args.append(int(status))
-        rows = await self.db.rows(f"{_JOB_INFO} WHERE {where} ORDER BY j.id LIMIT ? OFFSET ?", (*args, limit, offset))
+        where, args = _job_filter(wf, JobFilter(status, name, template))
+        if sort not in SORTS:
+            raise ValueError(f"cannot sort jobs by {sort!r}")
+        way = "DESC" if descending else "ASC"
+        order = f"j.id {way}" if sort == "id" else f"j.{sort} {way}, j.id {way}"
+        rows = await self.db.rows(
+            f"{_JOB_INFO} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?", (*args, limit, offset)
+        )
         return [_job_info(r) for r in rows]
+
+    async def count_jobs(self, wf: int, which: JobFilter) -> int:
+        await self.workflow(wf)
+        where, args = _job_filter(wf, which)
+        return int((await self.db.rows(f"SELECT count(*) FROM jobs j WHERE {where}", args))[0][0])
 
     async def job(self, job_id: int) -> JobInfo:
         rows = await self.db.rows(f"{_JOB_INFO} WHERE j.id = ?", (job_id,))
@@ -164,6 +228,73 @@ class Queries:
             )
         return [_event_decoder.decode(r[0]) for r in rows]
 
+    async def all_events(self, after: int = 0, limit: int = 10_000, latest: bool = False) -> list[Event]:
+        """Every workflow's events after global sequence `after`, in order (`latest`: the last
+        `limit` of them, rather than the first)."""
+        way = "DESC" if latest else "ASC"
+        rows = await self.db.rows(f"SELECT body FROM events WHERE seq > ? ORDER BY seq {way} LIMIT ?", (after, limit))
+        if latest:
+            rows.reverse()
+        return [_event_decoder.decode(r[0]) for r in rows]
+
+    async def graph(self, wf: int, max_nodes: int) -> tuple[Grouping, list[GraphNode], list[GraphEdge]]:
+        """The workflow's DAG, one node per job when it has at most `max_nodes`, else per template."""
+        await self.workflow(wf)
+        (total,) = (await self.db.rows("SELECT count(*) FROM jobs WHERE workflow_id = ?", (wf,)))[0]
+        if total <= max_nodes:
+            jobs = await self.db.rows("SELECT id, name, status FROM jobs WHERE workflow_id = ? ORDER BY id", (wf,))
+            deps = await self.db.rows(_GRAPH_DEPS.format(key="id"), (wf,))
+            nodes = graph_nodes((str(r[0]), r[1], r[0], S(r[2]).label, 1) for r in jobs)
+            edges = ((str(r[0]), str(r[1]), r[2]) for r in deps)
+            return "job", *fold_graph(nodes, edges, max_nodes)
+        groups = await self.db.rows(
+            """SELECT template, status, count(*), min(id) FROM jobs WHERE workflow_id = ?
+               GROUP BY template, status""",
+            (wf,),
+        )
+        first: dict[str, int] = {}  # each template's first job, to order the nodes as the spec did
+        for r in groups:
+            first[r[0]] = min(first.get(r[0], r[3]), r[3])
+        groups.sort(key=lambda r: (first[r[0]], r[1]))
+        nodes = graph_nodes((r[0], r[0], None, S(r[1]).label, r[2]) for r in groups)
+        deps = await self.db.rows(_GRAPH_DEPS.format(key="template"), (wf,))
+        return "template", *fold_graph(nodes, ((r[0], r[1], r[2]) for r in deps), max_nodes)
+
+    async def workers(self, wf: int) -> list[sqlite3.Row]:
+        """The workflow's workers, each with how many jobs run on it now."""
+        await self.workflow(wf)
+        return await self.db.rows(
+            f"""SELECT w.*, (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status = {int(S.RUNNING)})
+                AS running FROM workers w WHERE w.workflow_id = ? ORDER BY w.id""",
+            (wf,),
+        )
+
+    async def failure_handling(self, job_id: int) -> FailureHandling:
+        """What the retry engine decides a job's failures by: its handler's rules and its
+        workflow's use_pending_failed; and the exits of its attempts in the current run."""
+        rows = await self.db.rows(
+            """SELECT j.name, j.run_id, h.name AS handler, h.rules, w.use_pending_failed FROM jobs j
+               JOIN workflows w ON w.id = j.workflow_id LEFT JOIN failure_handlers h ON h.id = j.handler_id
+               WHERE j.id = ?""",
+            (job_id,),
+        )
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        r = rows[0]
+        exits = await self.db.rows(
+            """SELECT return_code, cause FROM attempts WHERE job_id = ? AND run_id = ? AND return_code IS NOT NULL
+               ORDER BY attempt_id""",
+            (job_id, r["run_id"]),
+        )
+        upf = r["use_pending_failed"]
+        return FailureHandling(
+            r["name"],
+            r["handler"],
+            msgspec.json.decode(r["rules"], type=list[Rule]) if r["rules"] else None,
+            None if upf is None else bool(upf),
+            [(e[0], e[1]) for e in exits],
+        )
+
     async def metric_rows(self) -> dict[str, list[sqlite3.Row]]:
         """Aggregates for /metrics, all from the tables (so they survive restarts)."""
         return {name: await self.db.rows(sql) for name, sql in _METRIC_QUERIES.items()}
@@ -231,4 +362,5 @@ def _job_info(r: sqlite3.Row) -> JobInfo:
         num_gpus=r["num_gpus"],
         memory_bytes=r["memory_bytes"],
         runtime_seconds=r["runtime_seconds"],
+        template=r["template"],
     )

@@ -142,7 +142,7 @@ async function workflowsPage() {
 const TABS = ["graph", "jobs", "events", "allocations", "resources"];
 
 async function workflowPage(id, tab = "graph", query = {}) {
-  const state = { id, tab, events: [], newSeq: 0 };
+  const state = { id, tab };
   const head = h("div");
   const tabs = h("div", { class: "tabs" }, TABS.map((t) =>
     h("a", { href: `#/workflow/${id}/${t}`, class: t === tab ? "on" : "", "data-tab": t }, t)));
@@ -162,12 +162,14 @@ async function workflowPage(id, tab = "graph", query = {}) {
   const view = await render(panel, id, state, query);
   async function refreshAll() { await refreshHead(); if (view && view.refresh) await view.refresh(); }
   const again = throttled(refreshAll);
-  state.events = (await rpc("events.list", { workflow_id: id, last: 500 })).reverse();
-  if (view && view.events) view.events(state.events, false);
+  const shown = (await rpc("events.list", { workflow_id: id, last: 500 })).reverse();
+  let lastSeq = shown.length ? shown[0].seq : 0;
+  if (view && view.events) view.events(shown, false);
   follow(id, (m) => {
-    if (m.events.length) {
-      state.events = m.events.slice().reverse().concat(state.events).slice(0, 2000);
-      if (view && view.events) view.events(m.events.slice().reverse(), true, m.skipped);
+    const fresh = m.events.filter((e) => e.seq > lastSeq);  // the stream may repeat what the list gave
+    if (fresh.length) {
+      lastSeq = fresh[fresh.length - 1].seq;
+      if (view && view.events) view.events(fresh.reverse(), true, m.skipped);
     }
     if (m.changed.includes(id)) again();
   });
