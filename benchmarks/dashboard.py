@@ -27,7 +27,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -99,33 +98,20 @@ def big(args) -> list[dict]:
         print(f"created a {args.jobs + 2:,}-job workflow in {time.perf_counter() - t:.1f} s")
         with serve_dashboard(d.socket) as url:
             conn, headers = login(url)
-            rpc = lambda method, params: (
-                lambda: timed(conn, headers, "POST", "/api/rpc", {"method": method, "params": params})
-            )  # noqa: E731
-            rows.append(
-                {
-                    "what": "server: DAG (/api/graph)",
-                    "ms": median_ms(lambda: timed(conn, headers, "GET", f"/api/graph/{wf}"), args.runs),
-                }
-            )
-            rows.append(
-                {
-                    "what": "server: workflows.show",
-                    "ms": median_ms(rpc("workflows.show", {"workflow_id": wf}), args.runs),
-                }
-            )
-            rows.append(
-                {"what": "server: jobs.count", "ms": median_ms(rpc("jobs.count", {"workflow_id": wf}), args.runs)}
-            )
+
+            def rpc(method: str, params: dict) -> float:
+                return timed(conn, headers, "POST", "/api/rpc", {"method": method, "params": params})
+
+            def row(what: str, fn) -> None:
+                rows.append({"what": what, "ms": median_ms(fn, args.runs)})
+
+            row("server: the DAG (/api/graph)", lambda: timed(conn, headers, "GET", f"/api/graph/{wf}"))
+            row("server: workflows.show", lambda: rpc("workflows.show", {"workflow_id": wf}))
+            row("server: jobs.count", lambda: rpc("jobs.count", {"workflow_id": wf}))
             for sort in ("id", "name", "status"):
                 for offset in (0, args.jobs // 2, args.jobs - 100):
                     page = {"workflow_id": wf, "sort": sort, "limit": 100, "offset": offset}
-                    rows.append(
-                        {
-                            "what": f"server: jobs page by {sort} at {offset:,}",
-                            "ms": median_ms(rpc("jobs.list", page), args.runs),
-                        }
-                    )
+                    row(f"server: jobs page by {sort} at {offset:,}", lambda page=page: rpc("jobs.list", page))
             rows.extend(browser_times(url, wf, args.runs))
     finally:
         d.stop()
@@ -184,7 +170,7 @@ def one_run(jobs: int, dashboards: int) -> dict:
                 for _ in range(dashboards):
                     url = stack.enter_context(serve_dashboard(d.socket))
                     page = browser.new_page()
-                    page.goto(url.replace("/?", f"/?") + f"#/workflow/{wf}/events")
+                    page.goto(url + f"#/workflow/{wf}/events")
                     page.locator("#events").wait_for()
                     pages.append(page)
             cpu = _cpu_seconds(d.proc.pid)

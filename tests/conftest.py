@@ -48,7 +48,7 @@ class Daemon:
     ) -> Daemon:
         env = {**os.environ, **(env or {})}
         env.pop("TORCD_CRASH_AT", None)
-        for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
+        for name in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD", "TORC_REQUIRE_BROWSER"):
             env.pop(name, None)  # keep job environments exactly as users get them
         if crash_at:
             env["TORCD_CRASH_AT"] = crash_at

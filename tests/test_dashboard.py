@@ -14,19 +14,18 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import REPO, run_as
 from tests.dashboard_browser import launch, serve_dashboard
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
 SHOTS = REPO / "docs" / "dashboard"
 LIVE = 20_000  # ms a live update may take to show (the page refreshes at most once a second)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         b = launch(p)
         yield b
         b.close()
@@ -81,7 +80,7 @@ def test_a_pending_failed_job_is_retried_from_its_page_and_the_workflow_complete
         use_pending_failed: true
         jobs:
           - name: flaky
-            command: "if [ -e {tmp_path}/second ]; then echo fine; else touch {tmp_path}/second; echo broke >&2; exit 3; fi"
+            command: "if [ -e {tmp_path}/2nd ]; then echo fine; else touch {tmp_path}/2nd; echo broke >&2; exit 3; fi"
           - name: report
             command: echo report
             depends_on: [flaky]
@@ -103,7 +102,7 @@ def test_a_pending_failed_job_is_retried_from_its_page_and_the_workflow_complete
     daemon.wait(wf, state="done")
     assert daemon.jobs(wf)["flaky"].status == "completed"
     classified = [e for e in daemon.events(wf) if e.kind == "job_classified"]
-    assert classified and "dashboard" in json.dumps([e.message for e in classified])
+    assert [(e.source, e.message) for e in classified] == [("dashboard", "a transient error")]
     expect(page.locator("h1")).to_contain_text("completed", timeout=LIVE)
     assert job.id
 
@@ -186,7 +185,7 @@ def test_a_large_sweep_is_drawn_as_groups_that_open_on_click(daemon, dashboard, 
     page.locator("#expanded a", has_text="open in the job table").click()
     expect(page.locator("#pager")).to_contain_text("of 400")
     page.locator("#next-page").click()
-    expect(page.locator("#pager")).to_have_text("101–200 of 400")
+    expect(page.locator("#pager")).to_have_text("101\N{EN DASH}200 of 400")
     daemon.call("workflows.cancel", {"workflow_id": wf})
 
 
@@ -235,7 +234,7 @@ def test_requests_without_the_session_from_another_origin_or_host_are_refused_an
         got = _request(dashboard, "POST", "/api/rpc", headers, retry)
         assert got[0] == status, (headers, got)
     parts = urllib.parse.urlsplit(dashboard)
-    assert _request(dashboard, path=f"/?token=wrong")[0] == 401
+    assert _request(dashboard, path="/?token=wrong")[0] == 401
     assert _request(dashboard, path="/?" + parts.query, headers={"Host": "attacker.example"})[0] == 403
     assert _request(dashboard, path="/api/stream")[0] == 401
     assert _request(dashboard, path=f"/api/log/{job.id}")[0] == 401
@@ -251,14 +250,15 @@ def test_requests_without_the_session_from_another_origin_or_host_are_refused_an
     assert status == 200 and daemon.jobs(wf)["j"].status != "pending_failed"
 
 
-def test_another_user_on_the_host_gets_nothing_even_with_the_token(daemon, dashboard, other_user, tmp_path):
+def test_another_user_on_the_host_gets_nothing_even_with_the_token(daemon, dashboard, other_user, shared_tmp):
     wf = daemon.submit('name: r\nuse_pending_failed: true\njobs:\n  - {name: j, command: "exit 3"}\n')
     daemon.wait(wf, state="awaiting_classification")
     parts = urllib.parse.urlsplit(dashboard)
-    out = tmp_path / "seen"
+    out = Path(shared_tmp) / "seen"
     out.touch()
-    os.chmod(tmp_path, 0o755)
     os.chmod(out, 0o666)
+
+    origin = f"http://127.0.0.1:{parts.port}"
 
     def attempt() -> None:
         statuses = [
@@ -268,7 +268,7 @@ def test_another_user_on_the_host_gets_nothing_even_with_the_token(daemon, dashb
                 dashboard,
                 "POST",
                 "/api/rpc",
-                {"Origin": f"http://127.0.0.1:{parts.port}"},
+                {"Origin": origin},
                 {"method": "workflows.list"},
             )[0],
         ]
@@ -290,11 +290,16 @@ def test_a_page_on_another_origin_cannot_act_through_the_users_browser(daemon, d
     job = daemon.jobs(wf)["j"]
     page.goto(dashboard)
     expect(page.locator(f"#workflows tr[data-id='{wf}']")).to_be_visible()
-    attack = f"""<html><body><form id=f method=POST action="{dashboard.split("?")[0]}api/rpc"
-        enctype="text/plain"><input name='{{"method":"jobs.retry","params":{{"job_ids":[{job.id}],"x":"' value='"}}}}'>
-        </form><script>fetch("{dashboard.split("?")[0]}api/rpc", {{method: "POST", mode: "no-cors", credentials: "include",
-        body: JSON.stringify({{method: "jobs.retry", params: {{job_ids: [{job.id}]}}}})}}).finally(() => f.submit())</script>
-        </body></html>"""
+    target = dashboard.split("?")[0] + "api/rpc"
+    body = json.dumps({"method": "jobs.retry", "params": {"job_ids": [job.id]}})
+    attack = f"""<html><body>
+        <form id=f method=POST action="{target}" enctype="text/plain">
+          <input name='{{"method":"jobs.retry","params":{{"job_ids":[{job.id}],"x":"' value='"}}}}'>
+        </form>
+        <script>
+          fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include", body: '{body}'}})
+            .finally(() => document.getElementById("f").submit())
+        </script></body></html>"""
 
     class Evil(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:

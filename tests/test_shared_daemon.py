@@ -20,7 +20,7 @@ def spec(name: str, seconds: float) -> str:
 
 def start_run(tmp: Path, name: str, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TORCD_SOCKET": str(tmp / "run" / "torcd.sock"), "TORCD_STATE_DIR": str(tmp / "state")}
-    for var in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD"):
+    for var in ("TORC_REQUIRE_SLURM", "TORC_REQUIRE_SYSTEMD", "TORC_REQUIRE_BROWSER"):
         env.pop(var, None)
     return subprocess.Popen(
         [sys.executable, "-m", "torcctl", "run", *extra, f"{name}.yaml"],

@@ -10,7 +10,7 @@ import socket
 PROC_TABLES = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
 
 
-def _proc_address(host: str, port: int) -> tuple[int, str]:
+def _proc_address(host: str, port: int) -> tuple[socket.AddressFamily, str]:
     """An address as /proc/net/tcp writes it: the IP's 32-bit words in host (little-endian) order."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])
     raw = ip.packed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
+import socket
 import sys
 import webbrowser
 from collections.abc import Callable
@@ -28,15 +29,14 @@ async def open_dashboard(connect: Callable[[], Client], port: int = 0) -> tuple[
     dash = Dashboard(DaemonCalls(connect))
     runner = web.AppRunner(dash.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, HOST, port, backlog=128)
     try:
-        await site.start()
+        sock = socket.create_server((HOST, port), backlog=128)
     except OSError as e:
         await runner.cleanup()
         why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be opened: {e.strerror or e}"
         raise DashboardError(f"port {port} on {HOST} {why}; pick another with --port (0: any free one)") from None
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = sock.getsockname()[1]
+    await web.SockSite(runner, sock).start()
     return runner, f"http://{HOST}:{bound}/?token={dash.sessions.token}"
 
 

@@ -51,7 +51,11 @@ ACTIONS = {
     "workflows.reset_status": False,
     "workflows.cancel": False,
 }
-PLOTS = {"memory.svg": memory_svg, "runtime.svg": runtime_svg, "timeline.svg": timeline_svg}
+PLOTS: dict[str, Callable[[list[AttemptInfo]], str]] = {
+    "memory.svg": memory_svg,
+    "runtime.svg": runtime_svg,
+    "timeline.svg": timeline_svg,
+}
 STATUS_OF = {NotFound: 404, InvalidParams: 400, SpecError: 400, InvalidTransition: 409, Unauthorized: 403}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",

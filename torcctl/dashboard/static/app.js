@@ -242,8 +242,10 @@ function drawGraph(g, onClick) {
     const label = n.label.length > 28 ? n.label.slice(0, 27) + "…" : n.label;
     node.append(h("text", { x: 8, y: 18 }, label));
     const worst = ATTENTION.filter((s) => n.counts[s]).map((s) => `${n.counts[s]} ${s.replace("_", " ")}`).join(", ");
-    const line = n.job_id ? Object.keys(n.counts)[0] || "" : `${n.jobs.toLocaleString()} jobs`;
-    node.append(h("text", { x: 8, y: 36, fill: worst ? "#b00020" : "#6b6b70" }, worst ? `${line} · ${worst}` : line));
+    const line = n.job_id
+      ? (Object.keys(n.counts)[0] || "").replace("_", " ")
+      : `${n.jobs.toLocaleString()} jobs${worst ? ` · ${worst}` : ""}`;
+    node.append(h("text", { x: 8, y: 36, fill: worst ? "#b00020" : "#6b6b70" }, line));
     node.append(h("title", {}, `${n.label}\n` + Object.entries(n.counts).map(([k, v]) => `${k}: ${v}`).join("\n")));
     svg.append(node);
   }
