@@ -364,9 +364,12 @@ def client(args) -> dict:
     return {"client": rows}
 
 
-async def _emulated_workers(socket: str, wf: int, workers: int, cpus: int, jobs: int) -> float:
+async def _emulated_workers(
+    socket: str, wf: int, workers: int, cpus: int, jobs: int, rate: float | None = None
+) -> float:
     """Workers that take jobs and report them done at their next poll, as fast as the daemon
-    answers; seconds from the first poll to the last completion."""
+    answers (or, with `rate`, no faster than that many completions a second in all); seconds
+    from the first poll to the last completion."""
     import aiohttp
 
     done = 0
@@ -404,6 +407,8 @@ async def _emulated_workers(socket: str, wf: int, workers: int, cpus: int, jobs:
                 ]
                 if not exits:
                     await asyncio.sleep(0.01)
+                elif rate:  # report them when the pace allows
+                    await asyncio.sleep(max(0.0, t + (done + len(exits)) / rate - time.perf_counter()))
 
         t = time.perf_counter()
         await asyncio.gather(*(run(w) for w in ids))
