@@ -434,3 +434,30 @@ def test_screenshots_of_the_main_pages_for_the_docs(daemon, dashboard, page, tmp
     page.screenshot(path=SHOTS / "job.png", full_page=True)
     for name in ("workflows", "workflow-graph", "workflow-jobs", "workflow-resources", "job"):
         assert (SHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_workflows_actions_and_their_firings_are_shown(daemon, dashboard, page):
+    wf = daemon.submit(
+        """
+        name: with_actions
+        actions:
+          - trigger_type: on_workflow_start
+            action_type: run_commands
+            commands: [echo starting]
+          - trigger_type: on_workflow_complete
+            action_type: run_commands
+            commands: ["exit 5"]
+        jobs:
+          - {name: a, command: "true"}
+        """
+    )
+    daemon.wait(wf)
+    daemon.wait_for(lambda: all(a["state"] != "armed" for a in daemon.call("actions.list", {"workflow_id": wf})))
+    actions = daemon.call("actions.list", {"workflow_id": wf})
+    assert [(a["index"], a["trigger"], a["state"]) for a in actions] == [
+        (0, "on_workflow_start", "done"),
+        (1, "on_workflow_complete", "failed"),
+    ]
+    page.goto(f"{dashboard}#/workflow/{wf}/actions")
+    expect(page.locator("#actions tr[data-state='failed']")).to_contain_text("exit 5")
+    expect(page.locator("#action-runs")).to_contain_text("action_finished")

@@ -263,6 +263,21 @@ class WorkerInfo(msgspec.Struct):
     running: int  # jobs running on it now
 
 
+class ActionInfo(msgspec.Struct):
+    """A workflow action (Torc's `actions`) and where it stands: armed, running, done or failed,
+    with the run it last fired in and what its last firing said."""
+
+    id: int
+    index: int  # in the spec's `actions`
+    trigger: str
+    action_type: str
+    commands: list[str]
+    persistent: bool
+    state: str
+    run_id: int | None
+    message: str | None
+
+
 class ExplainJob(Params, frozen=True):
     job_id: Id
     exit_codes: Annotated[list[SqlInt], Meta(max_length=100)] | None = None  # default: its attempts' this run

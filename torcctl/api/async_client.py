@@ -14,7 +14,18 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from torcctl.api.client import Client, Stream, Workflow
-from torcctl.api.models import Attempt, DaemonInfo, Event, Explanation, Graph, Job, RecoverResult, UserData, Worker
+from torcctl.api.models import (
+    ActionInfo,
+    Attempt,
+    DaemonInfo,
+    Event,
+    Explanation,
+    Graph,
+    Job,
+    RecoverResult,
+    UserData,
+    Worker,
+)
 
 if TYPE_CHECKING:
     from torcctl.spec_builder import WorkflowSpec
@@ -120,6 +131,9 @@ class AsyncClient:
 
     async def workers(self, workflow_id: int) -> list[Worker]:
         return await asyncio.to_thread(self.client.workers, workflow_id)
+
+    async def actions(self, workflow_id: int) -> list[ActionInfo]:
+        return await asyncio.to_thread(self.client.actions, workflow_id)
 
     async def explain(self, job_id: int, exit_codes: Iterable[int] | None = None) -> Explanation:
         return await asyncio.to_thread(self.client.explain, job_id, exit_codes)

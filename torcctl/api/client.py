@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from torcctl.api.models import (
+    ActionInfo,
     AllocationInfo,
     Attempt,
     DaemonInfo,
@@ -332,6 +333,10 @@ class Client:
     def workers(self, workflow_id: int) -> list[Worker]:
         """The workflow's workers in allocations, with the jobs each runs now."""
         return self.call("workers.list", {"workflow_id": workflow_id}, list[Worker])
+
+    def actions(self, workflow_id: int) -> list[ActionInfo]:
+        """The workflow's actions, each with its state and what its last firing said."""
+        return self.call("actions.list", {"workflow_id": workflow_id}, list[ActionInfo])
 
     def explain(self, job_id: int, exit_codes: Iterable[int] | None = None) -> Explanation:
         """What the job's failure handler would do, attempt by attempt, for these exit codes

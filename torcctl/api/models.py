@@ -9,13 +9,24 @@ from __future__ import annotations
 
 from torcd.core.limits import Adjustment
 from torcd.events import Event, EventBase
-from torcd.protocol import AllocationInfo, Explanation, FileInfo, Graph, GraphEdge, GraphNode, Ping, RecoverResult
+from torcd.protocol import (
+    ActionInfo,
+    AllocationInfo,
+    Explanation,
+    FileInfo,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    Ping,
+    RecoverResult,
+)
 from torcd.protocol import AttemptInfo as Attempt
 from torcd.protocol import JobInfo as Job
 from torcd.protocol import UserDataInfo as UserData
 from torcd.protocol import WorkerInfo as Worker
 
 __all__ = [
+    "ActionInfo",
     "Adjustment",
     "AllocationInfo",
     "Attempt",

@@ -40,6 +40,7 @@ READS = frozenset(
         "events.list",
         "allocations.list",
         "workers.list",
+        "actions.list",
     }
 )
 # Changes, each by the method the CLI uses; True: the daemon records who asked (`source`).

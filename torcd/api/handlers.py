@@ -17,6 +17,7 @@ import structlog
 
 from torcd import protocol as p
 from torcd.config import Config
+from torcd.core.actions import Action
 from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import Capacity, Requirements, format_bytes, parse_duration, parse_memory, shortfalls
 from torcd.core.retry import simulate
@@ -323,6 +324,25 @@ class Handlers:
         rows = await self.queries.workers(params.workflow_id)
         return [p.WorkerInfo(**{f: r[f] for f in p.WorkerInfo.__struct_fields__}) for r in rows]
 
+    async def list_actions(self, params: p.WorkflowRef) -> list[p.ActionInfo]:
+        out = []
+        for r in await self.queries.actions(params.workflow_id):
+            a = msgspec.json.decode(r["spec"], type=Action)
+            out.append(
+                p.ActionInfo(
+                    r["id"],
+                    a.index,
+                    a.trigger,
+                    a.action_type,
+                    a.commands,
+                    a.persistent,
+                    r["state"],
+                    r["run_id"],
+                    r["message"],
+                )
+            )
+        return out
+
     async def explain_job(self, params: p.ExplainJob) -> p.Explanation:
         """What the job's failure handler would do with these exit codes (default: its attempts')."""
         h = await self.queries.failure_handling(params.job_id)
@@ -453,6 +473,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "allocations.submit": (p.SubmitAllocations, lambda h: h.submit_allocations),
     "allocations.list": (p.WorkflowRef, lambda h: h.list_allocations),
     "workers.list": (p.WorkflowRef, lambda h: h.list_workers),
+    "actions.list": (p.WorkflowRef, lambda h: h.list_actions),
     "workers.register": (p.RegisterWorker, lambda h: h.register_worker),
     "workers.poll": (p.WorkerPoll, lambda h: h.worker_poll),
     "workers.finish": (p.WorkerFinish, lambda h: h.finish_worker),

@@ -269,6 +269,11 @@ class Queries:
             (wf,),
         )
 
+    async def actions(self, wf: int) -> list[sqlite3.Row]:
+        """The workflow's actions in spec order, each with its state and last firing."""
+        await self.workflow(wf)
+        return await self.db.rows("SELECT * FROM actions WHERE workflow_id = ? ORDER BY idx", (wf,))
+
     async def failure_handling(self, job_id: int) -> FailureHandling:
         """What the retry engine decides a job's failures by: its handler's rules and its
         workflow's use_pending_failed; and the exits of its attempts in the current run."""

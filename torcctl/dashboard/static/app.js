@@ -139,7 +139,7 @@ async function workflowsPage() {
 
 // -- one workflow --
 
-const TABS = ["graph", "jobs", "events", "allocations", "resources"];
+const TABS = ["graph", "jobs", "events", "actions", "allocations", "resources"];
 
 async function workflowPage(id, tab = "graph", query = {}) {
   const state = { id, tab };
@@ -158,7 +158,7 @@ async function workflowPage(id, tab = "graph", query = {}) {
         STATUSES.filter((s) => wf.counts[s]).map((s) => chip(s, wf.counts[s], ATTENTION.includes(s)))),
       workflowActions(id, refreshAll));
   }
-  const render = { graph: graphTab, jobs: jobsTab, events: eventsTab, allocations: allocationsTab, resources: resourcesTab }[tab];
+  const render = { graph: graphTab, jobs: jobsTab, events: eventsTab, actions: actionsTab, allocations: allocationsTab, resources: resourcesTab }[tab];
   const view = await render(panel, id, state, query);
   async function refreshAll() { await refreshHead(); if (view && view.refresh) await view.refresh(); }
   const again = throttled(refreshAll);
@@ -345,6 +345,31 @@ async function eventsTab(panel) {
       if (skipped) log.prepend(h("div", { class: "muted" }, `… ${skipped} more events (see \`torcctl events\`)`));
       log.prepend(...list.map((e) => eventLine(e, fresh)));
       while (log.childElementCount > 2000) log.lastChild.remove();
+    },
+  };
+}
+
+// -- workflow actions and their firings --
+
+async function actionsTab(panel, id) {
+  const runs = h("div", { class: "events", id: "action-runs" });
+  const table = h("div");
+  panel.replaceChildren(table, h("h2", {}, "Firings"), runs);
+  async function refresh() {
+    const actions = await rpc("actions.list", { workflow_id: id });
+    table.replaceChildren(actions.length
+      ? h("table", { id: "actions" }, h("thead", {}, h("tr", {}, ["#", "when", "does", "state", "run", "last said"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, actions.map((a) => h("tr", { "data-state": a.state },
+          h("td", { class: "num" }, a.index), h("td", {}, a.trigger.replaceAll("_", " ") + (a.persistent ? " (every run)" : "")),
+          h("td", {}, a.action_type === "run_commands" ? h("pre", { class: "command" }, a.commands.join("\n")) : a.action_type),
+          h("td", { class: "state" }, a.state), h("td", { class: "num" }, a.run_id ?? ""), h("td", { class: "muted" }, a.message || "")))))
+      : h("p", { class: "muted" }, "This workflow has no actions."));
+  }
+  await refresh();
+  return {
+    refresh,
+    events(list, fresh) {
+      runs.prepend(...list.filter((e) => e.kind.startsWith("action_")).map((e) => eventLine(e, fresh)));
     },
   };
 }
