@@ -69,6 +69,7 @@ def test_the_workflow_list_renders_and_updates_live_when_a_job_completes(daemon,
     (tmp_path / "gate").touch()
     expect(row.locator(".progress")).to_have_text("2 / 2", timeout=LIVE)
     expect(row.locator(".state")).to_have_text("done", timeout=LIVE)
+    expect(row.locator(".ended")).not_to_be_empty()
     page.reload()  # the session cookie, not the token, keeps the page open
     expect(row.locator(".progress")).to_have_text("2 / 2")
 

@@ -348,6 +348,7 @@ class WorkflowSummary(msgspec.Struct):
     user: str | None = None
     project: str | None = None
     metadata: dict | None = None
+    last_event: float | None = None  # when its latest event happened (for a finished workflow: its end)
 
 
 class JobInfo(msgspec.Struct, omit_defaults=True):

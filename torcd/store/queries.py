@@ -72,6 +72,10 @@ class FailureHandling(NamedTuple):
     exits: list[tuple[int, str | None]]  # (return code, cause) of each attempt of its current run
 
 
+# The time of a workflow's latest event: one step down the events index per workflow.
+_LAST_EVENT = """(SELECT json_extract(CAST(e.body AS TEXT), '$.time') FROM events e
+                  WHERE e.workflow_id = w.id ORDER BY e.seq DESC LIMIT 1) AS last_event"""
+
 RECOVERY_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)  # seconds
 RUNTIME_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 86400)  # seconds
 MEMORY_BUCKETS = tuple(1 << n for n in range(24, 41, 2))  # 16 MiB to 1 TiB, by fours
@@ -112,7 +116,7 @@ class Queries:
         return labelled(await self.db.rows(COUNTS, (wf,)))
 
     async def workflow(self, wf: int) -> WorkflowSummary:
-        rows = await self.db.rows("SELECT * FROM workflows WHERE id = ?", (wf,))
+        rows = await self.db.rows(f"SELECT w.*, {_LAST_EVENT} FROM workflows w WHERE id = ?", (wf,))
         if not rows:
             raise NotFound(f"no workflow {wf}")
         return _summary(rows[0], await self._counts(wf))
@@ -123,7 +127,7 @@ class Queries:
         return os.path.join(rows[0][0], "resource_plots") if rows else None
 
     async def workflows(self) -> list[WorkflowSummary]:
-        rows = await self.db.rows("SELECT * FROM workflows ORDER BY id")
+        rows = await self.db.rows(f"SELECT w.*, {_LAST_EVENT} FROM workflows w ORDER BY id")
         counts: dict[int, list] = collections.defaultdict(list)
         for wf, status, n in await self.db.rows(
             "SELECT workflow_id, status, count(*) FROM jobs GROUP BY workflow_id, status"
@@ -347,6 +351,7 @@ def _summary(r: sqlite3.Row, counts: dict[str, int]) -> WorkflowSummary:
         user=about.get("user"),
         project=about.get("project"),
         metadata=about.get("metadata"),
+        last_event=r["last_event"],
     )
 
 

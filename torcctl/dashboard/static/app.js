@@ -113,7 +113,7 @@ async function workflowsPage() {
   const body = h("tbody");
   main.replaceChildren(h("h1", {}, "Workflows"),
     h("table", { id: "workflows" }, h("thead", {}, h("tr", {},
-      ["id", "name", "state", "progress", "jobs", "pending failed", "failed", "created"].map((c) =>
+      ["id", "name", "state", "progress", "jobs", "pending failed", "failed", "created", "ended / last event"].map((c) =>
         h("th", { class: ["id", "pending failed", "failed"].includes(c) ? "num" : "" }, c)))), body));
   async function refresh() {
     const wfs = await rpc("workflows.list");
@@ -128,9 +128,10 @@ async function workflowsPage() {
         h("td", {}, STATUSES.filter((s) => c[s] && !ATTENTION.includes(s)).map((s) => chip(s, c[s]))),
         h("td", { class: "num pending-failed" }, c.pending_failed ? chip("pending_failed", c.pending_failed, true) : "0"),
         h("td", { class: "num failed" }, c.failed ? chip("failed", c.failed, true) : "0"),
-        h("td", {}, when(w.created)));
+        h("td", {}, when(w.created)),
+        h("td", { class: "ended" }, w.state === "active" ? h("span", { class: "muted" }, when(w.last_event)) : when(w.last_event)));
     }));
-    if (!wfs.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No workflows yet: `torcctl submit SPEC`.")));
+    if (!wfs.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No workflows yet: `torcctl submit SPEC`.")));
   }
   const again = throttled(refresh);
   follow(null, (m) => { if (m.changed.length) again(); });
