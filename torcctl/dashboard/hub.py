@@ -42,6 +42,7 @@ class Hub:
         self.skipped = 0
         self.last_seq = 0
         self.upstream_error = ""
+        self.since = time.time()  # the first stream opens on the daemon's recent events: not news
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = threading.Event()
@@ -85,6 +86,8 @@ class Hub:
     def _arrive(self, event: dict[str, Any]) -> None:
         self.last_seq = max(self.last_seq, event.get("seq", 0))
         self.upstream_error = ""
+        if event.get("time", self.since) < self.since:
+            return
         self.changed.add(event["workflow_id"])
         if len(self.pending) == self.pending.maxlen:
             self.skipped += 1

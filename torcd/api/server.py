@@ -25,6 +25,7 @@ from torcd.store.queries import Queries
 
 log = structlog.get_logger("torcd.api.server")
 _encode = msgspec.json.Encoder().encode
+ENCODED_KEPT = 4096  # events whose lines are kept for the other streams
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -53,6 +54,16 @@ class ServerState:
         self.admin_token: str | None = None  # of the TCP door, once it is open
         self.requests_in_flight = 0  # RPC requests being served
         self.streams: dict[object, int] = {}  # open event streams -> the workflow each follows
+        self.lines: dict[int, bytes] = {}  # recent events as NDJSON lines, by seq: encoded once for every stream
+
+    def line(self, event: Any) -> bytes:
+        """An event as one NDJSON line, encoded once however many streams follow it."""
+        line = self.lines.get(event.seq)
+        if line is None:
+            line = self.lines[event.seq] = _encode(event) + b"\n"
+            if len(self.lines) > ENCODED_KEPT:
+                del self.lines[next(iter(self.lines))]
+        return line
 
 
 def build_app(state: ServerState) -> web.Application:
@@ -215,7 +226,7 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
         for event in backlog:
             last = event.seq
             if not kinds or event.kind in kinds:
-                await resp.write(_encode(event) + b"\n")
+                await resp.write(state.line(event))
         # The log may hold idle points the workflow has left since (a reset, a retried job):
         # the stream ends at the next one, or now if the workflow is idle now. Events committed
         # after the backlog was read are already queued for us, so none is missed.
@@ -236,7 +247,7 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
             if batch:
                 try:
                     await asyncio.wait_for(
-                        resp.write(b"".join(_encode(e) + b"\n" for e in batch)), state.config.watch_write_timeout
+                        resp.write(b"".join(state.line(e) for e in batch)), state.config.watch_write_timeout
                     )
                 except TimeoutError:
                     log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="not reading")
