@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 import socket
 import sys
@@ -40,6 +41,12 @@ async def open_dashboard(connect: Callable[[], Client], port: int = 0) -> tuple[
     return runner, f"http://{HOST}:{bound}/?token={dash.sessions.token}"
 
 
+def has_display() -> bool:
+    """A graphical browser could open here. On a login node over SSH there is none, and Python's
+    webbrowser would start a text browser (lynx, w3m) in the terminal instead."""
+    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def serve_until_stopped(connect: Callable[[], Client], port: int, browser: bool) -> int:
     """`torcctl dashboard`: the URL on the first line of output, a browser unless told not to."""
 
@@ -47,7 +54,7 @@ def serve_until_stopped(connect: Callable[[], Client], port: int, browser: bool)
         runner, url = await open_dashboard(connect, port)
         print(url, flush=True)
         print("the dashboard serves until Ctrl-C; from a laptop, see docs/dashboard.md (an SSH tunnel)", flush=True)
-        if browser:
+        if browser and has_display():
             webbrowser.open(url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
