@@ -194,6 +194,8 @@ class Dashboard:
         if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
             return _error(400, 'the body must be {"method": ..., "params": {...}}')
         method, params = body.get("method"), dict(body.get("params") or {})
+        if not isinstance(method, str):
+            return _error(400, 'the body must be {"method": "a method\'s name", "params": {...}}')
         if method in ACTIONS:
             if ACTIONS[method]:
                 params["source"] = "dashboard"
