@@ -239,6 +239,8 @@ class Dashboard:
             rows = await self.calls.call("workflows.results", {"workflow_id": wf})
         except RpcError as e:
             return _refused(e)
+        except TorcError as e:  # the daemon is gone or unreachable
+            return _error(502, str(e))
         svg = await self.calls.run(lambda: draw(msgspec.convert(rows, list[AttemptInfo])))
         return web.Response(text=svg, content_type="image/svg+xml")
 
@@ -283,6 +285,8 @@ class Dashboard:
             )
         except RpcError as e:
             return _refused(e)
+        except TorcError as e:  # the daemon is gone or unreachable
+            return _error(502, str(e))
         except ValueError as e:
             return _error(404, str(e))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})
