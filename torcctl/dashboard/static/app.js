@@ -265,11 +265,11 @@ async function expandGroup(box, id, n) {
 
 async function jobsTab(panel, id, state, query) {
   const q = { status: query.status || "", name: query.name || "", template: query.template || "", sort: "id", descending: false, offset: 0 };
-  const status = h("select", { id: "status-filter", onchange: () => { q.status = status.value; q.offset = 0; refresh(); } },
+  const status = h("select", { id: "status-filter", onchange: () => { q.status = status.value; q.offset = 0; selected.clear(); refresh(); } },
     h("option", { value: "" }, "any status"), STATUSES.map((s) => h("option", { value: s, selected: s === q.status }, s)));
   let typing;
   const name = h("input", { id: "name-filter", placeholder: "name contains", value: q.name,
-    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { q.name = name.value; q.offset = 0; refresh(); }, 250); } });
+    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { q.name = name.value; q.offset = 0; selected.clear(); refresh(); }, 250); } });
   const pager = h("span", { class: "muted", id: "pager" });
   const prev = h("button", { onclick: () => { q.offset = Math.max(0, q.offset - PAGE); refresh(); } }, "‹ prev");
   const next = h("button", { id: "next-page", onclick: () => { q.offset += PAGE; refresh(); } }, "next ›");
@@ -289,7 +289,7 @@ async function jobsTab(panel, id, state, query) {
     ["exit", null], ["handler", null], ["template", "template"], ["reason", null]];
   const headRow = h("tr", {}, cols.map(([label, key]) => h("th", {
     class: key ? `sortable ${q.sort === key ? "sorted" : ""}` : "", "data-sort": key,
-    onclick: key ? () => { q.descending = q.sort === key ? !q.descending : false; q.sort = key; q.offset = 0; refresh(); } : null,
+    onclick: key ? () => { q.descending = q.sort === key ? !q.descending : false; q.sort = key; q.offset = 0; selected.clear(); refresh(); } : null,
   }, label)));
   const filterNote = h("span", { class: "muted" });
   panel.replaceChildren(
