@@ -421,9 +421,14 @@ async function jobPage(id) {
   crumbs(h("a", { href: "#/" }, "workflows"), h("a", { href: `#/workflow/${wf.id}` }, `${wf.name} (#${wf.id})`),
     h("a", { href: `#/job/${id}` }, job.name));
   const head = h("div"), attempts = h("div"), explain = h("div"), logs = h("div");
-  main.replaceChildren(head, h("h2", {}, "Attempts"), attempts, h("h2", {}, "What its failure handler does"), explain,
-    h("h2", {}, "Logs"), logs);
   const reason = reasonInput();
+  // Built once and shown or hidden, never rebuilt: a live refresh must not take the reason box
+  // out of the page (and its focus with it) while the user types.
+  const retryButton = h("button", { class: "primary", id: "retry-job", onclick: () => act("jobs.retry") }, "Retry");
+  const failButton = h("button", { class: "danger", id: "fail-job", onclick: () => act("jobs.fail") }, "Fail");
+  const actions = h("div", { class: "toolbar" }, reason, retryButton, failButton);
+  main.replaceChildren(head, actions, h("h2", {}, "Attempts"), attempts, h("h2", {}, "What its failure handler does"), explain,
+    h("h2", {}, "Logs"), logs);
   const act = async (method) => {
     try {
       const r = await rpc(method, { job_ids: [id], reason: reason.value });
@@ -440,10 +445,9 @@ async function jobPage(id) {
         h("dt", {}, "failure handler"), h("dd", {}, j.failure_handler || "none"),
         h("dt", {}, "limits"), h("dd", {}, `${j.num_cpus} cpu, ${bytes(j.memory_bytes) || "no memory limit"}, ${seconds(j.runtime_seconds) || "no runtime limit"}`),
         j.reason ? [h("dt", {}, "reason"), h("dd", {}, j.reason)] : null,
-        h("dt", {}, "command"), h("dd", {}, h("pre", { class: "command" }, j.command))),
-      ATTENTION.includes(j.status) ? h("div", { class: "toolbar" }, reason,
-        h("button", { class: "primary", id: "retry-job", onclick: () => act("jobs.retry") }, "Retry"),
-        j.status === "pending_failed" ? h("button", { class: "danger", id: "fail-job", onclick: () => act("jobs.fail") }, "Fail") : null) : null);
+        h("dt", {}, "command"), h("dd", {}, h("pre", { class: "command" }, j.command))));
+    actions.style.display = ATTENTION.includes(j.status) ? "" : "none";
+    failButton.style.display = j.status === "pending_failed" ? "" : "none";
     const atts = await rpc("jobs.attempts", { job_id: id });
     attempts.replaceChildren(atts.length ? h("table", { id: "attempts" }, h("thead", {}, h("tr", {},
       ["run", "attempt", "host", "started", "ran", "exit", "cause", "rule", "action", "recovery", "peak memory", "cpu time", "message"].map((c) => h("th", {}, c)))),
