@@ -102,7 +102,10 @@ function throttled(fn, ms = 1000) {
   return () => {
     if (timer) return;
     const wait = Math.max(0, last + ms - Date.now());
-    timer = setTimeout(async () => { timer = null; last = Date.now(); await fn(); }, wait);
+    timer = setTimeout(async () => {
+      timer = null; last = Date.now();
+      try { await fn(); } catch (e) { toast(e.message, true); }  // the daemon may be restarting
+    }, wait);
   };
 }
 
