@@ -112,3 +112,25 @@ def test_a_workflow_deleted_while_viewed_says_so(daemon, dashboard, page, tmp_pa
     daemon.call("workflows.delete", {"workflow_id": wf})
     # Not a stale page that still offers to retry and cancel what is gone.
     expect(page.locator("body")).to_contain_text(f"no workflow {wf}", timeout=LIVE)
+
+
+def test_a_deeply_nested_body_is_refused_with_400_not_a_traceback(daemon, dashboard):
+    import http.client
+    import urllib.parse
+
+    cookie, csrf, host = _session(dashboard)
+    parts = urllib.parse.urlsplit(dashboard)
+    deep = b'{"method": "workflows.list", "params": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    try:
+        conn.request(
+            "POST",
+            "/api/rpc",
+            deep,
+            {"Content-Type": "application/json", "Cookie": cookie, "X-Torc-CSRF": csrf, "Origin": f"http://{host}"},
+        )
+        resp = conn.getresponse()
+        status, text = resp.status, resp.read().decode()
+    finally:
+        conn.close()
+    assert status == 400 and "JSON" in text, (status, text)
