@@ -189,7 +189,7 @@ class Dashboard:
     async def rpc(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested too deep: not ours
             return _error(400, 'the body must be JSON: {"method": ..., "params": {...}}')
         if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
             return _error(400, 'the body must be {"method": ..., "params": {...}}')
