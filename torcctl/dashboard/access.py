@@ -39,7 +39,10 @@ class Verdict:
 def host_name(host: str) -> str:
     """`localhost:8080` → `localhost`; `[::1]:80` → `[::1]`."""
     if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
+        end = host.find("]") + 1
+        if end and (end == len(host) or host[end] == ":"):
+            return host[:end]
+        return host  # `[::1]evil.example`: not a bracketed address and a port
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 

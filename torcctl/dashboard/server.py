@@ -190,11 +190,13 @@ class Dashboard:
     async def rpc(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # nested too deep: not ours
             return _error(400, 'the body must be JSON: {"method": ..., "params": {...}}')
         if not isinstance(body, dict) or not isinstance(body.get("params", {}), dict):
             return _error(400, 'the body must be {"method": ..., "params": {...}}')
         method, params = body.get("method"), dict(body.get("params") or {})
+        if not isinstance(method, str):
+            return _error(400, 'the body must be {"method": "a method\'s name", "params": {...}}')
         if method in ACTIONS:
             if ACTIONS[method]:
                 params["source"] = "dashboard"
@@ -238,6 +240,8 @@ class Dashboard:
             rows = await self.calls.call("workflows.results", {"workflow_id": wf})
         except RpcError as e:
             return _refused(e)
+        except TorcError as e:  # the daemon is gone or unreachable
+            return _error(502, str(e))
         svg = await self.calls.run(lambda: draw(msgspec.convert(rows, list[AttemptInfo])))
         return web.Response(text=svg, content_type="image/svg+xml")
 
@@ -282,6 +286,8 @@ class Dashboard:
             )
         except RpcError as e:
             return _refused(e)
+        except TorcError as e:  # the daemon is gone or unreachable
+            return _error(502, str(e))
         except ValueError as e:
             return _error(404, str(e))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})

@@ -102,7 +102,10 @@ function throttled(fn, ms = 1000) {
   return () => {
     if (timer) return;
     const wait = Math.max(0, last + ms - Date.now());
-    timer = setTimeout(async () => { timer = null; last = Date.now(); await fn(); }, wait);
+    timer = setTimeout(async () => {
+      timer = null; last = Date.now();
+      try { await fn(); } catch (e) { toast(e.message, true); }  // the daemon may be restarting
+    }, wait);
   };
 }
 
@@ -266,11 +269,11 @@ async function expandGroup(box, id, n) {
 
 async function jobsTab(panel, id, state, query) {
   const q = { status: query.status || "", name: query.name || "", template: query.template || "", sort: "id", descending: false, offset: 0 };
-  const status = h("select", { id: "status-filter", onchange: () => { q.status = status.value; q.offset = 0; refresh(); } },
+  const status = h("select", { id: "status-filter", onchange: () => { q.status = status.value; q.offset = 0; selected.clear(); refresh(); } },
     h("option", { value: "" }, "any status"), STATUSES.map((s) => h("option", { value: s, selected: s === q.status }, s)));
   let typing;
   const name = h("input", { id: "name-filter", placeholder: "name contains", value: q.name,
-    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { q.name = name.value; q.offset = 0; refresh(); }, 250); } });
+    oninput: () => { clearTimeout(typing); typing = setTimeout(() => { q.name = name.value; q.offset = 0; selected.clear(); refresh(); }, 250); } });
   const pager = h("span", { class: "muted", id: "pager" });
   const prev = h("button", { onclick: () => { q.offset = Math.max(0, q.offset - PAGE); refresh(); } }, "‹ prev");
   const next = h("button", { id: "next-page", onclick: () => { q.offset += PAGE; refresh(); } }, "next ›");
@@ -290,7 +293,7 @@ async function jobsTab(panel, id, state, query) {
     ["exit", null], ["handler", null], ["template", "template"], ["reason", null]];
   const headRow = h("tr", {}, cols.map(([label, key]) => h("th", {
     class: key ? `sortable ${q.sort === key ? "sorted" : ""}` : "", "data-sort": key,
-    onclick: key ? () => { q.descending = q.sort === key ? !q.descending : false; q.sort = key; q.offset = 0; refresh(); } : null,
+    onclick: key ? () => { q.descending = q.sort === key ? !q.descending : false; q.sort = key; q.offset = 0; selected.clear(); refresh(); } : null,
   }, label)));
   const filterNote = h("span", { class: "muted" });
   panel.replaceChildren(
@@ -447,9 +450,14 @@ async function jobPage(id) {
   crumbs(h("a", { href: "#/" }, "workflows"), h("a", { href: `#/workflow/${wf.id}` }, `${wf.name} (#${wf.id})`),
     h("a", { href: `#/job/${id}` }, job.name));
   const head = h("div"), attempts = h("div"), explain = h("div"), logs = h("div");
-  main.replaceChildren(head, h("h2", {}, "Attempts"), attempts, h("h2", {}, "What its failure handler does"), explain,
-    h("h2", {}, "Logs"), logs);
   const reason = reasonInput();
+  // Built once and shown or hidden, never rebuilt: a live refresh must not take the reason box
+  // out of the page (and its focus with it) while the user types.
+  const retryButton = h("button", { class: "primary", id: "retry-job", onclick: () => act("jobs.retry") }, "Retry");
+  const failButton = h("button", { class: "danger", id: "fail-job", onclick: () => act("jobs.fail") }, "Fail");
+  const actions = h("div", { class: "toolbar" }, reason, retryButton, failButton);
+  main.replaceChildren(head, actions, h("h2", {}, "Attempts"), attempts, h("h2", {}, "What its failure handler does"), explain,
+    h("h2", {}, "Logs"), logs);
   const act = async (method) => {
     try {
       const r = await rpc(method, { job_ids: [id], reason: reason.value });
@@ -466,10 +474,9 @@ async function jobPage(id) {
         h("dt", {}, "failure handler"), h("dd", {}, j.failure_handler || "none"),
         h("dt", {}, "limits"), h("dd", {}, `${j.num_cpus} cpu, ${bytes(j.memory_bytes) || "no memory limit"}, ${seconds(j.runtime_seconds) || "no runtime limit"}`),
         j.reason ? [h("dt", {}, "reason"), h("dd", {}, j.reason)] : null,
-        h("dt", {}, "command"), h("dd", {}, h("pre", { class: "command" }, j.command))),
-      ATTENTION.includes(j.status) ? h("div", { class: "toolbar" }, reason,
-        h("button", { class: "primary", id: "retry-job", onclick: () => act("jobs.retry") }, "Retry"),
-        j.status === "pending_failed" ? h("button", { class: "danger", id: "fail-job", onclick: () => act("jobs.fail") }, "Fail") : null) : null);
+        h("dt", {}, "command"), h("dd", {}, h("pre", { class: "command" }, j.command))));
+    actions.style.display = ATTENTION.includes(j.status) ? "" : "none";
+    failButton.style.display = j.status === "pending_failed" ? "" : "none";
     const atts = await rpc("jobs.attempts", { job_id: id });
     attempts.replaceChildren(atts.length ? h("table", { id: "attempts" }, h("thead", {}, h("tr", {},
       ["run", "attempt", "host", "started", "ran", "exit", "cause", "rule", "action", "recovery", "peak memory", "cpu time", "message"].map((c) => h("th", {}, c)))),
