@@ -49,6 +49,10 @@ ACCESS = [
     (Seen("POST", HOST, origin=ORIGIN, session=SID, csrf="guess"), "refuse", 403),
     (Seen("POST", HOST, origin=ORIGIN, token="the-token", csrf=CSRF), "refuse", 401),  # the token opens no change
     (Seen("POST", HOST, origin=ORIGIN, csrf=CSRF), "refuse", 401),
+    (Seen("GET", HOST, origin=ORIGIN, session=SID, websocket=True), "allow", 200),
+    (Seen("GET", HOST, session=SID, websocket=True), "refuse", 403),  # no Origin: not the page's
+    (Seen("GET", HOST, origin="http://evil.example", session=SID, websocket=True), "refuse", 403),
+    (Seen("GET", HOST, origin=ORIGIN, token="the-token", websocket=True), "refuse", 401),
 ]
 
 

@@ -27,6 +27,7 @@ class Seen:
     session: str | None = None  # the cookie
     csrf: str | None = None  # the X-Torc-CSRF header
     peer_is_user: bool = True  # the connection comes from a process of this user
+    websocket: bool = False  # a WebSocket upgrade: no CORS guards it, so its Origin must be ours
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,16 @@ def judge(seen: Seen, sessions: Sessions) -> Verdict:
     if seen.host is None or host_name(seen.host.lower()) not in LOOPBACK_NAMES:
         return Verdict("refuse", 403, "the Host header is not this machine's loopback address")
     if sessions.known(seen.session):
-        if seen.method in SAFE_METHODS:
+        if seen.method in SAFE_METHODS and not seen.websocket:
             return Verdict("allow")
         if seen.origin is None or seen.origin.lower() != f"http://{seen.host.lower()}":
-            return Verdict("refuse", 403, "a change must come from the dashboard's own page (Origin)")
+            return Verdict("refuse", 403, "a change or a live stream must come from the dashboard's own page (Origin)")
+        if seen.websocket:
+            return Verdict("allow")
         if not sessions.csrf_matches(seen.session, seen.csrf):
             return Verdict("refuse", 403, "a change must carry the page's CSRF token")
         return Verdict("allow")
-    if seen.token is not None and seen.method in SAFE_METHODS:
+    if seen.token is not None and seen.method in SAFE_METHODS and not seen.websocket:
         if sessions.token_matches(seen.token):
             return Verdict("login")
         return Verdict("refuse", 401, "wrong token: open the URL that `torcctl dashboard` printed")

@@ -1,6 +1,6 @@
 """The dashboard's HTTP side: its page and assets, and a door to the daemon's own RPC methods
 (a fixed list; actions are recorded with `source: dashboard`), the DAG placed for drawing,
-resource plots, live events (Server-Sent Events) and logs followed. It only translates: every
+resource plots, live events (WebSockets) and logs followed. It only translates: every
 read and every change is a call the CLI makes too."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -20,7 +20,7 @@ from torcctl.api.client import Client, attempt_log_path
 from torcctl.api.models import Attempt
 from torcctl.dashboard import logs
 from torcctl.dashboard.access import Seen, Sessions, judge
-from torcctl.dashboard.hub import Hub
+from torcctl.dashboard.hub import Hub, Subscriber
 from torcctl.dashboard.layout import NODE_HEIGHT, NODE_WIDTH, place, size
 from torcctl.dashboard.peers import peer_uid
 from torcctl.errors import InvalidParams, InvalidTransition, NotFound, RpcError, SpecError, TorcError, Unauthorized
@@ -59,7 +59,8 @@ PLOTS: dict[str, Callable[[list[AttemptInfo]], str]] = {
 }
 STATUS_OF = {NotFound: 404, InvalidParams: 400, SpecError: 400, InvalidTransition: 409, Unauthorized: 403}
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+    "connect-src 'self' ws://127.0.0.1:* ws://localhost:* ws://[::1]:*",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token in the first URL goes nowhere
@@ -142,6 +143,7 @@ class Dashboard:
             session=request.cookies.get(self.cookie_name(request)),
             csrf=request.headers.get("X-Torc-CSRF"),
             peer_is_user=_peer_is_user(request),
+            websocket=request.headers.get("Upgrade", "").lower() == "websocket",
         )
         verdict = judge(seen, self.sessions)
         if verdict.outcome == "refuse":
@@ -248,24 +250,14 @@ class Dashboard:
     # -- live --
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Live updates over a WebSocket (a browser caps plain HTTP at six connections to a host,
+        which a few tabs holding streams would use up; WebSockets have a pool of their own)."""
         wf = request.query.get("workflow_id")
         sub = self.hub.subscribe(_positive(wf) if wf else None)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})
-        await resp.prepare(request)
         try:
-            await resp.write(b"retry: 2000\n: connected\n\n")
-            while not sub.dropped:
-                try:
-                    message = await asyncio.wait_for(sub.queue.get(), 15)
-                except TimeoutError:
-                    await resp.write(b": idle\n\n")  # notices a browser gone
-                    continue
-                await resp.write(b"data: " + msgspec.json.encode(message) + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+            return await _send_until_closed(request, _messages(sub))
         finally:
             self.hub.unsubscribe(sub)
-        return resp
 
     async def log(self, request: web.Request) -> web.StreamResponse:
         """A job attempt's stdout, stderr or recovery log, followed; the path comes from the
@@ -290,15 +282,37 @@ class Dashboard:
             return _error(502, str(e))
         except ValueError as e:
             return _error(404, str(e))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})
-        await resp.prepare(request)
-        try:
-            await resp.write(b"retry: 2000\n: following\n\n")
-            async for piece in logs.follow(path):
-                await resp.write(b"data: " + msgspec.json.encode(piece) + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
+        return await _send_until_closed(request, logs.follow(path))
+
+
+async def _messages(sub: Subscriber) -> AsyncIterator[Any]:
+    while not sub.dropped:
+        yield await sub.queue.get()
+
+
+async def _send_until_closed(request: web.Request, messages: AsyncIterator[Any]) -> web.WebSocketResponse:
+    """Send each message as JSON until the browser closes the socket (its close frame is only
+    seen by reading, hence the reader beside the sender) or the messages end."""
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
+    await ws.prepare(request)
+
+    async def send() -> None:
+        async for message in messages:
+            await ws.send_bytes(msgspec.json.encode(message))
+
+    async def read() -> None:
+        async for _ in ws:  # the browser sends nothing; this sees its close
             pass
-        return resp
+
+    tasks = [asyncio.ensure_future(send()), asyncio.ensure_future(read())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ws.close()
+    return ws
 
 
 def _positive(text: str) -> int:
@@ -307,7 +321,10 @@ def _positive(text: str) -> int:
     except ValueError:
         n = 0
     if not 0 < n < 2**63:
-        raise web.HTTPBadRequest(text=f"not an id: {text[:40]!r}")
+        raise web.HTTPBadRequest(
+            text=msgspec.json.encode({"error": {"message": f"not an id: {text[:40]!r}"}}).decode(),
+            content_type="application/json",
+        )
     return n
 
 

@@ -84,17 +84,49 @@ function crumbs(...parts) {
   nav.replaceChildren(...parts.flatMap((p, i) => [i ? " / " : "", p]));
 }
 
-// -- live updates: one EventSource per page; refreshes are throttled to one a second --
+// -- live updates: WebSockets (they do not count against the browser's six HTTP connections to a
+// host, so many tabs stay usable); each reopens after a cut. Refreshes are throttled to one a
+// second. What a page opens is closed when the page changes.
 
-let live = null;
+const opened = [];  // sockets and timers of the page shown now
+
+function socket(path, onMessage, onState = () => {}) {
+  let ws = null, closed = false, delay = 250;
+  const open = () => {
+    ws = new WebSocket(`ws://${location.host}${path}`);
+    ws.onopen = () => { delay = 250; onState(true); };
+    ws.onmessage = async (m) => onMessage(JSON.parse(await m.data.text()));
+    ws.onclose = () => {
+      onState(false);
+      if (!closed) setTimeout(() => { if (!closed) open(); }, delay = Math.min(2 * delay, 5000));
+    };
+  };
+  open();
+  const handle = { close() { closed = true; ws.close(); } };
+  opened.push(handle);
+  return handle;
+}
+
+function every(ms, fn) {
+  const t = setInterval(fn, ms);
+  opened.push({ close() { clearInterval(t); } });
+}
+
+function closePage() {
+  while (opened.length) opened.pop().close();
+}
+
 function follow(workflowId, onMessage) {
-  if (live) live.close();
-  const url = workflowId ? `/api/stream?workflow_id=${workflowId}` : "/api/stream";
-  live = new EventSource(url);
   const badge = document.getElementById("live");
-  live.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
-  live.onerror = () => { badge.textContent = "reconnecting"; badge.className = "live off"; };
-  live.onmessage = (m) => onMessage(JSON.parse(m.data));
+  return socket(workflowId ? `/api/stream?workflow_id=${workflowId}` : "/api/stream", onMessage, (up) => {
+    badge.textContent = up ? "live" : "reconnecting";
+    badge.className = up ? "live on" : "live off";
+  });
+}
+
+function gone(what) {
+  closePage();
+  main.replaceChildren(h("p", { class: "error", id: "gone" }, `${what}: it was deleted.`), h("p", {}, h("a", { href: "#/" }, "All workflows")));
 }
 
 function throttled(fn, ms = 1000) {
@@ -138,6 +170,7 @@ async function workflowsPage() {
   }
   const again = throttled(refresh);
   follow(null, (m) => { if (m.changed.length) again(); });
+  every(10000, again);  // a deletion sends no event
   await refresh();
 }
 
@@ -166,16 +199,25 @@ async function workflowPage(id, tab = "graph", query = {}) {
   const view = await render(panel, id, state, query);
   async function refreshAll() { await refreshHead(); if (view && view.refresh) await view.refresh(); }
   const again = throttled(refreshAll);
-  const shown = (await rpc("events.list", { workflow_id: id, last: 500 })).reverse();
-  let lastSeq = shown.length ? shown[0].seq : 0;
-  if (view && view.events) view.events(shown, false);
-  follow(id, (m) => {
+  // The stream opens first and what it brings waits for the backlog: nothing falls in between.
+  let lastSeq = null;
+  const early = [];
+  const take = (m) => {
     const fresh = m.events.filter((e) => e.seq > lastSeq);  // the stream may repeat what the list gave
     if (fresh.length) {
       lastSeq = fresh[fresh.length - 1].seq;
       if (view && view.events) view.events(fresh.reverse(), true, m.skipped);
     }
     if (m.changed.includes(id)) again();
+  };
+  follow(id, (m) => (lastSeq === null ? early.push(m) : take(m)));
+  const shown = (await rpc("events.list", { workflow_id: id, last: 500 })).reverse();
+  lastSeq = shown.length ? shown[0].seq : 0;
+  if (view && view.events) view.events(shown, false);
+  early.splice(0).forEach(take);
+  // A deletion sends no event: look now and then.
+  every(5000, async () => {
+    try { await rpc("workflows.show", { workflow_id: id }); } catch (e) { if (/no workflow/.test(e.message)) gone(e.message); }
   });
   await refreshHead();
 }
@@ -500,25 +542,25 @@ async function jobPage(id) {
   }
   const atts = await refresh();
   logViewer(logs, id, atts);
-  const again = throttled(refresh);
+  const again = throttled(async () => {
+    try { await refresh(); } catch (e) { if (/no (job|workflow)/.test(e.message)) gone(e.message); else throw e; }
+  });
   follow(job.workflow_id, (m) => { if (m.changed.includes(job.workflow_id)) again(); });
+  every(5000, again);
 }
 
-let logSource = null;
 function logViewer(box, id, atts) {
   const stream = h("select", { id: "log-stream" }, ["stdout", "stderr", "recovery"].map((s) => h("option", { value: s }, s)));
   const attempt = h("select", { id: "log-attempt" }, h("option", { value: "" }, "latest attempt"),
     atts.map((a) => h("option", { value: a.attempt_id }, `attempt ${a.attempt_id} (run ${a.run_id})`)));
   const pre = h("pre", { class: "log", id: "log" });
   const note = h("span", { class: "muted", id: "log-note" });
+  let source = null;
   const open = () => {
-    if (logSource) logSource.close();
-    pre.textContent = "";
+    if (source) source.close();
     const params = new URLSearchParams({ stream: stream.value });
     if (attempt.value) params.set("attempt", attempt.value);
-    logSource = new EventSource(`/api/log/${id}?${params}`);
-    logSource.onmessage = (m) => {
-      const piece = JSON.parse(m.data);
+    source = socket(`/api/log/${id}?${params}`, (piece) => {
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       if (piece.note === "truncated") pre.textContent = "";
       note.textContent = piece.note === "missing" ? "no output yet" : piece.note;
@@ -527,8 +569,11 @@ function logViewer(box, id, atts) {
         if (pre.textContent.length > 2_000_000) pre.textContent = pre.textContent.slice(-1_000_000);
       }
       if (atEnd) pre.scrollTop = pre.scrollHeight;
-    };
-    logSource.onerror = () => { note.textContent = "log stream cut; retrying"; };
+      if (piece.note.startsWith("unreadable")) source.close();
+    }, (up) => {
+      if (up) pre.textContent = "";  // (again) from the tail
+      else note.textContent = "log stream cut; retrying";
+    });
   };
   stream.onchange = open;
   attempt.onchange = open;
@@ -539,7 +584,7 @@ function logViewer(box, id, atts) {
 // -- routing --
 
 async function route() {
-  if (logSource) { logSource.close(); logSource = null; }
+  closePage();
   const [path, qs] = (location.hash.slice(1) || "/").split("?");
   const query = Object.fromEntries(new URLSearchParams(qs || ""));
   const parts = path.split("/").filter(Boolean);
