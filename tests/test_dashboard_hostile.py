@@ -1,5 +1,7 @@
-"""Defects of the dashboard found by driving it as an attacker and as a demanding user would: the
-real `torcctl dashboard` for a real daemon, over plain HTTP and in headless Chromium."""
+"""The dashboard against hostile and careless use: odd request bodies and hosts, a daemon gone,
+many tabs, live updates while the user types, filters hiding selected jobs, a workflow deleted
+while shown. The real `torcctl dashboard` for a real daemon, over plain HTTP and in headless
+Chromium."""
 
 from __future__ import annotations
 
