@@ -3,7 +3,7 @@
     python benchmarks/bench.py throughput [--jobs 1000 10000] [--cpus 2]
     python benchmarks/bench.py retry [--jobs 1000]
     python benchmarks/bench.py peer [--jobs 1000]          # Snakemake in a throwaway venv
-    python benchmarks/bench.py scale [--jobs 100000] [--edges 1000000]
+    python benchmarks/bench.py scale [--scale-jobs 1000000] [--edge-jobs 200000 --edges 2000000]
     python benchmarks/bench.py client [--runs 20]
     python benchmarks/bench.py monitor [--monitor-jobs 64]   # what sampling jobs costs the daemon
     python benchmarks/bench.py workers [--worker-jobs 20000] # emulated workers against workers.poll
@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -276,7 +277,9 @@ rule job:
 
 
 def scale(args) -> dict:
-    n, edges = args.scale_jobs, args.edges
+    """One big workflow: submitted (validated, stored, started), listed and paged, then deleted
+    while another workflow is written to and the daemon pinged (the longest wait of each)."""
+    n, edges, edge_jobs = args.scale_jobs, args.edges, args.edge_jobs
     fan_in = f"""name: scale
 jobs:
   - name: j{{i}}
@@ -287,10 +290,10 @@ jobs:
     parameters: {{i: "1:{n}"}}
     depends_on: ["j{{i}}"]
 """
-    # n jobs a{k}_{f}; then b{k}_{g} jobs, each depending on every a{k}_{f}: `edges` edges in all
+    # edge_jobs jobs a{k}_{f}; then b{k}_{g} jobs, each depending on every a{k}_{f}: `edges` edges in all
     f_count = 100
-    k_count = max(1, n // f_count)
-    g_count = max(1, edges // n)
+    k_count = max(1, edge_jobs // f_count)
+    g_count = max(1, edges // edge_jobs)
     many_edges = f"""name: edges
 jobs:
   - name: a{{k}}_{{f}}
@@ -305,37 +308,79 @@ jobs:
     for label, text in (("fan-in", fan_in), ("edges", many_edges)):
         d = Daemon(workdir(), 1)
         try:
-            path = d.root / "scale.yaml"
-            path.write_text(text)
-            t = time.perf_counter()
-            r = d.ctl("submit", str(path))
-            submit = time.perf_counter() - t
-            if r.returncode != 0:
-                raise RuntimeError(r.stderr)
-            wf = int(r.stdout)
-            lat = []
-            for _ in range(5):
-                t = time.perf_counter()
-                d.ctl("jobs", "list", str(wf), "--status", "ready", "--limit", "100")
-                lat.append(time.perf_counter() - t)
-            d.ctl("workflows", "cancel", str(wf))
-            with d.db() as db:
-                jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
-                deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
-            rows.append(
-                {
-                    "variant": label,
-                    "jobs": jobs,
-                    "edges": deps,
-                    "submit_s": submit,
-                    "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
-                    "list_ready_page_ms_median": statistics.median(lat) * 1000,
-                }
-            )
+            rows.append({"variant": label, **_scale_one(d, text)})
         finally:
             d.stop()
-    print_table("scale: validate + store + initialize one big workflow (torcctl submit wall time)", rows)
+    print_table("scale: validate + store + start one big workflow (torcctl submit), read it, delete it", rows)
     return {"scale": rows}
+
+
+def _scale_one(d: Daemon, text: str) -> dict:
+    from torcctl.transport import Transport
+
+    path = d.root / "scale.yaml"
+    path.write_text(text)
+    t = time.perf_counter()
+    r = d.ctl("submit", str(path))
+    submit = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    wf = int(r.stdout)
+    rpc = Transport(d.socket, timeout=600)
+    with d.db() as db:
+        jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        deps = db.execute("SELECT count(*) FROM deps").fetchone()[0]
+
+    def median_ms(fn, runs: int = 5) -> float:
+        lat = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            lat.append(time.perf_counter() - t)
+        return statistics.median(lat) * 1000
+
+    cli_ms = median_ms(lambda: d.ctl("jobs", "list", str(wf), "--status", "ready", "--limit", "100"))
+    ready_ms = median_ms(lambda: rpc.call("jobs.list", {"workflow_id": wf, "status": "ready", "limit": 100}))
+    last_page_ms = median_ms(lambda: rpc.call("jobs.list", {"workflow_id": wf, "limit": 100, "offset": jobs - 100}))
+    d.ctl("workflows", "cancel", str(wf))
+    other = rpc.call("workflows.create", {"spec_text": "name: o\njobs:\n  - {name: a, command: 'true'}\n"})["id"]
+    stop, worst = threading.Event(), {"ping": 0.0, "write": 0.0}
+
+    def probe(kind: str) -> None:
+        conn, i = Transport(d.socket, timeout=600), 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            if kind == "ping":
+                conn.call("ping")
+            else:
+                conn.call("user_data.set", {"workflow_id": other, "name": f"k{i % 10}", "data": i})
+            worst[kind] = max(worst[kind], time.perf_counter() - t)
+            i += 1
+            time.sleep(0.005)
+
+    probes = [threading.Thread(target=probe, args=(k,)) for k in ("ping", "write")]
+    for p in probes:
+        p.start()
+    time.sleep(0.3)
+    t = time.perf_counter()
+    rpc.call("workflows.delete", {"workflow_id": wf})
+    delete = time.perf_counter() - t
+    time.sleep(0.3)
+    stop.set()
+    for p in probes:
+        p.join()
+    return {
+        "jobs": jobs,
+        "edges": deps,
+        "submit_s": submit,
+        "daemon_peak_rss_mb": d.rss_peak_kb() / 1024,
+        "cli_list_ready_ms": cli_ms,
+        "rpc_list_ready_ms": ready_ms,
+        "rpc_last_page_ms": last_page_ms,
+        "delete_s": delete,
+        "longest_ping_ms": worst["ping"] * 1000,
+        "longest_other_write_ms": worst["write"] * 1000,
+    }
 
 
 def client(args) -> dict:
@@ -505,8 +550,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["throughput", "retry", "peer", "scale", "client", "monitor", "workers", "all"])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--scale-jobs", type=int, default=100_000)
-    ap.add_argument("--edges", type=int, default=1_000_000)
+    ap.add_argument("--scale-jobs", type=int, default=1_000_000)
+    ap.add_argument("--edges", type=int, default=2_000_000)
+    ap.add_argument("--edge-jobs", type=int, default=200_000, help="jobs the edges variant of `scale` starts from")
     ap.add_argument("--cpus", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--monitor-jobs", type=int, default=64, help="jobs running at once in `monitor`")

@@ -186,6 +186,7 @@ class Daemon:
             await self._open_tcp_door(runner)
         # Reconcile from the tables before serving: which workflows have actions first (a commit's
         # settle marks their completion actions), then decisions, then orphans.
+        await self.store.workflows.purge_deleted()
         await self.actions.reconcile()
         await self.retry.reconcile()
         await self.dispatcher.reconcile()

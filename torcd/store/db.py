@@ -97,6 +97,10 @@ class Tx:
         assert rowid is not None  # sqlite3 sets it after every execute (None only before the first)
         return rowid
 
+    def delete(self, sql: str, args: Sequence = ()) -> int:
+        """A DELETE; how many rows it removed."""
+        return self.db.execute(sql, args).rowcount
+
     def many(self, sql: str, args: Iterable[Sequence]) -> None:
         self.db.executemany(sql, args)
 

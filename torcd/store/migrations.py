@@ -281,4 +281,6 @@ MIGRATIONS: list[str] = [
     """,
     # 15: resource_monitor.generate_plots: the workflow's end writes resource plots
     "ALTER TABLE workflows ADD COLUMN generate_plots INTEGER NOT NULL DEFAULT 0;",
+    # 16: deleted workflows whose jobs, attempts and events are still being deleted, in batches
+    "CREATE TABLE purges (workflow_id INTEGER PRIMARY KEY);",
 ]

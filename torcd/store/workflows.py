@@ -17,6 +17,7 @@ from torcd.core.limits import Adjustment
 from torcd.core.status import ACTIVE, FAILED_LIKE, FINAL, JobStatus
 from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
+from torcd.faults import crash_point
 from torcd.protocol import MAX_USER_DATA_ENTRIES
 from torcd.spec.parse import Workflow, on_slurm
 from torcd.spec.schema import ExpandedJob
@@ -31,6 +32,25 @@ from torcd.store.queries import COUNTS, labelled
 
 S = JobStatus
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
+
+
+PURGE_BATCH = 5000  # jobs (with their dependencies and attempts) per transaction: a few ms each
+
+
+def purge_batch(tx: Tx, wf: int) -> bool:
+    """Delete one batch of a deleted workflow's rows; False once nothing is left."""
+    batch = "SELECT id FROM jobs WHERE workflow_id = ? ORDER BY id LIMIT ?"
+    if tx.one("SELECT 1 FROM jobs WHERE workflow_id = ? LIMIT 1", (wf,)) is not None:
+        tx.run(f"DELETE FROM deps WHERE job_id IN ({batch})", (wf, PURGE_BATCH))
+        tx.run(f"DELETE FROM attempts WHERE job_id IN ({batch})", (wf, PURGE_BATCH))
+        tx.run(f"DELETE FROM jobs WHERE id IN ({batch})", (wf, PURGE_BATCH))
+        return True
+    events = "SELECT seq FROM events WHERE workflow_id = ? ORDER BY seq LIMIT ?"
+    if tx.delete(f"DELETE FROM events WHERE seq IN ({events})", (wf, 4 * PURGE_BATCH)):
+        return True
+    tx.run("DELETE FROM attempts WHERE workflow_id = ?", (wf,))  # of jobs already gone (none, normally)
+    tx.run("DELETE FROM purges WHERE workflow_id = ?", (wf,))
+    return False
 
 
 def settle(tx: Tx, with_actions: set[int]) -> None:
@@ -117,19 +137,20 @@ class WorkflowStore:
         return await self.db.write(_body)
 
     async def delete_workflow(self, wf: int, key: RequestKey | None = None) -> None:
+        """The workflow is gone at once (its row and its small tables, in one transaction); its
+        jobs, dependencies, attempts and events follow in batches, each a transaction of its own,
+        so a million-job workflow never holds the write lock long enough to stall the others.
+        Ids are never reused (AUTOINCREMENT), and nothing reads a job without its workflow."""
+
         def _body(tx: Tx):
             require_workflow(tx, wf)
             busy = tx.one_row(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
-            tx.run("DELETE FROM deps WHERE job_id IN (SELECT id FROM jobs WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM action_jobs WHERE action_id IN (SELECT id FROM actions WHERE workflow_id = ?)", (wf,))
             for table in (
-                "attempts",
-                "jobs",
                 "failure_handlers",
-                "events",
                 "schedulers",
                 "allocations",
                 "workers",
@@ -139,9 +160,21 @@ class WorkflowStore:
             ):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
+            tx.run("INSERT OR IGNORE INTO purges (workflow_id) VALUES (?)", (wf,))
             self.with_actions.discard(wf)
 
-        return await self.db.write(_body, key=key)
+        await self.db.write(_body, key=key)
+        await self.purge(wf)
+
+    async def purge(self, wf: int) -> None:
+        """Delete what a deleted workflow left, a batch per transaction (resumed at start)."""
+        while await self.db.write(lambda tx: purge_batch(tx, wf)):
+            crash_point("while_purging")
+
+    async def purge_deleted(self) -> None:
+        """At start: finish the purges a stopped daemon left."""
+        for (wf,) in await self.db.rows("SELECT workflow_id FROM purges ORDER BY workflow_id"):
+            await self.purge(wf)
 
     async def reset_status(self, wf: int, failed_only: bool, key: RequestKey | None = None) -> int:
         """Put failed (or all) jobs and what they block back to run in a new run."""
