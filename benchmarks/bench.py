@@ -343,7 +343,8 @@ def _scale_one(d: Daemon, text: str) -> dict:
     ready_ms = median_ms(lambda: rpc.call("jobs.list", {"workflow_id": wf, "status": "ready", "limit": 100}))
     last_page_ms = median_ms(lambda: rpc.call("jobs.list", {"workflow_id": wf, "limit": 100, "offset": jobs - 100}))
     d.ctl("workflows", "cancel", str(wf))
-    other = rpc.call("workflows.create", {"spec_text": "name: o\njobs:\n  - {name: a, command: 'true'}\n"})["id"]
+    other_spec = "name: o\njobs:\n  - {name: a, command: 'true'}\n"
+    other = rpc.call("workflows.create", {"spec_text": other_spec, "cwd": str(d.root)})["id"]
     stop, worst = threading.Event(), {"ping": 0.0, "write": 0.0}
 
     def probe(kind: str) -> None:

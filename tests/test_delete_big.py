@@ -36,9 +36,7 @@ def rows_left(state_dir: str, wf: int) -> dict[str, int]:
         out = {}
         for table in ("jobs", "attempts", "events", "user_data", "failure_handlers"):
             out[table] = db.execute(f"SELECT count(*) FROM {table} WHERE workflow_id = ?", (wf,)).fetchone()[0]
-        out["deps"] = db.execute(
-            "SELECT count(*) FROM deps WHERE job_id NOT IN (SELECT id FROM jobs)"
-        ).fetchone()[0]
+        out["deps"] = db.execute("SELECT count(*) FROM deps WHERE job_id NOT IN (SELECT id FROM jobs)").fetchone()[0]
         out["purges"] = db.execute("SELECT count(*) FROM purges").fetchone()[0]
     return out
 

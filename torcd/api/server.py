@@ -26,6 +26,7 @@ from torcd.store.queries import Queries
 log = structlog.get_logger("torcd.api.server")
 _encode = msgspec.json.Encoder().encode
 ENCODED_KEPT = 4096  # events whose lines are kept for the other streams
+BACKLOG_PAGE = 10_000  # events read at a time for a stream's backlog
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -215,18 +216,29 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
             if every and after == 0:
                 backlog = await state.queries.all_events(limit=ALL_BACKLOG, latest=True)
             elif every:
-                backlog = await state.queries.all_events(after, limit=1_000_000)
+                backlog = await state.queries.all_events(after, limit=BACKLOG_PAGE)
             else:
-                backlog = await state.queries.events(wf, after, limit=1_000_000)
+                backlog = await state.queries.events(wf, after, limit=BACKLOG_PAGE)
         except NotFound as e:
             return web.json_response({"error": e.message}, status=404)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         last = after
-        for event in backlog:
-            last = event.seq
-            if not kinds or event.kind in kinds:
-                await resp.write(state.line(event))
+        # The backlog a page at a time: a million-job workflow's events are never held at once.
+        while backlog:
+            for event in backlog:
+                last = event.seq
+                if not kinds or event.kind in kinds:
+                    await resp.write(state.line(event))
+            if len(backlog) < BACKLOG_PAGE or (every and after == 0):
+                break
+            try:
+                if every:
+                    backlog = await state.queries.all_events(last, limit=BACKLOG_PAGE)
+                else:
+                    backlog = await state.queries.events(wf, last, limit=BACKLOG_PAGE)
+            except NotFound:  # deleted meanwhile
+                return resp
         # The log may hold idle points the workflow has left since (a reset, a retried job):
         # the stream ends at the next one, or now if the workflow is idle now. Events committed
         # after the backlog was read are already queued for us, so none is missed.
