@@ -68,10 +68,7 @@ def list_results(
     `results list`: runtime in minutes, peak memory in bytes, average CPU percent."""
     if sort_by is not None and sort_by not in RESULT_SORT_KEYS:
         raise ValueError(f"sort_by must be one of {', '.join(RESULT_SORT_KEYS)}, not {sort_by!r}")
-    params: dict[str, Any] = {"workflow_id": workflow_id, "failed": failed_only, "all_runs": run_id is not None}
-    if return_code is not None:
-        params["return_code"] = return_code
-    attempts = client.call("workflows.results", params, list[AttemptInfo])
+    attempts = client.results(workflow_id, all_runs=run_id is not None, failed=failed_only, return_code=return_code)
     statuses = {}
     if status is not None:
         statuses = {j.id: j.status for j in client.jobs(workflow_id, limit=1_000_000)}
@@ -156,7 +153,7 @@ def plot_resources_command(client: Client, args) -> int:
     from torcctl.commands import UsageError
 
     info = client.workflow(args.workflow_id)
-    attempts = client.call("workflows.results", {"workflow_id": info.id, "limit": 1_000_000}, list[AttemptInfo])
+    attempts = client.results(info.id)
     files: dict[str, str | bytes] = dict(plot_files(attempts, f"Workflow {info.id} {info.name}: resource use"))
     directory = os.path.realpath(args.output)  # a link the user names is theirs; nothing inside is followed
     written: list[str] = []

@@ -175,6 +175,7 @@ class Results(Params, frozen=True):
     failed: bool = False
     return_code: SqlInt | None = None
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 100_000
+    after_job_id: Count = 0  # only jobs after this one: the next page (a page never splits a job)
 
 
 class ListFiles(Params, frozen=True):

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Stream = Literal["stdout", "stderr"]
+RESULTS_PAGE = 10_000  # attempts a request of `results` asks for
 RECONNECT_FOR = 60.0  # seconds a followed event stream keeps trying to reach a restarted daemon
 
 
@@ -356,11 +357,19 @@ class Client:
     def results(
         self, workflow_id: int, *, all_runs: bool = False, failed: bool = False, return_code: int | None = None
     ) -> list[Attempt]:
-        """Each job's last attempt (of every run with `all_runs`), optionally only failed ones."""
+        """Every job's attempts in the current run (in every run with `all_runs`), optionally only
+        failed ones, in job order; fetched a page of jobs at a time, so none is left out."""
         params: dict[str, Any] = {"workflow_id": workflow_id, "all_runs": all_runs, "failed": failed}
         if return_code is not None:
             params["return_code"] = return_code
-        return self.call("workflows.results", params, list[Attempt])
+        out: list[Attempt] = []
+        while page := self.call(
+            "workflows.results",
+            {**params, "limit": RESULTS_PAGE, "after_job_id": out[-1].job_id if out else 0},
+            list[Attempt],
+        ):
+            out += page
+        return out
 
     def logs(
         self,

@@ -96,10 +96,10 @@ def jobs_attempts(client: Client, args) -> int:
 
 def results(client: Client, args) -> int:
     """Torc's `results list`: every job's attempts across the workflow."""
-    params = {"workflow_id": args.workflow_id, "all_runs": args.all_runs, "failed": args.failed}
-    if args.return_code is not None:
-        params["return_code"] = args.return_code
-    return _attempts_table(client.call("workflows.results", params, list[AttemptInfo]), args, with_job=True)
+    attempts = client.results(
+        args.workflow_id, all_runs=args.all_runs, failed=args.failed, return_code=args.return_code
+    )
+    return _attempts_table(attempts, args, with_job=True)
 
 
 def _attempts_table(atts: list[AttemptInfo], args, with_job: bool = False) -> int:

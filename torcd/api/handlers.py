@@ -186,7 +186,7 @@ class Handlers:
 
     async def results(self, params: p.Results) -> list[p.AttemptInfo]:
         return await self.queries.results(
-            params.workflow_id, params.all_runs, params.failed, params.return_code, params.limit
+            params.workflow_id, params.all_runs, params.failed, params.return_code, params.limit, params.after_job_id
         )
 
     async def files(self, params: p.ListFiles) -> list[p.FileInfo]:

@@ -182,17 +182,24 @@ class Queries:
         return [_attempt_info(r) for r in rows]
 
     async def results(
-        self, wf: int, all_runs: bool, failed: bool, return_code: int | None, limit: int
+        self, wf: int, all_runs: bool, failed: bool, return_code: int | None, limit: int, after_job_id: int = 0
     ) -> list[AttemptInfo]:
-        """Every job's attempts in the workflow (its current run unless `all_runs`), with the job's name."""
+        """The workflow's attempts (its current run unless `all_runs`), with the job's name, by job
+        id from after `after_job_id`. A full page ends with a whole job: the next page starts after
+        its last job (unless one job alone has `limit` attempts)."""
         await self.workflow(wf)
-        rows = await self.db.rows(
-            """SELECT a.*, j.name AS job_name FROM attempts a JOIN jobs j ON j.id = a.job_id
-               WHERE a.workflow_id = ? AND (? OR a.run_id = j.run_id) AND (NOT ? OR a.return_code != 0)
-                 AND (? IS NULL OR a.return_code = ?)
-               ORDER BY a.job_id, a.run_id, a.attempt_id LIMIT ?""",
-            (wf, all_runs, failed, return_code, return_code, limit),
-        )
+        sql = """SELECT a.*, j.name AS job_name FROM attempts a JOIN jobs j ON j.id = a.job_id
+                 WHERE a.workflow_id = ? AND a.job_id > ? AND (? OR a.run_id = j.run_id)
+                   AND (NOT ? OR a.return_code != 0) AND (? IS NULL OR a.return_code = ?)
+                 ORDER BY a.job_id, a.run_id, a.attempt_id LIMIT ?"""
+        args = (wf, after_job_id, all_runs, failed, return_code, return_code, limit)
+        rows = await self.db.rows(sql, args)
+        if len(rows) == limit and rows[0]["job_id"] != rows[-1]["job_id"]:
+            cut = rows[-1]["job_id"]
+            rows = [r for r in rows if r["job_id"] != cut]
+        elif len(rows) == limit:  # one job with more attempts than a page: all of them, past the limit
+            whole = (wf, rows[0]["job_id"], *args[2:-1])
+            rows = await self.db.rows(sql.replace("a.job_id > ?", "a.job_id = ?").replace("LIMIT ?", ""), whole)
         return [_attempt_info(r, r["job_name"]) for r in rows]
 
     async def files(self, wf: int, limit: int) -> list[sqlite3.Row]:
