@@ -175,11 +175,12 @@ def test_a_full_state_disk_fails_requests_clearly_and_stops_nothing(make_daemon,
         d.start()
         wf = d.submit(WAITING)
         d.wait_for(lambda: d.jobs(wf)["a"].status == "running", what="a to run")
-        with open(mnt / "filler", "wb") as f:
+        # Unbuffered: a buffered file keeps the tail of the write that hit the limit and
+        # raises "no space" again when it is closed.
+        with open(mnt / "filler", "wb", buffering=0) as f:
             try:
-                while True:
-                    f.write(b"\0" * (1 << 16))
-                    f.flush()
+                while f.write(b"\0" * (1 << 16)):
+                    pass
             except OSError:
                 pass
         (tmp_path / "go").touch()

@@ -20,7 +20,7 @@ from torcd.bus import EventBus
 from torcd.config import Config
 from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
-from torcd.events import IDLE
+from torcd.events import IDLE, Event
 from torcd.store.queries import Queries
 
 log = structlog.get_logger("torcd.api.server")
@@ -223,22 +223,9 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
             return web.json_response({"error": e.message}, status=404)
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
-        last = after
-        # The backlog a page at a time: a million-job workflow's events are never held at once.
-        while backlog:
-            for event in backlog:
-                last = event.seq
-                if not kinds or event.kind in kinds:
-                    await resp.write(state.line(event))
-            if len(backlog) < BACKLOG_PAGE or (every and after == 0):
-                break
-            try:
-                if every:
-                    backlog = await state.queries.all_events(last, limit=BACKLOG_PAGE)
-                else:
-                    backlog = await state.queries.events(wf, last, limit=BACKLOG_PAGE)
-            except NotFound:  # deleted meanwhile
-                return resp
+        last = await _write_backlog(state, resp, backlog, wf, kinds, after, page=not (every and after == 0))
+        if last is None:  # deleted meanwhile
+            return resp
         # The log may hold idle points the workflow has left since (a reset, a retried job):
         # the stream ends at the next one, or now if the workflow is idle now. Events committed
         # after the backlog was read are already queued for us, so none is missed.
@@ -273,3 +260,33 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
     finally:
         state.streams.pop(sub, None)
         sub.close()
+
+
+async def _write_backlog(
+    state: ServerState,
+    resp: web.StreamResponse,
+    backlog: list[Event],
+    wf: int,
+    kinds: frozenset[str],
+    after: int,
+    *,
+    page: bool,
+) -> int | None:
+    """The backlog a page at a time, so a million-job workflow's events are never held at once.
+    The last sequence number written, or None if the workflow was deleted meanwhile."""
+    last = after
+    while backlog:
+        for event in backlog:
+            last = event.seq
+            if not kinds or event.kind in kinds:
+                await resp.write(state.line(event))
+        if len(backlog) < BACKLOG_PAGE or not page:
+            break
+        try:
+            if wf == 0:
+                backlog = await state.queries.all_events(last, limit=BACKLOG_PAGE)
+            else:
+                backlog = await state.queries.events(wf, last, limit=BACKLOG_PAGE)
+        except NotFound:
+            return None
+    return last
