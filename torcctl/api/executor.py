@@ -354,6 +354,8 @@ class Executor(cf.Executor):
                         after = event.seq
                         if isinstance(event, E.JobCompleted) and event.job_id is not None:
                             self._completed(event.job_id)
+                        elif (job_id := _ended_alone(event)) is not None:
+                            _patiently(functools.partial(self._ended, job_id))
                         elif isinstance(event, _SWEEP_ON):
                             _patiently(self._sweep)
                 except TimeoutError:
@@ -379,20 +381,37 @@ class Executor(cf.Executor):
         with self._lock:
             self._resolve(call, ok, value)
 
+    def _ended(self, job_id: int) -> None:
+        """One job failed or was terminated, nothing canceled with it: resolve its call alone
+        (a sweep per failure would list every failed job again: failures times jobs)."""
+        with self._lock:
+            if job_id not in self._by_job:
+                return
+        job = self.client.job(job_id)
+        if job.status in _ENDED_BADLY:
+            self._ended_badly(job.id, job.status, job.reason)
+
     def _sweep(self) -> None:
-        """Resolve the calls whose jobs ended other than completed."""
+        """Resolve the calls whose jobs ended other than completed: after what may end many
+        jobs at once (a cascade, a cancel, jobs added canceled, the workflow going idle)."""
         assert self.workflow_id is not None
         for status in _ENDED_BADLY:
+            with self._lock:
+                if not self._by_job:
+                    return
             for job in self.client.jobs(self.workflow_id, status=status, limit=1_000_000):
-                with self._lock:
-                    call = self._by_job.get(job.id)
-                if call is None:
-                    continue
-                ok, value = read_result(self.directory, call.number)
-                if ok or (isinstance(value, RemoteError) and "wrote no result" in str(value)):
-                    value = RemoteError(f"call_{call.number} (job {job.id}) ended {status}: {job.reason or ''}".strip())
-                with self._lock:
-                    self._resolve(call, False, value)
+                self._ended_badly(job.id, status, job.reason)
+
+    def _ended_badly(self, job_id: int, status: str, reason: str | None) -> None:
+        with self._lock:
+            call = self._by_job.get(job_id)
+        if call is None:
+            return
+        ok, value = read_result(self.directory, call.number)
+        if ok or (isinstance(value, RemoteError) and "wrote no result" in str(value)):
+            value = RemoteError(f"call_{call.number} (job {job_id}) ended {status}: {reason or ''}".strip())
+        with self._lock:
+            self._resolve(call, False, value)
 
     def _resolve(self, call: _Call, ok: bool, value: Any) -> None:
         """Under the lock."""
@@ -408,6 +427,13 @@ class Executor(cf.Executor):
             self._done_jobs[call.number] = call.job_id
         self._unfinished -= 1
         self._lock.notify_all()
+
+
+def _ended_alone(event: E.EventBase) -> int | None:
+    """The job that failed or was terminated, if it ended alone (canceled nothing downstream)."""
+    if isinstance(event, E.JobTerminated) or (isinstance(event, E.JobFailed) and not event.count):
+        return event.job_id
+    return None
 
 
 def _patiently(call: Callable[[], T]) -> T:
