@@ -1,6 +1,6 @@
 """torcctl.Executor.map over trivial calls, against ProcessPoolExecutor.map and Parsl's HTEX.
 
-    python benchmarks/executor.py --calls 1000 --repeat 3 [--parsl-python /path/to/venv/bin/python]
+    python benchmarks/executor.py --calls 1000 --repeat 3 [--parsl-python /path/to/venv/bin/python] [--failing]
 
 Each run is timed from the first submit to the last result, with the daemon (and Parsl's
 interchange and workers) already started; runs of each contender alternate. Parsl runs in its
@@ -60,6 +60,10 @@ def square(x: int) -> int:
     return x * x
 
 
+def refuse(x: int) -> int:
+    raise ValueError(x)
+
+
 def time_process_pool(calls: int, workers: int) -> float:
     with cf.ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(operator.mul, [0], [0]))  # workers up
@@ -78,6 +82,19 @@ def time_torc(client, calls: int, chunksize: int, directory: str) -> float:
         results = list(ex.map(operator.mul, range(calls), range(calls), chunksize=chunksize))
         elapsed = time.perf_counter() - start
     assert results == [i * i for i in range(calls)]
+    return elapsed
+
+
+def time_torc_failing(client, calls: int, directory: str) -> float:
+    """Every call raises: until each future holds its exception (the cost of following failures)."""
+    from torcctl import Executor
+
+    with Executor(client=client, directory=directory) as ex:
+        start = time.perf_counter()
+        futures = [ex.submit(refuse, i) for i in range(calls)]
+        cf.wait(futures)
+        elapsed = time.perf_counter() - start
+    assert all(isinstance(f.exception(), ValueError) for f in futures)
     return elapsed
 
 
@@ -104,6 +121,7 @@ def main() -> int:
     ap.add_argument("--chunksize", type=int, default=50, help="the chunked torc run's chunk size")
     ap.add_argument("--parsl-python", default=None, help="an interpreter with parsl installed")
     ap.add_argument("--dir", default=None, help="where the daemon's state and the call files go")
+    ap.add_argument("--failing", action="store_true", help="also time calls that all raise, one job each")
     args = ap.parse_args()
     from torcctl import Client
 
@@ -141,6 +159,10 @@ def main() -> int:
                 time_torc(client, args.calls, args.chunksize, f"{work}/chunks-{r}")
             )
             times["ProcessPoolExecutor"].append(time_process_pool(args.calls, args.workers))
+            if args.failing:
+                times.setdefault("torc, every call raising", []).append(
+                    time_torc_failing(client, args.calls, f"{work}/failing-{r}")
+                )
     finally:
         daemon.terminate()
         daemon.wait()
