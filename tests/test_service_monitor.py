@@ -4,10 +4,12 @@ CPU time kept, one call when a job first goes over its limit, sampling that surv
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 from inproc import eventually, make_monitor
 
-from torcd.services.monitor import MIN_INTERVAL, Sample
+from torcd.core.memory_sampling import MemoryHistory
+from torcd.services.monitor import MIN_INTERVAL, Sample, sample_tree
 
 
 class FakeSampler:
@@ -18,7 +20,7 @@ class FakeSampler:
         self.calls: list[int] = []
         self.failing: set[int] = set()
 
-    def __call__(self, pid: int) -> Sample | None:
+    def __call__(self, pid: int, history=None) -> Sample | None:
         self.calls.append(pid)
         if pid in self.failing:
             self.failing.discard(pid)
@@ -79,3 +81,25 @@ async def test_sampling_stops_when_no_job_is_watched(tmp_path):
     m.forget(1)
     await eventually(lambda: m._task.done(), what="the sampling task to end")
     m.stop()
+
+
+def test_a_real_tree_is_read_exactly_first_then_cheaply_and_killed_whole():
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"])
+    try:
+        history = MemoryHistory(limit=None)
+        first = None
+        for _ in range(100):  # until the shell has started both sleeps
+            first = sample_tree(proc.pid, MemoryHistory(limit=None))
+            if first is not None and len(first.procs) == 3:
+                break
+        assert first is not None and first.exact and first.procs[0].pid == proc.pid
+        exact = sample_tree(proc.pid, history)
+        cheap = sample_tree(proc.pid, history)
+        assert exact is not None and exact.exact and cheap is not None and not cheap.exact
+        assert cheap.memory >= exact.memory > 0  # the RSS sum, never under the PSS sum
+        assert cheap.cpu_seconds >= 0
+        cheap.kill()
+        assert proc.wait(timeout=10) == -9
+    finally:
+        proc.kill()
+        proc.wait()
