@@ -16,6 +16,7 @@ from torcd import protocol as p
 from torcd.core import allocations as A
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
+from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.store.slurm import SlurmStore
 from torcd.store.workers import WorkerStore, check_owner
@@ -73,6 +74,8 @@ class WorkerService:
         """Record what the worker reports and hand it what fits, in one store transaction (the
         caller's right to act for the worker is checked in it)."""
         reply = await self.workers.poll(params, caller)
+        if params.exits:
+            crash_point("after_exits_committed")  # the worker, unanswered, sends them again
         for e, recorded in reply.clamped:
             log.warning(
                 "end_time_out_of_range",
