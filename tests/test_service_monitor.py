@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 
 from inproc import eventually, make_monitor
 
@@ -86,19 +87,21 @@ async def test_sampling_stops_when_no_job_is_watched(tmp_path):
 def test_a_real_tree_is_read_exactly_first_then_cheaply_and_killed_whole():
     proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"])
     try:
-        history = MemoryHistory(limit=None)
         first = None
         for _ in range(100):  # until the shell has started both sleeps
-            first = sample_tree(proc.pid, MemoryHistory(limit=None))
+            first = sample_tree(proc.pid)
             if first is not None and len(first.procs) == 3:
                 break
+            time.sleep(0.01)
         assert first is not None and first.exact and first.procs[0].pid == proc.pid
+        history = MemoryHistory(limit=None)
         exact = sample_tree(proc.pid, history)
-        cheap = sample_tree(proc.pid, history)
-        assert exact is not None and exact.exact and cheap is not None and not cheap.exact
-        assert cheap.memory >= exact.memory > 0  # the RSS sum, never under the PSS sum
-        assert cheap.cpu_seconds >= 0
-        cheap.kill()
+        assert exact is not None and exact.exact and exact.memory > 0
+        later = [sample_tree(proc.pid, history) for _ in range(20)]
+        cheap = [s for s in later if s is not None and not s.exact]
+        assert cheap, "a tree that has settled is read cheaply"  # exact again only at a new RSS high
+        assert all(s.memory > 0 and s.cpu_seconds >= 0 for s in cheap)
+        cheap[-1].kill()
         assert proc.wait(timeout=10) == -9
     finally:
         proc.kill()
