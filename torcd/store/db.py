@@ -104,9 +104,9 @@ class Tx:
         return self.db.execute(sql, args).rowcount
 
     def many(self, sql: str, args: Iterable[Sequence]) -> None:
-        rows = args if isinstance(args, list) else list(args)
-        if rows:  # nothing to prepare or run for no rows (a poll's many lists are often empty)
-            self.db.executemany(sql, rows)
+        if isinstance(args, list | tuple) and not args:
+            return  # nothing to prepare for no rows (a poll's lists often are empty)
+        self.db.executemany(sql, args)  # a generator stays one: a million jobs are never held at once
 
     def emit(self, kind: type[EventBase], workflow_id: int, **fields: Any) -> None:
         self.publish([kind(workflow_id=workflow_id, time=self.now, **fields)])
@@ -239,6 +239,11 @@ class Database:
             group, self._grouped = self._grouped[:GROUP_MAX], self._grouped[GROUP_MAX:]
             try:
                 outcomes = await self.write_grouped([body for body, _ in group])
+            except asyncio.CancelledError:  # shutting down: no caller is left waiting
+                for _, future in [*group, *self._grouped]:
+                    future.cancel()
+                self._grouped = []
+                raise
             except Exception as e:  # the transaction failed: every step with it
                 for _, future in group:
                     if not future.done():
