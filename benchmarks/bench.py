@@ -65,6 +65,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [PY, "-m", "torcd", "--max-parallel-jobs", str(cpus), "--log-level", "warning", *extra],
             env=self.env,
+            cwd=root,  # nothing of the daemon's lands where the benchmark was started
             stdout=subprocess.DEVNULL,
             stderr=open(root / "torcd.log", "wb"),
         )
@@ -475,7 +476,9 @@ def workers(args) -> dict:
             wf = Transport(d.socket, timeout=120).call(
                 "workflows.create", {"spec_text": spec, "cwd": str(d.root), "executor": "slurm"}
             )["id"]
+            before = _cpu_seconds(d.proc.pid)
             wall = asyncio.run(_emulated_workers(d.socket, wf, n_workers, cpus, args.worker_jobs))
+            cpu = _cpu_seconds(d.proc.pid) - before
         finally:
             d.stop()
         rows.append(
@@ -485,6 +488,7 @@ def workers(args) -> dict:
                 "jobs": args.worker_jobs,
                 "wall_s": wall,
                 "completions_per_s": args.worker_jobs / wall,
+                "daemon_cpu_ms_per_completion": cpu / args.worker_jobs * 1000,
             }
         )
     print_table("workers.poll: emulated workers claiming jobs and reporting them done", rows)

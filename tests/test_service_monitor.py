@@ -4,10 +4,13 @@ CPU time kept, one call when a job first goes over its limit, sampling that surv
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 
 from inproc import eventually, make_monitor
 
-from torcd.services.monitor import MIN_INTERVAL, Sample
+from torcd.core.memory_sampling import MemoryHistory
+from torcd.services.monitor import MIN_INTERVAL, Sample, sample_tree
 
 
 class FakeSampler:
@@ -18,7 +21,7 @@ class FakeSampler:
         self.calls: list[int] = []
         self.failing: set[int] = set()
 
-    def __call__(self, pid: int) -> Sample | None:
+    def __call__(self, pid: int, history=None) -> Sample | None:
         self.calls.append(pid)
         if pid in self.failing:
             self.failing.discard(pid)
@@ -79,3 +82,27 @@ async def test_sampling_stops_when_no_job_is_watched(tmp_path):
     m.forget(1)
     await eventually(lambda: m._task.done(), what="the sampling task to end")
     m.stop()
+
+
+def test_a_real_tree_is_read_exactly_first_then_cheaply_and_killed_whole():
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30; wait"])
+    try:
+        first = None
+        for _ in range(100):  # until the shell has started both sleeps
+            first = sample_tree(proc.pid)
+            if first is not None and len(first.procs) == 3:
+                break
+            time.sleep(0.01)
+        assert first is not None and first.exact and first.procs[0].pid == proc.pid
+        history = MemoryHistory(limit=None)
+        exact = sample_tree(proc.pid, history)
+        assert exact is not None and exact.exact and exact.memory > 0
+        later = [sample_tree(proc.pid, history) for _ in range(20)]
+        cheap = [s for s in later if s is not None and not s.exact]
+        assert cheap, "a tree that has settled is read cheaply"  # exact again only at a new RSS high
+        assert all(s.memory > 0 and s.cpu_seconds >= 0 for s in cheap)
+        cheap[-1].kill()
+        assert proc.wait(timeout=10) == -9
+    finally:
+        proc.kill()
+        proc.wait()

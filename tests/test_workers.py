@@ -4,9 +4,12 @@ pack jobs by CPUs, memory, GPUs and the walltime left, and outlive a daemon rest
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
+
+from test_crash import check_history
 
 from torcd.events import WorkerFinished
 from torcd.protocol import WorkflowSummary
@@ -149,6 +152,39 @@ def test_a_worker_outlives_a_daemon_restart_and_reports_the_true_end_time(make_d
     assert a.attempt_id == 1 and a.return_code == 0
     assert 5.5 < a.end_time - a.start_time < 8  # when it ended, not when the daemon heard of it
     assert not [e for e in d.events(wf) if e.kind == "worker_lost"]
+
+
+def test_an_exit_committed_by_a_daemon_killed_before_it_answered_is_recorded_once(make_daemon, tmp_path):
+    # The poll that reports the exit commits, then the daemon dies before answering: the worker
+    # sends the same exit again to the restarted daemon, which knows it already.
+    d = make_daemon().start("--listen", "127.0.0.1:0", crash_at="after_exits_committed")
+    wf = create(d, "name: replay\njobs:\n  - {name: short, command: 'sleep 1'}\n", tmp_path)
+    w = worker(d, wf, "--cpus", "1")
+    assert d.wait_dead() == -9
+    with sqlite3.connect(f"file:{d.state_dir}/torcd.store.db?mode=ro", uri=True) as db:
+        assert db.execute("SELECT return_code FROM attempts").fetchall() == [(0,)]  # committed before the kill
+    d.restart()
+    assert w.wait(60) == 0, w.stdout.read()
+    assert d.wait(wf, state="done").counts == {"completed": 1}
+    (a,) = d.attempts(d.jobs(wf)["short"].id)
+    assert (a.attempt_id, a.return_code) == (1, 0) and 0.5 < a.end_time - a.start_time < 3
+    check_history(d, wf)
+
+
+def test_a_claim_committed_by_a_daemon_killed_before_it_answered_is_handed_out_again(make_daemon, tmp_path):
+    # The worker's first poll claims the job and commits; the daemon dies before answering. The
+    # worker asks again, and the restarted daemon hands it the same attempt, which runs once.
+    d = make_daemon().start("--listen", "127.0.0.1:0", crash_at="after_grouped_commit")
+    wf = create(d, "name: replay\njobs:\n  - {name: once, command: 'echo ran >> runs'}\n", tmp_path)
+    w = worker(d, wf, "--cpus", "1")
+    assert d.wait_dead() == -9
+    d.restart()
+    assert w.wait(60) == 0, w.stdout.read()
+    assert d.wait(wf, state="done").counts == {"completed": 1}
+    assert (tmp_path / "runs").read_text() == "ran\n"
+    (a,) = d.attempts(d.jobs(wf)["once"].id)
+    assert (a.attempt_id, a.return_code) == (1, 0)
+    check_history(d, wf)
 
 
 def test_a_worker_gives_up_on_a_daemon_gone_longer_than_the_workflow_allows(make_daemon, tmp_path):

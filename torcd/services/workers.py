@@ -16,9 +16,10 @@ from torcd import protocol as p
 from torcd.core import allocations as A
 from torcd.credentials import Caller
 from torcd.errors import NotFound, Unauthorized
+from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.store.slurm import SlurmStore
-from torcd.store.workers import WorkerStore
+from torcd.store.workers import WorkerStore, check_owner
 
 log = structlog.get_logger("torcd.workers")
 
@@ -56,16 +57,12 @@ class WorkerService:
         )
 
     async def _own(self, worker_id: int, caller: Caller):
-        """The worker's row, if the caller may act for it: admin, or its own allocation's credential
-        (which learns nothing of other workers, not even whether they exist)."""
+        """The worker's row, if the caller may act for it (`check_owner`)."""
         try:
             w = await self.workers.worker(worker_id)
         except NotFound:
-            if caller.admin:
-                raise
             w = None
-        if not caller.admin and (w is None or w["allocation_id"] != caller.allocation_id):
-            raise Unauthorized(f"worker {worker_id} does not belong to allocation {caller.allocation_id}")
+        check_owner(w, worker_id, caller)
         return w
 
     def forget(self, workflow_id: int) -> None:
@@ -74,16 +71,16 @@ class WorkerService:
             del self._credentials[aid]
 
     async def poll(self, params: p.WorkerPoll, caller: Caller, api_url: str) -> p.WorkerPollResult:
-        """Record what the worker reports and hand it what fits, in one store transaction."""
-        w = await self._own(params.worker_id, caller)
-        if w["state"] != A.WorkerStatus.ACTIVE.value:
-            return p.WorkerPollResult(stop=True)
-        reply = await self.workers.poll(params)
+        """Record what the worker reports and hand it what fits, in one store transaction (the
+        caller's right to act for the worker is checked in it)."""
+        reply = await self.workers.poll(params, caller)
+        if params.exits:
+            crash_point("after_exits_committed")  # the worker, unanswered, sends them again
         for e, recorded in reply.clamped:
             log.warning(
                 "end_time_out_of_range",
-                worker_id=w["id"],
-                workflow_id=w["workflow_id"],
+                worker_id=params.worker_id,
+                workflow_id=reply.workflow_id,
                 job_id=e.job_id,
                 attempt_id=e.attempt_id,
                 reported=e.end_time,

@@ -24,8 +24,10 @@ from torcd.core.params import name_template
 from torcd.credentials import RequestKey
 from torcd.errors import NotFound, TorcError
 from torcd.events import EventBase
+from torcd.faults import crash_point
 from torcd.store.migrations import MIGRATIONS
 
+GROUP_MAX = 256  # steps in one grouped transaction: a commit's delay for the last of them stays short
 CHUNK = 500  # ids per `IN (...)`: well under SQLite's limit on bound parameters
 REQUESTS_KEPT = 7 * 86400  # seconds a request's result answers its repeats
 encode = msgspec.json.Encoder().encode
@@ -102,7 +104,9 @@ class Tx:
         return self.db.execute(sql, args).rowcount
 
     def many(self, sql: str, args: Iterable[Sequence]) -> None:
-        self.db.executemany(sql, args)
+        if isinstance(args, list | tuple) and not args:
+            return  # nothing to prepare for no rows (a poll's lists often are empty)
+        self.db.executemany(sql, args)  # a generator stays one: a million jobs are never held at once
 
     def emit(self, kind: type[EventBase], workflow_id: int, **fields: Any) -> None:
         self.publish([kind(workflow_id=workflow_id, time=self.now, **fields)])
@@ -141,6 +145,8 @@ class Database:
         # Before each commit: what follows from the transaction for the workflows it touched.
         self.settle: Callable[[Tx], None] = _settle_nothing
         self.on_commit: Callable[[list[EventBase]], Awaitable[None] | None] | None = None
+        self._grouped: list[tuple[Callable[[Tx], Any], asyncio.Future]] = []  # waiting for the next group
+        self._grouping: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, path: str):
@@ -208,6 +214,49 @@ class Database:
                 await published
         return result
 
+    async def write_grouped(self, steps: Sequence[Callable[[Tx], Any]], now: float | None = None) -> list[Step]:
+        """Run `steps` in one transaction, each under a SAVEPOINT of its own: a step that raises
+        rolls back alone (its writes and events) and its error is returned in its place; the
+        others commit together. A failure of the transaction itself (the disk, the commit) fails
+        them all, as `write` does."""
+        outcomes = await self.write(lambda tx: [_step(tx, body) for body in steps], now)
+        crash_point("after_grouped_commit")
+        return outcomes
+
+    async def write_in_group(self, body: Callable[[Tx], Any]) -> Any:
+        """Run `body` as one step of the next grouped transaction: the bodies that arrive while
+        the writer is busy share one commit (and one hop to the writer thread); each raises or
+        returns for its own caller, as if it had been written alone."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._grouped.append((body, future))
+        if self._grouping is None or self._grouping.done():
+            self._grouping = loop.create_task(self._write_groups())
+        return await future
+
+    async def _write_groups(self) -> None:
+        while self._grouped:
+            group, self._grouped = self._grouped[:GROUP_MAX], self._grouped[GROUP_MAX:]
+            try:
+                outcomes = await self.write_grouped([body for body, _ in group])
+            except asyncio.CancelledError:  # shutting down: no caller is left waiting
+                for _, future in [*group, *self._grouped]:
+                    future.cancel()
+                self._grouped = []
+                raise
+            except Exception as e:  # the transaction failed: every step with it
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), outcome in zip(group, outcomes):
+                if future.done():  # its caller is gone
+                    continue
+                if outcome.error is not None:
+                    future.set_exception(outcome.error)
+                else:
+                    future.set_result(outcome.value)
+
     def _run(self, body: Callable[[Tx], Any], tx: Tx) -> Any:
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -260,6 +309,36 @@ class Database:
             _store_result(tx, key, result)
 
         await self.write(_body)
+
+
+class Step(msgspec.Struct, frozen=True):
+    """What one step of a grouped transaction did: its value, or the error that rolled it back."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
+def _step(tx: Tx, body: Callable[[Tx], Any]) -> Step:
+    # One savepoint name for every step (each is released before the next begins): the
+    # connection's cache of prepared statements keeps one entry for it, not one per step.
+    events, touched = len(tx.events), set(tx.touched)
+    tx.db.execute("SAVEPOINT step")
+    try:
+        value = body(tx)
+    except sqlite3.OperationalError as e:
+        if _unavailable(e, "") is not None:
+            raise  # the disk or a lock: the transaction fails, and is tried again whole
+        error: Exception = e
+    except Exception as e:
+        error = e
+    else:
+        tx.db.execute("RELEASE step")
+        return Step(value)
+    tx.db.execute("ROLLBACK TO step")
+    tx.db.execute("RELEASE step")
+    del tx.events[events:]
+    tx.touched = touched
+    return Step(error=error)
 
 
 def _settle_nothing(tx: Tx) -> None:

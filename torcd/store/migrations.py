@@ -283,4 +283,9 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE workflows ADD COLUMN generate_plots INTEGER NOT NULL DEFAULT 0;",
     # 16: deleted workflows whose jobs, attempts and events are still being deleted, in batches
     "CREATE TABLE purges (workflow_id INTEGER PRIMARY KEY);",
+    # 17: a worker's poll finds its running jobs by (worker, status), not among every job it ran
+    """
+    CREATE INDEX jobs_by_worker_status ON jobs (worker_id, status) WHERE worker_id IS NOT NULL;
+    DROP INDEX jobs_by_worker;
+    """,
 ]

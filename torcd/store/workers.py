@@ -17,7 +17,8 @@ from torcd.core import lifecycle as L
 from torcd.core.exits import SIGKILL_EXIT, Exit
 from torcd.core.resources import Capacity, ComputeNode, fit_bounds
 from torcd.core.status import JobStatus as S
-from torcd.errors import InvalidParams, NotFound
+from torcd.credentials import Caller
+from torcd.errors import InvalidParams, NotFound, Unauthorized
 from torcd.protocol import Recovery, Runnable, WorkerPoll
 from torcd.store.db import Database, Tx, require_workflow
 from torcd.store.effective_limits import effective_memory, effective_runtime
@@ -65,6 +66,7 @@ class PollReply(msgspec.Struct):
     waiting: int = 0
     may_come: bool = False
     clamped: list[tuple[Exit, float]] = []
+    workflow_id: int | None = None
 
 
 class WorkerStore:
@@ -123,15 +125,18 @@ class WorkerStore:
             raise NotFound(f"no worker {worker_id}")
         return rows[0]
 
-    async def poll(self, params: WorkerPoll) -> PollReply:
-        """A worker's poll in one transaction: record what it reports (only what was handed to
-        it), heartbeat, and unless its allocation has ended hand it what fits and the recovery
-        scripts it should run."""
+    async def poll(self, params: WorkerPoll, caller: Caller) -> PollReply:
+        """A worker's poll in one transaction, shared with the polls of other workers that
+        arrive meanwhile (each under a savepoint of its own): check that the caller may act for
+        the worker, record what it reports (only what was handed to it), heartbeat, and unless
+        its allocation has ended hand it what fits and the recovery scripts it should run."""
         worker_id = params.worker_id
 
         def _body(tx: Tx) -> PollReply:
             w = tx.one(_WORKER, (worker_id,))
-            if w is None or w["state"] != A.WorkerStatus.ACTIVE.value:
+            check_owner(w, worker_id, caller)
+            assert w is not None  # check_owner raises otherwise
+            if w["state"] != A.WorkerStatus.ACTIVE.value:
                 return PollReply(active=False, stop=True)
             clamped = _record_reports(tx, w, params)
             if params.abandon:  # a worker that took over a dead one's journal cannot watch what it started
@@ -146,7 +151,7 @@ class WorkerStore:
             # An allocation Slurm has ended takes no more work, however alive its worker says it is;
             # what it reports is still recorded.
             if w["allocation_id"] is not None and not A.is_open(w["allocation_state"]):
-                return PollReply(active=True, stop=True, clamped=clamped)
+                return PollReply(active=True, stop=True, clamped=clamped, workflow_id=w["workflow_id"])
             jobs = (
                 _claim(tx, w, params.free_cpus, params.free_memory, params.free_gpus, params.time_left)
                 if params.claim and params.free_cpus > 0
@@ -167,9 +172,10 @@ class WorkerStore:
                 waiting=waiting,
                 may_come=may_come,
                 clamped=clamped,
+                workflow_id=w["workflow_id"],
             )
 
-        return await self.db.write(_body)
+        return await self.db.write_in_group(_body)
 
     async def worker_attempt_starts(self, worker_id: int) -> dict[tuple[int, int, int], float]:
         """When each of the worker's attempts that never reported an exit was handed out, by
@@ -216,6 +222,16 @@ class WorkerStore:
     async def compute_node(self, wf: int) -> ComputeNode:
         rows = await self.db.rows("SELECT compute_node FROM workflows WHERE id = ?", (wf,))
         return _compute_node(rows[0][0] if rows else None)
+
+
+def check_owner(w: sqlite3.Row | None, worker_id: int, caller: Caller) -> None:
+    """Whether the caller may act for the worker (row `w`, None if there is none): admin, or its
+    own allocation's credential, which learns nothing of other workers, not even whether they exist."""
+    if caller.admin:
+        if w is None:
+            raise NotFound(f"no worker {worker_id}")
+    elif w is None or w["allocation_id"] != caller.allocation_id:
+        raise Unauthorized(f"worker {worker_id} does not belong to allocation {caller.allocation_id}")
 
 
 def _compute_node(text: str | None) -> ComputeNode:
