@@ -19,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.errors import SpecError
 from torcd.spec import yaml12
+from torcd.spec.plain import TreeError
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 
@@ -66,9 +67,6 @@ class Locator:
         return SpecError(message, file=self.file, line=self.line(path), field=path)
 
 
-MAX_LOCATE_BYTES = 4 * 2**20  # larger JSON5 specs name the field of an error but not its line
-
-
 def spec_format(file: str, fmt: str | None = None) -> str:
     """The format asked for, else the file's extension's; YAML reads JSON too."""
     if fmt:
@@ -82,9 +80,7 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
     fmt = spec_format(file, fmt)
     if fmt == "json5":
         data = _load_json5(text, file)
-        return data, Locator(
-            None, file, find=lambda path: _json5_line(text, path) if len(text) <= MAX_LOCATE_BYTES else None
-        )
+        return data, Locator(None, file, find=lambda path: _json5_line(text, path))  # linear: no size limit
     if fmt == "kdl":
         from torcd.spec.kdl import load_kdl  # only KDL specs need it
 
@@ -110,7 +106,7 @@ def _load_yaml12(text: str, file: str) -> tuple[Any, Locator]:
     loc = Locator(None, file, find=find, checked=True)
     try:
         tree, root_line = yaml12.read(text)
-    except yaml12.TreeError as e:
+    except TreeError as e:
         raise loc.error(e.message, e.field) from None
     loc.root_line = root_line
     return tree, loc

@@ -28,7 +28,7 @@ from torcd.spec.data import expand_files, expand_user_data
 from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
 from torcd.spec.load import Locator, first_content_line, load, metadata_of
-from torcd.spec.plain import PlainTree
+from torcd.spec.plain import NotPlain, PlainTree, TreeError, check_in_place
 from torcd.spec.schema import MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout, WorkflowDoc
 from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
 
@@ -104,7 +104,13 @@ def _load_plain(text: str, file: str, fmt: str | None) -> tuple[dict, Locator]:
     if loc.checked:
         return tree, loc
     try:
-        return PlainTree(loc.error).convert(tree), loc
+        try:
+            check_in_place(tree)
+            return tree, loc
+        except NotPlain:
+            return PlainTree(loc.error).convert(tree), loc
+        except TreeError as e:
+            raise loc.error(e.message, e.field) from None
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=file) from None
 

@@ -49,6 +49,75 @@ NULL_MEANS_NONE = frozenset(
 Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
 
 
+class TreeError(Exception):
+    """A value refused while a tree is checked; `parts` is its field path, innermost first."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message, self.parts = message, list[str | int]()
+
+    def with_parts(self, *parts: str | int) -> TreeError:
+        self.parts.extend(parts)
+        return self
+
+    @property
+    def field(self) -> str:
+        return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(self.parts))
+
+
+class NotPlain(Exception):
+    """The tree holds what `check_in_place` does not check (a key that is not text, a type of
+    ruamel's): `PlainTree` converts it."""
+
+
+def check_in_place(node: Any, key: str = "", where: int = 0) -> None:
+    """`PlainTree`'s checks on a tree of builtins that shares no container (as JSON5 and KDL give
+    it), dropping null structural fields in place instead of copying the tree. `where` as in
+    `yaml12.Builder.build`. TreeError for a refused value; NotPlain where PlainTree must convert."""
+    kind = type(node)
+    if kind is dict:
+        structural, inner, env = where == 0 or where == 2, 1 if where == 0 else max(where, 2) + 1, key == "env"
+        dropped = []
+        for k, v in node.items():
+            if type(k) is not str:
+                raise NotPlain
+            if problem := key_problem(k, key):
+                raise TreeError(problem)
+            if v is None and structural and k in NULL_MEANS_NONE:
+                dropped.append(k)
+            elif type(v) is str:
+                if _CONTROL.search(v) and (problem := text_problem(v, "env:" + k if env else k)):
+                    raise TreeError(problem).with_parts(k)
+            elif v is not None and type(v) not in _SCALARS:
+                try:
+                    check_in_place(v, "env:" + k if env else k, inner)
+                except TreeError as e:
+                    e.parts.append(k)
+                    raise
+        for k in dropped:
+            del node[k]
+    elif kind is list:
+        inner = 2 if where == 1 else max(where, 2) + 1
+        for i, v in enumerate(node):
+            if type(v) is str:
+                if _CONTROL.search(v) and (problem := text_problem(v, key)):
+                    raise TreeError(problem).with_parts(i)
+            elif v is not None and type(v) not in _SCALARS:
+                try:
+                    check_in_place(v, key, inner)
+                except TreeError as e:
+                    e.parts.append(i)
+                    raise
+    elif kind is str:
+        if problem := text_problem(node, key):
+            raise TreeError(problem)
+    elif node is not None and kind not in _SCALARS:
+        raise NotPlain
+
+
+_SCALARS = frozenset({bool, int, float})
+
+
 def text_problem(text: str, key: str) -> str | None:
     """Why a string under `key` (`env:NAME` for an env value) is refused, or None."""
     multiline = key in MULTILINE or key.startswith("env:")

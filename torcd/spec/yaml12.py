@@ -21,25 +21,13 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from torcd.spec.plain import ALIAS_PROBLEM, MAX_ALIAS_COST, NULL_MEANS_NONE, key_problem, text_problem
+from torcd.spec.plain import ALIAS_PROBLEM, MAX_ALIAS_COST, NULL_MEANS_NONE, TreeError, key_problem, text_problem
 
 AVAILABLE = bool(getattr(yaml, "__with_libyaml__", False))
 
 
 class Fallback(Exception):
     """This text is for ruamel to read: libyaml might not read it as ruamel would."""
-
-
-class TreeError(Exception):
-    """A value refused while building; `parts` is its field path, innermost first."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message, self.parts = message, list[str | int]()
-
-    @property
-    def field(self) -> str:
-        return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(self.parts))
 
 
 class _OverBudget(Exception):
