@@ -357,3 +357,44 @@ def test_an_error_in_the_last_job_names_its_line_in_every_format(fmt):
     assert e.field == f"$.jobs[{n - 1}].bogus"
     assert e.line is not None and "bogus" in lines[e.line - 1], (e.line, lines[e.line - 1])
     assert e.message == f"big.{fmt}:{e.line}: unknown key `bogus` (at $.jobs[{n - 1}].bogus)"
+
+
+def json_outcome(text: str, monkeypatch: pytest.MonkeyPatch, fmt: str | None, fast: bool = True) -> tuple:
+    monkeypatch.setattr(yaml12, "AVAILABLE", fast)
+    try:
+        tree, loc = load_plain(text, "wf.json", fmt)
+        spec = parse_spec(text, "wf.json", fmt)
+        return ("ok", repr(tree), [(j.name, j.command) for j in spec.jobs])
+    except SpecError as e:
+        return ("error", e.message, e.line, e.field)
+
+
+JOB = '{"name": "a", "command": "true"}'
+JSON_DOCUMENTS = [
+    '{"name": "x", "jobs": [' + JOB + "]}",
+    '{\n  "name": "x",\n  "jobs": [\n    ' + JOB + "\n  ]\n}\n",
+    '{\n\t"name": "x",\n\t"jobs": [\n\t\t' + JOB + "\n\t]\n}\n",
+    '{"name": "x", "name": "y", "jobs": [' + JOB + "]}",
+    '{"name": "x", "v": NaN, "jobs": [' + JOB + "]}",
+    '{"name": "x", "v": "\\ud83d\\ude00", "jobs": [' + JOB + "]}",
+    '{"name": "x", "v": "\\u00e9\\/\\n", "jobs": [' + JOB + "]}",
+    '{"name": "x", "v": [1e3, -0, 1.5E-3, 100000000000000000000, 0.5, true, null], "jobs": [' + JOB + "]}",
+    '{"name": "x\\u0001", "jobs": [' + JOB + "]}",
+    '{"name": "x", "jobs": [{"name": "a", "command": "true", "env": {"A=B": "v"}}]}',
+    '{"name": "x", "jobs": [{"name": "a", "command": "t\\u0000", "input_files": null}]}',
+    '{"name": "x", "input_files": null, "jobs": [{"name": "a", "command": "true", "env": null}]}',
+    '{"name": "x", "jobs": [{"name": "a", "command": "true", "bogus": 1}]}',
+    '{"name": "x", "v": ' + "[" * 100 + "]" * 100 + ', "jobs": [' + JOB + "]}",
+    '[{"name": "x"}]',
+    '"text"',
+    '{"name": "x", "jobs": [' + JOB + ",]}",
+    "name: x\njobs:\n  - {name: a, command: 'true'}\n",
+    '{"name": "x", "jobs": [' + JOB + "]",
+]
+
+
+@pytest.mark.parametrize("text", JSON_DOCUMENTS, ids=[repr(d[:40]) for d in JSON_DOCUMENTS])
+def test_json_reads_as_yaml_reads_it(text, monkeypatch):
+    fast = json_outcome(text, monkeypatch, None)
+    assert fast == json_outcome(text, monkeypatch, "yaml")
+    assert fast == json_outcome(text, monkeypatch, "yaml", fast=False)

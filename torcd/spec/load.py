@@ -7,6 +7,7 @@ an error asks.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.errors import SpecError
 from torcd.spec import yaml12
-from torcd.spec.plain import TreeError
+from torcd.spec.plain import NotPlain, TreeError, check_in_place
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 
@@ -68,11 +69,12 @@ class Locator:
 
 
 def spec_format(file: str, fmt: str | None = None) -> str:
-    """The format asked for, else the file's extension's; YAML reads JSON too."""
+    """The format asked for, else the file's extension's; YAML reads JSON too (what is JSON is read
+    as JSON first)."""
     if fmt:
         return fmt
     ext = file.lower().rpartition(".")[2]
-    return ext if ext in ("json5", "kdl") else "yaml"
+    return ext if ext in ("json", "json5", "kdl") else "yaml"
 
 
 def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
@@ -86,6 +88,11 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
 
         tree, positioned = load_kdl(text, file)
         return tree, Locator(None, file, positioned)
+    if fmt == "json":
+        try:
+            return _load_json(text, file)
+        except yaml12.Fallback:
+            pass  # YAML reads it, as it read every JSON spec before
     if yaml12.AVAILABLE:
         try:
             return _load_yaml12(text, file)
@@ -96,19 +103,72 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
 
 
 def _load_yaml12(text: str, file: str) -> tuple[Any, Locator]:
-    composed: list[Any] = []
-
-    def find(path: str) -> int | None:
-        if not composed:  # an error: the text is composed again, for the lines this time
-            composed.append(yaml12.compose(text))
-        return yaml12.line_of(composed[0], _PATH_TOKEN.findall(path.removeprefix("$")))
-
-    loc = Locator(None, file, find=find, checked=True)
+    loc = Locator(None, file, find=_yaml_lines(text, file), checked=True)
     try:
         tree, root_line = yaml12.read(text)
     except TreeError as e:
         raise loc.error(e.message, e.field) from None
     loc.root_line = root_line
+    return tree, loc
+
+
+def _yaml_lines(text: str, file: str) -> Callable[[str], int | None]:
+    """A field's line in a YAML (or JSON) text, for an error: the text is composed again the first
+    time one is asked for, by libyaml if it can, else by ruamel."""
+    composed: list[Any] = []
+
+    def find(path: str) -> int | None:
+        if not composed:
+            try:
+                composed.append(yaml12.compose(text) if yaml12.AVAILABLE else None)
+            except yaml12.Fallback:
+                composed.append(None)
+            if composed[0] is None:
+                composed[0] = Locator(_load_yaml(text, file), file)
+        if isinstance(composed[0], Locator):
+            return composed[0].line(path)
+        return yaml12.line_of(composed[0], _PATH_TOKEN.findall(path.removeprefix("$")))
+
+    return find
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Duplicate  # YAML refuses it, and says which
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Duplicate  # NaN, Infinity: text in YAML
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a character past U+FFFF, as two escapes
+
+
+def _load_json(text: str, file: str) -> tuple[Any, Locator]:
+    """A JSON spec by Python's json module (C); yaml12.Fallback where YAML could read it otherwise
+    (a key twice, NaN, escaped surrogates, a value nested deep, a root that is not an object) or
+    where it is not JSON."""
+    if _SURROGATE_ESCAPE.search(text):
+        raise yaml12.Fallback
+    try:
+        tree = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except (ValueError, RecursionError, _Duplicate):
+        raise yaml12.Fallback from None
+    if not isinstance(tree, dict):
+        raise yaml12.Fallback
+    loc = Locator(None, file, find=_yaml_lines(text, file), checked=True)
+    try:
+        check_in_place(tree)
+    except NotPlain:
+        raise yaml12.Fallback from None
+    except TreeError as e:
+        raise loc.error(e.message, e.field) from None
     return tree, loc
 
 

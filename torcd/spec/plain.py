@@ -18,6 +18,8 @@ ALIAS_PROBLEM = (
     f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; write the values out or use fewer nested aliases"
 )
 
+MAX_DEPTH = 64  # collections within collections checked here; deeper, the readers of old check them
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
@@ -75,6 +77,8 @@ def check_in_place(node: Any, key: str = "", where: int = 0) -> None:
     it), dropping null structural fields in place instead of copying the tree. `where` as in
     `yaml12.Builder.build`. TreeError for a refused value; NotPlain where PlainTree must convert."""
     kind = type(node)
+    if where > MAX_DEPTH:
+        raise NotPlain  # PlainTree finds it too deep, or not, as it did
     if kind is dict:
         structural, inner, env = where == 0 or where == 2, 1 if where == 0 else max(where, 2) + 1, key == "env"
         dropped = []

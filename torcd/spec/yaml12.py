@@ -21,7 +21,15 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from torcd.spec.plain import ALIAS_PROBLEM, MAX_ALIAS_COST, NULL_MEANS_NONE, TreeError, key_problem, text_problem
+from torcd.spec.plain import (
+    ALIAS_PROBLEM,
+    MAX_ALIAS_COST,
+    MAX_DEPTH,
+    NULL_MEANS_NONE,
+    TreeError,
+    key_problem,
+    text_problem,
+)
 
 AVAILABLE = bool(getattr(yaml, "__with_libyaml__", False))
 
@@ -62,7 +70,6 @@ _RUAMEL_NUMBER = re.compile(
     re.X,
 )
 _RUAMEL_SCALARS: dict[str, Any] = {}
-MAX_DEPTH = 64  # collections within collections: deeper, ruamel reads it (and may find it too deep)
 # Text libyaml (YAML 1.1) may read otherwise than ruamel (1.2): tabs, NEL/LS/PS line breaks, directives.
 _RUAMEL_TEXT = re.compile(r"[\t\x85\u2028\u2029]|^%", re.M)
 
