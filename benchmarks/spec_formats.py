@@ -114,12 +114,15 @@ def main() -> None:
         assert broken != text
         assert len(parse_spec(text, f"big.{fmt}").jobs) == n
 
+        last_lines = len(text.splitlines()) - 6
+        named_line = []
+
         def error() -> None:
             try:
                 parse_spec(broken, f"big.{fmt}")
             except SpecError as e:
-                assert e.message.startswith(f"big.{fmt}:"), e.message
-                assert e.line is not None and e.line > len(text.splitlines()) - 6, e.message
+                assert e.field == f"$.jobs[{n - 1}].bogus", e.message
+                named_line.append(e.line is not None and e.line > last_lines)
             else:
                 raise AssertionError("the broken spec was read")
 
@@ -127,6 +130,7 @@ def main() -> None:
         row = {"format": fmt, "jobs": n, "MiB": round(len(text) / 2**20, 1), "read_s": read_s}
         row |= {"floor_s": floor, "ratio": round(read_s / floor, 2)}
         row["error_line_s"] = round(timed(error, repeat), 2)
+        row["error_names_line"] = all(named_line)
         if not args.no_validate:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, f"big.{fmt}")

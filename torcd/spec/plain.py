@@ -20,7 +20,7 @@ ALIAS_PROBLEM = (
 
 MAX_DEPTH = 64  # collections within collections checked here; deeper, the readers of old check them
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
 MULTILINE = frozenset({"command", "recovery_script", "description", "invocation_script"})
@@ -90,7 +90,7 @@ def check_in_place(node: Any, key: str = "", where: int = 0) -> None:
             if v is None and structural and k in NULL_MEANS_NONE:
                 dropped.append(k)
             elif type(v) is str:
-                if _CONTROL.search(v) and (problem := text_problem(v, "env:" + k if env else k)):
+                if CONTROL.search(v) and (problem := text_problem(v, "env:" + k if env else k)):
                     raise TreeError(problem).with_parts(k)
             elif v is not None and type(v) not in _SCALARS:
                 try:
@@ -104,7 +104,7 @@ def check_in_place(node: Any, key: str = "", where: int = 0) -> None:
         inner = 2 if where == 1 else max(where, 2) + 1
         for i, v in enumerate(node):
             if type(v) is str:
-                if _CONTROL.search(v) and (problem := text_problem(v, key)):
+                if CONTROL.search(v) and (problem := text_problem(v, key)):
                     raise TreeError(problem).with_parts(i)
             elif v is not None and type(v) not in _SCALARS:
                 try:
@@ -125,7 +125,7 @@ _SCALARS = frozenset({bool, int, float})
 def text_problem(text: str, key: str) -> str | None:
     """Why a string under `key` (`env:NAME` for an env value) is refused, or None."""
     multiline = key in MULTILINE or key.startswith("env:")
-    bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(text)
+    bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else CONTROL).search(text)
     if bad is None:
         return None
     allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
@@ -140,7 +140,7 @@ def key_problem(name: str, parent_key: str) -> str | None:
             return "an environment variable name is empty"
         if "=" in name:
             return f"environment variable name {name!r} contains `=`"
-    bad = _CONTROL.search(name)
+    bad = CONTROL.search(name)
     return None if bad is None else f"key {name!r} contains the control character {bad[0]!r}"
 
 

@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from torcd.spec.plain import (
     ALIAS_PROBLEM,
+    CONTROL,
     MAX_ALIAS_COST,
     MAX_DEPTH,
     NULL_MEANS_NONE,
@@ -166,7 +167,7 @@ class Builder:
                 self.cost += 1 + (len(value) // 64 if isinstance(value, str) else 0)
                 if self.cost > MAX_ALIAS_COST:
                     raise _OverBudget
-            if isinstance(value, str) and (problem := text_problem(value, key)):
+            if type(value) is str and CONTROL.search(value) and (problem := text_problem(value, key)):
                 raise TreeError(problem)
             return value
         if not copying and where != 1 and id(node) in self.seen:
