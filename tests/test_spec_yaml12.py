@@ -398,3 +398,36 @@ def test_json_reads_as_yaml_reads_it(text, monkeypatch):
     fast = json_outcome(text, monkeypatch, None)
     assert fast == json_outcome(text, monkeypatch, "yaml")
     assert fast == json_outcome(text, monkeypatch, "yaml", fast=False)
+
+
+def test_the_collector_is_paused_while_specs_are_read_and_restored_after():
+    import gc
+    import threading
+
+    from torcd.spec.collector import collector_paused
+
+    assert gc.isenabled()
+    inside, release, entered = [], threading.Event(), threading.Event()
+
+    def other() -> None:
+        with collector_paused():
+            entered.set()
+            release.wait()
+            inside.append(gc.isenabled())
+
+    t = threading.Thread(target=other)
+    t.start()
+    entered.wait()
+    with collector_paused():
+        inside.append(gc.isenabled())
+    assert not gc.isenabled()  # the other reader is still reading
+    release.set()
+    t.join()
+    assert inside == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()
