@@ -12,17 +12,19 @@ from torcctl.render import print_json
 def validate(client: Client, args) -> int:
     """Errors as at submission, then warnings about what is valid but likely a mistake."""
     from torcd.errors import SpecError
-    from torcd.spec.lint import lint_spec
-    from torcd.spec.parse import parse_spec
+    from torcd.spec.lint import lint_tree
+    from torcd.spec.parse import load_plain, parse_tree
 
     text = read_spec(args.spec)
-    try:
-        spec = parse_spec(text, args.spec, args.spec_format)
-        findings = lint_spec(text, args.spec, current_dir(), args.spec_format)
+    loaded = None
+    try:  # the text is read once: validation, warnings and the list of errors share its tree
+        loaded = tree, loc = load_plain(text, args.spec, args.spec_format)
+        spec = parse_tree(tree, loc)
+        findings = lint_tree(tree, loc, spec, current_dir())
     except SpecError as e:  # a user error: exit 2, as `run` and `submit` do
         from torcd.spec.errors import MAX_ERRORS, spec_errors
 
-        errors = spec_errors(text, args.spec, args.spec_format) or [e]
+        errors = spec_errors(text, args.spec, args.spec_format, loaded) or [e]
         if args.json:
             print_json({"ok": False, "errors": [{"message": x.message, **(x.data or {})} for x in errors]})
         else:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from torcd.errors import SpecError
+from torcd.spec.load import Locator
 from torcd.spec.parse import load_plain, parse_tree
 
 MAX_ERRORS = 50
@@ -22,10 +23,13 @@ TIME_BUDGET = 10.0  # seconds of checking again, at most
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 
 
-def spec_errors(text: str, file: str, fmt: str | None = None) -> list[SpecError]:
-    """The spec's errors in line order, at most MAX_ERRORS; empty if it is valid."""
+def spec_errors(
+    text: str, file: str, fmt: str | None = None, loaded: tuple[dict, Locator] | None = None
+) -> list[SpecError]:
+    """The spec's errors in line order, at most MAX_ERRORS; empty if it is valid. `loaded`: the
+    text as `load_plain` read it, if it was (its tree is changed here)."""
     try:
-        tree, loc = load_plain(text, file, fmt)
+        tree, loc = loaded or load_plain(text, file, fmt)
     except SpecError as e:
         return [e]  # it does not read at all: the first error is all there is
     errors: list[SpecError] = []

@@ -96,7 +96,7 @@ def _count_properties(nodes: list) -> int:
     return count
 
 
-def _positioned(doc: Any, text: str, file: str) -> CommentedMap | None:
+def _positioned(doc: Any, text: str, file: str) -> dict | None:
     """The tree again with the line of each node: made only when an error needs a line."""
     lines = _scan(text)
     if lines is None or not _same_shape(doc.nodes, lines):
@@ -109,8 +109,9 @@ def _positioned(doc: Any, text: str, file: str) -> CommentedMap | None:
 Lines = list[tuple[int, "Lines"]]  # each node's line and its children's
 
 
-def _block(nodes: list, lines: Lines | None, context: str, file: str) -> CommentedMap:
-    out = CommentedMap()
+def _block(nodes: list, lines: Lines | None, context: str, file: str) -> dict:
+    """The nodes as a mapping: plain dicts and lists, or, with `lines`, ruamel's that hold them."""
+    out: dict = CommentedMap() if lines is not None else {}
     entries, repeated = _ENTRIES.get(context, {}), _REPEATED.get(context, {})
     for k, node in enumerate(nodes):
         line, children = lines[k] if lines is not None else (None, None)
@@ -120,7 +121,7 @@ def _block(nodes: list, lines: Lines | None, context: str, file: str) -> Comment
             item = _block(node.children, children, _CONTEXT_OF.get(key, name), file)
             for p, v in reversed(node.properties.items()):  # `file "f" path="p"`: path first
                 _once(item, p, file, line)
-                item.insert(0, p, _value(v))
+                item = _put_first(item, p, _value(v))
                 _mark(item, p, line)
             if named:
                 if len(node.args) != 1:
@@ -128,7 +129,7 @@ def _block(nodes: list, lines: Lines | None, context: str, file: str) -> Comment
                         f'`{name}` takes its name as its one argument, like {name} "name"', file=file, line=line
                     )
                 _once(item, "name", file, line)
-                item.insert(0, "name", _value(node.args[0]))
+                item = _put_first(item, "name", _value(node.args[0]))
                 _mark(item, "name", line)
             _append(out, key, item, line)
         elif name in repeated:
@@ -143,7 +144,14 @@ def _block(nodes: list, lines: Lines | None, context: str, file: str) -> Comment
     return out
 
 
-def _once(out: CommentedMap, key: str, file: str, line: int | None) -> None:
+def _put_first(item: dict, key: str, value: Any) -> dict:
+    if isinstance(item, CommentedMap):
+        item.insert(0, key, value)
+        return item
+    return {key: value, **item}
+
+
+def _once(out: dict, key: str, file: str, line: int | None) -> None:
     if key in out:
         raise SpecError(f"`{key}` is given twice", file=file, line=line)
 
@@ -172,9 +180,9 @@ def _value(v: Any) -> Any:
     return v.value if isinstance(v, ckdl.Value) else v  # a type annotation, like (u8)5, is dropped
 
 
-def _append(out: CommentedMap, key: str, item: Any, line: int | None) -> None:
+def _append(out: dict, key: str, item: Any, line: int | None) -> None:
     if key not in out:
-        out[key] = CommentedSeq()
+        out[key] = CommentedSeq() if line is not None else []
         _mark(out, key, line)
     seq = out[key]
     seq.append(item)
@@ -182,9 +190,9 @@ def _append(out: CommentedMap, key: str, item: Any, line: int | None) -> None:
         seq.lc.add_kv_line_col(len(seq) - 1, [line - 1, 0])
 
 
-def _mark(out: CommentedMap, key: str, line: int | None) -> None:
+def _mark(out: dict, key: str, line: int | None) -> None:
     if line is not None:
-        out.lc.add_kv_line_col(key, [line - 1, 0, line - 1, 0])
+        out.lc.add_kv_line_col(key, [line - 1, 0, line - 1, 0])  # type: ignore[attr-defined]
 
 
 def _same_shape(nodes: list, lines: Lines) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import msgspec
 
 from torcd.core.retry import Rule, select_rule
-from torcd.spec.parse import Locator, WorkflowDoc, load_doc, parse_spec
+from torcd.spec.parse import Locator, Workflow, WorkflowDoc, doc_of, load_plain, parse_tree
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -23,8 +23,14 @@ class Finding(msgspec.Struct, frozen=True):
 
 def lint_spec(text: str, file: str, cwd: str, fmt: str | None = None) -> list[Finding]:
     """Errors raise SpecError as for submission; what is left are warnings, in line order."""
-    spec = parse_spec(text, file, fmt)
-    doc, loc = load_doc(text, file, fmt)
+    tree, loc = load_plain(text, file, fmt)
+    return lint_tree(tree, loc, parse_tree(tree, loc), cwd)
+
+
+def lint_tree(tree: dict, loc: Locator, spec: Workflow, cwd: str) -> list[Finding]:
+    """`lint_spec` for a spec already read (`load_plain`) and expanded (`parse_tree`): its text is
+    not read again."""
+    doc = doc_of(tree, loc)
     findings = [
         *rule_findings(doc, loc),
         *unused_handlers(doc, loc),

@@ -1,11 +1,13 @@
-"""Reading a spec's text (YAML, JSON, JSON5 or KDL) into a tree that remembers lines.
+"""Reading a spec's text (YAML, JSON, JSON5 or KDL) into a tree, and a way back to its lines.
 
-The tree is ruamel's (mappings and sequences with line numbers), whatever the format, so one
-`Locator` turns a field path from validation into the line that holds it.
+YAML (and JSON, which YAML reads) goes through libyaml (`yaml12`) when it can, else ruamel; a
+`Locator` turns a field path from validation into the line that holds it, finding it only when
+an error asks.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +19,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.errors import SpecError
-
-MAX_ALIAS_COST = 200_000  # values (and 64-character pieces of strings) copied through YAML aliases
-
+from torcd.spec import yaml12
+from torcd.spec.plain import NotPlain, TreeError, check_in_place
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 
@@ -37,8 +38,11 @@ class Locator:
         file: str,
         build: Callable[[], Any] | None = None,
         find: Callable[[str], int | None] | None = None,
+        checked: bool = False,
     ):
         self.tree, self.file, self._build, self._find = tree, file, build, find
+        self.checked = checked  # the tree is builtins already, with PlainTree's checks made
+        self.root_line: int | None = None  # where the root is, when the tree keeps no lines
 
     def line(self, path: str) -> int | None:
         if self._find is not None:
@@ -64,120 +68,13 @@ class Locator:
         return SpecError(message, file=self.file, line=self.line(path), field=path)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-# Text that a shell reads whole may span lines; names, paths and Slurm fields may not.
-_MULTILINE = frozenset({"command", "recovery_script", "description", "invocation_script"})
-# Lists and maps Torc types as optional: `input_files: null` (as Torc writes them) means none.
-_NULL_MEANS_NONE = frozenset(
-    {
-        "depends_on_regexes",
-        "input_files",
-        "output_files",
-        "input_file_regexes",
-        "output_file_regexes",
-        "input_user_data",
-        "output_user_data",
-        "input_user_data_regexes",
-        "output_user_data_regexes",
-        "parameters",
-        "job_name_regexes",
-        "commands",
-        "files",
-        "user_data",
-        "resource_requirements",
-        "failure_handlers",
-        "slurm_schedulers",
-        "actions",
-        "env",
-    }
-)
-Chain = tuple[Any, str | int] | None  # (parent chain, key or index), for a field path on error
-
-
-class PlainTree:
-    """The ruamel tree as builtins, refusing control characters, bad env names and alias bombs.
-
-    An alias is shared in the ruamel tree but copied here, so what it copies is counted:
-    a few hundred bytes of nested aliases would otherwise become gigabytes.
-    """
-
-    def __init__(self, loc: Locator):
-        self.loc, self.seen, self.alias_cost = loc, set[int](), 0
-
-    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
-        if isinstance(node, (dict, list)):
-            if alias is None and id(node) in self.seen:
-                alias = chain[0] if chain else chain  # what holds the alias: its line is where `*name` is
-            self.seen.add(id(node))
-        if alias is not None:
-            self.alias_cost += 1 + (len(node) // 64 if isinstance(node, str) else 0)
-            if self.alias_cost > MAX_ALIAS_COST:
-                raise self.loc.error(
-                    f"YAML aliases here copy more than {MAX_ALIAS_COST:,} values; "
-                    "write the values out or use fewer nested aliases",
-                    _path(alias),
-                )
-        if isinstance(node, dict):
-            out = {}
-            # Only the spec's own fields (the workflow's, and its jobs', files', ... ): never keys inside
-            # free-form values (user data, metadata), whose nulls are theirs.
-            structural = chain is None or (isinstance(chain[1], int) and chain[0] is not None and chain[0][0] is None)
-            for k, v in node.items():
-                k = k if isinstance(k, str) else str(k)
-                self._check_key(k, key, chain)
-                if v is None and structural and k in _NULL_MEANS_NONE:
-                    continue
-                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
-            return out
-        if isinstance(node, list):
-            return [self.convert(v, (chain, i), key, alias) for i, v in enumerate(node)]
-        # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
-        for kind in (bool, int, float, str):
-            if isinstance(node, kind):
-                if isinstance(node, str):
-                    self._check_text(node, key, chain)
-                return kind(node)
-        return node
-
-    def _check_text(self, text: str, key: str, chain: Chain) -> None:
-        multiline = key in _MULTILINE or key.startswith("env:")
-        bad = (_CONTROL_BUT_TAB_NEWLINE if multiline else _CONTROL).search(text)
-        if bad:
-            allowed = "printable text, tabs and newlines" if multiline else "one line of printable text"
-            name = key.removeprefix("env:") or "a value"
-            raise self.loc.error(
-                f"`{name}` contains the control character {bad[0]!r}; it must be {allowed}", _path(chain)
-            )
-
-    def _check_key(self, name: str, parent_key: str, chain: Chain) -> None:
-        if parent_key == "env":
-            if not name:
-                raise self.loc.error("an environment variable name is empty", _path(chain))
-            if "=" in name:
-                raise self.loc.error(f"environment variable name {name!r} contains `=`", _path(chain))
-        bad = _CONTROL.search(name)
-        if bad:
-            raise self.loc.error(f"key {name!r} contains the control character {bad[0]!r}", _path(chain))
-
-
-def _path(chain: Chain) -> str:
-    parts: list[str] = []
-    while chain is not None:
-        chain, part = chain
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
-    return "$" + "".join(reversed(parts))
-
-
-MAX_LOCATE_BYTES = 4 * 2**20  # larger JSON5 specs name the field of an error but not its line
-
-
 def spec_format(file: str, fmt: str | None = None) -> str:
-    """The format asked for, else the file's extension's; YAML reads JSON too."""
+    """The format asked for, else the file's extension's; YAML reads JSON too (what is JSON is read
+    as JSON first)."""
     if fmt:
         return fmt
     ext = file.lower().rpartition(".")[2]
-    return ext if ext in ("json5", "kdl") else "yaml"
+    return ext if ext in ("json", "json5", "kdl") else "yaml"
 
 
 def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
@@ -185,16 +82,94 @@ def load(text: str, file: str, fmt: str | None = None) -> tuple[Any, Locator]:
     fmt = spec_format(file, fmt)
     if fmt == "json5":
         data = _load_json5(text, file)
-        return data, Locator(
-            None, file, find=lambda path: _json5_line(text, path) if len(text) <= MAX_LOCATE_BYTES else None
-        )
+        return data, Locator(None, file, find=lambda path: _json5_line(text, path))  # linear: no size limit
     if fmt == "kdl":
         from torcd.spec.kdl import load_kdl  # only KDL specs need it
 
         tree, positioned = load_kdl(text, file)
         return tree, Locator(None, file, positioned)
+    if fmt == "json":
+        try:
+            return _load_json(text, file)
+        except yaml12.Fallback:
+            pass  # YAML reads it, as it read every JSON spec before
+    if yaml12.AVAILABLE:
+        try:
+            return _load_yaml12(text, file)
+        except yaml12.Fallback:
+            pass  # ruamel reads it, as it reads every YAML text where libyaml is missing
     tree = _load_yaml(text, file)
     return tree, Locator(tree, file)
+
+
+def _load_yaml12(text: str, file: str) -> tuple[Any, Locator]:
+    loc = Locator(None, file, find=_yaml_lines(text, file), checked=True)
+    try:
+        tree, root_line = yaml12.read(text)
+    except TreeError as e:
+        raise loc.error(e.message, e.field) from None
+    loc.root_line = root_line
+    return tree, loc
+
+
+def _yaml_lines(text: str, file: str) -> Callable[[str], int | None]:
+    """A field's line in a YAML (or JSON) text, for an error: the text is composed again the first
+    time one is asked for, by libyaml if it can, else by ruamel."""
+    composed: list[Any] = []
+
+    def find(path: str) -> int | None:
+        if not composed:
+            try:
+                composed.append(yaml12.compose(text) if yaml12.AVAILABLE else None)
+            except yaml12.Fallback:
+                composed.append(None)
+            if composed[0] is None:
+                composed[0] = Locator(_load_yaml(text, file), file)
+        if isinstance(composed[0], Locator):
+            return composed[0].line(path)
+        return yaml12.line_of(composed[0], _PATH_TOKEN.findall(path.removeprefix("$")))
+
+    return find
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Duplicate  # YAML refuses it, and says which
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Duplicate  # NaN, Infinity: text in YAML
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a character past U+FFFF, as two escapes
+
+
+def _load_json(text: str, file: str) -> tuple[Any, Locator]:
+    """A JSON spec by Python's json module (C); yaml12.Fallback where YAML could read it otherwise
+    (a key twice, NaN, escaped surrogates, a value nested deep, a root that is not an object) or
+    where it is not JSON."""
+    if _SURROGATE_ESCAPE.search(text):
+        raise yaml12.Fallback
+    try:
+        tree = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except (ValueError, RecursionError, _Duplicate):
+        raise yaml12.Fallback from None
+    if not isinstance(tree, dict):
+        raise yaml12.Fallback
+    loc = Locator(None, file, find=_yaml_lines(text, file), checked=True)
+    try:
+        check_in_place(tree)
+    except NotPlain:
+        raise yaml12.Fallback from None
+    except TreeError as e:
+        raise loc.error(e.message, e.field) from None
+    return tree, loc
 
 
 def _load_yaml(text: str, file: str) -> Any:

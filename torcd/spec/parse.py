@@ -23,10 +23,12 @@ from torcd.core.resources import Monitoring, Requirements, parse_duration, parse
 from torcd.core.retry import Rule
 from torcd.errors import InvalidParams, SpecError
 from torcd.spec.actions import check_actions, schedule_by_actions
+from torcd.spec.collector import collector_paused
 from torcd.spec.data import expand_files, expand_user_data
 from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
-from torcd.spec.load import Locator, PlainTree, first_content_line, load, metadata_of
+from torcd.spec.load import Locator, first_content_line, load, metadata_of
+from torcd.spec.plain import NotPlain, PlainTree, TreeError, check_in_place
 from torcd.spec.schema import MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout, WorkflowDoc
 from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
 
@@ -35,7 +37,8 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field."""
-    return _expand(*load_doc(text, file, fmt))
+    with collector_paused():
+        return _expand(*load_doc(text, file, fmt))
 
 
 # The daemon parses specs in a pool of their own, never in asyncio's default pool, which other
@@ -53,21 +56,26 @@ async def parse_spec_in_pool(text: str, file: str = "<spec>", fmt: str | None = 
 
 def load_doc(text: str, file: str, fmt: str | None = None) -> tuple[WorkflowDoc, Locator]:
     """The spec as written (before expansion), with a way back to its lines."""
-    doc, loc = load_plain(text, file, fmt)
+    with collector_paused():
+        tree, loc = load_plain(text, file, fmt)
+        return doc_of(tree, loc), loc
+
+
+def doc_of(tree: dict, loc: Locator) -> WorkflowDoc:
+    """A spec's plain tree, as `load_plain` gives it, as the spec's structs (a new copy each time)."""
     try:
-        return msgspec.convert(doc, WorkflowDoc), loc
+        with collector_paused():
+            return msgspec.convert(tree, WorkflowDoc)
     except msgspec.ValidationError as e:
         raise _validation_error(e, loc) from None
     except RecursionError:
-        raise SpecError("the spec is nested too deeply", file=file) from None
+        raise SpecError("the spec is nested too deeply", file=loc.file) from None
 
 
 def parse_tree(tree: dict, loc: Locator) -> Workflow:
     """Validate and expand a spec's plain tree, as `load_plain` gives it."""
-    try:
-        return _expand(msgspec.convert(tree, WorkflowDoc), loc)
-    except msgspec.ValidationError as e:
-        raise _validation_error(e, loc) from None
+    with collector_paused():
+        return _expand(doc_of(tree, loc), loc)
 
 
 def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
@@ -84,12 +92,25 @@ def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
 
 def load_plain(text: str, file: str, fmt: str | None = None) -> tuple[dict, Locator]:
     """The spec's values as plain dicts and lists, checked for control characters and aliases."""
+    with collector_paused():
+        return _load_plain(text, file, fmt)
+
+
+def _load_plain(text: str, file: str, fmt: str | None) -> tuple[dict, Locator]:
     tree, loc = load(text, file, fmt)
     if not isinstance(tree, dict):
-        line = tree.lc.line + 1 if hasattr(tree, "lc") else first_content_line(text)
+        line = tree.lc.line + 1 if hasattr(tree, "lc") else loc.root_line or first_content_line(text)
         raise SpecError("the spec must be a mapping with `name` and `jobs`", file=file, line=line)
+    if loc.checked:
+        return tree, loc
     try:
-        return PlainTree(loc).convert(tree), loc
+        try:
+            check_in_place(tree)
+            return tree, loc
+        except NotPlain:
+            return PlainTree(loc.error).convert(tree), loc
+        except TreeError as e:
+            raise loc.error(e.message, e.field) from None
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=file) from None
 
