@@ -17,17 +17,34 @@ def print_json(value) -> None:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence], title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     tty = sys.stdout.isatty()
     if title:
         print(title)
+    plain = all(headers) and all(len(r) == len(headers) and all(_plain(c) for c in r) for r in [headers, *cells])
+    if not tty and plain:
+        sys.stdout.write(aligned(headers, cells))  # what rich prints here, without its cost per cell
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(*headers, box=None, header_style="bold", pad_edge=False)
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+    for row in cells:
+        t.add_row(*row)
     # Off a terminal nothing is cut short: scripts and pipes get whole paths.
     Console(width=None if tty else 100_000, highlight=False, markup=False, emoji=False).print(t)
+
+
+def _plain(text: str) -> bool:
+    """One line of printable ASCII: a column as wide as its longest text (anything else: rich)."""
+    return text.isascii() and text.isprintable()
+
+
+def aligned(headers: Sequence[str], rows: list[list[str]]) -> str:
+    """Rows of plain cells as rich's borderless table prints them off a terminal: each cell
+    padded to its column's width, columns two spaces apart."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + "\n" for row in [headers, *rows])
 
 
 def when(ts: float | None) -> str:

@@ -121,6 +121,11 @@ class Queries:
             raise NotFound(f"no workflow {wf}")
         return _summary(rows[0], await self._counts(wf))
 
+    async def exists(self, wf: int) -> None:
+        """NotFound unless the workflow exists (without counting its jobs, as `workflow` does)."""
+        if not await self.db.rows("SELECT 1 FROM workflows WHERE id = ?", (wf,)):
+            raise NotFound(f"no workflow {wf}")
+
     async def plot_directory(self, wf: int) -> str | None:
         """Where the workflow's resource plots go when it ends; None: it asked for none (or is gone)."""
         rows = await self.db.rows("SELECT output_dir FROM workflows WHERE id = ? AND generate_plots", (wf,))
@@ -149,7 +154,7 @@ class Queries:
     ) -> list[JobInfo]:
         """A page of the workflow's jobs (those in `status`, with `name` in theirs, made from
         `template`), ordered by `sort`, then id."""
-        await self.workflow(wf)
+        await self.exists(wf)
         where, args = _job_filter(wf, JobFilter(status, name, template))
         if sort not in SORTS:
             raise ValueError(f"cannot sort jobs by {sort!r}")
@@ -161,7 +166,7 @@ class Queries:
         return [_job_info(r) for r in rows]
 
     async def count_jobs(self, wf: int, which: JobFilter) -> int:
-        await self.workflow(wf)
+        await self.exists(wf)
         where, args = _job_filter(wf, which)
         return int((await self.db.rows(f"SELECT count(*) FROM jobs j WHERE {where}", args))[0][0])
 
@@ -187,7 +192,7 @@ class Queries:
         """The workflow's attempts (its current run unless `all_runs`), with the job's name, by job
         id from after `after_job_id`. A full page ends with a whole job: the next page starts after
         its last job (unless one job alone has `limit` attempts)."""
-        await self.workflow(wf)
+        await self.exists(wf)
         sql = """SELECT a.*, j.name AS job_name FROM attempts a JOIN jobs j ON j.id = a.job_id
                  WHERE a.workflow_id = ? AND a.job_id > ? AND (? OR a.run_id = j.run_id)
                    AND (NOT ? OR a.return_code != 0) AND (? IS NULL OR a.return_code = ?)
@@ -204,7 +209,7 @@ class Queries:
 
     async def files(self, wf: int, limit: int) -> list[sqlite3.Row]:
         """The workflow's files with the job that writes each and the jobs that read it."""
-        await self.workflow(wf)
+        await self.exists(wf)
         return await self.db.rows(
             """SELECT f.name, f.path, p.name AS producer, w.cwd,
                       (SELECT group_concat(j.name, char(31)) FROM file_readers r JOIN jobs j ON j.id = r.job_id
@@ -216,7 +221,7 @@ class Queries:
 
     async def user_data(self, wf: int, name: str | None = None, limit: int = 1) -> list[sqlite3.Row]:
         """The workflow's user data (one entry, by name), with the job that writes each."""
-        await self.workflow(wf)
+        await self.exists(wf)
         return await self.db.rows(
             f"""SELECT u.name, u.data, u.is_ephemeral, u.updated, p.name AS producer FROM user_data u
                 LEFT JOIN jobs p ON p.id = u.producer WHERE u.workflow_id = ? {"AND u.name = ?" if name else ""}
@@ -226,7 +231,7 @@ class Queries:
 
     async def events(self, wf: int, after: int = 0, limit: int = 10_000, last: int | None = None) -> list[Event]:
         """Events after `after` in order: the first `limit`, or with `last`, the latest `last`."""
-        await self.workflow(wf)
+        await self.exists(wf)
         if last is not None:
             rows = await self.db.rows(
                 "SELECT body FROM events WHERE workflow_id = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
@@ -250,7 +255,7 @@ class Queries:
 
     async def graph(self, wf: int, max_nodes: int) -> tuple[Grouping, list[GraphNode], list[GraphEdge]]:
         """The workflow's DAG, one node per job when it has at most `max_nodes`, else per template."""
-        await self.workflow(wf)
+        await self.exists(wf)
         (total,) = (await self.db.rows("SELECT count(*) FROM jobs WHERE workflow_id = ?", (wf,)))[0]
         if total <= max_nodes:
             jobs = await self.db.rows("SELECT id, name, status FROM jobs WHERE workflow_id = ? ORDER BY id", (wf,))
@@ -273,7 +278,7 @@ class Queries:
 
     async def workers(self, wf: int) -> list[sqlite3.Row]:
         """The workflow's workers, each with how many jobs run on it now."""
-        await self.workflow(wf)
+        await self.exists(wf)
         return await self.db.rows(
             f"""SELECT w.*, (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status = {int(S.RUNNING)})
                 AS running FROM workers w WHERE w.workflow_id = ? ORDER BY w.id""",
@@ -282,7 +287,7 @@ class Queries:
 
     async def actions(self, wf: int) -> list[sqlite3.Row]:
         """The workflow's actions in spec order, each with its state and last firing."""
-        await self.workflow(wf)
+        await self.exists(wf)
         return await self.db.rows("SELECT * FROM actions WHERE workflow_id = ? ORDER BY idx", (wf,))
 
     async def failure_handling(self, job_id: int) -> FailureHandling:
