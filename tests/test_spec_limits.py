@@ -7,6 +7,8 @@ the time and memory each refusal costs (these tests time nothing).
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from torcctl.transport import RpcError
@@ -232,3 +234,32 @@ def test_daemon_refuses_each_poisoned_spec_and_keeps_running_others(daemon):
     assert daemon.call("workflows.list") == []
     wf = daemon.submit("name: fine\njobs:\n  - {name: a, command: 'echo ok'}\n")
     assert daemon.wait(wf).counts == {"completed": 1}
+
+
+@pytest.mark.parametrize(
+    "text,fmt",
+    [
+        ("[" * 5000 + "]" * 5000, None),
+        ("name: x\njobs: []\nv: " + "[" * 101 + "]" * 101 + "\n", None),
+        ("name: x\njobs: []\nv:\n" + "".join("  " * i + f"- k{i}:\n" for i in range(1, 52)), None),
+        ('{"name": "x", "jobs": [], "v": ' + "[" * 101 + "]" * 101 + "}", "json"),
+        ('{name: "x", jobs: [], v: ' + "[" * 101 + "]" * 101 + "}", "json5"),
+    ],
+    ids=["flow-5000", "flow-101", "block-51", "json-101", "json5-101"],
+)
+@pytest.mark.parametrize("recursion_limit", [None, 100_000])
+def test_what_nests_too_deeply_is_refused_whatever_the_recursion_limit(text, fmt, recursion_limit):
+    """A test runner (or an embedding program) may raise the recursion limit: what is refused must not change."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(recursion_limit or old)
+    try:
+        with pytest.raises(SpecError) as info:
+            parse_spec(text, "wf.yaml", fmt)
+    finally:
+        sys.setrecursionlimit(old)
+    assert "nested too deeply" in info.value.message or "Maximum nesting level" in info.value.message  # pyjson5's
+
+
+def test_a_hundred_levels_of_nesting_are_read():
+    text = "name: x\njobs:\n  - {name: a, command: 'true'}\nmetadata: {v: " + "[" * 98 + "]" * 98 + "}\n"
+    parse_spec(text, "wf.yaml")

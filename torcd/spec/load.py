@@ -20,7 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from torcd.errors import SpecError
 from torcd.spec import yaml12
-from torcd.spec.plain import NotPlain, TreeError, check_in_place
+from torcd.spec.plain import NESTING_PROBLEM, NotPlain, TreeError, check_in_place, nests_too_deeply
 
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
 
@@ -176,9 +176,9 @@ def _load_yaml(text: str, file: str) -> Any:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
-        return yaml.load(text)
+        tree = yaml.load(text)
     except RecursionError:
-        raise SpecError("cannot parse: nested too deeply", file=file) from None
+        raise SpecError(NESTING_PROBLEM, file=file) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -186,6 +186,9 @@ def _load_yaml(text: str, file: str) -> Any:
         raise SpecError(f"cannot parse: {problem}", file=file, line=line) from None
     except YAMLError as e:
         raise SpecError(f"cannot parse: {e}", file=file) from None
+    if nests_too_deeply(tree):
+        raise SpecError(NESTING_PROBLEM, file=file)
+    return tree
 
 
 _BYTES = re.compile(r"b'([^']*)'")  # pyjson5 names tokens as bytes reprs

@@ -19,6 +19,10 @@ ALIAS_PROBLEM = (
 )
 
 MAX_DEPTH = 64  # collections within collections checked here; deeper, the readers of old check them
+# Deeper than this, any spec is refused: a fixed limit, so what is refused does not depend on the
+# interpreter's recursion limit (a test runner may raise it), and well within what ruamel can read.
+MAX_NESTING = 100
+NESTING_PROBLEM = "the spec is nested too deeply"
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -154,8 +158,10 @@ class PlainTree:
     def __init__(self, error: Callable[[str, str], SpecError]):
         self.error, self.seen, self.alias_cost = error, set[int](), 0
 
-    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None) -> Any:
+    def convert(self, node: Any, chain: Chain = None, key: str = "", alias: Chain = None, depth: int = 0) -> Any:
         if isinstance(node, (dict, list)):
+            if depth >= MAX_NESTING:
+                raise self.error(NESTING_PROBLEM, field_path(chain))
             if alias is None and id(node) in self.seen:
                 alias = chain[0] if chain else chain  # what holds the alias: its line is where `*name` is
             self.seen.add(id(node))
@@ -174,10 +180,10 @@ class PlainTree:
                     raise self.error(problem, field_path(chain))
                 if v is None and structural and k in NULL_MEANS_NONE:
                     continue
-                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias)
+                out[k] = self.convert(v, (chain, k), f"env:{k}" if key == "env" else k, alias, depth + 1)
             return out
         if isinstance(node, list):
-            return [self.convert(v, (chain, i), key, alias) for i, v in enumerate(node)]
+            return [self.convert(v, (chain, i), key, alias, depth + 1) for i, v in enumerate(node)]
         # ruamel's scalar subclasses (ScalarFloat, ScalarInt, quoted strings) as builtins
         for kind in (bool, int, float, str):
             if isinstance(node, kind):
@@ -185,6 +191,25 @@ class PlainTree:
                     raise self.error(problem, field_path(chain))
                 return kind(node)
         return node
+
+
+def nests_too_deeply(tree: Any) -> bool:
+    """Whether collections nest more than MAX_NESTING deep (walked without recursion, each shared
+    node once: deeper through an alias, `PlainTree` finds it as it copies)."""
+    stack, seen = [(tree, 0)], set[int]()
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth >= MAX_NESTING:
+            return True
+        stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
 
 
 def field_path(chain: Chain) -> str:
