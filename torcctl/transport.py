@@ -5,6 +5,7 @@ Uses the standard library's http.client so that a command starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import os
@@ -84,6 +85,7 @@ class Transport:
         self._keys = (f"{uuid.uuid4().hex}:{n}" for n in itertools.count(1))
         self.auth: dict[str, str] = {}
         self._lock = threading.Lock()  # one request at a time on the kept-alive connection
+        self._streams = set[http.client.HTTPConnection]()  # event streams being read
 
     def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return _UnixConnection(self.socket_path, timeout if timeout is not None else self.timeout)
@@ -145,6 +147,7 @@ class Transport:
         if kinds:
             query += "&kinds=" + ",".join(sorted(kinds))
         try:
+            self._streams.add(conn)
             conn.request("GET", query)
             resp = conn.getresponse()
             if resp.status == 404:
@@ -159,7 +162,16 @@ class Transport:
         except (http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             raise ConnectError(f"torcd on {self.socket_path} closed the event stream") from None
         finally:
+            self._streams.discard(conn)
             conn.close()
+
+    def cut_streams(self) -> None:
+        """End the event streams being read, as if the daemon closed them (safe in a signal handler:
+        a reader blocked on one wakes up)."""
+        for conn in list(self._streams):
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
 
     def _tls_refused(self, e: ssl.SSLError) -> str:
         return f"cannot speak TLS with torcd at {self.socket_path}: {e.reason or e}"

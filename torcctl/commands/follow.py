@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 
 from torcctl.api.client import Client
 from torcctl.commands import STATUS_ORDER, UsageError, create_workflow
@@ -96,7 +99,14 @@ def run(client: Client, args) -> int:
     try:  # from here on (the id shown) Ctrl-C says what becomes of the workflow
         if not args.json and not args.quiet:
             print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
-        _follow(client, wf.id, args)
+        with _ctrl_c_ends_the_stream(client) as pressed:
+            try:
+                _follow(client, wf.id, args)
+            except ConnectError:
+                if not pressed.is_set():
+                    raise
+            if pressed.is_set():
+                raise KeyboardInterrupt
         code = _summary(client, wf.id, args)
     except KeyboardInterrupt:
         _interrupted(client, wf.id, args)
@@ -106,6 +116,26 @@ def run(client: Client, args) -> int:
         raise
     _release_daemon(client, args, wf.id)
     return code
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_the_stream(client: Client) -> Iterator[threading.Event]:
+    """Ctrl-C stops the follow wherever it lands. Python raises KeyboardInterrupt between any two
+    bytecodes, a finalizer's too, where it is printed and dropped: the run would follow on as if no
+    key had been pressed. So the press is also recorded and the event stream cut; the caller, woken
+    from its read, sees the record."""
+    pressed = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        pressed.set()
+        client.transport.cut_streams()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _daemon_autostarted(client: Client, args) -> bool:
