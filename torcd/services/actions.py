@@ -9,6 +9,7 @@ changes no job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 
@@ -51,6 +52,7 @@ class ActionRunner:
         self._procs: dict[int, tuple[int, WatchedProcess]] = {}  # action id -> its workflow, its command running now
         self._stopped: dict[int, str] = {}  # action id -> why its command was stopped
         self._tasks: set[asyncio.Task] = set()
+        self._task_of: dict[int, asyncio.Task] = {}  # action id -> the task running it
         self._turns: dict[int, asyncio.Lock] = {}  # one action of a workflow at a time, in the order they came due
         self._queued: set[int] = set()  # actions waiting for their turn or running
         bus.listen("actions", None, self._on_event)
@@ -92,8 +94,13 @@ class ActionRunner:
                         task = asyncio.create_task(self._run(run))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
+                        self._task_of[run.id] = task
+                        task.add_done_callback(functools.partial(self._ended, run.id))
         finally:
             await asyncio.gather(*(stop_group(p, 2.0) for _, p in self._procs.values()), return_exceptions=True)
+
+    def _ended(self, action_id: int, _: asyncio.Task) -> None:
+        self._task_of.pop(action_id, None)
 
     async def stop_workflow(self, wf: int, why: str) -> None:
         """Stop the command an action of this workflow is running (canceled, deleted)."""
@@ -101,6 +108,9 @@ class ActionRunner:
         for aid, _ in stopping:
             self._stopped[aid] = why
         await asyncio.gather(*(stop_group(proc, 2.0) for _, proc in stopping), return_exceptions=True)
+        # Answer once what was stopped is recorded: the caller's next read shows how each ended.
+        ending = [asyncio.shield(self._task_of[aid]) for aid, _ in stopping if aid in self._task_of]
+        await asyncio.gather(*ending, return_exceptions=True)
 
     async def _run(self, run: ActionToRun) -> None:
         try:
