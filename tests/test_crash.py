@@ -154,7 +154,48 @@ def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemo
 def test_adopted_job_killed_by_sigkill_is_recorded_137(make_daemon, tmp_path):
     d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "sleep 300")
     d.restart()
-    os.killpg(os.getpgid(first), signal.SIGKILL)  # no shell survives to record a status
+    os.killpg(os.getpgid(first), signal.SIGKILL)  # the shell's parent, outside its group, records it
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]
+    assert atts[0].message is None
+    check_history(d, wf)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_adopted_job_killed_with_the_process_that_records_it_is_137_unrecorded(make_daemon, tmp_path):
+    d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "sleep 300")
+    shepherd = parent_of(first)
+    d.restart()
+    os.kill(shepherd, signal.SIGKILL)
+    os.killpg(os.getpgid(first), signal.SIGKILL)  # nothing is left to record a status
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]
+    assert "without recording its exit status" in atts[0].message
+    check_history(d, wf)
+
+
+def test_a_dead_shepherd_loses_only_the_statuses_it_held_and_is_replaced(make_daemon, tmp_path):
+    """kill -9 of the process that starts and records jobs, while the daemon lives: the job it
+    was watching ends unrecorded (137, said so) and is retried; the next attempt starts as usual."""
+    d = make_daemon().start()
+    wf = d.submit(
+        spec("""\
+  - name: j
+    command: if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second; else echo $$ > first.pid; sleep 300; fi
+    failure_handler: h
+""")
+    )
+    pidfile = tmp_path / "first.pid"
+    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
+    first = int(pidfile.read_text())
+    os.kill(parent_of(first), signal.SIGKILL)
+    os.killpg(os.getpgid(first), signal.SIGKILL)
     d.wait(wf)
     atts = d.attempts(d.jobs(wf)["j"].id)
     assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 137, "retry"), (2, 0, None)]

@@ -25,6 +25,7 @@ from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
+from torcd.services.shepherd_link import ShepherdLink, wait_for_records_in_flight, wait_for_starts_in_flight
 from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.dispatcher")
@@ -55,7 +56,7 @@ class Dispatcher:
         self.max_cpus, self.max_memory = max_cpus, max_memory
         self.host = socket.gethostname()
         self.exit_log = exit_log
-        self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus)
+        self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus, ShepherdLink(exit_log.path))
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
@@ -95,9 +96,11 @@ class Dispatcher:
             self._start(self._queue.popleft())
 
     def _start(self, job: Runnable) -> None:
-        started = time.time()
-        pid = self.executor.start(job)
-        self._starts.append(Start(job, pid, started))
+        at = time.time()
+        self.executor.launch(job, lambda pid: self._started(job, pid, at))
+
+    def _started(self, job: Runnable, pid: int | None, at: float) -> None:
+        self._starts.append(Start(job, pid, at))
         crash_point("after_start")
         log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, pid=pid)
         self._wake.set()
@@ -105,13 +108,18 @@ class Dispatcher:
     async def reconcile(self) -> None:
         """After a crash: adopt the jobs that kept running, record those that ended meanwhile
         (from the exit log), and put claimed jobs that never started back to ready."""
+        # A request a dead daemon sent may still be starting its job: until that is done, the
+        # processes cannot be told apart from the absent.
+        await asyncio.to_thread(wait_for_starts_in_flight, self.exit_log.path)
         pending = set(await self.execution.pending_keys())
         running = await self.execution.running_attempts()
         if pending or running:
             keys = pending | {_key(j) for j in running}
             found = await asyncio.to_thread(find_attempt_processes, keys, self.executor.api_url)  # one pass over /proc
             leaders = {key: group_leader(found.get(key, [])) for key in keys}
-            # Read after the leaders: a shell that ended since the scan has its line there by now.
+            # Read after the leaders, and after the shepherds have recorded the shells that ended
+            # (gone from the scan as zombies): a shell missing from it has its line there by now.
+            await asyncio.to_thread(wait_for_records_in_flight, self.exit_log.path)
             ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
                 started = {key[0]: leaders[key] for key in pending if key in found or key in ended}

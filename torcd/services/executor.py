@@ -23,8 +23,10 @@ from torcd.services.exit_log import RECORDER, ExitLog
 from torcd.services.monitor import Monitor, Sample
 from torcd.services.processes import (
     LAUNCH_FAILED,
+    Watched,
     WatchedProcess,
     find_attempt_processes,
+    group_leader,
     job_env,
     kill_pids,
     log_files,
@@ -36,6 +38,7 @@ from torcd.services.processes import (
     stop_group,
     unstartable_input,
 )
+from torcd.services.shepherd_link import ShepherdLink, ShepherdLost
 
 log = structlog.get_logger("torcd.executor")
 
@@ -62,6 +65,7 @@ class LocalExecutor:
         on_exit: Callable[[Exit], None],
         exit_log: ExitLog | None = None,
         gpus: list[str] | None = None,
+        shepherd: ShepherdLink | None = None,
     ):
         self.api_url = api_url
         # The devices to hand out, each to one running job at a time; None: this executor does
@@ -69,7 +73,9 @@ class LocalExecutor:
         self.gpus_free: list[str] | None = list(gpus) if gpus else None
         self.on_exit = on_exit
         self.exit_log = exit_log
-        self.procs: dict[int, tuple[Runnable, WatchedProcess]] = {}
+        self.shepherd = shepherd  # with an exit log: the parent that records jobs' ends (else a shell per job)
+        self.procs: dict[int, tuple[Runnable, Watched]] = {}
+        self._launching: dict[int, asyncio.Future[None]] = {}  # jobs asked of the shepherd, not yet answered
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
         self.memory_in_use = 0  # bytes: the memory limits of the jobs in procs
         self.monitor = Monitor(self._over_memory)
@@ -83,6 +89,62 @@ class LocalExecutor:
 
     def start(self, job: Runnable) -> int | None:
         """Start a job; return its pid, or None if it could not start (its exit is reported)."""
+        env = self._env(job)
+        try:
+            self._check(job)
+            with log_files(job.stdout_path, job.stderr_path) as (out, err):
+                if self.exit_log is None:
+                    proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
+                else:
+                    script = self.exit_log.recording(shell_prelude(job.cwd), (job.job_id, job.run_id, job.attempt_id))
+                    proc = spawn_shell(script, env=env, stdout=out, stderr=err, args=(job.command,), shell=RECORDER)
+        except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
+            self._give_back_gpus(job)
+            self._launch_failed(job, e)
+            return None
+        self._reserve(job)
+        self._watch(job, proc)
+        return proc.pid
+
+    def launch(self, job: Runnable, started: Callable[[int | None], None]) -> None:
+        """Start a job; `started` hears its pid, or None if it could not start (its exit is
+        reported). Through the shepherd the pid comes later, and the job holds its CPUs, memory
+        and devices from now on; without one, at once."""
+        if self.shepherd is None:
+            started(self.start(job))
+            return
+        shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
+
+        def reply(pid: int | None, error: OSError | None) -> None:
+            self._launching.pop(job.job_id).set_result(None)
+            if pid is None:
+                if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
+                    pid = found  # it did start: watched as an adopted shell
+                    self._watch(job, WatchedProcess(pid, lambda: self._exit_status(key)))
+                    started(pid)
+                    return
+                self._release(job)
+                self._give_back_gpus(job)
+                self._launch_failed(job, error or OSError("could not start"))
+                started(None)
+                return
+            self._watch(job, shepherd.process(pid, lambda: self._exit_status(key)))
+            started(pid)
+
+        try:
+            self._check(job)
+            with log_files(job.stdout_path, job.stderr_path) as (out, err):
+                shepherd.spawn(key, job.command, job.cwd, env, out, err, reply)
+        except (OSError, ValueError) as e:
+            self._give_back_gpus(job)
+            self._launch_failed(job, e)
+            started(None)
+            return
+        self._reserve(job)
+        self._launching[job.job_id] = asyncio.get_running_loop().create_future()
+
+    def _env(self, job: Runnable) -> dict[str, str]:
+        """The job's environment, with its own GPUs (taken from the free ones) where they are assigned."""
         env = job_env(
             self._base_env,
             workflow_id=job.workflow_id,
@@ -99,23 +161,22 @@ class LocalExecutor:
             del self.gpus_free[: job.num_gpus]
             self._held[job.job_id] = job.gpus
             env["CUDA_VISIBLE_DEVICES"] = env["TORC_GPUS"] = ",".join(job.gpus)
-        try:
-            if bad := unstartable_input(
-                {"command": job.command, "output directory": job.output_dir, "working directory": job.cwd}, job.env
-            ):
-                raise bad
-            with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                if self.exit_log is None:
-                    proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
-                else:
-                    script = self.exit_log.recording(shell_prelude(job.cwd), (job.job_id, job.run_id, job.attempt_id))
-                    proc = spawn_shell(script, env=env, stdout=out, stderr=err, args=(job.command,), shell=RECORDER)
-        except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
-            self._give_back_gpus(job)
-            self._launch_failed(job, e)
-            return None
-        self._watch(job, proc)
-        return proc.pid
+        return env
+
+    @staticmethod
+    def _check(job: Runnable) -> None:
+        if bad := unstartable_input(
+            {"command": job.command, "output directory": job.output_dir, "working directory": job.cwd}, job.env
+        ):
+            raise bad
+
+    def _exit_status(self, key: tuple[int, int, int]) -> int | None:
+        assert self.exit_log is not None
+        return self.exit_log.status(key)
+
+    def _started_before_loss(self, job: Runnable) -> int | None:
+        found = find_attempt_processes({(job.job_id, job.run_id, job.attempt_id)}, self.api_url)
+        return group_leader(next(iter(found.values()), []))
 
     def _launch_failed(self, job: Runnable, e: OSError | ValueError) -> None:
         message = start_failure(e)
@@ -136,6 +197,7 @@ class LocalExecutor:
         if self.gpus_free is not None and job.gpus:  # its devices stay its own
             self.gpus_free = [g for g in self.gpus_free if g not in job.gpus]
             self._held[job.job_id] = job.gpus
+        self._reserve(job)
         self._watch(job, WatchedProcess(pid, lambda: exit_log.status(key)))
 
     def _give_back_gpus(self, job: Runnable) -> None:
@@ -144,10 +206,17 @@ class LocalExecutor:
         if self.gpus_free is not None and held:
             self.gpus_free.extend(held)
 
-    def _watch(self, job: Runnable, proc: WatchedProcess) -> None:
-        self.procs[job.job_id] = (job, proc)
+    def _reserve(self, job: Runnable) -> None:
         self.cpus_in_use += job.num_cpus
         self.memory_in_use += job.memory or 0
+
+    def _release(self, job: Runnable) -> None:
+        self.cpus_in_use -= job.num_cpus
+        self.memory_in_use -= job.memory or 0
+
+    def _watch(self, job: Runnable, proc: Watched) -> None:
+        """Watch a started job (its resources already reserved) until it ends."""
+        self.procs[job.job_id] = (job, proc)
         if job.sample_interval is not None:
             self.monitor.watch(job.job_id, proc.pid, job.memory, job.sample_interval)
         if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
@@ -159,7 +228,7 @@ class LocalExecutor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _time_out(self, job: Runnable, proc: WatchedProcess) -> None:
+    def _time_out(self, job: Runnable, proc: Watched) -> None:
         """Past its runtime: TERM, a grace that grows with the runtime (1 to 10 s), then KILL; a
         job that says it does not support termination is KILLed at once."""
         if self.procs.get(job.job_id, (None, None))[1] is not proc:
@@ -199,11 +268,10 @@ class LocalExecutor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _wait(self, job: Runnable, proc: WatchedProcess) -> None:
+    async def _wait(self, job: Runnable, proc: Watched) -> None:
         returncode = await proc.wait()
         if self.procs.pop(job.job_id, None):
-            self.cpus_in_use -= job.num_cpus
-            self.memory_in_use -= job.memory or 0
+            self._release(job)
             self._give_back_gpus(job)
         deadline = self._deadlines.pop(job.job_id, None)
         if deadline is not None:
@@ -283,9 +351,16 @@ class LocalExecutor:
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
         (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
+        await self._launched(job_ids)
         running = [self.procs[j] for j in job_ids if j in self.procs]
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         await self._kill_escaped(*((job.job_id, job.run_id, job.attempt_id) for job, _ in running))
+
+    async def _launched(self, job_ids: list[int]) -> None:
+        """Until the shepherd has answered for these jobs (a few milliseconds)."""
+        waits = [self._launching[j] for j in job_ids if j in self._launching]
+        if waits:
+            await asyncio.gather(*(asyncio.shield(w) for w in waits))
 
     async def _kill_escaped(self, *keys: tuple[int, int, int]) -> None:
         """KILL what these attempts started that left their process group but still carries
@@ -295,10 +370,13 @@ class LocalExecutor:
 
     async def stop_all(self, grace: float) -> list[Exit]:
         """Stop every running job (shutdown) and return their exits for the caller to record."""
+        await self._launched(list(self._launching))
         running = list(self.procs.values())
         self._stopping.update(job.job_id for job, _ in running)
         self.monitor.stop()
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
+        if self.shepherd is not None:
+            self.shepherd.close()  # it ends once it has reaped them
         now = time.time()
         return [
             Exit(

@@ -14,6 +14,7 @@ import signal
 import stat
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from torcd.core.exits import CANNOT_EXECUTE
 
@@ -235,6 +236,11 @@ def user_umask() -> int | None:
     return None if _user_umask < 0 else _user_umask
 
 
+def user_nofile() -> int:
+    """The user's soft limit on open descriptors if `prepare_to_start_processes` raised ours, else -1."""
+    return _user_nofile
+
+
 def shell_prelude(cwd: str) -> str:
     """What a started shell does first: go to `cwd` (or exit 126, saying why on its stderr) and
     take the user's umask and limit on open descriptors. In the shell because posix_spawn has no
@@ -336,6 +342,16 @@ def group_leader(pids: list[int]) -> int | None:
     return None
 
 
+class Watched(Protocol):
+    """A started job shell as the executor watches it (WatchedProcess, ShepherdedProcess)."""
+
+    pid: int
+    returncode: int | None
+    cpu_seconds: float | None
+
+    async def wait(self) -> int | None: ...
+
+
 class WatchedProcess:
     """A process watched through a pidfd. Our own child is reaped (`reap`), which also tells
     the CPU time it and the descendants it waited for used; a shell an earlier daemon started
@@ -367,7 +383,20 @@ class WatchedProcess:
             self._fd = None
         # What it left running in its group goes with it (before reaping: the pid is still ours).
         signal_group(self.pid, signal.SIGKILL)
+        self._settle(time.monotonic() + _RECORD_WAIT)
+
+    def _settle(self, until: float) -> None:
         self.returncode = self._exit_status()
+        # A shell a shepherd started is recorded by it, then reaped: while it is still a zombie
+        # with no status in the log, its record is on its way.
+        if (
+            self.returncode is None
+            and self._exit_status != self._reap
+            and time.monotonic() < until
+            and is_zombie(self.pid)
+        ):
+            self._loop.call_later(0.005, self._settle, until)
+            return
         if not self._done.done():
             self._done.set_result(None)
 
@@ -391,6 +420,7 @@ def signal_group(pid: int, sig: int) -> bool:
         return False
 
 
+_RECORD_WAIT = 10.0  # seconds an ended shell may stay unreaped by the shepherd recording it
 _TICKS = os.sysconf("SC_CLK_TCK")
 _LATE_MARGIN = 2 * _TICKS  # a child this young (ticks) when TERM was sent may have missed it
 _RECHECK = 0.05  # seconds between looks for a child that missed TERM
@@ -427,15 +457,16 @@ def _name(pid: int) -> str:
         return ""
 
 
-async def stop_group(proc: WatchedProcess, grace: float) -> None:
+async def stop_group(proc: Watched, grace: float) -> None:
     """TERM the process group, then KILL it if it has not exited after `grace` seconds.
 
-    A shell that catches TERM (the exit-log traps) runs its trap only once its foreground
-    command ends; a command it forked just before or after the TERM (between fork and exec it
-    still has the shell's handler, which drops the signal) never ends, and the job would be
-    KILLed and recorded 137. So while the shell lives, its young children get the TERM again:
-    once after they exec'd, and as long as they are still the shell (not yet exec'd, or a
-    subshell whose handlers are being reset).
+    A shell that catches TERM (a job's own trap, or an older daemon's recording shell) runs its
+    trap only once its foreground command ends; a command it forked just before or after the
+    TERM (between fork and exec it still has the shell's handler, which drops the signal) never
+    ends, and the job would be KILLed and recorded 137. So while the shell lives, its young
+    children get the TERM again: once after they exec'd, and as long as they are still the shell
+    (not yet exec'd, or a subshell whose handlers are being reset). So does the shell itself
+    once it has exec'd another program (`trap "exec ..." TERM`).
     """
     since = _boot_ticks() - _LATE_MARGIN
     shell = _name(proc.pid)
@@ -453,6 +484,12 @@ async def stop_group(proc: WatchedProcess, grace: float) -> None:
             signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
             break
+        # The shell itself may have exec'd another program from a TERM trap: that one never saw it.
+        now = _name(proc.pid)
+        if now and now != shell and resent_as.get(proc.pid) != now:
+            resent_as[proc.pid] = now
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGTERM)
         for child, name in _young_children(proc.pid, since).items():
             if name == shell or resent_as.get(child) != name:
                 resent_as[child] = name
@@ -525,6 +562,14 @@ def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
     for pid in pids:
         while time.monotonic() < deadline and is_alive(pid):
             time.sleep(0.01)
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def is_alive(pid: int) -> bool:

@@ -1,0 +1,295 @@
+"""The daemon's side of the shepherd (`torcd.shepherd`), the process that starts, records and
+reaps its job shells. Started with the first job; a shepherd that dies is replaced at the next."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import structlog
+
+from torcd.services.processes import BASH, is_zombie, unmarked, user_nofile, user_umask
+from torcd.shepherd import Frames, frame, spawn_lock_path
+
+log = structlog.get_logger("torcd.shepherd")
+
+Key = tuple[int, int, int]
+Reply = Callable[[int | None, OSError | None], None]  # (pid, None) or (None, why it could not start)
+
+
+def wait_for_starts_in_flight(exit_log: str) -> None:
+    """Until no shepherd of an earlier daemon is starting a job (see `torcd.shepherd`)."""
+    try:
+        fd = os.open(spawn_lock_path(exit_log), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
+
+
+def wait_for_records_in_flight(exit_log: str, timeout: float = 10.0) -> None:
+    """Until no shepherd writing to `exit_log` holds an ended shell it has not recorded yet (a
+    zombie: it records, then reaps). Then a shell missing from the process table has its line."""
+    me, path = os.getuid(), exit_log.encode()
+    shepherds = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"torcd.shepherd" in args and path in args:
+            shepherds.append(int(entry))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_holds_a_zombie(pid) for pid in shepherds):
+        time.sleep(0.005)
+
+
+def _holds_a_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return False
+    return any(is_zombie(int(child)) for child in children)
+
+
+class ShepherdLost(OSError):
+    """The shepherd ended before answering: whether the job started is unknown."""
+
+
+class ShepherdedProcess:
+    """A job shell the shepherd started: its exit comes from the shepherd, which reaped it (and
+    killed what it left in its group). If the shepherd dies first, `exit_status` (the exit log)
+    says how it ended, as for a shell an earlier daemon started."""
+
+    def __init__(self, pid: int, exit_status: Callable[[], int | None]):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.cpu_seconds: float | None = None
+        self._exit_status = exit_status
+        self._done = asyncio.get_running_loop().create_future()
+        self._pidfd: int | None = None
+
+    def exited(self, returncode: int, cpu_seconds: float) -> None:
+        self.returncode, self.cpu_seconds = returncode, cpu_seconds
+        self._finish()
+
+    def shepherd_lost(self) -> None:
+        """Watch it ourselves: it ends unrecorded (no parent records it any more)."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self._ended_unwatched()
+            return
+        loop.add_reader(self._pidfd, self._ended_unwatched)
+
+    def _ended_unwatched(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.returncode = self._exit_status()
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def wait(self) -> int | None:
+        await asyncio.shield(self._done)
+        return self.returncode
+
+
+class ShepherdLink:
+    def __init__(self, exit_log: str):
+        self.exit_log = exit_log
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+        self._frames = Frames()
+        self._seq = 0
+        self._replies: dict[int, tuple[Key, Reply]] = {}
+        self._running: dict[int, ShepherdedProcess] = {}  # pid -> process
+        self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def spawn(self, key: Key, command: str, cwd: str, env: dict[str, str], out: int, err: int, reply: Reply) -> None:
+        """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
+        or duplicated until it goes); `reply` hears the pid, or why it could not start."""
+        if self._sock is None:
+            self._start()
+        self._seq += 1
+        self._replies[self._seq] = (key, reply)
+        data = frame("spawn", self._seq, *key, command, cwd, env)
+        if self._outgoing:
+            self._outgoing.append((data, [os.dup(out), os.dup(err)]))
+            return
+        self._send(data, [out, err])
+
+    def process(self, pid: int, exit_status: Callable[[], int | None]) -> ShepherdedProcess:
+        """The started shell `pid`, whose end the shepherd will report."""
+        proc = ShepherdedProcess(pid, exit_status)
+        self._running[pid] = proc
+        return proc
+
+    def close(self) -> None:
+        """Stop asking: the shepherd ends once its last job has (the daemon stopped them)."""
+        if self._sock is not None:
+            self._drop()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        umask, nofile = user_umask(), user_nofile()
+        args = [
+            sys.executable,
+            "-m",
+            "torcd.shepherd",
+            str(theirs.fileno()),
+            self.exit_log,
+            BASH,
+            "-1" if umask is None else f"{umask:o}",
+            str(nofile),
+        ]
+        try:
+            self._proc = subprocess.Popen(
+                args,
+                env=unmarked(dict(os.environ)),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                cwd="/",
+                start_new_session=True,  # a Ctrl-C or a kill of the daemon's group leaves it recording
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(ours, self._readable)
+        log.debug("shepherd_started", pid=self._proc.pid)
+
+    def _send(self, data: bytes, fds: list[int]) -> None:
+        """Send now what the socket takes; queue the rest (with copies of descriptors not yet sent)."""
+        assert self._sock is not None and self._loop is not None
+        try:
+            sent = socket.send_fds(self._sock, [data], fds)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # it died; its end is read as EOF
+            return
+        if sent < len(data):
+            self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
+            self._loop.add_writer(self._sock, self._writable)
+
+    def _writable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        while self._outgoing:
+            data, fds = self._outgoing[0]
+            try:
+                sent = socket.send_fds(self._sock, [data], fds)
+            except BlockingIOError:
+                return  # still full: the writer stays armed
+            except OSError:
+                return  # it died; its end is read as EOF
+            self._close(fds)  # they went with the first byte
+            if sent < len(data):
+                self._outgoing[0] = (data[sent:], [])
+                return
+            self._outgoing.popleft()
+        self._loop.remove_writer(self._sock)
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        for message in self._frames.feed(data, []):
+            self._handle(message)
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "exited":
+            _, pid, returncode, cpu = message
+            proc = self._running.pop(pid, None)
+            if proc is not None:
+                proc.exited(returncode, cpu)
+        elif kind == "started":
+            _, seq, pid = message
+            _, reply = self._replies.pop(seq)
+            reply(pid, None)
+        elif kind == "failed":
+            _, seq, code, text, filename = message
+            _, reply = self._replies.pop(seq)
+            reply(None, OSError(code, text, filename) if filename else OSError(code, text))
+
+    def _lost(self) -> None:
+        """The shepherd died (killed): its shells are watched here, ending unrecorded; what it was
+        asked to start and did not answer may have started (found by the caller)."""
+        log.warning("shepherd_lost", pid=self._proc.pid if self._proc else None)
+        replies, running = self._replies, self._running
+        self._drop()
+        for proc in running.values():
+            proc.shepherd_lost()
+        for _, reply in replies.values():
+            reply(None, ShepherdLost(0, "the process that starts jobs died before saying whether this one started"))
+
+    def _drop(self) -> None:
+        assert self._loop is not None and self._sock is not None
+        self._loop.remove_reader(self._sock)
+        self._loop.remove_writer(self._sock)
+        self._sock.close()
+        self._sock = None
+        for _, fds in self._outgoing:
+            self._close(fds)
+        self._outgoing.clear()
+        self._replies, self._running = {}, {}
+        self._frames = Frames()
+        if self._proc is not None:
+            self._reap_when_ended(self._proc)
+            self._proc = None
+
+    def _reap_when_ended(self, proc: subprocess.Popen) -> None:
+        """It ends after its last job; reap it then (a daemon that exits first leaves it to init)."""
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except ProcessLookupError:
+            proc.poll()
+            return
+
+        def ended() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            proc.poll()
+
+        loop.add_reader(fd, ended)
+
+    @staticmethod
+    def _close(fds: list[int]) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)

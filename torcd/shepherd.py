@@ -1,0 +1,249 @@
+"""The shepherd: the parent of a daemon's job shells, in a process of its own.
+
+`python -m torcd.shepherd FD EXIT_LOG` serves the daemon on the Unix stream socket FD: it starts
+each job's `bash -c COMMAND` (in the job's directory, with the job's log descriptors, which
+come with the request), and as each ends it appends `JOB RUN ATTEMPT RC` to the exit log before
+reaping it, then tells the daemon. It outlives the daemon: after a crash it goes on recording
+the jobs it started until the last has ended, and a restarted daemon reads their statuses from
+the exit log.
+
+One parent for all jobs instead of a recording shell around each: a job costs one process, and
+the daemon never waits for a fork. What a job does to its own shell (`trap ... EXIT`, `exec`,
+`kill $$`) cannot take its record away: the record is kept by its parent.
+
+Frames both ways are a 4-byte length and a msgpack array:
+  daemon → ("spawn", seq, job, run, attempt, command, cwd, env), its stdout and stderr attached;
+  shepherd → ("started", seq, pid) | ("failed", seq, errno, strerror, filename)
+           | ("exited", pid, waitstatus-as-exit-code, cpu_seconds).
+Only the daemon's own user can reach the socket: it is one end of a socketpair.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+
+import msgspec
+
+HEADER = struct.Struct("!I")
+MAX_FRAME = 64 << 20  # a spawn carries the job's environment; far below this
+MAX_FDS = 64  # per receive: a frame's two, for as many frames as one read holds
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def spawn_lock_path(exit_log: str) -> str:
+    """Held shared by a shepherd while it starts a job; a starting daemon takes it exclusively."""
+    return os.path.join(os.path.dirname(exit_log), "spawn.lock")
+
+
+def frame(*fields: object) -> bytes:
+    body = _encode(fields)
+    return HEADER.pack(len(body)) + body
+
+
+class Frames:
+    """Frames cut from a byte stream, and the descriptors that came with them, in order."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.fds: list[int] = []
+
+    def feed(self, data: bytes, fds: list[int]) -> list[tuple]:
+        self.buffer += data
+        self.fds.extend(fds)
+        out = []
+        while len(self.buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.buffer)
+            if size > MAX_FRAME:
+                raise ValueError(f"a frame of {size} bytes")
+            if len(self.buffer) < HEADER.size + size:
+                break
+            out.append(tuple(_decode(bytes(self.buffer[HEADER.size : HEADER.size + size]))))
+            del self.buffer[: HEADER.size + size]
+        return out
+
+
+def receive_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """What the socket holds, and the descriptors that came with it, close-on-exec (never
+    passed on to a job; socket.recv_fds does not pass its flags on)."""
+    data, ancillary, _, _ = sock.recvmsg(
+        1 << 20, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) - len(payload) % 4]))
+    return data, fds
+
+
+def exit_code(si_code: int, si_status: int) -> int:
+    """A shell's `$?` for a child that ended so: its exit status, or 128 + the signal."""
+    return si_status if si_code == os.CLD_EXITED else 128 + si_status
+
+
+class Shepherd:
+    def __init__(self, sock: socket.socket, exit_log: str, bash: str):
+        self.sock, self.exit_log, self.bash = sock, exit_log, bash
+        self.lock = os.open(spawn_lock_path(exit_log), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.frames = Frames()
+        self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
+        self.daemon_gone = False
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to be woken
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        sel.register(wake_r, selectors.EVENT_READ)
+        while not (self.daemon_gone and not self.keys):
+            for key, _ in sel.select():
+                if key.fileobj is self.sock:
+                    if not self.receive():
+                        sel.unregister(self.sock)
+                        self.daemon_gone = True
+                else:
+                    while True:
+                        try:
+                            os.read(wake_r, 4096)
+                        except BlockingIOError:
+                            break
+            self.reap()
+
+    def receive(self) -> bool:
+        """Start what the daemon asks for; False once it has gone."""
+        try:
+            data, fds = receive_with_fds(self.sock)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        for request in self.frames.feed(data, fds):
+            self.spawn(request)
+        return True
+
+    def spawn(self, request: tuple) -> None:
+        _, seq, job, run, attempt, command, cwd, env = request
+        out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
+        # A request the daemon sent just before it died must not start behind the back of the
+        # daemon that follows it, which finds started jobs by looking at the processes: that one
+        # takes the lock exclusively before it looks, and after it has, the dead daemon's end
+        # of the socket is seen closed here.
+        fcntl.flock(self.lock, fcntl.LOCK_SH)
+        try:
+            if self.daemon_closed():
+                os.close(out)
+                os.close(err)
+                return
+            self.start(seq, (job, run, attempt), command, cwd, env, out, err)
+        finally:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+
+    def daemon_closed(self) -> bool:
+        poll = select.poll()
+        poll.register(self.sock, select.POLLRDHUP)
+        return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in poll.poll(0))
+
+    def start(self, seq: int, key: tuple[int, int, int], command: str, cwd: str, env: dict, out: int, err: int) -> None:
+        try:
+            try:
+                os.chdir(cwd)
+            except FileNotFoundError:
+                raise FileNotFoundError(errno.ENOENT, "working directory not found", cwd) from None
+            pid = os.posix_spawn(
+                self.bash,
+                [self.bash, "-c", command],
+                env,
+                file_actions=[(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except OSError as e:
+            filename = e.filename if isinstance(e.filename, str) else None
+            self.send("failed", seq, e.errno or 0, e.strerror or str(e), filename)
+            return
+        except ValueError as e:  # a NUL byte (the daemon checks first; never trust it here)
+            self.send("failed", seq, 0, str(e), None)
+            return
+        finally:
+            os.close(out)
+            os.close(err)
+            os.chdir("/")
+        self.keys[pid] = key
+        self.send("started", seq, pid)
+
+    def reap(self) -> None:
+        """Record and reap every child that has ended: the record first, so that once a shell is
+        gone from the process table its status is in the exit log."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            pid = info.si_pid
+            try:  # what it left running in its group goes with it (the group is still its own)
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            key = self.keys.pop(pid, None)
+            if key is not None:
+                self.record(key, exit_code(info.si_code, info.si_status))
+            _, status, usage = os.wait4(pid, 0)
+            self.send("exited", pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime)
+
+    def record(self, key: tuple[int, int, int], rc: int) -> None:
+        # Opened by name each time: the daemon rotates the log, and the line goes to the current one.
+        try:
+            fd = os.open(self.exit_log, _APPEND, 0o600)
+        except OSError:
+            return  # the state directory is gone: nobody will read it
+        try:
+            os.write(fd, f"{key[0]} {key[1]} {key[2]} {rc}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def send(self, *fields: object) -> None:
+        if self.daemon_gone:
+            return
+        try:
+            self.sock.sendall(frame(*fields))
+        except OSError:  # the daemon died: go on recording for the next one
+            self.daemon_gone = True
+
+
+def main(argv: list[str]) -> int:
+    """FD EXIT_LOG BASH UMASK NOFILE: the jobs' umask and soft limit on descriptors (-1: as ours)."""
+    fd, exit_log, bash, umask, nofile = int(argv[0]), argv[1], argv[2], int(argv[3], 8), int(argv[4])
+    if umask >= 0:
+        os.umask(umask)
+    if nofile >= 0:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a daemon gone is seen as EPIPE; jobs get the default back
+    os.chdir("/")
+    os.set_inheritable(fd, False)  # jobs get their three descriptors and nothing else of ours
+    Shepherd(socket.socket(fileno=fd), exit_log, bash).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
