@@ -412,7 +412,7 @@ def test_a_job_or_recovery_script_whose_directory_is_gone_fails_with_the_reason(
     att = daemon.attempts(after.id)[0]
     assert (after.status, att.return_code) == ("failed", 126)
     assert att.message == f"could not start: working directory not found ({work['job']})"
-    assert "cd: " in open(att.stderr_path).read()
+    assert open(att.stderr_path).read() == f"torcd: could not start: working directory not found ({work['job']})\n"
     daemon.wait(second)
     fin = [e.message for e in daemon.events(second) if e.kind == "recovery_finished"]
     assert fin == [f"recovery script could not start: working directory not found ({work['recovery']})"]

@@ -23,9 +23,10 @@ class Exits(list):
 async def run_one(tmp_path, command: str, timeout: float = 5.0, executor_args=(), **fields):
     exits = Exits()
     ex = make_executor(exits.append, *executor_args)
-    pid = ex.start(job(tmp_path, command, **fields))
+    started: list[int | None] = []
+    ex.launch(job(tmp_path, command, **fields), started.append)
     await eventually(lambda: exits, timeout, what="the exit")
-    return exits.one(), pid, ex
+    return exits.one(), started[0], ex
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ Only the daemon's own user can reach the socket: it is one end of a socketpair.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -176,6 +177,10 @@ class Shepherd:
             )
         except OSError as e:
             filename = e.filename if isinstance(e.filename, str) else None
+            # Said in the job's stderr log too, where a shell would have said it.
+            said = f"torcd: could not start: {e.strerror or e}" + (f" ({filename})" if filename else "")
+            with contextlib.suppress(OSError):
+                os.write(err, (said + "\n").encode(errors="replace"))
             self.send("failed", seq, e.errno or 0, e.strerror or str(e), filename)
             return
         except ValueError as e:  # a NUL byte (the daemon checks first; never trust it here)

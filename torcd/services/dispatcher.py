@@ -25,7 +25,7 @@ from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import find_attempt_processes, group_leader
-from torcd.services.shepherd_link import ShepherdLink, wait_for_records_in_flight, wait_for_starts_in_flight
+from torcd.services.shepherd_link import wait_for_records_in_flight, wait_for_starts_in_flight
 from torcd.store.execution import ExecutionStore
 
 log = structlog.get_logger("torcd.dispatcher")
@@ -56,7 +56,7 @@ class Dispatcher:
         self.max_cpus, self.max_memory = max_cpus, max_memory
         self.host = socket.gethostname()
         self.exit_log = exit_log
-        self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus, ShepherdLink(exit_log.path))
+        self.executor = LocalExecutor(api_url, self._on_exit, exit_log, gpus)
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store

@@ -19,7 +19,7 @@ import structlog
 from torcd.core.attempts import Exit, Runnable
 from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.core.resources import format_bytes, format_duration, kernel_oom
-from torcd.services.exit_log import RECORDER, ExitLog
+from torcd.services.exit_log import ExitLog
 from torcd.services.monitor import Monitor, Sample
 from torcd.services.processes import (
     LAUNCH_FAILED,
@@ -65,7 +65,6 @@ class LocalExecutor:
         on_exit: Callable[[Exit], None],
         exit_log: ExitLog | None = None,
         gpus: list[str] | None = None,
-        shepherd: ShepherdLink | None = None,
     ):
         self.api_url = api_url
         # The devices to hand out, each to one running job at a time; None: this executor does
@@ -73,7 +72,9 @@ class LocalExecutor:
         self.gpus_free: list[str] | None = list(gpus) if gpus else None
         self.on_exit = on_exit
         self.exit_log = exit_log
-        self.shepherd = shepherd  # with an exit log: the parent that records jobs' ends (else a shell per job)
+        # With an exit log, jobs are started, recorded and reaped by a shepherd (a daemon's jobs
+        # outlive it); without (a worker in an allocation), by this process.
+        self.shepherd = ShepherdLink(exit_log.path) if exit_log is not None else None
         self.procs: dict[int, tuple[Runnable, Watched]] = {}
         self._launching: dict[int, asyncio.Future[None]] = {}  # jobs asked of the shepherd, not yet answered
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
@@ -88,16 +89,14 @@ class LocalExecutor:
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
 
     def start(self, job: Runnable) -> int | None:
-        """Start a job; return its pid, or None if it could not start (its exit is reported)."""
+        """Start a job in this process (no exit log); return its pid, or None if it could not
+        start (its exit is reported)."""
+        assert self.shepherd is None, "with an exit log, jobs are launched through the shepherd"
         env = self._env(job)
         try:
             self._check(job)
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                if self.exit_log is None:
-                    proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
-                else:
-                    script = self.exit_log.recording(shell_prelude(job.cwd), (job.job_id, job.run_id, job.attempt_id))
-                    proc = spawn_shell(script, env=env, stdout=out, stderr=err, args=(job.command,), shell=RECORDER)
+                proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
         except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
             self._give_back_gpus(job)
             self._launch_failed(job, e)
