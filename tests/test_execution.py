@@ -427,3 +427,42 @@ def test_deleting_the_output_directory_between_runs_fails_nothing(daemon, tmp_pa
     shutil.rmtree(tmp_path / "output")
     assert daemon.wait(daemon.submit(spec.replace("name: w", "name: w2"))).counts == {"completed": 20}
     assert len(list((tmp_path / "output" / "job_stdio").iterdir())) == 40
+
+
+def test_a_job_that_signals_its_parent_cannot_take_the_records_of_others(daemon, tmp_path):
+    """A job's `kill $PPID` (or a `pkill python` on the node) reaches the process that starts
+    and records jobs: it ignores what ends a process politely, and every job keeps its record."""
+    wf = daemon.submit("""name: p
+jobs:
+  - {name: hostile, command: 'for s in TERM HUP INT QUIT USR1 USR2 ALRM; do kill -$s $PPID; done; exit 5'}
+  - {name: after, command: 'sleep 0.2; exit 6', depends_on: [hostile], cancel_on_blocking_job_failure: false}
+""")
+    daemon.wait(wf)
+    jobs = daemon.jobs(wf)
+    assert (jobs["hostile"].return_code, jobs["after"].return_code) == (5, 6)
+
+
+def test_a_command_runs_exactly_as_bash_c_whatever_it_starts_with(daemon, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    wf = daemon.submit(
+        """name: exact
+jobs:
+  - {name: dashes, command: '--version'}
+  - {name: pwd, command: 'echo "$PWD"'}
+""",
+        cwd=tmp_path / "link",
+    )
+    daemon.wait(wf)
+    jobs = daemon.jobs(wf)
+    assert jobs["dashes"].return_code == 127  # a command named --version, not bash's option
+    att = daemon.attempts(jobs["pwd"].id)[0]
+    assert open(att.stdout_path).read() == f"{tmp_path / 'link'}\n"  # the directory as written
+
+
+def test_jobs_start_when_the_daemons_environment_holds_bytes_that_are_not_utf8(make_daemon, tmp_path):
+    daemon = make_daemon().start(env={b"TORC_TEST_ODD": b"caf\xe9"})  # type: ignore[dict-item]
+    wf = daemon.submit("name: odd\njobs:\n  - {name: j, command: 'printf %s \"$TORC_TEST_ODD\" | od -An -tx1'}\n")
+    daemon.wait(wf)
+    att = daemon.attempts(daemon.jobs(wf)["j"].id)[0]
+    assert att.return_code == 0 and open(att.stdout_path).read().split() == ["63", "61", "66", "e9"]

@@ -275,6 +275,7 @@ def test_futures_fail_once_the_daemon_is_gone_for_good(client, daemon, in_tmp, m
     with pytest.raises(RuntimeError, match="broken"):
         ex.submit(pow, 1, 1)
     ex.shutdown()
+    (in_tmp / "never").touch()  # the call, still running without a daemon, ends
 
 
 @pytest.mark.parametrize(

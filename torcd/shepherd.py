@@ -12,7 +12,8 @@ the daemon never waits for a fork. What a job does to its own shell (`trap ... E
 `kill $$`) cannot take its record away: the record is kept by its parent.
 
 Frames both ways are a 4-byte length and a msgpack array:
-  daemon → ("spawn", seq, job, run, attempt, command, cwd, env), its stdout and stderr attached;
+  daemon → ("spawn", seq, job, run, attempt, command, cwd, env), its stdout and stderr attached
+           (command, cwd and env as bytes);
   shepherd → ("started", seq, pid) | ("failed", seq, errno, strerror, filename)
            | ("exited", pid, waitstatus-as-exit-code, cpu_seconds).
 Only the daemon's own user can reach the socket: it is one end of a socketpair.
@@ -38,7 +39,21 @@ HEADER = struct.Struct("!I")
 MAX_FRAME = 64 << 20  # a spawn carries the job's environment; far below this
 MAX_FDS = 64  # per receive: a frame's two, for as many frames as one read holds
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# What a job's own `pkill python`, `kill $PPID` or Ctrl-C in a terminal must not do: end the
+# process that keeps every job's record. Jobs get each of these back at its default.
+_IGNORED = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGXCPU,
+)
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_IGNORED)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
@@ -135,7 +150,12 @@ class Shepherd:
                 os.close(fd)
             return False
         for request in self.frames.feed(data, fds):
-            self.spawn(request)
+            try:
+                self.spawn(request)
+            except Exception as e:  # one bad request must not take the others' records with it
+                print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                if len(request) > 1 and isinstance(request[1], int):
+                    self.send("failed", request[1], 0, f"the request to start it was refused: {e}", None)
         return True
 
     def spawn(self, request: tuple) -> None:
@@ -160,15 +180,19 @@ class Shepherd:
         poll.register(self.sock, select.POLLRDHUP)
         return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in poll.poll(0))
 
-    def start(self, seq: int, key: tuple[int, int, int], command: str, cwd: str, env: dict, out: int, err: int) -> None:
+    def start(
+        self, seq: int, key: tuple[int, int, int], command: bytes, cwd: bytes, env: dict, out: int, err: int
+    ) -> None:
+        """`bash -c -- COMMAND` in `cwd` (bytes, as the daemon has them: any file name works)."""
         try:
             try:
                 os.chdir(cwd)
             except FileNotFoundError:
-                raise FileNotFoundError(errno.ENOENT, "working directory not found", cwd) from None
+                raise FileNotFoundError(errno.ENOENT, "working directory not found", os.fsdecode(cwd)) from None
+            argv: list[str | bytes] = [self.bash, "-c", "--", command]
             pid = os.posix_spawn(
                 self.bash,
-                [self.bash, "-c", command],
+                argv,
                 env,
                 file_actions=[(os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
                 setsid=True,
@@ -176,7 +200,7 @@ class Shepherd:
                 setsigmask=(),
             )
         except OSError as e:
-            filename = e.filename if isinstance(e.filename, str) else None
+            filename = os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else None
             # Said in the job's stderr log too, where a shell would have said it.
             said = f"torcd: could not start: {e.strerror or e}" + (f" ({filename})" if filename else "")
             with contextlib.suppress(OSError):
@@ -244,6 +268,8 @@ def main(argv: list[str]) -> int:
     if nofile >= 0:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a daemon gone is seen as EPIPE; jobs get the default back
+    for sig in _IGNORED:
+        signal.signal(sig, signal.SIG_IGN)
     os.chdir("/")
     os.set_inheritable(fd, False)  # jobs get their three descriptors and nothing else of ours
     Shepherd(socket.socket(fileno=fd), exit_log, bash).serve()

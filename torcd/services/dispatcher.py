@@ -119,7 +119,8 @@ class Dispatcher:
             leaders = {key: group_leader(found.get(key, [])) for key in keys}
             # Read after the leaders, and after the shepherds have recorded the shells that ended
             # (gone from the scan as zombies): a shell missing from it has its line there by now.
-            await asyncio.to_thread(wait_for_records_in_flight, self.exit_log.path)
+            alive = {pid for pids in found.values() for pid in pids}
+            await asyncio.to_thread(wait_for_records_in_flight, self.exit_log.path, alive)
             ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
                 started = {key[0]: leaders[key] for key in pending if key in found or key in ended}

@@ -113,6 +113,7 @@ class LocalExecutor:
             started(self.start(job))
             return
         shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
+        env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
 
         def reply(pid: int | None, error: OSError | None) -> None:
             self._launching.pop(job.job_id).set_result(None)

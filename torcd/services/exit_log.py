@@ -19,7 +19,9 @@ class ExitLog:
     def __init__(self, path: str):
         self.path, self.previous = path, path + ".prev"
         self._since_rotation = 0
-        self._previous_statuses: dict[Key, int] | None = None  # it no longer changes: read it once
+        # It changes little once rotated (a line the shepherd began writing just before): read
+        # again only when its size has changed.
+        self._previous_statuses: tuple[int, dict[Key, int]] | None = None
 
     def rotate(self) -> None:
         """Start a fresh log; the current one becomes the previous (whose lines stay readable)."""
@@ -38,9 +40,13 @@ class ExitLog:
             self.rotate()
 
     def statuses(self) -> dict[Key, int]:
-        if self._previous_statuses is None:
-            self._previous_statuses = _read(self.previous)
-        return {**self._previous_statuses, **_read(self.path)}
+        try:
+            size = os.stat(self.previous).st_size
+        except FileNotFoundError:
+            size = -1
+        if self._previous_statuses is None or self._previous_statuses[0] != size:
+            self._previous_statuses = (size, _read(self.previous))
+        return {**self._previous_statuses[1], **_read(self.path)}
 
     def status(self, key: Key) -> int | None:
         return self.statuses().get(key)

@@ -386,15 +386,12 @@ class WatchedProcess:
         self._settle(time.monotonic() + _RECORD_WAIT)
 
     def _settle(self, until: float) -> None:
-        self.returncode = self._exit_status()
         # A shell a shepherd started is recorded by it, then reaped: while it is still a zombie
-        # with no status in the log, its record is on its way.
-        if (
-            self.returncode is None
-            and self._exit_status != self._reap
-            and time.monotonic() < until
-            and is_zombie(self.pid)
-        ):
+        # with no status in the log, its record is on its way. Looked at before the log is read:
+        # one reaped since has its line there.
+        unreaped = self._exit_status != self._reap and is_zombie(self.pid)
+        self.returncode = self._exit_status()
+        if self.returncode is None and unreaped and time.monotonic() < until:
             self._loop.call_later(0.005, self._settle, until)
             return
         if not self._done.done():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import fcntl
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import structlog
 
-from torcd.services.processes import BASH, is_zombie, unmarked, user_nofile, user_umask
-from torcd.shepherd import Frames, frame, spawn_lock_path
+from torcd.services.processes import BASH, WatchedProcess, is_zombie, unmarked, user_nofile, user_umask
+from torcd.shepherd import MAX_FRAME, Frames, frame, spawn_lock_path
 
 log = structlog.get_logger("torcd.shepherd")
 
@@ -38,9 +38,10 @@ def wait_for_starts_in_flight(exit_log: str) -> None:
         os.close(fd)
 
 
-def wait_for_records_in_flight(exit_log: str, timeout: float = 10.0) -> None:
-    """Until no shepherd writing to `exit_log` holds an ended shell it has not recorded yet (a
-    zombie: it records, then reaps). Then a shell missing from the process table has its line."""
+def wait_for_records_in_flight(exit_log: str, found: set[int], timeout: float = 10.0) -> None:
+    """Until no shepherd writing to `exit_log` holds an ended shell it has not recorded yet: one
+    exiting (its memory, and so its environment, already gone: not `found` by the scan) or a
+    zombie (it records, then reaps). Then a shell missing from the scan has its line."""
     me, path = os.getuid(), exit_log.encode()
     shepherds = []
     for entry in os.listdir("/proc"):
@@ -56,17 +57,29 @@ def wait_for_records_in_flight(exit_log: str, timeout: float = 10.0) -> None:
         if b"torcd.shepherd" in args and path in args:
             shepherds.append(int(entry))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_holds_a_zombie(pid) for pid in shepherds):
+    while time.monotonic() < deadline and any(
+        _ending(child) for shepherd in shepherds for child in _children(shepherd) if child not in found
+    ):
         time.sleep(0.005)
 
 
-def _holds_a_zombie(pid: int) -> bool:
+def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = f.read().split()
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _ending(pid: int) -> bool:
+    """A zombie, or a process whose environment is gone (it is exiting)."""
+    if is_zombie(pid):
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return not f.read(1)
     except OSError:
         return False
-    return any(is_zombie(int(child)) for child in children)
 
 
 class ShepherdLost(OSError):
@@ -84,31 +97,22 @@ class ShepherdedProcess:
         self.cpu_seconds: float | None = None
         self._exit_status = exit_status
         self._done = asyncio.get_running_loop().create_future()
-        self._pidfd: int | None = None
+        self._follower: asyncio.Future | None = None
 
     def exited(self, returncode: int, cpu_seconds: float) -> None:
         self.returncode, self.cpu_seconds = returncode, cpu_seconds
         self._finish()
 
     def shepherd_lost(self) -> None:
-        """Watch it ourselves: it ends unrecorded (no parent records it any more)."""
-        loop = asyncio.get_running_loop()
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            self._ended_unwatched()
-            return
-        loop.add_reader(self._pidfd, self._ended_unwatched)
+        """Watch it ourselves, as an adopted shell: a shepherd still alive records it (after
+        it ends, before it is reaped), one killed leaves it unrecorded."""
+        watched = WatchedProcess(self.pid, self._exit_status)
 
-    def _ended_unwatched(self) -> None:
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.returncode = self._exit_status()
-        self._finish()
+        async def follow() -> None:
+            self.returncode = await watched.wait()
+            self._finish()
+
+        self._follower = asyncio.ensure_future(follow())
 
     def _finish(self) -> None:
         if not self._done.done():
@@ -134,15 +138,24 @@ class ShepherdLink:
     def spawn(self, key: Key, command: str, cwd: str, env: dict[str, str], out: int, err: int, reply: Reply) -> None:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
         or duplicated until it goes); `reply` hears the pid, or why it could not start."""
+        data = frame(
+            "spawn",
+            self._seq + 1,
+            *key,
+            os.fsencode(command),
+            os.fsencode(cwd),
+            {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
+        )
+        if len(data) > MAX_FRAME:
+            raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
         if self._sock is None:
             self._start()
         self._seq += 1
         self._replies[self._seq] = (key, reply)
-        data = frame("spawn", self._seq, *key, command, cwd, env)
         if self._outgoing:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
             return
-        self._send(data, [out, err])
+        self._send(self._seq, data, [out, err])
 
     def process(self, pid: int, exit_status: Callable[[], int | None]) -> ShepherdedProcess:
         """The started shell `pid`, whose end the shepherd will report."""
@@ -169,7 +182,7 @@ class ShepherdLink:
             str(nofile),
         ]
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 args,
                 env=unmarked(dict(os.environ)),
                 stdin=subprocess.DEVNULL,
@@ -177,22 +190,30 @@ class ShepherdLink:
                 cwd="/",
                 start_new_session=True,  # a Ctrl-C or a kill of the daemon's group leaves it recording
             )
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
+        self._proc = proc
         ours.setblocking(False)
         self._sock = ours
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(ours, self._readable)
         log.debug("shepherd_started", pid=self._proc.pid)
 
-    def _send(self, data: bytes, fds: list[int]) -> None:
+    def _send(self, seq: int, data: bytes, fds: list[int]) -> None:
         """Send now what the socket takes; queue the rest (with copies of descriptors not yet sent)."""
         assert self._sock is not None and self._loop is not None
         try:
             sent = socket.send_fds(self._sock, [data], fds)
         except BlockingIOError:
             sent = 0
-        except OSError:  # it died; its end is read as EOF
+        except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
+            return
+        except OSError as e:  # out of kernel memory, say: this job does not start
+            _, reply = self._replies.pop(seq)
+            reply(None, e)
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
@@ -206,8 +227,9 @@ class ShepherdLink:
                 sent = socket.send_fds(self._sock, [data], fds)
             except BlockingIOError:
                 return  # still full: the writer stays armed
-            except OSError:
-                return  # it died; its end is read as EOF
+            except OSError:  # whatever it is, this link is done: as if the shepherd had died
+                self._lost()
+                return
             self._close(fds)  # they went with the first byte
             if sent < len(data):
                 self._outgoing[0] = (data[sent:], [])
