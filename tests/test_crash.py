@@ -139,6 +139,36 @@ def test_job_running_when_the_daemon_dies_is_adopted_with_its_exit_code(make_dae
     check_history(d, wf)
 
 
+def test_a_job_that_rewrote_its_environment_is_still_adopted_with_its_exit_code(make_daemon, tmp_path):
+    """`exec env -i ...`, or a program retitling itself, leaves nothing to find the job by in its
+    environment: the pid recorded at its start, a running child of its shepherd, finds it."""
+    waits = "until [ -e go ]; do sleep 0.02; done; exit 12"
+    d = make_daemon().start()
+    wf = d.submit(
+        spec(f"""\
+  - name: j
+    command: >-
+      if [ $TORC_ATTEMPT_ID -ge 2 ]; then echo second;
+      else echo $$ > first.pid; exec -c /bin/bash -c '{waits}'; fi
+    failure_handler: h
+""")
+    )
+    pidfile = tmp_path / "first.pid"
+    d.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="attempt 1 to start")
+    first = int(pidfile.read_text())
+    d.wait_for(lambda: open(f"/proc/{first}/environ", "rb").read() == b"", what="the environment cleared")
+    d.wait_for(lambda: d.attempts(d.jobs(wf)["j"].id)[0].pid == first, what="the start recorded")
+    d.kill9()
+    d.restart()
+    d.wait_for(lambda: d.jobs(wf)["j"].status == "running", what="the job adopted")
+    assert _alive(first)
+    (tmp_path / "go").touch()
+    d.wait(wf)
+    atts = d.attempts(d.jobs(wf)["j"].id)
+    assert [(a.attempt_id, a.return_code, a.action) for a in atts] == [(1, 12, "retry"), (2, 0, None)]
+    check_history(d, wf)
+
+
 def test_job_that_ended_while_the_daemon_was_down_keeps_its_exit_code(make_daemon, tmp_path):
     d, wf, first = crash_during_attempt_1(make_daemon, tmp_path, "until [ -e go ]; do sleep 0.02; done; exit 13")
     (tmp_path / "go").touch()

@@ -120,19 +120,25 @@ class Dispatcher:
             # Read after the leaders, and after the shepherds have recorded the shells that ended
             # (gone from the scan as zombies): a shell missing from it has its line there by now.
             alive = {pid for pids in found.values() for pid in pids}
-            await asyncio.to_thread(wait_for_records_in_flight, self.exit_log.path, alive)
+            shepherded = await asyncio.to_thread(wait_for_records_in_flight, self.exit_log.path, alive)
             ended = self.exit_log.statuses()
             if pending:  # started if its shell is alive or left an exit status
                 started = {key[0]: leaders[key] for key in pending if key in found or key in ended}
                 await self.execution.adopt_pending(started, self.host)
                 running = await self.execution.running_attempts()
             exits = []
+            recorded_pids = await self.execution.running_pids()
             for job in running:
                 pid = leaders.get(_key(job))
+                rc = ended.get(_key(job))
+                if pid is None and rc is None and recorded_pids.get(_key(job)) in shepherded:
+                    # Its environment was rewritten (`exec env -i`, a process retitling itself),
+                    # but the pid recorded at its start is still a running shell of a shepherd
+                    # of ours, and a pid is reused only after its exit is in the log.
+                    pid = recorded_pids[_key(job)]
                 if pid is not None:
                     self.executor.adopt(job, pid)
                     continue
-                rc = ended.get(_key(job))
                 exits.append(
                     Exit(
                         job.job_id,

@@ -38,10 +38,11 @@ def wait_for_starts_in_flight(exit_log: str) -> None:
         os.close(fd)
 
 
-def wait_for_records_in_flight(exit_log: str, found: set[int], timeout: float = 10.0) -> None:
+def wait_for_records_in_flight(exit_log: str, found: set[int], timeout: float = 10.0) -> set[int]:
     """Until no shepherd writing to `exit_log` holds an ended shell it has not recorded yet: one
     exiting (its memory, and so its environment, already gone: not `found` by the scan) or a
-    zombie (it records, then reaps). Then a shell missing from the scan has its line."""
+    zombie (it records, then reaps). Then a shell missing from the scan has its line. Returns
+    the shells those shepherds hold that are running."""
     me, path = os.getuid(), exit_log.encode()
     shepherds = []
     for entry in os.listdir("/proc"):
@@ -61,6 +62,7 @@ def wait_for_records_in_flight(exit_log: str, found: set[int], timeout: float = 
         _ending(child) for shepherd in shepherds for child in _children(shepherd) if child not in found
     ):
         time.sleep(0.005)
+    return {child for shepherd in shepherds for child in _children(shepherd) if not _ending(child)}
 
 
 def _children(pid: int) -> list[int]:
@@ -72,11 +74,12 @@ def _children(pid: int) -> list[int]:
 
 
 def _ending(pid: int) -> bool:
-    """A zombie, or a process whose environment is gone (it is exiting)."""
+    """A zombie, or a process whose memory is gone (it is exiting: its command line reads empty,
+    where one that cleared its environment still has one)."""
     if is_zombie(pid):
         return True
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
             return not f.read(1)
     except OSError:
         return False

@@ -207,6 +207,14 @@ class ExecutionStore:
         )
         return [runnable(r, r["attempt_start"], r["attempt_gpus"]) for r in rows]
 
+    async def running_pids(self) -> dict[tuple[int, int, int], int]:
+        """The pid recorded at the start of each local attempt that never recorded an exit."""
+        rows = await self.db.rows(
+            """SELECT job_id, run_id, attempt_id, pid FROM attempts
+                WHERE end_time IS NULL AND worker_id IS NULL AND pid IS NOT NULL"""
+        )
+        return {(r["job_id"], r["run_id"], r["attempt_id"]): r["pid"] for r in rows}
+
 
 def record_exits(tx: Tx, exits: Sequence[Exit]) -> None:
     """Close attempts; a job that exited 0 completes and releases its dependents."""
