@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torcctl import checks, data, limits, reports
 from torcctl.api.client import Client, connect_transport
-from torcctl.commands import UsageError, current_dir, follow, jobs, servers, workflows
+from torcctl.commands import UsageError, current_dir, follow, jobs, servers, take_spec_from_stdin, workflows
 from torcctl.errors import ConnectError, RpcError
 from torcctl.transport import TcpTransport, start_daemon
 from torcd.paths import default_socket
@@ -65,7 +65,7 @@ def _workflow_id(p: argparse.ArgumentParser) -> None:
 
 
 def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
-    p.add_argument("spec", metavar=metavar)
+    p.add_argument("spec", metavar=metavar, help="the spec's file; - reads it from standard input")
     p.add_argument(
         "--spec-format",
         choices=SPEC_FORMATS,
@@ -567,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":
         args.json = True
     try:
+        take_spec_from_stdin(args)
         client = connect(args)
         return args.func(client, args) or 0
     except RpcError as e:

@@ -48,16 +48,18 @@ def _names_a_file(text: str) -> bool:
     return os.path.exists(text) or text.lower().endswith(SPEC_SUFFIXES)
 
 
-def read_spec_file(path: str) -> str:
+def read_spec_file(path: str, name: str | None = None) -> str:
+    """The spec's text; `name` calls it something else than its path in errors."""
+    name = name or path
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(MAX_SPEC_BYTES + 1)  # a spec pointed at /dev/zero must not fill memory
     except OSError as e:  # the same kind of error, saying which spec
-        raise type(e)(f"cannot read spec {path}: {e.strerror}") from None
+        raise type(e)(f"cannot read spec {name}: {e.strerror}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"spec {path} is not UTF-8 text: {e}") from None
+        raise ValueError(f"spec {name} is not UTF-8 text: {e}") from None
     if len(text) > MAX_SPEC_BYTES:
-        raise ValueError(f"spec {path} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
+        raise ValueError(f"spec {name} is larger than {MAX_SPEC_BYTES // 2**20} MiB")
     return text
 
 

@@ -28,7 +28,24 @@ class UsageError(Exception):
     pass
 
 
+STDIN = "<stdin>"  # what a spec read from standard input (`-`) is called in messages
+_from_stdin: dict[str, str] = {}
+
+
+def take_spec_from_stdin(args) -> None:
+    """`-` for the spec: read standard input once, and call the spec `<stdin>` from then on."""
+    if getattr(args, "spec", None) != "-":
+        return
+    try:
+        _from_stdin[STDIN] = read_spec_file("/dev/stdin", STDIN)
+    except (OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    args.spec = STDIN
+
+
 def read_spec(path: str) -> str:
+    if path in _from_stdin:
+        return _from_stdin[path]
     try:
         return read_spec_file(path)
     except (OSError, ValueError) as e:
