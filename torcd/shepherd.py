@@ -58,9 +58,11 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
 
-def spawn_lock_path(exit_log: str) -> str:
-    """Held shared by a shepherd while it starts a job; a starting daemon takes it exclusively."""
-    return os.path.join(os.path.dirname(exit_log), "spawn.lock")
+def open_spawn_lock(exit_log: str) -> int:
+    """The lock beside the exit log, held shared by a shepherd while it starts a job and taken
+    exclusively by a starting daemon."""
+    path = os.path.join(os.path.dirname(exit_log), "spawn.lock")
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def frame(*fields: object) -> bytes:
@@ -111,7 +113,7 @@ def exit_code(si_code: int, si_status: int) -> int:
 class Shepherd:
     def __init__(self, sock: socket.socket, exit_log: str, bash: str):
         self.sock, self.exit_log, self.bash = sock, exit_log, bash
-        self.lock = os.open(spawn_lock_path(exit_log), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.lock = open_spawn_lock(exit_log)
         self.frames = Frames()
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
         self.daemon_gone = False

@@ -427,15 +427,18 @@ def _boot_ticks() -> int:
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
 
 
-def _young_children(pid: int, ticks: int) -> dict[int, str]:
-    """Children of `pid` started at `ticks` since boot or later, alive now, with their names."""
+def children_of(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
+            return [int(c) for c in f.read().split()]
     except OSError:
-        return {}
+        return []
+
+
+def _young_children(pid: int, ticks: int) -> dict[int, str]:
+    """Children of `pid` started at `ticks` since boot or later, alive now, with their names."""
     young = {}
-    for child in children:
+    for child in children_of(pid):
         try:
             with open(f"/proc/{child}/stat") as f:
                 name, rest = f.read()[:-1].split(" (", 1)[1].rsplit(") ", 1)
@@ -561,17 +564,18 @@ def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
             time.sleep(0.01)
 
 
-def is_zombie(pid: int) -> bool:
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, Z, ...), None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
-        return False
+        return None
+
+
+def is_zombie(pid: int) -> bool:
+    return _state(pid) == "Z"
 
 
 def is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return _state(pid) not in (None, "Z")

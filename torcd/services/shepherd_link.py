@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import structlog
 
-from torcd.services.processes import BASH, WatchedProcess, is_zombie, unmarked, user_nofile, user_umask
-from torcd.shepherd import MAX_FRAME, Frames, frame, spawn_lock_path
+from torcd.services.processes import BASH, WatchedProcess, children_of, is_zombie, unmarked, user_nofile, user_umask
+from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
 
 log = structlog.get_logger("torcd.shepherd")
 
@@ -29,7 +29,7 @@ Reply = Callable[[int | None, OSError | None], None]  # (pid, None) or (None, wh
 def wait_for_starts_in_flight(exit_log: str) -> None:
     """Until no shepherd of an earlier daemon is starting a job (see `torcd.shepherd`)."""
     try:
-        fd = os.open(spawn_lock_path(exit_log), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_spawn_lock(exit_log)
     except OSError:
         return
     try:
@@ -59,18 +59,10 @@ def wait_for_records_in_flight(exit_log: str, found: set[int], timeout: float = 
             shepherds.append(int(entry))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(
-        _ending(child) for shepherd in shepherds for child in _children(shepherd) if child not in found
+        _ending(child) for shepherd in shepherds for child in children_of(shepherd) if child not in found
     ):
         time.sleep(0.005)
-    return {child for shepherd in shepherds for child in _children(shepherd) if not _ending(child)}
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(c) for c in f.read().split()]
-    except OSError:
-        return []
+    return {child for shepherd in shepherds for child in children_of(shepherd) if not _ending(child)}
 
 
 def _ending(pid: int) -> bool:
@@ -133,7 +125,7 @@ class ShepherdLink:
         self._sock: socket.socket | None = None
         self._frames = Frames()
         self._seq = 0
-        self._replies: dict[int, tuple[Key, Reply]] = {}
+        self._replies: dict[int, Reply] = {}  # seq -> who hears the answer
         self._running: dict[int, ShepherdedProcess] = {}  # pid -> process
         self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,7 +146,7 @@ class ShepherdLink:
         if self._sock is None:
             self._start()
         self._seq += 1
-        self._replies[self._seq] = (key, reply)
+        self._replies[self._seq] = reply
         if self._outgoing:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
             return
@@ -215,8 +207,7 @@ class ShepherdLink:
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
         except OSError as e:  # out of kernel memory, say: this job does not start
-            _, reply = self._replies.pop(seq)
-            reply(None, e)
+            self._replies.pop(seq)(None, e)
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
@@ -263,12 +254,10 @@ class ShepherdLink:
                 proc.exited(returncode, cpu)
         elif kind == "started":
             _, seq, pid = message
-            _, reply = self._replies.pop(seq)
-            reply(pid, None)
+            self._replies.pop(seq)(pid, None)
         elif kind == "failed":
             _, seq, code, text, filename = message
-            _, reply = self._replies.pop(seq)
-            reply(None, OSError(code, text, filename) if filename else OSError(code, text))
+            self._replies.pop(seq)(None, OSError(code, text, filename) if filename else OSError(code, text))
 
     def _lost(self) -> None:
         """The shepherd died (killed): its shells are watched here, ending unrecorded; what it was
@@ -278,7 +267,7 @@ class ShepherdLink:
         self._drop()
         for proc in running.values():
             proc.shepherd_lost()
-        for _, reply in replies.values():
+        for reply in replies.values():
             reply(None, ShepherdLost(0, "the process that starts jobs died before saying whether this one started"))
 
     def _drop(self) -> None:
