@@ -265,6 +265,8 @@ def read(text: str) -> tuple[Any, int | None]:
     if root.tag is not _MAP:
         check_duplicates(root)
         if root.tag is _SEQ:
+            if any(child.tag in (_SEQ, _MAP) for child in root.value):
+                raise Fallback  # how deep it nests is refused first, as ruamel reads it (a libyaml may not limit it)
             return [], root.start_mark.line + 1
         return (root.value if root.tag is _TEXT else scalar(root.value)), None
     try:
