@@ -102,7 +102,7 @@ class Handlers:
     async def create_workflow(self, params: p.CreateWorkflow) -> p.WorkflowSummary:
         if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):  # noqa: ASYNC240 one stat, not worth a thread
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}", {"field": "$.cwd"})
-        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, params.cwd)
         if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):
             f = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -123,9 +123,9 @@ class Handlers:
         return await self.queries.workflow(wf)
 
     async def add_jobs(self, params: p.AddJobs) -> p.AddedJobs:
-        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
-        check_fragment(spec)
         wf = await self.queries.workflow(params.workflow_id)
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, wf.cwd)
+        check_fragment(spec)
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if wf.executor == "slurm":  # the workflow's schedulers, and those the new jobs bring
             stored = await self.slurm.schedulers(wf.id)
@@ -177,7 +177,7 @@ class Handlers:
 
     async def plan_slurm(self, params: p.CreateWorkflow) -> list[SchedulerPlan]:
         """The allocations `submit-slurm` would ask for now (the jobs ready at the start), per scheduler."""
-        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format)
+        spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, params.cwd)
         schedulers, jobs = on_slurm(spec, params.account)
         return [
             await self.allocations.plan(s, [_need(j) for j in jobs if j.scheduler == s.name and not j.depends_on])

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 # A placeholder is `{name}` or `{name:format_spec}`; anything else in braces
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
-_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
+PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
 Scalar = int | float | str
@@ -128,31 +128,31 @@ def combinations(params: Mapping[str, Sequence[Scalar]], zipped: bool = False) -
 
 
 def placeholders(template: str) -> set[str]:
-    return {m[1] for m in _PLACEHOLDER.finditer(template)}
+    return {m[1] for m in PLACEHOLDER.finditer(template)}
 
 
 def fill(template: str, values: Mapping[str, Scalar]) -> str:
     """Replace `{name}` / `{name:spec}` for known names; leave other braces verbatim."""
 
     def sub(m: re.Match[str]) -> str:
-        return _format(m, values[m[1]]) if m[1] in values else m[0]
+        return format_placeholder(m, values[m[1]]) if m[1] in values else m[0]
 
-    return _PLACEHOLDER.sub(sub, template)
+    return PLACEHOLDER.sub(sub, template)
 
 
 def longest_fill(template: str, params: Mapping[str, Sequence[Scalar]]) -> int:
     """The length of the longest string `fill` makes of `template` with any of these values,
     found without building them: a range's widest value is one of its ends."""
     length = len(template)
-    for m in _PLACEHOLDER.finditer(template):
+    for m in PLACEHOLDER.finditer(template):
         values = params.get(m[1])
         if values is not None:
             ends = (values[0], values[-1]) if isinstance(values, range) else values
-            length += max(len(_format(m, v)) for v in ends) - len(m[0])
+            length += max(len(format_placeholder(m, v)) for v in ends) - len(m[0])
     return length
 
 
-def _format(m: re.Match[str], value: Scalar) -> str:
+def format_placeholder(m: re.Match[str], value: Scalar) -> str:
     if m[2] and _too_wide(m[2]):  # format() would build the whole padded string first
         raise ParameterError(f"'{m[0]}' asks for a width or precision over {MAX_FORMAT_WIDTH}")
     try:

@@ -98,15 +98,21 @@ def plan_expansion(doc: WorkflowDoc, loc: Locator) -> list[tuple[Values, Values]
             )
         if command_len > MAX_COMMAND_BYTES:
             raise loc.error(too_long("the command", command_len), f"{at}.command")
+        env_len = 0
         for key, value in job.env.items():
-            if len(key.encode()) + 1 + len(value.encode()) > MAX_ARG_BYTES:
+            try:
+                value_len = P.longest_fill(value, named) + len(value.encode()) - len(value)
+            except P.ParameterError as e:
+                raise loc.error(str(e), f"{at}.env.{key}") from None
+            env_len += len(key) + value_len + 2
+            if len(key.encode()) + 1 + value_len > MAX_ARG_BYTES:
                 raise loc.error(
                     f"environment variable {key!r} is longer than {MAX_ARG_BYTES:,} bytes, "
                     "the most execve takes in one string on Linux (MAX_ARG_STRLEN)",
                     f"{at}.env",
                 )
         edges += count * sum(dep_counts)
-        size += count * (name_len + command_len + dep_len + sum(len(k) + len(v) + 2 for k, v in job.env.items()))
+        size += count * (name_len + command_len + dep_len + env_len)
         if edges > MAX_DEPENDENCIES:
             raise loc.error(
                 f"the jobs up to here have {edges:,} dependencies; the limit is {MAX_DEPENDENCIES:,}",
@@ -133,6 +139,13 @@ def _union_deps(depends_on: list[str], values: Values) -> list[str]:
         else:
             out[dep] = None
     return list(out)
+
+
+def _filled_env(env: dict[str, str], combo: dict[str, P.Scalar]) -> dict[str, str]:
+    """The job's environment with its parameters filled in (the spec's own dict where it has none)."""
+    if not combo or not any("{" in v for v in env.values()):
+        return env
+    return {k: P.fill(v, combo) for k, v in env.items()}
 
 
 class JobExpander:
@@ -183,7 +196,7 @@ class JobExpander:
                 deps,
                 job.failure_handler,
                 need.num_cpus,
-                job.env,
+                _filled_env(job.env, combo),
                 scheduler,
                 need.num_gpus,
                 need.memory_bytes,
@@ -195,6 +208,7 @@ class JobExpander:
                 data_used.outputs if data_used else [],
                 job.supports_termination,
                 template=job.name if combo else P.name_template(name),
+                priority=job.priority,
             )
         )
         self._note_origin(name, j)

@@ -81,12 +81,17 @@ def _check_names(
 
 
 def sort_claims(jobs: list[ExpandedJob], method: str) -> None:
-    """Number the jobs in the order they are claimed when ready together: the most GPUs first,
-    then the longest runtime and the most memory (or memory, then runtime), then as written."""
+    """Number the jobs in the order they are claimed when ready together: the highest priority
+    first; among equals, by `method` (the most GPUs, then the longest runtime and the most
+    memory, or memory, then runtime) or, with `none`, as written."""
 
     def key(j: ExpandedJob) -> tuple:
         runtime, memory = -(j.runtime_seconds or 0), -(j.memory_bytes or 0)
-        return (-j.num_gpus, runtime, memory) if method == "gpus_runtime_memory" else (-j.num_gpus, memory, runtime)
+        if method == "none":
+            return (-j.priority,)
+        if method == "gpus_runtime_memory":
+            return (-j.priority, -j.num_gpus, runtime, memory)
+        return (-j.priority, -j.num_gpus, memory, runtime)
 
     for rank, job in enumerate(sorted(jobs, key=key)):
         job.claim_order = rank

@@ -31,14 +31,17 @@ from torcd.spec.load import Locator, first_content_line, load, metadata_of
 from torcd.spec.plain import NotPlain, PlainTree, TreeError, check_in_place
 from torcd.spec.schema import MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout, WorkflowDoc
 from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
+from torcd.spec.tables import apply_tables, read_file
+from torcd.spec.variables import apply_variables, declared, fill_variables
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 
 
-def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
-    """Validate and expand a spec's text; raise SpecError naming file, line and field."""
+def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None) -> Workflow:
+    """Validate and expand a spec's text; raise SpecError naming file, line and field. Parameter
+    tables are read from `cwd` (the process's own when None)."""
     with collector_paused():
-        return _expand(*load_doc(text, file, fmt))
+        return _expand(*load_doc(text, file, fmt, cwd))
 
 
 # The daemon parses specs in a pool of their own, never in asyncio's default pool, which other
@@ -48,34 +51,47 @@ def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None) -> Workf
 _PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="torcd-spec")
 
 
-async def parse_spec_in_pool(text: str, file: str = "<spec>", fmt: str | None = None) -> Workflow:
+async def parse_spec_in_pool(
+    text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None
+) -> Workflow:
     """`parse_spec` off the event loop, in the spec parsers' pool (requests beyond two queue)."""
-    call = functools.partial(contextvars.copy_context().run, parse_spec, text, file, fmt)
+    call = functools.partial(contextvars.copy_context().run, parse_spec, text, file, fmt, cwd)
     return await asyncio.get_running_loop().run_in_executor(_PARSERS, call)
 
 
-def load_doc(text: str, file: str, fmt: str | None = None) -> tuple[WorkflowDoc, Locator]:
+def load_doc(text: str, file: str, fmt: str | None = None, cwd: str | None = None) -> tuple[WorkflowDoc, Locator]:
     """The spec as written (before expansion), with a way back to its lines."""
     with collector_paused():
         tree, loc = load_plain(text, file, fmt)
-        return doc_of(tree, loc), loc
+        return doc_of(tree, loc, cwd), loc
 
 
-def doc_of(tree: dict, loc: Locator) -> WorkflowDoc:
-    """A spec's plain tree, as `load_plain` gives it, as the spec's structs (a new copy each time)."""
+def doc_of(tree: dict, loc: Locator, cwd: str | None = None) -> WorkflowDoc:
+    """A spec's plain tree, as `load_plain` gives it, as the spec's structs (a new copy each time),
+    its parameter tables read (from `cwd`) and its variables filled in."""
     try:
         with collector_paused():
-            return msgspec.convert(tree, WorkflowDoc)
+            return msgspec.convert(_resolved(tree, loc, cwd), WorkflowDoc)
     except msgspec.ValidationError as e:
         raise _validation_error(e, loc) from None
     except RecursionError:
         raise SpecError("the spec is nested too deeply", file=loc.file) from None
 
 
-def parse_tree(tree: dict, loc: Locator) -> Workflow:
+def _resolved(tree: dict, loc: Locator, cwd: str | None) -> dict:
+    """The tree with its parameter tables as `parameters` and its variables filled in (a table's
+    path may name variables; a table's columns are parameters, which variables may not be)."""
+    variables = declared(tree, loc.error)
+    tree = apply_tables(
+        tree, loc.error, read_file(cwd), lambda path, field: fill_variables(path, variables, field, loc.error)
+    )
+    return apply_variables(tree, variables, loc.error)
+
+
+def parse_tree(tree: dict, loc: Locator, cwd: str | None = None) -> Workflow:
     """Validate and expand a spec's plain tree, as `load_plain` gives it."""
     with collector_paused():
-        return _expand(doc_of(tree, loc), loc)
+        return _expand(doc_of(tree, loc, cwd), loc)
 
 
 def spec_as_yaml(text: str, file: str, fmt: str | None = None) -> str:
@@ -189,6 +205,9 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     default_scheduler = check_schedulers(doc.slurm_schedulers, doc.default_scheduler, doc.slurm_defaults, loc)
     apply_defaults(doc.slurm_defaults, doc.slurm_schedulers)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
+    if doc.env:
+        for job in doc.jobs:
+            job.env = {**doc.env, **job.env}
     needs = [_check_job(doc, j, requirements, handlers, scheduler_names, loc) for j in range(len(doc.jobs))]
     files = expand_files(doc.files, doc.parameters, loc)
     data = expand_user_data(doc.user_data, doc.parameters, loc)
@@ -199,7 +218,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     link(jobs, origin, expander.regexes, expander.matcher, loc)
     actions = check_actions(doc.actions, list(origin), scheduler_names, expander.matcher, loc) if doc.actions else []
     schedule_by_actions(jobs, [doc.jobs[origin[j.name]].scheduler is not None for j in jobs], actions)
-    if doc.jobs_sort_method != "none":
+    if doc.jobs_sort_method != "none" or any(job.priority for job in doc.jobs):
         sort_claims(jobs, doc.jobs_sort_method)
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))

@@ -65,6 +65,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     output_user_data: list[Name] = []
     input_user_data_regexes: list[Pattern] = []
     output_user_data_regexes: list[Pattern] = []
+    priority: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0  # Torc's: higher is claimed first when several are ready
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -103,6 +104,8 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     use_pending_failed: bool | None = None
     output_dir: Annotated[str, Meta(min_length=1)] = "output"
     parameters: dict[str, ParamValue] = {}
+    variables: dict[str, str | int | float] = {}  # `{name}` in any text; filled in before this is read
+    env: dict[str, str] = {}  # every job's, under its own (a job's value wins)
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
     slurm_defaults: SlurmDefaults = {}
@@ -149,6 +152,7 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     supports_termination: bool = True
     claim_order: int = 0  # its place among the workflow's jobs when several are ready
     template: str = ""  # the name as the spec wrote it, before parameters were filled in
+    priority: int = 0  # higher is claimed first (then `jobs_sort_method`, then as written)
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
