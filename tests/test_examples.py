@@ -81,3 +81,32 @@ def test_resource_recovery_example_recovers_an_oom_job_both_ways(daemon, workdir
     assert code == 0 and "recovered_after_run (job 2): oom, recorded as oom; retry with memory 100.0 MiB" in out
     assert daemon.jobs(1)["recovered_after_run"].memory_bytes >= 200 << 20
     assert daemon.wait(1).counts == {"completed": 3}
+
+
+def test_the_table_sweep_makes_a_job_per_row(daemon, workdir):
+    code, out, err = daemon.ctl("run", "--quiet", "examples/table_sweep.yaml", cwd=workdir)
+    assert code == 0 and "completed  5" in out, out + err
+    assert sorted(daemon.jobs(1)) == [
+        "solve_cg_4096",
+        "solve_cg_65536",
+        "solve_gmres_16384",
+        "solve_gmres_4096",
+        "summary",
+    ]
+    summary = daemon.attempts(daemon.jobs(1)["summary"].id)[0]
+    assert open(summary.stdout_path).read().splitlines() == [
+        "cg 4096 1e-06",
+        "cg 65536 1e-10",
+        "gmres 16384 1e-08",
+        "gmres 4096 1e-06",
+    ]
+
+
+def test_the_variables_example_fills_its_variables_and_env_and_starts_the_urgent_job_first(make_daemon, workdir):
+    d = make_daemon(max_parallel_jobs=1).start()
+    code, out, err = d.ctl("run", "--quiet", "examples/variables.yaml", cwd=workdir)
+    assert code == 0 and "completed  5" in out, out + err
+    assert [e.job_name for e in d.events(1) if e.kind == "job_started"][:1] == ["urgent"]
+    scratch = workdir / "output" / "scratch"
+    assert (scratch / "first.txt").read_text() == "run7 urgent first\n"
+    assert (scratch / "shard_2.txt").read_text() == "run7 main shard 2\n"

@@ -22,7 +22,7 @@ from torcd.errors import SpecError
 from torcd.spec import yaml12
 from torcd.spec.plain import NESTING_PROBLEM, NotPlain, TreeError, check_in_place, nests_too_deeply
 
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w]*)|\[(\d+)\]")
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")  # a key (any but `.` and `[`) or an index
 
 
 class Locator:

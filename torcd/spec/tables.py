@@ -144,7 +144,7 @@ def read_file(cwd: str | None) -> Read:
 
 
 def _csv(text: str) -> dict[str, list]:
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(text.splitlines(), strict=True)
     try:
         header = next(reader, None)
         if header is None:
