@@ -283,6 +283,11 @@ def _reset_status_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _reinitialize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int)
+    p.add_argument("--dry-run", action="store_true", help="say which jobs would run again, and why; change nothing")
+
+
 def _jobs_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("-s", "--status", help="only jobs with this status (e.g. pending_failed)")
@@ -479,6 +484,13 @@ COMMANDS: tuple[Command | Group, ...] = (
             ),
             Command(
                 "reset-status", workflows.workflows_reset, "put jobs back to run again in a new run", _reset_status_args
+            ),
+            Command(
+                "reinitialize",
+                workflows.workflows_reinitialize,
+                "run again only the jobs whose inputs changed since they ran, and what depends on them",
+                _reinitialize_args,
+                aliases=("reinit",),
             ),
         ),
     ),

@@ -142,6 +142,11 @@ class ResetStatus(Params, frozen=True):
     failed_only: bool = False
 
 
+class Reinitialize(Params, frozen=True):
+    workflow_id: Id
+    dry_run: bool = False
+
+
 class Recover(Params, frozen=True):
     workflow_id: Id
     memory_multiplier: Annotated[float, Meta(ge=1, le=1000)] = 1.5

@@ -177,3 +177,17 @@ def workflows_reset(client: Client, args) -> int:
     r = client.call("workflows.reset_status", {"workflow_id": args.workflow_id, "failed_only": args.failed_only})
     print_json(r) if args.json else print(f"{r['reset']} jobs reset")
     return 0
+
+
+def workflows_reinitialize(client: Client, args) -> int:
+    r = client.call("workflows.reinitialize", {"workflow_id": args.workflow_id, "dry_run": args.dry_run})
+    if args.json:
+        print_json(r)
+        return 0
+    verb = "would run again" if args.dry_run else "run again"
+    print(f"{r['count']} jobs {verb}" + (":" if r["count"] else " (nothing changed)"))
+    for name, why in r["jobs"].items():
+        print(f"  {name}: {why}")
+    if r["truncated"]:
+        print(f"  ... and {r['count'] - len(r['jobs'])} more")
+    return 0

@@ -8,6 +8,7 @@ METHODS has one line per method: its params type and its handler.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple, Protocol
@@ -300,6 +301,11 @@ class Handlers:
             )
         }
 
+    async def reinitialize(self, params: p.Reinitialize) -> dict:
+        rerun = await self.workflows.reinitialize(params.workflow_id, params.dry_run, key=idempotency_key.get())
+        shown = dict(itertools.islice(rerun.items(), 10_000))  # a reply of bounded size; `count` is all
+        return {"dry_run": params.dry_run, "count": len(rerun), "jobs": shown, "truncated": len(shown) < len(rerun)}
+
     async def list_jobs(self, params: p.ListJobs) -> list[p.JobInfo]:
         jobs = await self.queries.jobs(
             params.workflow_id,
@@ -451,6 +457,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),
     "workflows.delete": (p.WorkflowRef, lambda h: h.delete_workflow),
     "workflows.reset_status": (p.ResetStatus, lambda h: h.reset_status),
+    "workflows.reinitialize": (p.Reinitialize, lambda h: h.reinitialize),
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.results": (p.Results, lambda h: h.results),
     "workflows.files": (p.ListFiles, lambda h: h.files),

@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
@@ -353,3 +353,15 @@ def producer_edges(
 def missing_inputs(files: dict[str, File], inputs: Sequence[str], cwd: str) -> list[File]:
     """Files read but written by no job that do not exist (paths relative to cwd)."""
     return [files[name] for name in inputs if not os.path.exists(os.path.join(cwd, files[name].path))]
+
+
+def file_mtimes(cwd: str, paths: Mapping[str, str]) -> dict[str, float | None]:
+    """Each file's modification time (through a symlink, as Make reads it), None where it is
+    gone or cannot be looked at."""
+    out: dict[str, float | None] = {}
+    for name, path in paths.items():
+        try:
+            out[name] = os.stat(os.path.join(cwd, path)).st_mtime
+        except (OSError, ValueError):
+            out[name] = None
+    return out

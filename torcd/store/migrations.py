@@ -288,4 +288,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_by_worker_status ON jobs (worker_id, status) WHERE worker_id IS NOT NULL;
     DROP INDEX jobs_by_worker;
     """,
+    # 18: which jobs read each user data entry, so that `reinitialize` reruns those that read
+    # an entry written after they ran (workflows made before this have none recorded)
+    """
+    CREATE TABLE data_readers (
+        data_id INTEGER NOT NULL,
+        job_id INTEGER NOT NULL,
+        PRIMARY KEY (data_id, job_id)
+    ) WITHOUT ROWID;
+    """,
 ]

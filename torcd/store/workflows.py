@@ -6,6 +6,7 @@ What a change does to a job is decided by `core.lifecycle`, through `store.lifec
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 
@@ -19,11 +20,13 @@ from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.faults import crash_point
 from torcd.protocol import MAX_USER_DATA_ENTRIES
+from torcd.spec.data import file_mtimes
 from torcd.spec.parse import Workflow, on_slurm
 from torcd.spec.schema import ExpandedJob
 from torcd.store import actions as store_actions
 from torcd.store import limits as store_recover
 from torcd.store import new_jobs as store_new_jobs
+from torcd.store import reinit as store_reinit
 from torcd.store.db import Database, Tx, require_workflow
 from torcd.store.db import encode as _encode
 from torcd.store.lifecycle import FACT_COLUMNS, downstream, fact, handle, reset_jobs
@@ -148,6 +151,7 @@ class WorkflowStore:
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
+            tx.run("DELETE FROM data_readers WHERE data_id IN (SELECT id FROM user_data WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM action_jobs WHERE action_id IN (SELECT id FROM actions WHERE workflow_id = ?)", (wf,))
             for table in (
                 "failure_handlers",
@@ -208,6 +212,15 @@ class WorkflowStore:
             return reset_jobs(tx, row, targets, "failed jobs" if failed_only else "all jobs")
 
         return await self.db.write(_body, key=key)
+
+    async def reinitialize(self, wf: int, dry_run: bool, key: RequestKey | None = None) -> dict[str, str]:
+        """Put back to run the jobs whose inputs changed since they ran, and what depends on them
+        (`core.changes`); each one's name and why."""
+        cwd, paths = await self.db.write(lambda tx: store_reinit.file_paths(tx, wf))
+        mtimes = await asyncio.to_thread(file_mtimes, cwd, paths)
+        return await self.db.write(
+            lambda tx: store_reinit.reinitialize(tx, wf, mtimes, dry_run), key=None if dry_run else key
+        )
 
     async def recover(
         self,
@@ -307,6 +320,11 @@ def _insert_user_data(tx: Tx, wf: int, spec: Workflow, jobs: list[ExpandedJob], 
             (wf, d.name, _encode(d.data), _encode(d.data), int(d.is_ephemeral), writer.get(d.name), tx.now)
             for d in spec.user_data.values()
         ),
+    )
+    data_ids = {name: did for did, name in tx.rows("SELECT id, name FROM user_data WHERE workflow_id = ?", (wf,))}
+    tx.many(
+        "INSERT INTO data_readers (data_id, job_id) VALUES (?, ?)",
+        ((data_ids[i], ids[j.name]) for j in jobs for i in j.data_inputs),
     )
 
 
