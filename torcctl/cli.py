@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torcctl import checks, data, limits, reports
 from torcctl.api.client import Client, connect_transport
-from torcctl.commands import UsageError, current_dir, follow, jobs, servers, take_spec_from_stdin, workflows
+from torcctl.commands import UsageError, current_dir, follow, inline, jobs, servers, take_spec_from_stdin, workflows
 from torcctl.errors import ConnectError, RpcError
 from torcctl.transport import TcpTransport, start_daemon
 from torcd.paths import default_socket
@@ -28,7 +28,9 @@ class Command:
     handler: Handler
     help: str
     add_arguments: AddArguments | None = None
-    needs_daemon: bool = True  # False: the command never talks to torcd, so none is pinged or started
+    # False: the command never talks to torcd, so none is pinged or started (or, as a function
+    # of the arguments, whether it does this time)
+    needs_daemon: bool | Callable[[argparse.Namespace], bool] = True
     via_api_url: bool = False  # a job runs it: it reaches the daemon running the job through $TORC_API_URL
     aliases: tuple[str, ...] = ()
     short_format: bool = True  # False where -f means something else (`events -f` is --follow)
@@ -76,6 +78,32 @@ def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     _spec(p, "SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+
+
+def _exec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--command", action="append", metavar="CMD", help="a command; {NAME} takes a --param")
+    p.add_argument(
+        "-C",
+        "--commands-file",
+        metavar="FILE",
+        help="commands, one per line (# comments and blank lines skipped); - reads standard input",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUES",
+        help="values of {NAME}: a range 1:10 (0:100:10), a list [a,b], @FILE (one per line) or one value",
+    )
+    p.add_argument(
+        "--link", choices=("product", "zip"), default="product", help="every combination (default), or by position"
+    )
+    p.add_argument("-n", "--name", help="the workflow's name (default: exec_DATE_TIME)")
+    p.add_argument("--description", help="the workflow's description")
+    p.add_argument("-o", "--output-dir", help="where job logs go (default: output)")
+    p.add_argument("--num-cpus", type=int, default=1, metavar="N", help="CPUs each job takes (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the spec it would run, as YAML; run nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    p.add_argument("words", nargs=argparse.REMAINDER, help="or: -- the command's words (quoted for the shell)")
 
 
 def _run_function_args(p: argparse.ArgumentParser) -> None:
@@ -352,6 +380,13 @@ COMMANDS: tuple[Command | Group, ...] = (
         _run_args,
     ),
     Command(
+        "exec",
+        inline.exec_,
+        "run commands over parameters without a spec (as GNU parallel); exit 0 only if every job completed",
+        _exec_args,
+        needs_daemon=inline.needs_daemon,
+    ),
+    Command(
         "validate",
         checks.validate,
         "check a spec without submitting it: errors, then warnings",
@@ -565,7 +600,8 @@ def connect(args: argparse.Namespace) -> Client:
     transport = connect_transport(None if via_job else args.socket or default_socket())
     client = Client(transport=transport)
     args.autostarted = None
-    if not entry.needs_daemon or isinstance(transport, TcpTransport):
+    needs = entry.needs_daemon(args) if callable(entry.needs_daemon) else entry.needs_daemon
+    if not needs or isinstance(transport, TcpTransport):
         return client
     if not transport.ping(2.0):
         if args.no_autostart:

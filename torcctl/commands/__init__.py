@@ -36,11 +36,21 @@ def take_spec_from_stdin(args) -> None:
     """`-` for the spec: read standard input once, and call the spec `<stdin>` from then on."""
     if getattr(args, "spec", None) != "-":
         return
+    _from_stdin[STDIN] = stdin_text()
+    args.spec = STDIN
+
+
+def stdin_text() -> str:
+    """Standard input, read once, as a spec is (size-limited UTF-8 text)."""
     try:
-        _from_stdin[STDIN] = read_spec_file("/dev/stdin", STDIN)
+        return read_spec_file("/dev/stdin", STDIN)
     except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
-    args.spec = STDIN
+
+
+def remember_spec(name: str, text: str) -> None:
+    """A spec made here (not a file), read back by `read_spec(name)`."""
+    _from_stdin[name] = text
 
 
 def read_spec(path: str) -> str:

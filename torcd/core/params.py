@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 # A placeholder is `{name}` or `{name:format_spec}`; anything else in braces
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
 PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
-_RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
+RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
 
 Scalar = int | float | str
 MAX_FORMAT_WIDTH = 1000
@@ -33,7 +33,7 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
     if isinstance(spec, list):
         values = spec
     elif isinstance(spec, str):
-        m = _RANGE.match(spec)
+        m = RANGE.match(spec)
         if m:
             return _range(spec, m, max_values)
         text = spec.strip()

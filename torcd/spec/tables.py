@@ -157,7 +157,7 @@ def _csv(text: str) -> dict[str, list]:
             if len(cells) != len(names):
                 raise TableError(f"the row has {len(cells)} cells; the header has {len(names)}", reader.line_num)
             for column, cell in zip(columns, cells):
-                column.append(_cell(cell))
+                column.append(cell_value(cell))
             if len(columns[0]) > MAX_ROWS:
                 raise TableError(f"it has over {MAX_ROWS:,} rows", reader.line_num)
     except csv.Error as e:
@@ -167,7 +167,7 @@ def _csv(text: str) -> dict[str, list]:
     return dict(zip(names, columns))
 
 
-def _cell(cell: str) -> P.Scalar:
+def cell_value(cell: str) -> P.Scalar:
     """A CSV cell as Torc infers it: an integer, else a number, else text."""
     if _INTEGER.fullmatch(cell):
         return int(cell)

@@ -1,0 +1,176 @@
+"""`torcctl exec`: commands over parameters without a spec (Torc's `exec`). What values and specs
+it makes, as tables; then run through a real daemon from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from ruamel.yaml import YAML
+
+from torcctl.commands import UsageError
+from torcctl.commands.inline import exec_spec, param_values
+
+
+@pytest.mark.parametrize(
+    "text, values",
+    [
+        ("i=1:3", [1, 2, 3]),
+        ("i=0:10:5", [0, 5, 10]),
+        ("w=[a, b]", ["a", "b"]),
+        ("lr=[0.1, 0.01]", [0.1, 0.01]),
+        ("n=7", [7]),
+        ("x=0.5", [0.5]),
+        ("s=hello world", ["hello world"]),
+        ("e=", [""]),
+    ],
+)
+def test_a_param_reads_as_torcs_exec_reads_it(text, values):
+    assert list(param_values(text)[1]) == values
+
+
+def test_a_param_from_a_file_takes_a_value_per_line():
+    lines = {"urls.txt": ["http://a/1", "http://a/2", "3"]}
+    assert param_values("url=@urls.txt", lines.__getitem__) == ("url", ["http://a/1", "http://a/2", 3])
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("i", "write NAME=VALUES"),
+        ("2i=1:3", "write NAME=VALUES"),
+        ("i-j=1", "write NAME=VALUES"),
+        ("lr=0.0:1.0:0.1", "ranges are of integers"),
+        ("i=3:1", "ends before it starts"),
+        ("i=[1, [2]", "cannot read list"),
+    ],
+)
+def test_a_param_it_cannot_read_is_refused(text, words):
+    with pytest.raises(UsageError) as info:
+        param_values(text)
+    assert words in str(info.value)
+
+
+def names_and_commands(spec: dict) -> list[tuple[str, str]]:
+    return [(j["name"], j["command"]) for j in spec["jobs"]]
+
+
+def test_every_combination_or_zipped_a_job_each():
+    params = {"i": [1, 2], "w": ["a", "b"]}
+    product = exec_spec(["run {i} {w}"], params, "product", "x")
+    assert names_and_commands(product) == [
+        ("job_1", "run 1 a"),
+        ("job_2", "run 1 b"),
+        ("job_3", "run 2 a"),
+        ("job_4", "run 2 b"),
+    ]
+    zipped = exec_spec(["run {i} {w}", "echo done"], params, "zip", "x")
+    assert names_and_commands(zipped) == [("cmd1_1", "run 1 a"), ("cmd1_2", "run 2 b"), ("cmd2", "echo done")]
+
+
+def test_a_command_takes_only_the_params_it_names_and_braces_of_the_shell_stay():
+    spec = exec_spec(["awk '{print}' f{i:02d}", "echo ${HOME}"], {"i": range(1, 11)}, "product", "x", num_cpus=2)
+    assert spec["jobs"][0] == {"name": "cmd1_01", "command": "awk '{print}' f01", "num_cpus": 2}
+    assert spec["jobs"][-1] == {"name": "cmd2", "command": "echo ${HOME}", "num_cpus": 2}
+
+
+@pytest.mark.parametrize(
+    "commands, params, link, words",
+    [
+        ([], {}, "product", "give a command"),
+        (["echo {i}"], {"i": [1], "j": [2]}, "product", "--param j is used by no command"),
+        (["echo {i} {j}"], {"i": [1, 2], "j": [1, 2, 3]}, "zip", "zip"),
+        (["echo {i:>5000}"], {"i": [1]}, "product", "width or precision"),
+    ],
+)
+def test_what_cannot_make_a_spec_is_refused(commands, params, link, words):
+    with pytest.raises(UsageError) as info:
+        exec_spec(commands, params, link, "x")
+    assert words in str(info.value)
+
+
+def ctl(daemon, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torcctl", "--socket", daemon.socket, "--no-autostart", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=daemon.tmp,
+        timeout=120,
+        text=False,
+    )
+
+
+def outputs(daemon, wf: int) -> dict[str, str]:
+    return {n: open(daemon.attempts(j.id)[0].stdout_path).read() for n, j in daemon.jobs(wf).items()}
+
+
+def test_exec_runs_each_combination_and_exits_0_when_all_complete(daemon):
+    done = ctl(daemon, "exec", "-q", "-n", "sweep", "-c", "echo {i}-{w}", "--param", "i=1:2", "--param", "w=[x,y]")
+    assert done.returncode == 0, done.stderr
+    assert b"completed  4" in done.stdout
+    assert outputs(daemon, 1) == {"job_1": "1-x\n", "job_2": "1-y\n", "job_3": "2-x\n", "job_4": "2-y\n"}
+    assert daemon.call("workflows.show", {"workflow_id": 1})["name"] == "sweep"
+
+
+def test_exec_exits_1_when_a_job_fails(daemon):
+    done = ctl(daemon, "exec", "-q", "-c", "test {i} != 2", "--param", "i=1:3")
+    assert done.returncode == 1
+    assert daemon.wait(1).counts == {"completed": 2, "failed": 1}
+
+
+def test_exec_takes_commands_from_standard_input_and_values_from_a_file(daemon):
+    (daemon.tmp / "names.txt").write_text("ada\n\nlin\n")
+    commands = b"# greet each\necho hello {who}\n\necho bye {who}\n"
+    done = ctl(daemon, "exec", "-q", "-C", "-", "--param", "who=@names.txt", stdin=commands)
+    assert done.returncode == 0, done.stderr
+    assert outputs(daemon, 1) == {
+        "cmd1_1": "hello ada\n",
+        "cmd1_2": "hello lin\n",
+        "cmd2_1": "bye ada\n",
+        "cmd2_2": "bye lin\n",
+    }
+
+
+def test_exec_runs_the_words_after_the_double_dash_as_one_command(daemon):
+    done = ctl(daemon, "exec", "-q", "--", "python3", "-c", "import sys; print(sys.argv[1:])", "a b", "$HOME")
+    assert done.returncode == 0, done.stderr
+    assert outputs(daemon, 1) == {"job": "['a b', '$HOME']\n"}  # quoted: the shell expands nothing
+
+
+def test_a_dry_run_prints_the_spec_and_needs_no_daemon(tmp_path):
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "torcctl", "--socket", str(tmp_path / "none.sock"), "--no-autostart"),
+            *("exec", "--dry-run", "-n", "dry", "-c", "solve {n:03d}", "--param", "n=1:2", "-o", "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert YAML(typ="safe").load(done.stdout) == {
+        "name": "dry",
+        "output_dir": "out",
+        "jobs": [{"name": "job_1", "command": "solve 001"}, {"name": "job_2", "command": "solve 002"}],
+    }
+    assert not (tmp_path / "none.sock").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-c", "echo {i}", "--param", "i=1:3", "--param", "j=1"], "--param j is used by no command"),
+        (["-c", "echo", "--", "ls"], "not both"),
+        (["--param", "i=1:3"], "give a command"),
+        (["-c", "true", "--num-cpus", "0"], "num_cpus"),
+        (["-c", "echo {x}", "--param", "x=@missing.txt"], "missing.txt"),
+        (["-C", "nowhere.txt"], "nowhere.txt"),
+        (["-c", "true", "--link", "cross"], "invalid choice"),
+    ],
+)
+def test_bad_exec_arguments_get_one_clear_line_and_create_nothing(daemon, args, words):
+    done = ctl(daemon, "exec", *args)
+    assert done.returncode == 2 and words in done.stderr.decode(), done.stderr
+    assert b"Traceback" not in done.stderr
+    assert daemon.call("workflows.list", {}) == []
