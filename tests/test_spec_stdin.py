@@ -45,3 +45,15 @@ def test_a_bad_spec_piped_in_is_named_stdin_with_its_line_and_changes_nothing(da
 def test_a_json_spec_piped_in_reads_with_its_format_named(daemon):
     text = b'{name: "j5", jobs: [{name: "a", command: "true"}]}'
     assert ctl(daemon, "submit", "-", "--spec-format", "json5", stdin=text).returncode == 0
+
+
+def test_submit_with_a_workflow_id_says_where_that_workflow_is(daemon):
+    """Torc's `submit WF_ID` submits a workflow created earlier; here a workflow starts when created."""
+    wf = daemon.submit("name: done\njobs: [{name: a, command: 'true'}]\n")
+    daemon.wait(wf)
+    code, out, err = daemon.ctl("submit", str(wf))
+    assert code == 0 and out == f"{wf}\n"
+    assert f"workflow {wf} was submitted when it was created; it is done: run it again with" in err
+    code, out, err = daemon.ctl("submit", "999")
+    assert code == 2 and "999" in err and "Traceback" not in err
+    assert [w["id"] for w in daemon.call("workflows.list", {})] == [wf]  # nothing new was created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from torcctl.api.client import Client
@@ -11,11 +12,29 @@ from torcd.protocol import AllocationInfo
 
 
 def submit(client: Client, args) -> int:
+    if args.spec.isdigit() and not os.path.exists(args.spec):  # Torc's `submit WORKFLOW_ID`
+        return _already_submitted(client, int(args.spec), args)
     wf = create_workflow(client, args)
     if args.json:
         print_json(wf)
     else:
         print(wf.id)
+    return 0
+
+
+def _already_submitted(client: Client, wf_id: int, args) -> int:
+    """A workflow starts when it is created: submitting it again has nothing to do. Say where it is."""
+    wf = client.workflow(wf_id)
+    if args.json:
+        print_json(wf)
+        return 0
+    print(wf.id)
+    hint = {
+        "active": f"it is running: follow it with `torcctl watch {wf.id}`",
+        "awaiting_classification": "it waits for its pending_failed jobs to be classified: "
+        f"`torcctl jobs list {wf.id} -s pending_failed`",
+    }.get(wf.state, f"it is {wf.state}: run it again with `torcctl workflows reinitialize {wf.id}` or `reset-status`")
+    print(f"workflow {wf.id} was submitted when it was created; {hint}", file=sys.stderr)
     return 0
 
 
