@@ -78,6 +78,10 @@ def _spec(p: argparse.ArgumentParser, metavar: str = "SPEC") -> None:
 def _run_args(p: argparse.ArgumentParser) -> None:
     _spec(p, "SPEC|WORKFLOW_ID")
     p.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    p.add_argument(
+        "--label",
+        help="run the workflow's jobs with this label (Torc's): they run only while a `run --label` follows",
+    )
 
 
 def _exec_args(p: argparse.ArgumentParser) -> None:

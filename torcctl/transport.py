@@ -137,6 +137,7 @@ class Transport:
         until_done: bool = False,
         kinds: frozenset[str] | None = None,
         read_timeout: float | None = None,
+        serve_label: str | None = None,
     ) -> Iterator[Event]:
         """Follow the workflow's events (every workflow's: None) (NDJSON stream) from sequence `after`,
         optionally only `kinds`. A stream the daemon drops midway raises ConnectError; none within
@@ -146,6 +147,8 @@ class Transport:
         query = f"/events?{which}&after={after}"
         if kinds:
             query += "&kinds=" + ",".join(sorted(kinds))
+        if serve_label is not None:  # the daemon runs this label's jobs while the stream is open
+            query += "&serve_label=" + urllib.parse.quote(serve_label, safe="")
         try:
             self._streams.add(conn)
             conn.request("GET", query)

@@ -132,6 +132,7 @@ class Daemon:
         self.state = ServerState(
             cfg, METHODS, self.handlers, store.queries, self.bus, self.stopping, self.workers.credential
         )
+        self.state.labels = self.dispatcher.labels
 
     async def _open_tcp_door(self, runner: web.AppRunner) -> None:
         cfg = self.config
@@ -281,6 +282,7 @@ class Daemon:
             self.config.paths.state_dir,
             self.tcp_url,
             self.config.autostarted,
+            self.dispatcher.labels.served(),
         )
 
     async def stop(self, params: p.Shutdown) -> dict:

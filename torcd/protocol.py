@@ -232,6 +232,7 @@ class CountJobs(Params, frozen=True):
     status: str | None = None
     name: JobName | None = None
     template: JobName | None = None
+    label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # "*": any label
 
 
 class ListJobs(CountJobs, frozen=True):
@@ -429,3 +430,4 @@ class Ping(msgspec.Struct):
     state_dir: str
     tcp_url: str | None = None
     autostarted: bool = False
+    labels_served: list[tuple[int, str]] = []  # (workflow, label) of each `run --label` following now

@@ -450,16 +450,18 @@ class Client:
         deadline: float | None = None,
         until_idle: bool = False,
         reconnect_for: float = RECONNECT_FOR,
+        serve_label: str | None = None,
     ) -> Iterator[Event]:
         """The workflow's events after sequence `after`. With `follow`, new events as they happen,
         for as long as the caller reads; a stream cut (a daemon restart, a slow reader) is
         resumed from the last event seen, for up to `reconnect_for` seconds without a daemon.
-        `until_idle`: end when nothing more runs."""
+        `until_idle`: end when nothing more runs. `serve_label`: while following, the daemon runs
+        the workflow's jobs with this label (Torc's `run --label`)."""
         self.ensure_daemon()
         if not follow:
             yield from self._listed_events(workflow_id, after, kinds)
             return
-        yield from self._follow(workflow_id, after, kinds, deadline, until_idle, reconnect_for)
+        yield from self._follow(workflow_id, after, kinds, deadline, until_idle, reconnect_for, serve_label)
 
     def all_events(
         self, after: int = 0, kinds: frozenset[str] | None = None, *, reconnect_for: float = RECONNECT_FOR
@@ -477,6 +479,7 @@ class Client:
         deadline: float | None,
         until_idle: bool,
         reconnect_for: float,
+        serve_label: str | None = None,
     ) -> Iterator[Event]:
         lost_since: float | None = None
         while True:
@@ -484,7 +487,9 @@ class Client:
             if left is not None and left <= 0:
                 raise TimeoutError(f"workflow {workflow_id} is still active")
             try:
-                for event in self.transport.events(workflow_id, after, until_idle, kinds, read_timeout=left):
+                for event in self.transport.events(
+                    workflow_id, after, until_idle, kinds, read_timeout=left, serve_label=serve_label
+                ):
                     lost_since = None
                     after = event.seq
                     yield event

@@ -25,6 +25,7 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
     The daemon ends the stream at the workflow's next idle point, not at an older one in the log
     (a workflow that was reset or had a job retried runs again)."""
     quiet = getattr(args, "quiet", False) and not args.json
+    label = getattr(args, "label", None)  # `run --label`: the daemon runs these jobs while we follow
     last = after
 
     log = getattr(args, "log_file", None)
@@ -43,11 +44,18 @@ def _follow(client: Client, wf: int, args, after: int = 0) -> int:
 
         counts = lambda: client.workflow(wf).counts  # noqa: E731
         LiveView(wf, counts, STATUS_ORDER).follow(
-            seen(client.events(wf, after=after, until_idle=True, reconnect_for=0))
+            seen(client.events(wf, after=after, until_idle=True, reconnect_for=0, serve_label=label))
         )
     else:
         for event in seen(
-            client.events(wf, after=after, until_idle=True, kinds=IDLE_EVENTS if quiet else None, reconnect_for=0)
+            client.events(
+                wf,
+                after=after,
+                until_idle=True,
+                kinds=IDLE_EVENTS if quiet else None,
+                reconnect_for=0,
+                serve_label=label,
+            )
         ):
             if args.json:
                 print_json(event)
@@ -89,6 +97,7 @@ def run(client: Client, args) -> int:
         wf = client.workflow(int(args.spec))
         if not args.json and not args.quiet:
             print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs, {wf.state})", flush=True)
+        _say_labelled(client, wf.id, args)
         _follow(client, wf.id, args)
         return _summary(client, wf.id, args)
     try:
@@ -99,6 +108,7 @@ def run(client: Client, args) -> int:
     try:  # from here on (the id shown) Ctrl-C says what becomes of the workflow
         if not args.json and not args.quiet:
             print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs)", flush=True)
+        _say_labelled(client, wf.id, args)
         with _ctrl_c_ends_the_stream(client) as pressed:
             try:
                 _follow(client, wf.id, args)
@@ -116,6 +126,25 @@ def run(client: Client, args) -> int:
         raise
     _release_daemon(client, args, wf.id)
     return code
+
+
+def _say_labelled(client: Client, wf: int, args) -> None:
+    """Jobs with a label run only while a `run --label` of theirs follows: say so, or a run
+    without one would wait for them without a word."""
+    label = getattr(args, "label", None)
+    others = client.call("jobs.count", {"workflow_id": wf, "label": "*"})["count"]
+    if label is not None:
+        mine = client.call("jobs.count", {"workflow_id": wf, "label": label})["count"]
+        others -= mine
+        if not mine:
+            print(f"torcctl: no job of workflow {wf} has the label {label!r}", file=sys.stderr)
+    if others:
+        print(
+            f"torcctl: {others} jobs of workflow {wf} have "
+            + ("other labels" if label is not None else "a label")
+            + f": they run only while `torcctl run {wf} --label LABEL` follows it",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ the TCP door. Who is calling is decided here, once per request; what they may ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import os
 import socket
@@ -18,6 +19,7 @@ from aiohttp import web
 from torcd.api import rpc
 from torcd.bus import EventBus
 from torcd.config import Config
+from torcd.core.labels import ServedLabels, label_problem
 from torcd.credentials import ADMIN, Caller, allocation_of, matches
 from torcd.errors import NotFound
 from torcd.events import IDLE, Event
@@ -27,6 +29,7 @@ log = structlog.get_logger("torcd.api.server")
 _encode = msgspec.json.Encoder().encode
 ENCODED_KEPT = 4096  # events whose lines are kept for the other streams
 BACKLOG_PAGE = 10_000  # events read at a time for a stream's backlog
+PEER_CHECK_SECONDS = 0.5  # a quiet stream looks this often for a reader that left (and the label it served)
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -56,6 +59,7 @@ class ServerState:
         self.requests_in_flight = 0  # RPC requests being served
         self.streams: dict[object, int] = {}  # open event streams -> the workflow each follows
         self.lines: dict[int, bytes] = {}  # recent events as NDJSON lines, by seq: encoded once for every stream
+        self.labels = ServedLabels()  # the local executor's: a stream with `serve_label` serves one
 
     def line(self, event: Any) -> bytes:
         """An event as one NDJSON line, encoded once however many streams follow it."""
@@ -205,6 +209,23 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
     if every and until_done:
         return web.json_response({"error": "until_done applies to one workflow: not with all=1"}, status=400)
     kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
+    label = request.query.get("serve_label")
+    if label is not None and (problem := label_problem(label) or ("all=1" if every else None)):
+        return web.json_response({"error": f"serve_label: {problem}"}, status=400)
+    serving = state.labels.serving(wf, label) if label is not None else contextlib.nullcontext()
+    with serving:
+        return await _stream_followed(state, request, wf, after, every, until_done, kinds)
+
+
+async def _stream_followed(
+    state: ServerState,
+    request: web.Request,
+    wf: int,
+    after: int,
+    every: bool,
+    until_done: bool,
+    kinds: frozenset[str],
+) -> web.StreamResponse:
     sub = state.bus.subscribe(
         f"events:{wf or 'all'}",
         maxsize=state.config.watch_queue_size,
@@ -235,9 +256,15 @@ async def _stream_events(state: ServerState, request: web.Request) -> web.Stream
             get = asyncio.ensure_future(sub.get())
             cut = asyncio.ensure_future(sub.overflowed.wait())
             stop = asyncio.ensure_future(state.stopping.wait())
-            done, pending = await asyncio.wait({get, cut, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                {get, cut, stop}, return_when=asyncio.FIRST_COMPLETED, timeout=PEER_CHECK_SECONDS
+            )
             for f in pending:
                 f.cancel()
+            if not done:  # quiet: is the reader still there? (it may be serving a label)
+                if request.transport is None or request.transport.is_closing():
+                    break
+                continue
             if get not in done:
                 if sub.overflowed.is_set():
                     log.warning("watcher_cut_off", workflow_id=wf, last_seq=last, reason="fell behind")

@@ -20,6 +20,7 @@ from torcd import events as E
 from torcd.bus import EventBus
 from torcd.core.attempts import Exit, Runnable, Start
 from torcd.core.exits import UNKNOWN_EXIT
+from torcd.core.labels import ServedLabels
 from torcd.core.resources import Capacity, Requirements, fits
 from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
@@ -63,6 +64,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._sub = bus.listen("dispatcher", (E.WorkflowCanceled, *_WAKE), self._on_event)
+        self.labels = ServedLabels()  # a label newly served may let ready jobs start
+        self.labels.on_change(self._wake.set)
 
     def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
@@ -166,7 +169,7 @@ class Dispatcher:
             starts, self._starts = self._starts, []
             # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
             want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
-            claimed, stale = await self.execution.dispatch(exits, starts, want, self.host)
+            claimed, stale = await self.execution.dispatch(exits, starts, want, self.host, self.labels.keys())
             if exits:
                 self.exit_log.count(len(exits))
             if stale:

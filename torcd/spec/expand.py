@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from torcd.core import params as P
+from torcd.core.labels import label_problem
 from torcd.core.resources import Requirements
 from torcd.spec.data import (
     File,
@@ -170,6 +171,14 @@ class JobExpander:
         except P.ParameterError as e:
             raise self.loc.error(str(e), f"$.jobs[{j}]") from None
 
+    def _label(self, job: JobSpec, combo: dict[str, P.Scalar], at: str) -> str | None:
+        if job.label is None:
+            return None
+        label = P.fill(job.label, combo)
+        if problem := label_problem(label):
+            raise self.loc.error(problem, f"{at}.label")
+        return label
+
     def _expand_one(
         self, j: int, job: JobSpec, combo: dict[str, P.Scalar], rest: Values, need: Requirements, scheduler: str | None
     ) -> None:
@@ -209,6 +218,7 @@ class JobExpander:
                 job.supports_termination,
                 template=job.name if combo else P.name_template(name),
                 priority=job.priority,
+                label=self._label(job, combo, at),
             )
         )
         self._note_origin(name, j)

@@ -66,6 +66,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     input_user_data_regexes: list[Pattern] = []
     output_user_data_regexes: list[Pattern] = []
     priority: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0  # Torc's: higher is claimed first when several are ready
+    label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # claimed only by a `run --label` of it
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -153,6 +154,7 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     claim_order: int = 0  # its place among the workflow's jobs when several are ready
     template: str = ""  # the name as the spec wrote it, before parameters were filled in
     priority: int = 0  # higher is claimed first (then `jobs_sort_method`, then as written)
+    label: str | None = None  # its jobs run only while a `torcctl run --label` of it serves them
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):

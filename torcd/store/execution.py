@@ -35,10 +35,11 @@ class ExecutionStore:
         self.db = db
 
     async def dispatch(
-        self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int, host: str
+        self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int, host: str, labels: Sequence[str] = ()
     ) -> tuple[list[Runnable], list[int]]:
         """One dispatcher pass in one transaction: record the jobs started since the last pass and
-        the exits that arrived, then claim up to `prefetch` ready jobs as `pending`.
+        the exits that arrived, then claim up to `prefetch` ready jobs as `pending` (of those with
+        a label, only those whose `ServedLabels.keys` are in `labels`).
 
         Returns the claimed jobs and the ids of started jobs that were canceled meanwhile.
         """
@@ -49,18 +50,20 @@ class ExecutionStore:
             stale = self._start(tx, starts, host) if starts else []
             if exits:
                 record_exits(tx, exits)
-            claimed = self._claim(tx, prefetch) if prefetch > 0 else []
+            claimed = self._claim(tx, prefetch, labels) if prefetch > 0 else []
             return claimed, stale
 
         return await self.db.write(_body)
 
-    def _claim(self, tx: Tx, limit: int) -> list[Runnable]:
+    def _claim(self, tx: Tx, limit: int, labels: Sequence[str]) -> list[Runnable]:
         """Take ready local jobs and mark them `pending` until their processes start."""
+        served = f"OR (j.workflow_id || char(31) || j.label) IN ({_marks(len(labels))})" if labels else ""
         rows = tx.rows(
             f"""SELECT {RUNNABLE_COLUMNS}
                            WHERE j.status = {int(S.READY)} AND w.executor = 'local' AND NOT w.held
+                             AND (j.label IS NULL {served})
                            ORDER BY j.claim_order, j.id LIMIT ?""",
-            (limit,),
+            (*labels, limit),
         )
         handle(tx, L.Claimed(tx.now), map(fact, rows))
         return [runnable(r) for r in rows]

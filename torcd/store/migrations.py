@@ -289,12 +289,14 @@ MIGRATIONS: list[str] = [
     DROP INDEX jobs_by_worker;
     """,
     # 18: which jobs read each user data entry, so that `reinitialize` reruns those that read
-    # an entry written after they ran (workflows made before this have none recorded)
+    # an entry written after they ran (workflows made before this have none recorded); a job's
+    # label (Torc's): only a `run --label` of that label has its jobs claimed
     """
     CREATE TABLE data_readers (
         data_id INTEGER NOT NULL,
         job_id INTEGER NOT NULL,
         PRIMARY KEY (data_id, job_id)
     ) WITHOUT ROWID;
+    ALTER TABLE jobs ADD COLUMN label TEXT;
     """,
 ]

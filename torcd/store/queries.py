@@ -40,6 +40,7 @@ class JobFilter(NamedTuple):
     status: JobStatus | None = None
     name: str | None = None
     template: str | None = None
+    label: str | None = None  # with this label; "*": with any
 
 
 def _job_filter(wf: int, which: JobFilter) -> tuple[str, list]:
@@ -55,6 +56,11 @@ def _job_filter(wf: int, which: JobFilter) -> tuple[str, list]:
     if which.template is not None:
         where.append("j.template = ?")
         args.append(which.template)
+    if which.label == "*":
+        where.append("j.label IS NOT NULL")
+    elif which.label is not None:
+        where.append("j.label = ?")
+        args.append(which.label)
     return " AND ".join(where), args
 
 

@@ -89,7 +89,8 @@ class SlurmStore:
         r = (
             await self.db.rows(
                 f"""SELECT count(*), sum(attempt_id > 1), min(CASE WHEN attempt_id > 1 THEN updated END)
-                FROM jobs WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ?""",
+                FROM jobs WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ?
+                AND label IS NULL""",  # a labelled job waits for its `run --label`, never an allocation
                 (wf, scheduler),
             )
         )[0]
@@ -108,7 +109,8 @@ class SlurmStore:
             JobNeed(r[0], r[1], r[2], r[3], r[4])
             for r in await self.db.rows(
                 f"""SELECT name, num_cpus, {effective_memory("")}, num_gpus, {effective_runtime("")} FROM jobs
-                WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ? ORDER BY id""",
+                WHERE workflow_id = ? AND status = {int(S.READY)} AND coalesce(scheduler, '') = ? AND label IS NULL
+                ORDER BY id""",
                 (wf, scheduler),
             )
         ]

@@ -297,7 +297,7 @@ def _claim(
     # (GPUs, memory) do not hide those behind them.
     rows = tx.rows(
         f"""SELECT {RUNNABLE_COLUMNS}
-            WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held
+            WHERE j.workflow_id = ? AND j.status = {int(S.READY)} AND NOT w.held AND j.label IS NULL
               AND (? IS NULL OR j.scheduler = ?) AND {FITS}
               AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.worker_id = ?
                               AND a.return_code != 0)
