@@ -481,3 +481,22 @@ def test_nulls_inside_user_data_and_metadata_are_kept():
         "n.yaml",
     )
     assert spec.about.metadata == {"files": None, "a": 1} and spec.user_data["d"].data == {"parameters": None}
+
+
+@pytest.mark.parametrize(
+    "where, key, words",
+    [
+        ("top", "execution_config: {mode: direct}", "causes: [timeout]"),
+        ("top", "dynamic_jobs: {max_iterations: 3}", "workflows.add_jobs"),
+        ("top", "datasets: []", "declare the data as `files`"),
+        ("top", "enable_ro_crate: true", "RO-Crate"),
+        ("top", "access_groups: [a]", "one user"),
+        ("job", "stdio: combined", "job_stdio"),
+        ("job", "input_datasets: [d]", "use `input_files`"),
+    ],
+)
+def test_a_newer_torc_key_torc_py_does_not_run_is_refused_saying_what_to_use(where, key, words):
+    text = "name: t\njobs:\n  - name: a\n    command: 'true'\n" + ("    " if where == "job" else "") + key + "\n"
+    message = error_of(text)
+    name = key.split(":")[0]
+    assert message.startswith(f"wf.yaml:5: Torc's `{name}` is not supported by torc-py: ") and words in message

@@ -35,6 +35,23 @@ from torcd.spec.tables import apply_tables, read_file
 from torcd.spec.variables import apply_variables, declared, fill_variables
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+# Keys of newer Torc that torc-py does not run: refused (never half-run), saying what to use instead.
+TORC_KEYS_NOT_HERE = {
+    "execution_config": "limits are enforced by the daemon (memory sampled, runtime timed); a timed-out job "
+    "is recorded with cause `timeout`, which a rule's `causes: [timeout]` matches",
+    "dynamic_jobs": "a running job adds jobs to its own workflow with the Python API "
+    "(`map_function_to_jobs(..., workflow_id=...)`) or the `workflows.add_jobs` call",
+    "spawn_jobs": "a running job adds jobs to its own workflow with the `workflows.add_jobs` call",
+    "datasets": "declare the data as `files` (input_files/output_files); `workflows reinitialize` reruns "
+    "what a changed file feeds",
+    "input_datasets": "use `input_files`",
+    "output_datasets": "use `output_files`",
+    "enable_ro_crate": "no RO-Crate export yet",
+    "serialize_allocations": "allocations are asked for as jobs become ready (`slurm_schedulers` with a "
+    "`schedule_nodes` action per stage)",
+    "access_groups": "a daemon serves one user; share results through files",
+    "stdio": "each attempt's stdout and stderr are kept in <output_dir>/job_stdio/",
+}
 
 
 def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None) -> Workflow:
@@ -139,6 +156,8 @@ def _validation_error(e: msgspec.ValidationError, loc: Locator) -> SpecError:
     m = _UNKNOWN_FIELD.search(message)
     if m:
         message = f"unknown key `{m[1]}`"
+        if advice := TORC_KEYS_NOT_HERE.get(m[1]):
+            message = f"Torc's `{m[1]}` is not supported by torc-py: {advice} (docs/torc-users.md)"
         path = f"{path}.{m[1]}"
     return loc.error(message, path)
 
