@@ -192,3 +192,18 @@ def test_explain_refuses_bad_arguments(tmp_path, capsys, monkeypatch):
         code, out, err = run_ctl(capsys, "explain", "spec.yaml", *args)
         assert (code, out) == (2, "")
         assert err == f"torcctl: error: {message}\n"
+
+
+def test_a_rule_for_torcs_timeout_code_is_told_about_the_timeout_cause(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = "name: t\nfailure_handlers:\n  - name: h\n    rules:\n      - {exit_codes: [152], max_retries: 3}\n"
+    (tmp_path / "spec.yaml").write_text(spec + "jobs:\n  - {name: j, command: 'true', failure_handler: h}\n")
+    code, out, _ = run_ctl(capsys, "validate", "spec.yaml")
+    assert code == 0 and "spec.yaml:5: warning: 152 is Torc's (and Slurm's) exit code of a timed-out job" in out
+    assert "add `causes: [timeout]` to this rule" in out
+    (tmp_path / "spec.yaml").write_text(
+        spec.replace("max_retries: 3}", "max_retries: 3, causes: [timeout]}")
+        + "jobs:\n  - {name: j, command: 'true', failure_handler: h}\n"
+    )
+    code, out, _ = run_ctl(capsys, "validate", "spec.yaml")
+    assert code == 0 and "0 warnings" in out

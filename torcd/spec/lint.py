@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from torcd.core.limits import SLURM_TIMEOUT_EXIT
 from torcd.core.retry import Rule, select_rule
 from torcd.spec.parse import Locator, Workflow, WorkflowDoc, doc_of, load_plain, parse_tree
 
@@ -151,6 +152,16 @@ def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
                             loc.line(at), at, f"exit codes {taken} of rule {r} are matched by an earlier rule first"
                         )
                     )
+            if SLURM_TIMEOUT_EXIT in (rule.exit_codes or []) and "timeout" not in (rule.causes or []):
+                out.append(
+                    Finding(
+                        loc.line(f"{at}.exit_codes"),
+                        f"{at}.exit_codes",
+                        f"{SLURM_TIMEOUT_EXIT} is Torc's (and Slurm's) exit code of a timed-out job; torc-py "
+                        "records a job stopped at its runtime with cause `timeout` (exit 143, or 137 if it had "
+                        "to be killed): add `causes: [timeout]` to this rule for those",
+                    )
+                )
             if rule.max_retries == 1:
                 what = "its recovery script never runs" if rule.recovery_script else "no retry"
                 out.append(
