@@ -19,9 +19,11 @@ from torcctl.commands.inline import exec_spec, param_values
         ("i=1:3", [1, 2, 3]),
         ("i=0:10:5", [0, 5, 10]),
         ("w=[a, b]", ["a", "b"]),
-        ("lr=[0.1, 0.01]", [0.1, 0.01]),
-        ("n=7", [7]),
-        ("x=0.5", [0.5]),
+        ("w=['a, b', \"c\"]", ["a, b", "c"]),
+        ("lr=[0.1, 0.01, 3.10]", ["0.1", "0.01", "3.10"]),  # as written: 3.10 is not 3.1
+        ("n=7", ["7"]),
+        ("n=007", ["007"]),
+        ("x=0.5", ["0.5"]),
         ("s=hello world", ["hello world"]),
         ("e=", [""]),
     ],
@@ -31,8 +33,8 @@ def test_a_param_reads_as_torcs_exec_reads_it(text, values):
 
 
 def test_a_param_from_a_file_takes_a_value_per_line():
-    lines = {"urls.txt": ["http://a/1", "http://a/2", "3"]}
-    assert param_values("url=@urls.txt", lines.__getitem__) == ("url", ["http://a/1", "http://a/2", 3])
+    lines = {"urls.txt": ["http://a/1", "http://a/2", "007"]}
+    assert param_values("url=@urls.txt", lines.__getitem__) == ("url", ["http://a/1", "http://a/2", "007"])
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,21 @@ def test_every_combination_or_zipped_a_job_each():
     ]
     zipped = exec_spec(["run {i} {w}", "echo done"], params, "zip", "x")
     assert names_and_commands(zipped) == [("cmd1_1", "run 1 a"), ("cmd1_2", "run 2 b"), ("cmd2", "echo done")]
+
+
+def test_text_is_kept_as_written_and_formatted_as_a_number_where_asked():
+    spec = exec_spec(["run {v} {n:03d}"], {"v": ["3.10"], "n": ["7"]}, "product", "x")
+    assert names_and_commands(spec) == [("job", "run 3.10 007")]
+
+
+def test_words_are_quoted_for_the_shell_once_filled_in():
+    spec = exec_spec([["cat", "{f}"]], {"f": ["it's", "a; rm -rf x"]}, "product", "x")
+    assert [j["command"] for j in spec["jobs"]] == ["cat 'it'\"'\"'s'", "cat 'a; rm -rf x'"]
+
+
+def test_too_many_jobs_are_refused_before_any_is_built():
+    with pytest.raises(UsageError, match="4,000,000 jobs; the limit is 2,000,000"):
+        exec_spec(["a {x}", "b {x}"], {"x": range(2_000_000)}, "product", "x")
 
 
 def test_a_command_takes_only_the_params_it_names_and_braces_of_the_shell_stay():
@@ -167,6 +184,8 @@ def test_a_dry_run_prints_the_spec_and_needs_no_daemon(tmp_path):
         (["-c", "echo {x}", "--param", "x=@missing.txt"], "missing.txt"),
         (["-C", "nowhere.txt"], "nowhere.txt"),
         (["-c", "true", "--link", "cross"], "invalid choice"),
+        (["-c", "echo {x}", "--param", "x=1:2", "--param", "x=7"], "--param x is given twice"),
+        (["-c", "echo {n:03d}", "--param", "n=abc"], "cannot format n='abc'"),
     ],
 )
 def test_bad_exec_arguments_get_one_clear_line_and_create_nothing(daemon, args, words):

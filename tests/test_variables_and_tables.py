@@ -225,7 +225,13 @@ def test_a_json_table_is_an_array_of_objects(tables):
         ("sweep.csv", "model,2lr\nresnet,0.1\n", 1, "column '2lr' is not a parameter name"),
         ("sweep.csv", "model,model\na,b\n", 1, "column 'model' is given twice"),
         ("sweep.csv", "model,lr,batch,dataset\n", 1, "a header and no rows"),
-        ("sweep.csv", "", 1, "it is empty"),
+        ("sweep.csv", "", 1, "no header row"),
+        ("sweep.csv", "\n\n\n", 1, "no header row"),
+        ("sweep.csv", 'model,lr,batch,dataset\na,1,2,"x\ny"\n', 3, "control character '\\n'"),
+        ("sweep.csv", "model,lr,batch,dataset\na,1,2,x\x1b]0;t\x07\n", 2, "control character '\\x1b'"),
+        ("sweep.json", '[{"model": "a\\u001b", "lr": 1, "batch": 2, "dataset": 3}]', 1, "control character"),
+        ("sweep.json", '[{"model": "a", "model": "b", "lr": 1, "batch": 2, "dataset": 3}]', 1, "given twice"),
+        ("sweep.json", "[{}, {}]", 1, "no columns"),
         ("sweep.csv", 'model,lr,batch,dataset\n"a,1,2,3\n', 2, "cannot read CSV"),
         ("sweep.csv", "model,lr,batch,dataset\na,1,2,\x003\n", 2, "NUL byte"),
         ("sweep.json", '[{"model": "a", "lr": 1, "batch": 2, "dataset": 3},\n {"model": "b"}]', 2, "differ"),
@@ -353,3 +359,18 @@ def test_the_workflow_env_and_variables_reach_a_real_job(daemon, tmp_path):
     assert daemon.wait(wf).counts == {"completed": 2}
     out = {n: open(daemon.attempts(j.id)[0].stdout_path).read() for n, j in daemon.jobs(wf).items()}
     assert out == {"a": "hello workflow\n", "b": "hello job\n"}
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("\ufeffmodel,lr,batch,dataset\na,1,2,x\n", ["echo a 1 2 [x]"]),  # Excel's "CSV UTF-8"
+        ("model,lr,batch,dataset\r\na,1,2,x\r\nb,1,2,y\r\n", ["echo a 1 2 [x]", "echo b 1 2 [y]"]),
+        ("model,lr,batch,dataset\na\u2028b,1,2,x\n", ["echo a\u2028b 1 2 [x]"]),  # one row, not two
+        ("model,lr,batch,dataset\nm,1,2," + "9" * 5000 + "\n", ["echo m 1 2 [" + "9" * 5000 + "]"]),
+    ],
+)
+def test_a_table_reads_as_written(tables, content, expected):
+    (tables / "tables" / "sweep.csv").write_text(content, newline="")
+    jobs = parse_spec(TABLES, "wf.yaml", None, str(tables)).jobs
+    assert [j.command for j in jobs if j.name.startswith("train_")] == expected

@@ -5,6 +5,7 @@ command and combination, which is then run as `torcctl run` runs a spec (or, wit
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
@@ -16,7 +17,7 @@ from torcctl.commands import UsageError, read_spec, remember_spec, stdin_text
 from torcd.core import params as P
 from torcd.errors import SpecError
 from torcd.spec.parse import parse_spec, spec_as_yaml
-from torcd.spec.tables import cell_value
+from torcd.spec.schema import MAX_JOBS
 
 MAX_COMMANDS = 100_000
 MAX_LIST_LINES = 1_000_000
@@ -24,8 +25,11 @@ _FLOAT_RANGE = re.compile(r"\s*-?[0-9.]+\s*:\s*-?[0-9.]+\s*(:\s*-?[0-9.]+\s*)?")
 EXEC_SPEC = "<exec>"  # what the spec made here is called in messages
 
 
+Command = str | list[str]  # a command line, or words to quote for the shell once filled in
+
+
 def exec_spec(
-    commands: Sequence[str],
+    commands: Sequence[Command],
     params: dict[str, Sequence[P.Scalar]],
     link: str,
     name: str,
@@ -34,25 +38,33 @@ def exec_spec(
     num_cpus: int = 1,
 ) -> dict:
     """The spec `exec` runs: one job per command and combination of the parameters it uses
-    (`{name}` in it), all of them or zipped (`link`). Pure."""
+    (`{name}` in it), all of them or zipped (`link`). Values are filled in as written (text
+    stays text: "3.10", "007"), and as numbers where a format asks (`{n:03d}`). Pure."""
     if not commands:
         raise UsageError("give a command: -c CMD, -C FILE, or the command's words after --")
-    used = {p for c in commands for p in P.placeholders(c) if p in params}
-    if unused := sorted(set(params) - used):
+    names = [P.placeholders(c if isinstance(c, str) else " ".join(c)) for c in commands]
+    if unused := sorted(set(params) - {p for used in names for p in used}):
         raise UsageError(f"--param {unused[0]} is used by no command (write {{{unused[0]}}} in one)")
-    jobs = []
-    several = len(commands) > 1
-    for k, command in enumerate(commands, 1):
-        own = {p: params[p] for p in sorted(P.placeholders(command)) if p in params}
+    owns = [{p: params[p] for p in sorted(used) if p in params} for used in names]
+    counts = []
+    for k, own in enumerate(owns, 1):
         try:
-            count = P.product_size(own, link == "zip") if own else 1
-            combos = P.combinations(own, link == "zip") if own else iter([{}])
+            counts.append(P.product_size(own, link == "zip") if own else 1)
         except P.ParameterError as e:
             raise UsageError(f"command {k}: {e}") from None
+    if sum(counts) > MAX_JOBS:  # before any is built
+        raise UsageError(f"these commands and values make {sum(counts):,} jobs; the limit is {MAX_JOBS:,}")
+    jobs = []
+    several = len(commands) > 1
+    for k, (command, own, count) in enumerate(zip(commands, owns, counts), 1):
         width = len(str(count))
-        for n, combo in enumerate(combos, 1):
+        for n, combo in enumerate(P.combinations(own, link == "zip") if own else [{}], 1):
             try:
-                filled = P.fill(command, combo)
+                filled = (
+                    P.fill_text(command, combo)
+                    if isinstance(command, str)
+                    else shlex.join(P.fill_text(w, combo) for w in command)
+                )
             except P.ParameterError as e:
                 raise UsageError(f"command {k}: {e}") from None
             suffix = f"_{n:0{width}d}" if count > 1 else ""
@@ -70,7 +82,7 @@ def exec_spec(
 
 def param_values(text: str, read_lines=None) -> tuple[str, Sequence[P.Scalar]]:
     """`NAME=VALUE` as Torc's exec reads it: an integer range `1:10` (`0:100:10`), a list
-    `[a,b]`, `@FILE` (a value per line), or one value."""
+    `[a,b]`, `@FILE` (a value per line), or one value. Values are kept as written."""
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier() or not name.isascii():
         raise UsageError(f"--param {text!r}: write NAME=VALUES, NAME a parameter name (letters, digits, _)")
@@ -79,14 +91,34 @@ def param_values(text: str, read_lines=None) -> tuple[str, Sequence[P.Scalar]]:
             lines = (read_lines or _lines)(value[1:])
             if not lines:
                 raise UsageError(f"--param {name}: {value[1:]} holds no values")
-            return name, [cell_value(v) for v in lines]
-        if value.lstrip().startswith("[") or P.RANGE.fullmatch(value):
+            return name, lines
+        if value.lstrip().startswith("["):
+            return name, _list_as_written(value)
+        if P.RANGE.fullmatch(value):
             return name, P.parse_values(value)
         if _FLOAT_RANGE.fullmatch(value):
             raise UsageError(f"--param {name}={value}: ranges are of integers; list the numbers: [0.1, 0.2]")
     except P.ParameterError as e:
         raise UsageError(f"--param {name}: {e}") from None
-    return name, [cell_value(value)]
+    return name, [value]
+
+
+def _list_as_written(text: str) -> list[P.Scalar]:
+    """A list's items as their text (`[3.9, 3.10]` keeps "3.10"): a quoted item without its
+    quotes; anything else as written between the commas (Torc's `[a,b,c]`)."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    constants = [e for e in tree.elts if isinstance(e, ast.Constant)] if isinstance(tree, ast.List) else None
+    if constants is not None and isinstance(tree, ast.List) and len(constants) == len(tree.elts):
+        source = text.strip()
+        items = [e.value if isinstance(e.value, str) else ast.get_source_segment(source, e) for e in constants]
+    else:
+        items = [str(v) for v in P.parse_values(text)]  # bare words; its errors say what is wrong
+    if not items or any(i is None or isinstance(i, bool) for i in items):
+        raise P.ParameterError(f"cannot read list {text[:60]!r}")
+    return [str(i) for i in items]
 
 
 def _lines(path: str) -> list[str]:
@@ -98,8 +130,8 @@ def _lines(path: str) -> list[str]:
     return lines
 
 
-def commands_of(args) -> list[str]:
-    commands = list(args.command or [])
+def commands_of(args) -> list[Command]:
+    commands: list[Command] = list(args.command or [])
     if args.commands_file:
         text = read_spec(args.commands_file) if args.commands_file != "-" else stdin_text()
         commands += [c for c in (line.strip() for line in text.splitlines()) if c and not c.startswith("#")]
@@ -107,7 +139,7 @@ def commands_of(args) -> list[str]:
     if words:
         if commands:
             raise UsageError("give the command either with -c/-C or after --, not both")
-        commands = [shlex.join(words)]
+        commands = [words]  # quoted for the shell once each word is filled in
     if len(commands) > MAX_COMMANDS:
         raise UsageError(f"{len(commands):,} commands; the limit is {MAX_COMMANDS:,}")
     return commands
@@ -116,7 +148,12 @@ def commands_of(args) -> list[str]:
 def exec_(client: Client | None, args) -> int:
     from torcctl.commands.follow import run  # the run a spec gets
 
-    params = dict(param_values(p) for p in args.param or [])
+    params: dict[str, Sequence[P.Scalar]] = {}
+    for given in args.param or []:
+        name, values = param_values(given)
+        if name in params:
+            raise UsageError(f"--param {name} is given twice")
+        params[name] = values
     spec = exec_spec(
         commands_of(args),
         params,

@@ -161,6 +161,26 @@ def format_placeholder(m: re.Match[str], value: Scalar) -> str:
         raise ParameterError(f"cannot format {m[1]}={value!r} with '{m[0]}': {e}") from None
 
 
+def format_text(m: re.Match[str], value: Scalar) -> str:
+    """`format_placeholder`, where text that reads as a number is formatted as one if the format
+    is a number's (`{n:03d}` with n = "7"); text is otherwise kept as written ("3.10", "007")."""
+    try:
+        return format_placeholder(m, value)
+    except ParameterError:
+        if isinstance(value, str):
+            for kind in (int, float):
+                try:
+                    return format_placeholder(m, kind(value))
+                except (ValueError, ParameterError):
+                    continue
+        raise
+
+
+def fill_text(template: str, values: Mapping[str, Scalar]) -> str:
+    """`fill`, formatting with `format_text`."""
+    return PLACEHOLDER.sub(lambda m: format_text(m, values[m[1]]) if m[1] in values else m[0], template)
+
+
 @functools.cache
 def _too_wide(format_spec: str) -> bool:
     return any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", format_spec))

@@ -13,6 +13,7 @@ spec is submitted (or validated) from, as in Torc.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 
 from torcd.core import params as P
 from torcd.errors import SpecError
+from torcd.spec.plain import text_problem
 
 MAX_TABLE_BYTES = 64 * 2**20
 MAX_ROWS = 2_000_000
@@ -108,7 +110,7 @@ def read_table(path: str, read: Read, field: str, error: Error) -> dict[str, lis
     except TableError as e:
         raise error(f"parameter table {path!r}: {e.message}", field) from None
     try:
-        text = data.decode()
+        text = data.decode().removeprefix("\ufeff")  # a byte-order mark (Excel's "CSV UTF-8") is no text
         if "\0" in text:
             raise TableError("it holds a NUL byte", text.count("\n", 0, text.index("\0")) + 1)
         columns = _csv(text) if kind == ".csv" else _json(text) if kind == ".json" else _json_lines(text)
@@ -144,39 +146,54 @@ def read_file(cwd: str | None) -> Read:
 
 
 def _csv(text: str) -> dict[str, list]:
-    reader = csv.reader(text.splitlines(), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # a quoted cell may hold a line break
     try:
         header = next(reader, None)
-        if header is None:
-            raise TableError("it is empty: it needs a header row and at least one row", 1)
+        if not header:
+            raise TableError("it has no header row: the first line names the columns", 1)
         names = _names(header, 1)
         columns: list[list] = [[] for _ in names]
+        rows = 0
         for cells in reader:
             if not cells:
                 continue  # a blank line
             if len(cells) != len(names):
                 raise TableError(f"the row has {len(cells)} cells; the header has {len(names)}", reader.line_num)
             for column, cell in zip(columns, cells):
-                column.append(cell_value(cell))
-            if len(columns[0]) > MAX_ROWS:
+                column.append(_checked(cell_value(cell), reader.line_num))
+            rows += 1
+            if rows > MAX_ROWS:
                 raise TableError(f"it has over {MAX_ROWS:,} rows", reader.line_num)
     except csv.Error as e:
         raise TableError(f"cannot read CSV: {e}", reader.line_num) from None
-    if not columns[0]:
+    if not rows:
         raise TableError("it has a header and no rows", 1)
     return dict(zip(names, columns))
 
 
 def cell_value(cell: str) -> P.Scalar:
-    """A CSV cell as Torc infers it: an integer, else a number, else text."""
-    if _INTEGER.fullmatch(cell):
-        return int(cell)
-    if _NUMBER.fullmatch(cell):
-        return float(cell)
+    """A CSV cell as Torc infers it: an integer, else a number, else text (a number too long for
+    Python's int() stays text)."""
+    try:
+        if _INTEGER.fullmatch(cell):
+            return int(cell)
+        if _NUMBER.fullmatch(cell):
+            return float(cell)
+    except ValueError:
+        pass
     return cell
 
 
+def _checked(value: P.Scalar, line: int) -> P.Scalar:
+    """A cell becomes part of names, commands and paths: no control characters, as in a spec."""
+    if isinstance(value, str) and (problem := text_problem(value, "")):
+        raise TableError(problem.replace("`a value`", "a cell"), line)
+    return value
+
+
 def _names(header: list, line: int) -> list[str]:
+    if not header:
+        raise TableError("a row has no columns", line)
     if len(header) > MAX_COLUMNS:
         raise TableError(f"it has {len(header):,} columns; the limit is {MAX_COLUMNS:,}", line)
     for name in header:
@@ -190,7 +207,7 @@ def _names(header: list, line: int) -> list[str]:
 
 def _json(text: str) -> dict[str, list]:
     """A JSON array of objects, each object's line kept for errors."""
-    decoder = json.JSONDecoder(parse_constant=_no_constant)
+    decoder = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_unique)
     at = _skip(text, 0)
     if not text.startswith("[", at):
         raise TableError("a JSON table is an array of objects, one per row", _line(text, at))
@@ -218,11 +235,11 @@ def _json(text: str) -> dict[str, list]:
 
 def _json_lines(text: str) -> dict[str, list]:
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # only \n ends a line: U+2028 may be in a string
         if not line.strip():
             continue
         try:
-            rows.append((json.loads(line, parse_constant=_no_constant), n))
+            rows.append((json.loads(line, parse_constant=_no_constant, object_pairs_hook=_unique), n))
         except json.JSONDecodeError as e:
             raise TableError(f"cannot read JSON: {e.msg}", n) from None
         except (RecursionError, ValueError) as e:
@@ -252,8 +269,16 @@ def _columns(rows: list[tuple[Any, int]], line: int) -> dict[str, list]:
             value = row[name]
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 value = json.dumps(value)
-            column.append(value)
+            column.append(_checked(value, n))
     return dict(zip(names, columns))
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        twice = next(k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1)
+        raise ValueError(f"{twice!r} is given twice in a row")
+    return out
 
 
 def _no_constant(name: str) -> Any:

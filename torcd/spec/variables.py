@@ -121,9 +121,10 @@ class _Filler:
         def fill(m: Any) -> str:
             name = m[1]
             if name in self.variables:
-                value = _formatted(m, self.variables[name])
-                if isinstance(value, Exception):
-                    raise self.error(str(value), field_path(chain))
+                try:
+                    value = P.format_text(m, self.variables[name])
+                except P.ParameterError as e:
+                    raise self.error(str(e), field_path(chain)) from None
                 self.added += len(value)
                 if self.added > MAX_ADDED_BYTES:
                     raise self.error(
@@ -139,17 +140,3 @@ class _Filler:
             )
 
         return P.PLACEHOLDER.sub(fill, text)
-
-
-def _formatted(m: Any, value: str) -> str | Exception:
-    """The value as `{name:format}` asks: as text, or as a number where the format is a number's
-    (`{n:03d}` with n = "7")."""
-    try:
-        return P.format_placeholder(m, value)
-    except P.ParameterError as e:
-        for kind in (int, float):
-            try:
-                return P.format_placeholder(m, kind(value))
-            except (ValueError, P.ParameterError):
-                continue
-        return e
