@@ -153,3 +153,36 @@ def test_a_bad_label_to_serve_is_refused(daemon, query, words):
         assert resp.status == 400 and words in resp.read().decode()
     finally:
         c.close()
+
+
+def test_a_bad_label_is_refused_before_anything_is_submitted(daemon):
+    (daemon.tmp / "lab.yaml").write_text(LABELLED)
+    for bad in (" bad", "", "a\tb"):
+        code, _, err = daemon.ctl("run", "lab.yaml", "--label", bad)
+        assert code == 2 and err.startswith("torcctl: error: --label: "), err
+    assert daemon.call("workflows.list", {}) == []
+
+
+def test_a_label_is_claimed_only_to_start_now_never_ahead(make_daemon):
+    """The daemon claims jobs a little ahead of free slots; a labelled job claimed ahead would
+    start after its `run --label` had gone."""
+    d = make_daemon(max_parallel_jobs=1).start()
+    wf = d.submit(
+        "name: ahead\njobs:\n" + "".join(f"  - {{name: s{i}, command: 'sleep 1.5', label: L}}\n" for i in range(1, 4))
+    )
+    run = ctl_process(d, "run", str(wf), "--label", "L", "-q")
+    d.wait_for(lambda: d.jobs(wf)["s1"].status == "running", what="s1 running")
+    assert {n: j.status for n, j in d.jobs(wf).items()} == {"s1": "running", "s2": "ready", "s3": "ready"}
+    run.kill()
+    run.wait()
+    d.wait_for(lambda: d.call("ping")["labels_served"] == [], what="the label no longer served")
+    d.wait_for(lambda: d.jobs(wf)["s1"].status == "completed", what="s1 done")
+    after_a_dispatch_pass(d)
+    assert {n: j.status for n, j in d.jobs(wf).items()} == {"s1": "completed", "s2": "ready", "s3": "ready"}
+
+
+def test_a_workflow_id_is_ascii_digits(daemon):
+    code, _, err = daemon.ctl("run", "²")
+    assert code == 2 and "Traceback" not in err
+    code, _, err = daemon.ctl("submit", "\u0661")  # ARABIC-INDIC DIGIT ONE
+    assert code == 2 and "Traceback" not in err

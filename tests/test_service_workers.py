@@ -17,7 +17,7 @@ from inproc import (
 from torcd import events as E
 from torcd import protocol as p
 from torcd.credentials import Caller
-from torcd.errors import Unauthorized
+from torcd.errors import InvalidParams, Unauthorized
 from torcd.store.workers import bounded_end_time
 
 ADMIN = Caller()
@@ -163,18 +163,9 @@ async def test_credentials_are_cached_and_forgotten_with_their_workflow(rig):
     assert await workers.credential(aid) is None
 
 
-async def test_a_worker_never_takes_a_labelled_job_and_allocations_do_not_count_one(rig):
-    """A labelled job waits for a `run --label` of its label: an allocation's worker has none."""
-    slurm = FakeSlurm()
-    wf = await submit(
-        rig, SPEC.replace("{name: b, command: 'true'}", "{name: b, command: 'true', label: gpu}"), "slurm"
-    )
-    allocations = make_allocations(rig, slurm)
-    (aid,) = await allocations.submit(wf, "by hand")
-    workers = make_workers(rig, allocations)
-    wid = await register(workers, wf, aid)
-    handed = await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=4), ADMIN, API)
-    assert [j.name for j in handed.jobs] == ["a"]
-    inputs = await rig.slurm.schedule_inputs(wf, "s", None)
-    assert inputs.ready_jobs == 0  # `b` is ready, and no allocation is asked for it
-    assert [n.name for n in await rig.slurm.ready_job_needs(wf, "s")] == []
+async def test_a_slurm_workflow_with_a_labelled_job_is_refused(rig):
+    """A labelled job runs only while a `run --label` follows it; allocations never take one, so a
+    Slurm workflow holding one would wait for ever."""
+    with pytest.raises(InvalidParams, match="job 'b' has the label 'gpu': labelled jobs run only on this machine"):
+        await submit(rig, SPEC.replace("{name: b, command: 'true'}", "{name: b, command: 'true', label: gpu}"), "slurm")
+    assert await rig.queries.workflows() == []

@@ -20,7 +20,7 @@ def size(text: str) -> int:
 
 
 def count(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(text)
 

@@ -37,7 +37,7 @@ def _workflow(args) -> int:
     wf = given[0] if given else os.environ.get("TORC_WORKFLOW_ID")
     if wf is None:
         raise UsageError("which workflow? give --workflow-id (jobs have $TORC_WORKFLOW_ID)")
-    if not str(wf).isdigit() or int(wf) < 1:
+    if not (str(wf).isascii() and str(wf).isdigit()) or int(wf) < 1:
         raise UsageError(f"workflow id must be a positive whole number, got {wf!r}")
     return int(wf)
 

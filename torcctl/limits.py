@@ -117,7 +117,7 @@ def _multiplier(text: str) -> float:
 def count(text: str) -> int:
     import argparse
 
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
     return int(text)
 

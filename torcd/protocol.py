@@ -232,7 +232,8 @@ class CountJobs(Params, frozen=True):
     status: str | None = None
     name: JobName | None = None
     template: JobName | None = None
-    label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # "*": any label
+    label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    labelled: bool | None = None  # true: with a label (any); false: without
 
 
 class ListJobs(CountJobs, frozen=True):

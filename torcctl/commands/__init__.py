@@ -40,6 +40,11 @@ def take_spec_from_stdin(args) -> None:
     args.spec = STDIN
 
 
+def is_workflow_id(text: str) -> bool:
+    """Whether a command's SPEC argument is a workflow's id (ASCII digits: `isdigit` takes ²)."""
+    return text.isascii() and text.isdigit()
+
+
 def stdin_text() -> str:
     """Standard input, read once, as a spec is (size-limited UTF-8 text)."""
     try:

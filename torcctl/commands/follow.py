@@ -12,10 +12,11 @@ import threading
 from collections.abc import Iterator
 
 from torcctl.api.client import Client
-from torcctl.commands import STATUS_ORDER, UsageError, create_workflow
+from torcctl.commands import STATUS_ORDER, UsageError, create_workflow, is_workflow_id
 from torcctl.errors import ConnectError, RpcError
 from torcctl.limits import recover_once
 from torcctl.render import event_line, print_json, table
+from torcd.core.labels import label_problem
 from torcd.protocol import IDLE_EVENTS, Event, WorkflowSummary
 
 
@@ -93,7 +94,10 @@ def _summary(client: Client, wf: int, args) -> int:
 
 
 def run(client: Client, args) -> int:
-    if args.spec.isdigit() and not os.path.exists(args.spec):  # Torc's `run WORKFLOW_ID`: one submitted already
+    label = getattr(args, "label", None)
+    if label is not None and (problem := label_problem(label)):
+        raise UsageError(f"--label: {problem}")  # before anything is submitted
+    if is_workflow_id(args.spec) and not os.path.exists(args.spec):  # Torc's `run WORKFLOW_ID`: one submitted already
         wf = client.workflow(int(args.spec))
         if not args.json and not args.quiet:
             print(f"workflow {wf.id}: {wf.name} ({sum(wf.counts.values())} jobs, {wf.state})", flush=True)
@@ -132,7 +136,7 @@ def _say_labelled(client: Client, wf: int, args) -> None:
     """Jobs with a label run only while a `run --label` of theirs follows: say so, or a run
     without one would wait for them without a word."""
     label = getattr(args, "label", None)
-    others = client.call("jobs.count", {"workflow_id": wf, "label": "*"})["count"]
+    others = client.call("jobs.count", {"workflow_id": wf, "labelled": True})["count"]
     if label is not None:
         mine = client.call("jobs.count", {"workflow_id": wf, "label": label})["count"]
         others -= mine

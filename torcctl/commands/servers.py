@@ -67,7 +67,7 @@ def run_function(client: Client, args) -> int:
         from torcctl.api.calls import run_call
 
         directory, number = args.call
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise UsageError(f"--call takes a folder and a call number, got {number!r}")
         return run_call(directory, int(number))
     from torcctl.api.functions import run_function as run

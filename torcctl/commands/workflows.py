@@ -6,13 +6,13 @@ import os
 import sys
 
 from torcctl.api.client import Client
-from torcctl.commands import STATUS_ORDER, create_workflow, current_dir, spec_params
+from torcctl.commands import STATUS_ORDER, create_workflow, current_dir, is_workflow_id, spec_params
 from torcctl.render import print_json, table, when
 from torcd.protocol import AllocationInfo
 
 
 def submit(client: Client, args) -> int:
-    if args.spec.isdigit() and not os.path.exists(args.spec):  # Torc's `submit WORKFLOW_ID`
+    if is_workflow_id(args.spec) and not os.path.exists(args.spec):  # Torc's `submit WORKFLOW_ID`
         return _already_submitted(client, int(args.spec), args)
     wf = create_workflow(client, args)
     if args.json:

@@ -320,7 +320,7 @@ class Handlers:
         return await asyncio.to_thread(with_tails, jobs)
 
     async def count_jobs(self, params: p.CountJobs) -> p.JobCount:
-        which = JobFilter(_status(params.status), params.name, params.template, params.label)
+        which = JobFilter(_status(params.status), params.name, params.template, params.label, params.labelled)
         return p.JobCount(await self.queries.count_jobs(params.workflow_id, which))
 
     async def workflow_graph(self, params: p.WorkflowGraph) -> p.Graph:

@@ -8,8 +8,6 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-SEPARATOR = "\x1f"  # between a workflow id and a label in `keys` (a label holds no control character)
-
 
 class ServedLabels:
     def __init__(self) -> None:
@@ -34,10 +32,6 @@ class ServedLabels:
 
     def served(self) -> list[tuple[int, str]]:
         return sorted(self._serving)
-
-    def keys(self) -> list[str]:
-        """`WORKFLOW_ID<US>LABEL` for each label served, as the claim's SQL compares them."""
-        return [f"{wf}{SEPARATOR}{label}" for wf, label in self._serving]
 
     def _changed(self) -> None:
         for listener in self._listeners:

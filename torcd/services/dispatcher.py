@@ -169,7 +169,9 @@ class Dispatcher:
             starts, self._starts = self._starts, []
             # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
             want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
-            claimed, stale = await self.execution.dispatch(exits, starts, want, self.host, self.labels.keys())
+            # A labelled job is claimed only to start now: its label may stop being served.
+            now = 0 if self._stopping else max(0, self._free() - len(self._queue))
+            claimed, stale = await self.execution.dispatch(exits, starts, want, self.host, self.labels.served(), now)
             if exits:
                 self.exit_log.count(len(exits))
             if stale:

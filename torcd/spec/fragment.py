@@ -12,7 +12,7 @@ import msgspec
 
 from torcd.core.resources import ComputeNode, Monitoring
 from torcd.errors import InvalidParams
-from torcd.spec.parse import ExpandedJob, SlurmSchedulerSpec, Workflow, on_slurm
+from torcd.spec.parse import ExpandedJob, SlurmSchedulerSpec, Workflow, on_slurm, refuse_labels_on_slurm
 
 _WHOLE_WORKFLOW = "not supported when adding jobs (they belong to the workflow as a whole)"
 _OWN_SETTING = "is the workflow's own setting, given when it was created: leave it out when adding jobs"
@@ -41,6 +41,7 @@ def on_slurm_adding(
     scheduler, when it has one only."""
     if spec.schedulers or not stored:
         return on_slurm(spec, account)
+    refuse_labels_on_slurm(spec.jobs)
     if len(stored) > 1:
         names = ", ".join(sorted(s.name for s in stored))
         raise InvalidParams(

@@ -29,7 +29,15 @@ from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
 from torcd.spec.load import Locator, first_content_line, load, metadata_of
 from torcd.spec.plain import NotPlain, PlainTree, TreeError, check_in_place
-from torcd.spec.schema import MAX_COMMAND_BYTES, ExpandedJob, JobSpec, Workflow, WorkflowAbout, WorkflowDoc
+from torcd.spec.schema import (
+    MAX_ARG_BYTES,
+    MAX_COMMAND_BYTES,
+    ExpandedJob,
+    JobSpec,
+    Workflow,
+    WorkflowAbout,
+    WorkflowDoc,
+)
 from torcd.spec.slurm import SlurmSchedulerSpec, apply_defaults, check_schedulers
 from torcd.spec.tables import apply_tables, read_file
 from torcd.spec.variables import apply_variables, declared, fill_variables
@@ -224,6 +232,12 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     default_scheduler = check_schedulers(doc.slurm_schedulers, doc.default_scheduler, doc.slurm_defaults, loc)
     apply_defaults(doc.slurm_defaults, doc.slurm_schedulers)
     scheduler_names = {s.name for s in doc.slurm_schedulers}
+    for key, value in doc.env.items():  # named here, not on the first job it reaches
+        if len(key.encode()) + 1 + len(value.encode()) > MAX_ARG_BYTES:
+            raise loc.error(
+                f"environment variable {key!r} is longer than {MAX_ARG_BYTES:,} bytes, the most execve takes",
+                f"$.env.{key}",
+            )
     if doc.env:
         for job in doc.jobs:
             job.env = {**doc.env, **job.env}
@@ -278,9 +292,22 @@ def _check_job(
     return need
 
 
+def refuse_labels_on_slurm(jobs: list[ExpandedJob]) -> None:
+    """A labelled job runs only while a `run --label` follows it, on this machine; a Slurm
+    workflow's jobs run in allocations, which never take one: it would wait for ever."""
+    if labelled := next((j for j in jobs if j.label is not None), None):
+        raise InvalidParams(
+            f"job {labelled.name!r} has the label {labelled.label!r}: labelled jobs run only on this machine, "
+            "while `torcctl run WF --label` follows them; a Slurm workflow's jobs run in allocations "
+            "(give it its own scheduler instead)",
+            {"field": "$.jobs"},
+        )
+
+
 def on_slurm(spec: Workflow, account: str | None) -> tuple[list[SlurmSchedulerSpec], list[ExpandedJob]]:
     """The schedulers of a workflow run on Slurm (one named `default` if the spec has none) and
     its jobs, each with its scheduler; InvalidParams for a job that has none."""
+    refuse_labels_on_slurm(spec.jobs)
     schedulers = list(spec.schedulers)
     if not schedulers:
         schedulers = [SlurmSchedulerSpec(name="default", account=account)]

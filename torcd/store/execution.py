@@ -27,6 +27,21 @@ from torcd.store.lifecycle import RUNNABLE_COLUMNS, apply, env_of, fact, facts, 
 __all__ = ["ExecutionStore", "Exit", "Failure", "Start"]
 
 
+# The claim's scan of ready jobs without a label: however many labelled jobs wait for their label.
+_UNLABELLED = RUNNABLE_COLUMNS.replace("FROM jobs j", "FROM jobs j INDEXED BY jobs_ready_unlabelled", 1)
+
+
+def _at_most_labelled(rows: list[sqlite3.Row], most: int) -> list[sqlite3.Row]:
+    out, labelled = [], 0
+    for r in rows:
+        if r["label"] is not None:
+            if labelled == most:
+                continue
+            labelled += 1
+        out.append(r)
+    return out
+
+
 class ExecutionStore:
     """The job lifecycle's writes from the dispatcher, the retry engine, the recovery runner and
     the classifying RPCs."""
@@ -35,11 +50,17 @@ class ExecutionStore:
         self.db = db
 
     async def dispatch(
-        self, exits: Sequence[Exit], starts: Sequence[Start], prefetch: int, host: str, labels: Sequence[str] = ()
+        self,
+        exits: Sequence[Exit],
+        starts: Sequence[Start],
+        prefetch: int,
+        host: str,
+        labels: Sequence[tuple[int, str]] = (),
+        labelled: int = 0,
     ) -> tuple[list[Runnable], list[int]]:
         """One dispatcher pass in one transaction: record the jobs started since the last pass and
-        the exits that arrived, then claim up to `prefetch` ready jobs as `pending` (of those with
-        a label, only those whose `ServedLabels.keys` are in `labels`).
+        the exits that arrived, then claim up to `prefetch` ready jobs as `pending`; of those, at
+        most `labelled` with a label, each a (workflow, label) in `labels`.
 
         Returns the claimed jobs and the ids of started jobs that were canceled meanwhile.
         """
@@ -50,21 +71,33 @@ class ExecutionStore:
             stale = self._start(tx, starts, host) if starts else []
             if exits:
                 record_exits(tx, exits)
-            claimed = self._claim(tx, prefetch, labels) if prefetch > 0 else []
+            claimed = self._claim(tx, prefetch, labels, labelled) if prefetch > 0 else []
             return claimed, stale
 
         return await self.db.write(_body)
 
-    def _claim(self, tx: Tx, limit: int, labels: Sequence[str]) -> list[Runnable]:
-        """Take ready local jobs and mark them `pending` until their processes start."""
-        served = f"OR (j.workflow_id || char(31) || j.label) IN ({_marks(len(labels))})" if labels else ""
+    def _claim(self, tx: Tx, limit: int, labels: Sequence[tuple[int, str]], labelled: int) -> list[Runnable]:
+        """Take ready local jobs and mark them `pending` until their processes start. A labelled
+        job is taken only while its label is served, and only to start now (never claimed ahead,
+        to start after its `run --label` has gone)."""
         rows = tx.rows(
-            f"""SELECT {RUNNABLE_COLUMNS}
+            f"""SELECT j.claim_order AS claim_order_, {_UNLABELLED}
                            WHERE j.status = {int(S.READY)} AND w.executor = 'local' AND NOT w.held
-                             AND (j.label IS NULL {served})
+                             AND j.label IS NULL
                            ORDER BY j.claim_order, j.id LIMIT ?""",
-            (*labels, limit),
+            (limit,),
         )
+        if labels and labelled > 0:
+            for wf, label in labels:
+                rows += tx.rows(
+                    f"""SELECT j.claim_order AS claim_order_, {RUNNABLE_COLUMNS}
+                        WHERE j.workflow_id = ? AND j.label = ? AND j.status = {int(S.READY)}
+                          AND w.executor = 'local' AND NOT w.held
+                        ORDER BY j.claim_order, j.id LIMIT ?""",
+                    (wf, label, labelled),
+                )
+            rows.sort(key=lambda r: (r["claim_order_"], r["id"]))
+            rows = _at_most_labelled(rows, labelled)[:limit]
         handle(tx, L.Claimed(tx.now), map(fact, rows))
         return [runnable(r) for r in rows]
 

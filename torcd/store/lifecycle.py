@@ -28,7 +28,7 @@ RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attem
                       {effective_runtime()} AS runtime_seconds, j.num_gpus,
                       {effective_memory()} AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
-                      w.monitor_all, w.sample_interval, j.outputs, j.supports_termination
+                      w.monitor_all, w.sample_interval, j.outputs, j.supports_termination, j.label
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),

@@ -298,5 +298,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (data_id, job_id)
     ) WITHOUT ROWID;
     ALTER TABLE jobs ADD COLUMN label TEXT;
+    CREATE INDEX jobs_ready_unlabelled ON jobs (status, claim_order, id) WHERE label IS NULL;
+    CREATE INDEX jobs_by_label ON jobs (workflow_id, label, status, claim_order) WHERE label IS NOT NULL;
     """,
 ]

@@ -40,7 +40,8 @@ class JobFilter(NamedTuple):
     status: JobStatus | None = None
     name: str | None = None
     template: str | None = None
-    label: str | None = None  # with this label; "*": with any
+    label: str | None = None  # with this label
+    labelled: bool | None = None  # with a label (any), or without
 
 
 def _job_filter(wf: int, which: JobFilter) -> tuple[str, list]:
@@ -56,11 +57,11 @@ def _job_filter(wf: int, which: JobFilter) -> tuple[str, list]:
     if which.template is not None:
         where.append("j.template = ?")
         args.append(which.template)
-    if which.label == "*":
-        where.append("j.label IS NOT NULL")
-    elif which.label is not None:
+    if which.label is not None:
         where.append("j.label = ?")
         args.append(which.label)
+    if which.labelled is not None:
+        where.append("j.label IS NOT NULL" if which.labelled else "j.label IS NULL")
     return " AND ".join(where), args
 
 
