@@ -374,3 +374,10 @@ def test_a_table_reads_as_written(tables, content, expected):
     (tables / "tables" / "sweep.csv").write_text(content, newline="")
     jobs = parse_spec(TABLES, "wf.yaml", None, str(tables)).jobs
     assert [j.command for j in jobs if j.name.startswith("train_")] == expected
+
+
+def test_a_variable_may_set_a_parameters_range():
+    text = (
+        "name: v\nvariables: {n_max: 3}\njobs:\n  - {name: 'j{i}', command: 'echo {i}', parameters: {i: '1:{n_max}'}}\n"
+    )
+    assert [j.name for j in parse_spec(text, "wf.yaml").jobs] == ["j1", "j2", "j3"]
