@@ -110,3 +110,12 @@ def test_the_variables_example_fills_its_variables_and_env_and_starts_the_urgent
     scratch = workdir / "output" / "scratch"
     assert (scratch / "first.txt").read_text() == "run7 urgent first\n"
     assert (scratch / "shard_2.txt").read_text() == "run7 main shard 2\n"
+
+
+def test_the_checkpointing_example_resumes_after_its_time_limit(daemon, workdir):
+    code, out, err = daemon.ctl("run", "--quiet", "examples/execution_config.yaml", cwd=workdir)
+    assert code == 0 and "completed  1" in out, out + err
+    attempts = daemon.attempts(daemon.jobs(1)["simulate"].id)
+    assert len(attempts) >= 2 and (attempts[0].return_code, attempts[0].cause) == (152, "timeout")
+    assert open(attempts[0].stdout_path).read().startswith("stopped at step ")
+    assert (workdir / "output" / "checkpoint.txt").read_text() == "30\n"

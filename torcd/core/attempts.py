@@ -36,6 +36,8 @@ class Runnable(msgspec.Struct):
     sample_interval: float | None = None  # seconds between samples of what it uses; None: not sampled
     outputs: list[str] | None = None  # files it must have written when it exits 0 (relative to cwd)
     supports_termination: bool = True  # at its runtime limit: TERM, a grace, then KILL; else KILL at once
+    term_signal: int = 15  # what it gets at its runtime limit (execution_config.termination_signal)
+    term_grace: float | None = None  # seconds from that signal to KILL (sigterm_lead_seconds); None: 5 %
 
 
 class Recovery(msgspec.Struct, frozen=True):

@@ -244,7 +244,8 @@ class LocalExecutor:
         if not job.supports_termination:
             signal_group(proc.pid, signal.SIGKILL)
             return
-        task = asyncio.create_task(stop_group(proc, timeout_grace(job.runtime or 0.0)))
+        grace = job.term_grace if job.term_grace is not None else timeout_grace(job.runtime or 0.0)
+        task = asyncio.create_task(stop_group(proc, grace, job.term_signal))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

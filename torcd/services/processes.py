@@ -457,8 +457,8 @@ def _name(pid: int) -> str:
         return ""
 
 
-async def stop_group(proc: Watched, grace: float) -> None:
-    """TERM the process group, then KILL it if it has not exited after `grace` seconds.
+async def stop_group(proc: Watched, grace: float, sig: int = signal.SIGTERM) -> None:
+    """TERM (or `sig`) the process group, then KILL it if it has not exited after `grace` seconds.
 
     A shell that catches TERM (a job's own trap, or an older daemon's recording shell) runs its
     trap only once its foreground command ends; a command it forked just before or after the
@@ -470,7 +470,7 @@ async def stop_group(proc: Watched, grace: float) -> None:
     """
     since = _boot_ticks() - _LATE_MARGIN
     shell = _name(proc.pid)
-    signal_group(proc.pid, signal.SIGTERM)
+    signal_group(proc.pid, sig)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     resent_as: dict[int, str] = {}  # child: its name when it last got TERM from here
@@ -489,12 +489,12 @@ async def stop_group(proc: Watched, grace: float) -> None:
         if now and now != shell and resent_as.get(proc.pid) != now:
             resent_as[proc.pid] = now
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, sig)
         for child, name in _young_children(proc.pid, since).items():
             if name == shell or resent_as.get(child) != name:
                 resent_as[child] = name
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(child, signal.SIGTERM)
+                    os.kill(child, sig)
     # The leader is gone; make sure nothing it left in its group survives.
     signal_group(proc.pid, signal.SIGKILL)
 

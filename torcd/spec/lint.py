@@ -152,7 +152,11 @@ def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
                             loc.line(at), at, f"exit codes {taken} of rule {r} are matched by an earlier rule first"
                         )
                     )
-            if SLURM_TIMEOUT_EXIT in (rule.exit_codes or []) and "timeout" not in (rule.causes or []):
+            if (
+                SLURM_TIMEOUT_EXIT in (rule.exit_codes or [])
+                and "timeout" not in (rule.causes or [])
+                and doc.execution_config is None  # with one, a timed-out job is recorded with its timeout_exit_code
+            ):
                 out.append(
                     Finding(
                         loc.line(f"{at}.exit_codes"),

@@ -25,6 +25,7 @@ from torcd.errors import InvalidParams, SpecError
 from torcd.spec.actions import check_actions, schedule_by_actions
 from torcd.spec.collector import collector_paused
 from torcd.spec.data import expand_files, expand_user_data
+from torcd.spec.execution import Execution, execution_of
 from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
 from torcd.spec.load import Locator, first_content_line, load, metadata_of
@@ -45,8 +46,6 @@ from torcd.spec.variables import apply_variables, declared, fill_variables
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 # Keys of newer Torc that torc-py does not run: refused (never half-run), saying what to use instead.
 TORC_KEYS_NOT_HERE = {
-    "execution_config": "limits are enforced by the daemon (memory sampled, runtime timed); a timed-out job "
-    "is recorded with cause `timeout`, which a rule's `causes: [timeout]` matches",
     "dynamic_jobs": "a running job adds jobs to its own workflow with the Python API "
     "(`map_function_to_jobs(..., workflow_id=...)`) or the `workflows.add_jobs` call",
     "spawn_jobs": "a running job adds jobs to its own workflow with the `workflows.add_jobs` call",
@@ -253,6 +252,12 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     schedule_by_actions(jobs, [doc.jobs[origin[j.name]].scheduler is not None for j in jobs], actions)
     if doc.jobs_sort_method != "none" or any(job.priority for job in doc.jobs):
         sort_claims(jobs, doc.jobs_sort_method)
+    execution = Execution()
+    if doc.execution_config is not None:
+        chosen, refusal = execution_of(doc.execution_config, bool(doc.slurm_schedulers))
+        if refusal is not None:
+            raise loc.error(refusal[1], refusal[0])
+        execution = chosen or execution
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
     return Workflow(
@@ -271,6 +276,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         required,
         data,
         actions,
+        execution,
     )
 
 

@@ -13,6 +13,7 @@ from torcd.core.resources import ComputeNode, Monitoring
 from torcd.core.retry import Rule
 from torcd.spec.actions import ActionSpec
 from torcd.spec.data import File, FileSpec, Pattern, UserData, UserDataSpec
+from torcd.spec.execution import Execution, ExecutionConfigSpec
 from torcd.spec.slurm import SlurmDefaults, SlurmSchedulerSpec
 
 MAX_JOBS = 2_000_000
@@ -107,6 +108,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     parameters: dict[str, ParamValue] = {}
     variables: dict[str, str | int | float] = {}  # `{name}` in any text; filled in before this is read
     env: dict[str, str] = {}  # every job's, under its own (a job's value wins)
+    execution_config: ExecutionConfigSpec | None = None
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
     slurm_defaults: SlurmDefaults = {}
@@ -183,3 +185,4 @@ class Workflow(msgspec.Struct):
     required_inputs: list[str] = []  # files read that no job writes: they must exist at submission
     user_data: dict[str, UserData] = {}
     actions: list[tuple[Action, list[str]]] = []  # each with the names of the jobs it watches
+    execution: Execution = Execution()

@@ -255,7 +255,28 @@ class ExecutionStore:
 def record_exits(tx: Tx, exits: Sequence[Exit]) -> None:
     """Close attempts; a job that exited 0 completes and releases its dependents."""
     known = facts(tx, [e.job_id for e in exits])
+    exits = _with_workflow_codes(tx, exits, {j: f.workflow_id for j, f in known.items()})
     apply(tx, (L.handle(L.exited(e), known[e.job_id]) for e in exits if e.job_id in known))
+
+
+def _with_workflow_codes(tx: Tx, exits: Sequence[Exit], workflow_of: dict[int, int]) -> Sequence[Exit]:
+    """A job stopped for its time or memory is recorded with the exit code its workflow's
+    execution_config gives those (Torc's timeout_exit_code, oom_exit_code), where it gives one."""
+    caused = {workflow_of[e.job_id] for e in exits if e.cause in ("timeout", "oom") and e.job_id in workflow_of}
+    if not caused:
+        return exits
+    codes = {
+        wf: {"timeout": t, "oom": o}
+        for wf, t, o in tx.rows(
+            f"SELECT id, timeout_exit_code, oom_exit_code FROM workflows WHERE id IN ({_marks(len(caused))})",
+            list(caused),
+        )
+    }
+    out = []
+    for e in exits:
+        code = codes.get(workflow_of.get(e.job_id, 0), {}).get(e.cause or "")
+        out.append(e if code is None else msgspec.structs.replace(e, return_code=code))
+    return out
 
 
 def set_pids(tx: Tx, pids: Sequence[tuple[int, int, int, int]]) -> None:

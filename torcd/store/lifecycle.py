@@ -9,6 +9,7 @@ and go through the lifecycle job by job, like every other change.
 from __future__ import annotations
 
 import collections
+import signal
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 
@@ -28,7 +29,8 @@ RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attem
                       {effective_runtime()} AS runtime_seconds, j.num_gpus,
                       {effective_memory()} AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
-                      w.monitor_all, w.sample_interval, j.outputs, j.supports_termination, j.label
+                      w.monitor_all, w.sample_interval, j.outputs, j.supports_termination, j.label,
+                      w.term_signal, w.term_grace
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -65,6 +67,8 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
         monitoring.interval_for(r["memory_bytes"]),
         msgspec.json.decode(r["outputs"], type=list[str]) if r["outputs"] else None,
         bool(r["supports_termination"]),
+        r["term_signal"] or signal.SIGTERM,
+        r["term_grace"],
     )
 
 

@@ -290,7 +290,9 @@ MIGRATIONS: list[str] = [
     """,
     # 18: which jobs read each user data entry, so that `reinitialize` reruns those that read
     # an entry written after they ran (workflows made before this have none recorded); a job's
-    # label (Torc's): only a `run --label` of that label has its jobs claimed
+    # label (Torc's): only a `run --label` of that label has its jobs claimed; the workflow's
+    # execution_config (Torc's): the signal and grace at a job's runtime limit, and the exit codes
+    # recorded for a job stopped for its time or memory
     """
     CREATE TABLE data_readers (
         data_id INTEGER NOT NULL,
@@ -300,5 +302,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN label TEXT;
     CREATE INDEX jobs_ready_unlabelled ON jobs (status, claim_order, id) WHERE label IS NULL;
     CREATE INDEX jobs_by_label ON jobs (workflow_id, label, status, claim_order) WHERE label IS NOT NULL;
+    ALTER TABLE workflows ADD COLUMN term_signal INTEGER;
+    ALTER TABLE workflows ADD COLUMN term_grace REAL;
+    ALTER TABLE workflows ADD COLUMN timeout_exit_code INTEGER;
+    ALTER TABLE workflows ADD COLUMN oom_exit_code INTEGER;
     """,
 ]

@@ -290,8 +290,9 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
     upf = None if spec.use_pending_failed is None else int(spec.use_pending_failed)
     return tx.run(
         """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
-           created, executor, account, monitor_all, sample_interval, compute_node, about, generate_plots)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           created, executor, account, monitor_all, sample_interval, compute_node, about, generate_plots,
+           term_signal, term_grace, timeout_exit_code, oom_exit_code)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             spec.name,
             spec.description,
@@ -307,6 +308,10 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
             _encode(spec.compute_node),
             _encode(msgspec.structs.replace(spec.about, user=spec.about.user or _user_name())),
             int(spec.monitoring.plots),
+            spec.execution.term_signal,
+            spec.execution.term_grace,
+            spec.execution.timeout_exit_code,
+            spec.execution.oom_exit_code,
         ),
     )
 

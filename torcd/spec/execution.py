@@ -1,0 +1,83 @@
+"""Torc's `execution_config`: how jobs are stopped at their time limit and which exit codes a
+job stopped for its time or memory is recorded with. What torc-py runs of it is read into
+`Execution`; what it does not run (srun steps, unlimited resources, other stdio modes) is
+refused with the field named, never accepted and ignored."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from torcd.core.exits import SIGKILL_EXIT, SIGXCPU_EXIT
+
+ExitCode = Annotated[int, Meta(ge=0, le=255)]
+
+
+class StdioSpec(msgspec.Struct, forbid_unknown_fields=True):
+    mode: Literal["separate", "combined", "no_stdout", "no_stderr", "none"] = "separate"
+    delete_on_success: bool = False
+
+
+class ExecutionConfigSpec(msgspec.Struct, forbid_unknown_fields=True):
+    mode: Literal["direct", "slurm", "auto"] = "direct"
+    limit_resources: bool = True
+    termination_signal: Annotated[str, Meta(max_length=16)] = "SIGTERM"
+    sigterm_lead_seconds: Annotated[int, Meta(ge=0, le=86_400)] | None = None
+    sigkill_headroom_seconds: Annotated[int, Meta(ge=0, le=86_400)] | None = None
+    timeout_exit_code: ExitCode = SIGXCPU_EXIT  # Torc's default: 152, what Slurm's time limit leaves
+    oom_exit_code: ExitCode = SIGKILL_EXIT
+    staggered_start: bool | None = None
+    enable_cpu_bind: bool = False
+    srun_termination_signal: Annotated[str, Meta(max_length=64)] | None = None
+    srun_mpi: Annotated[str, Meta(max_length=64)] | None = None
+    stdio: StdioSpec | None = None
+
+
+class Execution(msgspec.Struct, frozen=True):
+    """What a workflow's jobs get at their time limit, and the exit codes of those stopped."""
+
+    term_signal: int = signal.SIGTERM
+    term_grace: float | None = None  # None: 5 % of the runtime, 1 to 10 s
+    timeout_exit_code: int | None = None  # None: the code the job ended with
+    oom_exit_code: int | None = None
+
+
+def execution_of(spec: ExecutionConfigSpec, on_slurm: bool) -> tuple[Execution | None, tuple[str, str] | None]:
+    """The execution a config asks for, or (None, (field, why)) where torc-py does not run it."""
+    at = "$.execution_config"
+    if spec.mode == "slurm" or (spec.mode == "auto" and on_slurm):
+        return None, (
+            f"{at}.mode",
+            "jobs in allocations run directly here, never as srun steps: use `mode: direct` (auto means srun "
+            "steps in an allocation)",
+        )
+    refused = {
+        "limit_resources": (not spec.limit_resources, "memory and runtime limits are always enforced here"),
+        "sigkill_headroom_seconds": (
+            spec.sigkill_headroom_seconds is not None,
+            "the margin before an allocation's end is `compute_node_expiration_buffer_seconds`",
+        ),
+        "enable_cpu_bind": (spec.enable_cpu_bind, "an srun option; jobs run directly here"),
+        "srun_termination_signal": (spec.srun_termination_signal is not None, "an srun option; jobs run directly here"),
+        "srun_mpi": (spec.srun_mpi is not None, "an srun option; jobs run directly here"),
+        "stdio": (
+            spec.stdio is not None and (spec.stdio.mode != "separate" or spec.stdio.delete_on_success),
+            "each attempt's stdout and stderr are kept, apart, in <output_dir>/job_stdio/",
+        ),
+    }
+    for field, (is_refused, why) in refused.items():
+        if is_refused:
+            return None, (f"{at}.{field}", f"`{field}` as given is not supported by torc-py: {why}")
+    name = spec.termination_signal.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    sig = getattr(signal.Signals, name, None) if name.isidentifier() else None
+    if sig is None or sig in (signal.SIGKILL, signal.SIGSTOP):
+        return None, (
+            f"{at}.termination_signal",
+            f"{spec.termination_signal!r} is not a signal a job can catch (SIGTERM, SIGINT, SIGUSR1, ...)",
+        )
+    grace = None if spec.sigterm_lead_seconds is None else float(spec.sigterm_lead_seconds)
+    return Execution(int(sig), grace, spec.timeout_exit_code, spec.oom_exit_code), None
