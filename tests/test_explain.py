@@ -200,7 +200,7 @@ def test_a_rule_for_torcs_timeout_code_is_told_about_the_timeout_cause(tmp_path,
     (tmp_path / "spec.yaml").write_text(spec + "jobs:\n  - {name: j, command: 'true', failure_handler: h}\n")
     code, out, _ = run_ctl(capsys, "validate", "spec.yaml")
     assert code == 0 and "spec.yaml:5: warning: 152 is Torc's (and Slurm's) exit code of a timed-out job" in out
-    assert "add `causes: [timeout]` to this rule" in out
+    assert "add `causes: [timeout]` to this rule for those, or give the workflow an `execution_config`" in out
     (tmp_path / "spec.yaml").write_text(
         spec.replace("max_retries: 3}", "max_retries: 3, causes: [timeout]}")
         + "jobs:\n  - {name: j, command: 'true', failure_handler: h}\n"

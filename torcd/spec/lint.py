@@ -163,7 +163,8 @@ def rule_findings(doc: WorkflowDoc, loc: Locator) -> list[Finding]:
                         f"{at}.exit_codes",
                         f"{SLURM_TIMEOUT_EXIT} is Torc's (and Slurm's) exit code of a timed-out job; torc-py "
                         "records a job stopped at its runtime with cause `timeout` (exit 143, or 137 if it had "
-                        "to be killed): add `causes: [timeout]` to this rule for those",
+                        "to be killed): add `causes: [timeout]` to this rule for those, or give the workflow an "
+                        "`execution_config` (Torc's), which records them as 152",
                     )
                 )
             if rule.max_retries == 1:
