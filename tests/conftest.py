@@ -164,6 +164,16 @@ class Daemon:
     def events(self, wf: int) -> list[Event]:
         return self.call("events.list", {"workflow_id": wf}, list[Event])
 
+    def ctl_process(self, *args: str, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run torcctl as a process of its own against this daemon, in its directory, with `stdin`."""
+        return subprocess.run(
+            [sys.executable, "-m", "torcctl", "--socket", self.socket, "--no-autostart", *args],
+            input=stdin,
+            capture_output=True,
+            cwd=self.tmp,
+            timeout=timeout,
+        )
+
     def ctl(self, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
         """Run torcctl in-process against this daemon; return (exit code, stdout, stderr)."""
         out, err = io.StringIO(), io.StringIO()

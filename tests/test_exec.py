@@ -107,23 +107,13 @@ def test_what_cannot_make_a_spec_is_refused(commands, params, link, words):
     assert words in str(info.value)
 
 
-def ctl(daemon, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "torcctl", "--socket", daemon.socket, "--no-autostart", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=daemon.tmp,
-        timeout=120,
-        text=False,
-    )
-
-
 def outputs(daemon, wf: int) -> dict[str, str]:
     return {n: open(daemon.attempts(j.id)[0].stdout_path).read() for n, j in daemon.jobs(wf).items()}
 
 
 def test_exec_runs_each_combination_and_exits_0_when_all_complete(daemon):
-    done = ctl(daemon, "exec", "-q", "-n", "sweep", "-c", "echo {i}-{w}", "--param", "i=1:2", "--param", "w=[x,y]")
+    args = ("-n", "sweep", "-c", "echo {i}-{w}", "--param", "i=1:2", "--param", "w=[x,y]")
+    done = daemon.ctl_process("exec", "-q", *args)
     assert done.returncode == 0, done.stderr
     assert b"completed  4" in done.stdout
     assert outputs(daemon, 1) == {"job_1": "1-x\n", "job_2": "1-y\n", "job_3": "2-x\n", "job_4": "2-y\n"}
@@ -131,7 +121,7 @@ def test_exec_runs_each_combination_and_exits_0_when_all_complete(daemon):
 
 
 def test_exec_exits_1_when_a_job_fails(daemon):
-    done = ctl(daemon, "exec", "-q", "-c", "test {i} != 2", "--param", "i=1:3")
+    done = daemon.ctl_process("exec", "-q", "-c", "test {i} != 2", "--param", "i=1:3")
     assert done.returncode == 1
     assert daemon.wait(1).counts == {"completed": 2, "failed": 1}
 
@@ -139,7 +129,7 @@ def test_exec_exits_1_when_a_job_fails(daemon):
 def test_exec_takes_commands_from_standard_input_and_values_from_a_file(daemon):
     (daemon.tmp / "names.txt").write_text("ada\n\nlin\n")
     commands = b"# greet each\necho hello {who}\n\necho bye {who}\n"
-    done = ctl(daemon, "exec", "-q", "-C", "-", "--param", "who=@names.txt", stdin=commands)
+    done = daemon.ctl_process("exec", "-q", "-C", "-", "--param", "who=@names.txt", stdin=commands)
     assert done.returncode == 0, done.stderr
     assert outputs(daemon, 1) == {
         "cmd1_1": "hello ada\n",
@@ -150,7 +140,7 @@ def test_exec_takes_commands_from_standard_input_and_values_from_a_file(daemon):
 
 
 def test_exec_runs_the_words_after_the_double_dash_as_one_command(daemon):
-    done = ctl(daemon, "exec", "-q", "--", "python3", "-c", "import sys; print(sys.argv[1:])", "a b", "$HOME")
+    done = daemon.ctl_process("exec", "-q", "--", "python3", "-c", "import sys; print(sys.argv[1:])", "a b", "$HOME")
     assert done.returncode == 0, done.stderr
     assert outputs(daemon, 1) == {"job": "['a b', '$HOME']\n"}  # quoted: the shell expands nothing
 
@@ -189,7 +179,7 @@ def test_a_dry_run_prints_the_spec_and_needs_no_daemon(tmp_path):
     ],
 )
 def test_bad_exec_arguments_get_one_clear_line_and_create_nothing(daemon, args, words):
-    done = ctl(daemon, "exec", *args)
+    done = daemon.ctl_process("exec", *args)
     assert done.returncode == 2 and words in done.stderr.decode(), done.stderr
     assert b"Traceback" not in done.stderr
     assert daemon.call("workflows.list", {}) == []

@@ -2,49 +2,35 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-
-def ctl(daemon, *args: str, stdin: bytes) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "torcctl", "--socket", daemon.socket, "--no-autostart", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=daemon.tmp,
-        timeout=60,
-    )
-
-
 SPEC = b"name: piped\njobs:\n  - {name: a, command: 'echo from-stdin > a.txt'}\n"
 
 
 def test_a_spec_piped_in_is_submitted_and_runs_in_the_current_directory(daemon):
-    done = ctl(daemon, "run", "--quiet", "-", stdin=SPEC)
+    done = daemon.ctl_process("run", "--quiet", "-", stdin=SPEC)
     assert done.returncode == 0, done.stderr
     (wf,) = [w for w in daemon.client.call("workflows.list") if w["name"] == "piped"]
     assert wf["counts"] == {"completed": 1}
     assert (daemon.tmp / "a.txt").read_text() == "from-stdin\n"
-    assert ctl(daemon, "submit", "-", stdin=SPEC.replace(b"piped", b"again")).returncode == 0
+    assert daemon.ctl_process("submit", "-", stdin=SPEC.replace(b"piped", b"again")).returncode == 0
 
 
 def test_a_bad_spec_piped_in_is_named_stdin_with_its_line_and_changes_nothing(daemon):
-    bad = ctl(daemon, "submit", "-", stdin=SPEC.replace(b"command", b"comand"))
+    bad = daemon.ctl_process("submit", "-", stdin=SPEC.replace(b"command", b"comand"))
     assert bad.returncode == 2
     assert b"<stdin>:3: unknown key `comand`" in bad.stderr
-    assert ctl(daemon, "validate", "-", stdin=SPEC.replace(b"command", b"comand")).returncode == 2
-    binary = ctl(daemon, "submit", "-", stdin=b"name: x\xff\n")
+    assert daemon.ctl_process("validate", "-", stdin=SPEC.replace(b"command", b"comand")).returncode == 2
+    binary = daemon.ctl_process("submit", "-", stdin=b"name: x\xff\n")
     assert (binary.returncode, binary.stderr.splitlines()[-1][:45]) == (
         2,
         b"torcctl: error: spec <stdin> is not UTF-8 tex",
     )
-    assert ctl(daemon, "submit", "-", stdin=b"").returncode == 2
+    assert daemon.ctl_process("submit", "-", stdin=b"").returncode == 2
     assert daemon.client.call("workflows.list") == []
 
 
 def test_a_json_spec_piped_in_reads_with_its_format_named(daemon):
     text = b'{name: "j5", jobs: [{name: "a", command: "true"}]}'
-    assert ctl(daemon, "submit", "-", "--spec-format", "json5", stdin=text).returncode == 0
+    assert daemon.ctl_process("submit", "-", "--spec-format", "json5", stdin=text).returncode == 0
 
 
 def test_submit_with_a_workflow_id_says_where_that_workflow_is(daemon):
