@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 
 import pytest
 from conftest import REPO
@@ -119,3 +121,16 @@ def test_the_checkpointing_example_resumes_after_its_time_limit(daemon, workdir)
     assert len(attempts) >= 2 and (attempts[0].return_code, attempts[0].cause) == (152, "timeout")
     assert open(attempts[0].stdout_path).read().startswith("stopped at step ")
     assert (workdir / "output" / "checkpoint.txt").read_text() == "30\n"
+
+
+def test_the_dynamic_jobs_example_refines_each_lineage_until_it_converges(make_daemon, workdir):
+    # its jobs run `python3`: this interpreter, which has torcctl
+    d = make_daemon().start(env={"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"})
+    code, out, err = d.ctl("run", "--quiet", "examples/dynamic_jobs.yaml", cwd=workdir)
+    assert code == 0 and "completed  34" in out, out + err
+    jobs = d.jobs(1)
+    assert sum(j.lineage == "a" for j in jobs.values()) == 14 and sum(j.lineage == "b" for j in jobs.values()) == 18
+    for lineage, steps in (("a", 7), ("b", 9)):
+        info = d.call("jobs.lineage", {"workflow_id": 1, "lineage": lineage})
+        assert (info["iterations"], info["converged"], info["final"]["steps"]) == (steps, True, steps)
+        assert info["final"]["residual"] < 0.01 <= info["state"]["residual"]  # the last step halved it

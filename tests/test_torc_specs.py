@@ -486,7 +486,6 @@ def test_nulls_inside_user_data_and_metadata_are_kept():
 @pytest.mark.parametrize(
     "where, key, words",
     [
-        ("top", "dynamic_jobs: {max_iterations: 3}", "workflows.add_jobs"),
         ("top", "datasets: []", "declare the data as `files`"),
         ("top", "enable_ro_crate: true", "RO-Crate"),
         ("top", "access_groups: [a]", "one user"),

@@ -325,3 +325,31 @@ def test_an_allocation_credential_reaches_only_its_own_workflows_user_data(sdaem
     ):
         assert tcp_call(url, token, method, params)["error"]["code"] == -32001, method
     assert sdaemon.call("user_data.list", {"workflow_id": other}) == []
+
+
+def test_an_allocation_credential_adds_jobs_only_from_jobs_running_in_its_allocation(sdaemon, tmp_path):
+    url = sdaemon.call("ping")["tcp_url"]
+    wf, alloc, token = held_allocation(sdaemon, tmp_path, "one")
+    _, alloc2, token2 = held_allocation(sdaemon, tmp_path, "two")
+    local = sdaemon.submit("name: local\njobs:\n  - {name: l, command: 'while [ ! -f go ]; do sleep 0.02; done'}\n")
+    sdaemon.wait_for(lambda: sdaemon.jobs(local)["l"].status == "running", what="the local job running")
+    mine = tcp_call(
+        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
+    )["result"]["worker_id"]
+    (got,) = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
+    started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
+    tcp_call(url, token, "workers.poll", {"worker_id": mine, "claim": False, "started": [started]})
+    sdaemon.wait_for(lambda: any(j.status == "running" for j in sdaemon.jobs(wf).values()), what="a running job")
+    spawn = {"job_id": got["job_id"], "lineage": "L", "jobs": [{"name": "added", "command": "true"}]}
+    # Another allocation's credential, and this one for a job it does not run, add nothing.
+    for who, job in ((token2, got["job_id"]), (token, sdaemon.jobs(local)["l"].id)):
+        reply = tcp_call(url, who, "jobs.spawn", {**spawn, "job_id": job})
+        assert reply["error"]["code"] == -32001, reply
+    assert tcp_call(url, token2, "jobs.lineage", {"workflow_id": wf, "lineage": "L"})["error"]["code"] == -32001
+    reply = tcp_call(url, token, "jobs.spawn", spawn)
+    assert reply["result"]["iteration"] == 1, reply
+    added = sdaemon.jobs(wf)["added"]
+    assert (added.status, added.lineage) == ("blocked", "L")
+    assert tcp_call(url, token, "jobs.lineage", {"workflow_id": wf, "lineage": "L"})["result"]["iterations"] == 1
+    assert "added" not in sdaemon.jobs(local) and alloc2.workflow_id != wf
+    (sdaemon.tmp / "go").touch()

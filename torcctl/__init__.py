@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from torcctl.api.executor import Executor, RemoteError
     from torcctl.api.functions import map_function_to_jobs
     from torcctl.api.models import Attempt, Event, Job, RecoverResult, UserData
+    from torcctl.api.orchestrator import Orchestrator, SpawnJob, SpawnJobModel
     from torcctl.errors import (
         ConnectError,
         InvalidParams,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         RpcError,
         SpecError,
         SpecProblem,
+        TooFast,
         TorcError,
     )
     from torcctl.spec_builder import WorkflowSpec
@@ -34,6 +36,7 @@ _WHERE = {
     "Executor": "torcctl.api.executor",
     "RemoteError": "torcctl.api.executor",
     "map_function_to_jobs": "torcctl.api.functions",
+    **dict.fromkeys(("Orchestrator", "SpawnJob", "SpawnJobModel"), "torcctl.api.orchestrator"),
     "WorkflowSpec": "torcctl.spec_builder",
     "Workflow": "torcctl.api.client",
     **dict.fromkeys(("Attempt", "Event", "Job", "RecoverResult", "UserData"), "torcctl.api.models"),
@@ -46,6 +49,7 @@ _WHERE = {
             "RpcError",
             "SpecError",
             "SpecProblem",
+            "TooFast",
             "TorcError",
         ),
         "torcctl.errors",
@@ -63,11 +67,15 @@ __all__ = [
     "InvalidTransition",
     "Job",
     "NotFound",
+    "Orchestrator",
     "RecoverResult",
     "RemoteError",
     "RpcError",
+    "SpawnJob",
+    "SpawnJobModel",
     "SpecError",
     "SpecProblem",
+    "TooFast",
     "TorcError",
     "UserData",
     "Workflow",

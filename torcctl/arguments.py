@@ -331,3 +331,16 @@ def events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument("--after", type=int, default=0, help="only events after this sequence number")
     p.add_argument("-f", "--follow", action="store_true", help="keep following new events")
+
+
+def spawn_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("jobs", nargs="?", metavar="JOBS", help="a JSON list of jobs to add (a file, or - for stdin)")
+    p.add_argument("--converge", action="store_true", help="add nothing: the lineage is done (--state is its last)")
+    p.add_argument("--job-id", type=int, help="the running job adding them (default: $TORC_JOB_ID)")
+    p.add_argument("--lineage", help="default: $TORC_ORCHESTRATOR_LINEAGE_ID")
+    p.add_argument("--state", metavar="JSON", help="kept as the lineage's state for this iteration")
+
+
+def lineage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("lineage", nargs="?", help="default: $TORC_ORCHESTRATOR_LINEAGE_ID")
+    p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from torcctl import arguments as A
 from torcctl import checks, data, limits, reports
 from torcctl.api.client import Client, connect_transport
-from torcctl.commands import UsageError, current_dir, follow, inline, jobs, servers, take_spec_from_stdin, workflows
+from torcctl.commands import (
+    UsageError,
+    current_dir,
+    follow,
+    inline,
+    jobs,
+    servers,
+    spawn,
+    take_spec_from_stdin,
+    workflows,
+)
 from torcctl.errors import ConnectError, RpcError
 from torcctl.transport import TcpTransport, start_daemon
 from torcd.paths import default_socket
@@ -230,6 +240,16 @@ COMMANDS: tuple[Command | Group, ...] = (
             Command("attempts", jobs.jobs_attempts, "list a job's attempts", A.job_id),
             Command("retry", jobs.jobs_retry, "pending_failed -> ready, next attempt", A.classify_args),
             Command("fail", jobs.jobs_fail, "pending_failed -> failed, cancel downstream", A.classify_args),
+            Command(
+                "spawn",
+                spawn.jobs_spawn,
+                "add jobs from a running job, each waiting for it (Torc's spawn_jobs)",
+                A.spawn_args,
+                via_api_url=True,
+            ),
+            Command(
+                "lineage", spawn.jobs_lineage, "a lineage's iterations and state", A.lineage_args, via_api_url=True
+            ),
             Command(
                 "update-resources",
                 limits.update_resources,

@@ -46,6 +46,15 @@ class Unauthorized(RpcError):
     """The credential may not do this."""
 
 
+class TooFast(RpcError):
+    """Asked too often for now; `retry_after` says in how many seconds to ask again."""
+
+    @property
+    def retry_after(self) -> float:
+        value = self.data.get("retry_after") if isinstance(self.data, dict) else None
+        return float(value) if isinstance(value, (int, float)) else 1.0
+
+
 class SpecProblem(msgspec.Struct, frozen=True):
     """One error of a spec: where it is and what is wrong."""
 
@@ -80,6 +89,7 @@ _BY_CODE: dict[int, type[RpcError]] = {
     daemon_errors.InvalidTransition.code: InvalidTransition,
     daemon_errors.Unauthorized.code: Unauthorized,
     daemon_errors.SpecError.code: SpecError,
+    daemon_errors.TooFast.code: TooFast,
 }
 
 

@@ -2,8 +2,9 @@
 
 The Unix socket (our uid only) and the admin token in STATE_DIR/token can do everything. Each
 allocation gets a credential of its own, written 0600 where only the user can read it; it can
-only register, poll and finish workers of that allocation's workflow, and read and write that
-workflow's user data (what its jobs hand each other). The daemon keeps a hash
+only register, poll and finish workers of that allocation's workflow, read and write that
+workflow's user data (what its jobs hand each other), and add jobs to it from a job running in
+that allocation (`jobs.spawn`). The daemon keeps a hash
 of it, never the credential itself.
 """
 
@@ -20,9 +21,19 @@ import msgspec
 from torcd.errors import InvalidParams
 
 PREFIX = "torc-alloc"
-# Jobs in an allocation run with its credential: they may read and write their workflow's user data.
+# Jobs in an allocation run with its credential: they may read and write their workflow's user data,
+# and add jobs to it from a job running in that allocation (jobs.spawn).
 WORKER_METHODS = frozenset(
-    {"workers.register", "workers.poll", "workers.finish", "user_data.get", "user_data.set", "user_data.list"}
+    {
+        "workers.register",
+        "workers.poll",
+        "workers.finish",
+        "user_data.get",
+        "user_data.set",
+        "user_data.list",
+        "jobs.spawn",
+        "jobs.lineage",
+    }
 )
 
 

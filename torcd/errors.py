@@ -40,6 +40,12 @@ class Unauthorized(TorcError):
     code = -32001
 
 
+class TooFast(TorcError):
+    """Refused for now: asked too often; `data.retry_after` says in how many seconds to ask again."""
+
+    code = -32029
+
+
 class InvalidParams(TorcError):
     code = -32602
 

@@ -15,6 +15,7 @@ from torcd.core.exits import MAX_SQL_INT, Cause, Exit, Id, WorkerTime  # noqa: F
 from torcd.core.graph import GraphEdge, GraphNode
 from torcd.core.limits import Adjustment
 from torcd.core.retry import Step
+from torcd.core.spawning import MAX_SPAWN_JOBS, SpawnJob
 from torcd.events import IDLE_EVENTS, Event  # noqa: F401  (the event log's messages, for clients)
 
 SqlInt = Annotated[int, Meta(ge=-MAX_SQL_INT - 1, le=MAX_SQL_INT)]
@@ -68,6 +69,36 @@ class AddJobs(Params, frozen=True):
 
 class AddedJobs(msgspec.Struct):
     job_ids: dict[str, int]  # each added job's id, by name
+
+
+class SpawnJobs(Params, frozen=True):
+    """Jobs a running job adds to its own workflow (Torc's spawn_jobs), each waiting for it; no
+    jobs: its lineage has converged, and `state` is the lineage's final record."""
+
+    job_id: Id  # the running job that adds them
+    lineage: Annotated[str, Meta(min_length=1, max_length=200)]
+    jobs: Annotated[list[SpawnJob], Meta(max_length=MAX_SPAWN_JOBS)] = []
+    state: Any = None  # any JSON value, kept as the lineage's record for this iteration
+
+
+class Spawned(msgspec.Struct):
+    job_ids: dict[str, int]  # each added job's id, by name
+    iteration: int  # the lineage's iterations so far, this call's included
+    replayed: bool = False  # every job was there already, from the same lineage: nothing was done
+
+
+class LineageRef(Params, frozen=True):
+    workflow_id: Id
+    lineage: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class LineageInfo(msgspec.Struct):
+    lineage: str
+    iterations: int  # calls that added jobs (0: none yet, as on the seed orchestrator)
+    max_iterations: int
+    state: Any  # the state given with the last of those calls
+    converged: bool  # a call added nothing
+    final: Any  # the state given then
 
 
 class SetAutoSchedule(Params, frozen=True):
@@ -378,6 +409,7 @@ class JobInfo(msgspec.Struct, omit_defaults=True):
     depends_on: list[int] = []
     stderr_path: str | None = None
     stderr_tail: str | None = None
+    lineage: str | None = None  # added by a job of this lineage (jobs.spawn); None: declared
 
 
 class AttemptInfo(msgspec.Struct, omit_defaults=True):

@@ -23,12 +23,14 @@ from torcd.core.autoschedule import AutoSchedulePolicy
 from torcd.core.resources import Capacity, Requirements, format_bytes, parse_duration, parse_memory, shortfalls
 from torcd.core.retry import simulate
 from torcd.core.slurm_plan import JobNeed, SchedulerPlan
+from torcd.core.spawning import LINEAGE_RECORD_PREFIX
 from torcd.core.status import JobStatus
 from torcd.credentials import RequestKey, current_caller, idempotency_key
 from torcd.errors import InvalidParams, NotFound, SpecError, Unauthorized
 from torcd.faults import crash_point
 from torcd.services.allocations import AllocationService
 from torcd.services.job_logs import with_tails
+from torcd.services.spawner import Spawner
 from torcd.services.workers import WorkerService
 from torcd.spec.data import missing_inputs
 from torcd.spec.fragment import check_fragment, on_slurm_adding
@@ -93,6 +95,7 @@ class Handlers:
         self.action_store, self.worker_store, self.requests = stores.actions, stores.workers, stores.requests
         self.config = config
         self.allocations, self.workers, self.control = allocations, workers, control
+        self.spawner = Spawner(stores.workflows.db, stores.slurm)
 
     async def ping(self, _: p.NoParams) -> p.Ping:
         return self.control.info()
@@ -136,6 +139,18 @@ class Handlers:
         ids = await self.workflows.add_jobs(wf.id, spec, params.depends_on_ids, key=idempotency_key.get())
         log.info("jobs_added", workflow_id=wf.id, jobs=len(ids))
         return p.AddedJobs(ids)
+
+    async def spawn_jobs(self, params: p.SpawnJobs) -> p.Spawned:
+        plan = await self.spawner.prepare(params, current_caller.get().allocation_id)
+        if plan.jobs:
+            await self._admit(plan.executor, plan.spec, plan.schedulers, plan.jobs)
+        spawned = await self.spawner.commit(plan, key=idempotency_key.get())
+        log.info("jobs_spawned", job_id=params.job_id, lineage=params.lineage, jobs=len(spawned.job_ids))
+        return spawned
+
+    async def lineage(self, params: p.LineageRef) -> p.LineageInfo:
+        _own_workflow(params.workflow_id)
+        return await self.spawner.lineage(params.workflow_id, params.lineage)
 
     async def _admit(
         self, executor: str, spec: Workflow, schedulers: list[SlurmSchedulerSpec], jobs: list[ExpandedJob]
@@ -220,6 +235,11 @@ class Handlers:
             raise InvalidParams(
                 f"user data {params.name!r} is {len(data):,} bytes as JSON; the limit is {p.MAX_USER_DATA_BYTES:,}",
                 {"field": "$.data"},
+            )
+        if params.name.startswith(LINEAGE_RECORD_PREFIX):
+            raise InvalidParams(
+                f"user data named {LINEAGE_RECORD_PREFIX}... is a lineage's record, written by jobs.spawn only",
+                {"field": "$.name"},
             )
         caller = current_caller.get()
         await self.workflows.set_user_data(params.workflow_id, params.name, data, may_add=caller.admin)
@@ -452,6 +472,8 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "shutdown": (p.Shutdown, lambda h: h.shutdown),
     "workflows.create": (p.CreateWorkflow, lambda h: h.create_workflow),
     "workflows.add_jobs": (p.AddJobs, lambda h: h.add_jobs),
+    "jobs.spawn": (p.SpawnJobs, lambda h: h.spawn_jobs),
+    "jobs.lineage": (p.LineageRef, lambda h: h.lineage),
     "workflows.list": (p.NoParams, lambda h: h.list_workflows),
     "workflows.show": (p.WorkflowRef, lambda h: h.show_workflow),
     "workflows.cancel": (p.WorkflowRef, lambda h: h.cancel_workflow),

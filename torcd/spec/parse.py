@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 
 from torcd.core.resources import Monitoring, Requirements, parse_duration, parse_memory
 from torcd.core.retry import Rule
+from torcd.core.spawning import DEFAULT_MAX_ITERATIONS, Spawning
 from torcd.errors import InvalidParams, SpecError
 from torcd.spec.actions import check_actions, schedule_by_actions
 from torcd.spec.collector import collector_paused
@@ -46,9 +47,6 @@ from torcd.spec.variables import apply_variables, declared, fill_variables
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 # Keys of newer Torc that torc-py does not run: refused (never half-run), saying what to use instead.
 TORC_KEYS_NOT_HERE = {
-    "dynamic_jobs": "a running job adds jobs to its own workflow with the Python API "
-    "(`map_function_to_jobs(..., workflow_id=...)`) or the `workflows.add_jobs` call",
-    "spawn_jobs": "a running job adds jobs to its own workflow with the `workflows.add_jobs` call",
     "datasets": "declare the data as `files` (input_files/output_files); `workflows reinitialize` reruns "
     "what a changed file feeds",
     "input_datasets": "use `input_files`",
@@ -277,6 +275,11 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         data,
         actions,
         execution,
+        Spawning(
+            doc.dynamic_jobs.max_iterations if doc.dynamic_jobs else DEFAULT_MAX_ITERATIONS,
+            doc.env,
+            [msgspec.to_builtins(r) for r in doc.resource_requirements],
+        ),
     )
 
 

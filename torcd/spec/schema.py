@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, UnsetType
 from torcd.core.actions import Action
 from torcd.core.resources import ComputeNode, Monitoring
 from torcd.core.retry import Rule
+from torcd.core.spawning import DEFAULT_MAX_ITERATIONS, Spawning
 from torcd.spec.actions import ActionSpec
 from torcd.spec.data import File, FileSpec, Pattern, UserData, UserDataSpec
 from torcd.spec.execution import Execution, ExecutionConfigSpec
@@ -95,6 +96,12 @@ class ResourceMonitorSpec(msgspec.Struct, forbid_unknown_fields=True):
         return Monitoring(every_job, self.sample_interval_seconds, self.generate_plots)
 
 
+class DynamicJobsSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """Torc's `dynamic_jobs`: how many times each lineage of orchestrator jobs may add jobs."""
+
+    max_iterations: Annotated[int, Meta(ge=1, le=1_000_000)] = DEFAULT_MAX_ITERATIONS
+
+
 class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
     jobs: Annotated[list[JobSpec], Meta(min_length=1)]
@@ -109,6 +116,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     variables: dict[str, str | int | float] = {}  # `{name}` in any text; filled in before this is read
     env: dict[str, str] = {}  # every job's, under its own (a job's value wins)
     execution_config: ExecutionConfigSpec | None = None
+    dynamic_jobs: DynamicJobsSpec | None = None
     slurm_schedulers: list[SlurmSchedulerSpec] = []
     default_scheduler: Name | None = None
     slurm_defaults: SlurmDefaults = {}
@@ -186,3 +194,4 @@ class Workflow(msgspec.Struct):
     user_data: dict[str, UserData] = {}
     actions: list[tuple[Action, list[str]]] = []  # each with the names of the jobs it watches
     execution: Execution = Execution()
+    spawning: Spawning = Spawning()  # what the jobs its jobs add (`jobs.spawn`) are read with

@@ -307,4 +307,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workflows ADD COLUMN timeout_exit_code INTEGER;
     ALTER TABLE workflows ADD COLUMN oom_exit_code INTEGER;
     """,
+    # 19: what a workflow's jobs add (Torc's spawn_jobs) is read with (its cap, env and resource
+    # requirements; workflows made before this have none), the lineage that added a job, and each
+    # lineage's iterations
+    """
+    ALTER TABLE workflows ADD COLUMN spawning TEXT;
+    ALTER TABLE jobs ADD COLUMN lineage TEXT;
+    CREATE TABLE lineages (
+        workflow_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        PRIMARY KEY (workflow_id, name)
+    ) WITHOUT ROWID;
+    """,
 ]

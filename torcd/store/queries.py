@@ -392,4 +392,5 @@ def _job_info(r: sqlite3.Row) -> JobInfo:
         memory_bytes=r["memory_bytes"],
         runtime_seconds=r["runtime_seconds"],
         template=r["template"],
+        lineage=r["lineage"],
     )

@@ -161,6 +161,7 @@ class WorkflowStore:
                 "files",
                 "user_data",
                 "actions",
+                "lineages",
             ):
                 tx.run(f"DELETE FROM {table} WHERE workflow_id = ?", (wf,))
             tx.run("DELETE FROM workflows WHERE id = ?", (wf,))
@@ -291,8 +292,8 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
     return tx.run(
         """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
            created, executor, account, monitor_all, sample_interval, compute_node, about, generate_plots,
-           term_signal, term_grace, timeout_exit_code, oom_exit_code)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           term_signal, term_grace, timeout_exit_code, oom_exit_code, spawning)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             spec.name,
             spec.description,
@@ -312,6 +313,7 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
             spec.execution.term_grace,
             spec.execution.timeout_exit_code,
             spec.execution.oom_exit_code,
+            _encode(spec.spawning),
         ),
     )
 

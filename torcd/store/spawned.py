@@ -1,0 +1,159 @@
+"""Jobs a running job adds to its own workflow (`jobs.spawn`, Torc's `spawn_jobs`), written in one
+transaction with its lineage's iteration and state; and what a lineage has done so far.
+
+The jobs go in through `new_jobs.add_jobs`, as any added jobs do, each also waiting for the job
+that added them (still running, so they start blocked). A call is replayed, not repeated, when
+every job it names is already there from the same lineage: an orchestrator retried after its
+call committed adds nothing and counts no iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from torcd.core.retry import Rule
+from torcd.core.spawning import Spawning, cap_problem, record_name
+from torcd.core.status import JobStatus
+from torcd.errors import InvalidParams, InvalidTransition, NotFound, Unauthorized
+from torcd.protocol import MAX_USER_DATA_ENTRIES, Spawned
+from torcd.spec.parse import Workflow
+from torcd.store.db import Tx, chunks, marks, require_workflow
+from torcd.store.new_jobs import add_jobs
+
+
+class Orchestrator(msgspec.Struct, frozen=True):
+    """The job that calls, as the store has it."""
+
+    id: int
+    workflow_id: int
+    status: int
+    allocation_id: int | None  # of the worker running it, if one does
+
+
+def orchestrator(rows: Sequence[Any]) -> Orchestrator | None:
+    """The calling job from ORCHESTRATOR_SQL's rows (None: no such job)."""
+    if not rows:
+        return None
+    r = rows[0]
+    return Orchestrator(r["id"], r["workflow_id"], r["status"], r["allocation_id"])
+
+
+ORCHESTRATOR_SQL = """SELECT j.id, j.workflow_id, j.status, w.allocation_id FROM jobs j
+                      LEFT JOIN workers w ON w.id = j.worker_id WHERE j.id = ?"""
+
+
+def spawning_of(raw: str | None) -> Spawning:
+    """A workflow's spawning settings (a workflow made before they were kept has the defaults)."""
+    return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)
+
+
+def check_orchestrator(job: Orchestrator | None, job_id: int, allocation_id: int | None) -> Orchestrator:
+    """The calling job, if it may add jobs now: it runs, and (for an allocation's credential) runs
+    in that allocation."""
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    if allocation_id is not None and job.allocation_id != allocation_id:
+        raise Unauthorized(f"allocation {allocation_id}'s credential may add jobs only from jobs running in it")
+    if job.status != JobStatus.RUNNING:
+        raise InvalidTransition(
+            f"job {job_id} is {JobStatus(job.status).label}: only a running job adds jobs to its workflow"
+        )
+    return job
+
+
+def spawn_jobs(
+    tx: Tx,
+    job_id: int,
+    allocation_id: int | None,
+    lineage: str,
+    spec: Workflow,
+    outside: Mapping[str, Sequence[str]],
+    state: bytes,
+) -> Spawned:
+    """Add `spec`'s jobs for running job `job_id` (all or nothing), each waiting for it and for
+    the jobs of the workflow named in `outside`; count the lineage's iteration and keep `state`.
+    No jobs: the lineage has converged, and `state` is its final record."""
+    caller = check_orchestrator(orchestrator(tx.rows(ORCHESTRATOR_SQL, (job_id,))), job_id, allocation_id)
+    wf = caller.workflow_id
+    row = require_workflow(tx, wf)
+    names = [j.name for j in spec.jobs]
+    known = _jobs_named(tx, wf, names)
+    if names and all(known.get(n, (0, None))[1] == lineage for n in names):
+        return Spawned({n: known[n][0] for n in names}, _iterations(tx, wf, lineage), replayed=True)
+    iterations = _iterations(tx, wf, lineage)
+    if names and (why := cap_problem(lineage, iterations, spawning_of(row["spawning"]).max_iterations)):
+        raise InvalidParams(why, {"field": "$.jobs"})
+    ids: dict[str, int] = {}
+    if names:
+        spec.failure_handlers = _handlers(tx, wf, [j.failure_handler for j in spec.jobs if j.failure_handler])
+        ids = add_jobs(tx, wf, spec, _depends_on_ids(tx, wf, job_id, names, outside))
+        for chunk in chunks(list(ids.values())):
+            tx.run(f"UPDATE jobs SET lineage = ? WHERE id IN ({marks(len(chunk))})", (lineage, *chunk))
+        iterations += 1
+    tx.run(
+        "INSERT INTO lineages (workflow_id, name, iterations) VALUES (?, ?, ?) "
+        "ON CONFLICT (workflow_id, name) DO UPDATE SET iterations = excluded.iterations",
+        (wf, lineage, iterations),
+    )
+    _keep_state(tx, wf, record_name(lineage, iterations if names else None), state)
+    return Spawned(ids, iterations)
+
+
+def _iterations(tx: Tx, wf: int, lineage: str) -> int:
+    row = tx.one("SELECT iterations FROM lineages WHERE workflow_id = ? AND name = ?", (wf, lineage))
+    return 0 if row is None else row[0]
+
+
+def _jobs_named(tx: Tx, wf: int, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    out: dict[str, tuple[int, str | None]] = {}
+    for chunk in chunks(list(dict.fromkeys(names))):
+        sql = f"SELECT name, id, lineage FROM jobs WHERE workflow_id = ? AND name IN ({marks(len(chunk))})"
+        out.update((r[0], (r[1], r[2])) for r in tx.rows(sql, (wf, *chunk)))
+    return out
+
+
+def _depends_on_ids(
+    tx: Tx, wf: int, caller: int, names: Sequence[str], outside: Mapping[str, Sequence[str]]
+) -> dict[str, list[int]]:
+    """Each new job waits for the caller, and for the jobs of the workflow it names."""
+    known = _jobs_named(tx, wf, [d for deps in outside.values() for d in deps])
+    for name, deps in outside.items():
+        for d in deps:
+            if d not in known:
+                raise InvalidParams(
+                    f"job {name!r} depends on {d!r}, which is neither a job of workflow {wf} nor one added with it",
+                    {"field": "$.jobs"},
+                )
+    return {n: [caller, *(known[d][0] for d in outside.get(n, ()))] for n in names}
+
+
+def _handlers(tx: Tx, wf: int, names: Sequence[str]) -> dict[str, list[Rule]]:
+    """The workflow's failure handlers the new jobs name, as stored (so they are reused)."""
+    out: dict[str, list[Rule]] = {}
+    for name in dict.fromkeys(names):
+        row = tx.one("SELECT rules FROM failure_handlers WHERE workflow_id = ? AND name = ?", (wf, name))
+        if row is None:
+            raise InvalidParams(f"workflow {wf} has no failure handler named {name!r}", {"field": "$.jobs"})
+        out[name] = msgspec.json.decode(row[0], type=list[Rule])
+    return out
+
+
+def _keep_state(tx: Tx, wf: int, name: str, state: bytes) -> None:
+    if tx.db.execute(
+        "UPDATE user_data SET data = ?, updated = ? WHERE workflow_id = ? AND name = ?",
+        (state.decode(), tx.now, wf, name),
+    ).rowcount:
+        return
+    if tx.one_row("SELECT count(*) FROM user_data WHERE workflow_id = ?", (wf,))[0] >= MAX_USER_DATA_ENTRIES:
+        raise InvalidParams(
+            f"workflow {wf} has {MAX_USER_DATA_ENTRIES:,} user data entries, the most it may have: "
+            "a lineage's state cannot be kept",
+            {"field": "$.state"},
+        )
+    tx.run(
+        "INSERT INTO user_data (workflow_id, name, data, initial, updated) VALUES (?, ?, ?, 'null', ?)",
+        (wf, name, state.decode(), tx.now),
+    )
