@@ -344,3 +344,32 @@ def spawn_args(p: argparse.ArgumentParser) -> None:
 def lineage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("lineage", nargs="?", help="default: $TORC_ORCHESTRATOR_LINEAGE_ID")
     p.add_argument("-w", "--workflow-id", type=int, help="default: $TORC_WORKFLOW_ID")
+
+
+def hpc_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profile", nargs="?", help="a profile's name, or `slurm` for this cluster (default: detected)")
+
+
+def hpc_match_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cpus", type=int, default=1, help="CPUs a job needs (default 1)")
+    p.add_argument("--memory", help="memory a job needs: 64g, 512m")
+    p.add_argument("--walltime", help="runtime a job needs: HH:MM:SS, 4h, 30m")
+    p.add_argument("--gpus", type=int, default=0)
+    p.add_argument("--profile", help="default: the one this machine is on")
+
+
+def hpc_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="the profile's name (default: this host's first name)")
+    p.add_argument("--display-name")
+    p.add_argument("-o", "--output", help="write the TOML here (default: standard output)")
+    p.add_argument("--skip-stdby", action="store_true", help="leave out partitions named *-stdby")
+
+
+def slurm_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--account", help="the Slurm account (default: the profile's default_account)")
+    p.add_argument("--profile", help="an HPC profile, or `slurm` for this cluster (default: detected)")
+    p.add_argument("-o", "--output", help="write the spec here (.json: as JSON; default: YAML on standard output)")
+    p.add_argument("--no-actions", action="store_true", help="no schedule_nodes actions")
+    p.add_argument("--force", action="store_true", help="replace the spec's slurm_schedulers")
+    p.add_argument("--spec-format", choices=["yaml", "json", "json5", "kdl"], help="default: by the extension")

@@ -15,6 +15,7 @@ from torcctl.commands import (
     UsageError,
     current_dir,
     follow,
+    hpc,
     inline,
     jobs,
     servers,
@@ -191,6 +192,43 @@ COMMANDS: tuple[Command | Group, ...] = (
         servers.run_postprocess,
         "run map_function_to_jobs's post-process function on every result",
         needs_daemon=False,
+    ),
+    Group(
+        "hpc",
+        "HPC profiles: a cluster's partitions, and which suits a job",
+        "sub",
+        "ACTION",
+        (
+            Command("list", hpc.hpc_list, "the known profiles, and which this machine is on", needs_daemon=False),
+            Command("detect", hpc.hpc_detect, "the profile this machine is on", needs_daemon=False),
+            Command("show", hpc.hpc_show, "a profile and its partitions", A.hpc_profile_args, needs_daemon=False),
+            Command("partitions", hpc.hpc_partitions, "a profile's partitions", A.hpc_profile_args, needs_daemon=False),
+            Command(
+                "match", hpc.hpc_match, "the partitions a job fits, best first", A.hpc_match_args, needs_daemon=False
+            ),
+            Command(
+                "generate",
+                hpc.hpc_generate,
+                "a profile of this cluster (from sinfo), for Torc's config file",
+                A.hpc_generate_args,
+                needs_daemon=False,
+            ),
+        ),
+    ),
+    Group(
+        "slurm",
+        "Slurm schedulers for a spec",
+        "sub",
+        "ACTION",
+        (
+            Command(
+                "generate",
+                hpc.slurm_generate,
+                "a spec's slurm_schedulers from an HPC profile, one per resource requirement",
+                A.slurm_generate_args,
+                needs_daemon=False,
+            ),
+        ),
     ),
     Command("allocations", workflows.allocations, "list a workflow's Slurm allocations", A.workflow_id),
     Group(
