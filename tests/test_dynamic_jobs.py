@@ -173,6 +173,8 @@ def test_a_lineage_is_capped_replays_a_repeated_call_and_ends_with_its_final_sta
     assert sorted(daemon.jobs(wf)) == ["base", "orch", "x1", "x2", "y1"]
     final = spawn(daemon, orch, [], state={"converged": True})
     assert (final.job_ids, final.iteration) == ({}, 2)
+    with pytest.raises(InvalidTransition, match="lineage 'L' has converged"):
+        spawn(daemon, orch, [{"name": "x4", "command": "true"}])
     info = lineage(daemon, wf)
     assert (info.iterations, info.state, info.converged, info.final) == (2, {"gen": 2}, True, {"converged": True})
     names = [u.name for u in daemon.call("user_data.list", {"workflow_id": wf}, list[UserDataInfo])]
@@ -208,6 +210,7 @@ def job(name: str = "n", **more) -> dict:
         ([job(command="")], "L", None, "command"),
         ([job(name="x" * 600)], "L", None, "name"),
         ([job(priority=-1)], "L", None, "priority"),
+        ([job(failure_handler="")], "L", None, "length >= 1"),
         ([job(str(k)) for k in range(10_001)], "L", None, "length <= 10000"),
     ],
     ids=[
@@ -225,6 +228,7 @@ def job(name: str = "n", **more) -> dict:
         "empty-command",
         "long-name",
         "negative-priority",
+        "empty-handler",
         "too-many",
     ],
 )
@@ -329,3 +333,54 @@ def test_a_spawn_refused_by_the_daemon_is_an_rpc_error_with_its_field(daemon):
         spawn(daemon, orch, [job(resource_requirements="huge")])
     assert info.value.field == "$.jobs[0].resource_requirements"
     assert os.path.exists(daemon.socket)
+
+
+def test_only_the_job_that_added_them_replays_a_call_and_only_as_it_was(daemon):
+    wf, orch = running_orchestrator(daemon)
+    holds = "while [ ! -f go2 ]; do sleep 0.02; done"
+    first = [{"name": "work", "command": "true"}, {"name": "next", "command": holds, "depends_on": ["work"]}]
+    spawn(daemon, orch, first)
+    with pytest.raises(InvalidParams, match="already has a job named"):  # another command: not a replay
+        spawn(daemon, orch, [{"name": "work", "command": "false"}, first[1]])
+    (daemon.tmp / "go").touch()
+    daemon.wait_for(lambda: daemon.jobs(wf)["next"].status == "running", what="the continuation running")
+    nxt = daemon.jobs(wf)["next"].id
+    # The continuation, naming its generation's jobs as its parent did, is refused, not replayed.
+    with pytest.raises(InvalidParams, match="already has a job named"):
+        spawn(daemon, nxt, first)
+    # A job a lineage added extends that lineage only (its cap binds it).
+    with pytest.raises(InvalidParams, match="was added by lineage 'L': it adds jobs to that lineage only"):
+        spawn(daemon, nxt, [job("elsewhere")], lineage="M")
+    assert spawn(daemon, nxt, [job("work2")]).iteration == 2
+    (daemon.tmp / "go2").touch()
+    assert daemon.wait(wf).counts == {"completed": 5}
+
+
+def test_an_orchestrator_run_again_after_its_call_committed_adds_nothing_more(daemon, tmp_path):
+    (tmp_path / "next.json").write_text(json.dumps([{"name": "child", "command": "true"}]))
+    ctl = f"{sys.executable} -m torcctl"
+    wf = daemon.submit(f"""
+        name: retried
+        failure_handlers:
+          - name: again
+            rules: [{{exit_codes: [3], max_retries: 3}}]
+        jobs:
+          - name: seed
+            failure_handler: again
+            command: |
+              {ctl} jobs spawn next.json --lineage L && if [ ! -f once ]; then touch once; exit 3; fi
+        """)
+    assert daemon.wait(wf).counts == {"completed": 2}
+    seed = daemon.jobs(wf)["seed"]
+    assert len(daemon.attempts(seed.id)) == 2
+    replies = [json.loads(open(a.stdout_path).read()) for a in daemon.attempts(seed.id)]
+    assert [(r["replayed"], r["iteration"]) for r in replies] == [(False, 1), (True, 1)]
+    assert lineage(daemon, wf).iterations == 1
+
+
+def test_a_spec_may_not_write_a_lineages_records():
+    from torcd.errors import SpecError
+    from torcd.spec.parse import parse_spec
+
+    with pytest.raises(SpecError, match=r"written by jobs\.spawn only \(at \$\.user_data\[0\]\.name\)"):
+        parse_spec("name: x\nuser_data: [{name: __torc_lineage__L__final, data: 1}]\njobs: [{name: a, command: x}]\n")

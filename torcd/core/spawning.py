@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 DEFAULT_MAX_ITERATIONS = 1000  # Torc's server default
 MAX_SPAWN_JOBS = 10_000  # in one call
 MAX_STATE_BYTES = 64 * 1024  # of one call's state, as JSON: a counter and a path, not the data
 LINEAGE_RECORD_PREFIX = "__torc_lineage__"
 LINEAGE_ENV = "TORC_ORCHESTRATOR_LINEAGE_ID"
+GENERATION_ENV = "TORC_ORCHESTRATOR_GENERATION"  # the iteration of its lineage that added the job
 # A lineage goes into user data names and a job's environment: a plain word, no `__` (it would
 # make one lineage's record names look like another's).
 _LINEAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]|_(?!_)){0,199}")
+
+
+Text = Annotated[str, Meta(min_length=1)]
 
 
 class Spawning(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -39,14 +44,14 @@ class SpawnJob(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_def
     """One job to add (Torc's SpawnJobModel, plus the failure handler and scheduler to give it,
     each one the workflow has)."""
 
-    name: str
-    command: str
-    depends_on: list[str] | None = None  # jobs of the workflow, or of the same call
-    resource_requirements: str | None = None  # one the workflow's spec declares
+    name: Text
+    command: Text
+    depends_on: list[Text] | None = None  # jobs of the workflow, or of the same call
+    resource_requirements: Text | None = None  # one the workflow's spec declares
     priority: int | None = None
     cancel_on_blocking_job_failure: bool | None = None
-    failure_handler: str | None = None  # one the workflow has
-    scheduler: str | None = None  # one the workflow has (on Slurm)
+    failure_handler: Text | None = None  # one the workflow has
+    scheduler: Text | None = None  # one the workflow has (on Slurm; default: the calling job's)
 
 
 def lineage_problem(lineage: str) -> str | None:

@@ -65,7 +65,7 @@ class Spawner:
                 {"field": "$.state"},
             )
         rows = await self.db.rows(spawned.ORCHESTRATOR_SQL, (params.job_id,))
-        job = spawned.check_orchestrator(spawned.orchestrator(rows), params.job_id, allocation_id)
+        job = spawned.check_orchestrator(spawned.orchestrator(rows), params.job_id, allocation_id, params.lineage)
         wf = job.workflow_id
         if (wait := self.rates.setdefault(wf, SpawnRate()).take(self.clock())) is not None:
             raise TooFast(
@@ -76,11 +76,13 @@ class Spawner:
         _check_requirements(params.jobs, spawning, wf)
         spec = await _read(params.jobs, spawning, params.lineage, row["cwd"])
         asked = {j.name: j for j in params.jobs}
-        for j in spec.jobs:
-            j.failure_handler, j.scheduler = asked[j.name].failure_handler, asked[j.name].scheduler
+        on_slurm = row["executor"] == "slurm"
+        for j in spec.jobs:  # on Slurm, a job runs where the job that adds it runs unless it says
+            j.failure_handler = asked[j.name].failure_handler
+            j.scheduler = asked[j.name].scheduler or (job.scheduler if on_slurm else None)
         schedulers: list[SlurmSchedulerSpec] = []
         jobs = spec.jobs
-        if row["executor"] == "slurm" and spec.jobs:
+        if on_slurm and spec.jobs:
             stored = await self.slurm.schedulers(wf)
             for k, one in enumerate(params.jobs):
                 if one.scheduler is not None and one.scheduler not in stored:
@@ -89,7 +91,7 @@ class Spawner:
                         f"workflow {wf} has no scheduler named {one.scheduler!r} ({names})",
                         {"field": f"$.jobs[{k}].scheduler"},
                     )
-            if any(one.scheduler for one in params.jobs):
+            if any(j.scheduler for j in spec.jobs):
                 spec.schedulers = list(stored.values())
             schedulers, jobs = on_slurm_adding(spec, list(stored.values()), row["account"])
             schedulers += [s for name, s in stored.items() if name not in {n.name for n in schedulers}]

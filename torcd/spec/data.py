@@ -21,6 +21,7 @@ import regex
 from msgspec import Meta
 
 from torcd.core import params as P
+from torcd.core.spawning import LINEAGE_RECORD_PREFIX
 from torcd.protocol import MAX_USER_DATA_BYTES, MAX_USER_DATA_ENTRIES
 
 Name = Annotated[str, Meta(min_length=1, max_length=512)]
@@ -130,6 +131,11 @@ def expand_user_data(
 
     def make(spec: UserDataSpec, combo: dict, i: int) -> tuple[UserData, int]:
         d = UserData(P.fill(spec.name, combo), _fill_data(spec.data, combo), spec.is_ephemeral, i)
+        if d.name.startswith(LINEAGE_RECORD_PREFIX):
+            raise loc.error(
+                f"user data named {LINEAGE_RECORD_PREFIX}... is a lineage's record, written by jobs.spawn only",
+                f"$.user_data[{i}].name",
+            )
         size = len(msgspec.json.encode(d.data))
         if size > MAX_USER_DATA_BYTES:
             raise loc.error(

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from torcd.core.retry import Rule
-from torcd.core.spawning import Spawning, cap_problem, record_name
+from torcd.core.spawning import GENERATION_ENV, Spawning, cap_problem, record_name
 from torcd.core.status import JobStatus
 from torcd.errors import InvalidParams, InvalidTransition, NotFound, Unauthorized
 from torcd.protocol import MAX_USER_DATA_ENTRIES, Spawned
@@ -31,6 +31,8 @@ class Orchestrator(msgspec.Struct, frozen=True):
     workflow_id: int
     status: int
     allocation_id: int | None  # of the worker running it, if one does
+    lineage: str | None  # the lineage that added it (None: declared in the spec)
+    scheduler: str | None  # its Slurm scheduler
 
 
 def orchestrator(rows: Sequence[Any]) -> Orchestrator | None:
@@ -38,10 +40,10 @@ def orchestrator(rows: Sequence[Any]) -> Orchestrator | None:
     if not rows:
         return None
     r = rows[0]
-    return Orchestrator(r["id"], r["workflow_id"], r["status"], r["allocation_id"])
+    return Orchestrator(r["id"], r["workflow_id"], r["status"], r["allocation_id"], r["lineage"], r["scheduler"])
 
 
-ORCHESTRATOR_SQL = """SELECT j.id, j.workflow_id, j.status, w.allocation_id FROM jobs j
+ORCHESTRATOR_SQL = """SELECT j.id, j.workflow_id, j.status, w.allocation_id, j.lineage, j.scheduler FROM jobs j
                       LEFT JOIN workers w ON w.id = j.worker_id WHERE j.id = ?"""
 
 
@@ -50,9 +52,9 @@ def spawning_of(raw: str | None) -> Spawning:
     return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)
 
 
-def check_orchestrator(job: Orchestrator | None, job_id: int, allocation_id: int | None) -> Orchestrator:
-    """The calling job, if it may add jobs now: it runs, and (for an allocation's credential) runs
-    in that allocation."""
+def check_orchestrator(job: Orchestrator | None, job_id: int, allocation_id: int | None, lineage: str) -> Orchestrator:
+    """The calling job, if it may add jobs to `lineage` now: it runs, (for an allocation's
+    credential) in that allocation, and a job a lineage added extends that lineage only."""
     if job is None:
         raise NotFound(f"no job {job_id}")
     if allocation_id is not None and job.allocation_id != allocation_id:
@@ -60,6 +62,11 @@ def check_orchestrator(job: Orchestrator | None, job_id: int, allocation_id: int
     if job.status != JobStatus.RUNNING:
         raise InvalidTransition(
             f"job {job_id} is {JobStatus(job.status).label}: only a running job adds jobs to its workflow"
+        )
+    if job.lineage is not None and job.lineage != lineage:
+        raise InvalidParams(
+            f"job {job_id} was added by lineage {job.lineage!r}: it adds jobs to that lineage only",
+            {"field": "$.lineage"},
         )
     return job
 
@@ -76,18 +83,22 @@ def spawn_jobs(
     """Add `spec`'s jobs for running job `job_id` (all or nothing), each waiting for it and for
     the jobs of the workflow named in `outside`; count the lineage's iteration and keep `state`.
     No jobs: the lineage has converged, and `state` is its final record."""
-    caller = check_orchestrator(orchestrator(tx.rows(ORCHESTRATOR_SQL, (job_id,))), job_id, allocation_id)
+    rows = tx.rows(ORCHESTRATOR_SQL, (job_id,))
+    caller = check_orchestrator(orchestrator(rows), job_id, allocation_id, lineage)
     wf = caller.workflow_id
     row = require_workflow(tx, wf)
     names = [j.name for j in spec.jobs]
-    known = _jobs_named(tx, wf, names)
-    if names and all(known.get(n, (0, None))[1] == lineage for n in names):
-        return Spawned({n: known[n][0] for n in names}, _iterations(tx, wf, lineage), replayed=True)
+    if names and (replayed := _replay(tx, wf, job_id, lineage, spec)) is not None:
+        return replayed
+    if names and tx.one("SELECT 1 FROM user_data WHERE workflow_id = ? AND name = ?", (wf, record_name(lineage, None))):
+        raise InvalidTransition(f"lineage {lineage!r} has converged (a call added nothing): it adds no more jobs")
     iterations = _iterations(tx, wf, lineage)
     if names and (why := cap_problem(lineage, iterations, spawning_of(row["spawning"]).max_iterations)):
         raise InvalidParams(why, {"field": "$.jobs"})
     ids: dict[str, int] = {}
     if names:
+        for j in spec.jobs:  # where in its lineage each new job is (`Orchestrator.generation`)
+            j.env = {**j.env, GENERATION_ENV: str(iterations + 1)}
         spec.failure_handlers = _handlers(tx, wf, [j.failure_handler for j in spec.jobs if j.failure_handler])
         ids = add_jobs(tx, wf, spec, _depends_on_ids(tx, wf, job_id, names, outside))
         for chunk in chunks(list(ids.values())):
@@ -105,6 +116,30 @@ def spawn_jobs(
 def _iterations(tx: Tx, wf: int, lineage: str) -> int:
     row = tx.one("SELECT iterations FROM lineages WHERE workflow_id = ? AND name = ?", (wf, lineage))
     return 0 if row is None else row[0]
+
+
+def _replay(tx: Tx, wf: int, job_id: int, lineage: str, spec: Workflow) -> Spawned | None:
+    """The call again, if every job it names is there already, added by this job to this lineage
+    with the same command (an orchestrator retried after its call committed); None if none is.
+    Some of them, or others of those names: the add goes on and refuses the names taken."""
+    names = [j.name for j in spec.jobs]
+    known = _jobs_named(tx, wf, names)
+    if set(known) != set(names):
+        return None
+    ids = {n: known[n][0] for n in names}
+    waits: set[int] = set()
+    commands: dict[int, str] = {}
+    for chunk in chunks(list(ids.values())):
+        sql = f"SELECT job_id FROM deps WHERE depends_on = ? AND job_id IN ({marks(len(chunk))})"
+        waits.update(r[0] for r in tx.rows(sql, (job_id, *chunk)))
+        sql = f"SELECT id, command FROM jobs WHERE id IN ({marks(len(chunk))})"
+        commands.update((r[0], r[1]) for r in tx.rows(sql, chunk))
+    if all(
+        known[j.name][1] == lineage and ids[j.name] in waits and commands.get(ids[j.name]) == j.command
+        for j in spec.jobs
+    ):
+        return Spawned(ids, _iterations(tx, wf, lineage), replayed=True)
+    return None
 
 
 def _jobs_named(tx: Tx, wf: int, names: Sequence[str]) -> dict[str, tuple[int, str | None]]:
