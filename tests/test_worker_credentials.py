@@ -353,3 +353,32 @@ def test_an_allocation_credential_adds_jobs_only_from_jobs_running_in_its_alloca
     assert tcp_call(url, token, "jobs.lineage", {"workflow_id": wf, "lineage": "L"})["result"]["iterations"] == 1
     assert "added" not in sdaemon.jobs(local) and alloc2.workflow_id != wf
     (sdaemon.tmp / "go").touch()
+
+
+def test_jobs_added_on_slurm_run_under_their_orchestrators_scheduler_unless_they_name_one(sdaemon, tmp_path):
+    url = sdaemon.call("ping")["tcp_url"]
+    spec = HELD.replace(
+        'extra: ["--hold"]',
+        'extra: ["--hold"]\n  - {name: big, partition: debug, walltime: "00:05:00", cpus: 1, mem: 100M}',
+    ).replace("jobs:", "default_scheduler: debug\njobs:")
+    (tmp_path / "two.yaml").write_text(spec)
+    wf = sdaemon.call(
+        "workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"}, WorkflowSummary
+    ).id
+    submitted = sdaemon.call("allocations.submit", {"workflow_id": wf, "count": 1}, list[AllocationInfo])
+    (alloc,) = [a for a in submitted if a.scheduler == "debug"]
+    token = open(os.path.join(sdaemon.state_dir, "credentials", f"alloc_{alloc.id}.token")).read().strip()
+    mine = tcp_call(
+        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
+    )["result"]["worker_id"]
+    (got,) = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
+    started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
+    tcp_call(url, token, "workers.poll", {"worker_id": mine, "claim": False, "started": [started]})
+    jobs = [{"name": "here", "command": "true"}, {"name": "there", "command": "true", "scheduler": "big"}]
+    reply = tcp_call(url, token, "jobs.spawn", {"job_id": got["job_id"], "lineage": "L", "jobs": jobs})
+    assert reply["result"]["iteration"] == 1, reply
+    added = sdaemon.jobs(wf)
+    assert (added["here"].scheduler, added["there"].scheduler) == ("debug", "big")
+    nope = [{"name": "x", "command": "true", "scheduler": "nope"}]
+    bad = tcp_call(url, token, "jobs.spawn", {"job_id": got["job_id"], "lineage": "L", "jobs": nope})
+    assert bad["error"]["code"] == -32602 and "no scheduler named 'nope' (big, debug)" in bad["error"]["message"]

@@ -410,6 +410,7 @@ class JobInfo(msgspec.Struct, omit_defaults=True):
     stderr_path: str | None = None
     stderr_tail: str | None = None
     lineage: str | None = None  # added by a job of this lineage (jobs.spawn); None: declared
+    scheduler: str | None = None  # its Slurm scheduler
 
 
 class AttemptInfo(msgspec.Struct, omit_defaults=True):

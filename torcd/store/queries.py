@@ -393,4 +393,5 @@ def _job_info(r: sqlite3.Row) -> JobInfo:
         runtime_seconds=r["runtime_seconds"],
         template=r["template"],
         lineage=r["lineage"],
+        scheduler=r["scheduler"],
     )
