@@ -163,3 +163,38 @@ def test_create_workflow_validates_saves_and_creates_naming_each_errors_line_and
     assert listed == before  # validating, saving and refusing created nothing
     assert daemon.wait(created["workflow_id"]).counts == {"completed": 1}
     assert daemon.call("workflows.show", {"workflow_id": created["workflow_id"]})["cwd"] == os.getcwd()
+
+
+def test_create_workflow_with_an_hpc_profile_gets_schedulers_from_it(daemon, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORC_CONFIG", str(tmp_path / "none.toml"))
+    spec = json.dumps(
+        {
+            "name": "fit",
+            "resource_requirements": [{"name": "fat", "num_cpus": 8, "memory": "300g", "runtime": "PT2H"}],
+            "jobs": [{"name": "a", "command": "true", "resource_requirements": "fat"}],
+        }
+    )
+    saved = tmp_path / "fit.json"
+
+    async def steps(session: ClientSession):
+        async def create(**args):
+            return await session.call_tool("create_workflow", {"spec_json": spec, **args})
+
+        checked = _structured(await create(action="validate", workflow_type="slurm", hpc_profile="kestrel"))
+        written = await create(
+            action="save_spec_file",
+            workflow_type="slurm",
+            hpc_profile="kestrel",
+            account="proj",
+            output_path=str(saved),
+        )
+        unknown = await create(action="validate", workflow_type="slurm", hpc_profile="nowhere")
+        local = await create(action="validate", workflow_type="local", hpc_profile="kestrel")
+        return checked, written, unknown, local
+
+    checked, written, unknown, local = anyio.run(_session, daemon, steps)
+    assert checked["valid"] and not written.is_error
+    (scheduler,) = json.loads(saved.read_text())["slurm_schedulers"]
+    assert (scheduler["partition"], scheduler["account"]) == ("medmem", "proj")
+    assert unknown.is_error and "no HPC profile named 'nowhere'" in unknown.content[0].text
+    assert local.is_error and "give workflow_type slurm" in local.content[0].text

@@ -42,8 +42,6 @@ def create_workflow(
     hpc_profile: str | None,
     output_path: str | None,
 ) -> dict[str, Any]:
-    if hpc_profile is not None:
-        raise ToolError("torc-py has no HPC profiles: write the Slurm settings in the spec's slurm_schedulers")
     me = getpass.getuser()
     if user is not None and user != me:
         raise ToolError(f"this daemon is {me}'s: it creates workflows for {me} only, not {user}")
@@ -55,6 +53,10 @@ def create_workflow(
         }
     if action == "save_spec_file" and not output_path:
         raise ToolError("output_path is required for action save_spec_file")
+    if hpc_profile is not None:
+        if workflow_type != "slurm":
+            raise ToolError("hpc_profile makes Slurm schedulers: give workflow_type slurm with it")
+        spec_json = with_schedulers(spec_json, hpc_profile, account)
     spec = parse_for_tool(spec_json)
     from torcd.spec.lint import lint_spec
 
@@ -94,6 +96,36 @@ def create_workflow(
         "warnings": warnings,
         "message": f"Created {workflow_type} workflow {info.name!r} with id {info.id}; torcd runs its jobs now.",
     }
+
+
+def with_schedulers(spec_json: str, profile_name: str, account: str | None) -> str:
+    """The spec (JSON) with a Slurm scheduler per resource requirement from an HPC profile, as
+    `torcctl slurm generate` makes them (Torc's `hpc_profile`)."""
+    import copy
+
+    from torcctl.hpc import catalog
+    from torcctl.hpc.generate import GenerateError, generate
+    from torcd.errors import SpecError
+    from torcd.spec.parse import load_plain, parse_tree
+
+    try:
+        profile = catalog.find(profile_name)
+    except catalog.ProfileError as e:
+        raise ToolError(f"hpc_profile: {e}") from None
+    try:
+        tree, loc = load_plain(spec_json, SPEC_NAME)
+        written = copy.deepcopy(tree)
+        parsed = parse_tree(tree, loc)
+    except SpecError:
+        parse_for_tool(spec_json)  # raises, with every error
+        raise
+    # Validating only: an account is not needed yet (a placeholder stands for it).
+    chosen = account or profile.default_account or "ACCOUNT"
+    try:
+        made = generate(written, parsed, profile, chosen, force=False)
+    except GenerateError as e:
+        raise ToolError(f"hpc_profile {profile.name}: {e}") from None
+    return json.dumps(made.tree, indent=2)
 
 
 def _save(text: str, output_path: str) -> str:
