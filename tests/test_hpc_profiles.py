@@ -247,7 +247,7 @@ def test_slurm_generate_makes_a_scheduler_per_requirement_in_its_best_partition(
     ]
     # Allocations at the start only for what can start then; the rest when their jobs are ready.
     assert sorted(a["scheduler"] for a in out["actions"]) == ["default_scheduler", "small_scheduler"]
-    assert "gpu_scheduler, fat_scheduler: every job waits for others" in done.stderr
+    assert "gpu_scheduler, fat_scheduler: no job of theirs can start at once" in done.stderr
     parsed = parse_spec(done.stdout, "out.yaml")
     assert len(parsed.jobs) == 6 and {j.scheduler for j in parsed.jobs} == set(schedulers)
     # As JSON, into a file; without actions.

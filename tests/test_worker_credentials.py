@@ -355,12 +355,12 @@ def test_an_allocation_credential_adds_jobs_only_from_jobs_running_in_its_alloca
     (sdaemon.tmp / "go").touch()
 
 
-def test_jobs_added_on_slurm_run_under_their_orchestrators_scheduler_unless_they_name_one(sdaemon, tmp_path):
+def test_jobs_added_on_slurm_run_under_their_orchestrators_scheduler_or_one_they_fit_or_name(sdaemon, tmp_path):
     url = sdaemon.call("ping")["tcp_url"]
     spec = HELD.replace(
         'extra: ["--hold"]',
-        'extra: ["--hold"]\n  - {name: big, partition: debug, walltime: "00:05:00", cpus: 1, mem: 100M}',
-    ).replace("jobs:", "default_scheduler: debug\njobs:")
+        'extra: ["--hold"]\n  - {name: big, partition: debug, walltime: "00:05:00", cpus: 4, mem: 1G, extra: [--hold]}',
+    ).replace("jobs:", "default_scheduler: debug\nresource_requirements: [{name: four, num_cpus: 4}]\njobs:")
     (tmp_path / "two.yaml").write_text(spec)
     wf = sdaemon.call(
         "workflows.create", {"spec_text": spec, "cwd": str(tmp_path), "executor": "slurm"}, WorkflowSummary
@@ -374,11 +374,15 @@ def test_jobs_added_on_slurm_run_under_their_orchestrators_scheduler_unless_they
     (got,) = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
     started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
     tcp_call(url, token, "workers.poll", {"worker_id": mine, "claim": False, "started": [started]})
-    jobs = [{"name": "here", "command": "true"}, {"name": "there", "command": "true", "scheduler": "big"}]
+    jobs = [
+        {"name": "here", "command": "true"},
+        {"name": "there", "command": "true", "scheduler": "big"},
+        {"name": "wide", "command": "true", "resource_requirements": "four"},  # fits only big's nodes
+    ]
     reply = tcp_call(url, token, "jobs.spawn", {"job_id": got["job_id"], "lineage": "L", "jobs": jobs})
-    assert reply["result"]["iteration"] == 1, reply
+    assert reply.get("result", {}).get("iteration") == 1, reply
     added = sdaemon.jobs(wf)
-    assert (added["here"].scheduler, added["there"].scheduler) == ("debug", "big")
+    assert [added[n].scheduler for n in ("here", "there", "wide")] == ["debug", "big", "big"]
     nope = [{"name": "x", "command": "true", "scheduler": "nope"}]
     bad = tcp_call(url, token, "jobs.spawn", {"job_id": got["job_id"], "lineage": "L", "jobs": nope})
     assert bad["error"]["code"] == -32602 and "no scheduler named 'nope' (big, debug)" in bad["error"]["message"]

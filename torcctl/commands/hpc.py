@@ -130,7 +130,7 @@ def slurm_generate(_: Client, args) -> int:
         print(f"{scheduler}: partition {partition}", file=sys.stderr)
     if made.later:
         print(
-            f"{', '.join(made.later)}: every job waits for others, so no allocation is asked for at the start; "
+            f"{', '.join(made.later)}: no job of theirs can start at once, so no allocation is asked for at the start; "
             "`torcctl watch WF --auto-schedule` asks when they become ready",
             file=sys.stderr,
         )

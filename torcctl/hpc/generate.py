@@ -3,8 +3,9 @@ resource requirement its jobs use, each in the partition that suits it best (`ma
 
 The spec is read and checked as the daemon would; the result is the same spec (as a plain tree)
 with `slurm_schedulers`, each job's `scheduler`, and an `on_workflow_start` `schedule_nodes`
-action for each scheduler some job of which can start at once. Schedulers whose jobs all wait
-for others get no action: `torcctl watch WF --auto-schedule` asks for their allocations when
+action for each scheduler some job of which can start at once (with `dynamic_jobs`, every
+requirement gets a scheduler, for the jobs added as it runs). Schedulers whose jobs all wait
+for others, or that have none yet, get no action: `torcctl watch WF --auto-schedule` asks for their allocations when
 their jobs become ready, rather than holding idle nodes from the start.
 """
 
@@ -61,6 +62,10 @@ def generate(
             group = str(name)
             groups[group] = _need(group, requirements.get(name) or {})
         group_of[job["name"]] = group
+    if "dynamic_jobs" in out:  # jobs added as it runs name the spec's other requirements too
+        for name, entry in requirements.items():
+            if isinstance(name, str) and name not in groups:
+                groups[name] = _need(name, entry)
     schedulers, chosen = [], {}
     for group, need in groups.items():
         found = matching(profile, need)

@@ -142,6 +142,8 @@ class Handlers:
 
     async def spawn_jobs(self, params: p.SpawnJobs) -> p.Spawned:
         plan = await self.spawner.prepare(params, current_caller.get().allocation_id)
+        if plan.jobs and plan.executor == "slurm":
+            await self.spawner.place(plan, self.allocations.misfits)
         if plan.jobs:
             await self._admit(plan.executor, plan.spec, plan.schedulers, plan.jobs)
         spawned = await self.spawner.commit(plan, key=idempotency_key.get())

@@ -9,11 +9,12 @@ may call it at most `SpawnRate`'s pace, whatever else they do.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
 from torcd import protocol as p
+from torcd.core.slurm_plan import JobNeed
 from torcd.core.spawning import (
     MAX_STATE_BYTES,
     Spawning,
@@ -101,6 +102,22 @@ class Spawner:
                 {"field": f"$.jobs[{at}].scheduler"},
             )
         return SpawnPlan(params, allocation_id, wf, row["executor"], spec, schedulers, jobs, state)
+
+    async def place(self, plan: SpawnPlan, misfits: Callable[..., Awaitable[list[str]]]) -> None:
+        """On Slurm, a job that names no scheduler runs under its orchestrator's when it fits a
+        node of it, else under the first of the workflow's others (by name) that it fits; one
+        that fits none stays with the orchestrator's (and is refused with the reason)."""
+        named = {j.name for j in plan.params.jobs if j.scheduler is not None}
+        by_name = {s.name: s for s in plan.schedulers}
+        for k, job in enumerate(plan.jobs):
+            if job.name in named or job.scheduler is None:
+                continue
+            need = JobNeed(job.name, job.num_cpus, job.memory_bytes, job.num_gpus, job.runtime_seconds)
+            order = [job.scheduler, *sorted(n for n in by_name if n != job.scheduler)]
+            for name in order:
+                if name in by_name and not await misfits([by_name[name]], [(name, need)]):
+                    plan.jobs[k] = msgspec.structs.replace(job, scheduler=name)
+                    break
 
     async def commit(self, plan: SpawnPlan, key: RequestKey | None = None) -> p.Spawned:
         spec = msgspec.structs.replace(plan.spec, jobs=plan.jobs)
