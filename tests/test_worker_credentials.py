@@ -327,18 +327,23 @@ def test_an_allocation_credential_reaches_only_its_own_workflows_user_data(sdaem
     assert sdaemon.call("user_data.list", {"workflow_id": other}) == []
 
 
+def start_a_job(url: str, token: str, wf: int, allocation_id: int) -> dict:
+    """A worker of the allocation registers, takes one job and says it started: the job, running."""
+    params = {"workflow_id": wf, "allocation_id": allocation_id, "host": "n1", "cpus": 1}
+    worker = tcp_call(url, token, "workers.register", params)["result"]["worker_id"]
+    (got,) = tcp_call(url, token, "workers.poll", {"worker_id": worker, "free_cpus": 1})["result"]["jobs"]
+    started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
+    tcp_call(url, token, "workers.poll", {"worker_id": worker, "claim": False, "started": [started]})
+    return got
+
+
 def test_an_allocation_credential_adds_jobs_only_from_jobs_running_in_its_allocation(sdaemon, tmp_path):
     url = sdaemon.call("ping")["tcp_url"]
     wf, alloc, token = held_allocation(sdaemon, tmp_path, "one")
     _, alloc2, token2 = held_allocation(sdaemon, tmp_path, "two")
     local = sdaemon.submit("name: local\njobs:\n  - {name: l, command: 'while [ ! -f go ]; do sleep 0.02; done'}\n")
     sdaemon.wait_for(lambda: sdaemon.jobs(local)["l"].status == "running", what="the local job running")
-    mine = tcp_call(
-        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
-    )["result"]["worker_id"]
-    (got,) = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
-    started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
-    tcp_call(url, token, "workers.poll", {"worker_id": mine, "claim": False, "started": [started]})
+    got = start_a_job(url, token, wf, alloc.id)
     sdaemon.wait_for(lambda: any(j.status == "running" for j in sdaemon.jobs(wf).values()), what="a running job")
     spawn = {"job_id": got["job_id"], "lineage": "L", "jobs": [{"name": "added", "command": "true"}]}
     # Another allocation's credential, and this one for a job it does not run, add nothing.
@@ -368,12 +373,7 @@ def test_jobs_added_on_slurm_run_under_their_orchestrators_scheduler_or_one_they
     submitted = sdaemon.call("allocations.submit", {"workflow_id": wf, "count": 1}, list[AllocationInfo])
     (alloc,) = [a for a in submitted if a.scheduler == "debug"]
     token = open(os.path.join(sdaemon.state_dir, "credentials", f"alloc_{alloc.id}.token")).read().strip()
-    mine = tcp_call(
-        url, token, "workers.register", {"workflow_id": wf, "allocation_id": alloc.id, "host": "n1", "cpus": 1}
-    )["result"]["worker_id"]
-    (got,) = tcp_call(url, token, "workers.poll", {"worker_id": mine, "free_cpus": 1})["result"]["jobs"]
-    started = {"job_id": got["job_id"], "run_id": got["run_id"], "attempt_id": got["attempt_id"], "pid": 1234}
-    tcp_call(url, token, "workers.poll", {"worker_id": mine, "claim": False, "started": [started]})
+    got = start_a_job(url, token, wf, alloc.id)
     jobs = [
         {"name": "here", "command": "true"},
         {"name": "there", "command": "true", "scheduler": "big"},
