@@ -373,3 +373,9 @@ def slurm_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-actions", action="store_true", help="no schedule_nodes actions")
     p.add_argument("--force", action="store_true", help="replace the spec's slurm_schedulers")
     p.add_argument("--spec-format", choices=["yaml", "json", "json5", "kdl"], help="default: by the extension")
+
+
+def schedule_nodes_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int, metavar="WORKFLOW_ID")
+    p.add_argument("-n", "--num-allocations", type=int, default=1, help="allocations per scheduler (default 1)")
+    p.add_argument("-s", "--scheduler", help="only this scheduler (default: each of the workflow's)")

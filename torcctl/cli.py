@@ -228,6 +228,12 @@ COMMANDS: tuple[Command | Group, ...] = (
                 A.slurm_generate_args,
                 needs_daemon=False,
             ),
+            Command(
+                "schedule-nodes",
+                workflows.schedule_nodes,
+                "submit allocations now (a chain of serialize_allocations at once)",
+                A.schedule_nodes_args,
+            ),
         ),
     ),
     Command("allocations", workflows.allocations, "list a workflow's Slurm allocations", A.workflow_id),

@@ -111,7 +111,8 @@ class SetAutoSchedule(Params, frozen=True):
 
 class SubmitAllocations(Params, frozen=True):
     workflow_id: Id
-    count: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    count: Annotated[int, Meta(ge=1, le=1000)] | None = None  # per scheduler; None: as the ready jobs need
+    scheduler: Annotated[str, Meta(min_length=1, max_length=512)] | None = None  # None: each of the workflow's
 
 
 class RegisterWorker(Params, frozen=True):

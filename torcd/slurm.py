@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import shlex
@@ -101,15 +102,20 @@ def _sbatch_lines(
 ) -> list[str]:
     """The shebang and the #SBATCH options: what the allocation asks Slurm for."""
     shared = scheduler.is_shared
+    name = f"torc_wf{workflow_id}_a{allocation_id}"
+    if scheduler.serialize_allocations:  # one name per (workflow, scheduler): Slurm's singleton chains them
+        name = f"torc-wf{workflow_id}-{hashlib.sha256(scheduler.name.encode()).hexdigest()[:12]}"
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=torc_wf{workflow_id}_a{allocation_id}",
+        f"#SBATCH --job-name={name}",
         f"#SBATCH --nodes={scheduler.nodes}",
         f"#SBATCH --ntasks-per-node={scheduler.ntasks_per_node or 1}",
         f"#SBATCH --cpus-per-task={cpus}" if shared else "#SBATCH --exclusive",
         f"#SBATCH --time={scheduler.walltime}",
         f"#SBATCH --output={_sbatch_path(log_dir)}",
     ]
+    if scheduler.serialize_allocations:
+        lines.append("#SBATCH --dependency=singleton")
     # GPUs the plan counted on must be asked for: Slurm gives none without --gres, even with --exclusive.
     gres = scheduler.gres or (f"gpu:{gpus}" if gpus else None)
     for option, value in (

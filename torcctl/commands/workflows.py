@@ -88,9 +88,21 @@ def _plan_slurm(client: Client, args) -> int:
     return 0
 
 
+def schedule_nodes(client: Client, args) -> int:
+    """Torc's `slurm schedule-nodes`: submit allocations now (a chain of serialize_allocations at once)."""
+    params: dict = {"workflow_id": args.workflow_id, "count": args.num_allocations}
+    if args.scheduler is not None:
+        params["scheduler"] = args.scheduler
+    submitted = client.call("allocations.submit", params, list[AllocationInfo])
+    return _allocation_table(submitted, args.json)
+
+
 def allocations(client: Client, args) -> int:
-    allocs = client.allocations(args.workflow_id)
-    if args.json:
+    return _allocation_table(client.allocations(args.workflow_id), args.json)
+
+
+def _allocation_table(allocs: list[AllocationInfo], as_json: bool) -> int:
+    if as_json:
         print_json(allocs)
         return 0
     table(

@@ -417,7 +417,9 @@ class Handlers:
         if ids is None and params.count is None and await self.action_store.schedules_by_actions(params.workflow_id):
             ids = []  # its schedule_nodes actions submit allocations as their jobs become ready
         if ids is None:
-            ids = await self.allocations.submit(params.workflow_id, "submitted by torcctl", count=params.count)
+            ids = await self.allocations.submit(
+                params.workflow_id, "submitted by torcctl", count=params.count, scheduler=params.scheduler
+            )
             if key is not None:
                 await self.requests.remember(key, ids)
         return [a for a in await self.slurm.allocations(params.workflow_id) if a.id in ids]

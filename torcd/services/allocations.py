@@ -84,6 +84,11 @@ class AllocationService:
             info = await self.queries.workflow(wf)
             schedulers = await self.slurm.schedulers(wf)
             account = await self.slurm.workflow_account(wf)
+            if scheduler is not None and scheduler not in schedulers:
+                known = ", ".join(sorted(schedulers)) or "none"
+                raise InvalidParams(
+                    f"workflow {wf} has no scheduler named {scheduler!r} ({known})", {"field": "$.scheduler"}
+                )
             names = [scheduler] if scheduler else list(schedulers)
             submitted = []
             for name in names:

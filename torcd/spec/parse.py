@@ -52,8 +52,6 @@ TORC_KEYS_NOT_HERE = {
     "input_datasets": "use `input_files`",
     "output_datasets": "use `output_files`",
     "enable_ro_crate": "no RO-Crate export yet",
-    "serialize_allocations": "allocations are asked for as jobs become ready (`slurm_schedulers` with a "
-    "`schedule_nodes` action per stage)",
     "access_groups": "a daemon serves one user; share results through files",
     "stdio": "each attempt's stdout and stderr are kept in <output_dir>/job_stdio/",
 }

@@ -25,6 +25,7 @@ class Locator(Protocol):
 
 WALLTIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}")
 SBATCH_MEMORY = re.compile(r"\d+([KMGTkmgt][Bb]?)?")  # what sbatch --mem takes (Slurm's str_to_mbytes)
+_CHAIN_BREAKERS = re.compile(r"(--dependency|--job-name|-d|-J)(=|$)|-[dJ]\S")  # sbatch's long and short forms
 ONE_WORD = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
 _OPTION = re.compile(r"[a-z][a-z0-9-]*")
 _GPUS = re.compile(r"gpu(?::[^:,]+)?:(\d+)")  # gres gpu:2 or gpu:a100:2
@@ -75,6 +76,9 @@ class SlurmSchedulerSpec(msgspec.Struct, forbid_unknown_fields=True):
     node_cpus: Annotated[int, Meta(ge=1, le=100_000)] | None = None  # the partition's node shape, when
     node_memory: str | None = None  # not read from Slurm
     node_gpus: Annotated[int, Meta(ge=0, le=1024)] | None = None
+    # Torc's chained allocations: one Slurm job name for all of them and --dependency=singleton, so
+    # Slurm runs them one at a time, each starting as the last ends, queued (and ageing) meanwhile.
+    serialize_allocations: bool = False
 
     @property
     def is_shared(self) -> bool:
@@ -157,10 +161,16 @@ def check_schedulers(
             except ValueError as e:
                 raise loc.error(f"`extra` is not a list of options: {e}", f"{at}.extra") from None
         for j, option in enumerate(sched.extra):
+            where = f"{at}.extra[{j}]" if len(sched.extra) > 1 else f"{at}.extra"
             if not option or re.search(r"[\x00-\x1f\x7f-\x9f]", option) or not option.startswith("-"):
                 raise loc.error(
-                    f"`extra` option {option!r} must be one sbatch option on one line, like --constraint=ib",
-                    f"{at}.extra[{j}]" if len(sched.extra) > 1 else f"{at}.extra",
+                    f"`extra` option {option!r} must be one sbatch option on one line, like --constraint=ib", where
+                )
+            if sched.serialize_allocations and _CHAIN_BREAKERS.match(option):
+                raise loc.error(
+                    f"`extra` option {option!r} would break the chain of serialize_allocations (torcd sets the "
+                    "job name and --dependency=singleton)",
+                    where,
                 )
     _check_defaults(defaults, loc)
     if default is not None:
