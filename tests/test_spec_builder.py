@@ -131,7 +131,10 @@ def test_inline_resources_make_the_same_workflow_as_a_named_entry():
     built = WorkflowSpec("r").job("a", "true", resources=inline).job("b", "true", resources=dict(inline))
     named = WorkflowSpec("r").resource_requirements("medium", **inline)
     named.job("a", "true", resources="medium").job("b", "true", resource_requirements="medium")
-    same_workflow(built.validate(), named.validate())
+    # The same but for the requirement's name, which spawned jobs would name (`spawning`).
+    a, b = built.validate(), named.validate()
+    same_workflow(msgspec.structs.replace(a, spawning=b.spawning), b)
+    assert [r["name"] for r in a.spawning.resource_requirements] == ["a"]
     # the second job reuses the first one's identical entry
     assert built.to_dict()["resource_requirements"] == [{"name": "a", **inline}]
     assert [j["resource_requirements"] for j in built.to_dict()["jobs"]] == ["a", "a"]
