@@ -1,9 +1,11 @@
 """Torc's `execution_config`: the signal and grace a job gets at its runtime limit, the exit codes
 a job stopped for its time or memory is recorded with (so Torc's rules for 152 and 137 match),
-and a clear refusal of what torc-py does not run (srun steps, unlimited resources, stdio modes)."""
+memory limits left unenforced (`limit_resources: false`), Torc's stdio modes, and a clear refusal
+of what torc-py does not run."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -11,6 +13,7 @@ from conftest import REPO
 
 from torcd.errors import SpecError
 from torcd.spec.execution import Execution
+from torcd.services.processes import remove_logs
 from torcd.spec.parse import parse_spec
 
 HEAD = "name: e\njobs:\n  - {name: a, command: 'true'}\nexecution_config:\n"
@@ -31,6 +34,7 @@ def test_torcs_checkpointing_config_reads_as_it_says():
         "  stdio: {mode: separate, delete_on_success: false}\n"
     )
     assert execution(config) == Execution(signal.SIGTERM, 45.0, 152, 137)
+    assert execution("  limit_resources: false\n") == Execution(signal.SIGTERM, None, 152, 137, False)
 
 
 def test_torcs_defaults_apply_once_an_execution_config_is_given():
@@ -43,13 +47,12 @@ def test_torcs_defaults_apply_once_an_execution_config_is_given():
     [
         ("  mode: slurm\n", "", "mode", "never as srun steps"),
         ("  mode: auto\n", "slurm_schedulers: [{name: s, account: a}]\n", "mode", "never as srun steps"),
-        ("  limit_resources: false\n", "", "limit_resources", "always enforced"),
         ("  sigkill_headroom_seconds: 60\n", "", "sigkill_headroom_seconds", "compute_node_expiration_buffer"),
         ("  enable_cpu_bind: true\n", "", "enable_cpu_bind", "srun option"),
         ("  srun_mpi: pmix\n", "", "srun_mpi", "srun option"),
         ("  srun_termination_signal: TERM@90\n", "", "srun_termination_signal", "srun option"),
-        ("  stdio: {mode: combined}\n", "", "stdio", "kept, apart"),
-        ("  stdio: {delete_on_success: true}\n", "", "stdio", "kept, apart"),
+        ("  stdio: {mode: both}\n", "", "stdio.mode", "Invalid enum value 'both'"),
+        ("  stdio: {delete: true}\n", "", "stdio.delete", "unknown key"),
         ("  termination_signal: SIGKILL\n", "", "termination_signal", "not a signal a job can catch"),
         ("  termination_signal: NOPE\n", "", "termination_signal", "not a signal a job can catch"),
         ("  termination_signal: 'SIG TERM'\n", "", "termination_signal", "not a signal a job can catch"),
@@ -121,3 +124,84 @@ jobs:
     assert daemon.wait(wf, timeout=30).counts == {"failed": 1}
     (a,) = daemon.attempts(daemon.jobs(wf)["big"].id)
     assert (a.return_code, a.cause) == (99, "oom")
+
+
+STDIO = """\
+name: stdio
+execution_config:
+  stdio: {mode: combined, delete_on_success: true}
+failure_handlers:
+  - name: once
+    rules:
+      - {exit_codes: [3], max_retries: 2}
+jobs:
+  - {name: combined, command: "echo out; echo err >&2"}
+  - name: flaky
+    command: 'echo try $TORC_ATTEMPT_ID; echo oops >&2; [ "$TORC_ATTEMPT_ID" = 2 ] || exit 3'
+    failure_handler: once
+  - {name: separate, command: "echo out; echo err >&2", stdio: {mode: separate}}
+  - {name: quiet, command: "echo out; echo err >&2", stdio: {mode: no_stdout}}
+  - {name: loud, command: "echo out; echo err >&2", stdio: {mode: no_stderr}}
+  - {name: silent, command: "echo out; echo err >&2", stdio: {mode: none}}
+  - {name: fails, command: "echo out; echo err >&2; exit 1", stdio: {mode: none}}
+"""
+
+
+def test_torcs_stdio_modes_and_delete_on_success_through_a_real_daemon(daemon, tmp_path):
+    wf = daemon.submit(STDIO, cwd=tmp_path)
+    assert daemon.wait(wf, timeout=30).counts == {"completed": 6, "failed": 1}
+    jobs = daemon.jobs(wf)
+    stdio = tmp_path / "output" / "job_stdio"
+
+    def logs(name: str) -> list[tuple[str, str]]:
+        return [(a.stdout_path, a.stderr_path) for a in daemon.attempts(jobs[name].id)]
+
+    # The workflow's mode: one .log for both streams, deleted once the job completes...
+    ((out, err),) = logs("combined")
+    assert out == err and out.endswith(".log") and not (stdio / out).exists()
+    # ...and kept for the attempt that failed, not for the one that completed.
+    (first, _), (second, _) = logs("flaky")
+    assert open(first).read() == "try 1\noops\n" and not (stdio / second).exists()
+    # A job's own stdio replaces the workflow's whole: delete_on_success is false again.
+    ((out, err),) = logs("separate")
+    assert (open(out).read(), open(err).read()) == ("out\n", "err\n")
+    ((out, err),) = logs("quiet")
+    assert out == "" and open(err).read() == "err\n"
+    ((out, err),) = logs("loud")
+    assert err == "" and open(out).read() == "out\n"
+    assert logs("silent") == [("", "")] and logs("fails") == [("", "")]
+    assert sorted(p.name for p in stdio.iterdir()) == sorted(
+        os.path.basename(p) for p in (first, *logs("separate")[0], logs("quiet")[0][1], logs("loud")[0][0])
+    )
+    # What is not kept is said so, not read as a missing file.
+    code, _, err = daemon.ctl("logs", str(jobs["quiet"].id))
+    assert code != 0 and "stdout is not kept" in err and "Traceback" not in err
+
+
+def test_limit_resources_false_samples_memory_but_kills_nothing(daemon):
+    hold = REPO / "examples" / "scripts" / "hold_memory.sh"
+    wf = daemon.submit(
+        f"""name: m
+execution_config: {{limit_resources: false}}
+resource_monitor: {{enabled: true, sample_interval_seconds: 0.2}}
+resource_requirements:
+  - {{name: small, memory: 100m}}
+jobs:
+  - {{name: big, command: "bash {hold} 200 2", resource_requirements: small}}
+"""
+    )
+    assert daemon.wait(wf, timeout=30).counts == {"completed": 1}
+    (a,) = daemon.attempts(daemon.jobs(wf)["big"].id)
+    assert a.return_code == 0 and a.peak_memory is not None and a.peak_memory > 150 * 2**20
+
+
+def test_delete_on_success_leaves_what_is_not_the_users_own_file(tmp_path):
+    logs = tmp_path / "job_stdio"
+    logs.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (logs / "a.o").symlink_to(victim)  # planted where a log was
+    (logs / "a.e").write_text("err")
+    problems = remove_logs(str(logs / "a.o"), str(logs / "a.e"), str(logs / "gone.o"), "")
+    assert victim.read_text() == "keep" and (logs / "a.o").is_symlink() and not (logs / "a.e").exists()
+    assert problems == [f"{logs / 'a.o'}: not this user's regular file; left in place"]

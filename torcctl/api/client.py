@@ -579,10 +579,16 @@ def attempt_log_path(
     ]
     if not atts:
         raise ValueError(f"job {job_id} has no such attempt")
-    path = atts[-1].stderr_path if stream == "stderr" else atts[-1].stdout_path
-    if recovery:  # the recovery script's logs sit beside the job's, named alike
-        folder, name = os.path.split(path)
-        path = os.path.join(folder, "recovery_" + name.removeprefix("job_"))
+    last = atts[-1]
+    path = last.stderr_path if stream == "stderr" else last.stdout_path
+    if recovery:  # the recovery script's logs sit beside the job's, named alike, always .o and .e
+        known = last.stdout_path or last.stderr_path
+        if not known:
+            raise ValueError(f"job {job_id} keeps no logs (stdio mode none), so no recovery log is known")
+        folder, name = os.path.split(os.path.splitext(known)[0])
+        return os.path.join(folder, "recovery_" + name.removeprefix("job_") + (".e" if stream == "stderr" else ".o"))
+    if not path:
+        raise ValueError(f"job {job_id}'s {stream} is not kept (its stdio mode sends it to /dev/null)")
     return path
 
 

@@ -440,6 +440,8 @@ def _classify_report(
 
 def _log_tail(job_id: int, a: AttemptInfo, log_type: str, tail_lines: int | None) -> dict[str, Any]:
     path = a.stderr_path if log_type == "stderr" else a.stdout_path
+    if not path:
+        raise ToolError(f"job {job_id}'s {log_type} is not kept: its stdio mode sends it to /dev/null")
     try:
         with open_log_for_reading(path) as f:
             end = f.seek(0, os.SEEK_END)

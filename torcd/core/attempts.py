@@ -38,6 +38,12 @@ class Runnable(msgspec.Struct):
     supports_termination: bool = True  # at its runtime limit: TERM, a grace, then KILL; else KILL at once
     term_signal: int = 15  # what it gets at its runtime limit (execution_config.termination_signal)
     term_grace: float | None = None  # seconds from that signal to KILL (sigterm_lead_seconds); None: 5 %
+    delete_stdio: bool = False  # its log files are deleted when it completes (Torc's delete_on_success)
+    enforce_memory: bool = True  # false: its memory is sampled, never a reason to kill it (limit_resources)
+
+    @property
+    def log_paths(self) -> tuple[str, str]:
+        return self.stdout_path, self.stderr_path
 
 
 class Recovery(msgspec.Struct, frozen=True):
@@ -79,7 +85,17 @@ class Failure(msgspec.Struct, frozen=True):
     cause: str | None = None  # timeout, oom, missing_output
 
 
-def stdio_paths(output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int) -> tuple[str, str]:
-    """Where an attempt's stdout and stderr go (`prefix` job or recovery)."""
+STDIO_MODES = ("separate", "combined", "no_stdout", "no_stderr", "none")
+
+
+def stdio_paths(
+    output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int, mode: str | None = None
+) -> tuple[str, str]:
+    """Where an attempt's stdout and stderr go (`prefix` job or recovery), as Torc's stdio `mode`
+    says (None: separate): "" is not kept (/dev/null); combined writes both to one `.log`."""
     base = os.path.join(output_dir, "job_stdio", f"{prefix}_wf{wf}_j{job}_r{run}_a{attempt}")
-    return base + ".o", base + ".e"
+    if mode == "combined":
+        return base + ".log", base + ".log"
+    out = "" if mode in ("no_stdout", "none") else base + ".o"
+    err = "" if mode in ("no_stderr", "none") else base + ".e"
+    return out, err

@@ -38,6 +38,7 @@ class Spawning(msgspec.Struct, frozen=True, omit_defaults=True):
     max_iterations: int = DEFAULT_MAX_ITERATIONS
     env: dict[str, str] = {}
     resource_requirements: list[dict[str, Any]] = []
+    stdio: dict[str, Any] | None = None  # the workflow's execution_config.stdio, as written
 
 
 class SpawnJob(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
@@ -94,6 +95,8 @@ def fragment(jobs: Sequence[SpawnJob], spawning: Spawning, lineage: str) -> dict
     }
     if spawning.env:
         doc["env"] = spawning.env
+    if spawning.stdio is not None:
+        doc["execution_config"] = {"stdio": spawning.stdio}
     return doc
 
 

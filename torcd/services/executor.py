@@ -31,6 +31,7 @@ from torcd.services.processes import (
     kill_pids,
     log_files,
     missing_directory,
+    remove_logs,
     shell_prelude,
     signal_group,
     spawn_shell,
@@ -218,7 +219,8 @@ class LocalExecutor:
         """Watch a started job (its resources already reserved) until it ends."""
         self.procs[job.job_id] = (job, proc)
         if job.sample_interval is not None:
-            self.monitor.watch(job.job_id, proc.pid, job.memory, job.sample_interval)
+            limit = job.memory if job.enforce_memory else None  # limit_resources: false samples only
+            self.monitor.watch(job.job_id, proc.pid, limit, job.sample_interval)
         if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
             left = job.runtime - (time.time() - job.start_time if job.start_time else 0.0)
             self._deadlines[job.job_id] = asyncio.get_running_loop().call_later(
@@ -347,6 +349,8 @@ class LocalExecutor:
                 )
             )
             return
+        if rc == 0 and job.delete_stdio and (problems := await asyncio.to_thread(remove_logs, *job.log_paths)):
+            log.warning("job_logs_not_deleted", workflow_id=job.workflow_id, job_id=job.job_id, problems=problems)
         self.on_exit(Exit(*done, rc, end, peak_memory=peak, cpu_seconds=cpu))
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:

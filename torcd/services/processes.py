@@ -185,6 +185,35 @@ def open_log(dir_fd: int, name: str, path: str) -> int:
     return fd
 
 
+def remove_logs(*paths: str) -> list[str]:
+    """Delete a completed attempt's log files (Torc's delete_on_success); return why any could
+    not be. Only our own regular files, named in a directory that passes the checks the logs
+    were opened under; one already gone is not a problem."""
+    problems = []
+    for path in dict.fromkeys(p for p in paths if p):
+        name = os.path.basename(path)
+        try:
+            fd = os.open(os.path.dirname(path), _DIRECTORY)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+            continue
+        try:
+            _check_log_directory(os.fstat(fd), path)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                raise PermissionError(errno.EPERM, "not this user's regular file; left in place", path)
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+        finally:
+            os.close(fd)
+    return problems
+
+
 def _user_name(uid: int) -> str:
     try:
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
@@ -197,12 +226,16 @@ def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
     """Open (append) a process's stdout and stderr files, making their directory if needed; the
     descriptors are handed to the process, which never opens its logs by name.
 
-    Plain descriptors: they only go to the child, and a file object per job costs more.
+    Plain descriptors: they only go to the child, and a file object per job costs more. A path
+    of "" is not kept (/dev/null); the same path twice is one file for both (Torc's combined).
     """
     opened: list[int] = []
     dirs: dict[str, int] = {}
     try:
-        for path in (out_path, err_path):
+        for path in dict.fromkeys((out_path, err_path)):
+            if not path:
+                opened.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+                continue
             directory = os.path.dirname(path)
             if directory not in dirs:
                 dirs[directory] = open_log_directory(directory)
@@ -210,7 +243,7 @@ def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
         for fd in dirs.values():
             os.close(fd)
         dirs.clear()
-        yield opened[0], opened[1]
+        yield opened[0], opened[-1]
     finally:
         for fd in (*dirs.values(), *opened):
             os.close(fd)

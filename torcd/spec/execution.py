@@ -1,7 +1,8 @@
-"""Torc's `execution_config`: how jobs are stopped at their time limit and which exit codes a
-job stopped for its time or memory is recorded with. What torc-py runs of it is read into
-`Execution`; what it does not run (srun steps, unlimited resources, other stdio modes) is
-refused with the field named, never accepted and ignored."""
+"""Torc's `execution_config`: how jobs are stopped at their time limit, which exit codes a job
+stopped for its time or memory is recorded with, whether memory limits are enforced, and where
+jobs' output goes (`stdio`, applied per job by the parser). What torc-py runs of it is read into
+`Execution`; what it does not run (srun steps) is refused with the field named, never accepted
+and ignored."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Execution(msgspec.Struct, frozen=True):
     term_grace: float | None = None  # None: 5 % of the runtime, 1 to 10 s
     timeout_exit_code: int | None = None  # None: the code the job ended with
     oom_exit_code: int | None = None
+    limit_resources: bool = True  # false: memory is sampled but never a reason to kill a job
 
 
 def execution_of(spec: ExecutionConfigSpec, on_slurm: bool) -> tuple[Execution | None, tuple[str, str] | None]:
@@ -55,7 +57,6 @@ def execution_of(spec: ExecutionConfigSpec, on_slurm: bool) -> tuple[Execution |
             "steps in an allocation)",
         )
     refused = {
-        "limit_resources": (not spec.limit_resources, "memory and runtime limits are always enforced here"),
         "sigkill_headroom_seconds": (
             spec.sigkill_headroom_seconds is not None,
             "the margin before an allocation's end is `compute_node_expiration_buffer_seconds`",
@@ -63,10 +64,6 @@ def execution_of(spec: ExecutionConfigSpec, on_slurm: bool) -> tuple[Execution |
         "enable_cpu_bind": (spec.enable_cpu_bind, "an srun option; jobs run directly here"),
         "srun_termination_signal": (spec.srun_termination_signal is not None, "an srun option; jobs run directly here"),
         "srun_mpi": (spec.srun_mpi is not None, "an srun option; jobs run directly here"),
-        "stdio": (
-            spec.stdio is not None and (spec.stdio.mode != "separate" or spec.stdio.delete_on_success),
-            "each attempt's stdout and stderr are kept, apart, in <output_dir>/job_stdio/",
-        ),
     }
     for field, (is_refused, why) in refused.items():
         if is_refused:
@@ -80,4 +77,4 @@ def execution_of(spec: ExecutionConfigSpec, on_slurm: bool) -> tuple[Execution |
             f"{spec.termination_signal!r} is not a signal a job can catch (SIGTERM, SIGINT, SIGUSR1, ...)",
         )
     grace = None if spec.sigterm_lead_seconds is None else float(spec.sigterm_lead_seconds)
-    return Execution(int(sig), grace, spec.timeout_exit_code, spec.oom_exit_code), None
+    return Execution(int(sig), grace, spec.timeout_exit_code, spec.oom_exit_code, spec.limit_resources), None

@@ -53,7 +53,6 @@ TORC_KEYS_NOT_HERE = {
     "output_datasets": "use `output_files`",
     "enable_ro_crate": "no RO-Crate export yet",
     "access_groups": "a daemon serves one user; share results through files",
-    "stdio": "each attempt's stdout and stderr are kept in <output_dir>/job_stdio/",
 }
 
 
@@ -248,6 +247,13 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     schedule_by_actions(jobs, [doc.jobs[origin[j.name]].scheduler is not None for j in jobs], actions)
     if doc.jobs_sort_method != "none" or any(job.priority for job in doc.jobs):
         sort_claims(jobs, doc.jobs_sort_method)
+    stdio = doc.execution_config.stdio if doc.execution_config else None
+    if stdio is not None or any(job.stdio for job in doc.jobs):
+        for ej in jobs:  # a job's own stdio replaces the workflow's whole, as in Torc
+            chosen = doc.jobs[origin[ej.name]].stdio or stdio
+            if chosen is not None and chosen.mode != "separate":
+                ej.stdio = chosen.mode
+            ej.delete_stdio = bool(chosen and chosen.delete_on_success)
     execution = Execution()
     if doc.execution_config is not None:
         chosen, refusal = execution_of(doc.execution_config, bool(doc.slurm_schedulers))
@@ -277,6 +283,7 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             doc.dynamic_jobs.max_iterations if doc.dynamic_jobs else DEFAULT_MAX_ITERATIONS,
             doc.env,
             [msgspec.to_builtins(r) for r in doc.resource_requirements],
+            msgspec.to_builtins(stdio) if stdio is not None else None,
         ),
     )
 

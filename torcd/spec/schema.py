@@ -14,7 +14,7 @@ from torcd.core.retry import Rule
 from torcd.core.spawning import DEFAULT_MAX_ITERATIONS, Spawning
 from torcd.spec.actions import ActionSpec
 from torcd.spec.data import File, FileSpec, Pattern, UserData, UserDataSpec
-from torcd.spec.execution import Execution, ExecutionConfigSpec
+from torcd.spec.execution import Execution, ExecutionConfigSpec, StdioSpec
 from torcd.spec.slurm import SlurmDefaults, SlurmSchedulerSpec
 
 MAX_JOBS = 2_000_000
@@ -69,6 +69,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     output_user_data_regexes: list[Pattern] = []
     priority: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0  # Torc's: higher is claimed first when several are ready
     label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # claimed only by a `run --label` of it
+    stdio: StdioSpec | None = None  # Torc's: replaces the workflow's execution_config.stdio whole
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -165,6 +166,8 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     template: str = ""  # the name as the spec wrote it, before parameters were filled in
     priority: int = 0  # higher is claimed first (then `jobs_sort_method`, then as written)
     label: str | None = None  # its jobs run only while a `torcctl run --label` of it serves them
+    stdio: str | None = None  # Torc's stdio mode (None: separate)
+    delete_stdio: bool = False  # its logs are deleted when it completes
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):

@@ -30,7 +30,7 @@ RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attem
                       {effective_memory()} AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
                       w.monitor_all, w.sample_interval, j.outputs, j.supports_termination, j.label,
-                      w.term_signal, w.term_grace
+                      w.term_signal, w.term_grace, j.stdio, j.delete_stdio, w.limit_resources
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -44,7 +44,9 @@ def env_of(text: str | None) -> dict[str, str]:
 
 def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None = None) -> Runnable:
     """A job to start, or (with its attempt's start time and devices) one already running."""
-    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"])
+    out, err = stdio_paths(
+        r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"], r["stdio"]
+    )
     monitoring = Monitoring(bool(r["monitor_all"]), r["sample_interval"])
     return Runnable(
         r["id"],
@@ -69,6 +71,8 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
         bool(r["supports_termination"]),
         r["term_signal"] or signal.SIGTERM,
         r["term_grace"],
+        bool(r["delete_stdio"]),
+        bool(r["limit_resources"]),
     )
 
 

@@ -320,4 +320,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (workflow_id, name)
     ) WITHOUT ROWID;
     """,
+    # 20: Torc's stdio per job (NULL: separate; delete_stdio: deleted when it completes), and
+    # whether memory limits are enforced (execution_config.limit_resources)
+    """
+    ALTER TABLE jobs ADD COLUMN stdio TEXT;
+    ALTER TABLE jobs ADD COLUMN delete_stdio INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workflows ADD COLUMN limit_resources INTEGER NOT NULL DEFAULT 1;
+    """,
 ]

@@ -173,8 +173,8 @@ def insert_jobs(
     tx.many(
         """INSERT INTO jobs (id, claim_order, workflow_id, name, command, status, num_cpus, env, handler_id,
            pending_deps, updated, scheduler, num_gpus, memory_bytes, runtime_seconds, cancel_on_blocking,
-           outputs, supports_termination, run_id, template, label)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           outputs, supports_termination, run_id, template, label, stdio, delete_stdio)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             (
                 base + k,
@@ -198,6 +198,8 @@ def insert_jobs(
                 run_id,
                 j.template or name_template(j.name),
                 j.label,
+                j.stdio,
+                int(j.delete_stdio),
             )
             for k, j in enumerate(jobs)
         ),
