@@ -32,6 +32,19 @@ def test_a_param_reads_as_torcs_exec_reads_it(text, values):
     assert list(param_values(text)[1]) == values
 
 
+def test_float_ranges_are_torcs_values_without_its_rounding_drift():
+    assert list(param_values("x=0.0:1.0:0.25")[1]) == [0, 0.25, 0.5, 0.75, 1]  # Torc writes 1, not 1.0
+    # Torc adds the step again and again (0.30000000000000004); the decimals written are kept.
+    assert list(param_values("lr=0.1:0.5:0.1")[1]) == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert list(param_values("t=-1.5:1.5")[1]) == [-1.5, -0.5, 0.5, 1.5]
+    spec = exec_spec(["train --lr {lr} --tag {lr:.2f}"], {"lr": param_values("lr=0.0:0.2:0.1")[1]}, "product", "x")
+    assert names_and_commands(spec) == [
+        ("job_1", "train --lr 0 --tag 0.00"),
+        ("job_2", "train --lr 0.1 --tag 0.10"),
+        ("job_3", "train --lr 0.2 --tag 0.20"),
+    ]
+
+
 def test_a_param_from_a_file_takes_a_value_per_line():
     lines = {"urls.txt": ["http://a/1", "http://a/2", "007"]}
     assert param_values("url=@urls.txt", lines.__getitem__) == ("url", ["http://a/1", "http://a/2", "007"])
@@ -43,7 +56,9 @@ def test_a_param_from_a_file_takes_a_value_per_line():
         ("i", "write NAME=VALUES"),
         ("2i=1:3", "write NAME=VALUES"),
         ("i-j=1", "write NAME=VALUES"),
-        ("lr=0.0:1.0:0.1", "ranges are of integers"),
+        ("lr=0.0:1.0:0", "needs a positive step"),
+        ("lr=1.0:0.5:0.1", "ends before it starts"),
+        ("lr=0.0:1000.0:0.0001", "has 10,000,001 values; the limit is 2,000,000"),
         ("i=3:1", "ends before it starts"),
         ("i=[1, [2]", "cannot read list"),
     ],

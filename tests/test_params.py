@@ -13,6 +13,9 @@ from torcd.spec.parse import parse_spec
         ("0:100:25", [0, 25, 50, 75, 100]),
         ("3:3", [3]),
         ("-2:2:2", [-2, 0, 2]),
+        ("0.0:1.0:0.25", [0, 0.25, 0.5, 0.75, 1]),  # Torc's float range; whole values as Torc writes them
+        ("0.1:0.3:0.1", [0.1, 0.2, 0.3]),  # the decimals written, not 0.30000000000000004
+        ("0.5:2", [0.5, 1.5]),
         ("[16,32]", [16, 32]),
         ("['a','b']", ["a", "b"]),
         ("[0.1, 0.5]", [0.1, 0.5]),
@@ -31,6 +34,10 @@ def test_parse_values(spec, values):
     [
         ("5:1", "ends before it starts"),
         ("1:10:0", "positive step"),
+        ("0.5:0.1:0.1", "ends before it starts"),
+        ("0.0:1.0:-0.5", "positive step"),
+        ("0.0:10.0:0.000001", "10,000,001 values; the limit is 2,000,000"),
+        ("1.2.3:4", "neither a range"),
         ("1:x", "neither a range"),
         ("[1,,2]", "cannot read list"),
         ("[a, [b]]", "cannot read list"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ from torcd.spec.schema import MAX_JOBS
 
 MAX_COMMANDS = 100_000
 MAX_LIST_LINES = 1_000_000
-_FLOAT_RANGE = re.compile(r"\s*-?[0-9.]+\s*:\s*-?[0-9.]+\s*(:\s*-?[0-9.]+\s*)?")
 EXEC_SPEC = "<exec>"  # what the spec made here is called in messages
 
 
@@ -94,10 +92,8 @@ def param_values(text: str, read_lines=None) -> tuple[str, Sequence[P.Scalar]]:
             return name, lines
         if value.lstrip().startswith("["):
             return name, _list_as_written(value)
-        if P.RANGE.fullmatch(value):
+        if P.RANGE.fullmatch(value) or P.FLOAT_RANGE.fullmatch(value):
             return name, P.parse_values(value)
-        if _FLOAT_RANGE.fullmatch(value):
-            raise UsageError(f"--param {name}={value}: ranges are of integers; list the numbers: [0.1, 0.2]")
     except P.ParameterError as e:
         raise UsageError(f"--param {name}: {e}") from None
     return name, [value]

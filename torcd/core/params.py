@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
 PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
 RANGE = re.compile(r"^\s*(-?\d+)\s*:\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?$")
+_DECIMAL = r"-?(?:\d+\.?\d*|\.\d+)"
+FLOAT_RANGE = re.compile(rf"^\s*({_DECIMAL})\s*:\s*({_DECIMAL})\s*(?::\s*({_DECIMAL})\s*)?$")
 
 Scalar = int | float | str
 MAX_FORMAT_WIDTH = 1000
@@ -36,6 +38,8 @@ def parse_values(spec: object, max_values: int = 2_000_000) -> Sequence[Scalar]:
         m = RANGE.match(spec)
         if m:
             return _range(spec, m, max_values)
+        if m := FLOAT_RANGE.match(spec):
+            return _float_range(spec, m, max_values)
         text = spec.strip()
         if not (text.startswith("[") and text.endswith("]")):
             raise ParameterError(f"{_short(spec)} is neither a range like '1:10' or '0:100:10' nor a list like '[1,2]'")
@@ -90,6 +94,29 @@ def _range(spec: str, m: re.Match[str], max_values: int) -> range:
     if count > max_values:
         raise ParameterError(f"range {_short(spec)} has {count:,} values; the limit is {max_values:,}")
     return range(start, end + 1, step)
+
+
+def _float_range(spec: str, m: re.Match[str], max_values: int) -> list[Scalar]:
+    """Torc's float range `0.0:1.0:0.25` (step 1 by default, the end included): each value is
+    start + i * step written with the decimals the range was written with, so 0.0:1.0:0.1 gives
+    0.3 where adding 0.1 three times gives 0.30000000000000004; a whole value is written without
+    `.0`, as Torc writes it (`1`, not `1.0`)."""
+    written = [g for g in m.groups() if g is not None]
+    start, end = float(written[0]), float(written[1])
+    step = float(written[2]) if len(written) == 3 else 1.0
+    if step <= 0:
+        raise ParameterError(f"range {_short(spec)} needs a positive step")
+    if end < start:
+        raise ParameterError(f"range {_short(spec)} ends before it starts")
+    count = int((end - start) / step + 1e-9) + 1
+    if count > max_values:
+        raise ParameterError(f"range {_short(spec)} has {count:,} values; the limit is {max_values:,}")
+    decimals = max(len(g.partition(".")[2]) for g in written)
+    values: list[Scalar] = []
+    for i in range(count):
+        v = round(start + i * step, decimals)
+        values.append(int(v) if v.is_integer() else v)
+    return values
 
 
 def _short(spec: str) -> str:
