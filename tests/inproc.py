@@ -186,7 +186,7 @@ def make_recovery_runner(rig: Rig) -> RecoveryRunner:
 
 
 class FakeSlurm:
-    """sbatch, squeue and sinfo as AllocationService calls them, answering from a dict."""
+    """sbatch, squeue, sinfo and scancel as AllocationService calls them, answering from a dict."""
 
     def __init__(self, node_shape=None):
         self.submitted: list[tuple[str, str]] = []  # (script text, cwd)
@@ -206,6 +206,11 @@ class FakeSlurm:
     async def sinfo(self, partition: str | None):
         self.sinfo_calls += 1
         return self.node_shape
+
+    async def scancel(self, job_ids: list[str]) -> None:  # --state=PENDING
+        for j in job_ids:
+            if self.states.get(j) == "PENDING":
+                self.states[j] = "CANCELLED"
 
 
 def make_allocations(
@@ -229,6 +234,7 @@ def make_allocations(
         sbatch=slurm.sbatch,
         squeue=slurm.squeue,
         sinfo=slurm.sinfo,
+        scancel=slurm.scancel,
     )
 
 

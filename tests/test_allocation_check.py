@@ -29,7 +29,9 @@ async def store(tmp_path):
     await s.close()
 
 
-async def allocation(store: Store, tmp_path, queue: dict[str, str]) -> tuple[int, int, AllocationService]:
+async def allocation(
+    store: Store, tmp_path, queue: dict[str, str], cancelled: list[str] | None = None
+) -> tuple[int, int, AllocationService]:
     wf = await store.workflows.create_workflow(
         parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm"
     )
@@ -39,6 +41,12 @@ async def allocation(store: Store, tmp_path, queue: dict[str, str]) -> tuple[int
     async def squeue(ids):  # the queue as the test says it is
         return {i: queue[i] for i in ids if i in queue}
 
+    async def scancel(ids):  # what scancel --state=PENDING does to the queue
+        for i in ids:
+            if queue.get(i) == "PENDING":
+                queue[i] = "CANCELLED"
+                (cancelled if cancelled is not None else []).append(i)
+
     service = AllocationService(
         store.queries,
         store.slurm,
@@ -46,6 +54,7 @@ async def allocation(store: Store, tmp_path, queue: dict[str, str]) -> tuple[int
         store.execution,
         url=None,
         squeue=squeue,
+        scancel=scancel,
         credentials_dir=str(tmp_path),
         slurm_output_dir=str(tmp_path),
         poll_interval=5.0,
@@ -138,3 +147,26 @@ async def test_a_failed_submission_is_final(store, tmp_path, queue):
     assert [(e.kind, e.allocation_id, e.message) for e in store.published if e.kind.startswith("allocation")] == [
         ("allocation_failed", aid, "sbatch: error: no account")
     ]
+
+
+async def test_an_allocation_queued_for_a_workflow_that_is_done_is_cancelled(store, tmp_path, queue):
+    cancelled: list[str] = []
+    wf, aid, service = await allocation(store, tmp_path, queue, cancelled)
+    queue["812"] = "PENDING"
+    await service.check()  # its job may still run: it stays queued
+    assert cancelled == [] and (await store.slurm.allocations(wf))[0].state == "pending"
+    await store.workflows.cancel_workflow(wf)  # every job final now
+    await service.check()
+    (a,) = await store.slurm.allocations(wf)
+    assert cancelled == ["812"] and (a.state, a.slurm_state) == ("done", "CANCELLED")
+    await service.check()
+    assert cancelled == ["812"]  # asked once
+
+
+async def test_a_job_awaiting_classification_keeps_the_queued_allocation(store, tmp_path, queue):
+    cancelled: list[str] = []
+    wf, aid, service = await allocation(store, tmp_path, queue, cancelled)
+    queue["812"] = "PENDING"
+    await store.db.write(lambda tx: tx.run("UPDATE jobs SET status = 10 WHERE workflow_id = ?", (wf,)))
+    await service.check()  # pending_failed: a retry may want it
+    assert cancelled == [] and (await store.slurm.allocations(wf))[0].state == "pending"

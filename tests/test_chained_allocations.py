@@ -92,5 +92,17 @@ def test_a_chain_queued_at_once_runs_one_allocation_at_a_time(sdaemon):
     assert len(names) == 1 and len(running) == 1
     (sdaemon.tmp / "go").touch()
     assert sdaemon.wait(wf, timeout=120).counts == {"completed": 2}
+
+    # Done: the two still queued behind it are cancelled, not left to start and find nothing.
+    def cancelled() -> bool:
+        allocations = {a["slurm_job_id"]: a for a in sdaemon.call("allocations.list", {"workflow_id": wf})}
+        return all(
+            (allocations[q]["state"], allocations[q].get("slurm_state")) == ("done", "CANCELLED") for q in queued
+        )
+
+    sdaemon.wait_for(cancelled, timeout=60, what="the queued allocations cancelled")
+    assert not any(
+        a.get("started") for a in sdaemon.call("allocations.list", {"workflow_id": wf}) if a["slurm_job_id"] in queued
+    )
     code, out, err = sdaemon.ctl("slurm", "schedule-nodes", str(wf), "--scheduler", "nope")
     assert code == 2 and "no scheduler named 'nope' (chain)" in err

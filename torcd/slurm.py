@@ -268,6 +268,16 @@ async def squeue(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
+async def scancel_pending(job_ids: list[str]) -> None:
+    """Cancel these Slurm jobs if they are still pending: one that has just started is left to
+    run (its worker finds nothing and leaves)."""
+    if not job_ids:
+        return
+    rc, out, err = await _run("scancel", "--state=PENDING", *job_ids)
+    if rc != 0:
+        raise SlurmError(f"scancel failed (exit {rc}): {err.strip() or out.strip()}")
+
+
 def private_dir(path: str, what: str) -> None:
     """Make (or check) a directory only the user can write, or SlurmError saying why not."""
     try:

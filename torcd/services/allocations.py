@@ -28,6 +28,7 @@ from torcd.slurm import (
     private_dir,
     render_script,
     sbatch,
+    scancel_pending,
     squeue,
     walltime_seconds,
     write_script,
@@ -59,9 +60,11 @@ class AllocationService:
         sbatch=sbatch,
         squeue=squeue,
         sinfo=partition_node_shape,
+        scancel=scancel_pending,
     ):
         self.queries, self.slurm, self.workers, self.execution = queries, slurm, workers, execution
-        self._sbatch, self._squeue, self._sinfo = sbatch, squeue, sinfo  # Slurm's commands (tests pass fakes)
+        # Slurm's commands (tests pass fakes)
+        self._sbatch, self._squeue, self._sinfo, self._scancel = sbatch, squeue, sinfo, scancel
         self.url = url
         self.credentials_dir = credentials_dir
         # Slurm opens an allocation's --output by path when it starts, hours after any check: only a
@@ -195,6 +198,7 @@ class AllocationService:
         """Follow allocations in the queue; declare lost the workers that went silent. What each
         observation means is `core.allocations`' to say; this gathers them and applies the answers."""
         now = time.time() if now is None else now
+        await self._cancel_queued_without_work()
         open_allocs = await self.slurm.open_allocations()
         with_ids = [a for a in open_allocs if a[2]]
         if with_ids:
@@ -234,6 +238,20 @@ class AllocationService:
             if d.status == A.WorkerStatus.LOST:
                 assert d.reason is not None  # a lost worker's decision says why
                 await self.lose_worker(wid, d.reason, d.cause)
+
+    async def _cancel_queued_without_work(self) -> None:
+        """Cancel allocations still queued for workflows that are done (Torc does so for chained
+        allocations), so that none starts only to find nothing; the queue check that follows
+        sees them leave."""
+        queued = await self.slurm.queued_without_work()
+        if not queued:
+            return
+        try:
+            await self._scancel([slurm_id for _, _, slurm_id in queued])
+        except SlurmError as e:
+            log.warning("allocations_not_cancelled", error=str(e), allocations=[aid for aid, _, _ in queued])
+            return
+        log.info("queued_allocations_cancelled", allocations=[(aid, wf) for aid, wf, _ in queued])
 
     async def lose_worker(self, worker_id: int, reason: str, cause: Cause | None = None) -> None:
         running = await self.workers.worker_running_jobs(worker_id)

@@ -12,6 +12,7 @@ from torcd import events as E
 from torcd.core import allocations as A
 from torcd.core.autoschedule import AutoSchedulePolicy, ScheduleInputs
 from torcd.core.slurm_plan import JobNeed
+from torcd.core.status import FINAL
 from torcd.core.status import JobStatus as S
 from torcd.errors import InvalidParams
 from torcd.protocol import AllocationInfo
@@ -166,6 +167,21 @@ class SlurmStore:
             tuple(r)
             for r in await self.db.rows(
                 "SELECT id, workflow_id, slurm_job_id, state FROM allocations WHERE state IN ('pending', 'running')"
+            )
+        ]
+
+    async def queued_without_work(self) -> list[tuple[int, int, str]]:
+        """(allocation id, workflow id, slurm job id) of allocations still queued (pending) for
+        workflows whose every job is final: none of them will find work (Torc cancels them).
+        A job waiting for classification is not final: a retry may want the allocation."""
+        unfinished = ",".join(str(int(s)) for s in S if s not in FINAL)  # an index seek per status
+        return [
+            (r[0], r[1], r[2])
+            for r in await self.db.rows(
+                f"""SELECT a.id, a.workflow_id, a.slurm_job_id FROM allocations a
+                    WHERE a.state = 'pending' AND a.slurm_job_id IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = a.workflow_id
+                                      AND j.status IN ({unfinished}))"""
             )
         ]
 
