@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO
 
 from torcd.errors import SpecError
-from torcd.spec.execution import Execution
 from torcd.services.processes import remove_logs
+from torcd.spec.execution import Execution
 from torcd.spec.parse import parse_spec
 
 HEAD = "name: e\njobs:\n  - {name: a, command: 'true'}\nexecution_config:\n"

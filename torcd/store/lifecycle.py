@@ -44,9 +44,7 @@ def env_of(text: str | None) -> dict[str, str]:
 
 def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None = None) -> Runnable:
     """A job to start, or (with its attempt's start time and devices) one already running."""
-    out, err = stdio_paths(
-        r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"], r["stdio"]
-    )
+    out, err = stdio_paths(r["output_dir"], "job", r["workflow_id"], r["id"], r["run_id"], r["attempt_id"], r["stdio"])
     monitoring = Monitoring(bool(r["monitor_all"]), r["sample_interval"])
     return Runnable(
         r["id"],
