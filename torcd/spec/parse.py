@@ -250,10 +250,10 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     stdio = doc.execution_config.stdio if doc.execution_config else None
     if stdio is not None or any(job.stdio for job in doc.jobs):
         for ej in jobs:  # a job's own stdio replaces the workflow's whole, as in Torc
-            chosen = doc.jobs[origin[ej.name]].stdio or stdio
-            if chosen is not None and chosen.mode != "separate":
-                ej.stdio = chosen.mode
-            ej.delete_stdio = bool(chosen and chosen.delete_on_success)
+            own = doc.jobs[origin[ej.name]].stdio or stdio
+            if own is not None and own.mode != "separate":
+                ej.stdio = own.mode
+            ej.delete_stdio = bool(own and own.delete_on_success)
     execution = Execution()
     if doc.execution_config is not None:
         chosen, refusal = execution_of(doc.execution_config, bool(doc.slurm_schedulers))
