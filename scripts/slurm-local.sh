@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A small Slurm cluster on this machine, for tests and CI: $SLURM_LOCAL_NODES nodes
-# (default 3) named n1, n2, ..., each its own slurmd on its own port.
+# (default 3) named n1, n2, ..., each its own slurmd on its own port, with job
+# accounting (slurmdbd over a local MariaDB, so sacct reports each step's memory
+# and CPU) unless SLURM_LOCAL_ACCOUNTING=0.
 #   scripts/slurm-local.sh start|stop|status
-# Installs Debian's slurmctld, slurmd, slurm-client and munge if missing,
-# writes a munge key and slurm.conf, starts the daemons and waits for the nodes.
+# Installs Debian's slurmctld, slurmd, slurm-client, munge, slurmdbd and
+# mariadb-server if missing, writes a munge key, slurm.conf and slurmdbd.conf,
+# starts the daemons and waits for the nodes.
 # Every node has this host's name, so `hostname` is the same on each; jobs tell
 # them apart by SLURMD_NODENAME. `start` restarts the daemons if the
 # configuration it writes differs from the one they run.
@@ -13,15 +16,63 @@ ROOT=${SLURM_LOCAL_DIR:-/var/lib/slurm-local}
 CONF=/etc/slurm/slurm.conf
 HOST=$(hostname -s)
 NODES=${SLURM_LOCAL_NODES:-3}
+ACCOUNTING=${SLURM_LOCAL_ACCOUNTING:-1}
+DBD_CONF=/etc/slurm/slurmdbd.conf
+DBD_PORT=6830  # not 6819, Slurm's default: the nodes' slurmds take 6818 + i
 
 install_packages() {
+    local want="slurmctld slurmd slurm-client munge"
+    [[ $ACCOUNTING == 1 ]] && want+=" slurmdbd mariadb-server"
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
-        && command -v munged >/dev/null; then
+        && command -v munged >/dev/null \
+        && { [[ $ACCOUNTING != 1 ]] || { command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null; }; }; then
         return
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $want >/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $want >/dev/null; }
+}
+
+start_accounting() {
+    # MariaDB for slurmdbd: started by hand (no systemd here), on its socket only.
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+    if ! pgrep -x mariadbd >/dev/null; then
+        (mariadbd --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock \
+            --log-error="$ROOT/log/mariadb.log" >/dev/null 2>&1 &)
+    fi
+    for _ in $(seq 1 60); do mariadb -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.5; done
+    if [[ ${RESET_ACCOUNTING:-0} == 1 ]]; then
+        # A fresh cluster numbers its jobs from 1 again: the old records would answer for them.
+        pkill -x slurmdbd || true
+        mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;"
+    fi
+    # slurmdbd runs as root here, as the other daemons do; MariaDB knows root by its socket.
+    mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;"
+    cat > "$DBD_CONF.new" <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort=$DBD_PORT
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc=slurm_acct_db
+LogFile=$ROOT/log/slurmdbd.log
+PidFile=$ROOT/slurmdbd.pid
+CONF
+    chmod 0600 "$DBD_CONF.new"
+    if ! cmp -s "$DBD_CONF.new" "$DBD_CONF"; then
+        pkill -x slurmdbd || true
+        mv "$DBD_CONF.new" "$DBD_CONF"
+    else
+        rm -f "$DBD_CONF.new"
+    fi
+    pgrep -x slurmdbd >/dev/null || slurmdbd
+    for _ in $(seq 1 60); do sacctmgr -n -P list cluster >/dev/null 2>&1 && break; sleep 0.5; done
+    if ! sacctmgr -n -P list cluster format=cluster | grep -qx torclocal; then
+        sacctmgr -i add cluster torclocal >/dev/null
+    fi
 }
 
 write_config() {
@@ -38,6 +89,16 @@ write_config() {
     chown -R root:root /etc/munge /var/log/munge /run/munge /var/lib/munge
     chmod 0700 /etc/munge /var/log/munge /var/lib/munge && chmod 0755 /run/munge
     chmod 0400 /etc/munge/munge.key
+    if [[ $ACCOUNTING == 1 ]]; then
+        # Each step's peak memory and CPU, sampled every second, kept by slurmdbd for sacct.
+        ACCOUNTING_CONF="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1"
+    else
+        ACCOUNTING_CONF="JobAcctGatherType=jobacct_gather/none"
+    fi
     nodes_conf=""
     for i in $(seq 1 "$NODES"); do
         nodes_conf+="NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((6817 + i)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
@@ -50,7 +111,7 @@ SlurmdUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+${ACCOUNTING_CONF}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
@@ -76,6 +137,7 @@ CONF
     if ! cmp -s "$CONF.new" "$CONF"; then
         stop  # daemons running another configuration (an older one-node cluster) start afresh
         rm -rf "${ROOT:?}/state" && mkdir -p "$ROOT/state"  # its jobs and nodes are the old cluster's
+        RESET_ACCOUNTING=1
         mv "$CONF.new" "$CONF"
     else
         rm -f "$CONF.new"
@@ -86,6 +148,7 @@ start() {
     install_packages
     write_config
     pgrep -x munged >/dev/null || /usr/sbin/munged --force
+    [[ $ACCOUNTING == 1 ]] && start_accounting
     pgrep -x slurmctld >/dev/null || slurmctld
     for i in $(seq 1 "$NODES"); do
         pgrep -f "^slurmd -N n$i\$" >/dev/null || slurmd -N "n$i"
@@ -112,7 +175,7 @@ start() {
 
 stop() {
     local name
-    for name in slurmd slurmctld munged; do
+    for name in slurmd slurmctld slurmdbd munged; do
         pkill -x "$name" || true
         for _ in $(seq 1 50); do pgrep -x "$name" >/dev/null || break; sleep 0.1; done
     done

@@ -45,11 +45,10 @@ def test_torcs_defaults_apply_once_an_execution_config_is_given():
 @pytest.mark.parametrize(
     "config, extra, field, words",
     [
-        ("  mode: slurm\n", "", "mode", "never as srun steps"),
-        ("  mode: auto\n", "slurm_schedulers: [{name: s, account: a}]\n", "mode", "never as srun steps"),
+        ("  mode: slurm\n", "", "mode", "has no `slurm_schedulers`"),
         ("  sigkill_headroom_seconds: 60\n", "", "sigkill_headroom_seconds", "compute_node_expiration_buffer"),
         ("  enable_cpu_bind: true\n", "", "enable_cpu_bind", "srun option"),
-        ("  srun_mpi: pmix\n", "", "srun_mpi", "srun option"),
+        ("  srun_mpi: pmix\n", "", "srun_mpi", "srun --mpi="),
         ("  srun_termination_signal: TERM@90\n", "", "srun_termination_signal", "srun option"),
         ("  stdio: {mode: both}\n", "", "stdio.mode", "Invalid enum value 'both'"),
         ("  stdio: {delete: true}\n", "", "stdio.delete", "unknown key"),

@@ -11,6 +11,7 @@ import msgspec
 
 from torcd.core.exits import Exit as Exit  # an attempt's end
 from torcd.core.retry import Rule
+from torcd.core.srun import SrunOptions
 
 
 class Runnable(msgspec.Struct):
@@ -40,6 +41,7 @@ class Runnable(msgspec.Struct):
     term_grace: float | None = None  # seconds from that signal to KILL (sigterm_lead_seconds); None: 5 %
     delete_stdio: bool = False  # its log files are deleted when it completes (Torc's delete_on_success)
     enforce_memory: bool = True  # false: its memory is sampled, never a reason to kill it (limit_resources)
+    srun: SrunOptions | None = None  # run as an srun step of its worker's allocation (Torc's mode: slurm)
 
     @property
     def log_paths(self) -> tuple[str, str]:

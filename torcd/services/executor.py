@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import structlog
 from torcd.core.attempts import Exit, Runnable
 from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.core.resources import format_bytes, format_duration, kernel_oom
+from torcd.core.srun import srun_words, step_name
 from torcd.services.exit_log import ExitLog
 from torcd.services.monitor import Monitor, Sample
 from torcd.services.processes import (
@@ -40,6 +42,7 @@ from torcd.services.processes import (
     unstartable_input,
 )
 from torcd.services.shepherd_link import ShepherdLink, ShepherdLost
+from torcd.services.step_accounting import StepAccounting
 
 log = structlog.get_logger("torcd.executor")
 
@@ -57,6 +60,19 @@ UNKNOWN_EXIT_MESSAGE = (
 def missing_outputs(job: Runnable) -> list[str]:
     """The declared outputs a job that exited 0 did not write (paths relative to its directory)."""
     return [p for p in job.outputs or () if not os.path.exists(os.path.join(job.cwd, p))]
+
+
+def as_step(job: Runnable) -> str:
+    """The job's command as an srun step of this worker's allocation, on its node."""
+    slurm_job_id, node = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURMD_NODENAME")
+    if not slurm_job_id or not node:
+        raise ValueError(
+            "the workflow runs jobs as srun steps (execution_config.mode: slurm), and this worker is not in a "
+            "Slurm allocation (no SLURM_JOB_ID or SLURMD_NODENAME)"
+        )
+    assert job.srun is not None
+    words = srun_words(job, job.srun, slurm_job_id, node, in_step="SLURM_STEP_ID" in os.environ)
+    return f"exec {shlex.join(words)} bash -c {shlex.quote(job.command)}"
 
 
 class LocalExecutor:
@@ -88,6 +104,7 @@ class LocalExecutor:
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
         self._timed_out: set[int] = set()
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
+        self.steps = StepAccounting()  # what srun steps used, from sacct
 
     def start(self, job: Runnable) -> int | None:
         """Start a job in this process (no exit log); return its pid, or None if it could not
@@ -96,8 +113,9 @@ class LocalExecutor:
         env = self._env(job)
         try:
             self._check(job)
+            command = as_step(job) if job.srun is not None else job.command
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                proc = spawn_shell(shell_prelude(job.cwd) + job.command, env=env, stdout=out, stderr=err)
+                proc = spawn_shell(shell_prelude(job.cwd) + command, env=env, stdout=out, stderr=err)
         except (OSError, ValueError) as e:  # this job cannot start; the others must not notice
             self._give_back_gpus(job)
             self._launch_failed(job, e)
@@ -218,7 +236,7 @@ class LocalExecutor:
     def _watch(self, job: Runnable, proc: Watched) -> None:
         """Watch a started job (its resources already reserved) until it ends."""
         self.procs[job.job_id] = (job, proc)
-        if job.sample_interval is not None:
+        if job.sample_interval is not None and job.srun is None:  # a step's processes are slurmstepd's
             limit = job.memory if job.enforce_memory else None  # limit_resources: false samples only
             self.monitor.watch(job.job_id, proc.pid, limit, job.sample_interval)
         if job.runtime is not None:  # an adopted job keeps the deadline of the attempt's start
@@ -289,6 +307,9 @@ class LocalExecutor:
         self._timed_out.discard(job.job_id)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
+        if job.srun is not None:  # what srun itself used says nothing; the step's figures are Slurm's
+            used = await self.steps.usage(os.environ.get("SLURM_JOB_ID", ""), step_name(job))
+            peak, cpu = (used.peak_memory, used.cpu_seconds) if used else (None, None)
         end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
         if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too
             await self._kill_escaped(done)

@@ -19,6 +19,7 @@ from torcd import events as E
 from torcd.core import lifecycle as L
 from torcd.core.attempts import Runnable, stdio_paths
 from torcd.core.resources import Capacity, Monitoring, Requirements, shortfalls
+from torcd.core.srun import SrunOptions
 from torcd.core.status import ACTIVE
 from torcd.core.status import JobStatus as S
 from torcd.store.db import Tx, chunks, marks
@@ -30,7 +31,7 @@ RUNNABLE_COLUMNS = f"""j.id, j.workflow_id, j.name, j.command, j.run_id, j.attem
                       {effective_memory()} AS memory_bytes,
                       w.cwd, w.output_dir, j.status, j.worker_id, j.runtime_scale, j.memory_scale,
                       w.monitor_all, w.sample_interval, j.outputs, j.supports_termination, j.label,
-                      w.term_signal, w.term_grace, j.stdio, j.delete_stdio, w.limit_resources
+                      w.term_signal, w.term_grace, j.stdio, j.delete_stdio, w.limit_resources, w.srun
                       FROM jobs j JOIN workflows w ON w.id = j.workflow_id"""
 FACT_COLUMNS = "id, workflow_id, name, status, run_id, attempt_id, worker_id, runtime_scale, memory_scale"
 _SET_STATUS = """UPDATE jobs SET status = ?, attempt_id = ?, run_id = ?, worker_id = coalesce(?, worker_id),
@@ -71,6 +72,7 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
         r["term_grace"],
         bool(r["delete_stdio"]),
         bool(r["limit_resources"]),
+        msgspec.json.decode(r["srun"], type=SrunOptions) if r["srun"] else None,
     )
 
 

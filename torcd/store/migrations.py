@@ -327,4 +327,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN delete_stdio INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE workflows ADD COLUMN limit_resources INTEGER NOT NULL DEFAULT 1;
     """,
+    # 21: jobs as srun steps of their allocations (Torc's mode: slurm): the srun options; NULL: direct
+    """
+    ALTER TABLE workflows ADD COLUMN srun TEXT;
+    """,
 ]

@@ -292,8 +292,8 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
     return tx.run(
         """INSERT INTO workflows (name, description, cwd, spec_path, output_dir, use_pending_failed,
            created, executor, account, monitor_all, sample_interval, compute_node, about, generate_plots,
-           term_signal, term_grace, timeout_exit_code, oom_exit_code, spawning, limit_resources)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           term_signal, term_grace, timeout_exit_code, oom_exit_code, spawning, limit_resources, srun)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         (
             spec.name,
             spec.description,
@@ -315,6 +315,7 @@ def _insert_workflow(tx: Tx, spec: Workflow, cwd: str, spec_path: str, executor:
             spec.execution.oom_exit_code,
             _encode(spec.spawning),
             int(spec.execution.limit_resources),
+            _encode(spec.execution.srun) if spec.execution.srun is not None else None,
         ),
     )
 

@@ -1,0 +1,100 @@
+"""Jobs as srun steps (Torc's `execution_config.mode: slurm`): the srun words that start one in
+its worker's allocation, and what `sacct` says a finished step used. Pure: the worker runs them."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from torcd.core.attempts import Runnable
+
+
+class SrunOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a workflow's steps are started with, beyond what each job asks for."""
+
+    cpu_bind: bool = False  # Torc's enable_cpu_bind; otherwise --cpu-bind=none
+    signal: str | None = None  # Torc's srun_termination_signal: srun's --signal=[R:]SIG[@TIME]
+
+
+SRUN_SIGNAL = re.compile(r"(?:R:)?(?:[0-9]{1,2}|(?:SIG)?[A-Z][A-Z0-9]{1,9})(?:@[0-9]{1,5})?")
+
+
+def step_name(job: Runnable) -> str:
+    """The step's Slurm name, by which its accounting is found: Torc's."""
+    return f"wf{job.workflow_id}_j{job.job_id}_r{job.run_id}_a{job.attempt_id}"
+
+
+def srun_words(job: Runnable, options: SrunOptions, slurm_job_id: str, node: str, in_step: bool) -> list[str]:
+    """srun and its options for one job on this worker's node of allocation `slurm_job_id`.
+
+    `in_step`: the worker itself runs in a step holding the node's CPUs (a multi-node
+    allocation), so the job's step overlaps it; otherwise it takes exactly its own CPUs. The
+    step's time is the job's runtime and a minute, so that the worker's own limit (its signal,
+    its grace, the `timeout` record) acts first."""
+    words = [
+        "srun",
+        f"--jobid={slurm_job_id}",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--nodelist={node}",
+        "--overlap" if in_step else "--exact",
+        f"--job-name={step_name(job)}",
+        f"--cpus-per-task={job.num_cpus}",
+        "--quiet",
+    ]
+    if not options.cpu_bind:
+        words.append("--cpu-bind=none")
+    if job.memory:
+        words.append(f"--mem={max(1, math.ceil(job.memory / 2**20))}M")
+    if job.num_gpus:
+        words.append(f"--gpus={job.num_gpus}")
+    if job.runtime:
+        words.append(f"--time={math.ceil(job.runtime / 60) + 1}")
+    if options.signal:
+        words.append(f"--signal={options.signal}")
+    return words
+
+
+class StepUsage(msgspec.Struct, frozen=True):
+    peak_memory: int | None  # bytes: MaxRSS
+    cpu_seconds: float | None  # TotalCPU
+    node: str | None = None
+
+
+SACCT_FIELDS = "JobName,MaxRSS,TotalCPU,NodeList,State"
+_SIZE = re.compile(r"([0-9.]+)([KMGTP]?)")
+_CPU = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
+
+
+def step_usage(sacct_out: str, name: str) -> StepUsage | None:
+    """What `sacct -P -n -o SACCT_FIELDS` says the step `name` used, once it has ended and its
+    figures have reached the database (None: not yet, or not there)."""
+    for line in sacct_out.splitlines():
+        fields = line.split("|")
+        if len(fields) != 5 or fields[0] != name:
+            continue
+        _, rss, cpu, nodes, state = fields
+        if state.split(" ")[0] in ("RUNNING", "PENDING", "") or not (rss or cpu):
+            return None
+        return StepUsage(_bytes(rss), _cpu_seconds(cpu), nodes or None)
+    return None
+
+
+def _bytes(text: str) -> int | None:
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        return None
+    scale = 1024 ** " KMGTP".index(m[2] or " ") if m[2] else 1
+    return int(float(m[1]) * scale)
+
+
+def _cpu_seconds(text: str) -> float | None:
+    m = _CPU.fullmatch(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    return round(days * 86_400 + hours * 3_600 + minutes * 60 + seconds, 3)
