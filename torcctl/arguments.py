@@ -313,6 +313,19 @@ def update_resources_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True, help="why (kept with each change)")
 
 
+def ro_crate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int)
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write it here (a directory: its ro-crate-metadata.json); file paths are relative to its "
+        "directory (default: standard output, paths relative to the workflow's directory)",
+    )
+    p.add_argument("--license", help="the data's license, a URL or a sentence (default: the spec's metadata.license)")
+    p.add_argument("--no-hash", action="store_true", help="leave out each file's SHA-256 (no file is read)")
+
+
 def logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("job_id", type=int)
     p.add_argument("--attempt", type=int, help="attempt number (default: the latest)")

@@ -13,6 +13,7 @@ from torcctl import checks, data, limits, reports
 from torcctl.api.client import Client, connect_transport
 from torcctl.commands import (
     UsageError,
+    crate,
     current_dir,
     follow,
     hpc,
@@ -139,6 +140,13 @@ COMMANDS: tuple[Command | Group, ...] = (
         data.files,
         "a workflow's files: the job that writes each, the jobs that read it, whether it exists",
         A.workflow_id,
+    ),
+    Group(
+        "ro-crate",
+        "the workflow as an RO-Crate 1.1: its files and how each was made",
+        "sub",
+        "ACTION",
+        (Command("export", crate.export, "write the workflow's RO-Crate metadata", A.ro_crate_args),),
     ),
     Group(
         "user-data",

@@ -51,7 +51,6 @@ TORC_KEYS_NOT_HERE = {
     "what a changed file feeds",
     "input_datasets": "use `input_files`",
     "output_datasets": "use `output_files`",
-    "enable_ro_crate": "no RO-Crate export yet",
     "access_groups": "a daemon serves one user; share results through files",
 }
 

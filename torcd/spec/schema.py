@@ -128,6 +128,9 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     actions: list[ActionSpec] = []
     # The order ready jobs are claimed in: by id, or largest first (GPUs, then runtime and memory)
     jobs_sort_method: Literal["none", "gpus_runtime_memory", "gpus_memory_runtime"] = "none"
+    # Torc's switch for recording provenance as jobs run; here every workflow's is recorded, and
+    # `torcctl ro-crate export` writes it for any workflow
+    enable_ro_crate: bool = False
     # How workers in allocations behave (Torc's names and defaults).
     compute_node_wait_for_new_jobs_seconds: Annotated[float, Meta(ge=0, le=7 * 86400)] = 90.0
     compute_node_wait_for_healthy_database_minutes: Annotated[float, Meta(ge=0, le=7 * 1440)] = 20.0
