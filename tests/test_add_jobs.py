@@ -327,6 +327,13 @@ REFUSED = [
         "`files` are not supported when adding jobs",
     ),
     (
+        "datasets",
+        "datasets:\n  - {name: d, path: d}\njobs:\n  - {name: b, command: 'true', output_datasets: [d]}\n",
+        {},
+        -32602,
+        "`datasets` are not supported when adding jobs",
+    ),
+    (
         "user data",
         "user_data:\n  - {name: u, data: 1}\njobs:\n  - {name: b, command: 'true'}\n",
         {},

@@ -47,9 +47,10 @@ def validator_cache(tmp_path_factory) -> str:
 
 def validate(crate: Path, cache: str) -> dict:
     """roc-validator's report on the crate (profile ro-crate-1.1, REQUIRED level), offline."""
+    report_file = crate / "report.json"
+    options = ["--offline", "--cache-path", cache, "--no-paging", "-f", "json", "-p", "ro-crate-1.1"]
     done = subprocess.run(
-        [VALIDATOR, "validate", "--offline", "--cache-path", cache, "--no-paging", "-f", "json"]
-        + ["-p", "ro-crate-1.1", "-o", str(crate / "report.json"), str(crate)],
+        [VALIDATOR, "validate", *options, "-o", str(report_file), str(crate)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -172,9 +172,9 @@ def test_an_unknown_dotted_reference_in_a_command_is_refused_with_its_line(refer
     with pytest.raises(SpecError) as info:
         parse_spec(text, "wf.yaml")
     assert info.value.message == (
-        f"wf.yaml:8: unknown reference `{shown}` in job 'b': torc-py knows ${{files.input|output.NAME}} and "
-        "${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, put it in single quotes or write "
-        "\\${a.b}) (at $.jobs[1].command)"
+        f"wf.yaml:8: unknown reference `{shown}` in job 'b': torc-py knows ${{files.input|output.NAME}}, "
+        "${datasets.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, "
+        "put it in single quotes or write \\${a.b}) (at $.jobs[1].command)"
     )
 
 

@@ -485,13 +485,7 @@ def test_nulls_inside_user_data_and_metadata_are_kept():
 
 @pytest.mark.parametrize(
     "where, key, words",
-    [
-        ("top", "datasets: []", "declare the data as `files`"),
-        ("top", "enable_ro_crate: true", "RO-Crate"),
-        ("top", "access_groups: [a]", "one user"),
-        ("job", "stdio: combined", "job_stdio"),
-        ("job", "input_datasets: [d]", "use `input_files`"),
-    ],
+    [("top", "access_groups: [a]", "one user")],
 )
 def test_a_newer_torc_key_torc_py_does_not_run_is_refused_saying_what_to_use(where, key, words):
     text = "name: t\njobs:\n  - name: a\n    command: 'true'\n" + ("    " if where == "job" else "") + key + "\n"

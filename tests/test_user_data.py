@@ -204,14 +204,14 @@ def test_a_user_data_reference_becomes_the_entry_name_as_one_word_wherever_it_st
         (
             ("${user_data.input.ml_config}", "${user_data.inputs.ml_config}"),
             "wf.yaml:7: unknown reference `${user_data.inputs.ml_config}` in job 'train_model': torc-py knows "
-            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, "
-            "put it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
+            "${files.input|output.NAME}, ${datasets.input|output.NAME} and ${user_data.input|output.NAME} (to pass "
+            "`${a.b}` to a program as it is, put it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
         ),
         (
             ("${HOME}", "${workflow.id}"),
             "wf.yaml:7: unknown reference `${workflow.id}` in job 'train_model': torc-py knows "
-            "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a program as it is, "
-            "put it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
+            "${files.input|output.NAME}, ${datasets.input|output.NAME} and ${user_data.input|output.NAME} (to pass "
+            "`${a.b}` to a program as it is, put it in single quotes or write \\${a.b}) (at $.jobs[0].command)",
         ),
     ],
 )

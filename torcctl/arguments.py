@@ -313,6 +313,13 @@ def update_resources_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True, help="why (kept with each change)")
 
 
+def datasets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow_id", type=int)
+    p.add_argument(
+        "--hash", action="store_true", help="each dataset's hash, as its hash_mode says (content reads every file)"
+    )
+
+
 def ro_crate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow_id", type=int)
     p.add_argument(

@@ -141,6 +141,12 @@ COMMANDS: tuple[Command | Group, ...] = (
         "a workflow's files: the job that writes each, the jobs that read it, whether it exists",
         A.workflow_id,
     ),
+    Command(
+        "datasets",
+        data.datasets,
+        "a workflow's datasets: the jobs that write and read each, its files and bytes (--hash: its hash)",
+        A.datasets_args,
+    ),
     Group(
         "ro-crate",
         "the workflow as an RO-Crate 1.1: its files and how each was made",

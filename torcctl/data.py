@@ -1,7 +1,8 @@
-"""Commands for what jobs exchange: files (and who writes and reads them), and user data."""
+"""Commands for what jobs exchange: files and datasets (and who writes and reads them), and user data."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 
@@ -28,6 +29,69 @@ def files(client: Client, args) -> int:
         ((f.name, f.path, f.producer or "(input)", readers(f.consumers), "yes" if f.exists else "no") for f in found),
     )
     return 0
+
+
+def datasets(client: Client, args) -> int:
+    """Torc's `datasets list`: each dataset, the jobs that write it and read it, and what is in it
+    now (files, bytes and, with --hash, its hash as its hash_mode says)."""
+    found = client.datasets(args.workflow_id)
+    cwd = client.workflow(args.workflow_id).cwd
+    rows = []
+    for d in found:
+        count, size, digest = dataset_stats(os.path.join(cwd, d.path), d.hash_mode if args.hash else "none")
+        rows.append({**msgspec.to_builtins(d), "file_count": count, "total_size": size, "hash": digest})
+    if args.json:
+        print_json(rows)
+        return 0
+
+    def jobs(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "") or "-"
+
+    headers = ["name", "path", "hash mode", "written by", "read by", "files", "bytes"]
+    table(
+        headers + (["hash"] if args.hash else []),
+        (
+            [r["name"], r["path"], r["hash_mode"], jobs(r["writers"]) if r["writers"] else "(input)"]
+            + [jobs(r["readers"]), str(r["file_count"]) if r["exists"] else "missing", str(r["total_size"])]
+            + ([r["hash"] or "-"] if args.hash else [])
+            for r in rows
+        ),
+    )
+    return 0
+
+
+def dataset_stats(path: str, hash_mode: str) -> tuple[int, int, str | None]:
+    """The files under a dataset's directory (or the one file it names), their bytes, and its
+    hash: `manifest`, SHA-256 over each file's path, size and time; `content`, over each file's
+    path and contents; `none`, no hash. Symlinks are not followed."""
+    entries: list[tuple[str, os.stat_result]] = []
+    if os.path.isfile(path):
+        entries.append((os.path.basename(path), os.stat(path)))
+    for top, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in names:
+            full = os.path.join(top, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if os.path.isfile(full) and not os.path.islink(full):
+                entries.append((os.path.relpath(full, path), st))
+    entries.sort()
+    total = sum(st.st_size for _, st in entries)
+    if hash_mode == "none":
+        return len(entries), total, None
+    h = hashlib.sha256()
+    for rel, st in entries:
+        h.update(rel.encode(errors="surrogateescape") + b"\0")
+        if hash_mode == "manifest":
+            h.update(f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            continue
+        with open(os.path.join(path, rel), "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\n")
+    return len(entries), total, h.hexdigest()
 
 
 def _workflow(args) -> int:

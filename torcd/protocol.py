@@ -228,6 +228,16 @@ class FileInfo(msgspec.Struct):
     exists: bool
 
 
+class DatasetInfo(msgspec.Struct):
+    name: str
+    path: str  # relative to the workflow's directory, as written
+    hash_mode: str  # manifest | content | none
+    description: str
+    writers: list[str]  # the jobs that write into it
+    readers: list[str]  # the jobs that read it (each after every writer)
+    exists: bool
+
+
 class UserDataRef(Params, frozen=True):
     workflow_id: Id
     name: OneLine

@@ -25,6 +25,7 @@ from torcctl.api.models import (
     AllocationInfo,
     Attempt,
     DaemonInfo,
+    DatasetInfo,
     Event,
     Explanation,
     FileInfo,
@@ -221,6 +222,10 @@ class Client:
     def files(self, workflow_id: int) -> list[FileInfo]:
         """The workflow's files: the job that writes each, the jobs that read it, whether it exists."""
         return self.call("workflows.files", {"workflow_id": workflow_id}, list[FileInfo])
+
+    def datasets(self, workflow_id: int) -> list[DatasetInfo]:
+        """The workflow's datasets: the jobs that write each, those that read it, whether it exists."""
+        return self.call("workflows.datasets", {"workflow_id": workflow_id}, list[DatasetInfo])
 
     def allocations(self, workflow_id: int) -> list[AllocationInfo]:
         """The workflow's Slurm allocations, with their state."""

@@ -12,6 +12,7 @@ from torcd.events import Event, EventBase
 from torcd.protocol import (
     ActionInfo,
     AllocationInfo,
+    DatasetInfo,
     Explanation,
     FileInfo,
     Graph,
@@ -31,6 +32,7 @@ __all__ = [
     "AllocationInfo",
     "Attempt",
     "DaemonInfo",
+    "DatasetInfo",
     "Event",
     "EventBase",
     "Explanation",

@@ -115,6 +115,14 @@ class Handlers:
                 file=params.spec_path,
                 field=f"$.files[{f.index}]",
             )
+        if missing := await asyncio.to_thread(missing_inputs, spec.datasets, spec.required_datasets, params.cwd):
+            d = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise SpecError(
+                f"input dataset {d.name!r} ({d.path}) does not exist and no job writes it{more}",
+                file=params.spec_path,
+                field=f"$.datasets[{d.index}]",
+            )
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if params.executor == "slurm":
             schedulers, jobs = on_slurm(spec, params.account)
@@ -216,6 +224,22 @@ class Handlers:
         found = await asyncio.to_thread(lambda: [exists(r["path"], r["cwd"]) for r in rows])
         return [
             p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [], there)
+            for r, there in zip(rows, found)
+        ]
+
+    async def datasets(self, params: p.WorkflowRef) -> list[p.DatasetInfo]:
+        rows = await self.queries.datasets(params.workflow_id)
+        found = await asyncio.to_thread(lambda: [os.path.exists(os.path.join(r["cwd"], r["path"])) for r in rows])
+        return [
+            p.DatasetInfo(
+                r["name"],
+                r["path"],
+                r["hash_mode"],
+                r["description"],
+                r["writers"].split("\x1f") if r["writers"] else [],
+                r["readers"].split("\x1f") if r["readers"] else [],
+                there,
+            )
             for r, there in zip(rows, found)
         ]
 
@@ -487,6 +511,7 @@ METHODS: dict[str, tuple[type, Handler]] = {
     "workflows.plan_slurm": (p.CreateWorkflow, lambda h: h.plan_slurm),
     "workflows.results": (p.Results, lambda h: h.results),
     "workflows.files": (p.ListFiles, lambda h: h.files),
+    "workflows.datasets": (p.WorkflowRef, lambda h: h.datasets),
     "workflows.graph": (p.WorkflowGraph, lambda h: h.workflow_graph),
     "user_data.get": (p.UserDataRef, lambda h: h.get_user_data),
     "user_data.set": (p.SetUserData, lambda h: h.set_user_data),

@@ -37,7 +37,7 @@ REGEX_SECONDS = 10.0  # for all of them: a pattern that backtracks without end i
 _REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\.[^}]*\}?")
 # Those torc-py knows: `${files.input.NAME}` becomes the file's path, `${user_data.input.NAME}`
 # the entry's name (what `torcctl user-data get|set` take), each a dependency like a listed one.
-_KNOWN_REFERENCE = re.compile(r"\$\{(files|user_data)\.(input|output)\.([^{}]+)\}")
+_KNOWN_REFERENCE = re.compile(r"\$\{(files|user_data|datasets)\.(input|output)\.([^{}]+)\}")
 _SHOWN = 80  # characters of an unknown reference quoted in the error
 
 
@@ -52,6 +52,23 @@ class FileSpec(msgspec.Struct, forbid_unknown_fields=True):
     parameter_mode: Literal["product", "zip"] = "product"
     use_parameters: list[str] | None = None
     st_mtime: float | None = None  # Torc's record of when it last changed: accepted, not used
+
+
+class DatasetSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """Torc's `datasets`: a directory that jobs write (several may) and read as one."""
+
+    name: Name
+    path: Path
+    hash_mode: Literal["manifest", "content", "none"] = "manifest"
+    description: str = ""
+
+
+class Dataset(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    path: str  # as written (relative to the directory the workflow was submitted from)
+    hash_mode: str
+    description: str
+    index: int  # of its entry in `datasets`, for error lines
 
 
 class UserDataSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -209,22 +226,32 @@ class JobFiles(msgspec.Struct):
 
 
 class References(msgspec.Struct):
-    """What a command's `${files.…}` and `${user_data.…}` name, by role."""
+    """What a command's `${files.…}`, `${user_data.…}` and `${datasets.…}` name, by role."""
 
     files: JobFiles
     user_data: JobFiles
+    datasets: JobFiles = msgspec.field(default_factory=lambda: JobFiles([], []))
 
 
 def substitute_references(
-    command: str, files: dict[str, File], data: dict[str, UserData], job: str, at: str, loc: Locator
+    command: str,
+    files: dict[str, File],
+    data: dict[str, UserData],
+    job: str,
+    at: str,
+    loc: Locator,
+    datasets: Mapping[str, Dataset] | None = None,
 ) -> tuple[str, References]:
-    """The command with each `${files.input|output.NAME}` replaced by the file's path and each
-    `${user_data.input|output.NAME}` by the entry's name, shell-quoted for where it stands (one
-    word, never more shell), and the names it read and wrote; any other dotted reference is an error."""
+    """The command with each `${files.input|output.NAME}` (and `${datasets.…}`) replaced by the
+    path and each `${user_data.input|output.NAME}` by the entry's name, shell-quoted for where it
+    stands (one word, never more shell), and the names it read and wrote; any other dotted
+    reference is an error."""
     found: dict[str, dict[str, dict[str, None]]] = {
         "files": {"input": {}, "output": {}},
         "user_data": {"input": {}, "output": {}},
+        "datasets": {"input": {}, "output": {}},
     }
+    datasets = datasets or {}
     scanned: list[Any] = [0, ""]  # how far the command's quotes are known, and the quote open there
 
     def substitute(m: re.Match[str]) -> str:
@@ -237,26 +264,29 @@ def substitute_references(
             shown = m[0] if len(m[0]) <= _SHOWN else m[0][:_SHOWN] + "…"
             raise loc.error(
                 f"unknown reference `{shown}` in job {job!r}: torc-py knows "
-                "${files.input|output.NAME} and ${user_data.input|output.NAME} (to pass `${a.b}` to a "
+                "${files.input|output.NAME}, ${datasets.input|output.NAME} and ${user_data.input|output.NAME} "
+                "(to pass `${a.b}` to a "
                 "program as it is, put it in single quotes or write \\${a.b})",
                 f"{at}.command",
             )
         kind, role, name = known[1], known[2], known[3]
-        entries = files if kind == "files" else data
+        entries: Mapping[str, Any] = files if kind == "files" else data if kind == "user_data" else datasets
         if name not in entries:
-            noun = "file" if kind == "files" else "user data"
+            noun = {"files": "file", "user_data": "user data", "datasets": "dataset"}[kind]
             raise loc.error(
                 f"job {job!r} names {noun} {name!r} in `{m[0]}`, and `{kind}` has no such {noun}", f"{at}.command"
             )
         found[kind][role][name] = None
         scanned[0] = m.end()  # a name may hold quotes: they are the name's, not the shell's
         # `data/$(touch x).csv` must name a file, not run `touch`, inside the user's quotes or not.
-        return quoted_for(files[name].path if kind == "files" else name, scanned[1])
+        return quoted_for(name if kind == "user_data" else entries[name].path, scanned[1])
 
     substituted = _REFERENCE.sub(substitute, command)
-    f, d = found["files"], found["user_data"]
+    f, d, s = found["files"], found["user_data"], found["datasets"]
     return substituted, References(
-        JobFiles(list(f["input"]), list(f["output"])), JobFiles(list(d["input"]), list(d["output"]))
+        JobFiles(list(f["input"]), list(f["output"])),
+        JobFiles(list(d["input"]), list(d["output"])),
+        JobFiles(list(s["input"]), list(s["output"])),
     )
 
 
@@ -356,9 +386,53 @@ def producer_edges(
     return deps, via
 
 
-def missing_inputs(files: dict[str, File], inputs: Sequence[str], cwd: str) -> list[File]:
-    """Files read but written by no job that do not exist (paths relative to cwd)."""
+def missing_inputs(files: Mapping[str, File | Dataset], inputs: Sequence[str], cwd: str) -> list[File | Dataset]:
+    """Files (or datasets) read but written by no job that do not exist (paths relative to cwd)."""
     return [files[name] for name in inputs if not os.path.exists(os.path.join(cwd, files[name].path))]
+
+
+def dataset_edges(jobs: Sequence[tuple[str, JobFiles]]) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+    """Each job's producers through datasets: every job that writes a dataset it reads (a
+    dataset may have several writers, Torc's fan-in), and for each edge the dataset that makes it."""
+    writers: dict[str, list[str]] = {}
+    for name, d in jobs:
+        for out in d.outputs:
+            writers.setdefault(out, []).append(name)
+    deps: dict[str, list[str]] = {}
+    via: dict[tuple[str, str], str] = {}
+    for name, d in jobs:
+        for inp in d.inputs:
+            for source in writers.get(inp, ()):
+                if source != name:
+                    deps.setdefault(name, []).append(source)
+                    via.setdefault((name, source), inp)
+    return deps, via
+
+
+def dataset_mtimes(cwd: str, paths: Mapping[str, str]) -> dict[str, float | None]:
+    """Each dataset's newest modification time (`newest_in_tree`), None where it is gone."""
+    return {name: newest_in_tree(os.path.join(cwd, path)) for name, path in paths.items()}
+
+
+def newest_in_tree(path: str, limit: int = 1_000_000) -> float | None:
+    """The latest modification time of a directory, of what is in it and of what is below (a
+    file added, changed or removed anywhere moves it); a file's own; None where it is gone.
+    Symlinks are not followed below the top; past `limit` entries the walk stops."""
+    try:
+        newest = os.stat(path).st_mtime
+    except (OSError, ValueError):
+        return None
+    seen = 0
+    for top, dirs, names in os.walk(path):
+        for n in (*dirs, *names):
+            seen += 1
+            if seen > limit:
+                return newest
+            try:
+                newest = max(newest, os.lstat(os.path.join(top, n)).st_mtime)
+            except OSError:
+                continue
+    return newest
 
 
 def file_mtimes(cwd: str, paths: Mapping[str, str]) -> dict[str, float | None]:

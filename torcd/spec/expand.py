@@ -12,6 +12,7 @@ from torcd.core import params as P
 from torcd.core.labels import label_problem
 from torcd.core.resources import Requirements
 from torcd.spec.data import (
+    Dataset,
     File,
     JobFiles,
     Matcher,
@@ -153,8 +154,14 @@ class JobExpander:
     """Makes the expanded jobs of a workflow's spec jobs, in order, keeping what the link step
     needs: each name's spec index (for error lines) and the `depends_on_regexes` to match."""
 
-    def __init__(self, files: dict[str, File], data: dict[str, UserData], loc: Locator):
-        self.files, self.data, self.loc = files, data, loc
+    def __init__(
+        self,
+        files: dict[str, File],
+        data: dict[str, UserData],
+        loc: Locator,
+        datasets: dict[str, Dataset] | None = None,
+    ):
+        self.files, self.data, self.loc, self.datasets = files, data, loc, datasets or {}
         self.file_names, self.data_names, self.matcher = list(files), list(data), Matcher(loc)
         self.jobs: list[ExpandedJob] = []
         self.origin: dict[str, int] = {}  # job name -> index in the spec, for error lines
@@ -170,6 +177,18 @@ class JobExpander:
                 self._expand_one(j, job, combo, rest, need, scheduler)
         except P.ParameterError as e:
             raise self.loc.error(str(e), f"$.jobs[{j}]") from None
+
+    def _datasets(
+        self, listed: list[str], referenced: list[str], combo: dict[str, P.Scalar], job: str, at: str
+    ) -> list[str]:
+        """The datasets a job lists (parameters filled in) and names in its command, each one the spec has."""
+        if not listed and not referenced:
+            return []
+        names = list(dict.fromkeys([P.fill(n, combo) for n in listed] + referenced))
+        for name in names:
+            if name not in self.datasets:
+                raise self.loc.error(f"job {job!r} lists dataset {name!r}, and `datasets` has no such dataset", at)
+        return names
 
     def _label(self, job: JobSpec, combo: dict[str, P.Scalar], at: str) -> str | None:
         if job.label is None:
@@ -189,7 +208,7 @@ class JobExpander:
             command = f"{script.rstrip(chr(10))}\n{command}" if "\n" in script else f"{script} {command}"
         refs = _NO_REFERENCES
         if "${" in command:  # `${files.…}` and `${user_data.…}` become paths and names, and dependencies
-            command, refs = substitute_references(command, self.files, self.data, name, at, loc)
+            command, refs = substitute_references(command, self.files, self.data, name, at, loc, self.datasets)
         used, data_used = self._uses(job, combo, rest, refs, name, at)
         if len(name) > MAX_NAME:
             raise loc.error(
@@ -219,6 +238,12 @@ class JobExpander:
                 template=job.name if combo else P.name_template(name),
                 priority=job.priority,
                 label=self._label(job, combo, at),
+                dataset_inputs=self._datasets(
+                    job.input_datasets, refs.datasets.inputs, combo, name, f"{at}.input_datasets"
+                ),
+                dataset_outputs=self._datasets(
+                    job.output_datasets, refs.datasets.outputs, combo, name, f"{at}.output_datasets"
+                ),
             )
         )
         self._note_origin(name, j)

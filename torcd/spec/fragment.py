@@ -20,7 +20,12 @@ _OWN_SETTING = "is the workflow's own setting, given when it was created: leave 
 
 def check_fragment(spec: Workflow) -> None:
     """Refuse (InvalidParams, naming the field) what adding these jobs cannot honour."""
-    for field, given in (("files", spec.files), ("user_data", spec.user_data), ("actions", spec.actions)):
+    for field, given in (
+        ("files", spec.files),
+        ("datasets", spec.datasets),
+        ("user_data", spec.user_data),
+        ("actions", spec.actions),
+    ):
         if given:
             raise InvalidParams(f"`{field}` are {_WHOLE_WORKFLOW}", {"field": f"$.{field}"})
     for field, differs in (

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 from torcd.core import params as P
 from torcd.core.graph import find_cycle
-from torcd.spec.data import JobFiles, Matcher, producer_edges
+from torcd.spec.data import JobFiles, Matcher, dataset_edges, producer_edges
 from torcd.spec.load import Locator
 from torcd.spec.schema import MAX_DEPENDENCIES, ExpandedJob
 
@@ -31,10 +31,15 @@ def link(
         "user_data",
         loc,
     )
+    set_deps, set_via = dataset_edges(
+        [(j.name, JobFiles(j.dataset_inputs, j.dataset_outputs)) for j in jobs if j.dataset_inputs or j.dataset_outputs]
+    )
     via.update({k: v for k, v in data_via.items() if k not in via})
+    via.update({k: v for k, v in set_via.items() if k not in via})
     for j in jobs:
-        if j.name in deps or j.name in data_deps:
-            j.depends_on = list(dict.fromkeys(j.depends_on + deps.get(j.name, []) + data_deps.get(j.name, [])))
+        if j.name in deps or j.name in data_deps or j.name in set_deps:
+            more = deps.get(j.name, []) + data_deps.get(j.name, []) + set_deps.get(j.name, [])
+            j.depends_on = list(dict.fromkeys(j.depends_on + more))
     _check_names(jobs, origin, loc, via)
 
 

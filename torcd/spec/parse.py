@@ -25,7 +25,7 @@ from torcd.core.spawning import DEFAULT_MAX_ITERATIONS, Spawning
 from torcd.errors import InvalidParams, SpecError
 from torcd.spec.actions import check_actions, schedule_by_actions
 from torcd.spec.collector import collector_paused
-from torcd.spec.data import expand_files, expand_user_data
+from torcd.spec.data import Dataset, expand_files, expand_user_data
 from torcd.spec.execution import Execution, execution_of
 from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
@@ -47,10 +47,6 @@ from torcd.spec.variables import apply_variables, declared, fill_variables
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 # Keys of newer Torc that torc-py does not run: refused (never half-run), saying what to use instead.
 TORC_KEYS_NOT_HERE = {
-    "datasets": "declare the data as `files` (input_files/output_files); `workflows reinitialize` reruns "
-    "what a changed file feeds",
-    "input_datasets": "use `input_files`",
-    "output_datasets": "use `output_files`",
     "access_groups": "a daemon serves one user; share results through files",
 }
 
@@ -237,7 +233,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     needs = [_check_job(doc, j, requirements, handlers, scheduler_names, loc) for j in range(len(doc.jobs))]
     files = expand_files(doc.files, doc.parameters, loc)
     data = expand_user_data(doc.user_data, doc.parameters, loc)
-    expander = JobExpander(files, data, loc)
+    datasets = _datasets(doc, loc)
+    expander = JobExpander(files, data, loc, datasets)
     for j, (job, (named, rest)) in enumerate(zip(doc.jobs, plan_expansion(doc, loc))):
         expander.expand(j, job, named, rest, needs[j], job.scheduler or default_scheduler)
     jobs, origin = expander.jobs, expander.origin
@@ -261,6 +258,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
         execution = chosen or execution
     written = {out for j in jobs for out in j.outputs}
     required = list(dict.fromkeys(i for j in jobs for i in j.inputs if i not in written))
+    made = {out for j in jobs for out in j.dataset_outputs}
+    required_sets = list(dict.fromkeys(i for j in jobs for i in j.dataset_inputs if i not in made))
     return Workflow(
         doc.name,
         doc.description,
@@ -284,7 +283,19 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
             [msgspec.to_builtins(r) for r in doc.resource_requirements],
             msgspec.to_builtins(stdio) if stdio is not None else None,
         ),
+        datasets,
+        required_sets,
     )
+
+
+def _datasets(doc: WorkflowDoc, loc: Locator) -> dict[str, Dataset]:
+    """Torc's `datasets`, by name."""
+    out: dict[str, Dataset] = {}
+    for i, d in enumerate(doc.datasets):
+        if d.name in out:
+            raise loc.error(f"dataset {d.name!r} is declared twice", f"$.datasets[{i}].name")
+        out[d.name] = Dataset(d.name, d.path, d.hash_mode, d.description, i)
+    return out
 
 
 def _check_job(

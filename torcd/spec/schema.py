@@ -13,7 +13,7 @@ from torcd.core.resources import ComputeNode, Monitoring
 from torcd.core.retry import Rule
 from torcd.core.spawning import DEFAULT_MAX_ITERATIONS, Spawning
 from torcd.spec.actions import ActionSpec
-from torcd.spec.data import File, FileSpec, Pattern, UserData, UserDataSpec
+from torcd.spec.data import Dataset, DatasetSpec, File, FileSpec, Pattern, UserData, UserDataSpec
 from torcd.spec.execution import Execution, ExecutionConfigSpec, StdioSpec
 from torcd.spec.slurm import SlurmDefaults, SlurmSchedulerSpec
 
@@ -70,6 +70,8 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True):
     priority: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 0  # Torc's: higher is claimed first when several are ready
     label: Annotated[str, Meta(min_length=1, max_length=256)] | None = None  # claimed only by a `run --label` of it
     stdio: StdioSpec | None = None  # Torc's: replaces the workflow's execution_config.stdio whole
+    input_datasets: list[Name] = []  # Torc's: it runs after every job that writes these
+    output_datasets: list[Name] = []
 
     def __post_init__(self):
         if self.depends_on is None:
@@ -124,6 +126,7 @@ class WorkflowDoc(msgspec.Struct, forbid_unknown_fields=True):
     resource_requirements: list[ResourceRequirementSpec] = []
     resource_monitor: ResourceMonitorSpec | None = None
     files: list[FileSpec] = []
+    datasets: list[DatasetSpec] = []
     user_data: list[UserDataSpec] = []
     actions: list[ActionSpec] = []
     # The order ready jobs are claimed in: by id, or largest first (GPUs, then runtime and memory)
@@ -171,6 +174,8 @@ class ExpandedJob(msgspec.Struct, array_like=True):
     label: str | None = None  # its jobs run only while a `torcctl run --label` of it serves them
     stdio: str | None = None  # Torc's stdio mode (None: separate)
     delete_stdio: bool = False  # its logs are deleted when it completes
+    dataset_inputs: list[str] = []  # names of the datasets it reads
+    dataset_outputs: list[str] = []  # ...and writes (with other jobs, maybe)
 
 
 class WorkflowAbout(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -201,3 +206,5 @@ class Workflow(msgspec.Struct):
     actions: list[tuple[Action, list[str]]] = []  # each with the names of the jobs it watches
     execution: Execution = Execution()
     spawning: Spawning = Spawning()  # what the jobs its jobs add (`jobs.spawn`) are read with
+    datasets: dict[str, Dataset] = {}
+    required_datasets: list[str] = []  # datasets read that no job writes: they must exist at submission

@@ -331,4 +331,22 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workflows ADD COLUMN srun TEXT;
     """,
+    # 22: Torc's datasets (directories jobs write, several may, and read), and who writes or reads each
+    """
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        workflow_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        hash_mode TEXT NOT NULL,
+        description TEXT NOT NULL,
+        UNIQUE (workflow_id, name)
+    );
+    CREATE TABLE dataset_jobs (
+        dataset_id INTEGER NOT NULL,
+        job_id INTEGER NOT NULL,
+        writes INTEGER NOT NULL,
+        PRIMARY KEY (dataset_id, writes, job_id)
+    ) WITHOUT ROWID;
+    """,
 ]

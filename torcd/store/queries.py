@@ -226,6 +226,18 @@ class Queries:
             (wf, limit),
         )
 
+    async def datasets(self, wf: int) -> list[sqlite3.Row]:
+        """The workflow's datasets with the jobs that write each and those that read it."""
+        await self.exists(wf)
+        jobs_of = """(SELECT group_concat(j.name, char(31)) FROM dataset_jobs r JOIN jobs j ON j.id = r.job_id
+                      WHERE r.dataset_id = d.id AND r.writes = {})"""
+        return await self.db.rows(
+            f"""SELECT d.name, d.path, d.hash_mode, d.description, w.cwd,
+                       {jobs_of.format(1)} AS writers, {jobs_of.format(0)} AS readers
+                FROM datasets d JOIN workflows w ON w.id = d.workflow_id WHERE d.workflow_id = ? ORDER BY d.id""",
+            (wf,),
+        )
+
     async def user_data(self, wf: int, name: str | None = None, limit: int = 1) -> list[sqlite3.Row]:
         """The workflow's user data (one entry, by name), with the job that writes each."""
         await self.exists(wf)

@@ -16,15 +16,24 @@ from torcd.store.lifecycle import reset_jobs
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
 
 
-def file_paths(tx: Tx, wf: int) -> tuple[str, dict[str, str]]:
-    """The workflow's directory and each of its files' paths, by name."""
+def file_paths(tx: Tx, wf: int) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The workflow's directory and each of its files' and datasets' paths, by name."""
     cwd = require_workflow(tx, wf)["cwd"]
-    return cwd, {name: path for name, path in tx.rows("SELECT name, path FROM files WHERE workflow_id = ?", (wf,))}
+    files = {name: path for name, path in tx.rows("SELECT name, path FROM files WHERE workflow_id = ?", (wf,))}
+    datasets = {name: path for name, path in tx.rows("SELECT name, path FROM datasets WHERE workflow_id = ?", (wf,))}
+    return cwd, files, datasets
 
 
-def reinitialize(tx: Tx, wf: int, mtimes: Mapping[str, float | None], dry_run: bool) -> dict[str, str]:
+def reinitialize(
+    tx: Tx,
+    wf: int,
+    mtimes: Mapping[str, float | None],
+    dry_run: bool,
+    set_mtimes: Mapping[str, float | None] | None = None,
+) -> dict[str, str]:
     """Put back to run the jobs whose inputs changed since they ran (and what depends on them);
-    return each one's name and why. `mtimes`: each file's modification time now (None: gone)."""
+    return each one's name and why. `mtimes`: each file's modification time now (None: gone);
+    `set_mtimes`: each dataset's newest."""
     row = require_workflow(tx, wf)
     busy = tx.one_row(f"SELECT count(*) FROM jobs WHERE workflow_id = ? AND status IN ({_ACTIVE_SQL})", (wf,))[0]
     if busy:
@@ -43,8 +52,29 @@ def reinitialize(tx: Tx, wf: int, mtimes: Mapping[str, float | None], dry_run: b
         (wf,),
     ):
         data_inputs[job].append(name)
+    set_inputs: defaultdict[int, list[str]] = defaultdict(list)
+    set_outputs: defaultdict[int, list[str]] = defaultdict(list)
+    set_made: set[str] = set()
+    for job, name, writes in tx.rows(
+        """SELECT r.job_id, d.name, r.writes FROM dataset_jobs r JOIN datasets d ON d.id = r.dataset_id
+           WHERE d.workflow_id = ?""",
+        (wf,),
+    ):
+        (set_outputs if writes else set_inputs)[job].append(name)
+        if writes:
+            set_made.add(name)
     jobs = [
-        JobFacts(id_, name, JobStatus(status), started, inputs[id_], outputs[id_], data_inputs[id_])
+        JobFacts(
+            id_,
+            name,
+            JobStatus(status),
+            started,
+            inputs[id_],
+            outputs[id_],
+            data_inputs[id_],
+            set_inputs[id_],
+            set_outputs[id_],
+        )
         for id_, name, status, started in tx.rows(
             """SELECT j.id, j.name, j.status, (SELECT max(a.start_time) FROM attempts a WHERE a.job_id = j.id)
                FROM jobs j WHERE j.workflow_id = ? ORDER BY j.id""",
@@ -61,12 +91,18 @@ def reinitialize(tx: Tx, wf: int, mtimes: Mapping[str, float | None], dry_run: b
         "SELECT d.depends_on, d.job_id FROM deps d JOIN jobs j ON j.id = d.job_id WHERE j.workflow_id = ?", (wf,)
     ):
         children[parent].append(child)
+    datasets = {
+        name: FileFacts(name, (set_mtimes or {}).get(name), name in set_made)
+        for (name,) in tx.rows("SELECT name FROM datasets WHERE workflow_id = ?", (wf,))
+    }
     try:
-        plan = plan_rerun(jobs, files, data_updated, children)
+        plan = plan_rerun(jobs, files, data_updated, children, datasets)
     except MissingInput as e:
-        path = tx.one_row("SELECT path FROM files WHERE workflow_id = ? AND name = ?", (wf, e.name))[0]
+        table = "datasets" if e.what == "dataset" else "files"
+        path = tx.one_row(f"SELECT path FROM {table} WHERE workflow_id = ? AND name = ?", (wf, e.name))[0]
         raise InvalidParams(
-            f"input file {e.name!r} ({path}) is gone and no job writes it; restore it first", {"field": "$.files"}
+            f"input {e.what} {e.name!r} ({path}) is gone and no job writes it; restore it first",
+            {"field": f"$.{table}"},
         ) from None
     if plan and not dry_run:
         store_actions.rearm(tx, wf)

@@ -20,7 +20,7 @@ from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, InvalidTransition, NotFound
 from torcd.faults import crash_point
 from torcd.protocol import MAX_USER_DATA_ENTRIES
-from torcd.spec.data import file_mtimes
+from torcd.spec.data import dataset_mtimes, file_mtimes
 from torcd.spec.parse import Workflow, on_slurm
 from torcd.spec.schema import ExpandedJob
 from torcd.store import actions as store_actions
@@ -105,6 +105,8 @@ class WorkflowStore:
             insert_deps(tx, jobs, ids)
             if spec.files:
                 _insert_files(tx, wf, spec, ids)
+            if spec.datasets:
+                _insert_datasets(tx, wf, spec, ids)
             if spec.actions:
                 store_actions.insert_actions(tx, wf, spec.actions, ids)
                 self.with_actions.add(wf)  # before the commit's settle, which looks at it
@@ -151,6 +153,9 @@ class WorkflowStore:
             if busy[0]:
                 raise InvalidTransition(f"workflow {wf} has {busy[0]} unfinished jobs; cancel it first")
             tx.run("DELETE FROM file_readers WHERE file_id IN (SELECT id FROM files WHERE workflow_id = ?)", (wf,))
+            tx.run(
+                "DELETE FROM dataset_jobs WHERE dataset_id IN (SELECT id FROM datasets WHERE workflow_id = ?)", (wf,)
+            )
             tx.run("DELETE FROM data_readers WHERE data_id IN (SELECT id FROM user_data WHERE workflow_id = ?)", (wf,))
             tx.run("DELETE FROM action_jobs WHERE action_id IN (SELECT id FROM actions WHERE workflow_id = ?)", (wf,))
             for table in (
@@ -159,6 +164,7 @@ class WorkflowStore:
                 "allocations",
                 "workers",
                 "files",
+                "datasets",
                 "user_data",
                 "actions",
                 "lineages",
@@ -217,10 +223,11 @@ class WorkflowStore:
     async def reinitialize(self, wf: int, dry_run: bool, key: RequestKey | None = None) -> dict[str, str]:
         """Put back to run the jobs whose inputs changed since they ran, and what depends on them
         (`core.changes`); each one's name and why."""
-        cwd, paths = await self.db.write(lambda tx: store_reinit.file_paths(tx, wf))
+        cwd, paths, set_paths = await self.db.write(lambda tx: store_reinit.file_paths(tx, wf))
         mtimes = await asyncio.to_thread(file_mtimes, cwd, paths)
+        set_mtimes = await asyncio.to_thread(dataset_mtimes, cwd, set_paths)
         return await self.db.write(
-            lambda tx: store_reinit.reinitialize(tx, wf, mtimes, dry_run), key=None if dry_run else key
+            lambda tx: store_reinit.reinitialize(tx, wf, mtimes, dry_run, set_mtimes), key=None if dry_run else key
         )
 
     async def recover(
@@ -347,6 +354,23 @@ def _insert_files(tx: Tx, wf: int, spec: Workflow, ids: dict[str, int]) -> None:
     tx.many(
         "INSERT INTO file_readers (file_id, job_id) VALUES (?, ?)",
         ((file_ids[i], ids[j.name]) for j in spec.jobs for i in j.inputs),
+    )
+
+
+def _insert_datasets(tx: Tx, wf: int, spec: Workflow, ids: dict[str, int]) -> None:
+    tx.many(
+        "INSERT INTO datasets (workflow_id, name, path, hash_mode, description) VALUES (?, ?, ?, ?, ?)",
+        ((wf, d.name, d.path, d.hash_mode, d.description) for d in spec.datasets.values()),
+    )
+    set_ids = {name: sid for sid, name in tx.rows("SELECT id, name FROM datasets WHERE workflow_id = ?", (wf,))}
+    tx.many(
+        "INSERT INTO dataset_jobs (dataset_id, job_id, writes) VALUES (?, ?, ?)",
+        (
+            (set_ids[name], ids[j.name], writes)
+            for j in spec.jobs
+            for writes, names in ((0, j.dataset_inputs), (1, j.dataset_outputs))
+            for name in names
+        ),
     )
 
 
