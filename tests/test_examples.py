@@ -34,6 +34,14 @@ def test_the_100_job_sweep_runs_alike_in_yaml_json5_and_kdl(daemon, workdir, spe
     assert open(daemon.attempts(summary.id)[0].stdout_path).read() == "sum of squares 338350\n"
 
 
+def test_the_stdio_example_keeps_what_each_job_asks_for(daemon, workdir):
+    code, out, err = daemon.ctl("run", "--quiet", "examples/stdio.yaml", cwd=workdir)
+    assert code == 0, out + err
+    kept = sorted(p.name for p in (workdir / "output" / "job_stdio").iterdir())
+    assert kept == ["job_wf1_j2_r1_a1.e", "job_wf1_j2_r1_a1.o", "job_wf1_j3_r1_a1.e"]
+    assert (workdir / "output" / "job_stdio" / "job_wf1_j3_r1_a1.e").read_text() == "err\n"
+
+
 def test_the_zip_sweep_pairs_its_values(daemon, workdir):
     code, out, _ = daemon.ctl("run", "--quiet", "examples/zip_sweep.yaml", cwd=workdir)
     assert code == 0 and "completed  3" in out

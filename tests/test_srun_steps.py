@@ -4,6 +4,7 @@ slurmdbd) a workflow whose steps Slurm accounts for."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 
@@ -150,27 +151,10 @@ async def test_a_step_whose_figures_come_late_is_asked_for_again(tmp_path):
     assert (tmp_path / "calls").read_text().count("run") == 3
 
 
-STEPS = """name: steps
-execution_config: {mode: slurm}
-slurm_schedulers:
-  - {name: debug, partition: debug, walltime: "00:10:00", cpus: 2, mem: 600M}
-resource_requirements:
-  - {name: small, num_cpus: 1, memory: 300m, runtime: PT5M}
-  - {name: short, num_cpus: 1, memory: 100m, runtime: PT2S}
-jobs:
-  - {name: hold, command: "bash HOLD 120 2", resource_requirements: small}
-  - name: where
-    command: 'echo "step $SLURM_STEP_ID of $SLURM_JOB_ID as $SLURM_JOB_NAME"'
-    resource_requirements: small
-  - {name: fails, command: "exit 3", resource_requirements: small}
-  - {name: sleeps, command: "sleep 60", resource_requirements: short}
-"""
-
-
 @needs_slurm
 def test_jobs_run_as_srun_steps_that_slurm_accounts_for(sdaemon):
-    spec = STEPS.replace("HOLD", str(REPO / "examples" / "scripts" / "hold_memory.sh"))
-    wf = submit_slurm(sdaemon, spec)
+    shutil.copytree(REPO / "examples", sdaemon.tmp / "examples")
+    wf = submit_slurm(sdaemon, (REPO / "examples" / "srun_steps.yaml").read_text())
     assert sdaemon.wait(wf, timeout=120).counts == {"completed": 2, "failed": 2}
     jobs = sdaemon.jobs(wf)
     (where,) = sdaemon.attempts(jobs["where"].id)
