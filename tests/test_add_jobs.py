@@ -334,6 +334,20 @@ REFUSED = [
         "`datasets` are not supported when adding jobs",
     ),
     (
+        "execution config",
+        "execution_config: {limit_resources: false}\njobs:\n  - {name: b, command: 'true'}\n",
+        {},
+        -32602,
+        "`execution_config` ",
+    ),
+    (
+        "stdio",
+        "execution_config: {stdio: {mode: none}}\njobs:\n  - {name: b, command: 'true'}\n",
+        {},
+        -32602,
+        "`execution_config` ",
+    ),
+    (
         "user data",
         "user_data:\n  - {name: u, data: 1}\njobs:\n  - {name: b, command: 'true'}\n",
         {},
@@ -440,3 +454,21 @@ def test_jobs_added_to_a_slurm_workflow_run_on_its_workers_and_one_fitting_no_no
     add(d, wf, "name: more\njobs:\n  - {name: b, command: 'true'}\n")
     assert worker(d, wf, "--cpus", "2").wait(60) == 0
     assert d.wait(wf).counts == {"completed": 2}
+
+
+def test_added_jobs_take_the_workflows_stdio_unless_they_set_their_own(daemon, tmp_path):
+    wf = daemon.submit(
+        "name: quiet\nexecution_config: {stdio: {mode: none}}\n"
+        f"jobs:\n  - {{name: a, command: '{WAITS_FOR_GO}'}}\n",
+        cwd=tmp_path,
+    )
+    ids = add(
+        daemon,
+        wf,
+        "name: more\njobs:\n  - {name: b, command: 'echo b'}\n"
+        "  - {name: c, command: 'echo c', stdio: {mode: separate}}\n",
+    )
+    (tmp_path / "go").touch()
+    assert daemon.wait(wf, timeout=30).counts == {"completed": 3}
+    ((b,), (c,)) = daemon.attempts(ids["b"]), daemon.attempts(ids["c"])
+    assert (b.stdout_path, b.stderr_path) == ("", "") and open(c.stdout_path).read() == "c\n"

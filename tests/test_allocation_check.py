@@ -30,10 +30,10 @@ async def store(tmp_path):
 
 
 async def allocation(
-    store: Store, tmp_path, queue: dict[str, str], cancelled: list[str] | None = None
+    store: Store, tmp_path, queue: dict[str, str], cancelled: list[str] | None = None, spec: str = SPEC
 ) -> tuple[int, int, AllocationService]:
     wf = await store.workflows.create_workflow(
-        parse_spec(SPEC, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm"
+        parse_spec(spec, "spec.yaml"), str(tmp_path), "spec.yaml", executor="slurm"
     )
     aid = await store.slurm.add_allocation(wf, "one", 4, "submitted by a test", False)
     await store.slurm.allocation_submitted(aid, "812", str(tmp_path / "a.sh"), None)
@@ -169,4 +169,14 @@ async def test_a_job_awaiting_classification_keeps_the_queued_allocation(store, 
     queue["812"] = "PENDING"
     await store.db.write(lambda tx: tx.run("UPDATE jobs SET status = 10 WHERE workflow_id = ?", (wf,)))
     await service.check()  # pending_failed: a retry may want it
+    assert cancelled == [] and (await store.slurm.allocations(wf))[0].state == "pending"
+
+
+async def test_workers_told_to_wait_past_the_end_keep_their_queued_allocations(store, tmp_path, queue):
+    cancelled: list[str] = []
+    spec = SPEC + "compute_node_ignore_workflow_completion: true\n"
+    wf, aid, service = await allocation(store, tmp_path, queue, cancelled, spec)
+    queue["812"] = "PENDING"
+    await store.workflows.cancel_workflow(wf)
+    await service.check()
     assert cancelled == [] and (await store.slurm.allocations(wf))[0].state == "pending"

@@ -162,3 +162,38 @@ def test_a_parameterized_dataset_name_is_filled_per_job():
     )
     jobs = {j.name: j for j in parse_spec(spec, "s.yaml").jobs}
     assert jobs["use_1"].depends_on == ["make_1"] and jobs["use_2"].depends_on == ["make_2"]
+
+
+def test_a_dataset_that_is_one_file_is_counted_and_hashed(tmp_path):
+    from torcctl.data import dataset_stats
+
+    (tmp_path / "table.csv").write_bytes(b"a,b\n1,2\n")
+    count, size, digest = dataset_stats(str(tmp_path / "table.csv"), "content")
+    assert (count, size) == (1, 8)
+    assert digest == hashlib.sha256(b"table.csv\0a,b\n1,2\n\n").hexdigest()
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "d" / "pipe")
+    assert dataset_stats(str(tmp_path / "d"), "content")[0] == 0  # a FIFO is not read (nor waited on)
+
+
+def test_too_many_dataset_dependencies_are_refused_before_they_are_made():
+    spec = (
+        "name: s\ndatasets:\n  - {name: d, path: out/d}\njobs:\n"
+        "  - {name: 'w{i}', command: 'true', output_datasets: [d], parameters: {i: '1:2100'}}\n"
+        "  - {name: 'r{i}', command: 'true', input_datasets: [d], parameters: {i: '1:2000'}}\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec, "s.yaml")
+    assert "more than 4,000,000 dependencies" in info.value.message and info.value.field == "$.jobs[1].input_datasets"
+    assert time.monotonic() - started < 30  # counted, not built
+
+
+def test_a_dataset_too_large_to_read_whole_counts_as_changed(tmp_path):
+    from torcd.spec.data import newest_in_tree
+
+    for i in range(5):
+        (tmp_path / f"f{i}").write_text("x")
+    assert newest_in_tree(str(tmp_path), limit=100) < float("inf")
+    assert newest_in_tree(str(tmp_path), limit=3) == float("inf")
+    assert newest_in_tree(str(tmp_path / "gone")) is None

@@ -16,6 +16,7 @@ from torcd.spec.parse import parse_spec
         ("0.0:1.0:0.25", [0, 0.25, 0.5, 0.75, 1]),  # Torc's float range; whole values as Torc writes them
         ("0.1:0.3:0.1", [0.1, 0.2, 0.3]),  # the decimals written, not 0.30000000000000004
         ("0.5:2", [0.5, 1.5]),
+        ("1234567.8:1234567.9:0.05", [1234567.8, 1234567.85, 1234567.9]),  # the end kept at any magnitude
         ("[16,32]", [16, 32]),
         ("['a','b']", ["a", "b"]),
         ("[0.1, 0.5]", [0.1, 0.5]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,3 +184,20 @@ def test_the_validator_refuses_a_crate_that_breaks_the_spec(daemon, diamond, val
     (where / "ro-crate-metadata.json").write_text(json.dumps(doc))
     report = validate(where, validator_cache)
     assert report["passed"] is False and "datePublished" in json.dumps(report["issues"])
+
+
+def test_a_fifo_where_a_file_was_is_left_out_and_a_license_that_is_not_text_is_not_used(daemon, tmp_path):
+    spec = """name: odd
+metadata: {license: {kind: mit}}
+files:
+  - {name: pipe, path: pipe}
+jobs:
+  - {name: a, command: "cat ${files.input.pipe} > /dev/null &"}
+"""
+    os.mkfifo(tmp_path / "pipe")
+    wf = daemon.submit(spec, cwd=tmp_path)
+    daemon.wait(wf, timeout=30)
+    code, out, err = daemon.ctl("ro-crate", "export", str(wf))
+    assert code == 0, err
+    entities = graph(json.loads(out))
+    assert "pipe" not in entities and entities["#license"]["description"].startswith("No license stated")

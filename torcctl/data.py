@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 
 import msgspec
@@ -38,8 +39,12 @@ def datasets(client: Client, args) -> int:
     cwd = client.workflow(args.workflow_id).cwd
     rows = []
     for d in found:
-        count, size, digest = dataset_stats(os.path.join(cwd, d.path), d.hash_mode if args.hash else "none")
-        rows.append({**msgspec.to_builtins(d), "file_count": count, "total_size": size, "hash": digest})
+        limit = None if args.hash else LIST_LIMIT
+        count, size, digest = dataset_stats(os.path.join(cwd, d.path), d.hash_mode if args.hash else "none", limit)
+        counted = limit is None or count <= limit
+        rows.append(
+            {**msgspec.to_builtins(d), "file_count": count, "total_size": size, "hash": digest, "counted": counted}
+        )
     if args.json:
         print_json(rows)
         return 0
@@ -52,7 +57,7 @@ def datasets(client: Client, args) -> int:
         headers + (["hash"] if args.hash else []),
         (
             [r["name"], r["path"], r["hash_mode"], jobs(r["writers"]) if r["writers"] else "(input)"]
-            + [jobs(r["readers"]), str(r["file_count"]) if r["exists"] else "missing", str(r["total_size"])]
+            + [jobs(r["readers"]), _count(r), str(r["total_size"]) + ("" if r["counted"] else "+")]
             + ([r["hash"] or "-"] if args.hash else [])
             for r in rows
         ),
@@ -60,13 +65,23 @@ def datasets(client: Client, args) -> int:
     return 0
 
 
-def dataset_stats(path: str, hash_mode: str) -> tuple[int, int, str | None]:
-    """The files under a dataset's directory (or the one file it names), their bytes, and its
-    hash: `manifest`, SHA-256 over each file's path, size and time; `content`, over each file's
-    path and contents; `none`, no hash. Symlinks are not followed."""
-    entries: list[tuple[str, os.stat_result]] = []
-    if os.path.isfile(path):
-        entries.append((os.path.basename(path), os.stat(path)))
+LIST_LIMIT = 100_000  # files counted per dataset for a listing without --hash
+
+
+def _count(row: dict) -> str:
+    if not row["exists"]:
+        return "missing"
+    return str(row["file_count"]) if row["counted"] else f"over {LIST_LIMIT:,} (--hash counts all)"
+
+
+def dataset_stats(path: str, hash_mode: str, limit: int | None = None) -> tuple[int, int, str | None]:
+    """The files under a dataset's directory (or the one file it is), their bytes, and its hash:
+    `manifest`, SHA-256 over each file's path, size and time; `content`, over each file's path
+    and contents; `none`, no hash. Symlinks, FIFOs and devices are not read. Past `limit`
+    files the count stops (returned as limit + 1)."""
+    entries: list[tuple[str, str, os.stat_result]] = []  # (relative path, full path, stat)
+    if os.path.isfile(path) and not os.path.islink(path):
+        entries.append((os.path.basename(path), path, os.stat(path)))
     for top, dirs, names in os.walk(path):
         dirs.sort()
         for name in names:
@@ -75,23 +90,37 @@ def dataset_stats(path: str, hash_mode: str) -> tuple[int, int, str | None]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            if os.path.isfile(full) and not os.path.islink(full):
-                entries.append((os.path.relpath(full, path), st))
+            if stat.S_ISREG(st.st_mode):
+                entries.append((os.path.relpath(full, path), full, st))
+            if limit is not None and len(entries) > limit:
+                return len(entries), sum(e[2].st_size for e in entries), None
     entries.sort()
-    total = sum(st.st_size for _, st in entries)
+    total = sum(st.st_size for _, _, st in entries)
     if hash_mode == "none":
         return len(entries), total, None
     h = hashlib.sha256()
-    for rel, st in entries:
+    for rel, full, st in entries:
         h.update(rel.encode(errors="surrogateescape") + b"\0")
         if hash_mode == "manifest":
             h.update(f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
             continue
-        with open(os.path.join(path, rel), "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        _hash_file(full, h)
         h.update(b"\n")
     return len(entries), total, h.hexdigest()
+
+
+def _hash_file(path: str, h) -> None:
+    """Add a regular file's bytes to `h`: opened without following a symlink or waiting on a
+    FIFO swapped in since it was listed; what is no longer a regular file adds nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
 
 
 def _workflow(args) -> int:

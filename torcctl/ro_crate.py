@@ -36,8 +36,9 @@ class FileFacts(msgspec.Struct, frozen=True):
 def describe(path: str, hashed: bool = True) -> FileFacts | None:
     """What a file on disk is now (None: missing, or not a regular file)."""
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang the export
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return None
             digest = None
@@ -76,7 +77,8 @@ def build(
 ) -> dict[str, Any]:
     """The crate's metadata document. `root` is the directory the crate describes (where its
     metadata file goes); file paths are the workflow's, relative to its directory."""
-    license = license or (wf.metadata or {}).get("license") or NO_LICENSE
+    stated = (wf.metadata or {}).get("license")
+    license = license or (stated if isinstance(stated, str) and stated.strip() else None) or NO_LICENSE
     software = {
         "@id": "#torc-py",
         "@type": "SoftwareApplication",

@@ -219,9 +219,10 @@ class Client:
             self.submit_allocations(summary.id, allocations)
         return summary
 
-    def files(self, workflow_id: int) -> list[FileInfo]:
-        """The workflow's files: the job that writes each, the jobs that read it, whether it exists."""
-        return self.call("workflows.files", {"workflow_id": workflow_id}, list[FileInfo])
+    def files(self, workflow_id: int, limit: int = 100_000) -> list[FileInfo]:
+        """The workflow's files (the first `limit`, up to 1,000,000): the job that writes each,
+        the jobs that read it, whether it exists."""
+        return self.call("workflows.files", {"workflow_id": workflow_id, "limit": limit}, list[FileInfo])
 
     def datasets(self, workflow_id: int) -> list[DatasetInfo]:
         """The workflow's datasets: the jobs that write each, those that read it, whether it exists."""

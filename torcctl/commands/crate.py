@@ -23,7 +23,7 @@ def export(client: Client, args) -> int:
     root = os.path.dirname(os.path.abspath(out)) if out else wf.cwd
     doc = build(
         wf,
-        client.files(args.workflow_id),
+        client.files(args.workflow_id, limit=1_000_000),  # every file a workflow may have
         client.results(args.workflow_id, all_runs=True),
         root=root,
         now=time.time(),

@@ -138,6 +138,8 @@ class Handlers:
         wf = await self.queries.workflow(params.workflow_id)
         spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, wf.cwd)
         check_fragment(spec)
+        if (inherited := (await self.queries.spawning(wf.id)).stdio) is not None:  # the workflow's, for its jobs
+            spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, wf.cwd, inherited)
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if wf.executor == "slurm":  # the workflow's schedulers, and those the new jobs bring
             stored = await self.slurm.schedulers(wf.id)

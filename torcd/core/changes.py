@@ -104,6 +104,8 @@ def _own_reason(
         mtime = datasets[name].mtime
         if mtime is None:
             return f"input dataset {name!r} is gone"
+        if mtime == float("inf"):
+            return f"input dataset {name!r} could not be read whole to tell whether it changed"
         if mtime > started:
             return f"input dataset {name!r} changed after it ran"
     for name in job.data_inputs:

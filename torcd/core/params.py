@@ -7,6 +7,7 @@ import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 
 # A placeholder is `{name}` or `{name:format_spec}`; anything else in braces
 # (shell `${HOME}`, awk `{print $1}`) is left alone.
@@ -108,7 +109,8 @@ def _float_range(spec: str, m: re.Match[str], max_values: int) -> list[Scalar]:
         raise ParameterError(f"range {_short(spec)} needs a positive step")
     if end < start:
         raise ParameterError(f"range {_short(spec)} ends before it starts")
-    count = int((end - start) / step + 1e-9) + 1
+    # Counted exactly from the text written (floats lose the end at 1234567.8:1234567.9:0.01).
+    count = int((Decimal(written[1]) - Decimal(written[0])) / Decimal(written[2] if len(written) == 3 else "1")) + 1
     if count > max_values:
         raise ParameterError(f"range {_short(spec)} has {count:,} values; the limit is {max_values:,}")
     decimals = max(len(g.partition(".")[2]) for g in written)

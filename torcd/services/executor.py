@@ -291,6 +291,12 @@ class LocalExecutor:
 
     async def _wait(self, job: Runnable, proc: Watched) -> None:
         returncode = await proc.wait()
+        used = None
+        if job.srun is not None and job.job_id not in self._stopping:
+            # Still running as far as the worker knows (busy, its CPUs held) until Slurm's
+            # figures for the step are in, a few seconds at most: a worker told to stop meanwhile
+            # reports it with the rest, never forgets it.
+            used = await self.steps.usage(os.environ.get("SLURM_JOB_ID", ""), step_name(job))
         if self.procs.pop(job.job_id, None):
             self._release(job)
             self._give_back_gpus(job)
@@ -308,7 +314,6 @@ class LocalExecutor:
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
         if job.srun is not None:  # what srun itself used says nothing; the step's figures are Slurm's
-            used = await self.steps.usage(os.environ.get("SLURM_JOB_ID", ""), step_name(job))
             peak, cpu = (used.peak_memory, used.cpu_seconds) if used else (None, None)
         end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
         if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too

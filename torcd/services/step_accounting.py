@@ -1,8 +1,8 @@
 """What a finished srun step used, from Slurm's accounting (`sacct`), for the attempt's record.
 
 A step's figures reach the accounting database a moment after it ends, so sacct is asked a few
-times over about four seconds. On a cluster without accounting (no slurmdbd) sacct says so once,
-and steps are then recorded without figures."""
+times over about four seconds, and never past SECONDS in all. On a cluster without accounting
+(no slurmdbd) sacct says so once, and steps are then recorded without figures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ log = structlog.get_logger("torcd.steps")
 
 NO_ACCOUNTING = "accounting storage is disabled"
 WAITS = (0.2, 0.4, 0.8, 1.2, 1.6)  # seconds before each ask
+SECONDS = 8.0  # the most a step's end waits for its figures, slow answers included
 
 
 class StepAccounting:
@@ -26,10 +27,12 @@ class StepAccounting:
     async def usage(self, slurm_job_id: str, name: str) -> StepUsage | None:
         if not self.available:
             return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SECONDS
         for wait in WAITS:
             await asyncio.sleep(wait)
             try:
-                out = await self._steps(slurm_job_id)
+                out = await self._steps(slurm_job_id, max(0.5, deadline - loop.time()))
             except OSError as e:
                 self._give_up(f"{self.sacct}: {e.strerror or e}")
                 return None
@@ -37,10 +40,12 @@ class StepAccounting:
                 return None
             if (found := step_usage(out, name)) is not None:
                 return found
+            if loop.time() >= deadline:
+                break
         log.info("step_usage_not_found", slurm_job_id=slurm_job_id, step=name)
         return None
 
-    async def _steps(self, slurm_job_id: str) -> str | None:
+    async def _steps(self, slurm_job_id: str, timeout: float) -> str | None:
         proc = await asyncio.create_subprocess_exec(
             self.sacct,
             "-j",
@@ -54,7 +59,7 @@ class StepAccounting:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), 20)
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
             proc.kill()
             await proc.wait()

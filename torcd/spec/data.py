@@ -9,11 +9,12 @@ and the edges they make. Whether an input exists is asked by `missing_inputs`, a
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
@@ -391,13 +392,25 @@ def missing_inputs(files: Mapping[str, File | Dataset], inputs: Sequence[str], c
     return [files[name] for name in inputs if not os.path.exists(os.path.join(cwd, files[name].path))]
 
 
-def dataset_edges(jobs: Sequence[tuple[str, JobFiles]]) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
+def dataset_edges(
+    jobs: Sequence[tuple[str, JobFiles]], spec_index: dict[str, int], limit: int, loc: Locator
+) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
     """Each job's producers through datasets: every job that writes a dataset it reads (a
-    dataset may have several writers, Torc's fan-in), and for each edge the dataset that makes it."""
+    dataset may have several writers, Torc's fan-in), and for each edge the dataset that makes
+    it; more than `limit` edges (writers times readers, counted before any is made) is an error."""
     writers: dict[str, list[str]] = {}
     for name, d in jobs:
         for out in d.outputs:
             writers.setdefault(out, []).append(name)
+    edges = 0
+    for name, d in jobs:
+        edges += sum(len(writers.get(inp, ())) for inp in d.inputs)
+        if edges > limit:
+            raise loc.error(
+                f"datasets make more than {limit:,} dependencies (every reader waits for every writer): "
+                "split a dataset that many jobs write and many read, or put a job between them",
+                f"$.jobs[{spec_index[name]}].input_datasets",
+            )
     deps: dict[str, list[str]] = {}
     via: dict[tuple[str, str], str] = {}
     for name, d in jobs:
@@ -409,30 +422,44 @@ def dataset_edges(jobs: Sequence[tuple[str, JobFiles]]) -> tuple[dict[str, list[
     return deps, via
 
 
-def dataset_mtimes(cwd: str, paths: Mapping[str, str]) -> dict[str, float | None]:
-    """Each dataset's newest modification time (`newest_in_tree`), None where it is gone."""
-    return {name: newest_in_tree(os.path.join(cwd, path)) for name, path in paths.items()}
+def dataset_mtimes(cwd: str, paths: Mapping[str, str], read: Collection[str]) -> dict[str, float | None]:
+    """For each dataset a job reads, its newest modification time (`newest_in_tree`); for the
+    others (only written: whether they are there is all that matters), their own; None: gone."""
+    out: dict[str, float | None] = {}
+    for name, path in paths.items():
+        full = os.path.join(cwd, path)
+        if name in read:
+            out[name] = newest_in_tree(full)
+            continue
+        try:
+            out[name] = os.stat(full).st_mtime
+        except (OSError, ValueError):
+            out[name] = None
+    return out
 
 
 def newest_in_tree(path: str, limit: int = 1_000_000) -> float | None:
     """The latest modification time of a directory, of what is in it and of what is below (a
     file added, changed or removed anywhere moves it); a file's own; None where it is gone.
-    Symlinks are not followed below the top; past `limit` entries the walk stops."""
+    Symlinks are not followed below the top. What cannot be told (a directory that cannot be
+    read, more than `limit` entries) is infinitely new: a job that reads it runs again rather
+    than keep a result from data nobody looked at."""
     try:
         newest = os.stat(path).st_mtime
     except (OSError, ValueError):
         return None
+    unread: list[OSError] = []
     seen = 0
-    for top, dirs, names in os.walk(path):
+    for top, dirs, names in os.walk(path, onerror=unread.append):
         for n in (*dirs, *names):
             seen += 1
             if seen > limit:
-                return newest
+                return math.inf
             try:
                 newest = max(newest, os.lstat(os.path.join(top, n)).st_mtime)
             except OSError:
-                continue
-    return newest
+                return math.inf
+    return math.inf if unread else newest
 
 
 def file_mtimes(cwd: str, paths: Mapping[str, str]) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ import msgspec
 
 from torcd.core.resources import ComputeNode, Monitoring
 from torcd.errors import InvalidParams
+from torcd.spec.execution import Execution
 from torcd.spec.parse import ExpandedJob, SlurmSchedulerSpec, Workflow, on_slurm, refuse_labels_on_slurm
 
 _WHOLE_WORKFLOW = "not supported when adding jobs (they belong to the workflow as a whole)"
@@ -29,6 +30,7 @@ def check_fragment(spec: Workflow) -> None:
         if given:
             raise InvalidParams(f"`{field}` are {_WHOLE_WORKFLOW}", {"field": f"$.{field}"})
     for field, differs in (
+        ("execution_config", spec.execution != Execution() or spec.spawning.stdio is not None),
         ("use_pending_failed", spec.use_pending_failed is not None),
         ("output_dir", spec.output_dir != "output"),
         ("resource_monitor", spec.monitoring != Monitoring()),

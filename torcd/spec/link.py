@@ -32,7 +32,14 @@ def link(
         loc,
     )
     set_deps, set_via = dataset_edges(
-        [(j.name, JobFiles(j.dataset_inputs, j.dataset_outputs)) for j in jobs if j.dataset_inputs or j.dataset_outputs]
+        [
+            (j.name, JobFiles(j.dataset_inputs, j.dataset_outputs))
+            for j in jobs
+            if j.dataset_inputs or j.dataset_outputs
+        ],
+        origin,
+        MAX_DEPENDENCIES,
+        loc,
     )
     via.update({k: v for k, v in data_via.items() if k not in via})
     via.update({k: v for k, v in set_via.items() if k not in via})

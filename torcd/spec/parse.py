@@ -26,7 +26,7 @@ from torcd.errors import InvalidParams, SpecError
 from torcd.spec.actions import check_actions, schedule_by_actions
 from torcd.spec.collector import collector_paused
 from torcd.spec.data import Dataset, expand_files, expand_user_data
-from torcd.spec.execution import Execution, execution_of
+from torcd.spec.execution import Execution, StdioSpec, execution_of
 from torcd.spec.expand import JobExpander, plan_expansion, too_long
 from torcd.spec.link import link, sort_claims
 from torcd.spec.load import Locator, first_content_line, load, metadata_of
@@ -51,11 +51,14 @@ TORC_KEYS_NOT_HERE = {
 }
 
 
-def parse_spec(text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None) -> Workflow:
+def parse_spec(
+    text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None, stdio: dict | None = None
+) -> Workflow:
     """Validate and expand a spec's text; raise SpecError naming file, line and field. Parameter
-    tables are read from `cwd` (the process's own when None)."""
+    tables are read from `cwd` (the process's own when None). `stdio`: the stdio of the workflow
+    these jobs join (jobs added to it), for jobs that set none."""
     with collector_paused():
-        return _expand(*load_doc(text, file, fmt, cwd))
+        return _expand(*load_doc(text, file, fmt, cwd), inherited_stdio=stdio)
 
 
 # The daemon parses specs in a pool of their own, never in asyncio's default pool, which other
@@ -66,10 +69,10 @@ _PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="torcd-spec")
 
 
 async def parse_spec_in_pool(
-    text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None
+    text: str, file: str = "<spec>", fmt: str | None = None, cwd: str | None = None, stdio: dict | None = None
 ) -> Workflow:
     """`parse_spec` off the event loop, in the spec parsers' pool (requests beyond two queue)."""
-    call = functools.partial(contextvars.copy_context().run, parse_spec, text, file, fmt, cwd)
+    call = functools.partial(contextvars.copy_context().run, parse_spec, text, file, fmt, cwd, stdio)
     return await asyncio.get_running_loop().run_in_executor(_PARSERS, call)
 
 
@@ -215,7 +218,7 @@ def _requirements(job: JobSpec, known: dict[str, Requirements], at: str, loc: Lo
     return known[job.resource_requirements]
 
 
-def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
+def _expand(doc: WorkflowDoc, loc: Locator, inherited_stdio: dict | None = None) -> Workflow:
     handlers = _check_handlers(doc, loc)
     requirements = _check_requirements(doc, loc)
     default_scheduler = check_schedulers(doc.slurm_schedulers, doc.default_scheduler, doc.slurm_defaults, loc)
@@ -244,6 +247,8 @@ def _expand(doc: WorkflowDoc, loc: Locator) -> Workflow:
     if doc.jobs_sort_method != "none" or any(job.priority for job in doc.jobs):
         sort_claims(jobs, doc.jobs_sort_method)
     stdio = doc.execution_config.stdio if doc.execution_config else None
+    if stdio is None and inherited_stdio is not None:
+        stdio = msgspec.convert(inherited_stdio, StdioSpec)
     if stdio is not None or any(job.stdio for job in doc.jobs):
         for ej in jobs:  # a job's own stdio replaces the workflow's whole, as in Torc
             own = doc.jobs[origin[ej.name]].stdio or stdio

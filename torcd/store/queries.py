@@ -13,6 +13,7 @@ import msgspec
 
 from torcd.core.graph import GraphEdge, GraphNode, fold_graph, graph_nodes
 from torcd.core.retry import Rule
+from torcd.core.spawning import Spawning
 from torcd.core.status import JobStatus
 from torcd.errors import NotFound
 from torcd.events import Event
@@ -127,6 +128,14 @@ class Queries:
         if not rows:
             raise NotFound(f"no workflow {wf}")
         return _summary(rows[0], await self._counts(wf))
+
+    async def spawning(self, wf: int) -> Spawning:
+        """What jobs added to the workflow are read with (its env, requirements and stdio)."""
+        rows = await self.db.rows("SELECT spawning FROM workflows WHERE id = ?", (wf,))
+        if not rows:
+            raise NotFound(f"no workflow {wf}")
+        raw = rows[0][0]
+        return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)
 
     async def exists(self, wf: int) -> None:
         """NotFound unless the workflow exists (without counting its jobs, as `workflow` does)."""

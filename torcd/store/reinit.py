@@ -16,12 +16,21 @@ from torcd.store.lifecycle import reset_jobs
 _ACTIVE_SQL = ",".join(str(int(s)) for s in ACTIVE)
 
 
-def file_paths(tx: Tx, wf: int) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The workflow's directory and each of its files' and datasets' paths, by name."""
+def file_paths(tx: Tx, wf: int) -> tuple[str, dict[str, str], dict[str, str], set[str]]:
+    """The workflow's directory, each of its files' and datasets' paths by name, and the
+    datasets some job reads."""
     cwd = require_workflow(tx, wf)["cwd"]
     files = {name: path for name, path in tx.rows("SELECT name, path FROM files WHERE workflow_id = ?", (wf,))}
     datasets = {name: path for name, path in tx.rows("SELECT name, path FROM datasets WHERE workflow_id = ?", (wf,))}
-    return cwd, files, datasets
+    read = {
+        name
+        for (name,) in tx.rows(
+            """SELECT d.name FROM datasets d WHERE d.workflow_id = ?
+               AND EXISTS (SELECT 1 FROM dataset_jobs r WHERE r.dataset_id = d.id AND r.writes = 0)""",
+            (wf,),
+        )
+    }
+    return cwd, files, datasets, read
 
 
 def reinitialize(

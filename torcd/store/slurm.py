@@ -173,13 +173,17 @@ class SlurmStore:
     async def queued_without_work(self) -> list[tuple[int, int, str]]:
         """(allocation id, workflow id, slurm job id) of allocations still queued (pending) for
         workflows whose every job is final: none of them will find work (Torc cancels them).
-        A job waiting for classification is not final: a retry may want the allocation."""
+        A job waiting for classification is not final: a retry may want the allocation; nor are
+        the allocations of a workflow whose workers wait for jobs added after it ends
+        (`compute_node_ignore_workflow_completion`)."""
         unfinished = ",".join(str(int(s)) for s in S if s not in FINAL)  # an index seek per status
         return [
             (r[0], r[1], r[2])
             for r in await self.db.rows(
                 f"""SELECT a.id, a.workflow_id, a.slurm_job_id FROM allocations a
+                    JOIN workflows w ON w.id = a.workflow_id
                     WHERE a.state = 'pending' AND a.slurm_job_id IS NOT NULL
+                      AND NOT coalesce(json_extract(w.compute_node, '$.ignore_workflow_completion'), 0)
                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = a.workflow_id
                                       AND j.status IN ({unfinished}))"""
             )

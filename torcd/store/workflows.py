@@ -223,9 +223,9 @@ class WorkflowStore:
     async def reinitialize(self, wf: int, dry_run: bool, key: RequestKey | None = None) -> dict[str, str]:
         """Put back to run the jobs whose inputs changed since they ran, and what depends on them
         (`core.changes`); each one's name and why."""
-        cwd, paths, set_paths = await self.db.write(lambda tx: store_reinit.file_paths(tx, wf))
+        cwd, paths, set_paths, read = await self.db.write(lambda tx: store_reinit.file_paths(tx, wf))
         mtimes = await asyncio.to_thread(file_mtimes, cwd, paths)
-        set_mtimes = await asyncio.to_thread(dataset_mtimes, cwd, set_paths)
+        set_mtimes = await asyncio.to_thread(dataset_mtimes, cwd, set_paths, read)
         return await self.db.write(
             lambda tx: store_reinit.reinitialize(tx, wf, mtimes, dry_run, set_mtimes), key=None if dry_run else key
         )
