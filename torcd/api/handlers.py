@@ -107,22 +107,16 @@ class Handlers:
         if not os.path.isabs(params.cwd) or not os.path.isdir(params.cwd):  # noqa: ASYNC240 one stat, not worth a thread
             raise InvalidParams(f"cwd must be an existing absolute directory, got {params.cwd!r}", {"field": "$.cwd"})
         spec = await parse_spec_in_pool(params.spec_text, params.spec_path, params.spec_format, params.cwd)
-        if missing := await asyncio.to_thread(missing_inputs, spec.files, spec.required_inputs, params.cwd):
-            f = missing[0]
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise SpecError(
-                f"input file {f.name!r} ({f.path}) does not exist and no job writes it{more}",
-                file=params.spec_path,
-                field=f"$.files[{f.index}]",
-            )
-        if missing := await asyncio.to_thread(missing_inputs, spec.datasets, spec.required_datasets, params.cwd):
-            d = missing[0]
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise SpecError(
-                f"input dataset {d.name!r} ({d.path}) does not exist and no job writes it{more}",
-                file=params.spec_path,
-                field=f"$.datasets[{d.index}]",
-            )
+        inputs = (("file", spec.files, spec.required_inputs), ("dataset", spec.datasets, spec.required_datasets))
+        for what, entries, required in inputs:
+            if missing := await asyncio.to_thread(missing_inputs, entries, required, params.cwd):
+                f = missing[0]
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise SpecError(
+                    f"input {what} {f.name!r} ({f.path}) does not exist and no job writes it{more}",
+                    file=params.spec_path,
+                    field=f"$.{what}s[{f.index}]",
+                )
         schedulers, jobs = list(spec.schedulers), spec.jobs
         if params.executor == "slurm":
             schedulers, jobs = on_slurm(spec, params.account)
