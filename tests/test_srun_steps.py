@@ -4,12 +4,15 @@ slurmdbd) a workflow whose steps Slurm accounts for."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 import subprocess
 
+import anyio
 import pytest
 from conftest import REPO
+from test_mcp import _session, _structured
 from test_slurm import pytestmark as needs_slurm
 from test_slurm import sdaemon, submit_slurm  # noqa: F401
 
@@ -174,6 +177,30 @@ def test_jobs_run_as_srun_steps_that_slurm_accounts_for(sdaemon):
     # Past its runtime the worker signals srun, which passes it to the step.
     (sleeps,) = sdaemon.attempts(jobs["sleeps"].id)
     assert (sleeps.return_code, sleeps.cause) == (152, "timeout") and sleeps.end_time - sleeps.start_time < 30
+    # Torc's `slurm sacct WF`, and its MCP tool: the allocation, its steps, the walltime in all.
+    code, out, err = sdaemon.ctl("-f", "json", "slurm", "sacct", str(wf))
+    assert code == 0, err
+    report = json.loads(out)
+    steps = {r["name"]: r for r in report["rows"] if r["step"] is not None}
+    hold_step = steps[f"wf{wf}_j{jobs['hold'].id}_r1_a1"]
+    assert hold_step["max_rss_bytes"] > 100 * 2**20 and hold_step["slurm_job_id"] == slurm_job
+    assert report["total_walltime_seconds"] > 0 and "Total walltime consumed" in report["summary"]
+
+    async def ask(session):
+        return _structured(await session.call_tool("get_slurm_sacct", {"workflow_id": wf}))
+
+    assert anyio.run(_session, sdaemon, ask)["total_walltime_seconds"] == report["total_walltime_seconds"]
     assert f"wf{wf}_j{jobs['sleeps'].id}_r1_a1|CANCELLED" in " ".join(listed) or any(
         line.startswith(f"wf{wf}_j{jobs['sleeps'].id}_r1_a1|") and "COMPLETED" not in line for line in listed
     ), listed
+
+
+def test_slurm_sacct_says_plainly_when_the_cluster_keeps_no_accounting(tmp_path):
+    from torcctl.sacct import SacctUnavailable, sacct_report
+
+    disabled = fake_sacct(tmp_path, "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1")
+    with pytest.raises(SacctUnavailable, match="keeps no job accounting"):
+        sacct_report(1, ["812"], sacct=disabled)
+    with pytest.raises(SacctUnavailable, match="not found"):
+        sacct_report(1, ["812"], sacct=str(tmp_path / "nope"))
+    assert sacct_report(1, [], sacct=disabled)["total_walltime_seconds"] == 0  # no allocation: nothing to ask

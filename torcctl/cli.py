@@ -248,6 +248,12 @@ COMMANDS: tuple[Command | Group, ...] = (
                 "submit allocations now (a chain of serialize_allocations at once)",
                 A.schedule_nodes_args,
             ),
+            Command(
+                "sacct",
+                hpc.slurm_sacct,
+                "what Slurm's accounting says of a workflow's allocations and steps, and their walltime",
+                A.workflow_id,
+            ),
         ),
     ),
     Command("allocations", workflows.allocations, "list a workflow's Slurm allocations", A.workflow_id),

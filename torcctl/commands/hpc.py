@@ -1,5 +1,6 @@
-"""Commands for HPC profiles (Torc's `hpc ...`) and `slurm generate`: what partitions a cluster
-has, which suits a job, and schedulers made for a spec from them."""
+"""Commands for HPC profiles (Torc's `hpc ...`), `slurm generate` and `slurm sacct`: what
+partitions a cluster has, which suits a job, schedulers made for a spec from them, and what the
+accounting says a workflow's allocations used."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torcctl.hpc import catalog
 from torcctl.hpc.generate import GenerateError, generate
 from torcctl.hpc.profiles import Need, Profile, format_walltime, matching
 from torcctl.render import print_json, table
+from torcctl.sacct import SacctUnavailable, sacct_report
 from torcd.core.resources import parse_memory
 
 
@@ -134,6 +136,31 @@ def slurm_generate(_: Client, args) -> int:
             "`torcctl watch WF --auto-schedule` asks when they become ready",
             file=sys.stderr,
         )
+    return 0
+
+
+def slurm_sacct(client: Client, args) -> int:
+    """Torc's `slurm sacct WF`: a row per allocation and per step, and the walltime in all."""
+    ids = [a.slurm_job_id for a in client.allocations(args.workflow_id) if a.slurm_job_id]
+    try:
+        report = sacct_report(args.workflow_id, ids)
+    except SacctUnavailable as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print_json(report)
+        return 0
+
+    def mib(n: int | None) -> str:
+        return "" if n is None else f"{n / 2**20:.1f}"
+
+    def cells(r: dict) -> list[str]:
+        elapsed, cpu = str(r["elapsed_seconds"] or 0), f"{r['cpu_seconds'] or 0:g}"
+        first = [r["slurm_job_id"], r["step"] or "", r["name"], r["state"], r["exit_code"], elapsed]
+        return [*first, mib(r["max_rss_bytes"]), cpu, r["nodes"] or ""]
+
+    headers = ["allocation", "step", "name", "state", "exit", "elapsed s", "max RSS MiB", "CPU s", "nodes"]
+    table(headers, (cells(r) for r in report["rows"]))
+    print(report["summary"])
     return 0
 
 

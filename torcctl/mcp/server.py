@@ -21,7 +21,8 @@ from torcctl.api.client import Client
 from torcctl.errors import RpcError
 from torcctl.execution_plan import execution_plan
 from torcctl.log_scan import MAX_BYTES_PER_LOG, LogScan
-from torcd.protocol import AttemptInfo, JobInfo, WorkflowSummary
+from torcctl.sacct import SacctUnavailable, sacct_report
+from torcd.protocol import AllocationInfo, AttemptInfo, JobInfo, WorkflowSummary
 from torcd.services.job_logs import open_log_for_reading
 
 MAX_TAIL_LINES = 1000
@@ -313,6 +314,19 @@ class TorcTools:
             )
         )
 
+    def get_slurm_sacct(self, workflow_id: int) -> dict[str, Any]:
+        """Slurm's accounting for every allocation of the workflow and each of its steps (jobs
+        run as srun steps, and the workers): state, exit code, elapsed seconds, peak memory (max
+        RSS), CPU seconds and nodes, with the walltime the allocations consumed in all. For
+        HPC resource use and for failures Slurm saw (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL)."""
+        ids = [
+            a.slurm_job_id for a in self.call("allocations.list", {"workflow_id": workflow_id}, list[AllocationInfo])
+        ]
+        try:
+            return sacct_report(workflow_id, [i for i in ids if i])
+        except SacctUnavailable as e:
+            raise ToolError(str(e)) from None
+
     def list_pending_failed_jobs(self, workflow_id: int) -> list[PendingFailedJob]:
         """The workflow's jobs waiting for a decision: id, name, attempt, return code, the failure
         handler's reason for parking it, and the last lines of its stderr. Transient causes
@@ -376,6 +390,7 @@ TOOLS = (
     "recover_workflow",
     "list_pending_failed_jobs",
     "classify_and_resolve_failures",
+    "get_slurm_sacct",
 )
 
 

@@ -80,11 +80,12 @@ def step_usage(sacct_out: str, name: str) -> StepUsage | None:
         _, rss, cpu, nodes, state = fields
         if state.split(" ")[0] in ("RUNNING", "PENDING", "") or not (rss or cpu):
             return None
-        return StepUsage(_bytes(rss), _cpu_seconds(cpu), nodes or None)
+        return StepUsage(size_bytes(rss), duration_seconds(cpu), nodes or None)
     return None
 
 
-def _bytes(text: str) -> int | None:
+def size_bytes(text: str) -> int | None:
+    """sacct's `2048K`, `2.5G` (no suffix: bytes), in bytes; None: not a size."""
     m = _SIZE.fullmatch(text.strip())
     if not m:
         return None
@@ -92,7 +93,8 @@ def _bytes(text: str) -> int | None:
     return int(float(m[1]) * scale)
 
 
-def _cpu_seconds(text: str) -> float | None:
+def duration_seconds(text: str) -> float | None:
+    """sacct's `MM:SS.mmm`, `HH:MM:SS` or `D-HH:MM:SS`, in seconds; None: not a duration."""
     m = _CPU.fullmatch(text.strip())
     if not m:
         return None
