@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 from torcd.errors import SpecError
-from torcd.services.processes import remove_logs
+from torcd.services.job_logs import remove_logs
 from torcd.spec.execution import Execution
 from torcd.spec.parse import parse_spec
 

@@ -16,8 +16,8 @@ from test_mcp import _session, _structured
 from test_slurm import pytestmark as needs_slurm
 from test_slurm import sdaemon, submit_slurm  # noqa: F401
 
-from torcd.core.attempts import Runnable
-from torcd.core.srun import SrunOptions, StepUsage, srun_words, step_name, step_usage
+from torcd.core.attempts import Runnable, SrunOptions
+from torcd.core.srun import StepUsage, srun_words, step_name, step_usage
 from torcd.errors import SpecError
 from torcd.services.step_accounting import StepAccounting
 from torcd.spec.parse import parse_spec

@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from torcctl.api.client import Client, attempt_log_path
+from torcctl.api.client import Client
+from torcctl.api.log_paths import attempt_log_path
 from torcctl.api.models import Attempt
 from torcctl.dashboard import logs
 from torcctl.dashboard.access import Seen, Sessions, judge

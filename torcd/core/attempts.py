@@ -11,7 +11,14 @@ import msgspec
 
 from torcd.core.exits import Exit as Exit  # an attempt's end
 from torcd.core.retry import Rule
-from torcd.core.srun import SrunOptions
+
+
+class SrunOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a workflow's jobs are started with as srun steps (Torc's mode: slurm), beyond what
+    each job asks for: `core.srun` makes the words."""
+
+    cpu_bind: bool = False  # Torc's enable_cpu_bind; otherwise --cpu-bind=none
+    signal: str | None = None  # Torc's srun_termination_signal: srun's --signal=[R:]SIG[@TIME]
 
 
 class Runnable(msgspec.Struct):

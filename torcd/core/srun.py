@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from torcd.core.attempts import Runnable
-
-
-class SrunOptions(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What a workflow's steps are started with, beyond what each job asks for."""
-
-    cpu_bind: bool = False  # Torc's enable_cpu_bind; otherwise --cpu-bind=none
-    signal: str | None = None  # Torc's srun_termination_signal: srun's --signal=[R:]SIG[@TIME]
-
+from torcd.core.attempts import Runnable, SrunOptions
 
 SRUN_SIGNAL = re.compile(r"(?:R:)?(?:[0-9]{1,2}|(?:SIG)?[A-Z][A-Z0-9]{1,9})(?:@[0-9]{1,5})?")
 

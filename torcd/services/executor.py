@@ -22,7 +22,8 @@ from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
 from torcd.core.resources import format_bytes, format_duration, kernel_oom
 from torcd.core.srun import srun_words, step_name
 from torcd.services.exit_log import ExitLog
-from torcd.services.monitor import Monitor, Sample
+from torcd.services.job_logs import remove_logs
+from torcd.services.monitor import Monitor, Sample, Usage
 from torcd.services.processes import (
     LAUNCH_FAILED,
     Watched,
@@ -33,7 +34,6 @@ from torcd.services.processes import (
     kill_pids,
     log_files,
     missing_directory,
-    remove_logs,
     shell_prelude,
     signal_group,
     spawn_shell,
@@ -289,32 +289,42 @@ class LocalExecutor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _wait(self, job: Runnable, proc: Watched) -> None:
-        returncode = await proc.wait()
-        used = None
-        if job.srun is not None and job.job_id not in self._stopping:
-            # Still running as far as the worker knows (busy, its CPUs held) until Slurm's
-            # figures for the step are in, a few seconds at most: a worker told to stop meanwhile
-            # reports it with the rest, never forgets it.
-            used = await self.steps.usage(os.environ.get("SLURM_JOB_ID", ""), step_name(job))
+    async def _step_figures(self, job: Runnable) -> tuple[int | None, float | None] | None:
+        """For a job run as an srun step, Slurm's figures (what srun itself used says nothing).
+        Until they are in, a few seconds at most, the job still counts as running (busy, its
+        CPUs held): a worker told to stop meanwhile reports it with the rest, never forgets it."""
+        if job.srun is None:
+            return None
+        if job.job_id in self._stopping:
+            return None, None
+        used = await self.steps.usage(os.environ.get("SLURM_JOB_ID", ""), step_name(job))
+        return (used.peak_memory, used.cpu_seconds) if used else (None, None)
+
+    def _ended(self, job: Runnable) -> Usage:
+        """Free what an ended job held; what its samples saw of it."""
         if self.procs.pop(job.job_id, None):
             self._release(job)
             self._give_back_gpus(job)
         deadline = self._deadlines.pop(job.job_id, None)
         if deadline is not None:
             deadline.cancel()
-        seen = self.monitor.forget(job.job_id)
+        return self.monitor.forget(job.job_id)
+
+    async def _wait(self, job: Runnable, proc: Watched) -> None:
+        returncode = await proc.wait()
+        step = await self._step_figures(job)
+        seen = self._ended(job)
         # Memory is known from samples only; CPU time exactly from reaping our own child, else
-        # (an adopted job) from the last sample.
+        # (an adopted job) from the last sample; a step's, from Slurm.
         peak = seen.peak_memory
         cpu = proc.cpu_seconds if proc.cpu_seconds is not None else seen.cpu_seconds
+        if step is not None:
+            peak, cpu = step
         oom = self._oom.pop(job.job_id, None)
         timed_out = job.job_id in self._timed_out
         self._timed_out.discard(job.job_id)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
-        if job.srun is not None:  # what srun itself used says nothing; the step's figures are Slurm's
-            peak, cpu = (used.peak_memory, used.cpu_seconds) if used else (None, None)
         end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
         if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too
             await self._kill_escaped(done)

@@ -1,4 +1,5 @@
-"""What a person sees of a failed job without opening its logs: the last lines of its stderr."""
+"""Job logs after the fact: what a person sees of a failed job without opening its logs (the last
+lines of its stderr), reading a log safely, and deleting a completed attempt's logs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import deque
 from typing import BinaryIO
 
 from torcd.protocol import JobInfo
+from torcd.services.processes import check_log_directory
 
 SHOWN_FOR = ("pending_failed", "failed")
 
@@ -50,3 +52,32 @@ def with_tails(jobs: list[JobInfo], only_failed: bool = True) -> list[JobInfo]:
         if not only_failed or job.status in SHOWN_FOR:
             job.stderr_tail = stderr_tail(job.stderr_path)
     return jobs
+
+
+def remove_logs(*paths: str) -> list[str]:
+    """Delete a completed attempt's log files (Torc's delete_on_success); return why any could
+    not be. Only our own regular files, named in a directory that passes the checks the logs
+    were opened under; one already gone is not a problem."""
+    problems = []
+    for path in dict.fromkeys(p for p in paths if p):
+        name = os.path.basename(path)
+        try:
+            fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+            continue
+        try:
+            check_log_directory(os.fstat(fd), path)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                raise PermissionError(errno.EPERM, "not this user's regular file; left in place", path)
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+        finally:
+            os.close(fd)
+    return problems

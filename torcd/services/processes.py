@@ -98,7 +98,7 @@ def open_log_directory(path: str) -> int:
     except OSError as e:
         raise _not_a_directory(path, e) from None
     try:
-        _check_log_directory(os.fstat(fd), path)
+        check_log_directory(os.fstat(fd), path)
         _check_above(path)
     except OSError:
         os.close(fd)
@@ -149,7 +149,7 @@ def _not_a_directory(path: str, e: OSError) -> OSError:
     return e
 
 
-def _check_log_directory(st: os.stat_result, path: str) -> None:
+def check_log_directory(st: os.stat_result, path: str) -> None:
     if st.st_uid != os.getuid():
         raise PermissionError(
             errno.EPERM,
@@ -183,35 +183,6 @@ def open_log(dir_fd: int, name: str, path: str) -> int:
         raise PermissionError(errno.EPERM, f"log file is {what}; refusing to write to it", path)
     os.set_blocking(fd, True)
     return fd
-
-
-def remove_logs(*paths: str) -> list[str]:
-    """Delete a completed attempt's log files (Torc's delete_on_success); return why any could
-    not be. Only our own regular files, named in a directory that passes the checks the logs
-    were opened under; one already gone is not a problem."""
-    problems = []
-    for path in dict.fromkeys(p for p in paths if p):
-        name = os.path.basename(path)
-        try:
-            fd = os.open(os.path.dirname(path), _DIRECTORY)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
-            continue
-        try:
-            _check_log_directory(os.fstat(fd), path)
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
-                raise PermissionError(errno.EPERM, "not this user's regular file; left in place", path)
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
-        finally:
-            os.close(fd)
-    return problems
 
 
 def _user_name(uid: int) -> str:

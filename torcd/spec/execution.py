@@ -13,8 +13,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from torcd.core.attempts import SrunOptions
 from torcd.core.exits import SIGKILL_EXIT, SIGXCPU_EXIT
-from torcd.core.srun import SRUN_SIGNAL, SrunOptions
+from torcd.core.srun import SRUN_SIGNAL
 
 ExitCode = Annotated[int, Meta(ge=0, le=255)]
 

@@ -17,9 +17,8 @@ import msgspec
 
 from torcd import events as E
 from torcd.core import lifecycle as L
-from torcd.core.attempts import Runnable, stdio_paths
+from torcd.core.attempts import Runnable, SrunOptions, stdio_paths
 from torcd.core.resources import Capacity, Monitoring, Requirements, shortfalls
-from torcd.core.srun import SrunOptions
 from torcd.core.status import ACTIVE
 from torcd.core.status import JobStatus as S
 from torcd.store.db import Tx, chunks, marks

@@ -61,17 +61,7 @@ def reinitialize(
         (wf,),
     ):
         data_inputs[job].append(name)
-    set_inputs: defaultdict[int, list[str]] = defaultdict(list)
-    set_outputs: defaultdict[int, list[str]] = defaultdict(list)
-    set_made: set[str] = set()
-    for job, name, writes in tx.rows(
-        """SELECT r.job_id, d.name, r.writes FROM dataset_jobs r JOIN datasets d ON d.id = r.dataset_id
-           WHERE d.workflow_id = ?""",
-        (wf,),
-    ):
-        (set_outputs if writes else set_inputs)[job].append(name)
-        if writes:
-            set_made.add(name)
+    set_inputs, set_outputs, set_made = _dataset_uses(tx, wf)
     jobs = [
         JobFacts(
             id_,
@@ -118,3 +108,19 @@ def reinitialize(
         reset_jobs(tx, row, list(plan), "changed inputs")
     names = {job.id: job.name for job in jobs}
     return {names[j]: why for j, why in plan.items()}
+
+
+def _dataset_uses(tx: Tx, wf: int) -> tuple[defaultdict[int, list[str]], defaultdict[int, list[str]], set[str]]:
+    """The datasets each job reads, those each writes, and the datasets some job writes."""
+    inputs: defaultdict[int, list[str]] = defaultdict(list)
+    outputs: defaultdict[int, list[str]] = defaultdict(list)
+    made: set[str] = set()
+    for job, name, writes in tx.rows(
+        """SELECT r.job_id, d.name, r.writes FROM dataset_jobs r JOIN datasets d ON d.id = r.dataset_id
+           WHERE d.workflow_id = ?""",
+        (wf,),
+    ):
+        (outputs if writes else inputs)[job].append(name)
+        if writes:
+            made.add(name)
+    return inputs, outputs, made
