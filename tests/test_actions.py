@@ -238,7 +238,8 @@ jobs:
         ),
         (
             ("on_jobs_complete", "on_worker_start"),
-            "wf.yaml:5: Invalid enum value 'on_worker_start' (at $.actions[0].trigger_type)",
+            "wf.yaml:5: Invalid enum value 'on_worker_start'; expected one of on_jobs_complete, on_jobs_ready, "
+            "on_workflow_complete, on_workflow_start (at $.actions[0].trigger_type)",
         ),
     ],
 )

@@ -50,7 +50,7 @@ def test_torcs_defaults_apply_once_an_execution_config_is_given():
         ("  enable_cpu_bind: true\n", "", "enable_cpu_bind", "srun option"),
         ("  srun_mpi: pmix\n", "", "srun_mpi", "srun --mpi="),
         ("  srun_termination_signal: TERM@90\n", "", "srun_termination_signal", "srun option"),
-        ("  stdio: {mode: both}\n", "", "stdio.mode", "Invalid enum value 'both'"),
+        ("  stdio: {mode: both}\n", "", "stdio.mode", "'both'; expected one of combined, no_stderr"),
         ("  stdio: {delete: true}\n", "", "stdio.delete", "unknown key"),
         ("  termination_signal: SIGKILL\n", "", "termination_signal", "not a signal a job can catch"),
         ("  termination_signal: NOPE\n", "", "termination_signal", "not a signal a job can catch"),

@@ -14,6 +14,7 @@ import functools
 import io
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgspec
 from msgspec import UNSET
@@ -159,7 +160,25 @@ def _validation_error(e: msgspec.ValidationError, loc: Locator) -> SpecError:
         if advice := TORC_KEYS_NOT_HERE.get(m[1]):
             message = f"Torc's `{m[1]}` is not supported by torc-py: {advice} (docs/torc-users.md)"
         path = f"{path}.{m[1]}"
+    elif message.startswith("Invalid enum value") and (allowed := _literal_values(path)):
+        message += f"; expected one of {', '.join(map(str, allowed))}"
     return loc.error(message, path)
+
+
+def _literal_values(path: str) -> tuple | None:
+    """The values a spec field takes (its Literal), found by walking the spec's types along the
+    error's path (`$.jobs[0].stdio.mode`); None where the path leads to no Literal."""
+    info: Any = msgspec.inspect.type_info(WorkflowDoc)
+    for step in re.findall(r"\.([A-Za-z_]\w*)|\[\d+\]", path):
+        while isinstance(info, msgspec.inspect.UnionType):  # `X | None`: the one that is not None
+            info = next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)), None)
+        if step and isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == step), None)
+        elif not step and isinstance(info, msgspec.inspect.ListType):
+            info = info.item_type
+        else:
+            return None
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
 def _check_handlers(doc: WorkflowDoc, loc: Locator) -> dict[str, list[Rule]]:
