@@ -341,6 +341,20 @@ def test_user_data_files_slurm_and_actions():
     assert len(workflow.actions) == 1
 
 
+def test_datasets_and_stdio_build_like_any_other_key():
+    spec = (
+        WorkflowSpec("w")
+        .dataset("parts", "out/parts", hash_mode="content")
+        .job("shard_{i}", "touch ${datasets.output.parts}/{i}", parameters={"i": "1:2"}, stdio={"mode": "none"})
+        .job("merge", "cat out/parts/*", input_datasets=["parts"])
+    )
+    assert spec.to_dict()["datasets"] == [{"name": "parts", "path": "out/parts", "hash_mode": "content"}]
+    jobs = {j.name: j for j in spec.validate().jobs}
+    assert sorted(jobs["merge"].depends_on) == ["shard_1", "shard_2"] and jobs["shard_1"].stdio == "none"
+    with pytest.raises(ValueError, match="dataset 'parts' is already defined"):
+        spec.dataset("parts", "elsewhere")
+
+
 # What a command or an env value may hold: any text but the control characters the parser refuses,
 # with what YAML makes much of (indicators, quotes, and what it reads as line breaks) often.
 _TEXT = st.text(

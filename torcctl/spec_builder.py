@@ -24,7 +24,7 @@ from ruamel.yaml.representer import SafeRepresenter
 from torcd.errors import SpecError
 from torcd.protocol import MAX_SPEC_BYTES
 from torcd.spec.actions import ActionSpec
-from torcd.spec.data import FileSpec, UserDataSpec
+from torcd.spec.data import DatasetSpec, FileSpec, UserDataSpec
 from torcd.spec.errors import spec_errors
 from torcd.spec.parse import load_plain, parse_spec
 from torcd.spec.schema import ResourceRequirementSpec, Workflow
@@ -44,6 +44,7 @@ _TOP_ORDER = (
     "resource_requirements",
     "failure_handlers",
     "files",
+    "datasets",
     "user_data",
     "slurm_schedulers",
     "default_scheduler",
@@ -74,6 +75,8 @@ _JOB_ORDER = (
     "input_user_data_regexes",
     "output_user_data",
     "output_user_data_regexes",
+    "input_datasets",
+    "output_datasets",
     "failure_handler",
     "resource_requirements",
     "num_cpus",
@@ -103,6 +106,7 @@ _ENTRY_ORDER: dict[str, tuple[str, ...]] = {
     "resource_requirements": _fields_of(ResourceRequirementSpec),
     "failure_handlers": ("name", "rules"),
     "files": _fields_of(FileSpec),
+    "datasets": _fields_of(DatasetSpec),
     "user_data": _fields_of(UserDataSpec),
     "slurm_schedulers": _fields_of(SlurmSchedulerSpec),
     "actions": _fields_of(ActionSpec),
@@ -210,6 +214,14 @@ class WorkflowSpec:
         `fields`: `parameters`, `parameter_mode`, `use_parameters`."""
         name = _text(name, "a file's name")
         return self._add_named("files", "file", name, {"path": _text(path, f"the path of file {name!r}"), **fields})
+
+    def dataset(self, name: str, path: str | os.PathLike[str], **fields: Any) -> WorkflowSpec:
+        """Add a dataset: a directory several jobs write and others read whole (`input_datasets`,
+        `output_datasets`, `${datasets.input.NAME}`); `fields`: `hash_mode`, `description`."""
+        name = _text(name, "a dataset's name")
+        return self._add_named(
+            "datasets", "dataset", name, {"path": _text(path, f"the path of dataset {name!r}"), **fields}
+        )
 
     def user_data(self, name: str, data: Any = None, **fields: Any) -> WorkflowSpec:
         """Add a user data entry holding `data` (any JSON value); `fields`: `is_ephemeral`,
