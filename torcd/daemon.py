@@ -115,6 +115,7 @@ class Daemon:
             poll_interval=cfg.slurm_poll_interval,
             heartbeat_timeout=cfg.heartbeat_timeout,
         )
+        self.allocations.listen(self.bus)
         self.autoscheduler = AutoScheduler(store.slurm, self.bus, self.allocations, cfg.auto_schedule_interval)
         self.actions = ActionRunner(store.actions, store.queries, self.bus, self.allocations, self.api_url)
         self.workers = WorkerService(store.workers, store.slurm, self.allocations, cfg.worker_poll_interval)

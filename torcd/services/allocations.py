@@ -14,6 +14,8 @@ import time
 
 import structlog
 
+from torcd import events as E
+from torcd.bus import EventBus
 from torcd.core import allocations as A
 from torcd.core import slurm_plan
 from torcd.core.exits import SIGKILL_EXIT, Cause, Exit
@@ -66,6 +68,7 @@ class AllocationService:
         # Slurm's commands (tests pass fakes)
         self._sbatch, self._squeue, self._sinfo, self._scancel = sbatch, squeue, sinfo, scancel
         self.url = url
+        self._wake = asyncio.Event()  # a workflow ended: check now
         self.credentials_dir = credentials_dir
         # Slurm opens an allocation's --output by path when it starts, hours after any check: only a
         # directory of the daemon's own (in the state dir) is safe from a group member's swap.
@@ -186,13 +189,22 @@ class AllocationService:
         await self.slurm.set_allocation_credential(aid, credential_hash)
         return path
 
+    def listen(self, bus: EventBus) -> None:
+        """Check at once when a workflow ends (or is canceled), not at the next poll: its
+        allocations still queued are cancelled before Slurm starts the next one of a chain."""
+        bus.listen("allocations", (E.WorkflowDone, E.WorkflowCanceled), lambda _: self._wake.set())
+
     async def run(self) -> None:
         while True:
             try:
                 await self.check()
             except SlurmError as e:
                 log.warning("slurm_poll_failed", error=str(e))
-            await asyncio.sleep(self.poll_interval)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
 
     async def check(self, now: float | None = None) -> None:
         """Follow allocations in the queue; declare lost the workers that went silent. What each
