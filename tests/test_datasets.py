@@ -197,3 +197,27 @@ def test_a_dataset_too_large_to_read_whole_counts_as_changed(tmp_path):
     assert newest_in_tree(str(tmp_path), limit=100) < float("inf")
     assert newest_in_tree(str(tmp_path), limit=3) == float("inf")
     assert newest_in_tree(str(tmp_path / "gone")) is None
+
+
+def test_datasets_read_alike_in_yaml_and_kdl():
+    yaml = (
+        "name: ds\ndatasets:\n  - {name: parts, path: out/parts, hash_mode: content}\njobs:\n"
+        "  - {name: 'make_{i}', command: 'touch out/parts/{i}', parameters: {i: '1:2'}, output_datasets: [parts]}\n"
+        "  - {name: use, command: 'ls out/parts', input_datasets: [parts]}\n"
+    )
+    kdl = """name "ds"
+dataset "parts" {
+    path "out/parts"
+    hash_mode "content"
+}
+job "make_{i}" {
+    command "touch out/parts/{i}"
+    parameters { i "1:2"; }
+    output_dataset "parts"
+}
+job "use" {
+    command "ls out/parts"
+    input_dataset "parts"
+}
+"""
+    assert parse_spec(kdl, "ds.kdl") == parse_spec(yaml, "ds.yaml")

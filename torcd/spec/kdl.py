@@ -7,9 +7,10 @@ ckdl also keeps only the last of a property given twice on one node; the same sc
 a property, when the text holds more `=` than ckdl kept properties. Every scan is linear.
 
 Mapping (Torc's): a node's name is the key and its first argument the value; `job "name"`,
-`file "name"`, `resource_requirements "name"`, `failure_handler "name"`, `slurm_scheduler "name"`,
-`user_data "name"`, `action`, `rule` are entries of their lists; list fields are repeated nodes
-with one value each (`depends_on "a"`, `input_file "f"`, an action's `command "..."` and
+`file "name"`, `dataset "name"`, `resource_requirements "name"`, `failure_handler "name"`,
+`slurm_scheduler "name"`, `user_data "name"`, `action`, `rule` are entries of their lists; list
+fields are repeated nodes with one value each (`depends_on "a"`, `input_file "f"`,
+`input_dataset "d"`, an action's `command "..."` and
 `job "a"`), except `use_parameters`, `exit_codes`, `causes` and an action's `jobs`, which take
 several arguments; a node with children is a mapping; `key=value` properties are keys too.
 """
@@ -30,6 +31,7 @@ _ENTRIES = {
     "workflow": {
         "job": ("jobs", True),
         "file": ("files", True),
+        "dataset": ("datasets", True),
         "user_data": ("user_data", True),
         "resource_requirements": ("resource_requirements", True),
         "failure_handler": ("failure_handlers", True),
@@ -54,6 +56,10 @@ _REPEATED = {
         "output_user_data": "output_user_data",
         "input_user_data_regexes": "input_user_data_regexes",
         "output_user_data_regexes": "output_user_data_regexes",
+        "input_dataset": "input_datasets",
+        "output_dataset": "output_datasets",
+        "input_datasets": "input_datasets",
+        "output_datasets": "output_datasets",
     },
     "action": {"command": "commands", "job": "jobs", "job_name_regexes": "job_name_regexes"},
 }
