@@ -169,3 +169,21 @@ async def test_a_slurm_workflow_with_a_labelled_job_is_refused(rig):
     with pytest.raises(InvalidParams, match="job 'b' has the label 'gpu': labelled jobs run only on this machine"):
         await submit(rig, SPEC.replace("{name: b, command: 'true'}", "{name: b, command: 'true', label: gpu}"), "slurm")
     assert await rig.queries.workflows() == []
+
+
+async def test_the_poll_that_lets_the_last_worker_go_first_cancels_the_allocations_still_queued(rig):
+    slurm = FakeSlurm()
+    wf = await submit(
+        rig, "name: w\nslurm_schedulers:\n  - {name: s, account: a}\njobs:\n  - {name: a, command: 'true'}\n", "slurm"
+    )
+    allocations = make_allocations(rig, slurm)
+    running, _ = await allocations.submit(wf, "by hand", count=2)
+    workers = make_workers(rig, allocations)
+    wid = await register(workers, wf, running)
+    (job,) = (await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1), ADMIN, API)).jobs
+    queued_id = sorted(slurm.states)[1]  # the second submitted, never started
+    done = p.ExitReport(job.job_id, job.run_id, job.attempt_id, 0, time.time())
+    reply = await workers.poll(p.WorkerPoll(worker_id=wid, free_cpus=1, exits=[done]), ADMIN, API)
+    assert (reply.jobs, reply.may_come) == ([], 0)  # it may leave: nothing can come
+    # ...and before it does (its allocation's end would let Slurm start the next), the queued one is gone.
+    assert slurm.states[queued_id] == "CANCELLED"

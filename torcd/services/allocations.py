@@ -210,7 +210,7 @@ class AllocationService:
         """Follow allocations in the queue; declare lost the workers that went silent. What each
         observation means is `core.allocations`' to say; this gathers them and applies the answers."""
         now = time.time() if now is None else now
-        await self._cancel_queued_without_work()
+        await self.cancel_queued_without_work()
         open_allocs = await self.slurm.open_allocations()
         with_ids = [a for a in open_allocs if a[2]]
         if with_ids:
@@ -251,11 +251,11 @@ class AllocationService:
                 assert d.reason is not None  # a lost worker's decision says why
                 await self.lose_worker(wid, d.reason, d.cause)
 
-    async def _cancel_queued_without_work(self) -> None:
-        """Cancel allocations still queued for workflows that are done (Torc does so for chained
-        allocations), so that none starts only to find nothing; the queue check that follows
-        sees them leave."""
-        queued = await self.slurm.queued_without_work()
+    async def cancel_queued_without_work(self, wf: int | None = None) -> None:
+        """Cancel allocations still queued for workflows that are done (all, or `wf`'s; Torc does
+        so for chained allocations), so that none starts only to find nothing; the queue check
+        that follows sees them leave."""
+        queued = await self.slurm.queued_without_work(wf)
         if not queued:
             return
         try:

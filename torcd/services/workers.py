@@ -90,6 +90,10 @@ class WorkerService:
             return p.WorkerPollResult(stop=True)
         if reply.stop:  # its allocation has ended
             return p.WorkerPollResult(stop=True, api_url=api_url)
+        if not (reply.may_come or reply.jobs or reply.recoveries or reply.waiting):
+            # The worker may leave now, and its allocation end: the workflow's allocations still
+            # queued (the next of a chain) are cancelled first, before Slurm can start one.
+            await self.allocations.cancel_queued_without_work(reply.workflow_id)
         return p.WorkerPollResult(
             jobs=reply.jobs,
             recoveries=reply.recoveries,

@@ -170,7 +170,7 @@ class SlurmStore:
             )
         ]
 
-    async def queued_without_work(self) -> list[tuple[int, int, str]]:
+    async def queued_without_work(self, wf: int | None = None) -> list[tuple[int, int, str]]:
         """(allocation id, workflow id, slurm job id) of allocations still queued (pending) for
         workflows whose every job is final: none of them will find work (Torc cancels them).
         A job waiting for classification is not final: a retry may want the allocation; nor are
@@ -183,9 +183,11 @@ class SlurmStore:
                 f"""SELECT a.id, a.workflow_id, a.slurm_job_id FROM allocations a
                     JOIN workflows w ON w.id = a.workflow_id
                     WHERE a.state = 'pending' AND a.slurm_job_id IS NOT NULL
+                      AND (? IS NULL OR a.workflow_id = ?)
                       AND NOT coalesce(json_extract(w.compute_node, '$.ignore_workflow_completion'), 0)
                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_id = a.workflow_id
-                                      AND j.status IN ({unfinished}))"""
+                                      AND j.status IN ({unfinished}))""",
+                (wf, wf),
             )
         ]
 
