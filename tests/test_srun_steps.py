@@ -73,12 +73,12 @@ def test_a_worker_that_is_itself_a_step_overlaps_its_jobs_steps():
     assert step_name(job()) == "wf3_j7_r1_a2"
 
 
-SACCT = """allocation||00:00.132|n1|COMPLETED
-batch|12340K|00:00.009|n1|COMPLETED
-wf3_j7_r1_a1|2.5G|1-02:03:04|n1|FAILED
-wf3_j7_r1_a2|119072K|00:01.250|n1|COMPLETED
-wf3_j8_r1_a1||||RUNNING
-wf3_j9_r1_a1|0|00:00:00|n2|CANCELLED by 0
+SACCT = """812|allocation|COMPLETED|0:0|9||00:00.132|n1
+812.batch|batch|COMPLETED|0:0|9|12340K|00:00.009|n1
+812.0|wf3_j7_r1_a1|FAILED|3:0|4|2.5G|1-02:03:04|n1
+812.1|wf3_j7_r1_a2|COMPLETED|0:0|2|119072K|00:01.250|n1
+812.2|wf3_j8_r1_a1|RUNNING|0:0|1|||
+812.3|wf3_j9_r1_a1|CANCELLED by 0|0:9|1|0|00:00:00|n2
 """
 
 
@@ -146,8 +146,8 @@ async def test_without_accounting_steps_are_recorded_without_figures_and_sacct_i
 async def test_a_step_whose_figures_come_late_is_asked_for_again(tmp_path):
     # Listed as running at first, as a step just ended is until slurmdbd has its record.
     body = (
-        f'n=$(wc -l < {tmp_path}/calls); if [ "$n" -lt 3 ]; then echo "wf1_j1_r1_a1||||RUNNING"; '
-        'else echo "wf1_j1_r1_a1|2048K|00:00.500|n1|COMPLETED"; fi'
+        f'n=$(wc -l < {tmp_path}/calls); if [ "$n" -lt 3 ]; then echo "812.0|wf1_j1_r1_a1|RUNNING|0:0|1|||"; '
+        'else echo "812.0|wf1_j1_r1_a1|COMPLETED|0:0|1|2048K|00:00.500|n1"; fi'
     )
     steps = StepAccounting(fake_sacct(tmp_path, body))
     assert await steps.usage("812", "wf1_j1_r1_a1") == StepUsage(2 * 2**20, 0.5, "n1")

@@ -7,10 +7,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from torcd.core.srun import duration_seconds, size_bytes
-
-FIELDS = ("JobID", "JobName", "State", "ExitCode", "ElapsedRaw", "MaxRSS", "TotalCPU", "NodeList")
-NO_ACCOUNTING = "accounting storage is disabled"
+from torcd.core.srun import NO_ACCOUNTING, SACCT_FIELDS, sacct_rows
 
 
 class SacctUnavailable(Exception):
@@ -23,7 +20,7 @@ def sacct_report(workflow_id: int, slurm_job_ids: list[str], sacct: str = "sacct
     if slurm_job_ids:
         try:
             done = subprocess.run(
-                [sacct, "-j", ",".join(slurm_job_ids), "-n", "-P", "-o", ",".join(FIELDS)],
+                [sacct, "-j", ",".join(slurm_job_ids), "-n", "-P", "-o", SACCT_FIELDS],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -38,29 +35,13 @@ def sacct_report(workflow_id: int, slurm_job_ids: list[str], sacct: str = "sacct
             if NO_ACCOUNTING in why.lower():
                 raise SacctUnavailable(f"this cluster keeps no job accounting (no slurmdbd): {why}")
             raise SacctUnavailable(f"sacct failed (exit {done.returncode}): {why}")
-        rows = [_row(line.split("|")) for line in done.stdout.splitlines() if line.count("|") == len(FIELDS) - 1]
+        rows = sacct_rows(done.stdout)
     total = sum(r["elapsed_seconds"] or 0 for r in rows if r["step"] is None)
     return {
         "workflow_id": workflow_id,
         "rows": rows,
         "total_walltime_seconds": total,
         "summary": f"Total walltime consumed: {_hms(total)} ({total} seconds) by {len(slurm_job_ids)} allocations",
-    }
-
-
-def _row(fields: list[str]) -> dict[str, Any]:
-    job_id, name, state, exit_code, elapsed, rss, cpu, nodes = fields
-    allocation, _, step = job_id.partition(".")
-    return {
-        "slurm_job_id": allocation,
-        "step": step or None,
-        "name": name,
-        "state": state,
-        "exit_code": exit_code,
-        "elapsed_seconds": int(elapsed) if elapsed.isdigit() else None,
-        "max_rss_bytes": size_bytes(rss) if rss else None,
-        "cpu_seconds": duration_seconds(cpu) if cpu else None,
-        "nodes": nodes or None,
     }
 
 

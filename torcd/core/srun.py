@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import msgspec
 
@@ -55,22 +56,51 @@ class StepUsage(msgspec.Struct, frozen=True):
     node: str | None = None
 
 
-SACCT_FIELDS = "JobName,MaxRSS,TotalCPU,NodeList,State"
+# What is asked of sacct (`sacct -j IDS -n -P -o SACCT_FIELDS`), for a step's figures and for
+# `slurm sacct`; sacct says NO_ACCOUNTING on a cluster without slurmdbd.
+SACCT_FIELDS = "JobID,JobName,State,ExitCode,ElapsedRaw,MaxRSS,TotalCPU,NodeList"
+NO_ACCOUNTING = "accounting storage is disabled"
 _SIZE = re.compile(r"([0-9.]+)([KMGTP]?)")
 _CPU = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)")
 
 
-def step_usage(sacct_out: str, name: str) -> StepUsage | None:
-    """What `sacct -P -n -o SACCT_FIELDS` says the step `name` used, once it has ended and its
-    figures have reached the database (None: not yet, or not there)."""
+def sacct_rows(sacct_out: str) -> list[dict[str, Any]]:
+    """sacct's lines (SACCT_FIELDS) as rows: the allocation, its step (None for the allocation
+    itself), name, state, exit code, elapsed seconds, max RSS bytes, CPU seconds and nodes."""
+    rows = []
     for line in sacct_out.splitlines():
         fields = line.split("|")
-        if len(fields) != 5 or fields[0] != name:
+        if len(fields) != 8:
             continue
-        _, rss, cpu, nodes, state = fields
-        if state.split(" ")[0] in ("RUNNING", "PENDING", "") or not (rss or cpu):
+        job_id, name, state, exit_code, elapsed, rss, cpu, nodes = fields
+        allocation, _, step = job_id.partition(".")
+        rows.append(
+            {
+                "slurm_job_id": allocation,
+                "step": step or None,
+                "name": name,
+                "state": state,
+                "exit_code": exit_code,
+                "elapsed_seconds": int(elapsed) if elapsed.isdigit() else None,
+                "max_rss_bytes": size_bytes(rss) if rss else None,
+                "cpu_seconds": duration_seconds(cpu) if cpu else None,
+                "nodes": nodes or None,
+            }
+        )
+    return rows
+
+
+def step_usage(sacct_out: str, name: str) -> StepUsage | None:
+    """What sacct says the step `name` used, once it has ended and its figures have reached the
+    database (None: not yet, or not there)."""
+    for row in sacct_rows(sacct_out):
+        if row["name"] != name:
+            continue
+        if row["state"].split(" ")[0] in ("RUNNING", "PENDING", "") or (
+            row["max_rss_bytes"] is None and row["cpu_seconds"] is None
+        ):
             return None
-        return StepUsage(size_bytes(rss), duration_seconds(cpu), nodes or None)
+        return StepUsage(row["max_rss_bytes"], row["cpu_seconds"], row["nodes"])
     return None
 
 

@@ -10,11 +10,10 @@ import asyncio
 
 import structlog
 
-from torcd.core.srun import SACCT_FIELDS, StepUsage, step_usage
+from torcd.core.srun import NO_ACCOUNTING, SACCT_FIELDS, StepUsage, step_usage
 
 log = structlog.get_logger("torcd.steps")
 
-NO_ACCOUNTING = "accounting storage is disabled"
 WAITS = (0.2, 0.4, 0.8, 1.2, 1.6)  # seconds before each ask
 SECONDS = 8.0  # the most a step's end waits for its figures, slow answers included
 
