@@ -94,9 +94,6 @@ class Failure(msgspec.Struct, frozen=True):
     cause: str | None = None  # timeout, oom, missing_output
 
 
-STDIO_MODES = ("separate", "combined", "no_stdout", "no_stderr", "none")
-
-
 def stdio_paths(
     output_dir: str, prefix: str, wf: int, job: int, run: int, attempt: int, mode: str | None = None
 ) -> tuple[str, str]:

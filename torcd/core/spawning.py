@@ -138,3 +138,8 @@ class SpawnRate(msgspec.Struct):
             self.tokens -= 1.0
             return None
         return (1.0 - self.tokens) / self.per_second
+
+
+def spawning_of(raw: str | None) -> Spawning:
+    """A workflow's spawning settings (a workflow made before they were kept has the defaults)."""
+    return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)

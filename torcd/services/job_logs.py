@@ -10,7 +10,7 @@ from collections import deque
 from typing import BinaryIO
 
 from torcd.protocol import JobInfo
-from torcd.services.processes import check_log_directory
+from torcd.services.processes import check_log_directory, open_directory
 
 SHOWN_FOR = ("pending_failed", "failed")
 
@@ -62,7 +62,7 @@ def remove_logs(*paths: str) -> list[str]:
     for path in dict.fromkeys(p for p in paths if p):
         name = os.path.basename(path)
         try:
-            fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_directory(os.path.dirname(path))
         except FileNotFoundError:
             continue
         except OSError as e:

@@ -94,7 +94,7 @@ def open_log_directory(path: str) -> int:
         fd = os.open(path, _DIRECTORY)
     except FileNotFoundError:  # never made, or removed since (a user cleaning output/ between runs)
         os.makedirs(path, 0o755, exist_ok=True)
-        fd = _open_directory(path)
+        fd = open_directory(path)
     except OSError as e:
         raise _not_a_directory(path, e) from None
     try:
@@ -134,7 +134,8 @@ def _check_above(path: str) -> None:
         above = os.path.dirname(above)
 
 
-def _open_directory(path: str) -> int:
+def open_directory(path: str) -> int:
+    """A descriptor of the directory `path`, never through a symlink (OSError saying so)."""
     try:
         return os.open(path, _DIRECTORY)
     except OSError as e:

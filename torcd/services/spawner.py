@@ -24,6 +24,7 @@ from torcd.core.spawning import (
     lineage_problem,
     outside_dependencies,
     record_name,
+    spawning_of,
 )
 from torcd.credentials import RequestKey
 from torcd.errors import InvalidParams, NotFound, SpecError, TooFast
@@ -73,7 +74,7 @@ class Spawner:
                 f"workflow {wf}'s jobs add jobs too often: ask again in {wait:.1f} s", {"retry_after": round(wait, 3)}
             )
         row = (await self.db.rows("SELECT cwd, executor, account, spawning FROM workflows WHERE id = ?", (wf,)))[0]
-        spawning = spawned.spawning_of(row["spawning"])
+        spawning = spawning_of(row["spawning"])
         _check_requirements(params.jobs, spawning, wf)
         spec = await _read(params.jobs, spawning, params.lineage, row["cwd"])
         asked = {j.name: j for j in params.jobs}
@@ -141,7 +142,7 @@ class Spawner:
         return p.LineageInfo(
             lineage,
             iterations,
-            spawned.spawning_of(rows[0][0]).max_iterations,
+            spawning_of(rows[0][0]).max_iterations,
             records.get(last) if iterations else None,
             final in records,
             records.get(final),

@@ -13,7 +13,7 @@ import msgspec
 
 from torcd.core.graph import GraphEdge, GraphNode, fold_graph, graph_nodes
 from torcd.core.retry import Rule
-from torcd.core.spawning import Spawning
+from torcd.core.spawning import Spawning, spawning_of
 from torcd.core.status import JobStatus
 from torcd.errors import NotFound
 from torcd.events import Event
@@ -134,8 +134,7 @@ class Queries:
         rows = await self.db.rows("SELECT spawning FROM workflows WHERE id = ?", (wf,))
         if not rows:
             raise NotFound(f"no workflow {wf}")
-        raw = rows[0][0]
-        return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)
+        return spawning_of(rows[0][0])
 
     async def exists(self, wf: int) -> None:
         """NotFound unless the workflow exists (without counting its jobs, as `workflow` does)."""

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from torcd.core.retry import Rule
-from torcd.core.spawning import GENERATION_ENV, Spawning, cap_problem, record_name
+from torcd.core.spawning import GENERATION_ENV, cap_problem, record_name, spawning_of
 from torcd.core.status import JobStatus
 from torcd.errors import InvalidParams, InvalidTransition, NotFound, Unauthorized
 from torcd.protocol import MAX_USER_DATA_ENTRIES, Spawned
@@ -45,11 +45,6 @@ def orchestrator(rows: Sequence[Any]) -> Orchestrator | None:
 
 ORCHESTRATOR_SQL = """SELECT j.id, j.workflow_id, j.status, w.allocation_id, j.lineage, j.scheduler FROM jobs j
                       LEFT JOIN workers w ON w.id = j.worker_id WHERE j.id = ?"""
-
-
-def spawning_of(raw: str | None) -> Spawning:
-    """A workflow's spawning settings (a workflow made before they were kept has the defaults)."""
-    return Spawning() if raw is None else msgspec.json.decode(raw, type=Spawning)
 
 
 def check_orchestrator(job: Orchestrator | None, job_id: int, allocation_id: int | None, lineage: str) -> Orchestrator:
