@@ -12,7 +12,6 @@ import time
 from torcctl.api.client import Client
 from torcctl.commands import UsageError
 from torcctl.ro_crate import METADATA, build, describe
-from torcd.daemon import VERSION
 
 
 def export(client: Client, args) -> int:
@@ -27,7 +26,7 @@ def export(client: Client, args) -> int:
         client.results(args.workflow_id, all_runs=True),
         root=root,
         now=time.time(),
-        version=VERSION,
+        version=client.ping().version,  # the daemon that ran the jobs
         license=args.license,
         facts=functools.partial(describe, hashed=not args.no_hash),
     )
