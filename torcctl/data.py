@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import sys
+from typing import Any
 
 import msgspec
 
@@ -104,23 +105,28 @@ def dataset_stats(path: str, hash_mode: str, limit: int | None = None) -> tuple[
         if hash_mode == "manifest":
             h.update(f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
             continue
-        _hash_file(full, h)
+        read_regular_file(full, h, follow_symlinks=False)
         h.update(b"\n")
     return len(entries), total, h.hexdigest()
 
 
-def _hash_file(path: str, h) -> None:
-    """Add a regular file's bytes to `h`: opened without following a symlink or waiting on a
-    FIFO swapped in since it was listed; what is no longer a regular file adds nothing."""
+def read_regular_file(path: str, h: Any = None, follow_symlinks: bool = True) -> os.stat_result | None:
+    """A regular file's status, its bytes added to the hash `h` if one is given; None where it
+    is gone, cannot be opened or is not a regular file (an error reading it is raised). Opened
+    so that a FIFO (or one swapped in since the file was listed) never makes it wait, and,
+    unless `follow_symlinks`, never through a symlink."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError:
-        return
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return
-        while chunk := f.read(1 << 20):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        while h is not None and (chunk := f.read(1 << 20)):
             h.update(chunk)
+    return st
 
 
 def _workflow(args) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
-import stat
 import urllib.parse
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -18,13 +17,13 @@ from typing import Any
 
 import msgspec
 
+from torcctl.data import read_regular_file
 from torcd.protocol import AttemptInfo, FileInfo, WorkflowSummary
 
 SPEC = "https://w3id.org/ro/crate/1.1"
 CONTEXT: list[Any] = [f"{SPEC}/context", {"sha256": "http://schema.org/sha256"}]
 METADATA = "ro-crate-metadata.json"
 NO_LICENSE = "No license stated: ask the workflow's owner before reusing its data."
-HASH_CHUNK = 1 << 20
 
 
 class FileFacts(msgspec.Struct, frozen=True):
@@ -35,21 +34,14 @@ class FileFacts(msgspec.Struct, frozen=True):
 
 def describe(path: str, hashed: bool = True) -> FileFacts | None:
     """What a file on disk is now (None: missing, or not a regular file)."""
+    h = hashlib.sha256() if hashed else None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang the export
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            digest = None
-            if hashed:
-                h = hashlib.sha256()
-                while chunk := f.read(HASH_CHUNK):
-                    h.update(chunk)
-                digest = h.hexdigest()
+        st = read_regular_file(path, h)
     except OSError:
         return None
-    return FileFacts(st.st_size, st.st_mtime, digest)
+    if st is None:
+        return None
+    return FileFacts(st.st_size, st.st_mtime, h.hexdigest() if h else None)
 
 
 def iso(t: float) -> str:
@@ -87,7 +79,6 @@ def build(
         "description": "the workflow manager that ran these jobs",
     }
     data: list[dict[str, Any]] = []
-    ids: dict[str, str] = {}  # file name -> @id, for those that exist
     readers: dict[str, list[str]] = {}  # job name -> the ids of the files it reads
     writers: dict[str, list[str]] = {}  # ... and writes
     for f in files:
@@ -95,7 +86,7 @@ def build(
         seen = facts(path)
         if seen is None:
             continue  # never made, or gone: a data entity must be there
-        ids[f.name] = fid = entity_id(path, root)
+        fid = entity_id(path, root)
         entity: dict[str, Any] = {
             "@id": fid,
             "@type": "File",
