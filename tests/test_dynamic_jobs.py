@@ -384,3 +384,20 @@ def test_a_spec_may_not_write_a_lineages_records():
 
     with pytest.raises(SpecError, match=r"written by jobs\.spawn only \(at \$\.user_data\[0\]\.name\)"):
         parse_spec("name: x\nuser_data: [{name: __torc_lineage__L__final, data: 1}]\njobs: [{name: a, command: x}]\n")
+
+
+def test_spawned_jobs_take_the_workflows_stdio(daemon, tmp_path):
+    (tmp_path / "next.json").write_text(json.dumps([{"name": "child", "command": "echo out; echo err >&2"}]))
+    ctl = f"{sys.executable} -m torcctl"
+    wf = daemon.submit(
+        f"""
+        name: quiet
+        execution_config: {{stdio: {{mode: no_stdout}}}}
+        jobs:
+          - {{name: orch, command: "{ctl} jobs spawn next.json --lineage q"}}
+        """,
+        cwd=tmp_path,
+    )
+    assert daemon.wait(wf).counts == {"completed": 2}
+    (child,) = daemon.attempts(daemon.jobs(wf)["child"].id)
+    assert child.stdout_path == "" and open(child.stderr_path).read() == "err\n"

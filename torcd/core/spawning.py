@@ -95,8 +95,6 @@ def fragment(jobs: Sequence[SpawnJob], spawning: Spawning, lineage: str) -> dict
     }
     if spawning.env:
         doc["env"] = spawning.env
-    if spawning.stdio is not None:
-        doc["execution_config"] = {"stdio": spawning.stdio}
     return doc
 
 

@@ -166,7 +166,7 @@ async def _read(jobs: Sequence[SpawnJob], spawning: Spawning, lineage: str, cwd:
         return Workflow("spawned", "", None, "output", {}, [])
     text = msgspec.json.encode(fragment(jobs, spawning, lineage)).decode()
     try:
-        return await parse_spec_in_pool(text, SPAWN_SPEC, "json", cwd)
+        return await parse_spec_in_pool(text, SPAWN_SPEC, "json", cwd, spawning.stdio)  # the workflow's stdio
     except SpecError as e:
         where = f"{e.file}:{e.line}: " if e.line else f"{e.file}: "
         message = e.message.removeprefix(where)
