@@ -213,27 +213,23 @@ class Handlers:
 
     async def files(self, params: p.ListFiles) -> list[p.FileInfo]:
         rows = await self.queries.files(params.workflow_id, params.limit)
-
-        def exists(path: str, cwd: str) -> bool:
-            return os.path.exists(os.path.join(cwd, path))
-
-        found = await asyncio.to_thread(lambda: [exists(r["path"], r["cwd"]) for r in rows])
+        found = await asyncio.to_thread(_existing, rows)
         return [
-            p.FileInfo(r["name"], r["path"], r["producer"], r["readers"].split("\x1f") if r["readers"] else [], there)
+            p.FileInfo(r["name"], r["path"], r["producer"], _names(r["readers"]), there)
             for r, there in zip(rows, found)
         ]
 
     async def datasets(self, params: p.WorkflowRef) -> list[p.DatasetInfo]:
         rows = await self.queries.datasets(params.workflow_id)
-        found = await asyncio.to_thread(lambda: [os.path.exists(os.path.join(r["cwd"], r["path"])) for r in rows])
+        found = await asyncio.to_thread(_existing, rows)
         return [
             p.DatasetInfo(
                 r["name"],
                 r["path"],
                 r["hash_mode"],
                 r["description"],
-                r["writers"].split("\x1f") if r["writers"] else [],
-                r["readers"].split("\x1f") if r["readers"] else [],
+                _names(r["writers"]),
+                _names(r["readers"]),
                 there,
             )
             for r, there in zip(rows, found)
@@ -489,6 +485,16 @@ def _user_data(r) -> p.UserDataInfo:
 
 def _need(job: ExpandedJob) -> JobNeed:
     return JobNeed(job.name, job.num_cpus, job.memory_bytes, job.num_gpus, job.runtime_seconds)
+
+
+def _existing(rows: list) -> list[bool]:
+    """Whether each row's `path` (relative to its workflow's `cwd`) exists now (file I/O)."""
+    return [os.path.exists(os.path.join(r["cwd"], r["path"])) for r in rows]
+
+
+def _names(joined: str | None) -> list[str]:
+    """Job names as the store's queries join them (group_concat with a unit separator)."""
+    return joined.split("\x1f") if joined else []
 
 
 METHODS: dict[str, tuple[type, Handler]] = {
