@@ -77,8 +77,10 @@ def test_reinitialize_reruns_what_a_changed_dataset_feeds(daemon, workdir):
     wf = run_example(daemon, workdir)
     time.sleep(0.05)  # the change is later than every start, at the file system's resolution
     (workdir / "output" / "datasets" / "parts" / "part_2.txt").write_text("20\n")
+    before = (daemon.jobs(wf), daemon.events(wf))
     code, out, err = daemon.ctl("--json", "workflows", "reinitialize", str(wf), "--dry-run")
     assert code == 0, err
+    assert (daemon.jobs(wf), daemon.events(wf)) == before  # a dry run changes nothing
     jobs = json.loads(out)["jobs"]
     assert jobs == {
         "merge": "input dataset 'parts' changed after it ran",
@@ -121,6 +123,7 @@ HEAD = "name: s\ndatasets:\n  - {name: d, path: out/d}\n"
         ("jobs:\n  - {name: a, command: 'true', output_datasets: [d, e]}\n", 5, "$.jobs[0].output_datasets", "'e'"),
         ("jobs:\n  - {name: a, command: 'ls ${datasets.input.e}'}\n", 5, "$.jobs[0].command", "dataset 'e'"),
         ("  - {name: d, path: x}\njobs:\n  - {name: a, command: 'true'}\n", 4, "$.datasets[1].name", "declared twice"),
+        ("  - {name: n, path: \"a\\0b\"}\njobs:\n  - {name: a, command: 'true'}\n", 4, "$.datasets[1].path", "'\\x00'"),
         (
             "  - {name: m, path: x, hash_mode: sha1}\njobs:\n  - {name: a, command: 'true'}\n",
             4,
