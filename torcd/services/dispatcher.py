@@ -1,10 +1,11 @@
 """Dispatcher: hands ready jobs to the local executor and records what happened, in batches.
 
-Jobs are claimed a little ahead (status `pending`), so that a slot freed by
-an exit starts its next job at once, without waiting for the database. Each
-pass then records, in one transaction, the jobs started and the exits that
-arrived since the last pass, and tops the queue up: under load many
-transitions share one commit.
+Jobs are claimed ahead (status `pending`), so that a slot freed by an exit
+starts its next job at once, without waiting for the database. Each pass then
+records, in one transaction, the jobs started and the exits that arrived since
+the last pass, and tops the queue up. While claimed jobs keep the slots busy, a
+pass waits a little to gather more (`core.pacing`): under a flood of short jobs
+many transitions share one commit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torcd.bus import EventBus
 from torcd.core.attempts import Exit, Runnable, Start
 from torcd.core.exits import UNKNOWN_EXIT
 from torcd.core.labels import ServedLabels
+from torcd.core.pacing import Pace
 from torcd.core.resources import Capacity, Requirements, fits
 from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
@@ -62,21 +64,39 @@ class Dispatcher:
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
         self._wake = asyncio.Event()
+        self._urgent = False  # the next pass runs at once: something new is ready, or nothing is queued
+        self._hurry: asyncio.Future | None = None  # while a pass gathers: ends its wait
+        self.pace = Pace(max_cpus)
         self._stopping = False
         self._sub = bus.listen("dispatcher", (E.WorkflowCanceled, *_WAKE), self._on_event)
         self.labels = ServedLabels()  # a label newly served may let ready jobs start
-        self.labels.on_change(self._wake.set)
+        self.labels.on_change(self._wake_now)
 
     def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
         if isinstance(event, _WAKE):
-            self._wake.set()
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        self._urgent = True
+        self._end_gathering()
+        self._wake.set()
+
+    def _end_gathering(self) -> None:
+        if self._hurry is not None and not self._hurry.done():
+            self._hurry.set_result(None)
+
+    def _wake_soon(self) -> None:
+        """A start or an exit to record: at once if nothing is left queued to start meanwhile."""
+        if not self._queue:
+            self._wake_now()
+        self._wake.set()
 
     def _on_exit(self, exit: Exit) -> None:
         self._exits.append(exit)
         self._kick()
-        self._wake.set()
+        self._wake_soon()
 
     def _free(self) -> int:
         return self.max_cpus - self.executor.cpus_in_use
@@ -100,13 +120,14 @@ class Dispatcher:
 
     def _start(self, job: Runnable) -> None:
         at = time.time()
+        self.pace.started(at)
         self.executor.launch(job, lambda pid: self._started(job, pid, at))
 
     def _started(self, job: Runnable, pid: int | None, at: float) -> None:
         self._starts.append(Start(job, pid, at))
         crash_point("after_start")
         log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, pid=pid)
-        self._wake.set()
+        self._wake_soon()
 
     async def reconcile(self) -> None:
         """After a crash: adopt the jobs that kept running, record those that ended meanwhile
@@ -162,13 +183,22 @@ class Dispatcher:
 
     async def run(self) -> None:
         self._wake.set()
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
+            if pause := self.pace.gather(len(self._queue), self._urgent or self._stopping):
+                self._hurry = loop.create_future()
+                timer = loop.call_later(pause, self._end_gathering)
+                await self._hurry
+                timer.cancel()
+                self._hurry = None
             self._wake.clear()
+            self._urgent = False
             exits, self._exits = self._exits, []
             starts, self._starts = self._starts, []
-            # Keep enough claimed to fill every free slot, plus one budget's worth ahead.
-            want = 0 if self._stopping else max(0, self._free() + self.max_cpus - len(self._queue))
+            # Keep enough claimed to fill every free slot, and more ahead at a fast pace.
+            ahead = self.pace.ahead(time.time())
+            want = 0 if self._stopping else max(0, self._free() + ahead - len(self._queue))
             # A labelled job is claimed only to start now: its label may stop being served.
             now = 0 if self._stopping else max(0, self._free() - len(self._queue))
             claimed, stale = await self.execution.dispatch(exits, starts, want, self.host, self.labels.served(), now)
