@@ -117,3 +117,63 @@ async def test_reconcile_puts_a_claimed_job_that_never_started_back_to_ready(rig
     assert (await statuses(rig, wf))["a"] == "pending"
     await make_dispatcher(rig).reconcile()
     assert (await statuses(rig, wf))["a"] == "ready"
+
+
+# -- jobs waiting at the shepherd to follow a running one ----------------------
+
+
+async def test_a_queued_job_follows_a_running_one_and_starts_as_it_ends(rig):
+    jobs = "".join(f"  - {{name: j{i}, command: 'sleep 0.2'}}\n" for i in range(3))
+    wf = await submit(rig, "name: w\njobs:\n" + jobs)
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        # The second job waits at the shepherd, its CPU counted as held beside the first's.
+        await eventually(lambda: d.executor.cpus_in_use == 2, what="a job waiting to follow")
+        await eventually(lambda: len(rig.of(E.JobCompleted)) == 3, what="three completions")
+    spans = sorted(
+        [(a.start_time, a.end_time) for j in (await job_ids(rig, wf)).values() for a in await rig.queries.attempts(j)]
+    )
+    # One at a time: each starts after the one before it ended (both times as the shepherd saw them).
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+    assert d.executor.cpus_in_use == 0
+
+
+async def test_a_follower_starts_at_once_when_another_slot_comes_free(rig):
+    """It follows the first job, which runs long; the second ends soon, and nobody follows it:
+    the follower takes that slot instead of waiting for the long one."""
+    spec = "name: w\njobs:\n  - {name: long, command: 'sleep 30'}\n  - {name: short, command: 'sleep 0.3'}\n"
+    wf = await submit(rig, spec + "  - {name: third, command: 'true'}\n")
+    d = make_dispatcher(rig, max_cpus=2)
+    async with running(d):
+        await eventually(lambda: d.executor.cpus_in_use == 3, what="the third job waiting to follow")
+        await eventually(lambda: len(rig.of(E.JobCompleted)) == 2, timeout=10.0, what="short and third done")
+        assert (await statuses(rig, wf))["long"] == "running"
+        await d.stop(grace=2.0)
+    assert sorted(e.job_name for e in rig.of(E.JobCompleted)) == ["short", "third"]
+
+
+async def test_a_follower_of_a_canceled_workflow_never_starts(rig, tmp_path):
+    first = await submit(rig, one_job("sleep 1"))
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        await eventually(lambda: rig.of(E.JobStarted), what="the first workflow's job")
+        second = await submit(rig, one_job(f"touch {tmp_path / 'ran'}"))
+        await eventually(lambda: d.executor.cpus_in_use == 2, what="the second's job waiting to follow")
+        await rig.workflows.cancel_workflow(second)
+        await eventually(lambda: d.executor.cpus_in_use == 1, what="its CPU given back")
+        await eventually(lambda: rig.of(E.JobCompleted), timeout=5.0, what="the first's job done")
+        await eventually(lambda: d.executor.cpus_in_use == 0, what="nothing held")
+    assert not (tmp_path / "ran").exists()
+    assert (await statuses(rig, first))["a"] == "completed"
+    assert (await statuses(rig, second))["a"] == "canceled"
+
+
+async def test_stop_withdraws_a_waiting_follower_and_puts_it_back_to_ready(rig, tmp_path):
+    b = f"  - {{name: b, command: 'touch {tmp_path / 'ran'}'}}\n"
+    wf = await submit(rig, "name: w\njobs:\n  - {name: a, command: 'sleep 30'}\n" + b)
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        await eventually(lambda: d.executor.cpus_in_use == 2, what="b waiting to follow a")
+        await d.stop(grace=2.0)
+    assert not (tmp_path / "ran").exists()
+    assert await statuses(rig, wf) == {"a": "terminated", "b": "ready"}

@@ -24,7 +24,7 @@ async def run_one(tmp_path, command: str, timeout: float = 5.0, executor_args=()
     exits = Exits()
     ex = make_executor(exits.append, *executor_args)
     started: list[int | None] = []
-    ex.launch(job(tmp_path, command, **fields), started.append)
+    ex.launch(job(tmp_path, command, **fields), lambda pid, at: started.append(pid))
     await eventually(lambda: exits, timeout, what="the exit")
     return exits.one(), started[0], ex
 

@@ -19,7 +19,7 @@ import structlog
 
 from torcd.core.attempts import Exit, Runnable
 from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
-from torcd.core.resources import format_bytes, format_duration, kernel_oom
+from torcd.core.resources import Requirements, format_bytes, format_duration, kernel_oom
 from torcd.core.srun import srun_words, step_name
 from torcd.services.exit_log import ExitLog
 from torcd.services.job_logs import remove_logs
@@ -41,7 +41,7 @@ from torcd.services.processes import (
     stop_group,
     unstartable_input,
 )
-from torcd.services.shepherd_link import ShepherdLink, ShepherdLost
+from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost, Withdrawn
 from torcd.services.step_accounting import StepAccounting
 
 log = structlog.get_logger("torcd.executor")
@@ -94,6 +94,7 @@ class LocalExecutor:
         self.shepherd = ShepherdLink(exit_log.path) if exit_log is not None else None
         self.procs: dict[int, tuple[Runnable, Watched]] = {}
         self._launching: dict[int, asyncio.Future[None]] = {}  # jobs asked of the shepherd, not yet answered
+        self._following: dict[int, int] = {}  # jobs waiting at the shepherd to follow another -> their request
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
         self.memory_in_use = 0  # bytes: the memory limits of the jobs in procs
         self.monitor = Monitor(self._over_memory)
@@ -105,6 +106,12 @@ class LocalExecutor:
         self._timed_out: set[int] = set()
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
         self.steps = StepAccounting()  # what srun steps used, from sacct
+
+    def prepare(self) -> None:
+        """Have the shepherd ready for the first job (OSError if it cannot start: each launch
+        then tries again, and says why its job could not start)."""
+        if self.shepherd is not None:
+            self.shepherd.open()
 
     def start(self, job: Runnable) -> int | None:
         """Start a job in this process (no exit log); return its pid, or None if it could not
@@ -124,43 +131,76 @@ class LocalExecutor:
         self._watch(job, proc)
         return proc.pid
 
-    def launch(self, job: Runnable, started: Callable[[int | None], None]) -> None:
-        """Start a job; `started` hears its pid, or None if it could not start (its exit is
-        reported). Through the shepherd the pid comes later, and the job holds its CPUs, memory
-        and devices from now on; without one, at once."""
+    def launch(self, job: Runnable, started: Callable[[int | None, float], None], after: int | None = None) -> None:
+        """Start a job; `started` hears its pid and when it started, or None if it could not
+        start (its exit is reported). Through the shepherd the pid comes later, and the job holds
+        its CPUs, memory and devices from now on; without one, at once.
+
+        `after`, a running job of the shepherd's (`followable`): start as that one ends, in its
+        slot, unless `start_now` or `withdraw` come first. A withdrawn job is never heard of again."""
         if self.shepherd is None:
-            started(self.start(job))
+            at = time.time()
+            started(self.start(job), at)
             return
         shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
+        follows = self.procs.get(after) if after is not None else None
+        lead = (follows[0].job_id, follows[0].run_id, follows[0].attempt_id) if follows else None
 
-        def reply(pid: int | None, error: OSError | None) -> None:
+        def reply(pid: int | None, error: OSError | None, at: float) -> None:
             self._launching.pop(job.job_id).set_result(None)
+            self._following.pop(job.job_id, None)
+            if isinstance(error, Withdrawn):
+                self._release(job)
+                self._give_back_gpus(job)
+                return
             if pid is None:
                 if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
                     pid = found  # it did start: watched as an adopted shell
                     self._watch(job, WatchedProcess(pid, lambda: self._exit_status(key)))
-                    started(pid)
+                    started(pid, at)
                     return
                 self._release(job)
                 self._give_back_gpus(job)
                 self._launch_failed(job, error or OSError("could not start"))
-                started(None)
+                started(None, at)
                 return
             self._watch(job, shepherd.process(pid, lambda: self._exit_status(key)))
-            started(pid)
+            started(pid, at)
 
         try:
             self._check(job)
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                shepherd.spawn(key, job.command, job.cwd, env, out, err, reply)
+                seq = shepherd.spawn(key, job.command, job.cwd, env, out, err, reply, lead)
         except (OSError, ValueError) as e:
             self._give_back_gpus(job)
             self._launch_failed(job, e)
-            started(None)
+            started(None, time.time())
             return
         self._reserve(job)
         self._launching[job.job_id] = asyncio.get_running_loop().create_future()
+        if lead is not None:
+            self._following[job.job_id] = seq
+
+    def followable(self) -> list[tuple[int, Requirements]]:
+        """The running jobs a queued one may follow (the shepherd's, which it starts the next
+        one after), the longest running first, with what each holds."""
+        return [
+            (job_id, Requirements(job.num_cpus, job.num_gpus, memory_bytes=job.memory))
+            for job_id, (job, proc) in self.procs.items()
+            if isinstance(proc, ShepherdedProcess) and proc.returncode is None
+        ]
+
+    def start_now(self, job_id: int) -> None:
+        """A job waiting to follow another starts now (its slot came free another way)."""
+        if self.shepherd is not None and (seq := self._following.pop(job_id, None)) is not None:
+            self.shepherd.start_now(seq)
+
+    def withdraw(self, job_id: int) -> None:
+        """A job waiting to follow another never starts (unless it already has): its
+        resources come back, and nothing is reported for it."""
+        if self.shepherd is not None and (seq := self._following.pop(job_id, None)) is not None:
+            self.shepherd.withdraw(seq)
 
     def _env(self, job: Runnable) -> dict[str, str]:
         """The job's environment, with its own GPUs (taken from the free ones) where they are assigned."""
@@ -325,7 +365,7 @@ class LocalExecutor:
         self._timed_out.discard(job.job_id)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
-        end, done = time.time(), (job.job_id, job.run_id, job.attempt_id)
+        end, done = proc.ended_at or time.time(), (job.job_id, job.run_id, job.attempt_id)
         if oom is not None or timed_out:  # over a limit: what left its group (setsid, a double fork) goes too
             await self._kill_escaped(done)
         if oom is not None:
@@ -391,7 +431,10 @@ class LocalExecutor:
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
-        (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
+        (setsid) but still carries their TORC_* variables; their exits are reported as usual. A job
+        still waiting to follow another is withdrawn instead: it never starts."""
+        for job_id in job_ids:
+            self.withdraw(job_id)
         await self._launched(job_ids)
         running = [self.procs[j] for j in job_ids if j in self.procs]
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
@@ -410,7 +453,10 @@ class LocalExecutor:
         await asyncio.to_thread(kill_pids, [pid for pids in found.values() for pid in pids])
 
     async def stop_all(self, grace: float) -> list[Exit]:
-        """Stop every running job (shutdown) and return their exits for the caller to record."""
+        """Stop every running job (shutdown) and return their exits for the caller to record.
+        Jobs waiting to follow another are withdrawn: claimed, never started."""
+        for job_id in list(self._following):
+            self.withdraw(job_id)
         await self._launched(list(self._launching))
         running = list(self.procs.values())
         self._stopping.update(job.job_id for job, _ in running)

@@ -353,6 +353,7 @@ class Watched(Protocol):
     pid: int
     returncode: int | None
     cpu_seconds: float | None
+    ended_at: float | None  # when its end was seen where it was reaped; None: when we heard of it
 
     async def wait(self) -> int | None: ...
 
@@ -366,6 +367,7 @@ class WatchedProcess:
         self.pid = pid
         self.returncode: int | None = None
         self.cpu_seconds: float | None = None  # of it and the descendants it waited for, once reaped
+        self.ended_at: float | None = None
         if reap:
             self._exit_status: Callable[[], int | None] = self._reap
         else:

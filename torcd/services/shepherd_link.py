@@ -23,7 +23,8 @@ from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
 log = structlog.get_logger("torcd.shepherd")
 
 Key = tuple[int, int, int]
-Reply = Callable[[int | None, OSError | None], None]  # (pid, None) or (None, why it could not start)
+# (pid, None, when it started) or (None, why it could not start, now); Withdrawn: it never will
+Reply = Callable[[int | None, OSError | None, float], None]
 
 
 def wait_for_starts_in_flight(exit_log: str) -> None:
@@ -81,6 +82,10 @@ class ShepherdLost(OSError):
     """The shepherd ended before answering: whether the job started is unknown."""
 
 
+class Withdrawn(OSError):
+    """A spawn that waited to follow another job was withdrawn before it started."""
+
+
 class ShepherdedProcess:
     """A job shell the shepherd started: its exit comes from the shepherd, which reaped it (and
     killed what it left in its group). If the shepherd dies first, `exit_status` (the exit log)
@@ -90,12 +95,13 @@ class ShepherdedProcess:
         self.pid = pid
         self.returncode: int | None = None
         self.cpu_seconds: float | None = None
+        self.ended_at: float | None = None  # as the shepherd saw it: before the job that follows it starts
         self._exit_status = exit_status
         self._done = asyncio.get_running_loop().create_future()
         self._follower: asyncio.Future | None = None
 
-    def exited(self, returncode: int, cpu_seconds: float) -> None:
-        self.returncode, self.cpu_seconds = returncode, cpu_seconds
+    def exited(self, returncode: int, cpu_seconds: float, at: float) -> None:
+        self.returncode, self.cpu_seconds, self.ended_at = returncode, cpu_seconds, at
         self._finish()
 
     def shepherd_lost(self) -> None:
@@ -130,9 +136,21 @@ class ShepherdLink:
         self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def spawn(self, key: Key, command: str, cwd: str, env: dict[str, str], out: int, err: int, reply: Reply) -> None:
+    def spawn(
+        self,
+        key: Key,
+        command: str,
+        cwd: str,
+        env: dict[str, str],
+        out: int,
+        err: int,
+        reply: Reply,
+        after: Key | None = None,
+    ) -> int:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
-        or duplicated until it goes); `reply` hears the pid, or why it could not start."""
+        or duplicated until it goes); `reply` hears the pid, or why it could not start. With
+        `after`, a running attempt of ours, it starts as that one's shell ends. Returns the
+        request's number (for `start_now` and `withdraw`)."""
         data = frame(
             "spawn",
             self._seq + 1,
@@ -140,6 +158,7 @@ class ShepherdLink:
             os.fsencode(command),
             os.fsencode(cwd),
             {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
+            after,
         )
         if len(data) > MAX_FRAME:
             raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
@@ -149,8 +168,33 @@ class ShepherdLink:
         self._replies[self._seq] = reply
         if self._outgoing:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
-            return
-        self._send(self._seq, data, [out, err])
+        else:
+            self._send(self._seq, data, [out, err])
+        return self._seq
+
+    def start_now(self, seq: int) -> None:
+        """The spawn `seq`, waiting to follow a job, starts now (if it has not already)."""
+        self._control("now", seq)
+
+    def withdraw(self, seq: int) -> None:
+        """The spawn `seq`, waiting to follow a job, never starts (if it has not already):
+        its reply hears Withdrawn, or the start that came first."""
+        self._control("withdraw", seq)
+
+    def _control(self, kind: str, seq: int) -> None:
+        if self._sock is None or seq not in self._replies:
+            return  # answered already, or the link is gone (and with it the spawn)
+        data = frame(kind, seq)
+        if self._outgoing:
+            self._outgoing.append((data, []))
+        else:
+            self._send(seq, data, [])
+
+    def open(self) -> None:
+        """Start the shepherd now, before the first job needs it (its interpreter takes tens of
+        milliseconds to start)."""
+        if self._sock is None:
+            self._start()
 
     def process(self, pid: int, exit_status: Callable[[], int | None]) -> ShepherdedProcess:
         """The started shell `pid`, whose end the shepherd will report."""
@@ -207,7 +251,8 @@ class ShepherdLink:
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
         except OSError as e:  # out of kernel memory, say: this job does not start
-            self._replies.pop(seq)(None, e)
+            if fds:  # a spawn (a control frame's job waits as it was)
+                self._replies.pop(seq)(None, e, time.time())
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
@@ -248,16 +293,20 @@ class ShepherdLink:
     def _handle(self, message: tuple) -> None:
         kind = message[0]
         if kind == "exited":
-            _, pid, returncode, cpu = message
+            _, pid, returncode, cpu, at = message
             proc = self._running.pop(pid, None)
             if proc is not None:
-                proc.exited(returncode, cpu)
+                proc.exited(returncode, cpu, at)
         elif kind == "started":
-            _, seq, pid = message
-            self._replies.pop(seq)(pid, None)
+            _, seq, pid, at = message
+            self._replies.pop(seq)(pid, None, at)
         elif kind == "failed":
             _, seq, code, text, filename = message
-            self._replies.pop(seq)(None, OSError(code, text, filename) if filename else OSError(code, text))
+            error = OSError(code, text, filename) if filename else OSError(code, text)
+            self._replies.pop(seq)(None, error, time.time())
+        elif kind == "withdrawn":
+            _, seq = message
+            self._replies.pop(seq)(None, Withdrawn(0, "withdrawn before it started"), time.time())
 
     def _lost(self) -> None:
         """The shepherd died (killed): its shells are watched here, ending unrecorded; what it was
@@ -268,7 +317,11 @@ class ShepherdLink:
         for proc in running.values():
             proc.shepherd_lost()
         for reply in replies.values():
-            reply(None, ShepherdLost(0, "the process that starts jobs died before saying whether this one started"))
+            reply(
+                None,
+                ShepherdLost(0, "the process that starts jobs died before saying whether this one started"),
+                time.time(),
+            )
 
     def _drop(self) -> None:
         assert self._loop is not None and self._sock is not None
