@@ -127,6 +127,8 @@ class Shepherd:
         self.running: set[tuple[int, int, int]] = set()  # the attempts in keys
         self.waiting: dict[tuple[int, int, int], tuple] = {}  # a running attempt -> the spawn that follows it
         self.daemon_gone = False
+        self.hangup = select.poll()  # whether the daemon's end has closed
+        self.hangup.register(self.sock, select.POLLRDHUP)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -210,9 +212,7 @@ class Shepherd:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
 
     def daemon_closed(self) -> bool:
-        poll = select.poll()
-        poll.register(self.sock, select.POLLRDHUP)
-        return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in poll.poll(0))
+        return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in self.hangup.poll(0))
 
     def start(
         self, seq: int, key: tuple[int, int, int], command: bytes, cwd: bytes, env: dict, out: int, err: int

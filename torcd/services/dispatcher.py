@@ -102,7 +102,8 @@ class Dispatcher:
 
     def _on_exit(self, exit: Exit) -> None:
         self._exits.append(exit)
-        self._followers.pop(exit.job_id, None)  # the shepherd has started it in this one's slot
+        if self._followers.pop(exit.job_id, None) is None:  # else the shepherd started it in this slot
+            self._start_followers()
         self._kick()
         self._wake_soon()
 
@@ -126,7 +127,6 @@ class Dispatcher:
         a running job it fits the slot of (`core.pacing.slot_to_follow`). A job wider than the CPU
         or memory budget (its limit grown by a retry) runs alone; one needing more GPUs than the
         machine has, or more memory at first, was refused at submission."""
-        self._start_followers()
         while self._queue and not self._stopping:
             need = self._need(self._queue[0])
             if fits(need, self._capacity()):

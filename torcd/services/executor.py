@@ -26,6 +26,7 @@ from torcd.services.job_logs import remove_logs
 from torcd.services.monitor import Monitor, Sample, Usage
 from torcd.services.processes import (
     LAUNCH_FAILED,
+    LogDirectories,
     Watched,
     WatchedProcess,
     find_attempt_processes,
@@ -106,6 +107,7 @@ class LocalExecutor:
         self._timed_out: set[int] = set()
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
         self.steps = StepAccounting()  # what srun steps used, from sacct
+        self._log_dirs = LogDirectories()
 
     def prepare(self) -> None:
         """Have the shepherd ready for the first job (OSError if it cannot start: each launch
@@ -170,7 +172,7 @@ class LocalExecutor:
 
         try:
             self._check(job)
-            with log_files(job.stdout_path, job.stderr_path) as (out, err):
+            with log_files(job.stdout_path, job.stderr_path, self._log_dirs) as (out, err):
                 seq = shepherd.spawn(key, job.command, job.cwd, env, out, err, reply, lead)
         except (OSError, ValueError) as e:
             self._give_back_gpus(job)
@@ -284,9 +286,36 @@ class LocalExecutor:
             self._deadlines[job.job_id] = asyncio.get_running_loop().call_later(
                 max(0.0, left), self._time_out, job, proc
             )
+        if isinstance(proc, ShepherdedProcess):
+            proc.on_end = lambda: self._shepherded_ended(job, proc)
+        else:
+            self._wait_for(job, proc)
+
+    def _wait_for(self, job: Runnable, proc: Watched) -> None:
         task = asyncio.create_task(self._wait(job, proc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _shepherded_ended(self, job: Runnable, proc: ShepherdedProcess) -> None:
+        """A shell the shepherd reaped: most exits are reported here and now, without a task
+        per job; those that need something awaited (a limit's leftovers, outputs to look for,
+        logs to delete, Slurm's figures, a shutdown) go through `_wait`."""
+        returncode = proc.returncode
+        if (
+            returncode is None
+            or returncode == LAUNCH_FAILED
+            or (returncode == 0 and (job.outputs or job.delete_stdio))
+            or job.srun is not None
+            or job.job_id in self._stopping
+            or job.job_id in self._oom
+            or job.job_id in self._timed_out
+        ):
+            self._wait_for(job, proc)
+            return
+        seen = self._ended(job)
+        cpu = proc.cpu_seconds if proc.cpu_seconds is not None else seen.cpu_seconds
+        end = proc.ended_at or time.time()
+        self.on_exit(self._ended_by_itself(job, signal_return_code(returncode), end, seen.peak_memory, cpu))
 
     def _time_out(self, job: Runnable, proc: Watched) -> None:
         """Past its runtime: TERM, a grace that grows with the runtime (1 to 10 s), then KILL; a
@@ -404,18 +433,7 @@ class LocalExecutor:
             return
         rc = signal_return_code(returncode)
         if kernel_oom(rc, peak, job.memory):
-            self.on_exit(
-                Exit(
-                    *done,
-                    rc,
-                    end,
-                    f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
-                    f"memory limit of {format_bytes(job.memory or 0)}: out of memory",
-                    "oom",
-                    peak,
-                    cpu,
-                )
-            )
+            self.on_exit(self._ended_by_itself(job, rc, end, peak, cpu))
             return
         if rc == 0 and job.outputs and (missing := await asyncio.to_thread(missing_outputs, job)):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -427,7 +445,19 @@ class LocalExecutor:
             return
         if rc == 0 and job.delete_stdio and (problems := await asyncio.to_thread(remove_logs, *job.log_paths)):
             log.warning("job_logs_not_deleted", workflow_id=job.workflow_id, job_id=job.job_id, problems=problems)
-        self.on_exit(Exit(*done, rc, end, peak_memory=peak, cpu_seconds=cpu))
+        self.on_exit(self._ended_by_itself(job, rc, end, peak, cpu))
+
+    @staticmethod
+    def _ended_by_itself(job: Runnable, rc: int, end: float, peak: int | None, cpu: float | None) -> Exit:
+        """The exit of a job no limit stopped: as it ended, or the kernel's OOM killer's."""
+        done = (job.job_id, job.run_id, job.attempt_id)
+        if kernel_oom(rc, peak, job.memory):
+            message = (
+                f"killed by SIGKILL after using {format_bytes(peak or 0)} of its "
+                f"memory limit of {format_bytes(job.memory or 0)}: out of memory"
+            )
+            return Exit(*done, rc, end, message, "oom", peak, cpu)
+        return Exit(*done, rc, end, peak_memory=peak, cpu_seconds=cpu)
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
@@ -464,6 +494,7 @@ class LocalExecutor:
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         if self.shepherd is not None:
             self.shepherd.close()  # it ends once it has reaped them
+        self._log_dirs.close()
         now = time.time()
         return [
             Exit(

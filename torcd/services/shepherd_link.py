@@ -99,6 +99,7 @@ class ShepherdedProcess:
         self._exit_status = exit_status
         self._done = asyncio.get_running_loop().create_future()
         self._follower: asyncio.Future | None = None
+        self.on_end: Callable[[], None] | None = None  # told once it has ended, before any waiter
 
     def exited(self, returncode: int, cpu_seconds: float, at: float) -> None:
         self.returncode, self.cpu_seconds, self.ended_at = returncode, cpu_seconds, at
@@ -118,6 +119,8 @@ class ShepherdedProcess:
     def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
+            if self.on_end is not None:
+                self.on_end()
 
     async def wait(self) -> int | None:
         await asyncio.shield(self._done)
@@ -135,6 +138,7 @@ class ShepherdLink:
         self._running: dict[int, ShepherdedProcess] = {}  # pid -> process
         self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def spawn(
         self,
@@ -157,7 +161,7 @@ class ShepherdLink:
             *key,
             os.fsencode(command),
             os.fsencode(cwd),
-            {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
+            dict(map(self._encoded, env.items())),
             after,
         )
         if len(data) > MAX_FRAME:
@@ -171,6 +175,14 @@ class ShepherdLink:
         else:
             self._send(self._seq, data, [out, err])
         return self._seq
+
+    def _encoded(self, pair: tuple[str, str]) -> tuple[bytes, bytes]:
+        """A variable as bytes; remembered, since most are the same for every job."""
+        if (found := self._pairs.get(pair)) is None:
+            if len(self._pairs) >= 4096:  # each job's own TORC_* values pass through
+                self._pairs.clear()
+            found = self._pairs[pair] = (os.fsencode(pair[0]), os.fsencode(pair[1]))
+        return found
 
     def start_now(self, seq: int) -> None:
         """The spawn `seq`, waiting to follow a job, starts now (if it has not already)."""
