@@ -11,18 +11,12 @@ One parent for all jobs instead of a recording shell around each: a job costs on
 the daemon never waits for a fork. What a job does to its own shell (`trap ... EXIT`, `exec`,
 `kill $$`) cannot take its record away: the record is kept by its parent.
 
-A spawn may name a running job of ours to follow (`after`): it then starts the moment that
-job's shell has been recorded and reaped, without waiting for the daemon to hear of the exit
-and answer; at once if that shell has ended already. Under a flood of short jobs the daemon
-keeps a slot's next job waiting here, and the slot never idles. The daemon may have it start
-now (another slot came free first) or withdraw it (its workflow was canceled).
-
 Frames both ways are a 4-byte length and a msgpack array:
-  daemon → ("spawn", seq, job, run, attempt, command, cwd, env, after), its stdout and stderr
-           attached (command, cwd and env as bytes; after: [job, run, attempt] or None)
-           | ("now", seq) | ("withdraw", seq);
+  daemon → ("spawn", seq, job, run, attempt, command, cwd, env), its stdout and stderr attached
+           (command, cwd and env as bytes);
   shepherd → ("started", seq, pid, time) | ("failed", seq, errno, strerror, filename)
-           | ("withdrawn", seq) | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time).
+           | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
+(the times are when it spawned the shell, and when it saw the shell had ended).
 Only the daemon's own user can reach the socket: it is one end of a socketpair.
 """
 
@@ -124,8 +118,6 @@ class Shepherd:
         self.lock = open_spawn_lock(exit_log)
         self.frames = Frames()
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
-        self.running: set[tuple[int, int, int]] = set()  # the attempts in keys
-        self.waiting: dict[tuple[int, int, int], tuple] = {}  # a running attempt -> the spawn that follows it
         self.daemon_gone = False
         self.hangup = select.poll()  # whether the daemon's end has closed
         self.hangup.register(self.sock, select.POLLRDHUP)
@@ -165,38 +157,16 @@ class Shepherd:
             return False
         for request in self.frames.feed(data, fds):
             try:
-                self.serve_request(request)
+                self.spawn(request)
             except Exception as e:  # one bad request must not take the others' records with it
                 print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                if len(request) > 1 and request[0] == "spawn" and isinstance(request[1], int):
+                if len(request) > 1 and isinstance(request[1], int):
                     self.send("failed", request[1], 0, f"the request to start it was refused: {e}", None)
         return True
 
-    def serve_request(self, request: tuple) -> None:
-        if request[0] == "spawn":
-            _, seq, job, run, attempt, command, cwd, env, after = request
-            spawn = (seq, (job, run, attempt), command, cwd, env, self.frames.fds.pop(0), self.frames.fds.pop(0))
-            if after is not None and tuple(after) in self.running:
-                self.waiting[tuple(after)] = spawn
-                return
-            self.spawn(spawn)
-        elif request[0] in ("now", "withdraw"):
-            _, seq = request
-            after = next((a for a, waiting in self.waiting.items() if waiting[0] == seq), None)
-            if after is None:
-                return  # started already (or refused): its answer is on its way
-            spawn = self.waiting.pop(after)
-            if request[0] == "now":
-                self.spawn(spawn)
-                return
-            os.close(spawn[5])
-            os.close(spawn[6])
-            self.send("withdrawn", seq)
-        else:
-            raise ValueError(f"unknown request {request[0]!r}")
-
-    def spawn(self, spawn: tuple) -> None:
-        seq, key, command, cwd, env, out, err = spawn
+    def spawn(self, request: tuple) -> None:
+        _, seq, job, run, attempt, command, cwd, env = request
+        out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
         # A request the daemon sent just before it died must not start behind the back of the
         # daemon that follows it, which finds started jobs by looking at the processes: that one
         # takes the lock exclusively before it looks, and after it has, the dead daemon's end
@@ -207,7 +177,7 @@ class Shepherd:
                 os.close(out)
                 os.close(err)
                 return
-            self.start(seq, key, command, cwd, env, out, err)
+            self.start(seq, (job, run, attempt), command, cwd, env, out, err)
         finally:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
 
@@ -250,7 +220,6 @@ class Shepherd:
             os.close(err)
             os.chdir("/")
         self.keys[pid] = key
-        self.running.add(key)
         self.send("started", seq, pid, at)
 
     def reap(self) -> None:
@@ -270,11 +239,8 @@ class Shepherd:
                 pass
             key = self.keys.pop(pid, None)
             if key is not None:
-                self.running.discard(key)
                 self.record(key, exit_code(info.si_code, info.si_status))
             _, status, usage = os.wait4(pid, 0)
-            if key is not None and (follower := self.waiting.pop(key, None)) is not None:
-                self.spawn(follower)  # its slot is free: before the daemon hears of the exit
             self.send("exited", pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, ended)
 
     def record(self, key: tuple[int, int, int], rc: int) -> None:

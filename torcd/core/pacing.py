@@ -5,18 +5,12 @@ Under a flood of short jobs, a pass per exit costs more than the jobs: the trans
 cost is paid for one or two rows. Jobs claimed ahead keep every slot busy while a pass waits,
 so the pass can record many starts and exits at once. When nothing is queued, or something
 new is ready, a pass runs at once: a chain of jobs, or the last jobs of a workflow, never wait.
-
-When every slot is busy, the next queued job may wait at the shepherd to follow a running job
-(`slot_to_follow`), and starts the moment that one ends, without a round trip through the
-daemon. Pure: the dispatcher passes the clock's readings in.
+Pure: the dispatcher passes the clock's readings in.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
-
-from torcd.core.resources import Requirements
 
 GATHER_S = 0.01  # the longest a start or an exit waits to be recorded with others
 HORIZON_S = 2 * GATHER_S  # kept claimed ahead: what started in this long, at the recent pace
@@ -43,15 +37,3 @@ class Pace:
         """Seconds a pass may wait for more: none when something new is ready (`urgent`) or
         nothing is queued to start meanwhile."""
         return 0.0 if urgent or queued == 0 else GATHER_S
-
-
-def slot_to_follow(need: Requirements, running: Iterable[tuple[int, Requirements]]) -> int | None:
-    """A running job (the longest running first) whose slot the queued job can take as it ends:
-    one holding at least its CPUs and memory. None for a job that needs GPUs (its devices are
-    handed out as it starts) and when no running job holds enough."""
-    if need.num_gpus:
-        return None
-    for job_id, held in running:
-        if need.num_cpus <= held.num_cpus and (need.memory_bytes or 0) <= (held.memory_bytes or 0):
-            return job_id
-    return None

@@ -22,7 +22,7 @@ from torcd.bus import EventBus
 from torcd.core.attempts import Exit, Runnable, Start
 from torcd.core.exits import UNKNOWN_EXIT
 from torcd.core.labels import ServedLabels
-from torcd.core.pacing import Pace, slot_to_follow
+from torcd.core.pacing import Pace
 from torcd.core.resources import Capacity, Requirements, fits
 from torcd.faults import crash_point
 from torcd.services.executor import UNKNOWN_EXIT_MESSAGE, LocalExecutor
@@ -63,9 +63,6 @@ class Dispatcher:
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
-        # A running job -> the claimed job waiting at the shepherd to start as it ends; its
-        # resources are counted as held already.
-        self._followers: dict[int, Runnable] = {}
         self._wake = asyncio.Event()
         self._urgent = False  # the next pass runs at once: something new is ready, or nothing is queued
         self._hurry: asyncio.Future | None = None  # while a pass gathers: ends its wait
@@ -78,10 +75,6 @@ class Dispatcher:
     def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
-            for lead, job in list(self._followers.items()):
-                if job.workflow_id == event.workflow_id:  # never to start, however long its lead runs
-                    del self._followers[lead]
-                    self.executor.withdraw(job.job_id)
         if isinstance(event, _WAKE):
             self._wake_now()
 
@@ -102,74 +95,37 @@ class Dispatcher:
 
     def _on_exit(self, exit: Exit) -> None:
         self._exits.append(exit)
-        if self._followers.pop(exit.job_id, None) is None:  # else the shepherd started it in this slot
-            self._start_followers()
         self._kick()
         self._wake_soon()
 
     def _free(self) -> int:
         return self.max_cpus - self.executor.cpus_in_use
 
-    def _need(self, job: Runnable) -> Requirements:
-        return Requirements(
-            min(job.num_cpus, self.max_cpus), job.num_gpus, memory_bytes=min(job.memory or 0, self.max_memory)
-        )
-
-    def _capacity(self) -> Capacity:
-        """What is free, counting jobs waiting to follow as running."""
-        ex = self.executor
-        return Capacity(
-            self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
-        )
-
     def _kick(self) -> None:
-        """Start queued jobs that fit now, in order; when none fits, have the next wait to follow
-        a running job it fits the slot of (`core.pacing.slot_to_follow`). A job wider than the CPU
-        or memory budget (its limit grown by a retry) runs alone; one needing more GPUs than the
-        machine has, or more memory at first, was refused at submission."""
+        """Start queued jobs that fit now, in order. A job wider than the CPU or memory budget
+        (its limit grown by a retry) runs alone; one needing more GPUs than the machine has, or
+        more memory at first, was refused at submission."""
         while self._queue and not self._stopping:
-            need = self._need(self._queue[0])
-            if fits(need, self._capacity()):
-                self._start(self._queue.popleft())
-                continue
-            followable = [(j, held) for j, held in self.executor.followable() if j not in self._followers]
-            lead = slot_to_follow(need, followable)
-            if lead is None:
+            job = self._queue[0]
+            ex = self.executor
+            need = Requirements(
+                min(job.num_cpus, self.max_cpus), job.num_gpus, memory_bytes=min(job.memory or 0, self.max_memory)
+            )
+            free = Capacity(
+                self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
+            )
+            if not fits(need, free):
                 return
-            job = self._queue.popleft()
-            self._followers[lead] = job
-            self._start(job, lead)
+            self._start(self._queue.popleft())
 
-    def _start_followers(self) -> None:
-        """Jobs waiting to follow one still running start now if what is free without them fits
-        them: a slot came free another way (a job nobody followed ended, or a wider one)."""
-        if not self._followers:
-            return
-        free = self._capacity()
-        waiting = list(self._followers.values())
-        spare = Capacity(
-            (free.cpus or 0) + sum(j.num_cpus for j in waiting),
-            (free.memory or 0) + sum(j.memory or 0 for j in waiting),
-            free.gpus,
-        )
-        for lead, job in list(self._followers.items()):
-            need = self._need(job)
-            if not fits(need, spare):
-                return
-            del self._followers[lead]
-            self.executor.start_now(job.job_id)
-            spare = spare.minus(need)
-
-    def _start(self, job: Runnable, after: int | None = None) -> None:
+    def _start(self, job: Runnable) -> None:
         self.pace.started(time.time())
-        self.executor.launch(job, lambda pid, at: self._started(job, pid, at), after)
+        self.executor.launch(job, lambda pid, at: self._started(job, pid, at))
 
     def _started(self, job: Runnable, pid: int | None, at: float) -> None:
         self._starts.append(Start(job, pid, at))
         crash_point("after_start")
         log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, pid=pid)
-        if pid is not None and self._queue:
-            self._kick()  # the next queued job may follow it
         self._wake_soon()
 
     async def reconcile(self) -> None:
@@ -269,7 +225,6 @@ class Dispatcher:
         await self.execution.terminate(exits)
         await self.execution.adopt_pending({}, self.host)  # claimed, never started: ready again
         self._queue.clear()
-        self._followers.clear()
         self._sub.close()
 
 

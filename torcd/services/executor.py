@@ -19,14 +19,13 @@ import structlog
 
 from torcd.core.attempts import Exit, Runnable
 from torcd.core.exits import UNKNOWN_EXIT, signal_return_code
-from torcd.core.resources import Requirements, format_bytes, format_duration, kernel_oom
+from torcd.core.resources import format_bytes, format_duration, kernel_oom
 from torcd.core.srun import srun_words, step_name
 from torcd.services.exit_log import ExitLog
 from torcd.services.job_logs import remove_logs
 from torcd.services.monitor import Monitor, Sample, Usage
 from torcd.services.processes import (
     LAUNCH_FAILED,
-    LogDirectories,
     Watched,
     WatchedProcess,
     find_attempt_processes,
@@ -42,7 +41,7 @@ from torcd.services.processes import (
     stop_group,
     unstartable_input,
 )
-from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost, Withdrawn
+from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost
 from torcd.services.step_accounting import StepAccounting
 
 log = structlog.get_logger("torcd.executor")
@@ -95,7 +94,6 @@ class LocalExecutor:
         self.shepherd = ShepherdLink(exit_log.path) if exit_log is not None else None
         self.procs: dict[int, tuple[Runnable, Watched]] = {}
         self._launching: dict[int, asyncio.Future[None]] = {}  # jobs asked of the shepherd, not yet answered
-        self._following: dict[int, int] = {}  # jobs waiting at the shepherd to follow another -> their request
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
         self.memory_in_use = 0  # bytes: the memory limits of the jobs in procs
         self.monitor = Monitor(self._over_memory)
@@ -107,7 +105,6 @@ class LocalExecutor:
         self._timed_out: set[int] = set()
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
         self.steps = StepAccounting()  # what srun steps used, from sacct
-        self._log_dirs = LogDirectories()
 
     def prepare(self) -> None:
         """Have the shepherd ready for the first job (OSError if it cannot start: each launch
@@ -133,29 +130,19 @@ class LocalExecutor:
         self._watch(job, proc)
         return proc.pid
 
-    def launch(self, job: Runnable, started: Callable[[int | None, float], None], after: int | None = None) -> None:
+    def launch(self, job: Runnable, started: Callable[[int | None, float], None]) -> None:
         """Start a job; `started` hears its pid and when it started, or None if it could not
         start (its exit is reported). Through the shepherd the pid comes later, and the job holds
-        its CPUs, memory and devices from now on; without one, at once.
-
-        `after`, a running job of the shepherd's (`followable`): start as that one ends, in its
-        slot, unless `start_now` or `withdraw` come first. A withdrawn job is never heard of again."""
+        its CPUs, memory and devices from now on; without one, at once."""
         if self.shepherd is None:
             at = time.time()
             started(self.start(job), at)
             return
         shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
-        follows = self.procs.get(after) if after is not None else None
-        lead = (follows[0].job_id, follows[0].run_id, follows[0].attempt_id) if follows else None
 
         def reply(pid: int | None, error: OSError | None, at: float) -> None:
             self._launching.pop(job.job_id).set_result(None)
-            self._following.pop(job.job_id, None)
-            if isinstance(error, Withdrawn):
-                self._release(job)
-                self._give_back_gpus(job)
-                return
             if pid is None:
                 if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
                     pid = found  # it did start: watched as an adopted shell
@@ -170,39 +157,19 @@ class LocalExecutor:
             self._watch(job, shepherd.process(pid, lambda: self._exit_status(key)))
             started(pid, at)
 
+        # Held from now on: a request that fails as it is sent is answered (and given back) at once.
+        self._reserve(job)
+        self._launching[job.job_id] = asyncio.get_running_loop().create_future()
         try:
             self._check(job)
-            with log_files(job.stdout_path, job.stderr_path, self._log_dirs) as (out, err):
-                seq = shepherd.spawn(key, job.command, job.cwd, env, out, err, reply, lead)
-        except (OSError, ValueError) as e:
+            with log_files(job.stdout_path, job.stderr_path) as (out, err):
+                shepherd.spawn(key, job.command, job.cwd, env, out, err, reply)
+        except (OSError, ValueError) as e:  # refused before it was sent
+            self._launching.pop(job.job_id).set_result(None)
+            self._release(job)
             self._give_back_gpus(job)
             self._launch_failed(job, e)
             started(None, time.time())
-            return
-        self._reserve(job)
-        self._launching[job.job_id] = asyncio.get_running_loop().create_future()
-        if lead is not None:
-            self._following[job.job_id] = seq
-
-    def followable(self) -> list[tuple[int, Requirements]]:
-        """The running jobs a queued one may follow (the shepherd's, which it starts the next
-        one after), the longest running first, with what each holds."""
-        return [
-            (job_id, Requirements(job.num_cpus, job.num_gpus, memory_bytes=job.memory))
-            for job_id, (job, proc) in self.procs.items()
-            if isinstance(proc, ShepherdedProcess) and proc.returncode is None
-        ]
-
-    def start_now(self, job_id: int) -> None:
-        """A job waiting to follow another starts now (its slot came free another way)."""
-        if self.shepherd is not None and (seq := self._following.pop(job_id, None)) is not None:
-            self.shepherd.start_now(seq)
-
-    def withdraw(self, job_id: int) -> None:
-        """A job waiting to follow another never starts (unless it already has): its
-        resources come back, and nothing is reported for it."""
-        if self.shepherd is not None and (seq := self._following.pop(job_id, None)) is not None:
-            self.shepherd.withdraw(seq)
 
     def _env(self, job: Runnable) -> dict[str, str]:
         """The job's environment, with its own GPUs (taken from the free ones) where they are assigned."""
@@ -461,10 +428,7 @@ class LocalExecutor:
 
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
-        (setsid) but still carries their TORC_* variables; their exits are reported as usual. A job
-        still waiting to follow another is withdrawn instead: it never starts."""
-        for job_id in job_ids:
-            self.withdraw(job_id)
+        (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
         await self._launched(job_ids)
         running = [self.procs[j] for j in job_ids if j in self.procs]
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
@@ -483,10 +447,7 @@ class LocalExecutor:
         await asyncio.to_thread(kill_pids, [pid for pids in found.values() for pid in pids])
 
     async def stop_all(self, grace: float) -> list[Exit]:
-        """Stop every running job (shutdown) and return their exits for the caller to record.
-        Jobs waiting to follow another are withdrawn: claimed, never started."""
-        for job_id in list(self._following):
-            self.withdraw(job_id)
+        """Stop every running job (shutdown) and return their exits for the caller to record."""
         await self._launched(list(self._launching))
         running = list(self.procs.values())
         self._stopping.update(job.job_id for job, _ in running)
@@ -494,7 +455,6 @@ class LocalExecutor:
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
         if self.shepherd is not None:
             self.shepherd.close()  # it ends once it has reaped them
-        self._log_dirs.close()
         now = time.time()
         return [
             Exit(

@@ -193,81 +193,31 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-class LogDirectories:
-    """Checked log directories kept open for a moment: a flood of jobs logging to one directory
-    checks it, and every directory above it, about once a second instead of once per job.
-
-    A kept descriptor is used only while the path still leads to that very directory (the same
-    device and inode, found without following a final symlink) and the directory still passes
-    `check_log_directory`: what was checked is what is written to, as with a fresh open."""
-
-    KEEP_S = 1.0
-    MOST = 64
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
-        self._kept: dict[str, tuple[int, int, int, float]] = {}  # path -> (fd, dev, ino, opened at)
-
-    def get(self, path: str) -> int:
-        """A descriptor of the log directory `path` (this object's: never close it), or OSError."""
-        now = self._clock()
-        kept = self._kept.get(path)
-        if kept is not None:
-            fd, dev, ino, opened = kept
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                st = None
-            if st is not None and now - opened < self.KEEP_S and (st.st_dev, st.st_ino) == (dev, ino):
-                check_log_directory(st, path)
-                return fd
-            del self._kept[path]
-            os.close(fd)
-        fd = open_log_directory(path)
-        if len(self._kept) >= self.MOST:
-            oldest = next(iter(self._kept))
-            os.close(self._kept.pop(oldest)[0])
-        st = os.fstat(fd)
-        self._kept[path] = (fd, st.st_dev, st.st_ino, now)
-        return fd
-
-    def close(self) -> None:
-        for fd, *_ in self._kept.values():
-            os.close(fd)
-        self._kept.clear()
-
-
 @contextlib.contextmanager
-def log_files(out_path: str, err_path: str, kept: LogDirectories | None = None) -> Iterator[tuple[int, int]]:
+def log_files(out_path: str, err_path: str) -> Iterator[tuple[int, int]]:
     """Open (append) a process's stdout and stderr files, making their directory if needed; the
     descriptors are handed to the process, which never opens its logs by name.
 
     Plain descriptors: they only go to the child, and a file object per job costs more. A path
     of "" is not kept (/dev/null); the same path twice is one file for both (Torc's combined).
-    With `kept`, directories come from there (and stay open there).
     """
     opened: list[int] = []
-    dirs: dict[str, int] = {}  # each directory once (closed here unless `kept` keeps it)
+    dirs: dict[str, int] = {}
     try:
         for path in dict.fromkeys((out_path, err_path)):
             if not path:
                 opened.append(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
                 continue
             directory = os.path.dirname(path)
-            if directory in dirs:
-                dir_fd = dirs[directory]
-            elif kept is not None:
-                dir_fd = dirs[directory] = kept.get(directory)
-            else:
-                dir_fd = dirs[directory] = open_log_directory(directory)
-            opened.append(open_log(dir_fd, os.path.basename(path), path))
-        if kept is None:
-            for fd in dirs.values():
-                os.close(fd)
+            if directory not in dirs:
+                dirs[directory] = open_log_directory(directory)
+            opened.append(open_log(dirs[directory], os.path.basename(path), path))
+        for fd in dirs.values():
+            os.close(fd)
         dirs.clear()
         yield opened[0], opened[-1]
     finally:
-        for fd in (*(dirs.values() if kept is None else ()), *opened):
+        for fd in (*dirs.values(), *opened):
             os.close(fd)
 
 

@@ -23,7 +23,7 @@ from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
 log = structlog.get_logger("torcd.shepherd")
 
 Key = tuple[int, int, int]
-# (pid, None, when it started) or (None, why it could not start, now); Withdrawn: it never will
+# (pid, None, when it started) or (None, why it could not start, now)
 Reply = Callable[[int | None, OSError | None, float], None]
 
 
@@ -82,10 +82,6 @@ class ShepherdLost(OSError):
     """The shepherd ended before answering: whether the job started is unknown."""
 
 
-class Withdrawn(OSError):
-    """A spawn that waited to follow another job was withdrawn before it started."""
-
-
 class ShepherdedProcess:
     """A job shell the shepherd started: its exit comes from the shepherd, which reaped it (and
     killed what it left in its group). If the shepherd dies first, `exit_status` (the exit log)
@@ -95,7 +91,7 @@ class ShepherdedProcess:
         self.pid = pid
         self.returncode: int | None = None
         self.cpu_seconds: float | None = None
-        self.ended_at: float | None = None  # as the shepherd saw it: before the job that follows it starts
+        self.ended_at: float | None = None  # when the shepherd saw it had ended
         self._exit_status = exit_status
         self._done = asyncio.get_running_loop().create_future()
         self._follower: asyncio.Future | None = None
@@ -140,21 +136,9 @@ class ShepherdLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
-    def spawn(
-        self,
-        key: Key,
-        command: str,
-        cwd: str,
-        env: dict[str, str],
-        out: int,
-        err: int,
-        reply: Reply,
-        after: Key | None = None,
-    ) -> int:
+    def spawn(self, key: Key, command: str, cwd: str, env: dict[str, str], out: int, err: int, reply: Reply) -> None:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
-        or duplicated until it goes); `reply` hears the pid, or why it could not start. With
-        `after`, a running attempt of ours, it starts as that one's shell ends. Returns the
-        request's number (for `start_now` and `withdraw`)."""
+        or duplicated until it goes); `reply` hears the pid, or why it could not start."""
         data = frame(
             "spawn",
             self._seq + 1,
@@ -162,7 +146,6 @@ class ShepherdLink:
             os.fsencode(command),
             os.fsencode(cwd),
             dict(map(self._encoded, env.items())),
-            after,
         )
         if len(data) > MAX_FRAME:
             raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
@@ -172,9 +155,8 @@ class ShepherdLink:
         self._replies[self._seq] = reply
         if self._outgoing:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
-        else:
-            self._send(self._seq, data, [out, err])
-        return self._seq
+            return
+        self._send(self._seq, data, [out, err])
 
     def _encoded(self, pair: tuple[str, str]) -> tuple[bytes, bytes]:
         """A variable as bytes; remembered, since most are the same for every job."""
@@ -183,24 +165,6 @@ class ShepherdLink:
                 self._pairs.clear()
             found = self._pairs[pair] = (os.fsencode(pair[0]), os.fsencode(pair[1]))
         return found
-
-    def start_now(self, seq: int) -> None:
-        """The spawn `seq`, waiting to follow a job, starts now (if it has not already)."""
-        self._control("now", seq)
-
-    def withdraw(self, seq: int) -> None:
-        """The spawn `seq`, waiting to follow a job, never starts (if it has not already):
-        its reply hears Withdrawn, or the start that came first."""
-        self._control("withdraw", seq)
-
-    def _control(self, kind: str, seq: int) -> None:
-        if self._sock is None or seq not in self._replies:
-            return  # answered already, or the link is gone (and with it the spawn)
-        data = frame(kind, seq)
-        if self._outgoing:
-            self._outgoing.append((data, []))
-        else:
-            self._send(seq, data, [])
 
     def open(self) -> None:
         """Start the shepherd now, before the first job needs it (its interpreter takes tens of
@@ -263,8 +227,7 @@ class ShepherdLink:
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
         except OSError as e:  # out of kernel memory, say: this job does not start
-            if fds:  # a spawn (a control frame's job waits as it was)
-                self._replies.pop(seq)(None, e, time.time())
+            self._replies.pop(seq)(None, e, time.time())
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
@@ -316,9 +279,6 @@ class ShepherdLink:
             _, seq, code, text, filename = message
             error = OSError(code, text, filename) if filename else OSError(code, text)
             self._replies.pop(seq)(None, error, time.time())
-        elif kind == "withdrawn":
-            _, seq = message
-            self._replies.pop(seq)(None, Withdrawn(0, "withdrawn before it started"), time.time())
 
     def _lost(self) -> None:
         """The shepherd died (killed): its shells are watched here, ending unrecorded; what it was
