@@ -19,6 +19,7 @@ from inproc import (
 
 from torcd import events as E
 from torcd.core.attempts import Start
+from torcd.core.pacing import MAX_AHEAD
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE
 
 
@@ -117,3 +118,18 @@ async def test_reconcile_puts_a_claimed_job_that_never_started_back_to_ready(rig
     assert (await statuses(rig, wf))["a"] == "pending"
     await make_dispatcher(rig).reconcile()
     assert (await statuses(rig, wf))["a"] == "ready"
+
+
+async def test_hundreds_of_jobs_that_cannot_start_are_each_recorded_and_the_dispatcher_goes_on(rig):
+    """Every launch refused at once (its log directory is a file), right after a flood of short
+    jobs (the pace claims far ahead): each is recorded as an exit with the reason, and the
+    failures, each of which frees its slot again, never recurse into one another."""
+    jobs = "".join(f"  - {{name: j{i}, command: 'true'}}\n" for i in range(1500))
+    wf = await submit(rig, "name: w\noutput_dir: out\njobs:\n" + jobs)
+    (rig.tmp / "out").write_text("a file where the log directory should be")
+    d = make_dispatcher(rig, max_cpus=4)
+    for _ in range(MAX_AHEAD):
+        d.pace.started(time.time())
+    async with running(d):
+        await eventually(lambda: len(rig.of(E.JobExited)) == 1500, timeout=60.0, what="1,500 launch failures")
+    assert set((await statuses(rig, wf)).values()) == {"running"}  # exited; no failure handler has spoken

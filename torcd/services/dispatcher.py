@@ -68,6 +68,7 @@ class Dispatcher:
         self._hurry: asyncio.Future | None = None  # while a pass gathers: ends its wait
         self.pace = Pace(max_cpus)
         self._stopping = False
+        self._kicking = False
         self._sub = bus.listen("dispatcher", (E.WorkflowCanceled, *_WAKE), self._on_event)
         self.labels = ServedLabels()  # a label newly served may let ready jobs start
         self.labels.on_change(self._wake_now)
@@ -105,6 +106,15 @@ class Dispatcher:
         """Start queued jobs that fit now, in order. A job wider than the CPU or memory budget
         (its limit grown by a retry) runs alone; one needing more GPUs than the machine has, or
         more memory at first, was refused at submission."""
+        if self._kicking:  # a launch that failed at once, reported from inside this loop
+            return
+        self._kicking = True
+        try:
+            self._start_what_fits()
+        finally:
+            self._kicking = False
+
+    def _start_what_fits(self) -> None:
         while self._queue and not self._stopping:
             job = self._queue[0]
             ex = self.executor
@@ -119,10 +129,11 @@ class Dispatcher:
             self._start(self._queue.popleft())
 
     def _start(self, job: Runnable) -> None:
-        self.pace.started(time.time())
         self.executor.launch(job, lambda pid, at: self._started(job, pid, at))
 
     def _started(self, job: Runnable, pid: int | None, at: float) -> None:
+        if pid is not None:  # a launch that failed says nothing of the pace
+            self.pace.started(at)
         self._starts.append(Start(job, pid, at))
         crash_point("after_start")
         log.debug("job_started", workflow_id=job.workflow_id, job_id=job.job_id, attempt_id=job.attempt_id, pid=pid)

@@ -139,6 +139,7 @@ class LocalExecutor:
             started(self.start(job), at)
             return
         shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
+        sent_at = time.time()  # the start of one the shepherd does not time (it died, or it never got it)
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
 
         def reply(pid: int | None, error: OSError | None, at: float) -> None:
@@ -147,7 +148,7 @@ class LocalExecutor:
                 if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
                     pid = found  # it did start: watched as an adopted shell
                     self._watch(job, WatchedProcess(pid, lambda: self._exit_status(key)))
-                    started(pid, at)
+                    started(pid, sent_at)
                     return
                 self._release(job)
                 self._give_back_gpus(job)
@@ -169,7 +170,7 @@ class LocalExecutor:
             self._release(job)
             self._give_back_gpus(job)
             self._launch_failed(job, e)
-            started(None, time.time())
+            started(None, sent_at)
 
     def _env(self, job: Runnable) -> dict[str, str]:
         """The job's environment, with its own GPUs (taken from the free ones) where they are assigned."""

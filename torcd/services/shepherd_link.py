@@ -263,7 +263,10 @@ class ShepherdLink:
             self._lost()
             return
         for message in self._frames.feed(data, []):
-            self._handle(message)
+            try:
+                self._handle(message)
+            except Exception:  # a bug in what one message set off must not cost the others
+                log.exception("shepherd_message_failed", kind=message[0] if message else None)
 
     def _handle(self, message: tuple) -> None:
         kind = message[0]
