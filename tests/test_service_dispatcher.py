@@ -133,3 +133,14 @@ async def test_hundreds_of_jobs_that_cannot_start_are_each_recorded_and_the_disp
     async with running(d):
         await eventually(lambda: len(rig.of(E.JobExited)) == 1500, timeout=60.0, what="1,500 launch failures")
     assert set((await statuses(rig, wf)).values()) == {"running"}  # exited; no failure handler has spoken
+
+
+async def test_a_start_is_recorded_while_the_job_runs_though_others_wait_behind_it(rig):
+    """A queued job keeps the pass gathering; the gathering ends within its bound, so the first
+    job's start is recorded while it still runs, not with its exit."""
+    await submit(rig, "name: w\njobs:\n  - {name: a, command: 'sleep 2'}\n  - {name: b, command: 'true'}\n")
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        await eventually(lambda: rig.of(E.JobStarted), timeout=5.0, what="a's start recorded")
+        assert not rig.of(E.JobCompleted) and not rig.of(E.JobExited)
+        await d.stop(grace=2.0)
