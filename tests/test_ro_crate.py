@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,11 @@ from torcctl.ro_crate import entity_id
 from torcd.spec.parse import parse_spec
 
 CONTEXT_URL = "https://w3id.org/ro/crate/1.1/context"
-VALIDATOR = str(Path(sys.executable).with_name("rocrate-validator"))
+# The validator's command through its entry point: found wherever pip put its script (a venv
+# over system site-packages that already had it puts none beside this interpreter).
+(_ENTRY,) = entry_points(group="console_scripts", name="rocrate-validator")
+_MODULE, _, _FUNCTION = _ENTRY.value.partition(":")
+VALIDATOR = [sys.executable, "-c", f"import sys; from {_MODULE} import {_FUNCTION}; sys.exit({_FUNCTION}())"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def validate(crate: Path, cache: str) -> dict:
     report_file = crate / "report.json"
     options = ["--offline", "--cache-path", cache, "--no-paging", "-f", "json", "-p", "ro-crate-1.1"]
     done = subprocess.run(
-        [VALIDATOR, "validate", *options, "-o", str(report_file), str(crate)],
+        [*VALIDATOR, "validate", *options, "-o", str(report_file), str(crate)],
         capture_output=True,
         text=True,
         timeout=300,
