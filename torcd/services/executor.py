@@ -400,9 +400,6 @@ class LocalExecutor:
             self._launch_failed(job, e)
             return
         rc = signal_return_code(returncode)
-        if kernel_oom(rc, peak, job.memory):
-            self.on_exit(self._ended_by_itself(job, rc, end, peak, cpu))
-            return
         if rc == 0 and job.outputs and (missing := await asyncio.to_thread(missing_outputs, job)):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             self.on_exit(
