@@ -139,10 +139,10 @@ class LocalExecutor:
             started(self.start(job), at)
             return
         shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
-        sent_at = time.time()  # the start of one the shepherd does not time (it died, or it never got it)
+        sent_at = time.time()  # the start of one the shepherd did not time (it died, or refused it)
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
 
-        def reply(pid: int | None, error: OSError | None, at: float) -> None:
+        def reply(pid: int | None, error: OSError | None, at: float | None) -> None:
             self._launching.pop(job.job_id).set_result(None)
             if pid is None:
                 if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
@@ -153,8 +153,9 @@ class LocalExecutor:
                 self._release(job)
                 self._give_back_gpus(job)
                 self._launch_failed(job, error or OSError("could not start"))
-                started(None, at)
+                started(None, sent_at)
                 return
+            assert at is not None  # a start the shepherd made, timed by it
             self._watch(job, shepherd.process(pid, lambda: self._exit_status(key)))
             started(pid, at)
 

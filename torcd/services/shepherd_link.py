@@ -23,8 +23,8 @@ from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
 log = structlog.get_logger("torcd.shepherd")
 
 Key = tuple[int, int, int]
-# (pid, None, when it started) or (None, why it could not start, now)
-Reply = Callable[[int | None, OSError | None, float], None]
+# (pid, None, when the shepherd started it) or (None, why it could not start, None)
+Reply = Callable[[int | None, OSError | None, float | None], None]
 
 
 def wait_for_starts_in_flight(exit_log: str) -> None:
@@ -227,7 +227,7 @@ class ShepherdLink:
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
         except OSError as e:  # out of kernel memory, say: this job does not start
-            self._replies.pop(seq)(None, e, time.time())
+            self._replies.pop(seq)(None, e, None)
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
@@ -281,7 +281,7 @@ class ShepherdLink:
         elif kind == "failed":
             _, seq, code, text, filename = message
             error = OSError(code, text, filename) if filename else OSError(code, text)
-            self._replies.pop(seq)(None, error, time.time())
+            self._replies.pop(seq)(None, error, None)
 
     def _lost(self) -> None:
         """The shepherd died (killed): its shells are watched here, ending unrecorded; what it was
@@ -291,12 +291,9 @@ class ShepherdLink:
         self._drop()
         for proc in running.values():
             proc.shepherd_lost()
+        lost = ShepherdLost(0, "the process that starts jobs died before saying whether this one started")
         for reply in replies.values():
-            reply(
-                None,
-                ShepherdLost(0, "the process that starts jobs died before saying whether this one started"),
-                time.time(),
-            )
+            reply(None, lost, None)
 
     def _drop(self) -> None:
         assert self._loop is not None and self._sock is not None
