@@ -12,8 +12,9 @@ the daemon never waits for a fork. What a job does to its own shell (`trap ... E
 `kill $$`) cannot take its record away: the record is kept by its parent.
 
 Frames both ways are a 4-byte length and a msgpack array:
-  daemon → ("spawn", seq, job, run, attempt, command, cwd, env), its stdout and stderr attached
-           (command, cwd and env as bytes);
+  daemon → ("spawn", seq, job, run, attempt, command, cwd, base, own), its stdout and stderr
+           attached (command, cwd and the environment as bytes: the job's own variables over
+           the daemon's, which is the same for every job);
   shepherd → ("started", seq, pid, time) | ("failed", seq, errno, strerror, filename)
            | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
 (the times are when it spawned the shell, and when it saw the shell had ended).
@@ -56,8 +57,9 @@ _IGNORED = (
     signal.SIGXCPU,
 )
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_IGNORED)
+_ENDED = os.WEXITED | os.WNOHANG | os.WNOWAIT
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder().decode
+_decode = msgspec.msgpack.Decoder(tuple).decode
 
 
 def open_spawn_lock(exit_log: str) -> int:
@@ -76,35 +78,38 @@ class Frames:
     """Frames cut from a byte stream, and the descriptors that came with them, in order."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.buffer = b""
         self.fds: list[int] = []
 
-    def feed(self, data: bytes, fds: list[int]) -> list[tuple]:
-        self.buffer += data
+    def feed(self, data: bytes | memoryview, fds: list[int]) -> list[tuple]:
         self.fds.extend(fds)
-        out = []
-        while len(self.buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self.buffer)
+        buffer = self.buffer + data if self.buffer else data
+        view, end, at, out = memoryview(buffer), len(buffer), 0, []
+        while end - at >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, at)
             if size > MAX_FRAME:
                 raise ValueError(f"a frame of {size} bytes")
-            if len(self.buffer) < HEADER.size + size:
+            if end - at - HEADER.size < size:
                 break
-            out.append(tuple(_decode(bytes(self.buffer[HEADER.size : HEADER.size + size]))))
-            del self.buffer[: HEADER.size + size]
+            out.append(_decode(view[at + HEADER.size : at + HEADER.size + size]))
+            at += HEADER.size + size
+        self.buffer = bytes(view[at:]) if at < end else b""
         return out
 
 
-def receive_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """What the socket holds, and the descriptors that came with it, close-on-exec (never
-    passed on to a job; socket.recv_fds does not pass its flags on)."""
-    data, ancillary, _, _ = sock.recvmsg(
-        1 << 20, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
-    )
+_RECEIVE_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)  # an IntFlag: or-ed once, not per read
+_RECEIVE_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * 4)
+
+
+def receive_with_fds(sock: socket.socket, into: memoryview) -> tuple[memoryview, list[int]]:
+    """What the socket holds (read into `into`), and the descriptors that came with it,
+    close-on-exec (never passed on to a job; socket.recv_fds does not pass its flags on)."""
+    size, ancillary, _, _ = sock.recvmsg_into([into], _RECEIVE_ANCILLARY, _RECEIVE_FLAGS)
     fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.extend(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) - len(payload) % 4]))
-    return data, fds
+    return into[:size], fds
 
 
 def exit_code(si_code: int, si_status: int) -> int:
@@ -117,6 +122,7 @@ class Shepherd:
         self.sock, self.exit_log, self.bash = sock, exit_log, bash
         self.lock = open_spawn_lock(exit_log)
         self.frames = Frames()
+        self.into = memoryview(bytearray(1 << 20))  # read into, every time: no megabyte allocated per read
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
         self.daemon_gone = False
         self.hangup = select.poll()  # whether the daemon's end has closed
@@ -136,50 +142,52 @@ class Shepherd:
                         sel.unregister(self.sock)
                         self.daemon_gone = True
                 else:
-                    while True:
-                        try:
-                            os.read(wake_r, 4096)
-                        except BlockingIOError:
-                            break
+                    with contextlib.suppress(BlockingIOError):
+                        while len(os.read(wake_r, 4096)) == 4096:
+                            pass
             self.reap()
 
     def receive(self) -> bool:
         """Start what the daemon asks for; False once it has gone."""
         try:
-            data, fds = receive_with_fds(self.sock)
+            data, fds = receive_with_fds(self.sock, self.into)
         except BlockingIOError:
             return True
         except OSError:
-            data, fds = b"", []
+            data, fds = memoryview(b""), []
         if not data:
             for fd in fds:
                 os.close(fd)
             return False
-        for request in self.frames.feed(data, fds):
-            try:
-                self.spawn(request)
-            except Exception as e:  # one bad request must not take the others' records with it
-                print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                if len(request) > 1 and isinstance(request[1], int):
-                    self.send("failed", request[1], 0, f"the request to start it was refused: {e}", None)
-        return True
-
-    def spawn(self, request: tuple) -> None:
-        _, seq, job, run, attempt, command, cwd, env = request
-        out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
+        requests = self.frames.feed(data, fds)
+        if not requests:
+            return True
         # A request the daemon sent just before it died must not start behind the back of the
         # daemon that follows it, which finds started jobs by looking at the processes: that one
         # takes the lock exclusively before it looks, and after it has, the dead daemon's end
         # of the socket is seen closed here.
         fcntl.flock(self.lock, fcntl.LOCK_SH)
         try:
-            if self.daemon_closed():
-                os.close(out)
-                os.close(err)
-                return
-            self.start(seq, (job, run, attempt), command, cwd, env, out, err)
+            closed = self.daemon_closed()
+            for request in requests:
+                try:
+                    self.spawn(request, closed)
+                except Exception as e:  # one bad request must not take the others' records with it
+                    print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    if len(request) > 1 and isinstance(request[1], int):
+                        self.send("failed", request[1], 0, f"the request to start it was refused: {e}", None)
         finally:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
+        return True
+
+    def spawn(self, request: tuple, closed: bool) -> None:
+        _, seq, job, run, attempt, command, cwd, base, own = request
+        out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
+        if closed:
+            os.close(out)
+            os.close(err)
+            return
+        self.start(seq, (job, run, attempt), command, cwd, {**base, **own}, out, err)
 
     def daemon_closed(self) -> bool:
         return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in self.hangup.poll(0))
@@ -225,9 +233,9 @@ class Shepherd:
     def reap(self) -> None:
         """Record and reap every child that has ended: the record first, so that once a shell is
         gone from the process table its status is in the exit log."""
-        while True:
+        while self.keys:  # every child has a key until it is reaped
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                info = os.waitid(os.P_ALL, 0, _ENDED)
             except ChildProcessError:
                 return
             if info is None:

@@ -30,7 +30,7 @@ from torcd.services.processes import (
     WatchedProcess,
     find_attempt_processes,
     group_leader,
-    job_env,
+    job_vars,
     kill_pids,
     log_files,
     missing_directory,
@@ -39,6 +39,7 @@ from torcd.services.processes import (
     spawn_shell,
     start_failure,
     stop_group,
+    unmarked,
     unstartable_input,
 )
 from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost
@@ -99,7 +100,7 @@ class LocalExecutor:
         self.monitor = Monitor(self._over_memory)
         self._oom: dict[int, Sample] = {}  # jobs killed for going over their memory: what was seen
         self._tasks: set[asyncio.Task] = set()
-        self._base_env = dict(os.environ)
+        self._base_env = unmarked(dict(os.environ))  # every job's, under its own variables
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
         self._timed_out: set[int] = set()
@@ -116,7 +117,7 @@ class LocalExecutor:
         """Start a job in this process (no exit log); return its pid, or None if it could not
         start (its exit is reported)."""
         assert self.shepherd is None, "with an exit log, jobs are launched through the shepherd"
-        env = self._env(job)
+        env = {**self._base_env, **self._own_env(job)}
         try:
             self._check(job)
             command = as_step(job) if job.srun is not None else job.command
@@ -138,7 +139,7 @@ class LocalExecutor:
             at = time.time()
             started(self.start(job), at)
             return
-        shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._env(job)
+        shepherd, key, env = self.shepherd, (job.job_id, job.run_id, job.attempt_id), self._own_env(job)
         sent_at = time.time()  # the start of one the shepherd did not time (it died, or refused it)
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
 
@@ -165,7 +166,7 @@ class LocalExecutor:
         try:
             self._check(job)
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                shepherd.spawn(key, job.command, job.cwd, env, out, err, reply)
+                shepherd.spawn(key, job.command, job.cwd, self._base_env, env, out, err, reply)
         except (OSError, ValueError) as e:  # refused before it was sent
             self._launching.pop(job.job_id).set_result(None)
             self._release(job)
@@ -173,10 +174,10 @@ class LocalExecutor:
             self._launch_failed(job, e)
             started(None, sent_at)
 
-    def _env(self, job: Runnable) -> dict[str, str]:
-        """The job's environment, with its own GPUs (taken from the free ones) where they are assigned."""
-        env = job_env(
-            self._base_env,
+    def _own_env(self, job: Runnable) -> dict[str, str]:
+        """The job's variables over the daemon's environment, with its own GPUs (taken from the
+        free ones) where they are assigned."""
+        env = job_vars(
             workflow_id=job.workflow_id,
             job_id=job.job_id,
             name=job.name,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
+import functools
 import os
 import pwd
 import resource
@@ -40,7 +42,35 @@ def job_env(
     output_dir: str,
     extra: dict[str, str],
 ) -> dict[str, str]:
-    env = unmarked({**base, **extra})
+    return {
+        **unmarked(base),
+        **job_vars(
+            workflow_id=workflow_id,
+            job_id=job_id,
+            name=name,
+            run_id=run_id,
+            attempt_id=attempt_id,
+            api_url=api_url,
+            output_dir=output_dir,
+            extra=extra,
+        ),
+    }
+
+
+def job_vars(
+    *,
+    workflow_id: int,
+    job_id: int,
+    name: str,
+    run_id: int,
+    attempt_id: int,
+    api_url: str,
+    output_dir: str,
+    extra: dict[str, str],
+) -> dict[str, str]:
+    """What a job's environment has of its own, over the daemon's (unmarked): its spec's
+    variables and the TORC_* ones."""
+    env = unmarked(extra) if extra else {}
     env.update(
         TORC_WORKFLOW_ID=str(workflow_id),
         TORC_JOB_ID=str(job_id),
@@ -111,8 +141,7 @@ def _check_above(path: str) -> None:
     own (root's aside), or one anyone may write without the sticky bit. (A group-writable
     project directory is allowed: what a group member swaps in there is refused above, being
     theirs, or only receives logs that stay the user's own files.)"""
-    above = os.path.dirname(os.path.abspath(path))
-    while True:
+    for above in _above(path) if os.path.isabs(path) else _directories_above(os.path.abspath(path)):
         st = os.stat(above)
         if st.st_uid not in (os.getuid(), 0):
             raise PermissionError(
@@ -129,9 +158,17 @@ def _check_above(path: str) -> None:
                 "chmod o-w",
                 above,
             )
-        if above == "/":
-            return
-        above = os.path.dirname(above)
+
+
+def _directories_above(path: str) -> tuple[str, ...]:
+    """The names of the directories above the absolute `path`, nearest first, to /."""
+    above = [os.path.dirname(path)]
+    while above[-1] != "/":
+        above.append(os.path.dirname(above[-1]))
+    return tuple(above)
+
+
+_above = functools.lru_cache(maxsize=256)(_directories_above)  # names only: each is stat-ed every time
 
 
 def open_directory(path: str) -> int:
@@ -182,7 +219,7 @@ def open_log(dir_fd: int, name: str, path: str) -> int:
         os.close(fd)
         what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"owned by {_user_name(st.st_uid)}"
         raise PermissionError(errno.EPERM, f"log file is {what}; refusing to write to it", path)
-    os.set_blocking(fd, True)
+    fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)  # blocking again (one call: no other status flag was set)
     return fd
 
 

@@ -15,10 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 
+import msgspec
 import structlog
 
 from torcd.services.processes import BASH, WatchedProcess, children_of, is_zombie, unmarked, user_nofile, user_umask
 from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
+
+_encode = msgspec.msgpack.Encoder().encode
 
 log = structlog.get_logger("torcd.shepherd")
 
@@ -134,18 +137,35 @@ class ShepherdLink:
         self._running: dict[int, ShepherdedProcess] = {}  # pid -> process
         self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._base: dict[str, str] | None = None
+        self._base_encoded = msgspec.Raw(b"")
 
-    def spawn(self, key: Key, command: str, cwd: str, env: dict[str, str], out: int, err: int, reply: Reply) -> None:
+    def spawn(
+        self,
+        key: Key,
+        command: str,
+        cwd: str,
+        base: dict[str, str],
+        own: dict[str, str],
+        out: int,
+        err: int,
+        reply: Reply,
+    ) -> None:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
-        or duplicated until it goes); `reply` hears the pid, or why it could not start."""
+        or duplicated until it goes), in the environment `base` (the same dict, never changed,
+        for every job: encoded once) with `own` over it; `reply` hears the pid, or why it could
+        not start."""
+        if base is not self._base:
+            self._base = base
+            self._base_encoded = msgspec.Raw(_encode({os.fsencode(k): os.fsencode(v) for k, v in base.items()}))
         data = frame(
             "spawn",
             self._seq + 1,
             *key,
             os.fsencode(command),
             os.fsencode(cwd),
-            dict(map(self._encoded, env.items())),
+            self._base_encoded,
+            {os.fsencode(k): os.fsencode(v) for k, v in own.items()},
         )
         if len(data) > MAX_FRAME:
             raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
@@ -157,14 +177,6 @@ class ShepherdLink:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
             return
         self._send(self._seq, data, [out, err])
-
-    def _encoded(self, pair: tuple[str, str]) -> tuple[bytes, bytes]:
-        """A variable as bytes; remembered, since most are the same for every job."""
-        if (found := self._pairs.get(pair)) is None:
-            if len(self._pairs) >= 4096:  # each job's own TORC_* values pass through
-                self._pairs.clear()
-            found = self._pairs[pair] = (os.fsencode(pair[0]), os.fsencode(pair[1]))
-        return found
 
     def open(self) -> None:
         """Start the shepherd now, before the first job needs it (its interpreter takes tens of
