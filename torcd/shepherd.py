@@ -57,6 +57,9 @@ _IGNORED = (
     signal.SIGXCPU,
 )
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_IGNORED)
+# A start is told with the next message (a short job's end, another's start) or within this: one
+# message, and one wake-up of the daemon, for a job that ends at once instead of two.
+STARTED_WAIT = 0.002
 _ENDED = os.WEXITED | os.WNOHANG | os.WNOWAIT
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(tuple).decode
@@ -125,6 +128,8 @@ class Shepherd:
         self.into = memoryview(bytearray(1 << 20))  # read into, every time: no megabyte allocated per read
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
         self.daemon_gone = False
+        self.held: list[bytes] = []  # frames not sent yet: starts, told with what comes next
+        self.held_until = 0.0
         self.hangup = select.poll()  # whether the daemon's end has closed
         self.hangup.register(self.sock, select.POLLRDHUP)
 
@@ -136,7 +141,8 @@ class Shepherd:
         sel.register(self.sock, selectors.EVENT_READ)
         sel.register(wake_r, selectors.EVENT_READ)
         while not (self.daemon_gone and not self.keys):
-            for key, _ in sel.select():
+            wait = None if not self.held else max(0.0, self.held_until - time.monotonic())
+            for key, _ in sel.select(wait):
                 if key.fileobj is self.sock:
                     if not self.receive():
                         sel.unregister(self.sock)
@@ -146,6 +152,8 @@ class Shepherd:
                         while len(os.read(wake_r, 4096)) == 4096:
                             pass
             self.reap()
+            if self.held and time.monotonic() >= self.held_until:
+                self.flush()
 
     def receive(self) -> bool:
         """Start what the daemon asks for; False once it has gone."""
@@ -228,7 +236,7 @@ class Shepherd:
             os.close(err)
             os.chdir("/")
         self.keys[pid] = key
-        self.send("started", seq, pid, at)
+        self.send("started", seq, pid, at, hold=True)
 
     def reap(self) -> None:
         """Record and reap every child that has ended: the record first, so that once a shell is
@@ -264,11 +272,20 @@ class Shepherd:
         finally:
             os.close(fd)
 
-    def send(self, *fields: object) -> None:
+    def send(self, *fields: object, hold: bool = False) -> None:
+        """Tell the daemon; `hold`: with the next message, or within STARTED_WAIT."""
         if self.daemon_gone:
             return
+        self.held.append(frame(*fields))
+        if not hold:
+            self.flush()
+        elif len(self.held) == 1:
+            self.held_until = time.monotonic() + STARTED_WAIT
+
+    def flush(self) -> None:
+        data, self.held = b"".join(self.held), []
         try:
-            self.sock.sendall(frame(*fields))
+            self.sock.sendall(data)
         except OSError:  # the daemon died: go on recording for the next one
             self.daemon_gone = True
 
