@@ -13,8 +13,9 @@ the daemon never waits for a fork. What a job does to its own shell (`trap ... E
 
 Frames both ways are a 4-byte length and a msgpack array:
   daemon → ("spawn", seq, job, run, attempt, command, cwd, base, own), its stdout and stderr
-           attached (command, cwd and the environment as bytes: the job's own variables over
-           the daemon's, which is the same for every job);
+           attached (command, cwd and the environment as bytes: the job's own variables `own`
+           over the daemon's, which is the same for every job and comes as one msgpack map
+           in `base`, decoded once);
   shepherd → ("started", seq, pid, time) | ("failed", seq, errno, strerror, filename)
            | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
 (the times are when it spawned the shell, and when it saw the shell had ended).
@@ -63,6 +64,7 @@ STARTED_WAIT = 0.002
 _ENDED = os.WEXITED | os.WNOHANG | os.WNOWAIT
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(tuple).decode
+_decode_map = msgspec.msgpack.Decoder(dict[bytes, bytes]).decode
 
 
 def open_spawn_lock(exit_log: str) -> int:
@@ -128,6 +130,7 @@ class Shepherd:
         self.into = memoryview(bytearray(1 << 20))  # read into, every time: no megabyte allocated per read
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
         self.daemon_gone = False
+        self.base: tuple[bytes, dict] = (b"", {})  # the daemon's environment, as sent and decoded
         self.held: list[bytes] = []  # frames not sent yet: starts, told with what comes next
         self.held_until = 0.0
         self.hangup = select.poll()  # whether the daemon's end has closed
@@ -195,7 +198,9 @@ class Shepherd:
             os.close(out)
             os.close(err)
             return
-        self.start(seq, (job, run, attempt), command, cwd, {**base, **own}, out, err)
+        if base != self.base[0]:
+            self.base = (base, _decode_map(base))
+        self.start(seq, (job, run, attempt), command, cwd, {**self.base[1], **own}, out, err)
 
     def daemon_closed(self) -> bool:
         return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in self.hangup.poll(0))

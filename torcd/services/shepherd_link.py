@@ -22,6 +22,7 @@ from torcd.services.processes import BASH, WatchedProcess, children_of, is_zombi
 from torcd.shepherd import MAX_FRAME, Frames, frame, open_spawn_lock
 
 _encode = msgspec.msgpack.Encoder().encode
+_FS, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 log = structlog.get_logger("torcd.shepherd")
 
@@ -96,7 +97,8 @@ class ShepherdedProcess:
         self.cpu_seconds: float | None = None
         self.ended_at: float | None = None  # when the shepherd saw it had ended
         self._exit_status = exit_status
-        self._done = asyncio.get_running_loop().create_future()
+        self._ended = False
+        self._done: asyncio.Future | None = None  # made only for a waiter: most ends are told to `on_end`
         self._follower: asyncio.Future | None = None
         self.on_end: Callable[[], None] | None = None  # told once it has ended, before any waiter
 
@@ -116,13 +118,19 @@ class ShepherdedProcess:
         self._follower = asyncio.ensure_future(follow())
 
     def _finish(self) -> None:
-        if not self._done.done():
+        if self._ended:
+            return
+        self._ended = True
+        if self._done is not None:
             self._done.set_result(None)
-            if self.on_end is not None:
-                self.on_end()
+        if self.on_end is not None:
+            self.on_end()
 
     async def wait(self) -> int | None:
-        await asyncio.shield(self._done)
+        if not self._ended:
+            if self._done is None:
+                self._done = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._done)
         return self.returncode
 
 
@@ -138,7 +146,7 @@ class ShepherdLink:
         self._outgoing: collections.deque[tuple[bytes, list[int]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._base: dict[str, str] | None = None
-        self._base_encoded = msgspec.Raw(b"")
+        self._base_encoded = b""
 
     def spawn(
         self,
@@ -153,11 +161,11 @@ class ShepherdLink:
     ) -> None:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
         or duplicated until it goes), in the environment `base` (the same dict, never changed,
-        for every job: encoded once) with `own` over it; `reply` hears the pid, or why it could
-        not start."""
+        for every job: encoded once here, decoded once by the shepherd) with `own` over it;
+        `reply` hears the pid, or why it could not start."""
         if base is not self._base:
             self._base = base
-            self._base_encoded = msgspec.Raw(_encode({os.fsencode(k): os.fsencode(v) for k, v in base.items()}))
+            self._base_encoded = _encode({os.fsencode(k): os.fsencode(v) for k, v in base.items()})
         data = frame(
             "spawn",
             self._seq + 1,
@@ -165,7 +173,7 @@ class ShepherdLink:
             os.fsencode(command),
             os.fsencode(cwd),
             self._base_encoded,
-            {os.fsencode(k): os.fsencode(v) for k, v in own.items()},
+            {k.encode(_FS, _FS_ERRORS): v.encode(_FS, _FS_ERRORS) for k, v in own.items()},  # os.fsencode's, inline
         )
         if len(data) > MAX_FRAME:
             raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
