@@ -460,6 +460,19 @@ jobs:
     assert open(att.stdout_path).read() == f"{tmp_path / 'link'}\n"  # the directory as written
 
 
+def test_a_job_sees_the_daemons_environment_under_its_own_variables_and_none_of_its_marks(make_daemon):
+    daemon = make_daemon().start(env={"TORC_TEST_SHADOW": "daemon", "TORC_TEST_KEPT": "kept", "TORC_RETURN_CODE": "3"})
+    wf = daemon.submit(
+        "name: layers\njobs:\n"
+        "  - {name: a, command: 'echo $TORC_TEST_SHADOW $TORC_TEST_KEPT ${TORC_RETURN_CODE-none}',"
+        " env: {TORC_TEST_SHADOW: spec}}\n"
+        "  - {name: b, command: 'echo $TORC_TEST_SHADOW', depends_on: [a]}\n"
+    )
+    daemon.wait(wf)
+    out = {n: open(daemon.attempts(j.id)[0].stdout_path).read() for n, j in daemon.jobs(wf).items()}
+    assert out == {"a": "spec kept none\n", "b": "daemon\n"}
+
+
 def test_jobs_start_when_the_daemons_environment_holds_bytes_that_are_not_utf8(make_daemon, tmp_path):
     daemon = make_daemon().start(env={b"TORC_TEST_ODD": b"caf\xe9"})  # type: ignore[dict-item]
     wf = daemon.submit("name: odd\njobs:\n  - {name: j, command: 'printf %s \"$TORC_TEST_ODD\" | od -An -tx1'}\n")

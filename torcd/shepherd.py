@@ -192,15 +192,23 @@ class Shepherd:
         return True
 
     def spawn(self, request: tuple, closed: bool) -> None:
-        _, seq, job, run, attempt, command, cwd, base, own = request
+        # Each request comes with its two descriptors: taken whatever it holds, or a refused one
+        # would hand its own to the next.
         out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
-        if closed:
-            os.close(out)
-            os.close(err)
-            return
-        if base != self.base[0]:
-            self.base = (base, _decode_map(base))
-        self.start(seq, (job, run, attempt), command, cwd, {**self.base[1], **own}, out, err)
+        try:
+            _, seq, job, run, attempt, command, cwd, base, own = request
+            if base != self.base[0]:
+                self.base = (base, _decode_map(base))
+            env = {**self.base[1], **own}
+        except BaseException:
+            closed = True
+            raise
+        finally:
+            if closed:
+                os.close(out)
+                os.close(err)
+        if not closed:
+            self.start(seq, (job, run, attempt), command, cwd, env, out, err)
 
     def daemon_closed(self) -> bool:
         return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in self.hangup.poll(0))

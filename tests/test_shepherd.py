@@ -1,0 +1,116 @@
+"""The shepherd process (`torcd.shepherd`) spoken to directly, as the daemon does: one end of a
+socketpair, spawn requests with their log descriptors, and the messages that come back."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import msgspec
+import pytest
+
+from torcd.shepherd import Frames, frame
+
+BASE = {b"PATH": os.environ["PATH"].encode(), b"SHARED": b"daemon"}
+
+
+class Shepherd:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torcd.shepherd",
+                str(theirs.fileno()),
+                str(tmp / "exit.log"),
+                "/bin/bash",
+                "-1",
+                "-1",
+            ],
+            pass_fds=(theirs.fileno(),),
+            cwd="/",
+            start_new_session=True,
+        )
+        theirs.close()
+        self.frames = Frames()
+        self.seq = 0
+
+    def spawn(self, command: str, own: dict[bytes, bytes] | None = None, base: dict[bytes, bytes] = BASE) -> int:
+        self.seq += 1
+        out = os.open(self.tmp / f"{self.seq}.o", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        err = os.open(self.tmp / f"{self.seq}.e", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        encoded = msgspec.msgpack.encode(base)
+        request = frame("spawn", self.seq, 7, 1, self.seq, command.encode(), str(self.tmp).encode(), encoded, own or {})
+        socket.send_fds(self.sock, [request], [out, err])
+        os.close(out)
+        os.close(err)
+        return self.seq
+
+    def messages(self, until, timeout: float = 20.0) -> list[tuple[float, tuple]]:
+        """(when it arrived, message), read until `until(messages)` holds."""
+        got: list[tuple[float, tuple]] = []
+        self.sock.settimeout(timeout)
+        while not until([m for _, m in got]):
+            data = self.sock.recv(1 << 16)
+            assert data, "the shepherd closed its end"
+            now = time.monotonic()
+            got += [(now, m) for m in self.frames.feed(data, [])]
+        return got
+
+    def close(self):
+        self.sock.close()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def shepherd(tmp_path):
+    s = Shepherd(tmp_path)
+    yield s
+    s.close()
+
+
+def _exited(messages, n=1):
+    return sum(m[0] == "exited" for m in messages) >= n
+
+
+def test_a_short_job_is_told_started_then_exited_with_the_same_pid(shepherd):
+    shepherd.spawn("exit 3")
+    got = [m for _, m in shepherd.messages(_exited)]
+    assert [m[0] for m in got] == ["started", "exited"]
+    (_, seq, pid, at), (_, ended_pid, rc, cpu, ended) = got
+    assert seq == 1 and ended_pid == pid and rc == 3 and ended >= at and cpu >= 0
+    assert (shepherd.tmp / "exit.log").read_text() == "7 1 1 3\n"
+
+
+def test_the_start_of_a_long_job_is_told_while_it_runs_not_held_until_it_ends(shepherd):
+    sent = time.monotonic()
+    shepherd.spawn("sleep 3")
+    got = shepherd.messages(_exited)
+    (told, started), (ended, exited) = got
+    assert started[0] == "started" and exited[0] == "exited"
+    assert told - sent < 1.5 < ended - sent  # held a few milliseconds at most, never until the end
+
+
+def test_a_job_sees_the_daemons_environment_under_its_own(shepherd):
+    shepherd.spawn("echo $SHARED $OWN", own={b"SHARED": b"job", b"OWN": b"mine"})
+    shepherd.spawn("echo $SHARED $OWN")
+    shepherd.spawn("echo $SHARED", base={**BASE, b"SHARED": b"changed"})  # a new base is decoded anew
+    shepherd.messages(lambda ms: _exited(ms, 3))
+    assert [(shepherd.tmp / f"{k}.o").read_text() for k in (1, 2, 3)] == ["job mine\n", "daemon\n", "changed\n"]
+
+
+def test_a_malformed_request_is_refused_and_the_next_one_still_starts(shepherd):
+    out = os.open(shepherd.tmp / "bad.o", os.O_WRONLY | os.O_CREAT, 0o600)
+    socket.send_fds(shepherd.sock, [frame("spawn", 1, "not enough fields")], [out, out])
+    os.close(out)
+    shepherd.seq = 1
+    shepherd.spawn("echo ok")
+    got = [m for _, m in shepherd.messages(_exited)]
+    assert [m[:2] for m in got] == [("failed", 1), ("started", 2), ("exited", got[2][1])]
+    # The refused request's descriptors went with it: the next job writes to its own log.
+    assert (shepherd.tmp / "2.o").read_text() == "ok\n" and (shepherd.tmp / "bad.o").read_text() == ""
