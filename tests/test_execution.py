@@ -473,6 +473,15 @@ def test_a_job_sees_the_daemons_environment_under_its_own_variables_and_none_of_
     assert out == {"a": "spec kept none\n", "b": "daemon\n"}
 
 
+def test_an_output_directory_under_the_double_slash_root_runs_its_jobs(daemon, tmp_path):
+    """Found in review: the walk up from the log directory never ended at "//" (its own parent,
+    kept apart from "/" by POSIX), and the daemon stopped answering anyone."""
+    wf = daemon.submit(f"name: root2\noutput_dir: '/{tmp_path}/out'\njobs:\n  - {{name: j, command: 'echo hi'}}\n")
+    assert daemon.wait(wf, timeout=30).counts == {"completed": 1}
+    att = daemon.attempts(daemon.jobs(wf)["j"].id)[0]
+    assert att.stdout_path.startswith("//") and open(att.stdout_path).read() == "hi\n"
+
+
 def test_jobs_start_when_the_daemons_environment_holds_bytes_that_are_not_utf8(make_daemon, tmp_path):
     daemon = make_daemon().start(env={b"TORC_TEST_ODD": b"caf\xe9"})  # type: ignore[dict-item]
     wf = daemon.submit("name: odd\njobs:\n  - {name: j, command: 'printf %s \"$TORC_TEST_ODD\" | od -An -tx1'}\n")

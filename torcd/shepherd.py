@@ -194,8 +194,9 @@ class Shepherd:
     def spawn(self, request: tuple, closed: bool) -> None:
         # Each request comes with its two descriptors: taken whatever it holds, or a refused one
         # would hand its own to the next.
-        out, err = self.frames.fds.pop(0), self.frames.fds.pop(0)
+        fds, self.frames.fds = self.frames.fds[:2], self.frames.fds[2:]
         try:
+            out, err = fds  # ValueError if fewer came: none was left for it
             _, seq, job, run, attempt, command, cwd, base, own = request
             if base != self.base[0]:
                 self.base = (base, _decode_map(base))
@@ -205,8 +206,8 @@ class Shepherd:
             raise
         finally:
             if closed:
-                os.close(out)
-                os.close(err)
+                for fd in fds:
+                    os.close(fd)
         if not closed:
             self.start(seq, (job, run, attempt), command, cwd, env, out, err)
 

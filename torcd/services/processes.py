@@ -141,7 +141,7 @@ def _check_above(path: str) -> None:
     own (root's aside), or one anyone may write without the sticky bit. (A group-writable
     project directory is allowed: what a group member swaps in there is refused above, being
     theirs, or only receives logs that stay the user's own files.)"""
-    for above in _above(path) if os.path.isabs(path) else _directories_above(os.path.abspath(path)):
+    for above in _above(path) if os.path.isabs(path) else _directories_above(path):
         st = os.stat(above)
         if st.st_uid not in (os.getuid(), 0):
             raise PermissionError(
@@ -161,14 +161,16 @@ def _check_above(path: str) -> None:
 
 
 def _directories_above(path: str) -> tuple[str, ...]:
-    """The names of the directories above the absolute `path`, nearest first, to /."""
-    above = [os.path.dirname(path)]
-    while above[-1] != "/":
-        above.append(os.path.dirname(above[-1]))
+    """The names of the directories above `path`, nearest first, to the root: "/", or "//",
+    which POSIX keeps apart and which is its own parent too."""
+    above = [os.path.dirname(os.path.abspath(path))]
+    while (up := os.path.dirname(above[-1])) != above[-1]:
+        above.append(up)
     return tuple(above)
 
 
-_above = functools.lru_cache(maxsize=256)(_directories_above)  # names only: each is stat-ed every time
+# Names only, for absolute paths (the same whatever the working directory): each is stat-ed every time.
+_above = functools.lru_cache(maxsize=256)(_directories_above)
 
 
 def open_directory(path: str) -> int:
