@@ -83,22 +83,28 @@ class Frames:
     """Frames cut from a byte stream, and the descriptors that came with them, in order."""
 
     def __init__(self) -> None:
-        self.buffer = b""
+        self.buffer = bytearray()  # an unfinished frame: grows in place, read after read
         self.fds: list[int] = []
 
-    def feed(self, data: bytes | memoryview, fds: list[int]) -> list[tuple]:
+    def feed(self, data: bytes | bytearray | memoryview, fds: list[int]) -> list[tuple]:
         self.fds.extend(fds)
-        buffer = self.buffer + data if self.buffer else data
-        view, end, at, out = memoryview(buffer), len(buffer), 0, []
-        while end - at >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, at)
-            if size > MAX_FRAME:
-                raise ValueError(f"a frame of {size} bytes")
-            if end - at - HEADER.size < size:
-                break
-            out.append(_decode(view[at + HEADER.size : at + HEADER.size + size]))
-            at += HEADER.size + size
-        self.buffer = bytes(view[at:]) if at < end else b""
+        if self.buffer:
+            self.buffer += data
+            data = self.buffer
+        out, at, end = [], 0, len(data)
+        with memoryview(data) as view:
+            while end - at >= HEADER.size:
+                (size,) = HEADER.unpack_from(view, at)
+                if size > MAX_FRAME:
+                    raise ValueError(f"a frame of {size} bytes")
+                if end - at - HEADER.size < size:
+                    break
+                out.append(_decode(view[at + HEADER.size : at + HEADER.size + size]))
+                at += HEADER.size + size
+        if data is self.buffer:
+            del self.buffer[:at]
+        elif at < end:
+            self.buffer = bytearray(data[at:])
         return out
 
 
@@ -196,7 +202,9 @@ class Shepherd:
         # would hand its own to the next.
         fds, self.frames.fds = self.frames.fds[:2], self.frames.fds[2:]
         try:
-            out, err = fds  # ValueError if fewer came: none was left for it
+            if len(fds) != 2:
+                raise ValueError("it came without its two log descriptors")
+            out, err = fds
             _, seq, job, run, attempt, command, cwd, base, own = request
             if base != self.base[0]:
                 self.base = (base, _decode_map(base))

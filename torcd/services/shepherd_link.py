@@ -164,8 +164,8 @@ class ShepherdLink:
         for every job: encoded once here, decoded once by the shepherd) with `own` over it;
         `reply` hears the pid, or why it could not start."""
         if base is not self._base:
-            self._base = base
             self._base_encoded = _encode({os.fsencode(k): os.fsencode(v) for k, v in base.items()})
+            self._base = base
         data = frame(
             "spawn",
             self._seq + 1,
