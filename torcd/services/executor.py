@@ -23,6 +23,7 @@ from torcd.core.resources import format_bytes, format_duration, kernel_oom
 from torcd.core.srun import srun_words, step_name
 from torcd.services.exit_log import ExitLog
 from torcd.services.job_logs import remove_logs
+from torcd.services.log_files import log_files
 from torcd.services.monitor import Monitor, Sample, Usage
 from torcd.services.processes import (
     LAUNCH_FAILED,
@@ -32,7 +33,6 @@ from torcd.services.processes import (
     group_leader,
     job_vars,
     kill_pids,
-    log_files,
     missing_directory,
     shell_prelude,
     signal_group,

@@ -10,7 +10,7 @@ from collections import deque
 from typing import BinaryIO
 
 from torcd.protocol import JobInfo
-from torcd.services.processes import check_log_directory, open_directory
+from torcd.services.log_files import check_log_directory, open_directory
 
 SHOWN_FOR = ("pending_failed", "failed")
 
