@@ -12,7 +12,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from torcd.core.exits import CANNOT_EXECUTE
 from torcd.services.log_files import log_files
@@ -27,31 +27,9 @@ def unmarked(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in MARKS}
 
 
-def job_env(
-    base: dict[str, str],
-    *,
-    workflow_id: int,
-    job_id: int,
-    name: str,
-    run_id: int,
-    attempt_id: int,
-    api_url: str,
-    output_dir: str,
-    extra: dict[str, str],
-) -> dict[str, str]:
-    return {
-        **unmarked(base),
-        **job_vars(
-            workflow_id=workflow_id,
-            job_id=job_id,
-            name=name,
-            run_id=run_id,
-            attempt_id=attempt_id,
-            api_url=api_url,
-            output_dir=output_dir,
-            extra=extra,
-        ),
-    }
+def job_env(base: dict[str, str], **own: Any) -> dict[str, str]:
+    """A whole environment: the daemon's `base`, unmarked, with `job_vars(**own)` over it."""
+    return {**unmarked(base), **job_vars(**own)}
 
 
 def job_vars(
