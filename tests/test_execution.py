@@ -164,6 +164,22 @@ def test_cpu_budget_limits_parallel_jobs(make_daemon, tmp_path):
         assert sum(c for s, e, c in spans if s <= t < e) <= 2
 
 
+def test_a_flood_of_short_jobs_of_two_widths_never_goes_over_the_cpu_budget(make_daemon):
+    # Most start in the place of one that ended, sent ahead while every slot was busy.
+    d = make_daemon(max_parallel_jobs=3).start()
+    wf = d.submit("""
+        name: flood
+        jobs:
+          - {name: "n{i}", command: "true", parameters: {i: "1:160"}}
+          - {name: "w{i}", command: "true", num_cpus: 2, parameters: {i: "1:40"}}
+    """)
+    assert d.wait(wf).counts == {"completed": 200}
+    spans = [(a.start_time, a.end_time, j.num_cpus) for j in d.jobs(wf).values() for a in d.attempts(j.id)]
+    assert len(spans) == 200
+    for t, _, _ in spans:
+        assert sum(c for s, e, c in spans if s <= t < e) <= 3
+
+
 def test_daemon_restart_keeps_completed_state_and_event_log(daemon):
     wf = daemon.submit(DIAMOND)
     daemon.wait(wf)

@@ -144,3 +144,19 @@ async def test_a_start_is_recorded_while_the_job_runs_though_others_wait_behind_
         await eventually(lambda: rig.of(E.JobStarted), timeout=5.0, what="a's start recorded")
         assert not rig.of(E.JobCompleted) and not rig.of(E.JobExited)
         await d.stop(grace=2.0)
+
+
+async def test_a_job_sent_ahead_of_a_busy_slot_never_runs_once_its_workflow_is_canceled(rig):
+    wf = await submit(
+        rig, "name: w\njobs:\n  - {name: long, command: 'sleep 30'}\n  - {name: next, command: 'touch next-ran'}\n"
+    )
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        await eventually(lambda: d.executor.ahead_count == 1, what="the next job sent ahead")
+        stop = await rig.workflows.cancel_workflow(wf)
+        await d.executor.kill(stop, grace=1.0)
+        await eventually(lambda: d.executor.ahead_count == 0 and not d.executor.procs, what="both gone")
+        assert not d._queue  # not put back in line
+    assert not (rig.tmp / "next-ran").exists()
+    assert set((await statuses(rig, wf)).values()) == {"canceled"}
+    assert not await rig.queries.attempts((await job_ids(rig, wf))["next"])

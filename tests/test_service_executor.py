@@ -144,3 +144,39 @@ async def test_an_adopted_process_reports_its_status_from_the_exit_log(tmp_path)
     await proc.wait()
     await eventually(lambda: exits, what="the adopted job's exit")
     assert exits.one().return_code == 9
+
+
+async def test_a_job_sent_ahead_holds_nothing_until_it_starts_in_the_place_of_one_that_ends(tmp_path):
+    exits = Exits()
+    ex = make_executor(exits.append, ExitLog(str(tmp_path / "exits.log")))
+    first, ahead = job(tmp_path, "sleep 0.3", num_cpus=2), job(tmp_path, "echo $TORC_JOB_ID", num_cpus=2)
+    started: dict[int, float] = {}
+    ex.launch(first, lambda pid, at: started.setdefault(first.job_id, at))
+    await eventually(lambda: started, what="the first start")
+    assert ex.can_send_ahead(ahead) and not ex.can_send_ahead(job(tmp_path, "true", num_cpus=3))
+    assert not ex.can_send_ahead(job(tmp_path, "true", num_gpus=1))  # its devices would wait with it
+    withdrawn: list[int] = []
+    ex.launch(ahead, lambda pid, at: started.setdefault(ahead.job_id, at), lambda: withdrawn.append(1))
+    assert ex.cpus_in_use == 2 and not ex.can_send_ahead(job(tmp_path, "true"))  # one place, taken
+    await eventually(lambda: len(exits) == 2, what="both exits")
+    assert [e.job_id for e in exits] == [first.job_id, ahead.job_id] and not withdrawn
+    assert started[ahead.job_id] >= exits[0].end_time and ex.cpus_in_use == 0
+    assert (tmp_path / "output" / f"j{ahead.job_id}.o").read_text() == f"{ahead.job_id}\n"
+
+
+async def test_what_was_sent_ahead_is_withdrawn_by_a_kill_and_by_a_stop(tmp_path):
+    ex = make_executor(Exits().append, ExitLog(str(tmp_path / "exits.log")))
+    running, started = job(tmp_path, "sleep 30"), []
+    ex.launch(running, lambda pid, at: started.append(pid))
+    await eventually(lambda: started, what="the start")
+    withdrawn: list[str] = []
+    for which in ("kill", "stop"):
+        ahead = job(tmp_path, f"touch {which}-ran")
+        ex.launch(ahead, lambda pid, at: started.append(pid), lambda: withdrawn.append(which))
+        if which == "kill":
+            await ex.kill([ahead.job_id])
+        else:
+            (e,) = await asyncio.wait_for(ex.stop_all(grace=1.0), 20)
+            assert e.job_id == running.job_id
+    assert withdrawn == ["kill", "stop"] and len(started) == 1 and ex.cpus_in_use == 0
+    assert not list(tmp_path.glob("*-ran"))

@@ -40,16 +40,28 @@ class Shepherd:
         self.frames = Frames()
         self.seq = 0
 
-    def spawn(self, command: str, own: dict[bytes, bytes] | None = None, base: dict[bytes, bytes] = BASE) -> int:
+    def spawn(
+        self,
+        command: str,
+        own: dict[bytes, bytes] | None = None,
+        base: dict[bytes, bytes] = BASE,
+        size: tuple[int, int] | None = (1, 0),
+        ahead: bool = False,
+    ) -> int:
         self.seq += 1
         out = os.open(self.tmp / f"{self.seq}.o", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         err = os.open(self.tmp / f"{self.seq}.e", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         encoded = msgspec.msgpack.encode(base)
-        request = frame("spawn", self.seq, 7, 1, self.seq, command.encode(), str(self.tmp).encode(), encoded, own or {})
+        request = frame(
+            "spawn", self.seq, 7, 1, self.seq, command.encode(), str(self.tmp).encode(), encoded, own or {}, size, ahead
+        )
         socket.send_fds(self.sock, [request], [out, err])
         os.close(out)
         os.close(err)
         return self.seq
+
+    def withdraw(self, seq: int) -> None:
+        self.sock.sendall(frame("withdraw", seq))
 
     def messages(self, until, timeout: float = 20.0) -> list[tuple[float, tuple]]:
         """(when it arrived, message), read until `until(messages)` holds."""
@@ -134,3 +146,52 @@ def test_a_malformed_request_is_refused_and_the_next_one_still_starts(shepherd):
     assert [m[:2] for m in got] == [("failed", 1), ("started", 2), ("exited", got[2][1])]
     # The refused request's descriptors went with it: the next job writes to its own log.
     assert (shepherd.tmp / "2.o").read_text() == "ok\n" and (shepherd.tmp / "bad.o").read_text() == ""
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_job_sent_ahead_starts_in_the_place_of_the_first_to_end_and_is_told_before_that_end(shepherd):
+    first = shepherd.spawn("sleep 0.3", size=(2, 100))
+    ahead = shepherd.spawn("echo ahead", size=(2, 100), ahead=True)
+    got = [m for _, m in shepherd.messages(lambda ms: _exited(ms, 2))]
+    assert [m[:2] for m in got[:3]] == [("started", first), ("started", ahead), ("exited", got[0][2])]
+    (_, _, first_pid, _), (_, _, ahead_pid, ahead_at), (_, _, _, _, first_ended), (_, ended_pid, *_) = got
+    assert ahead_pid not in (first_pid, None) and ended_pid == ahead_pid
+    assert ahead_at >= first_ended  # in its place, once it had ended
+    shepherd.withdraw(ahead)  # too late: it has started, and that was said; nothing more is
+    shepherd.spawn("true")
+    rest = [m for _, m in shepherd.messages(_exited)]
+    assert [m[0] for m in rest] == ["started", "exited"]
+    assert (shepherd.tmp / f"{ahead}.o").read_text() == "ahead\n"
+
+
+def test_a_job_sent_ahead_waits_for_a_place_as_big_and_is_dropped_when_withdrawn(shepherd):
+    shepherd.spawn("exit 0", size=(1, 0))
+    shepherd.spawn("exit 0", size=(4, 0))  # CPUs enough, memory not
+    shepherd.messages(lambda ms: _exited(ms, 2))
+    baseline = _open_fds(shepherd.proc.pid)
+    ahead = shepherd.spawn("echo ran", size=(2, 1 << 30), ahead=True)
+    shepherd.spawn("exit 0", size=(2, 1 << 29))  # ends, too small a place for it
+    shepherd.messages(_exited)
+    assert _open_fds(shepherd.proc.pid) == baseline + 2  # it waits, with its two logs
+    shepherd.withdraw(ahead)
+    assert [m for _, m in shepherd.messages(lambda ms: ms)] == [("withdrawn", ahead)]
+    assert _open_fds(shepherd.proc.pid) == baseline and (shepherd.tmp / f"{ahead}.o").read_text() == ""
+
+
+def test_a_job_sent_ahead_never_starts_once_the_daemon_has_gone(shepherd):
+    shepherd.spawn("sleep 0.5", size=(1, 0))
+    shepherd.spawn("touch ran", size=(1, 0), ahead=True)
+    shepherd.messages(lambda ms: ms)  # the first has started
+    shepherd.sock.close()
+    assert shepherd.proc.wait(20) == 0
+    assert not (shepherd.tmp / "ran").exists()
+    assert (shepherd.tmp / "exit.log").read_text() == "7 1 1 0\n"
+
+
+def test_a_job_sent_ahead_without_saying_what_it_holds_is_refused(shepherd):
+    seq = shepherd.spawn("touch ran", size=None, ahead=True)
+    assert [m[:2] for _, m in shepherd.messages(lambda ms: ms)] == [("failed", seq)]
+    assert not (shepherd.tmp / "ran").exists()

@@ -11,13 +11,20 @@ One parent for all jobs instead of a recording shell around each: a job costs on
 the daemon never waits for a fork. What a job does to its own shell (`trap ... EXIT`, `exec`,
 `kill $$`) cannot take its record away: the record is kept by its parent.
 
+A job can also be sent ahead, while every slot is busy: it waits here and starts in the place
+of the first job to end that held at least its CPUs and memory, before that one is reported, so
+a flood of short jobs goes on without a round trip through the daemon between them. The daemon
+counts its resources from its start, which it hears before the end whose place it took.
+
 Frames both ways are a 4-byte length and a msgpack array:
-  daemon → ("spawn", seq, job, run, attempt, command, cwd, base, own), its stdout and stderr
-           attached (command, cwd and the environment as bytes: the job's own variables `own`
-           over the daemon's, which is the same for every job and comes as one msgpack map
-           in `base`, decoded once);
+  daemon → ("spawn", seq, job, run, attempt, command, cwd, base, own, size, ahead), its stdout
+           and stderr attached (command, cwd and the environment as bytes: the job's own
+           variables `own` over the daemon's, which is the same for every job and comes as one
+           msgpack map in `base`, decoded once; `size`: the [cpus, memory] it holds, a place
+           another may take when it ends, or nil; `ahead`: wait for such a place)
+         | ("withdraw", seq): an ahead job not started yet is dropped;
   shepherd → ("started", seq, pid, time) | ("failed", seq, errno, strerror, filename)
-           | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
+           | ("withdrawn", seq) | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
 (the times are when it spawned the shell, and when it saw the shell had ended).
 Only the daemon's own user can reach the socket: it is one end of a socketpair.
 """
@@ -36,6 +43,7 @@ import socket
 import struct
 import sys
 import time
+from typing import NamedTuple
 
 import msgspec
 
@@ -135,6 +143,8 @@ class Shepherd:
         self.frames = Frames()
         self.into = memoryview(bytearray(1 << 20))  # read into, every time: no megabyte allocated per read
         self.keys: dict[int, tuple[int, int, int]] = {}  # pid -> its attempt
+        self.places: dict[int, tuple[int, int]] = {}  # pid -> what it holds, for an ahead job when it ends
+        self.ahead: list[Ahead] = []  # sent ahead, in order, not started yet
         self.daemon_gone = False
         self.base: tuple[bytes, dict] = (b"", {})  # the daemon's environment, as sent and decoded
         self.held: list[bytes] = []  # frames not sent yet: starts, told with what comes next
@@ -156,6 +166,7 @@ class Shepherd:
                     if not self.receive():
                         sel.unregister(self.sock)
                         self.daemon_gone = True
+                        self.drop_ahead()
                 else:
                     with contextlib.suppress(BlockingIOError):
                         while len(os.read(wake_r, 4096)) == 4096:
@@ -188,6 +199,9 @@ class Shepherd:
             closed = self.daemon_closed()
             for request in requests:
                 try:
+                    if request and request[0] == "withdraw":
+                        self.withdraw(request[1])
+                        continue
                     self.spawn(request, closed)
                 except Exception as e:  # one bad request must not take the others' records with it
                     print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
@@ -205,10 +219,13 @@ class Shepherd:
             if len(fds) != 2:
                 raise ValueError("it came without its two log descriptors")
             out, err = fds
-            _, seq, job, run, attempt, command, cwd, base, own = request
+            _, seq, job, run, attempt, command, cwd, base, own, size, ahead = request
             if base != self.base[0]:
                 self.base = (base, _decode_map(base))
             env = {**self.base[1], **own}
+            place = None if size is None else (int(size[0]), int(size[1]))
+            if ahead and place is None:
+                raise ValueError("a job sent ahead must say what it holds")
         except BaseException:
             closed = True
             raise
@@ -216,16 +233,62 @@ class Shepherd:
             if closed:
                 for fd in fds:
                     os.close(fd)
-        if not closed:
-            self.start(seq, (job, run, attempt), command, cwd, env, out, err)
+        if closed:
+            return
+        if ahead:
+            assert place is not None
+            self.ahead.append(Ahead(seq, (job, run, attempt), command, cwd, env, out, err, place))
+        else:
+            self.start(seq, (job, run, attempt), command, cwd, env, out, err, place)
+
+    def withdraw(self, seq: int) -> None:
+        """Drop an ahead job not started yet; one that has started (or failed to) was said so
+        before this answer would have been."""
+        for i, job in enumerate(self.ahead):
+            if job.seq == seq:
+                del self.ahead[i]
+                job.close()
+                self.send("withdrawn", seq)
+                return
+
+    def take_place(self, place: tuple[int, int]) -> None:
+        """Start the first ahead job that fits in the place of a job that has ended (the next,
+        if that one cannot start)."""
+        while job := next((j for j in self.ahead if j.place[0] <= place[0] and j.place[1] <= place[1]), None):
+            self.ahead.remove(job)
+            fcntl.flock(self.lock, fcntl.LOCK_SH)  # as for a request: never behind a next daemon's back
+            try:
+                if self.daemon_closed():
+                    job.close()
+                    self.drop_ahead()
+                    return
+                if self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place):
+                    return
+            finally:
+                fcntl.flock(self.lock, fcntl.LOCK_UN)
+
+    def drop_ahead(self) -> None:
+        """The daemon has gone: what it sent ahead never starts (the next one starts it anew)."""
+        for job in self.ahead:
+            job.close()
+        self.ahead.clear()
 
     def daemon_closed(self) -> bool:
         return any(events & (select.POLLRDHUP | select.POLLHUP) for _, events in self.hangup.poll(0))
 
     def start(
-        self, seq: int, key: tuple[int, int, int], command: bytes, cwd: bytes, env: dict, out: int, err: int
-    ) -> None:
-        """`bash -c -- COMMAND` in `cwd` (bytes, as the daemon has them: any file name works)."""
+        self,
+        seq: int,
+        key: tuple[int, int, int],
+        command: bytes,
+        cwd: bytes,
+        env: dict,
+        out: int,
+        err: int,
+        place: tuple[int, int] | None = None,
+    ) -> bool:
+        """`bash -c -- COMMAND` in `cwd` (bytes, as the daemon has them: any file name works);
+        False if it could not start (and the daemon is told why)."""
         try:
             try:
                 os.chdir(cwd)
@@ -249,16 +312,19 @@ class Shepherd:
             with contextlib.suppress(OSError):
                 os.write(err, (said + "\n").encode(errors="replace"))
             self.send("failed", seq, e.errno or 0, e.strerror or str(e), filename)
-            return
+            return False
         except ValueError as e:  # a NUL byte (the daemon checks first; never trust it here)
             self.send("failed", seq, 0, str(e), None)
-            return
+            return False
         finally:
             os.close(out)
             os.close(err)
             os.chdir("/")
         self.keys[pid] = key
+        if place is not None:
+            self.places[pid] = place
         self.send("started", seq, pid, at, hold=True)
+        return True
 
     def reap(self) -> None:
         """Record and reap every child that has ended: the record first, so that once a shell is
@@ -278,6 +344,11 @@ class Shepherd:
             key = self.keys.pop(pid, None)
             if key is not None:
                 self.record(key, exit_code(info.si_code, info.si_status))
+            place = self.places.pop(pid, None)
+            if place is not None and self.ahead and not self.daemon_gone:
+                # Before it is reaped: its pid, not reused yet, cannot be the new job's, whose
+                # start the daemon hears before this end.
+                self.take_place(place)
             _, status, usage = os.wait4(pid, 0)
             self.send("exited", pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, ended)
 
@@ -310,6 +381,24 @@ class Shepherd:
             self.sock.sendall(data)
         except OSError:  # the daemon died: go on recording for the next one
             self.daemon_gone = True
+            self.drop_ahead()
+
+
+class Ahead(NamedTuple):
+    """A job sent ahead, waiting for a place."""
+
+    seq: int
+    key: tuple[int, int, int]
+    command: bytes
+    cwd: bytes
+    env: dict
+    out: int
+    err: int
+    place: tuple[int, int]
+
+    def close(self) -> None:
+        os.close(self.out)
+        os.close(self.err)
 
 
 def main(argv: list[str]) -> int:

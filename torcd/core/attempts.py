@@ -49,6 +49,7 @@ class Runnable(msgspec.Struct):
     delete_stdio: bool = False  # its log files are deleted when it completes (Torc's delete_on_success)
     enforce_memory: bool = True  # false: its memory is sampled, never a reason to kill it (limit_resources)
     srun: SrunOptions | None = None  # run as an srun step of its worker's allocation (Torc's mode: slurm)
+    label: str | None = None  # started only while a `run --label` serves it: never sent ahead
 
     @property
     def log_paths(self) -> tuple[str, str]:

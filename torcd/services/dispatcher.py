@@ -5,7 +5,9 @@ starts its next job at once, without waiting for the database. Each pass then
 records, in one transaction, the jobs started and the exits that arrived since
 the last pass, and tops the queue up. While claimed jobs keep the slots busy, a
 pass waits a little to gather more (`core.pacing`): under a flood of short jobs
-many transitions share one commit.
+many transitions share one commit. While every slot is busy, the next jobs are sent ahead to
+the shepherd, which starts each in the place of a job that ends: a short job's successor starts
+without waiting for the daemon.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Dispatcher:
         self._exits: list[Exit] = []
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
+        self._dropped: set[int] = set()  # sent ahead, then their workflow was canceled: never queued again
         self._wake = asyncio.Event()
         self._urgent = False  # the next pass runs at once: something new is ready, or nothing is queued
         self._hurry: asyncio.Future | None = None  # while a pass gathers: ends its wait
@@ -76,6 +79,9 @@ class Dispatcher:
     def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
+            ahead = self.executor.sent_ahead(event.workflow_id)
+            self._dropped.update(ahead)
+            self.executor.withdraw(ahead)
         if isinstance(event, _WAKE):
             self._wake_now()
 
@@ -125,13 +131,28 @@ class Dispatcher:
                 self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
             )
             if not fits(need, free):
-                return
+                break
             self._start(self._queue.popleft())
+        while self._queue and not self._stopping and self._queue[0].label is None:
+            if not self.executor.can_send_ahead(self._queue[0]):
+                return
+            self._start(self._queue.popleft(), ahead=True)
 
-    def _start(self, job: Runnable) -> None:
-        self.executor.launch(job, lambda pid, at: self._started(job, pid, at))
+    def _start(self, job: Runnable, ahead: bool = False) -> None:
+        self.executor.launch(
+            job, lambda pid, at: self._started(job, pid, at), (lambda: self._withdrawn(job)) if ahead else None
+        )
+
+    def _withdrawn(self, job: Runnable) -> None:
+        """A job sent ahead came back unstarted: first in line again (unless it was canceled)."""
+        if job.job_id in self._dropped:
+            self._dropped.discard(job.job_id)
+            return
+        self._queue.appendleft(job)
+        self._wake_now()
 
     def _started(self, job: Runnable, pid: int | None, at: float) -> None:
+        self._dropped.discard(job.job_id)  # withdrawn too late: recorded, then stopped as canceled
         if pid is not None:  # a launch that failed says nothing of the pace
             self.pace.started(at)
         self._starts.append(Start(job, pid, at))
@@ -212,7 +233,8 @@ class Dispatcher:
             starts, self._starts = self._starts, []
             # Keep enough claimed to fill every free slot, and more ahead at a fast pace.
             ahead = self.pace.ahead(time.time())
-            want = 0 if self._stopping else max(0, self._free() + ahead - len(self._queue))
+            waiting = len(self._queue) + self.executor.ahead_count
+            want = 0 if self._stopping else max(0, self._free() + ahead - waiting)
             # A labelled job is claimed only to start now: its label may stop being served.
             now = 0 if self._stopping else max(0, self._free() - len(self._queue))
             claimed, stale = await self.execution.dispatch(exits, starts, want, self.host, self.labels.served(), now)

@@ -42,7 +42,7 @@ from torcd.services.processes import (
     unmarked,
     unstartable_input,
 )
-from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost
+from torcd.services.shepherd_link import ShepherdedProcess, ShepherdLink, ShepherdLost, Withdrawn
 from torcd.services.step_accounting import StepAccounting
 
 log = structlog.get_logger("torcd.executor")
@@ -94,7 +94,9 @@ class LocalExecutor:
         # outlive it); without (a worker in an allocation), by this process.
         self.shepherd = ShepherdLink(exit_log.path) if exit_log is not None else None
         self.procs: dict[int, tuple[Runnable, Watched]] = {}
-        self._launching: dict[int, asyncio.Future[None]] = {}  # jobs asked of the shepherd, not yet answered
+        # Jobs asked of the shepherd, not yet answered: each with what is told of its answer.
+        self._launching: dict[int, tuple[Runnable, asyncio.Future[None]]] = {}
+        self._ahead: dict[int, tuple[Runnable, int]] = {}  # sent ahead, not started yet: job -> (it, request)
         self.cpus_in_use = 0  # of the jobs in procs, kept as they come and go
         self.memory_in_use = 0  # bytes: the memory limits of the jobs in procs
         self.monitor = Monitor(self._over_memory)
@@ -131,10 +133,19 @@ class LocalExecutor:
         self._watch(job, proc)
         return proc.pid
 
-    def launch(self, job: Runnable, started: Callable[[int | None, float], None]) -> None:
+    def launch(
+        self,
+        job: Runnable,
+        started: Callable[[int | None, float], None],
+        withdrawn: Callable[[], None] | None = None,
+    ) -> None:
         """Start a job; `started` hears its pid and when it started, or None if it could not
         start (its exit is reported). Through the shepherd the pid comes later, and the job holds
-        its CPUs, memory and devices from now on; without one, at once."""
+        its CPUs, memory and devices from now on; without one, at once.
+
+        With `withdrawn`, the job is sent ahead (see `can_send_ahead`): it holds nothing until it
+        starts in the place of a job that ends; `withdrawn` hears that it was taken back, or
+        that the shepherd died before starting it."""
         if self.shepherd is None:
             at = time.time()
             started(self.start(job), at)
@@ -144,9 +155,17 @@ class LocalExecutor:
         env["PWD"] = job.cwd  # the directory as written (through its symlinks), as `cd` would set it
 
         def reply(pid: int | None, error: OSError | None, at: float | None) -> None:
-            self._launching.pop(job.job_id).set_result(None)
+            self._launching.pop(job.job_id)[1].set_result(None)
+            self._ahead.pop(job.job_id, None)
+            found = self._started_before_loss(job) if pid is None and isinstance(error, ShepherdLost) else None
+            if withdrawn is not None:
+                if pid is None and found is None and isinstance(error, (Withdrawn, ShepherdLost)):
+                    self._give_back_gpus(job)
+                    withdrawn()
+                    return
+                self._reserve(job)  # from its start: it took the place of one that ended, told next
             if pid is None:
-                if isinstance(error, ShepherdLost) and (found := self._started_before_loss(job)):
+                if found is not None:
                     pid = found  # it did start: watched as an adopted shell
                     self._watch(job, WatchedProcess(pid, lambda: self._exit_status(key)))
                     started(pid, sent_at)
@@ -161,18 +180,56 @@ class LocalExecutor:
             started(pid, at)
 
         # Held from now on: a request that fails as it is sent is answered (and given back) at once.
-        self._reserve(job)
-        self._launching[job.job_id] = asyncio.get_running_loop().create_future()
+        if withdrawn is None:
+            self._reserve(job)
+        self._launching[job.job_id] = (job, asyncio.get_running_loop().create_future())
+        size = (job.num_cpus, job.memory or 0)
         try:
             self._check(job)
             with log_files(job.stdout_path, job.stderr_path) as (out, err):
-                shepherd.spawn(key, job.command, job.cwd, self._base_env, env, out, err, reply)
+                seq = shepherd.spawn(
+                    key, job.command, job.cwd, self._base_env, env, out, err, reply, size, withdrawn is not None
+                )
+            if withdrawn is not None and job.job_id in self._launching:
+                self._ahead[job.job_id] = (job, seq)
         except (OSError, ValueError) as e:  # refused before it was sent
-            self._launching.pop(job.job_id).set_result(None)
-            self._release(job)
+            self._launching.pop(job.job_id)[1].set_result(None)
+            if withdrawn is None:
+                self._release(job)
             self._give_back_gpus(job)
             self._launch_failed(job, e)
             started(None, sent_at)
+
+    def can_send_ahead(self, job: Runnable, most: int = 8) -> bool:
+        """Whether to send `job` ahead now: it needs no devices, and more running jobs, each
+        holding at least its CPUs and memory, could make way for it than are awaited already."""
+        if self.shepherd is None or job.num_gpus or len(self._ahead) >= most:
+            return False
+        return self._places(job) > len(self._ahead)
+
+    def _places(self, job: Runnable) -> int:
+        """The jobs that could make way for `job`: the shepherd's, running or on their way."""
+        need = job.memory or 0
+        running = (held for held, proc in self.procs.values() if isinstance(proc, ShepherdedProcess))
+        starting = (held for held, _ in self._launching.values() if held.job_id not in self._ahead)
+        return sum(held.num_cpus >= job.num_cpus and (held.memory or 0) >= need for held in (*running, *starting))
+
+    @property
+    def ahead_count(self) -> int:
+        return len(self._ahead)
+
+    def sent_ahead(self, workflow_id: int) -> list[int]:
+        return [job_id for job_id, (job, _) in self._ahead.items() if job.workflow_id == workflow_id]
+
+    def withdraw(self, job_ids: list[int]) -> None:
+        """Take back jobs sent ahead that have not started (each is answered as usual)."""
+        for job_id in job_ids:
+            if job_id in self._ahead and self.shepherd is not None:
+                self.shepherd.withdraw(self._ahead[job_id][1])
+
+    def _withdraw_stranded(self) -> None:
+        """Jobs sent ahead that no running job could make way for any more go back."""
+        self.withdraw([job_id for job_id, (job, _) in self._ahead.items() if not self._places(job)])
 
     def _own_env(self, job: Runnable) -> dict[str, str]:
         """The job's variables over the daemon's environment, with its own GPUs (taken from the
@@ -344,6 +401,8 @@ class LocalExecutor:
         if self.procs.pop(job.job_id, None):
             self._release(job)
             self._give_back_gpus(job)
+            if self._ahead:
+                self._withdraw_stranded()
         deadline = self._deadlines.pop(job.job_id, None)
         if deadline is not None:
             deadline.cancel()
@@ -429,6 +488,7 @@ class LocalExecutor:
     async def kill(self, job_ids: list[int], grace: float = 5.0) -> None:
         """Stop the process groups of these jobs, then whatever they started that left the group
         (setsid) but still carries their TORC_* variables; their exits are reported as usual."""
+        self.withdraw(job_ids)
         await self._launched(job_ids)
         running = [self.procs[j] for j in job_ids if j in self.procs]
         await asyncio.gather(*(stop_group(p, grace) for _, p in running))
@@ -436,7 +496,7 @@ class LocalExecutor:
 
     async def _launched(self, job_ids: list[int]) -> None:
         """Until the shepherd has answered for these jobs (a few milliseconds)."""
-        waits = [self._launching[j] for j in job_ids if j in self._launching]
+        waits = [self._launching[j][1] for j in job_ids if j in self._launching]
         if waits:
             await asyncio.gather(*(asyncio.shield(w) for w in waits))
 
@@ -448,6 +508,7 @@ class LocalExecutor:
 
     async def stop_all(self, grace: float) -> list[Exit]:
         """Stop every running job (shutdown) and return their exits for the caller to record."""
+        self.withdraw(list(self._ahead))
         await self._launched(list(self._launching))
         running = list(self.procs.values())
         self._stopping.update(job.job_id for job, _ in running)

@@ -86,6 +86,10 @@ class ShepherdLost(OSError):
     """The shepherd ended before answering: whether the job started is unknown."""
 
 
+class Withdrawn(OSError):
+    """A job sent ahead was taken back before it started."""
+
+
 class ShepherdedProcess:
     """A job shell the shepherd started: its exit comes from the shepherd, which reaped it (and
     killed what it left in its group). If the shepherd dies first, `exit_status` (the exit log)
@@ -158,11 +162,16 @@ class ShepherdLink:
         out: int,
         err: int,
         reply: Reply,
-    ) -> None:
+        size: tuple[int, int] | None = None,
+        ahead: bool = False,
+    ) -> int:
         """Ask for `bash -c COMMAND` in `cwd` with these log descriptors (sent with the request,
         or duplicated until it goes), in the environment `base` (the same dict, never changed,
         for every job: encoded once here, decoded once by the shepherd) with `own` over it;
-        `reply` hears the pid, or why it could not start."""
+        `reply` hears the pid, or why it could not start. `size`: the CPUs and memory it holds,
+        a place a job sent `ahead` may take when it ends (see `torcd.shepherd`).
+
+        Returns the request's number, to withdraw it by."""
         if base is not self._base:
             self._base_encoded = _encode({os.fsencode(k): os.fsencode(v) for k, v in base.items()})
             self._base = base
@@ -174,6 +183,8 @@ class ShepherdLink:
             os.fsencode(cwd),
             self._base_encoded,
             {k.encode(_FS, _FS_ERRORS): v.encode(_FS, _FS_ERRORS) for k, v in own.items()},  # os.fsencode's, inline
+            size,
+            ahead,
         )
         if len(data) > MAX_FRAME:
             raise OSError(errno.E2BIG, f"its command and environment are {len(data):,} bytes, over {MAX_FRAME:,}")
@@ -183,8 +194,30 @@ class ShepherdLink:
         self._replies[self._seq] = reply
         if self._outgoing:
             self._outgoing.append((data, [os.dup(out), os.dup(err)]))
+        else:
+            self._send(self._seq, data, [out, err])
+        return self._seq
+
+    def withdraw(self, seq: int) -> None:
+        """Take back a job sent ahead: its reply says it started, failed, or was withdrawn."""
+        if self._sock is None or self._loop is None or seq not in self._replies:
             return
-        self._send(self._seq, data, [out, err])
+        data = frame("withdraw", seq)
+        if self._outgoing:
+            self._outgoing.append((data, []))
+            return
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
+            return
+        except OSError:  # as if it had died: every reply is answered
+            self._lost()
+            return
+        if sent < len(data):
+            self._outgoing.append((data[sent:], []))
+            self._loop.add_writer(self._sock, self._writable)
 
     def open(self) -> None:
         """Start the shepherd now, before the first job needs it (its interpreter takes tens of
@@ -298,6 +331,8 @@ class ShepherdLink:
         elif kind == "started":
             _, seq, pid, at = message
             self._replies.pop(seq)(pid, None, at)
+        elif kind == "withdrawn":
+            self._replies.pop(message[1])(None, Withdrawn(0, "withdrawn"), None)
         elif kind == "failed":
             _, seq, code, text, filename = message
             error = OSError(code, text, filename) if filename else OSError(code, text)

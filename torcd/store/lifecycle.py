@@ -72,6 +72,7 @@ def runnable(r: sqlite3.Row, start_time: float | None = None, gpus: str | None =
         bool(r["delete_stdio"]),
         bool(r["limit_resources"]),
         msgspec.json.decode(r["srun"], type=SrunOptions) if r["srun"] else None,
+        r["label"],
     )
 
 
