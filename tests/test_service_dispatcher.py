@@ -21,6 +21,7 @@ from torcd import events as E
 from torcd.core.attempts import Start
 from torcd.core.pacing import MAX_AHEAD
 from torcd.services.executor import UNKNOWN_EXIT, UNKNOWN_EXIT_MESSAGE
+from torcd.spec.parse import parse_spec
 
 
 def one_job(command: str, **extra) -> str:
@@ -152,11 +153,45 @@ async def test_a_job_sent_ahead_of_a_busy_slot_never_runs_once_its_workflow_is_c
     )
     d = make_dispatcher(rig, max_cpus=1)
     async with running(d):
-        await eventually(lambda: d.executor.ahead_count == 1, what="the next job sent ahead")
+        await eventually(lambda: len(d.executor.sent_ahead()) == 1, what="the next job sent ahead")
         stop = await rig.workflows.cancel_workflow(wf)
         await d.executor.kill(stop, grace=1.0)
-        await eventually(lambda: d.executor.ahead_count == 0 and not d.executor.procs, what="both gone")
+        await eventually(lambda: not d.executor.sent_ahead() and not d.executor.procs, what="both gone")
         assert not d._queue  # not put back in line
     assert not (rig.tmp / "next-ran").exists()
     assert set((await statuses(rig, wf)).values()) == {"canceled"}
     assert not await rig.queries.attempts((await job_ids(rig, wf))["next"])
+
+
+async def test_a_start_that_fails_in_the_shepherd_leaves_nothing_waiting_ahead_of_it(rig):
+    wd = rig.tmp / "wd"
+    wd.mkdir()
+    spec = f"name: w\noutput_dir: {rig.tmp}/out\njobs:\n  - {{name: x, command: 'true'}}\n"
+    spec += "  - {name: y, command: 'true'}\n"
+    wf = await rig.workflows.create_workflow(parse_spec(spec, "spec.yaml"), str(wd), "spec.yaml", "local")
+    wd.rmdir()  # its directory is gone: each start fails in the shepherd
+    d = make_dispatcher(rig, max_cpus=1)
+    async with running(d):
+        await eventually(lambda: len(rig.of(E.JobExited)) == 2, what="both launch failures")
+    assert not d.executor.sent_ahead() and d.executor.cpus_in_use == 0
+    for j in (await job_ids(rig, wf)).values():
+        (attempt,) = await rig.queries.attempts(j)
+        assert attempt.pid is None and "working directory not found" in attempt.message
+
+
+async def test_a_wide_job_is_not_sent_ahead_of_narrower_ones_it_could_not_replace(rig):
+    spec = """name: w
+resource_requirements:
+  - {name: two, num_cpus: 2}
+jobs:
+  - {name: a, command: 'sleep 30', resource_requirements: two}
+  - {name: b, command: 'sleep 0.2'}
+  - {name: c, command: 'sleep 0.2'}
+  - {name: y, command: 'touch y-ran', resource_requirements: two}
+  - {name: "z{i}", command: 'sleep 0.2', parameters: {i: "1:100"}}
+"""
+    await submit(rig, spec)  # sent ahead, y would wait for a while the z jobs took the places of b and c
+    d = make_dispatcher(rig, max_cpus=4)
+    async with running(d):
+        await eventually(lambda: (rig.tmp / "y-ran").exists(), what="y, once b and c have ended")
+        await d.stop(grace=1.0)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 from inproc import eventually, make_executor
@@ -180,3 +182,30 @@ async def test_what_was_sent_ahead_is_withdrawn_by_a_kill_and_by_a_stop(tmp_path
             assert e.job_id == running.job_id
     assert withdrawn == ["kill", "stop"] and len(started) == 1 and ex.cpus_in_use == 0
     assert not list(tmp_path.glob("*-ran"))
+
+
+async def test_a_job_sent_ahead_told_to_go_starts_at_once_and_holds_its_cpus(tmp_path):
+    ex = make_executor(Exits().append, ExitLog(str(tmp_path / "exits.log")))
+    long, ahead, started = job(tmp_path, "sleep 30"), job(tmp_path, "true"), {}
+    ex.launch(long, lambda pid, at: started.setdefault(long.job_id, pid))
+    await eventually(lambda: started, what="the start")
+    ex.launch(ahead, lambda pid, at: started.setdefault(ahead.job_id, pid), lambda: None)
+    assert ex.cpus_in_use == 1 and ex.sent_ahead() == [ahead]
+    ex.go(ahead)
+    assert ex.cpus_in_use == 2 and not ex.sent_ahead()
+    await eventually(lambda: ahead.job_id in started, what="the start of the one told to go")
+    assert started[ahead.job_id] is not None
+    await ex.stop_all(grace=1.0)
+
+
+async def test_nothing_is_sent_ahead_of_jobs_a_dead_shepherd_started(tmp_path):
+    ex = make_executor(Exits().append, ExitLog(str(tmp_path / "exits.log")))
+    running, started = job(tmp_path, "sleep 30"), []
+    ex.launch(running, lambda pid, at: started.append(pid))
+    await eventually(lambda: started, what="the start")
+    assert ex.can_send_ahead(job(tmp_path, "true"))
+    assert ex.shepherd is not None and ex.shepherd._proc is not None
+    os.kill(ex.shepherd._proc.pid, signal.SIGKILL)
+    await eventually(lambda: ex.shepherd._sock is None, what="the shepherd's loss seen")
+    assert not ex.can_send_ahead(job(tmp_path, "true"))  # its end would be no place in the next shepherd
+    await ex.stop_all(grace=1.0)

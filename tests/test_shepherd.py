@@ -195,3 +195,24 @@ def test_a_job_sent_ahead_without_saying_what_it_holds_is_refused(shepherd):
     seq = shepherd.spawn("touch ran", size=None, ahead=True)
     assert [m[:2] for _, m in shepherd.messages(lambda ms: ms)] == [("failed", seq)]
     assert not (shepherd.tmp / "ran").exists()
+
+
+def test_a_job_sent_ahead_told_to_go_starts_at_once(shepherd):
+    shepherd.spawn("sleep 5", size=(1, 0))
+    ahead = shepherd.spawn("echo went", size=(1, 0), ahead=True)
+    shepherd.sock.sendall(frame("go", ahead))
+    got = [m for _, m in shepherd.messages(_exited)]
+    assert [m[:2] for m in got] == [("started", 1), ("started", ahead), ("exited", got[1][2])]  # before the first
+    assert (shepherd.tmp / f"{ahead}.o").read_text() == "went\n"
+    shepherd.sock.sendall(frame("go", ahead))  # started already: nothing more is said
+    shepherd.spawn("true")
+    assert [m[0] for _, m in shepherd.messages(lambda ms: _exited(ms, 1))] == ["started", "exited"]
+
+
+def test_a_request_from_a_daemon_that_sends_nothing_ahead_still_starts(shepherd):
+    old = frame("spawn", 1, 7, 1, 1, b"echo old", str(shepherd.tmp).encode(), msgspec.msgpack.encode(BASE), {})
+    out = os.open(shepherd.tmp / "1.o", os.O_WRONLY | os.O_CREAT, 0o600)
+    socket.send_fds(shepherd.sock, [old], [out, out])
+    os.close(out)
+    assert [m[0] for _, m in shepherd.messages(_exited)] == ["started", "exited"]
+    assert (shepherd.tmp / "1.o").read_text() == "old\n"

@@ -22,7 +22,8 @@ Frames both ways are a 4-byte length and a msgpack array:
            variables `own` over the daemon's, which is the same for every job and comes as one
            msgpack map in `base`, decoded once; `size`: the [cpus, memory] it holds, a place
            another may take when it ends, or nil; `ahead`: wait for such a place)
-         | ("withdraw", seq): an ahead job not started yet is dropped;
+         | ("withdraw", seq): an ahead job not started yet is dropped
+         | ("go", seq): an ahead job not started yet starts now;
   shepherd → ("started", seq, pid, time) | ("failed", seq, errno, strerror, filename)
            | ("withdrawn", seq) | ("exited", pid, waitstatus-as-exit-code, cpu_seconds, time)
 (the times are when it spawned the shell, and when it saw the shell had ended).
@@ -199,8 +200,8 @@ class Shepherd:
             closed = self.daemon_closed()
             for request in requests:
                 try:
-                    if request and request[0] == "withdraw":
-                        self.withdraw(request[1])
+                    if request and request[0] in ("withdraw", "go"):
+                        self.withdraw(request[1], go=request[0] == "go" and not closed)
                         continue
                     self.spawn(request, closed)
                 except Exception as e:  # one bad request must not take the others' records with it
@@ -219,7 +220,8 @@ class Shepherd:
             if len(fds) != 2:
                 raise ValueError("it came without its two log descriptors")
             out, err = fds
-            _, seq, job, run, attempt, command, cwd, base, own, size, ahead = request
+            _, seq, job, run, attempt, command, cwd, base, own, *rest = request
+            size, ahead = rest or (None, False)  # none: from a daemon started before jobs were sent ahead
             if base != self.base[0]:
                 self.base = (base, _decode_map(base))
             env = {**self.base[1], **own}
@@ -241,12 +243,15 @@ class Shepherd:
         else:
             self.start(seq, (job, run, attempt), command, cwd, env, out, err, place)
 
-    def withdraw(self, seq: int) -> None:
-        """Drop an ahead job not started yet; one that has started (or failed to) was said so
-        before this answer would have been."""
+    def withdraw(self, seq: int, go: bool = False) -> None:
+        """Drop an ahead job not started yet, or start it now (`go`, the spawn lock held); one
+        that has started (or failed to) was said so before this answer would have been."""
         for i, job in enumerate(self.ahead):
             if job.seq == seq:
                 del self.ahead[i]
+                if go:
+                    self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place)
+                    return
                 job.close()
                 self.send("withdrawn", seq)
                 return

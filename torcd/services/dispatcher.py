@@ -79,7 +79,7 @@ class Dispatcher:
     def _on_event(self, event) -> None:
         if isinstance(event, E.WorkflowCanceled):
             self._queue = collections.deque(j for j in self._queue if j.workflow_id != event.workflow_id)
-            ahead = self.executor.sent_ahead(event.workflow_id)
+            ahead = [job.job_id for job in self.executor.sent_ahead(event.workflow_id)]
             self._dropped.update(ahead)
             self.executor.withdraw(ahead)
         if isinstance(event, _WAKE):
@@ -121,22 +121,26 @@ class Dispatcher:
             self._kicking = False
 
     def _start_what_fits(self) -> None:
-        while self._queue and not self._stopping:
-            job = self._queue[0]
-            ex = self.executor
-            need = Requirements(
-                min(job.num_cpus, self.max_cpus), job.num_gpus, memory_bytes=min(job.memory or 0, self.max_memory)
-            )
-            free = Capacity(
-                self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
-            )
-            if not fits(need, free):
+        for job in self.executor.sent_ahead():  # older in line than what is queued
+            if self._stopping or not self._fits(job):
                 break
+            self.executor.go(job)
+        while self._queue and not self._stopping and self._fits(self._queue[0]):
             self._start(self._queue.popleft())
         while self._queue and not self._stopping and self._queue[0].label is None:
             if not self.executor.can_send_ahead(self._queue[0]):
                 return
             self._start(self._queue.popleft(), ahead=True)
+
+    def _fits(self, job: Runnable) -> bool:
+        ex = self.executor
+        need = Requirements(
+            min(job.num_cpus, self.max_cpus), job.num_gpus, memory_bytes=min(job.memory or 0, self.max_memory)
+        )
+        free = Capacity(
+            self._free(), self.max_memory - ex.memory_in_use, None if ex.gpus_free is None else len(ex.gpus_free)
+        )
+        return fits(need, free)
 
     def _start(self, job: Runnable, ahead: bool = False) -> None:
         self.executor.launch(
@@ -233,7 +237,7 @@ class Dispatcher:
             starts, self._starts = self._starts, []
             # Keep enough claimed to fill every free slot, and more ahead at a fast pace.
             ahead = self.pace.ahead(time.time())
-            waiting = len(self._queue) + self.executor.ahead_count
+            waiting = len(self._queue) + len(self.executor.sent_ahead())
             want = 0 if self._stopping else max(0, self._free() + ahead - waiting)
             # A labelled job is claimed only to start now: its label may stop being served.
             now = 0 if self._stopping else max(0, self._free() - len(self._queue))

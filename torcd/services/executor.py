@@ -144,8 +144,8 @@ class LocalExecutor:
         its CPUs, memory and devices from now on; without one, at once.
 
         With `withdrawn`, the job is sent ahead (see `can_send_ahead`): it holds nothing until it
-        starts in the place of a job that ends; `withdrawn` hears that it was taken back, or
-        that the shepherd died before starting it."""
+        starts in the place of a job that ends, or is told to `go`; `withdrawn` hears that it was
+        taken back, or that the shepherd died before starting it."""
         if self.shepherd is None:
             at = time.time()
             started(self.start(job), at)
@@ -156,19 +156,24 @@ class LocalExecutor:
 
         def reply(pid: int | None, error: OSError | None, at: float | None) -> None:
             self._launching.pop(job.job_id)[1].set_result(None)
-            self._ahead.pop(job.job_id, None)
-            found = self._started_before_loss(job) if pid is None and isinstance(error, ShepherdLost) else None
-            if withdrawn is not None:
-                if pid is None and found is None and isinstance(error, (Withdrawn, ShepherdLost)):
-                    self._give_back_gpus(job)
-                    withdrawn()
-                    return
-                self._reserve(job)  # from its start: it took the place of one that ended, told next
+            uncounted = self._ahead.pop(job.job_id, None) is not None  # sent ahead, never told to go
+            lost = pid is None and isinstance(error, ShepherdLost)
+            found = self._started_before_loss(job) if lost else None
+            if withdrawn is not None and (
+                isinstance(error, Withdrawn) or (lost and found is None and self._exit_status(key) is None)
+            ):  # it never started: first in line again
+                if not uncounted:
+                    self._release(job)
+                self._give_back_gpus(job)
+                withdrawn()
+                return
+            if uncounted:
+                self._reserve(job)  # from its start, told before the end of the job whose place it took
             if pid is None:
                 if found is not None:
                     pid = found  # it did start: watched as an adopted shell
                     self._watch(job, WatchedProcess(pid, lambda: self._exit_status(key)))
-                    started(pid, sent_at)
+                    started(pid, sent_at if withdrawn is None else time.time())
                     return
                 self._release(job)
                 self._give_back_gpus(job)
@@ -201,35 +206,39 @@ class LocalExecutor:
             started(None, sent_at)
 
     def can_send_ahead(self, job: Runnable, most: int = 8) -> bool:
-        """Whether to send `job` ahead now: it needs no devices, and more running jobs, each
-        holding at least its CPUs and memory, could make way for it than are awaited already."""
+        """Whether to send `job` ahead now: it needs no devices, and every running job is the
+        shepherd's and holds at least its CPUs and memory, so the first to end frees enough for
+        it (it starts then, as it would have without being sent), one each for more of them
+        than are waiting already."""
         if self.shepherd is None or job.num_gpus or len(self._ahead) >= most:
             return False
-        return self._places(job) > len(self._ahead)
+        need, places = job.memory or 0, 0
+        running = ((held, proc) for held, proc in self.procs.values())
+        starting = ((held, None) for held, _ in self._launching.values() if held.job_id not in self._ahead)
+        for held, proc in (*running, *starting):
+            if held.num_cpus < job.num_cpus or (held.memory or 0) < need:
+                return False
+            if proc is not None and not self.shepherd.holds(proc):  # adopted, or a dead shepherd's
+                return False
+            places += 1
+        return places > len(self._ahead)
 
-    def _places(self, job: Runnable) -> int:
-        """The jobs that could make way for `job`: the shepherd's, running or on their way."""
-        need = job.memory or 0
-        running = (held for held, proc in self.procs.values() if isinstance(proc, ShepherdedProcess))
-        starting = (held for held, _ in self._launching.values() if held.job_id not in self._ahead)
-        return sum(held.num_cpus >= job.num_cpus and (held.memory or 0) >= need for held in (*running, *starting))
+    def sent_ahead(self, workflow_id: int | None = None) -> list[Runnable]:
+        """Jobs sent ahead and not started yet (of one workflow), in the order they were sent."""
+        return [job for job, _ in self._ahead.values() if workflow_id in (None, job.workflow_id)]
 
-    @property
-    def ahead_count(self) -> int:
-        return len(self._ahead)
-
-    def sent_ahead(self, workflow_id: int) -> list[int]:
-        return [job_id for job_id, (job, _) in self._ahead.items() if job.workflow_id == workflow_id]
+    def go(self, job: Runnable) -> None:
+        """Start a job sent ahead now, in what is free: it holds its resources from here on."""
+        _, seq = self._ahead.pop(job.job_id)
+        self._reserve(job)
+        assert self.shepherd is not None
+        self.shepherd.go(seq)
 
     def withdraw(self, job_ids: list[int]) -> None:
         """Take back jobs sent ahead that have not started (each is answered as usual)."""
         for job_id in job_ids:
             if job_id in self._ahead and self.shepherd is not None:
                 self.shepherd.withdraw(self._ahead[job_id][1])
-
-    def _withdraw_stranded(self) -> None:
-        """Jobs sent ahead that no running job could make way for any more go back."""
-        self.withdraw([job_id for job_id, (job, _) in self._ahead.items() if not self._places(job)])
 
     def _own_env(self, job: Runnable) -> dict[str, str]:
         """The job's variables over the daemon's environment, with its own GPUs (taken from the
@@ -401,8 +410,6 @@ class LocalExecutor:
         if self.procs.pop(job.job_id, None):
             self._release(job)
             self._give_back_gpus(job)
-            if self._ahead:
-                self._withdraw_stranded()
         deadline = self._deadlines.pop(job.job_id, None)
         if deadline is not None:
             deadline.cancel()

@@ -200,9 +200,20 @@ class ShepherdLink:
 
     def withdraw(self, seq: int) -> None:
         """Take back a job sent ahead: its reply says it started, failed, or was withdrawn."""
+        self._tell("withdraw", seq)
+
+    def go(self, seq: int) -> None:
+        """Start a job sent ahead now, unless it has started (or failed to) already."""
+        self._tell("go", seq)
+
+    def holds(self, proc: object) -> bool:
+        """Whether `proc` is a shell of the shepherd now running: its end is reported here."""
+        return isinstance(proc, ShepherdedProcess) and self._running.get(proc.pid) is proc
+
+    def _tell(self, what: str, seq: int) -> None:
         if self._sock is None or self._loop is None or seq not in self._replies:
             return
-        data = frame("withdraw", seq)
+        data = frame(what, seq)
         if self._outgoing:
             self._outgoing.append((data, []))
             return
