@@ -11,7 +11,7 @@ import pytest
 from inproc import eventually, make_executor
 from inproc import make_runnable as job
 
-from torcd.services.executor import UNKNOWN_EXIT
+from torcd.services.executor import UNKNOWN_EXIT, AheadRoom
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import LAUNCH_FAILED
 
@@ -155,11 +155,11 @@ async def test_a_job_sent_ahead_holds_nothing_until_it_starts_in_the_place_of_on
     started: dict[int, float] = {}
     ex.launch(first, lambda pid, at: started.setdefault(first.job_id, at))
     await eventually(lambda: started, what="the first start")
-    assert ex.can_send_ahead(ahead) and not ex.can_send_ahead(job(tmp_path, "true", num_cpus=3))
-    assert not ex.can_send_ahead(job(tmp_path, "true", num_gpus=1))  # its devices would wait with it
+    assert ex.ahead_room().admits(ahead) and not ex.ahead_room().admits(job(tmp_path, "true", num_cpus=3))
+    assert not ex.ahead_room().admits(job(tmp_path, "true", num_gpus=1))  # its devices would wait with it
     withdrawn: list[int] = []
     ex.launch(ahead, lambda pid, at: started.setdefault(ahead.job_id, at), lambda: withdrawn.append(1))
-    assert ex.cpus_in_use == 2 and not ex.can_send_ahead(job(tmp_path, "true"))  # one place, taken
+    assert ex.cpus_in_use == 2 and not ex.ahead_room().admits(job(tmp_path, "true"))  # one place, taken
     await eventually(lambda: len(exits) == 2, what="both exits")
     assert [e.job_id for e in exits] == [first.job_id, ahead.job_id] and not withdrawn
     assert started[ahead.job_id] >= exits[0].end_time and ex.cpus_in_use == 0
@@ -203,9 +203,25 @@ async def test_nothing_is_sent_ahead_of_jobs_a_dead_shepherd_started(tmp_path):
     running, started = job(tmp_path, "sleep 30"), []
     ex.launch(running, lambda pid, at: started.append(pid))
     await eventually(lambda: started, what="the start")
-    assert ex.can_send_ahead(job(tmp_path, "true"))
+    assert ex.ahead_room().admits(job(tmp_path, "true"))
     assert ex.shepherd is not None and ex.shepherd._proc is not None
     os.kill(ex.shepherd._proc.pid, signal.SIGKILL)
     await eventually(lambda: ex.shepherd._sock is None, what="the shepherd's loss seen")
-    assert not ex.can_send_ahead(job(tmp_path, "true"))  # its end would be no place in the next shepherd
+    assert not ex.ahead_room().admits(job(tmp_path, "true"))  # its end would be no place in the next shepherd
     await ex.stop_all(grace=1.0)
+
+
+@pytest.mark.parametrize(
+    "room,fields,admitted",
+    [
+        ((1, 2, 100), {"num_cpus": 2, "memory": 100}, True),
+        ((0, 2, 100), {}, False),  # one sent per running job, no more
+        ((1, 1, 100), {"num_cpus": 2}, False),  # more than the smallest running job holds
+        ((1, 2, 100), {"memory": 101}, False),
+        ((1, 2, 100), {"num_gpus": 1}, False),  # its devices would wait with it
+        ((1, 2, 100), {"label": "gpu-node"}, False),  # claimed only to start now
+    ],
+)
+def test_what_may_be_sent_ahead(tmp_path, room, fields, admitted):
+    assert AheadRoom(*room).admits(job(tmp_path, "true", **fields)) is admitted
+    assert AheadRoom(*room).taken().more == room[0] - 1

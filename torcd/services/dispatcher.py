@@ -127,10 +127,10 @@ class Dispatcher:
             self.executor.go(job)
         while self._queue and not self._stopping and self._fits(self._queue[0]):
             self._start(self._queue.popleft())
-        while self._queue and not self._stopping and self._queue[0].label is None:
-            if not self.executor.can_send_ahead(self._queue[0]):
-                return
+        room = self.executor.ahead_room()
+        while self._queue and not self._stopping and room.admits(self._queue[0]):
             self._start(self._queue.popleft(), ahead=True)
+            room = room.taken()
 
     def _fits(self, job: Runnable) -> bool:
         ex = self.executor

@@ -14,6 +14,7 @@ import shlex
 import signal
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import structlog
 
@@ -74,6 +75,27 @@ def as_step(job: Runnable) -> str:
     assert job.srun is not None
     words = srun_words(job, job.srun, slurm_job_id, node, in_step="SLURM_STEP_ID" in os.environ)
     return f"exec {shlex.join(words)} bash -c {shlex.quote(job.command)}"
+
+
+class AheadRoom(NamedTuple):
+    """How many more jobs may be sent ahead, and the most each may hold."""
+
+    more: int
+    cpus: int
+    memory: int
+
+    def admits(self, job: Runnable) -> bool:
+        """Devices would wait with it, and a labelled job is claimed only to start now."""
+        return (
+            self.more > 0
+            and not job.num_gpus
+            and job.label is None
+            and job.num_cpus <= self.cpus
+            and (job.memory or 0) <= self.memory
+        )
+
+    def taken(self) -> AheadRoom:
+        return self._replace(more=self.more - 1)
 
 
 class LocalExecutor:
@@ -143,7 +165,7 @@ class LocalExecutor:
         start (its exit is reported). Through the shepherd the pid comes later, and the job holds
         its CPUs, memory and devices from now on; without one, at once.
 
-        With `withdrawn`, the job is sent ahead (see `can_send_ahead`): it holds nothing until it
+        With `withdrawn`, the job is sent ahead (see `ahead_room`): it holds nothing until it
         starts in the place of a job that ends, or is told to `go`; `withdrawn` hears that it was
         taken back, or that the shepherd died before starting it."""
         if self.shepherd is None:
@@ -205,23 +227,23 @@ class LocalExecutor:
             self._launch_failed(job, e)
             started(None, sent_at)
 
-    def can_send_ahead(self, job: Runnable, most: int = 8) -> bool:
-        """Whether to send `job` ahead now: it needs no devices, and every running job is the
-        shepherd's and holds at least its CPUs and memory, so the first to end frees enough for
-        it (it starts then, as it would have without being sent), one each for more of them
-        than are waiting already."""
-        if self.shepherd is None or job.num_gpus or len(self._ahead) >= most:
-            return False
-        need, places = job.memory or 0, 0
-        running = ((held, proc) for held, proc in self.procs.values())
-        starting = ((held, None) for held, _ in self._launching.values() if held.job_id not in self._ahead)
-        for held, proc in (*running, *starting):
-            if held.num_cpus < job.num_cpus or (held.memory or 0) < need:
-                return False
-            if proc is not None and not self.shepherd.holds(proc):  # adopted, or a dead shepherd's
-                return False
-            places += 1
-        return places > len(self._ahead)
+    def ahead_room(self, most: int = 8) -> AheadRoom:
+        """What may be sent ahead now: one job per running job, `most` in all, each holding no
+        more than the smallest of them, so that whichever ends first frees enough for it (it
+        starts then, as it would have from the queue). Nothing while a running job is not the
+        shepherd's (adopted, or a dead one's): its end is no place."""
+        if self.shepherd is None:
+            return AheadRoom(0, 0, 0)
+        cpus = memory = 1 << 62
+        places = 0
+        for held, proc in self.procs.values():
+            if not self.shepherd.holds(proc):
+                return AheadRoom(0, 0, 0)
+            cpus, memory, places = min(cpus, held.num_cpus), min(memory, held.memory or 0), places + 1
+        for held, _ in self._launching.values():
+            if held.job_id not in self._ahead:
+                cpus, memory, places = min(cpus, held.num_cpus), min(memory, held.memory or 0), places + 1
+        return AheadRoom(max(0, min(places, most) - len(self._ahead)), cpus, memory)
 
     def sent_ahead(self, workflow_id: int | None = None) -> list[Runnable]:
         """Jobs sent ahead and not started yet (of one workflow), in the order they were sent."""
