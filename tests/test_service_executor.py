@@ -11,7 +11,7 @@ import pytest
 from inproc import eventually, make_executor
 from inproc import make_runnable as job
 
-from torcd.services.executor import UNKNOWN_EXIT, AheadRoom
+from torcd.services.executor import UNKNOWN_EXIT, AheadRoom, stopped_for_runtime
 from torcd.services.exit_log import ExitLog
 from torcd.services.processes import LAUNCH_FAILED
 
@@ -159,7 +159,7 @@ async def test_a_job_sent_ahead_holds_nothing_until_it_starts_in_the_place_of_on
     assert not ex.ahead_room().admits(job(tmp_path, "true", num_gpus=1))  # its devices would wait with it
     withdrawn: list[int] = []
     ex.launch(ahead, lambda pid, at: started.setdefault(ahead.job_id, at), lambda: withdrawn.append(1))
-    assert ex.cpus_in_use == 2 and not ex.ahead_room().admits(job(tmp_path, "true"))  # one place, taken
+    assert ex.cpus_in_use == 2 and ex.ahead_room().more == 1  # two for each running job
     await eventually(lambda: len(exits) == 2, what="both exits")
     assert [e.job_id for e in exits] == [first.job_id, ahead.job_id] and not withdrawn
     assert started[ahead.job_id] >= exits[0].end_time and ex.cpus_in_use == 0
@@ -215,7 +215,7 @@ async def test_nothing_is_sent_ahead_of_jobs_a_dead_shepherd_started(tmp_path):
     "room,fields,admitted",
     [
         ((1, 2, 100), {"num_cpus": 2, "memory": 100}, True),
-        ((0, 2, 100), {}, False),  # one sent per running job, no more
+        ((0, 2, 100), {}, False),  # two sent per running job, no more
         ((1, 1, 100), {"num_cpus": 2}, False),  # more than the smallest running job holds
         ((1, 2, 100), {"memory": 101}, False),
         ((1, 2, 100), {"num_gpus": 1}, False),  # its devices would wait with it
@@ -225,3 +225,17 @@ async def test_nothing_is_sent_ahead_of_jobs_a_dead_shepherd_started(tmp_path):
 def test_what_may_be_sent_ahead(tmp_path, room, fields, admitted):
     assert AheadRoom(*room).admits(job(tmp_path, "true", **fields)) is admitted
     assert AheadRoom(*room).taken().more == room[0] - 1
+
+
+@pytest.mark.parametrize(
+    "stopped_at,ended_at,timed_out",
+    [
+        (None, 10.0, False),  # never stopped
+        (10.0, 10.5, True),  # ended once stopped
+        (10.0, 10.0, True),
+        (10.0, 9.999, False),  # ended by itself, its end told after the stop was sent
+        (10.0, None, True),  # when it ended is not known (an adopted shell)
+    ],
+)
+def test_a_job_is_recorded_as_timed_out_only_if_it_ended_once_stopped(stopped_at, ended_at, timed_out):
+    assert stopped_for_runtime(stopped_at, ended_at) is timed_out

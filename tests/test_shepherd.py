@@ -12,7 +12,7 @@ import time
 import msgspec
 import pytest
 
-from torcd.shepherd import Frames, frame
+from torcd.shepherd import STARTED_WAIT, Frames, frame
 
 BASE = {b"PATH": os.environ["PATH"].encode(), b"SHARED": b"daemon"}
 
@@ -70,7 +70,7 @@ class Shepherd:
         while not until([m for _, m in got]):
             data = self.sock.recv(1 << 16)
             assert data, "the shepherd closed its end"
-            now = time.monotonic()
+            now = time.time()
             got += [(now, m) for m in self.frames.feed(data, [])]
         return got
 
@@ -216,3 +216,13 @@ def test_a_request_from_a_daemon_that_sends_nothing_ahead_still_starts(shepherd)
     os.close(out)
     assert [m[0] for _, m in shepherd.messages(_exited)] == ["started", "exited"]
     assert (shepherd.tmp / "1.o").read_text() == "old\n"
+
+
+def test_the_end_of_a_job_whose_place_was_taken_is_held_while_more_wait(shepherd):
+    first = shepherd.spawn("sleep 0.2", size=(1, 0))
+    took = shepherd.spawn("sleep 1", size=(1, 0), ahead=True)
+    shepherd.spawn("sleep 1", size=(1, 0), ahead=True)  # still waiting when the first ends
+    got = shepherd.messages(_exited)
+    (_, started), (_, taken), (told, ended) = got
+    assert [started[:2], taken[:2], ended[:2]] == [("started", first), ("started", took), ("exited", started[2])]
+    assert told - ended[4] >= STARTED_WAIT  # not sent before its hold ran out: nothing else came

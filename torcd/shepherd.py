@@ -14,7 +14,8 @@ the daemon never waits for a fork. What a job does to its own shell (`trap ... E
 A job can also be sent ahead, while every slot is busy: it waits here and starts in the place
 of the first job to end that held at least its CPUs and memory, before that one is reported, so
 a flood of short jobs goes on without a round trip through the daemon between them. The daemon
-counts its resources from its start, which it hears before the end whose place it took.
+counts its resources from its start, which it hears before the end whose place it took. While
+more wait here, that end is told with the next message (within STARTED_WAIT), as starts are.
 
 Frames both ways are a 4-byte length and a msgpack array:
   daemon → ("spawn", seq, job, run, attempt, command, cwd, base, own, size, ahead), its stdout
@@ -68,7 +69,8 @@ _IGNORED = (
 )
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, *_IGNORED)
 # A start is told with the next message (a short job's end, another's start) or within this: one
-# message, and one wake-up of the daemon, for a job that ends at once instead of two.
+# message, and one wake-up of the daemon, for a job that ends at once instead of two. So is the
+# end of a job whose place another took while more wait here: the daemon has nothing to do yet.
 STARTED_WAIT = 0.002
 _ENDED = os.WEXITED | os.WNOHANG | os.WNOWAIT
 _encode = msgspec.msgpack.Encoder().encode
@@ -148,7 +150,7 @@ class Shepherd:
         self.ahead: list[Ahead] = []  # sent ahead, in order, not started yet
         self.daemon_gone = False
         self.base: tuple[bytes, dict] = (b"", {})  # the daemon's environment, as sent and decoded
-        self.held: list[bytes] = []  # frames not sent yet: starts, told with what comes next
+        self.held: list[bytes] = []  # frames not sent yet (starts, ends of replaced jobs): told with what comes next
         self.held_until = 0.0
         self.hangup = select.poll()  # whether the daemon's end has closed
         self.hangup.register(self.sock, select.POLLRDHUP)
@@ -256,9 +258,9 @@ class Shepherd:
                 self.send("withdrawn", seq)
                 return
 
-    def take_place(self, place: tuple[int, int]) -> None:
+    def take_place(self, place: tuple[int, int]) -> bool:
         """Start the first ahead job that fits in the place of a job that has ended (the next,
-        if that one cannot start)."""
+        if that one cannot start); whether one did."""
         while job := next((j for j in self.ahead if j.place[0] <= place[0] and j.place[1] <= place[1]), None):
             self.ahead.remove(job)
             fcntl.flock(self.lock, fcntl.LOCK_SH)  # as for a request: never behind a next daemon's back
@@ -266,11 +268,12 @@ class Shepherd:
                 if self.daemon_closed():
                     job.close()
                     self.drop_ahead()
-                    return
+                    return False
                 if self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place):
-                    return
+                    return True
             finally:
                 fcntl.flock(self.lock, fcntl.LOCK_UN)
+        return False
 
     def drop_ahead(self) -> None:
         """The daemon has gone: what it sent ahead never starts (the next one starts it anew)."""
@@ -350,12 +353,13 @@ class Shepherd:
             if key is not None:
                 self.record(key, exit_code(info.si_code, info.si_status))
             place = self.places.pop(pid, None)
-            if place is not None and self.ahead and not self.daemon_gone:
-                # Before it is reaped: its pid, not reused yet, cannot be the new job's, whose
-                # start the daemon hears before this end.
-                self.take_place(place)
+            # Before it is reaped: its pid, not reused yet, cannot be the new job's, whose start
+            # the daemon hears before this end.
+            replaced = place is not None and bool(self.ahead) and not self.daemon_gone and self.take_place(place)
             _, status, usage = os.wait4(pid, 0)
-            self.send("exited", pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, ended)
+            cpu = usage.ru_utime + usage.ru_stime
+            # Its slot is busy again and more wait here: nothing for the daemon to do at once.
+            self.send("exited", pid, os.waitstatus_to_exitcode(status), cpu, ended, hold=replaced and bool(self.ahead))
 
     def record(self, key: tuple[int, int, int], rc: int) -> None:
         # Opened by name each time: the daemon rotates the log, and the line goes to the current one.

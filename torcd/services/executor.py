@@ -54,6 +54,12 @@ def timeout_grace(runtime: float) -> float:
     return min(10.0, max(1.0, runtime * 0.05))
 
 
+def stopped_for_runtime(stopped_at: float | None, ended_at: float | None) -> bool:
+    """Whether a job was stopped for its runtime: not if it ended by itself before (its end told
+    after the stop was sent; None: when is not known)."""
+    return stopped_at is not None and (ended_at is None or ended_at >= stopped_at)
+
+
 UNKNOWN_EXIT_MESSAGE = (
     "ended while the daemon was not watching, without recording its exit status (its shell was killed by SIGKILL)"
 )
@@ -127,7 +133,7 @@ class LocalExecutor:
         self._base_env = unmarked(dict(os.environ))  # every job's, under its own variables
         self._stopping: set[int] = set()  # jobs whose exits stop_all reports itself
         self._deadlines: dict[int, asyncio.TimerHandle] = {}  # jobs with a runtime: when they are stopped
-        self._timed_out: set[int] = set()
+        self._timed_out: dict[int, float] = {}  # job -> when it was stopped for its runtime
         self._held: dict[int, list[str]] = {}  # job -> the devices it holds until it ends
         self.steps = StepAccounting()  # what srun steps used, from sacct
 
@@ -228,10 +234,10 @@ class LocalExecutor:
             started(None, sent_at)
 
     def ahead_room(self, most: int = 8) -> AheadRoom:
-        """What may be sent ahead now: one job per running job, `most` in all, each holding no
-        more than the smallest of them, so that whichever ends first frees enough for it (it
-        starts then, as it would have from the queue). Nothing while a running job is not the
-        shepherd's (adopted, or a dead one's): its end is no place."""
+        """What may be sent ahead now: two jobs per running job, `most` in all, each holding no
+        more than the smallest of them, so that whichever ends first frees enough for the first
+        (it starts then, as it would have from the queue; the next, at the next end). Nothing
+        while a running job is not the shepherd's (adopted, or a dead one's): its end is no place."""
         if self.shepherd is None:
             return AheadRoom(0, 0, 0)
         cpus = memory = 1 << 62
@@ -243,7 +249,7 @@ class LocalExecutor:
         for held, _ in self._launching.values():
             if held.job_id not in self._ahead:
                 cpus, memory, places = min(cpus, held.num_cpus), min(memory, held.memory or 0), places + 1
-        return AheadRoom(max(0, min(places, most) - len(self._ahead)), cpus, memory)
+        return AheadRoom(max(0, min(2 * places, most) - len(self._ahead)), cpus, memory)
 
     def sent_ahead(self, workflow_id: int | None = None) -> list[Runnable]:
         """Jobs sent ahead and not started yet (of one workflow), in the order they were sent."""
@@ -380,7 +386,7 @@ class LocalExecutor:
         job that says it does not support termination is KILLed at once."""
         if self.procs.get(job.job_id, (None, None))[1] is not proc:
             return
-        self._timed_out.add(job.job_id)
+        self._timed_out[job.job_id] = time.time()
         log.info(
             "job_timed_out",
             workflow_id=job.workflow_id,
@@ -448,8 +454,7 @@ class LocalExecutor:
         if step is not None:
             peak, cpu = step
         oom = self._oom.pop(job.job_id, None)
-        timed_out = job.job_id in self._timed_out
-        self._timed_out.discard(job.job_id)
+        timed_out = stopped_for_runtime(self._timed_out.pop(job.job_id, None), proc.ended_at)
         if job.job_id in self._stopping:
             return  # stopped at shutdown; recorded by the caller
         end, done = proc.ended_at or time.time(), (job.job_id, job.run_id, job.attempt_id)
