@@ -239,3 +239,15 @@ def test_what_may_be_sent_ahead(tmp_path, room, fields, admitted):
 )
 def test_a_job_is_recorded_as_timed_out_only_if_it_ended_once_stopped(stopped_at, ended_at, timed_out):
     assert stopped_for_runtime(stopped_at, ended_at) is timed_out
+
+
+async def test_a_job_sent_ahead_refused_before_it_is_sent_gives_back_nothing_it_never_held(tmp_path):
+    exits = Exits()
+    ex = make_executor(exits.append, ExitLog(str(tmp_path / "exits.log")))
+    running, started = job(tmp_path, "sleep 30"), []
+    ex.launch(running, lambda pid, at: started.append(pid))
+    await eventually(lambda: started, what="the start")
+    ex.launch(job(tmp_path, "echo \0"), lambda pid, at: started.append(pid), lambda: None)
+    assert exits.one().return_code == LAUNCH_FAILED and "NUL" in exits.one().message
+    assert started == [started[0], None] and ex.cpus_in_use == 1 and not ex.sent_ahead()
+    await ex.stop_all(grace=1.0)

@@ -202,8 +202,11 @@ class Shepherd:
             closed = self.daemon_closed()
             for request in requests:
                 try:
-                    if request and request[0] in ("withdraw", "go"):
-                        self.withdraw(request[1], go=request[0] == "go" and not closed)
+                    if request and request[0] == "withdraw":
+                        self.withdraw(request[1])
+                        continue
+                    if request and request[0] == "go":
+                        self.go(request[1], closed)
                         continue
                     self.spawn(request, closed)
                 except Exception as e:  # one bad request must not take the others' records with it
@@ -245,18 +248,27 @@ class Shepherd:
         else:
             self.start(seq, (job, run, attempt), command, cwd, env, out, err, place)
 
-    def withdraw(self, seq: int, go: bool = False) -> None:
-        """Drop an ahead job not started yet, or start it now (`go`, the spawn lock held); one
-        that has started (or failed to) was said so before this answer would have been."""
-        for i, job in enumerate(self.ahead):
+    def withdraw(self, seq: int) -> None:
+        """Drop an ahead job not started yet; one that has started (or failed to) was said so
+        before this answer would have been."""
+        if job := self.take_ahead(seq):
+            job.close()
+            self.send("withdrawn", seq)
+
+    def go(self, seq: int, closed: bool) -> None:
+        """Start an ahead job not started yet now (the spawn lock held), unless the daemon that
+        asked has gone."""
+        if (job := self.take_ahead(seq)) and closed:
+            job.close()
+        elif job:
+            self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place)
+
+    def take_ahead(self, seq: int) -> Ahead | None:
+        for job in self.ahead:
             if job.seq == seq:
-                del self.ahead[i]
-                if go:
-                    self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place)
-                    return
-                job.close()
-                self.send("withdrawn", seq)
-                return
+                self.ahead.remove(job)
+                return job
+        return None
 
     def take_place(self, place: tuple[int, int]) -> bool:
         """Start the first ahead job that fits in the place of a job that has ended (the next,

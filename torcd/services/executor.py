@@ -212,9 +212,12 @@ class LocalExecutor:
             self._watch(job, shepherd.process(pid, lambda: self._exit_status(key)))
             started(pid, at)
 
-        # Held from now on: a request that fails as it is sent is answered (and given back) at once.
+        # Held from now on (sent ahead: from its start): a request that fails as it is sent is
+        # answered (and given back) at once.
         if withdrawn is None:
             self._reserve(job)
+        else:
+            self._ahead[job.job_id] = (job, 0)  # its request's number once sent
         self._launching[job.job_id] = (job, asyncio.get_running_loop().create_future())
         size = (job.num_cpus, job.memory or 0)
         try:
@@ -223,11 +226,11 @@ class LocalExecutor:
                 seq = shepherd.spawn(
                     key, job.command, job.cwd, self._base_env, env, out, err, reply, size, withdrawn is not None
                 )
-            if withdrawn is not None and job.job_id in self._launching:
+            if job.job_id in self._ahead:  # not answered already
                 self._ahead[job.job_id] = (job, seq)
         except (OSError, ValueError) as e:  # refused before it was sent
             self._launching.pop(job.job_id)[1].set_result(None)
-            if withdrawn is None:
+            if self._ahead.pop(job.job_id, None) is None:
                 self._release(job)
             self._give_back_gpus(job)
             self._launch_failed(job, e)
