@@ -195,3 +195,26 @@ jobs:
     async with running(d):
         await eventually(lambda: (rig.tmp / "y-ran").exists(), what="y, once b and c have ended")
         await d.stop(grace=1.0)
+
+
+async def test_nothing_queued_passes_a_job_sent_ahead_that_does_not_fit_yet(rig):
+    spec = """name: w
+resource_requirements:
+  - {name: two, num_cpus: 2}
+jobs:
+  - {name: a, command: 'sleep 30', resource_requirements: two}
+  - {name: b, command: 'sleep 0.3', resource_requirements: two}
+  - {name: z0, command: 'sleep 0.3'}
+  - {name: y, command: 'touch y-ran', resource_requirements: two}
+  - {name: "z{i}", command: 'true', parameters: {i: "1:40"}}
+"""
+    wf = await submit(rig, spec)  # z0 takes b's place; y, sent ahead behind it, needs b's two CPUs
+    d = make_dispatcher(rig, max_cpus=4)
+    async with running(d):
+        await eventually(lambda: (rig.tmp / "y-ran").exists(), what="y, once z0 has ended")
+        await d.stop(grace=1.0)
+    starts = {}
+    for name, j in (await job_ids(rig, wf)).items():
+        for attempt in await rig.queries.attempts(j):
+            starts[name] = attempt.start_time
+    assert all(starts["y"] <= t for name, t in starts.items() if name.startswith("z") and name != "z0")

@@ -251,3 +251,29 @@ async def test_a_job_sent_ahead_refused_before_it_is_sent_gives_back_nothing_it_
     assert exits.one().return_code == LAUNCH_FAILED and "NUL" in exits.one().message
     assert started == [started[0], None] and ex.cpus_in_use == 1 and not ex.sent_ahead()
     await ex.stop_all(grace=1.0)
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+async def test_a_job_whose_shepherd_died_after_recording_its_end_is_recorded_as_the_exit_log_has_it(tmp_path, ahead):
+    exits = Exits()
+    log = ExitLog(str(tmp_path / "exits.log"))
+    ex = make_executor(exits.append, log)
+    ex.prepare()
+    assert ex.shepherd is not None and ex.shepherd._proc is not None
+    shepherd = ex.shepherd._proc.pid
+    os.kill(shepherd, signal.SIGSTOP)  # the request waits in the socket: what the shepherd did is written below
+    j, started, withdrawn = job(tmp_path, "true"), [], []
+    try:
+        if ahead:
+            ex.launch(job(tmp_path, "sleep 30"), lambda pid, at: started.append(pid))  # a place, never started
+        ex.launch(j, lambda pid, at: started.append(pid), (lambda: withdrawn.append(1)) if ahead else None)
+        # It started j, which ended 3 and was recorded; then it was killed.
+        fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{j.job_id} 1 1 3\n".encode())
+        os.close(fd)
+    finally:
+        os.kill(shepherd, signal.SIGKILL)
+    await eventually(lambda: any(e.job_id == j.job_id for e in exits), what="j's exit")
+    (e,) = [e for e in exits if e.job_id == j.job_id]
+    assert (e.return_code, e.cause, e.message) == (3, None, None) and not withdrawn
+    assert None in started and ex.cpus_in_use == 0

@@ -226,3 +226,15 @@ def test_the_end_of_a_job_whose_place_was_taken_is_held_while_more_wait(shepherd
     (_, started), (_, taken), (told, ended) = got
     assert [started[:2], taken[:2], ended[:2]] == [("started", first), ("started", took), ("exited", started[2])]
     assert told - ended[4] >= STARTED_WAIT  # not sent before its hold ran out: nothing else came
+
+
+def test_a_job_sent_ahead_that_cannot_start_is_refused_and_the_others_are_still_recorded(shepherd):
+    shepherd.spawn("sleep 0.5; exit 5", size=(1, 0))
+    first = shepherd.spawn("sleep 0.2", size=(1, 0))
+    bad = shepherd.spawn("true", own={b"X": 1}, size=(1, 0), ahead=True)  # not bytes: posix_spawn refuses it
+    after = shepherd.spawn("exit 6", size=(1, 0), ahead=True)  # then the next takes the place
+    got = [m for _, m in shepherd.messages(lambda ms: _exited(ms, 3))]
+    assert ("failed", bad) in [m[:2] for m in got] and ("started", after) in [m[:2] for m in got]
+    assert shepherd.proc.poll() is None
+    lines = sorted((shepherd.tmp / "exit.log").read_text().splitlines())
+    assert lines == ["7 1 1 5", f"7 1 {first} 0", f"7 1 {after} 6"]

@@ -271,10 +271,11 @@ class Shepherd:
         return None
 
     def take_place(self, place: tuple[int, int]) -> bool:
-        """Start the first ahead job that fits in the place of a job that has ended (the next,
-        if that one cannot start); whether one did."""
-        while job := next((j for j in self.ahead if j.place[0] <= place[0] and j.place[1] <= place[1]), None):
-            self.ahead.remove(job)
+        """Start the first ahead job in the place of a job that has ended, if it fits there (the
+        next, if that one cannot start); whether one did. In order: one that does not fit yet
+        is passed by none sent after it."""
+        while self.ahead and self.ahead[0].place[0] <= place[0] and self.ahead[0].place[1] <= place[1]:
+            job = self.ahead.pop(0)
             fcntl.flock(self.lock, fcntl.LOCK_SH)  # as for a request: never behind a next daemon's back
             try:
                 if self.daemon_closed():
@@ -283,6 +284,10 @@ class Shepherd:
                     return False
                 if self.start(job.seq, job.key, job.command, job.cwd, job.env, job.out, job.err, job.place):
                     return True
+            except Exception as e:  # as for a request: one bad job must not take the others' records
+                # (`start` has closed its descriptors)
+                print(f"torcd.shepherd: request refused: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                self.send("failed", job.seq, 0, f"the request to start it was refused: {e}", None)
             finally:
                 fcntl.flock(self.lock, fcntl.LOCK_UN)
         return False

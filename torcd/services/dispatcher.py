@@ -66,6 +66,7 @@ class Dispatcher:
         self._starts: list[Start] = []
         self._queue: collections.deque[Runnable] = collections.deque()  # claimed, `pending` in the store
         self._dropped: set[int] = set()  # sent ahead, then their workflow was canceled: never queued again
+        self._returned = 0  # sent ahead and come back since the last start: first in line, in order
         self._wake = asyncio.Event()
         self._urgent = False  # the next pass runs at once: something new is ready, or nothing is queued
         self._hurry: asyncio.Future | None = None  # while a pass gathers: ends its wait
@@ -121,11 +122,14 @@ class Dispatcher:
             self._kicking = False
 
     def _start_what_fits(self) -> None:
-        for job in self.executor.sent_ahead():  # older in line than what is queued
+        self._returned = 0
+        waiting = False  # an older job sent ahead does not fit yet: nothing queued passes it
+        for job in self.executor.sent_ahead():
             if self._stopping or not self._fits(job):
+                waiting = True
                 break
             self.executor.go(job)
-        while self._queue and not self._stopping and self._fits(self._queue[0]):
+        while not waiting and self._queue and not self._stopping and self._fits(self._queue[0]):
             self._start(self._queue.popleft())
         room = self.executor.ahead_room()
         while self._queue and not self._stopping and room.admits(self._queue[0]):
@@ -152,7 +156,8 @@ class Dispatcher:
         if job.job_id in self._dropped:
             self._dropped.discard(job.job_id)
             return
-        self._queue.appendleft(job)
+        self._queue.insert(self._returned, job)
+        self._returned += 1
         self._wake_now()
 
     def _started(self, job: Runnable, pid: int | None, at: float) -> None:

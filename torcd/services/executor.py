@@ -187,9 +187,9 @@ class LocalExecutor:
             uncounted = self._ahead.pop(job.job_id, None) is not None  # sent ahead, never told to go
             lost = pid is None and isinstance(error, ShepherdLost)
             found = self._started_before_loss(job) if lost else None
-            if withdrawn is not None and (
-                isinstance(error, Withdrawn) or (lost and found is None and self._exit_status(key) is None)
-            ):  # it never started: first in line again
+            logged = self._exit_status(key) if lost and found is None else None  # ran, and ended meanwhile
+            if withdrawn is not None and (isinstance(error, Withdrawn) or (lost and found is None and logged is None)):
+                # it never started: first in line again
                 if not uncounted:
                     self._release(job)
                 self._give_back_gpus(job)
@@ -205,7 +205,10 @@ class LocalExecutor:
                     return
                 self._release(job)
                 self._give_back_gpus(job)
-                self._launch_failed(job, error or OSError("could not start"))
+                if logged is not None:  # as the exit log has it, its start unknown
+                    self.on_exit(Exit(job.job_id, job.run_id, job.attempt_id, logged, time.time()))
+                else:
+                    self._launch_failed(job, error or OSError("could not start"))
                 started(None, sent_at)
                 return
             assert at is not None  # a start the shepherd made, timed by it
@@ -260,7 +263,9 @@ class LocalExecutor:
 
     def go(self, job: Runnable) -> None:
         """Start a job sent ahead now, in what is free: it holds its resources from here on."""
-        _, seq = self._ahead.pop(job.job_id)
+        if (sent := self._ahead.pop(job.job_id, None)) is None:
+            return  # answered meanwhile (the shepherd lost)
+        _, seq = sent
         self._reserve(job)
         assert self.shepherd is not None
         self.shepherd.go(seq)

@@ -191,10 +191,17 @@ class ShepherdLink:
         if self._sock is None:
             self._start()
         self._seq += 1
-        self._replies[self._seq] = reply
         if self._outgoing:
-            self._outgoing.append((data, [os.dup(out), os.dup(err)]))
+            fds = [os.dup(out)]
+            try:
+                fds.append(os.dup(err))
+            except OSError:
+                os.close(fds[0])
+                raise
+            self._replies[self._seq] = reply
+            self._outgoing.append((data, fds))
         else:
+            self._replies[self._seq] = reply
             self._send(self._seq, data, [out, err])
         return self._seq
 
@@ -223,12 +230,16 @@ class ShepherdLink:
             sent = 0
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
-        except OSError:  # as if it had died: every reply is answered
-            self._lost()
+        except OSError:  # as if it had died: every reply is answered, once the caller is done
+            self._loop.call_soon(self._lost_if_still, self._sock)
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], []))
             self._loop.add_writer(self._sock, self._writable)
+
+    def _lost_if_still(self, sock: socket.socket) -> None:
+        if self._sock is sock:
+            self._lost()
 
     def open(self) -> None:
         """Start the shepherd now, before the first job needs it (its interpreter takes tens of
@@ -355,11 +366,16 @@ class ShepherdLink:
         log.warning("shepherd_lost", pid=self._proc.pid if self._proc else None)
         replies, running = self._replies, self._running
         self._drop()
+        # One still alive (a send that failed) may be starting a job: done before anyone looks.
+        wait_for_starts_in_flight(self.exit_log)
         for proc in running.values():
             proc.shepherd_lost()
         lost = ShepherdLost(0, "the process that starts jobs died before saying whether this one started")
         for reply in replies.values():
-            reply(None, lost, None)
+            try:
+                reply(None, lost, None)
+            except Exception:  # one job's bookkeeping must not leave the others unanswered
+                log.exception("shepherd_reply_failed")
 
     def _drop(self) -> None:
         assert self._loop is not None and self._sock is not None
