@@ -187,8 +187,7 @@ class Shepherd:
         except OSError:
             data, fds = memoryview(b""), []
         if not data:
-            for fd in fds:
-                os.close(fd)
+            _close(fds)
             return False
         requests = self.frames.feed(data, fds)
         if not requests:
@@ -234,13 +233,10 @@ class Shepherd:
             if ahead and place is None:
                 raise ValueError("a job sent ahead must say what it holds")
         except BaseException:
-            closed = True
+            _close(fds)
             raise
-        finally:
-            if closed:
-                for fd in fds:
-                    os.close(fd)
         if closed:
+            _close(fds)
             return
         if ahead:
             assert place is not None
@@ -410,6 +406,11 @@ class Shepherd:
             self.drop_ahead()
 
 
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class Ahead(NamedTuple):
     """A job sent ahead, waiting for a place."""
 
@@ -423,8 +424,7 @@ class Ahead(NamedTuple):
     place: tuple[int, int]
 
     def close(self) -> None:
-        os.close(self.out)
-        os.close(self.err)
+        _close([self.out, self.err])
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ import pwd
 import stat
 from collections.abc import Iterator
 
+# O_NONBLOCK: a FIFO planted at a log's name fails at once (ENXIO) instead of hanging the open.
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

@@ -12,7 +12,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from torcd.core.exits import CANNOT_EXECUTE
 from torcd.services.log_files import log_files
@@ -25,11 +25,6 @@ MARKS = ("TORC_JOB_ID", "TORC_RUN_ID", "TORC_ATTEMPT_ID", "TORC_RETURN_CODE", "T
 
 def unmarked(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in MARKS}
-
-
-def job_env(base: dict[str, str], **own: Any) -> dict[str, str]:
-    """A whole environment: the daemon's `base`, unmarked, with `job_vars(**own)` over it."""
-    return {**unmarked(base), **job_vars(**own)}
 
 
 def job_vars(
@@ -84,7 +79,6 @@ def prepare_to_start_processes(more_descriptors: bool = False) -> None:
                 os.set_inheritable(int(name), False)
 
 
-# O_NONBLOCK: a FIFO planted at a log's name fails at once (ENXIO) instead of hanging the open.
 BASH = shutil.which("bash") or "bash"  # resolved once, not by a PATH search in every child
 _devnull: int | None = None
 LAUNCH_FAILED = CANNOT_EXECUTE  # the command never got to run

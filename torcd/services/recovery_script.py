@@ -10,7 +10,7 @@ import time
 from torcd.core.attempts import stdio_paths
 from torcd.core.exits import CANNOT_EXECUTE, NOT_FOUND, SIGNAL_EXIT, signal_return_code
 from torcd.protocol import Recovery, RecoveryReport
-from torcd.services.processes import job_env, spawn_logged, start_failure, stop_group
+from torcd.services.processes import job_vars, spawn_logged, start_failure, stop_group, unmarked
 
 
 def describe_exit(script: str, rc: int, what: str = "recovery script") -> str:
@@ -28,8 +28,7 @@ async def run_recovery_script(rec: Recovery, api_url: str, on_start=lambda proc:
     out_path, err_path = stdio_paths(
         rec.output_dir, "recovery", rec.workflow_id, rec.job_id, rec.run_id, rec.attempt_id
     )
-    env = job_env(
-        dict(os.environ),
+    env = unmarked(dict(os.environ)) | job_vars(
         workflow_id=rec.workflow_id,
         job_id=rec.job_id,
         name=rec.name,

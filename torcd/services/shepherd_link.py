@@ -201,8 +201,9 @@ class ShepherdLink:
             self._replies[self._seq] = reply
             self._outgoing.append((data, fds))
         else:
-            self._replies[self._seq] = reply
-            self._send(self._seq, data, [out, err])
+            seq = self._seq
+            self._replies[seq] = reply
+            self._send(data, [out, err], lambda e: self._replies.pop(seq)(None, e, None))  # this job does not start
         return self._seq
 
     def withdraw(self, seq: int) -> None:
@@ -224,18 +225,9 @@ class ShepherdLink:
         if self._outgoing:
             self._outgoing.append((data, []))
             return
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
-            return
-        except OSError:  # as if it had died: every reply is answered, once the caller is done
-            self._loop.call_soon(self._lost_if_still, self._sock)
-            return
-        if sent < len(data):
-            self._outgoing.append((data[sent:], []))
-            self._loop.add_writer(self._sock, self._writable)
+        # A failure is as if it had died: every reply is answered, once the caller is done.
+        sock, loop = self._sock, self._loop
+        self._send(data, [], lambda e: loop.call_soon(self._lost_if_still, sock))
 
     def _lost_if_still(self, sock: socket.socket) -> None:
         if self._sock is sock:
@@ -292,8 +284,10 @@ class ShepherdLink:
         self._loop.add_reader(ours, self._readable)
         log.debug("shepherd_started", pid=self._proc.pid)
 
-    def _send(self, seq: int, data: bytes, fds: list[int]) -> None:
-        """Send now what the socket takes; queue the rest (with copies of descriptors not yet sent)."""
+    def _send(self, data: bytes, fds: list[int], failed: Callable[[OSError], object]) -> None:
+        """Send now what the socket takes; queue the rest (with copies of descriptors not yet
+        sent). `failed` hears an error other than a full socket or a dead shepherd (out of
+        kernel memory, say)."""
         assert self._sock is not None and self._loop is not None
         try:
             sent = socket.send_fds(self._sock, [data], fds)
@@ -301,8 +295,8 @@ class ShepherdLink:
             sent = 0
         except (BrokenPipeError, ConnectionResetError):  # it died; its end is read as EOF
             return
-        except OSError as e:  # out of kernel memory, say: this job does not start
-            self._replies.pop(seq)(None, e, None)
+        except OSError as e:
+            failed(e)
             return
         if sent < len(data):
             self._outgoing.append((data[sent:], [] if sent else [os.dup(fd) for fd in fds]))
